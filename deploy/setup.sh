@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# hopwatch setup: installs everything this project needs to build, test and run
+# its demo on a fresh Debian 12 machine. Idempotent: a second run that finds
+# everything in place does no network work and finishes in about a second.
+#
+# What it installs and why:
+#   - Debian's rustc-web + libstd-rust-web-dev-bpf: the only toolchain here with a
+#     precompiled `core` for bpfel-unknown-none (see docs/architecture.md, eBPF build)
+#   - llvm-N-dev matching rustc-web's LLVM, and bpf-linker built against it
+#   - the lab's tools: iproute2, iptables (NFQUEUE, statistic), ping, tcpdump
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (it installs Debian packages); try: sudo $0"
+    exit 1
+fi
+
+# Packages whose absence we can detect cheaply with dpkg-query.
+missing_packages() {
+    local pkg
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed; then
+            printf '%s\n' "$pkg"
+        fi
+    done
+}
+
+apt_updated=0
+apt_install() {
+    local -a missing
+    mapfile -t missing < <(missing_packages "$@")
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$apt_updated" -eq 0 ]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=1
+    fi
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# 1. The kernel-side Rust toolchain and the lab/test tools.
+apt_install rustc-web cargo-web libstd-rust-web-dev-bpf \
+    iproute2 iputils-ping iptables tcpdump procps ca-certificates
+
+# 2. LLVM dev files matching rustc-web's LLVM major, so bpf-linker links the
+#    bitcode rustc-web emits.
+llvm_major=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+if [ -z "$llvm_major" ]; then
+    log "could not read the LLVM version from /usr/bin/rustc -vV"
+    exit 1
+fi
+apt_install "llvm-${llvm_major}-dev"
+
+# 3. bpf-linker, pinned, built against that LLVM.
+BPF_LINKER_VERSION=0.13.0
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+    log "building bpf-linker $BPF_LINKER_VERSION against LLVM $llvm_major (about 80 s)"
+    LLVM_PREFIX="/usr/lib/llvm-${llvm_major}" cargo install --quiet --locked \
+        "bpf-linker@${BPF_LINKER_VERSION}" --no-default-features --features "llvm-${llvm_major}"
+fi
+
+# 4. Userspace toolchain components CI checks with.
+if command -v rustup >/dev/null; then
+    for component in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^${component}" ||
+            rustup component add "$component"
+    done
+fi
+
+log "ok (rustc-web LLVM ${llvm_major}, bpf-linker ${BPF_LINKER_VERSION})"

@@ -1,0 +1,5 @@
+//! hopwatch: a network path monitor whose per-hop latency is timestamped in the kernel.
+//!
+//! The crate is both the `hopwatch` binary and a library; the library's entry point
+//! for probing is [`probe`].
+pub mod probe;

@@ -1,0 +1,2 @@
+//! The probe engine: builds and sends probes, timestamps them (eBPF first), and
+//! correlates replies into results.

@@ -1,0 +1,1 @@
+//! The hopwatch network lab.
