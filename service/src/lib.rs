@@ -1,5 +1,8 @@
 //! hopwatch: a network path monitor whose per-hop latency is timestamped in the kernel.
 //!
 //! The crate is both the `hopwatch` binary and a library; the library's entry point
-//! for probing is [`probe`].
+//! for probing is [`probe::Engine`].
+pub mod cli;
 pub mod probe;
+pub mod report;
+pub mod stats;

@@ -1,0 +1,207 @@
+//! hopwatch's kernel programs: a TC egress classifier that stamps our outgoing
+//! probes, and a TC ingress classifier that matches replies to those stamps and
+//! sends one [`ReplyEvent`] per answered probe to userspace.
+//!
+//! The contract (map names, key layout, event layout, counters) lives in
+//! probe-common; the loader is service/src/probe/ebpf.rs. Both programs only
+//! observe: they always return `TC_ACT_OK` and never modify a packet.
+#![no_std]
+#![no_main]
+
+mod parse;
+
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use hopwatch_probe_common::{
+    counter, ProbeFilter, ProbeKey, ReplyEvent, EVENTS_BYTES, PROBE_TX_CAPACITY, REPLY_SNAP_LEN,
+};
+
+use parse::{Net, ParseError, Reply};
+
+// Map statics are named exactly as probe_common::maps says; the loader looks
+// them up by those names.
+
+/// Egress stamps of in-flight probes. LRU so unanswered probes age out on their own.
+#[map]
+static PROBE_TX: LruHashMap<ProbeKey, u64> = LruHashMap::with_max_entries(PROBE_TX_CAPACITY, 0);
+
+/// The flow range userspace owns; one entry, written by the loader.
+#[map]
+static PROBE_FILTER: Array<ProbeFilter> = Array::with_max_entries(1, 0);
+
+/// Matched replies for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Per-CPU counters: the bpf target has no atomic add, and per-CPU slots need none.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the slot belongs to this CPU and a TC program is not preempted
+        // by another program on the same CPU while it runs this increment.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The configured flow range, or `None` while userspace has not enabled stamping.
+#[inline(always)]
+fn filter() -> Option<(u16, u16)> {
+    let f = PROBE_FILTER.get(0)?;
+    if f.enabled == 0 {
+        return None;
+    }
+    Some((f.flow_lo, f.flow_hi))
+}
+
+#[inline(always)]
+fn in_range((lo, hi): (u16, u16), flow: u16) -> bool {
+    flow >= lo && flow < hi
+}
+
+#[classifier]
+pub fn hopwatch_egress(ctx: TcContext) -> i32 {
+    // Parse failures on egress are not ours to count: only probe-shaped packets
+    // in our flow range are of interest, and those are built by us.
+    let _ = try_egress(&ctx);
+    TC_ACT_OK
+}
+
+fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
+    let Some(range) = filter() else {
+        return Ok(());
+    };
+    let net = Net::new(ctx);
+    let Some(key) = parse::egress_key(&net)? else {
+        return Ok(());
+    };
+    if !in_range(range, key.flow) {
+        return Ok(());
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match PROBE_TX.insert(&key, &now, 0) {
+        Ok(()) => count(counter::EGRESS_STAMPED),
+        Err(_) => count(counter::EGRESS_MAP_FULL),
+    }
+    Ok(())
+}
+
+#[classifier]
+pub fn hopwatch_ingress(ctx: TcContext) -> i32 {
+    if try_ingress(&ctx).is_err() {
+        count(counter::PARSE_ERROR);
+    }
+    TC_ACT_OK
+}
+
+fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
+    let Some(range) = filter() else {
+        return Ok(());
+    };
+    let net = Net::new(ctx);
+    let Some(reply) = parse::ingress_reply(&net)? else {
+        return Ok(());
+    };
+    if !in_range(range, reply.key.flow) {
+        return Ok(());
+    }
+    // SAFETY: helper without preconditions.
+    let rx_ns = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the value is copied out at once; a concurrent delete cannot free it
+    // under us because map values stay valid for the program's RCU section.
+    let Some(tx_ns) = (unsafe { PROBE_TX.get(&reply.key) }).copied() else {
+        count(counter::INGRESS_UNMATCHED);
+        return Ok(());
+    };
+    // Whoever deletes the stamp owns the reply: a duplicate reply racing on another
+    // CPU finds it gone and is counted as unmatched instead of emitted twice.
+    if PROBE_TX.remove(&reply.key).is_err() {
+        count(counter::INGRESS_UNMATCHED);
+        return Ok(());
+    }
+    emit(&net, &reply, tx_ns, rx_ns);
+    Ok(())
+}
+
+/// Writes the event straight into the ring buffer (it is too big for the
+/// 512-byte BPF stack), including a snapshot of the reply for userspace parsing.
+#[inline(always)]
+fn emit(net: &Net<'_>, reply: &Reply, tx_ns: u64, rx_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<ReplyEvent>(0) else {
+        count(counter::RINGBUF_DROP);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, writable, 8-byte aligned ReplyEvent; all
+    // writes go through raw field pointers because the memory is uninitialised.
+    unsafe {
+        core::ptr::addr_of_mut!((*ev).key).write(reply.key);
+        core::ptr::addr_of_mut!((*ev).responder).write(reply.responder);
+        core::ptr::addr_of_mut!((*ev).tx_ns).write(tx_ns);
+        core::ptr::addr_of_mut!((*ev).rx_ns).write(rx_ns);
+        core::ptr::addr_of_mut!((*ev).ifindex).write(net.ifindex());
+        core::ptr::addr_of_mut!((*ev).reply_proto).write(reply.proto);
+        core::ptr::addr_of_mut!((*ev).icmp_type).write(reply.icmp_type);
+        core::ptr::addr_of_mut!((*ev).icmp_code).write(reply.icmp_code);
+        core::ptr::addr_of_mut!((*ev)._pad).write(0);
+        core::ptr::addr_of_mut!((*ev)._pad2).write(0);
+        let packet = core::ptr::addr_of_mut!((*ev).packet).cast::<u8>();
+        let snap_len = snapshot(net, packet, reply.ip_len);
+        core::ptr::addr_of_mut!((*ev).snap_len).write(snap_len);
+    }
+    entry.submit(0);
+}
+
+/// Copies up to REPLY_SNAP_LEN bytes of the reply, from its IP header on, into
+/// `packet` and returns how many are valid. Ring buffer memory is not zeroed
+/// by the kernel, so the buffer is cleared first: userspace never sees stale bytes.
+///
+/// # Safety
+/// `packet` must be valid for REPLY_SNAP_LEN bytes of writes and 8-byte aligned.
+#[inline(always)]
+unsafe fn snapshot(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
+    let words = packet.cast::<u64>();
+    for i in 0..REPLY_SNAP_LEN / 8 {
+        // SAFETY: in bounds of the REPLY_SNAP_LEN-byte, 8-aligned buffer.
+        unsafe { words.add(i).write(0) };
+    }
+    // The verifier needs the length argument provably in 1..=REPLY_SNAP_LEN: the
+    // explicit checks below keep that bound in the register the helper gets.
+    let mut len = ip_len;
+    if len > REPLY_SNAP_LEN as u32 {
+        len = REPLY_SNAP_LEN as u32;
+    }
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: `len` is at most REPLY_SNAP_LEN, the buffer's size.
+    if unsafe { net.copy_from_start(packet, len) } {
+        len
+    } else {
+        // The skb is shorter than its IP header claims; keep the event (its RTT is
+        // valid) without a snapshot.
+        0
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // Unreachable in a verified program (the verifier rejects any path that
+    // could get here), but no_std needs a handler.
+    loop {}
+}
+
+/// License for the kernel: helpers like bpf_ktime_get_ns and ring buffers need a
+/// GPL-compatible program.
+#[no_mangle]
+#[link_section = "license"]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,37 @@
+//! The `hopwatch` command line: argument definitions and exit codes.
+
+pub mod trace;
+
+use clap::{Parser, Subcommand};
+
+/// hopwatch: network path monitor with kernel-timestamped per-hop latency.
+#[derive(Debug, Parser)]
+#[command(name = "hopwatch", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing syntax), e.g. `info` or `hopwatch=debug`.
+    #[arg(long, global = true, env = "HOPWATCH_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace the path to a host once, like `mtr --report`.
+    Trace(trace::TraceArgs),
+}
+
+/// Process exit codes, documented in the README.
+pub mod exit {
+    /// Bad flags or arguments (clap uses 2 as well).
+    pub const USAGE: i32 = 2;
+    /// The host name did not resolve.
+    pub const UNKNOWN_HOST: i32 = 3;
+    /// Raw sockets or eBPF need privileges we lack.
+    pub const NO_PRIVILEGE: i32 = 4;
+    /// Probes could not be sent (no route, network down).
+    pub const NETWORK: i32 = 5;
+    /// Anything else.
+    pub const OTHER: i32 = 1;
+}

@@ -1,0 +1,248 @@
+//! The engine over a simulated network (no privileges): hop discovery, gaps,
+//! timeouts, the stop at the destination, and many concurrent traces whose
+//! replies must not mix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use hopwatch::probe::correlate::{Correlator, ReplyObservation, ReplyTiming};
+use hopwatch::probe::parse::{Reply, ReplyKind};
+use hopwatch::probe::transport::{OutgoingProbe, SendStamp, TransportError, TxStampId};
+use hopwatch::probe::{
+    Engine, EngineParts, FlowSpec, Outcome, ProbeResult, ProbeTransport, Protocol, SourceSelection, TimestampSource, TraceSpec,
+    Ttl,
+};
+use hopwatch_probe_common::{ipproto, ProbeKey};
+
+/// A network where every target sits behind `hops - 1` routers whose addresses
+/// derive from the target, so a reply that reaches the wrong trace is visible.
+struct SimNetwork {
+    correlator: Arc<Correlator>,
+    hops: u8,
+    /// TTLs whose router never answers.
+    silent: Vec<u8>,
+    sent: AtomicU64,
+    sent_ttls: Mutex<HashMap<IpAddr, Vec<u8>>>,
+}
+
+fn router(target: IpAddr, hop: u8) -> IpAddr {
+    match target {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            IpAddr::V4(Ipv4Addr::new(10, o[3], o[2], hop))
+        }
+        IpAddr::V6(_) => unreachable!("the simulation is IPv4"),
+    }
+}
+
+/// Reads the probe identity back from the transport bytes, as a router would quote it.
+fn key_of(probe: &OutgoingProbe<'_>) -> ProbeKey {
+    let b = probe.bytes;
+    let be16 = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let IpAddr::V4(dst) = probe.dst else { unreachable!() };
+    match probe.protocol {
+        Protocol::Icmp => ProbeKey::v4(dst.octets(), ipproto::ICMP, be16(4), u32::from(be16(6))),
+        Protocol::Udp => ProbeKey::v4(dst.octets(), ipproto::UDP, be16(0), u32::from(be16(6))),
+        Protocol::Tcp => ProbeKey::v4(
+            dst.octets(),
+            ipproto::TCP,
+            be16(0),
+            u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ),
+    }
+}
+
+impl ProbeTransport for SimNetwork {
+    fn send(&self, probe: &OutgoingProbe<'_>) -> Result<SendStamp, TransportError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let ttl = probe.ttl.get();
+        self.sent_ttls
+            .lock()
+            .unwrap()
+            .entry(probe.dst)
+            .or_default()
+            .push(ttl);
+        let key = key_of(probe);
+        let reached = ttl >= self.hops;
+        let answers = reached || !self.silent.contains(&ttl);
+        if answers {
+            let (responder, kind, icmp_type) = if reached {
+                (probe.dst, ReplyKind::EchoReply, 0)
+            } else {
+                (router(probe.dst, ttl), ReplyKind::TimeExceeded, 11)
+            };
+            let hop = ttl.min(self.hops);
+            let observation = ReplyObservation {
+                reply: Reply {
+                    responder,
+                    kind,
+                    key,
+                    icmp_type,
+                    icmp_code: 0,
+                    mpls: heapless::Vec::new(),
+                    mpls_incomplete: false,
+                    reply_ttl: Some(64),
+                },
+                // 100 µs per hop, exactly, as the kernel would have measured it.
+                timing: ReplyTiming::Ebpf {
+                    tx_ns: 1_000_000,
+                    rx_ns: 1_000_000 + u64::from(hop) * 100_000,
+                },
+                user_rx_mono_ns: 0,
+            };
+            let correlator = Arc::clone(&self.correlator);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(hop))).await;
+                correlator.deliver(observation);
+            });
+        }
+        Ok(SendStamp {
+            user_mono_ns: 0,
+            sent_at: SystemTime::now(),
+            kernel_tx: None,
+        })
+    }
+
+    fn take_tx_stamp(&self, _id: TxStampId) -> Option<u64> {
+        None
+    }
+}
+
+fn sim_engine(hops: u8, silent: Vec<u8>) -> (Engine, Arc<SimNetwork>) {
+    let correlator = Arc::new(Correlator::new());
+    let network = Arc::new(SimNetwork {
+        correlator: Arc::clone(&correlator),
+        hops,
+        silent,
+        sent: AtomicU64::new(0),
+        sent_ttls: Mutex::new(HashMap::new()),
+    });
+    let engine = Engine::from_parts(EngineParts {
+        transport: network.clone(),
+        correlator,
+        source: TimestampSource::Ebpf,
+        flow_range: 20000..30000,
+        max_probes_per_second: None,
+        // A fixed source keeps the simulation off the host's routing table.
+        source_selection: SourceSelection {
+            v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            ..SourceSelection::default()
+        },
+    });
+    (engine, network)
+}
+
+fn spec(dst: IpAddr, rounds: u32) -> TraceSpec {
+    TraceSpec {
+        flow: FlowSpec {
+            dst,
+            protocol: Protocol::Icmp,
+            dst_port: 0,
+            packet_size: 64,
+            timeout: Duration::from_millis(300),
+        },
+        first_ttl: Ttl::new(1).unwrap(),
+        max_ttl: Ttl::new(16).unwrap(),
+        rounds: Some(rounds),
+        interval: Duration::from_millis(50),
+    }
+}
+
+async fn collect(engine: &Engine, spec: TraceSpec) -> Vec<ProbeResult> {
+    engine
+        .trace(spec)
+        .expect("trace starts")
+        .map(|r| r.expect("probe sent"))
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn discovers_every_hop_in_order_and_stops_at_the_destination() {
+    let (engine, network) = sim_engine(5, vec![]);
+    let dst: IpAddr = "198.18.1.7".parse().unwrap();
+    let results = collect(&engine, spec(dst, 3)).await;
+
+    let mut by_ttl: BTreeMap<u8, Vec<&ProbeResult>> = BTreeMap::new();
+    for r in &results {
+        by_ttl.entry(r.ttl.get()).or_default().push(r);
+    }
+    for hop in 1..5u8 {
+        let rs = &by_ttl[&hop];
+        assert_eq!(rs.len(), 3, "three rounds probe hop {hop}");
+        for r in rs {
+            let answer = r.answer().expect("every router answers");
+            assert_eq!(answer.responder, router(dst, hop));
+            assert_eq!(answer.rtt.as_nanos(), u64::from(hop) * 100_000);
+            assert_eq!(r.source, TimestampSource::Ebpf);
+        }
+    }
+    assert!(by_ttl[&5].iter().all(|r| r.reached_destination()));
+    // Round one probes every TTL; later rounds stop at the destination's hop.
+    let ttls = network.sent_ttls.lock().unwrap()[&dst].clone();
+    let beyond = ttls.iter().filter(|t| **t > 5).count();
+    assert_eq!(beyond, 11, "only the first round goes past hop 5: {ttls:?}");
+    assert_eq!(ttls.len(), 16 + 5 + 5);
+    let stats = engine.stats();
+    assert_eq!(stats.probes_sent, 26);
+    assert_eq!(stats.probes_answered, 26);
+    assert_eq!(stats.in_flight, 0);
+}
+
+#[tokio::test]
+async fn a_silent_router_is_a_gap_not_the_end_of_the_path() {
+    let (engine, _network) = sim_engine(6, vec![2, 3]);
+    let dst: IpAddr = "198.18.2.9".parse().unwrap();
+    let results = collect(&engine, spec(dst, 2)).await;
+    for r in &results {
+        match r.ttl.get() {
+            2 | 3 => assert_eq!(r.outcome, Outcome::TimedOut, "hop {} is silent", r.ttl),
+            1 | 4 | 5 => assert_eq!(r.answer().unwrap().responder, router(dst, r.ttl.get())),
+            _ => assert!(r.reached_destination()),
+        }
+    }
+    assert_eq!(engine.stats().probes_timed_out, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_traces_never_mix_up_their_replies() {
+    let (engine, _network) = sim_engine(4, vec![]);
+    let targets: Vec<IpAddr> = (0..400u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(198, 18, (i / 250) as u8 + 10, (i % 250) as u8 + 1)))
+        .collect();
+    let traces = targets.iter().map(|dst| {
+        let engine = engine.clone();
+        let dst = *dst;
+        async move { (dst, collect(&engine, spec(dst, 2)).await) }
+    });
+    let all = futures::future::join_all(traces).await;
+    for (dst, results) in all {
+        // Round two stops at hop 4 once round one's reply is in; under this
+        // load it may not be yet, so only the lower bound is certain.
+        assert!(results.len() >= 16 + 4, "{dst}: {} results", results.len());
+        for r in results {
+            assert_eq!(r.target, dst);
+            let answer = r.answer().unwrap_or_else(|| panic!("{dst} ttl {} timed out", r.ttl));
+            let expected = if r.ttl.get() >= 4 { dst } else { router(dst, r.ttl.get()) };
+            assert_eq!(answer.responder, expected, "{dst} ttl {}", r.ttl);
+        }
+    }
+    assert_eq!(engine.stats().replies_unmatched, 0);
+}
+
+#[tokio::test]
+async fn flows_of_one_engine_get_distinct_identifiers_and_are_reused_after_drop() {
+    let (engine, _network) = sim_engine(3, vec![]);
+    let dst: IpAddr = "198.18.3.3".parse().unwrap();
+    let a = engine.open_flow(spec(dst, 1).flow).unwrap();
+    let b = engine.open_flow(spec(dst, 1).flow).unwrap();
+    assert_ne!(a.flow_id(), b.flow_id());
+    assert!((20000..30000).contains(&a.flow_id()));
+    let r = a.probe(Ttl::new(3).unwrap()).await.unwrap();
+    assert!(r.reached_destination());
+    assert_eq!(r.key.flow, a.flow_id());
+}

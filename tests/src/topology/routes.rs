@@ -1,0 +1,266 @@
+//! The routes each node needs. Hosts get one summary route per family towards their
+//! only neighbour. Routers get a route per prefix along shortest paths, except where
+//! a path through the parallel section is chosen by policy: at the branching router
+//! (forward, per [`PathSelect`]) and at the merging router (return traffic).
+
+use std::{collections::VecDeque, net::IpAddr};
+
+use super::{
+    plan::{NodeId, Plan, Prefix, Role, LAB_V4, LAB_V6, TARGETS_V4, TARGETS_V6},
+    spec::PathSelect,
+};
+
+/// One gateway of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    /// The neighbour's address on the shared link.
+    pub via: IpAddr,
+    /// The local interface towards it.
+    pub dev: String,
+}
+
+/// A route: one next hop, or several (a multipath route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Destination prefix.
+    pub prefix: Prefix,
+    /// Gateways; more than one makes an ECMP route.
+    pub nexthops: Vec<NextHop>,
+}
+
+impl Route {
+    /// The `ip -batch` line that installs (or replaces) this route.
+    pub fn replace_line(&self) -> String {
+        let family = if self.prefix.is_v6() { "-6 " } else { "" };
+        let mut line = format!("{family}route replace {}", self.prefix);
+        if let [hop] = self.nexthops.as_slice() {
+            line.push_str(&format!(" via {} dev {}", hop.via, hop.dev));
+        } else {
+            for hop in &self.nexthops {
+                line.push_str(&format!(" nexthop via {} dev {}", hop.via, hop.dev));
+            }
+        }
+        line
+    }
+}
+
+/// A destination group: the IPv4 and IPv6 prefix of one link (or the targets) and the
+/// nodes they are directly attached to.
+struct Destination {
+    v4: Prefix,
+    v6: Prefix,
+    attached: Vec<NodeId>,
+}
+
+fn destinations(plan: &Plan) -> Vec<Destination> {
+    let mut out: Vec<Destination> = plan
+        .links
+        .iter()
+        .map(|l| Destination {
+            v4: l.v4_prefix(),
+            v6: l.v6_prefix(),
+            attached: vec![l.up.node, l.down.node],
+        })
+        .collect();
+    out.push(Destination {
+        v4: TARGETS_V4,
+        v6: TARGETS_V6,
+        attached: vec![plan.dst],
+    });
+    out
+}
+
+/// Hop counts between every pair of nodes (the lab is tiny, so BFS from each node).
+fn distances(plan: &Plan) -> Vec<Vec<usize>> {
+    let n = plan.nodes.len();
+    (0..n)
+        .map(|start| {
+            let mut dist = vec![usize::MAX; n];
+            dist[start] = 0;
+            let mut queue = VecDeque::from([NodeId(start)]);
+            while let Some(u) = queue.pop_front() {
+                for link in plan.links_of(u) {
+                    let v = link.peer_of(u).expect("link touches u").node;
+                    if dist[v.0] == usize::MAX {
+                        dist[v.0] = dist[u.0] + 1;
+                        queue.push_back(v);
+                    }
+                }
+            }
+            dist
+        })
+        .collect()
+}
+
+/// The neighbours `node` forwards to for a destination attached to `attached`, after
+/// the path policy. Empty when `node` is itself attached (a connected route).
+fn next_nodes(
+    plan: &Plan,
+    dist: &[Vec<usize>],
+    node: NodeId,
+    attached: &[NodeId],
+    sel: PathSelect,
+) -> Vec<NodeId> {
+    if attached.contains(&node) {
+        return Vec::new();
+    }
+    let to_dest = |from: NodeId| attached.iter().map(|a| dist[from.0][a.0]).min().unwrap_or(usize::MAX);
+    let here = to_dest(node);
+    let mut next: Vec<NodeId> = plan
+        .links_of(node)
+        .map(|l| l.peer_of(node).expect("link touches node").node)
+        .filter(|&nb| to_dest(nb).saturating_add(1) == here)
+        .collect();
+
+    if let Some(p) = &plan.parallel {
+        let in_branch = |n: &NodeId| p.branches.iter().any(|b| b.contains(n));
+        // Destinations inside a branch are reached through that branch whatever the
+        // policy; only what lies beyond the parallel section follows the selection.
+        if !attached.iter().any(in_branch) && next.iter().any(in_branch) {
+            let pick = |end: fn(&Vec<NodeId>) -> NodeId, ecmp_all: bool| match sel {
+                PathSelect::Branch(i) => vec![end(&p.branches[i])],
+                PathSelect::Ecmp if ecmp_all => p.branches.iter().map(end).collect(),
+                // Return traffic stays on branch 0 under ECMP, so a router's ICMP
+                // source address does not depend on a return-path hash.
+                PathSelect::Ecmp => vec![end(&p.branches[0])],
+            };
+            if node == p.branch_router {
+                next = pick(|b| b[0], true);
+            } else if node == p.merge_router {
+                next = pick(|b| *b.last().expect("branches are not empty"), false);
+            }
+        }
+    }
+    next
+}
+
+/// Every route `node` needs under path selection `sel` (both families).
+pub fn for_node(plan: &Plan, node: NodeId, sel: PathSelect) -> Vec<Route> {
+    let hop = |to: NodeId, v6: bool| -> NextHop {
+        let link = plan.link_between(node, to).expect("next node is a neighbour");
+        let peer = link.peer_of(node).expect("link touches node");
+        let mine = link.end_on(node).expect("link touches node");
+        NextHop {
+            via: if v6 { peer.v6.into() } else { peer.v4.into() },
+            dev: mine.ifname.clone(),
+        }
+    };
+    if plan.node(node).role != Role::Router {
+        // A host has one link; everything in the lab plan is behind its neighbour.
+        let link = plan.links_of(node).next().expect("hosts have a link");
+        let nb = link.peer_of(node).expect("link touches node").node;
+        return vec![
+            Route {
+                prefix: LAB_V4,
+                nexthops: vec![hop(nb, false)],
+            },
+            Route {
+                prefix: LAB_V6,
+                nexthops: vec![hop(nb, true)],
+            },
+        ];
+    }
+    let dist = distances(plan);
+    let mut routes = Vec::new();
+    for dest in destinations(plan) {
+        let next = next_nodes(plan, &dist, node, &dest.attached, sel);
+        if next.is_empty() {
+            continue;
+        }
+        for (prefix, v6) in [(dest.v4, false), (dest.v6, true)] {
+            routes.push(Route {
+                prefix,
+                nexthops: next.iter().map(|&nb| hop(nb, v6)).collect(),
+            });
+        }
+    }
+    routes
+}
+
+/// The routers whose routes depend on the path selection.
+pub fn policy_routers(plan: &Plan) -> Vec<NodeId> {
+    plan.parallel
+        .iter()
+        .flat_map(|p| [p.branch_router, p.merge_router])
+        .collect()
+}
+
+/// The neighbour `router` sends its replies to the source through under `sel`. Linux
+/// picks the source address of an ICMP error from the route back to the probe's
+/// sender, so the address of `router` on the link to this neighbour is what a
+/// traceroute from `src` sees.
+pub fn towards_source(plan: &Plan, router: NodeId, sel: PathSelect) -> NodeId {
+    let dist = distances(plan);
+    let first = &plan.links[0];
+    let attached = [first.up.node, first.down.node];
+    match next_nodes(plan, &dist, router, &attached, sel).first() {
+        Some(&nb) => nb,
+        // Attached to the source's link: the source itself.
+        None => plan.src,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::spec::LabSpec;
+
+    fn names(plan: &Plan, route: &Route) -> Vec<String> {
+        route
+            .nexthops
+            .iter()
+            .map(|h| h.dev.trim_start_matches("to-").to_owned())
+            .map(|n| plan.node(plan.find(&n).unwrap()).name.clone())
+            .collect()
+    }
+
+    fn route_to(routes: &[Route], prefix: Prefix) -> &Route {
+        routes.iter().find(|r| r.prefix == prefix).unwrap()
+    }
+
+    #[test]
+    fn chain_routes_point_both_ways() {
+        let plan = Plan::new(&LabSpec::chain(3), "t").unwrap();
+        let r2 = plan.find("r2").unwrap();
+        let routes = for_node(&plan, r2, PathSelect::default());
+        assert_eq!(names(&plan, route_to(&routes, TARGETS_V4)), ["r3"]);
+        assert_eq!(names(&plan, route_to(&routes, plan.links[0].v6_prefix())), ["r1"]);
+        // Connected: link 1 (r1-r2) and link 2 (r2-r3) get no route.
+        assert!(routes.iter().all(|r| r.prefix != plan.links[1].v4_prefix()));
+        assert_eq!(routes.len(), 2 * 3);
+        let src_routes = for_node(&plan, plan.src, PathSelect::default());
+        assert_eq!(
+            src_routes[0].replace_line(),
+            "route replace 198.18.0.0/15 via 198.18.0.2 dev to-r1"
+        );
+    }
+
+    #[test]
+    fn selection_steers_branch_and_merge_routers() {
+        let plan = Plan::new(&LabSpec::chain(3).parallel(1, &[1, 3]), "t").unwrap();
+        let r1 = plan.find("r1").unwrap();
+        let r2 = plan.find("r2").unwrap();
+        let src_net = plan.links[0].v4_prefix();
+
+        let fwd = for_node(&plan, r1, PathSelect::Branch(1));
+        assert_eq!(names(&plan, route_to(&fwd, TARGETS_V4)), ["b1"]);
+        let back = for_node(&plan, r2, PathSelect::Branch(1));
+        assert_eq!(names(&plan, route_to(&back, src_net)), ["b3"]);
+
+        let fwd = for_node(&plan, r1, PathSelect::Ecmp);
+        let ecmp = route_to(&fwd, TARGETS_V6);
+        assert_eq!(names(&plan, ecmp), ["a1", "b1"]);
+        assert!(ecmp.replace_line().starts_with("-6 route replace 2001:db8:1::/48 nexthop via"));
+        let back = for_node(&plan, r2, PathSelect::Ecmp);
+        assert_eq!(names(&plan, route_to(&back, src_net)), ["a1"]);
+
+        // Inside a branch, the branch is used whatever the selection.
+        let b2_link = plan.link_between(plan.find("b1").unwrap(), plan.find("b2").unwrap()).unwrap();
+        let fwd = for_node(&plan, r1, PathSelect::Branch(0));
+        assert_eq!(names(&plan, route_to(&fwd, b2_link.v4_prefix())), ["b1"]);
+
+        assert_eq!(towards_source(&plan, r2, PathSelect::Branch(1)), plan.find("b3").unwrap());
+        assert_eq!(towards_source(&plan, r1, PathSelect::Branch(1)), plan.src);
+        assert_eq!(policy_routers(&plan), [r1, r2]);
+    }
+}
