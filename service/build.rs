@@ -112,7 +112,9 @@ fn check_toolchain(path_var: &OsString) -> Result<(), String> {
     }
     let linker_found = env::split_paths(path_var).any(|dir| dir.join("bpf-linker").is_file());
     if !linker_found {
-        return Err(missing("bpf-linker not found on PATH or in $CARGO_HOME/bin"));
+        return Err(missing(
+            "bpf-linker not found on PATH or in $CARGO_HOME/bin",
+        ));
     }
     let libdir = Command::new(DEBIAN_RUSTC)
         .args(["--print", "target-libdir", "--target", BPF_TARGET])

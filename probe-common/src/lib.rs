@@ -144,7 +144,8 @@ pub const EVENTS_BYTES: u32 = 1 << 22;
 
 const _: () = assert!(core::mem::size_of::<ProbeKey>() == 24);
 const _: () = assert!(core::mem::size_of::<ProbeFilter>() == 8);
-const _: () = assert!(core::mem::size_of::<ReplyEvent>() == 24 + 16 + 8 + 8 + 4 + 4 + 8 + REPLY_SNAP_LEN);
+const _: () =
+    assert!(core::mem::size_of::<ReplyEvent>() == 24 + 16 + 8 + 8 + 4 + 4 + 8 + REPLY_SNAP_LEN);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -162,11 +163,23 @@ impl ProbeKey {
         d[1] = dst[1];
         d[2] = dst[2];
         d[3] = dst[3];
-        ProbeKey { dst: d, family: family::IPV4, proto, flow, seq }
+        ProbeKey {
+            dst: d,
+            family: family::IPV4,
+            proto,
+            flow,
+            seq,
+        }
     }
 
     /// Key for an IPv6 destination.
     pub const fn v6(dst: [u8; 16], proto: u8, flow: u16, seq: u32) -> Self {
-        ProbeKey { dst, family: family::IPV6, proto, flow, seq }
+        ProbeKey {
+            dst,
+            family: family::IPV6,
+            proto,
+            flow,
+            seq,
+        }
     }
 }

@@ -79,6 +79,12 @@ fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
         return Ok(());
     };
     let net = Net::new(ctx);
+    // Our probes come from our sockets. Without this, a router would stamp (and
+    // churn the LRU map with) forwarded client traffic whose ports happen to fall
+    // in our flow range.
+    if !net.is_local() {
+        return Ok(());
+    }
     let Some(key) = parse::egress_key(&net)? else {
         return Ok(());
     };
@@ -158,6 +164,7 @@ fn emit(net: &Net<'_>, reply: &Reply, tx_ns: u64, rx_ns: u64) {
         core::ptr::addr_of_mut!((*ev).snap_len).write(snap_len);
     }
     entry.submit(0);
+    count(counter::INGRESS_MATCHED);
 }
 
 /// Copies up to REPLY_SNAP_LEN bytes of the reply, from its IP header on, into

@@ -118,6 +118,13 @@ impl<'a> Net<'a> {
         u16::from_be(unsafe { (*self.skb()).protocol } as u16)
     }
 
+    /// Whether a local socket owns the packet. Forwarded packets have none, so a
+    /// router running hopwatch does not stamp its clients' traffic.
+    pub fn is_local(&self) -> bool {
+        // SAFETY: `sk` is a readable context field for TC programs (kernel >= 5.1).
+        !unsafe { (*self.skb()).__bindgen_anon_2.sk }.is_null()
+    }
+
     /// Index of the interface the program runs on.
     pub fn ifindex(&self) -> u32 {
         // SAFETY: as above.

@@ -114,7 +114,11 @@ impl TraceReport {
         if let Outcome::Answered(answer) = &result.outcome {
             hop.received += 1;
             hop.stats.push(answer.rtt.as_nanos());
-            let index = match hop.responders.iter().position(|r| r.address == answer.responder) {
+            let index = match hop
+                .responders
+                .iter()
+                .position(|r| r.address == answer.responder)
+            {
                 Some(i) => i,
                 None => {
                     hop.responders.push(ResponderReport {
@@ -177,7 +181,13 @@ impl TraceReport {
         let _ = writeln!(
             out,
             "hopwatch trace to {} ({}) from {}: {}{}, {} bytes, timestamps: {}",
-            h.target, h.address, h.source_address, h.protocol, port, h.packet_size, h.timestamp_source
+            h.target,
+            h.address,
+            h.source_address,
+            h.protocol,
+            port,
+            h.packet_size,
+            h.timestamp_source
         );
         let _ = writeln!(
             out,
@@ -186,10 +196,16 @@ impl TraceReport {
         );
         for hop in &self.hops {
             let first = hop.responders.first();
-            let host = first.map_or_else(|| "???".to_owned(), |r| with_mpls(r));
+            let host = first.map_or_else(|| "???".to_owned(), with_mpls);
             let _ = write!(out, "{:>3}.|-- {:<36}", hop.ttl, host);
             let _ = write!(out, " {:>5.1}% {:>5}", hop.loss_pct, hop.sent);
-            for value in [hop.rtt.last_ns, hop.rtt.avg_ns, hop.rtt.best_ns, hop.rtt.worst_ns, hop.rtt.stddev_ns] {
+            for value in [
+                hop.rtt.last_ns,
+                hop.rtt.avg_ns,
+                hop.rtt.best_ns,
+                hop.rtt.worst_ns,
+                hop.rtt.stddev_ns,
+            ] {
                 match value {
                     Some(ns) => {
                         let _ = write!(out, " {:>9.3}", ns as f64 / 1e6);
@@ -200,7 +216,12 @@ impl TraceReport {
             out.truncate(out.trim_end().len());
             out.push('\n');
             for other in hop.responders.iter().skip(1) {
-                let _ = writeln!(out, "    |   {:<36} ({} replies)", with_mpls(other), other.received);
+                let _ = writeln!(
+                    out,
+                    "    |   {:<36} ({} replies)",
+                    with_mpls(other),
+                    other.received
+                );
             }
         }
         out
@@ -211,7 +232,10 @@ impl TraceReport {
         let mut out = String::from(
             "ttl,responder,loss_pct,sent,received,last_ms,avg_ms,best_ms,worst_ms,stddev_ms,mpls_labels,timestamp_source\n",
         );
-        let ms = |v: Option<u64>| v.map(|ns| format!("{:.3}", ns as f64 / 1e6)).unwrap_or_default();
+        let ms = |v: Option<u64>| {
+            v.map(|ns| format!("{:.3}", ns as f64 / 1e6))
+                .unwrap_or_default()
+        };
         for hop in &self.hops {
             let rows: Vec<(String, u64, RttSummary, String)> = if hop.responders.is_empty() {
                 vec![(String::new(), 0, hop.rtt, String::new())]
@@ -219,7 +243,12 @@ impl TraceReport {
                 hop.responders
                     .iter()
                     .map(|r| {
-                        let labels = r.mpls.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+                        let labels = r
+                            .mpls
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         (r.address.to_string(), r.received, r.rtt, labels)
                     })
                     .collect()
@@ -262,8 +291,14 @@ pub fn raw_line(result: &ProbeResult) -> String {
     let key = &result.key;
     let identity = match result.protocol {
         Protocol::Icmp => format!("icmp_id={} icmp_seq={}", key.flow, key.seq),
-        Protocol::Udp => format!("sport={} dport={} udp_csum=0x{:04x}", key.flow, result.dst_port, key.seq),
-        Protocol::Tcp => format!("sport={} dport={} tcp_seq={}", key.flow, result.dst_port, key.seq),
+        Protocol::Udp => format!(
+            "sport={} dport={} udp_csum=0x{:04x}",
+            key.flow, result.dst_port, key.seq
+        ),
+        Protocol::Tcp => format!(
+            "sport={} dport={} tcp_seq={}",
+            key.flow, result.dst_port, key.seq
+        ),
     };
     let sent = humantime::format_rfc3339_nanos(result.sent_at);
     match &result.outcome {

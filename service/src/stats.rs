@@ -67,7 +67,11 @@ mod tests {
         }
         let n = samples.len() as f64;
         let mean = samples.iter().sum::<u64>() as f64 / n;
-        let var = samples.iter().map(|s| (*s as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = samples
+            .iter()
+            .map(|s| (*s as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         assert_eq!(stats.count(), 8);
         assert_eq!(stats.best(), Some(1_000));
         assert_eq!(stats.worst(), Some(9_000));

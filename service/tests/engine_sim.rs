@@ -13,8 +13,8 @@ use hopwatch::probe::correlate::{Correlator, ReplyObservation, ReplyTiming};
 use hopwatch::probe::parse::{Reply, ReplyKind};
 use hopwatch::probe::transport::{OutgoingProbe, SendStamp, TransportError, TxStampId};
 use hopwatch::probe::{
-    Engine, EngineParts, FlowSpec, Outcome, ProbeResult, ProbeTransport, Protocol, SourceSelection, TimestampSource, TraceSpec,
-    Ttl,
+    Engine, EngineParts, FlowSpec, Outcome, ProbeResult, ProbeTransport, Protocol, SourceSelection,
+    TimestampSource, TraceSpec, Ttl,
 };
 use hopwatch_probe_common::{ipproto, ProbeKey};
 
@@ -43,7 +43,9 @@ fn router(target: IpAddr, hop: u8) -> IpAddr {
 fn key_of(probe: &OutgoingProbe<'_>) -> ProbeKey {
     let b = probe.bytes;
     let be16 = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let IpAddr::V4(dst) = probe.dst else { unreachable!() };
+    let IpAddr::V4(dst) = probe.dst else {
+        unreachable!()
+    };
     match probe.protocol {
         Protocol::Icmp => ProbeKey::v4(dst.octets(), ipproto::ICMP, be16(4), u32::from(be16(6))),
         Protocol::Udp => ProbeKey::v4(dst.octets(), ipproto::UDP, be16(0), u32::from(be16(6))),
@@ -212,7 +214,14 @@ async fn a_silent_router_is_a_gap_not_the_end_of_the_path() {
 async fn concurrent_traces_never_mix_up_their_replies() {
     let (engine, _network) = sim_engine(4, vec![]);
     let targets: Vec<IpAddr> = (0..400u32)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(198, 18, (i / 250) as u8 + 10, (i % 250) as u8 + 1)))
+        .map(|i| {
+            IpAddr::V4(Ipv4Addr::new(
+                198,
+                18,
+                (i / 250) as u8 + 10,
+                (i % 250) as u8 + 1,
+            ))
+        })
         .collect();
     let traces = targets.iter().map(|dst| {
         let engine = engine.clone();
@@ -226,8 +235,14 @@ async fn concurrent_traces_never_mix_up_their_replies() {
         assert!(results.len() >= 16 + 4, "{dst}: {} results", results.len());
         for r in results {
             assert_eq!(r.target, dst);
-            let answer = r.answer().unwrap_or_else(|| panic!("{dst} ttl {} timed out", r.ttl));
-            let expected = if r.ttl.get() >= 4 { dst } else { router(dst, r.ttl.get()) };
+            let answer = r
+                .answer()
+                .unwrap_or_else(|| panic!("{dst} ttl {} timed out", r.ttl));
+            let expected = if r.ttl.get() >= 4 {
+                dst
+            } else {
+                router(dst, r.ttl.get())
+            };
             assert_eq!(answer.responder, expected, "{dst} ttl {}", r.ttl);
         }
     }

@@ -117,6 +117,13 @@ pub enum LabError {
         branches: usize,
     },
 
+    /// A loss percentage outside 0..=100.
+    #[error("loss must be between 0 and 100 percent, got {percent}")]
+    InvalidPercent {
+        /// The value given.
+        percent: f64,
+    },
+
     /// The NFQUEUE delay element's netlink socket failed.
     #[error("NFQUEUE element in namespace {ns}, queue {queue}: {op}: {source}")]
     Nfqueue {
@@ -214,7 +221,8 @@ pub enum SpecError {
 }
 
 fn ns_suffix(ns: Option<&str>) -> String {
-    ns.map(|ns| format!(" in namespace {ns}")).unwrap_or_default()
+    ns.map(|ns| format!(" in namespace {ns}"))
+        .unwrap_or_default()
 }
 
 fn value_suffix(value: Option<&str>) -> String {

@@ -9,21 +9,24 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
 
-/// The service's own source files, compiled here as they are (see Cargo.toml).
+// The service's own source files, compiled here as they are (see Cargo.toml). They sit
+// side by side at the crate root, as in `hopwatch::probe`, so `super::wire` resolves.
 #[allow(dead_code)]
-mod probe {
-    #[path = "../../../src/probe/wire.rs"]
-    pub mod wire;
+#[path = "../../src/probe/wire.rs"]
+mod wire;
 
-    #[path = "../../../src/probe/parse.rs"]
-    pub mod parse;
-}
+#[allow(dead_code)]
+#[path = "../../src/probe/parse.rs"]
+mod parse;
 
-use probe::parse::{parse_ip_packet, parse_transport, Reply, MPLS_CAPACITY};
+use parse::{parse_ip_packet, parse_transport, Reply, MPLS_CAPACITY};
 
 /// What any successful parse must satisfy.
 fn check(reply: &Reply) {
-    assert!(reply.probe_destination().is_some(), "key with a bad family: {reply:?}");
+    assert!(
+        reply.probe_destination().is_some(),
+        "key with a bad family: {reply:?}"
+    );
     assert!(reply.mpls.len() <= MPLS_CAPACITY);
 }
 

@@ -10,11 +10,12 @@ use clap::{ArgGroup, Args};
 use futures::StreamExt;
 
 use super::exit;
-use crate::probe::{
-    EngineConfig, EngineError, FlowSpec, Protocol, SourceSelection, TimestampPreference, TraceSpec, Ttl,
-};
 use crate::probe::transport::TransportError;
 use crate::probe::Engine;
+use crate::probe::{
+    EngineConfig, EngineError, FlowSpec, Protocol, SourceSelection, TimestampPreference, TraceSpec,
+    Ttl,
+};
 use crate::report::{raw_line, TraceHeader, TraceReport};
 
 #[derive(Debug, Args)]
@@ -102,7 +103,9 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 }
 
 fn parse_seconds(s: &str, min: f64) -> Result<f64, String> {
-    let value: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let value: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !value.is_finite() || value < min || value > 3600.0 {
         return Err(format!("{value} seconds is out of range ({min} to 3600)"));
     }

@@ -88,7 +88,9 @@ impl Correlator {
         self.unmatched.load(Ordering::Relaxed) + self.duplicates.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProbeKey, oneshot::Sender<ReplyObservation>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ProbeKey, oneshot::Sender<ReplyObservation>>> {
         // A panic elsewhere while holding the lock leaves the map consistent
         // (single insert/remove calls), so poisoning is safe to ignore.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())

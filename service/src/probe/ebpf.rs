@@ -38,45 +38,61 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// cause, because the engine falls back to SO_TIMESTAMPING and logs this.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("loading hopwatch's eBPF object failed ({}): {source}", aya_hint(source))]
+    #[error(
+        "loading hopwatch's eBPF object failed ({}): {}",
+        aya_hint(source),
+        chain(source)
+    )]
     Load {
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("hopwatch's eBPF object has no program `{program}` (the embedded object does not match this loader)")]
     MissingProgram { program: &'static str },
-    #[error("the kernel refused eBPF program `{program}` ({}): {source}", program_hint(source))]
+    #[error(
+        "the kernel refused eBPF program `{program}` ({}): {}",
+        program_hint(source),
+        chain(source)
+    )]
     Program {
         program: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("hopwatch's eBPF object has no map `{map}` (the embedded object does not match this loader)")]
     MissingMap { map: &'static str },
-    #[error("eBPF map `{map}` ({}): {source}", map_hint(source))]
+    #[error("eBPF map `{map}` ({}): {}", map_hint(source), chain(source))]
     Map {
         map: &'static str,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("listing the network interfaces of this namespace failed: {source}")]
     ListInterfaces {
         #[source]
         source: nix::Error,
     },
-    #[error("adding the clsact qdisc to {iface} failed ({}): {source}", tc_hint(source))]
+    #[error(
+        "adding the clsact qdisc to {iface} failed ({}): {}",
+        tc_hint(source),
+        chain(source)
+    )]
     Clsact {
         iface: String,
         #[source]
-        source: TcError,
+        source: Box<TcError>,
     },
-    #[error("attaching eBPF program `{program}` to {iface} (ifindex {ifindex}) failed ({}): {source}", program_hint(source))]
+    #[error(
+        "attaching eBPF program `{program}` to {iface} (ifindex {ifindex}) failed ({}): {}",
+        program_hint(source),
+        chain(source)
+    )]
     Attach {
         program: &'static str,
         iface: String,
         ifindex: u32,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("reading the eBPF ring buffer needs a tokio runtime with IO enabled")]
     NoRuntime,
@@ -94,7 +110,26 @@ pub enum EbpfError {
     },
 }
 
-const HINT_PRIVILEGE: &str = "likely cause: missing CAP_BPF and CAP_NET_ADMIN (run as root or grant both)";
+/// The error and its sources, "outer: inner: ...". aya keeps the OS error (say
+/// "Operation not permitted") in a source, and the engine logs only our Display,
+/// so the message spells the chain out.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(inner) = next {
+        let part = inner.to_string();
+        // Transparent wrappers repeat their inner message; skip the repeat.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = inner.source();
+    }
+    text
+}
+
+const HINT_PRIVILEGE: &str =
+    "likely cause: missing CAP_BPF and CAP_NET_ADMIN (run as root or grant both)";
 const HINT_KERNEL: &str =
     "likely cause: kernel too old or built without BTF/TC/ring buffer support (needs >= 5.8 with BTF; TCX needs >= 6.6)";
 const HINT_VERIFIER: &str = "likely cause: the kernel's verifier rejected the program (kernel too old, or a hopwatch bug); its log follows";
@@ -251,11 +286,16 @@ impl EbpfTimestamper {
     pub fn load(filter: ProbeFilter) -> Result<(EbpfTimestamper, ReplyEvents), EbpfError> {
         raise_memlock_limit();
         let mode = AttachMode::current();
-        let mut ebpf = Ebpf::load(PROBE_OBJECT).map_err(|source| EbpfError::Load { source })?;
+        let mut ebpf = Ebpf::load(PROBE_OBJECT).map_err(|source| EbpfError::Load {
+            source: Box::new(source),
+        })?;
         for program in [EGRESS_PROGRAM, INGRESS_PROGRAM] {
             classifier(&mut ebpf, program)?
                 .load()
-                .map_err(|source| EbpfError::Program { program, source })?;
+                .map_err(|source| EbpfError::Program {
+                    program,
+                    source: Box::new(source),
+                })?;
         }
 
         let mut filter_map: Array<MapData, ProbeFilter> =
@@ -264,7 +304,7 @@ impl EbpfTimestamper {
             .set(0, filter, 0)
             .map_err(|source| EbpfError::Map {
                 map: maps::PROBE_FILTER,
-                source,
+                source: Box::new(source),
             })?;
         let counters = take_map(&mut ebpf, maps::COUNTERS, PerCpuArray::try_from)?;
         let ring = take_map(&mut ebpf, maps::EVENTS, RingBuf::try_from)?;
@@ -304,7 +344,7 @@ impl EbpfTimestamper {
             .set(0, filter, 0)
             .map_err(|source| EbpfError::Map {
                 map: maps::PROBE_FILTER,
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -317,7 +357,7 @@ impl EbpfTimestamper {
                 .get(&index, 0)
                 .map_err(|source| EbpfError::Map {
                     map: maps::COUNTERS,
-                    source,
+                    source: Box::new(source),
                 })?;
             *sum = per_cpu.iter().copied().fold(0, u64::wrapping_add);
         }
@@ -350,7 +390,9 @@ impl Drop for EbpfTimestamper {
         drop(self.stop.take());
         if let Some(watcher) = self.watcher.take() {
             if watcher.join().is_err() {
-                tracing::error!("the eBPF watcher thread panicked; programs may stay attached until exit");
+                tracing::error!(
+                    "the eBPF watcher thread panicked; programs may stay attached until exit"
+                );
             }
         }
     }
@@ -363,7 +405,10 @@ fn classifier<'a>(
     ebpf.program_mut(program)
         .ok_or(EbpfError::MissingProgram { program })?
         .try_into()
-        .map_err(|source| EbpfError::Program { program, source })
+        .map_err(|source| EbpfError::Program {
+            program,
+            source: Box::new(source),
+        })
 }
 
 fn take_map<T>(
@@ -372,7 +417,10 @@ fn take_map<T>(
     convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
 ) -> Result<T, EbpfError> {
     let raw = ebpf.take_map(map).ok_or(EbpfError::MissingMap { map })?;
-    convert(raw).map_err(|source| EbpfError::Map { map, source })
+    convert(raw).map_err(|source| EbpfError::Map {
+        map,
+        source: Box::new(source),
+    })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK (64 KiB by default),
@@ -414,14 +462,10 @@ struct Attacher {
 
 impl Attacher {
     fn watch(mut self, stopped: &mpsc::Receiver<()>) {
-        loop {
-            match stopped.recv_timeout(WATCH_INTERVAL) {
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(error) = self.rescan(false) {
-                        tracing::warn!(%error, "eBPF interface watcher");
-                    }
-                }
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        // Runs until the timestamper drops its sender (Disconnected).
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_INTERVAL) {
+            if let Err(error) = self.rescan(false) {
+                tracing::warn!(%error, "eBPF interface watcher");
             }
         }
         self.detach_all();
@@ -494,7 +538,7 @@ impl Attacher {
                 Err(source) => {
                     return Err(EbpfError::Clsact {
                         iface: name.to_owned(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             }
@@ -506,7 +550,7 @@ impl Attacher {
                     program,
                     iface: name.to_owned(),
                     ifindex,
-                    source,
+                    source: Box::new(source),
                 })
         };
         let egress = attach(&mut self.ebpf, EGRESS_PROGRAM, TcAttachType::Egress)?;
@@ -532,13 +576,13 @@ impl Attacher {
             .detach(links.egress)
             .map_err(|source| EbpfError::Program {
                 program: EGRESS_PROGRAM,
-                source,
+                source: Box::new(source),
             });
         let ingress = classifier(&mut self.ebpf, INGRESS_PROGRAM)?
             .detach(links.ingress)
             .map_err(|source| EbpfError::Program {
                 program: INGRESS_PROGRAM,
-                source,
+                source: Box::new(source),
             });
         egress.and(ingress)
     }
@@ -627,8 +671,7 @@ impl ReplyEvents {
             if tokio::runtime::Handle::try_current().is_err() {
                 return Err(EbpfError::NoRuntime);
             }
-            let RingState::Idle(ring) = std::mem::replace(&mut self.state, RingState::Empty)
-            else {
+            let RingState::Idle(ring) = std::mem::replace(&mut self.state, RingState::Empty) else {
                 unreachable!("checked above");
             };
             // SAFETY: the ring buffer's fd is the map's own, owned by `ring` itself,

@@ -168,7 +168,10 @@ impl Engine {
         let mut ebpf = None;
         let mut preference = config.timestamps;
 
-        if matches!(preference, TimestampPreference::Auto | TimestampPreference::Ebpf) {
+        if matches!(
+            preference,
+            TimestampPreference::Auto | TimestampPreference::Ebpf
+        ) {
             let filter = ProbeFilter {
                 flow_lo: flow_range.start,
                 flow_hi: flow_range.end,
@@ -176,7 +179,10 @@ impl Engine {
             };
             match EbpfTimestamper::load(filter) {
                 Ok((timestamper, events)) => {
-                    tasks.push(tokio::spawn(forward_kernel_events(events, Arc::clone(&correlator))));
+                    tasks.push(tokio::spawn(forward_kernel_events(
+                        events,
+                        Arc::clone(&correlator),
+                    )));
                     ebpf = Some(timestamper);
                 }
                 Err(err) if preference == TimestampPreference::Ebpf => {
@@ -193,7 +199,10 @@ impl Engine {
         }
 
         let (transport, source) = if ebpf.is_some() {
-            (RawTransport::open(&config.source, false)?, TimestampSource::Ebpf)
+            (
+                RawTransport::open(&config.source, false)?,
+                TimestampSource::Ebpf,
+            )
         } else {
             let kernel = if preference == TimestampPreference::Kernel {
                 match open_kernel_timestamping(&config.source, &correlator) {
@@ -201,7 +210,9 @@ impl Engine {
                     Err(err @ EngineError::Transport(TransportError::NoPrivilege { .. })) => {
                         return Err(err)
                     }
-                    Err(err) if config.timestamps == TimestampPreference::Kernel => return Err(err),
+                    Err(err) if config.timestamps == TimestampPreference::Kernel => {
+                        return Err(err)
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "kernel software timestamps unavailable; falling back to the userspace clock");
                         None
@@ -440,9 +451,10 @@ impl Flow {
     /// The RTT by the best clock both ends of this probe were read with.
     fn rtt(&self, stamp: &SendStamp, observation: &ReplyObservation) -> (Rtt, TimestampSource) {
         match observation.timing {
-            ReplyTiming::Ebpf { tx_ns, rx_ns } => {
-                (Rtt::from_nanos(rx_ns.saturating_sub(tx_ns)), TimestampSource::Ebpf)
-            }
+            ReplyTiming::Ebpf { tx_ns, rx_ns } => (
+                Rtt::from_nanos(rx_ns.saturating_sub(tx_ns)),
+                TimestampSource::Ebpf,
+            ),
             ReplyTiming::KernelRx { rx_realtime_ns } => {
                 let tx = stamp
                     .kernel_tx
@@ -462,7 +474,11 @@ impl Flow {
 
 fn user_rtt(stamp: &SendStamp, observation: &ReplyObservation) -> (Rtt, TimestampSource) {
     (
-        Rtt::from_nanos(observation.user_rx_mono_ns.saturating_sub(stamp.user_mono_ns)),
+        Rtt::from_nanos(
+            observation
+                .user_rx_mono_ns
+                .saturating_sub(stamp.user_mono_ns),
+        ),
         TimestampSource::Userspace,
     )
 }

@@ -39,7 +39,9 @@ pub mod transport;
 pub mod types;
 pub mod wire;
 
-pub use engine::{Engine, EngineConfig, EngineError, EngineParts, EngineStats, Flow, FlowSpec, ProbeError};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineParts, EngineStats, Flow, FlowSpec, ProbeError,
+};
 pub use trace::{TraceSpec, TraceStream};
 pub use transport::{ProbeTransport, SourceSelection};
 pub use types::{Answer, Outcome, ProbeResult, Rtt, TimestampPreference, TimestampSource, Ttl};

@@ -21,11 +21,20 @@ use super::transport::setsockopt;
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
     #[error("opening a raw {what} receive socket needs root or CAP_NET_RAW: {source}")]
-    NoPrivilege { what: &'static str, source: io::Error },
+    NoPrivilege {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("opening a raw {what} receive socket: {source}")]
-    Open { what: &'static str, source: io::Error },
+    Open {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("enabling SO_TIMESTAMPING receive stamps on the {what} socket: {source}")]
-    Timestamping { what: &'static str, source: io::Error },
+    Timestamping {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 struct Receiver {
@@ -43,9 +52,24 @@ pub fn spawn_receivers(
     correlator: Arc<Correlator>,
 ) -> Result<Vec<JoinHandle<()>>, ReceiveError> {
     let specs: [(&'static str, bool, SockProtocol, u8); 4] = [
-        ("ICMP", false, SockProtocol::ICMPV4, libc::IPPROTO_ICMP as u8),
-        ("ICMPv6", true, SockProtocol::ICMPV6, libc::IPPROTO_ICMPV6 as u8),
-        ("TCP/IPv4", false, SockProtocol::TCP, libc::IPPROTO_TCP as u8),
+        (
+            "ICMP",
+            false,
+            SockProtocol::ICMPV4,
+            libc::IPPROTO_ICMP as u8,
+        ),
+        (
+            "ICMPv6",
+            true,
+            SockProtocol::ICMPV6,
+            libc::IPPROTO_ICMPV6 as u8,
+        ),
+        (
+            "TCP/IPv4",
+            false,
+            SockProtocol::TCP,
+            libc::IPPROTO_TCP as u8,
+        ),
         ("TCP/IPv6", true, SockProtocol::TCP, libc::IPPROTO_TCP as u8),
     ];
     let mut receivers = Vec::new();
@@ -54,7 +78,10 @@ pub fn spawn_receivers(
         let socket = match Socket::new(domain, Type::RAW, Some(protocol)) {
             Ok(socket) => socket,
             Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                tracing::info!(socket = what, "IPv6 is unavailable; not listening for IPv6 replies");
+                tracing::info!(
+                    socket = what,
+                    "IPv6 is unavailable; not listening for IPv6 replies"
+                );
                 continue;
             }
             Err(source) if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
@@ -171,7 +198,9 @@ impl Receiver {
             return Ok(None);
         };
         let timing = match (self.kernel_stamps, rx_realtime_ns) {
-            (true, Some(rx_realtime_ns)) if rx_realtime_ns > 0 => ReplyTiming::KernelRx { rx_realtime_ns },
+            (true, Some(rx_realtime_ns)) if rx_realtime_ns > 0 => {
+                ReplyTiming::KernelRx { rx_realtime_ns }
+            }
             _ => ReplyTiming::UserspaceOnly,
         };
         Ok(Some(ReplyObservation {

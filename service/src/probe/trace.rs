@@ -55,7 +55,8 @@ impl Engine {
                     reached.min(spec.max_ttl.get())
                 };
                 for ttl in spec.first_ttl.get()..=last {
-                    let ttl = Ttl::new(ttl).expect("the range starts at the first TTL, which is non-zero");
+                    let ttl = Ttl::new(ttl)
+                        .expect("the range starts at the first TTL, which is non-zero");
                     let flow = Arc::clone(&flow);
                     let tx = tx.clone();
                     let destination_ttl = Arc::clone(&destination_ttl);

@@ -49,9 +49,7 @@ pub struct TxStampId {
 /// Errors from sending probes.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error(
-        "opening a raw {protocol} socket for {family} needs root or CAP_NET_RAW: {source}"
-    )]
+    #[error("opening a raw {protocol} socket for {family} needs root or CAP_NET_RAW: {source}")]
     NoPrivilege {
         family: &'static str,
         protocol: Protocol,
@@ -194,11 +192,13 @@ fn open_raw(
     };
     let socket = Socket::new(domain, Type::RAW, Some(proto)).map_err(|source| {
         match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => OpenError::Fatal(TransportError::NoPrivilege {
-                family,
-                protocol,
-                source,
-            }),
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                OpenError::Fatal(TransportError::NoPrivilege {
+                    family,
+                    protocol,
+                    source,
+                })
+            }
             Some(libc::EAFNOSUPPORT) => OpenError::Unavailable(source),
             _ => OpenError::Fatal(TransportError::Open {
                 family,
@@ -301,13 +301,14 @@ impl ProbeTransport for RawTransport {
         let v6 = probe.dst.is_ipv6();
         let slot_id = slot_index(v6, probe.protocol);
         let slot = &self.slots[slot_id];
-        let socket = slot
-            .socket
-            .as_ref()
-            .map_err(|UnavailableFamily(err)| TransportError::FamilyUnavailable {
+        let socket = slot.socket.as_ref().map_err(|UnavailableFamily(err)| {
+            TransportError::FamilyUnavailable {
                 family: family_name(v6),
-                source: io::Error::from_raw_os_error(err.raw_os_error().unwrap_or(libc::EAFNOSUPPORT)),
-            })?;
+                source: io::Error::from_raw_os_error(
+                    err.raw_os_error().unwrap_or(libc::EAFNOSUPPORT),
+                ),
+            }
+        })?;
         let mut counter = slot.sender.lock().unwrap_or_else(|e| e.into_inner());
         let user_mono_ns = clock::monotonic_ns();
         let sent_at = SystemTime::now();
@@ -319,7 +320,7 @@ impl ProbeTransport for RawTransport {
         let kernel_tx = if slot.tx_timestamps {
             let id = counter.next_id;
             counter.next_id = counter.next_id.wrapping_add(1);
-            drain_error_queue(socket, v6, &mut counter.stamps);
+            drain_error_queue(socket, &mut counter.stamps);
             Some(TxStampId { slot: slot_id, id })
         } else {
             None
@@ -340,7 +341,7 @@ impl ProbeTransport for RawTransport {
         if let Some(ns) = counter.stamps.remove(&id.id) {
             return Some(ns);
         }
-        drain_error_queue(socket, slot.v6, &mut counter.stamps);
+        drain_error_queue(socket, &mut counter.stamps);
         counter.stamps.remove(&id.id)
     }
 }
@@ -388,7 +389,7 @@ fn send_with_ttl(socket: &Socket, probe: &OutgoingProbe<'_>) -> io::Result<()> {
 }
 
 /// Moves every transmit stamp waiting on the socket's error queue into `stamps`.
-fn drain_error_queue(socket: &Socket, v6: bool, stamps: &mut HashMap<u32, u64>) {
+fn drain_error_queue(socket: &Socket, stamps: &mut HashMap<u32, u64>) {
     loop {
         let mut cmsg_buf = nix::cmsg_space!(
             nix::sys::socket::Timestamps,
@@ -415,15 +416,11 @@ fn drain_error_queue(socket: &Socket, v6: bool, stamps: &mut HashMap<u32, u64>) 
                     let sw = ts.system;
                     stamp = Some(sw.tv_sec() as u64 * 1_000_000_000 + sw.tv_nsec() as u64);
                 }
-                ControlMessageOwned::Ipv4RecvErr(err, _) if !v6 => {
-                    if err.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING {
-                        id = Some(err.ee_data);
-                    }
-                }
-                ControlMessageOwned::Ipv6RecvErr(err, _) => {
-                    if err.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING {
-                        id = Some(err.ee_data);
-                    }
+                ControlMessageOwned::Ipv4RecvErr(err, _)
+                | ControlMessageOwned::Ipv6RecvErr(err, _)
+                    if err.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING =>
+                {
+                    id = Some(err.ee_data);
                 }
                 _ => {}
             }

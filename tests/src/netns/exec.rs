@@ -4,6 +4,7 @@
 use std::{
     ffi::OsStr,
     io::Write,
+    marker::PhantomData,
     process::{Child, Command, ExitStatus, Output, Stdio},
 };
 
@@ -165,14 +166,16 @@ fn failed(
 }
 
 /// A process started inside a namespace. Dropping it kills that process (by its PID,
-/// and only it) and reaps it, so a test that panics leaves nothing running.
+/// and only it) and reaps it, so a test that panics leaves nothing running. The
+/// lifetime ties it to the lab whose namespace it runs in.
 #[derive(Debug)]
-pub struct NsChild {
+pub struct NsChild<'lab> {
     child: Child,
     ns: String,
+    _lab: PhantomData<&'lab ()>,
 }
 
-impl NsChild {
+impl NsChild<'_> {
     /// Starts `cmd` (usually built with [`command`]) and remembers its namespace.
     pub fn spawn(mut cmd: Command, ns: &str) -> Result<Self> {
         let line = describe(&cmd);
@@ -180,6 +183,7 @@ impl NsChild {
         Ok(Self {
             child,
             ns: ns.to_owned(),
+            _lab: PhantomData,
         })
     }
 
@@ -204,7 +208,7 @@ impl NsChild {
     }
 }
 
-impl Drop for NsChild {
+impl Drop for NsChild<'_> {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // Child::kill signals exactly this PID; it cannot hit a reused PID because

@@ -13,23 +13,13 @@ use crate::error::{LabError, Result};
 /// Where `ip netns` keeps its namespace handles (bind mounts of /proc/PID/ns/net).
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// Creates the named namespaces with one `ip -batch` process and brings up `lo` in each.
+/// Creates the named namespaces with one `ip -batch` process.
 pub fn create(names: &[String]) -> Result<()> {
     let mut script = String::new();
     for name in names {
         script.push_str(&format!("netns add {name}\n"));
     }
-    exec::ip_batch(None, &script, false)?;
-    // `lo` starts down in a new namespace; `ip -n` per namespace because a batch runs
-    // in a single namespace.
-    let mut children = Vec::with_capacity(names.len());
-    for name in names {
-        children.push(exec::spawn_ip_batch(Some(name), "link set lo up\n", false)?);
-    }
-    for child in children {
-        child.wait()?;
-    }
-    Ok(())
+    exec::ip_batch(None, &script, false)
 }
 
 /// Deletes the named namespaces, carrying on past ones that are already gone.

@@ -366,9 +366,10 @@ impl Plan {
             };
             return is_target.then_some(self.dst);
         }
-        self.links.iter().flat_map(|l| [&l.up, &l.down]).find_map(|e| {
-            (IpAddr::V4(e.v4) == addr || IpAddr::V6(e.v6) == addr).then_some(e.node)
-        })
+        self.links
+            .iter()
+            .flat_map(|l| [&l.up, &l.down])
+            .find_map(|e| (IpAddr::V4(e.v4) == addr || IpAddr::V6(e.v6) == addr).then_some(e.node))
     }
 }
 
@@ -443,7 +444,10 @@ mod tests {
             plan.targets_v6[254],
             "2001:db8:1::1:1".parse::<Ipv6Addr>().unwrap()
         );
-        assert_eq!(plan.owner_of(IpAddr::V4(plan.targets_v4[299])), Some(plan.dst));
+        assert_eq!(
+            plan.owner_of(IpAddr::V4(plan.targets_v4[299])),
+            Some(plan.dst)
+        );
         assert_eq!(plan.owner_of("198.19.200.1".parse().unwrap()), None);
     }
 

@@ -6,7 +6,7 @@
 use std::{collections::VecDeque, net::IpAddr};
 
 use super::{
-    plan::{NodeId, Plan, Prefix, Role, LAB_V4, LAB_V6, TARGETS_V4, TARGETS_V6},
+    plan::{NodeId, Parallel, Plan, Prefix, Role, LAB_V4, LAB_V6, TARGETS_V4, TARGETS_V6},
     spec::PathSelect,
 };
 
@@ -31,8 +31,8 @@ pub struct Route {
 impl Route {
     /// The `ip -batch` line that installs (or replaces) this route.
     pub fn replace_line(&self) -> String {
-        let family = if self.prefix.is_v6() { "-6 " } else { "" };
-        let mut line = format!("{family}route replace {}", self.prefix);
+        // `ip` infers the family from the prefix (`-6` is not valid inside a batch).
+        let mut line = format!("route replace {}", self.prefix);
         if let [hop] = self.nexthops.as_slice() {
             line.push_str(&format!(" via {} dev {}", hop.via, hop.dev));
         } else {
@@ -92,8 +92,46 @@ fn distances(plan: &Plan) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Where a destination lies relative to the parallel section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// On the source side of it (the branching router and everything before).
+    Before,
+    /// On the destination side of it (the merging router and everything after).
+    After,
+    /// Attached to a branch router: reached through that branch.
+    InBranch,
+}
+
+fn side(p: &Parallel, plan: &Plan, dist: &[Vec<usize>], attached: &[NodeId]) -> Side {
+    if attached
+        .iter()
+        .any(|n| p.branches.iter().any(|b| b.contains(n)))
+    {
+        return Side::InBranch;
+    }
+    // Without the branches, the trunk is a line: a node is before the section if it
+    // is not farther from the source than the branching router.
+    let from_src = |n: NodeId| dist[plan.src.0][n.0];
+    if attached
+        .iter()
+        .all(|&n| from_src(n) <= from_src(p.branch_router))
+    {
+        Side::Before
+    } else {
+        Side::After
+    }
+}
+
 /// The neighbours `node` forwards to for a destination attached to `attached`, after
 /// the path policy. Empty when `node` is itself attached (a connected route).
+///
+/// Shortest paths alone would let a router inside a branch send traffic back to the
+/// branching router (both ways around the section can be equally long), which loops
+/// once the branching router is told to use that branch. So traffic crossing the
+/// section follows its branch: forward inside it, and the branching and merging
+/// routers pick the branch by policy. Everything else follows shortest paths, whose
+/// next hops always get closer, so no route can loop.
 fn next_nodes(
     plan: &Plan,
     dist: &[Vec<usize>],
@@ -104,40 +142,67 @@ fn next_nodes(
     if attached.contains(&node) {
         return Vec::new();
     }
-    let to_dest = |from: NodeId| attached.iter().map(|a| dist[from.0][a.0]).min().unwrap_or(usize::MAX);
-    let here = to_dest(node);
-    let mut next: Vec<NodeId> = plan
-        .links_of(node)
-        .map(|l| l.peer_of(node).expect("link touches node").node)
-        .filter(|&nb| to_dest(nb).saturating_add(1) == here)
-        .collect();
-
     if let Some(p) = &plan.parallel {
-        let in_branch = |n: &NodeId| p.branches.iter().any(|b| b.contains(n));
-        // Destinations inside a branch are reached through that branch whatever the
-        // policy; only what lies beyond the parallel section follows the selection.
-        if !attached.iter().any(in_branch) && next.iter().any(in_branch) {
-            let pick = |end: fn(&Vec<NodeId>) -> NodeId, ecmp_all: bool| match sel {
-                PathSelect::Branch(i) => vec![end(&p.branches[i])],
-                PathSelect::Ecmp if ecmp_all => p.branches.iter().map(end).collect(),
+        let side = side(p, plan, dist, attached);
+        let chosen = |sel: PathSelect, all_for_ecmp: bool| -> Vec<usize> {
+            match sel {
+                PathSelect::Branch(i) => vec![i],
+                PathSelect::Ecmp if all_for_ecmp => (0..p.branches.len()).collect(),
                 // Return traffic stays on branch 0 under ECMP, so a router's ICMP
                 // source address does not depend on a return-path hash.
-                PathSelect::Ecmp => vec![end(&p.branches[0])],
-            };
-            if node == p.branch_router {
-                next = pick(|b| b[0], true);
-            } else if node == p.merge_router {
-                next = pick(|b| *b.last().expect("branches are not empty"), false);
+                PathSelect::Ecmp => vec![0],
+            }
+        };
+        if node == p.branch_router && side == Side::After {
+            return chosen(sel, true)
+                .into_iter()
+                .map(|i| p.branches[i][0])
+                .collect();
+        }
+        if node == p.merge_router && side == Side::Before {
+            return chosen(sel, false)
+                .into_iter()
+                .map(|i| *p.branches[i].last().expect("branches are not empty"))
+                .collect();
+        }
+        for branch in &p.branches {
+            if let Some(i) = branch.iter().position(|&n| n == node) {
+                match side {
+                    Side::After => {
+                        return vec![branch.get(i + 1).copied().unwrap_or(p.merge_router)]
+                    }
+                    Side::Before => {
+                        return vec![if i == 0 {
+                            p.branch_router
+                        } else {
+                            branch[i - 1]
+                        }]
+                    }
+                    Side::InBranch => {}
+                }
             }
         }
     }
-    next
+    let to_dest = |from: NodeId| {
+        attached
+            .iter()
+            .map(|a| dist[from.0][a.0])
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    let here = to_dest(node);
+    plan.links_of(node)
+        .map(|l| l.peer_of(node).expect("link touches node").node)
+        .filter(|&nb| to_dest(nb).saturating_add(1) == here)
+        .collect()
 }
 
 /// Every route `node` needs under path selection `sel` (both families).
 pub fn for_node(plan: &Plan, node: NodeId, sel: PathSelect) -> Vec<Route> {
     let hop = |to: NodeId, v6: bool| -> NextHop {
-        let link = plan.link_between(node, to).expect("next node is a neighbour");
+        let link = plan
+            .link_between(node, to)
+            .expect("next node is a neighbour");
         let peer = link.peer_of(node).expect("link touches node");
         let mine = link.end_on(node).expect("link touches node");
         NextHop {
@@ -224,7 +289,10 @@ mod tests {
         let r2 = plan.find("r2").unwrap();
         let routes = for_node(&plan, r2, PathSelect::default());
         assert_eq!(names(&plan, route_to(&routes, TARGETS_V4)), ["r3"]);
-        assert_eq!(names(&plan, route_to(&routes, plan.links[0].v6_prefix())), ["r1"]);
+        assert_eq!(
+            names(&plan, route_to(&routes, plan.links[0].v6_prefix())),
+            ["r1"]
+        );
         // Connected: link 1 (r1-r2) and link 2 (r2-r3) get no route.
         assert!(routes.iter().all(|r| r.prefix != plan.links[1].v4_prefix()));
         assert_eq!(routes.len(), 2 * 3);
@@ -250,17 +318,92 @@ mod tests {
         let fwd = for_node(&plan, r1, PathSelect::Ecmp);
         let ecmp = route_to(&fwd, TARGETS_V6);
         assert_eq!(names(&plan, ecmp), ["a1", "b1"]);
-        assert!(ecmp.replace_line().starts_with("-6 route replace 2001:db8:1::/48 nexthop via"));
+        assert!(ecmp
+            .replace_line()
+            .starts_with("route replace 2001:db8:1::/48 nexthop via"));
         let back = for_node(&plan, r2, PathSelect::Ecmp);
         assert_eq!(names(&plan, route_to(&back, src_net)), ["a1"]);
 
         // Inside a branch, the branch is used whatever the selection.
-        let b2_link = plan.link_between(plan.find("b1").unwrap(), plan.find("b2").unwrap()).unwrap();
+        let b2_link = plan
+            .link_between(plan.find("b1").unwrap(), plan.find("b2").unwrap())
+            .unwrap();
         let fwd = for_node(&plan, r1, PathSelect::Branch(0));
         assert_eq!(names(&plan, route_to(&fwd, b2_link.v4_prefix())), ["b1"]);
 
-        assert_eq!(towards_source(&plan, r2, PathSelect::Branch(1)), plan.find("b3").unwrap());
+        assert_eq!(
+            towards_source(&plan, r2, PathSelect::Branch(1)),
+            plan.find("b3").unwrap()
+        );
         assert_eq!(towards_source(&plan, r1, PathSelect::Branch(1)), plan.src);
         assert_eq!(policy_routers(&plan), [r1, r2]);
+    }
+
+    /// Follows every next hop of every route towards `prefix` depth-first, failing on
+    /// a node seen twice on one walk.
+    fn walk(
+        plan: &Plan,
+        tables: &[Vec<Route>],
+        prefix: Prefix,
+        attached: &[NodeId],
+        seen: &mut Vec<NodeId>,
+        sel: PathSelect,
+    ) {
+        let at = *seen.last().unwrap();
+        if attached.contains(&at) {
+            return;
+        }
+        let route = tables[at.0]
+            .iter()
+            .find(|r| r.prefix == prefix || r.prefix == LAB_V4)
+            .unwrap_or_else(|| panic!("{sel}: no route to {prefix} at {at:?}"));
+        for hop in &route.nexthops {
+            let next = plan.owner_of(hop.via).unwrap();
+            assert!(
+                !seen.contains(&next),
+                "{sel}: loop to {prefix}: {seen:?} -> {next:?}"
+            );
+            seen.push(next);
+            walk(plan, tables, prefix, attached, seen, sel);
+            seen.pop();
+        }
+    }
+
+    /// Follows routes hop by hop from every node to every destination under every
+    /// selection: each walk must arrive without revisiting a node.
+    #[test]
+    fn no_route_loops() {
+        for spec in [
+            LabSpec::chain(4).parallel(2, &[1, 3]),
+            LabSpec::chain(3).parallel(1, &[2, 2, 1]),
+            LabSpec::chain(2).parallel(1, &[3, 1]),
+        ] {
+            let plan = Plan::new(&spec, "t").unwrap();
+            let sels = (0..plan.branch_count())
+                .map(PathSelect::Branch)
+                .chain([PathSelect::Ecmp]);
+            for sel in sels {
+                let tables: Vec<Vec<Route>> = (0..plan.nodes.len())
+                    .map(|i| for_node(&plan, NodeId(i), sel))
+                    .collect();
+                let dests = plan
+                    .links
+                    .iter()
+                    .map(|l| (l.v4_prefix(), vec![l.up.node, l.down.node]))
+                    .chain([(TARGETS_V4, vec![plan.dst])]);
+                for (prefix, attached) in dests {
+                    for start in 0..plan.nodes.len() {
+                        walk(
+                            &plan,
+                            &tables,
+                            prefix,
+                            &attached,
+                            &mut vec![NodeId(start)],
+                            sel,
+                        );
+                    }
+                }
+            }
+        }
     }
 }

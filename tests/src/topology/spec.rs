@@ -4,10 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// Which of the parallel branches carries traffic between the branching and the
 /// merging router.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PathSelect {
     /// Only branch `n` (0-based: branch 0 is `a1..`, branch 1 is `b1..`), both ways.
-    #[default]
     #[serde(rename = "branch")]
     Branch(usize),
     /// Forward traffic is spread over all branches by a multipath route hashed on
@@ -16,6 +15,13 @@ pub enum PathSelect {
     /// addresses deterministic (see [`crate::Lab::hops_via`]).
     #[serde(rename = "ecmp")]
     Ecmp,
+}
+
+impl Default for PathSelect {
+    /// Branch 0: deterministic unless a test asks for ECMP.
+    fn default() -> Self {
+        Self::Branch(0)
+    }
 }
 
 impl std::fmt::Display for PathSelect {

@@ -1,0 +1,113 @@
+//! Delay, jitter and packet-count bursts: an NFQUEUE rule at the impairment's site
+//! feeds a [`NfqElement`] running in that namespace.
+
+use std::ops::Deref;
+
+use super::{
+    filter::{FamilyRules, RuleSet},
+    nfq::{DelaySpec, ElementStats, NfqElement},
+    At,
+};
+use crate::{error::Result, Lab};
+
+/// A running delay element and the rule feeding it. Dropping it removes the rule
+/// first, then releases everything still held and stops the element. It dereferences
+/// to the element, so `set`, `drop_next` and `stats` work on it directly.
+#[derive(Debug)]
+#[must_use = "the delay is removed when this guard is dropped"]
+pub struct Delay<'lab> {
+    _lab: &'lab Lab,
+    label: String,
+    rules: Option<RuleSet>,
+    element: Option<NfqElement>,
+}
+
+impl Delay<'_> {
+    /// What this is, e.g. "delay 20ms ±5ms on link r1->r2".
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Removes the rule and stops the element, returning its final counters.
+    pub fn remove(mut self) -> Result<ElementStats> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<ElementStats> {
+        // Rule first: once it is gone no new packet is queued, so stopping the
+        // element cannot strand one.
+        let rules = self.rules.take().map_or(Ok(()), |r| r.remove());
+        let stats = match self.element.take() {
+            Some(element) => element.stop(),
+            None => Ok(ElementStats::default()),
+        };
+        rules?;
+        stats
+    }
+}
+
+impl Deref for Delay<'_> {
+    type Target = NfqElement;
+
+    fn deref(&self) -> &NfqElement {
+        self.element.as_ref().expect("element lives until teardown")
+    }
+}
+
+impl Drop for Delay<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("hopwatch-lab: removing {}: {e}", self.label);
+        }
+    }
+}
+
+impl Lab {
+    fn start_element(
+        &self,
+        at: &At,
+        spec: DelaySpec,
+        drop_first: u64,
+        label: String,
+    ) -> Result<Delay<'_>> {
+        let site = self.site(at)?;
+        let queue = self.next_queue();
+        let element = NfqElement::start(&site.ns, queue, spec)?;
+        // Armed before the rule exists, so the burst starts with the first packet.
+        element.drop_next(drop_first);
+        let family = FamilyRules::new(
+            site.hook,
+            site.matches.clone(),
+            vec![format!("-j NFQUEUE --queue-num {queue}")],
+        );
+        let rules = RuleSet {
+            ns: site.ns,
+            table: "mangle",
+            chain: self.chain_name("NFQ"),
+            v4: family.clone(),
+            v6: family,
+        };
+        rules.apply()?;
+        Ok(Delay {
+            _lab: self,
+            label,
+            rules: Some(rules),
+            element: Some(element),
+        })
+    }
+
+    /// Delays every packet at `at` by `spec` (both families) until the guard is
+    /// dropped. The delay can be changed while traffic flows with [`NfqElement::set`].
+    pub fn delay(&self, at: At, spec: DelaySpec) -> Result<Delay<'_>> {
+        let label = format!("delay {:?} ±{:?} on {at}", spec.delay, spec.jitter);
+        self.start_element(&at, spec, 0, label)
+    }
+
+    /// Drops the next `packets` packets at `at` (consecutive losses), then passes
+    /// traffic undelayed until the guard is dropped; more bursts can be triggered with
+    /// [`NfqElement::drop_next`].
+    pub fn drop_burst(&self, at: At, packets: u64) -> Result<Delay<'_>> {
+        let label = format!("burst of {packets} drops on {at}");
+        self.start_element(&at, DelaySpec::default(), packets, label)
+    }
+}

@@ -1,0 +1,165 @@
+//! Building a lab in phases: namespaces, sysctls, veth links, addresses, routes,
+//! permanent silences. Each phase configures all namespaces concurrently (one
+//! `ip -batch` process or one thread per namespace) and finishes before the next
+//! starts, because links need both namespaces and routes need links that are up.
+
+use std::fmt::Write as _;
+
+use super::Lab;
+use crate::{
+    error::Result,
+    impair::icmp::{kernel_limit_sysctls, unlimited_icmp},
+    netns::{self, exec, sysctl},
+    topology::{
+        plan::{Plan, Role},
+        routes,
+    },
+};
+
+pub(super) fn build(lab: &Lab) -> Result<()> {
+    let plan = lab.plan();
+    netns::create(&lab.namespaces())?;
+    set_sysctls(plan)?;
+    run_batches(link_scripts(plan))?;
+    run_batches(address_scripts(plan))?;
+    let sel = lab.path();
+    run_batches(
+        plan.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let script = routes::for_node(plan, crate::topology::plan::NodeId(i), sel)
+                    .iter()
+                    .map(|r| r.replace_line() + "\n")
+                    .collect();
+                (node.ns.clone(), script)
+            })
+            .collect(),
+    )?;
+    for &router in &plan.silent {
+        lab.silence_rules(router).apply()?;
+        lab.mark_silent(router);
+    }
+    Ok(())
+}
+
+/// Sysctls, written before any link exists so new interfaces inherit the defaults.
+fn node_sysctls(role: Role) -> Vec<(String, String)> {
+    let mut s: Vec<(String, String)> = [
+        // Parallel paths make return traffic arrive on another interface than the
+        // one a reply would leave by; reverse-path filtering would drop it.
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        // Addresses are usable at once instead of after duplicate detection.
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+        // Unprivileged ICMP sockets, so the prober's non-root mode can be tested.
+        ("net.ipv4.ping_group_range", "0 2147483647"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    s.extend(kernel_limit_sysctls(&unlimited_icmp()));
+    if role == Role::Router {
+        s.extend(
+            [
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+                // ECMP hashes on addresses, protocol and ports, so flows with
+                // different ports may take different branches.
+                ("net.ipv4.fib_multipath_hash_policy", "1"),
+                ("net.ipv6.fib_multipath_hash_policy", "1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+    }
+    s
+}
+
+fn set_sysctls(plan: &Plan) -> Result<()> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = plan
+            .nodes
+            .iter()
+            .map(|node| scope.spawn(move || sysctl::set(&node.ns, &node_sysctls(node.role))))
+            .collect();
+        let results: Vec<Result<()>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+/// Each veth pair is created from its upstream end's namespace with the peer placed
+/// straight into the other namespace, so no name ever appears in the root namespace.
+fn link_scripts(plan: &Plan) -> Vec<(String, String)> {
+    plan.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut script = String::new();
+            for link in plan.links.iter().filter(|l| l.up.node.0 == i) {
+                let _ = writeln!(
+                    script,
+                    "link add {} type veth peer name {} netns {}",
+                    link.up.ifname,
+                    link.down.ifname,
+                    plan.node(link.down.node).ns
+                );
+            }
+            (node.ns.clone(), script)
+        })
+        .collect()
+}
+
+fn address_scripts(plan: &Plan) -> Vec<(String, String)> {
+    plan.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut script = String::from("link set lo up\n");
+            for end in plan
+                .links
+                .iter()
+                .flat_map(|l| [&l.up, &l.down])
+                .filter(|e| e.node.0 == i)
+            {
+                let _ = writeln!(script, "addr add {}/24 dev {}", end.v4, end.ifname);
+                let _ = writeln!(script, "addr add {}/64 dev {} nodad", end.v6, end.ifname);
+                let _ = writeln!(script, "link set {} up", end.ifname);
+            }
+            if node.role == Role::Destination {
+                for t in &plan.targets_v4 {
+                    let _ = writeln!(script, "addr add {t}/32 dev lo");
+                }
+                for t in &plan.targets_v6 {
+                    let _ = writeln!(script, "addr add {t}/128 dev lo nodad");
+                }
+            }
+            (node.ns.clone(), script)
+        })
+        .collect()
+}
+
+/// Runs one `ip -n NS -batch` per (namespace, script) concurrently; all are waited
+/// for, and the first failure is returned.
+pub(super) fn run_batches(scripts: Vec<(String, String)>) -> Result<()> {
+    let mut pending = Vec::new();
+    let mut first_error = None;
+    for (ns, script) in scripts.iter().filter(|(_, s)| !s.is_empty()) {
+        match exec::spawn_ip_batch(Some(ns), script, false) {
+            Ok(p) => pending.push(p),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for p in pending {
+        if let Err(e) = p.wait() {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,461 @@
+//! The lab's own tests: they build real namespaces (root required; without it they
+//! fail with the lab's "needs root" message) and check with `ping` that the network
+//! is what the lab says it is and that every impairment is measurable.
+
+use std::{
+    net::{IpAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use hopwatch_lab::{netns, At, DelaySpec, KernelIcmpLimit, Lab, LabSpec, PathSelect};
+
+fn build(spec: LabSpec) -> Lab {
+    let started = Instant::now();
+    let lab = spec
+        .build()
+        .unwrap_or_else(|e| panic!("building the lab failed: {e}"));
+    eprintln!("lab {} built in {:?}", lab.id(), started.elapsed());
+    lab
+}
+
+/// What `ping -t ttl` sees at each TTL towards `target`: the error source, the
+/// target itself when it replied, or None.
+fn observed_trace(lab: &Lab, target: IpAddr, max_ttl: u8) -> Vec<Option<IpAddr>> {
+    (1..=max_ttl)
+        .map(|ttl| {
+            let r = lab
+                .ping("src", target)
+                .unwrap()
+                .ttl(ttl)
+                .wait(Duration::from_millis(300))
+                .run()
+                .unwrap();
+            if r.received > 0 {
+                Some(target)
+            } else {
+                r.error_sources().first().copied()
+            }
+        })
+        .collect()
+}
+
+fn assert_trace(lab: &Lab, target: IpAddr) {
+    let expected = lab.expected_trace(target);
+    let seen = observed_trace(lab, target, expected.len() as u8);
+    assert_eq!(seen, expected, "trace to {target} in lab {}", lab.id());
+}
+
+#[test]
+fn chain_has_the_planned_hops_over_v4_and_v6() {
+    let lab = build(LabSpec::chain(3));
+    let hops = lab.hops();
+    let names: Vec<_> = hops.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["r1", "r2", "r3"]);
+    assert_eq!(hops[0].v4.to_string(), "198.18.0.2");
+    assert_eq!(hops[0].v6.to_string(), "2001:db8::2");
+    assert_trace(&lab, lab.targets_v4()[0].into());
+    assert_trace(&lab, lab.targets_v6()[0].into());
+    // The reply's TTL tells the return path length too: 64 minus 3 routers.
+    let r = lab.ping("src", lab.targets_v4()[0]).unwrap().run().unwrap();
+    assert_eq!(r.reply_ttls, [61]);
+}
+
+#[test]
+fn many_targets_are_reachable_over_v4_and_v6() {
+    let lab = build(LabSpec::chain(2).targets(1000));
+    assert_eq!(lab.targets_v4().len(), 1000);
+    for i in [0, 1, 253, 254, 500, 999] {
+        for target in [
+            IpAddr::from(lab.targets_v4()[i]),
+            lab.targets_v6()[i].into(),
+        ] {
+            let r = lab.ping("src", target).unwrap().run().unwrap();
+            assert_eq!(r.received, 1, "target {target} unreachable");
+            assert_eq!(lab.owner_of(target), Some("dst"));
+        }
+    }
+    // Addresses outside the plan are not routed anywhere.
+    let r = lab
+        .ping("src", "192.0.2.1".parse::<IpAddr>().unwrap())
+        .unwrap()
+        .wait(Duration::from_millis(200))
+        .run();
+    assert!(r.is_err() || r.unwrap().received == 0);
+}
+
+#[test]
+fn random_loss_is_measurable_and_removable() {
+    let lab = build(LabSpec::chain(2));
+    let target = lab.targets_v4()[0];
+    let ping = || {
+        lab.ping("src", target)
+            .unwrap()
+            .count(300)
+            .interval(Duration::from_millis(2))
+            .wait(Duration::from_millis(200))
+            .run()
+            .unwrap()
+    };
+    let loss = lab.loss(At::link("r1", "r2"), 30.0).unwrap();
+    let lossy = ping();
+    assert!(
+        (0.18..=0.42).contains(&lossy.loss()),
+        "30% loss measured as {:.1}%",
+        lossy.loss() * 100.0
+    );
+    loss.remove().unwrap();
+    assert_eq!(ping().loss(), 0.0);
+}
+
+#[test]
+fn blackout_and_burst_drop_consecutive_packets() {
+    let lab = build(LabSpec::chain(2));
+    let target = lab.targets_v6()[0];
+    // 10 ms pings for 0.6 s with a 200 ms blackout in the middle: ~20 lost in a row.
+    let ping = lab
+        .ping("src", target)
+        .unwrap()
+        .count(60)
+        .interval(Duration::from_millis(10))
+        .wait(Duration::from_millis(200));
+    let pinger = std::thread::spawn(move || ping.run().unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    let blackout = lab
+        .blackout_for(At::router("r2"), Duration::from_millis(200))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!blackout.is_active(), "blackout did not lift itself");
+    drop(blackout);
+    let report = pinger.join().unwrap();
+    let lost = report.transmitted - report.received;
+    assert!(
+        (12..=28).contains(&lost),
+        "lost {lost} in a 200 ms blackout"
+    );
+
+    let burst = lab.drop_burst(At::link("src", "r1"), 5).unwrap();
+    let r = lab
+        .ping("src", target)
+        .unwrap()
+        .count(20)
+        .interval(Duration::from_millis(2))
+        .wait(Duration::from_millis(200))
+        .run()
+        .unwrap();
+    assert_eq!(r.transmitted - r.received, 5);
+    let stats = burst.remove().unwrap();
+    assert_eq!(stats.dropped, 5);
+}
+
+#[test]
+fn delay_and_jitter_are_measurable() {
+    let lab = build(LabSpec::chain(3));
+    let target = lab.targets_v4()[0];
+    let ping = |target: IpAddr| {
+        lab.ping("src", target)
+            .unwrap()
+            .count(40)
+            .interval(Duration::from_millis(5))
+            .run()
+            .unwrap()
+    };
+    let base = ping(target.into()).mean_rtt().unwrap();
+
+    let delay = lab
+        .delay(
+            At::link("r1", "r2"),
+            DelaySpec::fixed(Duration::from_millis(30)),
+        )
+        .unwrap();
+    for target in [IpAddr::from(target), lab.targets_v6()[0].into()] {
+        let r = ping(target);
+        assert_eq!(r.received, 40);
+        let (min, mean) = (r.min_rtt().unwrap(), r.mean_rtt().unwrap());
+        assert!(
+            min >= Duration::from_millis(30),
+            "min {min:?} below the delay"
+        );
+        assert!(
+            mean < Duration::from_millis(33) + base,
+            "mean {mean:?} for a 30 ms delay"
+        );
+    }
+    // Changed while running: jitter spreads the RTTs.
+    delay.set(DelaySpec::jittered(
+        Duration::from_millis(20),
+        Duration::from_millis(10),
+    ));
+    let r = ping(target.into());
+    let (min, max, sd) = (
+        r.min_rtt().unwrap(),
+        r.max_rtt().unwrap(),
+        r.rtt_stddev().unwrap(),
+    );
+    assert!(min >= Duration::from_millis(10), "min {min:?}");
+    assert!(max <= Duration::from_millis(33), "max {max:?}");
+    assert!(
+        sd >= Duration::from_millis(2),
+        "stddev {sd:?} with 10 ms jitter"
+    );
+    let stats = delay.remove().unwrap();
+    eprintln!("delay element: {stats:?}");
+    assert_eq!(stats.queued, stats.accepted);
+    assert!(stats.late_p99 <= Duration::from_millis(2), "{stats:?}");
+    assert!(ping(target.into()).mean_rtt().unwrap() < Duration::from_millis(5));
+}
+
+/// Thousands of packets per second through a 10 ms delay: one-way delays measured
+/// with a timestamp in each UDP datagram (both namespaces share CLOCK_MONOTONIC).
+#[test]
+fn delay_element_holds_thousands_of_packets_per_second_accurately() {
+    let lab = build(LabSpec::chain(1));
+    let hold = Duration::from_millis(10);
+    let delay = lab
+        .delay(At::link("r1", "dst"), DelaySpec::fixed(hold))
+        .unwrap();
+    let target = lab.targets_v4()[0];
+    const PACKETS: u32 = 4000;
+    let receiver = lab
+        .spawn_in("dst", "udp-sink", move || {
+            let sock = UdpSocket::bind((target, 9000)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let epoch = Instant::now();
+            let mut delays = Vec::new();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let sent = u64::from_be_bytes(buf[..8].try_into().unwrap());
+                let now = monotonic_nanos();
+                assert_eq!(n, 16);
+                delays.push(Duration::from_nanos(now - sent));
+                let _ = epoch;
+            }
+            delays
+        })
+        .unwrap();
+    let started = Instant::now();
+    lab.run_in("src", || {
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        // 4000 packets over 1 s: 4 per millisecond.
+        for i in 0..PACKETS {
+            let due = started + Duration::from_micros(u64::from(i) * 250);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let mut payload = [0u8; 16];
+            payload[..8].copy_from_slice(&monotonic_nanos().to_be_bytes());
+            sock.send_to(&payload, (target, 9000)).unwrap();
+        }
+    })
+    .unwrap();
+    let mut delays = receiver.join();
+    let stats = delay.remove().unwrap();
+    delays.sort();
+    let pct = |p: usize| delays[(delays.len() - 1) * p / 100];
+    let rate = f64::from(PACKETS) / started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} of {PACKETS} packets at ~{rate:.0}/s: one-way min {:?} p50 {:?} p99 {:?} max {:?}; element {stats:?}",
+        delays.len(),
+        delays[0],
+        pct(50),
+        pct(99),
+        delays[delays.len() - 1]
+    );
+    assert_eq!(delays.len() as u32, PACKETS, "packets lost in the element");
+    assert!(delays[0] >= hold, "released early: {:?}", delays[0]);
+    assert!(
+        pct(50) < hold + Duration::from_millis(1),
+        "median error too large"
+    );
+    assert!(
+        pct(99) < hold + Duration::from_millis(5),
+        "p99 error too large"
+    );
+    assert_eq!(stats.overruns, 0);
+}
+
+fn monotonic_nanos() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+#[test]
+fn route_change_switches_branch_and_path_length() {
+    let lab = build(LabSpec::chain(3).parallel(1, &[1, 3]));
+    let target: IpAddr = lab.targets_v4()[0].into();
+    let names = |lab: &Lab| {
+        lab.hops()
+            .iter()
+            .map(|h| h.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&lab), ["r1", "a1", "r2", "r3"]);
+    assert_trace(&lab, target);
+    assert_trace(&lab, lab.targets_v6()[0].into());
+
+    let reply_ttl = |lab: &Lab| lab.ping("src", target).unwrap().run().unwrap().reply_ttls[0];
+    assert_eq!(reply_ttl(&lab), 64 - 4);
+    {
+        let _longer = lab.with_path(PathSelect::Branch(1)).unwrap();
+        assert_eq!(names(&lab), ["r1", "b1", "b2", "b3", "r2", "r3"]);
+        assert_trace(&lab, target);
+        assert_trace(&lab, lab.targets_v6()[0].into());
+        assert_eq!(reply_ttl(&lab), 64 - 6);
+    }
+    assert_eq!(lab.path(), PathSelect::Branch(0));
+    assert_trace(&lab, target);
+}
+
+#[test]
+fn ecmp_spreads_flows_over_both_branches() {
+    let lab = build(LabSpec::chain(2).parallel(1, &[1, 1]).targets(64).ecmp());
+    let a1 = lab.hops_via(0)[1].v4;
+    let b1 = lab.hops_via(1)[1].v4;
+    let mut seen = std::collections::BTreeSet::new();
+    // ICMP has no ports, so different targets make the different flows.
+    for &target in &lab.targets_v4()[..32] {
+        let r = lab
+            .ping("src", target)
+            .unwrap()
+            .ttl(2)
+            .wait(Duration::from_millis(300))
+            .run()
+            .unwrap();
+        let from = r.error_sources();
+        assert_eq!(from.len(), 1, "{target}: {r:?}");
+        seen.insert(from[0]);
+        // The merging router replies via branch 0 whatever the forward branch.
+        let r = lab.ping("src", target).unwrap().ttl(3).run().unwrap();
+        assert_eq!(r.error_sources(), [IpAddr::from(lab.hops_via(1)[2].v4)]);
+    }
+    assert_eq!(
+        seen,
+        [IpAddr::from(a1), IpAddr::from(b1)].into_iter().collect()
+    );
+}
+
+#[test]
+fn silent_routers_forward_but_do_not_answer() {
+    let lab = build(LabSpec::chain(3).silent("r2"));
+    let target: IpAddr = lab.targets_v6()[0].into();
+    let expected = lab.expected_trace(target);
+    assert_eq!(expected[1], None);
+    assert_trace(&lab, target);
+    assert_trace(&lab, lab.targets_v4()[0].into());
+
+    let quiet = lab.silence("r1").unwrap();
+    assert_eq!(lab.expected_trace(target)[0], None);
+    assert_trace(&lab, target);
+    drop(quiet);
+    assert!(lab.hops()[0].answers);
+    assert_trace(&lab, target);
+}
+
+#[test]
+fn icmp_rate_limiting_is_visible() {
+    let lab = build(LabSpec::chain(2));
+    let target = lab.targets_v4()[0];
+    let burst_of_ttl1 = || {
+        lab.ping("src", target)
+            .unwrap()
+            .ttl(1)
+            .count(50)
+            .interval(Duration::from_millis(4))
+            .wait(Duration::from_millis(100))
+            .run()
+            .unwrap()
+            .errors
+            .len()
+    };
+    assert_eq!(
+        burst_of_ttl1(),
+        50,
+        "lab routers must not rate-limit by default"
+    );
+    {
+        let _limit = lab.icmp_rate_limit("r1", 10, 5).unwrap();
+        // 0.2 s at 10/s after a burst of 5: about 7.
+        let answered = burst_of_ttl1();
+        assert!(
+            (4..=10).contains(&answered),
+            "{answered} answers with a 10/s limit"
+        );
+    }
+    {
+        let limit = KernelIcmpLimit {
+            per_destination: Duration::from_millis(100),
+            ..KernelIcmpLimit::linux_default()
+        };
+        let _limit = lab.kernel_icmp_ratelimit("r1", limit).unwrap();
+        let answered = burst_of_ttl1();
+        assert!(
+            (4..=12).contains(&answered),
+            "{answered} answers with the kernel limit"
+        );
+    }
+    assert_eq!(burst_of_ttl1(), 50, "limits must be lifted by their guards");
+}
+
+#[test]
+fn closures_and_commands_run_inside_namespaces() {
+    let lab = build(LabSpec::chain(1));
+    let src = lab.src_v4();
+    // The source address exists only inside the lab's src namespace.
+    let port = lab
+        .run_in("src", move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
+                sock.local_addr().unwrap().port()
+            })
+        })
+        .unwrap();
+    assert_ne!(port, 0);
+    assert!(
+        UdpSocket::bind((src, 0)).is_err(),
+        "lab address visible outside the lab"
+    );
+
+    let out = lab
+        .command("r1", "ip")
+        .unwrap()
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        links.contains("to-src") && links.contains("to-dst"),
+        "{links}"
+    );
+}
+
+#[test]
+fn drop_removes_everything_even_after_a_panic() {
+    let mut names = Vec::new();
+    let mut pid = 0;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let lab = build(LabSpec::chain(2).parallel(1, &[1, 2]));
+        names = lab.namespaces();
+        let _delay = lab
+            .delay(At::router("r1"), DelaySpec::fixed(Duration::from_millis(5)))
+            .unwrap();
+        let _loss = lab.loss(At::link("r2", "dst"), 5.0).unwrap();
+        let mut sleep = lab.command("dst", "sleep").unwrap();
+        sleep.arg("600");
+        let child = lab.spawn("dst", sleep).unwrap();
+        pid = child.pid();
+        assert!(names.iter().all(|n| netns::exists(n)));
+        panic!("test failure inside a lab");
+    }));
+    assert!(result.is_err());
+    assert!(!names.is_empty());
+    let left: Vec<_> = names.iter().filter(|n| netns::exists(n)).collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "child {pid} still running"
+    );
+}
