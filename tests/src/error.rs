@@ -117,6 +117,18 @@ pub enum LabError {
         branches: usize,
     },
 
+    /// Interfaces that did not become ready (carrier up, IPv6 link-local address
+    /// configured) in time after the lab was built.
+    #[error("interfaces {interfaces} in namespace {ns} were not ready after {waited:?}")]
+    NotReady {
+        /// The namespace.
+        ns: String,
+        /// The interfaces still not ready, comma separated.
+        interfaces: String,
+        /// How long the lab waited.
+        waited: std::time::Duration,
+    },
+
     /// A loss percentage outside 0..=100.
     #[error("loss must be between 0 and 100 percent, got {percent}")]
     InvalidPercent {

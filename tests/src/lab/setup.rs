@@ -3,13 +3,16 @@
 //! `ip -batch` process or one thread per namespace) and finishes before the next
 //! starts, because links need both namespaces and routes need links that are up.
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
 
 use super::Lab;
 use crate::{
-    error::Result,
+    error::{LabError, Result},
     impair::icmp::{kernel_limit_sysctls, unlimited_icmp},
-    netns::{self, exec, sysctl},
+    netns::{self, enter, exec, sysctl},
     topology::{
         plan::{Plan, Role},
         routes,
@@ -40,7 +43,74 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
         lab.silence_rules(router).apply()?;
         lab.mark_silent(router);
     }
-    Ok(())
+    wait_until_ready(plan)
+}
+
+/// How long interfaces may take to come up (carrier changes go through the kernel's
+/// linkwatch, which can defer them).
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until every lab interface is usable. Right after `link set up` a veth may
+/// still be without carrier for a few milliseconds; IPv6 then has no link-local
+/// address on it yet and neither forwards nor answers there, so a test probing at once
+/// would see silent hops. An interface counts as ready once its link-local address is
+/// listed and not tentative, which IPv6 only does after carrier is up.
+fn wait_until_ready(plan: &Plan) -> Result<()> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let wanted: Vec<String> = plan
+                    .links
+                    .iter()
+                    .flat_map(|l| [&l.up, &l.down])
+                    .filter(|e| e.node.0 == i)
+                    .map(|e| e.ifname.clone())
+                    .collect();
+                scope.spawn(move || wait_node_ready(&node.ns, wanted))
+            })
+            .collect();
+        let results: Vec<Result<()>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+fn wait_node_ready(ns: &str, mut pending: Vec<String>) -> Result<()> {
+    let started = Instant::now();
+    enter::run_in(ns, || loop {
+        // thread-self: this thread's namespace, not the process's.
+        let table = std::fs::read_to_string("/proc/thread-self/net/if_inet6").unwrap_or_default();
+        pending.retain(|ifname| !link_local_ready(&table, ifname));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(LabError::NotReady {
+                ns: ns.to_owned(),
+                interfaces: pending.join(", "),
+                waited: READY_TIMEOUT,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    })?
+}
+
+/// Whether /proc/net/if_inet6 lists a non-tentative fe80:: address on `ifname`.
+/// Lines: address, ifindex, prefix length, scope, flags (hex), name.
+fn link_local_ready(table: &str, ifname: &str) -> bool {
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    table.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() == 6
+            && f[5] == ifname
+            && f[0].starts_with("fe80")
+            && u32::from_str_radix(f[4], 16).is_ok_and(|flags| flags & IFA_F_TENTATIVE == 0)
+    })
 }
 
 /// Sysctls, written before any link exists so new interfaces inherit the defaults.
@@ -162,4 +232,19 @@ pub(super) fn run_batches(scripts: Vec<(String, String)>) -> Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_readiness_from_if_inet6() {
+        let table = "20010db8000000000000000000000002 02 40 00 80    to-src\n\
+                     fe80000000000000e0eccbfffebc4ee4 03 40 20 80    to-r2\n\
+                     fe80000000000000e0eccbfffebc4ee5 04 40 20 c0    to-r3\n";
+        assert!(link_local_ready(table, "to-r2"));
+        assert!(!link_local_ready(table, "to-src"));
+        assert!(!link_local_ready(table, "to-r3"), "tentative");
+    }
 }
