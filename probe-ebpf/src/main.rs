@@ -4,14 +4,16 @@
 //!
 //! The contract (map names, key layout, event layout, counters) lives in
 //! probe-common; the loader is service/src/probe/ebpf.rs. Both programs only
-//! observe: they always return `TC_ACT_OK` and never modify a packet.
+//! observe: they never drop or modify a packet, and return `TC_ACT_UNSPEC` (TCX
+//! "next") rather than `TC_ACT_OK` (TCX "pass"), because OK would end the chain
+//! and skip the TC programs of other tools attached after ours.
 #![no_std]
 #![no_main]
 
 mod parse;
 
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -71,7 +73,7 @@ pub fn hopwatch_egress(ctx: TcContext) -> i32 {
     // Parse failures on egress are not ours to count: only probe-shaped packets
     // in our flow range are of interest, and those are built by us.
     let _ = try_egress(&ctx);
-    TC_ACT_OK
+    TC_ACT_UNSPEC
 }
 
 fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
@@ -93,7 +95,7 @@ fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match PROBE_TX.insert(&key, &now, 0) {
+    match PROBE_TX.insert(key, now, 0) {
         Ok(()) => count(counter::EGRESS_STAMPED),
         Err(_) => count(counter::EGRESS_MAP_FULL),
     }
@@ -105,7 +107,7 @@ pub fn hopwatch_ingress(ctx: TcContext) -> i32 {
     if try_ingress(&ctx).is_err() {
         count(counter::PARSE_ERROR);
     }
-    TC_ACT_OK
+    TC_ACT_UNSPEC
 }
 
 fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
@@ -123,13 +125,13 @@ fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
     let rx_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the value is copied out at once; a concurrent delete cannot free it
     // under us because map values stay valid for the program's RCU section.
-    let Some(tx_ns) = (unsafe { PROBE_TX.get(&reply.key) }).copied() else {
+    let Some(tx_ns) = (unsafe { PROBE_TX.get(reply.key) }).copied() else {
         count(counter::INGRESS_UNMATCHED);
         return Ok(());
     };
     // Whoever deletes the stamp owns the reply: a duplicate reply racing on another
     // CPU finds it gone and is counted as unmatched instead of emitted twice.
-    if PROBE_TX.remove(&reply.key).is_err() {
+    if PROBE_TX.remove(reply.key).is_err() {
         count(counter::INGRESS_UNMATCHED);
         return Ok(());
     }

@@ -3,6 +3,7 @@
 //! The crate is both the `hopwatch` binary and a library; the library's entry point
 //! for probing is [`probe::Engine`].
 pub mod cli;
+pub mod model;
 pub mod probe;
 pub mod report;
 pub mod stats;

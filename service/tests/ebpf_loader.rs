@@ -593,6 +593,62 @@ fn counters_record_unmatched_and_malformed_replies() -> Result<()> {
     result
 }
 
+/// The netlink (cls_bpf) path that kernels before 6.6 use, exercised on this one.
+/// A filter placed behind ours must still see every packet: our programs only
+/// observe, so they hand the packet on instead of ending the chain.
+#[test]
+fn netlink_mode_matches_replies_lets_later_filters_run_and_detaches() -> Result<()> {
+    let lab = Lab::new()?;
+    let a = lab.a.clone();
+    let tc = move |args: &[&str]| -> Result<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &a, "tc"])
+            .args(args)
+            .output()
+            .context("running tc (iproute2)")?;
+        ensure!(
+            out.status.success(),
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    tc(&["qdisc", "add", "dev", "a0", "clsact"])?;
+    let later = ["filter", "add", "dev", "a0", "ingress", "prio", "60000"];
+    tc(&[&later[..], &["matchall", "action", "pass"]].concat())?;
+    let tc_in = tc.clone();
+    lab.run_in(&lab.a.clone(), async move || {
+        let (ts, mut events) = EbpfTimestamper::load_with_mode(FILTER, AttachMode::Netlink)?;
+        let filters = tc_in(&["filter", "show", "dev", "a0", "ingress"])?;
+        ensure!(
+            filters.contains("hopwatch_ingress"),
+            "no cls_bpf filter: {filters}"
+        );
+        let (dst, id, seq) = (IpAddr::V4(B4), 40_050, 3);
+        let key = key_for(dst, ipproto::ICMP, id, u32::from(seq));
+        let packet = echo_request(false, id, seq);
+        let (event, sent, received) =
+            probe(&mut events, dst, ipproto::ICMP, 64, &packet, &key).await?;
+        check_event(&event, &key, dst, sent, received)?;
+        drop(ts);
+        Ok(())
+    })?;
+    let stats = tc(&["-s", "filter", "show", "dev", "a0", "ingress"])?;
+    ensure!(
+        !stats.contains("hopwatch"),
+        "filters left after drop: {stats}"
+    );
+    let passed = stats
+        .split_whitespace()
+        .skip_while(|w| *w != "bytes")
+        .nth(1)
+        .and_then(|n| n.parse::<u64>().ok())
+        .with_context(|| format!("no packet count for the later filter in: {stats}"))?;
+    ensure!(passed > 0, "the filter behind ours saw no packet: {stats}");
+    Ok(())
+}
+
 /// hopwatch runs on routers: probes of other hosts that it forwards must not be
 /// stamped even when their flow falls in its range.
 #[test]

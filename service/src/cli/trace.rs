@@ -116,6 +116,8 @@ fn parse_seconds(s: &str, min: f64) -> Result<f64, String> {
 pub async fn run(args: TraceArgs) -> i32 {
     match trace(args).await {
         Ok(()) => 0,
+        // `hopwatch trace ... | head` closing the pipe early is not an error.
+        Err(TraceError::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(err) => {
             eprintln!("hopwatch trace: {err}");
             err.exit_code()

@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::tc::{self, SchedClassifierLinkId, TcError};
-use aya::programs::{ProgramError, SchedClassifier, TcAttachType};
+use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError};
+use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 use aya::Ebpf;
 use hopwatch_probe_common::{counter, maps, ProbeFilter, ReplyEvent};
@@ -224,18 +224,22 @@ impl KernelCounters {
     }
 }
 
-/// How the programs are attached; aya picks by kernel version.
+/// How the programs are attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// TCX links (kernel >= 6.6): no qdisc needed, detached by closing the link.
+    /// Ours run first in each direction; they return "next", so programs of other
+    /// tools behind them still run and decide.
     Tcx,
     /// cls_bpf filters on a clsact qdisc, managed over netlink (older kernels).
+    /// The qdisc is added when missing and left in place on exit (it is empty and
+    /// harmless, and another tool may have started using it).
     Netlink,
 }
 
 impl AttachMode {
-    fn current() -> Self {
-        // The same rule aya's SchedClassifier::attach applies.
+    /// The best mode for the running kernel; the rule aya's own `attach` applies.
+    pub fn for_running_kernel() -> Self {
         match KernelVersion::current() {
             Ok(v) if v >= KernelVersion::new(6, 6, 0) => AttachMode::Tcx,
             _ => AttachMode::Netlink,
@@ -284,8 +288,16 @@ impl EbpfTimestamper {
     /// Fails with an [`EbpfError`] naming the likely cause (privileges, kernel) when
     /// the kernel side cannot be used; nothing stays attached then.
     pub fn load(filter: ProbeFilter) -> Result<(EbpfTimestamper, ReplyEvents), EbpfError> {
+        Self::load_with_mode(filter, AttachMode::for_running_kernel())
+    }
+
+    /// [`EbpfTimestamper::load`] with an explicit attach mode, e.g. netlink on a
+    /// kernel that has TCX (tests cover the older kernels' path that way).
+    pub fn load_with_mode(
+        filter: ProbeFilter,
+        mode: AttachMode,
+    ) -> Result<(EbpfTimestamper, ReplyEvents), EbpfError> {
         raise_memlock_limit();
-        let mode = AttachMode::current();
         let mut ebpf = Ebpf::load(PROBE_OBJECT).map_err(|source| EbpfError::Load {
             source: Box::new(source),
         })?;
@@ -543,9 +555,16 @@ impl Attacher {
                 }
             }
         }
+        let mode = self.mode;
         let attach = |ebpf: &mut Ebpf, program: &'static str, direction| {
+            let options = match mode {
+                // First, so a program ahead of ours that ends the chain cannot hide
+                // probes or replies from us.
+                AttachMode::Tcx => TcAttachOptions::TcxOrder(LinkOrder::first()),
+                AttachMode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+            };
             classifier(ebpf, program)?
-                .attach(name, direction)
+                .attach_with_options(name, direction, options)
                 .map_err(|source| EbpfError::Attach {
                     program,
                     iface: name.to_owned(),
