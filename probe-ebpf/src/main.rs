@@ -182,8 +182,6 @@ unsafe fn snapshot(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
         // SAFETY: in bounds of the REPLY_SNAP_LEN-byte, 8-aligned buffer.
         unsafe { words.add(i).write(0) };
     }
-    // The verifier needs the length argument provably in 1..=REPLY_SNAP_LEN: the
-    // explicit checks below keep that bound in the register the helper gets.
     let mut len = ip_len;
     if len > REPLY_SNAP_LEN as u32 {
         len = REPLY_SNAP_LEN as u32;
@@ -191,6 +189,7 @@ unsafe fn snapshot(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
     if len == 0 {
         return 0;
     }
+    let len = verifier_bounded_len(len);
     // SAFETY: `len` is at most REPLY_SNAP_LEN, the buffer's size.
     if unsafe { net.copy_from_start(packet, len) } {
         len
@@ -199,6 +198,22 @@ unsafe fn snapshot(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
         // valid) without a snapshot.
         0
     }
+}
+
+/// Returns `len` (already in 1..=REPLY_SNAP_LEN) in a form whose bound the verifier
+/// can see in the very register passed to the helper.
+///
+/// A plain clamp is not enough: LLVM may test a zero-extended copy of the value and
+/// pass the original register, whose bounds the verifier then does not know
+/// ("R4 invalid zero-sized read", seen with an earlier version of this code).
+/// `black_box` hides the clamp from LLVM, so it must keep the mask below, and
+/// `((len - 1) & (REPLY_SNAP_LEN - 1)) + 1` is the identity on 1..=REPLY_SNAP_LEN
+/// that the verifier reads as exactly that range.
+#[inline(always)]
+fn verifier_bounded_len(len: u32) -> u32 {
+    const _: () = assert!(REPLY_SNAP_LEN.is_power_of_two());
+    let opaque = core::hint::black_box(len);
+    (opaque.wrapping_sub(1) & (REPLY_SNAP_LEN as u32 - 1)) + 1
 }
 
 #[cfg(not(test))]

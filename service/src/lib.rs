@@ -4,6 +4,7 @@
 //! for probing is [`probe::Engine`].
 pub mod cli;
 pub mod model;
+pub mod monitor;
 pub mod probe;
 pub mod report;
 pub mod stats;

@@ -614,9 +614,17 @@ fn netlink_mode_matches_replies_lets_later_filters_run_and_detaches() -> Result<
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    // This kernel has no matchall/gact; a u32 filter that mirrors every packet to
+    // a spare veth counts what reaches it in its action's statistics.
+    ip(&[
+        "-n", &lab.a, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1",
+    ])?;
+    ip(&["-n", &lab.a, "link", "set", "sink0", "up"])?;
     tc(&["qdisc", "add", "dev", "a0", "clsact"])?;
-    let later = ["filter", "add", "dev", "a0", "ingress", "prio", "60000"];
-    tc(&[&later[..], &["matchall", "action", "pass"]].concat())?;
+    tc(&[
+        "filter", "add", "dev", "a0", "ingress", "prio", "60000", "protocol", "all", "u32",
+        "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "sink0",
+    ])?;
     let tc_in = tc.clone();
     lab.run_in(&lab.a.clone(), async move || {
         let (ts, mut events) = EbpfTimestamper::load_with_mode(FILTER, AttachMode::Netlink)?;

@@ -261,3 +261,38 @@ async fn flows_of_one_engine_get_distinct_identifiers_and_are_reused_after_drop(
     assert!(r.reached_destination());
     assert_eq!(r.key.flow, a.flow_id());
 }
+
+#[tokio::test]
+async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
+    use hopwatch::monitor::{TargetRunner, TargetSchedule};
+    use hopwatch::model::TargetId;
+
+    let (engine, network) = sim_engine(4, vec![2]);
+    let dst: IpAddr = "198.18.4.4".parse().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let schedule = TargetSchedule {
+        id: TargetId::new("sim").unwrap(),
+        flow: spec(dst, 1).flow,
+        first_ttl: Ttl::new(1).unwrap(),
+        max_ttl: Ttl::new(8).unwrap(),
+        interval: Duration::from_millis(400),
+    };
+    let runner = TargetRunner::start(&engine, schedule, 41, tx).unwrap();
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    drop(runner);
+
+    assert_eq!((first.seq, second.seq), (41, 42), "rounds continue from the given number");
+    assert_eq!(first.hops.len(), 8, "the first round probes up to the maximum TTL");
+    assert_eq!(second.hops.len(), 4, "later rounds stop at the destination");
+    for round in [&first, &second] {
+        assert_eq!(round.destination_ttl, Some(4));
+        assert_eq!(round.source, TimestampSource::Ebpf);
+        let hop2 = &round.hops[1];
+        assert!(hop2.lost() && hop2.responder.is_none(), "the silent router is a lost sample");
+        assert_eq!(round.hops[0].responder, Some(router(dst, 1)));
+        assert_eq!(round.destination().unwrap().responder, Some(dst));
+        assert!(round.hops.windows(2).all(|w| w[0].ttl < w[1].ttl));
+    }
+    assert_eq!(network.sent.load(Ordering::Relaxed), 12);
+}

@@ -164,8 +164,10 @@ fn map_hint(err: &MapError) -> &'static str {
 
 fn program_hint(err: &ProgramError) -> &'static str {
     match err {
+        // BPF_PROG_LOAD answers EPERM for missing capabilities; the verifier's
+        // rejections come back as EACCES or EINVAL.
         ProgramError::LoadError { io_error, .. } => match io_error.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => HINT_PRIVILEGE,
+            Some(libc::EPERM) => HINT_PRIVILEGE,
             _ => HINT_VERIFIER,
         },
         ProgramError::SyscallError(e) => errno_hint(e.io_error.raw_os_error()),

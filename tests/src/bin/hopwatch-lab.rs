@@ -263,7 +263,10 @@ fn run(cli: Cli, signals: &Signals) -> anyhow::Result<ExitCode> {
             state.save()?;
             println!("lab {lab}: path {previous} -> {path}");
             for hop in handle.hops() {
-                println!("  ttl {:>2}  {:<4} {:<15} {}", hop.ttl, hop.name, hop.v4, hop.v6);
+                println!(
+                    "  ttl {:>2}  {:<4} {:<15} {}",
+                    hop.ttl, hop.name, hop.v4, hop.v6
+                );
             }
         }
         Command::Impair {
@@ -279,7 +282,9 @@ fn run(cli: Cli, signals: &Signals) -> anyhow::Result<ExitCode> {
                 .args(&command[1..])
                 .status()
                 .with_context(|| format!("running {}", command.join(" ")))?;
-            return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8));
+            return Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ));
         }
         Command::Down { lab, stale } => down(lab, stale)?,
         Command::DelayElement {
@@ -332,14 +337,20 @@ fn up(args: UpArgs, signals: &Signals) -> anyhow::Result<()> {
 }
 
 fn hold_text(duration: Option<Duration>) -> String {
-    duration.map(|d| format!(" or for {d:?}")).unwrap_or_default()
+    duration
+        .map(|d| format!(" or for {d:?}"))
+        .unwrap_or_default()
 }
 
 fn describe(lab: &Lab) -> String {
     use std::fmt::Write as _;
     let plan = lab.plan();
     let mut out = String::new();
-    let _ = writeln!(out, "{:<5} {:<22} {:<8} {:<15} IPv6", "node", "namespace", "iface", "IPv4");
+    let _ = writeln!(
+        out,
+        "{:<5} {:<22} {:<8} {:<15} IPv6",
+        "node", "namespace", "iface", "IPv4"
+    );
     for (i, node) in plan.nodes.iter().enumerate() {
         let mut first = true;
         for end in plan
@@ -370,7 +381,11 @@ fn describe(lab: &Lab) -> String {
             v4.len()
         );
     }
-    let _ = writeln!(out, "path: {}; expected responders per TTL from src:", lab.path());
+    let _ = writeln!(
+        out,
+        "path: {}; expected responders per TTL from src:",
+        lab.path()
+    );
     for hop in lab.hops() {
         let silent = if hop.answers { "" } else { "  (silent)" };
         let _ = writeln!(
@@ -428,7 +443,9 @@ fn impair(
     let guard = match kind {
         ImpairKind::Loss { site, percent } => Guard::Plain(lab.loss(site.site(), percent)?),
         ImpairKind::Blackout { site } => Guard::Plain(lab.blackout(site.site())?),
-        ImpairKind::Burst { site, packets } => Guard::Element(lab.drop_burst(site.site(), packets)?),
+        ImpairKind::Burst { site, packets } => {
+            Guard::Element(lab.drop_burst(site.site(), packets)?)
+        }
         ImpairKind::Delay { site, delay } => Guard::Element(lab.delay(site.site(), delay.spec())?),
         ImpairKind::Silence { router } => Guard::Plain(lab.silence(&router)?),
         ImpairKind::RateLimit {
@@ -564,7 +581,10 @@ fn parse_parallel(s: &str) -> Result<(usize, Vec<usize>), String> {
         .map_err(|_| format!("`{after}` is not a router number"))?;
     let branches = branches
         .split(',')
-        .map(|n| n.parse().map_err(|_| format!("`{n}` is not a branch length")))
+        .map(|n| {
+            n.parse()
+                .map_err(|_| format!("`{n}` is not a branch length"))
+        })
         .collect::<Result<_, _>>()?;
     Ok((after, branches))
 }

@@ -43,7 +43,10 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
         lab.silence_rules(router).apply()?;
         lab.mark_silent(router);
     }
-    wait_until_ready(plan)
+    let t = Instant::now();
+    let r = wait_until_ready(plan);
+    eprintln!("DEBUG ready wait {:?}", t.elapsed());
+    r
 }
 
 /// How long interfaces may take to come up (carrier changes go through the kernel's

@@ -1,0 +1,171 @@
+//! Per-target probing rounds for the daemon: every interval, one probe per TTL
+//! from the first up to the destination, gathered into a [`RoundRecord`].
+//!
+//! Rounds start on a fixed cadence and may overlap when the timeout is longer
+//! than the interval, so one slow round never delays the next (SmokePing-style
+//! steady sampling). A target task only ever talks to the engine and to the
+//! channel its records go out on.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::probe::clock::unix_nanos;
+use crate::probe::{Engine, EngineError, Flow, FlowSpec, Outcome, ProbeResult, TimestampSource, Ttl};
+
+/// How one target is probed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSchedule {
+    pub id: TargetId,
+    pub flow: FlowSpec,
+    pub first_ttl: Ttl,
+    pub max_ttl: Ttl,
+    /// Time between the starts of two rounds.
+    pub interval: Duration,
+}
+
+/// A running target. Dropping it (or [`TargetRunner::stop`]) stops probing;
+/// rounds already in flight are abandoned.
+pub struct TargetRunner {
+    task: JoinHandle<()>,
+    next_seq: Arc<AtomicU64>,
+}
+
+impl Drop for TargetRunner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TargetRunner {
+    /// Opens the target's flow and starts its rounds. Round numbers continue
+    /// from `first_seq`, so a paused or edited target resumes where it left off.
+    pub fn start(
+        engine: &Engine,
+        schedule: TargetSchedule,
+        first_seq: u64,
+        records: mpsc::Sender<RoundRecord>,
+    ) -> Result<TargetRunner, EngineError> {
+        let flow = Arc::new(engine.open_flow(schedule.flow.clone())?);
+        let next_seq = Arc::new(AtomicU64::new(first_seq));
+        let task = tokio::spawn(run_rounds(flow, schedule, Arc::clone(&next_seq), records));
+        Ok(TargetRunner { task, next_seq })
+    }
+
+    /// The sequence number the next round would get: where a restart resumes.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(self) -> u64 {
+        self.next_seq()
+    }
+}
+
+async fn run_rounds(
+    flow: Arc<Flow>,
+    schedule: TargetSchedule,
+    next_seq: Arc<AtomicU64>,
+    records: mpsc::Sender<RoundRecord>,
+) {
+    // The destination's TTL from the latest round that reached it; 0 while unknown,
+    // in which case rounds probe up to the maximum to (re)discover the path.
+    let destination_ttl = Arc::new(AtomicU8::new(0));
+    let mut ticker = tokio::time::interval(schedule.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let schedule = Arc::new(schedule);
+    loop {
+        ticker.tick().await;
+        if records.is_closed() {
+            return;
+        }
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+        let flow = Arc::clone(&flow);
+        let schedule = Arc::clone(&schedule);
+        let records = records.clone();
+        let destination_ttl = Arc::clone(&destination_ttl);
+        tokio::spawn(async move {
+            let known = destination_ttl.load(Ordering::Relaxed);
+            let last = if known == 0 { schedule.max_ttl.get() } else { known };
+            let round = run_round(&flow, &schedule, seq, last).await;
+            destination_ttl.store(round.destination_ttl.unwrap_or(0), Ordering::Relaxed);
+            // A closed channel means the daemon is shutting this target down.
+            let _ = records.send(round).await;
+        });
+    }
+}
+
+/// Probes TTLs `first..=last` at once and waits for every answer or timeout.
+async fn run_round(flow: &Flow, schedule: &TargetSchedule, seq: u64, last: u8) -> RoundRecord {
+    let started_at_ms = unix_nanos(SystemTime::now()) / 1_000_000;
+    let probes = (schedule.first_ttl.get()..=last.max(schedule.first_ttl.get())).map(|ttl| {
+        let ttl = Ttl::new(ttl).expect("TTLs start at first_ttl, which is non-zero");
+        async move { (ttl, flow.probe(ttl).await) }
+    });
+    let results = futures::future::join_all(probes).await;
+    round_record(&schedule.id, seq, started_at_ms, flow.spec().dst, results)
+}
+
+/// Folds a round's probe results into its record. Send failures (no route,
+/// interface down) count as lost probes: the path is unusable at that moment.
+fn round_record(
+    id: &TargetId,
+    seq: u64,
+    started_at_ms: u64,
+    dst: IpAddr,
+    results: Vec<(Ttl, Result<ProbeResult, crate::probe::ProbeError>)>,
+) -> RoundRecord {
+    let mut hops = Vec::with_capacity(results.len());
+    let mut source = TimestampSource::Ebpf;
+    let mut destination_ttl = None;
+    for (ttl, result) in results {
+        let sample = match result {
+            Ok(result) => {
+                source = source.max(result.source);
+                match &result.outcome {
+                    Outcome::Answered(answer) => {
+                        let reached = answer.kind.reached_destination() || answer.responder == dst;
+                        if reached && destination_ttl.is_none() {
+                            destination_ttl = Some(ttl.get());
+                        }
+                        HopSample {
+                            ttl: ttl.get(),
+                            responder: Some(answer.responder),
+                            rtt_ns: Some(answer.rtt.as_nanos()),
+                            reached,
+                        }
+                    }
+                    Outcome::TimedOut => lost(ttl),
+                }
+            }
+            Err(err) => {
+                tracing::debug!(target = %id, ttl = ttl.get(), error = %err, "probe not sent");
+                lost(ttl)
+            }
+        };
+        hops.push(sample);
+    }
+    hops.sort_by_key(|h| h.ttl);
+    RoundRecord {
+        target: id.clone(),
+        seq,
+        started_at_ms,
+        hops,
+        destination_ttl,
+        source,
+    }
+}
+
+fn lost(ttl: Ttl) -> HopSample {
+    HopSample {
+        ttl: ttl.get(),
+        responder: None,
+        rtt_ns: None,
+        reached: false,
+    }
+}
