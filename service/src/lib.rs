@@ -3,6 +3,7 @@
 //! The crate is both the `hopwatch` binary and a library; the library's entry point
 //! for probing is [`probe::Engine`].
 pub mod cli;
+pub mod config;
 pub mod model;
 pub mod monitor;
 pub mod probe;

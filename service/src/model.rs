@@ -99,7 +99,11 @@ impl RoundRecord {
     pub fn path_samples(&self) -> &[HopSample] {
         match self.destination_ttl {
             Some(ttl) => {
-                let end = self.hops.iter().position(|h| h.ttl > ttl).unwrap_or(self.hops.len());
+                let end = self
+                    .hops
+                    .iter()
+                    .position(|h| h.ttl > ttl)
+                    .unwrap_or(self.hops.len());
                 &self.hops[..end]
             }
             None => &self.hops,

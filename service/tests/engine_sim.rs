@@ -264,8 +264,8 @@ async fn flows_of_one_engine_get_distinct_identifiers_and_are_reused_after_drop(
 
 #[tokio::test]
 async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
-    use hopwatch::monitor::{TargetRunner, TargetSchedule};
     use hopwatch::model::TargetId;
+    use hopwatch::monitor::{TargetRunner, TargetSchedule};
 
     let (engine, network) = sim_engine(4, vec![2]);
     let dst: IpAddr = "198.18.4.4".parse().unwrap();
@@ -282,14 +282,25 @@ async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
     let second = rx.recv().await.unwrap();
     drop(runner);
 
-    assert_eq!((first.seq, second.seq), (41, 42), "rounds continue from the given number");
-    assert_eq!(first.hops.len(), 8, "the first round probes up to the maximum TTL");
+    assert_eq!(
+        (first.seq, second.seq),
+        (41, 42),
+        "rounds continue from the given number"
+    );
+    assert_eq!(
+        first.hops.len(),
+        8,
+        "the first round probes up to the maximum TTL"
+    );
     assert_eq!(second.hops.len(), 4, "later rounds stop at the destination");
     for round in [&first, &second] {
         assert_eq!(round.destination_ttl, Some(4));
         assert_eq!(round.source, TimestampSource::Ebpf);
         let hop2 = &round.hops[1];
-        assert!(hop2.lost() && hop2.responder.is_none(), "the silent router is a lost sample");
+        assert!(
+            hop2.lost() && hop2.responder.is_none(),
+            "the silent router is a lost sample"
+        );
         assert_eq!(round.hops[0].responder, Some(router(dst, 1)));
         assert_eq!(round.destination().unwrap().responder, Some(dst));
         assert!(round.hops.windows(2).all(|w| w[0].ttl < w[1].ttl));

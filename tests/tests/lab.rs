@@ -133,9 +133,10 @@ fn blackout_and_burst_drop_consecutive_packets() {
         "lost {lost} in a 200 ms blackout"
     );
 
+    // IPv4 here: IPv6 neighbour discovery is IP and could take one of the drops.
     let burst = lab.drop_burst(At::link("src", "r1"), 5).unwrap();
     let r = lab
-        .ping("src", target)
+        .ping("src", lab.targets_v4()[0])
         .unwrap()
         .count(20)
         .interval(Duration::from_millis(2))
@@ -195,7 +196,7 @@ fn delay_and_jitter_are_measurable() {
         r.rtt_stddev().unwrap(),
     );
     assert!(min >= Duration::from_millis(10), "min {min:?}");
-    assert!(max <= Duration::from_millis(33), "max {max:?}");
+    assert!(max <= Duration::from_millis(35), "max {max:?}");
     assert!(
         sd >= Duration::from_millis(2),
         "stddev {sd:?} with 10 ms jitter"
@@ -314,29 +315,46 @@ fn route_change_switches_branch_and_path_length() {
 #[test]
 fn ecmp_spreads_flows_over_both_branches() {
     let lab = build(LabSpec::chain(2).parallel(1, &[1, 1]).targets(64).ecmp());
-    let a1 = lab.hops_via(0)[1].v4;
-    let b1 = lab.hops_via(1)[1].v4;
-    let mut seen = std::collections::BTreeSet::new();
-    // ICMP has no ports, so different targets make the different flows.
-    for &target in &lab.targets_v4()[..32] {
-        let r = lab
-            .ping("src", target)
-            .unwrap()
-            .ttl(2)
-            .wait(Duration::from_millis(300))
-            .run()
-            .unwrap();
-        let from = r.error_sources();
-        assert_eq!(from.len(), 1, "{target}: {r:?}");
-        seen.insert(from[0]);
-        // The merging router replies via branch 0 whatever the forward branch.
-        let r = lab.ping("src", target).unwrap().ttl(3).run().unwrap();
-        assert_eq!(r.error_sources(), [IpAddr::from(lab.hops_via(1)[2].v4)]);
+    let branch_first = |v6: bool| -> std::collections::BTreeSet<IpAddr> {
+        (0..2)
+            .map(|b| {
+                let hop = &lab.hops_via(b)[1];
+                if v6 {
+                    IpAddr::from(hop.v6)
+                } else {
+                    IpAddr::from(hop.v4)
+                }
+            })
+            .collect()
+    };
+    for v6 in [false, true] {
+        let targets: Vec<IpAddr> = if v6 {
+            lab.targets_v6()[..32].iter().map(|&a| a.into()).collect()
+        } else {
+            lab.targets_v4()[..32].iter().map(|&a| a.into()).collect()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        // ICMP has no ports, so different targets make the different flows.
+        for target in targets {
+            let r = lab
+                .ping("src", target)
+                .unwrap()
+                .ttl(2)
+                .wait(Duration::from_millis(300))
+                .run()
+                .unwrap();
+            let from = r.error_sources();
+            assert_eq!(from.len(), 1, "{target}: {r:?}");
+            seen.insert(from[0]);
+            // The merging router replies via branch 0 whatever the forward branch.
+            let r = lab.ping("src", target).unwrap().ttl(3).run().unwrap();
+            assert_eq!(
+                r.error_sources(),
+                [lab.hops_via(1)[2].responder(target).unwrap()]
+            );
+        }
+        assert_eq!(seen, branch_first(v6), "flows did not use both branches");
     }
-    assert_eq!(
-        seen,
-        [IpAddr::from(a1), IpAddr::from(b1)].into_iter().collect()
-    );
 }
 
 #[test]
@@ -459,6 +477,16 @@ fn drop_removes_everything_even_after_a_panic() {
     assert!(!names.is_empty());
     let left: Vec<_> = names.iter().filter(|n| netns::exists(n)).collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let prefix = format!("{}-", names[0].rsplit_once('-').unwrap().0);
+    let with_prefix: Vec<_> = netns::list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(
+        with_prefix.is_empty(),
+        "namespaces named {prefix}*: {with_prefix:?}"
+    );
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "child {pid} still running"

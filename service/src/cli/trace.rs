@@ -240,7 +240,18 @@ async fn trace(args: TraceArgs) -> Result<(), TraceError> {
         source_address,
         protocol: args.protocol,
         port: (args.protocol != Protocol::Icmp).then_some(port),
-        packet_size: args.packet_size,
+        // A TCP SYN has no payload: its size is fixed whatever --size says.
+        packet_size: match args.protocol {
+            Protocol::Tcp => {
+                crate::probe::wire::TCP_SYN_LEN
+                    + if dst.is_ipv6() {
+                        crate::probe::wire::IPV6_HEADER_LEN
+                    } else {
+                        crate::probe::wire::IPV4_HEADER_LEN
+                    }
+            }
+            _ => args.packet_size,
+        },
         interval_ms: (args.interval * 1000.0).round() as u64,
         timestamp_source: engine.timestamp_source(),
     });

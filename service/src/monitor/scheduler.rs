@@ -7,7 +7,7 @@
 //! channel its records go out on.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::clock::unix_nanos;
-use crate::probe::{Engine, EngineError, Flow, FlowSpec, Outcome, ProbeResult, TimestampSource, Ttl};
+use crate::probe::{
+    Engine, EngineError, Flow, FlowSpec, Outcome, ProbeResult, TimestampSource, Ttl,
+};
 
 /// How one target is probed.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +93,11 @@ async fn run_rounds(
         let destination_ttl = Arc::clone(&destination_ttl);
         tokio::spawn(async move {
             let known = destination_ttl.load(Ordering::Relaxed);
-            let last = if known == 0 { schedule.max_ttl.get() } else { known };
+            let last = if known == 0 {
+                schedule.max_ttl.get()
+            } else {
+                known
+            };
             let round = run_round(&flow, &schedule, seq, last).await;
             destination_ttl.store(round.destination_ttl.unwrap_or(0), Ordering::Relaxed);
             // A closed channel means the daemon is shutting this target down.

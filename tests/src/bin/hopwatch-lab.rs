@@ -16,6 +16,15 @@ use hopwatch_lab::{
 };
 use nix::sys::signal::{SigSet, Signal};
 
+/// `println!` that ignores a closed stdout (`hopwatch-lab up | head`): a panic there
+/// would skip the orderly teardown of the lab.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// A multi-hop IPv4/IPv6 test network in network namespaces, for hopwatch.
 ///
 /// Start a lab with `up` in one terminal; it prints the lab id, namespaces and
@@ -249,7 +258,7 @@ fn run(cli: Cli, signals: &Signals) -> anyhow::Result<ExitCode> {
         Command::Show { lab, json } => {
             let state = LabState::load(&lab)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&state.plan)?);
+                say!("{}", serde_json::to_string_pretty(&state.plan)?);
             } else {
                 let lab = Lab::attach(state.plan, state.path)?;
                 print!("{}", describe(&lab));
@@ -261,11 +270,14 @@ fn run(cli: Cli, signals: &Signals) -> anyhow::Result<ExitCode> {
             let previous = handle.set_path(path)?;
             state.path = path;
             state.save()?;
-            println!("lab {lab}: path {previous} -> {path}");
+            say!("lab {lab}: path {previous} -> {path}");
             for hop in handle.hops() {
-                println!(
+                say!(
                     "  ttl {:>2}  {:<4} {:<15} {}",
-                    hop.ttl, hop.name, hop.v4, hop.v6
+                    hop.ttl,
+                    hop.name,
+                    hop.v4,
+                    hop.v6
                 );
             }
         }
@@ -314,18 +326,18 @@ fn up(args: UpArgs, signals: &Signals) -> anyhow::Result<()> {
     };
     state.save()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(lab.plan())?);
+        say!("{}", serde_json::to_string_pretty(lab.plan())?);
     } else {
-        println!("lab {} built in {:?}", lab.id(), started.elapsed());
+        say!("lab {} built in {:?}", lab.id(), started.elapsed());
         print!("{}", describe(&lab));
         let src = lab.src();
-        println!(
+        say!(
             "\ntry:  hopwatch-lab exec {id} src ping -c 3 {t}\n      ip netns exec {ns} ping -t 2 -c 1 {t}\n      hopwatch-lab impair {id} delay --link r1:r2 --delay 20ms --jitter 5ms",
             id = lab.id(),
             ns = src.ns,
             t = lab.targets_v4()[0],
         );
-        println!("\nholding the lab until Ctrl-C{}", hold_text(args.duration));
+        say!("\nholding the lab until Ctrl-C{}", hold_text(args.duration));
     }
     signals.wait(args.duration);
     let id = lab.id().to_owned();
@@ -400,7 +412,7 @@ fn describe(lab: &Lab) -> String {
 fn list() -> anyhow::Result<()> {
     let labs = LabState::list()?;
     if labs.is_empty() {
-        println!("no labs recorded in {}", hopwatch_lab::state::STATE_DIR);
+        say!("no labs recorded in {}", hopwatch_lab::state::STATE_DIR);
     }
     for lab in labs {
         let status = if lab.owner_alive() {
@@ -414,7 +426,7 @@ fn list() -> anyhow::Result<()> {
             .iter()
             .filter(|n| n.role == hopwatch_lab::Role::Router)
             .count();
-        println!(
+        say!(
             "{}  {routers} routers, {} targets, path {}, {status}",
             lab.plan.id,
             lab.plan.targets_v4.len(),
@@ -471,7 +483,7 @@ fn impair(
         Guard::Plain(g) => g.label().to_owned(),
         Guard::Element(g) => g.label().to_owned(),
     };
-    println!("lab {id}: {label}; until Ctrl-C{}", hold_text(duration));
+    say!("lab {id}: {label}; until Ctrl-C{}", hold_text(duration));
     match guard {
         Guard::Plain(g) => {
             signals.wait(duration);
@@ -480,10 +492,10 @@ fn impair(
         Guard::Element(g) => {
             signals.wait_with_ticks(duration, || eprintln!("{:?}", g.stats()));
             let stats = g.remove()?;
-            println!("final: {stats:?}");
+            say!("final: {stats:?}");
         }
     }
-    println!("removed: {label}");
+    say!("removed: {label}");
     Ok(())
 }
 
@@ -516,9 +528,9 @@ fn down(lab: Option<String>, stale: bool) -> anyhow::Result<()> {
         netns::delete(&names)?;
         removed.extend(names);
     }
-    println!("removed {} namespace(s)", removed.len());
+    say!("removed {} namespace(s)", removed.len());
     for name in removed {
-        println!("  {name}");
+        say!("  {name}");
     }
     Ok(())
 }
@@ -529,11 +541,11 @@ fn delay_element(ns: &str, queue: u16, spec: DelaySpec, signals: &Signals) -> an
         bail!("no network namespace named {ns} (see `ip netns list`)");
     }
     let element = NfqElement::start(ns, queue, spec)?;
-    println!(
+    say!(
         "delay element on queue {queue} in {ns}: {spec:?}\nfeed it with e.g.: ip netns exec {ns} iptables -t mangle -A POSTROUTING -o IFACE -j NFQUEUE --queue-num {queue}\n(without a listener such packets are dropped, so remove the rule before stopping)"
     );
     signals.wait_with_ticks(None, || eprintln!("{:?}", element.stats()));
-    println!("final: {:?}", element.stop()?);
+    say!("final: {:?}", element.stop()?);
     Ok(())
 }
 

@@ -8,7 +8,10 @@ use super::{
     nfq::{DelaySpec, ElementStats, NfqElement},
     At,
 };
-use crate::{error::Result, Lab};
+use crate::{
+    error::{LabError, Result},
+    Lab,
+};
 
 /// A running delay element and the rule feeding it. Dropping it removes the rule
 /// first, then releases everything still held and stops the element. It dereferences
@@ -63,6 +66,26 @@ impl Drop for Delay<'_> {
 }
 
 impl Lab {
+    /// Starts an element on a queue number nobody in the namespace uses yet (another
+    /// process, such as the CLI next to `hopwatch-lab up`, may hold some).
+    fn start_on_free_queue(&self, ns: &str, spec: DelaySpec) -> Result<(u16, NfqElement)> {
+        let mut attempt = 0;
+        loop {
+            let queue = self.next_queue();
+            match NfqElement::start(ns, queue, spec) {
+                Ok(element) => return Ok((queue, element)),
+                // The kernel answers EPERM when another socket owns the queue.
+                Err(LabError::Nfqueue { source, .. })
+                    if attempt < 16
+                        && matches!(source.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn start_element(
         &self,
         at: &At,
@@ -71,8 +94,7 @@ impl Lab {
         label: String,
     ) -> Result<Delay<'_>> {
         let site = self.site(at)?;
-        let queue = self.next_queue();
-        let element = NfqElement::start(&site.ns, queue, spec)?;
+        let (queue, element) = self.start_on_free_queue(&site.ns, spec)?;
         // Armed before the rule exists, so the burst starts with the first packet.
         element.drop_next(drop_first);
         let family = FamilyRules::new(

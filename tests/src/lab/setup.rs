@@ -43,10 +43,7 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
         lab.silence_rules(router).apply()?;
         lab.mark_silent(router);
     }
-    let t = Instant::now();
-    let r = wait_until_ready(plan);
-    eprintln!("DEBUG ready wait {:?}", t.elapsed());
-    r
+    wait_until_ready(plan)
 }
 
 /// How long interfaces may take to come up (carrier changes go through the kernel's
@@ -167,6 +164,11 @@ fn set_sysctls(plan: &Plan) -> Result<()> {
 
 /// Each veth pair is created from its upstream end's namespace with the peer placed
 /// straight into the other namespace, so no name ever appears in the root namespace.
+///
+/// The two ends get different, fixed interface indexes (1000 + 2L and 1001 + 2L for
+/// link L). Indexes are per namespace, so both ends would otherwise often get the same
+/// number; the kernel's linkwatch then takes the veth for a device without a lower
+/// device and defers its carrier change by up to a second (and IPv6 waits for it).
 fn link_scripts(plan: &Plan) -> Vec<(String, String)> {
     plan.nodes
         .iter()
@@ -176,9 +178,11 @@ fn link_scripts(plan: &Plan) -> Vec<(String, String)> {
             for link in plan.links.iter().filter(|l| l.up.node.0 == i) {
                 let _ = writeln!(
                     script,
-                    "link add {} type veth peer name {} netns {}",
+                    "link add {} index {} type veth peer name {} index {} netns {}",
                     link.up.ifname,
+                    1000 + 2 * link.index,
                     link.down.ifname,
+                    1001 + 2 * link.index,
                     plan.node(link.down.node).ns
                 );
             }

@@ -1,0 +1,195 @@
+//! Config errors: every one names the file, the line and the key, so an operator
+//! can go straight to the mistake.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::model::InvalidTargetId;
+use crate::probe::types::UnknownTimestampPreference;
+use crate::probe::wire::UnknownProtocol;
+use crate::probe::Protocol;
+
+/// The table a key is in, as the operator would name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Section {
+    /// Keys outside any table.
+    Root,
+    /// A `[table]` such as `defaults` or `storage.raw_log`.
+    Table(&'static str),
+    /// The `index`th `[[target]]` (from 0), with its name when it has a readable one.
+    Target { index: usize, name: Option<String> },
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Section::Root => f.write_str("the top level"),
+            Section::Table(name) => write!(f, "[{name}]"),
+            Section::Target {
+                name: Some(name), ..
+            } => write!(f, "target {name:?}"),
+            Section::Target { index, name: None } => write!(f, "[[target]] #{}", index + 1),
+        }
+    }
+}
+
+/// What is wrong with a value that has the right type.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("{value} is below the minimum of {min}")]
+    BelowMinimum { value: String, min: String },
+    #[error("{value} is above the maximum of {max}")]
+    AboveMaximum { value: String, max: String },
+    #[error("{given:?} is not a duration ({source}); write for example \"100ms\", \"5s\", \"48h\" or \"30d\"")]
+    Duration {
+        given: String,
+        source: humantime::DurationError,
+    },
+    #[error("{given:?} is not a size ({source}); write a byte count or for example \"512KiB\", \"64MiB\"")]
+    Size {
+        given: String,
+        source: parse_size::Error,
+    },
+    #[error(transparent)]
+    Protocol(UnknownProtocol),
+    #[error(transparent)]
+    Timestamps(UnknownTimestampPreference),
+    #[error("{given:?} is not an {family} address")]
+    Address { given: String, family: &'static str },
+    #[error("{given:?} is neither an IP address nor a host name")]
+    Host { given: String },
+    #[error(transparent)]
+    TargetName(InvalidTargetId),
+    #[error("the name {name:?} is already used by the target on line {first_line}")]
+    DuplicateName { name: String, first_line: usize },
+    #[error("first_ttl {first_ttl} is above max_hops {max_hops}")]
+    FirstTtlAboveMaxHops { first_ttl: u8, max_hops: u8 },
+    #[error("{size} bytes is below the minimum of {min} for a {protocol} probe over {family}")]
+    PacketTooSmall {
+        size: u16,
+        min: usize,
+        protocol: Protocol,
+        family: &'static str,
+    },
+    #[error("icmp probes have no port; remove it or set protocol to udp or tcp")]
+    PortWithIcmp,
+    #[error("an interface name has at most {max} characters, {given:?} has {len}")]
+    InterfaceName {
+        given: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("must not be empty")]
+    Empty,
+}
+
+/// Why a config could not be loaded. Every variant but [`ConfigError::Read`]
+/// carries the line (1-based) and the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+
+    /// Not valid TOML (including keys given twice).
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error(
+        "{}:{line}: unknown key {key:?} in {section}; expected one of {}{}",
+        path.display(),
+        expected.join(", "),
+        match suggestion { Some(s) => format!(" (did you mean {s:?}?)"), None => String::new() }
+    )]
+    UnknownKey {
+        path: PathBuf,
+        line: usize,
+        section: Section,
+        key: String,
+        expected: &'static [&'static str],
+        suggestion: Option<&'static str>,
+    },
+
+    /// A value of the wrong TOML type; `message` is the TOML decoder's.
+    #[error("{}:{line}: {section}: {key}: {message}", path.display())]
+    WrongType {
+        path: PathBuf,
+        line: usize,
+        section: Section,
+        key: String,
+        message: String,
+    },
+
+    #[error("{}:{line}: {section}: the required key {key:?} is missing", path.display())]
+    Missing {
+        path: PathBuf,
+        line: usize,
+        section: Section,
+        key: &'static str,
+    },
+
+    /// A value of the right type that is out of range, unparseable or inconsistent.
+    /// `inherited` is set when a target's error is in a value it took from `[defaults]`.
+    #[error(
+        "{}:{line}: {section}: {key}{}: {problem}",
+        path.display(),
+        if *inherited { " (from [defaults])" } else { "" }
+    )]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        section: Section,
+        key: &'static str,
+        inherited: bool,
+        problem: Problem,
+    },
+}
+
+impl ConfigError {
+    /// The config file the error is in.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Syntax { path, .. }
+            | ConfigError::UnknownKey { path, .. }
+            | ConfigError::WrongType { path, .. }
+            | ConfigError::Missing { path, .. }
+            | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+
+    /// The 1-based line the error is on; `None` when the file could not be read.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { line, .. }
+            | ConfigError::UnknownKey { line, .. }
+            | ConfigError::WrongType { line, .. }
+            | ConfigError::Missing { line, .. }
+            | ConfigError::Invalid { line, .. } => Some(*line),
+        }
+    }
+
+    /// The key the error is about, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::UnknownKey { key, .. } | ConfigError::WrongType { key, .. } => Some(key),
+            ConfigError::Missing { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+        }
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}

@@ -1,0 +1,225 @@
+//! The on-disk value formats and their encoding.
+//!
+//! Values are postcard (serde, varint integers, no field names): postcard 1.x
+//! has a documented wire format that is stable across its 1.x releases, which
+//! is what a file that outlives the binary needs, and its varints keep a
+//! round of ten hops near 130 bytes. Each value starts with one format byte so
+//! a later release can read old values next to new ones; the store-wide
+//! schema version (meta tree) says which formats may exist at all.
+//!
+//! The structs here mirror the model types on purpose instead of serialising
+//! them directly: a field added to `model::HopSample` must not silently change
+//! what is on disk.
+
+use std::net::IpAddr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::probe::TimestampSource;
+
+/// The format byte every value written by this release starts with.
+pub const VALUE_FORMAT_V1: u8 = 1;
+
+/// Why a stored value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("value is empty")]
+    Empty,
+    #[error("value format {found} is unknown (this release reads format {VALUE_FORMAT_V1})")]
+    UnknownFormat { found: u8 },
+    #[error("value does not decode: {0}")]
+    Postcard(#[from] postcard::Error),
+    #[error("unknown timestamp source code {0}")]
+    UnknownSource(u8),
+}
+
+/// Encodes `value` behind the current format byte.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let out = vec![VALUE_FORMAT_V1];
+    // Serialising into a Vec cannot fail for these plain structs; a failure
+    // would be a bug in a derive, not bad input.
+    postcard::to_extend(value, out).expect("postcard encodes store values into a Vec")
+}
+
+/// Decodes a value written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    match bytes.split_first() {
+        None => Err(DecodeError::Empty),
+        Some((&VALUE_FORMAT_V1, body)) => Ok(postcard::from_bytes(body)?),
+        Some((&found, _)) => Err(DecodeError::UnknownFormat { found }),
+    }
+}
+
+/// One round as stored in the `raw` tree; the target and start time are in the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawRoundV1 {
+    pub seq: u64,
+    pub destination_ttl: Option<u8>,
+    pub source: u8,
+    pub hops: Vec<RawHopV1>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawHopV1 {
+    pub ttl: u8,
+    pub responder: Option<IpAddr>,
+    pub rtt_ns: Option<u64>,
+    pub reached: bool,
+}
+
+fn source_code(source: TimestampSource) -> u8 {
+    match source {
+        TimestampSource::Ebpf => 0,
+        TimestampSource::Kernel => 1,
+        TimestampSource::Userspace => 2,
+    }
+}
+
+fn source_from_code(code: u8) -> Result<TimestampSource, DecodeError> {
+    match code {
+        0 => Ok(TimestampSource::Ebpf),
+        1 => Ok(TimestampSource::Kernel),
+        2 => Ok(TimestampSource::Userspace),
+        other => Err(DecodeError::UnknownSource(other)),
+    }
+}
+
+impl RawRoundV1 {
+    pub fn from_round(round: &RoundRecord) -> RawRoundV1 {
+        RawRoundV1 {
+            seq: round.seq,
+            destination_ttl: round.destination_ttl,
+            source: source_code(round.source),
+            hops: round
+                .hops
+                .iter()
+                .map(|h| RawHopV1 {
+                    ttl: h.ttl,
+                    responder: h.responder,
+                    rtt_ns: h.rtt_ns,
+                    reached: h.reached,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn into_round(self, target: TargetId, started_at_ms: u64) -> Result<RoundRecord, DecodeError> {
+        Ok(RoundRecord {
+            target,
+            seq: self.seq,
+            started_at_ms,
+            hops: self
+                .hops
+                .into_iter()
+                .map(|h| HopSample {
+                    ttl: h.ttl,
+                    responder: h.responder,
+                    rtt_ns: h.rtt_ns,
+                    reached: h.reached,
+                })
+                .collect(),
+            destination_ttl: self.destination_ttl,
+            source: source_from_code(self.source)?,
+        })
+    }
+}
+
+/// One rollup bucket of one series, in the `m1` and `h1` trees.
+///
+/// Sums rather than mean and variance, so buckets merge by addition and the
+/// standard deviation of any merge is exact (`sum_sq_ns2` is a u128: an hour
+/// of 68-second RTTs still fits). The histogram is the non-zero buckets of a
+/// `histogram::Histogram32` with the store's fixed configuration (see
+/// `rollup::HIST_CONFIG`), indices delta-encoded so most take one byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollupV1 {
+    pub sent: u64,
+    pub lost: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub sum_ns: u128,
+    pub sum_sq_ns2: u128,
+    pub hist_index_deltas: Vec<u32>,
+    pub hist_counts: Vec<u32>,
+}
+
+/// One event in the `events` tree; target and time are in the key. The
+/// payload is kept as JSON text because postcard cannot carry a
+/// self-describing `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventV1 {
+    pub kind: String,
+    pub payload_json: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round() -> RoundRecord {
+        RoundRecord {
+            target: TargetId::new("t").unwrap(),
+            seq: 77,
+            started_at_ms: 1_700_000_000_000,
+            hops: vec![
+                HopSample {
+                    ttl: 1,
+                    responder: Some("10.0.0.1".parse().unwrap()),
+                    rtt_ns: Some(1_234_567),
+                    reached: false,
+                },
+                HopSample {
+                    ttl: 2,
+                    responder: None,
+                    rtt_ns: None,
+                    reached: false,
+                },
+                HopSample {
+                    ttl: 3,
+                    responder: Some("2001:db8::1".parse().unwrap()),
+                    rtt_ns: Some(9_000_000),
+                    reached: true,
+                },
+            ],
+            destination_ttl: Some(3),
+            source: TimestampSource::Kernel,
+        }
+    }
+
+    #[test]
+    fn rounds_round_trip_and_stay_compact() {
+        let original = round();
+        let bytes = encode(&RawRoundV1::from_round(&original));
+        assert_eq!(bytes[0], VALUE_FORMAT_V1);
+        // 1 format + 1 seq + 2 dest + 1 source + 1 len + hops (11 + 4 + 23).
+        assert!(bytes.len() < 50, "encoded round is {} bytes", bytes.len());
+        let back: RawRoundV1 = decode(&bytes).unwrap();
+        let back = back.into_round(original.target.clone(), original.started_at_ms).unwrap();
+        assert_eq!(back, original);
+    }
+
+    #[test]
+    fn unknown_formats_and_garbage_are_errors() {
+        let mut bytes = encode(&RawRoundV1::from_round(&round()));
+        bytes[0] = 9;
+        assert!(matches!(
+            decode::<RawRoundV1>(&bytes),
+            Err(DecodeError::UnknownFormat { found: 9 })
+        ));
+        assert!(matches!(decode::<RawRoundV1>(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode::<RawRoundV1>(&[VALUE_FORMAT_V1, 0xff]),
+            Err(DecodeError::Postcard(_))
+        ));
+        let bad_source = RawRoundV1 {
+            source: 42,
+            ..RawRoundV1::from_round(&round())
+        };
+        assert!(matches!(
+            bad_source.into_round(TargetId::new("t").unwrap(), 0),
+            Err(DecodeError::UnknownSource(42))
+        ));
+    }
+}

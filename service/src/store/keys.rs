@@ -1,0 +1,197 @@
+//! The byte layout of every key the store writes. All integers are big-endian
+//! and fixed-width, so sled's lexicographic key order is (target, time, series)
+//! order: a target's history is one contiguous key range, and a time range
+//! inside it is a sub-range, which makes range scans and retention sweeps cheap.
+//!
+//! | tree     | key                                              | bytes |
+//! |----------|--------------------------------------------------|-------|
+//! | `meta`   | ASCII name (`schema_version`)                    | var   |
+//! | `targets`| target name (UTF-8)                              | ≤ 64  |
+//! | `raw`    | target u32 · round start ms u64                  | 12    |
+//! | `m1`,`h1`| target u32 · bucket start ms u64 · series u8     | 13    |
+//! | `events` | target u32 · event time ms u64 · sequence u32    | 16    |
+
+use crate::store::query::Hop;
+
+/// A target's compact number, allocated once in the `targets` tree and stable
+/// across restarts: keys carry these 4 bytes instead of the up-to-64-byte name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetNum(pub u32);
+
+impl TargetNum {
+    pub fn to_bytes(self) -> [u8; 4] {
+        self.0.to_be_bytes()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<TargetNum> {
+        Some(TargetNum(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?)))
+    }
+}
+
+/// Which per-hop series a rollup belongs to: the destination (whatever TTL it
+/// answered at) is series 0, a hop is its TTL (1 to 255), so a target's
+/// rollups for one bucket sort destination first, then by TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesNum(pub u8);
+
+impl SeriesNum {
+    pub const DESTINATION: SeriesNum = SeriesNum(0);
+
+    pub fn of(hop: Hop) -> SeriesNum {
+        match hop {
+            Hop::Destination => SeriesNum::DESTINATION,
+            Hop::Ttl(ttl) => SeriesNum(ttl),
+        }
+    }
+}
+
+/// Key of one raw round: `[target][started_at_ms]`.
+pub fn raw_key(target: TargetNum, at_ms: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&target.to_bytes());
+    key[4..].copy_from_slice(&at_ms.to_be_bytes());
+    key
+}
+
+/// Decodes a raw key into its target and time; `None` for a malformed key.
+pub fn parse_raw_key(key: &[u8]) -> Option<(TargetNum, u64)> {
+    if key.len() != 12 {
+        return None;
+    }
+    Some((TargetNum::from_bytes(key)?, u64::from_be_bytes(key[4..12].try_into().ok()?)))
+}
+
+/// Key of one rollup bucket of one series: `[target][bucket_start_ms][series]`.
+pub fn rollup_key(target: TargetNum, start_ms: u64, series: SeriesNum) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[..4].copy_from_slice(&target.to_bytes());
+    key[4..12].copy_from_slice(&start_ms.to_be_bytes());
+    key[12] = series.0;
+    key
+}
+
+/// Decodes a rollup key; `None` for a malformed key.
+pub fn parse_rollup_key(key: &[u8]) -> Option<(TargetNum, u64, SeriesNum)> {
+    if key.len() != 13 {
+        return None;
+    }
+    Some((
+        TargetNum::from_bytes(key)?,
+        u64::from_be_bytes(key[4..12].try_into().ok()?),
+        SeriesNum(key[12]),
+    ))
+}
+
+/// Key of one event: `[target][at_ms][sequence]`; the sequence keeps two events
+/// of one target in the same millisecond apart.
+pub fn event_key(target: TargetNum, at_ms: u64, seq: u32) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&target.to_bytes());
+    key[4..12].copy_from_slice(&at_ms.to_be_bytes());
+    key[12..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Decodes an event key; `None` for a malformed key.
+pub fn parse_event_key(key: &[u8]) -> Option<(TargetNum, u64)> {
+    if key.len() != 16 {
+        return None;
+    }
+    Some((TargetNum::from_bytes(key)?, u64::from_be_bytes(key[4..12].try_into().ok()?)))
+}
+
+/// The start of `target`'s key range at time `at_ms` in any time-keyed tree:
+/// every key of that target at or after `at_ms` sorts at or after it, and every
+/// key before `at_ms` sorts before it.
+pub fn time_bound(target: TargetNum, at_ms: u64) -> [u8; 12] {
+    raw_key(target, at_ms)
+}
+
+/// The first key after all of `target`'s keys.
+pub fn target_end(target: TargetNum) -> Vec<u8> {
+    match target.0.checked_add(1) {
+        Some(next) => next.to_be_bytes().to_vec(),
+        // The last possible target: its range ends past every 4-byte prefix.
+        None => vec![0xff; 17],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_keys_sort_by_target_then_time() {
+        let mut keys = vec![
+            raw_key(TargetNum(2), 5),
+            raw_key(TargetNum(1), u64::MAX),
+            raw_key(TargetNum(1), 256),
+            raw_key(TargetNum(1), 255),
+            raw_key(TargetNum(256), 0),
+            raw_key(TargetNum(1), 1 << 40),
+        ];
+        keys.sort();
+        let decoded: Vec<_> = keys.iter().map(|k| parse_raw_key(k).unwrap()).collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (TargetNum(1), 255),
+                (TargetNum(1), 256),
+                (TargetNum(1), 1 << 40),
+                (TargetNum(1), u64::MAX),
+                (TargetNum(2), 5),
+                (TargetNum(256), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn rollup_keys_sort_by_target_time_then_series() {
+        let t = TargetNum(7);
+        let mut keys = vec![
+            rollup_key(t, 120_000, SeriesNum(1)),
+            rollup_key(t, 60_000, SeriesNum(30)),
+            rollup_key(t, 120_000, SeriesNum::DESTINATION),
+            rollup_key(t, 60_000, SeriesNum(2)),
+        ];
+        keys.sort();
+        let decoded: Vec<_> = keys.iter().map(|k| parse_rollup_key(k).unwrap()).collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (t, 60_000, SeriesNum(2)),
+                (t, 60_000, SeriesNum(30)),
+                (t, 120_000, SeriesNum::DESTINATION),
+                (t, 120_000, SeriesNum(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn time_bounds_split_every_tree_at_the_right_place() {
+        let t = TargetNum(3);
+        let bound = time_bound(t, 1_000);
+        // Keys at the bound's time sort at or after it, earlier ones before it.
+        assert!(raw_key(t, 1_000).as_slice() >= bound.as_slice());
+        assert!(raw_key(t, 999).as_slice() < bound.as_slice());
+        assert!(rollup_key(t, 1_000, SeriesNum(0)).as_slice() >= bound.as_slice());
+        assert!(rollup_key(t, 999, SeriesNum(255)).as_slice() < bound.as_slice());
+        assert!(event_key(t, 1_000, 0).as_slice() >= bound.as_slice());
+        assert!(event_key(t, 999, u32::MAX).as_slice() < bound.as_slice());
+        // The target's end is after all of its keys and before the next target's.
+        let end = target_end(t);
+        assert!(event_key(t, u64::MAX, u32::MAX).as_slice() < end.as_slice());
+        assert!(raw_key(TargetNum(4), 0).as_slice() >= end.as_slice());
+        let last = target_end(TargetNum(u32::MAX));
+        assert!(event_key(TargetNum(u32::MAX), u64::MAX, u32::MAX).as_slice() < last.as_slice());
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        assert_eq!(parse_raw_key(&[0; 11]), None);
+        assert_eq!(parse_rollup_key(&[0; 12]), None);
+        assert_eq!(parse_event_key(&[0; 17]), None);
+        let k = event_key(TargetNum(9), 42, 1);
+        assert_eq!(parse_event_key(&k), Some((TargetNum(9), 42)));
+    }
+}
