@@ -329,9 +329,17 @@ fn run(mut sock: NfqSocket, shared: &Shared, mut wake: UnixStream) -> Result<(),
                 .map(|Reverse((deadline, ..))| deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or(IDLE_WAKE)
                 .min(IDLE_WAKE);
-            let (_, woken) = sock
+            let t0 = Instant::now();
+            let (rd, woken) = sock
                 .wait_readable(wake.as_fd(), timeout)
                 .map_err(|e| ("poll", e))?;
+            let slept = t0.elapsed();
+            if slept > timeout + Duration::from_micros(500) {
+                eprintln!(
+                    "DEBUG asked {timeout:?} slept {slept:?} readable {rd} heap {}",
+                    heap.len()
+                );
+            }
             if woken {
                 let mut sink = [0u8; 64];
                 let _ = wake.read(&mut sink);
@@ -382,6 +390,11 @@ fn run(mut sock: NfqSocket, shared: &Shared, mut wake: UnixStream) -> Result<(),
 
         // Release what is due (everything, when stopping).
         let now = Instant::now();
+        if let Some(Reverse((d, ..))) = heap.peek() {
+            if now > *d + Duration::from_millis(1) {
+                eprintln!("DEBUG late {:?} heap {}", now - *d, heap.len());
+            }
+        }
         while let Some(&Reverse((deadline, _, id))) = heap.peek() {
             if deadline > now && !stopping {
                 break;

@@ -1,0 +1,538 @@
+//! Statistics of one hop (one TTL of one target): loss, RTT, percentiles and jitter
+//! over a sliding window of the last N probes and since start, plus its responders.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::responders::{
+    OtherRespondersSnapshot, ResponderSnapshot, Responders, MAX_RESPONDERS_PER_HOP,
+    NO_RESPONDER_TAG,
+};
+use crate::stats::RunningStats;
+
+/// Since-start percentiles come from an HDR histogram keeping 2 significant
+/// digits: a reported percentile is at most 1% above the true sample (and never
+/// below it), which is finer than the run-to-run spread of any real path.
+pub const HISTOGRAM_SIGFIG: u8 = 2;
+/// Values below 1 µs share 512 ns buckets: the kernel timestamps are good to about a
+/// microsecond, and finer buckets would cost memory for noise.
+pub const HISTOGRAM_LOWEST_NS: u64 = 1_000;
+/// The histogram starts covering ~2 ms and grows (auto-resize) to the worst RTT seen.
+const HISTOGRAM_INITIAL_HIGHEST_NS: u64 = 1 << 21;
+/// RTTs above one minute are recorded as one minute in the histogram (only there:
+/// best/worst/avg keep the real value), which bounds its size.
+pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
+
+/// RFC 3550 §6.4.1 smoothing: J += (|D| - J) / 16.
+const RFC3550_GAIN: f64 = 1.0 / 16.0;
+
+/// One probe of the window packed in 8 bytes: the RTT in the low 56 bits (2^56 ns
+/// is over two years) and the responder tag in the top 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WindowSample(u64);
+
+impl WindowSample {
+    const RTT_BITS: u32 = 56;
+    const RTT_MASK: u64 = (1 << Self::RTT_BITS) - 1;
+    /// The RTT field of a lost probe.
+    const LOST: u64 = Self::RTT_MASK;
+
+    fn answered(rtt_ns: u64, tag: u8) -> WindowSample {
+        WindowSample(u64::from(tag) << Self::RTT_BITS | rtt_ns.min(Self::LOST - 1))
+    }
+
+    fn lost() -> WindowSample {
+        WindowSample(u64::from(NO_RESPONDER_TAG) << Self::RTT_BITS | Self::LOST)
+    }
+
+    fn rtt_ns(self) -> Option<u64> {
+        let rtt = self.0 & Self::RTT_MASK;
+        (rtt != Self::LOST).then_some(rtt)
+    }
+
+    fn tag(self) -> u8 {
+        (self.0 >> Self::RTT_BITS) as u8
+    }
+}
+
+/// Change in RTT between consecutive answered probes (losses are skipped, as RFC
+/// 3550 skips lost packets), since start.
+#[derive(Debug, Clone, Copy, Default)]
+struct Jitter {
+    previous_ns: Option<u64>,
+    pairs: u64,
+    sum_ns: u128,
+    max_ns: u64,
+    rfc3550_ns: f64,
+}
+
+impl Jitter {
+    fn push(&mut self, rtt_ns: u64) {
+        if let Some(previous) = self.previous_ns {
+            let delta = rtt_ns.abs_diff(previous);
+            self.pairs += 1;
+            self.sum_ns += u128::from(delta);
+            self.max_ns = self.max_ns.max(delta);
+            // For round trips, the RFC's transit-time difference D(i-1, i) is the
+            // difference of the two RTTs.
+            self.rfc3550_ns += (delta as f64 - self.rfc3550_ns) * RFC3550_GAIN;
+        }
+        self.previous_ns = Some(rtt_ns);
+    }
+
+    fn mean_ns(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.sum_ns as f64 / self.pairs as f64)
+    }
+}
+
+/// Loss, RTT and jitter over a set of probes (the window, or since start).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    pub sent: u64,
+    pub received: u64,
+    /// `None` before the first probe.
+    pub loss_pct: Option<f64>,
+    pub last_ns: Option<u64>,
+    pub avg_ns: Option<f64>,
+    pub best_ns: Option<u64>,
+    pub worst_ns: Option<u64>,
+    /// Population standard deviation, as mtr reports it.
+    pub stddev_ns: Option<f64>,
+    /// Window: exact nearest-rank percentiles of the window's samples. Since start:
+    /// from the histogram, at most 1% above the exact value.
+    pub p50_ns: Option<u64>,
+    pub p95_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    /// Mean and maximum |ΔRTT| between consecutive answered probes.
+    pub jitter_mean_ns: Option<f64>,
+    pub jitter_max_ns: Option<u64>,
+}
+
+fn loss_pct(sent: u64, received: u64) -> Option<f64> {
+    (sent > 0).then(|| 100.0 * sent.saturating_sub(received) as f64 / sent as f64)
+}
+
+/// Nearest-rank percentile of sorted samples: the smallest sample with at least
+/// `q` of all samples at or below it (the rule the histogram also follows).
+fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    Some(sorted[rank - 1])
+}
+
+/// Statistics of one hop.
+///
+/// Memory per hop (window N = 100, x86-64): the struct itself ~1.1 KB (most of it
+/// the inline responder set: 8 x ~80 B), the window 8 B x N = 800 B, and the
+/// histogram's counters: 2.5 KB while every RTT is under ~2 ms, growing by 512 B
+/// per doubling of the worst RTT, 7.5 KB at 1 s and at most 10.5 KB (60 s cap).
+/// So ~4.5 KB for a LAN hop, ~9.5 KB for one with a 1 s worst case; about
+/// 50-100 MB for 1,000 targets x 10 hops. [`HopStats::approx_memory_bytes`] reports it.
+#[derive(Debug, Clone)]
+pub struct HopStats {
+    capacity: usize,
+    window: VecDeque<WindowSample>,
+    sent: u64,
+    rtt: RunningStats,
+    histogram: Histogram<u32>,
+    jitter: Jitter,
+    /// Best RTT since the target's current path was established: the latency
+    /// baseline for localisation, reset on a route change.
+    path_best_ns: Option<u64>,
+    responders: Responders,
+}
+
+impl HopStats {
+    /// Statistics keeping a window of the last `window` probes (at least 1).
+    pub fn new(window: usize) -> HopStats {
+        let capacity = window.max(1);
+        let mut histogram = Histogram::new_with_bounds(
+            HISTOGRAM_LOWEST_NS,
+            HISTOGRAM_INITIAL_HIGHEST_NS,
+            HISTOGRAM_SIGFIG,
+        )
+        .expect("constant histogram bounds are valid");
+        histogram.auto(true);
+        HopStats {
+            capacity,
+            window: VecDeque::with_capacity(capacity),
+            sent: 0,
+            rtt: RunningStats::default(),
+            histogram,
+            jitter: Jitter::default(),
+            path_best_ns: None,
+            responders: Responders::default(),
+        }
+    }
+
+    /// Records one probe: answered by `responder` after `rtt_ns`, or lost when
+    /// `rtt_ns` is `None`. `at_ms` is the round's start, for "last seen".
+    pub fn record(&mut self, rtt_ns: Option<u64>, responder: Option<IpAddr>, at_ms: u64) {
+        self.sent += 1;
+        let sample = match rtt_ns {
+            Some(rtt) => {
+                let tag = match responder {
+                    Some(address) => self.responders.record(address, rtt, at_ms),
+                    None => NO_RESPONDER_TAG,
+                };
+                self.rtt.push(rtt);
+                let clamped = rtt.min(HISTOGRAM_MAX_NS);
+                if self.histogram.record(clamped).is_err() {
+                    // Only reachable if growing the histogram fails; keep the count.
+                    self.histogram.saturating_record(clamped);
+                }
+                self.jitter.push(rtt);
+                self.path_best_ns = Some(self.path_best_ns.map_or(rtt, |b| b.min(rtt)));
+                WindowSample::answered(rtt, tag)
+            }
+            None => WindowSample::lost(),
+        };
+        if self.window.len() == self.capacity {
+            self.window.pop_front();
+        }
+        self.window.push_back(sample);
+    }
+
+    /// Probes sent since start.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The window's size limit.
+    pub fn window_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Best RTT since the current path was established.
+    pub fn path_best_ns(&self) -> Option<u64> {
+        self.path_best_ns
+    }
+
+    /// Forgets the latency baseline: the path changed, so the old best RTT no
+    /// longer describes this TTL.
+    pub fn reset_path_baseline(&mut self) {
+        self.path_best_ns = None;
+    }
+
+    /// RFC 3550 §6.4.1 interarrival jitter: a running estimate with gain 1/16, so
+    /// it already weighs roughly the last 16 answers and has no separate window or
+    /// since-start value. `None` before the second answer.
+    pub fn rfc3550_jitter_ns(&self) -> Option<f64> {
+        (self.jitter.pairs > 0).then_some(self.jitter.rfc3550_ns)
+    }
+
+    /// Statistics over the last N probes.
+    pub fn window_stats(&self) -> StatsSnapshot {
+        let mut rtts: Vec<u64> = Vec::with_capacity(self.window.len());
+        let mut jitter = Jitter::default();
+        let mut sum: u128 = 0;
+        for rtt in self.window.iter().filter_map(|s| s.rtt_ns()) {
+            rtts.push(rtt);
+            jitter.push(rtt);
+            sum += u128::from(rtt);
+        }
+        let sent = self.window.len() as u64;
+        let received = rtts.len() as u64;
+        let last_ns = rtts.last().copied();
+        let avg_ns = (received > 0).then(|| sum as f64 / received as f64);
+        // Two passes over at most N samples: exact, and cheap at snapshot time.
+        let stddev_ns = avg_ns.map(|mean| {
+            let m2: f64 = rtts.iter().map(|r| (*r as f64 - mean).powi(2)).sum();
+            (m2 / received as f64).sqrt()
+        });
+        rtts.sort_unstable();
+        StatsSnapshot {
+            sent,
+            received,
+            loss_pct: loss_pct(sent, received),
+            last_ns,
+            avg_ns,
+            best_ns: rtts.first().copied(),
+            worst_ns: rtts.last().copied(),
+            stddev_ns,
+            p50_ns: nearest_rank(&rtts, 0.50),
+            p95_ns: nearest_rank(&rtts, 0.95),
+            p99_ns: nearest_rank(&rtts, 0.99),
+            jitter_mean_ns: jitter.mean_ns(),
+            jitter_max_ns: (jitter.pairs > 0).then_some(jitter.max_ns),
+        }
+    }
+
+    /// Statistics since the hop was first probed.
+    pub fn since_start_stats(&self) -> StatsSnapshot {
+        let received = self.rtt.count();
+        let percentile = |q: f64| {
+            (!self.histogram.is_empty()).then(|| self.histogram.value_at_quantile(q))
+        };
+        StatsSnapshot {
+            sent: self.sent,
+            received,
+            loss_pct: loss_pct(self.sent, received),
+            last_ns: self.rtt.last(),
+            avg_ns: self.rtt.mean(),
+            best_ns: self.rtt.best(),
+            worst_ns: self.rtt.worst(),
+            stddev_ns: self.rtt.stddev(),
+            p50_ns: percentile(0.50),
+            p95_ns: percentile(0.95),
+            p99_ns: percentile(0.99),
+            jitter_mean_ns: self.jitter.mean_ns(),
+            jitter_max_ns: (self.jitter.pairs > 0).then_some(self.jitter.max_ns),
+        }
+    }
+
+    fn window_tag_counts(&self) -> [u64; MAX_RESPONDERS_PER_HOP + 1] {
+        let mut counts = [0u64; MAX_RESPONDERS_PER_HOP + 1];
+        for sample in &self.window {
+            if let Some(count) = counts.get_mut(usize::from(sample.tag())) {
+                *count += 1;
+            }
+        }
+        counts
+    }
+
+    /// The responders seen at this hop, busiest in the window first, and the
+    /// overflow bucket when more than [`MAX_RESPONDERS_PER_HOP`] answered.
+    pub fn responders(&self) -> (Vec<ResponderSnapshot>, Option<OtherRespondersSnapshot>) {
+        self.responders.snapshot(&self.window_tag_counts())
+    }
+
+    /// The responder with the most answers in the window, or since start when the
+    /// window has none.
+    pub fn dominant_responder(&self) -> Option<IpAddr> {
+        let counts = self.window_tag_counts();
+        let (tag, count) = counts[..MAX_RESPONDERS_PER_HOP]
+            .iter()
+            .enumerate()
+            .rev()
+            .max_by_key(|(_, c)| **c)?;
+        if *count > 0 {
+            self.responders.address(tag as u8)
+        } else {
+            self.responders.most_answers()
+        }
+    }
+
+    /// Approximate bytes this hop occupies, heap included.
+    pub fn approx_memory_bytes(&self) -> usize {
+        std::mem::size_of::<HopStats>()
+            + self.window.capacity() * std::mem::size_of::<WindowSample>()
+            + self.histogram.distinct_values() * std::mem::size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 9, 2));
+
+    /// A deterministic pseudo-random RTT stream (xorshift), 200 µs to ~60 ms,
+    /// with every seventh probe lost.
+    fn samples(n: usize) -> Vec<Option<u64>> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (i % 7 != 3).then_some(200_000 + x % 60_000_000)
+            })
+            .collect()
+    }
+
+    /// Everything computed straight from the raw samples, the slow obvious way.
+    struct Expected {
+        sent: u64,
+        received: u64,
+        mean: f64,
+        stddev: f64,
+        best: u64,
+        worst: u64,
+        last: u64,
+        sorted: Vec<u64>,
+        jitter_mean: f64,
+        jitter_max: u64,
+    }
+
+    fn expected(raw: &[Option<u64>]) -> Expected {
+        let answered: Vec<u64> = raw.iter().flatten().copied().collect();
+        let n = answered.len() as f64;
+        let mean = answered.iter().map(|r| *r as f64).sum::<f64>() / n;
+        let var = answered.iter().map(|r| (*r as f64 - mean).powi(2)).sum::<f64>() / n;
+        let deltas: Vec<u64> = answered.windows(2).map(|w| w[1].abs_diff(w[0])).collect();
+        let mut sorted = answered.clone();
+        sorted.sort();
+        Expected {
+            sent: raw.len() as u64,
+            received: answered.len() as u64,
+            mean,
+            stddev: var.sqrt(),
+            best: *sorted.first().unwrap(),
+            worst: *sorted.last().unwrap(),
+            last: *answered.last().unwrap(),
+            sorted,
+            jitter_mean: deltas.iter().sum::<u64>() as f64 / deltas.len() as f64,
+            jitter_max: *deltas.iter().max().unwrap(),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-6 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn window_matches_raw_samples_and_evicts_the_oldest() {
+        let raw = samples(250);
+        let mut hop = HopStats::new(100);
+        for (i, s) in raw.iter().enumerate() {
+            hop.record(*s, s.map(|_| A), i as u64);
+        }
+        // The window holds exactly the last 100 probes.
+        let w = hop.window_stats();
+        let e = expected(&raw[150..]);
+        assert_eq!((w.sent, w.received), (e.sent, e.received));
+        assert_eq!(w.sent, 100);
+        let loss = 100.0 * (e.sent - e.received) as f64 / e.sent as f64;
+        assert!(close(w.loss_pct.unwrap(), loss));
+        assert!(close(w.avg_ns.unwrap(), e.mean));
+        assert!(close(w.stddev_ns.unwrap(), e.stddev));
+        assert_eq!(w.best_ns, Some(e.best));
+        assert_eq!(w.worst_ns, Some(e.worst));
+        assert_eq!(w.last_ns, Some(e.last));
+        // Nearest rank: p50 of n samples is the ceil(n/2)-th smallest.
+        let n = e.sorted.len();
+        assert_eq!(w.p50_ns, Some(e.sorted[n.div_ceil(2) - 1]));
+        assert_eq!(w.p95_ns, Some(e.sorted[(0.95 * n as f64).ceil() as usize - 1]));
+        assert_eq!(w.p99_ns, Some(e.sorted[(0.99 * n as f64).ceil() as usize - 1]));
+        assert!(close(w.jitter_mean_ns.unwrap(), e.jitter_mean));
+        assert_eq!(w.jitter_max_ns, Some(e.jitter_max));
+    }
+
+    #[test]
+    fn since_start_matches_raw_samples_with_percentiles_within_precision() {
+        let raw = samples(2_000);
+        let mut hop = HopStats::new(100);
+        for (i, s) in raw.iter().enumerate() {
+            hop.record(*s, s.map(|_| A), i as u64);
+        }
+        let t = hop.since_start_stats();
+        let e = expected(&raw);
+        assert_eq!((t.sent, t.received), (e.sent, e.received));
+        assert!(close(t.avg_ns.unwrap(), e.mean));
+        assert!((t.stddev_ns.unwrap() - e.stddev).abs() < 1e-3 * e.stddev);
+        assert_eq!((t.best_ns, t.worst_ns, t.last_ns), (Some(e.best), Some(e.worst), Some(e.last)));
+        assert!(close(t.jitter_mean_ns.unwrap(), e.jitter_mean));
+        assert_eq!(t.jitter_max_ns, Some(e.jitter_max));
+        let n = e.sorted.len() as f64;
+        for (q, got) in [(0.50, t.p50_ns), (0.95, t.p95_ns), (0.99, t.p99_ns)] {
+            let exact = e.sorted[(q * n).ceil() as usize - 1];
+            let got = got.unwrap();
+            // The histogram reports its bucket's top: never below, at most 1% above.
+            assert!(got >= exact, "p{q}: {got} < exact {exact}");
+            assert!(got - exact <= exact / 100, "p{q}: {got} vs exact {exact}");
+        }
+    }
+
+    #[test]
+    fn microsecond_rtts_keep_sub_microsecond_histogram_resolution() {
+        let mut hop = HopStats::new(10);
+        for rtt in [20_000u64, 21_000, 22_000, 23_000, 90_000] {
+            hop.record(Some(rtt), Some(A), 0);
+        }
+        let t = hop.since_start_stats();
+        let p50 = t.p50_ns.unwrap();
+        assert!((22_000..22_000 + 512).contains(&p50), "{p50}");
+        assert!(t.p99_ns.unwrap() >= 90_000 && t.p99_ns.unwrap() < 90_000 + 1_000);
+    }
+
+    #[test]
+    fn jitter_both_ways_and_rfc3550() {
+        let mut hop = HopStats::new(10);
+        // 10, 14, lost, 11, 11 ms: deltas 4, 3, 0 (the loss is skipped).
+        let ms = 1_000_000;
+        for s in [Some(10 * ms), Some(14 * ms), None, Some(11 * ms), Some(11 * ms)] {
+            hop.record(s, s.map(|_| A), 0);
+        }
+        let w = hop.window_stats();
+        assert_eq!(w.jitter_max_ns, Some(4 * ms));
+        assert!(close(w.jitter_mean_ns.unwrap(), (7 * ms) as f64 / 3.0));
+        // J after |D| = 4, 3, 0 ms from J = 0.
+        let mut j = 0.0f64;
+        for d in [4.0, 3.0, 0.0] {
+            j += (d * ms as f64 - j) / 16.0;
+        }
+        assert!(close(hop.rfc3550_jitter_ns().unwrap(), j));
+        // Converges to a constant |D|.
+        let mut hop = HopStats::new(10);
+        for i in 0..400 {
+            let rtt = if i % 2 == 0 { 10 * ms } else { 12 * ms };
+            hop.record(Some(rtt), Some(A), 0);
+        }
+        assert!((hop.rfc3550_jitter_ns().unwrap() - (2 * ms) as f64).abs() < 1.0);
+        assert_eq!(HopStats::new(5).rfc3550_jitter_ns(), None);
+    }
+
+    #[test]
+    fn losses_only_and_empty() {
+        let mut hop = HopStats::new(3);
+        assert_eq!(hop.window_stats().loss_pct, None);
+        for _ in 0..5 {
+            hop.record(None, None, 0);
+        }
+        let w = hop.window_stats();
+        assert_eq!((w.sent, w.received, w.loss_pct), (3, 0, Some(100.0)));
+        assert_eq!((w.avg_ns, w.p50_ns, w.jitter_mean_ns), (None, None, None));
+        let t = hop.since_start_stats();
+        assert_eq!((t.sent, t.received, t.p99_ns), (5, 0, None));
+    }
+
+    #[test]
+    fn responders_share_the_window_and_the_dominant_one_is_named() {
+        let mut hop = HopStats::new(4);
+        for addr in [A, A, A, B, B, B] {
+            hop.record(Some(1_000_000), Some(addr), 0);
+        }
+        // Window: A B B B.
+        assert_eq!(hop.dominant_responder(), Some(B));
+        let (list, other) = hop.responders();
+        assert!(other.is_none());
+        assert_eq!(list[0].address, B);
+        assert_eq!(list[0].window_received, 3);
+        assert_eq!(list[1].window_received, 1);
+        assert_eq!(list[1].received, 3);
+        assert_eq!(list[0].window_share_pct, Some(75.0));
+    }
+
+    #[test]
+    fn huge_rtts_are_capped_in_the_histogram_only() {
+        let mut hop = HopStats::new(4);
+        hop.record(Some(1_000_000), Some(A), 0);
+        hop.record(Some(3_600_000_000_000), Some(A), 0);
+        let t = hop.since_start_stats();
+        assert_eq!(t.worst_ns, Some(3_600_000_000_000));
+        assert!(t.p99_ns.unwrap() <= HISTOGRAM_MAX_NS + HISTOGRAM_MAX_NS / 100);
+        assert_eq!(hop.window_stats().worst_ns, Some(3_600_000_000_000));
+    }
+
+    #[test]
+    fn memory_per_hop_stays_within_the_documented_bound() {
+        let mut hop = HopStats::new(100);
+        for i in 0..1_000u64 {
+            hop.record(Some(100_000 + i), Some(A), 0);
+        }
+        let lan = hop.approx_memory_bytes();
+        assert!(lan < 5 * 1024, "a LAN hop takes {lan} B");
+        hop.record(Some(HISTOGRAM_MAX_NS), Some(A), 0);
+        let worst = hop.approx_memory_bytes();
+        assert!(worst > lan && worst < 13 * 1024, "worst case {worst} B");
+    }
+}
