@@ -277,7 +277,8 @@ async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
         max_ttl: Ttl::new(8).unwrap(),
         interval: Duration::from_millis(400),
     };
-    let runner = TargetRunner::start(&engine, schedule, 41, tx).unwrap();
+    let next_seq = std::sync::Arc::new(AtomicU64::new(41));
+    let runner = TargetRunner::start(&engine, schedule, next_seq.clone(), tx).unwrap();
     let first = rx.recv().await.unwrap();
     let second = rx.recv().await.unwrap();
     drop(runner);
@@ -306,4 +307,48 @@ async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
         assert!(round.hops.windows(2).all(|w| w[0].ttl < w[1].ttl));
     }
     assert_eq!(network.sent.load(Ordering::Relaxed), 12);
+}
+
+#[tokio::test]
+async fn the_global_rate_limit_spaces_probes_across_all_flows() {
+    let correlator = Arc::new(Correlator::new());
+    let network = Arc::new(SimNetwork {
+        correlator: Arc::clone(&correlator),
+        hops: 2,
+        silent: vec![],
+        sent: AtomicU64::new(0),
+        sent_ttls: Mutex::new(HashMap::new()),
+    });
+    let engine = Engine::from_parts(EngineParts {
+        transport: network.clone(),
+        correlator,
+        source: TimestampSource::Ebpf,
+        flow_range: 20000..30000,
+        max_probes_per_second: Some(std::num::NonZeroU32::new(20).unwrap()),
+        source_selection: SourceSelection {
+            v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            ..SourceSelection::default()
+        },
+    });
+    let flows: Vec<_> = (1..=4u8)
+        .map(|i| {
+            let dst = IpAddr::V4(Ipv4Addr::new(198, 18, 9, i));
+            engine.open_flow(spec(dst, 1).flow).unwrap()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let probes = flows
+        .iter()
+        .flat_map(|flow| (0..10).map(move |_| flow.probe(Ttl::new(2).unwrap())));
+    let results = futures::future::join_all(probes).await;
+    let elapsed = started.elapsed();
+    assert_eq!(results.len(), 40);
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap().reached_destination()));
+    // A burst of 20, then 20 more at 20 per second: at least ~1 s in all.
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "40 probes at 20/s took only {elapsed:?}"
+    );
 }

@@ -173,3 +173,49 @@ fn exit_codes_say_what_went_wrong() {
         stderr(&unprivileged)
     );
 }
+
+#[test]
+fn source_address_and_interface_selection() {
+    let lab = LabSpec::chain(1).build().expect("lab");
+    let target = lab.targets_v4()[0].to_string();
+    let src = lab.src_v4().to_string();
+    let iface = lab
+        .interface("src", "r1")
+        .expect("src's interface")
+        .ifname
+        .clone();
+
+    let by_source = trace(
+        &lab,
+        &["-c", "1", "-w", "1", "--json", "--source", &src, &target],
+    );
+    assert!(by_source.status.success(), "{}", stderr(&by_source));
+    let report: serde_json::Value = serde_json::from_slice(&by_source.stdout).unwrap();
+    assert_eq!(report["source_address"], src);
+    assert_eq!(report["destination_ttl"], 2);
+
+    let by_interface = trace(
+        &lab,
+        &["-c", "1", "-w", "1", "--json", "-I", &iface, &target],
+    );
+    assert!(by_interface.status.success(), "{}", stderr(&by_interface));
+    let report: serde_json::Value = serde_json::from_slice(&by_interface.stdout).unwrap();
+    assert_eq!(report["destination_ttl"], 2);
+
+    // An address this host does not have cannot be bound.
+    let foreign = trace(&lab, &["-c", "1", "--source", "198.18.0.2", &target]);
+    assert_ne!(foreign.status.code(), Some(0));
+    assert!(
+        stderr(&foreign).contains("198.18.0.2"),
+        "{}",
+        stderr(&foreign)
+    );
+
+    let no_such_interface = trace(&lab, &["-c", "1", "-I", "nope0", &target]);
+    assert_ne!(no_such_interface.status.code(), Some(0));
+    assert!(
+        stderr(&no_such_interface).contains("nope0"),
+        "{}",
+        stderr(&no_such_interface)
+    );
+}

@@ -31,11 +31,10 @@ pub struct TargetSchedule {
     pub interval: Duration,
 }
 
-/// A running target. Dropping it (or [`TargetRunner::stop`]) stops probing;
-/// rounds already in flight are abandoned.
+/// A running target. Dropping it stops probing; rounds already in flight are
+/// abandoned.
 pub struct TargetRunner {
     task: JoinHandle<()>,
-    next_seq: Arc<AtomicU64>,
 }
 
 impl Drop for TargetRunner {
@@ -45,27 +44,18 @@ impl Drop for TargetRunner {
 }
 
 impl TargetRunner {
-    /// Opens the target's flow and starts its rounds. Round numbers continue
-    /// from `first_seq`, so a paused or edited target resumes where it left off.
+    /// Opens the target's flow and starts its rounds. Round numbers come from
+    /// `next_seq`, which the caller keeps, so a paused or edited target resumes
+    /// where it left off.
     pub fn start(
         engine: &Engine,
         schedule: TargetSchedule,
-        first_seq: u64,
+        next_seq: Arc<AtomicU64>,
         records: mpsc::Sender<RoundRecord>,
     ) -> Result<TargetRunner, EngineError> {
         let flow = Arc::new(engine.open_flow(schedule.flow.clone())?);
-        let next_seq = Arc::new(AtomicU64::new(first_seq));
-        let task = tokio::spawn(run_rounds(flow, schedule, Arc::clone(&next_seq), records));
-        Ok(TargetRunner { task, next_seq })
-    }
-
-    /// The sequence number the next round would get: where a restart resumes.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq.load(Ordering::Relaxed)
-    }
-
-    pub fn stop(self) -> u64 {
-        self.next_seq()
+        let task = tokio::spawn(run_rounds(flow, schedule, next_seq, records));
+        Ok(TargetRunner { task })
     }
 }
 
