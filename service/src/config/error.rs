@@ -91,12 +91,14 @@ pub enum ConfigError {
     #[error("{}: cannot read the config file: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
 
-    /// Not valid TOML (including keys given twice).
-    #[error("{}:{line}: {message}", path.display())]
+    /// Not valid TOML (including keys given twice); `message` is the TOML
+    /// parser's, `text` the offending line.
+    #[error("{}:{line}: {message} (in `{text}`)", path.display())]
     Syntax {
         path: PathBuf,
         line: usize,
         message: String,
+        text: String,
     },
 
     #[error(
@@ -145,7 +147,8 @@ pub enum ConfigError {
         section: Section,
         key: &'static str,
         inherited: bool,
-        problem: Problem,
+        /// Boxed to keep `Result<_, ConfigError>` small.
+        problem: Box<Problem>,
     },
 }
 

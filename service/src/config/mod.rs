@@ -62,3 +62,6 @@ impl Config {
         resolve::parse(text, path.as_ref())
     }
 }
+
+#[cfg(test)]
+mod tests;

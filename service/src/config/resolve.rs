@@ -61,7 +61,7 @@ impl Ctx<'_> {
             section: section.clone(),
             key,
             inherited: at.inherited,
-            problem,
+            problem: Box::new(problem),
         }
     }
 
@@ -75,10 +75,18 @@ impl Ctx<'_> {
     }
 
     fn syntax(&self, err: &toml::de::Error) -> ConfigError {
+        let line = self.line(err.span().map_or(0, |s| s.start));
         ConfigError::Syntax {
             path: self.path.to_owned(),
-            line: self.line(err.span().map_or(0, |s| s.start)),
+            line,
             message: err.message().trim_end().to_owned(),
+            text: self
+                .text
+                .lines()
+                .nth(line - 1)
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
         }
     }
 

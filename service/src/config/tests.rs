@@ -1,0 +1,719 @@
+//! Tests of the whole path from text to [`Config`]: defaults, overrides, and one
+//! test per error class checking the line and key in the message.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::probe::{Protocol, TimestampPreference};
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, "hopwatch.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Parses `text` expecting an error, and checks that its message starts with
+/// `hopwatch.toml:<line>:`, names `key`, and contains `fragment`.
+fn error(text: &str, line: usize, key: &str, fragment: &str) -> ConfigError {
+    let err = match Config::parse(text, "hopwatch.toml") {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(err) => err,
+    };
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("hopwatch.toml:{line}: ")),
+        "wrong line in {message:?} (want {line})"
+    );
+    assert_eq!(err.line(), Some(line), "{message}");
+    assert_eq!(err.path(), Path::new("hopwatch.toml"));
+    assert_eq!(err.key(), Some(key), "{message}");
+    assert!(message.contains(key), "{message:?} does not name {key}");
+    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+    err
+}
+
+#[test]
+fn an_empty_file_is_every_default_and_no_target() {
+    let config = parse("");
+    assert!(config.targets.is_empty());
+    assert_eq!(config.service.state_dir, PathBuf::from("/var/lib/hopwatch"));
+    assert_eq!(config.service.timestamps, TimestampPreference::Auto);
+    assert_eq!(config.service.max_probes_per_second, None);
+    assert_eq!(
+        config.service.source,
+        crate::probe::SourceSelection::default()
+    );
+    assert_eq!(config.storage.flush_interval, Duration::from_secs(5));
+    assert_eq!(config.storage.raw_retention, Duration::from_secs(48 * 3600));
+    assert_eq!(
+        config.storage.minute_retention,
+        Duration::from_secs(30 * 86400)
+    );
+    assert_eq!(
+        config.storage.hour_retention,
+        Duration::from_secs(365 * 86400)
+    );
+    assert_eq!(
+        config.storage.event_retention,
+        Duration::from_secs(90 * 86400)
+    );
+    assert_eq!(config.storage.raw_log, None);
+    assert_eq!(config.statistics.window, 100);
+    assert!(config.enrichment.reverse_dns);
+    assert_eq!(config.enrichment.dns_timeout, Duration::from_secs(2));
+    assert_eq!(config.enrichment.asn_database, None);
+}
+
+#[test]
+fn a_bare_target_gets_every_default() {
+    let config = parse("[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\n");
+    let target = &config.targets[0];
+    assert_eq!(target.id.as_str(), "gw");
+    assert_eq!(target.host, "198.18.0.1");
+    assert_eq!(target.ip, Some(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))));
+    assert_eq!(
+        (target.label.as_deref(), target.description.as_deref()),
+        (None, None)
+    );
+    assert!(target.tags.is_empty());
+    assert!(!target.paused);
+    let p = target.probe;
+    assert_eq!(p.protocol, Protocol::Icmp);
+    assert_eq!(p.port, 0);
+    assert_eq!(p.interval, Duration::from_secs(1));
+    assert_eq!(p.timeout, Duration::from_secs(2));
+    assert_eq!((p.first_ttl.get(), p.max_hops.get()), (1, 30));
+    assert_eq!(p.packet_size, 64);
+    assert_eq!(target.display_name(), "gw");
+}
+
+#[test]
+fn targets_override_defaults_which_override_built_ins() {
+    let config = parse(
+        r#"
+        [defaults]
+        protocol = "tcp"
+        interval = "2s"
+        max_hops = 20
+        paused = true
+
+        [[target]]
+        name = "web"
+        host = "198.18.0.9"
+
+        [[target]]
+        name = "dns"
+        host = "2001:db8::53"
+        protocol = "udp"
+        port = 53
+        interval = "500ms"
+        timeout = "1s"
+        first_ttl = 2
+        max_hops = 16
+        packet_size = 128
+        paused = false
+        label = "Resolver"
+        description = "the lab's resolver"
+        tags = ["dns", "core"]
+
+        [[target]]
+        name = "by-name"
+        host = "gw.lab.example"
+        "#,
+    );
+    let web = &config.targets[0];
+    assert_eq!(web.probe.protocol, Protocol::Tcp);
+    assert_eq!(web.probe.port, 80, "tcp's default port");
+    assert_eq!(web.probe.interval, Duration::from_secs(2));
+    assert_eq!(web.probe.max_hops.get(), 20);
+    assert!(web.paused);
+
+    let dns = &config.targets[1];
+    assert_eq!(dns.probe.protocol, Protocol::Udp);
+    assert_eq!(dns.probe.port, 53);
+    assert_eq!(dns.probe.interval, Duration::from_millis(500));
+    assert_eq!(dns.probe.timeout, Duration::from_secs(1));
+    assert_eq!(
+        (dns.probe.first_ttl.get(), dns.probe.max_hops.get()),
+        (2, 16)
+    );
+    assert_eq!(dns.probe.packet_size, 128);
+    assert!(!dns.paused);
+    assert_eq!(dns.display_name(), "Resolver");
+    assert_eq!(dns.description.as_deref(), Some("the lab's resolver"));
+    assert_eq!(dns.tags, vec!["dns", "core"]);
+    assert_eq!(dns.ip, Some("2001:db8::53".parse().unwrap()));
+
+    let by_name = &config.targets[2];
+    assert_eq!(by_name.host, "gw.lab.example");
+    assert_eq!(by_name.ip, None, "names are resolved by the daemon");
+
+    let schedule = dns.schedule("2001:db8::53".parse().unwrap());
+    assert_eq!(schedule.flow.dst_port, 53);
+    assert_eq!(schedule.flow.packet_size, 128);
+    assert_eq!(schedule.max_ttl.get(), 16);
+    assert_eq!(config.target(&dns.id), Some(dns));
+}
+
+#[test]
+fn udp_gets_the_traceroute_port() {
+    let config = parse("[[target]]\nname = \"u\"\nhost = \"198.18.0.1\"\nprotocol = \"UDP\"\n");
+    assert_eq!(config.targets[0].probe.protocol, Protocol::Udp);
+    assert_eq!(config.targets[0].probe.port, 33434);
+}
+
+#[test]
+fn global_sections_are_read() {
+    let config = Config::parse(
+        r#"
+        [service]
+        state_dir = "state"
+        timestamps = "kernel"
+        max_probes_per_second = 500
+        source_v4 = "198.18.0.2"
+        source_v6 = "2001:db8::2"
+        interface = "eth0"
+
+        [storage]
+        flush_interval = "30s"
+        raw_retention = "24h"
+        minute_retention = "7d"
+        hour_retention = "90d"
+        event_retention = "30d"
+        raw_log = { path = "/var/log/hopwatch/probes.jsonl", max_bytes = "16MiB", keep = 5 }
+
+        [statistics]
+        window = 50
+
+        [enrichment]
+        reverse_dns = false
+        dns_timeout = "500ms"
+        asn_database = "GeoLite2-ASN.mmdb"
+        "#,
+        "/etc/hopwatch/hopwatch.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        config.service.state_dir,
+        PathBuf::from("/etc/hopwatch/state")
+    );
+    assert_eq!(config.service.timestamps, TimestampPreference::Kernel);
+    assert_eq!(
+        config.service.max_probes_per_second.map(|n| n.get()),
+        Some(500)
+    );
+    assert_eq!(config.service.source.v4, Some(Ipv4Addr::new(198, 18, 0, 2)));
+    assert_eq!(
+        config.service.source.v6,
+        Some("2001:db8::2".parse().unwrap())
+    );
+    assert_eq!(config.service.source.interface.as_deref(), Some("eth0"));
+    assert_eq!(config.engine_config().source, config.service.source);
+    assert_eq!(config.storage.flush_interval, Duration::from_secs(30));
+    assert_eq!(config.storage.raw_retention, Duration::from_secs(86400));
+    assert_eq!(
+        config.storage.minute_retention,
+        Duration::from_secs(7 * 86400)
+    );
+    assert_eq!(
+        config.storage.hour_retention,
+        Duration::from_secs(90 * 86400)
+    );
+    assert_eq!(
+        config.storage.event_retention,
+        Duration::from_secs(30 * 86400)
+    );
+    assert_eq!(
+        config.storage.raw_log,
+        Some(RawLogConfig {
+            path: PathBuf::from("/var/log/hopwatch/probes.jsonl"),
+            max_bytes: 16 << 20,
+            keep: 5,
+        })
+    );
+    assert_eq!(config.statistics.window, 50);
+    assert!(!config.enrichment.reverse_dns);
+    assert_eq!(config.enrichment.dns_timeout, Duration::from_millis(500));
+    assert_eq!(
+        config.enrichment.asn_database,
+        Some(PathBuf::from("/etc/hopwatch/GeoLite2-ASN.mmdb"))
+    );
+}
+
+#[test]
+fn raw_log_defaults_its_size_and_rollover() {
+    let config = parse("[storage.raw_log]\npath = \"/tmp/p.jsonl\"\n");
+    let log = config.storage.raw_log.unwrap();
+    assert_eq!((log.max_bytes, log.keep), (64 << 20, 3));
+}
+
+// ---- one test per error class: line and key in the message ----
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let err = Config::parse("[defaults]\ninterval = \"1s\n", "hopwatch.toml").unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { line: 2, .. }), "{err}");
+    assert!(err.to_string().starts_with("hopwatch.toml:2: "), "{err}");
+}
+
+#[test]
+fn a_key_given_twice_is_a_syntax_error() {
+    let err =
+        Config::parse("[defaults]\nmax_hops = 3\nmax_hops = 4\n", "hopwatch.toml").unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { line: 3, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "hopwatch.toml:3: duplicate key (in `max_hops = 4`)"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_expected_ones() {
+    let err = error(
+        "# hopwatch\n\n[defaults]\nintervall = \"2s\"\n",
+        4,
+        "intervall",
+        "unknown key \"intervall\" in [defaults]; expected one of protocol, port, interval",
+    );
+    assert!(
+        err.to_string().ends_with("(did you mean \"interval\"?)"),
+        "{err}"
+    );
+
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\nhots = \"x\"\n",
+        4,
+        "hots",
+        "unknown key \"hots\" in target \"gw\"; expected one of name, host,",
+    );
+    error(
+        "[storage.raw_log]\npath = \"/tmp/x\"\nsize = 5\n",
+        3,
+        "size",
+        "in [storage.raw_log]; expected one of path, max_bytes, keep",
+    );
+    let err = error(
+        "\n[default]\nport = 1\n",
+        2,
+        "default",
+        "in the top level; expected one of service,",
+    );
+    assert!(
+        err.to_string().contains("did you mean \"defaults\"?"),
+        "{err}"
+    );
+    let err = error("[service]\nxyz = 1\n", 2, "xyz", "in [service]");
+    assert!(!err.to_string().contains("did you mean"), "{err}");
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    error(
+        "[defaults]\n\ninterval = 5\n",
+        3,
+        "interval",
+        "[defaults]: interval: invalid type",
+    );
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\ntags = \"core\"\n",
+        4,
+        "tags",
+        "target \"gw\": tags:",
+    );
+    error(
+        "[enrichment]\nreverse_dns = \"yes\"\n",
+        2,
+        "reverse_dns",
+        "[enrichment]",
+    );
+}
+
+#[test]
+fn out_of_range_values_name_the_limit() {
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\ninterval = \"50ms\"\n",
+        4,
+        "interval",
+        "target \"gw\": interval: 50ms is below the minimum of 100ms",
+    );
+    error(
+        "[defaults]\nmax_hops = 300\n",
+        2,
+        "max_hops",
+        "300 is above the maximum of 255",
+    );
+    error(
+        "[defaults]\nfirst_ttl = 0\n",
+        2,
+        "first_ttl",
+        "0 is below the minimum of 1",
+    );
+    error(
+        "[defaults]\nprotocol = \"udp\"\nport = 70000\n",
+        3,
+        "port",
+        "70000 is above the maximum of 65535",
+    );
+    error(
+        "[statistics]\nwindow = 0\n",
+        2,
+        "window",
+        "[statistics]: window: 0 is below",
+    );
+    error(
+        "[storage]\nflush_interval = \"10ms\"\n",
+        2,
+        "flush_interval",
+        "below the minimum of 100ms",
+    );
+    error(
+        "[storage]\nraw_retention = \"5\"\n",
+        2,
+        "raw_retention",
+        "\"5\" is not a duration",
+    );
+    error(
+        "[storage.raw_log]\npath = \"/tmp/x\"\nmax_bytes = \"1KiB\"\n",
+        3,
+        "max_bytes",
+        "\"1KiB\" (1024 bytes) is below the minimum of 4096 bytes",
+    );
+    error(
+        "[storage.raw_log]\npath = \"/tmp/x\"\nmax_bytes = \"big\"\n",
+        3,
+        "max_bytes",
+        "not a size",
+    );
+    error(
+        "[service]\nmax_probes_per_second = 0\n",
+        2,
+        "max_probes_per_second",
+        "below the minimum of 1",
+    );
+    error(
+        "[enrichment]\ndns_timeout = \"1m\"\n",
+        2,
+        "dns_timeout",
+        "1m is above the maximum of 30s",
+    );
+}
+
+#[test]
+fn unknown_protocol_and_timestamp_source() {
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\nprotocol = \"sctp\"\n",
+        4,
+        "protocol",
+        "unknown probe protocol \"sctp\": expected icmp, udp or tcp",
+    );
+    error(
+        "[service]\ntimestamps = \"hardware\"\n",
+        2,
+        "timestamps",
+        "expected auto, ebpf, kernel or userspace",
+    );
+}
+
+#[test]
+fn source_addresses_must_be_of_their_family() {
+    error(
+        "[service]\nsource_v4 = \"2001:db8::1\"\n",
+        2,
+        "source_v4",
+        "is not an IPv4 address",
+    );
+    error(
+        "[service]\n\nsource_v6 = \"198.18.0.1\"\n",
+        3,
+        "source_v6",
+        "is not an IPv6 address",
+    );
+    error(
+        "[service]\nsource_v4 = \"198.18.0.256\"\n",
+        2,
+        "source_v4",
+        "IPv4",
+    );
+    error(
+        "[service]\ninterface = \"a-very-long-interface\"\n",
+        2,
+        "interface",
+        "at most 15 characters",
+    );
+}
+
+#[test]
+fn duplicate_names_point_at_both_lines() {
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\n\n[[target]]\nname = \"gw\"\nhost = \"198.18.0.2\"\n",
+        6,
+        "name",
+        "target \"gw\": name: the name \"gw\" is already used by the target on line 2",
+    );
+}
+
+#[test]
+fn first_ttl_above_max_hops() {
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\nmax_hops = 5\nfirst_ttl = 6\n",
+        5,
+        "first_ttl",
+        "first_ttl 6 is above max_hops 5",
+    );
+    // The target's own value is blamed, even when the other one is inherited.
+    error(
+        "[defaults]\nfirst_ttl = 4\n\n[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\nmax_hops = 3\n",
+        7,
+        "max_hops",
+        "first_ttl 4 is above max_hops 3",
+    );
+    error(
+        "[defaults]\nfirst_ttl = 31\n",
+        2,
+        "first_ttl",
+        "above max_hops 30",
+    );
+}
+
+#[test]
+fn names_and_hosts_are_checked() {
+    error(
+        "[[target]]\nname = \"has space\"\nhost = \"198.18.0.1\"\n",
+        2,
+        "name",
+        "[[target]] #1: name: invalid target name \"has space\"",
+    );
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.300\"\n",
+        3,
+        "host",
+        "neither an IP address nor a host name",
+    );
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \" \"\n",
+        3,
+        "host",
+        "must not be empty",
+    );
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"h\"\nlabel = \"\"\n",
+        4,
+        "label",
+        "must not be empty",
+    );
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"h\"\ntags = [\"a\", \"\"]\n",
+        4,
+        "tags",
+        "must not be empty",
+    );
+}
+
+#[test]
+fn required_keys_are_missing_at_the_table() {
+    error(
+        "[[target]]\nname = \"a\"\nhost = \"198.18.0.1\"\n\n[[target]]\nhost = \"198.18.0.2\"\n",
+        5,
+        "name",
+        "[[target]] #2: the required key \"name\" is missing",
+    );
+    error(
+        "\n[[target]]\nname = \"gw\"\n",
+        2,
+        "host",
+        "target \"gw\": the required key \"host\" is missing",
+    );
+    error(
+        "[storage.raw_log]\nkeep = 2\n",
+        1,
+        "path",
+        "[storage.raw_log]: the required key \"path\"",
+    );
+}
+
+#[test]
+fn packet_size_must_fit_the_protocol_and_family() {
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\nprotocol = \"tcp\"\npacket_size = 40\n",
+        5,
+        "packet_size",
+        "40 bytes is below the minimum of 44 for a tcp probe over IPv4",
+    );
+    // 50 is enough for ICMP over IPv4 and IPv6 (50), not TCP over IPv6 (64); the
+    // culprit is the inherited value, so the line is in [defaults].
+    let text = "[defaults]\npacket_size = 50\n\n[[target]]\nname = \"v6\"\nhost = \"2001:db8::1\"\nprotocol = \"tcp\"\n";
+    let err = error(text, 2, "packet_size", "target \"v6\": packet_size (from [defaults]): 50 bytes is below the minimum of 64 for a tcp probe over IPv6");
+    assert!(matches!(
+        err,
+        ConfigError::Invalid {
+            inherited: true,
+            ..
+        }
+    ));
+    // A host name may resolve to IPv6, so its minimum applies.
+    error(
+        "[[target]]\nname = \"n\"\nhost = \"gw.lab.example\"\nprotocol = \"udp\"\npacket_size = 40\n",
+        5,
+        "packet_size",
+        "minimum of 50 for a udp probe over IPv6",
+    );
+    error(
+        "[defaults]\npacket_size = 70000\n",
+        2,
+        "packet_size",
+        "above the maximum of 65535",
+    );
+}
+
+#[test]
+fn a_port_next_to_icmp_is_a_mistake_but_an_inherited_one_is_not() {
+    error(
+        "[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\nport = 80\n",
+        4,
+        "port",
+        "icmp probes have no port",
+    );
+    error(
+        "[defaults]\nprotocol = \"icmp\"\nport = 80\n",
+        3,
+        "port",
+        "icmp probes have no port",
+    );
+    // A default port for the targets that choose tcp, and one that stays icmp.
+    let config = parse(
+        "[defaults]\nport = 443\n\n[[target]]\nname = \"t\"\nhost = \"198.18.0.1\"\nprotocol = \"tcp\"\n\n[[target]]\nname = \"i\"\nhost = \"198.18.0.2\"\n",
+    );
+    assert_eq!(config.targets[0].probe.port, 443);
+    assert_eq!(config.targets[1].probe.port, 0);
+}
+
+#[test]
+fn load_names_the_file_it_could_not_read() {
+    let err = Config::load("/nonexistent/hopwatch.toml").unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert_eq!(err.line(), None);
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/hopwatch.toml: cannot read"),
+        "{err}"
+    );
+}
+
+// ---- the shipped examples ----
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(name)
+}
+
+#[test]
+fn the_reference_config_parses_and_probes_nothing() {
+    let config = Config::load(example("hopwatch.toml")).unwrap_or_else(|e| panic!("{e}"));
+    // Network safety: the shipped default must not send a single probe.
+    assert!(config.targets.is_empty(), "{:?}", config.targets);
+    assert_eq!(config.service.state_dir, PathBuf::from(defaults::STATE_DIR));
+}
+
+#[test]
+fn the_reference_configs_commented_targets_parse_when_uncommented() {
+    // The commented-out examples must stay valid, so uncommenting them works.
+    let text = std::fs::read_to_string(example("hopwatch.toml")).unwrap();
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            line.strip_prefix("# ")
+                .filter(|rest| is_example_line(rest))
+                .unwrap_or(line)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config =
+        Config::parse(&uncommented, example("hopwatch.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config.targets.len() >= 2,
+        "expected commented-out [[target]] examples"
+    );
+    for target in &config.targets {
+        let safe = match target.ip {
+            Some(ip) => in_lab_plan(ip),
+            None => target.host.ends_with(".example"),
+        };
+        assert!(
+            safe,
+            "example target {} probes {}, a real address",
+            target.id, target.host
+        );
+    }
+    assert_eq!(config.storage.raw_log.map(|log| log.keep), Some(3));
+}
+
+/// The lab's address plan, which doubles as documentation space: 198.18.0.0/15
+/// (RFC 2544) and 2001:db8::/32 (RFC 3849).
+fn in_lab_plan(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
+        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0x0db8],
+    }
+}
+
+/// A commented-out config line in the reference file: a table header or
+/// `key = value`. Explanations in the file never take either form.
+fn is_example_line(rest: &str) -> bool {
+    (rest.starts_with('[') && rest.ends_with(']'))
+        || rest.split_once(" = ").is_some_and(|(key, _)| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+}
+
+#[test]
+fn the_lab_demo_config_parses_and_stays_in_the_lab_plan() {
+    let config = Config::load(example("lab-demo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.targets.is_empty());
+    for target in &config.targets {
+        let ip = target
+            .ip
+            .unwrap_or_else(|| panic!("{} is not an IP literal", target.id));
+        assert!(
+            in_lab_plan(ip),
+            "{} probes {ip}, outside the lab address plan",
+            target.id
+        );
+    }
+}
+
+#[test]
+fn docs_document_every_key() {
+    use super::raw::*;
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let tables: [(&str, &[&str]); 7] = [
+        ("## `[service]`", keys_of::<RawService>()),
+        ("## `[storage]`", keys_of::<RawStorage>()),
+        ("### `[storage.raw_log]`", keys_of::<RawRawLog>()),
+        ("## `[statistics]`", keys_of::<RawStatistics>()),
+        ("## `[enrichment]`", keys_of::<RawEnrichment>()),
+        ("## `[defaults]`", keys_of::<RawProbe>()),
+        ("## `[[target]]`", keys_of::<RawTarget>()),
+    ];
+    for (heading, keys) in tables {
+        let start = docs.find(heading).unwrap_or_else(|| panic!("no {heading}"));
+        let section = &docs[start..];
+        let end = section[heading.len()..]
+            .find("\n## ")
+            .map_or(section.len(), |e| e + heading.len());
+        let section = &section[..end];
+        for key in keys {
+            // Target tables document only their own keys; the rest are [defaults]'.
+            if heading == "## `[[target]]`" && keys_of::<RawProbe>().contains(key) {
+                continue;
+            }
+            assert!(
+                section.contains(&format!("| `{key}` |")),
+                "{heading} lacks `{key}`"
+            );
+        }
+    }
+}
