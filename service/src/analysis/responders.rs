@@ -114,8 +114,7 @@ impl Responders {
         window_counts: &[u64; MAX_RESPONDERS_PER_HOP + 1],
     ) -> (Vec<ResponderSnapshot>, Option<OtherRespondersSnapshot>) {
         let window_total: u64 = window_counts.iter().sum();
-        let share =
-            |n: u64| (window_total > 0).then(|| 100.0 * n as f64 / window_total as f64);
+        let share = |n: u64| (window_total > 0).then(|| 100.0 * n as f64 / window_total as f64);
         let mut list: Vec<ResponderSnapshot> = self
             .known
             .iter()
@@ -134,9 +133,7 @@ impl Responders {
             })
             .collect();
         // Busiest first, so the UI's first line is the dominant next hop.
-        list.sort_by(|a, b| {
-            (b.window_received, b.received).cmp(&(a.window_received, a.received))
-        });
+        list.sort_by_key(|r| std::cmp::Reverse((r.window_received, r.received)));
         let other = (self.other.rtt.count() > 0).then(|| OtherRespondersSnapshot {
             received: self.other.rtt.count(),
             window_received: window_counts[usize::from(OTHER_TAG)],

@@ -1,5 +1,6 @@
 //! The `hopwatch` command line: argument definitions and exit codes.
 
+pub mod run;
 pub mod trace;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the monitoring daemon.
+    Run(run::RunArgs),
     /// Trace the path to a host once, like `mtr --report`.
     Trace(trace::TraceArgs),
 }

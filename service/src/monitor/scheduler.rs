@@ -71,28 +71,69 @@ async fn run_rounds(
     let mut ticker = tokio::time::interval(schedule.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let schedule = Arc::new(schedule);
+    // Rounds overlap, and a round whose probes all answer finishes before an
+    // earlier one still waiting on a timeout; records leave in round order.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RoundRecord>();
+    let mut in_order = RoundOrder::default();
     loop {
-        ticker.tick().await;
-        if records.is_closed() {
-            return;
+        tokio::select! {
+            _ = ticker.tick() => {
+                if records.is_closed() {
+                    return;
+                }
+                let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                in_order.issued(seq);
+                let flow = Arc::clone(&flow);
+                let schedule = Arc::clone(&schedule);
+                let done_tx = done_tx.clone();
+                let destination_ttl = Arc::clone(&destination_ttl);
+                tokio::spawn(async move {
+                    let known = destination_ttl.load(Ordering::Relaxed);
+                    let last = if known == 0 { schedule.max_ttl.get() } else { known };
+                    let round = run_round(&flow, &schedule, seq, last).await;
+                    destination_ttl.store(round.destination_ttl.unwrap_or(0), Ordering::Relaxed);
+                    // The receiver lives as long as this target runs.
+                    let _ = done_tx.send(round);
+                });
+            }
+            Some(round) = done_rx.recv() => {
+                for round in in_order.completed(round) {
+                    if records.send(round).await.is_err() {
+                        // The daemon is shutting this target down.
+                        return;
+                    }
+                }
+            }
         }
-        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
-        let flow = Arc::clone(&flow);
-        let schedule = Arc::clone(&schedule);
-        let records = records.clone();
-        let destination_ttl = Arc::clone(&destination_ttl);
-        tokio::spawn(async move {
-            let known = destination_ttl.load(Ordering::Relaxed);
-            let last = if known == 0 {
-                schedule.max_ttl.get()
-            } else {
-                known
-            };
-            let round = run_round(&flow, &schedule, seq, last).await;
-            destination_ttl.store(round.destination_ttl.unwrap_or(0), Ordering::Relaxed);
-            // A closed channel means the daemon is shutting this target down.
-            let _ = records.send(round).await;
-        });
+    }
+}
+
+/// Puts completed rounds back in the order they were issued.
+#[derive(Default)]
+struct RoundOrder {
+    next_to_emit: Option<u64>,
+    waiting: std::collections::BTreeMap<u64, RoundRecord>,
+}
+
+impl RoundOrder {
+    fn issued(&mut self, seq: u64) {
+        self.next_to_emit.get_or_insert(seq);
+    }
+
+    /// The rounds that can leave now that `round` is done, in order.
+    fn completed(&mut self, round: RoundRecord) -> Vec<RoundRecord> {
+        self.waiting.insert(round.seq, round);
+        let mut ready = Vec::new();
+        while let Some(next) = self.next_to_emit {
+            match self.waiting.remove(&next) {
+                Some(round) => {
+                    ready.push(round);
+                    self.next_to_emit = Some(next + 1);
+                }
+                None => break,
+            }
+        }
+        ready
     }
 }
 
@@ -163,5 +204,34 @@ fn lost(ttl: Ttl) -> HopSample {
         responder: None,
         rtt_ns: None,
         reached: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(seq: u64) -> RoundRecord {
+        RoundRecord {
+            target: TargetId::new("t").unwrap(),
+            seq,
+            started_at_ms: seq,
+            hops: Vec::new(),
+            destination_ttl: None,
+            source: TimestampSource::Ebpf,
+        }
+    }
+
+    #[test]
+    fn rounds_leave_in_the_order_they_were_issued() {
+        let mut order = RoundOrder::default();
+        for seq in 10..14 {
+            order.issued(seq);
+        }
+        assert!(order.completed(round(11)).is_empty(), "11 waits for 10");
+        assert!(order.completed(round(13)).is_empty());
+        let seqs = |v: Vec<RoundRecord>| v.into_iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(order.completed(round(10))), vec![10, 11]);
+        assert_eq!(seqs(order.completed(round(12))), vec![12, 13]);
     }
 }

@@ -1,0 +1,186 @@
+//! The live read model: every target's config, status, running analysis and
+//! recent events, updated by the pipeline and read by the web API.
+//!
+//! Writers hold the lock for one round's update; readers take snapshots, so
+//! serving a page never waits on probing.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde::Serialize;
+
+use super::targets::TargetStatus;
+use crate::analysis::{AnalysisConfig, PathEvent, TargetAnalysis, TargetSnapshot};
+use crate::config::TargetConfig;
+use crate::model::{RoundRecord, TargetId};
+
+/// How many recent events the live view keeps per target (older ones are in the store).
+const RECENT_EVENTS: usize = 50;
+
+/// A target event with its target, as the live view and the store keep it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetEvent {
+    pub target: TargetId,
+    #[serde(flatten)]
+    pub event: PathEvent,
+}
+
+struct TargetLive {
+    config: TargetConfig,
+    status: TargetStatus,
+    analysis: TargetAnalysis,
+    recent_events: VecDeque<TargetEvent>,
+}
+
+/// What the API serves for one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    pub id: TargetId,
+    pub name: String,
+    pub host: String,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub protocol: crate::probe::Protocol,
+    pub port: u16,
+    pub interval_ms: u64,
+    pub packet_size: u16,
+    pub paused: bool,
+    pub status: TargetStatus,
+    pub analysis: TargetSnapshot,
+    pub recent_events: Vec<TargetEvent>,
+}
+
+/// Live state of every target.
+pub struct LiveState {
+    analysis_config: AnalysisConfig,
+    targets: RwLock<BTreeMap<TargetId, TargetLive>>,
+}
+
+impl LiveState {
+    pub fn new(analysis_config: AnalysisConfig) -> LiveState {
+        LiveState {
+            analysis_config,
+            targets: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds a target, or refreshes its config if it is already known (its
+    /// analysis, and so its live statistics, are kept).
+    pub fn add_target(&self, config: &TargetConfig) {
+        let mut targets = self.write();
+        match targets.get_mut(&config.id) {
+            Some(live) => live.config = config.clone(),
+            None => {
+                targets.insert(
+                    config.id.clone(),
+                    TargetLive {
+                        config: config.clone(),
+                        status: TargetStatus::Resolving,
+                        analysis: TargetAnalysis::new(config.id.clone(), &self.analysis_config),
+                        recent_events: VecDeque::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn remove_target(&self, id: &TargetId) {
+        self.write().remove(id);
+    }
+
+    pub fn update_config(&self, config: &TargetConfig) {
+        if let Some(live) = self.write().get_mut(&config.id) {
+            live.config = config.clone();
+        }
+    }
+
+    pub fn set_status(&self, id: &TargetId, status: TargetStatus) {
+        if let Some(live) = self.write().get_mut(id) {
+            live.status = status;
+        }
+    }
+
+    /// The number the target's next round should get: rounds continue after
+    /// a pause or an edit, so the analysis sees them in order.
+    pub fn next_round_seq(&self, id: &TargetId) -> u64 {
+        self.read()
+            .get(id)
+            .and_then(|live| live.analysis.snapshot().last_seq)
+            .map_or(0, |seq| seq + 1)
+    }
+
+    /// Adds a round to its target's analysis and returns the events it caused.
+    /// A round of a target removed meanwhile is ignored.
+    pub fn record_round(&self, round: &RoundRecord) -> Vec<TargetEvent> {
+        let mut targets = self.write();
+        let Some(live) = targets.get_mut(&round.target) else {
+            return Vec::new();
+        };
+        let events = match live.analysis.record(round) {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(error = %err, "round not added to the live statistics");
+                return Vec::new();
+            }
+        };
+        let events: Vec<TargetEvent> = events
+            .into_iter()
+            .map(|event| TargetEvent {
+                target: round.target.clone(),
+                event,
+            })
+            .collect();
+        for event in &events {
+            if live.recent_events.len() == RECENT_EVENTS {
+                live.recent_events.pop_front();
+            }
+            live.recent_events.push_back(event.clone());
+        }
+        events
+    }
+
+    /// One target's full view.
+    pub fn target(&self, id: &TargetId) -> Option<TargetView> {
+        self.read().get(id).map(view)
+    }
+
+    /// Every target's full view, in name order.
+    pub fn targets(&self) -> Vec<TargetView> {
+        self.read().values().map(view).collect()
+    }
+
+    pub fn target_ids(&self) -> Vec<TargetId> {
+        self.read().keys().cloned().collect()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<TargetId, TargetLive>> {
+        // Updates are single map operations or one analysis step: a panic in
+        // one leaves the map usable, so poisoning is ignored.
+        self.targets.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<TargetId, TargetLive>> {
+        self.targets.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn view(live: &TargetLive) -> TargetView {
+    let c = &live.config;
+    TargetView {
+        id: c.id.clone(),
+        name: c.display_name().to_owned(),
+        host: c.host.clone(),
+        label: c.label.clone(),
+        description: c.description.clone(),
+        tags: c.tags.clone(),
+        protocol: c.probe.protocol,
+        port: c.probe.port,
+        interval_ms: c.probe.interval.as_millis() as u64,
+        packet_size: c.probe.packet_size,
+        paused: c.paused,
+        status: live.status.clone(),
+        analysis: live.analysis.snapshot(),
+        recent_events: live.recent_events.iter().cloned().collect(),
+    }
+}

@@ -1,0 +1,66 @@
+//! The pipeline: every finished round goes to the live analysis, the store and
+//! the optional per-probe raw log, and the events it causes go to the store
+//! and to subscribers (alerts, live updates).
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::live::{LiveState, TargetEvent};
+use crate::analysis::PathEvent;
+use crate::model::RoundRecord;
+use crate::store::{RawLog, Store, StoredEvent};
+
+/// Runs until every sender of `rounds` is gone.
+pub async fn run(
+    mut rounds: mpsc::Receiver<RoundRecord>,
+    live: Arc<LiveState>,
+    store: Arc<Store>,
+    mut raw_log: Option<RawLog>,
+    events: broadcast::Sender<TargetEvent>,
+) {
+    let mut store_failing = false;
+    while let Some(round) = rounds.recv().await {
+        let caused = live.record_round(&round);
+        // The store buffers in memory and reports disk trouble through its
+        // health; log the first failure of a run of them, not every round.
+        match store.record_round(&round) {
+            Ok(()) => store_failing = false,
+            Err(err) if !store_failing => {
+                store_failing = true;
+                tracing::error!(error = %err, "storing rounds failed; probing and the live view go on");
+            }
+            Err(_) => {}
+        }
+        if let Some(log) = raw_log.as_mut() {
+            if let Err(err) = log.write_round(&round) {
+                tracing::warn!(error = %err, "writing the raw probe log failed");
+            }
+        }
+        for event in caused {
+            if let Err(err) = store.record_event(&stored(&event)) {
+                tracing::warn!(error = %err, target = %event.target, "storing an event failed");
+            }
+            tracing::info!(target = %event.target, event = ?event.event, "path event");
+            // No subscriber is fine: alerts and live updates are optional.
+            let _ = events.send(event);
+        }
+    }
+    if let Some(log) = raw_log.as_mut() {
+        let _ = log.flush();
+    }
+}
+
+/// The store's form of a path event.
+pub fn stored(event: &TargetEvent) -> StoredEvent {
+    let (kind, at_ms) = match &event.event {
+        PathEvent::RouteChanged { at_ms, .. } => ("route_changed", *at_ms),
+        PathEvent::HopCountChanged { at_ms, .. } => ("hop_count_changed", *at_ms),
+    };
+    StoredEvent {
+        target: event.target.clone(),
+        at_ms,
+        kind: kind.to_owned(),
+        payload: serde_json::to_value(&event.event).unwrap_or(serde_json::Value::Null),
+    }
+}
