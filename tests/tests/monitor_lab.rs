@@ -1,0 +1,382 @@
+//! The monitoring daemon's core in the lab: route changes, where loss and
+//! latency begin, ICMP rate limiting that is not path loss, statistics that
+//! match the raw rounds, history across restarts, and live reloads.
+//! Privileged; these fail (never skip) without root.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hopwatch::analysis::PathEvent;
+use hopwatch::config::Config;
+use hopwatch::model::TargetId;
+use hopwatch::monitor::{Monitor, TargetStatus, TargetView};
+use hopwatch_lab::{At, DelaySpec, Lab, LabSpec, PathSelect};
+
+/// Runs `body` against a monitor started inside the lab's source namespace.
+fn with_monitor<T, F, Fut>(lab: &Lab, config: String, body: F) -> T
+where
+    T: Send,
+    F: FnOnce(Arc<Monitor>) -> Fut + Send,
+    Fut: Future<Output = T>,
+{
+    lab.run_in("src", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let config = Config::parse(&config, "monitor-test.toml").expect("valid test config");
+            let monitor = Arc::new(
+                Monitor::start(config)
+                    .await
+                    .expect("monitor starts (needs root)"),
+            );
+            let result = body(Arc::clone(&monitor)).await;
+            match Arc::try_unwrap(monitor) {
+                Ok(monitor) => monitor.shutdown().await,
+                Err(_) => panic!("the test kept a reference to the monitor"),
+            }
+            result
+        })
+    })
+    .expect("running inside the source namespace")
+}
+
+fn config(state_dir: &Path, window: u32, targets: &[(&str, IpAddr)]) -> String {
+    let mut text = format!(
+        "[service]\nstate_dir = {:?}\ntimestamps = \"ebpf\"\n\n[storage]\nflush_interval = \"1s\"\n\n\
+         [statistics]\nwindow = {window}\n\n[defaults]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nmax_hops = 12\n",
+        state_dir.display().to_string()
+    );
+    for (name, ip) in targets {
+        text.push_str(&format!(
+            "\n[[target]]\nname = \"{name}\"\nhost = \"{ip}\"\n"
+        ));
+    }
+    text
+}
+
+fn view(monitor: &Monitor, name: &str) -> TargetView {
+    monitor
+        .live()
+        .target(&TargetId::new(name).unwrap())
+        .unwrap_or_else(|| panic!("target {name} is live"))
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`.
+async fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir()
+        .expect("temp dir")
+}
+
+#[test]
+fn a_route_change_is_detected_within_a_few_rounds_with_the_right_before_and_after() {
+    // r1 branches: branch 0 is one router, branch 1 two; r2 merges.
+    let lab = LabSpec::chain(2).parallel(1, &[1, 2]).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let before = lab.expected_trace(target);
+    let state = temp_dir("route-change");
+    let cfg = config(state.path(), 20, &[("t", target)]);
+    let lab_ref = &lab;
+    let (events, after, changed_after) = with_monitor(&lab, cfg, move |monitor| async move {
+        let mut events = monitor.subscribe();
+        eventually(Duration::from_secs(10), "the first path", || {
+            view(&monitor, "t").analysis.path.hop_count
+        })
+        .await;
+        let switched = Instant::now();
+        let _guard = lab_ref
+            .set_path(PathSelect::Branch(1))
+            .expect("route change");
+        let after = lab_ref.expected_trace(target);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("a path event within 10 s of the route change")
+                .expect("event stream open");
+            seen.push(event.event);
+        }
+        (seen, after, switched.elapsed())
+    });
+    assert!(
+        changed_after < Duration::from_secs(3),
+        "detected after {changed_after:?} (100 ms rounds)"
+    );
+    let route = events
+        .iter()
+        .find_map(|e| match e {
+            PathEvent::RouteChanged { before, after, .. } => Some((before.clone(), after.clone())),
+            _ => None,
+        })
+        .expect("a route change event");
+    assert_eq!(route.0, before, "path before the change");
+    assert_eq!(route.1, after, "path after the change");
+    let hops = events
+        .iter()
+        .find_map(|e| match e {
+            PathEvent::HopCountChanged { before, after, .. } => Some((*before, *after)),
+            _ => None,
+        })
+        .expect("the longer branch changes the hop count");
+    assert_eq!(hops, (before.len() as u8, after.len() as u8));
+}
+
+#[test]
+fn loss_and_latency_at_a_link_are_localised_to_the_hop_behind_it() {
+    let lab = &LabSpec::chain(4).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let r3 = lab.expected_trace(target)[2].expect("r3 answers");
+    let state = temp_dir("localise");
+    let cfg = config(state.path(), 40, &[("t", target)]);
+    with_monitor(lab, cfg, move |monitor| async move {
+        // A clean baseline first: latency findings compare against it.
+        eventually(Duration::from_secs(10), "a baseline window", || {
+            (view(&monitor, "t").analysis.rounds >= 40).then_some(())
+        })
+        .await;
+        assert!(
+            view(&monitor, "t").analysis.localisations.is_empty(),
+            "a clean path has no finding"
+        );
+
+        let loss = lab.loss(At::link("r2", "r3"), 40.0).expect("loss");
+        let finding = eventually(Duration::from_secs(20), "a loss finding", || {
+            view(&monitor, "t")
+                .analysis
+                .localisations
+                .into_iter()
+                .find(|l| serde_json::to_value(l).unwrap()["kind"] == "loss")
+        })
+        .await;
+        assert_eq!(
+            finding.ttl, 3,
+            "loss behind r2 -> r3 starts at hop 3: {}",
+            finding.summary
+        );
+        assert_eq!(finding.responder, Some(r3));
+        drop(loss);
+
+        let delay = lab
+            .delay(
+                At::link("r2", "r3"),
+                DelaySpec::fixed(Duration::from_millis(30)),
+            )
+            .expect("delay");
+        let finding = eventually(Duration::from_secs(20), "a latency finding", || {
+            view(&monitor, "t")
+                .analysis
+                .localisations
+                .into_iter()
+                .find(|l| serde_json::to_value(l).unwrap()["kind"] == "latency")
+        })
+        .await;
+        assert_eq!(
+            finding.ttl, 3,
+            "latency step behind r2 -> r3 starts at hop 3: {}",
+            finding.summary
+        );
+        drop(delay);
+    });
+}
+
+#[test]
+fn icmp_rate_limiting_at_an_intermediate_router_is_not_path_loss() {
+    let lab = &LabSpec::chain(3).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let _limit = lab.icmp_rate_limit("r2", 2, 1).expect("rate limit r2");
+    let state = temp_dir("ratelimit");
+    let cfg = config(state.path(), 40, &[("t", target)]);
+    let snapshot = with_monitor(lab, cfg, move |monitor| async move {
+        eventually(Duration::from_secs(15), "a full window", || {
+            let v = view(&monitor, "t");
+            (v.analysis.rounds >= 50).then_some(v)
+        })
+        .await
+    });
+    let hop2 = snapshot
+        .analysis
+        .hops
+        .iter()
+        .find(|h| h.ttl == 2)
+        .expect("hop 2");
+    let hop2_loss = hop2.window.loss_pct.expect("hop 2 was probed");
+    assert!(hop2_loss > 30.0, "r2 drops most replies: {hop2_loss}%");
+    assert!(hop2.rate_limited, "hop 2 is flagged as ICMP rate limiting");
+    assert_eq!(snapshot.analysis.destination.window.loss_pct, Some(0.0));
+    assert!(
+        snapshot.analysis.localisations.is_empty(),
+        "no path-loss finding: {:?}",
+        snapshot.analysis.localisations
+    );
+}
+
+#[test]
+fn statistics_match_the_raw_rounds_and_history_survives_a_restart() {
+    let lab = &LabSpec::chain(2).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let _loss = lab.loss(At::link("r1", "r2"), 20.0).expect("loss");
+    let state = temp_dir("restart");
+    let cfg = config(state.path(), 1000, &[("t", target)]);
+    let id = TargetId::new("t").unwrap();
+
+    let (id2, cfg2) = (id.clone(), cfg.clone());
+    let first_run = with_monitor(lab, cfg, move |monitor| async move {
+        eventually(Duration::from_secs(15), "60 rounds", || {
+            (view(&monitor, "t").analysis.rounds >= 60).then_some(())
+        })
+        .await;
+        // Let the pipeline and a flush catch up with what the live view shows.
+        let live = view(&monitor, "t");
+        let store = monitor.store();
+        store.flush().expect("flush");
+        let rounds = store.rounds(&id2, 0, u64::MAX).expect("raw rounds");
+        (live, rounds)
+    });
+    let (live, rounds) = first_run;
+    assert!(
+        rounds.len() as u64 >= live.analysis.rounds,
+        "every live round is stored"
+    );
+    // Recompute hop 2 (the destination) over the rounds the live view counted.
+    let counted: Vec<_> = rounds
+        .iter()
+        .filter(|r| r.seq <= live.analysis.last_seq.unwrap())
+        .collect();
+    assert_eq!(counted.len() as u64, live.analysis.rounds);
+    for ttl in 1..=3u8 {
+        let samples: Vec<Option<u64>> = counted
+            .iter()
+            .filter_map(|r| {
+                r.path_samples()
+                    .iter()
+                    .find(|h| h.ttl == ttl)
+                    .map(|h| h.rtt_ns)
+            })
+            .collect();
+        let received: Vec<u64> = samples.iter().flatten().copied().collect();
+        let hop = live
+            .analysis
+            .hops
+            .iter()
+            .find(|h| h.ttl == ttl)
+            .expect("hop row");
+        assert_eq!(hop.since_start.sent, samples.len() as u64, "ttl {ttl} sent");
+        assert_eq!(
+            hop.since_start.received,
+            received.len() as u64,
+            "ttl {ttl} received"
+        );
+        if !received.is_empty() {
+            let avg = received.iter().sum::<u64>() as f64 / received.len() as f64;
+            let got = hop.since_start.avg_ns.unwrap() as f64;
+            assert!((got - avg).abs() <= 1.0, "ttl {ttl} avg {got} vs raw {avg}");
+            assert_eq!(hop.since_start.best_ns, received.iter().min().copied());
+            assert_eq!(hop.since_start.worst_ns, received.iter().max().copied());
+        }
+    }
+    assert!(
+        counted.iter().any(|r| r.hops.iter().any(|h| h.lost())),
+        "the 20% loss shows in raw rounds"
+    );
+
+    // A second run on the same state directory finds the first run's history.
+    let before = rounds.len();
+    let (seq_after_restart, stored) = with_monitor(lab, cfg2, move |monitor| async move {
+        let v = eventually(Duration::from_secs(10), "a round after restart", || {
+            let v = view(&monitor, "t");
+            (v.analysis.rounds >= 1).then_some(v)
+        })
+        .await;
+        let stored = monitor
+            .store()
+            .rounds(&id, 0, u64::MAX)
+            .expect("rounds")
+            .len();
+        (v.analysis.last_seq, stored)
+    });
+    assert!(
+        stored >= before,
+        "history kept across the restart: {stored} < {before}"
+    );
+    assert!(seq_after_restart.is_some());
+}
+
+#[test]
+fn reload_adds_and_removes_targets_without_touching_the_others() {
+    let lab = &LabSpec::chain(1).targets(3).build().expect("lab");
+    let t = lab.targets_v4();
+    let (a, b, c) = (IpAddr::V4(t[0]), IpAddr::V4(t[1]), IpAddr::V4(t[2]));
+    let state = temp_dir("reload");
+    let first = config(state.path(), 20, &[("a", a), ("b", b)]);
+    let second = config(state.path(), 20, &[("b", b), ("c", c)]);
+    let mut paused = config(state.path(), 20, &[("b", b), ("c", c)]);
+    paused.push_str("paused = true\n"); // applies to the last target, c
+    with_monitor(lab, first, move |monitor| async move {
+        eventually(Duration::from_secs(10), "b probing", || {
+            (view(&monitor, "b").analysis.rounds >= 5).then_some(())
+        })
+        .await;
+        let b_before = view(&monitor, "b");
+
+        let diff = monitor.reload(Config::parse(&second, "monitor-test.toml").unwrap());
+        assert_eq!(diff.added, vec![TargetId::new("c").unwrap()]);
+        assert_eq!(diff.removed, vec![TargetId::new("a").unwrap()]);
+        assert!(
+            diff.changed.is_empty(),
+            "b is unchanged: {:?}",
+            diff.changed
+        );
+        assert!(
+            monitor
+                .live()
+                .target(&TargetId::new("a").unwrap())
+                .is_none(),
+            "a is gone"
+        );
+        eventually(Duration::from_secs(10), "c probing", || {
+            (view(&monitor, "c").analysis.rounds >= 3).then_some(())
+        })
+        .await;
+        let b_after = view(&monitor, "b");
+        assert!(
+            b_after.analysis.rounds > b_before.analysis.rounds,
+            "b kept probing"
+        );
+        assert_eq!(
+            b_after.analysis.rounds,
+            b_after.analysis.last_seq.unwrap() + 1,
+            "b's rounds continued without a restart or gap"
+        );
+
+        monitor.reload(Config::parse(&paused, "monitor-test.toml").unwrap());
+        assert_eq!(view(&monitor, "c").status, TargetStatus::Paused);
+        let frozen = view(&monitor, "c").analysis.rounds;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let later = view(&monitor, "c").analysis.rounds;
+        assert!(
+            later <= frozen + 5,
+            "a paused target stops probing ({frozen} -> {later})"
+        );
+        assert!(later > 0, "and keeps its history");
+    });
+}
