@@ -26,6 +26,7 @@ fn main() {
     };
     let code = runtime.block_on(async {
         match cli.command {
+            Command::Export(args) => hopwatch::cli::export::run(args),
             Command::Run(args) => hopwatch::cli::run::run(args).await,
             Command::Trace(args) => hopwatch::cli::trace::run(args).await,
         }

@@ -32,17 +32,19 @@
 //! | target `i` (on `dst`'s `lo`) | 198.19.A.B | 2001:db8:1::A:B |
 //!
 //! with A = i / 254 and B = i % 254 + 1. So `src` is always 198.18.0.1 and
-//! 2001:db8::1, `r1` answers TTL 1 from 198.18.0.2 / 2001:db8::2. Interfaces are
+//! 2001:db8::1, and `r1` answers TTL 1 from 198.18.0.2 / 2001:db8::2. Interfaces are
 //! named `to-<peer>` (`to-r2`), namespaces `<lab id>-<node>` with lab id
 //! `hw<pid>-<n>`, so tests in parallel (and processes) never collide. Hosts route the
 //! whole lab prefix to their neighbour and nothing else: traffic to anything outside
 //! the plan fails with "network unreachable" instead of leaving the lab.
 //!
 //! # Expected responders
-//! Routers answer from their address on the link their reply leaves by (towards
-//! `src`), as Linux does. [`Lab::hops`] / [`Lab::expected_trace`] give the responder
-//! per TTL for the current path; [`Lab::hops_via`] / [`Lab::expected_trace_via`] for
-//! a given branch (what each ECMP flow sees).
+//! Routers answer from their address on the link the probe arrived by, over IPv4 and
+//! IPv6 alike (`icmp_errors_use_inbound_ifaddr=1`), as traceroute users expect from
+//! most routers. [`Lab::hops`] / [`Lab::expected_trace`] give the responder per TTL
+//! for the current path; [`Lab::hops_via`] / [`Lab::expected_trace_via`] for a given
+//! branch (what each ECMP flow sees). Under ECMP, return traffic from the merging
+//! router takes branch 0.
 //!
 //! # Running code inside
 //! [`Lab::command`] builds `ip netns exec` commands, [`Lab::spawn`] starts children
@@ -52,10 +54,15 @@
 //! # Impairments ([`impair`])
 //! [`Lab::loss`], [`Lab::blackout`], [`Lab::blackout_for`], [`Lab::drop_burst`],
 //! [`Lab::delay`] (NFQUEUE element, as the kernel has no netem), [`Lab::silence`],
-//! [`Lab::icmp_rate_limit`], [`Lab::kernel_icmp_ratelimit`]. Each returns a guard.
+//! [`Lab::icmp_rate_limit`], [`Lab::kernel_icmp_ratelimit`]. Each returns a guard
+//! that borrows the lab and undoes the impairment when dropped. Packet impairments
+//! spare IPv6 neighbour discovery and MLD, as they spare ARP.
 //!
-//! Every router has forwarding on, ICMP rate limiting off, DAD off and rp_filter off.
+//! Every node has ICMP rate limiting off, DAD off and rp_filter off; routers forward
+//! and hash multipath routes on L4. A process killed before its `Lab` dropped leaves
+//! its namespaces behind; `hopwatch-lab down --stale` removes those.
 
+pub mod bench;
 pub mod error;
 pub mod impair;
 pub mod lab;

@@ -1,5 +1,6 @@
 //! The `hopwatch` command line: argument definitions and exit codes.
 
+pub mod export;
 pub mod run;
 pub mod trace;
 
@@ -19,6 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Export a stored series (a stopped daemon's store) as CSV or JSON.
+    Export(export::ExportArgs),
     /// Run the monitoring daemon.
     Run(run::RunArgs),
     /// Trace the path to a host once, like `mtr --report`.

@@ -261,7 +261,7 @@ fn run(cli: Cli, signals: &Signals) -> anyhow::Result<ExitCode> {
                 say!("{}", serde_json::to_string_pretty(&state.plan)?);
             } else {
                 let lab = Lab::attach(state.plan, state.path)?;
-                print!("{}", describe(&lab));
+                say!("{}", describe(&lab).trim_end());
             }
         }
         Command::Path { lab, path } => {
@@ -329,7 +329,7 @@ fn up(args: UpArgs, signals: &Signals) -> anyhow::Result<()> {
         say!("{}", serde_json::to_string_pretty(lab.plan())?);
     } else {
         say!("lab {} built in {:?}", lab.id(), started.elapsed());
-        print!("{}", describe(&lab));
+        say!("{}", describe(&lab).trim_end());
         let src = lab.src();
         say!(
             "\ntry:  hopwatch-lab exec {id} src ping -c 3 {t}\n      ip netns exec {ns} ping -t 2 -c 1 {t}\n      hopwatch-lab impair {id} delay --link r1:r2 --delay 20ms --jitter 5ms",

@@ -26,6 +26,29 @@ impl FamilyRules {
     }
 }
 
+/// ICMPv6 types of neighbour discovery and multicast listener discovery: MLD query,
+/// report, done (130-132), router and neighbour solicitation and advertisement
+/// (133-136), MLDv2 report (143).
+const NDP_AND_MLD: [u8; 8] = [130, 131, 132, 133, 134, 135, 136, 143];
+
+/// The IPv4 and IPv6 halves of a packet impairment whose IPv6 half lets neighbour
+/// discovery and MLD through untouched. ARP is not IP, so iptables never sees it;
+/// sparing their IPv6 counterparts gives both families the same behaviour, and keeps
+/// a "drop the next 5 packets" from hitting an MLD report instead of a probe.
+pub(crate) fn packet_rules(
+    hook: &'static str,
+    matches: &str,
+    rules: Vec<String>,
+) -> (FamilyRules, FamilyRules) {
+    let v4 = FamilyRules::new(hook, matches, rules.clone());
+    let mut v6_rules: Vec<String> = NDP_AND_MLD
+        .iter()
+        .map(|t| format!("-p ipv6-icmp --icmpv6-type {t} -j RETURN"))
+        .collect();
+    v6_rules.extend(rules);
+    (v4, FamilyRules::new(hook, matches, v6_rules))
+}
+
 /// A chain of rules in one table of one namespace, for both families.
 #[derive(Debug, Clone)]
 pub(crate) struct RuleSet {

@@ -4,7 +4,7 @@
 use std::{sync::mpsc, time::Duration};
 
 use super::{
-    filter::{FamilyRules, RuleSet},
+    filter::{packet_rules, RuleSet},
     At, Impairment, Undo,
 };
 use crate::{
@@ -15,13 +15,13 @@ use crate::{
 impl Lab {
     fn drop_rules(&self, at: &At, kind: &str, rule: String) -> Result<RuleSet> {
         let site = self.site(at)?;
-        let family = FamilyRules::new(site.hook, site.matches.clone(), vec![rule]);
+        let (v4, v6) = packet_rules(site.hook, &site.matches, vec![rule]);
         Ok(RuleSet {
             ns: site.ns,
             table: "mangle",
             chain: self.chain_name(kind),
-            v4: family.clone(),
-            v6: family,
+            v4,
+            v6,
         })
     }
 

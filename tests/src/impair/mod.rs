@@ -5,7 +5,8 @@
 //!
 //! Where an impairment acts is an [`At`]: one direction of a link (applied on the
 //! sending node's egress interface, so it also catches what that node generates
-//! itself, such as its ICMP errors) or everything a router receives.
+//! itself, such as its ICMP errors) or everything a router receives. Packet
+//! impairments spare IPv6 neighbour discovery and MLD, as they spare ARP (not IP).
 
 pub mod delay;
 pub(crate) mod filter;

@@ -1,6 +1,6 @@
 //! The [`Lab`] value: it owns the namespaces of one topology, builds them
-//! ([`setup`]), answers questions about them (names, addresses, expected hops in
-//! [`paths`]) and deletes them when dropped.
+//! (`setup`), answers questions about them (names, addresses, expected hops in
+//! `paths`) and deletes them when dropped.
 
 mod paths;
 mod setup;

@@ -123,22 +123,23 @@ impl Lab {
     }
 
     /// The routers a packet crosses when it takes `branch` through the parallel
-    /// section (ignored without one), with the addresses they answer from under the
-    /// current selection. Each router answers from its address on the link its
-    /// replies leave by (towards `src`); under ECMP the merging router replies via
-    /// branch 0, so its responder is the same whichever branch the probe took.
+    /// section (ignored without one), each with the address it answers from: its
+    /// address on the link the probe arrived by (the lab makes IPv4 and IPv6 both
+    /// answer from the inbound interface). Under ECMP, each flow sees the hops of the
+    /// branch it hashed to.
     pub fn hops_via(&self, branch: usize) -> Vec<Hop> {
         let plan = self.plan();
-        let sel = self.path();
-        plan.path_routers(branch)
-            .into_iter()
+        let routers = plan.path_routers(branch);
+        let previous = std::iter::once(plan.src).chain(routers.iter().copied());
+        routers
+            .iter()
+            .zip(previous)
             .enumerate()
-            .map(|(i, router)| {
-                let back = routes::towards_source(plan, router, sel);
+            .map(|(i, (&router, prev))| {
                 let end = plan
-                    .link_between(router, back)
+                    .link_between(router, prev)
                     .and_then(|l| l.end_on(router))
-                    .expect("replies leave by a link of the router");
+                    .expect("consecutive path nodes share a link");
                 let node = plan.node(router);
                 Hop {
                     ttl: (i + 1) as u8,

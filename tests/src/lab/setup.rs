@@ -139,6 +139,12 @@ fn node_sysctls(role: Role) -> Vec<(String, String)> {
                 // different ports may take different branches.
                 ("net.ipv4.fib_multipath_hash_policy", "1"),
                 ("net.ipv6.fib_multipath_hash_policy", "1"),
+                // ICMP errors come from the interface the probe arrived on. IPv6 does
+                // that already (unless the route back has a preferred source); IPv4
+                // would use the interface of the route back, which under ECMP need not
+                // be the one the probe came through. Same rule for both families makes
+                // the expected responder per hop exact.
+                ("net.ipv4.icmp_errors_use_inbound_ifaddr", "1"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),

@@ -148,8 +148,8 @@ fn next_nodes(
             match sel {
                 PathSelect::Branch(i) => vec![i],
                 PathSelect::Ecmp if all_for_ecmp => (0..p.branches.len()).collect(),
-                // Return traffic stays on branch 0 under ECMP, so a router's ICMP
-                // source address does not depend on a return-path hash.
+                // Return traffic stays on branch 0 under ECMP, so a flow's RTT depends
+                // only on the branch its probes hash to.
                 PathSelect::Ecmp => vec![0],
             }
         };
@@ -250,21 +250,6 @@ pub fn policy_routers(plan: &Plan) -> Vec<NodeId> {
         .collect()
 }
 
-/// The neighbour `router` sends its replies to the source through under `sel`. Linux
-/// picks the source address of an ICMP error from the route back to the probe's
-/// sender, so the address of `router` on the link to this neighbour is what a
-/// traceroute from `src` sees.
-pub fn towards_source(plan: &Plan, router: NodeId, sel: PathSelect) -> NodeId {
-    let dist = distances(plan);
-    let first = &plan.links[0];
-    let attached = [first.up.node, first.down.node];
-    match next_nodes(plan, &dist, router, &attached, sel).first() {
-        Some(&nb) => nb,
-        // Attached to the source's link: the source itself.
-        None => plan.src,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,11 +316,6 @@ mod tests {
         let fwd = for_node(&plan, r1, PathSelect::Branch(0));
         assert_eq!(names(&plan, route_to(&fwd, b2_link.v4_prefix())), ["b1"]);
 
-        assert_eq!(
-            towards_source(&plan, r2, PathSelect::Branch(1)),
-            plan.find("b3").unwrap()
-        );
-        assert_eq!(towards_source(&plan, r1, PathSelect::Branch(1)), plan.src);
         assert_eq!(policy_routers(&plan), [r1, r2]);
     }
 

@@ -11,8 +11,8 @@ pub enum PathSelect {
     Branch(usize),
     /// Forward traffic is spread over all branches by a multipath route hashed on
     /// L3+L4 (fib_multipath_hash_policy=1), so each flow keeps one branch. Return
-    /// traffic from the merging router uses branch 0, which keeps the responder
-    /// addresses deterministic (see [`crate::Lab::hops_via`]).
+    /// traffic from the merging router uses branch 0, so a flow's RTT depends only on
+    /// its forward branch (see [`crate::Lab::hops_via`]).
     #[serde(rename = "ecmp")]
     Ecmp,
 }
