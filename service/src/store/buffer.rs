@@ -116,13 +116,25 @@ mod tests {
         assert_eq!(buf.bytes(), 6 + 700);
 
         let dropped = buf.enforce_cap(500);
-        assert_eq!(dropped, Dropped { rounds: 3, events: 0 });
+        assert_eq!(
+            dropped,
+            Dropped {
+                rounds: 3,
+                events: 0
+            }
+        );
         let left: Vec<u8> = buf.raw.iter().map(|e| e.key[0]).collect();
         assert_eq!(left, vec![3, 4], "the newest rounds are kept");
         assert_eq!(buf.events.len(), 2);
 
         let dropped = buf.enforce_cap(110);
-        assert_eq!(dropped, Dropped { rounds: 2, events: 1 });
+        assert_eq!(
+            dropped,
+            Dropped {
+                rounds: 2,
+                events: 1
+            }
+        );
         assert_eq!(buf.events[0].key[0], 51);
         assert_eq!(buf.new_targets.len(), 1, "target names are never dropped");
         assert_eq!(buf.bytes(), 106);

@@ -105,7 +105,11 @@ impl RawRoundV1 {
         }
     }
 
-    pub fn into_round(self, target: TargetId, started_at_ms: u64) -> Result<RoundRecord, DecodeError> {
+    pub fn into_round(
+        self,
+        target: TargetId,
+        started_at_ms: u64,
+    ) -> Result<RoundRecord, DecodeError> {
         Ok(RoundRecord {
             target,
             seq: self.seq,
@@ -196,7 +200,9 @@ mod tests {
         // 1 format + 1 seq + 2 dest + 1 source + 1 len + hops (11 + 4 + 23).
         assert!(bytes.len() < 50, "encoded round is {} bytes", bytes.len());
         let back: RawRoundV1 = decode(&bytes).unwrap();
-        let back = back.into_round(original.target.clone(), original.started_at_ms).unwrap();
+        let back = back
+            .into_round(original.target.clone(), original.started_at_ms)
+            .unwrap();
         assert_eq!(back, original);
     }
 

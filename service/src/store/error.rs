@@ -50,7 +50,9 @@ pub enum StoreError {
         key: Vec<u8>,
         source: DecodeError,
     },
-    #[error("the store at {path}: rollup in tree {tree}, key {key:02x?} has a bad histogram: {source}")]
+    #[error(
+        "the store at {path}: rollup in tree {tree}, key {key:02x?} has a bad histogram: {source}"
+    )]
     Histogram {
         path: PathBuf,
         tree: &'static str,

@@ -9,7 +9,7 @@
 //! 2^-7 (0.8 %); values are nanoseconds up to 2^36 (68.7 s), larger ones are
 //! counted in the top bucket.
 
-use histogram::{Config, Histogram32, SampleQuantiles, SparseHistogram32};
+use histogram::{Config, Histogram32, SparseHistogram32};
 
 use crate::store::codec::RollupV1;
 use crate::store::query::Point;
@@ -132,7 +132,9 @@ impl Stats {
         let mut index = Vec::with_capacity(value.hist_index_deltas.len());
         let mut current = 0u32;
         for delta in value.hist_index_deltas {
-            current = current.checked_add(delta).ok_or(histogram::Error::Overflow)?;
+            current = current
+                .checked_add(delta)
+                .ok_or(histogram::Error::Overflow)?;
             index.push(current);
         }
         let hist = SparseHistogram32::from_parts(hist_config(), index, value.hist_counts)?;
@@ -245,15 +247,33 @@ mod tests {
         values.sort_unstable();
         let n = values.len() as f64;
         let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         assert_eq!(point.sent, raw.len() as u64);
-        assert_eq!(point.lost, raw.iter().filter(|v| v.is_none()).count() as u64);
+        assert_eq!(
+            point.lost,
+            raw.iter().filter(|v| v.is_none()).count() as u64
+        );
         assert_eq!(point.min_ns, values.first().copied());
         assert_eq!(point.max_ns, values.last().copied());
-        assert!(close(point.avg_ns.unwrap(), mean, 1e-12), "{point:?} mean {mean}");
-        assert!(close(point.stddev_ns.unwrap(), var.sqrt(), 1e-9), "{point:?} sd {}", var.sqrt());
+        assert!(
+            close(point.avg_ns.unwrap(), mean, 1e-12),
+            "{point:?} mean {mean}"
+        );
+        assert!(
+            close(point.stddev_ns.unwrap(), var.sqrt(), 1e-9),
+            "{point:?} sd {}",
+            var.sqrt()
+        );
         let tolerance = 2f64.powi(-(HIST_GROUPING_POWER as i32));
-        for (q, got) in [(0.5, point.p50_ns), (0.95, point.p95_ns), (0.99, point.p99_ns)] {
+        for (q, got) in [
+            (0.5, point.p50_ns),
+            (0.95, point.p95_ns),
+            (0.99, point.p99_ns),
+        ] {
             let want = exact_percentile(&values, q) as f64;
             let got = got.unwrap() as f64;
             assert!(close(got, want, tolerance), "p{q}: got {got}, exact {want}");
@@ -294,7 +314,10 @@ mod tests {
         acc.push(None);
         let point = acc.finish(&mut scratch_histogram()).to_point(5);
         assert_eq!((point.sent, point.lost), (2, 2));
-        assert_eq!((point.min_ns, point.avg_ns, point.p99_ns), (None, None, None));
+        assert_eq!(
+            (point.min_ns, point.avg_ns, point.p99_ns),
+            (None, None, None)
+        );
         // Merging an empty bucket into a full one leaves min and max alone.
         let mut full = SeriesAcc::default();
         full.push(Some(3_000));
@@ -302,7 +325,10 @@ mod tests {
         merged.merge(&Stats::default());
         merged.merge(&acc.finish(&mut scratch_histogram()));
         let p = merged.to_point(0);
-        assert_eq!((p.sent, p.lost, p.min_ns, p.max_ns), (3, 2, Some(3_000), Some(3_000)));
+        assert_eq!(
+            (p.sent, p.lost, p.min_ns, p.max_ns),
+            (3, 2, Some(3_000), Some(3_000))
+        );
         assert_eq!(p.p50_ns, Some(3_000));
     }
 
@@ -324,6 +350,10 @@ mod tests {
             acc.push(Some(10_000_000 + (i * 7919 % 2_000_000)));
         }
         let bytes = encode(&acc.finish(&mut scratch_histogram()).to_value());
-        assert!(bytes.len() < 110, "a minute rollup is {} bytes", bytes.len());
+        assert!(
+            bytes.len() < 110,
+            "a minute rollup is {} bytes",
+            bytes.len()
+        );
     }
 }

@@ -1,0 +1,230 @@
+//! Responder enrichment: a hop's responder address gets a host name (reverse
+//! DNS) and, for public addresses, an AS number and organisation (a local
+//! MaxMind-format ASN database). Nothing here ever waits on the network for a
+//! caller: probing and the live view read what is known and move on.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hopwatch::enrich::EnrichError> {
+//! use hopwatch::enrich::{EnrichConfig, Enricher};
+//! let enricher = Enricher::new(EnrichConfig {
+//!     asn_database: Some("/var/lib/GeoIP/GeoLite2-ASN.mmdb".into()),
+//!     ..EnrichConfig::default()
+//! })?;
+//! let info = enricher.responder_info("1.0.0.1".parse().unwrap());
+//! // First call: hostname is None and a lookup is queued; asn is known at once.
+//! # let _ = info;
+//! # Ok(()) }
+//! ```
+//!
+//! # Reverse DNS
+//! [`Enricher::lookup_cached`] answers from a bounded cache at once
+//! ([`Lookup`]: `Resolved`, `Pending`, `NotFound`, `Failed`). A miss queues one
+//! background lookup per address (concurrent callers share it), at most
+//! `dns_concurrency` run at a time, each given `dns_timeout` in all. Names are
+//! cached for the TTL of the answer, "no name" for the negative TTL (or
+//! [`DnsCachePolicy::negative_ttl`] when the answer has no SOA), failures for
+//! [`DnsCachePolicy::failure_ttl`], all clamped by the policy. Servers come
+//! from `dns_servers`, or from /etc/resolv.conf when that list is empty.
+//! Every address is looked up, private ones included: internal PTR zones are
+//! common on the networks hopwatch watches.
+//!
+//! # ASN
+//! Only public addresses are looked up: private, loopback, link-local,
+//! shared (CGN), documentation, benchmarking (198.18.0.0/15), multicast,
+//! reserved and the other IANA special-purpose blocks are skipped (see
+//! [`special_purpose`]). The database is read once, at [`Enricher::new`].
+//!
+//! The enricher must be built inside a tokio runtime; its background lookups
+//! are tasks of that runtime and stop when the enricher is dropped.
+
+mod asn;
+mod error;
+mod rdns;
+mod special;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use asn::{AsnDatabase, AsnLookup, AsnRecord};
+pub use error::EnrichError;
+pub use rdns::{DnsCachePolicy, DnsStats, Lookup, RdnsConfig, ReverseDns};
+pub use special::{is_public, special_purpose};
+
+/// Default deadline for one reverse lookup.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default number of reverse lookups running at once.
+pub const DEFAULT_DNS_CONCURRENCY: usize = 16;
+/// Default number of addresses waiting for a lookup slot.
+pub const DEFAULT_DNS_QUEUE: usize = 4096;
+
+/// What to enrich responders with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrichConfig {
+    /// Look up host names of responders.
+    pub reverse_dns: bool,
+    /// Deadline for one reverse lookup, all servers and retries included.
+    pub dns_timeout: Duration,
+    /// DNS servers to ask; empty means the system's (/etc/resolv.conf).
+    pub dns_servers: Vec<SocketAddr>,
+    /// Reverse lookups running at once.
+    pub dns_concurrency: usize,
+    /// Addresses waiting for a lookup slot; beyond it misses are retried on a later call.
+    pub dns_queue: usize,
+    /// Cache size and TTL bounds.
+    pub dns_cache: DnsCachePolicy,
+    /// A MaxMind-format ASN database (GeoLite2-ASN.mmdb); `None` turns ASN lookups off.
+    pub asn_database: Option<PathBuf>,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            reverse_dns: true,
+            dns_timeout: DEFAULT_DNS_TIMEOUT,
+            dns_servers: Vec::new(),
+            dns_concurrency: DEFAULT_DNS_CONCURRENCY,
+            dns_queue: DEFAULT_DNS_QUEUE,
+            dns_cache: DnsCachePolicy::default(),
+            asn_database: None,
+        }
+    }
+}
+
+/// What is known about one responder, as the web API serves it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ResponderInfo {
+    /// Its reverse DNS name, once resolved.
+    pub hostname: Option<String>,
+    /// Its AS number (public addresses in the ASN database only).
+    pub asn: Option<u32>,
+    /// The organisation that AS is registered to.
+    pub as_org: Option<String>,
+}
+
+/// ASN lookup counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AsnStats {
+    /// Lookups that found a network.
+    pub hits: u64,
+    /// Public addresses the database has nothing for.
+    pub misses: u64,
+    /// Special-purpose addresses not looked up.
+    pub skipped: u64,
+    /// Entries that could not be decoded.
+    pub errors: u64,
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EnrichStats {
+    /// `None` when reverse DNS is off.
+    pub dns: Option<DnsStats>,
+    /// `None` when no ASN database is configured.
+    pub asn: Option<AsnStats>,
+}
+
+#[derive(Debug, Default)]
+struct AsnCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    skipped: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Enriches responder addresses; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Enricher {
+    rdns: Option<ReverseDns>,
+    asn: Option<AsnDatabase>,
+    asn_counters: AsnCounters,
+}
+
+impl Enricher {
+    /// Opens the ASN database (if configured) and starts reverse DNS (if on).
+    /// Must be called inside a tokio runtime when `reverse_dns` is on.
+    pub fn new(config: EnrichConfig) -> Result<Enricher, EnrichError> {
+        // The database first: a bad path is the likelier mistake, and it needs no runtime.
+        let asn = config
+            .asn_database
+            .as_deref()
+            .map(AsnDatabase::open)
+            .transpose()?;
+        let rdns = if config.reverse_dns {
+            Some(ReverseDns::new(RdnsConfig {
+                servers: config.dns_servers,
+                timeout: config.dns_timeout,
+                concurrency: config.dns_concurrency,
+                queue: config.dns_queue,
+                cache: config.dns_cache,
+            })?)
+        } else {
+            None
+        };
+        Ok(Enricher {
+            rdns,
+            asn,
+            asn_counters: AsnCounters::default(),
+        })
+    }
+
+    /// The reverse DNS state of `ip`; queues a lookup on a miss. Never waits.
+    /// `None` when reverse DNS is off.
+    pub fn lookup_cached(&self, ip: IpAddr) -> Option<Lookup> {
+        self.rdns.as_ref().map(|r| r.lookup_cached(ip))
+    }
+
+    /// The AS of `ip`; `None` when no database is configured.
+    pub fn lookup_asn(&self, ip: IpAddr) -> Option<AsnLookup> {
+        let db = self.asn.as_ref()?;
+        let result = db.lookup(ip);
+        let c = &self.asn_counters;
+        let counter = match &result {
+            AsnLookup::Found(_) => &c.hits,
+            AsnLookup::NotInDatabase => &c.misses,
+            AsnLookup::Skipped(_) => &c.skipped,
+            AsnLookup::Error(reason) => {
+                tracing::warn!(%ip, path = %db.path().display(), %reason, "ASN database entry unreadable");
+                &c.errors
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some(result)
+    }
+
+    /// Everything known about `ip` now. Never waits: a name not yet resolved is
+    /// `None` and its lookup is queued.
+    pub fn responder_info(&self, ip: IpAddr) -> ResponderInfo {
+        let hostname = match self.lookup_cached(ip) {
+            Some(Lookup::Resolved(name)) => Some(name),
+            _ => None,
+        };
+        let (asn, as_org) = match self.lookup_asn(ip) {
+            Some(AsnLookup::Found(record)) => (record.asn, record.org),
+            _ => (None, None),
+        };
+        ResponderInfo {
+            hostname,
+            asn,
+            as_org,
+        }
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> EnrichStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &self.asn_counters;
+        EnrichStats {
+            dns: self.rdns.as_ref().map(ReverseDns::stats),
+            asn: self.asn.as_ref().map(|_| AsnStats {
+                hits: get(&c.hits),
+                misses: get(&c.misses),
+                skipped: get(&c.skipped),
+                errors: get(&c.errors),
+            }),
+        }
+    }
+}

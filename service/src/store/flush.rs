@@ -1,0 +1,590 @@
+//! One flush: buffered writes applied as one `sled::Batch` per tree, rollups
+//! derived for minutes and hours that closed, expired keys swept, one fsync.
+//! Also the per-target "done" marks that say which rollups are on disk, and
+//! how they are rebuilt on open.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use histogram::Histogram32;
+use sled::Batch;
+
+use crate::model::TargetId;
+use crate::store::buffer::WriteBuffer;
+use crate::store::codec::{decode, encode, DecodeError, RawRoundV1};
+use crate::store::error::StoreError;
+use crate::store::keys::{
+    parse_raw_key, parse_rollup_key, raw_key, rollup_key, series_end, target_end, time_bound,
+    SeriesNum, TargetNum,
+};
+use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
+use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
+use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
+
+/// What the flusher knows between flushes. The marks only move forward after
+/// the flush that wrote the rollups succeeded, so they never claim more than
+/// the disk has.
+#[derive(Debug, Default)]
+pub struct FlushState {
+    /// Per target: the rollups of every minute before this are on disk.
+    minute_done: HashMap<TargetNum, u64>,
+    /// Per target: the rollups of every hour before this are on disk.
+    hour_done: HashMap<TargetNum, u64>,
+    last_sweep_ms: Option<u64>,
+    /// A write failed: sled must be reopened before the next write.
+    pub reopen_needed: bool,
+    /// The clock of the last flush.
+    pub last_now_ms: Option<u64>,
+}
+
+fn floor(at_ms: u64, unit: u64) -> u64 {
+    at_ms - at_ms % unit
+}
+
+/// Wraps a sled error with the store's path and the operation, without
+/// allocating unless there is an error.
+pub(super) fn sled_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(sled::Error) -> StoreError + 'a {
+    move |source| StoreError::Sled {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+impl FlushState {
+    /// Rebuilds the marks from disk: a minute is done if it is before the last
+    /// destination-series minute rollup (every minute with a round has one,
+    /// and all series of a minute are written in one batch); likewise hours.
+    /// A target without rollups starts at its first raw round.
+    pub fn load(path: &Path, trees: &Trees, targets: &TargetMap) -> Result<FlushState, StoreError> {
+        let mut state = FlushState::default();
+        let dest = SeriesNum::DESTINATION;
+        for num in targets.nums() {
+            let series = rollup_key(num, dest, 0);
+            let end = series_end(num, dest);
+            let last_start = |tree: &sled::Tree, op| -> Result<Option<u64>, StoreError> {
+                let last = tree.range(series.as_slice()..end.as_slice()).next_back();
+                Ok(match last.transpose().map_err(sled_err(path, op))? {
+                    Some((key, _)) => parse_rollup_key(&key).map(|(_, _, start)| start),
+                    None => None,
+                })
+            };
+            let first_raw = match trees
+                .raw
+                .range(time_bound(num, 0).as_slice()..target_end(num).as_slice())
+                .next()
+                .transpose()
+                .map_err(sled_err(path, "read first round"))?
+            {
+                Some((key, _)) => parse_raw_key(&key).map(|(_, at)| floor(at, MINUTE_MS)),
+                None => None,
+            };
+            let first_minute = match trees
+                .minutes
+                .range(series.as_slice()..end.as_slice())
+                .next()
+                .transpose()
+                .map_err(sled_err(path, "read first minute rollup"))?
+            {
+                Some((key, _)) => parse_rollup_key(&key).map(|(_, _, start)| start),
+                None => first_raw,
+            };
+            let minute_done = match last_start(&trees.minutes, "read last minute rollup")? {
+                Some(start) => Some(start + MINUTE_MS),
+                None => first_raw,
+            };
+            let hour_done = match last_start(&trees.hours, "read last hour rollup")? {
+                Some(start) => Some(start + HOUR_MS),
+                None => first_minute.map(|m| floor(m, HOUR_MS)),
+            };
+            if let (Some(m), Some(h)) = (minute_done, hour_done) {
+                state.minute_done.insert(num, m);
+                state.hour_done.insert(num, h);
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// Counts the bytes handed to sled while building batches.
+struct Writer<'a> {
+    path: &'a Path,
+    bytes: u64,
+    rollups: usize,
+    /// Operations in the batch being built; an empty batch is not applied.
+    ops: usize,
+}
+
+impl Writer<'_> {
+    fn insert(&mut self, batch: &mut Batch, key: &[u8], value: &[u8]) {
+        self.bytes += (key.len() + value.len()) as u64;
+        self.ops += 1;
+        batch.insert(key, value);
+    }
+
+    fn remove(&mut self, batch: &mut Batch, key: &[u8]) {
+        self.bytes += key.len() as u64;
+        self.ops += 1;
+        batch.remove(key);
+    }
+
+    fn apply(
+        &mut self,
+        tree: &sled::Tree,
+        batch: Batch,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.ops) == 0 {
+            return Ok(());
+        }
+        tree.apply_batch(batch).map_err(sled_err(self.path, op))
+    }
+}
+
+/// The changes to the marks a flush makes, committed only if it succeeds.
+#[derive(Default)]
+struct Plan {
+    minute_done: HashMap<TargetNum, u64>,
+    hour_done: HashMap<TargetNum, u64>,
+    swept_at: Option<u64>,
+}
+
+impl Store {
+    /// Reopens sled after a write error (sled 0.34 refuses all writes after
+    /// an I/O error until reopened), then hands out the trees.
+    fn writable_trees(&self, state: &mut FlushState) -> Result<Arc<Trees>, StoreError> {
+        if state.reopen_needed {
+            let old = self
+                .db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            // Drops our handle; sled's file lock goes with the last one.
+            drop(old);
+            let trees = Trees::open(&self.path, self.config.cache_capacity_bytes)?;
+            *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(trees));
+            state.reopen_needed = false;
+        }
+        self.trees()
+    }
+
+    fn note_corrupt(&self, tree: &'static str, key: &[u8], error: &dyn std::fmt::Display) {
+        self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(path = %self.path.display(), tree, key = ?key, %error, "skipping undecodable store value");
+    }
+
+    pub(super) fn write_out(
+        &self,
+        state: &mut FlushState,
+        buf: &WriteBuffer,
+        now_ms: u64,
+    ) -> Result<FlushReport, StoreError> {
+        state.last_now_ms = Some(now_ms);
+        let trees = self.writable_trees(state)?;
+        let mut w = Writer {
+            path: &self.path,
+            bytes: 0,
+            rollups: 0,
+            ops: 0,
+        };
+
+        // Targets first: with sled's in-order recovery, no round can survive
+        // a crash without its target's name.
+        if !buf.new_targets.is_empty() {
+            let mut batch = Batch::default();
+            for (num, id) in &buf.new_targets {
+                w.insert(&mut batch, id.as_str().as_bytes(), &num.to_bytes());
+            }
+            w.apply(&trees.targets, batch, "write targets")?;
+        }
+
+        let mut first_minute: HashMap<TargetNum, u64> = HashMap::new();
+        let mut dirty_minutes: BTreeSet<(TargetNum, u64)> = BTreeSet::new();
+        if !buf.raw.is_empty() {
+            let mut batch = Batch::default();
+            for entry in &buf.raw {
+                w.insert(&mut batch, &entry.key, &entry.value);
+                let Some((num, at)) = parse_raw_key(&entry.key) else {
+                    continue;
+                };
+                let minute = floor(at, MINUTE_MS);
+                match state.minute_done.get(&num) {
+                    // A late round: its minute is rolled up already.
+                    Some(&done) if minute < done => {
+                        dirty_minutes.insert((num, minute));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let first = first_minute.entry(num).or_insert(minute);
+                        *first = (*first).min(minute);
+                    }
+                }
+            }
+            w.apply(&trees.raw, batch, "write rounds")?;
+        }
+
+        if !buf.events.is_empty() {
+            let mut batch = Batch::default();
+            for entry in &buf.events {
+                w.insert(&mut batch, &entry.key, &entry.value);
+            }
+            w.apply(&trees.events, batch, "write events")?;
+        }
+
+        let plan = self.roll_up(&trees, state, &mut w, &first_minute, &dirty_minutes, now_ms)?;
+
+        let mut plan = plan;
+        let mut swept = 0;
+        let sweep_every = self.config.sweep_interval.as_millis() as u64;
+        if state
+            .last_sweep_ms
+            .is_none_or(|last| now_ms >= last.saturating_add(sweep_every))
+        {
+            swept = self.sweep(&trees, &mut w, now_ms)?;
+            plan.swept_at = Some(now_ms);
+        }
+
+        trees
+            .db
+            .flush()
+            .map_err(sled_err(&self.path, "flush to disk"))?;
+
+        state.minute_done.extend(plan.minute_done);
+        state.hour_done.extend(plan.hour_done);
+        if plan.swept_at.is_some() {
+            state.last_sweep_ms = plan.swept_at;
+        }
+        Ok(FlushReport {
+            seq: 0,
+            rounds: buf.raw.len(),
+            events: buf.events.len(),
+            rollups: w.rollups,
+            swept,
+            bytes: w.bytes,
+        })
+    }
+
+    /// Writes the rollups of minutes that closed (and late rounds' minutes),
+    /// then of hours whose minutes are all done.
+    fn roll_up(
+        &self,
+        trees: &Trees,
+        state: &FlushState,
+        w: &mut Writer<'_>,
+        first_minute: &HashMap<TargetNum, u64>,
+        dirty_minutes: &BTreeSet<(TargetNum, u64)>,
+        now_ms: u64,
+    ) -> Result<Plan, StoreError> {
+        let close_delay = self.config.close_delay.as_millis() as u64;
+        let close_minute = floor(now_ms.saturating_sub(close_delay), MINUTE_MS);
+        let names: HashMap<TargetNum, TargetId> = {
+            let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
+            targets
+                .nums()
+                .filter_map(|n| Some((n, targets.name(n)?.clone())))
+                .collect()
+        };
+        let mut plan = Plan::default();
+        let mut scratch = scratch_histogram();
+        let mut batch = Batch::default();
+        let mut dirty_hours: BTreeSet<(TargetNum, u64)> = BTreeSet::new();
+
+        let known = state.minute_done.iter().map(|(n, d)| (*n, *d, false));
+        let new = first_minute.iter().map(|(n, d)| (*n, *d, true));
+        for (num, done, is_new) in known.chain(new) {
+            let Some(name) = names.get(&num) else {
+                continue;
+            };
+            if done < close_minute {
+                self.roll_minutes(
+                    trees,
+                    w,
+                    &mut batch,
+                    &mut scratch,
+                    name,
+                    num,
+                    done,
+                    close_minute,
+                )?;
+                plan.minute_done.insert(num, close_minute);
+            } else if is_new {
+                plan.minute_done.insert(num, done);
+            }
+            if is_new {
+                plan.hour_done.insert(num, floor(done, HOUR_MS));
+            }
+        }
+        // Late rounds' minutes lie before the done mark, so they are not in
+        // any range rolled above.
+        for &(num, minute) in dirty_minutes {
+            let Some(name) = names.get(&num) else {
+                continue;
+            };
+            self.roll_minutes(
+                trees,
+                w,
+                &mut batch,
+                &mut scratch,
+                name,
+                num,
+                minute,
+                minute + MINUTE_MS,
+            )?;
+            let hour = floor(minute, HOUR_MS);
+            if state.hour_done.get(&num).is_some_and(|&done| hour < done) {
+                dirty_hours.insert((num, hour));
+            }
+        }
+        w.apply(&trees.minutes, batch, "write minute rollups")?;
+
+        // Hours read the minute rollups just applied.
+        let mut batch = Batch::default();
+        let nums: BTreeSet<TargetNum> = state
+            .minute_done
+            .keys()
+            .chain(plan.minute_done.keys())
+            .copied()
+            .collect();
+        for num in nums {
+            let minute_done = plan
+                .minute_done
+                .get(&num)
+                .or(state.minute_done.get(&num))
+                .copied();
+            let hour_done = plan
+                .hour_done
+                .get(&num)
+                .or(state.hour_done.get(&num))
+                .copied();
+            let (Some(minute_done), Some(hour_done)) = (minute_done, hour_done) else {
+                continue;
+            };
+            let close_hour = floor(minute_done, HOUR_MS);
+            if hour_done < close_hour {
+                self.roll_hours(trees, w, &mut batch, num, hour_done, close_hour)?;
+                plan.hour_done.insert(num, close_hour);
+            }
+        }
+        for &(num, hour) in &dirty_hours {
+            self.roll_hours(trees, w, &mut batch, num, hour, hour + HOUR_MS)?;
+        }
+        w.apply(&trees.hours, batch, "write hour rollups")?;
+        Ok(plan)
+    }
+
+    /// Rolls up the raw rounds of `num` in `[from, to)` into minute buckets.
+    #[allow(clippy::too_many_arguments)]
+    fn roll_minutes(
+        &self,
+        trees: &Trees,
+        w: &mut Writer<'_>,
+        batch: &mut Batch,
+        scratch: &mut Histogram32,
+        name: &TargetId,
+        num: TargetNum,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StoreError> {
+        let mut current: Option<u64> = None;
+        let mut accs: BTreeMap<SeriesNum, SeriesAcc> = BTreeMap::new();
+        let mut emit =
+            |w: &mut Writer<'_>, minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
+                for (series, acc) in std::mem::take(accs) {
+                    let value = encode(&acc.finish(scratch).to_value());
+                    w.insert(batch, &rollup_key(num, series, minute), &value);
+                    w.rollups += 1;
+                }
+            };
+        let range = raw_key(num, from)..raw_key(num, to);
+        for item in trees.raw.range(range) {
+            let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
+            let Some((_, at)) = parse_raw_key(&key) else {
+                self.note_corrupt(RAW, &key, &"malformed key");
+                continue;
+            };
+            let round = match decode::<RawRoundV1>(&value)
+                .and_then(|raw| raw.into_round(name.clone(), at))
+            {
+                Ok(round) => round,
+                Err(error) => {
+                    self.note_corrupt(RAW, &key, &error);
+                    continue;
+                }
+            };
+            let minute = floor(at, MINUTE_MS);
+            if current != Some(minute) {
+                if let Some(previous) = current {
+                    emit(w, previous, &mut accs);
+                }
+                current = Some(minute);
+            }
+            let destination = round.destination().and_then(|h| h.rtt_ns);
+            accs.entry(SeriesNum::DESTINATION)
+                .or_default()
+                .push(destination);
+            for hop in round.path_samples().iter().filter(|h| h.ttl > 0) {
+                accs.entry(SeriesNum(hop.ttl)).or_default().push(hop.rtt_ns);
+            }
+        }
+        if let Some(minute) = current {
+            emit(w, minute, &mut accs);
+        }
+        Ok(())
+    }
+
+    /// Merges the minute rollups of `num` in `[from, to)` into hour buckets.
+    fn roll_hours(
+        &self,
+        trees: &Trees,
+        w: &mut Writer<'_>,
+        batch: &mut Batch,
+        num: TargetNum,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StoreError> {
+        for series in self.series_of(&trees.minutes, num)? {
+            let mut hours: BTreeMap<u64, Stats> = BTreeMap::new();
+            let range = rollup_key(num, series, from)..rollup_key(num, series, to);
+            for item in trees.minutes.range(range) {
+                let (key, value) = item.map_err(sled_err(&self.path, "read minute rollups"))?;
+                let Some((_, _, start)) = parse_rollup_key(&key) else {
+                    self.note_corrupt(MINUTES, &key, &"malformed key");
+                    continue;
+                };
+                match self.decode_stats(MINUTES, &key, &value) {
+                    Some(stats) => hours
+                        .entry(floor(start, HOUR_MS))
+                        .or_default()
+                        .merge(&stats),
+                    None => continue,
+                }
+            }
+            for (hour, stats) in hours {
+                w.insert(
+                    batch,
+                    &rollup_key(num, series, hour),
+                    &encode(&stats.to_value()),
+                );
+                w.rollups += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a rollup value, counting and skipping a corrupt one.
+    pub(super) fn decode_stats(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Option<Stats> {
+        let decoded = decode(value)
+            .map_err(|e: DecodeError| e.to_string())
+            .and_then(|v| Stats::from_value(v).map_err(|e| format!("bad histogram: {e}")));
+        match decoded {
+            Ok(stats) => Some(stats),
+            Err(error) => {
+                self.note_corrupt(tree, key, &error);
+                None
+            }
+        }
+    }
+
+    /// The series a rollup tree holds for `num`, found by skipping from one
+    /// series to the next rather than reading every key.
+    pub(super) fn series_of(
+        &self,
+        tree: &sled::Tree,
+        num: TargetNum,
+    ) -> Result<Vec<SeriesNum>, StoreError> {
+        let mut found = Vec::new();
+        let end = target_end(num);
+        let mut cursor = rollup_key(num, SeriesNum(0), 0).to_vec();
+        loop {
+            let next = tree.range(cursor.as_slice()..end.as_slice()).keys().next();
+            let Some(key) = next
+                .transpose()
+                .map_err(sled_err(&self.path, "list series"))?
+            else {
+                break;
+            };
+            let Some((_, series, _)) = parse_rollup_key(&key) else {
+                break;
+            };
+            found.push(series);
+            cursor = series_end(num, series);
+        }
+        Ok(found)
+    }
+
+    /// Removes every key older than its tree's retention, one batch per tree.
+    fn sweep(&self, trees: &Trees, w: &mut Writer<'_>, now_ms: u64) -> Result<u64, StoreError> {
+        let nums: Vec<TargetNum> = self
+            .targets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .nums()
+            .collect();
+        let cutoff =
+            |retention: std::time::Duration| now_ms.saturating_sub(retention.as_millis() as u64);
+        let mut removed = 0u64;
+        for (tree, name, before) in [
+            (&trees.raw, RAW, cutoff(self.config.raw_retention)),
+            (&trees.events, EVENTS, cutoff(self.config.event_retention)),
+        ] {
+            let mut batch = Batch::default();
+            for &num in &nums {
+                let range = time_bound(num, 0)..time_bound(num, before);
+                for key in tree.range(range).keys() {
+                    let key = key.map_err(sled_err(&self.path, "sweep"))?;
+                    w.remove(&mut batch, &key);
+                    removed += 1;
+                }
+            }
+            w.apply(
+                tree,
+                batch,
+                if name == RAW {
+                    "sweep rounds"
+                } else {
+                    "sweep events"
+                },
+            )?;
+        }
+        for (tree, name, before) in [
+            (
+                &trees.minutes,
+                MINUTES,
+                cutoff(self.config.minute_retention),
+            ),
+            (&trees.hours, HOURS, cutoff(self.config.hour_retention)),
+        ] {
+            let mut batch = Batch::default();
+            for &num in &nums {
+                for series in self.series_of(tree, num)? {
+                    let range = rollup_key(num, series, 0)..rollup_key(num, series, before);
+                    for key in tree.range(range).keys() {
+                        let key = key.map_err(sled_err(&self.path, "sweep"))?;
+                        w.remove(&mut batch, &key);
+                        removed += 1;
+                    }
+                }
+            }
+            w.apply(
+                tree,
+                batch,
+                if name == MINUTES {
+                    "sweep minute rollups"
+                } else {
+                    "sweep hour rollups"
+                },
+            )?;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,548 @@
+//! The history store: the one module that owns sled. It keeps per-target
+//! round results, 1-minute and 1-hour rollups per hop, and events, with
+//! retention, batched writes, crash recovery and full-disk tolerance.
+//!
+//! # Layout
+//! Trees `meta` (schema version), `targets` (name → u32), `raw` (one value
+//! per round), `m1`/`h1` (one value per target, hop series and bucket) and
+//! `events`; key layouts are in [`keys`], value formats in [`codec`].
+//!
+//! # Writes and flash wear
+//! [`Store::record_round`] and [`Store::record_event`] only encode into an
+//! in-memory buffer. Every `flush_interval` (default 5 s) the flusher applies
+//! it as one `sled::Batch` per tree, derives the rollups of minutes and hours
+//! that closed, sweeps expired keys when due, then calls `sled::Db::flush`
+//! (one fsync). A longer interval writes less (fewer, fuller log pages and
+//! fsyncs: flash wears by pages and erase blocks, not bytes) but puts more at
+//! risk: a crash or power cut loses at most the last interval of history. The
+//! live view and alerts never depend on the store, so 5 s is cheap insurance.
+//!
+//! Measured with `cargo run --release -p hopwatch-service --example
+//! store_writer -- budget <dir>` (10-hop target, one round per second, default
+//! flush interval, synthetic clock): see `examples/store_writer.rs` and the
+//! figures in `docs/` written from its output.
+//!
+//! # Crash safety
+//! Rollups are never buffered: they are computed at flush time from the raw
+//! rounds already in sled (minutes) and from minute rollups (hours), keyed
+//! deterministically, and a minute or hour is only marked done in memory
+//! after the flush that wrote it succeeded. On open the done-marks are
+//! rebuilt from the last rollup on disk, so a rollup lost to `kill -9` is
+//! simply computed again from raw data (kept 48 h, far longer than a rollup
+//! stays open). A round that arrives after its minute was rolled up marks
+//! that minute (and its hour) for recomputation.
+//!
+//! # Full disk
+//! A failed flush keeps its writes in memory, capped at `max_pending_bytes`
+//! (oldest raw rounds dropped first, then oldest events, all counted), records
+//! the error in [`Store::health`], and reopens sled at the next flush: sled
+//! 0.34 poisons a database after an I/O error until it is reopened.
+
+pub mod buffer;
+pub mod codec;
+pub mod error;
+pub mod export;
+mod flush;
+pub mod keys;
+pub mod query;
+pub mod rawlog;
+pub mod rollup;
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{RoundRecord, TargetId};
+use buffer::{Entry, WriteBuffer};
+use codec::{encode, EventV1, RawRoundV1};
+use flush::FlushState;
+use keys::{event_key, raw_key, TargetNum};
+use schema::{TargetMap, Trees};
+
+pub use error::StoreError;
+pub use export::{write_series, ExportError, ExportFormat, ExportMeta};
+pub use query::{Hop, Point, Resolution, Series};
+pub use rawlog::{RawLog, RawLogError};
+
+pub const MINUTE_MS: u64 = 60_000;
+pub const HOUR_MS: u64 = 3_600_000;
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How the store keeps history. Durations are retention windows measured back
+/// from "now" at each sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// How often buffered writes go to disk (see the module docs for the
+    /// trade-off). Default 5 s.
+    pub flush_interval: Duration,
+    /// Raw per-round results. Default 48 h. Rollups are recomputed from raw
+    /// rounds after a crash, so keep this well above `close_delay` + an hour.
+    pub raw_retention: Duration,
+    /// 1-minute rollups. Default 30 days.
+    pub minute_retention: Duration,
+    /// 1-hour rollups. Default 365 days.
+    pub hour_retention: Duration,
+    /// Events (route changes, alerts). Default 90 days.
+    pub event_retention: Duration,
+    /// How often expired keys are deleted. Default 10 minutes.
+    pub sweep_interval: Duration,
+    /// How long after a minute ends its rollup is computed, so rounds that
+    /// finish late (their start time is in the minute) are still in it.
+    /// Later ones trigger a recomputation. Default 15 s.
+    pub close_delay: Duration,
+    /// Most bytes (keys + values) held in memory while the disk refuses
+    /// writes; beyond it the oldest raw rounds are dropped. Default 64 MiB,
+    /// about 20 minutes of 1,000 ten-hop targets at one round per second.
+    pub max_pending_bytes: usize,
+    /// sled's page cache. Default 64 MiB.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            flush_interval: Duration::from_secs(5),
+            raw_retention: 2 * DAY,
+            minute_retention: 30 * DAY,
+            hour_retention: 365 * DAY,
+            event_retention: 90 * DAY,
+            sweep_interval: Duration::from_secs(600),
+            close_delay: Duration::from_secs(15),
+            max_pending_bytes: 64 << 20,
+            cache_capacity_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A route change, alert or other event of one target. The payload is free
+/// JSON owned by whoever records the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub target: TargetId,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// The store's state for health endpoints and logs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreHealth {
+    pub path: PathBuf,
+    /// The last flush succeeded (or none was attempted yet).
+    pub ok: bool,
+    /// The last write error, kept after recovery for diagnosis.
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<u64>,
+    pub consecutive_failures: u64,
+    pub last_flush_ok_at_ms: Option<u64>,
+    /// Bytes waiting in memory for the disk (including an in-progress flush).
+    pub pending_bytes: u64,
+}
+
+/// Counters for metrics (all totals since the process started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreMetrics {
+    /// Bytes of keys and values handed to sled (inserts and removals).
+    pub write_bytes_total: u64,
+    pub flushes_total: u64,
+    pub flush_errors_total: u64,
+    /// Raw rounds dropped because the pending buffer hit its cap.
+    pub dropped_rounds_total: u64,
+    pub dropped_events_total: u64,
+    /// Keys removed by retention sweeps.
+    pub swept_keys_total: u64,
+    /// Stored values that could not be decoded and were skipped.
+    pub corrupt_values_total: u64,
+    pub pending_bytes: u64,
+}
+
+/// What one successful flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Successful flushes of this store so far, this one included.
+    pub seq: u64,
+    pub rounds: usize,
+    pub events: usize,
+    pub rollups: usize,
+    pub swept: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    write_bytes: AtomicU64,
+    flushes: AtomicU64,
+    flush_errors: AtomicU64,
+    dropped_rounds: AtomicU64,
+    dropped_events: AtomicU64,
+    swept: AtomicU64,
+    corrupt: AtomicU64,
+    inflight_bytes: AtomicU64,
+}
+
+#[derive(Default)]
+struct HealthState {
+    last_error: Option<String>,
+    last_error_at_ms: Option<u64>,
+    consecutive_failures: u64,
+    last_flush_ok_at_ms: Option<u64>,
+}
+
+/// The history store. Share it as `Arc<Store>`; every method takes `&self`.
+pub struct Store {
+    path: PathBuf,
+    config: StoreConfig,
+    /// `None` between a write error and a successful reopen.
+    db: RwLock<Option<Arc<Trees>>>,
+    targets: RwLock<TargetMap>,
+    pending: Mutex<WriteBuffer>,
+    flush: Mutex<FlushState>,
+    event_seq: AtomicU32,
+    counters: Counters,
+    health: Mutex<HealthState>,
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere: every critical section
+/// leaves its data consistent before anything that can panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Opens the store at `path` (creating and initialising an empty
+    /// directory), then rolls up whatever a crash left un-rolled.
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
+        Store::open_at(path, config, now_ms())
+    }
+
+    /// [`Store::open`] with an explicit "now" for the catch-up flush, for
+    /// simulations that write with a synthetic clock.
+    pub fn open_at(
+        path: impl AsRef<Path>,
+        config: StoreConfig,
+        now_ms: u64,
+    ) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+        let trees = Trees::open(&path, config.cache_capacity_bytes)?;
+        let targets = TargetMap::load(&path, &trees.targets)?;
+        let state = FlushState::load(&path, &trees, &targets)?;
+        // Event keys carry a per-process sequence; starting it from the clock
+        // keeps a restarted process from reusing (time, sequence) pairs.
+        let seq_seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let store = Store {
+            path,
+            config,
+            db: RwLock::new(Some(Arc::new(trees))),
+            targets: RwLock::new(targets),
+            pending: Mutex::new(WriteBuffer::default()),
+            flush: Mutex::new(state),
+            event_seq: AtomicU32::new(seq_seed),
+            counters: Counters::default(),
+            health: Mutex::new(HealthState::default()),
+        };
+        // Recompute rollups interrupted by a crash. A failure here (a full
+        // disk) is in health and retried by the next flush; the store is open.
+        if let Err(error) = store.flush_at(now_ms) {
+            tracing::warn!(path = %store.path.display(), %error, "store catch-up flush failed");
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The target's number, allocating one (written with the next flush) for
+    /// a target the store has not seen.
+    fn target_num(&self, id: &TargetId) -> Result<TargetNum, StoreError> {
+        if let Some(num) = self
+            .targets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Ok(num);
+        }
+        let mut targets = self.targets.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(num) = targets.get(id) {
+            return Ok(num);
+        }
+        let num = targets
+            .allocate(id)
+            .ok_or_else(|| StoreError::TargetsExhausted {
+                path: self.path.clone(),
+            })?;
+        lock(&self.pending).push_target(num, id.clone());
+        Ok(num)
+    }
+
+    fn lookup(&self, id: &TargetId) -> Option<TargetNum> {
+        self.targets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+    }
+
+    /// Buffers one round for the next flush. Never touches the disk.
+    pub fn record_round(&self, round: &RoundRecord) -> Result<(), StoreError> {
+        let num = self.target_num(&round.target)?;
+        let entry = Entry {
+            key: raw_key(num, round.started_at_ms).to_vec(),
+            value: encode(&RawRoundV1::from_round(round)),
+        };
+        let mut pending = lock(&self.pending);
+        pending.push_raw(entry);
+        self.enforce_cap(&mut pending);
+        Ok(())
+    }
+
+    /// Buffers one event for the next flush. Never touches the disk.
+    pub fn record_event(&self, event: &StoredEvent) -> Result<(), StoreError> {
+        let num = self.target_num(&event.target)?;
+        let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            key: event_key(num, event.at_ms, seq).to_vec(),
+            value: encode(&EventV1 {
+                kind: event.kind.clone(),
+                payload_json: event.payload.to_string(),
+            }),
+        };
+        let mut pending = lock(&self.pending);
+        pending.push_event(entry);
+        self.enforce_cap(&mut pending);
+        Ok(())
+    }
+
+    fn enforce_cap(&self, pending: &mut WriteBuffer) {
+        let dropped = pending.enforce_cap(self.config.max_pending_bytes);
+        if dropped.rounds + dropped.events > 0 {
+            self.counters
+                .dropped_rounds
+                .fetch_add(dropped.rounds, Ordering::Relaxed);
+            self.counters
+                .dropped_events
+                .fetch_add(dropped.events, Ordering::Relaxed);
+            tracing::warn!(
+                path = %self.path.display(),
+                rounds = dropped.rounds,
+                events = dropped.events,
+                cap_bytes = self.config.max_pending_bytes,
+                "store write buffer full; dropped the oldest unwritten history"
+            );
+        }
+    }
+
+    /// Writes everything buffered, with the wall clock as "now".
+    pub fn flush(&self) -> Result<FlushReport, StoreError> {
+        self.flush_at(now_ms())
+    }
+
+    /// Writes everything buffered; `now_ms` decides which minutes and hours
+    /// have closed and what retention has expired.
+    pub fn flush_at(&self, now_ms: u64) -> Result<FlushReport, StoreError> {
+        let mut state = lock(&self.flush);
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        self.counters
+            .inflight_bytes
+            .store(batch.bytes() as u64, Ordering::Relaxed);
+        let result = self.write_out(&mut state, &batch, now_ms);
+        self.counters.inflight_bytes.store(0, Ordering::Relaxed);
+        let mut health = lock(&self.health);
+        match result {
+            Ok(mut report) => {
+                let seq = self.counters.flushes.fetch_add(1, Ordering::Relaxed) + 1;
+                report.seq = seq;
+                self.counters
+                    .write_bytes
+                    .fetch_add(report.bytes, Ordering::Relaxed);
+                self.counters
+                    .swept
+                    .fetch_add(report.swept, Ordering::Relaxed);
+                if health.consecutive_failures > 0 {
+                    tracing::info!(
+                        path = %self.path.display(),
+                        failures = health.consecutive_failures,
+                        "store writes resumed"
+                    );
+                }
+                health.consecutive_failures = 0;
+                health.last_flush_ok_at_ms = Some(now_ms);
+                Ok(report)
+            }
+            Err(error) => {
+                // Keep the writes, oldest first, in front of what arrived since.
+                let mut pending = lock(&self.pending);
+                let mut kept = batch;
+                kept.append(std::mem::take(&mut *pending));
+                *pending = kept;
+                self.enforce_cap(&mut pending);
+                let pending_bytes = pending.bytes();
+                drop(pending);
+                state.reopen_needed = true;
+                self.counters.flush_errors.fetch_add(1, Ordering::Relaxed);
+                health.consecutive_failures += 1;
+                health.last_error = Some(error.to_string());
+                health.last_error_at_ms = Some(now_ms);
+                tracing::warn!(
+                    path = %self.path.display(),
+                    %error,
+                    pending_bytes,
+                    failures = health.consecutive_failures,
+                    "store flush failed; keeping writes in memory"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// The open trees for reading, or `Unavailable` while reopening after a
+    /// write error.
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable {
+                path: self.path.clone(),
+            })
+    }
+
+    /// Bytes waiting for the disk, including a flush in progress.
+    fn pending_bytes(&self) -> u64 {
+        lock(&self.pending).bytes() as u64 + self.counters.inflight_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> StoreHealth {
+        let health = lock(&self.health);
+        StoreHealth {
+            path: self.path.clone(),
+            ok: health.consecutive_failures == 0,
+            last_error: health.last_error.clone(),
+            last_error_at_ms: health.last_error_at_ms,
+            consecutive_failures: health.consecutive_failures,
+            last_flush_ok_at_ms: health.last_flush_ok_at_ms,
+            pending_bytes: self.pending_bytes(),
+        }
+    }
+
+    pub fn metrics(&self) -> StoreMetrics {
+        let c = &self.counters;
+        StoreMetrics {
+            write_bytes_total: c.write_bytes.load(Ordering::Relaxed),
+            flushes_total: c.flushes.load(Ordering::Relaxed),
+            flush_errors_total: c.flush_errors.load(Ordering::Relaxed),
+            dropped_rounds_total: c.dropped_rounds.load(Ordering::Relaxed),
+            dropped_events_total: c.dropped_events.load(Ordering::Relaxed),
+            swept_keys_total: c.swept.load(Ordering::Relaxed),
+            corrupt_values_total: c.corrupt.load(Ordering::Relaxed),
+            pending_bytes: self.pending_bytes(),
+        }
+    }
+
+    /// Bytes sled's files take on disk now.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.trees()?
+            .db
+            .size_on_disk()
+            .map_err(|source| StoreError::Sled {
+                path: self.path.clone(),
+                op: "measure size on disk",
+                source,
+            })
+    }
+
+    /// Starts a thread that flushes every `flush_interval` and once more when
+    /// the returned [`Flusher`] is stopped or dropped. Flush errors are logged
+    /// and kept in [`Store::health`]; the thread carries on.
+    pub fn spawn_flusher(self: &Arc<Self>) -> Result<Flusher, StoreError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let store = Arc::clone(self);
+        let interval = self.config.flush_interval;
+        let thread = std::thread::Builder::new()
+            .name("store-flush".into())
+            .spawn(move || loop {
+                let last = !matches!(
+                    stopped.recv_timeout(interval),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                );
+                // The error is already logged and in health.
+                let _ = store.flush();
+                if last {
+                    break;
+                }
+            })
+            .map_err(|source| StoreError::SpawnFlusher {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(Flusher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Store {
+    /// Writes what is buffered, so an orderly shutdown loses nothing.
+    fn drop(&mut self) {
+        if !lock(&self.pending).is_empty() {
+            // The clock of the last flush, so a store driven by a synthetic
+            // clock is not swept against the wall clock on the way out.
+            let now = lock(&self.flush).last_now_ms.unwrap_or_else(now_ms);
+            let _ = self.flush_at(now);
+        }
+    }
+}
+
+/// The background flush thread; stopping it (or dropping it) flushes once more.
+pub struct Flusher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Stops the thread after a final flush, and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,594 @@
+//! Store behaviour through its public API on a real sled directory: schema
+//! checks, batching, rollups against raw data, late rounds, crash-lost
+//! rollups, retention, the write-buffer cap, events and the flusher thread.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::model::HopSample;
+use crate::probe::TimestampSource;
+use crate::store::keys::{rollup_key, SeriesNum};
+use crate::store::rollup::HIST_GROUPING_POWER;
+
+/// An hour boundary, so minute and hour buckets line up with the data.
+const T0: u64 = 1_700_002_800_000;
+
+fn id(name: &str) -> TargetId {
+    TargetId::new(name).unwrap()
+}
+
+/// A 10-hop round: TTL k answers in about k ms; TTL 4 drops every 7th probe
+/// and the destination (TTL 10) every 13th round.
+fn round(target: &str, seq: u64, at_ms: u64) -> RoundRecord {
+    let dest_lost = seq % 13 == 0;
+    let hops = (1..=10u8)
+        .map(|ttl| {
+            let lost = (ttl == 4 && seq % 7 == 0) || (ttl == 10 && dest_lost);
+            HopSample {
+                ttl,
+                responder: (!lost).then(|| IpAddr::from([10, 0, ttl, 1])),
+                rtt_ns: (!lost).then(|| {
+                    ttl as u64 * 1_000_000 + (seq * 7919 + ttl as u64 * 104_729) % 900_000
+                }),
+                reached: ttl == 10 && !lost,
+            }
+        })
+        .collect();
+    RoundRecord {
+        target: id(target),
+        seq,
+        started_at_ms: at_ms,
+        hops,
+        destination_ttl: (!dest_lost).then_some(10),
+        source: TimestampSource::Ebpf,
+    }
+}
+
+fn open(path: &Path) -> Store {
+    Store::open_at(path, StoreConfig::default(), T0).unwrap()
+}
+
+/// Writes `seconds` rounds of `target`, one per second from `T0`.
+fn write_rounds(store: &Store, target: &str, seconds: u64) {
+    for s in 0..seconds {
+        store
+            .record_round(&round(target, s, T0 + s * 1000))
+            .unwrap();
+    }
+}
+
+/// Nearest-rank percentile, as the histogram defines it.
+fn exact_percentile(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Checks a rollup point against the raw samples it covers.
+fn check_point(point: &Point, raw: &[&Point]) {
+    let sent: u64 = raw.iter().map(|p| p.sent).sum();
+    let lost: u64 = raw.iter().map(|p| p.lost).sum();
+    let mut values: Vec<u64> = raw.iter().filter_map(|p| p.min_ns).collect();
+    values.sort_unstable();
+    assert_eq!((point.sent, point.lost), (sent, lost), "at {}", point.at_ms);
+    assert_eq!(point.min_ns, values.first().copied());
+    assert_eq!(point.max_ns, values.last().copied());
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let sd = (values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    assert!((point.avg_ns.unwrap() - mean).abs() < 1e-6 * mean);
+    assert!((point.stddev_ns.unwrap() - sd).abs() < 1e-6 * sd.max(1.0));
+    let tolerance = 2f64.powi(-(HIST_GROUPING_POWER as i32));
+    for (q, got) in [
+        (0.5, point.p50_ns),
+        (0.95, point.p95_ns),
+        (0.99, point.p99_ns),
+    ] {
+        let want = exact_percentile(&values, q) as f64;
+        let got = got.unwrap() as f64;
+        assert!(
+            (got - want).abs() <= tolerance * want,
+            "p{q} at {}: {got} vs {want}",
+            point.at_ms
+        );
+    }
+}
+
+/// Checks every rollup point of `rollups` against the raw points in its bucket.
+fn check_rollups_against_raw(rollups: &Series, raw: &Series) {
+    let width = rollups.interval_ms;
+    assert!(!rollups.points.is_empty());
+    for point in &rollups.points {
+        let inside: Vec<&Point> = raw
+            .points
+            .iter()
+            .filter(|p| p.at_ms >= point.at_ms && p.at_ms < point.at_ms + width)
+            .collect();
+        check_point(point, &inside);
+    }
+    let all: Vec<&Point> = raw.points.iter().collect();
+    check_point(&rollups.total, &all);
+}
+
+#[test]
+fn an_empty_directory_is_initialised_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new/store");
+    drop(open(&path));
+    assert!(path.join("db").exists() || path.join("conf").exists());
+    let store = open(&path);
+    assert!(store.targets().is_empty());
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_naming_path_and_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    schema::force_schema_version(dir.path(), 7);
+    let err = Store::open(dir.path(), StoreConfig::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 7,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains("version 7") && message.contains("version 1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn data_without_a_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = schema::sled_config(dir.path(), 1 << 20).open().unwrap();
+        db.insert(b"someone else's", b"data").unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), StoreConfig::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::SchemaMissing { .. }), "{err:?}");
+}
+
+#[test]
+fn writes_wait_for_the_flush_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_rounds(&store, "a", 100);
+    let a = id("a");
+    assert!(
+        store.rounds(&a, 0, u64::MAX).unwrap().is_empty(),
+        "nothing before the flush"
+    );
+    let pending = store.health().pending_bytes;
+    assert!(pending > 100 * 100, "pending {pending}");
+    assert_eq!(store.metrics().pending_bytes, pending);
+
+    let report = store.flush_at(T0 + 100_000).unwrap();
+    assert_eq!(report.rounds, 100);
+    // Rounds, the target's name and the first minute's rollups went to sled.
+    assert!(report.bytes > pending, "{report:?} vs pending {pending}");
+    assert_eq!(store.metrics().write_bytes_total, report.bytes);
+    assert_eq!(store.health().pending_bytes, 0);
+    assert_eq!(store.rounds(&a, 0, u64::MAX).unwrap().len(), 100);
+
+    // A flush with nothing new to write or roll up writes nothing.
+    let idle = store.flush_at(T0 + 100_000).unwrap();
+    assert_eq!((idle.bytes, idle.rounds, idle.rollups), (0, 0, 0));
+
+    drop(store);
+    let store = open(dir.path());
+    let rounds = store.rounds(&a, 0, u64::MAX).unwrap();
+    assert_eq!(rounds.len(), 100);
+    assert_eq!(rounds[42], round("a", 42, T0 + 42_000));
+    assert_eq!(store.last_round(&a).unwrap().unwrap().seq, 99);
+}
+
+#[test]
+fn target_numbers_are_stable_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.record_round(&round("a", 1, T0)).unwrap();
+    store.record_round(&round("b", 2, T0)).unwrap();
+    store.flush_at(T0 + 1_000).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    store.record_round(&round("c", 3, T0)).unwrap();
+    store.flush_at(T0 + 1_000).unwrap();
+    assert_eq!(store.targets(), vec![id("a"), id("b"), id("c")]);
+    for (name, seq) in [("a", 1), ("b", 2), ("c", 3)] {
+        let rounds = store.rounds(&id(name), 0, u64::MAX).unwrap();
+        assert_eq!(
+            rounds.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![seq],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn rollups_match_statistics_computed_from_raw_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_rounds(&store, "a", 3 * 3600);
+    store.flush_at(T0 + 3 * HOUR_MS + MINUTE_MS).unwrap();
+    let a = id("a");
+    let to = T0 + 3 * HOUR_MS;
+    for hop in [Hop::Destination, Hop::Ttl(1), Hop::Ttl(4), Hop::Ttl(10)] {
+        let raw = store.series(&a, hop, T0, to, Resolution::Raw).unwrap();
+        assert_eq!(raw.points.len(), 3 * 3600);
+        let minutes = store.series(&a, hop, T0, to, Resolution::Minute).unwrap();
+        assert_eq!(minutes.points.len(), 180, "{hop}");
+        check_rollups_against_raw(&minutes, &raw);
+        let hours = store.series(&a, hop, T0, to, Resolution::Hour).unwrap();
+        assert_eq!(hours.points.len(), 3, "{hop}");
+        check_rollups_against_raw(&hours, &raw);
+    }
+    // The loss pattern is visible where it was injected.
+    let ttl4 = store
+        .series(&a, Hop::Ttl(4), T0, to, Resolution::Hour)
+        .unwrap();
+    assert_eq!(
+        ttl4.total.lost,
+        (0..3 * 3600u64).filter(|s| s % 7 == 0).count() as u64
+    );
+    let dest = store
+        .series(&a, Hop::Destination, T0, to, Resolution::Hour)
+        .unwrap();
+    assert_eq!(
+        dest.total.lost,
+        (0..3 * 3600u64).filter(|s| s % 13 == 0).count() as u64
+    );
+}
+
+#[test]
+fn auto_resolution_follows_the_span() {
+    assert_eq!(Resolution::Auto.resolve(6 * HOUR_MS), Resolution::Raw);
+    assert_eq!(
+        Resolution::Auto.resolve(6 * HOUR_MS + 1),
+        Resolution::Minute
+    );
+    assert_eq!(
+        Resolution::Auto.resolve(7 * 24 * HOUR_MS),
+        Resolution::Minute
+    );
+    assert_eq!(
+        Resolution::Auto.resolve(30 * 24 * HOUR_MS),
+        Resolution::Hour
+    );
+    assert_eq!(Resolution::Hour.resolve(1), Resolution::Hour);
+    assert_eq!("1m".parse::<Resolution>().unwrap(), Resolution::Minute);
+    assert!("5m".parse::<Resolution>().is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_rounds(&store, "a", 2 * 3600);
+    store.flush_at(T0 + 3 * HOUR_MS).unwrap();
+    let a = id("a");
+    let day = store
+        .series(
+            &a,
+            Hop::Destination,
+            T0,
+            T0 + 24 * HOUR_MS,
+            Resolution::Auto,
+        )
+        .unwrap();
+    assert_eq!(
+        (day.resolution, day.interval_ms, day.points.len()),
+        (Resolution::Minute, MINUTE_MS, 120)
+    );
+    let month = store.series(
+        &a,
+        Hop::Destination,
+        T0,
+        T0 + 30 * 24 * HOUR_MS,
+        Resolution::Auto,
+    );
+    assert_eq!(month.unwrap().points.len(), 2);
+    assert!(matches!(
+        store.series(&a, Hop::Ttl(0), T0, T0 + 1, Resolution::Raw),
+        Err(StoreError::InvalidTtl)
+    ));
+    assert!(matches!(
+        store.series(&a, Hop::Destination, 5, 4, Resolution::Raw),
+        Err(StoreError::InvalidRange { .. })
+    ));
+    let unknown = store
+        .series(&id("zz"), Hop::Destination, T0, T0 + 1, Resolution::Raw)
+        .unwrap();
+    assert!(unknown.points.is_empty());
+}
+
+#[test]
+fn a_late_round_recomputes_its_minute_and_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let late = 30; // second 30 of the first minute
+    for s in (0..2 * 3600).filter(|&s| s != late) {
+        store.record_round(&round("a", s, T0 + s * 1000)).unwrap();
+    }
+    store.flush_at(T0 + 2 * HOUR_MS + MINUTE_MS).unwrap();
+    let a = id("a");
+    let first = |res| {
+        store
+            .series(&a, Hop::Destination, T0, T0 + MINUTE_MS, res)
+            .unwrap()
+            .points[0]
+            .sent
+    };
+    assert_eq!(
+        (first(Resolution::Minute), first(Resolution::Hour)),
+        (59, 3599)
+    );
+
+    store
+        .record_round(&round("a", late, T0 + late * 1000))
+        .unwrap();
+    store
+        .flush_at(T0 + 2 * HOUR_MS + MINUTE_MS + 5_000)
+        .unwrap();
+    assert_eq!(
+        (first(Resolution::Minute), first(Resolution::Hour)),
+        (60, 3600)
+    );
+    let raw = store
+        .series(&a, Hop::Ttl(3), T0, T0 + HOUR_MS, Resolution::Raw)
+        .unwrap();
+    let hour = store
+        .series(&a, Hop::Ttl(3), T0, T0 + HOUR_MS, Resolution::Hour)
+        .unwrap();
+    check_rollups_against_raw(&hour, &raw);
+}
+
+#[test]
+fn rollups_lost_in_a_crash_are_recomputed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = T0 + 2 * HOUR_MS + MINUTE_MS;
+    let a = id("a");
+    let (minutes, hours) = {
+        let store = open(dir.path());
+        write_rounds(&store, "a", 2 * 3600);
+        store.flush_at(now).unwrap();
+        let m = store
+            .series(&a, Hop::Ttl(2), T0, now, Resolution::Minute)
+            .unwrap();
+        let h = store
+            .series(&a, Hop::Ttl(2), T0, now, Resolution::Hour)
+            .unwrap();
+        assert_eq!((m.points.len(), h.points.len()), (120, 2));
+        (m, h)
+    };
+    // What a crash between the raw batch and the rollup batches leaves: the
+    // last 30 minutes and the second hour have no rollups.
+    {
+        let db = schema::sled_config(dir.path(), 1 << 20).open().unwrap();
+        let num = TargetNum(u32::from_be_bytes(
+            db.open_tree(schema::TARGETS)
+                .unwrap()
+                .get("a")
+                .unwrap()
+                .unwrap()
+                .as_ref()
+                .try_into()
+                .unwrap(),
+        ));
+        let m1 = db.open_tree(schema::MINUTES).unwrap();
+        let h1 = db.open_tree(schema::HOURS).unwrap();
+        for s in 0..=10u8 {
+            for key in m1
+                .range(rollup_key(num, SeriesNum(s), T0 + 90 * MINUTE_MS)..)
+                .keys()
+            {
+                let key = key.unwrap();
+                if key[4] == s {
+                    m1.remove(key).unwrap();
+                }
+            }
+            h1.remove(rollup_key(num, SeriesNum(s), T0 + HOUR_MS))
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = Store::open_at(dir.path(), StoreConfig::default(), now).unwrap();
+    assert_eq!(
+        store
+            .series(&a, Hop::Ttl(2), T0, now, Resolution::Minute)
+            .unwrap(),
+        minutes
+    );
+    assert_eq!(
+        store
+            .series(&a, Hop::Ttl(2), T0, now, Resolution::Hour)
+            .unwrap(),
+        hours
+    );
+}
+
+#[test]
+fn retention_sweeps_delete_only_expired_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = id("a");
+    write_rounds(&store, "a", 3 * 3600);
+    let event = StoredEvent {
+        target: a.clone(),
+        at_ms: T0 + 1,
+        kind: "route_change".into(),
+        payload: serde_json::json!({"hop": 3}),
+    };
+    store.record_event(&event).unwrap();
+    store.flush_at(T0 + 3 * HOUR_MS + MINUTE_MS).unwrap();
+    let count = |res| {
+        store
+            .series(&a, Hop::Destination, 0, u64::MAX / 2, res)
+            .unwrap()
+            .points
+            .len()
+    };
+    assert_eq!(
+        (
+            count(Resolution::Raw),
+            count(Resolution::Minute),
+            count(Resolution::Hour)
+        ),
+        (10_800, 180, 3)
+    );
+
+    let day = 24 * HOUR_MS;
+    // Raw rounds are kept 48 h: the first 90 minutes expire.
+    store.flush_at(T0 + 2 * day + 90 * MINUTE_MS).unwrap();
+    assert_eq!(
+        (
+            count(Resolution::Raw),
+            count(Resolution::Minute),
+            count(Resolution::Hour)
+        ),
+        (5_400, 180, 3)
+    );
+    // Minute rollups are kept 30 days.
+    store.flush_at(T0 + 30 * day + 90 * MINUTE_MS).unwrap();
+    assert_eq!(
+        (
+            count(Resolution::Raw),
+            count(Resolution::Minute),
+            count(Resolution::Hour)
+        ),
+        (0, 90, 3)
+    );
+    assert_eq!(store.events(&a, 0, u64::MAX).unwrap(), vec![event]);
+    // Events are kept 90 days, hour rollups 365.
+    store.flush_at(T0 + 91 * day).unwrap();
+    assert!(store.events(&a, 0, u64::MAX).unwrap().is_empty());
+    store.flush_at(T0 + 365 * day + 2 * HOUR_MS).unwrap();
+    assert_eq!((count(Resolution::Minute), count(Resolution::Hour)), (0, 1));
+    assert_eq!(
+        store.metrics().swept_keys_total,
+        10_800 + 180 * 11 + 1 + 2 * 11
+    );
+    // A sweep is not due again within the sweep interval.
+    assert_eq!(
+        store
+            .flush_at(T0 + 365 * day + 2 * HOUR_MS + 1_000)
+            .unwrap()
+            .swept,
+        0
+    );
+}
+
+#[test]
+fn the_write_buffer_cap_drops_the_oldest_rounds_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        max_pending_bytes: 4_000,
+        ..StoreConfig::default()
+    };
+    let store = Store::open_at(dir.path(), config, T0).unwrap();
+    write_rounds(&store, "a", 100);
+    let dropped = store.metrics().dropped_rounds_total;
+    assert!(dropped > 50, "dropped {dropped}");
+    assert!(store.health().pending_bytes <= 4_000);
+    store.flush_at(T0 + 100_000).unwrap();
+    let seqs: Vec<u64> = store
+        .rounds(&id("a"), 0, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs.len() as u64 + dropped, 100);
+    assert_eq!(
+        seqs,
+        (dropped..100).collect::<Vec<_>>(),
+        "the newest rounds are kept"
+    );
+}
+
+#[test]
+fn events_are_listed_by_target_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ev = |target: &str, at_ms, kind: &str| StoredEvent {
+        target: id(target),
+        at_ms,
+        kind: kind.into(),
+        payload: serde_json::json!({"before": ["10.0.0.1"], "after": ["10.0.0.2"], "at": at_ms}),
+    };
+    let events = [
+        ev("a", T0 + 5, "route_change"),
+        ev("b", T0 + 6, "alert"),
+        ev("a", T0 + 5, "alert"), // same millisecond as the first
+        ev("a", T0 + 9_000, "hop_count"),
+    ];
+    for e in &events {
+        store.record_event(e).unwrap();
+    }
+    store.flush_at(T0 + 10_000).unwrap();
+    let a = store.events(&id("a"), T0, T0 + 10_000).unwrap();
+    assert_eq!(a.len(), 3);
+    assert!(a.contains(&events[0]) && a.contains(&events[2]));
+    assert_eq!(a[2], events[3]);
+    assert_eq!(store.events(&id("a"), T0 + 6, T0 + 9_000).unwrap(), vec![]);
+    assert_eq!(
+        store.events(&id("b"), 0, u64::MAX).unwrap(),
+        vec![events[1].clone()]
+    );
+}
+
+#[test]
+fn the_flusher_thread_writes_on_its_interval_and_on_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        flush_interval: Duration::from_millis(50),
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(Store::open(dir.path(), config).unwrap());
+    let flusher = store.spawn_flusher().unwrap();
+    let a = id("a");
+    let now = now_ms();
+    store.record_round(&round("a", 1, now)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.rounds(&a, 0, u64::MAX).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    flusher.stop();
+    let flushes = store.metrics().flushes_total;
+    store.record_round(&round("a", 2, now + 1_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        store.metrics().flushes_total,
+        flushes,
+        "a stopped flusher does not flush"
+    );
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    assert_eq!(
+        store.rounds(&a, 0, u64::MAX).unwrap().len(),
+        2,
+        "dropping the store flushed"
+    );
+}
