@@ -288,7 +288,7 @@ fn statistics_match_the_raw_rounds_and_history_survives_a_restart() {
         );
         if !received.is_empty() {
             let avg = received.iter().sum::<u64>() as f64 / received.len() as f64;
-            let got = hop.since_start.avg_ns.unwrap() as f64;
+            let got = hop.since_start.avg_ns.unwrap();
             assert!((got - avg).abs() <= 1.0, "ttl {ttl} avg {got} vs raw {avg}");
             assert_eq!(hop.since_start.best_ns, received.iter().min().copied());
             assert_eq!(hop.since_start.worst_ns, received.iter().max().copied());
