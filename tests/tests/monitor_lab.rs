@@ -380,3 +380,98 @@ fn reload_adds_and_removes_targets_without_touching_the_others() {
         assert!(later > 0, "and keeps its history");
     });
 }
+
+/// A tiny tmpfs, unmounted on drop (even after a panic).
+struct TinyFs {
+    dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    fn mount(size: &str) -> TinyFs {
+        let dir = temp_dir("tinyfs");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN)"
+        );
+        TinyFs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_does_not_stop_probing_or_the_live_view_and_writes_resume() {
+    let lab = LabSpec::chain(1).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let fs = TinyFs::mount("8m");
+    let state = fs.path().join("state");
+    let filler = fs.path().join("filler");
+    let cfg = config(&state, 20, &[("t", target)]);
+    let id = TargetId::new("t").unwrap();
+    with_monitor(&lab, cfg, move |monitor| async move {
+        eventually(Duration::from_secs(10), "first rounds stored", || {
+            (monitor.store().health().last_flush_ok_at_ms.is_some()).then_some(())
+        })
+        .await;
+        // Fill the filesystem to the last byte.
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+        drop(file);
+
+        let failing = eventually(
+            Duration::from_secs(20),
+            "the store to report the full disk",
+            || {
+                let h = monitor.store().health();
+                (!h.ok).then_some(h)
+            },
+        )
+        .await;
+        assert!(
+            failing.last_error.is_some(),
+            "the error is kept for health: {failing:?}"
+        );
+        let rounds_at_failure = view(&monitor, "t").analysis.rounds;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rounds_later = view(&monitor, "t").analysis.rounds;
+        assert!(
+            rounds_later >= rounds_at_failure + 10,
+            "probing and the live view go on: {rounds_at_failure} -> {rounds_later}"
+        );
+
+        std::fs::remove_file(&filler).expect("free the space");
+        let recovered = eventually(Duration::from_secs(20), "writes to resume", || {
+            let h = monitor.store().health();
+            h.ok.then_some(h)
+        })
+        .await;
+        assert_eq!(
+            recovered.pending_bytes, 0,
+            "the backlog was written: {recovered:?}"
+        );
+        // Rounds from while the disk was full reached the store once space returned.
+        monitor.store().flush().expect("flush");
+        let stored = monitor.store().rounds(&id, 0, u64::MAX).expect("rounds");
+        let seqs: Vec<u64> = stored.iter().map(|r| r.seq).collect();
+        let missing = (seqs[0]..=*seqs.last().unwrap())
+            .filter(|s| !seqs.contains(s))
+            .count();
+        assert_eq!(missing, 0, "no round accepted during the outage was lost");
+    });
+}
