@@ -13,6 +13,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // journald and log files get plain text; colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -26,7 +28,10 @@ fn main() {
     };
     let code = runtime.block_on(async {
         match cli.command {
+            Command::Check(args) => hopwatch::cli::check::run(args).await,
             Command::Export(args) => hopwatch::cli::export::run(args),
+            Command::Peer(args) => hopwatch::cli::peer::peer(args).await,
+            Command::Reflect(args) => hopwatch::cli::peer::reflect(args).await,
             Command::Run(args) => hopwatch::cli::run::run(args).await,
             Command::Trace(args) => hopwatch::cli::trace::run(args).await,
         }

@@ -1,6 +1,8 @@
 //! The `hopwatch` command line: argument definitions and exit codes.
 
+pub mod check;
 pub mod export;
+pub mod peer;
 pub mod run;
 pub mod trace;
 
@@ -20,8 +22,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the config, kernel features and capabilities; explain fallbacks.
+    Check(check::CheckArgs),
     /// Export a stored series (a stopped daemon's store) as CSV or JSON.
     Export(export::ExportArgs),
+    /// Measure the link to a STAMP reflector (UDP or TCP): RTT, one-way delay, loss per direction.
+    Peer(peer::PeerArgs),
+    /// Serve as a STAMP reflector (and TCP echo) for `hopwatch peer` and other STAMP senders.
+    Reflect(peer::ReflectArgs),
     /// Run the monitoring daemon.
     Run(run::RunArgs),
     /// Trace the path to a host once, like `mtr --report`.

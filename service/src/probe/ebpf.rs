@@ -129,7 +129,12 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 const HINT_PRIVILEGE: &str =
-    "likely cause: missing CAP_BPF and CAP_NET_ADMIN (run as root or grant both)";
+    "likely cause: missing CAP_BPF, CAP_NET_ADMIN or CAP_PERFMON (run as root or grant all three)";
+/// Without CAP_PERFMON the verifier treats the loader as unprivileged and
+/// refuses pointer arithmetic our bounds-checked parsers rely on.
+const HINT_PERFMON: &str =
+    "likely cause: missing CAP_PERFMON: without it the verifier refuses pointer arithmetic \
+     (\"prohibited for !root\"); grant CAP_PERFMON with CAP_BPF and CAP_NET_ADMIN";
 const HINT_KERNEL: &str =
     "likely cause: kernel too old or built without BTF/TC/ring buffer support (needs >= 5.8 with BTF; TCX needs >= 6.6)";
 const HINT_VERIFIER: &str = "likely cause: the kernel's verifier rejected the program (kernel too old, or a hopwatch bug); its log follows";
@@ -166,8 +171,12 @@ fn program_hint(err: &ProgramError) -> &'static str {
     match err {
         // BPF_PROG_LOAD answers EPERM for missing capabilities; the verifier's
         // rejections come back as EACCES or EINVAL.
-        ProgramError::LoadError { io_error, .. } => match io_error.raw_os_error() {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => match io_error.raw_os_error() {
             Some(libc::EPERM) => HINT_PRIVILEGE,
+            _ if verifier_log.to_string().contains("for !root") => HINT_PERFMON,
             _ => HINT_VERIFIER,
         },
         ProgramError::SyscallError(e) => errno_hint(e.io_error.raw_os_error()),

@@ -1,0 +1,346 @@
+//! `hopwatch check`: checks the config, the kernel features and the process's
+//! capabilities, and explains what will fall back before the daemon starts.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use hopwatch_probe_common::ProbeFilter;
+
+use super::exit;
+use crate::config::Config;
+use crate::probe::ebpf::EbpfTimestamper;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file to check.
+    #[arg(
+        short = 'c',
+        long,
+        default_value = "/etc/hopwatch/hopwatch.toml",
+        env = "HOPWATCH_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// Skip loading the eBPF programs (the check attaches them for a moment).
+    #[arg(long)]
+    pub no_ebpf_load: bool,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub what: String,
+    pub detail: String,
+}
+
+/// How a finding affects the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    /// Works, with a fallback or a caveat.
+    Warn,
+    /// The daemon will not start or not probe.
+    Fail,
+}
+
+impl Level {
+    fn mark(self) -> &'static str {
+        match self {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+/// Linux capability numbers (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+pub async fn run(args: CheckArgs) -> i32 {
+    let findings = check(&args).await;
+    for f in &findings {
+        println!("[{}] {}: {}", f.level.mark(), f.what, f.detail);
+    }
+    let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
+    match worst {
+        Level::Ok => {
+            println!("\nall good: hopwatch will run with eBPF timestamps");
+            0
+        }
+        Level::Warn => {
+            println!("\nhopwatch will run, with the fallbacks above");
+            0
+        }
+        Level::Fail => {
+            println!("\nhopwatch will not run as configured: fix the FAIL lines above");
+            exit::OTHER
+        }
+    }
+}
+
+fn finding(level: Level, what: &str, detail: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        what: what.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check; never panics, never changes the system for longer than
+/// the eBPF load test.
+pub async fn check(args: &CheckArgs) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let config = match Config::load(&args.config) {
+        Ok(config) => {
+            let active = config.targets.iter().filter(|t| !t.paused).count();
+            let detail = format!(
+                "{} parses: {} targets ({} active), store in {}",
+                args.config.display(),
+                config.targets.len(),
+                active,
+                config.service.state_dir.display()
+            );
+            out.push(finding(Level::Ok, "config", detail));
+            if config.targets.is_empty() {
+                out.push(finding(
+                    Level::Warn,
+                    "targets",
+                    "no targets configured: nothing will be probed until you add [[target]] entries",
+                ));
+            }
+            Some(config)
+        }
+        Err(err) => {
+            out.push(finding(Level::Fail, "config", err.to_string()));
+            None
+        }
+    };
+    if let Some(config) = &config {
+        out.push(state_dir_check(&config.service.state_dir));
+    }
+    out.push(kernel_version_check());
+    out.push(btf_check());
+    let caps = effective_capabilities();
+    out.extend(capability_checks(caps));
+    if !args.no_ebpf_load {
+        out.push(ebpf_load_check().await);
+    }
+    out
+}
+
+fn state_dir_check(dir: &std::path::Path) -> Finding {
+    // Check without creating anything: the daemon creates the directory itself.
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(dir);
+    let writable = nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).is_ok();
+    match (existing == dir, writable) {
+        (true, true) => finding(
+            Level::Ok,
+            "state directory",
+            format!("{} is writable", dir.display()),
+        ),
+        (false, true) => finding(
+            Level::Ok,
+            "state directory",
+            format!(
+                "{} will be created (in {})",
+                dir.display(),
+                existing.display()
+            ),
+        ),
+        (_, false) => finding(
+            Level::Fail,
+            "state directory",
+            format!("{} is not writable by this user", existing.display()),
+        ),
+    }
+}
+
+/// The running kernel's (major, minor).
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = nix::sys::utsname::uname()
+        .ok()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn kernel_version_check() -> Finding {
+    match kernel_version() {
+        Some(v) if v >= (6, 6) => finding(
+            Level::Ok,
+            "kernel",
+            format!(
+                "{}.{}: ring buffer, and TCX links for the TC programs",
+                v.0, v.1
+            ),
+        ),
+        Some(v) if v >= (5, 8) => finding(
+            Level::Ok,
+            "kernel",
+            format!(
+                "{}.{}: ring buffer; TC programs attach through clsact/netlink (no TCX before 6.6)",
+                v.0, v.1
+            ),
+        ),
+        Some(v) => finding(
+            Level::Warn,
+            "kernel",
+            format!(
+                "{}.{} is older than 5.8 (no BPF ring buffer): eBPF timestamps will not load; \
+                 hopwatch falls back to SO_TIMESTAMPING kernel software stamps",
+                v.0, v.1
+            ),
+        ),
+        None => finding(Level::Warn, "kernel", "could not read the kernel version"),
+    }
+}
+
+fn btf_check() -> Finding {
+    if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        finding(Level::Ok, "BTF", "/sys/kernel/btf/vmlinux is present")
+    } else {
+        finding(
+            Level::Warn,
+            "BTF",
+            "/sys/kernel/btf/vmlinux is missing (kernel built without CONFIG_DEBUG_INFO_BTF): \
+             eBPF may not load; hopwatch then falls back to SO_TIMESTAMPING",
+        )
+    }
+}
+
+/// The effective capability set of this process, from /proc/self/status.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+fn has(caps: u64, cap: u32) -> bool {
+    caps & (1u64 << cap) != 0
+}
+
+fn capability_checks(caps: Option<u64>) -> Vec<Finding> {
+    let Some(caps) = caps else {
+        return vec![finding(
+            Level::Warn,
+            "capabilities",
+            "could not read /proc/self/status",
+        )];
+    };
+    let mut out = Vec::new();
+    if has(caps, CAP_NET_RAW) {
+        out.push(finding(Level::Ok, "CAP_NET_RAW", "raw sockets for probes"));
+    } else {
+        out.push(finding(
+            Level::Fail,
+            "CAP_NET_RAW",
+            "missing: probes cannot be sent (run as root, or grant CAP_NET_RAW as the systemd unit does)",
+        ));
+    }
+    // CAP_SYS_ADMIN covers all three on kernels before 5.8, and in general.
+    // CAP_PERFMON matters: without it the verifier treats the loader as
+    // unprivileged and refuses the pointer arithmetic our parsers use.
+    let sys_admin = has(caps, CAP_SYS_ADMIN);
+    let missing: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| !has(caps, *cap) && !(sys_admin && *cap != CAP_NET_ADMIN))
+    .map(|(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        out.push(finding(
+            Level::Ok,
+            "CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON",
+            "eBPF programs can be loaded and attached to interfaces",
+        ));
+    } else {
+        out.push(finding(
+            Level::Warn,
+            "eBPF capabilities",
+            format!(
+                "missing {}: eBPF timestamps will not load; hopwatch falls back to SO_TIMESTAMPING \
+                 kernel software stamps",
+                missing.join(", ")
+            ),
+        ));
+    }
+    out
+}
+
+async fn ebpf_load_check() -> Finding {
+    // A flow range no probe uses, disabled: the programs stamp nothing while loaded.
+    let filter = ProbeFilter {
+        flow_lo: 1,
+        flow_hi: 2,
+        enabled: 0,
+    };
+    let result = EbpfTimestamper::load(filter).map(|(t, _events)| t.attached_interfaces().len());
+    match result {
+        Ok(interfaces) => finding(
+            Level::Ok,
+            "eBPF load",
+            format!(
+                "the TC programs loaded and attached to {interfaces} interfaces (then detached)"
+            ),
+        ),
+        Err(err) => finding(
+            Level::Warn,
+            "eBPF load",
+            format!("{err}; hopwatch will fall back to SO_TIMESTAMPING kernel software stamps"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_decide_between_ebpf_and_the_fallback() {
+        let all = (1 << CAP_NET_RAW) | (1 << CAP_NET_ADMIN) | (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        let findings = capability_checks(Some(all));
+        assert!(
+            findings.iter().all(|f| f.level == Level::Ok),
+            "{findings:?}"
+        );
+
+        let raw_only = capability_checks(Some(1 << CAP_NET_RAW));
+        let ebpf = raw_only
+            .iter()
+            .find(|f| f.what == "eBPF capabilities")
+            .unwrap();
+        assert_eq!(ebpf.level, Level::Warn);
+        assert!(ebpf.detail.contains("CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON"));
+        assert!(ebpf.detail.contains("SO_TIMESTAMPING"));
+
+        let none = capability_checks(Some(0));
+        assert!(none
+            .iter()
+            .any(|f| f.what == "CAP_NET_RAW" && f.level == Level::Fail));
+    }
+
+    #[tokio::test]
+    async fn a_bad_config_fails_the_check_with_its_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[defaults]\nintervall = \"1s\"\n").unwrap();
+        let findings = check(&CheckArgs {
+            config: path,
+            no_ebpf_load: true,
+        })
+        .await;
+        let config = findings.iter().find(|f| f.what == "config").unwrap();
+        assert_eq!(config.level, Level::Fail);
+        assert!(config.detail.contains("bad.toml:2"), "{}", config.detail);
+    }
+}
