@@ -47,7 +47,10 @@ impl Capture {
         let mut cmd = lab.command(node, "tcpdump")?;
         cmd.args(["-i", interface, "-n", "-s", "256", "-B", "32768"])
             .arg("--time-stamp-precision=nano")
-            // Write each packet at once, so nothing is lost in a buffer at stop.
+            // Hand every packet to tcpdump at once and write it at once: with
+            // the default block buffering, the packets of the last partly
+            // filled block are lost when tcpdump is stopped.
+            .arg("--immediate-mode")
             .arg("-U")
             .arg("-w")
             .arg(path)

@@ -99,15 +99,38 @@ impl Running {
 
     /// Waits for the child and returns its output and cost.
     pub fn wait(mut self) -> Result<Finished> {
+        self.reap_now(true)
+            .map(|finished| finished.expect("a blocking wait4 returns the child"))
+    }
+
+    /// The child's output and cost if it has exited, else `Ok(Err(self))`.
+    pub fn try_wait(mut self) -> Result<std::result::Result<Finished, Running>> {
+        match self.reap_now(false)? {
+            Some(finished) => Ok(Ok(finished)),
+            None => Ok(Err(self)),
+        }
+    }
+
+    /// Kills the child (by its PID) and reaps it.
+    pub fn kill(mut self) -> Result<Finished> {
+        let _ = self.child.kill();
+        self.wait()
+    }
+
+    fn reap_now(&mut self, block: bool) -> Result<Option<Finished>> {
         let pid = self.child.id();
         let mut status = 0;
         // SAFETY: rusage is plain data that wait4 fills in.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let flags = if block { 0 } else { libc::WNOHANG };
         loop {
             // SAFETY: status and usage are valid, writable locals; pid is our child.
-            let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+            let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, flags, &mut usage) };
             if rc == pid as libc::pid_t {
                 break;
+            }
+            if rc == 0 {
+                return Ok(None);
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::Interrupted {
@@ -122,14 +145,14 @@ impl Running {
         let wall = self.started.elapsed();
         let stdout = std::mem::replace(&mut self.stdout, std::thread::spawn(Vec::new));
         let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(Vec::new));
-        Ok(Finished {
+        Ok(Some(Finished {
             command: self.command.clone(),
             status: ExitStatus::from_raw(status),
             stdout: stdout.join().unwrap_or_default(),
             stderr: stderr.join().unwrap_or_default(),
             cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
             wall,
-        })
+        }))
     }
 }
 
@@ -166,9 +189,18 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo done");
-        let finished = Running::spawn(cmd).unwrap().wait().unwrap().check().unwrap();
+        let finished = Running::spawn(cmd)
+            .unwrap()
+            .wait()
+            .unwrap()
+            .check()
+            .unwrap();
         assert_eq!(finished.stdout_text(), "done\n");
-        assert!(finished.cpu > Duration::from_millis(5), "{:?}", finished.cpu);
+        assert!(
+            finished.cpu > Duration::from_millis(5),
+            "{:?}",
+            finished.cpu
+        );
         assert!(finished.cpu <= finished.wall + Duration::from_millis(50));
     }
 
@@ -176,7 +208,12 @@ mod tests {
     fn a_failing_child_is_an_error_naming_it() {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg("echo nope >&2; exit 3");
-        let err = Running::spawn(cmd).unwrap().wait().unwrap().check().unwrap_err();
+        let err = Running::spawn(cmd)
+            .unwrap()
+            .wait()
+            .unwrap()
+            .check()
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("sh -c") && text.contains("nope"), "{text}");
     }

@@ -6,6 +6,7 @@
 //! Nothing here is part of `cargo test`: benchmarks measure, tests assert.
 
 pub mod capture;
+pub mod compare;
 pub mod cpu;
 pub mod error;
 pub mod load;

@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn summaries_use_absolute_errors_and_keep_the_sign_in_the_mean() {
         let s = ErrorSummary::of(&[-4_000, 1_000, 2_000, 3_000]).unwrap();
-        assert_eq!((s.p50_abs_ns, s.p99_abs_ns, s.max_abs_ns), (2_000, 4_000, 4_000));
+        assert_eq!(
+            (s.p50_abs_ns, s.p99_abs_ns, s.max_abs_ns),
+            (2_000, 4_000, 4_000)
+        );
         assert_eq!(s.mean_ns, 500.0);
         assert_eq!(s.probes, 4);
         assert!(ErrorSummary::of(&[]).is_none());
