@@ -288,7 +288,9 @@ impl Engine {
             spec,
             src,
             flow_id,
-            next_seq: AtomicU32::new(0),
+            // A random start: two processes that happen to share a flow id
+            // (or a flow id reused after release) do not share probe identities.
+            next_seq: AtomicU32::new(fastrand::u32(..)),
         };
         // Validate the size and addresses once, so probing never fails on them.
         flow.packet(0)
@@ -490,7 +492,7 @@ fn wire_seq(protocol: Protocol, flow_id: u16, n: u32) -> u32 {
     match protocol {
         Protocol::Icmp => n & 0xffff,
         Protocol::Udp => 1 + n % 0xfffe,
-        // Any 32-bit value works; starting from the flow id keeps captures readable.
+        // Any 32-bit value works; the flow id in the high half helps reading captures.
         Protocol::Tcp => (u32::from(flow_id) << 16).wrapping_add(n),
     }
 }
@@ -532,11 +534,13 @@ fn source_address(dst: IpAddr, selection: &SourceSelection) -> Result<IpAddr, En
     Ok(src)
 }
 
-/// A block of 4096 flow identifiers chosen by process id, so concurrent
-/// hopwatch processes (a daemon and a one-shot trace) rarely share one.
+/// One of 15 blocks of 4096 flow identifiers, picked at random (mixed with
+/// the process id), so concurrent hopwatch processes (a daemon and a one-shot
+/// trace) rarely share one; when they do, random sequence starts keep their
+/// probe identities apart.
 fn default_flow_range() -> Range<u16> {
     const BLOCK: u32 = 4096;
-    let block = 1 + std::process::id() % 15;
+    let block = 1 + (std::process::id() ^ fastrand::u32(..)) % 15;
     let start = (block * BLOCK) as u16;
     start..(block * BLOCK + BLOCK - 1) as u16
 }
