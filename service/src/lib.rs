@@ -2,13 +2,16 @@
 //!
 //! The crate is both the `hopwatch` binary and a library; the library's entry point
 //! for probing is [`probe::Engine`].
+pub mod alerts;
 pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod enrich;
 pub mod model;
 pub mod monitor;
+pub mod peer;
 pub mod probe;
 pub mod report;
 pub mod stats;
 pub mod store;
+pub mod webapi;

@@ -1,19 +1,27 @@
-//! `hopwatch run -c <config>`: the monitoring daemon. Reloads the config on
-//! SIGHUP and when the file changes; stops cleanly, flushing history, on
-//! SIGINT and SIGTERM.
+//! `hopwatch run -c <config>`: the monitoring daemon and its web server
+//! (`[web]`). Reloads the config on SIGHUP and when the file changes; stops
+//! cleanly on SIGINT and SIGTERM: the web server first (live streams end,
+//! requests get a grace period), then probing, flushing history.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::exit;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, WebConfig};
+use crate::enrich::{EnrichConfig, Enricher};
 use crate::monitor::{Monitor, MonitorError};
+use crate::webapi::{AlertSource, Web, WebError};
 
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long requests in progress may take once a stop signal arrived.
+const WEB_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait for the last web request to let go of the monitor.
+const RECLAIM_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -39,6 +47,8 @@ pub enum RunError {
         signal: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Web(#[from] WebError),
 }
 
 /// Runs the daemon until a stop signal; returns the exit code.
@@ -68,7 +78,15 @@ async fn serve(path: &Path) -> Result<(), RunError> {
     let mut interrupt = install(SignalKind::interrupt(), "SIGINT")?;
     let mut terminate = install(SignalKind::terminate(), "SIGTERM")?;
 
-    let monitor = Monitor::start(config).await?;
+    let web_config = config.web.clone();
+    let monitor = Arc::new(Monitor::start(config.clone()).await?);
+    let web = match start_web(&monitor, &config, path).await {
+        Ok(web) => web,
+        Err(err) => {
+            stop_monitor(monitor).await;
+            return Err(err.into());
+        }
+    };
     let mut watched = FileStamp::read(path);
     let mut watch = tokio::time::interval(WATCH_INTERVAL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,14 +95,14 @@ async fn serve(path: &Path) -> Result<(), RunError> {
             _ = hangup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
                 watched = FileStamp::read(path);
-                reload(&monitor, path);
+                reload(&monitor, path, web.as_ref(), &web_config);
             }
             _ = watch.tick() => {
                 let now = FileStamp::read(path);
                 if now != watched {
                     watched = now;
                     tracing::info!(config = %path.display(), "the config file changed: reloading");
-                    reload(&monitor, path);
+                    reload(&monitor, path, web.as_ref(), &web_config);
                 }
             }
             _ = interrupt.recv() => break,
@@ -92,15 +110,97 @@ async fn serve(path: &Path) -> Result<(), RunError> {
         }
     }
     tracing::info!("stopping");
-    monitor.shutdown().await;
+    if let Some(web) = web {
+        web.shutdown(WEB_GRACE).await;
+    }
+    stop_monitor(monitor).await;
     Ok(())
+}
+
+/// Starts the web server when `[web] enabled`; writes are saved to `path`.
+async fn start_web(
+    monitor: &Arc<Monitor>,
+    config: &Config,
+    path: &Path,
+) -> Result<Option<Web>, WebError> {
+    if !config.web.enabled {
+        tracing::info!("web server disabled ([web] enabled = false)");
+        return Ok(None);
+    }
+    // Names for the hop table. Lookups happen only when a page asks, are
+    // cached, and never delay probing.
+    let enricher = match Enricher::new(EnrichConfig {
+        reverse_dns: config.enrichment.reverse_dns,
+        dns_timeout: config.enrichment.dns_timeout,
+        asn_database: config.enrichment.asn_database.clone(),
+        ..EnrichConfig::default()
+    }) {
+        Ok(enricher) => Some(Arc::new(enricher)),
+        Err(err) => {
+            tracing::error!(error = %err, "responder names and AS numbers are unavailable");
+            None
+        }
+    };
+    let alerts: Arc<dyn AlertSource> = Arc::clone(monitor.alerts()) as Arc<dyn AlertSource>;
+    let web = Web::start(monitor, config, Some(path.to_owned()), alerts, enricher).await?;
+    tracing::info!(
+        address = %web.local_addr(),
+        writes = config.web.write_token.is_some(),
+        read_token = config.web.read_token.is_some(),
+        "web UI, API and metrics"
+    );
+    Ok(Some(web))
+}
+
+/// Takes the monitor back from the web layer (which holds it weakly, so
+/// only requests in progress can delay this) and shuts it down.
+async fn stop_monitor(mut monitor: Arc<Monitor>) {
+    let started = std::time::Instant::now();
+    loop {
+        match Arc::try_unwrap(monitor) {
+            Ok(owned) => return owned.shutdown().await,
+            Err(shared) if started.elapsed() < RECLAIM_WAIT => {
+                monitor = shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                tracing::error!("a request still holds the monitor; stopping without the final flush");
+                return;
+            }
+        }
+    }
+}
+
+/// `[web]` keys are read once, when the server starts.
+fn web_restart_keys(old: &WebConfig, new: &WebConfig) -> Vec<&'static str> {
+    [
+        ("web.enabled", old.enabled != new.enabled),
+        ("web.listen", old.listen != new.listen),
+        ("web.read_token", old.read_token != new.read_token),
+        ("web.write_token", old.write_token != new.write_token),
+        ("web.max_body_bytes", old.max_body_bytes != new.max_body_bytes),
+        ("web.hop_histograms", old.hop_histograms != new.hop_histograms),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key)
+    .collect()
 }
 
 /// A bad new config is logged and ignored: the daemon keeps running with the
 /// one it has.
-fn reload(monitor: &Monitor, path: &Path) {
+fn reload(monitor: &Monitor, path: &Path, web: Option<&Web>, running_web: &WebConfig) {
     match Config::load(path) {
         Ok(config) => {
+            for key in web_restart_keys(running_web, &config.web) {
+                tracing::warn!(
+                    key,
+                    "changed in the config, but only takes effect after a restart"
+                );
+            }
+            if let Some(web) = web {
+                web.api().reloaded(&config);
+            }
             let diff = monitor.reload(config);
             tracing::info!(
                 added = diff.added.len(),

@@ -46,5 +46,45 @@ pub const MAX_HOPS: u8 = 30;
 /// `packet_size`: whole IP packet; fits every protocol's minimum over IPv4 and IPv6.
 pub const PACKET_SIZE: u16 = 64;
 
+/// `[alerts] loss_pct`: the destination losing 5% of the window.
+pub const ALERT_LOSS_PCT: f64 = 5.0;
+/// `[alerts] latency_ms`: off; a sensible latency bound depends on the path.
+pub const ALERT_LATENCY_MS: f64 = 0.0;
+/// `[alerts] latency_stat`
+pub const ALERT_LATENCY_STAT: super::alerts::LatencyStat = super::alerts::LatencyStat::Avg;
+/// `[alerts] jitter_ms`: off.
+pub const ALERT_JITTER_MS: f64 = 0.0;
+/// `[alerts] mos_below`: off (loss and latency already cover what MOS sums up).
+pub const ALERT_MOS_BELOW: f64 = 0.0;
+/// `[alerts] unreachable_rounds`
+pub const ALERT_UNREACHABLE_ROUNDS: u32 = 10;
+/// `[alerts] route_change`
+pub const ALERT_ROUTE_CHANGE: bool = true;
+/// `[alerts] hop_count_change`
+pub const ALERT_HOP_COUNT_CHANGE: bool = true;
+/// `[alerts] raise_rounds`
+pub const ALERT_RAISE_ROUNDS: u32 = 3;
+/// `[alerts] clear_rounds`
+pub const ALERT_CLEAR_ROUNDS: u32 = 10;
+/// `[alerts] clear_ratio`
+pub const ALERT_CLEAR_RATIO: f64 = 0.8;
+/// `[alerts] mos_clear_margin`
+pub const ALERT_MOS_CLEAR_MARGIN: f64 = 0.3;
+
+/// `[[webhook]] timeout`: one delivery attempt.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[[webhook]] retry_initial`
+pub const WEBHOOK_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// `[[webhook]] retry_max`
+pub const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// `[web] listen`: loopback only, so exposing the API is a decision.
+pub const WEB_LISTEN: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    9470,
+);
+/// `[web] max_body_bytes`: a new target is well under 1 KiB.
+pub const WEB_MAX_BODY_BYTES: u64 = 64 << 10;
+
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;

@@ -156,7 +156,7 @@ fn target_change(old: &TargetConfig, new: &TargetConfig) -> Option<TargetChange>
 
 fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
     let (a, b) = (old, new);
-    let checks: [(&'static str, bool, bool); 16] = [
+    let checks: [(&'static str, bool, bool); 18] = [
         (
             "service.state_dir",
             a.service.state_dir != b.service.state_dir,
@@ -233,6 +233,14 @@ fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
             a.enrichment.asn_database != b.enrichment.asn_database,
             false,
         ),
+        // Thresholds (global and per target) apply live; the delivery worker
+        // and its outbox queues are set up at start.
+        (
+            "alerts",
+            a.alerts.rules != b.alerts.rules || a.alerts.targets != b.alerts.targets,
+            false,
+        ),
+        ("webhook", a.alerts.webhooks != b.alerts.webhooks, true),
     ];
     checks
         .into_iter()

@@ -19,6 +19,12 @@ pub enum Section {
     Table(&'static str),
     /// The `index`th `[[target]]` (from 0), with its name when it has a readable one.
     Target { index: usize, name: Option<String> },
+    /// The `index`th `[[webhook]]` (from 0), with its name when it has a readable
+    /// one (boxed, so `Section`, and every config error, stays as small as before).
+    Webhook {
+        index: usize,
+        name: Option<Box<str>>,
+    },
 }
 
 impl fmt::Display for Section {
@@ -30,6 +36,10 @@ impl fmt::Display for Section {
                 name: Some(name), ..
             } => write!(f, "target {name:?}"),
             Section::Target { index, name: None } => write!(f, "[[target]] #{}", index + 1),
+            Section::Webhook {
+                name: Some(name), ..
+            } => write!(f, "webhook {name:?}"),
+            Section::Webhook { index, name: None } => write!(f, "[[webhook]] #{}", index + 1),
         }
     }
 }
@@ -82,6 +92,31 @@ pub enum Problem {
     },
     #[error("must not be empty")]
     Empty,
+    /// A bearer token that is not visible ASCII (the token itself is never shown).
+    #[error("the token {reason}; use 16 to 256 visible ASCII characters")]
+    Token { reason: &'static str },
+    #[error("must be a finite number")]
+    NotFinite,
+    #[error("{given:?} is not one of {}", expected.join(", "))]
+    Choice {
+        given: String,
+        expected: &'static [&'static str],
+    },
+    #[error(transparent)]
+    AlertKind(crate::alerts::UnknownAlertKind),
+    #[error(transparent)]
+    WebhookUrl(crate::alerts::WebhookUrlError),
+    #[error("invalid webhook name {given:?}: use 1 to 64 characters of letters, digits, '.', '_' and '-'")]
+    WebhookName { given: String },
+    #[error("the name {name:?} is already used by the webhook on line {first_line}")]
+    DuplicateWebhook { name: String, first_line: usize },
+    #[error("no [[target]] is named {name:?}")]
+    UnknownTarget { name: String },
+    #[error("{retry_max} is below retry_initial ({retry_initial})")]
+    RetryMaxBelowInitial {
+        retry_max: String,
+        retry_initial: String,
+    },
 }
 
 /// Why a config could not be loaded. Every variant but [`ConfigError::Read`]

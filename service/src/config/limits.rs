@@ -42,3 +42,33 @@ pub const DNS_TIMEOUT: (Duration, Duration) = (Duration::from_millis(100), Durat
 pub const INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(HOUR));
 /// `timeout`
 pub const TIMEOUT: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(60));
+
+/// `[alerts] loss_pct` (0 turns the check off)
+pub const ALERT_LOSS_PCT: (f64, f64) = (0.0, 100.0);
+/// `[alerts] latency_ms` and `jitter_ms`: up to a minute, the longest probe timeout.
+pub const ALERT_MS: (f64, f64) = (0.0, 60_000.0);
+/// `[alerts] mos_below`: 0 (off) or a score up to 4.5, the scale's top.
+pub const ALERT_MOS_BELOW: (f64, f64) = (0.0, 4.5);
+/// `[alerts] unreachable_rounds` (0 turns the check off)
+pub const ALERT_UNREACHABLE_ROUNDS: (u32, u32) = (0, 100_000);
+/// `[alerts] raise_rounds` and `clear_rounds`
+pub const ALERT_ROUNDS: (u32, u32) = (1, 100_000);
+/// `[alerts] clear_ratio`: 1 is no hysteresis band; 0 clears only at zero.
+pub const ALERT_CLEAR_RATIO: (f64, f64) = (0.0, 1.0);
+/// `[alerts] mos_clear_margin`
+pub const ALERT_MOS_CLEAR_MARGIN: (f64, f64) = (0.0, 3.5);
+
+/// `[[webhook]] timeout`
+pub const WEBHOOK_TIMEOUT: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(300));
+/// `[[webhook]] retry_initial`: short values are for tests.
+pub const WEBHOOK_RETRY_INITIAL: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(HOUR));
+/// `[[webhook]] retry_max`: at least `retry_initial`, at most a day.
+pub const WEBHOOK_RETRY_MAX: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(DAY));
+
+/// `[web] max_body_bytes`
+pub const WEB_MAX_BODY_BYTES: (u64, u64) = (1 << 10, 1 << 20);
+/// `[web] read_token` and `write_token`, in characters.
+pub const WEB_TOKEN_LEN: (usize, usize) = (16, 256);

@@ -26,6 +26,7 @@
 //! # Ok::<(), hopwatch::config::ConfigError>(())
 //! ```
 
+pub mod alerts;
 pub mod defaults;
 pub mod diff;
 pub mod error;
@@ -34,11 +35,16 @@ mod raw;
 mod resolve;
 mod units;
 pub mod validated;
+pub mod web;
 
 use std::path::Path;
 
+pub use alerts::{
+    AlertRules, AlertsConfig, LatencyStat, WebhookConfig, WebhookFilter, WebhookFormat,
+};
 pub use diff::{ChangeAction, ConfigDiff, GlobalChange, TargetChange};
 pub use error::{ConfigError, Problem, Section};
+pub use web::WebConfig;
 pub use validated::{
     Config, EnrichmentConfig, ProbeSettings, RawLogConfig, ServiceConfig, StatisticsConfig,
     StorageConfig, TargetConfig,

@@ -24,9 +24,15 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub enrichment: RawEnrichment,
     #[serde(default)]
+    pub web: RawWeb,
+    #[serde(default)]
     pub defaults: RawProbe,
     #[serde(default)]
     pub target: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    pub alerts: RawAlertRules,
+    #[serde(default)]
+    pub webhook: Vec<Spanned<RawWebhook>>,
 }
 
 /// `[service]`
@@ -78,6 +84,18 @@ pub(crate) struct RawEnrichment {
     pub asn_database: Option<Spanned<String>>,
 }
 
+/// `[web]`: the status pages, JSON API and /metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWeb {
+    pub enabled: Option<Spanned<bool>>,
+    pub listen: Option<Spanned<String>>,
+    pub read_token: Option<Spanned<String>>,
+    pub write_token: Option<Spanned<String>>,
+    pub max_body_bytes: Option<Spanned<RawSize>>,
+    pub hop_histograms: Option<Spanned<bool>>,
+}
+
 /// `[defaults]`: the probe settings every target inherits.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +129,8 @@ pub(crate) struct RawTarget {
     pub max_hops: Option<Spanned<i64>>,
     pub packet_size: Option<Spanned<i64>>,
     pub paused: Option<Spanned<bool>>,
+    /// Overrides of `[alerts]` for this target.
+    pub alerts: Option<Spanned<RawAlertRules>>,
 }
 
 impl RawTarget {
@@ -126,6 +146,52 @@ impl RawTarget {
             packet_size: self.packet_size.clone(),
             paused: self.paused.clone(),
         }
+    }
+}
+
+/// `[alerts]`, and a target's `alerts` table: alert thresholds. Numbers may be
+/// written as integers or floats.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlertRules {
+    pub loss_pct: Option<Spanned<f64>>,
+    pub latency_ms: Option<Spanned<f64>>,
+    pub latency_stat: Option<Spanned<String>>,
+    pub jitter_ms: Option<Spanned<f64>>,
+    pub mos_below: Option<Spanned<f64>>,
+    pub unreachable_rounds: Option<Spanned<i64>>,
+    pub route_change: Option<Spanned<bool>>,
+    pub hop_count_change: Option<Spanned<bool>>,
+    pub raise_rounds: Option<Spanned<i64>>,
+    pub clear_rounds: Option<Spanned<i64>>,
+    pub clear_ratio: Option<Spanned<f64>>,
+    pub mos_clear_margin: Option<Spanned<f64>>,
+}
+
+/// One `[[webhook]]`: where alerts are delivered, in which format, and which.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub secret: Option<Spanned<RawSecret>>,
+    pub targets: Option<Spanned<Vec<String>>>,
+    pub tags: Option<Spanned<Vec<String>>>,
+    pub kinds: Option<Spanned<Vec<String>>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retry_initial: Option<Spanned<String>>,
+    pub retry_max: Option<Spanned<String>>,
+}
+
+/// A webhook secret as written; its `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct RawSecret(pub String);
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 

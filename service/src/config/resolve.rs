@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::error::{line_of, ConfigError, Problem, Section};
 use super::raw::{
-    keys_of, RawConfig, RawEnrichment, RawProbe, RawRawLog, RawService, RawStatistics, RawStorage,
-    RawTarget,
+    keys_of, RawAlertRules, RawConfig, RawEnrichment, RawProbe, RawRawLog, RawService,
+    RawStatistics, RawStorage, RawTarget, RawWebhook,
 };
 use super::units::{duration_in, int_in, size_in};
 use super::validated::{
@@ -26,6 +26,9 @@ use super::{defaults, limits};
 use crate::model::TargetId;
 use crate::probe::wire::MAX_PACKET_SIZE;
 use crate::probe::{Protocol, SourceSelection, TimestampPreference, Ttl};
+
+mod alerts;
+mod web;
 
 /// Parses and validates a whole file; `path` is named in errors and is where
 /// relative paths in the file are taken from.
@@ -109,6 +112,26 @@ impl Ctx<'_> {
         let line = self.line(inner.span().map_or(0, |s| s.start));
 
         let (section, expected, rest) = match segments.as_slice() {
+            [Seg::Key(t), Seg::Index(index), Seg::Key(a), rest @ ..]
+                if t == "target" && a == "alerts" && !rest.is_empty() =>
+            {
+                (
+                    Section::Target {
+                        index: *index,
+                        name: self.lenient_target_name(*index),
+                    },
+                    keys_of::<RawAlertRules>(),
+                    rest,
+                )
+            }
+            [Seg::Key(w), Seg::Index(index), rest @ ..] if w == "webhook" && !rest.is_empty() => (
+                Section::Webhook {
+                    index: *index,
+                    name: alerts::lenient_webhook_name(self, *index),
+                },
+                keys_of::<RawWebhook>(),
+                rest,
+            ),
             [Seg::Key(t), Seg::Index(index), rest @ ..] if t == "target" && !rest.is_empty() => (
                 Section::Target {
                     index: *index,
@@ -194,7 +217,9 @@ fn table_keys(table: &str) -> Option<(&'static str, &'static [&'static str])> {
         "storage" => ("storage", keys_of::<RawStorage>()),
         "statistics" => ("statistics", keys_of::<RawStatistics>()),
         "enrichment" => ("enrichment", keys_of::<RawEnrichment>()),
+        "web" => ("web", keys_of::<super::raw::RawWeb>()),
         "defaults" => ("defaults", keys_of::<RawProbe>()),
+        "alerts" => ("alerts", keys_of::<RawAlertRules>()),
         _ => return None,
     })
 }
@@ -241,6 +266,7 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let storage = storage(ctx, &raw.storage)?;
     let statistics = statistics(ctx, &raw.statistics)?;
     let enrichment = enrichment(ctx, &raw.enrichment)?;
+    let web = web::resolve(ctx, &raw.web)?;
 
     let defaults_section = Section::Table("defaults");
     let defaults = layer(ctx, &defaults_section, &raw.defaults)?;
@@ -253,12 +279,15 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     for (index, target) in raw.target.iter().enumerate() {
         targets.push(resolve_target(ctx, index, target, &defaults, &mut seen)?);
     }
+    let alerts = alerts::resolve(ctx, &raw, &targets)?;
     Ok(Config {
         service,
         storage,
         statistics,
         enrichment,
+        web,
         targets,
+        alerts,
     })
 }
 

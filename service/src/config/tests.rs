@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::model::TargetId;
 use crate::probe::{Protocol, TimestampPreference};
 
 fn parse(text: &str) -> Config {
@@ -689,7 +690,7 @@ fn docs_document_every_key() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
     )
     .unwrap();
-    let tables: [(&str, &[&str]); 7] = [
+    let tables: [(&str, &[&str]); 9] = [
         ("## `[service]`", keys_of::<RawService>()),
         ("## `[storage]`", keys_of::<RawStorage>()),
         ("### `[storage.raw_log]`", keys_of::<RawRawLog>()),
@@ -697,6 +698,8 @@ fn docs_document_every_key() {
         ("## `[enrichment]`", keys_of::<RawEnrichment>()),
         ("## `[defaults]`", keys_of::<RawProbe>()),
         ("## `[[target]]`", keys_of::<RawTarget>()),
+        ("## `[alerts]`", keys_of::<RawAlertRules>()),
+        ("## `[[webhook]]`", keys_of::<RawWebhook>()),
     ];
     for (heading, keys) in tables {
         let start = docs.find(heading).unwrap_or_else(|| panic!("no {heading}"));
@@ -715,5 +718,276 @@ fn docs_document_every_key() {
                 "{heading} lacks `{key}`"
             );
         }
+    }
+}
+
+// ---- alerts and webhooks ----
+
+#[test]
+fn alerts_default_and_targets_override_them() {
+    let config = parse("");
+    assert_eq!(config.alerts, AlertsConfig::default());
+    assert_eq!(config.alerts.rules.loss_pct, defaults::ALERT_LOSS_PCT);
+    let config = parse(
+        r#"
+        [alerts]
+        loss_pct = 10
+        latency_ms = 150.5
+        latency_stat = "p95"
+        raise_rounds = 5
+        route_change = false
+
+        [[target]]
+        name = "a"
+        host = "198.18.0.1"
+
+        [[target]]
+        name = "b"
+        host = "198.18.0.2"
+        tags = ["wan"]
+        alerts = { loss_pct = 0, jitter_ms = 20 }
+
+        [[webhook]]
+        name = "ops"
+        url = "https://alerts.example/hook/T0K3N"
+        secret = "s3cret"
+        targets = ["a"]
+        tags = ["wan"]
+        kinds = ["loss", "unreachable"]
+        retry_initial = "100ms"
+        retry_max = "1s"
+
+        [[webhook]]
+        name = "am"
+        url = "http://alertmanager.example:9093/api/v2/alerts"
+        format = "alertmanager"
+        "#,
+    );
+    let a = TargetId::new("a").unwrap();
+    let b = TargetId::new("b").unwrap();
+    let global = config.alerts.rules;
+    assert_eq!(global.loss_pct, 10.0);
+    assert_eq!(global.latency_ms, 150.5);
+    assert_eq!(global.latency_stat, LatencyStat::P95);
+    assert_eq!(global.raise_rounds, 5);
+    assert!(!global.route_change);
+    assert_eq!(config.alerts.rules_for(&a), &global);
+    let over_b = config.alerts.rules_for(&b);
+    assert_eq!(over_b.loss_pct, 0.0, "0 turns the check off for b");
+    assert_eq!(over_b.jitter_ms, 20.0);
+    assert_eq!(over_b.latency_ms, 150.5, "b inherits [alerts]");
+    let hooks = &config.alerts.webhooks;
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[0].name, "ops");
+    assert_eq!(hooks[0].format, WebhookFormat::Json);
+    assert_eq!(hooks[0].secret, Some(crate::alerts::Secret::new("s3cret")));
+    assert_eq!(hooks[0].filter.targets, vec![a]);
+    assert_eq!(hooks[0].filter.kinds.len(), 2);
+    assert_eq!(hooks[0].retry_initial, Duration::from_millis(100));
+    assert_eq!(hooks[0].timeout, defaults::WEBHOOK_TIMEOUT);
+    assert_eq!(hooks[1].format, WebhookFormat::Alertmanager);
+    // Neither the secret nor the URL's token shows in Debug output.
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("T0K3N"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn alert_and_webhook_mistakes_name_their_line() {
+    error(
+        "[alerts]\nloss_pct = 120\n",
+        2,
+        "loss_pct",
+        "above the maximum of 100",
+    );
+    error(
+        "[alerts]\nmos_below = 0.5\n",
+        2,
+        "mos_below",
+        "0 turns the check off",
+    );
+    error("[alerts]\nclear_ratio = nan\n", 2, "clear_ratio", "finite");
+    error(
+        "[alerts]\nlatency_stat = \"p90\"\n",
+        2,
+        "latency_stat",
+        "avg, p50, p95, p99",
+    );
+    error(
+        "[alerts]\nraise_rounds = 0\n",
+        2,
+        "raise_rounds",
+        "below the minimum of 1",
+    );
+    let err = error("[alerts]\nloss = 5\n", 2, "loss", "unknown key");
+    assert!(err.to_string().contains("[alerts]"), "{err}");
+    error(
+        "[[target]]\nname = \"t\"\nhost = \"198.18.0.1\"\n[target.alerts]\nloss_pct = -1\n",
+        5,
+        "loss_pct",
+        "target \"t\"",
+    );
+    error(
+        "[[target]]\nname = \"t\"\nhost = \"198.18.0.1\"\nalerts = { losss_pct = 1 }\n",
+        4,
+        "losss_pct",
+        "did you mean \"loss_pct\"",
+    );
+    let hook = |body: &str| format!("[[webhook]]\nname = \"w\"\n{body}");
+    error(
+        &hook("url = \"ftp://files.example/x\"\n"),
+        3,
+        "url",
+        "use http or https",
+    );
+    error(&hook("url = \"alerts.example\"\n"), 3, "url", "not a URL");
+    error(&hook(""), 1, "url", "missing");
+    error(
+        &hook("url = \"http://a.example/\"\nformat = \"teams\"\n"),
+        4,
+        "format",
+        "json, slack, alertmanager",
+    );
+    error(
+        &hook("url = \"http://a.example/\"\ntargets = [\"nope\"]\n"),
+        4,
+        "targets",
+        "no [[target]] is named \"nope\"",
+    );
+    error(
+        &hook("url = \"http://a.example/\"\nkinds = [\"lost\"]\n"),
+        4,
+        "kinds",
+        "not an alert kind",
+    );
+    error(
+        &hook("url = \"http://a.example/\"\nretry_initial = \"10s\"\nretry_max = \"1s\"\n"),
+        5,
+        "retry_max",
+        "below retry_initial",
+    );
+    let err = error(
+        &hook("url = \"http://a.example/\"\nsecret = \"\"\n"),
+        4,
+        "secret",
+        "empty",
+    );
+    assert!(err.to_string().contains("webhook \"w\""), "{err}");
+    error(
+        "[[webhook]]\nname = \"w\"\nurl = \"http://a.example/\"\n[[webhook]]\nname = \"w\"\nurl = \"http://b.example/\"\n",
+        5,
+        "name",
+        "already used by the webhook on line 2",
+    );
+    error(
+        "[[webhook]]\nname = \"w\"\nurl = \"http://a.example/\"\nsecrett = \"x\"\n",
+        4,
+        "secrett",
+        "did you mean \"secret\"",
+    );
+}
+
+#[test]
+fn alert_changes_apply_live_and_webhook_changes_need_a_restart() {
+    let base = "[alerts]\nloss_pct = 5\n[[webhook]]\nname = \"w\"\nurl = \"http://a.example/\"\n";
+    let new = base
+        .replace("loss_pct = 5", "loss_pct = 7")
+        .replace("a.example", "b.example");
+    let diff = ConfigDiff::between(&parse(base), &parse(&new));
+    assert_eq!(diff.restart_needed().collect::<Vec<_>>(), vec!["webhook"]);
+    assert!(diff.globals.contains(&GlobalChange {
+        key: "alerts",
+        needs_restart: false
+    }));
+}
+
+// ---- [web] ----
+
+#[test]
+fn web_defaults_to_loopback_with_writes_disabled() {
+    let config = parse("");
+    assert!(config.web.enabled);
+    assert_eq!(config.web.listen, "127.0.0.1:9470".parse().unwrap());
+    assert_eq!(config.web.read_token, None);
+    assert_eq!(config.web.write_token, None);
+    assert_eq!(config.web.max_body_bytes, 64 * 1024);
+    assert!(config.web.hop_histograms);
+}
+
+#[test]
+fn web_settings_are_read_and_tokens_never_printed() {
+    let config = parse(
+        "[web]\nenabled = true\nlisten = \"[::1]:8080\"\nread_token = \"read-0123456789abcdef\"\n\
+         write_token = \"write-0123456789abcdef\"\nmax_body_bytes = \"16KiB\"\nhop_histograms = false\n",
+    );
+    assert_eq!(config.web.listen, "[::1]:8080".parse().unwrap());
+    assert_eq!(
+        config.web.write_token,
+        Some(hopwatch_web::Token::new("write-0123456789abcdef"))
+    );
+    assert_eq!(config.web.max_body_bytes, 16 * 1024);
+    assert!(!config.web.hop_histograms);
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("0123456789abcdef"),
+        "tokens leak into Debug: {debug}"
+    );
+}
+
+#[test]
+fn bad_web_settings_name_their_line_and_key() {
+    error(
+        "[web]\nlisten = \"localhost\"\n",
+        2,
+        "listen",
+        "not an IP:port address",
+    );
+    error(
+        "[web]\nwrite_token = \"short\"\n",
+        2,
+        "write_token",
+        "below the minimum of 16 characters",
+    );
+    error(
+        "[web]\n\nread_token = \"has a space 0123456789\"\n",
+        3,
+        "read_token",
+        "visible ASCII",
+    );
+    error(
+        "[web]\nmax_body_bytes = \"10MiB\"\n",
+        2,
+        "max_body_bytes",
+        "above the maximum",
+    );
+    let err = Config::parse("[web]\nlisen = \"127.0.0.1:1\"\n", "hopwatch.toml").unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean \"listen\""),
+        "{err}"
+    );
+    // The error for a bad token does not repeat it.
+    let err = Config::parse("[web]\nwrite_token = \"s3cr3t\"\n", "hopwatch.toml").unwrap_err();
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn docs_document_every_web_key() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let heading = "## `[web]`";
+    let start = docs.find(heading).expect("docs/configuration.md has a [web] section");
+    let section = &docs[start..];
+    let end = section[heading.len()..]
+        .find("\n## ")
+        .map_or(section.len(), |e| e + heading.len());
+    for key in super::raw::keys_of::<super::raw::RawWeb>() {
+        assert!(
+            section[..end].contains(&format!("| `{key}` |")),
+            "[web] lacks `{key}`"
+        );
     }
 }

@@ -17,8 +17,12 @@ pub struct Config {
     pub storage: StorageConfig,
     pub statistics: StatisticsConfig,
     pub enrichment: EnrichmentConfig,
+    /// `[web]`: the status pages, JSON API and /metrics.
+    pub web: super::web::WebConfig,
     /// In file order; names are unique.
     pub targets: Vec<TargetConfig>,
+    /// `[alerts]`, per-target `alerts` overrides and `[[webhook]]`s.
+    pub alerts: super::alerts::AlertsConfig,
 }
 
 impl Config {

@@ -16,6 +16,7 @@ pub use live::{LiveState, TargetEvent, TargetView};
 pub use scheduler::{TargetRunner, TargetSchedule};
 pub use targets::{TargetSet, TargetStatus};
 
+use crate::alerts::{Alerts, AlertsError};
 use crate::analysis::{AnalysisConfig, AnalysisConfigError};
 use crate::config::{Config, ConfigDiff};
 use crate::probe::{Engine, EngineError};
@@ -35,6 +36,8 @@ pub enum MonitorError {
     RawLog(#[from] RawLogError),
     #[error("invalid statistics settings: {0}")]
     Analysis(#[from] AnalysisConfigError),
+    #[error("starting alerts: {0}")]
+    Alerts(#[from] AlertsError),
 }
 
 /// The running daemon core. Owned by `hopwatch run` and by tests.
@@ -48,6 +51,7 @@ pub struct Monitor {
     events: broadcast::Sender<TargetEvent>,
     pipeline: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
+    alerts: Arc<Alerts>,
 }
 
 /// The store settings a config asks for.
@@ -92,6 +96,7 @@ impl Monitor {
             Some(c) => Some(RawLog::open(&c.path, c.max_bytes, c.keep as usize)?),
             None => None,
         };
+        let alerts = Arc::new(Alerts::start(&config)?);
         let flusher = store.spawn_flusher()?;
         let (rounds_tx, rounds_rx) = mpsc::channel(ROUND_QUEUE);
         let (events, _) = broadcast::channel(1024);
@@ -101,6 +106,7 @@ impl Monitor {
             Arc::clone(&store),
             raw_log,
             events.clone(),
+            Arc::clone(&alerts),
         ));
         let mut targets = TargetSet::new(engine.clone(), rounds_tx, Arc::clone(&live));
         targets.start_all(&config);
@@ -119,6 +125,7 @@ impl Monitor {
             events,
             pipeline: Some(pipeline),
             flusher: Some(flusher),
+            alerts,
         })
     }
 
@@ -142,6 +149,7 @@ impl Monitor {
         {
             targets.apply(&new, &diff);
         }
+        self.alerts.reload(&new.alerts);
         *current = new;
         diff
     }
@@ -156,6 +164,11 @@ impl Monitor {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Alert rules, raised alerts and webhook delivery status.
+    pub fn alerts(&self) -> &Arc<Alerts> {
+        &self.alerts
     }
 
     /// Route and hop-count changes as they happen.
@@ -176,6 +189,8 @@ impl Monitor {
         if let Some(pipeline) = self.pipeline.take() {
             let _ = pipeline.await;
         }
+        // Undelivered alerts stay in the outbox for the next start.
+        self.alerts.shutdown().await;
         if let Some(flusher) = self.flusher.take() {
             tokio::task::spawn_blocking(move || flusher.stop())
                 .await

@@ -1,12 +1,13 @@
 //! The pipeline: every finished round goes to the live analysis, the store and
 //! the optional per-probe raw log, and the events it causes go to the store
-//! and to subscribers (alerts, live updates).
+//! and to subscribers (live updates); then the alert engine judges the round.
 
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
 use super::live::{LiveState, TargetEvent};
+use crate::alerts::Alerts;
 use crate::analysis::PathEvent;
 use crate::model::RoundRecord;
 use crate::store::{RawLog, Store, StoredEvent};
@@ -18,6 +19,7 @@ pub async fn run(
     store: Arc<Store>,
     mut raw_log: Option<RawLog>,
     events: broadcast::Sender<TargetEvent>,
+    alerts: Arc<Alerts>,
 ) {
     let mut store_failing = false;
     while let Some(round) = rounds.recv().await {
@@ -37,6 +39,7 @@ pub async fn run(
                 tracing::warn!(error = %err, "writing the raw probe log failed");
             }
         }
+        let path_events: Vec<PathEvent> = caused.iter().map(|e| e.event.clone()).collect();
         for event in caused {
             if let Err(err) = store.record_event(&stored(&event)) {
                 tracing::warn!(error = %err, target = %event.target, "storing an event failed");
@@ -44,6 +47,10 @@ pub async fn run(
             tracing::info!(target = %event.target, event = ?event.event, "path event");
             // No subscriber is fine: alerts and live updates are optional.
             let _ = events.send(event);
+        }
+        // The alert rules read the target's snapshot as of this round.
+        if let Some(view) = live.target(&round.target) {
+            alerts.on_round(&view, &path_events).await;
         }
     }
     if let Some(log) = raw_log.as_mut() {

@@ -104,7 +104,12 @@ impl FlushState {
             };
             if let (Some(m), Some(h)) = (minute_done, hour_done) {
                 state.minute_done.insert(num, m);
-                state.hour_done.insert(num, h);
+                // Keep "hours done ≤ the hour of minutes done": the last
+                // minute rollup on disk can be older than the last hour
+                // rollup (minutes closed with no data leave no key), and an
+                // hour must not count as done while minutes in it may still
+                // be rolled up.
+                state.hour_done.insert(num, h.min(floor(m, HOUR_MS)));
             }
         }
         Ok(state)

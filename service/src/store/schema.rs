@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::model::TargetId;
 use crate::store::error::StoreError;
@@ -39,9 +40,17 @@ impl Trees {
             path: path.to_path_buf(),
             source,
         };
-        let db = sled_config(path, cache_capacity_bytes)
-            .open()
-            .map_err(open_err)?;
+        let config = sled_config(path, cache_capacity_bytes);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if is_lock_error(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
         let meta = db.open_tree(META).map_err(open_err)?;
         check_schema(path, &db, &meta)?;
         Ok(Trees {
@@ -53,6 +62,18 @@ impl Trees {
             db,
         })
     }
+}
+
+/// How long opening waits for sled's file lock. sled 0.34 releases a dropped
+/// database's lock only when its I/O threads let go of it, a moment after the
+/// drop, so reopening in the same process (after a write error, or a restart
+/// of the store) must wait a little. Another process holding the store still
+/// fails, after this long.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// sled reports its lock only as an `Other` I/O error with this text.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other && e.to_string().contains("could not acquire lock")
 }
 
 /// sled's settings for a store. Compression is part of the on-disk format

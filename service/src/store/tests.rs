@@ -363,6 +363,45 @@ fn a_late_round_recomputes_its_minute_and_hour() {
 }
 
 #[test]
+fn an_hour_closed_early_is_completed_after_a_restart() {
+    // A restart whose clock closed an hour that then gets more rounds (the
+    // crash test's writer and a daemon restarted with a clock behind the
+    // last catch-up both do this).
+    let dir = tempfile::tempdir().unwrap();
+    let a = id("a");
+    {
+        let store = open(dir.path());
+        write_rounds(&store, "a", 650);
+        store.flush_at(T0 + 5 * HOUR_MS).unwrap();
+        let hour = store.series(&a, Hop::Destination, T0, T0 + HOUR_MS, Resolution::Hour);
+        assert_eq!(hour.unwrap().points[0].sent, 650);
+    }
+    let store = Store::open_at(dir.path(), StoreConfig::default(), T0 + 650_000).unwrap();
+    for s in 650..2 * 3600 {
+        store.record_round(&round("a", s, T0 + s * 1000)).unwrap();
+        if s % 5 == 0 {
+            store.flush_at(T0 + s * 1000).unwrap();
+        }
+    }
+    store.flush_at(T0 + 2 * HOUR_MS + MINUTE_MS).unwrap();
+    let raw = store
+        .series(&a, Hop::Ttl(7), T0, T0 + 2 * HOUR_MS, Resolution::Raw)
+        .unwrap();
+    let hours = store
+        .series(&a, Hop::Ttl(7), T0, T0 + 2 * HOUR_MS, Resolution::Hour)
+        .unwrap();
+    assert_eq!(
+        hours.points.iter().map(|p| p.sent).collect::<Vec<_>>(),
+        vec![3600, 3600]
+    );
+    check_rollups_against_raw(&hours, &raw);
+    let minutes = store
+        .series(&a, Hop::Ttl(7), T0, T0 + 2 * HOUR_MS, Resolution::Minute)
+        .unwrap();
+    check_rollups_against_raw(&minutes, &raw);
+}
+
+#[test]
 fn rollups_lost_in_a_crash_are_recomputed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let now = T0 + 2 * HOUR_MS + MINUTE_MS;

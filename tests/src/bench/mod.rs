@@ -12,7 +12,9 @@ pub mod error;
 pub mod load;
 pub mod machine;
 pub mod pcap;
+pub mod procfs;
 pub mod stats;
+pub mod storesim;
 pub mod tools;
 
 pub use error::{BenchError, Result};

@@ -189,11 +189,15 @@ impl ReverseDns {
         }
         // This call inserted the pending entry, so it alone queues the lookup.
         bump(&self.counters.cache_misses);
-        match self.queue.try_send(ip) {
-            Ok(()) => {
-                self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-                Lookup::Pending
-            }
+        // Counted before sending: the lookup may finish (and count itself out)
+        // before try_send returns.
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let sent = self.queue.try_send(ip);
+        if sent.is_err() {
+            self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
+            Ok(()) => Lookup::Pending,
             Err(TrySendError::Full(_)) => {
                 // Forget the pending entry so a later call can queue it again.
                 bump(&self.counters.queue_full);

@@ -1,0 +1,83 @@
+//! The alert event: what a webhook receives (in hopwatch's own JSON format,
+//! schema `hopwatch.alert.v1`) and what the outbox stores, byte for byte, so
+//! every retry sends the same body with the same id and signature.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::kind::{AlertKind, AlertState};
+
+/// The `schema` field of every event.
+pub const SCHEMA: &str = "hopwatch.alert.v1";
+
+/// The target an alert is about, as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertTarget {
+    pub name: String,
+    pub label: Option<String>,
+    pub host: String,
+    /// The address being probed, when resolved.
+    pub address: Option<IpAddr>,
+    pub tags: Vec<String>,
+}
+
+/// One raise or clear of one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub schema: String,
+    /// Unique per event and stable across retries and restarts: the idempotency
+    /// key (`<instance>-<alert>-<state>`).
+    pub id: String,
+    /// The alert this event belongs to: its raise and its clear share it.
+    pub alert_id: String,
+    /// Outbox order; increasing per target (and overall) in event order.
+    pub seq: u64,
+    pub kind: AlertKind,
+    pub state: AlertState,
+    pub target: AlertTarget,
+    /// When the condition was seen (the round's start), Unix milliseconds, and
+    /// the same in RFC 3339.
+    pub at_ms: u64,
+    pub at: String,
+    /// When the alert was raised (equal to `at_ms` on the raise).
+    pub raised_at_ms: u64,
+    /// One line for people.
+    pub summary: String,
+    /// The measured value and the threshold it crossed, in `unit`
+    /// (`pct`, `ms`, `mos` or `rounds`); `None` for route and hop-count changes.
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub unit: Option<String>,
+    /// Where the problem begins (the analysis' localisation matching this
+    /// kind), when there is one.
+    pub localisation: Option<serde_json::Value>,
+    /// The route or hop-count change (before/after), for those kinds.
+    pub path_change: Option<serde_json::Value>,
+    /// The target's full per-hop snapshot at that moment.
+    pub snapshot: serde_json::Value,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `ms` as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T04:18:48.123Z`.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

@@ -1,0 +1,133 @@
+//! The vocabulary of alerts: which rule fired ([`AlertKind`]) and whether the
+//! alert was raised or cleared ([`AlertState`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The rule behind an alert. Every rule looks at the destination (the path as
+/// a whole), never at one intermediate hop, so ICMP rate limiting at a router
+/// on the way cannot raise anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The destination's window loss is at or above `loss_pct`.
+    Loss,
+    /// The destination's window latency (avg or a percentile) is at or above `latency_ms`.
+    Latency,
+    /// The destination's window mean jitter is at or above `jitter_ms`.
+    Jitter,
+    /// The destination's MOS is below `mos_below`.
+    Mos,
+    /// A target that used to answer has not answered in `unreachable_rounds` rounds.
+    Unreachable,
+    /// The established path changed (a different responder at some TTL).
+    RouteChange,
+    /// The destination's TTL changed.
+    HopCountChange,
+}
+
+impl AlertKind {
+    /// Every kind, in evaluation order.
+    pub const ALL: [AlertKind; 7] = [
+        AlertKind::Loss,
+        AlertKind::Latency,
+        AlertKind::Jitter,
+        AlertKind::Mos,
+        AlertKind::Unreachable,
+        AlertKind::RouteChange,
+        AlertKind::HopCountChange,
+    ];
+
+    /// The names accepted in the config, in [`AlertKind::ALL`] order.
+    pub const NAMES: [&'static str; 7] = [
+        "loss",
+        "latency",
+        "jitter",
+        "mos",
+        "unreachable",
+        "route_change",
+        "hop_count_change",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    /// Position in [`AlertKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not an alert kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change")]
+pub struct UnknownAlertKind(pub String);
+
+impl FromStr for AlertKind {
+    type Err = UnknownAlertKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim().to_ascii_lowercase();
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| UnknownAlertKind(s.to_owned()))
+    }
+}
+
+/// Which transition an alert event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Raised,
+    Cleared,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Raised => "raised",
+            AlertState::Cleared => "cleared",
+        }
+    }
+}
+
+impl fmt::Display for AlertState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for (i, kind) in AlertKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i);
+            assert_eq!(kind.as_str().parse::<AlertKind>().unwrap(), *kind);
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+        }
+        assert_eq!(
+            "Route_Change".parse::<AlertKind>(),
+            Ok(AlertKind::RouteChange)
+        );
+        let err = "lost".parse::<AlertKind>().unwrap_err();
+        assert!(
+            err.to_string().starts_with("\"lost\" is not an alert kind"),
+            "{err}"
+        );
+    }
+}

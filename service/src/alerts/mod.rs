@@ -1,0 +1,238 @@
+//! Alerts: rules over each target's destination statistics and path events
+//! (loss, latency, jitter, MOS, unreachable, route and hop-count changes),
+//! a hysteresis state machine per (target, rule), and at-least-once webhook
+//! delivery through a persistent outbox.
+//!
+//! Data flow, once per round (called by the monitor's pipeline after the live
+//! analysis took the round):
+//!
+//! ```text
+//! TargetView ──► AlertEngine (rules + machines) ──► transitions
+//!   ──► AlertEvent (id, snapshot, localisation) ──► Outbox (sled, flushed)
+//!   ──► Delivery lanes (webhook x target, in order, backoff) ──► HTTP POST
+//! ```
+//!
+//! [`Alerts`] ties them together for the monitor.
+
+pub mod delivery;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod format;
+pub mod kind;
+pub mod machine;
+pub mod outbox;
+pub mod rules;
+pub mod secret;
+pub mod sign;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use delivery::{DeliveryCounters, WebhookStatus};
+pub use engine::{AlertEngine, RoundOutcome, Transition};
+pub use error::{AlertsError, DeliveryError};
+pub use event::{AlertEvent, AlertTarget, SCHEMA};
+pub use kind::{AlertKind, AlertState, UnknownAlertKind};
+pub use outbox::{ActiveAlert, Outbox};
+pub use secret::{Secret, WebhookUrl, WebhookUrlError};
+pub use sign::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
+
+use crate::analysis::{DegradationKind, PathEvent};
+use crate::config::{AlertsConfig, Config};
+use crate::monitor::{TargetStatus, TargetView};
+
+use delivery::Delivery;
+
+/// Where the outbox lives: its own sled database inside the state directory.
+pub fn outbox_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("outbox")
+}
+
+/// The running alert subsystem.
+pub struct Alerts {
+    engine: Mutex<AlertEngine>,
+    outbox: Arc<Outbox>,
+    delivery: Delivery,
+}
+
+impl Alerts {
+    /// Opens the outbox in `config.service.state_dir`, restores raised alerts,
+    /// and starts delivering what is still owed. Needs a tokio runtime.
+    pub fn start(config: &Config) -> Result<Alerts, AlertsError> {
+        let hooks = config.alerts.webhooks.clone();
+        let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
+        let outbox = Arc::new(Outbox::open(
+            &outbox_path(&config.service.state_dir),
+            &names,
+        )?);
+        let mut engine = AlertEngine::new(config.alerts.clone());
+        let persisted = outbox.persisted()?;
+        for id in &persisted.answered {
+            engine.restore(id, true, &[]);
+        }
+        for active in &persisted.active {
+            engine.restore(&active.target, false, &[active.kind]);
+        }
+        if !persisted.active.is_empty() {
+            tracing::info!(
+                raised = persisted.active.len(),
+                "alerts still raised from the last run"
+            );
+        }
+        let delivery = Delivery::start(Arc::clone(&outbox), hooks)?;
+        Ok(Alerts {
+            engine: Mutex::new(engine),
+            outbox,
+            delivery,
+        })
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, AlertEngine> {
+        // Evaluation is one synchronous step: a panic leaves the state usable.
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Evaluates one round of `view`'s target, with the path events it caused,
+    /// and stores and queues what it raises or clears. Errors are logged: alerts
+    /// never stop the pipeline.
+    pub async fn on_round(&self, view: &TargetView, events: &[PathEvent]) {
+        let outcome = self.engine().evaluate(&view.analysis, events);
+        if outcome.transitions.is_empty() && !outcome.first_answer {
+            return;
+        }
+        if let Err(err) = self.record(view, outcome).await {
+            tracing::error!(target = %view.id, error = %err, "alert not stored; its webhooks will miss it");
+        }
+    }
+
+    async fn record(&self, view: &TargetView, outcome: RoundOutcome) -> Result<(), AlertsError> {
+        let webhooks = self.engine().config().webhooks.clone();
+        let at_ms = view.analysis.last_round_at_ms.unwrap_or_else(event::now_ms);
+        let snapshot = serde_json::to_value(&view.analysis).unwrap_or(serde_json::Value::Null);
+        let mut entries = Vec::with_capacity(outcome.transitions.len());
+        for transition in outcome.transitions {
+            let seq = self.outbox.reserve_seq();
+            let (alert_id, raised_at_ms) = match transition.state {
+                AlertState::Raised => (format!("{}-{seq}", self.outbox.instance()), at_ms),
+                AlertState::Cleared => match self.outbox.active(&view.id, transition.kind)? {
+                    Some(active) => (active.alert_id, active.raised_at_ms),
+                    None => (format!("{}-{seq}", self.outbox.instance()), at_ms),
+                },
+            };
+            let event = AlertEvent {
+                schema: SCHEMA.to_owned(),
+                id: format!("{alert_id}-{}", transition.state),
+                alert_id,
+                seq,
+                kind: transition.kind,
+                state: transition.state,
+                target: AlertTarget {
+                    name: view.id.to_string(),
+                    label: view.label.clone(),
+                    host: view.host.clone(),
+                    address: match &view.status {
+                        TargetStatus::Running { address } => Some(*address),
+                        _ => view.analysis.destination.address,
+                    },
+                    tags: view.tags.clone(),
+                },
+                at_ms,
+                at: event::rfc3339(at_ms),
+                raised_at_ms,
+                summary: transition.summary,
+                value: transition.reading.value,
+                threshold: transition.reading.threshold,
+                unit: transition.reading.unit.map(str::to_owned),
+                localisation: localisation(view, transition.kind),
+                path_change: transition
+                    .path_event
+                    .as_ref()
+                    .and_then(|e| serde_json::to_value(e).ok()),
+                snapshot: snapshot.clone(),
+            };
+            let wanted: Vec<String> = webhooks
+                .iter()
+                .filter(|h| h.filter.accepts(&view.id, &view.tags, event.kind))
+                .map(|h| h.name.clone())
+                .collect();
+            tracing::info!(
+                target = %view.id,
+                kind = %event.kind,
+                state = %event.state,
+                id = %event.id,
+                webhooks = wanted.len(),
+                "alert {}: {}",
+                event.state,
+                event.summary
+            );
+            entries.push((event, wanted));
+        }
+        let answered = outcome.first_answer.then_some(&view.id);
+        self.outbox.commit(&entries, answered)?;
+        self.outbox.flush().await?;
+        self.delivery
+            .enqueue(entries.iter().flat_map(|(event, hooks)| {
+                hooks
+                    .iter()
+                    .map(move |h| (h.clone(), view.id.clone(), event.seq))
+            }));
+        Ok(())
+    }
+
+    /// New thresholds from a reload. Webhooks are set up at start: a change to
+    /// them is reported by the reload as needing a restart.
+    pub fn reload(&self, config: &AlertsConfig) {
+        let mut engine = self.engine();
+        let mut next = config.clone();
+        next.webhooks = engine.config().webhooks.clone();
+        engine.set_config(next);
+    }
+
+    /// Alerts raised and not cleared, over all targets.
+    pub fn active(&self) -> Vec<ActiveAlert> {
+        self.outbox.active_all().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "reading raised alerts failed");
+            Vec::new()
+        })
+    }
+
+    /// Per-webhook delivery state: pending, delivered, failures, last error.
+    pub fn delivery_status(&self) -> Vec<WebhookStatus> {
+        self.delivery.status()
+    }
+
+    /// Totals for metrics.
+    pub fn counters(&self) -> DeliveryCounters {
+        self.delivery.counters()
+    }
+
+    /// Stops delivering and flushes the outbox; whatever is undelivered is
+    /// delivered after the next start.
+    pub async fn shutdown(&self) {
+        self.delivery.shutdown().await;
+        if let Err(err) = self.outbox.flush().await {
+            tracing::warn!(error = %err, "flushing the alert outbox failed");
+        }
+    }
+}
+
+/// The analysis' localisation that matches `kind`: where loss begins for loss,
+/// unreachability and MOS, where latency rises for latency and jitter.
+fn localisation(view: &TargetView, kind: AlertKind) -> Option<serde_json::Value> {
+    let wanted = match kind {
+        AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
+        _ => DegradationKind::Loss,
+    };
+    let found = &view.analysis.localisations;
+    found
+        .iter()
+        .find(|l| l.kind == wanted)
+        .or_else(|| match kind {
+            AlertKind::Mos | AlertKind::Jitter => found.first(),
+            _ => None,
+        })
+        .and_then(|l| serde_json::to_value(l).ok())
+}

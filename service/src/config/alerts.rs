@@ -1,0 +1,223 @@
+//! The validated alert settings: thresholds from `[alerts]` with each target's
+//! `alerts` overrides applied, and the `[[webhook]]` receivers with their filters.
+//! Built by the config resolver; read by [`crate::alerts`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::defaults;
+use crate::alerts::{AlertKind, Secret, WebhookUrl};
+use crate::model::TargetId;
+
+/// `[alerts]`, the per-target overrides and `[[webhook]]`s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertsConfig {
+    /// The thresholds of targets without overrides.
+    pub rules: AlertRules,
+    /// Targets with an `alerts` table: `[alerts]` with their keys applied.
+    pub targets: BTreeMap<TargetId, AlertRules>,
+    /// In file order; names are unique.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl AlertsConfig {
+    /// The thresholds that apply to target `id`.
+    pub fn rules_for(&self, id: &TargetId) -> &AlertRules {
+        self.targets.get(id).unwrap_or(&self.rules)
+    }
+}
+
+/// Which latency statistic of the destination's window `latency_ms` is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyStat {
+    Avg,
+    P50,
+    P95,
+    P99,
+}
+
+impl LatencyStat {
+    pub const NAMES: [&'static str; 4] = ["avg", "p50", "p95", "p99"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatencyStat::Avg => "avg",
+            LatencyStat::P50 => "p50",
+            LatencyStat::P95 => "p95",
+            LatencyStat::P99 => "p99",
+        }
+    }
+}
+
+impl FromStr for LatencyStat {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "avg" => LatencyStat::Avg,
+            "p50" => LatencyStat::P50,
+            "p95" => LatencyStat::P95,
+            "p99" => LatencyStat::P99,
+            _ => return Err(()),
+        })
+    }
+}
+
+impl fmt::Display for LatencyStat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The alert thresholds of one target. A threshold of 0 turns its check off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AlertRules {
+    /// Raise when the destination's window loss is at least this (percent).
+    pub loss_pct: f64,
+    /// Raise when the destination's window `latency_stat` is at least this (ms).
+    pub latency_ms: f64,
+    pub latency_stat: LatencyStat,
+    /// Raise when the destination's window mean jitter is at least this (ms).
+    pub jitter_ms: f64,
+    /// Raise when the destination's MOS is below this (1 to 4.5).
+    pub mos_below: f64,
+    /// Raise when a target that has answered before stays silent this many rounds.
+    pub unreachable_rounds: u32,
+    pub route_change: bool,
+    pub hop_count_change: bool,
+    /// Rounds a condition must hold before it raises.
+    pub raise_rounds: u32,
+    /// Rounds the recovery must hold before a raised alert clears.
+    pub clear_rounds: u32,
+    /// Loss, latency and jitter clear at or below threshold x this.
+    pub clear_ratio: f64,
+    /// MOS clears at or above `mos_below` + this.
+    pub mos_clear_margin: f64,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        AlertRules {
+            loss_pct: defaults::ALERT_LOSS_PCT,
+            latency_ms: defaults::ALERT_LATENCY_MS,
+            latency_stat: defaults::ALERT_LATENCY_STAT,
+            jitter_ms: defaults::ALERT_JITTER_MS,
+            mos_below: defaults::ALERT_MOS_BELOW,
+            unreachable_rounds: defaults::ALERT_UNREACHABLE_ROUNDS,
+            route_change: defaults::ALERT_ROUTE_CHANGE,
+            hop_count_change: defaults::ALERT_HOP_COUNT_CHANGE,
+            raise_rounds: defaults::ALERT_RAISE_ROUNDS,
+            clear_rounds: defaults::ALERT_CLEAR_ROUNDS,
+            clear_ratio: defaults::ALERT_CLEAR_RATIO,
+            mos_clear_margin: defaults::ALERT_MOS_CLEAR_MARGIN,
+        }
+    }
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// hopwatch's own JSON event (schema `hopwatch.alert.v1`).
+    Json,
+    /// A Slack-compatible incoming-webhook message (`{"text": ...}`).
+    Slack,
+    /// Prometheus Alertmanager's `POST /api/v2/alerts` body.
+    Alertmanager,
+}
+
+impl WebhookFormat {
+    pub const NAMES: [&'static str; 3] = ["json", "slack", "alertmanager"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+impl FromStr for WebhookFormat {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "json" => WebhookFormat::Json,
+            "slack" => WebhookFormat::Slack,
+            "alertmanager" => WebhookFormat::Alertmanager,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// Which alerts a webhook receives. Empty lists accept everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookFilter {
+    /// Targets by name; with `tags`, a target matching either is accepted.
+    pub targets: Vec<TargetId>,
+    /// Targets having any of these tags.
+    pub tags: Vec<String>,
+    pub kinds: Vec<AlertKind>,
+}
+
+impl WebhookFilter {
+    /// Whether an alert of `kind` about target `id` (with `tags`) goes to this webhook.
+    pub fn accepts(&self, id: &TargetId, tags: &[String], kind: AlertKind) -> bool {
+        let by_target = (self.targets.is_empty() && self.tags.is_empty())
+            || self.targets.contains(id)
+            || tags.iter().any(|t| self.tags.contains(t));
+        by_target && (self.kinds.is_empty() || self.kinds.contains(&kind))
+    }
+}
+
+/// One `[[webhook]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Its identity: its outbox queue and its delivery status are keyed by it.
+    pub name: String,
+    pub url: WebhookUrl,
+    pub format: WebhookFormat,
+    /// When set, every request carries `X-Hopwatch-Signature: sha256=<hex>`.
+    pub secret: Option<Secret>,
+    pub filter: WebhookFilter,
+    /// Limit of one delivery attempt, connection included.
+    pub timeout: Duration,
+    /// First retry delay; each failure doubles it (plus jitter) up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_accept_by_target_or_tag_and_by_kind() {
+        let a = TargetId::new("a").unwrap();
+        let b = TargetId::new("b").unwrap();
+        let wan = vec!["wan".to_owned()];
+        let all = WebhookFilter::default();
+        assert!(all.accepts(&a, &[], AlertKind::Loss));
+        let some = WebhookFilter {
+            targets: vec![a.clone()],
+            tags: vec!["wan".into()],
+            kinds: vec![AlertKind::Unreachable, AlertKind::Loss],
+        };
+        assert!(some.accepts(&a, &[], AlertKind::Loss));
+        assert!(some.accepts(&b, &wan, AlertKind::Unreachable));
+        assert!(
+            !some.accepts(&b, &[], AlertKind::Loss),
+            "b is neither named nor tagged"
+        );
+        assert!(
+            !some.accepts(&a, &[], AlertKind::Latency),
+            "latency is not wanted"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The service's live views and stored events in the web crate's terms.
+
+use std::net::IpAddr;
+
+use hopwatch_web::dto::{
+    AlertDto, DestinationDto, EventDto, FindingDto, HopRow, Latency, PathHopDto, ResponderDto,
+    StatsDto, TargetDetail, TargetState, TargetSummary,
+};
+
+use crate::analysis::{DegradationKind, PathEvent, StatsSnapshot};
+use crate::enrich::Enricher;
+use crate::monitor::{TargetEvent, TargetStatus, TargetView};
+use crate::probe::TimestampSource;
+use crate::store::StoredEvent;
+
+pub fn stats(s: &StatsSnapshot) -> StatsDto {
+    StatsDto {
+        sent: s.sent,
+        received: s.received,
+        loss_pct: s.loss_pct,
+        last_ns: s.last_ns,
+        avg_ns: s.avg_ns,
+        best_ns: s.best_ns,
+        worst_ns: s.worst_ns,
+        stddev_ns: s.stddev_ns,
+        p50_ns: s.p50_ns,
+        p95_ns: s.p95_ns,
+        p99_ns: s.p99_ns,
+        jitter_ns: s.jitter_mean_ns,
+        jitter_max_ns: s.jitter_max_ns,
+    }
+}
+
+pub fn state(status: &TargetStatus) -> (TargetState, Option<String>, Option<IpAddr>) {
+    match status {
+        TargetStatus::Paused => (TargetState::Paused, None, None),
+        TargetStatus::Resolving => (TargetState::Resolving, None, None),
+        TargetStatus::Running { address } => (TargetState::Running, None, Some(*address)),
+        TargetStatus::Failed { error } => (TargetState::Failed, Some(error.clone()), None),
+    }
+}
+
+/// One row of the overview.
+pub fn summary(
+    view: &TargetView,
+    alerts: Vec<AlertDto>,
+    source: Option<TimestampSource>,
+) -> TargetSummary {
+    let a = &view.analysis;
+    let d = &a.destination.window;
+    let (state, error, address) = state(&view.status);
+    TargetSummary {
+        id: view.id.to_string(),
+        name: view.name.clone(),
+        label: view.label.clone(),
+        description: view.description.clone(),
+        tags: view.tags.clone(),
+        host: view.host.clone(),
+        address: address.or(a.destination.address),
+        protocol: view.protocol.to_string(),
+        port: view.port,
+        interval_ms: view.interval_ms,
+        packet_size: view.packet_size,
+        state,
+        error,
+        paused: view.paused,
+        hop_count: a.path.hop_count,
+        rounds: a.rounds,
+        last_round_at_ms: a.last_round_at_ms,
+        loss_pct: a.destination.path_loss_pct,
+        latency: Latency {
+            last_ns: d.last_ns,
+            avg_ns: d.avg_ns,
+            best_ns: d.best_ns,
+            worst_ns: d.worst_ns,
+            p50_ns: d.p50_ns,
+            p95_ns: d.p95_ns,
+        },
+        jitter_ns: d.jitter_mean_ns,
+        mos: a.destination.mos.map(|m| m.mos),
+        alerts,
+        timestamp_source: source.map(|s| s.to_string()),
+        finding: a.localisations.first().map(|l| l.summary.clone()),
+    }
+}
+
+/// What is known about a responder; `enricher` may fill in its name.
+fn responder(
+    address: IpAddr,
+    enricher: Option<&Enricher>,
+    share_pct: Option<f64>,
+    avg_ns: Option<f64>,
+    last_seen_ms: Option<u64>,
+) -> ResponderDto {
+    let info = enricher.map(|e| e.responder_info(address)).unwrap_or_default();
+    ResponderDto {
+        address,
+        hostname: info.hostname,
+        asn: info.asn,
+        as_org: info.as_org,
+        share_pct,
+        avg_ns,
+        last_seen_ms,
+    }
+}
+
+/// The target page's live data.
+pub fn detail(
+    view: &TargetView,
+    alerts: Vec<AlertDto>,
+    source: Option<TimestampSource>,
+    enricher: Option<&Enricher>,
+) -> TargetDetail {
+    let a = &view.analysis;
+    let hops = a
+        .hops
+        .iter()
+        .map(|h| {
+            let mut responders: Vec<ResponderDto> = h
+                .responders
+                .iter()
+                .map(|r| {
+                    responder(
+                        r.address,
+                        enricher,
+                        r.window_share_pct,
+                        r.avg_ns,
+                        Some(r.last_seen_ms),
+                    )
+                })
+                .collect();
+            // A TTL whose responders are not tracked yet still shows who answers.
+            if responders.is_empty() {
+                if let Some(address) = h.responder {
+                    responders.push(responder(address, enricher, None, None, None));
+                }
+            }
+            HopRow {
+                ttl: h.ttl,
+                responders,
+                other_responders: h.other_responders.as_ref().map_or(0, |o| o.received),
+                window: stats(&h.window),
+                since_start: stats(&h.since_start),
+                jitter_rfc3550_ns: h.jitter_rfc3550_ns,
+                rate_limited: h.rate_limited,
+                is_destination: h.is_destination,
+            }
+        })
+        .collect();
+    TargetDetail {
+        summary: summary(view, alerts, source),
+        window_probes: a.window_probes as u32,
+        hops,
+        path: a
+            .path
+            .hops
+            .iter()
+            .map(|p| PathHopDto {
+                ttl: p.ttl,
+                responder: p.responder,
+                responders: p.responders.clone(),
+            })
+            .collect(),
+        pending_change_rounds: a.path.pending_change_rounds,
+        destination: DestinationDto {
+            ttl: a.destination.ttl,
+            address: a.destination.address,
+            window: stats(&a.destination.window),
+            since_start: stats(&a.destination.since_start),
+            jitter_rfc3550_ns: a.destination.jitter_rfc3550_ns,
+            mos: a.destination.mos.map(|m| m.mos),
+            r_factor: a.destination.mos.map(|m| m.r_factor),
+        },
+        findings: a
+            .localisations
+            .iter()
+            .map(|l| FindingDto {
+                kind: match l.kind {
+                    DegradationKind::Loss => "loss",
+                    DegradationKind::Latency => "latency",
+                }
+                .to_owned(),
+                ttl: l.ttl,
+                responder: l.responder,
+                summary: l.summary.clone(),
+            })
+            .collect(),
+        recent_events: view.recent_events.iter().map(live_event).collect(),
+    }
+}
+
+fn addr(a: &Option<IpAddr>) -> String {
+    a.map_or_else(|| "*".to_owned(), |a| a.to_string())
+}
+
+/// One line for people about a path event.
+pub fn path_summary(event: &PathEvent) -> String {
+    match event {
+        PathEvent::RouteChanged {
+            before,
+            after,
+            first_changed_ttl,
+            ..
+        } => {
+            let i = usize::from(*first_changed_ttl).saturating_sub(1);
+            format!(
+                "route changed at hop {first_changed_ttl}: {} → {} ({} → {} hops)",
+                before.get(i).map_or_else(|| "-".to_owned(), addr),
+                after.get(i).map_or_else(|| "-".to_owned(), addr),
+                before.len(),
+                after.len()
+            )
+        }
+        PathEvent::HopCountChanged { before, after, .. } => {
+            format!("hop count changed from {before} to {after}")
+        }
+    }
+}
+
+pub fn live_event(event: &TargetEvent) -> EventDto {
+    let (kind, at_ms) = match &event.event {
+        PathEvent::RouteChanged { at_ms, .. } => ("route_changed", *at_ms),
+        PathEvent::HopCountChanged { at_ms, .. } => ("hop_count_changed", *at_ms),
+    };
+    EventDto {
+        target: event.target.to_string(),
+        at_ms,
+        kind: kind.to_owned(),
+        summary: path_summary(&event.event),
+        detail: serde_json::to_value(&event.event).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// A stored event: path events get their summary back; other kinds (alerts)
+/// use the payload's `summary` field when it has one.
+pub fn stored_event(event: &StoredEvent) -> EventDto {
+    let summary = serde_json::from_value::<PathEvent>(event.payload.clone())
+        .map(|e| path_summary(&e))
+        .ok()
+        .or_else(|| {
+            event
+                .payload
+                .get("summary")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| event.kind.replace('_', " "));
+    EventDto {
+        target: event.target.to_string(),
+        at_ms: event.at_ms,
+        kind: event.kind.clone(),
+        summary,
+        detail: event.payload.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TargetId;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn path_events_read_as_one_line() {
+        let a = |n| Some(IpAddr::V4(Ipv4Addr::new(198, 18, n, 2)));
+        let event = TargetEvent {
+            target: TargetId::new("t").unwrap(),
+            event: PathEvent::RouteChanged {
+                at_ms: 7,
+                before: vec![a(0), a(1), a(2)],
+                after: vec![a(0), a(11), None, a(2)],
+                first_changed_ttl: 2,
+            },
+        };
+        let dto = live_event(&event);
+        assert_eq!(dto.kind, "route_changed");
+        assert_eq!(
+            dto.summary,
+            "route changed at hop 2: 198.18.1.2 → 198.18.11.2 (3 → 4 hops)"
+        );
+        assert_eq!(dto.detail["first_changed_ttl"], 2);
+        let stored = crate::monitor::pipeline::stored(&event);
+        assert_eq!(stored_event(&stored).summary, dto.summary);
+        let alert = StoredEvent {
+            target: TargetId::new("t").unwrap(),
+            at_ms: 1,
+            kind: "alert_raised".into(),
+            payload: serde_json::json!({"summary": "loss 30% ≥ 5%"}),
+        };
+        assert_eq!(stored_event(&alert).summary, "loss 30% ≥ 5%");
+    }
+}

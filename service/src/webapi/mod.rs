@@ -1,0 +1,649 @@
+//! The service side of the web layer: [`WebApi`] implements the web crate's
+//! read model and control over the running [`Monitor`] (live state, store,
+//! engine), the [round tap](tap) (probe counters and histograms for /metrics,
+//! sparklines), the alerts hook and the config file (where writes persist).
+//!
+//! It holds the monitor weakly: `hopwatch run` owns it and must get it back
+//! to shut it down, whatever requests are still in flight.
+
+pub mod alerts;
+pub mod convert;
+pub mod history;
+pub mod persist;
+pub mod tap;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use hopwatch_web::dto::{
+    ControlOutcome, EngineHealth, EventDto, HealthDto, HopRef, HopSummaryDto, HopTotalDto,
+    MeasurementDto, NewTarget, SeriesDto, ServiceInfo, Sparkline, StoreHealthDto, TargetCounts,
+    TargetDetail, TargetState, TargetSummary,
+};
+use hopwatch_web::metrics::{
+    EngineMetrics, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics, TargetMetrics,
+};
+use hopwatch_web::{
+    AppState, Control, ControlError, HopSelection, ReadError, ReadModel, TimeRange, Tokens,
+    WebServer, WebSettings,
+};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, WebConfig};
+use crate::enrich::Enricher;
+use crate::model::TargetId;
+use crate::monitor::{Monitor, TargetView};
+use crate::store::now_ms;
+
+pub use alerts::{AlertSource, NoAlerts};
+pub use persist::ConfigFile;
+pub use tap::RoundTap;
+
+/// How often the round tap checks whether the store flushed.
+const TAP_POLL: Duration = Duration::from_millis(500);
+
+/// The web layer's view of the daemon.
+pub struct WebApi {
+    monitor: Weak<Monitor>,
+    /// The running config: targets' timeouts for the tap, measurement details
+    /// for exports. Replaced on every reload and write.
+    config: RwLock<Config>,
+    /// Where writes are saved; `None` refuses writes (a monitor without a file).
+    file: Option<ConfigFile>,
+    alerts: Arc<dyn AlertSource>,
+    enricher: Option<Arc<Enricher>>,
+    tap: Arc<RoundTap>,
+    events: broadcast::Sender<EventDto>,
+    started_at_ms: u64,
+    hop_histograms: bool,
+    shutting_down: AtomicBool,
+    /// One write at a time: each reads, edits and replaces the file.
+    writing: Mutex<()>,
+}
+
+impl WebApi {
+    pub fn new(
+        monitor: &Arc<Monitor>,
+        config: Config,
+        file: Option<ConfigFile>,
+        alerts: Arc<dyn AlertSource>,
+        enricher: Option<Arc<Enricher>>,
+    ) -> Arc<WebApi> {
+        Arc::new(WebApi {
+            monitor: Arc::downgrade(monitor),
+            hop_histograms: config.web.hop_histograms,
+            config: RwLock::new(config),
+            file,
+            alerts,
+            enricher,
+            tap: Arc::new(RoundTap::new()),
+            events: broadcast::channel(256).0,
+            started_at_ms: now_ms(),
+            shutting_down: AtomicBool::new(false),
+            writing: Mutex::new(()),
+        })
+    }
+
+    fn monitor(&self) -> Option<Arc<Monitor>> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.monitor.upgrade()
+    }
+
+    /// The daemon applied a new config (a reload).
+    pub fn reloaded(&self, config: &Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config.clone();
+    }
+
+    /// From now on the daemon is stopping: not ready, no more writes.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn tap(&self) -> &Arc<RoundTap> {
+        &self.tap
+    }
+
+    /// Starts the round tap and the event forwarder; they stop when the
+    /// returned handle is dropped.
+    pub fn spawn_background(self: &Arc<Self>) -> Background {
+        let mut tasks = Vec::new();
+        if let Some(monitor) = self.monitor() {
+            let mut path_events = monitor.subscribe();
+            let api = Arc::downgrade(self);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let event = match path_events.recv().await {
+                        Ok(event) => event,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "web: path events lagged; counts may be short");
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    let Some(api) = api.upgrade() else { return };
+                    let route = matches!(event.event, crate::analysis::PathEvent::RouteChanged { .. });
+                    api.tap.count_event(&event.target, route);
+                    let _ = api.events.send(convert::live_event(&event));
+                }
+            }));
+        }
+        let api = Arc::downgrade(self);
+        tasks.push(tokio::spawn(async move {
+            let mut last_flush = None;
+            let mut poll = tokio::time::interval(TAP_POLL);
+            loop {
+                poll.tick().await;
+                let Some(api) = api.upgrade() else { return };
+                let Some(monitor) = api.monitor() else { return };
+                let store = Arc::clone(monitor.store());
+                drop(monitor);
+                let flushes = store.metrics().flushes_total;
+                if last_flush == Some(flushes) {
+                    continue;
+                }
+                last_flush = Some(flushes);
+                let targets: Vec<(TargetId, Duration, Duration)> = api
+                    .config
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .targets
+                    .iter()
+                    .map(|t| (t.id.clone(), t.probe.timeout, t.probe.interval))
+                    .collect();
+                let tap = Arc::clone(&api.tap);
+                let started = api.started_at_ms;
+                drop(api);
+                let _ = tokio::task::spawn_blocking(move || {
+                    tap.scan(&store, &targets, started, now_ms());
+                })
+                .await;
+            }
+        }));
+        Background { tasks }
+    }
+
+    fn active_alerts(&self) -> HashMap<String, Vec<hopwatch_web::dto::AlertDto>> {
+        self.alerts.active()
+    }
+
+    fn source_of(&self, id: &TargetId) -> Option<crate::probe::TimestampSource> {
+        self.tap
+            .with(|taps| taps.get(id).and_then(|t| t.last_source))
+    }
+
+    fn view(&self, id: &str) -> Option<(Arc<Monitor>, TargetView)> {
+        let tid = TargetId::new(id).ok()?;
+        let monitor = self.monitor()?;
+        let view = monitor.live().target(&tid)?;
+        Some((monitor, view))
+    }
+
+    fn outcome(&self, id: &str, action: &str, changed: bool) -> ControlOutcome {
+        ControlOutcome {
+            target: id.to_owned(),
+            action: action.to_owned(),
+            changed,
+            persisted_to: self.file.as_ref().map(|f| f.path().display().to_string()),
+        }
+    }
+
+    /// Runs a config-file edit and applies what it saved.
+    fn write(
+        &self,
+        edit: impl FnOnce(&ConfigFile) -> Result<Option<Config>, ControlError>,
+    ) -> Result<bool, ControlError> {
+        let file = self.file.as_ref().ok_or_else(|| ControlError::Conflict {
+            reason: "this daemon has no config file to save changes to".to_owned(),
+        })?;
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let monitor = self.monitor().ok_or(ControlError::ShuttingDown)?;
+        let Some(config) = edit(file)? else {
+            return Ok(false);
+        };
+        let diff = monitor.reload(config.clone());
+        self.reloaded(&config);
+        tracing::info!(
+            file = %file.path().display(),
+            added = diff.added.len(),
+            removed = diff.removed.len(),
+            paused = diff.paused.len(),
+            resumed = diff.resumed.len(),
+            "applied a change made through the web API"
+        );
+        Ok(true)
+    }
+}
+
+/// The web layer's background tasks; dropping this stops them.
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl ReadModel for WebApi {
+    fn service(&self) -> ServiceInfo {
+        let source = self
+            .monitor()
+            .map(|m| m.engine().timestamp_source().to_string())
+            .unwrap_or_else(|| "stopped".to_owned());
+        ServiceInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            timestamp_source: source,
+            started_at_ms: self.started_at_ms,
+            window_probes: self
+                .config
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .statistics
+                .window,
+        }
+    }
+
+    fn targets(&self) -> Vec<TargetSummary> {
+        let Some(monitor) = self.monitor() else {
+            return Vec::new();
+        };
+        let mut alerts = self.active_alerts();
+        monitor
+            .live()
+            .targets()
+            .iter()
+            .map(|view| {
+                convert::summary(
+                    view,
+                    alerts.remove(view.id.as_str()).unwrap_or_default(),
+                    self.source_of(&view.id),
+                )
+            })
+            .collect()
+    }
+
+    fn target(&self, id: &str) -> Option<TargetDetail> {
+        let (_, view) = self.view(id)?;
+        let alerts = self.active_alerts().remove(id).unwrap_or_default();
+        Some(convert::detail(
+            &view,
+            alerts,
+            self.source_of(&view.id),
+            self.enricher.as_deref(),
+        ))
+    }
+
+    fn sparklines(&self) -> Vec<Sparkline> {
+        let mut lines: Vec<Sparkline> = self.tap.with(|taps| {
+            taps.iter()
+                .map(|(id, tap)| Sparkline {
+                    target: id.to_string(),
+                    last_at_ms: tap.sparkline.back().map(|(at, _)| *at),
+                    rtt_us: tap
+                        .sparkline
+                        .iter()
+                        .map(|(_, rtt)| rtt.map(|ns| (ns / 1_000).min(u64::from(u32::MAX)) as u32))
+                        .collect(),
+                })
+                .collect()
+        });
+        lines.sort_by(|a, b| a.target.cmp(&b.target));
+        lines
+    }
+
+    fn series(
+        &self,
+        id: &str,
+        hops: HopSelection,
+        range: TimeRange,
+    ) -> Result<Option<Vec<SeriesDto>>, ReadError> {
+        let Some((monitor, view)) = self.view(id) else {
+            return Ok(None);
+        };
+        let store = monitor.store();
+        let responder_at = |ttl: u8| {
+            view.analysis
+                .hops
+                .iter()
+                .find(|h| h.ttl == ttl)
+                .and_then(|h| h.responder)
+        };
+        let destination = view.analysis.destination.address;
+        match hops {
+            HopSelection::One(hop) => {
+                let responder = match hop {
+                    HopRef::Ttl(ttl) => responder_at(ttl),
+                    HopRef::Destination => destination,
+                };
+                Ok(Some(vec![history::one(
+                    store, &view.id, hop, range, responder,
+                )?]))
+            }
+            HopSelection::All => {
+                let ttls: Vec<(u8, Option<std::net::IpAddr>)> = view
+                    .analysis
+                    .hops
+                    .iter()
+                    .map(|h| (h.ttl, h.responder))
+                    .collect();
+                Ok(Some(history::all(
+                    store,
+                    &view.id,
+                    &ttls,
+                    destination,
+                    range,
+                )?))
+            }
+        }
+    }
+
+    fn hop_summary(&self, id: &str, range: TimeRange) -> Result<Option<HopSummaryDto>, ReadError> {
+        let Some(series) = self.series(id, HopSelection::All, range)? else {
+            return Ok(None);
+        };
+        let Some((_, view)) = self.view(id) else {
+            return Ok(None);
+        };
+        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+        let window = config.statistics.window;
+        let resolution = series
+            .first()
+            .map_or_else(|| "raw".to_owned(), |s| s.resolution.clone());
+        let hops = series
+            .into_iter()
+            .map(|s| HopTotalDto {
+                hop: s.hop,
+                responder: s.responder,
+                hostname: s.responder.and_then(|ip| {
+                    self.enricher
+                        .as_ref()
+                        .and_then(|e| e.responder_info(ip).hostname)
+                }),
+                total: s.total,
+            })
+            .collect();
+        Ok(Some(HopSummaryDto {
+            measurement: MeasurementDto {
+                probe_interval_ms: view.interval_ms,
+                protocol: view.protocol.to_string(),
+                port: view.port,
+                packet_size: view.packet_size,
+                window_probes: window,
+                window_ms: view.interval_ms * u64::from(window),
+                timestamp_source: self.source_of(&view.id).map(|s| s.to_string()),
+            },
+            resolution,
+            hops,
+        }))
+    }
+
+    fn events(&self, id: &str, range: TimeRange) -> Result<Option<Vec<EventDto>>, ReadError> {
+        let Some((monitor, view)) = self.view(id) else {
+            return Ok(None);
+        };
+        let events = monitor
+            .store()
+            .events(&view.id, range.from_ms, range.to_ms)
+            .map_err(|e| history::read_error("reading events", e))?;
+        Ok(Some(events.iter().map(convert::stored_event).collect()))
+    }
+
+    fn health(&self) -> HealthDto {
+        let shutting_down = self.shutting_down.load(Ordering::Relaxed);
+        let Some(monitor) = self.monitor() else {
+            return HealthDto {
+                engine: EngineHealth {
+                    running: false,
+                    timestamp_source: "stopped".to_owned(),
+                    probes_sent_total: 0,
+                    in_flight: 0,
+                },
+                store: StoreHealthDto {
+                    ok: false,
+                    consecutive_failures: 0,
+                    last_flush_ok_at_ms: None,
+                    last_error_at_ms: None,
+                    pending_bytes: 0,
+                },
+                targets: TargetCounts::default(),
+                last_round_at_ms: None,
+                shutting_down,
+            };
+        };
+        let stats = monitor.engine().stats();
+        let store = monitor.store().health();
+        let mut counts = TargetCounts::default();
+        let mut last_round = None;
+        for view in monitor.live().targets() {
+            counts.total += 1;
+            match convert::state(&view.status).0 {
+                TargetState::Running => counts.running += 1,
+                TargetState::Paused => counts.paused += 1,
+                TargetState::Resolving => counts.resolving += 1,
+                TargetState::Failed => counts.failed += 1,
+            }
+            last_round = last_round.max(view.analysis.last_round_at_ms);
+        }
+        HealthDto {
+            engine: EngineHealth {
+                running: true,
+                timestamp_source: monitor.engine().timestamp_source().to_string(),
+                probes_sent_total: stats.probes_sent,
+                in_flight: stats.in_flight,
+            },
+            store: StoreHealthDto {
+                ok: store.ok,
+                consecutive_failures: store.consecutive_failures,
+                last_flush_ok_at_ms: store.last_flush_ok_at_ms,
+                last_error_at_ms: store.last_error_at_ms,
+                pending_bytes: store.pending_bytes,
+            },
+            targets: counts,
+            last_round_at_ms: last_round,
+            shutting_down,
+        }
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        let Some(monitor) = self.monitor() else {
+            return MetricsSnapshot::default();
+        };
+        let engine = monitor.engine();
+        let stats = engine.stats();
+        let store = monitor.store();
+        let sm = store.metrics();
+        let mut alerts = self.active_alerts();
+        let views = monitor.live().targets();
+        let targets = self.tap.with(|taps| {
+            views
+                .iter()
+                .map(|view| {
+                    let a = &view.analysis;
+                    let tap = taps.get(&view.id);
+                    let dest = &a.destination.window;
+                    TargetMetrics {
+                        target: view.id.to_string(),
+                        state: convert::state(&view.status).0.as_str().to_owned(),
+                        hop_count: a.path.hop_count,
+                        mos: a.destination.mos.map(|m| m.mos),
+                        loss_ratio: dest.loss_pct.map(|p| p / 100.0),
+                        jitter_seconds: dest.jitter_mean_ns.map(|ns| ns / 1e9),
+                        rounds: a.rounds,
+                        route_changes: tap.map_or(0, |t| t.route_changes),
+                        hop_count_changes: tap.map_or(0, |t| t.hop_count_changes),
+                        alerts_firing: alerts
+                            .remove(view.id.as_str())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|a| a.name)
+                            .collect(),
+                        probes_sent: tap.map_or(0, |t| t.destination.sent),
+                        probes_received: tap.map_or(0, |t| t.destination.received),
+                        rtt: tap.map(|t| t.destination.rtt.clone()).unwrap_or_default(),
+                        hops: a
+                            .hops
+                            .iter()
+                            .map(|h| {
+                                let counts = tap.and_then(|t| t.hops.get(&h.ttl));
+                                HopMetrics {
+                                    ttl: h.ttl,
+                                    responder: h.responder.map(|r| r.to_string()),
+                                    probes_sent: counts.map_or(0, |c| c.sent),
+                                    probes_received: counts.map_or(0, |c| c.received),
+                                    loss_ratio: h.window.loss_pct.map(|p| p / 100.0),
+                                    jitter_seconds: h.window.jitter_mean_ns.map(|ns| ns / 1e9),
+                                    rate_limited: h.rate_limited,
+                                    rtt: self.hop_histograms.then(|| {
+                                        counts.map(|c| c.rtt.clone()).unwrap_or_default()
+                                    }),
+                                }
+                            })
+                            .collect(),
+                    }
+                })
+                .collect()
+        });
+        MetricsSnapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            timestamp_source: engine.timestamp_source().to_string(),
+            engine: EngineMetrics {
+                probes_sent: stats.probes_sent,
+                probes_answered: stats.probes_answered,
+                probes_timed_out: stats.probes_timed_out,
+                send_errors: stats.send_errors,
+                replies_unmatched: stats.replies_unmatched,
+                in_flight: stats.in_flight,
+                kernel: stats.kernel.map(|k| KernelMetrics {
+                    egress_stamped: k.egress_stamped,
+                    egress_map_full: k.egress_map_full,
+                    ingress_matched: k.ingress_matched,
+                    ingress_unmatched: k.ingress_unmatched,
+                    parse_errors: k.parse_error,
+                    ringbuf_drops: k.ringbuf_drop,
+                }),
+            },
+            store: StoreMetrics {
+                write_bytes: sm.write_bytes_total,
+                flushes: sm.flushes_total,
+                flush_errors: sm.flush_errors_total,
+                dropped_rounds: sm.dropped_rounds_total,
+                dropped_events: sm.dropped_events_total,
+                pending_bytes: sm.pending_bytes,
+                healthy: store.health().ok,
+            },
+            webhook_delivery_failures: self.alerts.webhook_failures(),
+            targets,
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<EventDto> {
+        self.events.subscribe()
+    }
+}
+
+impl Control for WebApi {
+    fn set_paused(&self, id: &str, paused: bool) -> Result<ControlOutcome, ControlError> {
+        let changed = self.write(|file| file.set_paused(id, paused))?;
+        Ok(self.outcome(id, if paused { "paused" } else { "resumed" }, changed))
+    }
+
+    fn add_target(&self, target: &NewTarget) -> Result<ControlOutcome, ControlError> {
+        self.write(|file| file.add_target(target).map(Some))?;
+        Ok(self.outcome(&target.name, "added", true))
+    }
+
+    fn remove_target(&self, id: &str) -> Result<ControlOutcome, ControlError> {
+        self.write(|file| file.remove_target(id).map(Some))?;
+        Ok(self.outcome(id, "removed", true))
+    }
+}
+
+/// The web server of `hopwatch run`, with what it needs to stop cleanly.
+pub struct Web {
+    api: Arc<WebApi>,
+    server: WebServer,
+    _background: Background,
+}
+
+/// Why the web server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("starting the web server ([web] listen = {listen}): {source}")]
+    Serve {
+        listen: std::net::SocketAddr,
+        source: hopwatch_web::ServeError,
+    },
+}
+
+/// The web crate's settings from `[web]`.
+pub fn settings(web: &WebConfig) -> WebSettings {
+    WebSettings {
+        tokens: Tokens {
+            read: web.read_token.clone(),
+            write: web.write_token.clone(),
+        },
+        max_body_bytes: usize::try_from(web.max_body_bytes).unwrap_or(usize::MAX),
+        ..WebSettings::default()
+    }
+}
+
+impl Web {
+    /// Starts the web server for a running monitor. `config_file` is where
+    /// writes are saved.
+    pub async fn start(
+        monitor: &Arc<Monitor>,
+        config: &Config,
+        config_file: Option<PathBuf>,
+        alerts: Arc<dyn AlertSource>,
+        enricher: Option<Arc<Enricher>>,
+    ) -> Result<Web, WebError> {
+        let api = WebApi::new(
+            monitor,
+            config.clone(),
+            config_file.map(ConfigFile::new),
+            alerts,
+            enricher,
+        );
+        let background = api.spawn_background();
+        let state = AppState::new(
+            Arc::clone(&api) as Arc<dyn ReadModel>,
+            Arc::clone(&api) as Arc<dyn Control>,
+            settings(&config.web),
+        );
+        let server = WebServer::bind(config.web.listen, state)
+            .await
+            .map_err(|source| WebError::Serve {
+                listen: config.web.listen,
+                source,
+            })?;
+        Ok(Web {
+            api,
+            server,
+            _background: background,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn api(&self) -> &Arc<WebApi> {
+        &self.api
+    }
+
+    /// Not ready any more, live streams ended, requests in progress given
+    /// `grace` to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        self.api.begin_shutdown();
+        self.server.shutdown(grace).await;
+    }
+}

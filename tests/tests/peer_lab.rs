@@ -1,0 +1,414 @@
+//! Peer measurement (STAMP, RFC 8762) in the lab: a sender in `src`, a reflector
+//! in `dst`, one router between them; delay or loss goes on the router's egress
+//! towards `dst` (forward) or towards `src` (backward), i.e. in the network.
+//! (Impairments at `src`'s own egress act inside the sender's host, before the
+//! driver where the kernel's transmit stamp is taken, so wire timestamps rightly
+//! do not count them: see `delay_inside_the_sender_host_is_not_on_the_wire`.)
+//! Both ends run on one kernel and so read one clock: the best case for one-way
+//! delay, which the sessions state with `ClockTrust::SharedClock`.
+//!
+//! Privileged (namespaces, iptables, NFQUEUE); fails, never skips, without root.
+//! The interop tests need the independent `stamp-suite` implementation
+//! (`cargo install stamp-suite --version 1.0.0 --locked`) and fail without it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hopwatch::peer::{
+    measure_connect, AllowList, ClockTrust, OwdValidity, Reflector, ReflectorConfig, ReflectorKind,
+    SenderConfig, Session, Summary, Transport,
+};
+use hopwatch::probe::TimestampSource;
+use hopwatch_lab::{At, DelaySpec, Lab, LabSpec};
+
+const PORT: u16 = 862;
+
+fn lab() -> Lab {
+    LabSpec::chain(1)
+        .targets(1)
+        .build()
+        .expect("the lab builds (needs root: CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+}
+
+/// The reflector's address: `dst`'s end of the `r1`–`dst` link.
+fn dst_addr(lab: &Lab, v6: bool) -> IpAddr {
+    let end = lab.interface("dst", "r1").expect("dst faces r1");
+    if v6 {
+        end.v6.into()
+    } else {
+        end.v4.into()
+    }
+}
+
+fn start_reflector(lab: &Lab, config: ReflectorConfig) -> Reflector {
+    lab.run_in("dst", move || Reflector::start(config))
+        .expect("entering dst")
+        .expect("the reflector starts in dst")
+}
+
+fn session_config(peer: SocketAddr, interval: Duration, count: u64) -> SenderConfig {
+    let mut config = SenderConfig::new(peer);
+    config.interval = interval;
+    config.count = Some(count);
+    config.timeout = Duration::from_secs(1);
+    config.clock = ClockTrust::SharedClock;
+    config
+}
+
+fn run_session(lab: &Lab, config: SenderConfig) -> Summary {
+    let session = lab
+        .run_in("src", move || Session::start(config))
+        .expect("entering src")
+        .expect("the session starts in src");
+    session.wait().expect("the session ends cleanly")
+}
+
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Delay elements release packets a little after their deadline (about 0.1 ms on
+/// this kind of VM) and the path itself adds tens of microseconds: measured
+/// delays must be at least the injected ones and at most this much above.
+const SLACK_MS: f64 = 1.0;
+
+fn assert_near(what: &str, measured_ms: f64, injected_ms: f64) {
+    assert!(
+        measured_ms >= injected_ms - 0.01 && measured_ms <= injected_ms + SLACK_MS,
+        "{what}: measured {measured_ms:.3} ms, injected {injected_ms:.3} ms"
+    );
+}
+
+#[test]
+fn rtt_and_one_way_delays_match_the_injected_delay() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
+    let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+    let _fwd = lab
+        .delay(
+            At::link("r1", "dst"),
+            DelaySpec::fixed(Duration::from_millis(5)),
+        )
+        .unwrap();
+    let _bwd = lab
+        .delay(
+            At::link("r1", "src"),
+            DelaySpec::fixed(Duration::from_millis(5)),
+        )
+        .unwrap();
+    let mut config = session_config(addr, Duration::from_millis(1), 1000);
+    config.packet_size = 512;
+    let s = run_session(&lab, config);
+    assert_eq!((s.sent, s.received, s.loss.lost), (1000, 1000, 0), "{s:?}");
+    assert_eq!(s.source, Some(TimestampSource::Kernel));
+    assert_eq!(s.owd, Some(OwdValidity::SharedClock));
+    let rtt = s.rtt.unwrap();
+    assert_near("RTT p50", rtt.p50_ns as f64 / 1e6, 10.0);
+    assert_near("RTT min", rtt.min_ns as f64 / 1e6, 10.0);
+    assert_near("forward mean", ms(s.forward.unwrap().mean_ns), 5.0);
+    assert_near("backward mean", ms(s.backward.unwrap().mean_ns), 5.0);
+    assert_eq!(reflector.stats().reflected, 1000);
+}
+
+#[test]
+fn asymmetric_delay_shows_in_the_right_direction_ipv6() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, true), PORT);
+    let _reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+    let _fwd = lab
+        .delay(
+            At::link("r1", "dst"),
+            DelaySpec::fixed(Duration::from_millis(2)),
+        )
+        .unwrap();
+    let _bwd = lab
+        .delay(
+            At::link("r1", "src"),
+            DelaySpec::fixed(Duration::from_millis(12)),
+        )
+        .unwrap();
+    let s = run_session(&lab, session_config(addr, Duration::from_millis(2), 300));
+    assert_eq!(s.received, 300, "{s:?}");
+    let (fwd, bwd) = (s.forward.unwrap(), s.backward.unwrap());
+    assert_near("forward mean", ms(fwd.mean_ns), 2.0);
+    assert_near("backward mean", ms(bwd.mean_ns), 12.0);
+    assert_near("RTT p50", s.rtt.unwrap().p50_ns as f64 / 1e6, 14.0);
+}
+
+#[test]
+fn delay_inside_the_sender_host_is_not_on_the_wire() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
+    let _reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+    // Held in src's own netfilter hook, before the packet reaches the driver.
+    let _local = lab
+        .delay(
+            At::link("src", "r1"),
+            DelaySpec::fixed(Duration::from_millis(3)),
+        )
+        .unwrap();
+    let kernel = run_session(&lab, session_config(addr, Duration::from_millis(2), 200));
+    assert_eq!(kernel.source, Some(TimestampSource::Kernel));
+    assert!(kernel.rtt.unwrap().p50_ns < 1_000_000, "{kernel:?}");
+    let mut config = session_config(addr, Duration::from_millis(2), 200);
+    config.kernel_stamps = false;
+    let user = run_session(&lab, config);
+    assert_eq!(user.source, Some(TimestampSource::Userspace));
+    assert_near(
+        "userspace RTT p50",
+        user.rtt.unwrap().p50_ns as f64 / 1e6,
+        3.0,
+    );
+}
+
+#[test]
+fn loss_in_one_direction_is_attributed_to_that_direction() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
+    let _reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+    for (at, forward) in [
+        (At::link("r1", "dst"), true),
+        (At::link("r1", "src"), false),
+    ] {
+        let loss = lab.loss(at, 20.0).unwrap();
+        let s = run_session(&lab, session_config(addr, Duration::from_millis(1), 2000));
+        drop(loss);
+        let (f, b) = (s.loss.forward.unwrap(), s.loss.backward.unwrap());
+        assert_eq!(f + b + s.loss.unknown_direction, s.loss.lost, "{s:?}");
+        // 20% of 2000 is 400 ± 18 (one sigma); the tail after the last reply
+        // is the only loss that cannot be placed.
+        assert!((300..=500).contains(&s.loss.lost), "{s:?}");
+        assert!(s.loss.unknown_direction <= 10, "{s:?}");
+        if forward {
+            assert_eq!(b, 0, "forward-only loss has no backward part: {s:?}");
+            assert!(f >= s.loss.lost - 10, "{s:?}");
+        } else {
+            assert_eq!(f, 0, "backward-only loss has no forward part: {s:?}");
+            assert!(b >= s.loss.lost - 10, "{s:?}");
+        }
+    }
+}
+
+#[test]
+fn reflector_rejects_sources_that_are_not_allowed() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
+    let mut config = ReflectorConfig::new(vec![addr]);
+    // The lab is 198.18.0.0/15 and src is 198.18.0.1: allow another subnet only.
+    config.allow = AllowList::Prefixes(vec!["198.18.200.0/24".parse().unwrap()]);
+    let reflector = start_reflector(&lab, config);
+    let mut sender = session_config(addr, Duration::from_millis(5), 50);
+    sender.timeout = Duration::from_millis(300);
+    let s = run_session(&lab, sender);
+    assert_eq!((s.sent, s.received), (50, 0), "{s:?}");
+    let stats = reflector.stats();
+    assert_eq!(stats.rejected_source, 50);
+    assert_eq!(stats.reflected, 0);
+    // TCP: the kernel completes the handshake, the reflector closes at once.
+    let mut tcp = session_config(addr, Duration::from_millis(5), 5);
+    tcp.transport = Transport::Tcp;
+    tcp.packet_size = 128;
+    tcp.timeout = Duration::from_millis(300);
+    let outcome = lab
+        .run_in("src", move || Session::start(tcp).and_then(Session::wait))
+        .unwrap();
+    match outcome {
+        Ok(summary) => assert_eq!(summary.received, 0, "{summary:?}"),
+        Err(err) => assert!(err.to_string().contains(&addr.to_string()), "{err}"),
+    }
+    assert!(reflector.stats().tcp_rejected >= 1);
+    drop(reflector);
+
+    // The same sender inside an allowed prefix is answered.
+    let mut config = ReflectorConfig::new(vec![addr]);
+    config.allow = AllowList::Prefixes(vec!["198.18.0.0/24".parse().unwrap()]);
+    let _reflector = start_reflector(&lab, config);
+    let s = run_session(&lab, session_config(addr, Duration::from_millis(5), 50));
+    assert_eq!(s.received, 50, "{s:?}");
+}
+
+#[test]
+fn thousands_of_probes_per_second_without_loss() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
+    let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+    // 4,000 probes per second for two seconds.
+    let s = run_session(&lab, session_config(addr, Duration::from_micros(250), 8000));
+    assert_eq!((s.sent, s.received, s.loss.lost), (8000, 8000, 0), "{s:?}");
+    assert_eq!(s.socket_drops, 0);
+    let stats = reflector.stats();
+    assert_eq!(
+        (stats.rate_limited_source, stats.rate_limited_global),
+        (0, 0)
+    );
+}
+
+#[test]
+fn tcp_latency_and_connect_time_match_the_injected_delay() {
+    let lab = lab();
+    let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
+    let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+    let _fwd = lab
+        .delay(
+            At::link("r1", "dst"),
+            DelaySpec::fixed(Duration::from_millis(3)),
+        )
+        .unwrap();
+    let _bwd = lab
+        .delay(
+            At::link("r1", "src"),
+            DelaySpec::fixed(Duration::from_millis(4)),
+        )
+        .unwrap();
+    let mut config = session_config(addr, Duration::from_millis(5), 200);
+    config.transport = Transport::Tcp;
+    config.packet_size = 256;
+    let s = run_session(&lab, config);
+    assert_eq!((s.sent, s.received), (200, 200), "{s:?}");
+    assert_eq!(s.source, Some(TimestampSource::Kernel));
+    assert_near("TCP RTT p50", s.rtt.unwrap().p50_ns as f64 / 1e6, 7.0);
+    assert_near("TCP forward", ms(s.forward.unwrap().mean_ns), 3.0);
+    assert_near("TCP backward", ms(s.backward.unwrap().mean_ns), 4.0);
+    assert_eq!(
+        reflector.stats().tcp_connections,
+        1,
+        "one long-lived connection"
+    );
+
+    let samples: Vec<_> = (0..3)
+        .map(|_| {
+            lab.run_in("src", move || {
+                measure_connect(addr, None, Duration::from_secs(2))
+            })
+            .unwrap()
+            .expect("connect")
+        })
+        .collect();
+    for sample in samples {
+        let rtt = sample.handshake_rtt_ns.expect("kernel handshake RTT") as f64 / 1e6;
+        assert_near("handshake RTT", rtt, 7.0);
+        assert!(sample.connect_ns as f64 / 1e6 >= 7.0, "{sample:?}");
+    }
+}
+
+/// The independent STAMP implementation used for interop, or a loud failure.
+fn stamp_suite() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    {
+        dirs.push(home.join("bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("stamp-suite"))
+        .find(|p| p.is_file())
+        .expect(
+            "the interop tests need stamp-suite, an independent RFC 8762 implementation: \
+             cargo install stamp-suite --version 1.0.0 --locked",
+        )
+}
+
+#[test]
+fn interop_our_sender_against_stamp_suite_reflector() {
+    let binary = stamp_suite();
+    let lab = lab();
+    let dst = dst_addr(&lab, false);
+    let addr = SocketAddr::new(dst, PORT);
+    let mut cmd = lab.command("dst", binary.to_str().unwrap()).unwrap();
+    cmd.args(["-i", "--stateful-reflector", "-S", &dst.to_string(), "-o"])
+        .arg(PORT.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _reflector = lab.spawn("dst", cmd).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _fwd = lab
+        .delay(
+            At::link("r1", "dst"),
+            DelaySpec::fixed(Duration::from_millis(4)),
+        )
+        .unwrap();
+    let loss = lab.loss(At::link("r1", "src"), 10.0).unwrap();
+    let s = run_session(&lab, session_config(addr, Duration::from_millis(2), 1000));
+    drop(loss);
+    assert!(s.received > 800, "{s:?}");
+    // Its stateful counter places our injected backward loss correctly.
+    assert_eq!(s.loss.forward, Some(0), "{s:?}");
+    assert!(s.loss.backward.unwrap() >= s.loss.lost - 10, "{s:?}");
+    assert_near("forward mean", ms(s.forward.unwrap().mean_ns), 4.0);
+    assert_near("RTT p50", s.rtt.unwrap().p50_ns as f64 / 1e6, 4.0);
+
+    // And as a stateless reflector (it copies our sequence numbers).
+    drop(_reflector);
+    let mut cmd = lab.command("dst", binary.to_str().unwrap()).unwrap();
+    cmd.args(["-i", "-S", &dst.to_string(), "-o"])
+        .arg(PORT.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _stateless = lab.spawn("dst", cmd).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut config = session_config(addr, Duration::from_millis(2), 200);
+    config.reflector = ReflectorKind::Stateless;
+    let s = run_session(&lab, config);
+    assert_eq!(s.received, 200, "{s:?}");
+    assert_eq!(s.loss.forward, None);
+}
+
+#[test]
+fn interop_stamp_suite_sender_against_our_reflector() {
+    let binary = stamp_suite();
+    let lab = lab();
+    let dst = dst_addr(&lab, false);
+    let reflector = start_reflector(&lab, ReflectorConfig::new(vec![SocketAddr::new(dst, PORT)]));
+    let _fwd = lab
+        .delay(
+            At::link("r1", "dst"),
+            DelaySpec::fixed(Duration::from_millis(3)),
+        )
+        .unwrap();
+    let _bwd = lab
+        .delay(
+            At::link("r1", "src"),
+            DelaySpec::fixed(Duration::from_millis(2)),
+        )
+        .unwrap();
+    let out = lab
+        .command("src", binary.to_str().unwrap())
+        .unwrap()
+        .args(["-r", &dst.to_string(), "-p", &PORT.to_string()])
+        .args(["-c", "200", "-d", "5", "-L", "1", "--output-format", "json"])
+        .output()
+        .expect("running stamp-suite in src");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .unwrap_or_else(|| panic!("no JSON summary from stamp-suite: {stdout}"));
+    assert_eq!(summary["packets_sent"], 200, "{summary}");
+    assert_eq!(summary["packets_received"], 200, "{summary}");
+    // It reads our reflector's own sequence numbers and T2/T3 correctly.
+    assert_eq!(summary["measurements"]["last_reflector_sequence"], 199);
+    let median = summary["median_rtt_ms"].as_f64().unwrap();
+    assert_near("stamp-suite RTT median", median, 5.0);
+    let owd = &summary["owd"];
+    assert_near(
+        "stamp-suite forward",
+        owd["forward_median_ms"].as_f64().unwrap(),
+        3.0,
+    );
+    assert_near(
+        "stamp-suite reverse",
+        owd["reverse_median_ms"].as_f64().unwrap(),
+        2.0,
+    );
+    assert_eq!(reflector.stats().reflected, 200);
+}

@@ -1,0 +1,477 @@
+//! The handlers of the versioned JSON API (`/api/v1/...`), the health
+//! endpoints and /metrics. Authorization is checked by the router's layer
+//! before any of these run (see [`crate::router`]).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::downsample;
+use crate::dto::{HealthDto, NewTarget, ServiceInfo};
+use crate::error::ApiError;
+use crate::export::{self, Format};
+use crate::live;
+use crate::metrics;
+use crate::query::{self, now_ms, RangeParams};
+use crate::state::AppState;
+
+/// Longest label, description, host and tag accepted from clients.
+const MAX_LABEL: usize = 128;
+const MAX_DESCRIPTION: usize = 1024;
+const MAX_HOST: usize = 253;
+const MAX_TAGS: usize = 32;
+const MAX_TAG: usize = 64;
+const MAX_DURATION_TEXT: usize = 32;
+
+fn json_response(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path?;
+    query::target_id(&id)?;
+    Ok(id)
+}
+
+/// The service and what this server allows.
+#[derive(Serialize)]
+pub struct ServiceResponse {
+    #[serde(flatten)]
+    pub info: ServiceInfo,
+    pub api_version: &'static str,
+    pub writes_enabled: bool,
+    pub read_token_required: bool,
+    pub ranges: Vec<&'static str>,
+}
+
+fn service_response(state: &AppState, info: ServiceInfo) -> ServiceResponse {
+    let tokens = &state.settings().tokens;
+    ServiceResponse {
+        info,
+        api_version: "v1",
+        writes_enabled: tokens.writes_enabled(),
+        read_token_required: tokens.read_required(),
+        ranges: query::PRESETS.iter().map(|(name, _)| *name).collect(),
+    }
+}
+
+pub async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "api_version": "v1",
+        "endpoints": [
+            "GET /api/v1/service",
+            "GET /api/v1/targets",
+            "POST /api/v1/targets",
+            "GET /api/v1/targets/{id}",
+            "DELETE /api/v1/targets/{id}",
+            "POST /api/v1/targets/{id}/pause",
+            "POST /api/v1/targets/{id}/resume",
+            "GET /api/v1/targets/{id}/series?hop=destination|all|<ttl>&range=|from=&to=&max_points=",
+            "GET /api/v1/targets/{id}/heatmap?range=|from=&to=&columns=",
+            "GET /api/v1/targets/{id}/events?range=|from=&to=",
+            "GET /api/v1/targets/{id}/export?format=csv|json&range=|from=&to=",
+            "GET /api/v1/targets/{id}/live (server-sent events)",
+            "GET /api/v1/sparklines",
+            "GET /api/v1/live (server-sent events)",
+            "GET /healthz",
+            "GET /readyz",
+            "GET /metrics",
+        ],
+        "docs": "docs/api.md",
+    }))
+}
+
+pub async fn service(State(state): State<AppState>) -> Result<Json<ServiceResponse>, ApiError> {
+    let info = state.read(|read| read.service()).await?;
+    Ok(Json(service_response(&state, info)))
+}
+
+pub async fn targets(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let overview = state.overview().await?;
+    let info = state.read(|read| read.service()).await?;
+    let service = serde_json::to_string(&service_response(&state, info))
+        .map_err(|err| ApiError::internal("serialising the service", err))?;
+    Ok(json_response(format!(
+        "{{\"service\":{service},\"targets\":{}}}",
+        overview.array
+    )))
+}
+
+pub async fn target(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    let detail = state
+        .read(move |read| read.target(&lookup))
+        .await?
+        .ok_or(ApiError::UnknownTarget { id })?;
+    Ok(Json(detail).into_response())
+}
+
+pub async fn sparklines(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let lines = state.read(|read| read.sparklines()).await?;
+    Ok(Json(serde_json::json!({ "sparklines": lines })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesParams {
+    hop: Option<String>,
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    max_points: Option<usize>,
+}
+
+fn range_of(range: &Option<String>, from: &Option<String>, to: &Option<String>) -> RangeParams {
+    RangeParams {
+        range: range.clone(),
+        from: from.clone(),
+        to: to.clone(),
+    }
+}
+
+pub async fn series(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let Query(p) = params?;
+    let hops = query::hop_selection(p.hop.as_deref())?;
+    let range = range_of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let max_points = query::count(
+        "max_points",
+        p.max_points,
+        query::DEFAULT_POINTS,
+        query::MAX_POINTS,
+    )?;
+    let lookup = id.clone();
+    let series = state
+        .read(move |read| read.series(&lookup, hops, range))
+        .await??
+        .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
+    let fitted: Vec<downsample::FittedSeries> = series
+        .into_iter()
+        .map(|s| downsample::fit(s, range, max_points))
+        .collect();
+    Ok(Json(serde_json::json!({ "target": id, "series": fitted })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeatmapParams {
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    columns: Option<usize>,
+}
+
+pub async fn heatmap(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<HeatmapParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let Query(p) = params?;
+    let range = range_of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let columns = query::count(
+        "columns",
+        p.columns,
+        query::DEFAULT_COLUMNS,
+        query::MAX_COLUMNS,
+    )?;
+    let lookup = id.clone();
+    let series = state
+        .read(move |read| read.series(&lookup, crate::model::HopSelection::All, range))
+        .await??
+        .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
+    let map = downsample::heatmap(series, range, columns);
+    Ok(Json(serde_json::json!({ "target": id, "heatmap": map })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeOnly {
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<RangeOnly>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let Query(p) = params?;
+    let range = range_of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let lookup = id.clone();
+    let events = state
+        .read(move |read| read.events(&lookup, range))
+        .await??
+        .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
+    Ok(Json(serde_json::json!({
+        "target": id,
+        "from_ms": range.from_ms,
+        "to_ms": range.to_ms,
+        "events": events,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    format: Option<String>,
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<ExportParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let Query(p) = params?;
+    let format: Format = p
+        .format
+        .as_deref()
+        .unwrap_or("csv")
+        .parse()
+        .map_err(|reason| ApiError::param("format", reason))?;
+    let now = now_ms();
+    let range = range_of(&p.range, &p.from, &p.to).resolve(now)?;
+    let lookup = id.clone();
+    let summary = state
+        .read(move |read| read.hop_summary(&lookup, range))
+        .await??
+        .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
+    let body = export::render(&id, range, now, &summary, format)
+        .map_err(|err| ApiError::internal("rendering an export", err))?;
+    let filename = format!(
+        "attachment; filename=\"hopwatch-{id}-{}-{}.{}\"",
+        range.from_ms,
+        range.to_ms,
+        format.extension()
+    );
+    let disposition = HeaderValue::from_str(&filename)
+        .map_err(|err| ApiError::internal("naming an export", err))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn overview_live(State(state): State<AppState>) -> impl IntoResponse {
+    live::overview(state)
+}
+
+pub async fn target_live(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    if state
+        .read(move |read| read.target(&lookup))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::UnknownTarget { id });
+    }
+    Ok(live::target(state, id).into_response())
+}
+
+// ---- writes ----
+
+/// A field's text: trimmed, non-empty, at most `max` characters, no control characters.
+fn text_field(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let invalid = |reason: String| ApiError::InvalidField {
+        field: field.to_owned(),
+        reason,
+    };
+    if value.trim().is_empty() {
+        return Err(invalid("must not be empty".into()));
+    }
+    if value.chars().count() > max {
+        return Err(invalid(format!("longer than {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid("contains control characters".into()));
+    }
+    Ok(())
+}
+
+/// The shape checks of a new target; the service checks the meaning (ranges,
+/// addresses) against the same rules as the config file.
+fn validate_new_target(t: &NewTarget) -> Result<(), ApiError> {
+    query::target_id(&t.name).map_err(|_| ApiError::InvalidField {
+        field: "name".into(),
+        reason: format!(
+            "{:?} is not a valid name: use 1 to 64 characters of letters, digits, '.', '_' and '-'",
+            t.name
+        ),
+    })?;
+    text_field("host", &t.host, MAX_HOST)?;
+    if !t
+        .host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+    {
+        return Err(ApiError::InvalidField {
+            field: "host".into(),
+            reason: format!("{:?} is neither an IP address nor a host name", t.host),
+        });
+    }
+    if let Some(label) = &t.label {
+        text_field("label", label, MAX_LABEL)?;
+    }
+    if let Some(description) = &t.description {
+        text_field("description", description, MAX_DESCRIPTION)?;
+    }
+    if t.tags.len() > MAX_TAGS {
+        return Err(ApiError::InvalidField {
+            field: "tags".into(),
+            reason: format!("at most {MAX_TAGS} tags"),
+        });
+    }
+    for tag in &t.tags {
+        text_field("tags", tag, MAX_TAG)?;
+    }
+    if let Some(protocol) = &t.protocol {
+        if !matches!(protocol.as_str(), "icmp" | "udp" | "tcp") {
+            return Err(ApiError::InvalidField {
+                field: "protocol".into(),
+                reason: format!("{protocol:?} is not a protocol; use icmp, udp or tcp"),
+            });
+        }
+    }
+    for (field, value) in [("interval", &t.interval), ("timeout", &t.timeout)] {
+        if let Some(value) = value {
+            text_field(field, value, MAX_DURATION_TEXT)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn add_target(
+    State(state): State<AppState>,
+    body: Result<Json<NewTarget>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(new) = body?;
+    validate_new_target(&new)?;
+    let outcome = state.control(move |c| c.add_target(&new)).await??;
+    Ok((StatusCode::CREATED, Json(outcome)).into_response())
+}
+
+pub async fn remove_target(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let outcome = state.control(move |c| c.remove_target(&id)).await??;
+    Ok(Json(outcome).into_response())
+}
+
+async fn set_paused(
+    state: AppState,
+    path: Result<Path<String>, PathRejection>,
+    paused: bool,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let outcome = state.control(move |c| c.set_paused(&id, paused)).await??;
+    Ok(Json(outcome).into_response())
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    set_paused(state, path, true).await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    set_paused(state, path, false).await
+}
+
+// ---- health and metrics ----
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Ready {
+    ready: bool,
+    /// Why not, when not ready.
+    reason: Option<&'static str>,
+    timestamp_source: String,
+    #[serde(flatten)]
+    health: HealthDto,
+}
+
+/// Ready when the probe engine runs and the daemon is not stopping. The store's
+/// health is reported but does not make the daemon unready: probing and the
+/// live view go on while the disk is full.
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let health = state.read(|read| read.health()).await?;
+    let reason = if health.shutting_down || state.is_stopping() {
+        Some("shutting down")
+    } else if !health.engine.running {
+        Some("the probe engine is not running")
+    } else {
+        None
+    };
+    let status = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Ready {
+        ready: reason.is_none(),
+        reason,
+        timestamp_source: health.engine.timestamp_source.clone(),
+        health,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .read(|read| metrics::encode(read.metrics()))
+        .await?
+        .map_err(|err| ApiError::internal("encoding metrics", err))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,452 @@
+//! The web crate's own data types: what the read model hands over and what the
+//! JSON API serves. They mirror the service's live state and history without
+//! depending on it, so the router can be tested with a fake read model.
+//!
+//! Conventions: times are Unix milliseconds (`*_ms`), round-trip times and
+//! jitter nanoseconds (`*_ns`), loss percent (`*_pct`); `None` serialises as
+//! `null` and means "not known yet" (no probe answered, no round yet).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// What the service says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceInfo {
+    /// hopwatch's version.
+    pub version: String,
+    /// The probe engine's timestamp source: `ebpf`, `kernel` or `userspace`.
+    pub timestamp_source: String,
+    /// When the daemon started.
+    pub started_at_ms: u64,
+    /// Probes per hop in the live statistics window.
+    pub window_probes: u32,
+}
+
+/// What a target is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Paused: not probed, history kept.
+    Paused,
+    /// Waiting for its host name to resolve.
+    Resolving,
+    /// Being probed.
+    Running,
+    /// Its host did not resolve or its flow could not open; retried.
+    Failed,
+}
+
+impl TargetState {
+    pub const ALL: [TargetState; 4] = [
+        TargetState::Paused,
+        TargetState::Resolving,
+        TargetState::Running,
+        TargetState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Paused => "paused",
+            TargetState::Resolving => "resolving",
+            TargetState::Running => "running",
+            TargetState::Failed => "failed",
+        }
+    }
+}
+
+/// The destination's latency over the live window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub last_ns: Option<u64>,
+    pub avg_ns: Option<f64>,
+    pub best_ns: Option<u64>,
+    pub worst_ns: Option<u64>,
+    pub p50_ns: Option<u64>,
+    pub p95_ns: Option<u64>,
+}
+
+/// An alert that is firing now. Filled by the alerts module through the
+/// service's read model; empty when it reports none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertDto {
+    /// The rule, e.g. `loss` or `route_change`.
+    pub name: String,
+    /// The alert's identity, as the alerts module and its webhooks name it.
+    pub id: String,
+    /// When it started firing.
+    pub since_ms: Option<u64>,
+    /// One line for people.
+    pub summary: String,
+}
+
+/// One row of the overview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetSummary {
+    /// The target's name in the config: its stable identity.
+    pub id: String,
+    /// What to show: the label, else the name.
+    pub name: String,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// The host as configured (a name or an address).
+    pub host: String,
+    /// The address being probed, once resolved.
+    pub address: Option<IpAddr>,
+    /// `icmp`, `udp` or `tcp`.
+    pub protocol: String,
+    /// Destination port; 0 for ICMP.
+    pub port: u16,
+    pub interval_ms: u64,
+    pub packet_size: u16,
+    pub state: TargetState,
+    /// Why the target is not probed, when `state` is `failed`.
+    pub error: Option<String>,
+    pub paused: bool,
+    /// The destination's TTL on the current path.
+    pub hop_count: Option<u8>,
+    pub rounds: u64,
+    pub last_round_at_ms: Option<u64>,
+    /// Path loss: the destination's loss over the window.
+    pub loss_pct: Option<f64>,
+    pub latency: Latency,
+    /// Mean |ΔRTT| between consecutive answers at the destination, over the window.
+    pub jitter_ns: Option<f64>,
+    /// Mean opinion score, 1 to 4.5.
+    pub mos: Option<f64>,
+    pub alerts: Vec<AlertDto>,
+    /// The timestamp source of the target's latest rounds.
+    pub timestamp_source: Option<String>,
+    /// The first localisation finding, for the overview ("loss starts at hop 3 ...").
+    pub finding: Option<String>,
+}
+
+/// Loss, RTT and jitter over a set of probes (the live window, or since start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatsDto {
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: Option<f64>,
+    pub last_ns: Option<u64>,
+    pub avg_ns: Option<f64>,
+    pub best_ns: Option<u64>,
+    pub worst_ns: Option<u64>,
+    pub stddev_ns: Option<f64>,
+    pub p50_ns: Option<u64>,
+    pub p95_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    /// Mean |ΔRTT| between consecutive answered probes.
+    pub jitter_ns: Option<f64>,
+    pub jitter_max_ns: Option<u64>,
+}
+
+/// A responder address with what is known about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResponderDto {
+    pub address: IpAddr,
+    /// Reverse DNS, once resolved.
+    pub hostname: Option<String>,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
+    /// Its share of the window's answers at this hop.
+    pub share_pct: Option<f64>,
+    pub avg_ns: Option<f64>,
+    pub last_seen_ms: Option<u64>,
+}
+
+/// One TTL of the live hop table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HopRow {
+    pub ttl: u8,
+    /// Every responder seen at this TTL, busiest first (more than one: ECMP or
+    /// a load balancer). Empty while the TTL has never answered.
+    pub responders: Vec<ResponderDto>,
+    /// Answers from responders beyond the tracked ones.
+    pub other_responders: u64,
+    pub window: StatsDto,
+    pub since_start: StatsDto,
+    /// RFC 3550 interarrival jitter estimate.
+    pub jitter_rfc3550_ns: Option<f64>,
+    /// Loses replies that later hops do not: likely ICMP rate limiting, so its
+    /// loss is not path loss.
+    pub rate_limited: bool,
+    pub is_destination: bool,
+}
+
+/// One TTL of the current path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathHopDto {
+    pub ttl: u8,
+    pub responder: Option<IpAddr>,
+    pub responders: Vec<IpAddr>,
+}
+
+/// Where a degradation of the destination begins.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingDto {
+    /// `loss` or `latency`.
+    pub kind: String,
+    pub ttl: u8,
+    pub responder: Option<IpAddr>,
+    pub summary: String,
+}
+
+/// A route change, hop-count change, alert or other event of a target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventDto {
+    pub target: String,
+    pub at_ms: u64,
+    /// `route_changed`, `hop_count_changed`, or a kind the alerts module records.
+    pub kind: String,
+    /// One line for people.
+    pub summary: String,
+    /// The event's own fields (for `route_changed`: `before`, `after` and
+    /// `first_changed_ttl`; for `hop_count_changed`: `before` and `after`).
+    pub detail: serde_json::Value,
+}
+
+/// The destination, whatever TTL it answers at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestinationDto {
+    pub ttl: Option<u8>,
+    pub address: Option<IpAddr>,
+    pub window: StatsDto,
+    pub since_start: StatsDto,
+    pub jitter_rfc3550_ns: Option<f64>,
+    pub mos: Option<f64>,
+    /// The E-model's transmission rating behind the MOS.
+    pub r_factor: Option<f64>,
+}
+
+/// Everything the target page shows live.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetDetail {
+    #[serde(flatten)]
+    pub summary: TargetSummary,
+    /// Probes per hop in the live window.
+    pub window_probes: u32,
+    pub hops: Vec<HopRow>,
+    pub path: Vec<PathHopDto>,
+    /// Diverging rounds seen towards a route change not yet confirmed.
+    pub pending_change_rounds: u32,
+    pub destination: DestinationDto,
+    pub findings: Vec<FindingDto>,
+    /// The latest events, oldest first (older ones: the events endpoint).
+    pub recent_events: Vec<EventDto>,
+}
+
+/// Which hop of a target a series is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HopRef {
+    /// The target itself, at whatever TTL it answered.
+    Destination,
+    Ttl(u8),
+}
+
+impl Serialize for HopRef {
+    /// `"destination"` or the TTL as a number.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HopRef::Destination => s.serialize_str("destination"),
+            HopRef::Ttl(ttl) => s.serialize_u8(*ttl),
+        }
+    }
+}
+
+impl std::fmt::Display for HopRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HopRef::Destination => f.write_str("destination"),
+            HopRef::Ttl(ttl) => write!(f, "{ttl}"),
+        }
+    }
+}
+
+/// One point of a stored series: a round (raw) or a bucket starting at `at_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PointDto {
+    pub at_ms: u64,
+    pub sent: u64,
+    pub lost: u64,
+    pub min_ns: Option<u64>,
+    pub avg_ns: Option<f64>,
+    pub max_ns: Option<u64>,
+    pub stddev_ns: Option<f64>,
+    pub p50_ns: Option<u64>,
+    pub p95_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+}
+
+impl PointDto {
+    /// A point of one probe: answered after `rtt_ns`, or lost.
+    pub fn single(at_ms: u64, rtt_ns: Option<u64>) -> PointDto {
+        match rtt_ns {
+            None => PointDto {
+                at_ms,
+                sent: 1,
+                lost: 1,
+                ..PointDto::default()
+            },
+            Some(v) => PointDto {
+                at_ms,
+                sent: 1,
+                lost: 0,
+                min_ns: Some(v),
+                avg_ns: Some(v as f64),
+                max_ns: Some(v),
+                stddev_ns: Some(0.0),
+                p50_ns: Some(v),
+                p95_ns: Some(v),
+                p99_ns: Some(v),
+            },
+        }
+    }
+
+    pub fn received(&self) -> u64 {
+        self.sent.saturating_sub(self.lost)
+    }
+}
+
+/// One hop's stored history over a range, as the store serves it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesDto {
+    pub hop: HopRef,
+    /// The dominant responder at this TTL now, when known.
+    pub responder: Option<IpAddr>,
+    /// `raw`, `1m` or `1h`.
+    pub resolution: String,
+    /// Bucket width of the stored points; 0 for raw rounds.
+    pub interval_ms: u64,
+    pub points: Vec<PointDto>,
+    /// All points merged.
+    pub total: PointDto,
+}
+
+/// A target's recent destination samples for the overview's sparkline: one
+/// value per round, oldest first, in microseconds (`null` for a lost round).
+/// Compact on purpose: the overview fetches a thousand of them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sparkline {
+    pub target: String,
+    /// When the newest of them started.
+    pub last_at_ms: Option<u64>,
+    pub rtt_us: Vec<Option<u32>>,
+}
+
+/// How a target is measured, for the header of an export.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MeasurementDto {
+    pub probe_interval_ms: u64,
+    pub protocol: String,
+    pub port: u16,
+    pub packet_size: u16,
+    /// Probes per hop in the live window, and the time that covers.
+    pub window_probes: u32,
+    pub window_ms: u64,
+    pub timestamp_source: Option<String>,
+}
+
+/// One hop's totals over a range, for the export.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HopTotalDto {
+    pub hop: HopRef,
+    pub responder: Option<IpAddr>,
+    pub hostname: Option<String>,
+    #[serde(flatten)]
+    pub total: PointDto,
+}
+
+/// The per-hop summary of a target over a range, as the read model gives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HopSummaryDto {
+    pub measurement: MeasurementDto,
+    /// The resolution the totals were computed from.
+    pub resolution: String,
+    /// TTLs in order, then the destination.
+    pub hops: Vec<HopTotalDto>,
+}
+
+/// The engine's state for /readyz.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineHealth {
+    pub running: bool,
+    pub timestamp_source: String,
+    pub probes_sent_total: u64,
+    pub in_flight: u64,
+}
+
+/// The store's state for /readyz.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreHealthDto {
+    /// The last flush succeeded.
+    pub ok: bool,
+    pub consecutive_failures: u64,
+    pub last_flush_ok_at_ms: Option<u64>,
+    pub last_error_at_ms: Option<u64>,
+    pub pending_bytes: u64,
+}
+
+/// How many targets are in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetCounts {
+    pub total: usize,
+    pub running: usize,
+    pub paused: usize,
+    pub resolving: usize,
+    pub failed: usize,
+}
+
+/// The daemon's health, for /readyz.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthDto {
+    pub engine: EngineHealth,
+    pub store: StoreHealthDto,
+    pub targets: TargetCounts,
+    /// The newest round of any target.
+    pub last_round_at_ms: Option<u64>,
+    /// The daemon is stopping.
+    pub shutting_down: bool,
+}
+
+/// A new target, as the UI or an API client submits it. Durations are written
+/// as in the config file ("1s", "500ms"); the service validates everything
+/// against the same rules as the config file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTarget {
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub packet_size: Option<u16>,
+    #[serde(default)]
+    pub max_hops: Option<u8>,
+    #[serde(default)]
+    pub paused: Option<bool>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlOutcome {
+    pub target: String,
+    /// `paused`, `resumed`, `added` or `removed`.
+    pub action: String,
+    /// False when the target already was in the requested state.
+    pub changed: bool,
+    /// Where the change was saved, so it survives a restart.
+    pub persisted_to: Option<String>,
+}

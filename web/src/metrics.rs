@@ -1,0 +1,587 @@
+//! The Prometheus exposition of /metrics: a [`MetricsSnapshot`] taken from the
+//! read model at scrape time, encoded by `prometheus-client` (OpenMetrics
+//! text: `# HELP`, `# TYPE` and `# UNIT` lines, `_total` counters, base units).
+//! docs/metrics.md lists every metric and explains how label cardinality is
+//! bounded: hop series are keyed by TTL, never by responder; the responder is
+//! a label only on one info series per hop, which is replaced (not added to)
+//! when the dominant responder changes.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the latency histogram buckets: 100 µs (a LAN hop
+/// seen with kernel timestamps) to 5 s (past the default probe timeout).
+pub const RTT_BUCKETS_SECONDS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram over [`RTT_BUCKETS_SECONDS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts, one per bound, then the overflow
+    /// (`+Inf`) bucket: `RTT_BUCKETS_SECONDS.len() + 1` entries.
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: vec![0; RTT_BUCKETS_SECONDS.len() + 1],
+            sum_seconds: 0.0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let i = RTT_BUCKETS_SECONDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(RTT_BUCKETS_SECONDS.len());
+        if let Some(bucket) = self.buckets.get_mut(i) {
+            *bucket += 1;
+        }
+        self.sum_seconds += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// Counters of the probe engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineMetrics {
+    pub probes_sent: u64,
+    pub probes_answered: u64,
+    pub probes_timed_out: u64,
+    pub send_errors: u64,
+    pub replies_unmatched: u64,
+    pub in_flight: u64,
+    /// The eBPF programs' counters; `None` when eBPF is not the source.
+    pub kernel: Option<KernelMetrics>,
+}
+
+/// Counters kept by the eBPF programs, summed over CPUs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KernelMetrics {
+    pub egress_stamped: u64,
+    pub egress_map_full: u64,
+    pub ingress_matched: u64,
+    pub ingress_unmatched: u64,
+    pub parse_errors: u64,
+    pub ringbuf_drops: u64,
+}
+
+/// Counters of the history store.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreMetrics {
+    pub write_bytes: u64,
+    pub flushes: u64,
+    pub flush_errors: u64,
+    pub dropped_rounds: u64,
+    pub dropped_events: u64,
+    pub pending_bytes: u64,
+    pub healthy: bool,
+}
+
+/// One hop (TTL) of one target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HopMetrics {
+    pub ttl: u8,
+    /// The dominant responder now.
+    pub responder: Option<String>,
+    pub probes_sent: u64,
+    pub probes_received: u64,
+    /// Over the live window.
+    pub loss_ratio: Option<f64>,
+    pub jitter_seconds: Option<f64>,
+    pub rate_limited: bool,
+    /// `None` when per-hop histograms are turned off.
+    pub rtt: Option<Histogram>,
+}
+
+/// One target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetMetrics {
+    pub target: String,
+    /// `paused`, `resolving`, `running` or `failed`.
+    pub state: String,
+    pub hop_count: Option<u8>,
+    pub mos: Option<f64>,
+    /// Path loss over the live window.
+    pub loss_ratio: Option<f64>,
+    pub jitter_seconds: Option<f64>,
+    pub rounds: u64,
+    pub route_changes: u64,
+    pub hop_count_changes: u64,
+    /// Names of the alerts firing now.
+    pub alerts_firing: Vec<String>,
+    /// The destination's probes and RTTs.
+    pub probes_sent: u64,
+    pub probes_received: u64,
+    pub rtt: Histogram,
+    pub hops: Vec<HopMetrics>,
+}
+
+/// Everything /metrics exports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    pub version: String,
+    pub timestamp_source: String,
+    pub engine: EngineMetrics,
+    pub store: StoreMetrics,
+    /// Failed webhook deliveries; `None` while no alerts module reports them.
+    pub webhook_delivery_failures: Option<u64>,
+    pub targets: Vec<TargetMetrics>,
+}
+
+/// Encodes a snapshot as OpenMetrics text.
+pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(MetricsSnapshot);
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// Writes families of one metric: its descriptor once, then one sample per label set.
+struct Family<'e, 'w> {
+    encoder: &'e mut DescriptorEncoder<'w>,
+}
+
+impl Family<'_, '_> {
+    fn counter<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        samples: impl IntoIterator<Item = (Labels<'a>, u64)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, unit, MetricType::Counter)?;
+        let mut samples: Vec<(Labels<'a>, u64)> = samples.into_iter().collect();
+        if let [(labels, value)] = samples.as_slice() {
+            if labels.is_empty() {
+                return ConstCounter::new(*value).encode(metric);
+            }
+        }
+        for (labels, value) in samples.drain(..) {
+            ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A gauge of `f64` (measurements) or `i64` (counts and flags, printed without a fraction).
+    fn gauge<'a, G: EncodeGaugeValue + Copy + std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<&Unit>,
+        samples: impl IntoIterator<Item = (Labels<'a>, G)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, unit, MetricType::Gauge)?;
+        let mut samples: Vec<(Labels<'a>, G)> = samples.into_iter().collect();
+        if let [(labels, value)] = samples.as_slice() {
+            if labels.is_empty() {
+                return ConstGauge::new(*value).encode(metric);
+            }
+        }
+        for (labels, value) in samples.drain(..) {
+            ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn info<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = Labels<'a>>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Info)?;
+        for labels in samples {
+            metric.encode_info(&labels)?;
+        }
+        Ok(())
+    }
+
+    fn histogram<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels<'a>, &'a Histogram)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = self.encoder.encode_descriptor(
+            name,
+            help,
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (labels, h) in samples {
+            // The encoder accumulates per-bucket counts and prints infinity as `+Inf`.
+            let buckets: Vec<(f64, u64)> = RTT_BUCKETS_SECONDS
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY))
+                .zip(h.buckets.iter().copied())
+                .collect();
+            metric
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count(), &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn t(m: &TargetMetrics) -> Labels<'_> {
+    vec![("target", m.target.as_str())]
+}
+
+fn ttl_label(ttl: u8) -> String {
+    ttl.to_string()
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let mut f = Family {
+            encoder: &mut encoder,
+        };
+        let none = || Vec::<(&'static str, &str)>::new();
+
+        // ---- the daemon itself ----
+        f.info(
+            "hopwatch_build",
+            "hopwatch's version",
+            [vec![("version", s.version.as_str())]],
+        )?;
+        f.info(
+            "hopwatch_timestamp_source",
+            "Where probe and reply timestamps are taken: ebpf (TC hooks in the kernel), kernel (SO_TIMESTAMPING) or userspace",
+            [vec![("source", s.timestamp_source.as_str())]],
+        )?;
+        let e = &s.engine;
+        f.counter(
+            "hopwatch_probes_sent",
+            "Probes sent by the engine; rate() gives probes per second",
+            None,
+            [(none(), e.probes_sent)],
+        )?;
+        f.counter(
+            "hopwatch_probes_answered",
+            "Probes answered",
+            None,
+            [(none(), e.probes_answered)],
+        )?;
+        f.counter(
+            "hopwatch_probes_timed_out",
+            "Probes that got no reply within their timeout",
+            None,
+            [(none(), e.probes_timed_out)],
+        )?;
+        f.counter(
+            "hopwatch_probe_send_errors",
+            "Probes that could not be sent",
+            None,
+            [(none(), e.send_errors)],
+        )?;
+        f.counter(
+            "hopwatch_replies_unmatched",
+            "Replies that matched no probe in flight (late or duplicate)",
+            None,
+            [(none(), e.replies_unmatched)],
+        )?;
+        f.gauge(
+            "hopwatch_probes_in_flight",
+            "Probes waiting for a reply",
+            None,
+            [(none(), e.in_flight as i64)],
+        )?;
+        if let Some(k) = &e.kernel {
+            f.counter(
+                "hopwatch_kernel_egress_stamped",
+                "Outgoing probes timestamped by the eBPF TC egress program",
+                None,
+                [(none(), k.egress_stamped)],
+            )?;
+            f.counter(
+                "hopwatch_kernel_egress_map_full",
+                "Outgoing probes whose timestamp could not be stored (map full)",
+                None,
+                [(none(), k.egress_map_full)],
+            )?;
+            f.counter(
+                "hopwatch_kernel_ingress_matched",
+                "Replies matched to a probe by the eBPF TC ingress program",
+                None,
+                [(none(), k.ingress_matched)],
+            )?;
+            f.counter(
+                "hopwatch_kernel_ingress_unmatched",
+                "Replies to our probes the kernel found no timestamp for",
+                None,
+                [(none(), k.ingress_unmatched)],
+            )?;
+            f.counter(
+                "hopwatch_kernel_parse_failures",
+                "Candidate replies the eBPF program could not parse",
+                None,
+                [(none(), k.parse_errors)],
+            )?;
+            f.counter(
+                "hopwatch_kernel_ringbuf_drops",
+                "Matched replies lost because the kernel ring buffer was full",
+                None,
+                [(none(), k.ringbuf_drops)],
+            )?;
+        }
+        let st = &s.store;
+        f.counter(
+            "hopwatch_store_write",
+            "Bytes of keys and values written to the history store",
+            Some(&Unit::Bytes),
+            [(none(), st.write_bytes)],
+        )?;
+        f.counter(
+            "hopwatch_store_flushes",
+            "Successful flushes of the history store",
+            None,
+            [(none(), st.flushes)],
+        )?;
+        f.counter(
+            "hopwatch_store_flush_errors",
+            "Failed flushes of the history store (full disk, I/O errors)",
+            None,
+            [(none(), st.flush_errors)],
+        )?;
+        f.counter(
+            "hopwatch_store_dropped_rounds",
+            "Rounds dropped because the store's write buffer was full",
+            None,
+            [(none(), st.dropped_rounds)],
+        )?;
+        f.counter(
+            "hopwatch_store_dropped_events",
+            "Events dropped because the store's write buffer was full",
+            None,
+            [(none(), st.dropped_events)],
+        )?;
+        f.gauge(
+            "hopwatch_store_pending",
+            "Bytes waiting in memory for the disk",
+            Some(&Unit::Bytes),
+            [(none(), st.pending_bytes as i64)],
+        )?;
+        f.gauge(
+            "hopwatch_store_healthy",
+            "1 when the last flush of the history store succeeded",
+            None,
+            [(none(), i64::from(st.healthy))],
+        )?;
+        if let Some(failures) = s.webhook_delivery_failures {
+            f.counter(
+                "hopwatch_webhook_delivery_failures",
+                "Webhook delivery attempts that failed",
+                None,
+                [(none(), failures)],
+            )?;
+        }
+
+        // ---- per target ----
+        let targets = &s.targets;
+        f.gauge(
+            "hopwatch_target_state",
+            "1 for the state each target is in (paused, resolving, running, failed)",
+            None,
+            targets.iter().flat_map(|m| {
+                ["paused", "resolving", "running", "failed"]
+                    .into_iter()
+                    .map(move |state| {
+                        (
+                            vec![("target", m.target.as_str()), ("state", state)],
+                            i64::from(m.state == state),
+                        )
+                    })
+            }),
+        )?;
+        f.counter(
+            "hopwatch_target_rounds",
+            "Rounds completed (one probe per TTL each)",
+            None,
+            targets.iter().map(|m| (t(m), m.rounds)),
+        )?;
+        f.gauge(
+            "hopwatch_target_hop_count",
+            "The destination's TTL on the current path",
+            None,
+            targets
+                .iter()
+                .filter_map(|m| Some((t(m), i64::from(m.hop_count?)))),
+        )?;
+        f.gauge(
+            "hopwatch_target_mos",
+            "Mean opinion score of the destination (1 to 4.5), from the live window",
+            None,
+            targets.iter().filter_map(|m| Some((t(m), m.mos?))),
+        )?;
+        f.gauge(
+            "hopwatch_target_loss_ratio",
+            "Path loss: the destination's lost share of the live window (0 to 1)",
+            None,
+            targets.iter().filter_map(|m| Some((t(m), m.loss_ratio?))),
+        )?;
+        f.gauge(
+            "hopwatch_target_jitter_seconds",
+            "Mean absolute RTT change between consecutive answers of the destination, live window",
+            None,
+            targets
+                .iter()
+                .filter_map(|m| Some((t(m), m.jitter_seconds?))),
+        )?;
+        f.counter(
+            "hopwatch_target_probes_sent",
+            "Probes that could have reached the destination (one per round)",
+            None,
+            targets.iter().map(|m| (t(m), m.probes_sent)),
+        )?;
+        f.counter(
+            "hopwatch_target_probes_received",
+            "Rounds in which the destination answered",
+            None,
+            targets.iter().map(|m| (t(m), m.probes_received)),
+        )?;
+        f.histogram(
+            "hopwatch_target_rtt",
+            "Round-trip time to the destination",
+            targets.iter().map(|m| (t(m), &m.rtt)),
+        )?;
+        f.counter(
+            "hopwatch_target_route_changes",
+            "Confirmed route changes since the daemon started",
+            None,
+            targets.iter().map(|m| (t(m), m.route_changes)),
+        )?;
+        f.counter(
+            "hopwatch_target_hop_count_changes",
+            "Confirmed hop-count changes since the daemon started",
+            None,
+            targets.iter().map(|m| (t(m), m.hop_count_changes)),
+        )?;
+        f.gauge(
+            "hopwatch_target_alerts_firing",
+            "Alerts firing now for the target",
+            None,
+            targets.iter().map(|m| (t(m), m.alerts_firing.len() as i64)),
+        )?;
+        f.gauge(
+            "hopwatch_alert_firing",
+            "1 for each alert firing now, by target and rule",
+            None,
+            targets.iter().flat_map(|m| {
+                m.alerts_firing.iter().map(move |alert| {
+                    (
+                        vec![("target", m.target.as_str()), ("alert", alert.as_str())],
+                        1i64,
+                    )
+                })
+            }),
+        )?;
+
+        // ---- per hop ----
+        let ttls: Vec<Vec<String>> = targets
+            .iter()
+            .map(|m| m.hops.iter().map(|h| ttl_label(h.ttl)).collect())
+            .collect();
+        let hops = || {
+            targets.iter().zip(&ttls).flat_map(|(m, labels)| {
+                m.hops.iter().zip(labels).map(move |(h, ttl)| {
+                    (
+                        vec![("target", m.target.as_str()), ("ttl", ttl.as_str())],
+                        h,
+                    )
+                })
+            })
+        };
+        f.info(
+            "hopwatch_hop_responder",
+            "The dominant responder at each TTL (one series per hop; replaced when it changes)",
+            hops().filter_map(|(mut labels, h)| {
+                labels.push(("responder", h.responder.as_deref()?));
+                Some(labels)
+            }),
+        )?;
+        f.counter(
+            "hopwatch_hop_probes_sent",
+            "Probes sent at this TTL",
+            None,
+            hops().map(|(l, h)| (l, h.probes_sent)),
+        )?;
+        f.counter(
+            "hopwatch_hop_probes_received",
+            "Probes at this TTL that were answered",
+            None,
+            hops().map(|(l, h)| (l, h.probes_received)),
+        )?;
+        f.gauge(
+            "hopwatch_hop_loss_ratio",
+            "Lost share of the live window at this TTL (0 to 1); see hopwatch_hop_rate_limited",
+            None,
+            hops().filter_map(|(l, h)| Some((l, h.loss_ratio?))),
+        )?;
+        f.gauge(
+            "hopwatch_hop_jitter_seconds",
+            "Mean absolute RTT change between consecutive answers at this TTL, live window",
+            None,
+            hops().filter_map(|(l, h)| Some((l, h.jitter_seconds?))),
+        )?;
+        f.gauge(
+            "hopwatch_hop_rate_limited",
+            "1 when this TTL loses replies later hops do not (ICMP rate limiting, not path loss)",
+            None,
+            hops().map(|(l, h)| (l, i64::from(h.rate_limited))),
+        )?;
+        f.histogram(
+            "hopwatch_hop_rtt",
+            "Round-trip time of the answers at this TTL",
+            hops().filter_map(|(l, h)| Some((l, h.rtt.as_ref()?))),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        let mut h = Histogram::default();
+        h.observe(0.0001);
+        h.observe(0.00011);
+        h.observe(10.0);
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[RTT_BUCKETS_SECONDS.len()], 1, "+Inf");
+        assert_eq!(h.count(), 3);
+        assert!((h.sum_seconds - 10.00021).abs() < 1e-9);
+    }
+}

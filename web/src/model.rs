@@ -1,0 +1,130 @@
+//! The two narrow traits the web layer is built on: [`ReadModel`] for
+//! everything it shows and [`Control`] for the writes (pause, resume, add,
+//! remove). The service implements both over its monitor and store; tests
+//! implement them with fakes.
+//!
+//! Methods are synchronous: the router calls the ones that read history or
+//! change the config on tokio's blocking pool, so an implementation may do
+//! disk I/O and take locks.
+
+use std::error::Error;
+use std::path::PathBuf;
+
+use tokio::sync::broadcast;
+
+use crate::dto::{
+    ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, SeriesDto, ServiceInfo,
+    Sparkline, TargetDetail, TargetSummary,
+};
+use crate::metrics::MetricsSnapshot;
+use crate::query::TimeRange;
+
+/// A boxed error from the implementation, kept for the log (never shown to clients).
+pub type Source = Box<dyn Error + Send + Sync + 'static>;
+
+/// Which hops a series request wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopSelection {
+    One(HopRef),
+    /// Every TTL of the path, then the destination.
+    All,
+}
+
+/// Everything the UI, the JSON API and /metrics read.
+pub trait ReadModel: Send + Sync + 'static {
+    fn service(&self) -> ServiceInfo;
+
+    /// Every target, in name order.
+    fn targets(&self) -> Vec<TargetSummary>;
+
+    /// One target; `None` when there is no target with this name.
+    fn target(&self, id: &str) -> Option<TargetDetail>;
+
+    /// Recent destination samples of every target.
+    fn sparklines(&self) -> Vec<Sparkline>;
+
+    /// Stored history of one hop or all hops over `range`; `Ok(None)` for an
+    /// unknown target. Points come at the store's resolution for the span;
+    /// the router downsamples.
+    fn series(
+        &self,
+        id: &str,
+        hops: HopSelection,
+        range: TimeRange,
+    ) -> Result<Option<Vec<SeriesDto>>, ReadError>;
+
+    /// Per-hop totals over `range`; `Ok(None)` for an unknown target.
+    fn hop_summary(&self, id: &str, range: TimeRange) -> Result<Option<HopSummaryDto>, ReadError>;
+
+    /// Stored events of a target in `range`, oldest first; `Ok(None)` for an unknown target.
+    fn events(&self, id: &str, range: TimeRange) -> Result<Option<Vec<EventDto>>, ReadError>;
+
+    fn health(&self) -> HealthDto;
+
+    /// Everything /metrics exports, at this instant.
+    fn metrics(&self) -> MetricsSnapshot;
+
+    /// Events as they happen (route changes, alerts), for live updates.
+    fn subscribe(&self) -> broadcast::Receiver<EventDto>;
+}
+
+/// Why history could not be read. The router logs it and answers 500 or 503
+/// without the details.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The history store is reopening after a write error; try again later.
+    #[error("the history store is unavailable: {source}")]
+    Unavailable { source: Source },
+    #[error("reading {what} failed: {source}")]
+    Failed { what: &'static str, source: Source },
+}
+
+/// The writes the UI and API may make. Each one is persisted before it is
+/// applied, so it survives a restart.
+pub trait Control: Send + Sync + 'static {
+    fn set_paused(&self, id: &str, paused: bool) -> Result<ControlOutcome, ControlError>;
+    fn add_target(&self, target: &NewTarget) -> Result<ControlOutcome, ControlError>;
+    fn remove_target(&self, id: &str) -> Result<ControlOutcome, ControlError>;
+}
+
+/// Why a write was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no target named {id:?}")]
+    UnknownTarget { id: String },
+    #[error("a target named {id:?} already exists")]
+    TargetExists { id: String },
+    /// A field of the request is invalid (400).
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The change cannot be made in the current state (409), e.g. the config
+    /// file on disk does not validate.
+    #[error("{reason}")]
+    Conflict { reason: String },
+    /// The daemon is stopping (503).
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// Saving the change failed (500; details only in the log).
+    #[error("saving the change to {} failed: {source}", path.display())]
+    Persist { path: PathBuf, source: Source },
+}
+
+/// Writes turned off: every call is refused. For read-only deployments and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoControl;
+
+impl Control for NoControl {
+    fn set_paused(&self, _: &str, _: bool) -> Result<ControlOutcome, ControlError> {
+        Err(ControlError::Conflict {
+            reason: "this server does not accept changes".to_owned(),
+        })
+    }
+
+    fn add_target(&self, _: &NewTarget) -> Result<ControlOutcome, ControlError> {
+        self.set_paused("", false)
+    }
+
+    fn remove_target(&self, _: &str) -> Result<ControlOutcome, ControlError> {
+        self.set_paused("", false)
+    }
+}

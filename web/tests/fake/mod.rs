@@ -1,0 +1,552 @@
+//! A fake read model and control for the router tests: two targets with a
+//! few hops, stored series made of single probes, and a control that records
+//! what it was asked to do.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hopwatch_web::dto::*;
+use hopwatch_web::metrics::{
+    EngineMetrics, Histogram, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics,
+    TargetMetrics,
+};
+use hopwatch_web::{
+    AppState, Control, ControlError, HopSelection, ReadError, ReadModel, TimeRange, Token, Tokens,
+    WebSettings,
+};
+use http_body_util::BodyExt;
+use tokio::sync::broadcast;
+use tower::ServiceExt;
+
+pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
+pub const WRITE_TOKEN: &str = "write-token-0123456789abcdef";
+
+pub fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, last, 2))
+}
+
+pub fn stats(sent: u64, received: u64, avg_ms: f64) -> StatsDto {
+    let ns = (avg_ms * 1e6) as u64;
+    StatsDto {
+        sent,
+        received,
+        loss_pct: Some(100.0 * (sent - received) as f64 / sent as f64),
+        last_ns: Some(ns),
+        avg_ns: Some(ns as f64),
+        best_ns: Some(ns - 1000),
+        worst_ns: Some(ns + 5000),
+        stddev_ns: Some(1200.0),
+        p50_ns: Some(ns),
+        p95_ns: Some(ns + 4000),
+        p99_ns: Some(ns + 5000),
+        jitter_ns: Some(800.0),
+        jitter_max_ns: Some(3000),
+    }
+}
+
+pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
+    let rows: Vec<HopRow> = (1..=hops)
+        .map(|ttl| HopRow {
+            ttl,
+            responders: vec![ResponderDto {
+                address: ip(ttl),
+                hostname: Some(format!("r{ttl}.lab.example")),
+                asn: None,
+                as_org: None,
+                share_pct: Some(100.0),
+                avg_ns: Some(f64::from(ttl) * 1e6),
+                last_seen_ms: Some(1_000),
+            }],
+            other_responders: 0,
+            window: stats(100, if ttl == 2 { 60 } else { 100 }, f64::from(ttl)),
+            since_start: stats(rounds, rounds, f64::from(ttl)),
+            jitter_rfc3550_ns: Some(500.0),
+            rate_limited: ttl == 2,
+            is_destination: ttl == hops,
+        })
+        .collect();
+    TargetDetail {
+        summary: TargetSummary {
+            id: id.to_owned(),
+            name: format!("{id} label"),
+            label: Some(format!("{id} label")),
+            description: None,
+            tags: vec!["lab".into()],
+            host: ip(hops).to_string(),
+            address: Some(ip(hops)),
+            protocol: "icmp".into(),
+            port: 0,
+            interval_ms: 1000,
+            packet_size: 64,
+            state: TargetState::Running,
+            error: None,
+            paused: false,
+            hop_count: Some(hops),
+            rounds,
+            last_round_at_ms: Some(1_000 * rounds),
+            loss_pct: Some(0.0),
+            latency: Latency {
+                last_ns: Some(3_000_000),
+                avg_ns: Some(3_000_000.0),
+                best_ns: Some(2_900_000),
+                worst_ns: Some(3_500_000),
+                p50_ns: Some(3_000_000),
+                p95_ns: Some(3_400_000),
+            },
+            jitter_ns: Some(800.0),
+            mos: Some(4.39),
+            alerts: vec![],
+            timestamp_source: Some("ebpf".into()),
+            finding: None,
+        },
+        window_probes: 100,
+        hops: rows,
+        path: (1..=hops)
+            .map(|ttl| PathHopDto {
+                ttl,
+                responder: Some(ip(ttl)),
+                responders: vec![ip(ttl)],
+            })
+            .collect(),
+        pending_change_rounds: 0,
+        destination: DestinationDto {
+            ttl: Some(hops),
+            address: Some(ip(hops)),
+            window: stats(100, 100, 3.0),
+            since_start: stats(rounds, rounds, 3.0),
+            jitter_rfc3550_ns: Some(500.0),
+            mos: Some(4.39),
+            r_factor: Some(93.0),
+        },
+        findings: vec![],
+        recent_events: vec![],
+    }
+}
+
+/// What the control was asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Pause(String, bool),
+    Add(NewTarget),
+    Remove(String),
+}
+
+pub struct Fake {
+    pub targets: Mutex<Vec<TargetDetail>>,
+    pub events: broadcast::Sender<EventDto>,
+    pub engine_running: Mutex<bool>,
+    pub calls: Mutex<Vec<Call>>,
+    pub fail_store: Mutex<bool>,
+}
+
+impl Fake {
+    pub fn new() -> Arc<Fake> {
+        Arc::new(Fake {
+            targets: Mutex::new(vec![detail("alpha", 3, 10), detail("beta", 2, 20)]),
+            events: broadcast::channel(16).0,
+            engine_running: Mutex::new(true),
+            calls: Mutex::new(Vec::new()),
+            fail_store: Mutex::new(false),
+        })
+    }
+
+    pub fn bump(&self, id: &str) {
+        let mut targets = self.targets.lock().unwrap();
+        let t = targets.iter_mut().find(|t| t.summary.id == id).unwrap();
+        t.summary.rounds += 1;
+        t.summary.last_round_at_ms = Some(t.summary.rounds * 1_000);
+    }
+
+    fn find(&self, id: &str) -> Option<TargetDetail> {
+        self.targets
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| t.summary.id == id)
+            .cloned()
+    }
+
+    fn store_check(&self) -> Result<(), ReadError> {
+        if *self.fail_store.lock().unwrap() {
+            return Err(ReadError::Failed {
+                what: "reading rounds",
+                source: "sled: /var/lib/hopwatch/db: corrupted page".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One single-probe point per second over the range; every 10th lost.
+fn raw_points(range: TimeRange, base_ns: u64) -> Vec<PointDto> {
+    (range.from_ms..range.to_ms)
+        .step_by(1000)
+        .enumerate()
+        .map(|(i, at)| {
+            PointDto::single(at, (i % 10 != 9).then_some(base_ns + (i as u64 % 7) * 1000))
+        })
+        .collect()
+}
+
+impl ReadModel for Fake {
+    fn service(&self) -> ServiceInfo {
+        ServiceInfo {
+            version: "0.1.0-test".into(),
+            timestamp_source: "ebpf".into(),
+            started_at_ms: 1,
+            window_probes: 100,
+        }
+    }
+
+    fn targets(&self) -> Vec<TargetSummary> {
+        self.targets
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.summary.clone())
+            .collect()
+    }
+
+    fn target(&self, id: &str) -> Option<TargetDetail> {
+        self.find(id)
+    }
+
+    fn sparklines(&self) -> Vec<Sparkline> {
+        self.targets()
+            .iter()
+            .map(|t| Sparkline {
+                target: t.id.clone(),
+                last_at_ms: Some(5_000),
+                rtt_us: vec![Some(3000), None, Some(3100)],
+            })
+            .collect()
+    }
+
+    fn series(
+        &self,
+        id: &str,
+        hops: HopSelection,
+        range: TimeRange,
+    ) -> Result<Option<Vec<SeriesDto>>, ReadError> {
+        self.store_check()?;
+        let Some(t) = self.find(id) else {
+            return Ok(None);
+        };
+        let series = |hop: HopRef| {
+            let base = match hop {
+                HopRef::Ttl(ttl) => u64::from(ttl) * 1_000_000,
+                HopRef::Destination => u64::from(t.summary.hop_count.unwrap()) * 1_000_000,
+            };
+            SeriesDto {
+                hop,
+                responder: None,
+                resolution: "raw".into(),
+                interval_ms: 0,
+                points: raw_points(range, base),
+                total: PointDto::default(),
+            }
+        };
+        Ok(Some(match hops {
+            HopSelection::One(hop) => vec![series(hop)],
+            HopSelection::All => t
+                .hops
+                .iter()
+                .map(|h| series(HopRef::Ttl(h.ttl)))
+                .chain([series(HopRef::Destination)])
+                .collect(),
+        }))
+    }
+
+    fn hop_summary(&self, id: &str, range: TimeRange) -> Result<Option<HopSummaryDto>, ReadError> {
+        self.store_check()?;
+        let Some(t) = self.find(id) else {
+            return Ok(None);
+        };
+        let total = |ns: u64| PointDto {
+            at_ms: range.from_ms,
+            sent: 600,
+            lost: 6,
+            min_ns: Some(ns - 100_000),
+            avg_ns: Some(ns as f64),
+            max_ns: Some(ns + 900_000),
+            stddev_ns: Some(50_000.0),
+            p50_ns: Some(ns),
+            p95_ns: Some(ns + 500_000),
+            p99_ns: Some(ns + 800_000),
+        };
+        let mut hops: Vec<HopTotalDto> = t
+            .hops
+            .iter()
+            .map(|h| HopTotalDto {
+                hop: HopRef::Ttl(h.ttl),
+                responder: Some(ip(h.ttl)),
+                hostname: Some(format!("r{}.lab.example", h.ttl)),
+                total: total(u64::from(h.ttl) * 1_000_000),
+            })
+            .collect();
+        hops.push(HopTotalDto {
+            hop: HopRef::Destination,
+            responder: t.summary.address,
+            hostname: None,
+            total: total(3_000_000),
+        });
+        Ok(Some(HopSummaryDto {
+            measurement: MeasurementDto {
+                probe_interval_ms: 1000,
+                protocol: "icmp".into(),
+                port: 0,
+                packet_size: 64,
+                window_probes: 100,
+                window_ms: 100_000,
+                timestamp_source: Some("ebpf".into()),
+            },
+            resolution: "raw".into(),
+            hops,
+        }))
+    }
+
+    fn events(&self, id: &str, range: TimeRange) -> Result<Option<Vec<EventDto>>, ReadError> {
+        self.store_check()?;
+        Ok(self.find(id).map(|_| {
+            vec![EventDto {
+                target: id.to_owned(),
+                at_ms: range.from_ms + 1,
+                kind: "route_changed".into(),
+                summary: "route changed at hop 2".into(),
+                detail: serde_json::json!({"before": [ip(1), ip(2)], "after": [ip(1), ip(9)], "first_changed_ttl": 2}),
+            }]
+        }))
+    }
+
+    fn health(&self) -> HealthDto {
+        HealthDto {
+            engine: EngineHealth {
+                running: *self.engine_running.lock().unwrap(),
+                timestamp_source: "ebpf".into(),
+                probes_sent_total: 1234,
+                in_flight: 3,
+            },
+            store: StoreHealthDto {
+                ok: true,
+                consecutive_failures: 0,
+                last_flush_ok_at_ms: Some(5),
+                last_error_at_ms: None,
+                pending_bytes: 0,
+            },
+            targets: TargetCounts {
+                total: 2,
+                running: 2,
+                ..TargetCounts::default()
+            },
+            last_round_at_ms: Some(20_000),
+            shutting_down: false,
+        }
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        let mut h = Histogram::default();
+        for v in [0.0002, 0.0031, 0.004, 0.2, 9.0] {
+            h.observe(v);
+        }
+        MetricsSnapshot {
+            version: "0.1.0-test".into(),
+            timestamp_source: "ebpf".into(),
+            engine: EngineMetrics {
+                probes_sent: 1000,
+                probes_answered: 990,
+                probes_timed_out: 10,
+                send_errors: 0,
+                replies_unmatched: 1,
+                in_flight: 2,
+                kernel: Some(KernelMetrics {
+                    parse_errors: 4,
+                    ringbuf_drops: 5,
+                    ..KernelMetrics::default()
+                }),
+            },
+            store: StoreMetrics {
+                write_bytes: 4096,
+                flushes: 3,
+                healthy: true,
+                ..StoreMetrics::default()
+            },
+            webhook_delivery_failures: Some(2),
+            targets: vec![TargetMetrics {
+                target: "alpha".into(),
+                state: "running".into(),
+                hop_count: Some(2),
+                mos: Some(4.4),
+                loss_ratio: Some(0.01),
+                jitter_seconds: Some(0.0002),
+                rounds: 100,
+                route_changes: 1,
+                hop_count_changes: 0,
+                alerts_firing: vec!["loss".into()],
+                probes_sent: 100,
+                probes_received: 5,
+                rtt: h.clone(),
+                hops: vec![
+                    HopMetrics {
+                        ttl: 1,
+                        responder: Some("198.18.1.2".into()),
+                        probes_sent: 100,
+                        probes_received: 5,
+                        loss_ratio: Some(0.0),
+                        jitter_seconds: Some(0.0001),
+                        rate_limited: false,
+                        rtt: Some(h.clone()),
+                    },
+                    HopMetrics {
+                        ttl: 2,
+                        responder: None,
+                        probes_sent: 100,
+                        probes_received: 0,
+                        loss_ratio: Some(1.0),
+                        jitter_seconds: None,
+                        rate_limited: true,
+                        rtt: Some(Histogram::default()),
+                    },
+                ],
+            }],
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<EventDto> {
+        self.events.subscribe()
+    }
+}
+
+impl Control for Fake {
+    fn set_paused(&self, id: &str, paused: bool) -> Result<ControlOutcome, ControlError> {
+        if id == "broken" {
+            return Err(ControlError::Persist {
+                path: "/etc/hopwatch/hopwatch.toml".into(),
+                source: "permission denied".into(),
+            });
+        }
+        let mut targets = self.targets.lock().unwrap();
+        let t = targets
+            .iter_mut()
+            .find(|t| t.summary.id == id)
+            .ok_or(ControlError::UnknownTarget { id: id.into() })?;
+        let changed = t.summary.paused != paused;
+        t.summary.paused = paused;
+        t.summary.state = if paused {
+            TargetState::Paused
+        } else {
+            TargetState::Running
+        };
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Pause(id.into(), paused));
+        Ok(ControlOutcome {
+            target: id.into(),
+            action: if paused { "paused" } else { "resumed" }.into(),
+            changed,
+            persisted_to: Some("hopwatch.toml".into()),
+        })
+    }
+
+    fn add_target(&self, target: &NewTarget) -> Result<ControlOutcome, ControlError> {
+        if self.find(&target.name).is_some() {
+            return Err(ControlError::TargetExists {
+                id: target.name.clone(),
+            });
+        }
+        if target.interval.as_deref() == Some("1ms") {
+            return Err(ControlError::Invalid {
+                field: "interval".into(),
+                reason: "1ms is below the minimum of 100ms".into(),
+            });
+        }
+        self.calls.lock().unwrap().push(Call::Add(target.clone()));
+        self.targets
+            .lock()
+            .unwrap()
+            .push(detail(&target.name, 2, 0));
+        Ok(ControlOutcome {
+            target: target.name.clone(),
+            action: "added".into(),
+            changed: true,
+            persisted_to: Some("hopwatch.toml".into()),
+        })
+    }
+
+    fn remove_target(&self, id: &str) -> Result<ControlOutcome, ControlError> {
+        let mut targets = self.targets.lock().unwrap();
+        let before = targets.len();
+        targets.retain(|t| t.summary.id != id);
+        if targets.len() == before {
+            return Err(ControlError::UnknownTarget { id: id.into() });
+        }
+        self.calls.lock().unwrap().push(Call::Remove(id.into()));
+        Ok(ControlOutcome {
+            target: id.into(),
+            action: "removed".into(),
+            changed: true,
+            persisted_to: Some("hopwatch.toml".into()),
+        })
+    }
+}
+
+pub fn settings(read: bool, write: bool) -> WebSettings {
+    WebSettings {
+        tokens: Tokens {
+            read: read.then(|| Token::new(READ_TOKEN)),
+            write: write.then(|| Token::new(WRITE_TOKEN)),
+        },
+        max_body_bytes: 4096,
+        live_interval: std::time::Duration::from_millis(50),
+        overview_max_age: std::time::Duration::from_millis(10),
+    }
+}
+
+pub fn app(fake: &Arc<Fake>, settings: WebSettings) -> (axum::Router, AppState) {
+    let state = AppState::new(
+        Arc::clone(fake) as Arc<dyn ReadModel>,
+        Arc::clone(fake) as Arc<dyn Control>,
+        settings,
+    );
+    (hopwatch_web::router(state.clone()), state)
+}
+
+/// Sends one request through the router.
+pub async fn send(router: &axum::Router, request: Request<Body>) -> Response<Body> {
+    router.clone().oneshot(request).await.expect("infallible")
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub fn with_token(method: &str, uri: &str, token: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+pub fn post_json(uri: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut b = Request::post(uri).header("content-type", "application/json");
+    if let Some(token) = token {
+        b = b.header("authorization", format!("Bearer {token}"));
+    }
+    b.body(Body::from(body.to_owned())).unwrap()
+}
+
+pub async fn body_text(response: Response<Body>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+pub async fn body_json(response: Response<Body>) -> serde_json::Value {
+    let text = body_text(response).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -1,0 +1,850 @@
+//! The router over a fake read model, request by request with `oneshot`:
+//! the embedded UI, every API endpoint, input validation, tokens, error
+//! bodies and statuses, exports, health and live streams.
+
+mod fake;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use fake::*;
+use http_body_util::BodyExt;
+
+#[tokio::test]
+async fn the_ui_is_embedded_and_served_with_a_strict_policy() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    for path in ["/", "/targets/alpha"] {
+        let response = send(&router, get(path)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),);
+        let html = body_text(response).await;
+        assert!(html.contains("/assets/app.js"), "{path} loads the app");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "nothing loads from elsewhere"
+        );
+    }
+    for (asset, kind) in [
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/favicon.svg", "image/svg+xml"),
+    ] {
+        let response = send(&router, get(asset)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        assert!(response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        let etag = response.headers()[header::ETAG].clone();
+        let body = body_text(response).await;
+        assert!(!body.is_empty(), "{asset} is not empty");
+        for remote in ["https://", "http://", "//cdn", "fonts.googleapis"] {
+            assert!(
+                !body.contains(remote) || asset.ends_with(".svg") && remote == "http://",
+                "{asset} refers to {remote}"
+            );
+        }
+        let again = send(
+            &router,
+            Request::get(asset)
+                .header(header::IF_NONE_MATCH, etag)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            again.status(),
+            StatusCode::NOT_MODIFIED,
+            "{asset} revalidates"
+        );
+    }
+    let missing = send(&router, get("/assets/nope.js")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(body_json(missing).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("/assets/nope.js"));
+}
+
+#[tokio::test]
+async fn the_overview_lists_every_target_with_the_service() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, true));
+    let response = send(&router, get("/api/v1/targets")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc = body_json(response).await;
+    assert_eq!(doc["service"]["timestamp_source"], "ebpf");
+    assert_eq!(doc["service"]["writes_enabled"], true);
+    assert_eq!(doc["service"]["read_token_required"], false);
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    assert_eq!(targets[0]["id"], "alpha");
+    assert_eq!(targets[0]["hop_count"], 3);
+    assert_eq!(targets[0]["latency"]["avg_ns"], 3_000_000.0);
+    assert_eq!(targets[0]["mos"], 4.39);
+    assert_eq!(targets[0]["state"], "running");
+    assert_eq!(targets[0]["timestamp_source"], "ebpf");
+
+    let spark = body_json(send(&router, get("/api/v1/sparklines")).await).await;
+    assert_eq!(spark["sparklines"][1]["target"], "beta");
+    assert_eq!(
+        spark["sparklines"][1]["rtt_us"],
+        serde_json::json!([3000, null, 3100])
+    );
+}
+
+#[tokio::test]
+async fn a_target_page_has_its_hops_and_unknown_or_bad_names_are_clear_errors() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let doc = body_json(send(&router, get("/api/v1/targets/alpha")).await).await;
+    assert_eq!(doc["id"], "alpha");
+    let hops = doc["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 3);
+    assert_eq!(hops[1]["rate_limited"], true);
+    assert_eq!(hops[0]["responders"][0]["hostname"], "r1.lab.example");
+    assert_eq!(hops[2]["is_destination"], true);
+    assert_eq!(doc["destination"]["mos"], 4.39);
+
+    let missing = send(&router, get("/api/v1/targets/gamma")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        body_json(missing).await,
+        serde_json::json!({"error": "no target named \"gamma\""})
+    );
+    let bad = send(&router, get("/api/v1/targets/a%20b")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(body_json(bad).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid target name"));
+    let no_route = send(&router, get("/api/v1/nothing")).await;
+    assert_eq!(no_route.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        body_json(no_route).await["error"],
+        "no such endpoint: GET /api/v1/nothing"
+    );
+    let wrong_method = send(
+        &router,
+        Request::put("/api/v1/targets/alpha/pause")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    // Writes are checked first: with writes disabled every non-GET is 403.
+    assert_eq!(wrong_method.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn series_are_validated_and_fitted_to_the_screen() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let doc = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/series?hop=destination&range=15m&max_points=90"),
+        )
+        .await,
+    )
+    .await;
+    let series = doc["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1);
+    let points = series[0]["points"].as_array().unwrap();
+    assert!(points.len() <= 90 && points.len() >= 89, "{}", points.len());
+    assert_eq!(series[0]["bucket_ms"], 10_000);
+    let sent: u64 = points.iter().map(|p| p["sent"].as_u64().unwrap()).sum();
+    let lost: u64 = points.iter().map(|p| p["lost"].as_u64().unwrap()).sum();
+    assert_eq!((sent, lost), (900, 90), "every probe is in some bucket");
+    // A bucket of ten single probes has a real distribution.
+    let p = &points[1];
+    assert!(p["min_ns"].as_u64() < p["max_ns"].as_u64(), "{p}");
+    assert!(p["p50_ns"].as_u64() <= p["p95_ns"].as_u64(), "{p}");
+
+    let all = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/series?hop=all&range=15m"),
+        )
+        .await,
+    )
+    .await;
+    let hops: Vec<&serde_json::Value> = all["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["hop"])
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            &serde_json::json!(1),
+            &serde_json::json!(2),
+            &serde_json::json!(3),
+            &serde_json::json!("destination")
+        ]
+    );
+
+    for (query, needle) in [
+        ("hop=0", "`hop`"),
+        ("hop=x", "`hop`"),
+        ("range=2h", "`range`"),
+        ("range=1h&from=1", "either range"),
+        ("from=10&to=5", "before"),
+        ("max_points=0", "`max_points`"),
+        ("max_points=99999", "`max_points`"),
+        ("bogus=1", "unknown field `bogus`"),
+    ] {
+        let response = send(
+            &router,
+            get(&format!("/api/v1/targets/alpha/series?{query}")),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let error = body_json(response).await["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(error.contains(needle), "{query}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn the_heatmap_puts_every_hop_on_one_time_axis() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let doc = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/beta/heatmap?from=0&to=120000&columns=12"),
+        )
+        .await,
+    )
+    .await;
+    let map = &doc["heatmap"];
+    assert_eq!(map["columns"], 12);
+    assert_eq!(map["bucket_ms"], 10_000);
+    let rows = map["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "two TTLs and the destination");
+    for row in rows {
+        assert_eq!(row["p50_ns"].as_array().unwrap().len(), 12);
+        assert_eq!(row["loss"][0], 0.1, "one lost probe in ten");
+    }
+    assert!(rows[0]["p50_ns"][0].as_u64() < rows[1]["p50_ns"][0].as_u64());
+}
+
+#[tokio::test]
+async fn exports_record_how_the_data_was_measured() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let response = send(
+        &router,
+        get("/api/v1/targets/alpha/export?format=csv&from=1700000000000&to=1700003600000"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert!(response.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("hopwatch-alpha-1700000000000-1700003600000.csv"));
+    let csv = body_text(response).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    for expected in [
+        "# target: alpha",
+        "# from: 2023-11-14T22:13:20.000Z",
+        "# to_ms: 1700003600000",
+        "# probe_interval_ms: 1000",
+        "# protocol: icmp",
+        "# packet_size: 64",
+        "# sample_count: 600",
+        "# window_probes: 100",
+        "# window_ms: 100000",
+        "# timestamp_source: ebpf",
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in\n{csv}");
+    }
+    let header_at = lines.iter().position(|l| l.starts_with("hop,")).unwrap();
+    let rows = &lines[header_at + 1..];
+    assert_eq!(rows.len(), 4, "three TTLs and the destination");
+    assert_eq!(
+        rows[0],
+        "1,198.18.1.2,r1.lab.example,600,6,1.00,0.900,1.000,1.900,0.050,1.000,1.500,1.800"
+    );
+    assert!(rows[3].starts_with("destination,198.18.3.2,,600,6,"));
+
+    let json = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/export?format=json&range=24h"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(json["meta"]["protocol"], "icmp");
+    assert_eq!(json["meta"]["sample_count"], 600);
+    assert_eq!(
+        json["meta"]["to_ms"].as_u64().unwrap() - json["meta"]["from_ms"].as_u64().unwrap(),
+        86_400_000
+    );
+    assert_eq!(json["hops"][3]["hop"], "destination");
+    assert_eq!(json["hops"][0]["p95_ns"], 1_500_000);
+
+    let bad = send(&router, get("/api/v1/targets/alpha/export?format=xml")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_read_token_protects_data_but_not_the_ui_or_health() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(true, true));
+    for path in [
+        "/api/v1/targets",
+        "/api/v1/targets/alpha",
+        "/metrics",
+        "/api/v1/live",
+    ] {
+        let response = send(&router, get(path)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert!(body_json(response).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer"));
+        let wrong = send(&router, with_token("GET", path, "not-the-token-at-all")).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let ok = send(&router, with_token("GET", "/api/v1/targets", READ_TOKEN)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = send(&router, with_token("GET", "/api/v1/targets", WRITE_TOKEN)).await;
+    assert_eq!(ok.status(), StatusCode::OK, "the write token also reads");
+    for open in ["/", "/assets/app.js", "/healthz", "/readyz"] {
+        assert_eq!(
+            send(&router, get(open)).await.status(),
+            StatusCode::OK,
+            "{open}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_need_the_write_token_and_are_refused_without_one_configured() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let refused = send(
+        &router,
+        with_token("POST", "/api/v1/targets/alpha/pause", WRITE_TOKEN),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(body_json(refused).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("write_token"));
+    assert!(fake.calls.lock().unwrap().is_empty());
+
+    let (router, _) = app(&fake, settings(false, true));
+    let missing = send(
+        &router,
+        Request::post("/api/v1/targets/alpha/pause")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    let wrong = send(
+        &router,
+        with_token("POST", "/api/v1/targets/alpha/pause", READ_TOKEN),
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(fake.calls.lock().unwrap().is_empty());
+
+    let paused = send(
+        &router,
+        with_token("POST", "/api/v1/targets/alpha/pause", WRITE_TOKEN),
+    )
+    .await;
+    assert_eq!(paused.status(), StatusCode::OK);
+    let outcome = body_json(paused).await;
+    assert_eq!(outcome["action"], "paused");
+    assert_eq!(outcome["changed"], true);
+    let again = body_json(
+        send(
+            &router,
+            with_token("POST", "/api/v1/targets/alpha/pause", WRITE_TOKEN),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(again["changed"], false, "pausing twice changes nothing");
+    let resumed = body_json(
+        send(
+            &router,
+            with_token("POST", "/api/v1/targets/alpha/resume", WRITE_TOKEN),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(resumed["action"], "resumed");
+    let removed = send(
+        &router,
+        with_token("DELETE", "/api/v1/targets/beta", WRITE_TOKEN),
+    )
+    .await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    let gone = send(
+        &router,
+        with_token("DELETE", "/api/v1/targets/beta", WRITE_TOKEN),
+    )
+    .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        *fake.calls.lock().unwrap(),
+        vec![
+            Call::Pause("alpha".into(), true),
+            Call::Pause("alpha".into(), true),
+            Call::Pause("alpha".into(), false),
+            Call::Remove("beta".into()),
+        ]
+    );
+
+    // A failure to save is a 500 whose body does not leak the path.
+    let broken = send(
+        &router,
+        with_token("POST", "/api/v1/targets/broken/pause", WRITE_TOKEN),
+    )
+    .await;
+    assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let text = body_text(broken).await;
+    assert!(
+        !text.contains("/etc/hopwatch") && !text.contains("permission"),
+        "{text}"
+    );
+    assert!(text.contains("log"), "{text}");
+}
+
+#[tokio::test]
+async fn new_targets_are_validated_and_bodies_are_limited() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, true));
+    let created = send(
+        &router,
+        post_json(
+            "/api/v1/targets",
+            Some(WRITE_TOKEN),
+            r#"{"name":"gamma","host":"198.18.5.2","label":"Gamma","protocol":"udp","port":33434,"interval":"500ms","tags":["lab"]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(body_json(created).await["action"], "added");
+    let listed = body_json(send(&router, get("/api/v1/targets")).await).await;
+    assert_eq!(listed["targets"].as_array().unwrap().len(), 3);
+
+    for (body, status, needle) in [
+        (
+            r#"{"name":"gamma","host":"198.18.5.2"}"#,
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            r#"{"name":"bad name","host":"198.18.5.2"}"#,
+            StatusCode::BAD_REQUEST,
+            "`name`",
+        ),
+        (
+            r#"{"name":"d","host":"a b"}"#,
+            StatusCode::BAD_REQUEST,
+            "`host`",
+        ),
+        (
+            r#"{"name":"d","host":"198.18.5.2","protocol":"sctp"}"#,
+            StatusCode::BAD_REQUEST,
+            "`protocol`",
+        ),
+        (
+            r#"{"name":"d","host":"198.18.5.2","interval":"1ms"}"#,
+            StatusCode::BAD_REQUEST,
+            "100ms",
+        ),
+        (
+            r#"{"name":"d","host":"198.18.5.2","label":"x\u0007"}"#,
+            StatusCode::BAD_REQUEST,
+            "control",
+        ),
+        (
+            r#"{"name":"d","host":"198.18.5.2","colour":"red"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `colour`",
+        ),
+        (
+            r#"{"name":"d","#,
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        (
+            r#"{"name":"d","host":"198.18.5.2","port":70000}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "port",
+        ),
+    ] {
+        let response = send(
+            &router,
+            post_json("/api/v1/targets", Some(WRITE_TOKEN), body),
+        )
+        .await;
+        assert_eq!(response.status(), status, "{body}");
+        let error = body_json(response).await["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(error.contains(needle), "{body}: {error}");
+    }
+    let huge = format!(
+        r#"{{"name":"d","host":"198.18.5.2","description":"{}"}}"#,
+        "x".repeat(10_000)
+    );
+    let response = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), &huge),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body_json(response).await["error"].is_string());
+    let no_type = send(
+        &router,
+        Request::post("/api/v1/targets")
+            .header("authorization", format!("Bearer {WRITE_TOKEN}"))
+            .body(Body::from(r#"{"name":"d","host":"198.18.5.2"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(no_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(fake.calls.lock().unwrap().len(), 1, "only gamma was added");
+}
+
+#[tokio::test]
+async fn events_come_from_history_and_store_failures_hide_their_details() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let doc = body_json(send(&router, get("/api/v1/targets/alpha/events?range=7d")).await).await;
+    assert_eq!(doc["events"][0]["kind"], "route_changed");
+    assert_eq!(doc["events"][0]["detail"]["first_changed_ttl"], 2);
+    assert_eq!(
+        doc["to_ms"].as_u64().unwrap() - doc["from_ms"].as_u64().unwrap(),
+        7 * 86_400_000
+    );
+    *fake.fail_store.lock().unwrap() = true;
+    let failed = send(&router, get("/api/v1/targets/alpha/events")).await;
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let text = body_text(failed).await;
+    assert!(
+        !text.contains("sled") && !text.contains("/var/lib"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_says_which_timestamp_source_probes_use() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(true, false));
+    let health = send(&router, get("/healthz")).await;
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = send(&router, get("/readyz")).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let doc = body_json(ready).await;
+    assert_eq!(doc["ready"], true);
+    assert_eq!(doc["timestamp_source"], "ebpf");
+    assert_eq!(doc["store"]["ok"], true);
+    assert_eq!(doc["targets"]["running"], 2);
+    *fake.engine_running.lock().unwrap() = false;
+    let not_ready = send(&router, get("/readyz")).await;
+    assert_eq!(not_ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let doc = body_json(not_ready).await;
+    assert_eq!(doc["ready"], false);
+    assert_eq!(doc["reason"], "the probe engine is not running");
+}
+
+/// The families of an OpenMetrics text: name -> (type, help, samples).
+fn families(text: &str) -> std::collections::BTreeMap<String, (String, String, Vec<String>)> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            out.entry(name.to_owned())
+                .or_insert_with(|| (String::new(), String::new(), Vec::new()))
+                .0 = kind.to_owned();
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap();
+            out.entry(name.to_owned())
+                .or_insert_with(|| (String::new(), String::new(), Vec::new()))
+                .1 = help.to_owned();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = out
+                .keys()
+                .filter(|f| name.starts_with(f.as_str()))
+                .max_by_key(|f| f.len())
+                .unwrap_or_else(|| panic!("sample {name} before its TYPE"))
+                .clone();
+            out.get_mut(&family).unwrap().2.push(line.to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_follow_prometheus_conventions() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let response = send(&router, get("/metrics")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = body_text(response).await;
+    assert!(text.ends_with("# EOF\n"));
+    let families = families(&text);
+    for (name, (kind, help, samples)) in &families {
+        assert!(name.starts_with("hopwatch_"), "{name}");
+        assert!(!help.is_empty(), "{name} has HELP");
+        assert!(!kind.is_empty(), "{name} has TYPE");
+        for sample in samples {
+            let sample_name = sample.split(['{', ' ']).next().unwrap();
+            match kind.as_str() {
+                "counter" => assert!(sample_name.ends_with("_total"), "{sample}"),
+                "info" => assert!(sample_name.ends_with("_info"), "{sample}"),
+                "histogram" => assert!(
+                    ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| sample_name.ends_with(s)),
+                    "{sample}"
+                ),
+                _ => {}
+            }
+            // Base units only: no milliseconds or percentages anywhere.
+            assert!(
+                !sample_name.contains("_ms") && !sample_name.contains("_pct"),
+                "{sample}"
+            );
+        }
+    }
+    for expected in [
+        "hopwatch_probes_sent_total 1000",
+        "hopwatch_kernel_parse_failures_total 4",
+        "hopwatch_kernel_ringbuf_drops_total 5",
+        "hopwatch_store_write_bytes_total 4096",
+        "hopwatch_webhook_delivery_failures_total 2",
+        "hopwatch_timestamp_source_info{source=\"ebpf\"} 1",
+        "hopwatch_target_hop_count{target=\"alpha\"} 2",
+        "hopwatch_target_mos{target=\"alpha\"} 4.4",
+        "hopwatch_target_route_changes_total{target=\"alpha\"} 1",
+        "hopwatch_target_state{target=\"alpha\",state=\"running\"} 1",
+        "hopwatch_target_state{target=\"alpha\",state=\"paused\"} 0",
+        "hopwatch_alert_firing{target=\"alpha\",alert=\"loss\"} 1",
+        "hopwatch_hop_probes_sent_total{target=\"alpha\",ttl=\"1\"} 100",
+        "hopwatch_hop_probes_received_total{target=\"alpha\",ttl=\"1\"} 5",
+        "hopwatch_hop_loss_ratio{target=\"alpha\",ttl=\"2\"} 1.0",
+        "hopwatch_hop_rate_limited{target=\"alpha\",ttl=\"2\"} 1",
+        "hopwatch_hop_responder_info{target=\"alpha\",ttl=\"1\",responder=\"198.18.1.2\"} 1",
+        "hopwatch_hop_rtt_seconds_count{target=\"alpha\",ttl=\"1\"} 5",
+        "hopwatch_hop_rtt_seconds_bucket{le=\"+Inf\",target=\"alpha\",ttl=\"1\"} 5",
+        "hopwatch_hop_rtt_seconds_bucket{le=\"0.005\",target=\"alpha\",ttl=\"1\"} 3",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l == expected || l.replace(".0 ", " ") == expected),
+            "missing `{expected}` in\n{text}"
+        );
+    }
+    // The responder is a label of the info series only, so a path change
+    // replaces one series instead of adding a family of them.
+    for line in text.lines().filter(|l| l.contains("responder=")) {
+        assert!(line.starts_with("hopwatch_hop_responder_info{"), "{line}");
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("hopwatch_hop_responder_info"))
+            .count(),
+        1,
+        "a hop that never answered has no responder series"
+    );
+    // Histogram buckets are cumulative and end at the count.
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("hopwatch_target_rtt_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 16);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(*buckets.last().unwrap(), 5);
+}
+
+/// Reads server-sent events until `want` of them arrived (comments skipped).
+async fn read_events(body: &mut Body, want: usize) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    while events.len() < want {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream is open")
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            buffer.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                    data.push_str(v);
+                }
+            }
+            if !name.is_empty() {
+                events.push((name, data));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_live_overview_sends_everything_then_only_what_changed() {
+    let fake = Fake::new();
+    let (router, state) = app(&fake, settings(false, false));
+    let response = send(&router, get("/api/v1/live")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = response.into_body();
+    let first = read_events(&mut body, 1).await;
+    assert_eq!(first[0].0, "targets");
+    let rows: serde_json::Value = serde_json::from_str(&first[0].1).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "everything first");
+
+    fake.bump("beta");
+    let next = read_events(&mut body, 1).await;
+    let rows: serde_json::Value = serde_json::from_str(&next[0].1).unwrap();
+    assert_eq!(next[0].0, "targets");
+    assert_eq!(rows.as_array().unwrap().len(), 1, "only the changed row");
+    assert_eq!(rows[0]["id"], "beta");
+    assert_eq!(rows[0]["rounds"], 21);
+
+    fake.events
+        .send(hopwatch_web::dto::EventDto {
+            target: "alpha".into(),
+            at_ms: 5,
+            kind: "route_changed".into(),
+            summary: "route changed at hop 2".into(),
+            detail: serde_json::Value::Null,
+        })
+        .unwrap();
+    let event = read_events(&mut body, 1).await;
+    assert_eq!(event[0].0, "event");
+    assert!(event[0].1.contains("route changed at hop 2"));
+
+    fake.targets
+        .lock()
+        .unwrap()
+        .retain(|t| t.summary.id != "alpha");
+    let removed = read_events(&mut body, 1).await;
+    assert_eq!(removed[0], ("removed".to_owned(), "[\"alpha\"]".to_owned()));
+
+    // Stopping the server ends the stream, so a graceful shutdown never waits on it.
+    state.stop_live_streams();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            frame.expect("frame");
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended");
+}
+
+#[tokio::test]
+async fn the_live_target_stream_follows_one_target() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    assert_eq!(
+        send(&router, get("/api/v1/targets/nope/live"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let mut body = send(&router, get("/api/v1/targets/alpha/live"))
+        .await
+        .into_body();
+    let first = read_events(&mut body, 1).await;
+    assert_eq!(first[0].0, "target");
+    let detail: serde_json::Value = serde_json::from_str(&first[0].1).unwrap();
+    assert_eq!(detail["hops"].as_array().unwrap().len(), 3);
+    fake.bump("alpha");
+    let next = read_events(&mut body, 1).await;
+    let detail: serde_json::Value = serde_json::from_str(&next[0].1).unwrap();
+    assert_eq!(detail["rounds"], 11);
+    fake.targets
+        .lock()
+        .unwrap()
+        .retain(|t| t.summary.id != "alpha");
+    let removed = read_events(&mut body, 1).await;
+    assert_eq!(removed[0].0, "removed");
+}
+
+#[tokio::test]
+async fn the_server_stops_gracefully_with_live_streams_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = Fake::new();
+    let state = hopwatch_web::AppState::new(
+        fake.clone() as std::sync::Arc<dyn hopwatch_web::ReadModel>,
+        std::sync::Arc::new(hopwatch_web::NoControl),
+        settings(false, false),
+    );
+    let server = hopwatch_web::WebServer::bind("127.0.0.1:0".parse().unwrap(), state)
+        .await
+        .expect("bind on loopback");
+    let addr = server.local_addr();
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /api/v1/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = client.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    let grace = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    server.shutdown(grace).await;
+    assert!(
+        started.elapsed() < grace / 2,
+        "the open stream did not hold up the shutdown ({:?})",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed the stream");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
