@@ -5,7 +5,8 @@
 #
 #   sudo bash deploy/bench.sh accuracy     # per-probe RTT error against a capture, idle and loaded
 #   sudo bash deploy/bench.sh throughput   # probes/s and CPU per probe against mtr
-#   sudo bash deploy/bench.sh all          # both
+#   sudo bash deploy/bench.sh monitor      # the daemon's CPU, memory, disk writes; history size, queries
+#   sudo bash deploy/bench.sh all          # accuracy and throughput
 #   sudo bash deploy/bench.sh install      # only install the peers
 #
 # Arguments after the benchmark name go to its binary (see --help), e.g.
@@ -22,7 +23,7 @@ TRIPPY_VERSION=0.13.0
 log() { printf 'bench: %s\n' "$*" >&2; }
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -30,7 +31,7 @@ usage() {
 what=$1
 shift
 case "$what" in
-accuracy | throughput | all | install) ;;
+accuracy | throughput | all | install | monitor) ;;
 *) usage ;;
 esac
 
@@ -41,6 +42,20 @@ fi
 
 # 1. The build toolchain and the lab's tools (tcpdump among them).
 bash deploy/setup.sh
+
+# The monitoring daemon benchmark compares against no peer: build and run it.
+if [ "$what" = monitor ]; then
+    log "building release binaries"
+    cargo build --release --locked -p hopwatch-service --bin hopwatch
+    cargo build --release --locked -p hopwatch-tests --bin bench-monitor
+    out=target/bench/monitor
+    mkdir -p "$out"
+    log "monitor benchmark (about 7 minutes); outputs in $out"
+    target/release/bench-monitor run \
+        --hopwatch target/release/hopwatch \
+        --out-dir "$out" "$@" | tee "$out/report.md"
+    exit 0
+fi
 
 # 2. The peers and the load generator, only when missing.
 missing=()

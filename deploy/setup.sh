@@ -63,7 +63,15 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
         "bpf-linker@${BPF_LINKER_VERSION}" --no-default-features --features "llvm-${llvm_major}"
 fi
 
-# 4. Userspace toolchain components CI checks with.
+# 4. stamp-suite: an independent STAMP (RFC 8762) implementation the peer
+#    measurement tests interoperate with (tests/tests/peer_lab.rs).
+STAMP_SUITE_VERSION=1.0.0
+if ! stamp-suite --version 2>/dev/null | grep -q "$STAMP_SUITE_VERSION"; then
+    log "building stamp-suite $STAMP_SUITE_VERSION for the STAMP interop tests (about 2.5 min)"
+    cargo install --quiet --locked "stamp-suite@${STAMP_SUITE_VERSION}"
+fi
+
+# 5. Userspace toolchain components CI checks with.
 if command -v rustup >/dev/null; then
     for component in rustfmt clippy; do
         rustup component list --installed 2>/dev/null | grep -q "^${component}" ||

@@ -68,11 +68,11 @@ enum Command {
 
 /// A 10-hop round whose RTTs and losses vary with `seq`.
 fn round(target: &TargetId, seq: u64, at_ms: u64) -> RoundRecord {
-    let dest_lost = seq % 97 == 0;
+    let dest_lost = seq.is_multiple_of(97);
     let hops = (1..=10u8)
         .map(|ttl| {
-            let lost = (ttl == 6 && seq % 11 == 0) || (ttl == 10 && dest_lost);
-            let jitter = (seq.wrapping_mul(2_654_435_761) ^ ttl as u64 * 40_503) % 2_000_000;
+            let lost = (ttl == 6 && seq.is_multiple_of(11)) || (ttl == 10 && dest_lost);
+            let jitter = (seq.wrapping_mul(2_654_435_761) ^ (ttl as u64 * 40_503)) % 2_000_000;
             HopSample {
                 ttl,
                 responder: (!lost).then(|| IpAddr::from([192, 0, 2, ttl])),
@@ -121,7 +121,7 @@ fn write(dir: &Path, start_ms: u64, per_flush: u64) -> anyhow::Result<()> {
         for _ in 0..per_flush {
             let at = start_ms + seq * 1000;
             store.record_round(&round(&target, seq, at))?;
-            if seq % 50 == 0 {
+            if seq.is_multiple_of(50) {
                 store.record_event(&event(&target, seq, at))?;
             }
             seq += 1;
@@ -200,7 +200,7 @@ fn budget(
                 store.record_round(&round(id, *seq, at))?;
             }
             *seq += 1;
-            if *seq % flush_secs == 0 {
+            if seq.is_multiple_of(flush_secs) {
                 store.flush_at(start + *seq * 1000)?;
             }
         }

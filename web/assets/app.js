@@ -362,7 +362,8 @@ function prepCanvas(canvas, height) {
 
 function drawSparkline(canvas, spark, cls) {
   if (!canvas || !canvas.isConnected) return;
-  const { ctx, w, h: hh } = prepCanvas(canvas, canvas.classList.contains('tall') ? 30 : 24);
+  const tall = document.body.classList.contains('wall') ? 44 : 30;
+  const { ctx, w, h: hh } = prepCanvas(canvas, canvas.classList.contains('tall') ? tall : 24);
   const values = (spark && spark.rtt_us) || [];
   if (!values.length) return;
   const answered = values.filter((v) => v !== null);
@@ -670,9 +671,9 @@ function overviewPage(root) {
     ['status', 'State', ''],
     ['hops', 'Hops', 'num hide-sm'],
     ['loss', 'Loss', 'num'],
-    ['latency', 'Latency', 'num'],
-    ['p95', 'p95', 'num hide-md'],
-    ['jitter', 'Jitter', 'num hide-sm'],
+    ['latency', 'Avg ms', 'num'],
+    ['p95', 'p95 ms', 'num hide-md'],
+    ['jitter', 'Jitter ms', 'num hide-sm'],
     ['mos', 'MOS', 'num hide-sm'],
     ['alerts', 'Alerts', 'hide-sm'],
     ['source', 'Source', 'hide-md'],
@@ -768,7 +769,7 @@ function overviewPage(root) {
     setText(r.cells.status.lastChild, t.state + (t.error ? ': ' + t.error : ''));
     setText(r.cells.hops, t.hop_count ?? '–');
     setText(r.cells.loss, pct(t.loss_pct));
-    setText(r.cells.latency, t.latency.avg_ns === null ? '–' : ms(t.latency.avg_ns) + ' ms');
+    setText(r.cells.latency, ms(t.latency.avg_ns));
     setText(r.cells.p95, ms(t.latency.p95_ns));
     setText(r.cells.jitter, ms(t.jitter_ns));
     setText(r.cells.mos, mosText(t.mos));
@@ -962,7 +963,7 @@ function targetPage(root, id) {
   const hopBody = h('tbody');
   const hopHead = h('thead', {}, h('tr', {},
     h('th', { class: 'num', text: 'Hop' }), h('th', { text: 'Host' }), h('th', { class: 'num', text: 'Loss' }),
-    h('th', { class: 'num', text: 'Sent' }), h('th', { class: 'num', text: 'Last' }), h('th', { class: 'num', text: 'Avg' }),
+    h('th', { class: 'num', text: 'Sent' }), h('th', { class: 'num', text: 'Last ms' }), h('th', { class: 'num', text: 'Avg' }),
     h('th', { class: 'num hide-sm', text: 'Best' }), h('th', { class: 'num hide-sm', text: 'Worst' }),
     h('th', { class: 'num hide-sm', text: 'StDev' }), h('th', { class: 'num hide-sm', text: 'Jitter' }),
     h('th', { class: 'num', text: 'p95' })));
@@ -1186,6 +1187,9 @@ function targetPage(root, id) {
     const to = s ? s.to_ms : span().to;
     graphs.latency = drawLatency(latencyCanvas, s, from, to);
     graphs.heat = drawHeatmap(heatCanvas, graphs.map);
+    // What was drawn, for people reading the DOM and for the browser test.
+    latencyCanvas.dataset.points = String(graphs.latency.points.filter((p) => p.p50_ns !== null).length);
+    heatCanvas.dataset.cells = String(graphs.map ? graphs.map.rows.reduce((n, r) => n + r.p50_ns.filter((v) => v !== null).length, 0) : 0);
     paintLegends();
     if (s) {
       const t = s.total;

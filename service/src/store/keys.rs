@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn raw_keys_sort_by_target_then_time() {
-        let mut keys = vec![
+        let mut keys = [
             raw_key(TargetNum(2), 5),
             raw_key(TargetNum(1), u64::MAX),
             raw_key(TargetNum(1), 256),
@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn rollup_keys_sort_by_target_series_then_time() {
         let t = TargetNum(7);
-        let mut keys = vec![
+        let mut keys = [
             rollup_key(t, SeriesNum(1), 120_000),
             rollup_key(TargetNum(6), SeriesNum(255), u64::MAX),
             rollup_key(t, SeriesNum(30), 60_000),

@@ -233,7 +233,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                (x % 10 != 0).then_some(200_000 + (x >> 8) % 80_000_000)
+                (!x.is_multiple_of(10)).then_some(200_000 + (x >> 8) % 80_000_000)
             })
             .collect()
     }

@@ -23,10 +23,10 @@ fn id(name: &str) -> TargetId {
 /// A 10-hop round: TTL k answers in about k ms; TTL 4 drops every 7th probe
 /// and the destination (TTL 10) every 13th round.
 fn round(target: &str, seq: u64, at_ms: u64) -> RoundRecord {
-    let dest_lost = seq % 13 == 0;
+    let dest_lost = seq.is_multiple_of(13);
     let hops = (1..=10u8)
         .map(|ttl| {
-            let lost = (ttl == 4 && seq % 7 == 0) || (ttl == 10 && dest_lost);
+            let lost = (ttl == 4 && seq.is_multiple_of(7)) || (ttl == 10 && dest_lost);
             HopSample {
                 ttl,
                 responder: (!lost).then(|| IpAddr::from([10, 0, ttl, 1])),
@@ -251,14 +251,14 @@ fn rollups_match_statistics_computed_from_raw_rounds() {
         .unwrap();
     assert_eq!(
         ttl4.total.lost,
-        (0..3 * 3600u64).filter(|s| s % 7 == 0).count() as u64
+        (0..3 * 3600u64).filter(|s| s.is_multiple_of(7)).count() as u64
     );
     let dest = store
         .series(&a, Hop::Destination, T0, to, Resolution::Hour)
         .unwrap();
     assert_eq!(
         dest.total.lost,
-        (0..3 * 3600u64).filter(|s| s % 13 == 0).count() as u64
+        (0..3 * 3600u64).filter(|s| s.is_multiple_of(13)).count() as u64
     );
 }
 
@@ -379,7 +379,7 @@ fn an_hour_closed_early_is_completed_after_a_restart() {
     let store = Store::open_at(dir.path(), StoreConfig::default(), T0 + 650_000).unwrap();
     for s in 650..2 * 3600 {
         store.record_round(&round("a", s, T0 + s * 1000)).unwrap();
-        if s % 5 == 0 {
+        if s.is_multiple_of(5) {
             store.flush_at(T0 + s * 1000).unwrap();
         }
     }

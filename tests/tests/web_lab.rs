@@ -1,0 +1,953 @@
+//! The web server of a real `hopwatch run` in the lab, as its users meet it:
+//! a real Prometheus scrapes /metrics and answers queries about the series; a
+//! real headless Chromium (through chromedriver) loads the overview and a
+//! target page, checks that tables and graphs show real data, pauses a target
+//! and finds no console errors, saving screenshots to tests/screenshots/; and
+//! 200 concurrent API connections (wrk) do not degrade probe accuracy, judged
+//! against a packet capture. Privileged, and needs Debian's prometheus,
+//! chromium, chromium-driver, wrk and tcpdump (deploy/setup.sh installs them);
+//! these fail, never skip, without them.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use hopwatch_lab::bench::capture::Capture;
+use hopwatch_lab::bench::pcap::CaptureIndex;
+use hopwatch_lab::netns::exec::NsChild;
+use hopwatch_lab::{Lab, LabSpec};
+use serde_json::{json, Value};
+
+const WEB: &str = "127.0.0.1:9470";
+const READ_TOKEN: &str = "web-lab-read-token-0123456789";
+const WRITE_TOKEN: &str = "web-lab-write-token-0123456789";
+
+fn hopwatch_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("hopwatch"))
+        .expect("target directory layout");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p hopwatch-service` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The full path of `program`, or a failure that says how to get it.
+fn need(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{program} is not installed: run `sudo bash deploy/setup.sh` (it installs \
+                 prometheus, chromium, chromium-driver and wrk)"
+            )
+        })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// A config for the lab: eBPF timestamps, a fast flush, no reverse DNS (no
+/// query may leave the lab), the web server on the source's loopback.
+fn config_text(state: &Path, web: &str, targets: &[(&str, IpAddr)], interval: &str) -> String {
+    let mut text = format!(
+        "# web_lab test config\n[service]\nstate_dir = {:?}\ntimestamps = \"ebpf\"\n\n\
+         [storage]\nflush_interval = \"1s\"\n\n[enrichment]\nreverse_dns = false\n\n\
+         [web]\nlisten = \"{WEB}\"\n{web}\n\
+         [defaults]\ninterval = \"{interval}\"\ntimeout = \"1s\"\nmax_hops = 8\n",
+        state.display().to_string()
+    );
+    for (name, ip) in targets {
+        text.push_str(&format!(
+            "\n# target {name}\n[[target]]\nname = \"{name}\"\nhost = \"{ip}\"\nlabel = \"Lab {name}\"\n"
+        ));
+    }
+    text
+}
+
+/// `hopwatch run` in the lab's source namespace, its log collected.
+struct Daemon<'lab> {
+    child: NsChild<'lab>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl<'lab> Daemon<'lab> {
+    fn start(lab: &'lab Lab, config: &Path) -> Daemon<'lab> {
+        let mut cmd = lab
+            .command("src", hopwatch_bin().to_str().unwrap())
+            .expect("command");
+        cmd.args(["--log", "info", "run", "-c"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = lab.spawn("src", cmd).expect("hopwatch run starts");
+        let stderr = child.child_mut().stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let daemon = Daemon { child, log };
+        daemon.wait_for_log("web UI, API and metrics", Duration::from_secs(15));
+        daemon
+    }
+
+    fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no log line with {needle:?} within {limit:?}; log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> ExitStatus {
+        let pid = self.child.pid() as libc::pid_t;
+        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.child_mut().try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the daemon did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One HTTP request from inside the lab's source namespace: (status, body).
+fn http(
+    lab: &Lab,
+    method: &str,
+    url: &str,
+    query: &[(&str, &str)],
+    token: Option<&str>,
+) -> (u16, String) {
+    let url = url.to_owned();
+    let method = method.to_owned();
+    let query: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let token = token.map(str::to_owned);
+    lab.run_in("src", move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let result = if method == "GET" {
+            let mut req = agent.get(&url);
+            for (k, v) in &query {
+                req = req.query(k, v);
+            }
+            if let Some(auth) = &auth {
+                req = req.header("Authorization", auth);
+            }
+            req.call()
+        } else {
+            let mut req = agent.post(&url);
+            if let Some(auth) = &auth {
+                req = req.header("Authorization", auth);
+            }
+            req.send_empty()
+        };
+        match result {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body_mut()
+                    .read_to_string()
+                    .unwrap_or_else(|e| format!("<unreadable body: {e}>"));
+                (status, body)
+            }
+            Err(err) => (0, err.to_string()),
+        }
+    })
+    .expect("running in the source namespace")
+}
+
+fn get_json(lab: &Lab, url: &str, query: &[(&str, &str)], token: Option<&str>) -> Value {
+    let (status, body) = http(lab, "GET", url, query, token);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url} is not JSON ({e}): {body}"))
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
+fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir()
+        .expect("temp dir")
+}
+
+// ---------------------------------------------------------------- Prometheus
+
+/// One instant query; the sample values of the result vector.
+fn prometheus_query(lab: &Lab, query: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let doc = get_json(
+        lab,
+        "http://127.0.0.1:9090/api/v1/query",
+        &[("query", query)],
+        None,
+    );
+    assert_eq!(doc["status"], "success", "{query}: {doc}");
+    doc["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let labels = r["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let value = r["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
+            (labels, value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
+    let prometheus = need("prometheus");
+    let lab = LabSpec::chain(2).targets(1).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let trace = lab.expected_trace(target);
+    let dir = temp_dir("web-prom");
+    let config = dir.path().join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &dir.path().join("state"),
+            &format!("read_token = \"{READ_TOKEN}\"\n"),
+            &[("t", target)],
+            "200ms",
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&lab, &config);
+
+    // /metrics needs the read token; Prometheus sends it.
+    let (status, _) = http(&lab, "GET", &format!("http://{WEB}/metrics"), &[], None);
+    assert_eq!(status, 401, "/metrics without the read token");
+    let prom_yml = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_yml,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: hopwatch\n    authorization:\n      credentials: {READ_TOKEN}\n\
+             \x20   static_configs:\n      - targets: ['{WEB}']\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = lab
+        .command("src", prometheus.to_str().unwrap())
+        .expect("command");
+    cmd.arg(format!("--config.file={}", prom_yml.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:9090")
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _prometheus = lab.spawn("src", cmd).expect("prometheus starts");
+
+    // The scrape works and the series arrive.
+    let up = eventually(Duration::from_secs(60), "a successful scrape", || {
+        let (status, _) = http(&lab, "GET", "http://127.0.0.1:9090/-/ready", &[], None);
+        if status != 200 {
+            return None;
+        }
+        prometheus_query(&lab, "up{job=\"hopwatch\"}")
+            .first()
+            .map(|(_, v)| *v)
+            .filter(|v| *v == 1.0)
+    });
+    assert_eq!(up, 1.0);
+    let sent = |lab: &Lab| {
+        prometheus_query(lab, "hopwatch_hop_probes_sent_total{target=\"t\",ttl=\"1\"}")
+            .first()
+            .map(|(_, v)| *v)
+    };
+    let first = eventually(Duration::from_secs(30), "hop 1's probe counter", || {
+        sent(&lab).filter(|v| *v > 0.0)
+    });
+    let later = eventually(Duration::from_secs(30), "the counter to grow", || {
+        sent(&lab).filter(|v| *v > first)
+    });
+    assert!(later > first);
+
+    // The responder of each hop is the lab's router, as an info series.
+    let responders = prometheus_query(&lab, "hopwatch_hop_responder_info{target=\"t\"}");
+    for (ttl, expected) in trace.iter().enumerate() {
+        let expected = expected.expect("every lab hop answers").to_string();
+        let ttl = (ttl + 1).to_string();
+        let found = responders
+            .iter()
+            .find(|(l, _)| l.get("ttl") == Some(&ttl))
+            .unwrap_or_else(|| panic!("no responder series for ttl {ttl}: {responders:?}"));
+        assert_eq!(found.0["responder"], expected, "ttl {ttl}");
+    }
+    // The destination's latency histogram gives a median a lab path can have.
+    let median = eventually(Duration::from_secs(30), "a median from the histogram", || {
+        prometheus_query(
+            &lab,
+            "histogram_quantile(0.5, sum by (le) (rate(hopwatch_target_rtt_seconds_bucket{target=\"t\"}[10s])))",
+        )
+        .first()
+        .map(|(_, v)| *v)
+        .filter(|v| v.is_finite())
+    });
+    assert!(
+        median > 0.0 && median < 0.01,
+        "lab RTTs are microseconds: {median} s"
+    );
+    let source = prometheus_query(&lab, "hopwatch_timestamp_source_info");
+    assert_eq!(source.len(), 1, "{source:?}");
+    assert_eq!(source[0].0["source"], "ebpf");
+    let hop_count = prometheus_query(&lab, "hopwatch_target_hop_count{target=\"t\"}");
+    assert_eq!(hop_count[0].1, trace.len() as f64);
+    let probes_rate = prometheus_query(&lab, "rate(hopwatch_probes_sent_total[10s])");
+    assert!(
+        probes_rate[0].1 > 5.0,
+        "probes per second from the counter: {probes_rate:?}"
+    );
+    let status = daemon.stop();
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+// ---------------------------------------------------------------- Chromium
+
+/// ChromeDriver's log endpoint: the browser console since the last call.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or("")))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshots directory");
+    dir
+}
+
+async fn save_screenshot(client: &Client, name: &str) -> anyhow::Result<()> {
+    let png = client.screenshot().await?;
+    std::fs::write(screenshots().join(name), png)?;
+    Ok(())
+}
+
+/// Runs `script` until it returns something truthy (not null/false/0/""), or fails.
+async fn wait_js(client: &Client, what: &str, script: &str) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    loop {
+        let value = client.execute(script, vec![]).await?;
+        let truthy = match &value {
+            Value::Null | Value::Bool(false) => false,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return Ok(value);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("timed out waiting for {what} (last value {value})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+const ROWS_JS: &str = "return [...document.querySelectorAll('#targets tbody tr')]\
+    .map(tr => [...tr.cells].map(td => td.textContent.trim()));";
+
+/// Painted pixels of a canvas (alpha > 0).
+const PAINTED_JS: &str = "const c = document.querySelector(arguments[0]); if (!c) return 0;\
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;\
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;";
+
+/// What the browser saw, checked after the session is closed.
+#[derive(Debug, Default)]
+struct Seen {
+    overview_rows: Vec<Vec<String>>,
+    hop_rows: Vec<Vec<String>>,
+    graph_points: u64,
+    heat_cells: u64,
+    sparkline_pixels: u64,
+    console: Vec<Value>,
+}
+
+async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result<Seen> {
+    let mut seen = Seen::default();
+    let base = format!("http://{WEB}");
+    client.set_window_size(1400, 1000).await?;
+    client.goto(&format!("{base}/")).await?;
+    wait_js(
+        client,
+        "two overview rows with latencies",
+        "const r = [...document.querySelectorAll('#targets tbody tr')];\
+         return r.length === 2 && r.every(tr => /^[0-9.]+$/.test(tr.cells[4].textContent.trim()));",
+    )
+    .await?;
+    seen.sparkline_pixels = wait_js(
+        client,
+        "a sparkline",
+        &PAINTED_JS.replace("arguments[0]", "'#targets tbody tr canvas'"),
+    )
+    .await?
+    .as_u64()
+    .unwrap_or(0);
+    seen.overview_rows = serde_json::from_value(client.execute(ROWS_JS, vec![]).await?)?;
+    save_screenshot(client, "overview-desktop.png").await?;
+
+    // The target page, through the link in the table.
+    client
+        .find(Locator::Css("#targets a[href='/targets/a']"))
+        .await?
+        .click()
+        .await?;
+    wait_js(
+        client,
+        "the hop table",
+        &format!("return document.querySelectorAll('#hops tbody tr[data-hop]').length === {hops};"),
+    )
+    .await?;
+    seen.graph_points = wait_js(
+        client,
+        "the latency graph",
+        "return Number(document.querySelector('#latency').dataset.points || 0);",
+    )
+    .await?
+    .as_u64()
+    .unwrap_or(0);
+    seen.heat_cells = wait_js(
+        client,
+        "the heatmap",
+        "return Number(document.querySelector('#heatmap').dataset.cells || 0);",
+    )
+    .await?
+    .as_u64()
+    .unwrap_or(0);
+    seen.hop_rows = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#hops tbody tr')]\
+                 .map(tr => [...tr.cells].map(td => td.textContent.trim()));",
+                vec![],
+            )
+            .await?,
+    )?;
+    anyhow::ensure!(
+        seen.hop_rows[0][1].contains(first_hop),
+        "hop 1 is {:?}, expected {first_hop}",
+        seen.hop_rows[0]
+    );
+    save_screenshot(client, "target-desktop.png").await?;
+
+    // Pause: the UI asks for the write token, then pauses.
+    client.find(Locator::Id("btn-pause")).await?.click().await?;
+    wait_js(
+        client,
+        "the token dialog",
+        "return document.querySelector('#dlg-token').open;",
+    )
+    .await?;
+    client
+        .find(Locator::Css("#dlg-token input[name=write]"))
+        .await?
+        .send_keys(WRITE_TOKEN)
+        .await?;
+    client
+        .find(Locator::Css("#dlg-token button[value=save]"))
+        .await?
+        .click()
+        .await?;
+    wait_js(
+        client,
+        "the Resume button",
+        "return document.querySelector('#btn-pause').textContent === 'Resume';",
+    )
+    .await?;
+    wait_js(
+        client,
+        "the paused badge from the live stream",
+        "return document.querySelector('.state-badge').textContent === 'paused';",
+    )
+    .await?;
+    save_screenshot(client, "target-paused-desktop.png").await?;
+
+    // A phone.
+    client.set_window_size(390, 844).await?;
+    client.refresh().await?;
+    wait_js(
+        client,
+        "the hop table on a phone",
+        &format!("return document.querySelectorAll('#hops tbody tr[data-hop]').length === {hops};"),
+    )
+    .await?;
+    wait_js(
+        client,
+        "the latency graph on a phone",
+        "return Number(document.querySelector('#latency').dataset.points || 0);",
+    )
+    .await?;
+    save_screenshot(client, "target-phone.png").await?;
+    client.goto(&format!("{base}/")).await?;
+    wait_js(
+        client,
+        "tiles on a phone",
+        "return document.querySelectorAll('#tiles .tile').length === 2;",
+    )
+    .await?;
+    save_screenshot(client, "overview-phone.png").await?;
+
+    // A wall display in the dark theme.
+    client.set_window_size(1920, 1080).await?;
+    client.goto(&format!("{base}/?wall=1")).await?;
+    client.find(Locator::Id("btn-theme")).await?;
+    client
+        .execute(
+            "localStorage.setItem('hopwatch.theme', JSON.stringify('dark')); location.reload();",
+            vec![],
+        )
+        .await?;
+    wait_js(
+        client,
+        "the dark wall display",
+        "return document.documentElement.dataset.theme === 'dark' && document.querySelectorAll('#tiles .tile').length === 2;",
+    )
+    .await?;
+    save_screenshot(client, "overview-wall-dark.png").await?;
+
+    let log = client.issue_cmd(BrowserLog).await?;
+    seen.console = log.as_array().cloned().unwrap_or_default();
+    Ok(seen)
+}
+
+#[test]
+fn headless_chromium_shows_real_data_and_pauses_a_target() {
+    let chromium = need("chromium");
+    let chromedriver = need("chromedriver");
+    let lab = LabSpec::chain(3).targets(2).build().expect("lab");
+    let targets = lab.targets_v4();
+    let (a, b) = (IpAddr::V4(targets[0]), IpAddr::V4(targets[1]));
+    let trace = lab.expected_trace(a);
+    let dir = temp_dir("web-chromium");
+    let config = dir.path().join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &dir.path().join("state"),
+            &format!("write_token = \"{WRITE_TOKEN}\"\n"),
+            &[("a", a), ("b", b)],
+            "200ms",
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&lab, &config);
+    // A few seconds of history: rounds, flushes, the round tap's sparklines.
+    eventually(Duration::from_secs(20), "rounds of both targets", || {
+        let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[], None);
+        doc["targets"]
+            .as_array()?
+            .iter()
+            .all(|t| t["rounds"].as_u64().unwrap_or(0) >= 20)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut cmd = lab
+        .command("src", chromedriver.to_str().unwrap())
+        .expect("command");
+    cmd.args(["--port=9515", "--log-level=SEVERE"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _driver = lab.spawn("src", cmd).expect("chromedriver starts");
+    eventually(Duration::from_secs(20), "chromedriver", || {
+        (http(&lab, "GET", "http://127.0.0.1:9515/status", &[], None).0 == 200).then_some(())
+    });
+
+    let profile = dir.path().join("chromium-profile");
+    let chromium = chromium.to_str().unwrap().to_owned();
+    let first_hop = trace[0].expect("hop 1 answers").to_string();
+    let hops = trace.len();
+    let seen = lab
+        .run_in("src", move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let mut caps = serde_json::Map::new();
+                caps.insert("browserName".into(), json!("chrome"));
+                caps.insert(
+                    "goog:chromeOptions".into(),
+                    json!({
+                        "binary": chromium,
+                        "args": [
+                            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            "--disable-quic", "--no-first-run", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                            format!("--user-data-dir={}", profile.display()),
+                        ],
+                    }),
+                );
+                caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+                let client = ClientBuilder::new(
+                    hyper_util::client::legacy::connect::HttpConnector::new(),
+                )
+                .capabilities(caps)
+                .connect("http://127.0.0.1:9515")
+                .await
+                .expect("a WebDriver session with headless Chromium");
+                // Close the session (and Chromium) whatever happened.
+                let outcome = AssertUnwindSafe(browse(&client, hops, &first_hop))
+                    .catch_unwind()
+                    .await;
+                let _ = client.close().await;
+                match outcome {
+                    Ok(result) => result,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            })
+        })
+        .expect("running in the source namespace")
+        .unwrap_or_else(|e| panic!("browser check failed: {e:#}"));
+
+    // The overview showed both targets with real figures.
+    assert_eq!(seen.overview_rows.len(), 2, "{:?}", seen.overview_rows);
+    for row in &seen.overview_rows {
+        assert!(row[0].starts_with("Lab "), "label shown: {row:?}");
+        assert_eq!(row[1], "running", "{row:?}");
+        assert_eq!(row[2], hops.to_string(), "hop count: {row:?}");
+        assert!(row[3].ends_with('%'), "loss: {row:?}");
+        let avg: f64 = row[4].parse().expect("average latency in ms");
+        assert!(avg > 0.0 && avg < 10.0, "lab latency: {row:?}");
+        assert_eq!(row[9], "ebpf", "timestamp source: {row:?}");
+    }
+    assert!(seen.sparkline_pixels > 20, "a sparkline was drawn");
+    // The target page: every hop, the right responders, graphs with data.
+    assert_eq!(seen.hop_rows.len(), hops);
+    for (row, expected) in seen.hop_rows.iter().zip(&trace) {
+        let expected = expected.unwrap().to_string();
+        assert!(row[1].contains(&expected), "{row:?} lacks {expected}");
+        let sent: u64 = row[3].parse().expect("sent");
+        assert!(sent >= 20, "{row:?}");
+    }
+    assert!(seen.hop_rows.last().unwrap()[1].contains("destination"));
+    assert!(seen.graph_points >= 5, "latency graph columns: {}", seen.graph_points);
+    assert!(
+        seen.heat_cells >= 5 * hops as u64,
+        "heatmap cells: {}",
+        seen.heat_cells
+    );
+    // No console errors on any page.
+    let errors: Vec<&Value> = seen
+        .console
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    // The pause took effect, was saved in the config file, and stopped probing.
+    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[], None);
+    assert_eq!(doc["paused"], true);
+    assert_eq!(doc["state"], "paused");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("label = \"Lab a\"\npaused = true"),
+        "saved in a's table:\n{text}"
+    );
+    assert!(text.contains("# target b"), "comments kept:\n{text}");
+    let rounds = doc["rounds"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[], None);
+    assert_eq!(later["rounds"].as_u64().unwrap(), rounds, "a is not probed");
+    let other = get_json(&lab, &format!("http://{WEB}/api/v1/targets/b"), &[], None);
+    assert_eq!(other["state"], "running", "b is untouched");
+    for name in [
+        "overview-desktop.png",
+        "target-desktop.png",
+        "target-paused-desktop.png",
+        "target-phone.png",
+        "overview-phone.png",
+        "overview-wall-dark.png",
+    ] {
+        let png = std::fs::read(screenshots().join(name)).expect("screenshot saved");
+        assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    }
+    let status = daemon.stop();
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+// ------------------------------------------------------------- API under load
+
+/// Per-TTL nearest-rank median and mean of RTTs, ns.
+fn per_ttl(samples: &[(u8, u64)]) -> BTreeMap<u8, (u64, f64, usize)> {
+    let mut by: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
+    for &(ttl, rtt) in samples {
+        by.entry(ttl).or_default().push(rtt);
+    }
+    by.into_iter()
+        .map(|(ttl, mut v)| {
+            v.sort_unstable();
+            let p50 = v[(v.len().div_ceil(2)).max(1) - 1];
+            let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
+            (ttl, (p50, mean, v.len()))
+        })
+        .collect()
+}
+
+/// One phase's accuracy: the daemon's per-hop RTTs against the capture's, for
+/// the same probes (those sent in `[from_ms, to_ms)`).
+#[derive(Debug)]
+struct Accuracy {
+    probes: usize,
+    /// Largest |daemon − capture| over the hops, µs.
+    p50_err_us: f64,
+    mean_err_us: f64,
+    /// The destination's median RTT by the capture, µs.
+    dest_p50_us: f64,
+}
+
+fn accuracy(lab: &Lab, capture: &Path, target: IpAddr, from_ms: u64, to_ms: u64) -> Accuracy {
+    let doc = get_json(
+        lab,
+        &format!("http://{WEB}/api/v1/targets/t/series"),
+        &[
+            ("hop", "all"),
+            ("from", &from_ms.to_string()),
+            ("to", &to_ms.to_string()),
+            ("max_points", "5000"),
+        ],
+        None,
+    );
+    let mut daemon = Vec::new();
+    for series in doc["series"].as_array().expect("series") {
+        let Some(ttl) = series["hop"].as_u64() else {
+            continue;
+        };
+        assert_eq!(series["resolution"], "raw");
+        assert_eq!(series["bucket_ms"], 0, "one point per probe");
+        for p in series["points"].as_array().unwrap() {
+            if let Some(rtt) = p["min_ns"].as_u64() {
+                daemon.push((ttl as u8, rtt));
+            }
+        }
+    }
+    let index = CaptureIndex::read(capture, &[IpAddr::V4(lab.src_v4())]).expect("capture");
+    let captured: Vec<(u8, u64)> = index
+        .probes()
+        .filter(|p| p.key.dst == target)
+        .filter(|p| (from_ms * 1_000_000..to_ms * 1_000_000).contains(&p.sent_ns))
+        .filter_map(|p| Some((p.ttl, p.rtt_ns()?)))
+        .collect();
+    let (d, c) = (per_ttl(&daemon), per_ttl(&captured));
+    assert!(!d.is_empty() && d.len() == c.len(), "daemon {d:?} capture {c:?}");
+    let mut acc = Accuracy {
+        probes: daemon.len(),
+        p50_err_us: 0.0,
+        mean_err_us: 0.0,
+        dest_p50_us: 0.0,
+    };
+    for (ttl, (p50, mean, n)) in &d {
+        let (cp50, cmean, cn) = c[ttl];
+        // The same probes on both sides, give or take the window's edges.
+        assert!(n.abs_diff(cn) <= 4, "ttl {ttl}: daemon {n} probes, capture {cn}");
+        acc.p50_err_us = acc.p50_err_us.max(p50.abs_diff(cp50) as f64 / 1e3);
+        acc.mean_err_us = acc.mean_err_us.max((mean - cmean).abs() / 1e3);
+        acc.dest_p50_us = cp50 as f64 / 1e3;
+    }
+    acc
+}
+
+/// wrk's summary: requests per second, latency p50 and p99 (as printed), errors.
+fn wrk_summary(output: &str) -> (f64, String, String, String) {
+    let rps = output
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let pct = |p: &str| {
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(p).map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    let errors = output
+        .lines()
+        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    (rps, pct("50%"), pct("99%"), errors)
+}
+
+#[test]
+fn api_load_does_not_degrade_probe_accuracy() {
+    let wrk = need("wrk");
+    need("tcpdump");
+    let lab = LabSpec::chain(3).targets(1).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let dir = temp_dir("web-load");
+    let config = dir.path().join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        config_text(&dir.path().join("state"), "", &[("t", target)], "100ms"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&lab, &config);
+    eventually(Duration::from_secs(20), "the first rounds", || {
+        let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/t"), &[], None);
+        (doc["rounds"].as_u64().unwrap_or(0) >= 10).then_some(())
+    });
+
+    const PHASE: Duration = Duration::from_secs(20);
+    let measure = |name: &str| {
+        let path = dir.path().join(format!("{name}.pcap"));
+        let capture = Capture::start(&lab, "src", "to-r1", &path).expect("tcpdump starts");
+        std::thread::sleep(Duration::from_millis(500));
+        let from = now_ms();
+        std::thread::sleep(PHASE);
+        let to = now_ms();
+        // The last rounds' replies, then the store's next flush.
+        std::thread::sleep(Duration::from_millis(1500));
+        let stats = capture.stop().expect("tcpdump stops");
+        assert_eq!(stats.dropped, Some(0), "tcpdump dropped packets: {stats:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+        (path, from, to)
+    };
+
+    let idle = measure("idle");
+    // 200 connections on the overview, the heaviest read, for the whole phase.
+    let mut cmd = lab.command("src", wrk.to_str().unwrap()).expect("command");
+    cmd.args(["-t2", "-c200", "-d26s", "--latency", "--timeout", "5s"])
+        .arg(format!("http://{WEB}/api/v1/targets"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut load = lab.spawn("src", cmd).expect("wrk starts");
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded = measure("load");
+    let status = load.child_mut().wait().expect("wrk ends");
+    assert!(status.success(), "wrk: {status:?}");
+    let mut output = String::new();
+    std::io::Read::read_to_string(
+        load.child_mut().stdout.as_mut().expect("wrk output"),
+        &mut output,
+    )
+    .unwrap();
+    let (rps, p50, p99, errors) = wrk_summary(&output);
+
+    let idle_acc = accuracy(&lab, &idle.0, target, idle.1, idle.2);
+    let load_acc = accuracy(&lab, &loaded.0, target, loaded.1, loaded.2);
+    println!(
+        "| condition | probes | worst hop \\|p50 error\\| µs | worst hop \\|mean error\\| µs | destination p50 µs |\n\
+         |---|---|---|---|---|\n\
+         | idle | {} | {:.1} | {:.1} | {:.1} |\n\
+         | 200 API connections | {} | {:.1} | {:.1} | {:.1} |\n\n\
+         wrk: {rps:.0} requests/s on /api/v1/targets, latency p50 {p50}, p99 {p99}{}",
+        idle_acc.probes,
+        idle_acc.p50_err_us,
+        idle_acc.mean_err_us,
+        idle_acc.dest_p50_us,
+        load_acc.probes,
+        load_acc.p50_err_us,
+        load_acc.mean_err_us,
+        load_acc.dest_p50_us,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(", {errors}")
+        }
+    );
+    assert!(rps > 50.0, "the API served the load: {output}");
+    // No probe was lost to the load: about ten rounds a second in both phases.
+    assert!(
+        load_acc.probes as f64 > 0.8 * idle_acc.probes as f64,
+        "probes under load {} vs idle {}",
+        load_acc.probes,
+        idle_acc.probes
+    );
+    // Kernel timestamps do not care how busy the daemon's userspace is: the
+    // errors against the capture stay at their idle size (a few µs).
+    for (what, idle_err, load_err) in [
+        ("p50", idle_acc.p50_err_us, load_acc.p50_err_us),
+        ("mean", idle_acc.mean_err_us, load_acc.mean_err_us),
+    ] {
+        assert!(
+            load_err <= idle_err + 25.0 && load_err < 50.0,
+            "{what} error grew under API load: idle {idle_err:.1} µs, loaded {load_err:.1} µs"
+        );
+    }
+    let status = daemon.stop();
+    assert!(status.success(), "clean exit: {status:?}");
+}
