@@ -222,7 +222,7 @@ fn budget(
     let per = |b: u64| b / (targets as u64 * hours);
     println!(
         "write budget: {targets} targets x {hours} h, 10 hops, 1 round/s, flush every {flush_every} s \
-         ({:.1} s of CPU time)",
+         ({:.1} s elapsed)",
         elapsed.as_secs_f64()
     );
     println!(
@@ -249,7 +249,7 @@ fn budget(
                 &mut seq,
             )?;
             let day = seq / 86_400;
-            if [2, 30, 90, 365].contains(&day) && day != last_report {
+            if [2, 5, 10, 30, 90, 180, 365].contains(&day) && day != last_report {
                 last_report = day;
                 let (apparent, allocated) = dir_size(dir)?;
                 println!(

@@ -366,6 +366,9 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
     let hop_count = prometheus_query(&lab, "hopwatch_target_hop_count{target=\"t\"}");
     assert_eq!(hop_count[0].1, trace.len() as f64);
     let probes_rate = prometheus_query(&lab, "rate(hopwatch_probes_sent_total[10s])");
+    eprintln!("DEBUG rate {probes_rate:?} raw {:?} rounds {:?}", prometheus_query(&lab, "hopwatch_probes_sent_total[10s]"), prometheus_query(&lab, "hopwatch_target_rounds_total"));
+    let (_, m) = http(&lab, "GET", &format!("http://{WEB}/metrics"), &[], Some(READ_TOKEN));
+    eprintln!("DEBUG {}", m.lines().filter(|l| l.starts_with("hopwatch_probes") || l.starts_with("hopwatch_target_rounds")).collect::<Vec<_>>().join("\n"));
     assert!(
         probes_rate[0].1 > 5.0,
         "probes per second from the counter: {probes_rate:?}"
