@@ -254,7 +254,8 @@ fn capability_checks(caps: Option<u64>) -> Vec<Finding> {
         (CAP_PERFMON, "CAP_PERFMON"),
     ]
     .into_iter()
-    .filter(|(cap, _)| !has(caps, *cap) && !(sys_admin && *cap != CAP_NET_ADMIN))
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, not CAP_NET_ADMIN.
+    .filter(|(cap, _)| !has(caps, *cap) && (!sys_admin || *cap == CAP_NET_ADMIN))
     .map(|(_, name)| name)
     .collect();
     if missing.is_empty() {
