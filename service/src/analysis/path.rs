@@ -226,14 +226,45 @@ impl Pending {
 struct Observation<'a> {
     round: &'a RoundRecord,
     reached: Option<u8>,
+    /// Answers from this TTL on are left out (see [`Observation::new`]).
+    answers_below: Option<u8>,
 }
 
-impl Observation<'_> {
+impl<'a> Observation<'a> {
+    /// The destination's lowest answering TTL `d` is evidence of the hop count
+    /// only when TTL `d - 1` was answered by a router: when the probe at `d - 1`
+    /// was lost, that loss may have been the destination's own reply, so under
+    /// loss the destination seems one hop further away. Such a round says
+    /// nothing about the hop count, nor about TTLs from `d` on.
+    fn new(round: &'a RoundRecord) -> Observation<'a> {
+        let reached = round.destination_ttl.filter(|d| *d > 0);
+        let ambiguous = reached.is_some_and(|d| {
+            round
+                .hops
+                .iter()
+                .any(|h| h.ttl == d - 1 && (h.rtt_ns.is_none() || h.reached))
+        });
+        if ambiguous {
+            Observation {
+                round,
+                reached: None,
+                answers_below: reached,
+            }
+        } else {
+            Observation {
+                round,
+                reached,
+                answers_below: None,
+            }
+        }
+    }
+
     fn answers(&self) -> impl Iterator<Item = (u8, IpAddr)> + '_ {
         self.round
             .hops
             .iter()
             .filter(|h| h.ttl > 0 && self.reached.is_none_or(|d| h.ttl <= d))
+            .filter(|h| self.answers_below.is_none_or(|d| h.ttl < d))
             .filter_map(|h| match (h.rtt_ns, h.responder) {
                 (Some(_), Some(address)) => Some((h.ttl, address)),
                 _ => None,
@@ -315,10 +346,7 @@ impl PathTracker {
     /// Takes in one round and returns the changes it confirms, if any.
     pub fn observe(&mut self, round: &RoundRecord) -> Vec<PathEvent> {
         self.round += 1;
-        let obs = Observation {
-            round,
-            reached: round.destination_ttl.filter(|d| *d > 0),
-        };
+        let obs = Observation::new(round);
 
         let mut new_ttls = TtlSet::default();
         for (ttl, address) in obs.answers() {
@@ -820,4 +848,30 @@ mod tests {
         let back: PathEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);
     }
+
+    #[test]
+    fn a_lost_destination_reply_does_not_look_like_a_longer_path() {
+        let mut t = PathTracker::new(3);
+        let routers = [ip(0, 2), ip(1, 2), ip(2, 2)];
+        let normal: Vec<RoundRecord> = (0..5).map(|s| round(s, &full(&routers), true)).collect();
+        assert!(feed(&mut t, &normal).is_empty());
+        assert_eq!(t.hop_count(), Some(4));
+        // Under loss, the destination's reply at TTL 4 is lost while the probe
+        // with TTL 5 also reached it: TTL 4 is a timeout, TTL 5 the destination.
+        let mut lossy_path = full(&routers);
+        lossy_path.push(None);
+        let lossy: Vec<RoundRecord> = (5..15).map(|s| round(s, &lossy_path, true)).collect();
+        assert!(feed(&mut t, &lossy).is_empty(), "no route or hop-count change from loss");
+        assert_eq!(t.hop_count(), Some(4));
+        // A router that answers at TTL 4 is real evidence of a longer path.
+        let mut longer = full(&routers);
+        longer.push(Some(ip(3, 2)));
+        let rounds: Vec<RoundRecord> = (15..20).map(|s| round(s, &longer, true)).collect();
+        let events = feed(&mut t, &rounds);
+        assert!(
+            events.iter().any(|(_, e)| matches!(e, PathEvent::HopCountChanged { before: 4, after: 5, .. })),
+            "{events:?}"
+        );
+    }
+
 }
