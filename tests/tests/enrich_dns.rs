@@ -6,6 +6,7 @@
 //! expire with the answer's TTL. Privileged; fails (never skips) without root.
 //! Every packet stays inside the lab.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Stdio;
@@ -111,28 +112,46 @@ impl<'lab> Dnsmasq<'lab> {
         false
     }
 
-    /// PTR queries dnsmasq has logged for `ip`.
-    fn ptr_queries(&self, ip: IpAddr) -> usize {
+    /// PTR queries for `ip` among `lines`.
+    fn ptr_queries_in(lines: &[String], ip: IpAddr) -> usize {
         let needle = format!("query[PTR] {} ", reverse_name(ip));
-        self.lines().iter().filter(|l| l.contains(&needle)).count()
+        lines.iter().filter(|l| l.contains(&needle)).count()
     }
 
     /// Waits until dnsmasq has logged `want` PTR queries for every one of
     /// `ips` (its log is written a little after the answer), then checks that
     /// no more than that arrived.
     fn assert_ptr_queries(&self, ips: &[IpAddr], want: usize) {
-        self.wait_for(Duration::from_secs(5), |_| {
-            ips.iter().all(|ip| self.ptr_queries(*ip) >= want)
+        self.wait_for(Duration::from_secs(5), |lines| {
+            ips.iter()
+                .all(|ip| Self::ptr_queries_in(lines, *ip) >= want)
         });
+        let lines = self.lines();
         for ip in ips {
             assert_eq!(
-                self.ptr_queries(*ip),
+                Self::ptr_queries_in(&lines, *ip),
                 want,
                 "PTR queries for {ip}; dnsmasq logged:\n{}",
-                self.lines().join("\n")
+                lines.join("\n")
             );
         }
     }
+}
+
+/// The message ID and question name of a DNS query datagram.
+fn query_id_and_name(datagram: &[u8]) -> (u16, String) {
+    assert!(datagram.len() > 12, "a DNS query is longer than its header");
+    let id = u16::from_be_bytes([datagram[0], datagram[1]]);
+    let mut labels = Vec::new();
+    let mut at = 12;
+    while let Some(&len) = datagram.get(at).filter(|&&len| len != 0) {
+        let label = datagram
+            .get(at + 1..at + 1 + usize::from(len))
+            .expect("a label inside the datagram");
+        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+        at += 1 + usize::from(len);
+    }
+    (id, labels.join("."))
 }
 
 fn router_name(hop: &Hop) -> String {
@@ -297,69 +316,87 @@ fn a_dead_server_fails_within_the_timeout_without_holding_up_other_lookups() {
     let (r2_v4, r2_name) = (IpAddr::from(r2.v4), router_name(r2));
     let timeout = Duration::from_millis(800);
 
-    in_src(&lab, async move {
-        let dead = enricher(dead_addr, timeout, DnsCachePolicy::default());
-        let live = enricher(live_server, timeout, DnsCachePolicy::default());
-        let start = Instant::now();
-        for ip in &asked {
-            assert_eq!(dead.lookup_cached(*ip), Some(Lookup::Pending));
-        }
-        let calls_took = start.elapsed();
-        assert!(
-            calls_took < timeout / 4,
-            "queueing four lookups took {calls_took:?}: callers must not wait"
-        );
+    in_src(&lab, {
+        let asked = asked.clone();
+        async move {
+            let dead = enricher(dead_addr, timeout, DnsCachePolicy::default());
+            let live = enricher(live_server, timeout, DnsCachePolicy::default());
+            let start = Instant::now();
+            for ip in &asked {
+                assert_eq!(dead.lookup_cached(*ip), Some(Lookup::Pending));
+            }
+            let calls_took = start.elapsed();
+            assert!(
+                calls_took < timeout / 4,
+                "queueing four lookups took {calls_took:?}: callers must not wait"
+            );
 
-        // While the dead server's lookups hang, another enricher on the same
-        // runtime (its own server, over IPv6) gets its answer.
-        assert_eq!(live.lookup_cached(r2_v4), Some(Lookup::Pending));
-        assert_eq!(
-            settled(&live, r2_v4, timeout).await,
-            Lookup::Resolved(r2_name)
-        );
-        let live_took = start.elapsed();
-        assert!(live_took < timeout, "the live lookup took {live_took:?}");
-        for ip in &asked {
+            // While the dead server's lookups hang, another enricher on the same
+            // runtime (its own server, over IPv6) gets its answer.
+            assert_eq!(live.lookup_cached(r2_v4), Some(Lookup::Pending));
             assert_eq!(
-                dead.lookup_cached(*ip),
-                Some(Lookup::Pending),
-                "{ip} ended before its timeout"
+                settled(&live, r2_v4, timeout).await,
+                Lookup::Resolved(r2_name)
+            );
+            let live_took = start.elapsed();
+            assert!(live_took < timeout, "the live lookup took {live_took:?}");
+            for ip in &asked {
+                assert_eq!(
+                    dead.lookup_cached(*ip),
+                    Some(Lookup::Pending),
+                    "{ip} ended before its timeout"
+                );
+            }
+
+            // All four fail together, after one timeout: they ran side by side.
+            for ip in &asked {
+                assert_eq!(
+                    settled(&dead, *ip, timeout * 3).await,
+                    Lookup::Failed,
+                    "{ip}"
+                );
+            }
+            let failed_after = start.elapsed();
+            assert!(
+                failed_after >= timeout && failed_after < timeout * 2,
+                "four lookups to a dead server ended after {failed_after:?} (timeout {timeout:?})"
+            );
+            // The failure is cached.
+            for ip in &asked {
+                assert_eq!(dead.lookup_cached(*ip), Some(Lookup::Failed));
+            }
+            let stats = dead.stats().dns.expect("stats");
+            assert_eq!(
+                (stats.cache_misses, stats.failures, stats.in_flight),
+                (4, 4, 0),
+                "{stats:?}"
             );
         }
-
-        // All four fail together, after one timeout: they ran side by side.
-        for ip in &asked {
-            assert_eq!(
-                settled(&dead, *ip, timeout * 3).await,
-                Lookup::Failed,
-                "{ip}"
-            );
-        }
-        let failed_after = start.elapsed();
-        assert!(
-            failed_after >= timeout && failed_after < timeout * 2,
-            "four lookups to a dead server ended after {failed_after:?} (timeout {timeout:?})"
-        );
-        // The failure is cached.
-        for ip in &asked {
-            assert_eq!(dead.lookup_cached(*ip), Some(Lookup::Failed));
-        }
-        let stats = dead.stats().dns.expect("stats");
-        assert_eq!(
-            (stats.cache_misses, stats.failures, stats.in_flight),
-            (4, 4, 0),
-            "{stats:?}"
-        );
     });
 
-    // One query per address reached the dead server, and none more.
+    // One lookup per address reached the dead server, and none after it
+    // failed. The resolver retransmits a UDP query it has no answer for
+    // (same message ID, every 333 ms), so lookups are counted by ID.
     dead.set_nonblocking(true).expect("non-blocking");
     let mut buf = [0u8; 512];
-    let mut queries = 0;
-    while dead.recv(&mut buf).is_ok() {
-        queries += 1;
+    let mut lookups: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    while let Ok(len) = dead.recv(&mut buf) {
+        let (id, qname) = query_id_and_name(&buf[..len]);
+        lookups.entry(qname).or_default().insert(id);
     }
-    assert_eq!(queries, 4, "queries at the dead server");
+    let want: BTreeSet<String> = asked.iter().map(|ip| reverse_name(*ip)).collect();
+    assert_eq!(
+        lookups.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "names asked at the dead server"
+    );
+    for (qname, ids) in &lookups {
+        assert_eq!(
+            ids.len(),
+            1,
+            "{qname} was looked up more than once: message IDs {ids:?}"
+        );
+    }
     live.assert_ptr_queries(&[r2_v4], 1);
 }
 

@@ -160,12 +160,20 @@ fn loss_and_latency_at_a_link_are_localised_to_the_hop_behind_it() {
         );
 
         let loss = lab.loss(At::link("r2", "r3"), 40.0).expect("loss");
+        // Judge once most of the window is behind the impairment: the first
+        // few lossy probes are too few to say where the loss starts.
         let finding = eventually(Duration::from_secs(20), "a loss finding", || {
-            view(&monitor, "t")
+            let v = view(&monitor, "t");
+            let settled = v
                 .analysis
+                .destination
+                .window
+                .loss_pct
+                .is_some_and(|l| l >= 25.0);
+            v.analysis
                 .localisations
                 .into_iter()
-                .find(|l| serde_json::to_value(l).unwrap()["kind"] == "loss")
+                .find(|l| settled && serde_json::to_value(l).unwrap()["kind"] == "loss")
         })
         .await;
         assert_eq!(
@@ -461,10 +469,9 @@ fn a_full_disk_does_not_stop_probing_or_the_live_view_and_writes_resume() {
             h.ok.then_some(h)
         })
         .await;
-        assert_eq!(
-            recovered.pending_bytes, 0,
-            "the backlog was written: {recovered:?}"
-        );
+        // New rounds keep arriving, so a few bytes may be pending again; what
+        // matters is that flushes succeed and the backlog reached the disk.
+        assert_eq!(recovered.consecutive_failures, 0, "{recovered:?}");
         // Rounds from while the disk was full reached the store once space returned.
         monitor.store().flush().expect("flush");
         let stored = monitor.store().rounds(&id, 0, u64::MAX).expect("rounds");
