@@ -323,9 +323,12 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
     });
     assert_eq!(up, 1.0);
     let sent = |lab: &Lab| {
-        prometheus_query(lab, "hopwatch_hop_probes_sent_total{target=\"t\",ttl=\"1\"}")
-            .first()
-            .map(|(_, v)| *v)
+        prometheus_query(
+            lab,
+            "hopwatch_hop_probes_sent_total{target=\"t\",ttl=\"1\"}",
+        )
+        .first()
+        .map(|(_, v)| *v)
     };
     let first = eventually(Duration::from_secs(30), "hop 1's probe counter", || {
         sent(&lab).filter(|v| *v > 0.0)
@@ -347,15 +350,19 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
         assert_eq!(found.0["responder"], expected, "ttl {ttl}");
     }
     // The destination's latency histogram gives a median a lab path can have.
-    let median = eventually(Duration::from_secs(30), "a median from the histogram", || {
-        prometheus_query(
+    let median = eventually(
+        Duration::from_secs(30),
+        "a median from the histogram",
+        || {
+            prometheus_query(
             &lab,
             "histogram_quantile(0.5, sum by (le) (rate(hopwatch_target_rtt_seconds_bucket{target=\"t\"}[10s])))",
         )
         .first()
         .map(|(_, v)| *v)
         .filter(|v| v.is_finite())
-    });
+        },
+    );
     assert!(
         median > 0.0 && median < 0.01,
         "lab RTTs are microseconds: {median} s"
@@ -365,12 +372,12 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
     assert_eq!(source[0].0["source"], "ebpf");
     let hop_count = prometheus_query(&lab, "hopwatch_target_hop_count{target=\"t\"}");
     assert_eq!(hop_count[0].1, trace.len() as f64);
-    let probes_rate = prometheus_query(&lab, "rate(hopwatch_probes_sent_total[10s])");
-    eprintln!("DEBUG rate {probes_rate:?} raw {:?} rounds {:?}", prometheus_query(&lab, "hopwatch_probes_sent_total[10s]"), prometheus_query(&lab, "hopwatch_target_rounds_total"));
-    let (_, m) = http(&lab, "GET", &format!("http://{WEB}/metrics"), &[], Some(READ_TOKEN));
-    eprintln!("DEBUG {}", m.lines().filter(|l| l.starts_with("hopwatch_probes") || l.starts_with("hopwatch_target_rounds")).collect::<Vec<_>>().join("\n"));
+    // irate: the last two scrapes (rate over a window longer than the
+    // history would extrapolate it down).
+    let probes_rate = prometheus_query(&lab, "irate(hopwatch_probes_sent_total[5s])");
+    // One target, 5 rounds a second, 3 hops: about 15 probes a second.
     assert!(
-        probes_rate[0].1 > 5.0,
+        (8.0..30.0).contains(&probes_rate[0].1),
         "probes per second from the counter: {probes_rate:?}"
     );
     let status = daemon.stop();
@@ -393,7 +400,10 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -449,7 +459,12 @@ struct Seen {
     console: Vec<Value>,
 }
 
-async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result<Seen> {
+async fn browse(
+    client: &Client,
+    hops: usize,
+    first_hop: &str,
+    new_host: &str,
+) -> anyhow::Result<Seen> {
     let mut seen = Seen::default();
     let base = format!("http://{WEB}");
     client.set_window_size(1400, 1000).await?;
@@ -484,6 +499,12 @@ async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result
         &format!("return document.querySelectorAll('#hops tbody tr[data-hop]').length === {hops};"),
     )
     .await?;
+    // The last quarter of an hour, so the few minutes of history fill the graphs.
+    client
+        .find(Locator::Css("button[data-range='15m']"))
+        .await?
+        .click()
+        .await?;
     seen.graph_points = wait_js(
         client,
         "the latency graph",
@@ -514,6 +535,14 @@ async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result
         "hop 1 is {:?}, expected {first_hop}",
         seen.hop_rows[0]
     );
+    // The whole page in one picture.
+    client.set_window_size(1400, 2000).await?;
+    wait_js(
+        client,
+        "the graphs redrawn at the new size",
+        "return Number(document.querySelector('#latency').dataset.points || 0);",
+    )
+    .await?;
     save_screenshot(client, "target-desktop.png").await?;
 
     // Pause: the UI asks for the write token, then pauses.
@@ -540,10 +569,13 @@ async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result
         "return document.querySelector('#btn-pause').textContent === 'Resume';",
     )
     .await?;
+    // What the server says now, after a reload of the page.
+    client.refresh().await?;
     wait_js(
         client,
-        "the paused badge from the live stream",
-        "return document.querySelector('.state-badge').textContent === 'paused';",
+        "the paused state from the server",
+        "return document.querySelector('.state-badge').textContent === 'paused' \
+         && document.querySelector('#btn-pause').textContent === 'Resume';",
     )
     .await?;
     save_screenshot(client, "target-paused-desktop.png").await?;
@@ -567,8 +599,9 @@ async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result
     client.goto(&format!("{base}/")).await?;
     wait_js(
         client,
-        "tiles on a phone",
-        "return document.querySelectorAll('#tiles .tile').length === 2;",
+        "tiles on a phone, one of them paused",
+        "return document.querySelectorAll('#tiles .tile').length === 2 \
+         && document.querySelectorAll('#tiles .tile.s-paused').length === 1;",
     )
     .await?;
     save_screenshot(client, "overview-phone.png").await?;
@@ -591,6 +624,37 @@ async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result
     .await?;
     save_screenshot(client, "overview-wall-dark.png").await?;
 
+    // Add a target through the form (the write token is remembered for the tab).
+    client.set_window_size(1400, 1000).await?;
+    client.goto(&format!("{base}/")).await?;
+    client.find(Locator::Id("btn-add")).await?.click().await?;
+    client
+        .find(Locator::Css("#form-add input[name=name]"))
+        .await?
+        .send_keys("c")
+        .await?;
+    client
+        .find(Locator::Css("#form-add input[name=host]"))
+        .await?
+        .send_keys(new_host)
+        .await?;
+    client
+        .find(Locator::Css("#form-add input[name=label]"))
+        .await?
+        .send_keys("Lab c")
+        .await?;
+    client
+        .find(Locator::Css("#form-add button[value=add]"))
+        .await?
+        .click()
+        .await?;
+    wait_js(
+        client,
+        "the new target in the overview",
+        "return [...document.querySelectorAll('#targets tbody tr')].some(tr => tr.dataset.id === 'c');",
+    )
+    .await?;
+
     let log = client.issue_cmd(BrowserLog).await?;
     seen.console = log.as_array().cloned().unwrap_or_default();
     Ok(seen)
@@ -600,9 +664,13 @@ async fn browse(client: &Client, hops: usize, first_hop: &str) -> anyhow::Result
 fn headless_chromium_shows_real_data_and_pauses_a_target() {
     let chromium = need("chromium");
     let chromedriver = need("chromedriver");
-    let lab = LabSpec::chain(3).targets(2).build().expect("lab");
+    let lab = LabSpec::chain(3).targets(3).build().expect("lab");
     let targets = lab.targets_v4();
-    let (a, b) = (IpAddr::V4(targets[0]), IpAddr::V4(targets[1]));
+    let (a, b, c) = (
+        IpAddr::V4(targets[0]),
+        IpAddr::V4(targets[1]),
+        IpAddr::V4(targets[2]),
+    );
     let trace = lab.expected_trace(a);
     let dir = temp_dir("web-chromium");
     let config = dir.path().join("hopwatch.toml");
@@ -642,6 +710,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     let profile = dir.path().join("chromium-profile");
     let chromium = chromium.to_str().unwrap().to_owned();
     let first_hop = trace[0].expect("hop 1 answers").to_string();
+    let new_host = c.to_string();
     let hops = trace.len();
     let seen = lab
         .run_in("src", move || {
@@ -673,7 +742,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
                 .await
                 .expect("a WebDriver session with headless Chromium");
                 // Close the session (and Chromium) whatever happened.
-                let outcome = AssertUnwindSafe(browse(&client, hops, &first_hop))
+                let outcome = AssertUnwindSafe(browse(&client, hops, &first_hop, &new_host))
                     .catch_unwind()
                     .await;
                 let _ = client.close().await;
@@ -707,9 +776,14 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         assert!(sent >= 20, "{row:?}");
     }
     assert!(seen.hop_rows.last().unwrap()[1].contains("destination"));
-    assert!(seen.graph_points >= 5, "latency graph columns: {}", seen.graph_points);
     assert!(
-        seen.heat_cells >= 5 * hops as u64,
+        seen.graph_points >= 5,
+        "latency graph columns: {}",
+        seen.graph_points
+    );
+    // Every TTL and the destination have data on the shared time axis.
+    assert!(
+        seen.heat_cells >= 2 * (hops as u64 + 1),
         "heatmap cells: {}",
         seen.heat_cells
     );
@@ -737,6 +811,22 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     assert_eq!(later["rounds"].as_u64().unwrap(), rounds, "a is not probed");
     let other = get_json(&lab, &format!("http://{WEB}/api/v1/targets/b"), &[], None);
     assert_eq!(other["state"], "running", "b is untouched");
+    // The target added in the form is probed and saved as a [[target]] table.
+    eventually(
+        Duration::from_secs(10),
+        "rounds of the added target",
+        || {
+            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/c"), &[], None);
+            (doc["rounds"].as_u64().unwrap_or(0) > 0).then_some(())
+        },
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!(
+            "[[target]]\nname = \"c\"\nhost = \"{c}\"\nlabel = \"Lab c\""
+        )),
+        "c saved:\n{text}"
+    );
     for name in [
         "overview-desktop.png",
         "target-desktop.png",
@@ -748,6 +838,29 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         let png = std::fs::read(screenshots().join(name)).expect("screenshot saved");
         assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
     }
+    let status = daemon.stop();
+    assert!(status.success(), "clean exit: {status:?}");
+
+    // The changes survive a restart: a is still paused, c is still there.
+    let daemon = Daemon::start(&lab, &config);
+    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[], None);
+    let states: Vec<(String, String)> = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_owned(),
+                t["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(
+        states.contains(&("a".into(), "paused".into())),
+        "{states:?}"
+    );
+    assert!(states.iter().any(|(id, _)| id == "c"), "{states:?}");
     let status = daemon.stop();
     assert!(status.success(), "clean exit: {status:?}");
 }
@@ -815,7 +928,10 @@ fn accuracy(lab: &Lab, capture: &Path, target: IpAddr, from_ms: u64, to_ms: u64)
         .filter_map(|p| Some((p.ttl, p.rtt_ns()?)))
         .collect();
     let (d, c) = (per_ttl(&daemon), per_ttl(&captured));
-    assert!(!d.is_empty() && d.len() == c.len(), "daemon {d:?} capture {c:?}");
+    assert!(
+        !d.is_empty() && d.len() == c.len(),
+        "daemon {d:?} capture {c:?}"
+    );
     let mut acc = Accuracy {
         probes: daemon.len(),
         p50_err_us: 0.0,
@@ -825,7 +941,10 @@ fn accuracy(lab: &Lab, capture: &Path, target: IpAddr, from_ms: u64, to_ms: u64)
     for (ttl, (p50, mean, n)) in &d {
         let (cp50, cmean, cn) = c[ttl];
         // The same probes on both sides, give or take the window's edges.
-        assert!(n.abs_diff(cn) <= 4, "ttl {ttl}: daemon {n} probes, capture {cn}");
+        assert!(
+            n.abs_diff(cn) <= 4,
+            "ttl {ttl}: daemon {n} probes, capture {cn}"
+        );
         acc.p50_err_us = acc.p50_err_us.max(p50.abs_diff(cp50) as f64 / 1e3);
         acc.mean_err_us = acc.mean_err_us.max((mean - cmean).abs() / 1e3);
         acc.dest_p50_us = cp50 as f64 / 1e3;

@@ -88,8 +88,23 @@ function interval(msv) {
   return msv + ' ms';
 }
 
+// Theme colours, read once per theme: getComputedStyle forces a style
+// recalculation, which a thousand sparklines must not pay each.
+let palette = new Map();
+let paletteVersion = 0;
+
 function css(name) {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  let v = palette.get(name);
+  if (v === undefined) {
+    v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    palette.set(name, v);
+  }
+  return v;
+}
+
+function themeChanged() {
+  palette = new Map();
+  paletteVersion++;
 }
 
 let toastTimer = 0;
@@ -268,6 +283,7 @@ function cycleTheme() {
   const next = order[(order.indexOf(prefs.get('theme', 'auto')) + 1) % order.length];
   prefs.set('theme', next);
   applyTheme();
+  themeChanged();
   redrawAll();
 }
 
@@ -348,10 +364,12 @@ const STATUS_RANK = { bad: 0, warn: 1, ok: 2, paused: 3 };
 // ------------------------------------------------------------- charts core
 
 /** Sizes a canvas for the screen's pixel ratio; returns its 2D context. */
-function prepCanvas(canvas, height) {
-  const width = Math.max(120, canvas.clientWidth || canvas.parentElement.clientWidth);
+function prepCanvas(canvas, height, knownWidth) {
+  // Reading clientWidth forces a layout: callers drawing many canvases read
+  // all widths first and pass them in.
+  const width = knownWidth || Math.max(120, canvas.clientWidth || canvas.parentElement.clientWidth);
   const dpr = window.devicePixelRatio || 1;
-  canvas.style.height = height + 'px';
+  if (canvas.style.height !== height + 'px') canvas.style.height = height + 'px';
   canvas.width = Math.round(width * dpr);
   canvas.height = Math.round(height * dpr);
   const ctx = canvas.getContext('2d');
@@ -360,10 +378,10 @@ function prepCanvas(canvas, height) {
   return { ctx, w: width, h: height };
 }
 
-function drawSparkline(canvas, spark, cls) {
-  if (!canvas || !canvas.isConnected) return;
+function drawSparkline(canvas, spark, cls, width) {
+  if (!canvas || !canvas.isConnected || !width) return;
   const tall = document.body.classList.contains('wall') ? 44 : 30;
-  const { ctx, w, h: hh } = prepCanvas(canvas, canvas.classList.contains('tall') ? tall : 24);
+  const { ctx, w, h: hh } = prepCanvas(canvas, canvas.classList.contains('tall') ? tall : 24, width);
   const values = (spark && spark.rtt_us) || [];
   if (!values.length) return;
   const answered = values.filter((v) => v !== null);
@@ -470,7 +488,7 @@ function drawLatency(canvas, series, from, to) {
   const p95s = answered.map((p) => p.p95_ns || p.max_ns);
   // Scale to the bulk, not to one freak answer: the 98th percentile of maxima.
   const robust = maxes.length ? maxes[Math.min(maxes.length - 1, Math.floor(maxes.length * 0.98))] : 1e6;
-  const top = Math.max(robust, p95s.length ? Math.max(...p95s) : 0, 1e5) * 1.12;
+  const top = Math.max(robust, p95s.length ? Math.max(...p95s) : 0, 5e3) * 1.12;
   const { step, top: yMax } = niceTicks(top / 1e6, 5);
   const X = (t) => x0 + ((t - from) / (to - from)) * (x1 - x0);
   const Y = (ns) => yBottom - Math.min(1, ns / 1e6 / yMax) * (yBottom - yTop);
@@ -480,13 +498,16 @@ function drawLatency(canvas, series, from, to) {
   ctx.font = '11px ' + css('--sans');
   ctx.textAlign = 'right';
   ctx.textBaseline = 'middle';
-  for (let v = 0; v <= yMax + 1e-9; v += step) {
+  // As many decimals as the step has (0.025 → 3), so no two labels look alike.
+  const decimals = Math.min(4, (String(+step.toPrecision(3)).split('.')[1] || '').length);
+  for (let i = 0; i * step <= yMax + 1e-9; i++) {
+    const v = i * step;
     const y = yBottom - (v / yMax) * (yBottom - yTop);
     ctx.beginPath();
     ctx.moveTo(x0, Math.round(y) + 0.5);
     ctx.lineTo(x1, Math.round(y) + 0.5);
     ctx.stroke();
-    ctx.fillText((step < 1 ? v.toFixed(step < 0.1 ? 2 : 1) : v.toFixed(0)) + ' ms', x0 - 6, y);
+    ctx.fillText(v.toFixed(decimals) + ' ms', x0 - 6, y);
   }
   drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom);
 
@@ -588,7 +609,7 @@ function mix(a, b, t) {
  * percentile), so a step that starts at one hop shows as a colour edge at
  * the same moment on every hop after it. Loss tints the cell red.
  */
-function drawHeatmap(canvas, map) {
+function drawHeatmap(canvas, map, rateLimited) {
   const rows = (map && map.rows) || [];
   const rowH = window.innerWidth < 760 ? 14 : 18;
   const height = Math.max(60, rows.length * rowH + 30);
@@ -606,6 +627,7 @@ function drawHeatmap(canvas, map) {
   const colW = (x1 - x0) / map.columns;
   const empty = css('--empty');
   const bad = css('--bad');
+  const limited = css('--paused');
   ctx.font = '11px ' + css('--sans');
   ctx.textBaseline = 'middle';
   ctx.textAlign = 'right';
@@ -631,8 +653,9 @@ function drawHeatmap(canvas, map) {
         ctx.fillRect(x, y + 1, Math.ceil(colW), rowH - 2);
       }
       if (loss) {
+        // A rate-limited router's unanswered probes are not path loss: grey, not red.
         ctx.globalAlpha = 0.25 + 0.75 * loss;
-        ctx.fillStyle = bad;
+        ctx.fillStyle = rateLimited && rateLimited.has(r.hop) ? limited : bad;
         ctx.fillRect(x, y + 1, Math.ceil(colW), rowH - 2);
         ctx.globalAlpha = 1;
       }
@@ -652,6 +675,8 @@ function overviewPage(root) {
   let sort = prefs.get('sort', { key: 'status', dir: 1 });
   let view = prefs.get('view', window.innerWidth < 760 ? 'tiles' : 'table');
   let renderQueued = false;
+  // Bumped on resize and theme changes: every sparkline is drawn again.
+  let drawEpoch = 0;
 
   const filter = h('input', { type: 'search', placeholder: 'Filter by name, host, address or tag', 'aria-label': 'Filter targets', id: 'filter' });
   const stateFilter = h('select', { 'aria-label': 'Show', id: 'state-filter' },
@@ -826,7 +851,20 @@ function overviewPage(root) {
       wanted.forEach((el) => frag.append(el));
       container.replaceChildren(frag);
     }
-    for (const r of shown) drawSparkline(useTiles ? r.tile.lastChild : r.cells.trend.firstChild, sparks.get(r.data.id), status(r.data));
+    // Sparklines are redrawn only when their data, colour, size or theme
+    // changed; all widths are read before any drawing (one layout, not one each).
+    const todo = [];
+    for (const r of shown) {
+      const canvas = useTiles ? r.tile.lastChild : r.cells.trend.firstChild;
+      const spark = sparks.get(r.data.id);
+      const key = [spark ? spark.last_at_ms : 0, status(r.data), useTiles, forceTiles, paletteVersion, drawEpoch].join('|');
+      if (r.sparkKey !== key) todo.push({ r, canvas, spark, key });
+    }
+    const widths = todo.map((t) => t.canvas.clientWidth);
+    todo.forEach((t, i) => {
+      t.r.sparkKey = t.key;
+      drawSparkline(t.canvas, t.spark, status(t.r.data), widths[i]);
+    });
     const counts = { ok: 0, warn: 0, bad: 0, paused: 0 };
     all.forEach((r) => counts[status(r.data)]++);
     strip.replaceChildren(
@@ -928,7 +966,7 @@ function overviewPage(root) {
 
   return {
     refresh() { load().then(loadSparks).catch(() => {}); queueRender(); },
-    redraw: queueRender,
+    redraw() { drawEpoch++; queueRender(); },
     close() { live.close(); timers.forEach(clearInterval); },
   };
 }
@@ -995,7 +1033,7 @@ function targetPage(root, id) {
     h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← All targets' })),
     h('section', { class: 'panel' },
       h('div', { class: 'target-head' },
-        h('div', { class: 'title' }, h('div', {}, title, stateBadge), sub),
+        h('div', { class: 'title' }, h('div', { class: 'title-row' }, title, stateBadge), sub),
         h('div', { class: 'actions' }, pauseBtn, removeBtn)),
       kpis, banners),
     h('section', { class: 'panel' },
@@ -1015,7 +1053,7 @@ function targetPage(root, id) {
       h('h2', { text: 'All hops' }),
       h('div', { class: 'chart-wrap' }, heatCanvas),
       legend([['--heat-0', 'at the hop\'s baseline'], ['--heat-1', '+2 ms'], ['--heat-2', '+15 ms'], ['--heat-3', '+60 ms'],
-        ['--bad', 'loss'], ['--empty', 'no data']]),
+        ['--bad', 'loss'], ['--paused', 'unanswered at a rate-limited hop'], ['--empty', 'no data']]),
       heatNote),
     h('section', { class: 'panel' }, h('h2', { text: 'Alerts' }), alertsBox),
     h('section', { class: 'panel' }, h('h2', { text: 'Route history and events' }), eventsList));
@@ -1186,7 +1224,8 @@ function targetPage(root, id) {
     const from = s ? s.from_ms : span().from;
     const to = s ? s.to_ms : span().to;
     graphs.latency = drawLatency(latencyCanvas, s, from, to);
-    graphs.heat = drawHeatmap(heatCanvas, graphs.map);
+    const limitedHops = new Set(detail ? detail.hops.filter((x) => x.rate_limited).map((x) => x.ttl) : []);
+    graphs.heat = drawHeatmap(heatCanvas, graphs.map, limitedHops);
     // What was drawn, for people reading the DOM and for the browser test.
     latencyCanvas.dataset.points = String(graphs.latency.points.filter((p) => p.p50_ns !== null).length);
     heatCanvas.dataset.cells = String(graphs.map ? graphs.map.rows.reduce((n, r) => n + r.p50_ns.filter((v) => v !== null).length, 0) : 0);
@@ -1346,7 +1385,7 @@ function start() {
   setInterval(() => { $('#clock').textContent = fmtFull(Date.now()); }, 1000);
   let resizeTimer = 0;
   window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(redrawAll, 150); });
-  window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', redrawAll);
+  window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { themeChanged(); redrawAll(); });
 
   const root = $('#app');
   const match = location.pathname.match(/^\/targets\/([^/]+)$/);

@@ -861,7 +861,10 @@ mod tests {
         let mut lossy_path = full(&routers);
         lossy_path.push(None);
         let lossy: Vec<RoundRecord> = (5..15).map(|s| round(s, &lossy_path, true)).collect();
-        assert!(feed(&mut t, &lossy).is_empty(), "no route or hop-count change from loss");
+        assert!(
+            feed(&mut t, &lossy).is_empty(),
+            "no route or hop-count change from loss"
+        );
         assert_eq!(t.hop_count(), Some(4));
         // A router that answers at TTL 4 is real evidence of a longer path.
         let mut longer = full(&routers);
@@ -869,9 +872,15 @@ mod tests {
         let rounds: Vec<RoundRecord> = (15..20).map(|s| round(s, &longer, true)).collect();
         let events = feed(&mut t, &rounds);
         assert!(
-            events.iter().any(|(_, e)| matches!(e, PathEvent::HopCountChanged { before: 4, after: 5, .. })),
+            events.iter().any(|(_, e)| matches!(
+                e,
+                PathEvent::HopCountChanged {
+                    before: 4,
+                    after: 5,
+                    ..
+                }
+            )),
             "{events:?}"
         );
     }
-
 }

@@ -164,7 +164,9 @@ async fn stop_monitor(mut monitor: Arc<Monitor>) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(_) => {
-                tracing::error!("a request still holds the monitor; stopping without the final flush");
+                tracing::error!(
+                    "a request still holds the monitor; stopping without the final flush"
+                );
                 return;
             }
         }
@@ -178,8 +180,14 @@ fn web_restart_keys(old: &WebConfig, new: &WebConfig) -> Vec<&'static str> {
         ("web.listen", old.listen != new.listen),
         ("web.read_token", old.read_token != new.read_token),
         ("web.write_token", old.write_token != new.write_token),
-        ("web.max_body_bytes", old.max_body_bytes != new.max_body_bytes),
-        ("web.hop_histograms", old.hop_histograms != new.hop_histograms),
+        (
+            "web.max_body_bytes",
+            old.max_body_bytes != new.max_body_bytes,
+        ),
+        (
+            "web.hop_histograms",
+            old.hop_histograms != new.hop_histograms,
+        ),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

@@ -79,10 +79,8 @@ pub const WEBHOOK_RETRY_INITIAL: Duration = Duration::from_secs(1);
 pub const WEBHOOK_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// `[web] listen`: loopback only, so exposing the API is a decision.
-pub const WEB_LISTEN: std::net::SocketAddr = std::net::SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-    9470,
-);
+pub const WEB_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9470);
 /// `[web] max_body_bytes`: a new target is well under 1 KiB.
 pub const WEB_MAX_BODY_BYTES: u64 = 64 << 10;
 

@@ -44,11 +44,11 @@ pub use alerts::{
 };
 pub use diff::{ChangeAction, ConfigDiff, GlobalChange, TargetChange};
 pub use error::{ConfigError, Problem, Section};
-pub use web::WebConfig;
 pub use validated::{
     Config, EnrichmentConfig, ProbeSettings, RawLogConfig, ServiceConfig, StatisticsConfig,
     StorageConfig, TargetConfig,
 };
+pub use web::WebConfig;
 
 impl Config {
     /// Reads and validates the config file at `path`. Relative paths inside it

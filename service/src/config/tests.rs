@@ -963,10 +963,7 @@ fn bad_web_settings_name_their_line_and_key() {
         "above the maximum",
     );
     let err = Config::parse("[web]\nlisen = \"127.0.0.1:1\"\n", "hopwatch.toml").unwrap_err();
-    assert!(
-        err.to_string().contains("did you mean \"listen\""),
-        "{err}"
-    );
+    assert!(err.to_string().contains("did you mean \"listen\""), "{err}");
     // The error for a bad token does not repeat it.
     let err = Config::parse("[web]\nwrite_token = \"s3cr3t\"\n", "hopwatch.toml").unwrap_err();
     assert!(!err.to_string().contains("s3cr3t"), "{err}");
@@ -979,7 +976,9 @@ fn docs_document_every_web_key() {
     )
     .unwrap();
     let heading = "## `[web]`";
-    let start = docs.find(heading).expect("docs/configuration.md has a [web] section");
+    let start = docs
+        .find(heading)
+        .expect("docs/configuration.md has a [web] section");
     let section = &docs[start..];
     let end = section[heading.len()..]
         .find("\n## ")

@@ -92,7 +92,9 @@ fn responder(
     avg_ns: Option<f64>,
     last_seen_ms: Option<u64>,
 ) -> ResponderDto {
-    let info = enricher.map(|e| e.responder_info(address)).unwrap_or_default();
+    let info = enricher
+        .map(|e| e.responder_info(address))
+        .unwrap_or_default();
     ResponderDto {
         address,
         hostname: info.hostname,

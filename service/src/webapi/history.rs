@@ -78,7 +78,13 @@ pub fn one(
     responder: Option<IpAddr>,
 ) -> Result<SeriesDto, ReadError> {
     let s = store
-        .series(id, store_hop(hop), range.from_ms, range.to_ms, Resolution::Auto)
+        .series(
+            id,
+            store_hop(hop),
+            range.from_ms,
+            range.to_ms,
+            Resolution::Auto,
+        )
         .map_err(|e| read_error("reading a series", e))?;
     Ok(series_dto(s, responder))
 }
@@ -197,7 +203,10 @@ mod tests {
         let ttls = [(1, None), (2, None), (3, None)];
         let all = all(&store, &id, &ttls, None, range).unwrap();
         assert_eq!(all.len(), 4);
-        for (s, hop) in all.iter().zip([Hop::Ttl(1), Hop::Ttl(2), Hop::Ttl(3), Hop::Destination]) {
+        for (s, hop) in all
+            .iter()
+            .zip([Hop::Ttl(1), Hop::Ttl(2), Hop::Ttl(3), Hop::Destination])
+        {
             let own = store
                 .series(&id, hop, range.from_ms, range.to_ms, Resolution::Raw)
                 .unwrap();

@@ -121,13 +121,17 @@ impl WebApi {
                     let event = match path_events.recv().await {
                         Ok(event) => event,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "web: path events lagged; counts may be short");
+                            tracing::warn!(
+                                missed = n,
+                                "web: path events lagged; counts may be short"
+                            );
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                     };
                     let Some(api) = api.upgrade() else { return };
-                    let route = matches!(event.event, crate::analysis::PathEvent::RouteChanged { .. });
+                    let route =
+                        matches!(event.event, crate::analysis::PathEvent::RouteChanged { .. });
                     api.tap.count_event(&event.target, route);
                     let _ = api.events.send(convert::live_event(&event));
                 }
@@ -502,9 +506,9 @@ impl ReadModel for WebApi {
                                     loss_ratio: h.window.loss_pct.map(|p| p / 100.0),
                                     jitter_seconds: h.window.jitter_mean_ns.map(|ns| ns / 1e9),
                                     rate_limited: h.rate_limited,
-                                    rtt: self.hop_histograms.then(|| {
-                                        counts.map(|c| c.rtt.clone()).unwrap_or_default()
-                                    }),
+                                    rtt: self
+                                        .hop_histograms
+                                        .then(|| counts.map(|c| c.rtt.clone()).unwrap_or_default()),
                                 }
                             })
                             .collect(),

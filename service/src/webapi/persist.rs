@@ -146,8 +146,8 @@ impl ConfigFile {
             return Ok(None);
         }
         let tables = Self::targets(&mut loaded.doc)?;
-        let index =
-            Self::index_of(tables, id).ok_or_else(|| ControlError::UnknownTarget { id: id.into() })?;
+        let index = Self::index_of(tables, id)
+            .ok_or_else(|| ControlError::UnknownTarget { id: id.into() })?;
         let table = tables
             .get_mut(index)
             .ok_or_else(|| ControlError::UnknownTarget { id: id.into() })?;
@@ -167,7 +167,9 @@ impl ConfigFile {
             reason: err.to_string(),
         })?;
         if loaded.config.target(&id).is_some() {
-            return Err(ControlError::TargetExists { id: new.name.clone() });
+            return Err(ControlError::TargetExists {
+                id: new.name.clone(),
+            });
         }
         let mut table = Table::new();
         table["name"] = value(new.name.as_str());
@@ -213,8 +215,8 @@ impl ConfigFile {
     pub fn remove_target(&self, id: &str) -> Result<Config, ControlError> {
         let mut loaded = self.load()?;
         let tables = Self::targets(&mut loaded.doc)?;
-        let index =
-            Self::index_of(tables, id).ok_or_else(|| ControlError::UnknownTarget { id: id.into() })?;
+        let index = Self::index_of(tables, id)
+            .ok_or_else(|| ControlError::UnknownTarget { id: id.into() })?;
         tables.remove(index);
         self.save(&loaded.doc).map_err(|err| self.unexpected(err))
     }
@@ -268,13 +270,26 @@ label = "Far end"
     fn pausing_edits_only_that_table_and_keeps_comments() {
         let (_dir, f) = file(BASE);
         let config = f.set_paused("far", true).unwrap().expect("a change");
-        assert!(config.target(&TargetId::new("far").unwrap()).unwrap().paused);
+        assert!(
+            config
+                .target(&TargetId::new("far").unwrap())
+                .unwrap()
+                .paused
+        );
         assert!(!config.target(&TargetId::new("gw").unwrap()).unwrap().paused);
         let text = read(&f);
-        for kept in ["# hopwatch config", "# one round a second", "# The gateway.", "# The far end."] {
+        for kept in [
+            "# hopwatch config",
+            "# one round a second",
+            "# The gateway.",
+            "# The far end.",
+        ] {
             assert!(text.contains(kept), "lost {kept:?}:\n{text}");
         }
-        assert!(text.contains("label = \"Far end\"\npaused = true"), "{text}");
+        assert!(
+            text.contains("label = \"Far end\"\npaused = true"),
+            "{text}"
+        );
         // Pausing again changes nothing and does not write.
         assert!(f.set_paused("far", true).unwrap().is_none());
         // Resuming writes `paused = false` in place.
@@ -348,7 +363,11 @@ label = "Far end"
             })
             .unwrap();
         assert_eq!(config.targets.len(), 1);
-        assert!(read(&f).contains("[[target]]\nname = \"a\""), "{}", read(&f));
+        assert!(
+            read(&f).contains("[[target]]\nname = \"a\""),
+            "{}",
+            read(&f)
+        );
     }
 
     #[test]
@@ -376,7 +395,10 @@ label = "Far end"
         std::os::unix::fs::symlink(f.path(), &link).unwrap();
         let through_link = ConfigFile::new(&link);
         through_link.set_paused("gw", true).unwrap().unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert!(read(&f).contains("paused = true"));
         let mode = fs::metadata(f.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -100,7 +100,10 @@ impl TargetTap {
                 .max(self.hop_limit),
         };
         for sample in round.hops.iter().filter(|h| h.ttl > 0 && h.ttl <= limit) {
-            self.hops.entry(sample.ttl).or_default().record(sample.rtt_ns);
+            self.hops
+                .entry(sample.ttl)
+                .or_default()
+                .record(sample.rtt_ns);
         }
         self.destination
             .record(round.destination().and_then(|d| d.rtt_ns));
@@ -226,7 +229,13 @@ mod tests {
     use crate::store::StoreConfig;
     use std::net::{IpAddr, Ipv4Addr};
 
-    fn round(target: &TargetId, seq: u64, at_ms: u64, dest_ttl: Option<u8>, lost_ttl: u8) -> RoundRecord {
+    fn round(
+        target: &TargetId,
+        seq: u64,
+        at_ms: u64,
+        dest_ttl: Option<u8>,
+        lost_ttl: u8,
+    ) -> RoundRecord {
         let hops = (1..=3u8)
             .map(|ttl| HopSample {
                 ttl,
@@ -252,10 +261,18 @@ mod tests {
         let id = TargetId::new("t").unwrap();
         let start = 1_700_000_000_000;
         // One round before counting began: sparkline only.
-        store.record_round(&round(&id, 0, start - 1000, Some(3), 0)).unwrap();
+        store
+            .record_round(&round(&id, 0, start - 1000, Some(3), 0))
+            .unwrap();
         for i in 1..=10u64 {
             store
-                .record_round(&round(&id, i, start + i * 1000, Some(3), if i % 5 == 0 { 2 } else { 0 }))
+                .record_round(&round(
+                    &id,
+                    i,
+                    start + i * 1000,
+                    Some(3),
+                    if i % 5 == 0 { 2 } else { 0 },
+                ))
                 .unwrap();
         }
         store.flush_at(start + 11_000).unwrap();
@@ -277,13 +294,17 @@ mod tests {
         assert_eq!(t.last_source, Some(TimestampSource::Kernel));
 
         // A late round (stored after a newer one) is still counted once.
-        store.record_round(&round(&id, 11, start + 10_500, Some(3), 0)).unwrap();
+        store
+            .record_round(&round(&id, 11, start + 10_500, Some(3), 0))
+            .unwrap();
         store.flush_at(start + 13_000).unwrap();
         assert_eq!(tap.scan(&store, &targets, start, start + 13_000).rounds, 1);
         assert_eq!(tap.target(&id).unwrap().destination.sent, 11);
 
         // A path that gets shorter drops the TTLs beyond it.
-        store.record_round(&round(&id, 12, start + 12_000, Some(2), 0)).unwrap();
+        store
+            .record_round(&round(&id, 12, start + 12_000, Some(2), 0))
+            .unwrap();
         store.flush_at(start + 14_000).unwrap();
         tap.scan(&store, &targets, start, start + 14_000);
         let t = tap.target(&id).unwrap();

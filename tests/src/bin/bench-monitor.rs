@@ -30,7 +30,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use hopwatch::{
     model::TargetId,
-    store::{Store, StoreConfig, HOUR_MS},
+    store::{Resolution, Store, StoreConfig, HOUR_MS},
 };
 use hopwatch_lab::{
     bench::{
@@ -557,7 +557,18 @@ impl DaemonOutcome {
             ),
             "–".to_owned(),
         );
-        out.push('\n');
+        // The resident set every minute: growing, or settled?
+        let minute_marks: Vec<String> = self
+            .samples
+            .iter()
+            .filter(|(t, _)| t.as_secs() % 60 < args.sample_s.max(1))
+            .map(|(t, s)| format!("{} s: {}", t.as_secs(), mib(s.rss_kib as f64 * 1024.0)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nVmRSS through the window: {}.\n",
+            minute_marks.join(", ")
+        );
         out
     }
 }
@@ -651,16 +662,22 @@ fn query_table(rows: &[(u64, QueryTiming, QueryTiming)], store_note: &[String]) 
          |---|---|---:|---:|---:|---:|---|\n",
     );
     for ((span, one, all), note) in rows.iter().zip(store_note) {
+        // The web UI reads every hop of a range over 1 h from rollups, never
+        // eleven raw series one after the other.
+        let all_hops = if one.resolution == Resolution::Raw && *span > HOUR_MS {
+            "–".to_owned()
+        } else {
+            format!("{} / {}", ms(all.median), ms(all.max))
+        };
         let _ = writeln!(
             out,
-            "| last {} | {} | {} | **{}** / {} | {} / {} | {} | {} |",
+            "| last {} | {} | {} | **{}** / {} | {} | {} | {} |",
             span_label(*span),
             one.resolution,
             one.points,
             ms(one.median),
             ms(one.max),
-            ms(all.median),
-            ms(all.max),
+            all_hops,
             one.runs,
             note
         );
