@@ -63,6 +63,7 @@
 //! its namespaces behind; `hopwatch-lab down --stale` removes those.
 
 pub mod bench;
+pub mod binaries;
 pub mod error;
 pub mod impair;
 pub mod lab;
@@ -72,6 +73,7 @@ pub mod privilege;
 pub mod state;
 pub mod topology;
 
+pub use binaries::hopwatch_bin;
 pub use error::{LabError, Result, SpecError};
 pub use impair::{
     delay::Delay,

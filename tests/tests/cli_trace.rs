@@ -1,29 +1,10 @@
 //! `hopwatch trace` as a user runs it: the real binary inside a lab namespace,
 //! its output formats and its exit codes. Privileged.
 
-use std::path::PathBuf;
 use std::process::Output;
 
+use hopwatch_lab::hopwatch_bin;
 use hopwatch_lab::{Lab, LabSpec};
-
-/// The `hopwatch` binary of this build. `cargo test --workspace` builds it
-/// (the service package's tests need it); a lone `cargo test -p hopwatch-tests`
-/// needs `cargo build -p hopwatch-service` first.
-fn hopwatch_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/cli_trace-<hash> -> target/<profile>/hopwatch
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("hopwatch"))
-        .expect("target directory layout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hopwatch-service` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
 
 fn trace(lab: &Lab, args: &[&str]) -> Output {
     let mut cmd = lab

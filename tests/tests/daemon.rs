@@ -5,27 +5,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hopwatch_lab::hopwatch_bin;
 use hopwatch_lab::{Lab, LabSpec};
-
-fn hopwatch_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("hopwatch"))
-        .expect("target directory layout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hopwatch-service` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
 
 fn write_config(path: &Path, state: &Path, targets: &[(&str, IpAddr)], extra: &str) {
     let mut text = format!(

@@ -15,6 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use hopwatch_lab::hopwatch_bin;
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -41,22 +42,6 @@ fn repo() -> PathBuf {
 /// The workspace's target dir inside the repository (ignored by git).
 fn work_dir() -> PathBuf {
     repo().join("target/package-test")
-}
-
-/// The hopwatch binary cargo built next to this test.
-fn hopwatch_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("hopwatch"))
-        .expect("target directory layout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hopwatch-service`",
-        bin.display()
-    );
-    bin
 }
 
 /// Runs `cmd`, panics with its output unless it succeeds; returns its stdout.

@@ -4,27 +4,13 @@
 //! (it needs root to drop to those capabilities).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use hopwatch_lab::hopwatch_bin;
 use hopwatch_lab::{Lab, LabSpec};
 
 const NOBODY: u32 = 65534;
-
-fn hopwatch_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("hopwatch"))
-        .expect("target directory layout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hopwatch-service`",
-        bin.display()
-    );
-    bin
-}
 
 /// The capabilities the unit grants, as setpriv names them (`net_raw`, ...).
 fn unit_capabilities() -> Vec<String> {

@@ -22,6 +22,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use hopwatch_lab::bench::capture::Capture;
 use hopwatch_lab::bench::pcap::CaptureIndex;
+use hopwatch_lab::hopwatch_bin;
 use hopwatch_lab::netns::exec::NsChild;
 use hopwatch_lab::{Lab, LabSpec};
 use serde_json::{json, Value};
@@ -29,21 +30,6 @@ use serde_json::{json, Value};
 const WEB: &str = "127.0.0.1:9470";
 const READ_TOKEN: &str = "web-lab-read-token-0123456789";
 const WRITE_TOKEN: &str = "web-lab-write-token-0123456789";
-
-fn hopwatch_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("hopwatch"))
-        .expect("target directory layout");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hopwatch-service` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
 
 /// The full path of `program`, or a failure that says how to get it.
 fn need(program: &str) -> PathBuf {
