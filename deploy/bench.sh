@@ -50,7 +50,7 @@ if [ "$what" = monitor ]; then
     cargo build --release --locked -p hopwatch-tests --bin bench-monitor
     out=target/bench/monitor
     mkdir -p "$out"
-    log "monitor benchmark (about 7 minutes); outputs in $out"
+    log "monitor benchmark (about 12 minutes); outputs in $out"
     target/release/bench-monitor run \
         --hopwatch target/release/hopwatch \
         --out-dir "$out" "$@" | tee "$out/report.md"

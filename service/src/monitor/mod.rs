@@ -63,6 +63,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         minute_retention: s.minute_retention,
         hour_retention: s.hour_retention,
         event_retention: s.event_retention,
+        reclaim_interval: s.flush_interval,
         ..StoreConfig::default()
     }
 }

@@ -171,7 +171,11 @@ impl Store {
                 .take();
             // Drops our handle; sled's file lock goes with the last one.
             drop(old);
-            let trees = Trees::open(&self.path, self.config.cache_capacity_bytes)?;
+            let trees = Trees::open(
+                &self.path,
+                self.config.cache_capacity_bytes,
+                self.config.reclaim_interval,
+            )?;
             *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(trees));
             state.reopen_needed = false;
         }

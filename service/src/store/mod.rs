@@ -122,6 +122,10 @@ pub struct StoreConfig {
     pub max_pending_bytes: usize,
     /// sled's page cache. Default 64 MiB.
     pub cache_capacity_bytes: u64,
+    /// How often sled's background thread reclaims the space of swept data
+    /// (see `schema::sled_config`). Default 5 s, the flush interval. The
+    /// history benchmark shortens it to keep pace with its synthetic clock.
+    pub reclaim_interval: Duration,
 }
 
 impl Default for StoreConfig {
@@ -136,6 +140,7 @@ impl Default for StoreConfig {
             close_delay: Duration::from_secs(15),
             max_pending_bytes: 64 << 20,
             cache_capacity_bytes: 64 << 20,
+            reclaim_interval: Duration::from_secs(5),
         }
     }
 }
@@ -261,7 +266,7 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        let trees = Trees::open(&path, config.cache_capacity_bytes)?;
+        let trees = Trees::open(&path, config.cache_capacity_bytes, config.reclaim_interval)?;
         let targets = TargetMap::load(&path, &trees.targets)?;
         let state = FlushState::load(&path, &trees, &targets)?;
         // Event keys carry a per-process sequence; starting it from the clock

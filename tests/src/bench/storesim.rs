@@ -2,7 +2,9 @@
 //! 10-hop target written through the real store library
 //! ([`hopwatch::store::Store`]) against a synthetic clock, so days of
 //! history take seconds; the store directory's size sampled as it grows;
-//! and timed history queries on the result.
+//! and timed history queries on the result. Besides, what the model's data
+//! itself amounts to: the keys and values the store encodes for a day of
+//! it, before sled lays them out ([`logical_day`]).
 //!
 //! The rounds follow a fixed, documented model ([`SimModel`]) rather than
 //! uniform noise, because rollup sizes depend on the data: each rollup keeps
@@ -19,7 +21,12 @@ use std::{
 use hopwatch::{
     model::{HopSample, RoundRecord, TargetId},
     probe::TimestampSource,
-    store::{Hop, Resolution, Store, StoreConfig, StoreError, HOUR_MS},
+    store::{
+        codec::{encode, RawRoundV1},
+        keys::{raw_key, rollup_key, SeriesNum, TargetNum},
+        rollup::{scratch_histogram, SeriesAcc, Stats},
+        Hop, Resolution, Store, StoreConfig, StoreError, HOUR_MS,
+    },
 };
 
 /// Errors of a simulation; each names the store directory.
@@ -203,6 +210,76 @@ pub fn simulate(dir: &Path, plan: &SimPlan) -> Result<SimOutcome, SimError> {
     })
 }
 
+/// Bytes of keys and values one day of the model adds to each tree, as the
+/// store encodes them (before sled's page compression and layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogicalDay {
+    pub raw: u64,
+    pub minutes: u64,
+    pub hours: u64,
+}
+
+/// The sample a round gives `hop`'s series, as the store's rollups count it:
+/// the destination at whatever TTL answered (a lost probe if none did), a
+/// TTL only up to the destination.
+fn series_sample(round: &RoundRecord, hop: Hop) -> Option<Option<u64>> {
+    match hop {
+        Hop::Destination => Some(round.destination().and_then(|h| h.rtt_ns)),
+        Hop::Ttl(ttl) => round
+            .path_samples()
+            .iter()
+            .find(|h| h.ttl == ttl)
+            .map(|h| h.rtt_ns),
+    }
+}
+
+/// One day of the model encoded the way the store encodes it: every round,
+/// every series' minute rollups, and the hour rollups merged from them.
+pub fn logical_day() -> LogicalDay {
+    let target = TargetId::new("sim").expect("a valid name");
+    let num = TargetNum(1);
+    let series: Vec<Hop> = std::iter::once(Hop::Destination)
+        .chain((1..=SIM_HOPS).map(Hop::Ttl))
+        .collect();
+    let rollup_bytes = |hop: Hop, stats: &Stats| {
+        (rollup_key(num, SeriesNum::of(hop), 0).len() + encode(&stats.to_value()).len()) as u64
+    };
+    let mut scratch = scratch_histogram();
+    let mut day = LogicalDay {
+        raw: 0,
+        minutes: 0,
+        hours: 0,
+    };
+    let mut seq = 0;
+    for _hour in 0..24 {
+        let mut hour: Vec<Stats> = series.iter().map(|_| Stats::default()).collect();
+        for _minute in 0..60 {
+            let mut accs: Vec<SeriesAcc> = series.iter().map(|_| SeriesAcc::default()).collect();
+            for _second in 0..60 {
+                let at = SIM_START_MS + seq * 1000;
+                let round = SimModel.round(&target, seq, at);
+                day.raw +=
+                    (raw_key(num, at).len() + encode(&RawRoundV1::from_round(&round)).len()) as u64;
+                for (acc, &hop) in accs.iter_mut().zip(&series) {
+                    if let Some(sample) = series_sample(&round, hop) {
+                        acc.push(sample);
+                    }
+                }
+                seq += 1;
+            }
+            for ((acc, &hop), hour) in accs.iter().zip(&series).zip(&mut hour) {
+                let stats = acc.finish(&mut scratch);
+                day.minutes += rollup_bytes(hop, &stats);
+                hour.merge(&stats);
+            }
+        }
+        for (stats, &hop) in hour.iter().zip(&series) {
+            day.hours += rollup_bytes(hop, stats);
+        }
+    }
+    day
+}
+
 /// Apparent and allocated bytes of every file under `dir`.
 pub fn dir_size(dir: &Path) -> Result<(u64, u64), SimError> {
     let err = |source| SimError::Size {
@@ -339,6 +416,16 @@ mod tests {
         dest_rtts.sort_unstable();
         let median = dest_rtts[dest_rtts.len() / 2];
         assert!((23_900_000..25_500_000).contains(&median), "{median}");
+    }
+
+    #[test]
+    fn a_logical_day_counts_every_round_and_rollup() {
+        let day = logical_day();
+        // 86,400 ten-hop rounds of a few bytes per hop; 1,440 × 11 minute
+        // rollups and 24 × 11 hour rollups, each at least key + sums.
+        assert!((86_400 * 50..86_400 * 400).contains(&day.raw), "{day:?}");
+        assert!(day.minutes > 1_440 * 11 * 40, "{day:?}");
+        assert!((24 * 11 * 40..day.minutes).contains(&day.hours), "{day:?}");
     }
 
     #[test]

@@ -10,12 +10,13 @@
 //!    count the rounds and probes it recorded in the window.
 //! 2. **The history** (`run`, or `store` alone): one 10-hop target written
 //!    through the store library against a synthetic clock (see
-//!    [`hopwatch_lab::bench::storesim`]): a store with the default retention
-//!    windows for a few days, and two stores that each keep one kind of
-//!    rollup, to see how much it holds per day; history queries are timed on
-//!    them. `store --full-days 367` writes every second of a whole year into
-//!    the store with the default windows (over an hour), which is the only
-//!    way to see the size once every window is full.
+//!    [`hopwatch_lab::bench::storesim`]): a store whose retention windows
+//!    are the defaults divided by 30, until every window is full and its
+//!    size levels off (the bytes on disk per byte of data); the model's data
+//!    size with the default windows, and so the disk it takes; the default
+//!    windows for a few days and a month of hour rollups, for the 24 h and
+//!    30 d query times. `store --full-days 367 --window-scale 1` writes every
+//!    second of a whole year with the default windows (over an hour).
 //!
 //! Run it through `deploy/bench.sh monitor`; results in docs/benchmarks.md.
 
@@ -39,7 +40,7 @@ use hopwatch_lab::{
         procfs::ProcSample,
         stats::percentile,
         storesim::{
-            dir_size, growth_per_day, simulate, span_label, time_query, QueryTiming, SimOutcome,
+            dir_size, logical_day, simulate, span_label, time_query, QueryTiming, SimOutcome,
             SimPlan, SizeSample,
         },
     },
@@ -100,15 +101,14 @@ struct StoreArgs {
     /// makes sled's fsyncs free, which changes nothing in the files.
     #[arg(long, default_value = "/dev/shm")]
     sim_dir: PathBuf,
-    /// Synthetic days written into the store with the default windows.
-    #[arg(long, default_value_t = 8)]
-    days: u64,
-    /// Synthetic days of the store keeping only minute rollups.
+    /// Synthetic days written into the store with the default windows
+    /// (its 6 h and 24 h queries are timed).
     #[arg(long, default_value_t = 3)]
-    minute_days: u64,
-    /// Synthetic days of the store keeping only hour rollups.
-    #[arg(long, default_value_t = 6)]
-    hour_days: u64,
+    days: u64,
+    /// Synthetic days written into the store whose windows are divided by
+    /// --window-scale (every window must fill, and the size level off).
+    #[arg(long, default_value_t = 16)]
+    scaled_days: u64,
     /// Synthetic days of the store the 30 d query runs on (hour rollups
     /// only; at least 31).
     #[arg(long, default_value_t = 31)]
@@ -124,6 +124,12 @@ struct StoreArgs {
     /// (367 fills every window; about 11 s per day).
     #[arg(long)]
     full_days: Option<u64>,
+    /// Divide every retention window by this for the scaled store (and for
+    /// --full-days), so every window fills, and the size must level off, in
+    /// days rather than a year (30: raw 1.6 h, minute rollups 1 d, hour
+    /// rollups 12.2 d).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    window_scale: u32,
     /// Keep the simulated stores.
     #[arg(long)]
     keep: bool,
@@ -603,7 +609,13 @@ fn history(args: &StoreArgs) -> anyhow::Result<History> {
 
 fn plan(config: StoreConfig, days: u64, seconds_per_hour: u64, sample_every_h: u64) -> SimPlan {
     SimPlan {
-        config,
+        // sled reclaims swept space on a timer of real time; the synthetic
+        // clock runs about 8,000 times faster, so its timer does too (the
+        // daemon's 5 s is 17,280 chances a day; this gives about as many).
+        config: StoreConfig {
+            reclaim_interval: Duration::from_millis(1),
+            ..config
+        },
         days,
         seconds_per_hour,
         flush_every_s: FLUSH_EVERY_S,
@@ -616,26 +628,17 @@ fn full_plan(days: u64) -> SimPlan {
     plan(StoreConfig::default(), days, 3600, 24)
 }
 
-/// A store that keeps one kind of rollup at its default window and raw
-/// rounds and the other rollup for 2 h only, to see that rollup's own size.
-fn alone_plan(minutes: bool, days: u64, seconds_per_hour: u64) -> SimPlan {
+/// A store that keeps only hour rollups (raw rounds and minute rollups for
+/// 2 h), written for the first `seconds_per_hour` seconds of every hour: a
+/// month of hour rollups to query, in a fraction of the time.
+fn hours_only_plan(days: u64, seconds_per_hour: u64) -> SimPlan {
     let short = Duration::from_secs(2 * 3600);
-    let defaults = StoreConfig::default();
     let config = StoreConfig {
         raw_retention: short,
-        minute_retention: if minutes {
-            defaults.minute_retention
-        } else {
-            short
-        },
-        hour_retention: if minutes {
-            short
-        } else {
-            defaults.hour_retention
-        },
-        ..defaults
+        minute_retention: short,
+        ..StoreConfig::default()
     };
-    plan(config, days, seconds_per_hour, if minutes { 3 } else { 6 })
+    plan(config, days, seconds_per_hour, 24)
 }
 
 fn run_sim(root: &Path, name: &str, plan: &SimPlan) -> anyhow::Result<SimOutcome> {
@@ -705,7 +708,8 @@ fn size_table(out: &mut String, samples: &[SizeSample], days: u64) {
     let _ = writeln!(out, "| after | allocated | apparent |\n|---:|---:|---:|");
     for s in samples {
         let day = s.day.round() as u64;
-        if [1, 2, 3, 5, 7, 10, 20].contains(&day) || day.is_multiple_of(30) || day == days {
+        let every = if days > 60 { 30 } else { 2 };
+        if day <= 3 || day.is_multiple_of(every) || day == days {
             let _ = writeln!(
                 out,
                 "| {day} d | {} | {} |",
@@ -717,47 +721,107 @@ fn size_table(out: &mut String, samples: &[SizeSample], days: u64) {
     out.push('\n');
 }
 
-fn size_at(samples: &[SizeSample], day: f64) -> Option<f64> {
-    samples
+/// The store's windows divided by `scale` (1: the defaults).
+fn scaled_config(scale: u32) -> StoreConfig {
+    let defaults = StoreConfig::default();
+    StoreConfig {
+        raw_retention: defaults.raw_retention / scale,
+        minute_retention: defaults.minute_retention / scale,
+        hour_retention: defaults.hour_retention / scale,
+        event_retention: defaults.event_retention / scale,
+        ..defaults
+    }
+}
+
+fn windows_label(config: &StoreConfig) -> String {
+    if *config == StoreConfig::default() {
+        return "the default windows (raw 48 h, minute rollups 30 d, hour rollups 365 d)"
+            .to_owned();
+    }
+    format!(
+        "windows of raw {:.1} h, minute rollups {:.1} d, hour rollups {:.1} d",
+        config.raw_retention.as_secs_f64() / 3600.0,
+        config.minute_retention.as_secs_f64() / 86_400.0,
+        config.hour_retention.as_secs_f64() / 86_400.0
+    )
+}
+
+/// Bytes the model's data takes with every window of `config` full, as the
+/// store encodes it (before sled's layout), per tree: raw, minutes, hours.
+fn logical_full(config: &StoreConfig) -> [(&'static str, u64, f64); 3] {
+    let day = logical_day();
+    let days = |d: Duration| d.as_secs_f64() / 86_400.0;
+    [
+        ("raw rounds", day.raw, days(config.raw_retention)),
+        (
+            "1-minute rollups",
+            day.minutes,
+            days(config.minute_retention),
+        ),
+        ("1-hour rollups", day.hours, days(config.hour_retention)),
+    ]
+}
+
+fn logical_total(config: &StoreConfig) -> f64 {
+    logical_full(config)
         .iter()
-        .find(|s| (s.day - day).abs() < 1e-6)
-        .map(|s| s.allocated as f64)
+        .map(|&(_, per_day, window)| per_day as f64 * window)
+        .sum()
+}
+
+/// The model's data itself with the default windows, and what it takes on
+/// disk at the overhead `disk_per_logical` measured on the scaled store.
+fn logical_table(out: &mut String, disk_per_logical: f64) {
+    let _ = writeln!(
+        out,
+        "The model's data itself with the default windows: keys and values as the store \
+         encodes them (postcard, before sled's page compression and layout), per day and per \
+         full window:\n\n\
+         | tree | per day | window | per full window |\n|---|---:|---:|---:|"
+    );
+    for (name, per_day, window) in logical_full(&StoreConfig::default()) {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {window:.0} d | {} |",
+            kib(per_day as f64),
+            mib(per_day as f64 * window)
+        );
+    }
+    let total = logical_total(&StoreConfig::default());
+    let disk = total * disk_per_logical;
+    let _ = writeln!(
+        out,
+        "| **all windows full** | | | **{}** |\n\n\
+         At the scaled store's {disk_per_logical:.2} bytes on disk per byte of data, a target \
+         whose windows are all full takes at most about **{} on disk**, {} for 1,000 targets \
+         (an upper bound: the small scaled store's ratio includes sled's few fixed segments). \
+         Disk use scales with the windows and the hop count: shorten `[storage]` retention to \
+         fit small flash.\n",
+        mib(total),
+        mib(disk),
+        gib(disk * 1000.0)
+    );
 }
 
 /// What fits in a few minutes: the store with the default windows for a
-/// few days, and each rollup kept alone to see how much it holds per day.
+/// few days (for its queries), one with scaled-down windows until every
+/// window is full (for its steady size), and a month of hour rollups to
+/// query.
 fn bounded(args: &StoreArgs, root: &Path) -> anyhow::Result<History> {
-    eprintln!("history: simulated stores, two at a time ...");
+    eprintln!("history: three simulated stores, two at a time ...");
     let started = Instant::now();
     let full = full_plan(args.days);
-    let minutes = alone_plan(true, args.minute_days, 3600);
-    let hours = alone_plan(false, args.hour_days, 3600);
-    let query = alone_plan(false, args.query_days, args.query_seconds);
-    let (first, second) = std::thread::scope(|s| {
-        let first = s.spawn(|| {
-            let full = run_sim(root, "defaults", &full)?;
-            anyhow::Ok((full, run_sim(root, "minutes", &minutes)?))
-        });
-        let second =
-            run_sim(root, "hours", &hours).and_then(|h| Ok((h, run_sim(root, "query", &query)?)));
-        (first.join().expect("the simulation panicked"), second)
+    let scaled_config = scaled_config(args.window_scale);
+    let scaled = plan(scaled_config.clone(), args.scaled_days, 3600, 24);
+    let month = hours_only_plan(args.query_days, args.query_seconds);
+    let (scaled, rest) = std::thread::scope(|s| {
+        let scaled = s.spawn(|| run_sim(root, "scaled", &scaled));
+        let rest = run_sim(root, "defaults", &full)
+            .and_then(|full| Ok((full, run_sim(root, "month-of-hours", &month)?)));
+        (scaled.join().expect("the simulation panicked"), rest)
     });
-    let ((full, minutes), (hours, query)) = (first?, second?);
+    let (scaled, (full, month)) = (scaled?, rest?);
     let wall = started.elapsed();
-
-    let defaults = StoreConfig::default();
-    let window_days = |d: Duration| d.as_secs_f64() / 86_400.0;
-    let (raw_w, minute_w, hour_w) = (
-        window_days(defaults.raw_retention),
-        window_days(defaults.minute_retention),
-        window_days(defaults.hour_retention),
-    );
-    let minute_day =
-        growth_per_day(&minutes.samples, 1.0).context("--minute-days must be at least 2")?;
-    let hour_day = growth_per_day(&hours.samples, 2.0).context("--hour-days must be at least 3")?;
-    let at_raw = size_at(&full.samples, raw_w).context("--days must be at least 2")?;
-    let floor = at_raw + (minute_w - raw_w) * minute_day + (hour_w - raw_w) * hour_day;
-    let growth = growth_per_day(&full.samples, raw_w + 1.0);
 
     let mut out = String::new();
     let _ = writeln!(
@@ -766,51 +830,54 @@ fn bounded(args: &StoreArgs, root: &Path) -> anyhow::Result<History> {
          Synthetic rounds (`storesim::SimModel`) written through `hopwatch::store::Store` \
          against a synthetic clock, one round per second, a flush every {FLUSH_EVERY_S} \
          synthetic seconds (the daemon's default), on {} ({:.0} s in all).\n\n\
-         With the default windows (raw 48 h, minute rollups 30 d, hour rollups 365 d), \
-         every second of {} days:\n",
+         Retention bounds the disk only if sled reuses the space of swept keys, which \
+         sled 0.34 does only on its background thread (`store::schema::sled_config`). To see \
+         the size level off without simulating a year, a store with {} \
+         (the defaults divided by {}), every second of {} days:\n",
         args.sim_dir.display(),
         wall.as_secs_f64(),
+        windows_label(&scaled_config),
+        args.window_scale,
+        args.scaled_days
+    );
+    size_table(&mut out, &scaled.samples, args.scaled_days);
+    let hour_days = scaled_config.hour_retention.as_secs_f64() / 86_400.0;
+    let steady: Vec<f64> = scaled
+        .samples
+        .iter()
+        .filter(|s| s.day > hour_days)
+        .map(|s| s.allocated as f64)
+        .collect();
+    let steady_mean = steady.iter().sum::<f64>() / steady.len().max(1) as f64;
+    let steady_max = steady.iter().copied().fold(0.0, f64::max);
+    let scaled_logical = logical_total(&scaled_config);
+    let per_logical = steady_max / scaled_logical;
+    let _ = writeln!(
+        out,
+        "Once every window is full (day {hour_days:.0} on, {} samples): mean {}, max **{}**, \
+         for {} of data: {per_logical:.2} bytes on disk per byte.\n",
+        steady.len(),
+        mib(steady_mean),
+        mib(steady_max),
+        mib(scaled_logical)
+    );
+    logical_table(&mut out, per_logical);
+    let _ = writeln!(
+        out,
+        "The store with the default windows, every second of {} days (its queries below):\n",
         args.days
     );
     size_table(&mut out, &full.samples, args.days);
-    let _ = writeln!(
-        out,
-        "Growth per day once the raw window is full (least squares, day {:.0} on): **{}**.\n",
-        raw_w + 1.0,
-        growth.map_or("?".to_owned(), mib)
-    );
-    let _ = writeln!(
-        out,
-        "Each rollup kept alone (raw rounds and the other rollup kept 2 h), to see what it \
-         holds per day:\n\n\
-         | rollup | written | growth per day | × its window |\n|---|---|---:|---:|\n\
-         | 1-minute | every second of {} d | {} | {} (× {minute_w:.0}) |\n\
-         | 1-hour | every second of {} d | {} | {} (× {hour_w:.0}) |\n",
-        args.minute_days,
-        kib(minute_day),
-        mib(minute_day * minute_w),
-        args.hour_days,
-        kib(hour_day),
-        mib(hour_day * hour_w)
-    );
-    let _ = writeln!(
-        out,
-        "Size at {raw_w:.0} d plus the rest of each rollup window at those rates: **{}** per \
-         target, {} for 1,000. That is the data alone: sled reclaims the space of swept keys \
-         late, so the real size is larger (`store --full-days 367` writes the whole year).\n",
-        mib(floor),
-        gib(floor * 1000.0)
-    );
     let mut rows: Vec<_> = timings(&full, &[6 * HOUR_MS, DAY_MS], args.query_runs)?
         .into_iter()
         .map(|(s, o, a)| (s, o, a, format!("defaults, {} d", args.days)))
         .collect();
     rows.extend(
-        timings(&query, &[30 * DAY_MS], args.query_runs)?
+        timings(&month, &[30 * DAY_MS], args.query_runs)?
             .into_iter()
             .map(|(s, o, a)| {
                 let note = format!(
-                    "hour rollups alone, {} d (the first {} s of each hour written)",
+                    "hour rollups only, {} d (the first {} s of each hour written)",
                     args.query_days, args.query_seconds
                 );
                 (s, o, a, note)
@@ -830,12 +897,14 @@ fn bounded(args: &StoreArgs, root: &Path) -> anyhow::Result<History> {
 /// Only the store with the default windows, every second of `days` days.
 fn full_only(args: &StoreArgs, root: &Path, days: u64) -> anyhow::Result<History> {
     eprintln!("history: every second of {days} days into one store (about 11 s per day) ...");
-    let out = run_sim(root, "defaults", &full_plan(days))?;
+    let config = scaled_config(args.window_scale);
+    let windows = windows_label(&config);
+    let out = run_sim(root, "defaults", &plan(config, days, 3600, 24))?;
     let mut report = String::new();
     let _ = writeln!(
         report,
         "### History on disk: one 10-hop target, every second of {days} days\n\n\
-         One store with the default windows, {} synthetic rounds (`storesim::SimModel`), a \
+         One store with {windows}, {} synthetic rounds (`storesim::SimModel`), a \
          flush every {FLUSH_EVERY_S} synthetic seconds, on {} ({:.0} s).\n",
         out.rounds,
         args.sim_dir.display(),
