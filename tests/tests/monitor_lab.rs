@@ -183,6 +183,18 @@ fn loss_and_latency_at_a_link_are_localised_to_the_hop_behind_it() {
         );
         assert_eq!(finding.responder, Some(r3));
         drop(loss);
+        // Let the lossy rounds leave the window first: while they are in it,
+        // each hop's median is over a different set of answered rounds, and
+        // a step would cross them rounds apart.
+        eventually(Duration::from_secs(20), "a window clean of loss", || {
+            let v = view(&monitor, "t");
+            v.analysis
+                .hops
+                .iter()
+                .all(|h| h.window.loss_pct == Some(0.0))
+                .then_some(())
+        })
+        .await;
 
         let delay = lab
             .delay(
@@ -205,6 +217,48 @@ fn loss_and_latency_at_a_link_are_localised_to_the_hop_behind_it() {
         );
         drop(delay);
     });
+}
+
+#[test]
+fn destination_loss_is_the_loss_of_its_own_probes() {
+    // The destination is behind the lossy link, like hop 3: the two must lose
+    // about as much. A round after a lost destination reply must not probe
+    // past the destination and count a reply at a higher TTL as its answer.
+    let lab = &LabSpec::chain(4).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let _loss = lab.loss(At::link("r2", "r3"), 50.0).expect("loss");
+    let state = temp_dir("destloss");
+    // Rounds that do not overlap (the timeout well inside the interval), so
+    // each round starts knowing how the one before it ended.
+    let cfg = config(state.path(), 500, &[("t", target)])
+        .replace("timeout = \"500ms\"", "timeout = \"50ms\"");
+    let snapshot = with_monitor(lab, cfg, move |monitor| async move {
+        eventually(Duration::from_secs(90), "a full window", || {
+            let v = view(&monitor, "t");
+            (v.analysis.rounds >= 510).then_some(v)
+        })
+        .await
+    });
+    let hop3 = snapshot
+        .analysis
+        .hops
+        .iter()
+        .find(|h| h.ttl == 3)
+        .and_then(|h| h.window.loss_pct)
+        .expect("hop 3 was probed");
+    let dest = snapshot
+        .analysis
+        .destination
+        .window
+        .loss_pct
+        .expect("the destination was probed");
+    assert!(hop3 > 35.0, "50 % loss on r2 -> r3 shows at hop 3: {hop3}%");
+    // 500 probes each: about 2 points of noise per estimate. Probing past
+    // the destination after each loss reads p / (1 + p): 33 % for 50 %.
+    assert!(
+        (dest - hop3).abs() < 10.0,
+        "destination loss {dest}% against hop 3's {hop3}%"
+    );
 }
 
 #[test]
