@@ -1,56 +1,67 @@
 #!/usr/bin/env bash
-# The hopwatch demo, from a fresh machine with no internet: installs what is
-# needed, builds hopwatch, brings up a lab network of namespaces (a source host,
-# three routers, a destination host with IPv4 and IPv6 targets) and traces it
-# with ICMP, UDP and TCP, then removes the lab. Packets never leave the lab.
+# The hopwatch demo, from a fresh machine with no internet:
+#
+#   sudo bash deploy/demo.sh [--port N] [--duration SECS] [--fast]
+#
+# Installs what is needed (deploy/setup.sh, idempotent), builds hopwatch and the
+# demo driver, then runs the driver (tests/src/demo): a lab network of
+# namespaces with several targets, the real `hopwatch run` daemon monitoring it
+# with its web UI on http://127.0.0.1:<port>/ (8080, or the next free port),
+# a webhook receiver that prints every alert, and scripted events (loss
+# bursts, a latency step, route changes, a router that rate-limits ICMP).
+# It runs until Ctrl-C (or --duration), then stops the daemon and removes the
+# lab. Packets never leave the lab's namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-bash deploy/setup.sh
-echo "demo: building hopwatch (release)" >&2
-cargo build --release --locked -p hopwatch-service -p hopwatch-tests --bins
+usage() {
+    cat <<'EOF'
+usage: sudo bash deploy/demo.sh [--port N] [--duration SECS] [--fast]
 
-hopwatch=target/release/hopwatch
-lab_bin=target/release/hopwatch-lab
-workdir=$(mktemp -d)
-lab_pid=""
-cleanup() {
-    if [ -n "$lab_pid" ] && kill -0 "$lab_pid" 2>/dev/null; then
-        # SIGINT makes hopwatch-lab remove every namespace and rule it made.
-        kill -INT "$lab_pid"
-        wait "$lab_pid" 2>/dev/null || true
-    fi
-    rm -rf "$workdir"
+  --port N         web UI on http://127.0.0.1:N/ (default: 8080, or the next free port)
+  --duration SECS  stop by itself after SECS seconds (default: run until Ctrl-C)
+  --fast           four times faster: rounds every 250 ms, every event within 105 s
+EOF
 }
-trap cleanup EXIT INT TERM
 
-"$lab_bin" up --routers 3 --targets 4 --json --for 10m >"$workdir/lab.json" 2>"$workdir/lab.log" &
-lab_pid=$!
-# The plan is printed once the lab is up; wait for complete JSON.
-for _ in $(seq 1 100); do
-    if python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$workdir/lab.json" 2>/dev/null; then
-        break
-    fi
-    kill -0 "$lab_pid" 2>/dev/null || { cat "$workdir/lab.log" >&2; exit 1; }
-    sleep 0.1
+# Checked before the (long) set-up and build, so a typo fails at once.
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --port | --duration)
+            if [ $# -lt 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
+                echo "demo: $1 needs a number" >&2
+                usage >&2
+                exit 2
+            fi
+            args+=("$1" "$2")
+            shift 2
+            ;;
+        --fast)
+            args+=("$1")
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            echo "demo: unknown option $1" >&2
+            usage >&2
+            exit 2
+            ;;
+    esac
 done
-read -r lab_id v4 v6 < <(python3 -c '
-import json, sys
-plan = json.load(open(sys.argv[1]))
-print(plan["id"], plan["targets_v4"][0], plan["targets_v6"][0])' "$workdir/lab.json")
-src_ns="${lab_id}-src"
-echo "demo: lab $lab_id is up; tracing from namespace $src_ns" >&2
 
-run() {
-    echo
-    echo "\$ ip netns exec $src_ns hopwatch trace $*"
-    ip netns exec "$src_ns" "$hopwatch" trace "$@"
-}
-run -c 5 -i 0.2 "$v4"
-run -c 5 -i 0.2 -P udp "$v6"
-run -c 5 -i 0.2 -P tcp -p 443 "$v4"
-run -c 3 -i 0.2 --timestamps kernel "$v4"
-run -c 2 -i 0.2 --raw -m 4 "$v6"
-echo
-echo "demo: done; removing the lab" >&2
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo: run it as root (sudo bash deploy/demo.sh): it installs packages and builds network namespaces" >&2
+    exit 1
+fi
+
+bash deploy/setup.sh
+echo "demo: building hopwatch and the demo (release)" >&2
+cargo build --release --locked -p hopwatch-service --bin hopwatch -p hopwatch-tests --bin hopwatch-demo
+
+# exec: Ctrl-C and SIGTERM go straight to the driver, which cleans up.
+exec target/release/hopwatch-demo --hopwatch target/release/hopwatch "${args[@]}"

@@ -64,14 +64,20 @@
 
 pub mod bench;
 pub mod binaries;
+pub mod daemon;
+pub mod demo;
 pub mod error;
 pub mod impair;
 pub mod lab;
 pub mod netns;
 pub mod ping;
 pub mod privilege;
+pub mod programs;
+pub mod prometheus;
+pub mod promql;
 pub mod state;
 pub mod topology;
+pub mod webclient;
 
 pub use binaries::hopwatch_bin;
 pub use error::{LabError, Result, SpecError};

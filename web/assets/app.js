@@ -665,6 +665,92 @@ function drawHeatmap(canvas, map, rateLimited) {
   return { rows, rowH, yTop, colW, x0, baselines };
 }
 
+// --------------------------------------------------------------- webhooks
+
+/** "in 4 s" / "due": how far ahead a time is. */
+function until(tms) {
+  if (!tms) return '–';
+  const s = Math.round((tms - Date.now()) / 1000);
+  if (s <= 0) return 'due';
+  if (s < 60) return 'in ' + s + ' s';
+  if (s < 3600) return 'in ' + Math.round(s / 60) + ' min';
+  return 'in ' + Math.round(s / 3600) + ' h';
+}
+
+/**
+ * The overview's webhooks panel: each webhook's delivery health from
+ * /api/v1/webhooks, failing ones first and highlighted. Hidden when no
+ * webhook is configured. URLs come redacted from the server (scheme, host
+ * and port only), and no secret ever reaches the page.
+ */
+function webhooksPanel(onChange) {
+  let list = [];
+  const tbody = h('tbody');
+  const note = h('span', { class: 'muted wh-note' });
+  const cols = [
+    ['Webhook', ''], ['Status', ''], ['Pending', 'num'], ['Delivered', 'num'],
+    ['Failed attempts', 'num hide-sm'], ['Last success', 'hide-sm'], ['Last failure', ''], ['Next retry', 'hide-md'],
+  ];
+  const el = h('section', { class: 'panel webhooks', id: 'webhooks', hidden: true, 'aria-label': 'Webhook delivery' },
+    h('div', { class: 'panel-head' }, h('h2', { text: 'Webhooks' }), note),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'webhooks' },
+        h('thead', {}, h('tr', {}, cols.map(([label, cls]) => h('th', { class: cls, scope: 'col', text: label })))),
+        tbody)));
+
+  function row(w) {
+    const st = w.failing ? 'bad' : (w.pending > 0 ? 'warn' : 'ok');
+    const state = w.failing
+      ? 'failing' + (w.consecutive_failures > 1 ? ' (' + w.consecutive_failures + ' in a row)' : '')
+      : (w.pending > 0 ? 'sending' : 'ok');
+    const when = (tms) => h('span', { title: tms ? fmtFull(tms) : '', text: ago(tms) });
+    const delivered = w.format === 'alertmanager' && w.resent
+      ? w.delivered + ' · ' + w.resent + ' re-sent' : String(w.delivered);
+    return h('tr', { class: 's-' + st, dataset: { webhook: w.name } },
+      h('td', { class: 'name' },
+        h('b', { text: w.name }),
+        h('span', { class: 'host', text: w.format + ' · ' + w.url + (w.signed ? ' · signed' : '') })),
+      h('td', {}, h('span', { class: 'dot' }), h('span', { class: 'wh-state', text: state })),
+      h('td', { class: 'num', text: String(w.pending) }),
+      h('td', { class: 'num', text: delivered }),
+      h('td', { class: 'num hide-sm', text: String(w.failed_attempts) }),
+      h('td', { class: 'hide-sm' }, when(w.last_success_at_ms)),
+      h('td', { class: 'wh-error' }, when(w.last_error_at_ms),
+        w.last_error ? h('span', { class: 'err', text: w.last_error }) : null),
+      h('td', {
+        class: 'hide-md',
+        title: w.retrying_targets.length ? 'waiting: ' + w.retrying_targets.join(', ') : '',
+        text: until(w.next_retry_at_ms),
+      }));
+  }
+
+  function render() {
+    el.hidden = list.length === 0;
+    const shown = [...list].sort((a, b) => (b.failing - a.failing) || a.name.localeCompare(b.name));
+    tbody.replaceChildren(...shown.map(row));
+    const failing = list.filter((w) => w.failing).length;
+    const pending = list.reduce((n, w) => n + w.pending, 0);
+    setText(note, failing ? failing + ' failing, ' + pending + ' alert deliveries waiting'
+      : (pending ? pending + ' alert deliveries in progress' : 'all delivered'));
+    setClass(note, 'wh-note ' + (failing ? 'bad' : 'muted'));
+  }
+
+  async function load() {
+    try {
+      list = (await api('/api/v1/webhooks')).webhooks;
+      render();
+      if (onChange) onChange();
+    } catch (e) { /* the next refresh tries again */ }
+  }
+
+  return {
+    el,
+    load,
+    render,
+    failing: () => list.filter((w) => w.failing).length,
+  };
+}
+
 // --------------------------------------------------------------- overview
 
 let page = null;
@@ -713,11 +799,12 @@ function overviewPage(root) {
   const tableWrap = h('div', { class: 'panel table-wrap' }, table);
   const tiles = h('div', { class: 'tiles', id: 'tiles' });
   const empty = h('p', { class: 'empty-note', hidden: true });
+  const hooks = webhooksPanel(() => queueRender());
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
       h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), addBtn),
-    strip, tableWrap, tiles, empty);
+    strip, tableWrap, tiles, empty, hooks.el);
 
   filter.value = prefs.get('filter', '');
   stateFilter.value = prefs.get('stateFilter', 'all');
@@ -872,7 +959,12 @@ function overviewPage(root) {
       h('span', { class: 'stat ok' }, h('b', { text: String(counts.ok) }), 'healthy'),
       h('span', { class: 'stat warn' }, h('b', { text: String(counts.warn) }), 'degraded'),
       h('span', { class: 'stat bad' }, h('b', { text: String(counts.bad) }), 'failing'),
-      h('span', { class: 'stat paused' }, h('b', { text: String(counts.paused) }), 'paused'));
+      h('span', { class: 'stat paused' }, h('b', { text: String(counts.paused) }), 'paused'),
+      // replaceChildren prints a null argument as the text "null".
+      ...(hooks.failing()
+        ? [h('a', { class: 'stat bad', href: '#webhooks', title: 'Alert deliveries are failing' },
+          h('b', { text: String(hooks.failing()) }), hooks.failing() === 1 ? 'webhook failing' : 'webhooks failing')]
+        : []));
     setText(count, shown.length === all.length ? '' : shown.length + ' of ' + all.length + ' shown');
     empty.hidden = all.length > 0 && shown.length > 0;
     setText(empty, all.length === 0
@@ -921,7 +1013,9 @@ function overviewPage(root) {
   const timers = [
     setInterval(loadSparks, 15000),
     setInterval(queueRender, 5000), // "updated ... ago"
+    setInterval(hooks.load, 10000),
   ];
+  hooks.load();
   load().then(loadSparks).catch((e) => {
     empty.hidden = false;
     empty.textContent = 'Could not load the targets: ' + e.message;
@@ -965,7 +1059,7 @@ function overviewPage(root) {
   }
 
   return {
-    refresh() { load().then(loadSparks).catch(() => {}); queueRender(); },
+    refresh() { load().then(loadSparks).catch(() => {}); hooks.load(); queueRender(); },
     redraw() { drawEpoch++; queueRender(); },
     close() { live.close(); timers.forEach(clearInterval); },
   };

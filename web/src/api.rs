@@ -83,6 +83,9 @@ pub async fn index() -> Json<serde_json::Value> {
             "GET /api/v1/targets/{id}/live (server-sent events)",
             "GET /api/v1/sparklines",
             "GET /api/v1/live (server-sent events)",
+            "GET /api/v1/webhooks",
+            "GET /api/v1/peers",
+            "GET /api/v1/peers/{name}",
             "GET /healthz",
             "GET /readyz",
             "GET /metrics",
@@ -118,6 +121,11 @@ pub async fn target(
         .await?
         .ok_or(ApiError::UnknownTarget { id })?;
     Ok(Json(detail).into_response())
+}
+
+pub async fn webhooks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let webhooks = state.read(|read| read.webhooks()).await?;
+    Ok(Json(serde_json::json!({ "webhooks": webhooks })).into_response())
 }
 
 pub async fn sparklines(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -397,6 +397,42 @@ pub struct TargetCounts {
     pub failed: usize,
 }
 
+/// One webhook's delivery health (`GET /api/v1/webhooks`). It never holds a
+/// secret: the URL keeps only its scheme, host and port (receivers keep
+/// their tokens in the path, the query or the user info), and of the HMAC
+/// secret only whether there is one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookDto {
+    /// The `name` of its `[[webhook]]`.
+    pub name: String,
+    /// `json`, `slack` or `alertmanager`.
+    pub format: String,
+    /// `scheme://host[:port]/…`.
+    pub url: String,
+    /// Requests carry an HMAC-SHA256 signature.
+    pub signed: bool,
+    /// The latest attempt failed (`consecutive_failures` > 0).
+    pub failing: bool,
+    /// Events waiting in the outbox for this webhook.
+    pub pending: u64,
+    /// Events the receiver accepted since the daemon started.
+    pub delivered: u64,
+    /// Alertmanager: re-sends of firing alerts accepted since start.
+    pub resent: u64,
+    /// Attempts that failed since start.
+    pub failed_attempts: u64,
+    /// Attempts that failed since the last success.
+    pub consecutive_failures: u64,
+    pub last_success_at_ms: Option<u64>,
+    pub last_error_at_ms: Option<u64>,
+    /// What the latest failure was, e.g. `the receiver answered HTTP 500`.
+    pub last_error: Option<String>,
+    /// When the next retry of a failed event is due.
+    pub next_retry_at_ms: Option<u64>,
+    /// Targets whose oldest event waits for a retry.
+    pub retrying_targets: Vec<String>,
+}
+
 /// The daemon's health, for /readyz.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthDto {
@@ -449,4 +485,118 @@ pub struct ControlOutcome {
     pub changed: bool,
     /// Where the change was saved, so it survives a restart.
     pub persisted_to: Option<String>,
+}
+
+/// What a peer's STAMP session is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    Paused,
+    /// Starting, or about to be retried.
+    Starting,
+    Running,
+    /// The last attempt failed (see `error`); retried every few seconds.
+    Failed,
+}
+
+impl PeerState {
+    pub const ALL: [PeerState; 4] = [
+        PeerState::Paused,
+        PeerState::Starting,
+        PeerState::Running,
+        PeerState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Paused => "paused",
+            PeerState::Starting => "starting",
+            PeerState::Running => "running",
+            PeerState::Failed => "failed",
+        }
+    }
+}
+
+/// Min / mean / max of one delay over a peer's window, nanoseconds. One-way
+/// delays may be negative when the two clocks disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DelayDto {
+    pub min_ns: i64,
+    pub mean_ns: f64,
+    pub max_ns: i64,
+}
+
+/// One direction of a peer link over the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerDirectionDto {
+    /// One-way delay; believe it only when `owd_reliable`.
+    pub owd: Option<DelayDto>,
+    /// Probes lost in this direction.
+    pub lost: u64,
+    /// Lost share (0 to 100) of the probes that travelled this way.
+    pub loss_pct: Option<f64>,
+    pub jitter_ns: Option<f64>,
+    pub duplicates: u64,
+}
+
+/// A peer's window: the last `window_probes` probes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerWindowDto {
+    pub probes: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub loss_pct: Option<f64>,
+    /// Losses not yet attributed to a direction (after the last answer).
+    pub lost_unknown_direction: u64,
+    pub reordered: u64,
+    pub rtt: Option<DelayDto>,
+    pub rtt_jitter_ns: Option<f64>,
+    pub forward: PeerDirectionDto,
+    pub backward: PeerDirectionDto,
+    /// Whether one-way delays can be trusted: `synchronized`, `shared_clock`
+    /// or `unreliable` (see `owd_doubt`); `null` before the first answer.
+    pub owd_verdict: Option<String>,
+    pub owd_reliable: bool,
+    /// Why one-way delays are flagged, when they are.
+    pub owd_doubt: Option<String>,
+    /// The sum of both clocks' error estimates, when synchronised.
+    pub owd_error_bound_ns: Option<u64>,
+    /// Timestamp source of the answers: `kernel` or `userspace`.
+    pub timestamp_source: Option<String>,
+}
+
+/// Counters since the session (re)started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerTotalsDto {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub lost_forward: Option<u64>,
+    pub lost_backward: Option<u64>,
+    pub duplicates_forward: u64,
+    pub duplicates_backward: u64,
+    pub reordered_forward: u64,
+    pub reordered_backward: u64,
+}
+
+/// One `[[peer]]`: a STAMP link measurement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerDto {
+    pub name: String,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub address: IpAddr,
+    pub port: u16,
+    /// `udp` or `tcp`.
+    pub mode: String,
+    pub interval_ms: f64,
+    pub packet_size: u16,
+    pub state: PeerState,
+    pub error: Option<String>,
+    /// Our end of the session, while it runs.
+    pub local: Option<String>,
+    pub window_probes: u32,
+    pub window: PeerWindowDto,
+    pub totals: Option<PeerTotalsDto>,
 }

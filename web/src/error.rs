@@ -34,6 +34,8 @@ pub enum ApiError {
     WritesDisabled,
     #[error("no target named {id:?}")]
     UnknownTarget { id: String },
+    #[error("no peer named {name:?}")]
+    UnknownPeer { name: String },
     #[error("no such endpoint: {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("{method} is not allowed on {path}")]
@@ -81,7 +83,9 @@ impl ApiError {
             ApiError::InvalidBody { status, .. } => *status,
             ApiError::MissingToken | ApiError::BadToken => StatusCode::UNAUTHORIZED,
             ApiError::WritesDisabled => StatusCode::FORBIDDEN,
-            ApiError::UnknownTarget { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownTarget { .. }
+            | ApiError::UnknownPeer { .. }
+            | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

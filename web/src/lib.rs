@@ -26,6 +26,7 @@ pub mod export;
 mod live;
 pub mod metrics;
 pub mod model;
+pub mod peers;
 pub mod query;
 pub mod state;
 
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/targets/{id}", get(assets::index))
+        .route("/peers/{name}", get(assets::index))
         .route("/assets/{name}", get(assets::file))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -133,6 +135,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/service", get(api::service))
         .route("/api/v1/live", get(api::overview_live))
         .route("/api/v1/sparklines", get(api::sparklines))
+        .route("/api/v1/webhooks", get(api::webhooks))
+        .route("/api/v1/peers", get(peers::peers))
+        .route("/api/v1/peers/{name}", get(peers::peer))
         .route("/api/v1/targets", get(api::targets).post(api::add_target))
         .route(
             "/api/v1/targets/{id}",

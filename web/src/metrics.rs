@@ -142,6 +142,33 @@ pub struct MetricsSnapshot {
     /// Failed webhook deliveries; `None` while no alerts module reports them.
     pub webhook_delivery_failures: Option<u64>,
     pub targets: Vec<TargetMetrics>,
+    /// `[[peer]]`s (STAMP links), in config order.
+    pub peers: Vec<PeerMetrics>,
+}
+
+/// One peer's values for /metrics: gauges over its window, counters since its
+/// session started. Labels are the peer's name (bounded by the config) and,
+/// for per-direction series, `direction` (`forward` or `backward`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerMetrics {
+    pub peer: String,
+    /// `paused`, `starting`, `running` or `failed`.
+    pub state: &'static str,
+    pub rtt_seconds: Option<f64>,
+    pub forward_owd_seconds: Option<f64>,
+    pub backward_owd_seconds: Option<f64>,
+    /// 1 when one-way delays can be trusted (clocks synchronised or shared).
+    pub owd_reliable: bool,
+    pub loss_ratio: Option<f64>,
+    pub forward_loss_ratio: Option<f64>,
+    pub backward_loss_ratio: Option<f64>,
+    pub jitter_seconds: Option<f64>,
+    pub probes_sent: u64,
+    pub probes_received: u64,
+    pub reordered_forward: u64,
+    pub reordered_backward: u64,
+    pub duplicates_forward: u64,
+    pub duplicates_backward: u64,
 }
 
 /// Encodes a snapshot as OpenMetrics text.
@@ -250,6 +277,112 @@ impl Family<'_, '_> {
         }
         Ok(())
     }
+}
+
+fn p(m: &PeerMetrics) -> Labels<'_> {
+    vec![("peer", m.peer.as_str())]
+}
+
+fn pd<'a>(m: &'a PeerMetrics, direction: &'static str) -> Labels<'a> {
+    vec![("peer", m.peer.as_str()), ("direction", direction)]
+}
+
+/// Both directions of a per-direction peer value that is known.
+fn directions<'a, T: Copy + 'a>(
+    peers: &'a [PeerMetrics],
+    get: impl Fn(&PeerMetrics) -> (Option<T>, Option<T>) + 'a,
+) -> impl Iterator<Item = (Labels<'a>, T)> + 'a {
+    peers.iter().flat_map(move |m| {
+        let (forward, backward) = get(m);
+        [("forward", forward), ("backward", backward)]
+            .into_iter()
+            .filter_map(move |(d, v)| Some((pd(m, d), v?)))
+    })
+}
+
+fn encode_peers(f: &mut Family<'_, '_>, peers: &[PeerMetrics]) -> Result<(), std::fmt::Error> {
+    if peers.is_empty() {
+        return Ok(());
+    }
+    f.gauge(
+        "hopwatch_peer_state",
+        "1 for the state each peer's STAMP session is in (paused, starting, running, failed)",
+        None,
+        peers.iter().flat_map(|m| {
+            ["paused", "starting", "running", "failed"]
+                .into_iter()
+                .map(move |state| {
+                    (
+                        vec![("peer", m.peer.as_str()), ("state", state)],
+                        i64::from(m.state == state),
+                    )
+                })
+        }),
+    )?;
+    f.gauge(
+        "hopwatch_peer_rtt_seconds",
+        "Mean STAMP round-trip time over the window, without the reflector's hold time",
+        None,
+        peers.iter().filter_map(|m| Some((p(m), m.rtt_seconds?))),
+    )?;
+    f.gauge(
+        "hopwatch_peer_owd_seconds",
+        "Mean one-way delay over the window by direction; see hopwatch_peer_owd_reliable",
+        None,
+        directions(peers, |m| (m.forward_owd_seconds, m.backward_owd_seconds)),
+    )?;
+    f.gauge(
+        "hopwatch_peer_owd_reliable",
+        "1 when one-way delays can be trusted (both clocks synchronised, or one shared clock)",
+        None,
+        peers.iter().map(|m| (p(m), i64::from(m.owd_reliable))),
+    )?;
+    f.gauge(
+        "hopwatch_peer_loss_ratio",
+        "Lost share of the window's probes (0 to 1), by direction; without direction, both",
+        None,
+        peers
+            .iter()
+            .filter_map(|m| Some((p(m), m.loss_ratio?)))
+            .chain(directions(peers, |m| {
+                (m.forward_loss_ratio, m.backward_loss_ratio)
+            })),
+    )?;
+    f.gauge(
+        "hopwatch_peer_jitter_seconds",
+        "RFC 3550 jitter of the round-trip time over the window",
+        None,
+        peers.iter().filter_map(|m| Some((p(m), m.jitter_seconds?))),
+    )?;
+    f.counter(
+        "hopwatch_peer_probes_sent",
+        "STAMP test packets sent since the session started",
+        None,
+        peers.iter().map(|m| (p(m), m.probes_sent)),
+    )?;
+    f.counter(
+        "hopwatch_peer_probes_received",
+        "STAMP replies received since the session started",
+        None,
+        peers.iter().map(|m| (p(m), m.probes_received)),
+    )?;
+    f.counter(
+        "hopwatch_peer_reordered",
+        "Packets that arrived out of order since the session started, by direction",
+        None,
+        directions(peers, |m| {
+            (Some(m.reordered_forward), Some(m.reordered_backward))
+        }),
+    )?;
+    f.counter(
+        "hopwatch_peer_duplicates",
+        "Duplicated packets since the session started, by direction",
+        None,
+        directions(peers, |m| {
+            (Some(m.duplicates_forward), Some(m.duplicates_backward))
+        }),
+    )?;
+    Ok(())
 }
 
 fn t(m: &TargetMetrics) -> Labels<'_> {
@@ -505,6 +638,9 @@ impl Collector for SnapshotCollector {
                 })
             }),
         )?;
+
+        // ---- per peer (STAMP links) ----
+        encode_peers(&mut f, &s.peers)?;
 
         // ---- per hop ----
         let ttls: Vec<Vec<String>> = targets

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use tokio::sync::broadcast;
 
 use crate::dto::{
-    ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, SeriesDto, ServiceInfo,
-    Sparkline, TargetDetail, TargetSummary,
+    ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, PeerDto, SeriesDto,
+    ServiceInfo, Sparkline, TargetDetail, TargetSummary, WebhookDto,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::query::TimeRange;
@@ -61,11 +61,26 @@ pub trait ReadModel: Send + Sync + 'static {
 
     fn health(&self) -> HealthDto;
 
+    /// Every configured webhook's delivery health, in config order; empty
+    /// when none is configured.
+    fn webhooks(&self) -> Vec<WebhookDto>;
+
     /// Everything /metrics exports, at this instant.
     fn metrics(&self) -> MetricsSnapshot;
 
     /// Events as they happen (route changes, alerts), for live updates.
     fn subscribe(&self) -> broadcast::Receiver<EventDto>;
+
+    /// Every `[[peer]]` (STAMP link), in config order. None by default: a read
+    /// model without peers.
+    fn peers(&self) -> Vec<PeerDto> {
+        Vec::new()
+    }
+
+    /// One peer; `None` when there is no peer with this name.
+    fn peer(&self, name: &str) -> Option<PeerDto> {
+        self.peers().into_iter().find(|p| p.name == name)
+    }
 }
 
 /// Why history could not be read. The router logs it and answers 500 or 503

@@ -307,12 +307,93 @@ async fn exports_record_how_the_data_was_measured() {
 }
 
 #[tokio::test]
+async fn webhooks_show_their_delivery_health() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let response = send(&router, get("/api/v1/webhooks")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CACHE_CONTROL],
+        "no-store",
+        "delivery health is live data"
+    );
+    let doc = body_json(response).await;
+    let hooks = doc["webhooks"].as_array().expect("a webhooks array");
+    assert_eq!(hooks.len(), 2, "{doc}");
+    assert_eq!(hooks[0]["name"], "ops");
+    assert_eq!(hooks[0]["failing"], false);
+    assert_eq!(hooks[0]["next_retry_at_ms"], serde_json::Value::Null);
+    let am = &hooks[1];
+    assert_eq!(am["format"], "alertmanager");
+    assert_eq!(am["url"], "http://127.0.0.1:9093/…");
+    assert_eq!(am["failing"], true);
+    assert_eq!(am["pending"], 3);
+    assert_eq!(am["failed_attempts"], 7);
+    assert_eq!(am["consecutive_failures"], 4);
+    assert_eq!(am["last_error"], "the receiver answered HTTP 500");
+    assert_eq!(am["last_error_at_ms"], 8_000);
+    assert_eq!(am["last_success_at_ms"], 2_000);
+    assert_eq!(am["next_retry_at_ms"], 10_000);
+    assert_eq!(am["retrying_targets"], serde_json::json!(["alpha"]));
+    assert_eq!(am["resent"], 5);
+    // Exactly the DTO's fields: nothing else (a secret) can slip in.
+    let mut keys: Vec<&str> = am.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "consecutive_failures",
+            "delivered",
+            "failed_attempts",
+            "failing",
+            "format",
+            "last_error",
+            "last_error_at_ms",
+            "last_success_at_ms",
+            "name",
+            "next_retry_at_ms",
+            "pending",
+            "resent",
+            "retrying_targets",
+            "signed",
+            "url"
+        ]
+    );
+
+    // None configured: an empty list, not an error.
+    fake.webhooks.lock().unwrap().clear();
+    let doc = body_json(send(&router, get("/api/v1/webhooks")).await).await;
+    assert_eq!(doc, serde_json::json!({ "webhooks": [] }));
+
+    let listed = body_json(send(&router, get("/api/v1")).await).await;
+    assert!(
+        listed["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GET /api/v1/webhooks"),
+        "{listed}"
+    );
+    let (writable, _) = app(&fake, settings(false, true));
+    let post = send(
+        &writable,
+        post_json("/api/v1/webhooks", Some(WRITE_TOKEN), "{}"),
+    )
+    .await;
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED, "read-only");
+    // The overview's webhooks panel reads this endpoint.
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    assert!(js.contains("/api/v1/webhooks"));
+}
+
+#[tokio::test]
 async fn a_read_token_protects_data_but_not_the_ui_or_health() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(true, true));
     for path in [
         "/api/v1/targets",
         "/api/v1/targets/alpha",
+        "/api/v1/webhooks",
         "/metrics",
         "/api/v1/live",
     ] {
@@ -847,4 +928,53 @@ async fn the_server_stops_gracefully_with_live_streams_open() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer listening"
     );
+}
+
+#[tokio::test]
+async fn peers_are_listed_and_served_one_by_one() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let list = body_json(send(&router, get("/api/v1/peers")).await).await;
+    let peers = list["peers"].as_array().expect("a peers array");
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0]["name"], "branch-b");
+    assert_eq!(peers[0]["state"], "running");
+    assert_eq!(peers[0]["window"]["backward"]["loss_pct"], 10.0);
+    assert_eq!(peers[0]["window"]["forward"]["owd"]["mean_ns"], 25e6);
+
+    let one = send(&router, get("/api/v1/peers/branch-b")).await;
+    assert_eq!(one.status(), StatusCode::OK);
+    let one = body_json(one).await;
+    assert_eq!(one["address"], "198.18.2.2");
+    assert_eq!(one["mode"], "udp");
+
+    let missing = send(&router, get("/api/v1/peers/nope")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let bad = send(&router, get("/api/v1/peers/no%20spaces")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn peer_metrics_have_bounded_labels_and_directions() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let text = body_text(send(&router, get("/metrics")).await).await;
+    for expected in [
+        "hopwatch_peer_state{peer=\"branch-b\",state=\"running\"} 1",
+        "hopwatch_peer_rtt_seconds{peer=\"branch-b\"} 0.03",
+        "hopwatch_peer_owd_seconds{peer=\"branch-b\",direction=\"forward\"} 0.025",
+        "hopwatch_peer_owd_seconds{peer=\"branch-b\",direction=\"backward\"} 0.005",
+        "hopwatch_peer_owd_reliable{peer=\"branch-b\"} 1",
+        "hopwatch_peer_loss_ratio{peer=\"branch-b\"} 0.1",
+        "hopwatch_peer_loss_ratio{peer=\"branch-b\",direction=\"backward\"} 0.1",
+        "hopwatch_peer_loss_ratio{peer=\"branch-b\",direction=\"forward\"} 0.0",
+        "hopwatch_peer_probes_sent_total{peer=\"branch-b\"} 500",
+        "hopwatch_peer_reordered_total{peer=\"branch-b\",direction=\"backward\"} 2",
+        "hopwatch_peer_duplicates_total{peer=\"branch-b\",direction=\"backward\"} 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == expected),
+            "missing `{expected}` in\n{text}"
+        );
+    }
 }

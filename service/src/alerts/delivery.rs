@@ -4,6 +4,12 @@
 //! a failing lane waits (exponential backoff with jitter) without holding up
 //! other targets or other webhooks. Every attempt has a timeout. Failures are
 //! logged, counted and shown in [`WebhookStatus`].
+//!
+//! Alertmanager webhooks also get every firing alert again every
+//! [`DeliveryOptions::resend_every`] (Alertmanager resolves an alert nobody
+//! re-sends). A re-send is not an outbox event: it is rebuilt from the raised
+//! alerts, goes through the lane like an event (so it never overtakes the
+//! clear of the same alert) and only when the lane has nothing queued.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +20,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::error::{AlertsError, DeliveryError};
 use super::event::{now_ms, AlertEvent};
@@ -38,6 +44,34 @@ pub fn backoff(retry_initial: Duration, retry_max: Duration) -> ExponentialBacko
         .build()
 }
 
+/// How the worker keeps Alertmanager's view current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryOptions {
+    /// How often firing alerts are re-sent to Alertmanager webhooks. Each
+    /// send (the raise included) is valid for [`DeliveryOptions::valid_for`].
+    pub resend_every: Duration,
+}
+
+impl DeliveryOptions {
+    /// Prometheus' own default resend delay.
+    pub const DEFAULT_RESEND: Duration = Duration::from_secs(60);
+
+    /// How long Alertmanager keeps a firing alert it hears nothing more
+    /// about: four re-send intervals, as Prometheus does, so three lost
+    /// re-sends in a row do not resolve it.
+    pub fn valid_for(&self) -> Duration {
+        self.resend_every * 4
+    }
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        DeliveryOptions {
+            resend_every: Self::DEFAULT_RESEND,
+        }
+    }
+}
+
 /// Delivery counters over all webhooks, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DeliveryCounters {
@@ -49,20 +83,32 @@ pub struct DeliveryCounters {
     pub pending: u64,
 }
 
-/// One webhook's delivery state, for the UI and the API. Holds no URL path or
-/// secret.
+/// One webhook's delivery state, for the UI and the API. Holds no URL path,
+/// query or credentials, and no secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WebhookStatus {
     pub name: String,
     /// `scheme://host[:port]/…` only.
     pub url: String,
     pub format: WebhookFormat,
+    /// Whether requests are signed (the secret itself is never shown).
+    pub signed: bool,
+    /// Events waiting in the outbox for this webhook.
     pub pending: u64,
+    /// Events accepted since start.
     pub delivered: u64,
+    /// Alertmanager only: re-sends of firing alerts accepted since start.
+    pub resent: u64,
+    /// Attempts that failed since start (events and re-sends).
     pub failed_attempts: u64,
+    /// Attempts that failed since the last one that succeeded: 0 when healthy.
+    pub consecutive_failures: u64,
     pub last_success_ms: Option<u64>,
+    /// The latest failure (scrubbed of the URL), and when.
     pub last_error: Option<String>,
     pub last_error_ms: Option<u64>,
+    /// When the next retry of a failed delivery is due, if one waits.
+    pub next_retry_ms: Option<u64>,
     /// Targets whose head-of-line event is waiting for a retry.
     pub retrying_targets: Vec<String>,
 }
@@ -70,8 +116,17 @@ pub struct WebhookStatus {
 #[derive(Default)]
 struct HookStats {
     delivered: AtomicU64,
+    resent: AtomicU64,
     failed_attempts: AtomicU64,
+    consecutive_failures: AtomicU64,
     last: Mutex<LastOutcome>,
+}
+
+impl HookStats {
+    fn last(&self) -> std::sync::MutexGuard<'_, LastOutcome> {
+        // Single field writes: a panic leaves them usable.
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -89,11 +144,19 @@ struct Lane {
     backoff: Option<ExponentialBackoff>,
 }
 
+impl Lane {
+    /// Free to start an attempt at `now`.
+    fn ready(&self, now: Instant) -> bool {
+        !self.in_flight && self.retry_at.is_none_or(|at| at <= now)
+    }
+}
+
 type LaneKey = (usize, TargetId);
 
 struct Shared {
     hooks: Vec<WebhookConfig>,
     names: Vec<String>,
+    options: DeliveryOptions,
     lanes: Mutex<BTreeMap<LaneKey, Lane>>,
     stats: Vec<HookStats>,
     wake: Notify,
@@ -103,6 +166,11 @@ impl Shared {
     fn lanes(&self) -> std::sync::MutexGuard<'_, BTreeMap<LaneKey, Lane>> {
         // Lane updates are single field writes: a panic leaves them usable.
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `endsAt` of a firing alert sent now.
+    fn valid_until_ms(&self) -> u64 {
+        now_ms() + self.options.valid_for().as_millis() as u64
     }
 }
 
@@ -114,8 +182,18 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Loads what the outbox still owes and starts delivering. Needs a tokio runtime.
+    /// Loads what the outbox still owes and starts delivering, with the
+    /// default options. Needs a tokio runtime.
     pub fn start(outbox: Arc<Outbox>, hooks: Vec<WebhookConfig>) -> Result<Delivery, AlertsError> {
+        Delivery::start_with(outbox, hooks, DeliveryOptions::default())
+    }
+
+    /// [`Delivery::start`] with `options`.
+    pub fn start_with(
+        outbox: Arc<Outbox>,
+        hooks: Vec<WebhookConfig>,
+        options: DeliveryOptions,
+    ) -> Result<Delivery, AlertsError> {
         // reqwest is built without a TLS provider of its own; ring is ours.
         // An error means one is installed already, which is all we need.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -149,6 +227,7 @@ impl Delivery {
             stats: hooks.iter().map(|_| HookStats::default()).collect(),
             hooks,
             names,
+            options,
             lanes: Mutex::new(lanes),
             wake: Notify::new(),
         });
@@ -200,28 +279,38 @@ impl Delivery {
 
     pub fn status(&self) -> Vec<WebhookStatus> {
         let lanes = self.shared.lanes();
+        let (now, now_wall) = (Instant::now(), now_ms());
         self.shared
             .hooks
             .iter()
             .zip(&self.shared.stats)
             .enumerate()
             .map(|(i, (hook, stats))| {
-                let mine = lanes.iter().filter(|((h, _), _)| *h == i);
-                let last = stats.last.lock().unwrap_or_else(|e| e.into_inner());
+                let mine = || lanes.iter().filter(move |((h, _), _)| *h == i);
+                // Lanes in a retry cycle: their head event failed and is
+                // waiting (or being retried right now).
+                let waiting =
+                    || mine().filter(|(_, l)| !l.queue.is_empty() && l.retry_at.is_some());
+                let last = stats.last();
                 WebhookStatus {
                     name: hook.name.clone(),
                     url: hook.url.redacted(),
                     format: hook.format,
-                    pending: mine.clone().map(|(_, l)| l.queue.len() as u64).sum(),
+                    signed: hook.secret.is_some(),
+                    pending: mine().map(|(_, l)| l.queue.len() as u64).sum(),
                     delivered: stats.delivered.load(Ordering::Relaxed),
+                    resent: stats.resent.load(Ordering::Relaxed),
                     failed_attempts: stats.failed_attempts.load(Ordering::Relaxed),
+                    consecutive_failures: stats.consecutive_failures.load(Ordering::Relaxed),
                     last_success_ms: last.success_ms,
                     last_error: last.error.clone(),
                     last_error_ms: last.error_ms,
-                    retrying_targets: mine
-                        .filter(|(_, l)| l.retry_at.is_some() && !l.queue.is_empty())
-                        .map(|((_, t), _)| t.to_string())
-                        .collect(),
+                    // Due in the past or in flight: now.
+                    next_retry_ms: waiting()
+                        .filter_map(|(_, l)| l.retry_at)
+                        .min()
+                        .map(|at| now_wall + at.saturating_duration_since(now).as_millis() as u64),
+                    retrying_targets: waiting().map(|((_, t), _)| t.to_string()).collect(),
                 }
             })
             .collect()
@@ -238,11 +327,70 @@ impl Delivery {
     }
 }
 
+/// What one attempt sends.
+enum Job {
+    /// The outbox event `seq`, the head of its lane.
+    Event(u64),
+    /// Alertmanager: the lane's firing alerts (their raise events), again.
+    Resend(Vec<AlertEvent>),
+}
+
+/// What an attempt was, once it is over.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Event(u64),
+    Resend(usize),
+}
+
 struct Done {
     hook: usize,
     target: TargetId,
-    seq: u64,
+    sent: Sent,
+    /// The event id, or what was re-sent, on a 2xx.
     result: Result<String, DeliveryError>,
+}
+
+/// Attempts in flight, and the lane each belongs to.
+struct Attempts {
+    set: JoinSet<Done>,
+    lanes: HashMap<tokio::task::Id, LaneKey>,
+}
+
+impl Attempts {
+    /// Starts `job` on the lane `key`, which the caller marked in flight.
+    fn spawn(
+        &mut self,
+        shared: &Arc<Shared>,
+        outbox: &Arc<Outbox>,
+        client: &reqwest::Client,
+        key: LaneKey,
+        job: Job,
+    ) {
+        let (hook, target) = key.clone();
+        let shared = Arc::clone(shared);
+        let (client, outbox) = (client.clone(), Arc::clone(outbox));
+        let handle = self.set.spawn(async move {
+            let config = &shared.hooks[hook];
+            let valid_until = shared.valid_until_ms();
+            let (sent, result) = match job {
+                Job::Event(seq) => (
+                    Sent::Event(seq),
+                    attempt(&client, config, &outbox, seq, valid_until).await,
+                ),
+                Job::Resend(raises) => (
+                    Sent::Resend(raises.len()),
+                    resend(&client, config, &raises, valid_until).await,
+                ),
+            };
+            Done {
+                hook,
+                target,
+                sent,
+                result,
+            }
+        });
+        self.lanes.insert(handle.id(), key);
+    }
 }
 
 async fn run(
@@ -251,14 +399,24 @@ async fn run(
     client: reqwest::Client,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut attempts: JoinSet<Done> = JoinSet::new();
-    let mut running: HashMap<tokio::task::Id, LaneKey> = HashMap::new();
+    let mut attempts = Attempts {
+        set: JoinSet::new(),
+        lanes: HashMap::new(),
+    };
+    let resends = shared
+        .hooks
+        .iter()
+        .any(|h| h.format == WebhookFormat::Alertmanager);
+    // The first tick is at once: after a restart, alerts Alertmanager may have
+    // let expire meanwhile fire again right away.
+    let mut resend_tick = tokio::time::interval(shared.options.resend_every);
+    resend_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let wake_at = {
             let now = Instant::now();
             let mut lanes = shared.lanes();
             let mut wake_at: Option<Instant> = None;
-            for ((hook, target), lane) in lanes.iter_mut() {
+            for (key, lane) in lanes.iter_mut() {
                 let Some(&seq) = lane.queue.front() else {
                     continue;
                 };
@@ -270,20 +428,7 @@ async fn run(
                     continue;
                 }
                 lane.in_flight = true;
-                let key = (*hook, target.clone());
-                let (hook, target) = (*hook, target.clone());
-                let config = shared.hooks[hook].clone();
-                let (client, outbox) = (client.clone(), Arc::clone(&outbox));
-                let handle = attempts.spawn(async move {
-                    let result = attempt(&client, &config, &outbox, seq).await;
-                    Done {
-                        hook,
-                        target,
-                        seq,
-                        result,
-                    }
-                });
-                running.insert(handle.id(), key);
+                attempts.spawn(&shared, &outbox, &client, key.clone(), Job::Event(seq));
             }
             wake_at
         };
@@ -295,15 +440,15 @@ async fn run(
         };
         tokio::select! {
             _ = stopped.changed() => break,
-            done = attempts.join_next_with_id(), if !attempts.is_empty() => {
+            done = attempts.set.join_next_with_id(), if !attempts.set.is_empty() => {
                 match done {
                     Some(Ok((id, done))) => {
-                        running.remove(&id);
+                        attempts.lanes.remove(&id);
                         finish(&shared, &outbox, done);
                     }
                     Some(Err(err)) => {
                         // A panicking attempt: free its lane to try again later.
-                        if let Some(key) = running.remove(&err.id()) {
+                        if let Some(key) = attempts.lanes.remove(&err.id()) {
                             if let Some(lane) = shared.lanes().get_mut(&key) {
                                 lane.in_flight = false;
                             }
@@ -313,14 +458,62 @@ async fn run(
                     None => {}
                 }
             }
+            _ = resend_tick.tick(), if resends => {
+                start_resends(&shared, &outbox, &client, &mut attempts);
+            }
             _ = shared.wake.notified() => {}
             _ = sleep => {}
         }
     }
     // Abandon attempts in flight, and wait until they are gone, so the outbox
     // is closed (and its lock released) when shutdown returns.
-    attempts.abort_all();
-    while attempts.join_next().await.is_some() {}
+    attempts.set.abort_all();
+    while attempts.set.join_next().await.is_some() {}
+}
+
+/// Starts a re-send of the firing alerts on every Alertmanager lane that is
+/// idle: nothing queued (a queued event, the clear perhaps, goes first and
+/// the next tick re-sends what still fires), nothing in flight, no retry due.
+fn start_resends(
+    shared: &Arc<Shared>,
+    outbox: &Arc<Outbox>,
+    client: &reqwest::Client,
+    attempts: &mut Attempts,
+) {
+    let active = match outbox.active_all() {
+        Ok(active) => active,
+        Err(err) => {
+            tracing::warn!(error = %err, "reading raised alerts to re-send them failed");
+            return;
+        }
+    };
+    let mut firing: BTreeMap<LaneKey, Vec<AlertEvent>> = BTreeMap::new();
+    for alert in active {
+        // Alerts raised before raise events were kept cannot be rebuilt;
+        // they clear as before, and Alertmanager resolves them meanwhile.
+        let Some(raise) = alert.raise else { continue };
+        for (i, hook) in shared.hooks.iter().enumerate() {
+            if hook.format == WebhookFormat::Alertmanager
+                && hook
+                    .filter
+                    .accepts(&alert.target, &raise.target.tags, alert.kind)
+            {
+                firing
+                    .entry((i, alert.target.clone()))
+                    .or_default()
+                    .push(raise.clone());
+            }
+        }
+    }
+    let now = Instant::now();
+    let mut lanes = shared.lanes();
+    for (key, raises) in firing {
+        let lane = lanes.entry(key.clone()).or_default();
+        if lane.queue.is_empty() && lane.ready(now) {
+            lane.in_flight = true;
+            attempts.spawn(shared, outbox, client, key, Job::Resend(raises));
+        }
+    }
 }
 
 /// Records the outcome of one attempt on its lane.
@@ -332,47 +525,60 @@ fn finish(shared: &Shared, outbox: &Outbox, done: Done) {
         return;
     };
     lane.in_flight = false;
-    match done.result {
-        Ok(event_id) => {
-            if let Err(err) = outbox.delivered(&hook.name, &done.target, done.seq, &shared.names) {
-                // The event stays on disk and is sent again after a restart,
-                // with the same id: a duplicate, never a loss.
-                tracing::error!(webhook = %hook.name, error = %err, "could not mark an alert delivered");
+    match (done.sent, done.result) {
+        (sent, Ok(what)) => {
+            if let Sent::Event(seq) = sent {
+                if let Err(err) = outbox.delivered(&hook.name, &done.target, seq, &shared.names) {
+                    // The event stays on disk and is sent again after a restart,
+                    // with the same id: a duplicate, never a loss.
+                    tracing::error!(webhook = %hook.name, error = %err, "could not mark an alert delivered");
+                }
+                lane.queue.pop_front();
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(webhook = %hook.name, target = %done.target, event = %what, "alert delivered");
+            } else {
+                stats.resent.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(webhook = %hook.name, target = %done.target, alerts = %what, "firing alerts re-sent");
             }
-            lane.queue.pop_front();
             lane.retry_at = None;
             lane.backoff = None;
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
-            stats
-                .last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .success_ms = Some(now_ms());
-            tracing::info!(webhook = %hook.name, target = %done.target, event = %event_id, "alert delivered");
+            stats.consecutive_failures.store(0, Ordering::Relaxed);
+            stats.last().success_ms = Some(now_ms());
         }
-        Err(DeliveryError::Missing { seq }) => {
+        (Sent::Event(_), Err(DeliveryError::Missing { seq })) => {
             // Nothing left to send; do not block the lane on it.
             lane.queue.pop_front();
             tracing::error!(webhook = %hook.name, target = %done.target, seq, "alert event missing from the outbox; skipped");
         }
-        Err(err) => {
+        (sent, Err(err)) => {
             let backoff = lane
                 .backoff
                 .get_or_insert_with(|| backoff(hook.retry_initial, hook.retry_max));
             let delay = backoff.next().unwrap_or(hook.retry_max);
             lane.retry_at = Some(Instant::now() + delay);
             stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            let message = err.chain();
-            tracing::warn!(
-                webhook = %hook.name,
-                url = %hook.url,
-                target = %done.target,
-                seq = done.seq,
-                error = %message,
-                retry_in = ?delay,
-                "alert delivery failed; will retry"
-            );
-            let mut last = stats.last.lock().unwrap_or_else(|e| e.into_inner());
+            stats.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+            let message = hook.url.scrub(&err.chain());
+            match sent {
+                Sent::Event(seq) => tracing::warn!(
+                    webhook = %hook.name,
+                    url = %hook.url,
+                    target = %done.target,
+                    seq,
+                    error = %message,
+                    retry_in = ?delay,
+                    "alert delivery failed; will retry"
+                ),
+                Sent::Resend(alerts) => tracing::warn!(
+                    webhook = %hook.name,
+                    url = %hook.url,
+                    target = %done.target,
+                    alerts,
+                    error = %message,
+                    "re-sending firing alerts to Alertmanager failed; the next re-send tries again"
+                ),
+            }
+            let mut last = stats.last();
             last.error = Some(message);
             last.error_ms = Some(now_ms());
         }
@@ -385,6 +591,7 @@ async fn attempt(
     hook: &WebhookConfig,
     outbox: &Outbox,
     seq: u64,
+    valid_until_ms: u64,
 ) -> Result<String, DeliveryError> {
     let stored = outbox.event(seq)?.ok_or(DeliveryError::Missing { seq })?;
     let event: AlertEvent = serde_json::from_slice(&stored).map_err(|source| {
@@ -394,13 +601,47 @@ async fn attempt(
             source,
         })
     })?;
-    let body = format::render(hook.format, &stored, &event)
+    let body = format::render(hook.format, &stored, &event, valid_until_ms)
         .map_err(|source| DeliveryError::Render { seq, source })?;
+    post(client, hook, body, &event.id).await?;
+    Ok(event.id)
+}
+
+/// One POST re-sending the firing alerts `raises` to an Alertmanager `hook`.
+async fn resend(
+    client: &reqwest::Client,
+    hook: &WebhookConfig,
+    raises: &[AlertEvent],
+    valid_until_ms: u64,
+) -> Result<String, DeliveryError> {
+    let body = format::alertmanager_resend(raises, valid_until_ms).map_err(|source| {
+        DeliveryError::Render {
+            seq: raises.first().map_or(0, |e| e.seq),
+            source,
+        }
+    })?;
+    // The idempotency key names what is re-sent and until when, so a
+    // receiver that deduplicates on it still takes the next re-send.
+    let key = format!(
+        "{}-resend-{valid_until_ms}",
+        raises.first().map_or("", |e| e.alert_id.as_str())
+    );
+    post(client, hook, body, &key).await?;
+    Ok(raises.len().to_string())
+}
+
+/// POSTs `body` to `hook`, signed when it has a secret; a 2xx is success.
+async fn post(
+    client: &reqwest::Client,
+    hook: &WebhookConfig,
+    body: Vec<u8>,
+    idempotency_key: &str,
+) -> Result<(), DeliveryError> {
     let mut request = client
         .post(hook.url.expose().clone())
         .timeout(hook.timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(IDEMPOTENCY_HEADER, event.id.as_str());
+        .header(IDEMPOTENCY_HEADER, idempotency_key);
     if let Some(secret) = &hook.secret {
         request = request.header(SIGNATURE_HEADER, sign::signature(secret, &body));
     }
@@ -417,7 +658,7 @@ async fn attempt(
             status: status.as_u16(),
         });
     }
-    Ok(event.id)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::event::ClearReason;
 use super::kind::{AlertKind, AlertState};
 use super::machine::{Machine, Step};
 use super::rules::{self, Reading, RoundView};
@@ -18,6 +19,8 @@ pub struct Transition {
     pub state: AlertState,
     pub reading: Reading,
     pub summary: String,
+    /// Why a clear happened; `None` for a raise.
+    pub reason: Option<ClearReason>,
     /// The route or hop-count change that raised it.
     pub path_event: Option<PathEvent>,
 }
@@ -130,6 +133,7 @@ impl AlertEngine {
                             unit: None,
                         },
                         summary: format!("the {kind} check was turned off"),
+                        reason: Some(ClearReason::CheckDisabled),
                         path_event: None,
                     });
                 }
@@ -163,6 +167,7 @@ impl AlertEngine {
                     path_event.as_ref(),
                 ),
                 reading,
+                reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
                 path_event: path_event.filter(|_| state == AlertState::Raised),
             });
         }
@@ -172,9 +177,15 @@ impl AlertEngine {
         }
     }
 
-    /// Drops a removed target's state.
+    /// Drops a removed target's state (a target re-added later starts over,
+    /// like its analysis).
     pub fn forget(&mut self, target: &TargetId) {
         self.targets.remove(target);
+    }
+
+    /// Every target the engine holds state for.
+    pub fn known_targets(&self) -> Vec<TargetId> {
+        self.targets.keys().cloned().collect()
     }
 }
 
@@ -201,6 +212,8 @@ mod tests {
         engine: AlertEngine,
         seq: u64,
         responders: Vec<IpAddr>,
+        /// Every transition so far, in order.
+        all: Vec<Transition>,
     }
 
     impl Sim {
@@ -215,6 +228,7 @@ mod tests {
                 engine: AlertEngine::new(config),
                 seq: 0,
                 responders: (1..=3).map(router).collect(),
+                all: Vec::new(),
             }
         }
 
@@ -255,6 +269,7 @@ mod tests {
                 let events = self.analysis.record(&round).unwrap();
                 let outcome = self.engine.evaluate(&self.analysis.snapshot(), &events);
                 out.extend(outcome.transitions.iter().map(|t| (seq, t.kind, t.state)));
+                self.all.extend(outcome.transitions);
             }
             out
         }
@@ -314,6 +329,8 @@ mod tests {
             (cleared[0].1, cleared[0].2),
             (AlertKind::Loss, AlertState::Cleared)
         );
+        let reasons: Vec<Option<ClearReason>> = sim.all.iter().map(|t| t.reason).collect();
+        assert_eq!(reasons, vec![None, Some(ClearReason::Recovered)]);
     }
 
     #[test]
@@ -422,5 +439,7 @@ mod tests {
             .restore(&TargetId::new("t").unwrap(), true, &[AlertKind::Jitter]);
         let got = sim.rounds(1, healthy);
         assert_eq!(got, vec![(1, AlertKind::Jitter, AlertState::Cleared)]);
+        assert_eq!(sim.all[0].reason, Some(ClearReason::CheckDisabled));
+        assert_eq!(sim.all[0].summary, "the jitter check was turned off");
     }
 }

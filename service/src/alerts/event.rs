@@ -12,6 +12,29 @@ use super::kind::{AlertKind, AlertState};
 /// The `schema` field of every event.
 pub const SCHEMA: &str = "hopwatch.alert.v1";
 
+/// Why an alert was cleared: receivers (and people) must be able to tell a
+/// recovery from an alert that ended because hopwatch stopped watching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClearReason {
+    /// The condition recovered and stayed recovered for `clear_rounds`.
+    Recovered,
+    /// A reload turned the check off (its threshold is now 0).
+    CheckDisabled,
+    /// The target is no longer in the config: nothing watches it any more.
+    TargetRemoved,
+}
+
+impl ClearReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClearReason::Recovered => "recovered",
+            ClearReason::CheckDisabled => "check_disabled",
+            ClearReason::TargetRemoved => "target_removed",
+        }
+    }
+}
+
 /// The target an alert is about, as configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertTarget {
@@ -45,6 +68,10 @@ pub struct AlertEvent {
     pub raised_at_ms: u64,
     /// One line for people.
     pub summary: String,
+    /// Why a cleared alert ended; `null` on a raise. (Events stored before
+    /// this field existed read as `null`.)
+    #[serde(default)]
+    pub reason: Option<ClearReason>,
     /// The measured value and the threshold it crossed, in `unit`
     /// (`pct`, `ms`, `mos` or `rounds`); `None` for route and hop-count changes.
     pub value: Option<f64>,

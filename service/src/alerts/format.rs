@@ -1,6 +1,10 @@
 //! Request bodies per webhook format: hopwatch's own JSON event as stored, a
 //! Slack-compatible message, or an Alertmanager `POST /api/v2/alerts` body.
-//! Rendering is deterministic, so a retried event has the same bytes.
+//!
+//! JSON and Slack bodies depend on the stored event only, so a retry sends
+//! the same bytes. An Alertmanager body of a firing alert also carries how
+//! long the alert stays valid (`endsAt`), counted from the attempt: that is
+//! Alertmanager's protocol (see [`alertmanager`]).
 
 use serde_json::{json, Value};
 
@@ -9,16 +13,33 @@ use super::kind::AlertState;
 use crate::config::WebhookFormat;
 
 /// The body for `format` of the stored event `stored` (its JSON bytes).
+/// `valid_until_ms` is the `endsAt` of a firing alert in Alertmanager's format.
 pub fn render(
     format: WebhookFormat,
     stored: &[u8],
     event: &AlertEvent,
+    valid_until_ms: u64,
 ) -> Result<Vec<u8>, serde_json::Error> {
     match format {
         WebhookFormat::Json => Ok(stored.to_vec()),
         WebhookFormat::Slack => serde_json::to_vec(&slack(event)),
-        WebhookFormat::Alertmanager => serde_json::to_vec(&alertmanager(event)),
+        WebhookFormat::Alertmanager => {
+            serde_json::to_vec(&json!([alertmanager(event, valid_until_ms)]))
+        }
     }
+}
+
+/// The Alertmanager body that re-sends firing alerts (their raise events),
+/// each valid until `valid_until_ms`.
+pub fn alertmanager_resend(
+    raises: &[AlertEvent],
+    valid_until_ms: u64,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let alerts: Vec<Value> = raises
+        .iter()
+        .map(|e| alertmanager(e, valid_until_ms))
+        .collect();
+    serde_json::to_vec(&alerts)
 }
 
 fn localisation_summary(event: &AlertEvent) -> Option<&str> {
@@ -52,9 +73,16 @@ pub fn slack(event: &AlertEvent) -> Value {
     json!({ "text": text })
 }
 
-/// Alertmanager's API v2 body: a list of one alert. Labels identify the alert
-/// (target and kind); a clear sets `endsAt`, which resolves it.
-pub fn alertmanager(event: &AlertEvent) -> Value {
+/// One alert of Alertmanager's API v2 (`postableAlert`). Labels identify the
+/// alert (target and kind), so a re-send updates the same alert.
+///
+/// Alertmanager treats an alert it has not heard about for a while as
+/// resolved: a firing alert's `endsAt` is when it stops being valid, and a
+/// client is expected to re-send it while it fires (Prometheus re-sends every
+/// minute with `endsAt` four intervals ahead). So a raise carries
+/// `endsAt = valid_until_ms`, and the delivery worker re-sends firing alerts
+/// the same way; a clear carries the time it cleared, which resolves it.
+pub fn alertmanager(event: &AlertEvent, valid_until_ms: u64) -> Value {
     let mut annotations = json!({
         "summary": event.summary,
         "event_id": event.id,
@@ -64,7 +92,14 @@ pub fn alertmanager(event: &AlertEvent) -> Value {
     if let Some(where_) = localisation_summary(event) {
         annotations["localisation"] = json!(where_);
     }
-    let mut alert = json!({
+    if let Some(reason) = event.reason {
+        annotations["reason"] = json!(reason.as_str());
+    }
+    let ends_at = match event.state {
+        AlertState::Raised => rfc3339(valid_until_ms.max(event.at_ms)),
+        AlertState::Cleared => event.at.clone(),
+    };
+    json!({
         "labels": {
             "alertname": format!("hopwatch_{}", event.kind),
             "source": "hopwatch",
@@ -73,17 +108,14 @@ pub fn alertmanager(event: &AlertEvent) -> Value {
         },
         "annotations": annotations,
         "startsAt": rfc3339(event.raised_at_ms),
-    });
-    if event.state == AlertState::Cleared {
-        alert["endsAt"] = json!(event.at);
-    }
-    json!([alert])
+        "endsAt": ends_at,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::event::{AlertTarget, SCHEMA};
+    use crate::alerts::event::{AlertTarget, ClearReason, SCHEMA};
     use crate::alerts::AlertKind;
 
     fn event(state: AlertState) -> AlertEvent {
@@ -105,6 +137,7 @@ mod tests {
             at: rfc3339(1_700_000_060_000),
             raised_at_ms: 1_700_000_000_000,
             summary: "loss 40% over the last 10 probes (raises at 10%)".into(),
+            reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
             value: Some(40.0),
             threshold: Some(10.0),
             unit: Some("pct".into()),
@@ -118,7 +151,7 @@ mod tests {
     fn json_is_the_stored_bytes() {
         let e = event(AlertState::Raised);
         let stored = serde_json::to_vec(&e).unwrap();
-        assert_eq!(render(WebhookFormat::Json, &stored, &e).unwrap(), stored);
+        assert_eq!(render(WebhookFormat::Json, &stored, &e, 0).unwrap(), stored);
         let back: AlertEvent = serde_json::from_slice(&stored).unwrap();
         assert_eq!(back, e);
         let v: Value = serde_json::from_slice(&stored).unwrap();
@@ -143,19 +176,53 @@ mod tests {
     }
 
     #[test]
-    fn alertmanager_alerts_resolve_with_ends_at() {
-        let raised = alertmanager(&event(AlertState::Raised));
-        let alert = &raised[0];
-        assert_eq!(alert["labels"]["alertname"], "hopwatch_loss");
-        assert_eq!(alert["labels"]["target"], "edge");
-        assert_eq!(alert["startsAt"], "2023-11-14T22:13:20.000Z");
-        assert!(alert.get("endsAt").is_none());
+    fn alertmanager_alerts_stay_valid_for_a_while_and_resolve_with_ends_at() {
+        let valid_until = 1_700_000_300_000;
+        let raised = alertmanager(&event(AlertState::Raised), valid_until);
+        assert_eq!(raised["labels"]["alertname"], "hopwatch_loss");
+        assert_eq!(raised["labels"]["target"], "edge");
+        assert_eq!(raised["startsAt"], "2023-11-14T22:13:20.000Z");
         assert_eq!(
-            alert["annotations"]["localisation"],
+            raised["endsAt"], "2023-11-14T22:18:20.000Z",
+            "a firing alert is valid until the next re-send is overdue"
+        );
+        assert_eq!(
+            raised["annotations"]["localisation"],
             "loss starts at hop 3 (198.18.2.2)"
         );
-        let cleared = alertmanager(&event(AlertState::Cleared));
-        assert_eq!(cleared[0]["endsAt"], "2023-11-14T22:14:20.000Z");
-        assert_eq!(cleared[0]["labels"], alert["labels"], "same alert identity");
+        assert!(raised["annotations"].get("reason").is_none());
+        let body: Value = serde_json::from_slice(
+            &render(
+                WebhookFormat::Alertmanager,
+                b"{}",
+                &event(AlertState::Raised),
+                valid_until,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(body, json!([raised.clone()]), "a list of one alert");
+
+        let cleared = alertmanager(&event(AlertState::Cleared), valid_until);
+        assert_eq!(
+            cleared["endsAt"], "2023-11-14T22:14:20.000Z",
+            "a clear ends the alert when it cleared, whatever the validity"
+        );
+        assert_eq!(cleared["labels"], raised["labels"], "same alert identity");
+        assert_eq!(cleared["annotations"]["reason"], "recovered");
+
+        // A re-send is the raise again, with a later validity: same labels,
+        // same start, so Alertmanager extends the alert it has.
+        let later = valid_until + 60_000;
+        let resend: Value = serde_json::from_slice(
+            &alertmanager_resend(&[event(AlertState::Raised)], later).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(resend[0]["labels"], raised["labels"]);
+        assert_eq!(resend[0]["startsAt"], raised["startsAt"]);
+        assert_eq!(resend[0]["endsAt"], rfc3339(later));
+        // A validity in the past (a clock step) never ends an alert before it was seen.
+        let stale = alertmanager(&event(AlertState::Raised), 0);
+        assert_eq!(stale["endsAt"], rfc3339(1_700_000_060_000));
     }
 }

@@ -13,6 +13,10 @@
 //! ```
 //!
 //! [`Alerts`] ties them together for the monitor.
+//!
+//! A target removed from the config (by a reload, or while the service was
+//! stopped) can no longer recover: its raised alerts are cleared at once,
+//! with the reason `target_removed`, so no receiver keeps them open forever.
 
 pub mod delivery;
 pub mod engine;
@@ -28,20 +32,22 @@ pub mod sign;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use delivery::{DeliveryCounters, WebhookStatus};
+pub use delivery::{DeliveryCounters, DeliveryOptions, WebhookStatus};
 pub use engine::{AlertEngine, RoundOutcome, Transition};
 pub use error::{AlertsError, DeliveryError};
-pub use event::{AlertEvent, AlertTarget, SCHEMA};
+pub use event::{AlertEvent, AlertTarget, ClearReason, SCHEMA};
 pub use kind::{AlertKind, AlertState, UnknownAlertKind};
 pub use outbox::{ActiveAlert, Outbox};
 pub use secret::{Secret, WebhookUrl, WebhookUrlError};
 pub use sign::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
 
 use crate::analysis::{DegradationKind, PathEvent};
-use crate::config::{AlertsConfig, Config};
+use crate::config::{Config, WebhookConfig};
+use crate::model::TargetId;
 use crate::monitor::{TargetStatus, TargetView};
 
 use delivery::Delivery;
@@ -59,9 +65,15 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// Opens the outbox in `config.service.state_dir`, restores raised alerts,
-    /// and starts delivering what is still owed. Needs a tokio runtime.
+    /// Opens the outbox in `config.service.state_dir`, clears the alerts of
+    /// targets no longer configured, restores the other raised alerts, and
+    /// starts delivering what is still owed. Needs a tokio runtime.
     pub fn start(config: &Config) -> Result<Alerts, AlertsError> {
+        Alerts::start_with(config, DeliveryOptions::default())
+    }
+
+    /// [`Alerts::start`] with delivery `options`.
+    pub fn start_with(config: &Config, options: DeliveryOptions) -> Result<Alerts, AlertsError> {
         let hooks = config.alerts.webhooks.clone();
         let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
         let outbox = Arc::new(Outbox::open(
@@ -69,6 +81,8 @@ impl Alerts {
             &names,
         )?);
         let mut engine = AlertEngine::new(config.alerts.clone());
+        // Queued here, these clears are loaded by the delivery worker below.
+        retire_removed(&outbox, &mut engine, &hooks, &configured(config))?;
         let persisted = outbox.persisted()?;
         for id in &persisted.answered {
             engine.restore(id, true, &[]);
@@ -82,7 +96,7 @@ impl Alerts {
                 "alerts still raised from the last run"
             );
         }
-        let delivery = Delivery::start(Arc::clone(&outbox), hooks)?;
+        let delivery = Delivery::start_with(Arc::clone(&outbox), hooks, options)?;
         Ok(Alerts {
             engine: Mutex::new(engine),
             outbox,
@@ -143,6 +157,7 @@ impl Alerts {
                 at: event::rfc3339(at_ms),
                 raised_at_ms,
                 summary: transition.summary,
+                reason: transition.reason,
                 value: transition.reading.value,
                 threshold: transition.reading.threshold,
                 unit: transition.reading.unit.map(str::to_owned),
@@ -173,22 +188,27 @@ impl Alerts {
         let answered = outcome.first_answer.then_some(&view.id);
         self.outbox.commit(&entries, answered)?;
         self.outbox.flush().await?;
-        self.delivery
-            .enqueue(entries.iter().flat_map(|(event, hooks)| {
-                hooks
-                    .iter()
-                    .map(move |h| (h.clone(), view.id.clone(), event.seq))
-            }));
+        self.delivery.enqueue(deliveries(&entries));
         Ok(())
     }
 
-    /// New thresholds from a reload. Webhooks are set up at start: a change to
-    /// them is reported by the reload as needing a restart.
-    pub fn reload(&self, config: &AlertsConfig) {
+    /// Applies a reload: new thresholds, and the raised alerts of targets the
+    /// new config no longer has are cleared (reason `target_removed`).
+    /// Webhooks are set up at start: a change to them is reported by the
+    /// reload as needing a restart. Errors are logged; the service goes on.
+    pub fn reload(&self, config: &Config) {
         let mut engine = self.engine();
-        let mut next = config.clone();
+        let mut next = config.alerts.clone();
         next.webhooks = engine.config().webhooks.clone();
         engine.set_config(next);
+        let webhooks = engine.config().webhooks.clone();
+        match retire_removed(&self.outbox, &mut engine, &webhooks, &configured(config)) {
+            Ok(entries) => self.delivery.enqueue(deliveries(&entries)),
+            Err(err) => tracing::error!(
+                error = %err,
+                "clearing the alerts of removed targets failed; they clear at the next start"
+            ),
+        }
     }
 
     /// Alerts raised and not cleared, over all targets.
@@ -217,6 +237,118 @@ impl Alerts {
             tracing::warn!(error = %err, "flushing the alert outbox failed");
         }
     }
+}
+
+/// The targets `config` monitors (paused ones too: they keep their alerts).
+fn configured(config: &Config) -> HashSet<TargetId> {
+    config.targets.iter().map(|t| t.id.clone()).collect()
+}
+
+/// The `(webhook, target, seq)` deliveries of committed `entries`.
+fn deliveries(
+    entries: &[(AlertEvent, Vec<String>)],
+) -> impl Iterator<Item = (String, TargetId, u64)> + '_ {
+    entries.iter().flat_map(|(event, hooks)| {
+        let target = TargetId::new(event.target.name.as_str())
+            .expect("events are built from valid target ids");
+        hooks
+            .iter()
+            .map(move |h| (h.clone(), target.clone(), event.seq))
+    })
+}
+
+/// Clears every raised alert of a target outside `keep`, queues the clears
+/// for the webhooks that want them, and forgets those targets (in the engine
+/// and the outbox), so one that comes back starts over. Returns what it
+/// committed, flushed to disk, for the caller to hand to the delivery worker.
+fn retire_removed(
+    outbox: &Outbox,
+    engine: &mut AlertEngine,
+    webhooks: &[WebhookConfig],
+    keep: &HashSet<TargetId>,
+) -> Result<Vec<(AlertEvent, Vec<String>)>, AlertsError> {
+    let persisted = outbox.persisted()?;
+    let at_ms = event::now_ms();
+    let mut entries = Vec::new();
+    for active in persisted.active {
+        if keep.contains(&active.target) {
+            continue;
+        }
+        let target = match &active.raise {
+            Some(raise) => raise.target.clone(),
+            // Raised before raise events were kept: the name is all we know.
+            None => AlertTarget {
+                name: active.target.to_string(),
+                label: None,
+                host: String::new(),
+                address: None,
+                tags: Vec::new(),
+            },
+        };
+        let seq = outbox.reserve_seq();
+        let event = AlertEvent {
+            schema: SCHEMA.to_owned(),
+            id: format!("{}-{}", active.alert_id, AlertState::Cleared),
+            alert_id: active.alert_id,
+            seq,
+            kind: active.kind,
+            state: AlertState::Cleared,
+            at_ms,
+            at: event::rfc3339(at_ms),
+            raised_at_ms: active.raised_at_ms,
+            summary: format!(
+                "the target was removed from the config: no longer monitored, so its {} alert ends",
+                active.kind
+            ),
+            reason: Some(ClearReason::TargetRemoved),
+            value: None,
+            threshold: None,
+            unit: None,
+            localisation: None,
+            path_change: None,
+            snapshot: serde_json::Value::Null,
+            target,
+        };
+        let wanted: Vec<String> = webhooks
+            .iter()
+            .filter(|h| {
+                h.filter
+                    .accepts(&active.target, &event.target.tags, event.kind)
+            })
+            .map(|h| h.name.clone())
+            .collect();
+        tracing::info!(
+            target = %active.target,
+            kind = %event.kind,
+            id = %event.id,
+            webhooks = wanted.len(),
+            "alert cleared: its target was removed from the config"
+        );
+        entries.push((event, wanted));
+    }
+    if !entries.is_empty() {
+        outbox.commit(&entries, None)?;
+    }
+    let gone = persisted
+        .answered
+        .into_iter()
+        .chain(engine.known_targets())
+        .filter(|id| !keep.contains(id))
+        .collect::<HashSet<_>>();
+    // The clears are committed: from here on a failure is logged, and the
+    // clears are still handed over (delivery reads them from the outbox).
+    for id in &gone {
+        engine.forget(id);
+        if let Err(err) = outbox.forget_answered(id) {
+            tracing::warn!(target = %id, error = %err, "forgetting a removed target failed");
+        }
+    }
+    if !entries.is_empty() || !gone.is_empty() {
+        if let Err(err) = outbox.flush_now() {
+            tracing::warn!(error = %err, "flushing the clears of removed targets failed");
+        }
+    }
+    Ok(entries)
 }
 
 /// The analysis' localisation that matches `kind`: where loss begins for loss,

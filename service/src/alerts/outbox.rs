@@ -7,8 +7,10 @@
 //! - `e` + seq (u64 big-endian): an event's JSON, exactly the bytes sent;
 //! - `q` + webhook + NUL + target + NUL + seq: the event is owed to that
 //!   webhook. Keys sort by seq within (webhook, target): delivery order;
-//! - `a` + target + NUL + kind: a raised alert (its id and when), so a restart
-//!   can still clear it;
+//! - `a` + target + NUL + kind: a raised alert (its id, when, and its raise
+//!   event without the snapshot), so a restart can still clear it, a target
+//!   removed from the config gets a clear that names it, and Alertmanager
+//!   gets the same alert re-sent while it fires;
 //! - `s` + target: the target has answered at least once.
 //!
 //! Every commit is one atomic batch followed by a flush to disk. Alerts are
@@ -46,6 +48,10 @@ pub struct ActiveAlert {
     pub alert_id: String,
     pub raised_at_ms: u64,
     pub summary: String,
+    /// The raise event as sent, without its per-hop snapshot (records written
+    /// before this field existed have none).
+    #[serde(default)]
+    pub raise: Option<AlertEvent>,
 }
 
 /// What a previous run left: which targets answered and which alerts are raised.
@@ -317,6 +323,10 @@ impl Outbox {
                         alert_id: event.alert_id.clone(),
                         raised_at_ms: event.raised_at_ms,
                         summary: event.summary.clone(),
+                        raise: Some(AlertEvent {
+                            snapshot: serde_json::Value::Null,
+                            ..event.clone()
+                        }),
                     };
                     let value =
                         serde_json::to_vec(&active).map_err(|source| AlertsError::Encode {
@@ -339,6 +349,15 @@ impl Outbox {
         self.db
             .apply_batch(batch)
             .map_err(self.err("storing alert events"))
+    }
+
+    /// Forgets that `target` ever answered: it was removed from the config, and
+    /// if it comes back it starts over like a new target.
+    pub fn forget_answered(&self, target: &TargetId) -> Result<(), AlertsError> {
+        self.db
+            .remove(answered_key(target))
+            .map(|_| ())
+            .map_err(self.err("forgetting a removed target"))
     }
 
     /// Waits until everything committed is on disk.
@@ -425,6 +444,7 @@ mod tests {
             at: rfc3339(seq),
             raised_at_ms: seq,
             summary: format!("{kind} {state}"),
+            reason: None,
             value: None,
             threshold: None,
             unit: None,

@@ -78,7 +78,40 @@ impl WebhookUrl {
         };
         format!("{}://{host}{port}{rest}", self.0.scheme())
     }
+
+    /// `text` with every part of this URL that may be a credential (the URL
+    /// itself, user info, path, path segments, query and its values) replaced
+    /// by `…`. Error messages are scrubbed before they are logged or shown,
+    /// whatever library produced them. Parts shorter than [`SCRUB_MIN`]
+    /// characters are left alone: they carry no secret worth the noise.
+    pub fn scrub(&self, text: &str) -> String {
+        let url = &self.0;
+        let mut parts: Vec<String> = vec![url.as_str().to_owned()];
+        if url.path() != "/" {
+            parts.push(url.path().to_owned());
+            parts.extend(url.path_segments().into_iter().flatten().map(str::to_owned));
+        }
+        if let Some(query) = url.query() {
+            parts.push(query.to_owned());
+            parts.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+        }
+        parts.push(url.username().to_owned());
+        parts.extend(url.password().map(str::to_owned));
+        parts.retain(|p| p.chars().count() >= SCRUB_MIN);
+        // Longest first, so a whole URL goes before the path inside it.
+        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        let mut out = text.to_owned();
+        for part in parts {
+            if out.contains(&part) {
+                out = out.replace(&part, "…");
+            }
+        }
+        out
+    }
 }
+
+/// The shortest URL part [`WebhookUrl::scrub`] hides.
+pub const SCRUB_MIN: usize = 6;
 
 impl fmt::Debug for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,5 +157,24 @@ mod tests {
         assert!(matches!(err, WebhookUrlError::Parse(_)), "{err}");
         assert!(err.to_string().starts_with("not a URL"), "{err}");
         assert!(WebhookUrl::parse("https://").is_err());
+    }
+
+    #[test]
+    fn error_texts_are_scrubbed_of_every_part_of_the_url() {
+        let url = WebhookUrl::parse(
+            "https://bot:pa55word@hooks.example/services/T0/tok3n-abcdef?key=qu3ry-secret",
+        )
+        .unwrap();
+        let text = "error sending request for url (https://bot:pa55word@hooks.example/services/T0/tok3n-abcdef?key=qu3ry-secret): \
+                    token tok3n-abcdef, key qu3ry-secret, user pa55word; HTTP 500";
+        let clean = url.scrub(text);
+        for secret in ["tok3n-abcdef", "qu3ry-secret", "pa55word", "/services"] {
+            assert!(!clean.contains(secret), "{secret} left in {clean}");
+        }
+        assert!(clean.ends_with("HTTP 500"), "{clean}");
+        assert_eq!(
+            url.scrub("the receiver answered HTTP 500"),
+            "the receiver answered HTTP 500"
+        );
     }
 }

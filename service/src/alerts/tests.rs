@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::Router;
 
 use super::delivery::Delivery;
-use super::event::{rfc3339, AlertTarget, SCHEMA};
+use super::event::{self, rfc3339, AlertTarget, SCHEMA};
 use super::*;
 use crate::config::{WebhookConfig, WebhookFilter, WebhookFormat};
 
@@ -106,6 +106,7 @@ fn commit(outbox: &Outbox, target: &str, kind: AlertKind) -> u64 {
         at: rfc3339(1_700_000_000_000 + seq),
         raised_at_ms: 1_700_000_000_000 + seq,
         summary: "test".into(),
+        reason: None,
         value: Some(1.0),
         threshold: Some(1.0),
         unit: Some("pct".into()),
@@ -269,5 +270,302 @@ async fn undelivered_events_survive_a_restart_of_the_worker_and_outbox() {
     until("the backlog", || seqs(&log, "x").len() == 3).await;
     assert_eq!(seqs(&log, "x"), sent);
     delivery.shutdown().await;
+    server.abort();
+}
+
+/// Every body a [`raw_receiver`] got, as JSON, with when it came.
+type RawLog = Arc<Mutex<Vec<(u64, serde_json::Value)>>>;
+
+/// A receiver that keeps every body as JSON (any format), with when it came.
+async fn raw_receiver(log: RawLog) -> (String, tokio::task::JoinHandle<()>) {
+    async fn take(State(log): State<RawLog>, body: axum::body::Bytes) -> StatusCode {
+        let value = serde_json::from_slice(&body).expect("a JSON body");
+        log.lock().unwrap().push((event::now_ms(), value));
+        StatusCode::OK
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/in", listener.local_addr().unwrap());
+    let app = Router::new().route("/in", post(take)).with_state(log);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, task)
+}
+
+/// Commits one event of `alert_id` for `hooks`; returns its seq.
+fn commit_state(
+    outbox: &Outbox,
+    target: &str,
+    alert_id: &str,
+    state: AlertState,
+    hooks: &[&str],
+) -> u64 {
+    let seq = outbox.reserve_seq();
+    let at_ms = event::now_ms();
+    let event = AlertEvent {
+        schema: SCHEMA.into(),
+        id: format!("{alert_id}-{state}"),
+        alert_id: alert_id.into(),
+        seq,
+        kind: AlertKind::Loss,
+        state,
+        target: AlertTarget {
+            name: target.into(),
+            label: None,
+            host: "198.18.0.2".into(),
+            address: None,
+            tags: vec!["wan".into()],
+        },
+        at_ms,
+        at: rfc3339(at_ms),
+        raised_at_ms: 1_700_000_000_000,
+        summary: format!("loss {state}"),
+        reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
+        value: Some(30.0),
+        threshold: Some(20.0),
+        unit: Some("pct".into()),
+        localisation: Some(serde_json::json!({"ttl": 2, "summary": "loss starts at hop 2"})),
+        path_change: None,
+        snapshot: serde_json::json!({"hops": [1, 2, 3]}),
+    };
+    let hooks = hooks.iter().map(|h| (*h).to_owned()).collect();
+    outbox.commit(&[(event, hooks)], None).unwrap();
+    seq
+}
+
+fn named(name: &str, url: &str, format: WebhookFormat) -> WebhookConfig {
+    WebhookConfig {
+        name: name.into(),
+        format,
+        ..hook(url, None)
+    }
+}
+
+fn ms_of(rfc3339: &serde_json::Value) -> u64 {
+    let at = humantime::parse_rfc3339(rfc3339.as_str().expect("an RFC 3339 time")).unwrap();
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn alertmanager_gets_firing_alerts_again_until_they_clear_and_json_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let am_log = Arc::new(Mutex::new(Vec::new()));
+    let json_log = Arc::new(Mutex::new(Vec::new()));
+    let (am_url, am_server) = raw_receiver(Arc::clone(&am_log)).await;
+    let (json_url, json_server) = raw_receiver(Arc::clone(&json_log)).await;
+    let both = ["am", "json"];
+    let outbox =
+        Arc::new(Outbox::open(&dir.path().join("outbox"), &["am".into(), "json".into()]).unwrap());
+    let raise = commit_state(&outbox, "x", "a-1", AlertState::Raised, &both);
+    let options = DeliveryOptions {
+        resend_every: Duration::from_millis(150),
+    };
+    let delivery = Delivery::start_with(
+        Arc::clone(&outbox),
+        vec![
+            named("am", &am_url, WebhookFormat::Alertmanager),
+            named("json", &json_url, WebhookFormat::Json),
+        ],
+        options,
+    )
+    .unwrap();
+    until("the raise and two re-sends at Alertmanager", || {
+        am_log.lock().unwrap().len() >= 3
+    })
+    .await;
+    {
+        let am = am_log.lock().unwrap().clone();
+        let mut last_end = 0;
+        for (i, (received_ms, body)) in am.iter().enumerate() {
+            let alerts = body.as_array().expect("a list of alerts");
+            assert_eq!(alerts.len(), 1, "{body}");
+            let alert = &alerts[0];
+            assert_eq!(alert["labels"]["alertname"], "hopwatch_loss", "{body}");
+            assert_eq!(alert["labels"]["target"], "x");
+            assert_eq!(alert["startsAt"], rfc3339(1_700_000_000_000));
+            assert_eq!(
+                alert["annotations"]["localisation"], "loss starts at hop 2",
+                "annotations survive re-sends (Alertmanager keeps the latest)"
+            );
+            // Valid for four re-send intervals from the send.
+            let ends = ms_of(&alert["endsAt"]);
+            assert!(
+                ends > *received_ms && ends <= received_ms + 600 + 50,
+                "send {i}: endsAt {ends} vs received at {received_ms}"
+            );
+            assert!(ends >= last_end, "each re-send extends the alert");
+            last_end = ends;
+        }
+    }
+    assert_eq!(
+        json_log.lock().unwrap().len(),
+        1,
+        "a JSON webhook gets the raise once, never a re-send"
+    );
+    let status = delivery.status();
+    assert!(status[0].resent >= 2, "{status:?}");
+    assert_eq!((status[0].delivered, status[1].delivered), (1, 1));
+    assert_eq!(status[1].resent, 0);
+
+    // The alert clears: Alertmanager gets endsAt = when it cleared, and no
+    // re-send after that (the alert is no longer raised).
+    let clear = commit_state(&outbox, "x", "a-1", AlertState::Cleared, &both);
+    assert!(clear > raise);
+    let x = crate::model::TargetId::new("x").unwrap();
+    delivery.enqueue(both.iter().map(|h| ((*h).to_owned(), x.clone(), clear)));
+    until("the clear at both", || {
+        json_log.lock().unwrap().len() == 2
+            && am_log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, b)| b[0]["annotations"]["event_id"] == "a-1-cleared")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(4 * 150)).await;
+    let am = am_log.lock().unwrap().clone();
+    let (_, last) = am.last().unwrap();
+    assert_eq!(
+        last[0]["annotations"]["event_id"], "a-1-cleared",
+        "nothing after the clear: {am:?}"
+    );
+    let cleared_at = json_log.lock().unwrap()[1].1["at"].clone();
+    assert_eq!(last[0]["endsAt"], cleared_at);
+    assert_eq!(json_log.lock().unwrap().len(), 2);
+    delivery.shutdown().await;
+    am_server.abort();
+    json_server.abort();
+}
+
+/// A config with `targets` (name, host) and one JSON webhook to `url`.
+fn config(state_dir: &std::path::Path, url: &str, targets: &[&str]) -> crate::config::Config {
+    let mut text = format!(
+        "[service]\nstate_dir = {:?}\n\n[[webhook]]\nname = \"test\"\nurl = \"{url}\"\n\
+         retry_initial = \"20ms\"\nretry_max = \"200ms\"\n",
+        state_dir.display().to_string()
+    );
+    for (i, name) in targets.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[target]]\nname = \"{name}\"\nhost = \"198.18.0.{}\"\n",
+            i + 2
+        ));
+    }
+    crate::config::Config::parse(&text, "alerts-unit.toml").unwrap()
+}
+
+#[tokio::test]
+async fn alerts_of_removed_targets_clear_with_a_reason_at_start_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let (url, server) = receiver(Arc::clone(&log), 0).await;
+    {
+        // A previous run raised loss on a, b and c; b and c answered.
+        let outbox = Outbox::open(&outbox_path(dir.path()), &["test".into()]).unwrap();
+        for target in ["a", "b", "c"] {
+            commit_state(
+                &outbox,
+                target,
+                &format!("{target}-1"),
+                AlertState::Raised,
+                &["test"],
+            );
+        }
+        for target in ["b", "c"] {
+            outbox
+                .commit(&[], Some(&crate::model::TargetId::new(target).unwrap()))
+                .unwrap();
+        }
+        outbox.flush_now().unwrap();
+    }
+    // c was removed from the config while the service was stopped.
+    let alerts = Alerts::start(&config(dir.path(), &url, &["a", "b"])).unwrap();
+    let names = |log: &Mutex<Log>| -> Vec<(String, AlertState, Option<ClearReason>)> {
+        log.lock()
+            .unwrap()
+            .received
+            .iter()
+            .map(|r| (r.event.target.name.clone(), r.event.state, r.event.reason))
+            .collect()
+    };
+    until("c's raise and clear", || {
+        names(&log).iter().filter(|(t, _, _)| t == "c").count() == 2
+    })
+    .await;
+    let c: Vec<Received> = log
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .filter(|r| r.event.target.name == "c")
+        .cloned()
+        .collect();
+    assert_eq!(c[0].event.state, AlertState::Raised, "in order");
+    let cleared = &c[1].event;
+    assert_eq!(cleared.state, AlertState::Cleared);
+    assert_eq!(cleared.reason, Some(ClearReason::TargetRemoved));
+    assert_eq!(cleared.alert_id, "c-1", "the clear names the alert it ends");
+    assert_eq!(cleared.id, "c-1-cleared");
+    assert_eq!(cleared.raised_at_ms, 1_700_000_000_000);
+    assert_eq!(
+        cleared.target.host, "198.18.0.2",
+        "what the raise knew of the target"
+    );
+    assert_eq!(cleared.target.tags, vec!["wan".to_owned()]);
+    assert!(
+        cleared.summary.contains("removed from the config"),
+        "{}",
+        cleared.summary
+    );
+    let mut active: Vec<String> = alerts
+        .active()
+        .iter()
+        .map(|a| a.target.to_string())
+        .collect();
+    active.sort();
+    assert_eq!(active, vec!["a", "b"]);
+    let persisted = alerts.outbox.persisted().unwrap();
+    assert_eq!(
+        persisted.answered,
+        vec![crate::model::TargetId::new("b").unwrap()],
+        "a removed target is forgotten: back, it starts over"
+    );
+
+    // A reload removes b; a stays raised.
+    alerts.reload(&config(dir.path(), &url, &["a"]));
+    until("b's clear", || {
+        names(&log).contains(&(
+            "b".into(),
+            AlertState::Cleared,
+            Some(ClearReason::TargetRemoved),
+        ))
+    })
+    .await;
+    let active: Vec<String> = alerts
+        .active()
+        .iter()
+        .map(|a| a.target.to_string())
+        .collect();
+    assert_eq!(active, vec!["a"]);
+    assert!(
+        !names(&log)
+            .iter()
+            .any(|(t, s, _)| t == "a" && *s == AlertState::Cleared),
+        "a target still configured keeps its alert"
+    );
+    // Reloading the same config again clears nothing more.
+    alerts.reload(&config(dir.path(), &url, &["a"]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        names(&log)
+            .iter()
+            .filter(|(_, s, _)| *s == AlertState::Cleared)
+            .count(),
+        2
+    );
+    alerts.shutdown().await;
     server.abort();
 }

@@ -86,3 +86,5 @@ pub const WEB_MAX_BODY_BYTES: u64 = 64 << 10;
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
+/// A `[[peer]]`'s reflector port: STAMP's well-known port (RFC 8762).
+pub const PEER_PORT: u16 = crate::peer::STAMP_PORT;

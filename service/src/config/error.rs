@@ -25,6 +25,11 @@ pub enum Section {
         index: usize,
         name: Option<Box<str>>,
     },
+    /// The `index`th `[[peer]]` (from 0), with its name when it has a readable one.
+    Peer {
+        index: usize,
+        name: Option<Box<str>>,
+    },
 }
 
 impl fmt::Display for Section {
@@ -40,6 +45,10 @@ impl fmt::Display for Section {
                 name: Some(name), ..
             } => write!(f, "webhook {name:?}"),
             Section::Webhook { index, name: None } => write!(f, "[[webhook]] #{}", index + 1),
+            Section::Peer {
+                name: Some(name), ..
+            } => write!(f, "peer {name:?}"),
+            Section::Peer { index, name: None } => write!(f, "[[peer]] #{}", index + 1),
         }
     }
 }
@@ -110,6 +119,17 @@ pub enum Problem {
     WebhookName { given: String },
     #[error("the name {name:?} is already used by the webhook on line {first_line}")]
     DuplicateWebhook { name: String, first_line: usize },
+    #[error("{given:?} is not an IP address; a peer's address must be an IPv4 or IPv6 literal")]
+    PeerAddress { given: String },
+    #[error("the name {name:?} is already used by the peer on line {first_line}")]
+    DuplicatePeer { name: String, first_line: usize },
+    #[error("{size} bytes is below the minimum of {min} for a STAMP {mode} probe over {family}")]
+    PeerPacketTooSmall {
+        size: u16,
+        min: usize,
+        mode: &'static str,
+        family: &'static str,
+    },
     #[error("no [[target]] is named {name:?}")]
     UnknownTarget { name: String },
     #[error("{retry_max} is below retry_initial ({retry_initial})")]

@@ -72,3 +72,6 @@ pub const WEBHOOK_RETRY_MAX: (Duration, Duration) =
 pub const WEB_MAX_BODY_BYTES: (u64, u64) = (1 << 10, 1 << 20);
 /// `[web] read_token` and `write_token`, in characters.
 pub const WEB_TOKEN_LEN: (usize, usize) = (16, 256);
+/// A `[[peer]]`'s probe interval: STAMP sessions go down to 1 ms for micro-bursts.
+pub const PEER_INTERVAL: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(HOUR));

@@ -31,6 +31,7 @@ pub mod defaults;
 pub mod diff;
 pub mod error;
 pub mod limits;
+pub mod peers;
 mod raw;
 mod resolve;
 mod units;
@@ -43,6 +44,7 @@ pub use alerts::{
     AlertRules, AlertsConfig, LatencyStat, WebhookConfig, WebhookFilter, WebhookFormat,
 };
 pub use diff::{ChangeAction, ConfigDiff, GlobalChange, TargetChange};
+pub use peers::{PeerChange, PeerConfig, PeerDiff, PeerMode};
 pub use error::{ConfigError, Problem, Section};
 pub use validated::{
     Config, EnrichmentConfig, ProbeSettings, RawLogConfig, ServiceConfig, StatisticsConfig,

@@ -33,6 +33,27 @@ pub(crate) struct RawConfig {
     pub alerts: RawAlertRules,
     #[serde(default)]
     pub webhook: Vec<Spanned<RawWebhook>>,
+    #[serde(default)]
+    pub peer: Vec<Spanned<RawPeer>>,
+}
+
+/// One `[[peer]]`: a STAMP session to another hopwatch (or any STAMP reflector).
+/// `interval`, `timeout` and `paused` fall back to `[defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeer {
+    pub name: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub mode: Option<Spanned<String>>,
+    pub label: Option<Spanned<String>>,
+    pub description: Option<Spanned<String>>,
+    pub tags: Option<Spanned<Vec<String>>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub packet_size: Option<Spanned<i64>>,
+    pub clock: Option<Spanned<String>>,
+    pub paused: Option<Spanned<bool>>,
 }
 
 /// `[service]`

@@ -28,6 +28,7 @@ use crate::probe::wire::MAX_PACKET_SIZE;
 use crate::probe::{Protocol, SourceSelection, TimestampPreference, Ttl};
 
 mod alerts;
+mod peers;
 mod web;
 
 /// Parses and validates a whole file; `path` is named in errors and is where
@@ -130,6 +131,14 @@ impl Ctx<'_> {
                     name: alerts::lenient_webhook_name(self, *index),
                 },
                 keys_of::<RawWebhook>(),
+                rest,
+            ),
+            [Seg::Key(p), Seg::Index(index), rest @ ..] if p == "peer" && !rest.is_empty() => (
+                Section::Peer {
+                    index: *index,
+                    name: peers::lenient_peer_name(self, *index),
+                },
+                keys_of::<super::raw::RawPeer>(),
                 rest,
             ),
             [Seg::Key(t), Seg::Index(index), rest @ ..] if t == "target" && !rest.is_empty() => (
@@ -280,6 +289,7 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         targets.push(resolve_target(ctx, index, target, &defaults, &mut seen)?);
     }
     let alerts = alerts::resolve(ctx, &raw, &targets)?;
+    let peers = peers::resolve(ctx, &raw.peer, &raw.defaults)?;
     Ok(Config {
         service,
         storage,
@@ -288,6 +298,7 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         web,
         targets,
         alerts,
+        peers,
     })
 }
 

@@ -23,6 +23,8 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     /// `[alerts]`, per-target `alerts` overrides and `[[webhook]]`s.
     pub alerts: super::alerts::AlertsConfig,
+    /// `[[peer]]`s: STAMP sessions, in file order; names are unique.
+    pub peers: Vec<super::peers::PeerConfig>,
 }
 
 impl Config {

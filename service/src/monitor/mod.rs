@@ -3,6 +3,7 @@
 //! unchanged targets alone.
 
 pub mod live;
+pub mod peers;
 pub mod pipeline;
 pub mod scheduler;
 pub mod targets;
@@ -12,13 +13,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+pub use peers::{PeerSet, PeerState, PeerView, WindowStats};
 pub use live::{LiveState, TargetEvent, TargetView};
 pub use scheduler::{TargetRunner, TargetSchedule};
 pub use targets::{TargetSet, TargetStatus};
 
 use crate::alerts::{Alerts, AlertsError};
 use crate::analysis::{AnalysisConfig, AnalysisConfigError};
-use crate::config::{Config, ConfigDiff};
+use crate::config::{Config, ConfigDiff, PeerDiff};
 use crate::probe::{Engine, EngineError};
 use crate::store::{Flusher, RawLog, RawLogError, Store, StoreConfig, StoreError};
 
@@ -47,6 +49,8 @@ pub struct Monitor {
     engine: Engine,
     /// `None` once shut down.
     targets: Mutex<Option<TargetSet>>,
+    /// STAMP sessions of the `[[peer]]`s; `None` once shut down.
+    peers: Mutex<Option<PeerSet>>,
     config: Mutex<Config>,
     events: broadcast::Sender<TargetEvent>,
     pipeline: Option<JoinHandle<()>>,
@@ -111,8 +115,10 @@ impl Monitor {
         ));
         let mut targets = TargetSet::new(engine.clone(), rounds_tx, Arc::clone(&live));
         targets.start_all(&config);
+        let peers = PeerSet::start(&config);
         tracing::info!(
             targets = config.targets.len(),
+            peers = config.peers.len(),
             store = %store.path().display(),
             timestamp_source = %engine.timestamp_source(),
             "monitoring started"
@@ -122,6 +128,7 @@ impl Monitor {
             store,
             engine,
             targets: Mutex::new(Some(targets)),
+            peers: Mutex::new(Some(peers)),
             config: Mutex::new(config),
             events,
             pipeline: Some(pipeline),
@@ -150,9 +157,40 @@ impl Monitor {
         {
             targets.apply(&new, &diff);
         }
-        self.alerts.reload(&new.alerts);
+        let peer_diff = PeerDiff::between(&current.peers, &new.peers);
+        if !peer_diff.is_empty() {
+            tracing::info!(
+                added = peer_diff.added.len(),
+                removed = peer_diff.removed.len(),
+                changed = peer_diff.changed.len(),
+                "peers reloaded"
+            );
+        }
+        if let Some(peers) = self.peers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            peers.apply(&new, &peer_diff);
+        }
+        self.alerts.reload(&new);
         *current = new;
         diff
+    }
+
+    /// Every `[[peer]]` with its session state and window statistics.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(PeerSet::views)
+            .unwrap_or_default()
+    }
+
+    /// One peer by name.
+    pub fn peer(&self, name: &str) -> Option<PeerView> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|p| p.view(name))
     }
 
     pub fn live(&self) -> &Arc<LiveState> {
@@ -187,6 +225,11 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         drop(targets);
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(peers) = peers {
+            // Joining the session threads blocks for up to one tick each.
+            tokio::task::spawn_blocking(move || drop(peers)).await.ok();
+        }
         if let Some(pipeline) = self.pipeline.take() {
             let _ = pipeline.await;
         }

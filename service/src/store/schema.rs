@@ -47,16 +47,7 @@ impl Trees {
         let config = sled_config(path, cache_capacity_bytes).flush_every_ms(Some(
             reclaim_interval.as_millis().clamp(1, u64::MAX as u128) as u64,
         ));
-        let deadline = Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e)) if is_lock_error(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(open_err(e)),
-            }
-        };
+        let db = open_waiting_for_lock(&config).map_err(open_err)?;
         let meta = db.open_tree(META).map_err(open_err)?;
         check_schema(path, &db, &meta)?;
         Ok(Trees {
@@ -76,6 +67,19 @@ impl Trees {
 /// of the store) must wait a little. Another process holding the store still
 /// fails, after this long.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] for a dropped handle's lock.
+pub fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if is_lock_error(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
 
 /// sled reports its lock only as an `Other` I/O error with this text.
 fn is_lock_error(e: &std::io::Error) -> bool {
@@ -161,7 +165,7 @@ fn check_schema(path: &Path, db: &sled::Db, meta: &sled::Tree) -> Result<(), Sto
 /// Overwrites the stored schema version; only for tests of the refusal path.
 #[cfg(test)]
 pub fn force_schema_version(path: &Path, version: u32) {
-    let db = sled_config(path, 1 << 20).open().unwrap();
+    let db = open_waiting_for_lock(&sled_config(path, 1 << 20)).unwrap();
     db.open_tree(META)
         .unwrap()
         .insert(VERSION_KEY, &version.to_be_bytes())

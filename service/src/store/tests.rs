@@ -161,7 +161,7 @@ fn a_newer_schema_version_is_refused_naming_path_and_versions() {
 fn data_without_a_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = schema::sled_config(dir.path(), 1 << 20).open().unwrap();
+        let db = schema::open_waiting_for_lock(&schema::sled_config(dir.path(), 1 << 20)).unwrap();
         db.insert(b"someone else's", b"data").unwrap();
         db.flush().unwrap();
     }
@@ -422,7 +422,7 @@ fn rollups_lost_in_a_crash_are_recomputed_on_open() {
     // What a crash between the raw batch and the rollup batches leaves: the
     // last 30 minutes and the second hour have no rollups.
     {
-        let db = schema::sled_config(dir.path(), 1 << 20).open().unwrap();
+        let db = schema::open_waiting_for_lock(&schema::sled_config(dir.path(), 1 << 20)).unwrap();
         let num = TargetNum(u32::from_be_bytes(
             db.open_tree(schema::TARGETS)
                 .unwrap()

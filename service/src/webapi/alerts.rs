@@ -1,12 +1,13 @@
 //! The hook through which the web layer shows alerts: which alerts are firing
-//! per target and how many webhook deliveries failed. [`crate::alerts::Alerts`]
-//! implements it; [`NoAlerts`] stands in where no alert subsystem runs.
+//! per target, each webhook's delivery health, and how many deliveries
+//! failed. [`crate::alerts::Alerts`] implements it; [`NoAlerts`] stands in
+//! where no alert subsystem runs.
 
 use std::collections::HashMap;
 
-use hopwatch_web::dto::AlertDto;
+use hopwatch_web::dto::{AlertDto, WebhookDto};
 
-use crate::alerts::Alerts;
+use crate::alerts::{Alerts, WebhookStatus};
 
 /// What the web layer needs from the alert subsystem.
 pub trait AlertSource: Send + Sync + 'static {
@@ -15,6 +16,9 @@ pub trait AlertSource: Send + Sync + 'static {
 
     /// Failed webhook delivery attempts since start; `None` when no webhooks run.
     fn webhook_failures(&self) -> Option<u64>;
+
+    /// Every webhook's delivery health, in config order.
+    fn webhooks(&self) -> Vec<WebhookDto>;
 }
 
 /// No alert subsystem: nothing fires, no webhook fails.
@@ -28,6 +32,10 @@ impl AlertSource for NoAlerts {
 
     fn webhook_failures(&self) -> Option<u64> {
         None
+    }
+
+    fn webhooks(&self) -> Vec<WebhookDto> {
+        Vec::new()
     }
 }
 
@@ -50,5 +58,31 @@ impl AlertSource for Alerts {
 
     fn webhook_failures(&self) -> Option<u64> {
         Some(self.counters().failed_attempts)
+    }
+
+    fn webhooks(&self) -> Vec<WebhookDto> {
+        self.delivery_status().into_iter().map(webhook).collect()
+    }
+}
+
+/// A webhook's status in the web crate's terms. The status holds nothing
+/// secret already (a redacted URL, errors scrubbed of the URL, no key).
+pub fn webhook(status: WebhookStatus) -> WebhookDto {
+    WebhookDto {
+        name: status.name,
+        format: status.format.as_str().to_owned(),
+        url: status.url,
+        signed: status.signed,
+        failing: status.consecutive_failures > 0,
+        pending: status.pending,
+        delivered: status.delivered,
+        resent: status.resent,
+        failed_attempts: status.failed_attempts,
+        consecutive_failures: status.consecutive_failures,
+        last_success_at_ms: status.last_success_ms,
+        last_error_at_ms: status.last_error_ms,
+        last_error: status.last_error,
+        next_retry_at_ms: status.next_retry_ms,
+        retrying_targets: status.retrying_targets,
     }
 }

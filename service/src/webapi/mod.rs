@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod convert;
 pub mod history;
+pub mod peers;
 pub mod persist;
 pub mod tap;
 
@@ -93,6 +94,15 @@ impl WebApi {
             return None;
         }
         self.monitor.upgrade()
+    }
+
+    /// Probes in the live window (`[statistics] window`).
+    fn window_probes(&self) -> u32 {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .statistics
+            .window
     }
 
     /// The daemon applied a new config (a reload).
@@ -457,6 +467,10 @@ impl ReadModel for WebApi {
         }
     }
 
+    fn webhooks(&self) -> Vec<hopwatch_web::dto::WebhookDto> {
+        self.alerts.webhooks()
+    }
+
     fn metrics(&self) -> MetricsSnapshot {
         let Some(monitor) = self.monitor() else {
             return MetricsSnapshot::default();
@@ -546,11 +560,30 @@ impl ReadModel for WebApi {
             },
             webhook_delivery_failures: self.alerts.webhook_failures(),
             targets,
+            peers: monitor.peers().iter().map(peers::metrics).collect(),
         }
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventDto> {
         self.events.subscribe()
+    }
+
+    fn peers(&self) -> Vec<hopwatch_web::dto::PeerDto> {
+        let Some(monitor) = self.monitor() else {
+            return Vec::new();
+        };
+        let window = self.window_probes();
+        monitor
+            .peers()
+            .iter()
+            .map(|view| peers::dto(view, window))
+            .collect()
+    }
+
+    fn peer(&self, name: &str) -> Option<hopwatch_web::dto::PeerDto> {
+        let monitor = self.monitor()?;
+        let window = self.window_probes();
+        monitor.peer(name).map(|view| peers::dto(&view, window))
     }
 }
 

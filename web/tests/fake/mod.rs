@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use hopwatch_web::dto::*;
 use hopwatch_web::metrics::{
-    EngineMetrics, Histogram, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics,
+    EngineMetrics, Histogram, HopMetrics, KernelMetrics, PeerMetrics, MetricsSnapshot, StoreMetrics,
     TargetMetrics,
 };
 use hopwatch_web::{
@@ -135,8 +135,49 @@ pub enum Call {
     Remove(String),
 }
 
+/// Two webhooks: a healthy JSON one and an Alertmanager one that fails.
+pub fn webhooks() -> Vec<WebhookDto> {
+    vec![
+        WebhookDto {
+            name: "ops".into(),
+            format: "json".into(),
+            url: "https://hooks.example/…".into(),
+            signed: true,
+            failing: false,
+            pending: 0,
+            delivered: 12,
+            resent: 0,
+            failed_attempts: 1,
+            consecutive_failures: 0,
+            last_success_at_ms: Some(9_000),
+            last_error_at_ms: Some(4_000),
+            last_error: Some("timed out".into()),
+            next_retry_at_ms: None,
+            retrying_targets: vec![],
+        },
+        WebhookDto {
+            name: "am".into(),
+            format: "alertmanager".into(),
+            url: "http://127.0.0.1:9093/…".into(),
+            signed: false,
+            failing: true,
+            pending: 3,
+            delivered: 2,
+            resent: 5,
+            failed_attempts: 7,
+            consecutive_failures: 4,
+            last_success_at_ms: Some(2_000),
+            last_error_at_ms: Some(8_000),
+            last_error: Some("the receiver answered HTTP 500".into()),
+            next_retry_at_ms: Some(10_000),
+            retrying_targets: vec!["alpha".into()],
+        },
+    ]
+}
+
 pub struct Fake {
     pub targets: Mutex<Vec<TargetDetail>>,
+    pub webhooks: Mutex<Vec<WebhookDto>>,
     pub events: broadcast::Sender<EventDto>,
     pub engine_running: Mutex<bool>,
     pub calls: Mutex<Vec<Call>>,
@@ -147,6 +188,7 @@ impl Fake {
     pub fn new() -> Arc<Fake> {
         Arc::new(Fake {
             targets: Mutex::new(vec![detail("alpha", 3, 10), detail("beta", 2, 20)]),
+            webhooks: Mutex::new(webhooks()),
             events: broadcast::channel(16).0,
             engine_running: Mutex::new(true),
             calls: Mutex::new(Vec::new()),
@@ -347,6 +389,10 @@ impl ReadModel for Fake {
         }
     }
 
+    fn webhooks(&self) -> Vec<WebhookDto> {
+        self.webhooks.lock().unwrap().clone()
+    }
+
     fn metrics(&self) -> MetricsSnapshot {
         let mut h = Histogram::default();
         for v in [0.0002, 0.0031, 0.004, 0.2, 9.0] {
@@ -412,11 +458,80 @@ impl ReadModel for Fake {
                     },
                 ],
             }],
+            peers: vec![PeerMetrics {
+                peer: "branch-b".into(),
+                state: "running",
+                rtt_seconds: Some(0.030),
+                forward_owd_seconds: Some(0.025),
+                backward_owd_seconds: Some(0.005),
+                owd_reliable: true,
+                loss_ratio: Some(0.1),
+                forward_loss_ratio: Some(0.0),
+                backward_loss_ratio: Some(0.1),
+                jitter_seconds: Some(0.0001),
+                probes_sent: 500,
+                probes_received: 450,
+                reordered_forward: 1,
+                reordered_backward: 2,
+                duplicates_forward: 0,
+                duplicates_backward: 3,
+            }],
         }
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventDto> {
         self.events.subscribe()
+    }
+
+    fn peers(&self) -> Vec<PeerDto> {
+        vec![peer("branch-b")]
+    }
+}
+
+/// A running peer with 30 ms RTT split 25 / 5 ms and 10 % loss on the way back.
+pub fn peer(name: &str) -> PeerDto {
+    let delay = |ms: i64| DelayDto {
+        min_ns: ms * 1_000_000,
+        mean_ns: ms as f64 * 1e6,
+        max_ns: ms * 1_000_000,
+    };
+    PeerDto {
+        name: name.into(),
+        label: Some("Branch B".into()),
+        description: None,
+        tags: vec!["wan".into()],
+        address: "198.18.2.2".parse().expect("an IP"),
+        port: 862,
+        mode: "udp".into(),
+        interval_ms: 10.0,
+        packet_size: 72,
+        state: PeerState::Running,
+        error: None,
+        local: Some("198.18.2.1:40000".into()),
+        window_probes: 100,
+        window: PeerWindowDto {
+            probes: 100,
+            received: 90,
+            lost: 10,
+            loss_pct: Some(10.0),
+            rtt: Some(delay(30)),
+            forward: PeerDirectionDto {
+                owd: Some(delay(25)),
+                loss_pct: Some(0.0),
+                ..PeerDirectionDto::default()
+            },
+            backward: PeerDirectionDto {
+                owd: Some(delay(5)),
+                lost: 10,
+                loss_pct: Some(10.0),
+                ..PeerDirectionDto::default()
+            },
+            owd_verdict: Some("shared_clock".into()),
+            owd_reliable: true,
+            timestamp_source: Some("kernel".into()),
+            ..PeerWindowDto::default()
+        },
+        totals: None,
     }
 }
 

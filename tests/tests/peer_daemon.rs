@@ -1,0 +1,197 @@
+//! `[[peer]]`s in the real daemon: `hopwatch run` in `src` runs a STAMP
+//! session to a reflector in `dst` across the lab's router, with a one-way
+//! delay on the forward direction and one-way loss on the backward one; the
+//! API and /metrics must put each in its own direction. A reload then swaps
+//! the peer for another without a restart. Privileged (namespaces, eBPF,
+//! iptables, NFQUEUE); fails, never skips, without root.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use hopwatch::peer::{Reflector, ReflectorConfig};
+use hopwatch_lab::daemon::Daemon;
+use hopwatch_lab::webclient::{eventually, get, get_json};
+use hopwatch_lab::{hopwatch_bin, At, DelaySpec, Lab, LabSpec};
+use serde_json::Value;
+
+/// The daemon's web server, on `src`'s own loopback.
+const WEB: &str = "127.0.0.1:9471";
+const FORWARD_DELAY_MS: f64 = 20.0;
+const BACKWARD_LOSS_PCT: f64 = 20.0;
+
+fn write_config(path: &Path, state: &Path, peers: &[(&str, SocketAddr)]) {
+    let mut text = format!(
+        "[service]\nstate_dir = {:?}\n\n[web]\nlisten = \"{WEB}\"\n\n\
+         [statistics]\nwindow = 300\n\n[defaults]\ntimeout = \"1s\"\n",
+        state.display().to_string()
+    );
+    for (name, addr) in peers {
+        text.push_str(&format!(
+            "\n[[peer]]\nname = \"{name}\"\naddress = \"{}\"\nport = {}\n\
+             interval = \"10ms\"\nclock = \"shared\"\ntags = [\"wan\"]\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    std::fs::write(path, text).expect("write the config");
+}
+
+fn peer_doc(lab: &Lab, name: &str) -> Result<Value, String> {
+    get_json(lab, "src", &format!("http://{WEB}/api/v1/peers/{name}"), &[], None)
+        .map_err(|e| e.to_string())
+}
+
+fn f(doc: &Value, pointer: &str) -> f64 {
+    doc.pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} is not a number in {doc:#}"))
+}
+
+/// The value of the one /metrics sample whose name and labels are `series`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample `{series}` in\n{text}"))
+}
+
+#[test]
+fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
+    let lab: Lab = LabSpec::chain(1)
+        .targets(1)
+        .build()
+        .expect("the lab builds (needs root: CAP_SYS_ADMIN, CAP_NET_ADMIN)");
+    let dst: IpAddr = lab.interface("dst", "r1").expect("dst faces r1").v4.into();
+    let reflector_addr = SocketAddr::new(dst, 862);
+    let _reflector: Reflector = lab
+        .run_in("dst", move || {
+            Reflector::start(ReflectorConfig::new(vec![reflector_addr]))
+        })
+        .expect("entering dst")
+        .expect("the reflector starts in dst");
+    let _delay = lab
+        .delay(
+            At::link("r1", "dst"),
+            DelaySpec::fixed(Duration::from_millis(FORWARD_DELAY_MS as u64)),
+        )
+        .expect("forward delay");
+    let _loss = lab
+        .loss(At::link("r1", "src"), BACKWARD_LOSS_PCT)
+        .expect("backward loss");
+
+    let dir = tempfile::Builder::new()
+        .prefix("hopwatch-peer-daemon")
+        .tempdir()
+        .expect("temp dir");
+    let config = dir.path().join("hopwatch.toml");
+    write_config(&config, &dir.path().join("state"), &[("b", reflector_addr)]);
+    let mut daemon = Daemon::start(&lab, "src", &hopwatch_bin(), &config).expect("daemon starts");
+
+    // 300 probes at 10 ms fill the window in 3 s (plus the 1 s timeout for losses).
+    let doc = eventually(Duration::from_secs(30), "a full peer window", || {
+        let doc = peer_doc(&lab, "b")?;
+        if doc["state"] == "running" && f(&doc, "/window/probes") >= 300.0 {
+            Ok(doc)
+        } else {
+            Err(doc.to_string())
+        }
+    })
+    .expect("the peer's window fills");
+
+    assert_eq!(doc["address"], dst.to_string());
+    assert_eq!(doc["mode"], "udp");
+    assert_eq!(doc["tags"][0], "wan");
+    assert_eq!(doc["window"]["owd_verdict"], "shared_clock", "{doc:#}");
+    assert_eq!(doc["window"]["owd_reliable"], true);
+    assert_eq!(doc["window"]["timestamp_source"], "kernel", "{doc:#}");
+    let ms = |pointer: &str| f(&doc, pointer) / 1e6;
+    let rtt = ms("/window/rtt/mean_ns");
+    let forward = ms("/window/forward/owd/mean_ns");
+    let backward = ms("/window/backward/owd/mean_ns");
+    assert!(
+        (FORWARD_DELAY_MS..FORWARD_DELAY_MS + 2.0).contains(&rtt),
+        "RTT {rtt:.3} ms with {FORWARD_DELAY_MS} ms injected: {doc:#}"
+    );
+    assert!(
+        (FORWARD_DELAY_MS..FORWARD_DELAY_MS + 2.0).contains(&forward),
+        "forward OWD {forward:.3} ms: {doc:#}"
+    );
+    assert!(
+        (0.0..2.0).contains(&backward),
+        "backward OWD {backward:.3} ms should be the bare path: {doc:#}"
+    );
+    // 300 probes at 20 % loss: 60 ± 7 expected; allow generous binomial slack.
+    let backward_loss = f(&doc, "/window/backward/loss_pct");
+    let forward_loss = f(&doc, "/window/forward/loss_pct");
+    assert!(
+        (8.0..35.0).contains(&backward_loss),
+        "backward loss {backward_loss:.1} % with {BACKWARD_LOSS_PCT} % injected: {doc:#}"
+    );
+    assert_eq!(forward_loss, 0.0, "nothing is dropped forward: {doc:#}");
+    assert!(f(&doc, "/totals/sent") >= 300.0, "{doc:#}");
+
+    let text = get(&lab, "src", &format!("http://{WEB}/metrics"), &[], None)
+        .expect("GET /metrics")
+        .body;
+    let owd_forward = metric(
+        &text,
+        "hopwatch_peer_owd_seconds{peer=\"b\",direction=\"forward\"}",
+    );
+    assert!(
+        (0.020..0.022).contains(&owd_forward),
+        "forward OWD {owd_forward} s"
+    );
+    let rtt_seconds = metric(&text, "hopwatch_peer_rtt_seconds{peer=\"b\"}");
+    assert!((0.020..0.022).contains(&rtt_seconds), "RTT {rtt_seconds} s");
+    let loss_backward = metric(
+        &text,
+        "hopwatch_peer_loss_ratio{peer=\"b\",direction=\"backward\"}",
+    );
+    assert!(
+        (0.08..0.35).contains(&loss_backward),
+        "backward loss ratio {loss_backward}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "hopwatch_peer_loss_ratio{peer=\"b\",direction=\"forward\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(&text, "hopwatch_peer_state{peer=\"b\",state=\"running\"}"),
+        1.0
+    );
+
+    // Reload: "b" goes, "c" comes, without a restart.
+    write_config(&config, &dir.path().join("state"), &[("c", reflector_addr)]);
+    daemon
+        .wait_for_log("peers reloaded", Duration::from_secs(15))
+        .expect("the daemon reloads the peers");
+    let c = eventually(Duration::from_secs(20), "peer c measuring", || {
+        let doc = peer_doc(&lab, "c")?;
+        if doc["state"] == "running" && f(&doc, "/window/received") > 10.0 {
+            Ok(doc)
+        } else {
+            Err(doc.to_string())
+        }
+    })
+    .expect("the added peer runs");
+    assert_eq!(c["name"], "c");
+    let list = get_json(&lab, "src", &format!("http://{WEB}/api/v1/peers"), &[], None)
+        .expect("GET /api/v1/peers");
+    let names: Vec<&str> = list["peers"]
+        .as_array()
+        .expect("a peers array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["c"]);
+    let gone = get(&lab, "src", &format!("http://{WEB}/api/v1/peers/b"), &[], None)
+        .expect("GET the removed peer");
+    assert_eq!(gone.status, 404, "{}", gone.body);
+
+    let status = daemon.stop().expect("the daemon stops");
+    assert!(status.success(), "exit status {status}");
+}
