@@ -64,6 +64,7 @@
 
 pub mod bench;
 pub mod binaries;
+pub mod browser;
 pub mod daemon;
 pub mod demo;
 pub mod error;

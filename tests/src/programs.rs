@@ -1,6 +1,6 @@
 //! Finding the external programs end-to-end tests and tools drive (prometheus,
-//! promtool, chromium, chromedriver): their path, or an error that says how to
-//! install them. A test that needs one fails with that error; it never skips.
+//! promtool, chromium, chromedriver, wrk, tcpdump): their path, or an error
+//! that says how to install them. A test that needs one fails with that error; it never skips.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[error(
     "{program} is not installed (looked in $PATH, /usr/sbin and /usr/bin): run \
      `sudo bash deploy/setup.sh`, which installs prometheus (with promtool), chromium, \
-     chromium-driver and wrk"
+     chromium-driver, wrk and tcpdump"
 )]
 pub struct ProgramMissing {
     pub program: String,

@@ -21,10 +21,7 @@ pub enum PrometheusError {
     #[error(transparent)]
     Missing(#[from] ProgramMissing),
     #[error("could not start prometheus in node {node}: {source}")]
-    Start {
-        node: String,
-        source: Box<LabError>,
-    },
+    Start { node: String, source: Box<LabError> },
     #[error("could not run {command}: {source}")]
     Run {
         command: String,

@@ -1,5 +1,6 @@
 //! `[[peer]]`s in the real daemon: `hopwatch run` in `src` runs a STAMP
-//! session to a reflector in `dst` across the lab's router, with a one-way
+//! session to the `[reflector]` of another `hopwatch run` in `dst` (allowing
+//! only `src`'s address) across the lab's router, with a one-way
 //! delay on the forward direction and one-way loss on the backward one; the
 //! API and /metrics must put each in its own direction. A reload then swaps
 //! the peer for another without a restart. Privileged (namespaces, eBPF,
@@ -9,7 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use hopwatch::peer::{Reflector, ReflectorConfig};
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{eventually, get, get_json};
 use hopwatch_lab::{hopwatch_bin, At, DelaySpec, Lab, LabSpec};
@@ -38,8 +38,14 @@ fn write_config(path: &Path, state: &Path, peers: &[(&str, SocketAddr)]) {
 }
 
 fn peer_doc(lab: &Lab, name: &str) -> Result<Value, String> {
-    get_json(lab, "src", &format!("http://{WEB}/api/v1/peers/{name}"), &[], None)
-        .map_err(|e| e.to_string())
+    get_json(
+        lab,
+        "src",
+        &format!("http://{WEB}/api/v1/peers/{name}"),
+        &[],
+        None,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn f(doc: &Value, pointer: &str) -> f64 {
@@ -64,12 +70,26 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         .expect("the lab builds (needs root: CAP_SYS_ADMIN, CAP_NET_ADMIN)");
     let dst: IpAddr = lab.interface("dst", "r1").expect("dst faces r1").v4.into();
     let reflector_addr = SocketAddr::new(dst, 862);
-    let _reflector: Reflector = lab
-        .run_in("dst", move || {
-            Reflector::start(ReflectorConfig::new(vec![reflector_addr]))
-        })
-        .expect("entering dst")
-        .expect("the reflector starts in dst");
+    let src: IpAddr = lab.interface("src", "r1").expect("src faces r1").v4.into();
+    let dir = tempfile::Builder::new()
+        .prefix("hopwatch-peer-daemon")
+        .tempdir()
+        .expect("temp dir");
+    let reflector_config = dir.path().join("reflector.toml");
+    std::fs::write(
+        &reflector_config,
+        format!(
+            "[service]\nstate_dir = {:?}\n\n[web]\nlisten = \"{WEB}\"\n\n\
+             [reflector]\nlisten = [\"{dst}\"]\nallow = [\"{src}/32\"]\n",
+            dir.path().join("reflector-state").display().to_string()
+        ),
+    )
+    .expect("write the reflector's config");
+    let mut reflector = Daemon::start(&lab, "dst", &hopwatch_bin(), &reflector_config)
+        .expect("the reflecting daemon starts");
+    reflector
+        .wait_for_log("STAMP reflector started", Duration::from_secs(5))
+        .expect("the [reflector] runs");
     let _delay = lab
         .delay(
             At::link("r1", "dst"),
@@ -80,10 +100,6 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         .loss(At::link("r1", "src"), BACKWARD_LOSS_PCT)
         .expect("backward loss");
 
-    let dir = tempfile::Builder::new()
-        .prefix("hopwatch-peer-daemon")
-        .tempdir()
-        .expect("temp dir");
     let config = dir.path().join("hopwatch.toml");
     write_config(&config, &dir.path().join("state"), &[("b", reflector_addr)]);
     let mut daemon = Daemon::start(&lab, "src", &hopwatch_bin(), &config).expect("daemon starts");
@@ -179,8 +195,14 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
     })
     .expect("the added peer runs");
     assert_eq!(c["name"], "c");
-    let list = get_json(&lab, "src", &format!("http://{WEB}/api/v1/peers"), &[], None)
-        .expect("GET /api/v1/peers");
+    let list = get_json(
+        &lab,
+        "src",
+        &format!("http://{WEB}/api/v1/peers"),
+        &[],
+        None,
+    )
+    .expect("GET /api/v1/peers");
     let names: Vec<&str> = list["peers"]
         .as_array()
         .expect("a peers array")
@@ -188,10 +210,18 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(names, ["c"]);
-    let gone = get(&lab, "src", &format!("http://{WEB}/api/v1/peers/b"), &[], None)
-        .expect("GET the removed peer");
+    let gone = get(
+        &lab,
+        "src",
+        &format!("http://{WEB}/api/v1/peers/b"),
+        &[],
+        None,
+    )
+    .expect("GET the removed peer");
     assert_eq!(gone.status, 404, "{}", gone.body);
 
     let status = daemon.stop().expect("the daemon stops");
+    assert!(status.success(), "exit status {status}");
+    let status = reflector.stop().expect("the reflecting daemon stops");
     assert!(status.success(), "exit status {status}");
 }

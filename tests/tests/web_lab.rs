@@ -9,42 +9,32 @@
 //! these fail, never skip, without them.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::fmt::Display;
 use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
+use fantoccini::{Client, Locator};
 use hopwatch_lab::bench::capture::Capture;
 use hopwatch_lab::bench::pcap::CaptureIndex;
-use hopwatch_lab::hopwatch_bin;
-use hopwatch_lab::netns::exec::NsChild;
-use hopwatch_lab::{Lab, LabSpec};
+use hopwatch_lab::browser::{click, save_screenshot, type_into, wait_js, Chromium, DRIVER_PORT};
+use hopwatch_lab::daemon::Daemon;
+use hopwatch_lab::prometheus::{Prometheus, Sample};
+use hopwatch_lab::webclient::{self, eventually};
+use hopwatch_lab::{hopwatch_bin, programs, Lab, LabSpec};
 use serde_json::{json, Value};
 
 const WEB: &str = "127.0.0.1:9470";
 const READ_TOKEN: &str = "web-lab-read-token-0123456789";
 const WRITE_TOKEN: &str = "web-lab-write-token-0123456789";
 
-/// The full path of `program`, or a failure that says how to get it.
-fn need(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{program} is not installed: run `sudo bash deploy/setup.sh` (it installs \
-                 prometheus, chromium, chromium-driver and wrk)"
-            )
-        })
+/// The value of `result`, or a failure with its error's message (which says
+/// what failed, e.g. how to install a missing program, with the daemon's log).
+#[track_caller]
+fn must<T>(result: Result<T, impl Display>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn now_ms() -> u64 {
@@ -72,140 +62,14 @@ fn config_text(state: &Path, web: &str, targets: &[(&str, IpAddr)], interval: &s
     text
 }
 
-/// `hopwatch run` in the lab's source namespace, its log collected.
-struct Daemon<'lab> {
-    child: NsChild<'lab>,
-    log: Arc<Mutex<Vec<String>>>,
+/// `hopwatch run` on `config` in the lab's source namespace, its web server up.
+fn start_daemon<'lab>(lab: &'lab Lab, config: &Path) -> Daemon<'lab> {
+    must(Daemon::start(lab, "src", &hopwatch_bin(), config))
 }
 
-impl<'lab> Daemon<'lab> {
-    fn start(lab: &'lab Lab, config: &Path) -> Daemon<'lab> {
-        let mut cmd = lab
-            .command("src", hopwatch_bin().to_str().unwrap())
-            .expect("command");
-        cmd.args(["--log", "info", "run", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = lab.spawn("src", cmd).expect("hopwatch run starts");
-        let stderr = child.child_mut().stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let daemon = Daemon { child, log };
-        daemon.wait_for_log("web UI, API and metrics", Duration::from_secs(15));
-        daemon
-    }
-
-    fn wait_for_log(&self, needle: &str, limit: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "no log line with {needle:?} within {limit:?}; log:\n{}",
-            self.log.lock().unwrap().join("\n")
-        );
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> ExitStatus {
-        let pid = self.child.pid() as libc::pid_t;
-        // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.child_mut().try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "the daemon did not stop within 15 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// One HTTP request from inside the lab's source namespace: (status, body).
-fn http(
-    lab: &Lab,
-    method: &str,
-    url: &str,
-    query: &[(&str, &str)],
-    token: Option<&str>,
-) -> (u16, String) {
-    let url = url.to_owned();
-    let method = method.to_owned();
-    let query: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let token = token.map(str::to_owned);
-    lab.run_in("src", move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let result = if method == "GET" {
-            let mut req = agent.get(&url);
-            for (k, v) in &query {
-                req = req.query(k, v);
-            }
-            if let Some(auth) = &auth {
-                req = req.header("Authorization", auth);
-            }
-            req.call()
-        } else {
-            let mut req = agent.post(&url);
-            if let Some(auth) = &auth {
-                req = req.header("Authorization", auth);
-            }
-            req.send_empty()
-        };
-        match result {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let body = response
-                    .body_mut()
-                    .read_to_string()
-                    .unwrap_or_else(|e| format!("<unreadable body: {e}>"));
-                (status, body)
-            }
-            Err(err) => (0, err.to_string()),
-        }
-    })
-    .expect("running in the source namespace")
-}
-
-fn get_json(lab: &Lab, url: &str, query: &[(&str, &str)], token: Option<&str>) -> Value {
-    let (status, body) = http(lab, "GET", url, query, token);
-    assert_eq!(status, 200, "GET {url}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url} is not JSON ({e}): {body}"))
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+/// A GET from the lab's source namespace that must answer 200 with JSON.
+fn get_json(lab: &Lab, url: &str, query: &[(&str, &str)]) -> Value {
+    must(webclient::get_json(lab, "src", url, query, None))
 }
 
 fn temp_dir(name: &str) -> tempfile::TempDir {
@@ -217,41 +81,24 @@ fn temp_dir(name: &str) -> tempfile::TempDir {
 
 // ---------------------------------------------------------------- Prometheus
 
-/// One instant query; the sample values of the result vector.
-fn prometheus_query(lab: &Lab, query: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let doc = get_json(
-        lab,
-        "http://127.0.0.1:9090/api/v1/query",
-        &[("query", query)],
-        None,
-    );
-    assert_eq!(doc["status"], "success", "{query}: {doc}");
-    doc["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let value = r["value"][1]
-                .as_str()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(f64::NAN);
-            (labels, value)
-        })
-        .collect()
+const PROMETHEUS_PORT: u16 = 9090;
+
+/// One instant query, which must succeed; the samples of the result vector.
+fn query(prometheus: &Prometheus<'_>, query: &str) -> Vec<Sample> {
+    must(prometheus.query(query))
+}
+
+/// The first sample's value, where `keep` accepts it; what was seen otherwise.
+fn first_value(samples: &[Sample], keep: impl Fn(f64) -> bool) -> Result<f64, String> {
+    samples
+        .first()
+        .map(|s| s.value)
+        .filter(|v| keep(*v))
+        .ok_or_else(|| format!("{samples:?}"))
 }
 
 #[test]
 fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
-    let prometheus = need("prometheus");
     let lab = LabSpec::chain(2).targets(1).build().expect("lab");
     let target = IpAddr::V4(lab.targets_v4()[0]);
     let trace = lab.expected_trace(target);
@@ -267,11 +114,17 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(&lab, &config);
+    let daemon = start_daemon(&lab, &config);
 
     // /metrics needs the read token; Prometheus sends it.
-    let (status, _) = http(&lab, "GET", &format!("http://{WEB}/metrics"), &[], None);
-    assert_eq!(status, 401, "/metrics without the read token");
+    let metrics = must(webclient::get(
+        &lab,
+        "src",
+        &format!("http://{WEB}/metrics"),
+        &[],
+        None,
+    ));
+    assert_eq!(metrics.status, 401, "/metrics without the read token");
     let prom_yml = dir.path().join("prometheus.yml");
     std::fs::write(
         &prom_yml,
@@ -282,91 +135,83 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
         ),
     )
     .unwrap();
-    let mut cmd = lab
-        .command("src", prometheus.to_str().unwrap())
-        .expect("command");
-    cmd.arg(format!("--config.file={}", prom_yml.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg("--web.listen-address=127.0.0.1:9090")
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _prometheus = lab.spawn("src", cmd).expect("prometheus starts");
+    let prometheus = must(Prometheus::start(
+        &lab,
+        "src",
+        &prom_yml,
+        &dir.path().join("tsdb"),
+        PROMETHEUS_PORT,
+    ));
 
     // The scrape works and the series arrive.
-    let up = eventually(Duration::from_secs(60), "a successful scrape", || {
-        let (status, _) = http(&lab, "GET", "http://127.0.0.1:9090/-/ready", &[], None);
-        if status != 200 {
-            return None;
-        }
-        prometheus_query(&lab, "up{job=\"hopwatch\"}")
-            .first()
-            .map(|(_, v)| *v)
-            .filter(|v| *v == 1.0)
-    });
+    let up = must(eventually(
+        Duration::from_secs(60),
+        "a successful scrape",
+        || first_value(&query(&prometheus, "up{job=\"hopwatch\"}"), |v| v == 1.0),
+    ));
     assert_eq!(up, 1.0);
-    let sent = |lab: &Lab| {
-        prometheus_query(
-            lab,
+    let sent = || {
+        query(
+            &prometheus,
             "hopwatch_hop_probes_sent_total{target=\"t\",ttl=\"1\"}",
         )
-        .first()
-        .map(|(_, v)| *v)
     };
-    let first = eventually(Duration::from_secs(30), "hop 1's probe counter", || {
-        sent(&lab).filter(|v| *v > 0.0)
-    });
-    let later = eventually(Duration::from_secs(30), "the counter to grow", || {
-        sent(&lab).filter(|v| *v > first)
-    });
+    let first = must(eventually(
+        Duration::from_secs(30),
+        "hop 1's probe counter",
+        || first_value(&sent(), |v| v > 0.0),
+    ));
+    let later = must(eventually(
+        Duration::from_secs(30),
+        "the counter to grow",
+        || first_value(&sent(), |v| v > first),
+    ));
     assert!(later > first);
 
     // The responder of each hop is the lab's router, as an info series.
-    let responders = prometheus_query(&lab, "hopwatch_hop_responder_info{target=\"t\"}");
+    let responders = query(&prometheus, "hopwatch_hop_responder_info{target=\"t\"}");
     for (ttl, expected) in trace.iter().enumerate() {
         let expected = expected.expect("every lab hop answers").to_string();
         let ttl = (ttl + 1).to_string();
         let found = responders
             .iter()
-            .find(|(l, _)| l.get("ttl") == Some(&ttl))
+            .find(|s| s.labels.get("ttl") == Some(&ttl))
             .unwrap_or_else(|| panic!("no responder series for ttl {ttl}: {responders:?}"));
-        assert_eq!(found.0["responder"], expected, "ttl {ttl}");
+        assert_eq!(found.labels["responder"], expected, "ttl {ttl}");
     }
     // The destination's latency histogram gives a median a lab path can have.
-    let median = eventually(
+    let median = must(eventually(
         Duration::from_secs(30),
         "a median from the histogram",
         || {
-            prometheus_query(
-            &lab,
-            "histogram_quantile(0.5, sum by (le) (rate(hopwatch_target_rtt_seconds_bucket{target=\"t\"}[10s])))",
-        )
-        .first()
-        .map(|(_, v)| *v)
-        .filter(|v| v.is_finite())
+            first_value(
+                &query(
+                    &prometheus,
+                    "histogram_quantile(0.5, sum by (le) \
+                     (rate(hopwatch_target_rtt_seconds_bucket{target=\"t\"}[10s])))",
+                ),
+                f64::is_finite,
+            )
         },
-    );
+    ));
     assert!(
         median > 0.0 && median < 0.01,
         "lab RTTs are microseconds: {median} s"
     );
-    let source = prometheus_query(&lab, "hopwatch_timestamp_source_info");
+    let source = query(&prometheus, "hopwatch_timestamp_source_info");
     assert_eq!(source.len(), 1, "{source:?}");
-    assert_eq!(source[0].0["source"], "ebpf");
-    let hop_count = prometheus_query(&lab, "hopwatch_target_hop_count{target=\"t\"}");
-    assert_eq!(hop_count[0].1, trace.len() as f64);
+    assert_eq!(source[0].labels["source"], "ebpf");
+    let hop_count = query(&prometheus, "hopwatch_target_hop_count{target=\"t\"}");
+    assert_eq!(hop_count[0].value, trace.len() as f64);
     // irate: the last two scrapes (rate over a window longer than the
     // history would extrapolate it down).
-    let probes_rate = prometheus_query(&lab, "irate(hopwatch_probes_sent_total[5s])");
+    let probes_rate = query(&prometheus, "irate(hopwatch_probes_sent_total[5s])");
     // One target, 5 rounds a second, 3 hops: about 15 probes a second.
     assert!(
-        (8.0..30.0).contains(&probes_rate[0].1),
+        (8.0..30.0).contains(&probes_rate[0].value),
         "probes per second from the counter: {probes_rate:?}"
     );
-    let status = daemon.stop();
+    let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 }
 
@@ -397,33 +242,6 @@ fn screenshots() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     std::fs::create_dir_all(&dir).expect("screenshots directory");
     dir
-}
-
-async fn save_screenshot(client: &Client, name: &str) -> anyhow::Result<()> {
-    let png = client.screenshot().await?;
-    std::fs::write(screenshots().join(name), png)?;
-    Ok(())
-}
-
-/// Runs `script` until it returns something truthy (not null/false/0/""), or fails.
-async fn wait_js(client: &Client, what: &str, script: &str) -> anyhow::Result<Value> {
-    let start = Instant::now();
-    loop {
-        let value = client.execute(script, vec![]).await?;
-        let truthy = match &value {
-            Value::Null | Value::Bool(false) => false,
-            Value::Number(n) => n.as_f64() != Some(0.0),
-            Value::String(s) => !s.is_empty(),
-            _ => true,
-        };
-        if truthy {
-            return Ok(value);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("timed out waiting for {what} (last value {value})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 const ROWS_JS: &str = "return [...document.querySelectorAll('#targets tbody tr')]\
@@ -471,14 +289,10 @@ async fn browse(
     .as_u64()
     .unwrap_or(0);
     seen.overview_rows = serde_json::from_value(client.execute(ROWS_JS, vec![]).await?)?;
-    save_screenshot(client, "overview-desktop.png").await?;
+    save_screenshot(client, &screenshots().join("overview-desktop.png")).await?;
 
     // The target page, through the link in the table.
-    client
-        .find(Locator::Css("#targets a[href='/targets/a']"))
-        .await?
-        .click()
-        .await?;
+    click(client, "#targets a[href='/targets/a']").await?;
     wait_js(
         client,
         "the hop table",
@@ -486,11 +300,7 @@ async fn browse(
     )
     .await?;
     // The last quarter of an hour, so the few minutes of history fill the graphs.
-    client
-        .find(Locator::Css("button[data-range='15m']"))
-        .await?
-        .click()
-        .await?;
+    click(client, "button[data-range='15m']").await?;
     seen.graph_points = wait_js(
         client,
         "the latency graph",
@@ -529,26 +339,18 @@ async fn browse(
         "return Number(document.querySelector('#latency').dataset.points || 0);",
     )
     .await?;
-    save_screenshot(client, "target-desktop.png").await?;
+    save_screenshot(client, &screenshots().join("target-desktop.png")).await?;
 
     // Pause: the UI asks for the write token, then pauses.
-    client.find(Locator::Id("btn-pause")).await?.click().await?;
+    click(client, "#btn-pause").await?;
     wait_js(
         client,
         "the token dialog",
         "return document.querySelector('#dlg-token').open;",
     )
     .await?;
-    client
-        .find(Locator::Css("#dlg-token input[name=write]"))
-        .await?
-        .send_keys(WRITE_TOKEN)
-        .await?;
-    client
-        .find(Locator::Css("#dlg-token button[value=save]"))
-        .await?
-        .click()
-        .await?;
+    type_into(client, "#dlg-token input[name=write]", WRITE_TOKEN).await?;
+    click(client, "#dlg-token button[value=save]").await?;
     wait_js(
         client,
         "the Resume button",
@@ -564,7 +366,7 @@ async fn browse(
          && document.querySelector('#btn-pause').textContent === 'Resume';",
     )
     .await?;
-    save_screenshot(client, "target-paused-desktop.png").await?;
+    save_screenshot(client, &screenshots().join("target-paused-desktop.png")).await?;
 
     // A phone.
     client.set_window_size(390, 844).await?;
@@ -581,7 +383,7 @@ async fn browse(
         "return Number(document.querySelector('#latency').dataset.points || 0);",
     )
     .await?;
-    save_screenshot(client, "target-phone.png").await?;
+    save_screenshot(client, &screenshots().join("target-phone.png")).await?;
     client.goto(&format!("{base}/")).await?;
     wait_js(
         client,
@@ -590,7 +392,7 @@ async fn browse(
          && document.querySelectorAll('#tiles .tile.s-paused').length === 1;",
     )
     .await?;
-    save_screenshot(client, "overview-phone.png").await?;
+    save_screenshot(client, &screenshots().join("overview-phone.png")).await?;
 
     // A wall display in the dark theme.
     client.set_window_size(1920, 1080).await?;
@@ -608,32 +410,16 @@ async fn browse(
         "return document.documentElement.dataset.theme === 'dark' && document.querySelectorAll('#tiles .tile').length === 2;",
     )
     .await?;
-    save_screenshot(client, "overview-wall-dark.png").await?;
+    save_screenshot(client, &screenshots().join("overview-wall-dark.png")).await?;
 
     // Add a target through the form (the write token is remembered for the tab).
     client.set_window_size(1400, 1000).await?;
     client.goto(&format!("{base}/")).await?;
-    client.find(Locator::Id("btn-add")).await?.click().await?;
-    client
-        .find(Locator::Css("#form-add input[name=name]"))
-        .await?
-        .send_keys("c")
-        .await?;
-    client
-        .find(Locator::Css("#form-add input[name=host]"))
-        .await?
-        .send_keys(new_host)
-        .await?;
-    client
-        .find(Locator::Css("#form-add input[name=label]"))
-        .await?
-        .send_keys("Lab c")
-        .await?;
-    client
-        .find(Locator::Css("#form-add button[value=add]"))
-        .await?
-        .click()
-        .await?;
+    click(client, "#btn-add").await?;
+    type_into(client, "#form-add input[name=name]", "c").await?;
+    type_into(client, "#form-add input[name=host]", new_host).await?;
+    type_into(client, "#form-add input[name=label]", "Lab c").await?;
+    click(client, "#form-add button[value=add]").await?;
     wait_js(
         client,
         "the new target in the overview",
@@ -648,8 +434,7 @@ async fn browse(
 
 #[test]
 fn headless_chromium_shows_real_data_and_pauses_a_target() {
-    let chromium = need("chromium");
-    let chromedriver = need("chromedriver");
+    let chromium = must(Chromium::find());
     let lab = LabSpec::chain(3).targets(3).build().expect("lab");
     let targets = lab.targets_v4();
     let (a, b, c) = (
@@ -670,76 +455,32 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(&lab, &config);
+    let daemon = start_daemon(&lab, &config);
     // A few seconds of history: rounds, flushes, the round tap's sparklines.
-    eventually(Duration::from_secs(20), "rounds of both targets", || {
-        let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[], None);
-        doc["targets"]
-            .as_array()?
-            .iter()
-            .all(|t| t["rounds"].as_u64().unwrap_or(0) >= 20)
-            .then_some(())
-    });
+    must(eventually(
+        Duration::from_secs(20),
+        "rounds of both targets",
+        || {
+            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[]);
+            doc["targets"]
+                .as_array()
+                .is_some_and(|t| t.iter().all(|t| t["rounds"].as_u64().unwrap_or(0) >= 20))
+                .then_some(())
+                .ok_or_else(|| doc.to_string())
+        },
+    ));
     std::thread::sleep(Duration::from_secs(3));
 
-    let mut cmd = lab
-        .command("src", chromedriver.to_str().unwrap())
-        .expect("command");
-    cmd.args(["--port=9515", "--log-level=SEVERE"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _driver = lab.spawn("src", cmd).expect("chromedriver starts");
-    eventually(Duration::from_secs(20), "chromedriver", || {
-        (http(&lab, "GET", "http://127.0.0.1:9515/status", &[], None).0 == 200).then_some(())
-    });
-
+    let driver = must(chromium.start_driver(&lab, "src", DRIVER_PORT));
     let profile = dir.path().join("chromium-profile");
-    let chromium = chromium.to_str().unwrap().to_owned();
     let first_hop = trace[0].expect("hop 1 answers").to_string();
     let new_host = c.to_string();
     let hops = trace.len();
-    let seen = lab
-        .run_in("src", move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                let mut caps = serde_json::Map::new();
-                caps.insert("browserName".into(), json!("chrome"));
-                caps.insert(
-                    "goog:chromeOptions".into(),
-                    json!({
-                        "binary": chromium,
-                        "args": [
-                            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                            "--disable-quic", "--no-first-run", "--disable-background-networking",
-                            "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                            format!("--user-data-dir={}", profile.display()),
-                        ],
-                    }),
-                );
-                caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-                let client = ClientBuilder::new(
-                    hyper_util::client::legacy::connect::HttpConnector::new(),
-                )
-                .capabilities(caps)
-                .connect("http://127.0.0.1:9515")
-                .await
-                .expect("a WebDriver session with headless Chromium");
-                // Close the session (and Chromium) whatever happened.
-                let outcome = AssertUnwindSafe(browse(&client, hops, &first_hop, &new_host))
-                    .catch_unwind()
-                    .await;
-                let _ = client.close().await;
-                match outcome {
-                    Ok(result) => result,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            })
+    let seen = driver
+        .session(&profile, async |client| {
+            browse(client, hops, &first_hop, &new_host).await
         })
-        .expect("running in the source namespace")
-        .unwrap_or_else(|e| panic!("browser check failed: {e:#}"));
+        .unwrap_or_else(|e: anyhow::Error| panic!("browser check failed: {e:#}"));
 
     // The overview showed both targets with real figures.
     assert_eq!(seen.overview_rows.len(), 2, "{:?}", seen.overview_rows);
@@ -782,7 +523,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 
     // The pause took effect, was saved in the config file, and stopped probing.
-    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[], None);
+    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[]);
     assert_eq!(doc["paused"], true);
     assert_eq!(doc["state"], "paused");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -793,19 +534,21 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     assert!(text.contains("# target b"), "comments kept:\n{text}");
     let rounds = doc["rounds"].as_u64().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let later = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[], None);
+    let later = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[]);
     assert_eq!(later["rounds"].as_u64().unwrap(), rounds, "a is not probed");
-    let other = get_json(&lab, &format!("http://{WEB}/api/v1/targets/b"), &[], None);
+    let other = get_json(&lab, &format!("http://{WEB}/api/v1/targets/b"), &[]);
     assert_eq!(other["state"], "running", "b is untouched");
     // The target added in the form is probed and saved as a [[target]] table.
-    eventually(
+    must(eventually(
         Duration::from_secs(10),
         "rounds of the added target",
         || {
-            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/c"), &[], None);
-            (doc["rounds"].as_u64().unwrap_or(0) > 0).then_some(())
+            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/c"), &[]);
+            (doc["rounds"].as_u64().unwrap_or(0) > 0)
+                .then_some(())
+                .ok_or_else(|| doc.to_string())
         },
-    );
+    ));
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
         text.contains(&format!(
@@ -824,12 +567,12 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         let png = std::fs::read(screenshots().join(name)).expect("screenshot saved");
         assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
     }
-    let status = daemon.stop();
+    let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 
     // The changes survive a restart: a is still paused, c is still there.
-    let daemon = Daemon::start(&lab, &config);
-    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[], None);
+    let daemon = start_daemon(&lab, &config);
+    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[]);
     let states: Vec<(String, String)> = doc["targets"]
         .as_array()
         .unwrap()
@@ -847,7 +590,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         "{states:?}"
     );
     assert!(states.iter().any(|(id, _)| id == "c"), "{states:?}");
-    let status = daemon.stop();
+    let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 }
 
@@ -891,7 +634,6 @@ fn accuracy(lab: &Lab, capture: &Path, target: IpAddr, from_ms: u64, to_ms: u64)
             ("to", &to_ms.to_string()),
             ("max_points", "5000"),
         ],
-        None,
     );
     let mut daemon = Vec::new();
     for series in doc["series"].as_array().expect("series") {
@@ -962,8 +704,8 @@ fn wrk_summary(output: &str) -> (f64, String, String, String) {
 
 #[test]
 fn api_load_does_not_degrade_probe_accuracy() {
-    let wrk = need("wrk");
-    need("tcpdump");
+    let wrk = must(programs::find("wrk"));
+    must(programs::find("tcpdump"));
     let lab = LabSpec::chain(3).targets(1).build().expect("lab");
     let target = IpAddr::V4(lab.targets_v4()[0]);
     let dir = temp_dir("web-load");
@@ -973,11 +715,17 @@ fn api_load_does_not_degrade_probe_accuracy() {
         config_text(&dir.path().join("state"), "", &[("t", target)], "100ms"),
     )
     .unwrap();
-    let daemon = Daemon::start(&lab, &config);
-    eventually(Duration::from_secs(20), "the first rounds", || {
-        let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/t"), &[], None);
-        (doc["rounds"].as_u64().unwrap_or(0) >= 10).then_some(())
-    });
+    let daemon = start_daemon(&lab, &config);
+    must(eventually(
+        Duration::from_secs(20),
+        "the first rounds",
+        || {
+            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/t"), &[]);
+            (doc["rounds"].as_u64().unwrap_or(0) >= 10)
+                .then_some(())
+                .ok_or_else(|| doc.to_string())
+        },
+    ));
 
     const PHASE: Duration = Duration::from_secs(20);
     let measure = |name: &str| {
@@ -1056,6 +804,6 @@ fn api_load_does_not_degrade_probe_accuracy() {
             "{what} error grew under API load: idle {idle_err:.1} µs, loaded {load_err:.1} µs"
         );
     }
-    let status = daemon.stop();
+    let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 }

@@ -751,6 +751,189 @@ function webhooksPanel(onChange) {
   };
 }
 
+
+// ------------------------------------------------------------------ peers
+
+/** A peer's health from its window: loss in either direction, then state. */
+function peerStatus(p) {
+  if (p.state === 'paused') return 'paused';
+  if (p.state === 'failed') return 'bad';
+  const w = p.window;
+  const worst = Math.max(w.forward.loss_pct || 0, w.backward.loss_pct || 0);
+  if (worst >= 5) return 'bad';
+  if (worst > 0 || p.state !== 'running') return 'warn';
+  return 'ok';
+}
+
+/** One-way delay text, marked when the clocks cannot be trusted. */
+function owdText(w, dir) {
+  const owd = w[dir].owd;
+  if (!owd) return '–';
+  return ms(owd.mean_ns) + (w.owd_reliable ? '' : '?');
+}
+
+/**
+ * The overview's "Peers" panel: every [[peer]] link (STAMP) with its RTT and
+ * per-direction delay and loss, from /api/v1/peers. Hidden without peers.
+ */
+function peersPanel() {
+  const tbody = h('tbody');
+  const note = h('span', { class: 'muted' });
+  const cols = [
+    ['Peer', ''], ['Status', ''], ['RTT ms', 'num'], ['→ OWD ms', 'num'], ['← OWD ms', 'num'],
+    ['→ Loss', 'num'], ['← Loss', 'num'], ['Jitter', 'num hide-sm'], ['Probes', 'num hide-sm'],
+  ];
+  const el = h('section', { class: 'panel peers', id: 'peers', hidden: true, 'aria-label': 'Peer links' },
+    h('div', { class: 'panel-head' }, h('h2', { text: 'Peers' }), note),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'peers' },
+        h('thead', {}, h('tr', {}, cols.map(([label, cls]) => h('th', { class: cls, scope: 'col', text: label })))),
+        tbody)));
+
+  function row(p) {
+    const w = p.window;
+    const st = peerStatus(p);
+    return h('tr', { class: 's-' + st, dataset: { peer: p.name } },
+      h('td', { class: 'name' },
+        h('a', { href: '/peers/' + encodeURIComponent(p.name) }, h('b', { text: p.label || p.name })),
+        h('span', { class: 'host', text: p.address + ':' + p.port + ' · ' + p.mode })),
+      h('td', {}, h('span', { class: 'dot' }), h('span', { text: p.state + (p.error ? ': ' + p.error : '') })),
+      h('td', { class: 'num', text: w.rtt ? ms(w.rtt.mean_ns) : '–' }),
+      h('td', { class: 'num', text: owdText(w, 'forward'), title: w.owd_reliable ? '' : 'clocks not synchronised' }),
+      h('td', { class: 'num', text: owdText(w, 'backward'), title: w.owd_reliable ? '' : 'clocks not synchronised' }),
+      h('td', { class: 'num', text: pct(w.forward.loss_pct) }),
+      h('td', { class: 'num', text: pct(w.backward.loss_pct) }),
+      h('td', { class: 'num hide-sm', text: ms(w.rtt_jitter_ns) }),
+      h('td', { class: 'num hide-sm', text: String(w.probes) }));
+  }
+
+  async function load() {
+    try {
+      const list = (await api('/api/v1/peers')).peers;
+      el.hidden = list.length === 0;
+      tbody.replaceChildren(...list.map(row));
+      const bad = list.filter((p) => peerStatus(p) === 'bad').length;
+      setText(note, bad ? bad + ' with problems' : list.length + ' link' + (list.length === 1 ? '' : 's'));
+    } catch (e) { /* the next refresh tries again */ }
+  }
+  load();
+  const timer = setInterval(load, 2000);
+  return { el, stop: () => clearInterval(timer) };
+}
+
+/**
+ * A peer's page (the link view): RTT, one-way delay and loss per direction,
+ * and a live chart of RTT and both one-way delays while the page is open.
+ */
+function peerPage(root, name) {
+  const enc = encodeURIComponent(name);
+  const title = h('h1');
+  const stateBadge = h('span', { class: 'state-badge' });
+  const sub = h('div', { class: 'sub' });
+  const kpis = h('div', { class: 'kpis' });
+  const dirBody = h('tbody');
+  const canvas = h('canvas', { class: 'peer-chart', id: 'peer-chart', height: 220 });
+  const legend = h('div', { class: 'muted', text: 'RTT (accent), → forward OWD (ok), ← backward OWD (warn), ms, while this page is open' });
+  const history = []; // {t, rtt, fwd, bwd} in ms
+  root.replaceChildren(
+    h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← Overview' })),
+    h('section', { class: 'target-head' }, h('div', {}, title, stateBadge), sub),
+    kpis,
+    h('section', { class: 'panel' },
+      h('div', { class: 'panel-head' }, h('h2', { text: 'Directions' })),
+      h('div', { class: 'table-wrap' }, h('table', { class: 'peer-dirs', id: 'peer-dirs' },
+        h('thead', {}, h('tr', {}, ['Direction', 'OWD min', 'OWD avg', 'OWD max', 'Loss', 'Lost', 'Jitter', 'Duplicates']
+          .map((label, i) => h('th', { class: i ? 'num' : '', scope: 'col', text: label })))),
+        dirBody))),
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', { text: 'Live' }), legend), canvas));
+
+  function show(p) {
+    const w = p.window;
+    const st = peerStatus(p);
+    setText(title, p.label || p.name);
+    setText(stateBadge, p.state);
+    setClass(stateBadge, 'state-badge s-' + st);
+    setText(sub, [p.address + ':' + p.port, p.mode, p.packet_size + ' B every ' + p.interval_ms + ' ms',
+      'window ' + p.window_probes + ' probes', w.timestamp_source ? 'timestamps: ' + w.timestamp_source : null,
+      'clocks: ' + (w.owd_verdict || '–') + (w.owd_doubt ? ' (' + w.owd_doubt + ')' : ''),
+      p.error ? 'error: ' + p.error : null].filter(Boolean).join(' · '));
+    const k = (label, value, cls) => h('div', { class: 'kpi ' + (cls || '') }, h('small', { text: label }), h('b', { text: value }));
+    const lossCls = (v) => (v >= 5 ? 'bad' : v > 0 ? 'warn' : '');
+    kpis.replaceChildren(
+      k('RTT', w.rtt ? ms(w.rtt.mean_ns) + ' ms' : '–'),
+      k('→ OWD', owdText(w, 'forward') + ' ms'),
+      k('← OWD', owdText(w, 'backward') + ' ms'),
+      k('→ Loss', pct(w.forward.loss_pct), lossCls(w.forward.loss_pct)),
+      k('← Loss', pct(w.backward.loss_pct), lossCls(w.backward.loss_pct)),
+      k('Jitter', ms(w.rtt_jitter_ns)),
+      k('Reordered', String(w.reordered)));
+    const dirRow = (label, d) => h('tr', {},
+      h('td', { text: label }),
+      h('td', { class: 'num', text: d.owd ? ms(d.owd.min_ns) : '–' }),
+      h('td', { class: 'num', text: d.owd ? ms(d.owd.mean_ns) : '–' }),
+      h('td', { class: 'num', text: d.owd ? ms(d.owd.max_ns) : '–' }),
+      h('td', { class: 'num', text: pct(d.loss_pct) }),
+      h('td', { class: 'num', text: String(d.lost) }),
+      h('td', { class: 'num', text: ms(d.jitter_ns) }),
+      h('td', { class: 'num', text: String(d.duplicates) }));
+    dirBody.replaceChildren(dirRow('→ forward (to the reflector)', w.forward), dirRow('← backward (to us)', w.backward));
+    if (w.rtt) {
+      history.push({ t: Date.now(), rtt: w.rtt.mean_ns / 1e6,
+        fwd: w.forward.owd ? w.forward.owd.mean_ns / 1e6 : null,
+        bwd: w.backward.owd ? w.backward.owd.mean_ns / 1e6 : null });
+      while (history.length > 900) history.shift();
+    }
+    draw();
+  }
+
+  function draw() {
+    const width = canvas.clientWidth || 600;
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = width * dpr;
+    canvas.height = 220 * dpr;
+    const ctx = canvas.getContext('2d');
+    ctx.scale(dpr, dpr);
+    ctx.clearRect(0, 0, width, 220);
+    if (history.length < 2) return;
+    const max = Math.max(...history.flatMap((p) => [p.rtt, p.fwd || 0, p.bwd || 0])) * 1.1 || 1;
+    const t0 = history[0].t;
+    const span = Math.max(1, history[history.length - 1].t - t0);
+    const x = (t) => 40 + (width - 50) * (t - t0) / span;
+    const y = (v) => 200 - 190 * v / max;
+    ctx.fillStyle = css('--muted');
+    ctx.font = '11px ' + css('--mono');
+    ctx.fillText(max.toFixed(1) + ' ms', 2, 12);
+    ctx.fillText('0', 2, 200);
+    for (const [key, colour] of [['rtt', '--accent'], ['fwd', '--ok'], ['bwd', '--warn']]) {
+      ctx.strokeStyle = css(colour);
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      let started = false;
+      for (const p of history) {
+        if (p[key] === null) continue;
+        if (started) ctx.lineTo(x(p.t), y(p[key])); else ctx.moveTo(x(p.t), y(p[key]));
+        started = true;
+      }
+      ctx.stroke();
+    }
+  }
+
+  async function load() {
+    try {
+      show(await api('/api/v1/peers/' + enc));
+    } catch (e) {
+      if (e && e.status === 404) {
+        clearInterval(timer);
+        root.replaceChildren(h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← Overview' })),
+          h('p', { class: 'empty-note', text: 'No peer named ' + name + '.' }));
+      }
+    }
+  }
+  load();
+  const timer = setInterval(load, 1000);
+  return { redraw: draw };
+}
+
 // --------------------------------------------------------------- overview
 
 let page = null;
@@ -800,11 +983,12 @@ function overviewPage(root) {
   const tiles = h('div', { class: 'tiles', id: 'tiles' });
   const empty = h('p', { class: 'empty-note', hidden: true });
   const hooks = webhooksPanel(() => queueRender());
+  const peers = peersPanel();
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
       h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), addBtn),
-    strip, tableWrap, tiles, empty, hooks.el);
+    strip, tableWrap, tiles, empty, peers.el, hooks.el);
 
   filter.value = prefs.get('filter', '');
   stateFilter.value = prefs.get('stateFilter', 'all');
@@ -1483,8 +1667,10 @@ function start() {
 
   const root = $('#app');
   const match = location.pathname.match(/^\/targets\/([^/]+)$/);
+  const peerMatch = location.pathname.match(/^\/peers\/([^/]+)$/);
   loadService().catch(() => {}).finally(() => {
-    page = match ? targetPage(root, decodeURIComponent(match[1])) : overviewPage(root);
+    if (peerMatch) page = peerPage(root, decodeURIComponent(peerMatch[1]));
+    else page = match ? targetPage(root, decodeURIComponent(match[1])) : overviewPage(root);
   });
 }
 

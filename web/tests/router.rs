@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 async fn the_ui_is_embedded_and_served_with_a_strict_policy() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));
-    for path in ["/", "/targets/alpha"] {
+    for path in ["/", "/targets/alpha", "/peers/branch-b"] {
         let response = send(&router, get(path)).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
@@ -394,6 +394,8 @@ async fn a_read_token_protects_data_but_not_the_ui_or_health() {
         "/api/v1/targets",
         "/api/v1/targets/alpha",
         "/api/v1/webhooks",
+        "/api/v1/peers",
+        "/api/v1/peers/branch-b",
         "/metrics",
         "/api/v1/live",
     ] {

@@ -352,11 +352,14 @@ fn retire_removed(
 }
 
 /// The analysis' localisation that matches `kind`: where loss begins for loss,
-/// unreachability and MOS, where latency rises for latency and jitter.
+/// unreachability and MOS, where latency rises for latency and jitter. Route
+/// and hop-count changes carry none: their detail names the changed hops, and
+/// a loss finding that happens to be current says nothing about a new path.
 fn localisation(view: &TargetView, kind: AlertKind) -> Option<serde_json::Value> {
     let wanted = match kind {
         AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
-        _ => DegradationKind::Loss,
+        AlertKind::Loss | AlertKind::Unreachable | AlertKind::Mos => DegradationKind::Loss,
+        AlertKind::RouteChange | AlertKind::HopCountChange => return None,
     };
     let found = &view.analysis.localisations;
     found

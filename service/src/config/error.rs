@@ -121,6 +121,10 @@ pub enum Problem {
     DuplicateWebhook { name: String, first_line: usize },
     #[error("{given:?} is not an IP address; a peer's address must be an IPv4 or IPv6 literal")]
     PeerAddress { given: String },
+    #[error("{given:?} is not an IP prefix such as 198.18.0.0/15 or 2001:db8::/32")]
+    Prefix { given: String },
+    #[error("{given} is not a specific address: the reflector binds only to addresses peers are meant to reach")]
+    UnspecifiedListen { given: String },
     #[error("the name {name:?} is already used by the peer on line {first_line}")]
     DuplicatePeer { name: String, first_line: usize },
     #[error("{size} bytes is below the minimum of {min} for a STAMP {mode} probe over {family}")]

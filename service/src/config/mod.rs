@@ -44,8 +44,8 @@ pub use alerts::{
     AlertRules, AlertsConfig, LatencyStat, WebhookConfig, WebhookFilter, WebhookFormat,
 };
 pub use diff::{ChangeAction, ConfigDiff, GlobalChange, TargetChange};
-pub use peers::{PeerChange, PeerConfig, PeerDiff, PeerMode};
 pub use error::{ConfigError, Problem, Section};
+pub use peers::{PeerChange, PeerConfig, PeerDiff, PeerMode, ReflectorSettings};
 pub use validated::{
     Config, EnrichmentConfig, ProbeSettings, RawLogConfig, ServiceConfig, StatisticsConfig,
     StorageConfig, TargetConfig,

@@ -3,10 +3,46 @@
 //! name, so editing one leaves the others' sessions running.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::model::TargetId;
-use crate::peer::{ClockTrust, SenderConfig, Transport};
+use crate::peer::{AllowList, ClockTrust, RateLimits, ReflectorConfig, SenderConfig, Transport};
+
+/// `[reflector]`, resolved: where the daemon's STAMP reflector listens, whom
+/// it serves and how fast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReflectorSettings {
+    /// Specific addresses with ports (862 when written without one).
+    pub listen: Vec<SocketAddr>,
+    /// Allowed source prefixes; empty allows anyone who can reach `listen`.
+    pub allow: Vec<IpNet>,
+    pub per_source_pps: NonZeroU32,
+    pub global_pps: NonZeroU32,
+    /// Also serve STAMP over TCP on the same addresses.
+    pub tcp: bool,
+}
+
+impl ReflectorSettings {
+    pub fn reflector_config(&self) -> ReflectorConfig {
+        let mut config = ReflectorConfig::new(self.listen.clone());
+        if !self.allow.is_empty() {
+            config.allow = AllowList::Prefixes(self.allow.clone());
+        }
+        // Bursts of a tenth of a second, as the built-in defaults.
+        let burst = |pps: NonZeroU32| NonZeroU32::new((pps.get() / 10).max(1)).expect("at least 1");
+        config.limits = RateLimits {
+            per_source_pps: self.per_source_pps,
+            per_source_burst: burst(self.per_source_pps),
+            global_pps: self.global_pps,
+            global_burst: burst(self.global_pps),
+        };
+        config.tcp = self.tcp;
+        config
+    }
+}
 
 /// How a peer's probes travel.
 pub type PeerMode = Transport;
@@ -202,6 +238,53 @@ mod tests {
     }
 
     #[test]
+    fn the_reflector_section_is_checked() {
+        assert_eq!(parse("").unwrap().reflector, None);
+        let config = parse(
+            "[reflector]\nlisten = [\"198.18.2.2\", \"[2001:db8::2]:4862\"]\n\
+             allow = [\"198.18.0.0/15\", \"2001:db8::1\"]\nper_source_pps = 100\ntcp = false\n",
+        )
+        .unwrap();
+        let r = config.reflector.expect("configured");
+        assert_eq!(
+            r.listen,
+            [
+                "198.18.2.2:862".parse().unwrap(),
+                "[2001:db8::2]:4862".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.allow.len(), 2);
+        let built = r.reflector_config();
+        assert!(built.allow.allows("198.19.1.1".parse().unwrap()));
+        assert!(!built.allow.allows("192.0.2.1".parse().unwrap()));
+        assert_eq!(built.limits.per_source_pps.get(), 100);
+        assert_eq!(built.limits.per_source_burst.get(), 10);
+        assert_eq!(built.limits.global_pps.get(), 50_000);
+        assert!(!built.tcp);
+
+        for (text, start) in [
+            ("[reflector]\nlisten = [\"0.0.0.0\"]\n", "hopwatch.toml:5:"),
+            ("[reflector]\nlisten = [\"nope\"]\n", "hopwatch.toml:5:"),
+            (
+                "[reflector]\nlisten = [\"198.18.2.2\"]\nallow = [\"10/8x\"]\n",
+                "hopwatch.toml:6:",
+            ),
+            (
+                "[reflector]\nlisten = [\"198.18.2.2\"]\nglobal_pps = 0\n",
+                "hopwatch.toml:6:",
+            ),
+            (
+                "[reflector]\nlistn = [\"198.18.2.2\"]\n",
+                "hopwatch.toml:5: unknown key \"listn\" in [reflector]",
+            ),
+            ("[reflector]\ntcp = true\n", "hopwatch.toml:4:"),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.starts_with(start), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
     fn the_diff_restarts_only_what_changed() {
         let old = parse(
             "[[peer]]\nname = \"a\"\naddress = \"198.18.2.2\"\n\
@@ -233,5 +316,42 @@ mod tests {
             ]
         );
         assert!(PeerDiff::between(&new.peers, &new.peers).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod docs {
+    use std::path::Path;
+
+    #[test]
+    fn every_peer_key_is_documented() {
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+        )
+        .expect("docs/configuration.md");
+        let heading = "## `[[peer]]`";
+        let start = docs.find(heading).expect("a [[peer]] section");
+        let section = &docs[start..];
+        let end = section[heading.len()..]
+            .find("\n## ")
+            .map_or(section.len(), |e| e + heading.len());
+        for key in super::super::raw::keys_of::<super::super::raw::RawPeer>() {
+            assert!(
+                section[..end].contains(&format!("| `{key}` |")),
+                "[[peer]] lacks `{key}`"
+            );
+        }
+        let heading = "## `[reflector]`";
+        let start = docs.find(heading).expect("a [reflector] section");
+        let section = &docs[start..];
+        let end = section[heading.len()..]
+            .find("\n## ")
+            .map_or(section.len(), |e| e + heading.len());
+        for key in super::super::raw::keys_of::<super::super::raw::RawReflector>() {
+            assert!(
+                section[..end].contains(&format!("| `{key}` |")),
+                "[reflector] lacks `{key}`"
+            );
+        }
     }
 }

@@ -35,6 +35,19 @@ pub(crate) struct RawConfig {
     pub webhook: Vec<Spanned<RawWebhook>>,
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
+    pub reflector: Option<Spanned<RawReflector>>,
+}
+
+/// `[reflector]`: the daemon's own STAMP Session-Reflector, for peers that
+/// measure towards this box.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReflector {
+    pub listen: Option<Spanned<Vec<String>>>,
+    pub allow: Option<Spanned<Vec<String>>>,
+    pub per_source_pps: Option<Spanned<i64>>,
+    pub global_pps: Option<Spanned<i64>>,
+    pub tcp: Option<Spanned<bool>>,
 }
 
 /// One `[[peer]]`: a STAMP session to another hopwatch (or any STAMP reflector).

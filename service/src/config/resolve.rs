@@ -229,6 +229,7 @@ fn table_keys(table: &str) -> Option<(&'static str, &'static [&'static str])> {
         "web" => ("web", keys_of::<super::raw::RawWeb>()),
         "defaults" => ("defaults", keys_of::<RawProbe>()),
         "alerts" => ("alerts", keys_of::<RawAlertRules>()),
+        "reflector" => ("reflector", keys_of::<super::raw::RawReflector>()),
         _ => return None,
     })
 }
@@ -290,6 +291,11 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     let alerts = alerts::resolve(ctx, &raw, &targets)?;
     let peers = peers::resolve(ctx, &raw.peer, &raw.defaults)?;
+    let reflector = raw
+        .reflector
+        .as_ref()
+        .map(|r| peers::reflector(ctx, r))
+        .transpose()?;
     Ok(Config {
         service,
         storage,
@@ -299,6 +305,7 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         targets,
         alerts,
         peers,
+        reflector,
     })
 }
 

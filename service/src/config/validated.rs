@@ -25,6 +25,8 @@ pub struct Config {
     pub alerts: super::alerts::AlertsConfig,
     /// `[[peer]]`s: STAMP sessions, in file order; names are unique.
     pub peers: Vec<super::peers::PeerConfig>,
+    /// `[reflector]`: `None` when the section is absent (no reflector runs).
+    pub reflector: Option<super::peers::ReflectorSettings>,
 }
 
 impl Config {

@@ -1,6 +1,7 @@
 //! The monitoring daemon's core: the probe engine, every target's rounds, the
-//! pipeline into live statistics and history, and config reloads that leave
-//! unchanged targets alone.
+//! pipeline into live statistics and history, the `[[peer]]` STAMP sessions
+//! and the `[reflector]`, and config reloads that leave unchanged targets and
+//! peers alone.
 
 pub mod live;
 pub mod peers;
@@ -13,14 +14,15 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-pub use peers::{PeerSet, PeerState, PeerView, WindowStats};
 pub use live::{LiveState, TargetEvent, TargetView};
+pub use peers::{PeerSet, PeerState, PeerView, WindowStats};
 pub use scheduler::{TargetRunner, TargetSchedule};
 pub use targets::{TargetSet, TargetStatus};
 
 use crate::alerts::{Alerts, AlertsError};
 use crate::analysis::{AnalysisConfig, AnalysisConfigError};
 use crate::config::{Config, ConfigDiff, PeerDiff};
+use crate::peer::{Reflector, ReflectorError};
 use crate::probe::{Engine, EngineError};
 use crate::store::{Flusher, RawLog, RawLogError, Store, StoreConfig, StoreError};
 
@@ -40,6 +42,8 @@ pub enum MonitorError {
     Analysis(#[from] AnalysisConfigError),
     #[error("starting alerts: {0}")]
     Alerts(#[from] AlertsError),
+    #[error("starting the [reflector]: {0}")]
+    Reflector(#[from] ReflectorError),
 }
 
 /// The running daemon core. Owned by `hopwatch run` and by tests.
@@ -51,6 +55,8 @@ pub struct Monitor {
     targets: Mutex<Option<TargetSet>>,
     /// STAMP sessions of the `[[peer]]`s; `None` once shut down.
     peers: Mutex<Option<PeerSet>>,
+    /// `[reflector]`: answers other boxes' peers; stopped on shutdown.
+    reflector: Mutex<Option<Reflector>>,
     config: Mutex<Config>,
     events: broadcast::Sender<TargetEvent>,
     pipeline: Option<JoinHandle<()>>,
@@ -101,6 +107,18 @@ impl Monitor {
             Some(c) => Some(RawLog::open(&c.path, c.max_bytes, c.keep as usize)?),
             None => None,
         };
+        let reflector = match &config.reflector {
+            Some(settings) => {
+                let reflector = Reflector::start(settings.reflector_config())?;
+                tracing::info!(
+                    listen = ?reflector.local_addrs(),
+                    allowed = ?settings.allow,
+                    "STAMP reflector started"
+                );
+                Some(reflector)
+            }
+            None => None,
+        };
         let alerts = Arc::new(Alerts::start(&config)?);
         let flusher = store.spawn_flusher()?;
         let (rounds_tx, rounds_rx) = mpsc::channel(ROUND_QUEUE);
@@ -129,6 +147,7 @@ impl Monitor {
             engine,
             targets: Mutex::new(Some(targets)),
             peers: Mutex::new(Some(peers)),
+            reflector: Mutex::new(reflector),
             config: Mutex::new(config),
             events,
             pipeline: Some(pipeline),
@@ -157,6 +176,12 @@ impl Monitor {
         {
             targets.apply(&new, &diff);
         }
+        if current.reflector != new.reflector {
+            tracing::warn!(
+                key = "reflector",
+                "changed in the config, but only takes effect after a restart"
+            );
+        }
         let peer_diff = PeerDiff::between(&current.peers, &new.peers);
         if !peer_diff.is_empty() {
             tracing::info!(
@@ -166,7 +191,12 @@ impl Monitor {
                 "peers reloaded"
             );
         }
-        if let Some(peers) = self.peers.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(peers) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
             peers.apply(&new, &peer_diff);
         }
         self.alerts.reload(&new);
@@ -227,8 +257,20 @@ impl Monitor {
         drop(targets);
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(peers) = peers {
-            // Joining the session threads blocks for up to one tick each.
-            tokio::task::spawn_blocking(move || drop(peers)).await.ok();
+            // Sessions end once their probes in flight are answered or time out.
+            tokio::task::spawn_blocking(move || peers.shutdown())
+                .await
+                .ok();
+        }
+        let reflector = self
+            .reflector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reflector) = reflector {
+            tokio::task::spawn_blocking(move || reflector.stop())
+                .await
+                .ok();
         }
         if let Some(pipeline) = self.pipeline.take() {
             let _ = pipeline.await;

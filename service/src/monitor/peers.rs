@@ -29,7 +29,9 @@ pub enum PeerState {
     Starting,
     Running,
     /// The last attempt failed; retried every few seconds.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// One peer as the API shows it.
@@ -154,6 +156,8 @@ struct Entry {
 pub struct PeerWindow {
     capacity: usize,
     entries: VecDeque<Entry>,
+    /// Entries that are probes (not duplicates), kept so pushing is O(1).
+    probes: usize,
     /// Highest sender sequence seen, for unwrapping the 32-bit ones.
     highest: Option<u64>,
 }
@@ -163,6 +167,7 @@ impl PeerWindow {
         PeerWindow {
             capacity: capacity.max(1),
             entries: VecDeque::new(),
+            probes: 0,
             highest: None,
         }
     }
@@ -180,22 +185,20 @@ impl PeerWindow {
             }
         };
         self.highest = Some(self.highest.map_or(seq, |hi| hi.max(seq)));
+        let is_probe = |sample: &Sample| !matches!(sample, Sample::Duplicate { .. });
+        self.probes += usize::from(is_probe(&sample));
         self.entries.push_back(Entry { seq, sample });
         // Duplicates do not count against the window: it holds `capacity` probes.
-        while self.probes() > self.capacity {
-            self.entries.pop_front();
+        while self.probes > self.capacity {
+            if let Some(old) = self.entries.pop_front() {
+                self.probes -= usize::from(is_probe(&old.sample));
+            }
         }
-    }
-
-    fn probes(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| !matches!(e.sample, Sample::Duplicate { .. }))
-            .count()
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.probes = 0;
         self.highest = None;
     }
 
@@ -213,7 +216,8 @@ impl PeerWindow {
                     if highest_answered.is_some_and(|hi| entry.seq < hi) {
                         stats.reordered += 1;
                     }
-                    highest_answered = Some(highest_answered.map_or(entry.seq, |h| h.max(entry.seq)));
+                    highest_answered =
+                        Some(highest_answered.map_or(entry.seq, |h| h.max(entry.seq)));
                     answered.insert(entry.seq, r.reflector_seq);
                     stats.owd = Some(r.owd);
                     stats.source = Some(stats.source.map_or(r.source, |s| s.max(r.source)));
@@ -229,6 +233,7 @@ impl PeerWindow {
                 },
             }
         }
+        lost.sort_unstable();
         // Between two answers (s1, r1) and (s2, r2) the reflector counted
         // r2 − r1 − 1 probes whose replies never came back; the rest of the
         // s2 − s1 − 1 never reached it.
@@ -236,9 +241,12 @@ impl PeerWindow {
         let mut attributed_backward = 0u64;
         let mut pairs = answered.iter().peekable();
         while let Some((&s1, &r1)) = pairs.next() {
-            let Some(&(&s2, &r2)) = pairs.peek() else { break };
+            let Some(&(&s2, &r2)) = pairs.peek() else {
+                break;
+            };
             let missing = s2 - s1 - 1;
-            let lost_here = lost.iter().filter(|&&s| s > s1 && s < s2).count() as u64;
+            let lost_here =
+                (lost.partition_point(|&s| s < s2) - lost.partition_point(|&s| s <= s1)) as u64;
             let backward = u64::from(r2.wrapping_sub(r1).wrapping_sub(1)).min(lost_here);
             attributed_backward += backward;
             attributed_forward += lost_here.min(missing).saturating_sub(backward);
@@ -296,12 +304,16 @@ impl PeerRunner {
         let thread = (!config.paused)
             .then(|| {
                 let name = config.name.clone();
+                let live_for_error = Arc::clone(&live);
                 let (config, live, stop) = (config.clone(), Arc::clone(&live), Arc::clone(&stop));
                 std::thread::Builder::new()
                     .name(format!("peer-{name}"))
                     .spawn(move || run_session(&config, &live, &stop))
                     .map_err(|err| {
-                        tracing::error!(peer = %name, error = %err, "cannot start the peer thread")
+                        tracing::error!(peer = %name, error = %err, "cannot start the peer thread");
+                        lock(&live_for_error).state = PeerState::Failed {
+                            error: format!("starting the session thread: {err}"),
+                        };
                     })
                     .ok()
             })
@@ -327,11 +339,11 @@ impl PeerRunner {
 }
 
 impl Drop for PeerRunner {
+    /// Stops the session without waiting for it: the thread lets the probes
+    /// in flight finish (up to the timeout) on its own, so a reload never
+    /// blocks on it. [`PeerSet::shutdown`] is the one that waits.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -358,7 +370,11 @@ fn run_session(config: &PeerConfig, live: &Mutex<Live>, stop: &AtomicBool) {
                 let mut l = lock(live);
                 l.local = None;
                 match (error, ended) {
-                    (_, Err(err)) => l.state = PeerState::Failed { error: err.to_string() },
+                    (_, Err(err)) => {
+                        l.state = PeerState::Failed {
+                            error: err.to_string(),
+                        }
+                    }
                     (Some(err), Ok(_)) => l.state = PeerState::Failed { error: err },
                     (None, Ok(summary)) => l.totals = Some(summary),
                 }
@@ -430,7 +446,8 @@ impl PeerSet {
     /// Applies a reload: new peers start, removed ones stop, changed ones
     /// restart (or only take the new description); the others keep running.
     pub fn apply(&mut self, new: &Config, diff: &PeerDiff) {
-        self.peers.retain(|p| !diff.removed.contains(&p.config.name));
+        self.peers
+            .retain(|p| !diff.removed.contains(&p.config.name));
         for change in &diff.changed {
             let Some(config) = new.peers.iter().find(|p| p.name == change.name) else {
                 continue;
@@ -445,12 +462,25 @@ impl PeerSet {
         }
         for name in &diff.added {
             if let Some(config) = new.peers.iter().find(|p| &p.name == name) {
-                self.peers.push(PeerRunner::start(config.clone(), self.window));
+                self.peers
+                    .push(PeerRunner::start(config.clone(), self.window));
             }
         }
         // Keep the file's order.
         let order = |name: &TargetId| new.peers.iter().position(|p| &p.name == name);
         self.peers.sort_by_key(|p| order(&p.config.name));
+    }
+
+    /// Stops every session at once, then waits for them all to end.
+    pub fn shutdown(mut self) {
+        for peer in &self.peers {
+            peer.stop.store(true, Ordering::Relaxed);
+        }
+        for peer in &mut self.peers {
+            if let Some(thread) = peer.thread.take() {
+                let _ = thread.join();
+            }
+        }
     }
 
     /// Every peer, in config order.
@@ -510,9 +540,15 @@ mod tests {
         assert_eq!(stats.lost_forward, 1);
         assert_eq!(stats.lost_backward, 1);
         assert_eq!(stats.lost_unknown, 1);
-        assert_eq!(stats.direction_loss_ratio(Direction::Forward), Some(1.0 / 6.0));
+        assert_eq!(
+            stats.direction_loss_ratio(Direction::Forward),
+            Some(1.0 / 6.0)
+        );
         // 5 probes reached the reflector, one reply was lost.
-        assert_eq!(stats.direction_loss_ratio(Direction::Backward), Some(1.0 / 5.0));
+        assert_eq!(
+            stats.direction_loss_ratio(Direction::Backward),
+            Some(1.0 / 5.0)
+        );
         assert_eq!(stats.loss_ratio(), Some(0.5));
     }
 
@@ -554,5 +590,67 @@ mod tests {
         assert_eq!(stats.reordered, 1, "seq 0 came after seq 1");
         assert_eq!(stats.duplicates_forward, 1);
         assert_eq!(stats.lost, 0);
+    }
+
+    #[test]
+    fn duplicates_do_not_push_probes_out_of_the_window() {
+        let mut window = PeerWindow::new(2);
+        window.push(reflected(0, 0, 10, 5));
+        window.push(reflected(1, 1, 10, 5));
+        window.push(Sample::Duplicate {
+            seq: 1,
+            reflector_seq: 2,
+            direction: Direction::Backward,
+        });
+        let stats = window.stats();
+        assert_eq!((stats.probes, stats.duplicates_backward), (2, 1));
+        window.push(reflected(2, 3, 10, 5));
+        assert_eq!(window.stats().probes, 2);
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "hopwatch.toml").expect("a valid config")
+    }
+
+    #[test]
+    fn a_peer_set_measures_over_loopback_and_follows_reloads() {
+        let reflector =
+            crate::peer::Reflector::start(crate::peer::ReflectorConfig::new(vec!["127.0.0.1:0"
+                .parse()
+                .unwrap()]))
+            .expect("a loopback reflector");
+        let port = reflector.local_addrs()[0].port();
+        let running = config(&format!(
+            "[[peer]]\nname = \"lo\"\naddress = \"127.0.0.1\"\nport = {port}\ninterval = \"5ms\"\n\
+             clock = \"shared\"\n[[peer]]\nname = \"idle\"\naddress = \"127.0.0.1\"\npaused = true\n"
+        ));
+        let mut set = PeerSet::start(&running);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let view = loop {
+            let view = set.view("lo").expect("configured");
+            if view.window.received >= 20 || Instant::now() > deadline {
+                break view;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(view.state, PeerState::Running, "{view:?}");
+        assert!(view.window.received >= 20, "{view:?}");
+        assert_eq!(view.window.lost, 0, "{view:?}");
+        assert_eq!(view.window.owd, Some(OwdValidity::SharedClock));
+        assert!(view.window.rtt.expect("answers").mean_ns < 50e6, "{view:?}");
+        assert_eq!(
+            set.view("idle").expect("configured").state,
+            PeerState::Paused
+        );
+
+        let reloaded = config(
+            "[[peer]]\nname = \"idle\"\naddress = \"127.0.0.1\"\npaused = true\nlabel = \"I\"\n",
+        );
+        let diff = PeerDiff::between(&running.peers, &reloaded.peers);
+        set.apply(&reloaded, &diff);
+        let views = set.views();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].config.display_name(), "I");
+        assert!(set.view("lo").is_none());
     }
 }

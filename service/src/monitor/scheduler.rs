@@ -66,7 +66,8 @@ async fn run_rounds(
     records: mpsc::Sender<RoundRecord>,
 ) {
     let depth = Arc::new(Mutex::new(ProbeDepth::default()));
-    let mut ticker = tokio::time::interval(schedule.interval);
+    let start = tokio::time::Instant::now() + start_offset(&schedule.id, schedule.interval);
+    let mut ticker = tokio::time::interval_at(start, schedule.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let schedule = Arc::new(schedule);
     // Rounds overlap, and a round whose probes all answer finishes before an
@@ -103,6 +104,19 @@ async fn run_rounds(
             }
         }
     }
+}
+
+/// Where in its interval a target's rounds start, fixed by its name. Targets
+/// that share an interval would otherwise probe in lockstep: every round the
+/// same target would get a rate-limiting router's whole ICMP budget and the
+/// others none, and all probes would leave in one burst.
+fn start_offset(id: &TargetId, interval: Duration) -> Duration {
+    // FNV-1a: stable across releases and platforms, unlike std's hasher.
+    let hash = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let nanos = interval.as_nanos().max(1);
+    Duration::from_nanos((u128::from(hash) % nanos) as u64)
 }
 
 fn lock(depth: &Mutex<ProbeDepth>) -> std::sync::MutexGuard<'_, ProbeDepth> {
@@ -321,6 +335,23 @@ mod tests {
             30,
         );
         assert_eq!(depth.last_ttl(30), 3);
+    }
+
+    #[test]
+    fn targets_start_at_different_points_of_their_interval() {
+        let second = Duration::from_secs(1);
+        let offsets: Vec<Duration> = ["dst", "web", "core", "edge", "dst-v6"]
+            .iter()
+            .map(|name| start_offset(&TargetId::new(*name).unwrap(), second))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < second), "{offsets:?}");
+        let mut distinct = offsets.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), offsets.len(), "{offsets:?}");
+        // Fixed by the name: a restart keeps the phase.
+        let dst = TargetId::new("dst").unwrap();
+        assert_eq!(start_offset(&dst, second), offsets[0]);
     }
 
     #[test]

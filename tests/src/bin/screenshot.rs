@@ -14,22 +14,17 @@
 //! namespaces.
 
 use std::net::IpAddr;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
-use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
+use fantoccini::Client;
+use hopwatch_lab::browser::{click, save_screenshot, wait_js, Chromium, DRIVER_PORT};
 use hopwatch_lab::daemon::Daemon;
-use hopwatch_lab::programs;
 use hopwatch_lab::{At, DelaySpec, LabSpec, PathSelect};
-use serde_json::{json, Value};
 
 const WEB: &str = "127.0.0.1:9470";
-const DRIVER_PORT: u16 = 9515;
 
 #[derive(Debug, Parser)]
 #[command(about = "Screenshots of hopwatch's web UI on a lab network with impairments")]
@@ -64,8 +59,7 @@ fn config(state: &Path, targets: &[(&str, &str, IpAddr, &str)]) -> String {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.minutes >= 2, "--minutes must be at least 2");
-    let chromium = programs::find("chromium")?;
-    let chromedriver = programs::find("chromedriver")?;
+    let chromium = Chromium::find()?;
     let hopwatch = args
         .hopwatch
         .canonicalize()
@@ -132,93 +126,18 @@ fn main() -> anyhow::Result<()> {
     lab.set_path(PathSelect::Branch(1))?;
     std::thread::sleep(minutes.saturating_sub(started.elapsed()));
 
-    let mut cmd = lab.command("src", &chromedriver.to_string_lossy())?;
-    cmd.args([format!("--port={DRIVER_PORT}"), "--log-level=SEVERE".into()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _driver = lab.spawn("src", cmd)?;
+    let driver = chromium.start_driver(&lab, "src", DRIVER_PORT)?;
     let profile = dir.path().join("chromium-profile");
     let span_minutes = args.minutes + 1;
-    let shots = lab.run_in("src", move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let client = connect(&chromium, &profile).await?;
-            let outcome = AssertUnwindSafe(take(&client, &out, span_minutes))
-                .catch_unwind()
-                .await;
-            let _ = client.close().await;
-            match outcome {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    })??;
+    let shots = driver.session(&profile, async |client| {
+        take(client, &out, span_minutes).await
+    })?;
     for shot in shots {
         println!("wrote {}", shot.display());
     }
     let status = daemon.stop()?;
     anyhow::ensure!(status.success(), "hopwatch exited with {status}");
     Ok(())
-}
-
-async fn connect(chromium: &Path, profile: &Path) -> anyhow::Result<Client> {
-    let mut caps = serde_json::Map::new();
-    caps.insert("browserName".into(), json!("chrome"));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--hide-scrollbars", "--force-device-scale-factor=1",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    let started = Instant::now();
-    loop {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
-            .await
-        {
-            Ok(client) => return Ok(client),
-            Err(e) if started.elapsed() > Duration::from_secs(20) => {
-                bail!("no WebDriver session with headless Chromium: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
-/// Runs `script` until it returns something truthy, or fails after 30 s.
-async fn wait_js(client: &Client, what: &str, script: &str) -> anyhow::Result<Value> {
-    let start = Instant::now();
-    loop {
-        let value = client.execute(script, vec![]).await?;
-        let truthy = match &value {
-            Value::Null | Value::Bool(false) => false,
-            Value::Number(n) => n.as_f64() != Some(0.0),
-            Value::String(s) => !s.is_empty(),
-            _ => true,
-        };
-        if truthy {
-            return Ok(value);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("timed out waiting for {what} (last value {value})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn save(client: &Client, path: PathBuf) -> anyhow::Result<PathBuf> {
-    let png = client.screenshot().await?;
-    std::fs::write(&path, png).with_context(|| path.display().to_string())?;
-    Ok(path)
 }
 
 async fn take(client: &Client, out: &Path, span_minutes: u64) -> anyhow::Result<Vec<PathBuf>> {
@@ -252,11 +171,7 @@ async fn take(client: &Client, out: &Path, span_minutes: u64) -> anyhow::Result<
     .await?;
     // A custom range of the run's minutes, so the graphs are full; applied
     // once the 15-minute graph has loaded, so that load cannot overwrite it.
-    client
-        .find(Locator::Css("button[data-range='15m']"))
-        .await?
-        .click()
-        .await?;
+    click(client, "button[data-range='15m']").await?;
     wait_js(
         client,
         "the 15-minute latency graph",
@@ -293,4 +208,10 @@ async fn take(client: &Client, out: &Path, span_minutes: u64) -> anyhow::Result<
     tokio::time::sleep(Duration::from_secs(2)).await;
     shots.push(save(client, out.join("ui-target.png")).await?);
     Ok(shots)
+}
+
+/// Saves the window at `path` and returns the path.
+async fn save(client: &Client, path: PathBuf) -> anyhow::Result<PathBuf> {
+    save_screenshot(client, &path).await?;
+    Ok(path)
 }

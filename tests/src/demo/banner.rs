@@ -33,6 +33,15 @@ pub struct Facts<'a> {
 const RULE: &str =
     "================================================================================";
 
+/// "7.5 min", "112.5 s".
+fn every(d: Duration) -> String {
+    if d >= Duration::from_secs(120) {
+        format!("{} min", d.as_secs_f64() / 60.0)
+    } else {
+        seconds(d)
+    }
+}
+
 /// The banner's text.
 pub fn render(f: &Facts<'_>) -> String {
     let url = format!("http://127.0.0.1:{}", f.port);
@@ -103,7 +112,7 @@ pub fn render(f: &Facts<'_>) -> String {
     let _ = writeln!(
         t,
         "\n Timeline (times since the demo started; it repeats every {})",
-        seconds(f.timeline.cycle())
+        every(f.timeline.cycle())
     );
     for n in 0..f.timeline.events_per_cycle() {
         let (at, event) = f.timeline.nth(n);
@@ -119,4 +128,46 @@ pub fn render(f: &Facts<'_>) -> String {
     );
     let _ = write!(t, "{RULE}");
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::scenario::{self, Pace};
+    use crate::Plan;
+
+    #[test]
+    fn the_banner_says_where_to_look_and_what_comes_when() {
+        let plan = Plan::new(&scenario::lab_spec(), "hw1-0").unwrap();
+        let targets = scenario::targets(&plan);
+        let text = render(&Facts {
+            port: 8081,
+            write_token: "demo-0123456789abcdef",
+            timestamps: "ebpf",
+            lab_id: "hw1-0",
+            src_ns: "hw1-0-src",
+            hopwatch: Path::new("/usr/bin/hopwatch"),
+            pid: 4242,
+            config: Path::new("/tmp/x/hopwatch.toml"),
+            log: Path::new("/tmp/x/hopwatch.log"),
+            targets: &targets,
+            spare: "198.18.2.2".parse().unwrap(),
+            timeline: Timeline::new(Pace::Normal),
+            stop_at: None,
+        });
+        assert!(text.contains("open http://127.0.0.1:8081/"), "{text}");
+        assert!(text.contains(
+            "curl -X POST -H 'Authorization: Bearer demo-0123456789abcdef' \
+             http://127.0.0.1:8081/api/v1/targets/web/pause"
+        ));
+        assert!(text.contains("\"host\": \"198.18.2.2\""));
+        assert!(text.contains("pid 4242"));
+        for target in &targets {
+            assert!(text.contains(&format!("   {:<7} {}", target.name, target.host)));
+        }
+        assert!(text.contains("repeats every 7.5 min"), "{text}");
+        assert!(text.contains("    +1:00  loss burst"), "{text}");
+        assert!(text.contains("    +7:00  route change"), "{text}");
+        assert!(text.contains("Ctrl-C stops the demo:"));
+    }
 }

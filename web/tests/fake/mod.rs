@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use hopwatch_web::dto::*;
 use hopwatch_web::metrics::{
-    EngineMetrics, Histogram, HopMetrics, KernelMetrics, PeerMetrics, MetricsSnapshot, StoreMetrics,
-    TargetMetrics,
+    EngineMetrics, Histogram, HopMetrics, KernelMetrics, MetricsSnapshot, PeerMetrics,
+    StoreMetrics, TargetMetrics,
 };
 use hopwatch_web::{
     AppState, Control, ControlError, HopSelection, ReadError, ReadModel, TimeRange, Token, Tokens,

@@ -1,21 +1,24 @@
 //! Resolving `[[peer]]`s: a unique name, an IP literal, a mode, and the timing
 //! keys with `[defaults]` (`interval`, `timeout`, `paused`) under them. Peer
-//! intervals go down to 1 ms; packet sizes must hold a STAMP packet.
+//! intervals go down to 1 ms; packet sizes must hold a STAMP packet. Also
+//! `[reflector]`, the daemon's own STAMP reflector.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::str::FromStr;
 
+use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{at, integer, nonempty, Ctx};
 use crate::config::error::{ConfigError, Problem, Section};
-use crate::config::peers::{PeerConfig, PeerMode};
-use crate::config::raw::{RawPeer, RawProbe};
+use crate::config::peers::{PeerConfig, PeerMode, ReflectorSettings};
+use crate::config::raw::{RawPeer, RawProbe, RawReflector};
 use crate::config::units::duration_in;
 use crate::config::{defaults, limits};
 use crate::model::TargetId;
-use crate::peer::ClockTrust;
+use crate::peer::{ClockTrust, RateLimits};
 
 const MODES: &[&str] = &["udp", "tcp"];
 const CLOCKS: &[&str] = &["sync", "shared"];
@@ -212,4 +215,71 @@ fn mode_name(mode: PeerMode) -> &'static str {
         PeerMode::Udp => "udp",
         PeerMode::Tcp => "tcp",
     }
+}
+
+/// `[reflector]`: specific listen addresses (port 862 unless given), allowed
+/// prefixes, and rate limits.
+pub(super) fn reflector(
+    ctx: &Ctx<'_>,
+    raw: &Spanned<RawReflector>,
+) -> Result<ReflectorSettings, ConfigError> {
+    let section = Section::Table("reflector");
+    let r = raw.get_ref();
+    let Some(listen_value) = &r.listen else {
+        return Err(ctx.missing(&section, "listen", raw.span().start));
+    };
+    if listen_value.get_ref().is_empty() {
+        return Err(ctx.invalid(&section, "listen", at(listen_value), Problem::Empty));
+    }
+    let mut listen = Vec::new();
+    for given in listen_value.get_ref() {
+        let text = given.trim();
+        let addr = SocketAddr::from_str(text)
+            .or_else(|_| IpAddr::from_str(text).map(|ip| SocketAddr::new(ip, defaults::PEER_PORT)))
+            .map_err(|_| {
+                let problem = Problem::Address {
+                    given: given.clone(),
+                    family: "IP or IP:port",
+                };
+                ctx.invalid(&section, "listen", at(listen_value), problem)
+            })?;
+        if addr.ip().is_unspecified() {
+            let problem = Problem::UnspecifiedListen {
+                given: given.clone(),
+            };
+            return Err(ctx.invalid(&section, "listen", at(listen_value), problem));
+        }
+        listen.push(addr);
+    }
+    let allow = match &r.allow {
+        Some(value) => value
+            .get_ref()
+            .iter()
+            .map(|given| {
+                let text = given.trim();
+                IpNet::from_str(text)
+                    .or_else(|_| IpAddr::from_str(text).map(IpNet::from))
+                    .map_err(|_| {
+                        let problem = Problem::Prefix {
+                            given: given.clone(),
+                        };
+                        ctx.invalid(&section, "allow", at(value), problem)
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let defaults = RateLimits::default();
+    let pps = |key, value: &Option<Spanned<i64>>, default: NonZeroU32| match value {
+        Some(v) => integer(ctx, &section, key, v, (1u32, u32::MAX))
+            .map(|n| NonZeroU32::new(n).expect("at least 1")),
+        None => Ok(default),
+    };
+    Ok(ReflectorSettings {
+        listen,
+        allow,
+        per_source_pps: pps("per_source_pps", &r.per_source_pps, defaults.per_source_pps)?,
+        global_pps: pps("global_pps", &r.global_pps, defaults.global_pps)?,
+        tcp: r.tcp.as_ref().is_none_or(|v| *v.get_ref()),
+    })
 }
