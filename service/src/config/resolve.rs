@@ -322,6 +322,46 @@ fn nonempty(
     Ok(text.to_owned())
 }
 
+/// The label, description and tags of a target or a peer.
+struct Descriptive {
+    label: Option<String>,
+    description: Option<String>,
+    tags: Vec<String>,
+}
+
+/// Checks a table's `label`, `description` and `tags`: none may be blank.
+fn descriptive(
+    ctx: &Ctx<'_>,
+    section: &Section,
+    label: Option<&Spanned<String>>,
+    description: Option<&Spanned<String>>,
+    tags: Option<&Spanned<Vec<String>>>,
+) -> Result<Descriptive, ConfigError> {
+    let label = label
+        .map(|l| nonempty(ctx, section, "label", l))
+        .transpose()?;
+    let description = description
+        .map(|d| nonempty(ctx, section, "description", d))
+        .transpose()?;
+    let tags = match tags {
+        Some(tags) => {
+            if tags.get_ref().iter().any(|tag| tag.trim().is_empty()) {
+                return Err(ctx.invalid(section, "tags", at(tags), Problem::Empty));
+            }
+            tags.get_ref()
+                .iter()
+                .map(|tag| tag.trim().to_owned())
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(Descriptive {
+        label,
+        description,
+        tags,
+    })
+}
+
 fn duration(
     ctx: &Ctx<'_>,
     section: &Section,
@@ -764,28 +804,17 @@ fn resolve_target(
         None => Family::Either,
     };
 
-    let label = target
-        .label
-        .as_ref()
-        .map(|l| nonempty(ctx, &section, "label", l))
-        .transpose()?;
-    let description = target
-        .description
-        .as_ref()
-        .map(|d| nonempty(ctx, &section, "description", d))
-        .transpose()?;
-    let tags = match &target.tags {
-        Some(tags) => {
-            if tags.get_ref().iter().any(|tag| tag.trim().is_empty()) {
-                return Err(ctx.invalid(&section, "tags", at(tags), Problem::Empty));
-            }
-            tags.get_ref()
-                .iter()
-                .map(|tag| tag.trim().to_owned())
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let Descriptive {
+        label,
+        description,
+        tags,
+    } = descriptive(
+        ctx,
+        &section,
+        target.label.as_ref(),
+        target.description.as_ref(),
+        target.tags.as_ref(),
+    )?;
 
     let merged = layer(ctx, &section, &target.probe())?.over(defaults);
     let (probe, paused) = settings(ctx, &section, &merged, family, header)?;

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::{at, integer, nonempty, Ctx};
+use super::{at, descriptive, integer, Ctx, Descriptive};
 use crate::config::error::{ConfigError, Problem, Section};
 use crate::config::peers::{PeerConfig, PeerMode, ReflectorSettings};
 use crate::config::raw::{RawPeer, RawProbe, RawReflector};
@@ -172,28 +172,17 @@ fn resolve_peer(
         None => u16::try_from(min).expect("a STAMP packet's minimum fits"),
     };
 
-    let label = peer
-        .label
-        .as_ref()
-        .map(|l| nonempty(ctx, &section, "label", l))
-        .transpose()?;
-    let description = peer
-        .description
-        .as_ref()
-        .map(|d| nonempty(ctx, &section, "description", d))
-        .transpose()?;
-    let tags = match &peer.tags {
-        Some(tags) => {
-            if tags.get_ref().iter().any(|tag| tag.trim().is_empty()) {
-                return Err(ctx.invalid(&section, "tags", at(tags), Problem::Empty));
-            }
-            tags.get_ref()
-                .iter()
-                .map(|tag| tag.trim().to_owned())
-                .collect()
-        }
-        None => Vec::new(),
-    };
+    let Descriptive {
+        label,
+        description,
+        tags,
+    } = descriptive(
+        ctx,
+        &section,
+        peer.label.as_ref(),
+        peer.description.as_ref(),
+        peer.tags.as_ref(),
+    )?;
     Ok(PeerConfig {
         name,
         address,
