@@ -282,6 +282,12 @@ pub struct PathTracker {
     /// Index 0 is TTL 1. When `hop_count` is known, exactly that many entries.
     hops: Vec<Hop>,
     hop_count: Option<u8>,
+    /// The hop count before a confirmed change whose rounds never reached
+    /// the destination, and when that change began: the count change is told
+    /// once a round reaches it. (Rounds after a path gets longer stop at the
+    /// old destination's TTL, where a router now answers, until the
+    /// scheduler probes deeper; a change can be confirmed on those alone.)
+    hop_count_before_change: Option<(u8, u64)>,
     pending: Option<Pending>,
     round: u64,
 }
@@ -293,6 +299,7 @@ impl PathTracker {
             confirm_rounds: confirm_rounds.max(1),
             hops: Vec::new(),
             hop_count: None,
+            hop_count_before_change: None,
             pending: None,
             round: 0,
         }
@@ -373,8 +380,7 @@ impl PathTracker {
             matches!((obs.reached, self.hop_count), (Some(x), Some(d)) if x != d);
 
         if new_ttls.is_empty() && !hop_count_diverged {
-            self.confirm_current(&obs);
-            return Vec::new();
+            return self.confirm_current(&obs).into_iter().collect();
         }
 
         let consistent = self
@@ -412,7 +418,9 @@ impl PathTracker {
     /// A round that fits the current path: count its responders, fill in unknown
     /// TTLs, and cancel a pending change if the round shows the old path where the
     /// pending one differs.
-    fn confirm_current(&mut self, obs: &Observation<'_>) {
+    /// Returns the hop-count change a confirmed route change left open, once
+    /// this round tells it.
+    fn confirm_current(&mut self, obs: &Observation<'_>) -> Option<PathEvent> {
         for (ttl, address) in obs.answers() {
             let i = usize::from(ttl) - 1;
             if i >= self.hops.len() {
@@ -420,19 +428,29 @@ impl PathTracker {
             }
             self.hops[i].known.add(address);
         }
+        let mut told = None;
         if let (None, Some(reached)) = (self.hop_count, obs.reached) {
             self.hop_count = Some(reached);
             self.hops.resize_with(usize::from(reached), Hop::default);
+            told = self
+                .hop_count_before_change
+                .take()
+                .filter(|&(before, _)| before != reached)
+                .map(|(before, at_ms)| PathEvent::HopCountChanged {
+                    at_ms,
+                    before,
+                    after: reached,
+                });
         }
         let cancels = self.pending.as_ref().is_some_and(|p| {
             obs.answers().any(|(ttl, _)| p.diverged.contains(ttl))
                 || (p.hop_count_diverged && obs.reached.is_some())
         });
         if !cancels {
-            return;
+            return told;
         }
         let Some(pending) = self.pending.take() else {
-            return;
+            return told;
         };
         // The new responders came and went: remember them as possible ECMP members.
         for ttl in pending.diverged.iter() {
@@ -447,6 +465,7 @@ impl PathTracker {
                 }
             }
         }
+        told
     }
 
     /// Whether a diverging round supports the pending path rather than starting
@@ -484,7 +503,13 @@ impl PathTracker {
 
     fn commit(&mut self, pending: Pending) -> Vec<PathEvent> {
         let before = self.current();
-        let old_hop_count = self.hop_count;
+        let old_hop_count = self
+            .hop_count
+            .or(self.hop_count_before_change.map(|(before, _)| before));
+        let change_at_ms = self
+            .hop_count_before_change
+            .take()
+            .map_or(pending.first_at_ms, |(_, at_ms)| at_ms);
         let first_diverged = pending.diverged.min();
         let new_len = match pending.hop_count {
             Some(d) => usize::from(d),
@@ -528,14 +553,16 @@ impl PathTracker {
                 first_changed_ttl: (i + 1) as u8,
             });
         }
-        if let (Some(before), Some(after)) = (old_hop_count, self.hop_count) {
-            if before != after {
+        match (old_hop_count, self.hop_count) {
+            (Some(before), Some(after)) if before != after => {
                 events.push(PathEvent::HopCountChanged {
-                    at_ms: pending.first_at_ms,
+                    at_ms: change_at_ms,
                     before,
                     after,
                 });
             }
+            (Some(before), None) => self.hop_count_before_change = Some((before, change_at_ms)),
+            _ => {}
         }
         events
     }
@@ -615,6 +642,42 @@ mod tests {
         );
         assert!(events.is_empty(), "{events:?}");
         assert_eq!(t.current(), with_dst(&old));
+        assert_eq!(t.hop_count(), Some(4));
+    }
+
+    #[test]
+    fn a_longer_path_confirmed_before_reaching_the_destination_still_tells_the_hop_count() {
+        // Rounds after the change stop at the old destination's TTL, where a
+        // router now answers; the destination shows up a TTL deeper later.
+        let old = [ip(0, 2), ip(1, 2)];
+        let longer = [ip(0, 2), ip(1, 2), ip(7, 2)];
+        let mut t = PathTracker::new(3);
+        let mut rounds: Vec<RoundRecord> = (1..=5).map(|s| round(s, &full(&old), true)).collect();
+        rounds.extend((6..=8).map(|s| round(s, &full(&longer), false)));
+        rounds.extend((9..=10).map(|s| round(s, &full(&longer), true)));
+        let events = feed(&mut t, &rounds);
+        let hop_counts: Vec<_> = events
+            .iter()
+            .filter(|(_, e)| matches!(e, PathEvent::HopCountChanged { .. }))
+            .collect();
+        assert_eq!(
+            hop_counts,
+            vec![&(
+                9,
+                PathEvent::HopCountChanged {
+                    at_ms: 6_000,
+                    before: 3,
+                    after: 4,
+                }
+            )],
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|(seq, e)| *seq == 8 && matches!(e, PathEvent::RouteChanged { .. })),
+            "{events:?}"
+        );
         assert_eq!(t.hop_count(), Some(4));
     }
 
