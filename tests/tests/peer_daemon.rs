@@ -2,8 +2,9 @@
 //! session to the `[reflector]` of another `hopwatch run` in `dst` (allowing
 //! only `src`'s address) across the lab's router, with a one-way
 //! delay on the forward direction and one-way loss on the backward one; the
-//! API and /metrics must put each in its own direction. A reload then swaps
-//! the peer for another without a restart. Privileged (namespaces, eBPF,
+//! API and /metrics must put each in its own direction, and the peer's
+//! history must reach the store (a short flush interval) and the history
+//! API. A reload then swaps the peer for another without a restart. Privileged (namespaces, eBPF,
 //! iptables, NFQUEUE); fails, never skips, without root.
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,7 @@ const BACKWARD_LOSS_PCT: f64 = 20.0;
 fn write_config(path: &Path, state: &Path, peers: &[(&str, SocketAddr)]) {
     let mut text = format!(
         "[service]\nstate_dir = {:?}\n\n[web]\nlisten = \"{WEB}\"\n\n\
+         [storage]\nflush_interval = \"500ms\"\n\n\
          [statistics]\nwindow = 300\n\n[defaults]\ntimeout = \"1s\"\n",
         state.display().to_string()
     );
@@ -179,6 +181,59 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         metric(&text, "hopwatch_peer_state{peer=\"b\",state=\"running\"}"),
         1.0
     );
+
+    // History: one-second batches, flushed every 500 ms, served per series.
+    let history = eventually(Duration::from_secs(10), "stored peer history", || {
+        let doc = get_json(
+            &lab,
+            "src",
+            &format!("http://{WEB}/api/v1/peers/b/history?range=1h"),
+            &[],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let points = doc["series"][0]["points"].as_array().map_or(0, Vec::len);
+        if points >= 2 {
+            Ok(doc)
+        } else {
+            Err(doc.to_string())
+        }
+    })
+    .expect("the peer's history is stored and served");
+    assert_eq!(history["peer"], "b");
+    assert_eq!(history["resolution"], "raw", "{history:#}");
+    let series: Vec<&str> = history["series"]
+        .as_array()
+        .expect("a series array")
+        .iter()
+        .filter_map(|s| s["series"].as_str())
+        .collect();
+    assert_eq!(series, ["rtt", "forward", "backward"]);
+    let stored_rtt = f(&history, "/series/0/total/avg_ns") / 1e6;
+    assert!(
+        (FORWARD_DELAY_MS..FORWARD_DELAY_MS + 2.0).contains(&stored_rtt),
+        "stored RTT {stored_rtt:.3} ms: {history:#}"
+    );
+    let stored_forward = f(&history, "/series/1/total/avg_ns") / 1e6;
+    assert!(
+        (FORWARD_DELAY_MS..FORWARD_DELAY_MS + 2.0).contains(&stored_forward),
+        "stored forward OWD {stored_forward:.3} ms: {history:#}"
+    );
+    assert_eq!(f(&history, "/series/1/total/lost"), 0.0, "{history:#}");
+    let rtt_lost = f(&history, "/series/0/total/lost");
+    assert!(
+        rtt_lost > 0.0,
+        "backward loss shows in the stored RTT series: {history:#}"
+    );
+    let unknown = get(
+        &lab,
+        "src",
+        &format!("http://{WEB}/api/v1/peers/nobody/history"),
+        &[],
+        None,
+    )
+    .expect("GET an unknown peer's history");
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
 
     // Reload: "b" goes, "c" comes, without a restart.
     write_config(&config, &dir.path().join("state"), &[("c", reflector_addr)]);

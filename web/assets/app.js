@@ -823,7 +823,9 @@ function peersPanel() {
 
 /**
  * A peer's page (the link view): RTT, one-way delay and loss per direction,
- * and a live chart of RTT and both one-way delays while the page is open.
+ * and a chart of RTT and both one-way delays over the last hour from the
+ * store (/api/v1/peers/{name}/history, refreshed every 5 s), continued by
+ * the live window's means until the next flush reaches the store.
  */
 function peerPage(root, name) {
   const enc = encodeURIComponent(name);
@@ -833,8 +835,9 @@ function peerPage(root, name) {
   const kpis = h('div', { class: 'kpis' });
   const dirBody = h('tbody');
   const canvas = h('canvas', { class: 'peer-chart', id: 'peer-chart', height: 220 });
-  const legend = h('div', { class: 'muted', text: 'RTT (accent), → forward OWD (ok), ← backward OWD (warn), ms, while this page is open' });
-  const history = []; // {t, rtt, fwd, bwd} in ms
+  const legend = h('div', { class: 'muted', text: 'RTT (accent), → forward OWD (ok), ← backward OWD (warn), ms, last hour' });
+  let stored = []; // {t, rtt, fwd, bwd} in ms, from the store
+  const live = []; // the same, from the live window since the page opened
   root.replaceChildren(
     h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← Overview' })),
     h('section', { class: 'target-head' }, h('div', {}, title, stateBadge), sub),
@@ -845,7 +848,7 @@ function peerPage(root, name) {
         h('thead', {}, h('tr', {}, ['Direction', 'OWD min', 'OWD avg', 'OWD max', 'Loss', 'Lost', 'Jitter', 'Duplicates']
           .map((label, i) => h('th', { class: i ? 'num' : '', scope: 'col', text: label })))),
         dirBody))),
-    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', { text: 'Live' }), legend), canvas));
+    h('section', { class: 'panel' }, h('div', { class: 'panel-head' }, h('h2', { text: 'History' }), legend), canvas));
 
   function show(p) {
     const w = p.window;
@@ -878,12 +881,36 @@ function peerPage(root, name) {
       h('td', { class: 'num', text: String(d.duplicates) }));
     dirBody.replaceChildren(dirRow('→ forward (to the reflector)', w.forward), dirRow('← backward (to us)', w.backward));
     if (w.rtt) {
-      history.push({ t: Date.now(), rtt: w.rtt.mean_ns / 1e6,
+      live.push({ t: Date.now(), rtt: w.rtt.mean_ns / 1e6,
         fwd: w.forward.owd ? w.forward.owd.mean_ns / 1e6 : null,
         bwd: w.backward.owd ? w.backward.owd.mean_ns / 1e6 : null });
-      while (history.length > 900) history.shift();
+      while (live.length > 900) live.shift();
     }
     draw();
+  }
+
+  /** The stored series as chart points: one per stored batch or bucket. */
+  async function loadHistory() {
+    try {
+      const doc = await api('/api/v1/peers/' + enc + '/history?range=1h&max_points=600');
+      const byName = Object.fromEntries(doc.series.map((s) => [s.series, s.points]));
+      const avg = (p) => (p && p.avg_ns != null ? p.avg_ns / 1e6 : null);
+      const fwd = new Map((byName.forward || []).map((p) => [p.at_ms, avg(p)]));
+      const bwd = new Map((byName.backward || []).map((p) => [p.at_ms, avg(p)]));
+      stored = (byName.rtt || []).filter((p) => p.avg_ns != null).map((p) => ({
+        t: p.at_ms, rtt: avg(p),
+        fwd: fwd.has(p.at_ms) ? fwd.get(p.at_ms) : null,
+        bwd: bwd.has(p.at_ms) ? bwd.get(p.at_ms) : null }));
+      draw();
+    } catch (e) {
+      // The live part still draws; the next refresh tries again.
+    }
+  }
+
+  /** Stored points, then live ones newer than the last stored point. */
+  function chartPoints() {
+    const last = stored.length ? stored[stored.length - 1].t : -Infinity;
+    return stored.concat(live.filter((p) => p.t > last));
   }
 
   function draw() {
@@ -894,6 +921,7 @@ function peerPage(root, name) {
     const ctx = canvas.getContext('2d');
     ctx.scale(dpr, dpr);
     ctx.clearRect(0, 0, width, 220);
+    const history = chartPoints();
     if (history.length < 2) return;
     const max = Math.max(...history.flatMap((p) => [p.rtt, p.fwd || 0, p.bwd || 0])) * 1.1 || 1;
     const t0 = history[0].t;
@@ -924,13 +952,16 @@ function peerPage(root, name) {
     } catch (e) {
       if (e && e.status === 404) {
         clearInterval(timer);
+        clearInterval(historyTimer);
         root.replaceChildren(h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← Overview' })),
           h('p', { class: 'empty-note', text: 'No peer named ' + name + '.' }));
       }
     }
   }
   load();
+  loadHistory();
   const timer = setInterval(load, 1000);
+  const historyTimer = setInterval(loadHistory, 5000);
   return { redraw: draw };
 }
 

@@ -86,6 +86,7 @@ pub async fn index() -> Json<serde_json::Value> {
             "GET /api/v1/webhooks",
             "GET /api/v1/peers",
             "GET /api/v1/peers/{name}",
+            "GET /api/v1/peers/{name}/history?range=|from=&to=&max_points=",
             "GET /healthz",
             "GET /readyz",
             "GET /metrics",

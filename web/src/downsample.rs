@@ -124,18 +124,29 @@ fn group(points: &[PointDto], range: TimeRange, width: u64) -> Vec<(u64, Vec<&Po
     groups
 }
 
-/// Fits a series to at most `max_points` points.
-pub fn fit(series: SeriesDto, range: TimeRange, max_points: usize) -> FittedSeries {
-    let (points, bucket_ms) = if series.points.len() <= max_points {
-        (series.points, 0)
+/// At most `max_points` points over `range`: the points as they are when
+/// they fit, else merged into equal buckets; with the bucket width (0 when
+/// nothing was merged).
+pub fn fit_points(
+    points: Vec<PointDto>,
+    range: TimeRange,
+    max_points: usize,
+) -> (Vec<PointDto>, u64) {
+    if points.len() <= max_points {
+        (points, 0)
     } else {
         let width = bucket_width(range, max_points);
-        let merged = group(&series.points, range, width)
+        let merged = group(&points, range, width)
             .into_iter()
             .map(|(at, members)| merge(at, &members))
             .collect();
         (merged, width)
-    };
+    }
+}
+
+/// Fits a series to at most `max_points` points.
+pub fn fit(series: SeriesDto, range: TimeRange, max_points: usize) -> FittedSeries {
+    let (points, bucket_ms) = fit_points(series.points, range, max_points);
     FittedSeries {
         hop: series.hop,
         responder: series.responder,

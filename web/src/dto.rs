@@ -579,6 +579,27 @@ pub struct PeerTotalsDto {
     pub reordered_backward: u64,
 }
 
+/// One series of a peer's stored history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerSeriesDto {
+    /// `rtt`, `forward` or `backward` (one-way delays).
+    pub series: String,
+    pub points: Vec<PointDto>,
+    /// All points merged.
+    pub total: PointDto,
+}
+
+/// A peer's stored history over a range: RTT and the one-way delay each way.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerHistoryDto {
+    pub peer: String,
+    /// `raw` (one point per batch of a second's probes), `1m` or `1h`.
+    pub resolution: String,
+    /// Bucket width of the stored points; 0 for raw batches.
+    pub interval_ms: u64,
+    pub series: Vec<PeerSeriesDto>,
+}
+
 /// One `[[peer]]`: a STAMP link measurement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerDto {

@@ -138,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/webhooks", get(api::webhooks))
         .route("/api/v1/peers", get(peers::peers))
         .route("/api/v1/peers/{name}", get(peers::peer))
+        .route("/api/v1/peers/{name}/history", get(peers::history))
         .route("/api/v1/targets", get(api::targets).post(api::add_target))
         .route(
             "/api/v1/targets/{id}",

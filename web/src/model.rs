@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use tokio::sync::broadcast;
 
 use crate::dto::{
-    ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, PeerDto, SeriesDto,
-    ServiceInfo, Sparkline, TargetDetail, TargetSummary, WebhookDto,
+    ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, PeerDto, PeerHistoryDto,
+    SeriesDto, ServiceInfo, Sparkline, TargetDetail, TargetSummary, WebhookDto,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::query::TimeRange;
@@ -80,6 +80,18 @@ pub trait ReadModel: Send + Sync + 'static {
     /// One peer; `None` when there is no peer with this name.
     fn peer(&self, name: &str) -> Option<PeerDto> {
         self.peers().into_iter().find(|p| p.name == name)
+    }
+
+    /// A configured peer's stored history over `range`; `Ok(None)` for an
+    /// unknown peer (and by default: a read model without peers). Points
+    /// come at the store's resolution for the span; the router downsamples.
+    fn peer_history(
+        &self,
+        name: &str,
+        range: TimeRange,
+    ) -> Result<Option<PeerHistoryDto>, ReadError> {
+        let _ = (name, range);
+        Ok(None)
     }
 }
 

@@ -1,13 +1,17 @@
-//! The peer (STAMP link) endpoints: `GET /api/v1/peers` and
-//! `GET /api/v1/peers/{name}`, served from [`ReadModel::peers`](crate::ReadModel::peers).
+//! The peer (STAMP link) endpoints: `GET /api/v1/peers`,
+//! `GET /api/v1/peers/{name}` (from [`ReadModel::peers`](crate::ReadModel::peers))
+//! and `GET /api/v1/peers/{name}/history` (from
+//! [`ReadModel::peer_history`](crate::ReadModel::peer_history)).
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Deserialize;
 
+use crate::downsample;
 use crate::error::ApiError;
-use crate::query;
+use crate::query::{self, now_ms, RangeParams};
 use crate::state::AppState;
 
 pub async fn peers(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -28,4 +32,64 @@ pub async fn peer(
         .await?
         .ok_or(ApiError::UnknownPeer { name })?;
     Ok(Json(peer).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    max_points: Option<usize>,
+}
+
+/// A peer's stored RTT and one-way delays over a range, each series fitted
+/// to `max_points` like a target's.
+pub async fn history(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(name) = path?;
+    query::target_id(&name)?;
+    let Query(p) = params?;
+    let range = RangeParams {
+        range: p.range,
+        from: p.from,
+        to: p.to,
+    }
+    .resolve(now_ms())?;
+    let max_points = query::count(
+        "max_points",
+        p.max_points,
+        query::DEFAULT_POINTS,
+        query::MAX_POINTS,
+    )?;
+    let lookup = name.clone();
+    let history = state
+        .read(move |read| read.peer_history(&lookup, range))
+        .await??
+        .ok_or(ApiError::UnknownPeer { name })?;
+    let series: Vec<serde_json::Value> = history
+        .series
+        .into_iter()
+        .map(|s| {
+            let (points, bucket_ms) = downsample::fit_points(s.points, range, max_points);
+            serde_json::json!({
+                "series": s.series,
+                "bucket_ms": bucket_ms,
+                "points": points,
+                "total": s.total,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "peer": history.peer,
+        "resolution": history.resolution,
+        "interval_ms": history.interval_ms,
+        "from_ms": range.from_ms,
+        "to_ms": range.to_ms,
+        "series": series,
+    }))
+    .into_response())
 }

@@ -396,6 +396,7 @@ async fn a_read_token_protects_data_but_not_the_ui_or_health() {
         "/api/v1/webhooks",
         "/api/v1/peers",
         "/api/v1/peers/branch-b",
+        "/api/v1/peers/branch-b/history",
         "/metrics",
         "/api/v1/live",
     ] {
@@ -954,6 +955,46 @@ async fn peers_are_listed_and_served_one_by_one() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let bad = send(&router, get("/api/v1/peers/no%20spaces")).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn peer_history_is_served_per_series_and_fitted() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let response = send(
+        &router,
+        get("/api/v1/peers/branch-b/history?from=1700000000000&to=1700003600000&max_points=60"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc = body_json(response).await;
+    assert_eq!(doc["peer"], "branch-b");
+    assert_eq!(doc["resolution"], "raw");
+    assert_eq!(doc["from_ms"], 1_700_000_000_000u64);
+    let series = doc["series"].as_array().expect("a series array");
+    let names: Vec<&str> = series.iter().filter_map(|s| s["series"].as_str()).collect();
+    assert_eq!(names, ["rtt", "forward", "backward"]);
+    // 3,600 stored points fitted into 60 one-minute buckets.
+    let points = series[1]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 60);
+    assert_eq!(series[1]["bucket_ms"], 60_000);
+    assert_eq!(points[0]["sent"], 60);
+    assert_eq!(points[0]["lost"], 6);
+    assert!(points[0]["min_ns"].as_u64().unwrap() >= 25_000_000);
+
+    let missing = send(&router, get("/api/v1/peers/nope/history")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let bad = send(&router, get("/api/v1/peers/branch-b/history?from=5&to=4")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let unknown = send(&router, get("/api/v1/peers/branch-b/history?hop=1")).await;
+    assert_eq!(
+        unknown.status(),
+        StatusCode::BAD_REQUEST,
+        "unknown parameters are refused"
+    );
+    // The peer page's chart reads it.
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    assert!(js.contains("/history?range=1h"));
 }
 
 #[tokio::test]

@@ -133,7 +133,7 @@ impl Monitor {
         ));
         let mut targets = TargetSet::new(engine.clone(), rounds_tx, Arc::clone(&live));
         targets.start_all(&config);
-        let peers = PeerSet::start(&config);
+        let peers = PeerSet::start(&config, Some(Arc::clone(&store)));
         tracing::info!(
             targets = config.targets.len(),
             peers = config.peers.len(),

@@ -1,8 +1,9 @@
 //! The daemon's `[[peer]]`s: one STAMP session per peer (the
 //! [`Session`](crate::peer::Session) sender on its own thread), its samples
 //! kept over the same window as targets' hops, and windowed statistics for
-//! the API and /metrics. Reloads start, stop and restart sessions by name and
-//! never touch targets.
+//! the API and /metrics, and a batch of its probes every second into the
+//! history store. Reloads start, stop and restart sessions by name and never
+//! touch targets.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,11 +16,16 @@ use crate::config::{Config, PeerConfig, PeerDiff};
 use crate::model::TargetId;
 use crate::peer::{Direction, OwdValidity, Sample, Session, Summary};
 use crate::probe::TimestampSource;
+use crate::store::{now_ms, PeerBatch, PeerSeries, Store};
 
 /// How long a failed session waits before it is started again.
 const RETRY: Duration = Duration::from_secs(5);
 /// How often the session thread looks at its stop flag and refreshes totals.
 const TICK: Duration = Duration::from_millis(100);
+/// How often a peer's probes go to the store, as one batch: a raw history
+/// point per second, like a target probed once a second, whatever the
+/// probe interval (at 1 ms one value per probe would be 1,000 keys a second).
+const BATCH: Duration = Duration::from_secs(1);
 
 /// Where a peer's session stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +277,79 @@ impl PeerWindow {
     }
 }
 
+/// The store's form of a batch of resolved probes. Loss is attributed to a
+/// direction as in the window (by the reflector's counter), within the batch;
+/// one-way delays are kept only while the clocks are trusted, and a negative
+/// one (clocks off by more than the delay) counts as zero.
+fn history_batch(samples: &[Sample]) -> PeerBatch {
+    let mut window = PeerWindow::new(samples.len());
+    for sample in samples {
+        window.push(*sample);
+    }
+    let stats = window.stats();
+    let mut batch = PeerBatch::default();
+    for sample in samples {
+        match sample {
+            Sample::Reflected(r) => {
+                batch.push(PeerSeries::Rtt, Some(r.rtt_ns));
+                if r.owd.is_reliable() {
+                    let ns = |v: i64| Some(u64::try_from(v).unwrap_or(0));
+                    batch.push(PeerSeries::Forward, ns(r.forward_ns));
+                    batch.push(PeerSeries::Backward, ns(r.backward_ns));
+                }
+            }
+            Sample::Lost { .. } => batch.push(PeerSeries::Rtt, None),
+            Sample::Duplicate { .. } => {}
+        }
+    }
+    for _ in 0..stats.lost_forward {
+        batch.push(PeerSeries::Forward, None);
+    }
+    for _ in 0..stats.lost_backward {
+        batch.push(PeerSeries::Backward, None);
+    }
+    batch
+}
+
+/// A peer's probes on their way to the store.
+struct History<'a> {
+    store: &'a Store,
+    peer: &'a TargetId,
+    samples: Vec<Sample>,
+    started: Instant,
+    /// Unix ms of the batch being collected; strictly increasing, so two
+    /// batches never share a key.
+    at_ms: u64,
+}
+
+impl History<'_> {
+    fn new<'a>(store: &'a Store, peer: &'a TargetId) -> History<'a> {
+        History {
+            store,
+            peer,
+            samples: Vec::new(),
+            started: Instant::now(),
+            at_ms: now_ms(),
+        }
+    }
+
+    /// Hands the batch to the store once it is [`BATCH`] old, or now if `all`.
+    fn maybe_record(&mut self, all: bool) {
+        if !all && self.started.elapsed() < BATCH {
+            return;
+        }
+        if !self.samples.is_empty() {
+            let batch = history_batch(&self.samples);
+            if let Err(error) = self.store.record_peer_batch(self.peer, self.at_ms, &batch) {
+                tracing::warn!(peer = %self.peer, %error, "peer history not recorded");
+            }
+            self.samples.clear();
+        }
+        self.started = Instant::now();
+        self.at_ms = now_ms().max(self.at_ms + 1);
+    }
+}
+
 /// What the session thread shares with readers.
 #[derive(Debug)]
 struct Live {
@@ -289,7 +368,7 @@ struct PeerRunner {
 }
 
 impl PeerRunner {
-    fn start(config: PeerConfig, window: usize) -> PeerRunner {
+    fn start(config: PeerConfig, window: usize, store: Option<Arc<Store>>) -> PeerRunner {
         let live = Arc::new(Mutex::new(Live {
             state: if config.paused {
                 PeerState::Paused
@@ -308,7 +387,7 @@ impl PeerRunner {
                 let (config, live, stop) = (config.clone(), Arc::clone(&live), Arc::clone(&stop));
                 std::thread::Builder::new()
                     .name(format!("peer-{name}"))
-                    .spawn(move || run_session(&config, &live, &stop))
+                    .spawn(move || run_session(&config, &live, &stop, store.as_deref()))
                     .map_err(|err| {
                         tracing::error!(peer = %name, error = %err, "cannot start the peer thread");
                         lock(&live_for_error).state = PeerState::Failed {
@@ -352,7 +431,7 @@ fn lock(live: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
 }
 
 /// Runs sessions for one peer until `stop`, starting again after failures.
-fn run_session(config: &PeerConfig, live: &Mutex<Live>, stop: &AtomicBool) {
+fn run_session(config: &PeerConfig, live: &Mutex<Live>, stop: &AtomicBool, store: Option<&Store>) {
     while !stop.load(Ordering::Relaxed) {
         lock(live).state = PeerState::Starting;
         match Session::start(config.sender_config()) {
@@ -364,8 +443,12 @@ fn run_session(config: &PeerConfig, live: &Mutex<Live>, stop: &AtomicBool) {
                     l.window.clear();
                 }
                 tracing::info!(peer = %config.name, reflector = %config.reflector(), "peer session started");
-                let error = pump(&session, live, stop);
+                let mut history = store.map(|store| History::new(store, &config.name));
+                let error = pump(&session, live, stop, history.as_mut());
                 session.stop();
+                if let Some(history) = &mut history {
+                    history.maybe_record(true);
+                }
                 let ended = session.wait();
                 let mut l = lock(live);
                 l.local = None;
@@ -393,18 +476,33 @@ fn run_session(config: &PeerConfig, live: &Mutex<Live>, stop: &AtomicBool) {
     }
 }
 
-/// Moves samples into the window until `stop` or the session ends; returns
-/// why it ended early, if it did.
-fn pump(session: &Session, live: &Mutex<Live>, stop: &AtomicBool) -> Option<String> {
+/// Moves samples into the window (and the history batch) until `stop` or
+/// the session ends; returns why it ended early, if it did.
+fn pump(
+    session: &Session,
+    live: &Mutex<Live>,
+    stop: &AtomicBool,
+    mut history: Option<&mut History<'_>>,
+) -> Option<String> {
     let mut refreshed = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(history) = history.as_deref_mut() {
+            history.maybe_record(false);
+        }
         match session.samples().recv_timeout(TICK) {
             Ok(sample) => {
                 let mut l = lock(live);
                 l.window.push(sample);
+                let mut keep = |sample: Sample| {
+                    if let Some(history) = history.as_deref_mut() {
+                        history.samples.push(sample);
+                    }
+                };
+                keep(sample);
                 // Take what is queued under one lock.
                 while let Ok(sample) = session.samples().try_recv() {
                     l.window.push(sample);
+                    keep(sample);
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -426,20 +524,24 @@ fn pump(session: &Session, live: &Mutex<Live>, stop: &AtomicBool) -> Option<Stri
 /// Every configured peer's session.
 pub struct PeerSet {
     window: usize,
+    /// Where each peer's history goes; `None` keeps only the live window.
+    store: Option<Arc<Store>>,
     peers: Vec<PeerRunner>,
 }
 
 impl PeerSet {
-    /// Starts a session for every peer in `config` that is not paused.
-    pub fn start(config: &Config) -> PeerSet {
+    /// Starts a session for every peer in `config` that is not paused;
+    /// their history goes to `store`, if given.
+    pub fn start(config: &Config, store: Option<Arc<Store>>) -> PeerSet {
         let window = config.statistics.window as usize;
         PeerSet {
             window,
             peers: config
                 .peers
                 .iter()
-                .map(|p| PeerRunner::start(p.clone(), window))
+                .map(|p| PeerRunner::start(p.clone(), window, store.clone()))
                 .collect(),
+            store,
         }
     }
 
@@ -454,7 +556,7 @@ impl PeerSet {
             };
             if let Some(slot) = self.peers.iter_mut().find(|p| p.config.name == change.name) {
                 if change.restart {
-                    *slot = PeerRunner::start(config.clone(), self.window);
+                    *slot = PeerRunner::start(config.clone(), self.window, self.store.clone());
                 } else {
                     slot.config = config.clone();
                 }
@@ -462,8 +564,11 @@ impl PeerSet {
         }
         for name in &diff.added {
             if let Some(config) = new.peers.iter().find(|p| &p.name == name) {
-                self.peers
-                    .push(PeerRunner::start(config.clone(), self.window));
+                self.peers.push(PeerRunner::start(
+                    config.clone(),
+                    self.window,
+                    self.store.clone(),
+                ));
             }
         }
         // Keep the file's order.
@@ -608,6 +713,58 @@ mod tests {
         assert_eq!(window.stats().probes, 2);
     }
 
+    #[test]
+    fn a_history_batch_keeps_rtt_trusted_delays_and_directional_loss() {
+        let unreliable = match reflected(5, 4, 30, 20) {
+            Sample::Reflected(r) => Sample::Reflected(Reflection {
+                owd: OwdValidity::Unreliable {
+                    reason: crate::peer::OwdDoubt::LocalUnsynchronized,
+                },
+                ..r
+            }),
+            other => other,
+        };
+        let samples = [
+            reflected(0, 0, 30, 20),
+            lost(1), // the reflector's counter did not move: forward
+            reflected(2, 1, 30, 20),
+            lost(3),                 // the counter moved past it: backward
+            reflected(4, 3, 30, -5), // clocks off: forward counts as 0
+            Sample::Duplicate {
+                seq: 4,
+                reflector_seq: 3,
+                direction: Direction::Backward,
+            },
+            unreliable, // RTT only
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::store::StoreConfig::default()).unwrap();
+        let peer = TargetId::new("p").unwrap();
+        store
+            .record_peer_batch(&peer, 1_000, &history_batch(&samples))
+            .unwrap();
+        store.flush().unwrap();
+        let h = store
+            .peer_history(&peer, 0, 2_000, crate::store::Resolution::Raw)
+            .unwrap();
+        let totals = |s: PeerSeries| {
+            let t = &h.get(s).unwrap().total;
+            (t.sent, t.lost, t.min_ns, t.max_ns)
+        };
+        assert_eq!(
+            totals(PeerSeries::Rtt),
+            (6, 2, Some(30_000_000), Some(30_000_000))
+        );
+        assert_eq!(
+            totals(PeerSeries::Forward),
+            (4, 1, Some(0), Some(20_000_000))
+        );
+        assert_eq!(
+            totals(PeerSeries::Backward),
+            (4, 1, Some(10_000_000), Some(35_000_000))
+        );
+    }
+
     fn config(text: &str) -> Config {
         Config::parse(text, "hopwatch.toml").expect("a valid config")
     }
@@ -624,7 +781,11 @@ mod tests {
             "[[peer]]\nname = \"lo\"\naddress = \"127.0.0.1\"\nport = {port}\ninterval = \"5ms\"\n\
              clock = \"shared\"\n[[peer]]\nname = \"idle\"\naddress = \"127.0.0.1\"\npaused = true\n"
         ));
-        let mut set = PeerSet::start(&running);
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(Store::open(dir.path(), crate::store::StoreConfig::default()).unwrap());
+        let started_ms = now_ms();
+        let mut set = PeerSet::start(&running, Some(Arc::clone(&store)));
         let deadline = Instant::now() + Duration::from_secs(10);
         let view = loop {
             let view = set.view("lo").expect("configured");
@@ -642,6 +803,24 @@ mod tests {
             set.view("idle").expect("configured").state,
             PeerState::Paused
         );
+        // A batch a second reaches the store, with RTT and (shared clock) OWD.
+        let lo = TargetId::new("lo").unwrap();
+        let history = loop {
+            store.flush().unwrap();
+            let history = store
+                .peer_history(&lo, started_ms, now_ms() + 1, crate::store::Resolution::Raw)
+                .unwrap();
+            if !history.series[0].points.is_empty() || Instant::now() > deadline {
+                break history;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let rtt = history.get(PeerSeries::Rtt).unwrap();
+        assert!(!rtt.points.is_empty(), "{history:?}");
+        assert!(rtt.total.sent >= 20 && rtt.total.lost == 0, "{history:?}");
+        assert!(rtt.total.max_ns.unwrap() < 50_000_000, "{history:?}");
+        let forward = history.get(PeerSeries::Forward).unwrap();
+        assert_eq!(forward.total.sent, rtt.total.sent, "{history:?}");
 
         let reloaded = config(
             "[[peer]]\nname = \"idle\"\naddress = \"127.0.0.1\"\npaused = true\nlabel = \"I\"\n",

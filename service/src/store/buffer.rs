@@ -2,7 +2,7 @@
 //! and kept across failed flushes (a full disk) under a byte cap.
 //!
 //! Past the cap the oldest raw rounds are dropped first, then the oldest
-//! events; new target names are never dropped (they are tiny and later data
+//! events; new target and peer names are never dropped (they are tiny and later data
 //! needs them). Rollups are not buffered: they are derived from stored raw
 //! rounds at flush time, so a dropped round is simply absent from both.
 
@@ -35,6 +35,8 @@ pub struct Dropped {
 #[derive(Debug, Default)]
 pub struct WriteBuffer {
     pub new_targets: Vec<(TargetNum, TargetId)>,
+    /// New peers (see `store::peers`), written next to the targets.
+    pub new_peers: Vec<(TargetNum, TargetId)>,
     pub raw: VecDeque<Entry>,
     pub events: VecDeque<Entry>,
     bytes: usize,
@@ -42,7 +44,10 @@ pub struct WriteBuffer {
 
 impl WriteBuffer {
     pub fn is_empty(&self) -> bool {
-        self.new_targets.is_empty() && self.raw.is_empty() && self.events.is_empty()
+        self.new_targets.is_empty()
+            && self.new_peers.is_empty()
+            && self.raw.is_empty()
+            && self.events.is_empty()
     }
 
     /// Bytes of keys and values buffered (target names included).
@@ -53,6 +58,11 @@ impl WriteBuffer {
     pub fn push_target(&mut self, num: TargetNum, id: TargetId) {
         self.bytes += id.as_str().len() + 4;
         self.new_targets.push((num, id));
+    }
+
+    pub fn push_peer(&mut self, num: TargetNum, id: TargetId) {
+        self.bytes += crate::store::peers::PEER_KEY_PREFIX.len() + id.as_str().len() + 4;
+        self.new_peers.push((num, id));
     }
 
     pub fn push_raw(&mut self, entry: Entry) {
@@ -69,6 +79,7 @@ impl WriteBuffer {
     /// writes back in front of what arrived meanwhile).
     pub fn append(&mut self, mut newer: WriteBuffer) {
         self.new_targets.append(&mut newer.new_targets);
+        self.new_peers.append(&mut newer.new_peers);
         self.raw.append(&mut newer.raw);
         self.events.append(&mut newer.events);
         self.bytes += newer.bytes;

@@ -149,6 +149,16 @@ pub struct RollupV1 {
     pub hist_counts: Vec<u32>,
 }
 
+/// One batch of a peer's probes in the `raw` tree (see `store::peers`): RTT,
+/// forward and backward one-way delay as rollup statistics, so minute
+/// rollups merge batches exactly. Peer and target keys never share a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerBatchV1 {
+    pub rtt: RollupV1,
+    pub forward: RollupV1,
+    pub backward: RollupV1,
+}
+
 /// One event in the `events` tree; target and time are in the key. The
 /// payload is kept as JSON text because postcard cannot carry a
 /// self-describing `serde_json::Value`.

@@ -13,12 +13,13 @@ use sled::Batch;
 
 use crate::model::TargetId;
 use crate::store::buffer::WriteBuffer;
-use crate::store::codec::{decode, encode, DecodeError, RawRoundV1};
+use crate::store::codec::{decode, encode, DecodeError, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::keys::{
     parse_raw_key, parse_rollup_key, raw_key, rollup_key, series_end, target_end, time_bound,
     SeriesNum, TargetNum,
 };
+use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
@@ -182,7 +183,12 @@ impl Store {
         self.trees()
     }
 
-    fn note_corrupt(&self, tree: &'static str, key: &[u8], error: &dyn std::fmt::Display) {
+    pub(super) fn note_corrupt(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        error: &dyn std::fmt::Display,
+    ) {
         self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(path = %self.path.display(), tree, key = ?key, %error, "skipping undecodable store value");
     }
@@ -204,10 +210,13 @@ impl Store {
 
         // Targets first: with sled's in-order recovery, no round can survive
         // a crash without its target's name.
-        if !buf.new_targets.is_empty() {
+        if !buf.new_targets.is_empty() || !buf.new_peers.is_empty() {
             let mut batch = Batch::default();
             for (num, id) in &buf.new_targets {
                 w.insert(&mut batch, id.as_str().as_bytes(), &num.to_bytes());
+            }
+            for (num, id) in &buf.new_peers {
+                w.insert(&mut batch, &peer_key(id), &num.to_bytes());
             }
             w.apply(&trees.targets, batch, "write targets")?;
         }
@@ -291,11 +300,15 @@ impl Store {
     ) -> Result<Plan, StoreError> {
         let close_delay = self.config.close_delay.as_millis() as u64;
         let close_minute = floor(now_ms.saturating_sub(close_delay), MINUTE_MS);
-        let names: HashMap<TargetNum, TargetId> = {
+        // `None` marks a peer: its raw values are batches, not rounds.
+        let names: HashMap<TargetNum, Option<TargetId>> = {
             let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
             targets
                 .nums()
-                .filter_map(|n| Some((n, targets.name(n)?.clone())))
+                .filter_map(|n| match targets.name(n) {
+                    Some(name) => Some((n, Some(name.clone()))),
+                    None => targets.is_peer(n).then_some((n, None)),
+                })
                 .collect()
         };
         let mut plan = Plan::default();
@@ -315,7 +328,7 @@ impl Store {
                     w,
                     &mut batch,
                     &mut scratch,
-                    name,
+                    name.as_ref(),
                     num,
                     done,
                     close_minute,
@@ -339,7 +352,7 @@ impl Store {
                 w,
                 &mut batch,
                 &mut scratch,
-                name,
+                name.as_ref(),
                 num,
                 minute,
                 minute + MINUTE_MS,
@@ -386,9 +399,84 @@ impl Store {
         Ok(plan)
     }
 
-    /// Rolls up the raw rounds of `num` in `[from, to)` into minute buckets.
+    /// Rolls up the raw values of `num` in `[from, to)` into minute buckets:
+    /// a target's rounds (`name`), or a peer's batches (`None`).
     #[allow(clippy::too_many_arguments)]
     fn roll_minutes(
+        &self,
+        trees: &Trees,
+        w: &mut Writer<'_>,
+        batch: &mut Batch,
+        scratch: &mut Histogram32,
+        name: Option<&TargetId>,
+        num: TargetNum,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StoreError> {
+        match name {
+            Some(name) => self.roll_round_minutes(trees, w, batch, scratch, name, num, from, to),
+            None => self.roll_peer_minutes(trees, w, batch, num, from, to),
+        }
+    }
+
+    /// Merges a peer's batches of `num` in `[from, to)` into minute buckets,
+    /// one per series that had probes.
+    fn roll_peer_minutes(
+        &self,
+        trees: &Trees,
+        w: &mut Writer<'_>,
+        batch: &mut Batch,
+        num: TargetNum,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StoreError> {
+        let mut current: Option<u64> = None;
+        let mut merged: [Stats; 3] = Default::default();
+        let emit = |w: &mut Writer<'_>, batch: &mut Batch, minute: u64, merged: [Stats; 3]| {
+            for (series, stats) in PeerSeries::ALL.into_iter().zip(merged) {
+                if stats.sent > 0 {
+                    let key = rollup_key(num, series.num(), minute);
+                    w.insert(batch, &key, &encode(&stats.to_value()));
+                    w.rollups += 1;
+                }
+            }
+        };
+        for item in trees.raw.range(raw_key(num, from)..raw_key(num, to)) {
+            let (key, value) = item.map_err(sled_err(&self.path, "read peer batches"))?;
+            let Some((_, at)) = parse_raw_key(&key) else {
+                self.note_corrupt(RAW, &key, &"malformed key");
+                continue;
+            };
+            let stats = decode::<PeerBatchV1>(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|v| batch_stats(v).map_err(|e| format!("bad histogram: {e}")));
+            let stats = match stats {
+                Ok(stats) => stats,
+                Err(error) => {
+                    self.note_corrupt(RAW, &key, &error);
+                    continue;
+                }
+            };
+            let minute = floor(at, MINUTE_MS);
+            if current != Some(minute) {
+                if let Some(previous) = current {
+                    emit(w, batch, previous, std::mem::take(&mut merged));
+                }
+                current = Some(minute);
+            }
+            for (into, s) in merged.iter_mut().zip(&stats) {
+                into.merge(s);
+            }
+        }
+        if let Some(minute) = current {
+            emit(w, batch, minute, merged);
+        }
+        Ok(())
+    }
+
+    /// Rolls up the raw rounds of target `num` in `[from, to)` into minute buckets.
+    #[allow(clippy::too_many_arguments)]
+    fn roll_round_minutes(
         &self,
         trees: &Trees,
         w: &mut Writer<'_>,

@@ -8,8 +8,8 @@
 //! | tree     | key                                              | bytes |
 //! |----------|--------------------------------------------------|-------|
 //! | `meta`   | ASCII name (`schema_version`)                    | var   |
-//! | `targets`| target name (UTF-8)                              | ≤ 64  |
-//! | `raw`    | target u32 · round start ms u64                  | 12    |
+//! | `targets`| target name, or `peer:` + peer name (UTF-8)      | ≤ 69  |
+//! | `raw`    | target u32 · round (or peer batch) start ms u64  | 12    |
 //! | `m1`,`h1`| target u32 · series u8 · bucket start ms u64     | 13    |
 //! | `events` | target u32 · event time ms u64 · sequence u32    | 16    |
 

@@ -5,7 +5,8 @@
 //! # Layout
 //! Trees `meta` (schema version), `targets` (name → u32), `raw` (one value
 //! per round), `m1`/`h1` (one value per target, hop series and bucket) and
-//! `events`; key layouts are in [`keys`], value formats in [`codec`].
+//! `events`; key layouts are in [`keys`], value formats in [`codec`]. Peers
+//! (STAMP links) share these trees under numbers of their own ([`peers`]).
 //!
 //! # Writes and flash wear
 //! [`Store::record_round`] and [`Store::record_event`] only encode into an
@@ -63,6 +64,7 @@ pub mod error;
 pub mod export;
 mod flush;
 pub mod keys;
+pub mod peers;
 pub mod query;
 pub mod rawlog;
 pub mod rollup;
@@ -87,6 +89,7 @@ use schema::{TargetMap, Trees};
 
 pub use error::StoreError;
 pub use export::{write_series, ExportError, ExportFormat, ExportMeta};
+pub use peers::{PeerBatch, PeerHistory, PeerSeries, PeerSeriesPoints};
 pub use query::{Hop, Point, Resolution, Series};
 pub use rawlog::{RawLog, RawLogError};
 
@@ -236,7 +239,7 @@ pub struct Store {
 
 /// Locks a mutex, carrying on after a panic elsewhere: every critical section
 /// leaves its data consistent before anything that can panic.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -176,6 +176,11 @@ pub struct SeriesAcc {
 }
 
 impl SeriesAcc {
+    /// Probes pushed so far, lost ones included.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// One probe: its RTT, or `None` when it was lost.
     pub fn push(&mut self, rtt_ns: Option<u64>) {
         self.sent += 1;

@@ -1,13 +1,14 @@
 //! Opening sled: the tree names, the schema version check in the `meta` tree,
-//! and the `targets` tree that maps target names to compact numbers.
+//! and the `targets` tree that maps target (and peer) names to compact numbers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::model::TargetId;
 use crate::store::error::StoreError;
 use crate::store::keys::TargetNum;
+use crate::store::peers::PEER_KEY_PREFIX;
 
 /// The layout this release reads and writes (key layouts in `keys`, value
 /// formats in `codec`, histogram configuration in `rollup`). Any change to
@@ -175,10 +176,13 @@ pub fn force_schema_version(path: &Path, version: u32) {
 
 /// Target names ⇄ numbers, loaded from the `targets` tree at open. Numbers
 /// are allocated in order and never reused, so keys stay valid forever.
+/// Peers draw from the same numbers (named `peer:NAME`, see `store::peers`).
 #[derive(Debug, Default)]
 pub struct TargetMap {
     by_name: HashMap<TargetId, TargetNum>,
     by_num: HashMap<TargetNum, TargetId>,
+    peers: HashMap<TargetId, TargetNum>,
+    peer_nums: HashSet<TargetNum>,
     next: u32,
 }
 
@@ -197,12 +201,20 @@ impl TargetMap {
                 key: key.to_vec(),
             };
             let name = std::str::from_utf8(&key).map_err(|_| malformed())?;
+            let (peer, name) = match name.strip_prefix(PEER_KEY_PREFIX) {
+                Some(peer) => (true, peer),
+                None => (false, name),
+            };
             let id = TargetId::new(name).map_err(|_| malformed())?;
             let num = match <[u8; 4]>::try_from(value.as_ref()) {
                 Ok(bytes) => TargetNum(u32::from_be_bytes(bytes)),
                 Err(_) => return Err(malformed()),
             };
-            map.insert(id, num);
+            if peer {
+                map.insert_peer(id, num);
+            } else {
+                map.insert(id, num);
+            }
         }
         Ok(map)
     }
@@ -211,6 +223,30 @@ impl TargetMap {
         self.next = self.next.max(num.0.saturating_add(1));
         self.by_num.insert(num, id.clone());
         self.by_name.insert(id, num);
+    }
+
+    fn insert_peer(&mut self, id: TargetId, num: TargetNum) {
+        self.next = self.next.max(num.0.saturating_add(1));
+        self.peer_nums.insert(num);
+        self.peers.insert(id, num);
+    }
+
+    pub fn get_peer(&self, id: &TargetId) -> Option<TargetNum> {
+        self.peers.get(id).copied()
+    }
+
+    pub fn is_peer(&self, num: TargetNum) -> bool {
+        self.peer_nums.contains(&num)
+    }
+
+    /// Allocates the next number for a new peer; `None` once all are used.
+    pub fn allocate_peer(&mut self, id: &TargetId) -> Option<TargetNum> {
+        if self.next == u32::MAX {
+            return None;
+        }
+        let num = TargetNum(self.next);
+        self.insert_peer(id.clone(), num);
+        Some(num)
     }
 
     pub fn get(&self, id: &TargetId) -> Option<TargetNum> {
@@ -231,8 +267,9 @@ impl TargetMap {
         Some(num)
     }
 
+    /// Every number in use, targets' and peers'.
     pub fn nums(&self) -> impl Iterator<Item = TargetNum> + '_ {
-        self.by_num.keys().copied()
+        self.by_num.keys().chain(self.peer_nums.iter()).copied()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &TargetId> + '_ {

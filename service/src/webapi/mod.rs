@@ -585,6 +585,22 @@ impl ReadModel for WebApi {
         let window = self.window_probes();
         monitor.peer(name).map(|view| peers::dto(&view, window))
     }
+
+    fn peer_history(
+        &self,
+        name: &str,
+        range: TimeRange,
+    ) -> Result<Option<hopwatch_web::dto::PeerHistoryDto>, ReadError> {
+        let Some(monitor) = self.monitor() else {
+            return Ok(None);
+        };
+        // Only configured peers: a removed peer's history stays in the store
+        // until retention drops it, but is not served.
+        let Some(view) = monitor.peer(name) else {
+            return Ok(None);
+        };
+        peers::history(monitor.store(), &view.config.name, range).map(Some)
+    }
 }
 
 impl Control for WebApi {

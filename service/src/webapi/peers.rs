@@ -1,10 +1,16 @@
 //! Peers (STAMP links) for the web layer: the monitor's [`PeerView`]s turned
-//! into the web crate's DTOs and /metrics values.
+//! into the web crate's DTOs and /metrics values, and a peer's stored history.
 
 use hopwatch_web::dto::{
-    DelayDto, PeerDirectionDto, PeerDto, PeerState as PeerStateDto, PeerTotalsDto, PeerWindowDto,
+    DelayDto, PeerDirectionDto, PeerDto, PeerHistoryDto, PeerSeriesDto, PeerState as PeerStateDto,
+    PeerTotalsDto, PeerWindowDto,
 };
 use hopwatch_web::metrics::PeerMetrics;
+use hopwatch_web::{ReadError, TimeRange};
+
+use crate::model::TargetId;
+use crate::store::{PeerSeries, Resolution, Store};
+use crate::webapi::history::{point, read_error};
 
 use crate::monitor::peers::DelayWindow;
 use crate::monitor::{PeerState, PeerView};
@@ -138,4 +144,35 @@ pub fn metrics(view: &PeerView) -> PeerMetrics {
         duplicates_forward: totals.map_or(0, |t| t.duplicates.forward),
         duplicates_backward: totals.map_or(0, |t| t.duplicates.backward),
     }
+}
+
+/// The peer's stored history over `range`, at the store's automatic
+/// resolution for the span.
+pub fn history(
+    store: &Store,
+    peer: &TargetId,
+    range: TimeRange,
+) -> Result<PeerHistoryDto, ReadError> {
+    let h = store
+        .peer_history(peer, range.from_ms, range.to_ms, Resolution::Auto)
+        .map_err(|e| read_error("peer history", e))?;
+    Ok(PeerHistoryDto {
+        peer: peer.to_string(),
+        resolution: h.resolution.as_str().to_owned(),
+        interval_ms: h.interval_ms,
+        series: h
+            .series
+            .iter()
+            .map(|s| PeerSeriesDto {
+                series: match s.series {
+                    PeerSeries::Rtt => "rtt",
+                    PeerSeries::Forward => "forward",
+                    PeerSeries::Backward => "backward",
+                }
+                .to_owned(),
+                points: s.points.iter().map(point).collect(),
+                total: point(&s.total),
+            })
+            .collect(),
+    })
 }

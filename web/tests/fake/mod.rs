@@ -486,6 +486,32 @@ impl ReadModel for Fake {
     fn peers(&self) -> Vec<PeerDto> {
         vec![peer("branch-b")]
     }
+
+    /// A point a second per series: RTT 30 ms, forward 25 ms, backward 5 ms.
+    fn peer_history(
+        &self,
+        name: &str,
+        range: TimeRange,
+    ) -> Result<Option<PeerHistoryDto>, ReadError> {
+        if name != "branch-b" {
+            return Ok(None);
+        }
+        let series = |name: &str, base_ns: u64| PeerSeriesDto {
+            series: name.to_owned(),
+            points: raw_points(range, base_ns),
+            total: PointDto::default(),
+        };
+        Ok(Some(PeerHistoryDto {
+            peer: name.to_owned(),
+            resolution: "raw".to_owned(),
+            interval_ms: 0,
+            series: vec![
+                series("rtt", 30_000_000),
+                series("forward", 25_000_000),
+                series("backward", 5_000_000),
+            ],
+        }))
+    }
 }
 
 /// A running peer with 30 ms RTT split 25 / 5 ms and 10 % loss on the way back.
