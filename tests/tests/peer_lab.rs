@@ -285,11 +285,18 @@ fn tcp_latency_and_connect_time_match_the_injected_delay() {
             .expect("connect")
         })
         .collect();
+    // Each handshake is one sample, and the lab's delay elements are
+    // userspace processes that release a packet late when the machine is
+    // busy (the whole suite runs in parallel): every handshake takes at
+    // least the injected delay, and the best one is near it.
+    let mut best = f64::INFINITY;
     for sample in samples {
         let rtt = sample.handshake_rtt_ns.expect("kernel handshake RTT") as f64 / 1e6;
-        assert_near("handshake RTT", rtt, 7.0);
+        assert!(rtt >= 7.0 - 0.01, "handshake RTT {rtt:.3} ms: {sample:?}");
         assert!(sample.connect_ns as f64 / 1e6 >= 7.0, "{sample:?}");
+        best = best.min(rtt);
     }
+    assert_near("best handshake RTT", best, 7.0);
 }
 
 /// The independent STAMP implementation used for interop, or a loud failure.
