@@ -144,14 +144,6 @@ pub struct SeriesParams {
     max_points: Option<usize>,
 }
 
-fn range_of(range: &Option<String>, from: &Option<String>, to: &Option<String>) -> RangeParams {
-    RangeParams {
-        range: range.clone(),
-        from: from.clone(),
-        to: to.clone(),
-    }
-}
-
 pub async fn series(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -160,7 +152,7 @@ pub async fn series(
     let id = path_id(path)?;
     let Query(p) = params?;
     let hops = query::hop_selection(p.hop.as_deref())?;
-    let range = range_of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
     let max_points = query::count(
         "max_points",
         p.max_points,
@@ -195,7 +187,7 @@ pub async fn heatmap(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let range = range_of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
     let columns = query::count(
         "columns",
         p.columns,
@@ -226,7 +218,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let range = range_of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
     let lookup = id.clone();
     let events = state
         .read(move |read| read.events(&lookup, range))
@@ -264,7 +256,7 @@ pub async fn export(
         .parse()
         .map_err(|reason| ApiError::param("format", reason))?;
     let now = now_ms();
-    let range = range_of(&p.range, &p.from, &p.to).resolve(now)?;
+    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now)?;
     let lookup = id.clone();
     let summary = state
         .read(move |read| read.hop_summary(&lookup, range))

@@ -53,12 +53,7 @@ pub async fn history(
     let Path(name) = path?;
     query::target_id(&name)?;
     let Query(p) = params?;
-    let range = RangeParams {
-        range: p.range,
-        from: p.from,
-        to: p.to,
-    }
-    .resolve(now_ms())?;
+    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
     let max_points = query::count(
         "max_points",
         p.max_points,

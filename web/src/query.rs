@@ -69,6 +69,16 @@ pub struct RangeParams {
 }
 
 impl RangeParams {
+    /// The range fields of an endpoint's own query struct (each endpoint
+    /// refuses unknown parameters, so the fields cannot be flattened in).
+    pub fn of(range: &Option<String>, from: &Option<String>, to: &Option<String>) -> RangeParams {
+        RangeParams {
+            range: range.clone(),
+            from: from.clone(),
+            to: to.clone(),
+        }
+    }
+
     pub fn resolve(&self, now_ms: u64) -> Result<TimeRange, ApiError> {
         if let Some(name) = &self.range {
             if self.from.is_some() || self.to.is_some() {
