@@ -43,7 +43,7 @@ apt_install() {
 
 # 1. The kernel-side Rust toolchain and the lab/test tools.
 apt_install rustc-web cargo-web libstd-rust-web-dev-bpf \
-    iproute2 iputils-ping iptables tcpdump procps ca-certificates dnsmasq-base debootstrap dpkg-dev \
+    iproute2 iputils-ping iptables tcpdump procps ethtool ca-certificates dnsmasq-base debootstrap dpkg-dev \
     prometheus chromium chromium-driver wrk
 
 # 2. LLVM dev files matching rustc-web's LLVM major, so bpf-linker links the

@@ -62,6 +62,10 @@ pub struct ProbeFilter {
     pub flow_hi: u16,
     /// Non-zero once userspace has configured the range; zero stamps nothing.
     pub enabled: u32,
+    /// CLOCK_TAI − CLOCK_REALTIME in ns (adjtimex's `tai`, whole seconds; 0 until
+    /// an NTP daemon sets it). The ingress program needs it to place the skb's
+    /// receive stamp (CLOCK_REALTIME) on CLOCK_MONOTONIC; userspace keeps it current.
+    pub tai_offset_ns: i64,
 }
 
 /// How many bytes of a reply, from its IP header on, travel to userspace with the
@@ -78,7 +82,10 @@ pub struct ReplyEvent {
     pub responder: [u8; 16],
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the probe left at TC egress.
     pub tx_ns: u64,
-    /// `bpf_ktime_get_ns()` when the reply arrived at TC ingress.
+    /// When the reply arrived, on the same clock as `tx_ns`: the skb's receive
+    /// stamp (taken as the packet entered the stack, the stamp a packet capture
+    /// records) when the kernel set one, else `bpf_ktime_get_ns()` at TC ingress
+    /// (counted as [`counter::INGRESS_TC_CLOCK`]).
     pub rx_ns: u64,
     /// Interface the reply arrived on.
     pub ifindex: u32,
@@ -116,8 +123,16 @@ pub mod counter {
     pub const PARSE_ERROR: u32 = 4;
     /// Events lost because the ring buffer was full.
     pub const RINGBUF_DROP: u32 = 5;
+    /// Matched replies stamped with the TC ingress clock because the skb carried
+    /// no usable receive stamp (network stamping off, or an implausible stamp).
+    pub const INGRESS_TC_CLOCK: u32 = 6;
+    /// STAMP reflector replies whose T3 was written at TC egress.
+    pub const STAMP_T3_WRITTEN: u32 = 7;
+    /// STAMP reflector replies that could not be rewritten (they keep the
+    /// reflector's userspace T3).
+    pub const STAMP_T3_FAILED: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 9;
     /// Names for logs and metrics, indexed like the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
         "egress_stamped",
@@ -126,6 +141,9 @@ pub mod counter {
         "ingress_unmatched",
         "parse_error",
         "ringbuf_drop",
+        "ingress_tc_clock",
+        "stamp_t3_written",
+        "stamp_t3_failed",
     ];
 }
 
@@ -135,15 +153,18 @@ pub mod maps {
     pub const PROBE_FILTER: &str = "PROBE_FILTER";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const STAMP_REFLECTOR_PORTS: &str = "STAMP_REFLECTOR_PORTS";
 }
 
+/// How many UDP ports one reflector can serve with kernel T3 stamps.
+pub const STAMP_REFLECTOR_PORTS_CAPACITY: u32 = 64;
 /// Capacity of the in-flight probe map (LRU: the oldest unanswered stamps go first).
 pub const PROBE_TX_CAPACITY: u32 = 1 << 16;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
 const _: () = assert!(core::mem::size_of::<ProbeKey>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeFilter>() == 8);
+const _: () = assert!(core::mem::size_of::<ProbeFilter>() == 16);
 const _: () =
     assert!(core::mem::size_of::<ReplyEvent>() == 24 + 16 + 8 + 8 + 4 + 4 + 8 + REPLY_SNAP_LEN);
 
@@ -153,6 +174,29 @@ mod pod {
     unsafe impl aya::Pod for super::ProbeKey {}
     unsafe impl aya::Pod for super::ProbeFilter {}
     unsafe impl aya::Pod for super::ReplyEvent {}
+}
+
+impl ProbeFilter {
+    /// Stamping enabled for flows `[flow_lo, flow_hi)`. The loader fills in the
+    /// TAI offset, so callers leave it at 0.
+    pub const fn flows(flow_lo: u16, flow_hi: u16) -> Self {
+        ProbeFilter {
+            flow_lo,
+            flow_hi,
+            enabled: 1,
+            tai_offset_ns: 0,
+        }
+    }
+
+    /// Loaded but stamping nothing (the self-check loads the programs this way).
+    pub const fn disabled() -> Self {
+        ProbeFilter {
+            flow_lo: 0,
+            flow_hi: 0,
+            enabled: 0,
+            tai_offset_ns: 0,
+        }
+    }
 }
 
 impl ProbeKey {

@@ -1,26 +1,29 @@
 //! hopwatch's kernel programs: a TC egress classifier that stamps our outgoing
-//! probes, and a TC ingress classifier that matches replies to those stamps and
-//! sends one [`ReplyEvent`] per answered probe to userspace.
+//! probes (and writes T3 into our STAMP reflector's replies, see stamp.rs), and
+//! a TC ingress classifier that matches replies to those stamps and sends one
+//! [`ReplyEvent`] per answered probe to userspace.
 //!
 //! The contract (map names, key layout, event layout, counters) lives in
-//! probe-common; the loader is service/src/probe/ebpf.rs. Both programs only
-//! observe: they never drop or modify a packet, and return `TC_ACT_UNSPEC` (TCX
+//! probe-common; the loader is service/src/probe/ebpf.rs. The programs never
+//! drop a packet, and modify only our own reflector's replies; they return `TC_ACT_UNSPEC` (TCX
 //! "next") rather than `TC_ACT_OK` (TCX "pass"), because OK would end the chain
 //! and skip the TC programs of other tools attached after ours.
 #![no_std]
 #![no_main]
 
 mod parse;
+mod stamp;
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_ktime_get_tai_ns},
     macros::{classifier, map},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use hopwatch_probe_common::{
     counter, ProbeFilter, ProbeKey, ReplyEvent, EVENTS_BYTES, PROBE_TX_CAPACITY, REPLY_SNAP_LEN,
+    STAMP_REFLECTOR_PORTS_CAPACITY,
 };
 
 use parse::{Net, ParseError, Reply};
@@ -35,6 +38,12 @@ static PROBE_TX: LruHashMap<ProbeKey, u64> = LruHashMap::with_max_entries(PROBE_
 /// The flow range userspace owns; one entry, written by the loader.
 #[map]
 static PROBE_FILTER: Array<ProbeFilter> = Array::with_max_entries(1, 0);
+
+/// UDP source ports of this process's STAMP reflector (value unused): replies
+/// from them get their T3 written at egress. Empty unless a reflector runs.
+#[map]
+static STAMP_REFLECTOR_PORTS: HashMap<u16, u8> =
+    HashMap::with_max_entries(STAMP_REFLECTOR_PORTS_CAPACITY, 0);
 
 /// Matched replies for userspace.
 #[map]
@@ -53,19 +62,51 @@ fn count(index: u32) {
     }
 }
 
-/// The configured flow range, or `None` while userspace has not enabled stamping.
+/// The configuration userspace wrote, or `None` while it has not enabled stamping.
 #[inline(always)]
-fn filter() -> Option<(u16, u16)> {
+fn filter() -> Option<&'static ProbeFilter> {
     let f = PROBE_FILTER.get(0)?;
     if f.enabled == 0 {
         return None;
     }
-    Some((f.flow_lo, f.flow_hi))
+    Some(f)
 }
 
 #[inline(always)]
-fn in_range((lo, hi): (u16, u16), flow: u16) -> bool {
-    flow >= lo && flow < hi
+fn in_range(f: &ProbeFilter, flow: u16) -> bool {
+    flow >= f.flow_lo && flow < f.flow_hi
+}
+
+/// A receive stamp older than this is not believed: the TAI offset userspace
+/// wrote must be stale (it moves in whole seconds), so the TC clock is used.
+const MAX_RECEIVE_STAMP_AGE_NS: u64 = 500_000_000;
+
+/// When the reply arrived, on CLOCK_MONOTONIC like the egress stamps, from the
+/// skb's receive stamp; `None` when it has none that can be trusted.
+///
+/// The kernel stamps a received skb as it enters the stack (`netif_rx` /
+/// `netif_receive_skb`, when any socket asked for receive stamps; the loader
+/// holds one that does). That is earlier than TC ingress by the backlog wait and
+/// by the packet taps (a capture's copy) that run before TC, and it is the very
+/// stamp a packet capture records. It is CLOCK_REALTIME, which BPF cannot read;
+/// CLOCK_TAI it can, and TAI = REALTIME + the TAI offset. So the stamp's age is
+/// taken on TAI and subtracted from the monotonic clock read next to it.
+#[inline(always)]
+fn receive_stamp(net: &Net<'_>, f: &ProbeFilter) -> Option<u64> {
+    let realtime = net.receive_stamp();
+    if realtime == 0 {
+        return None;
+    }
+    // SAFETY: helpers without preconditions.
+    let (mono_now, tai_now) = unsafe { (bpf_ktime_get_ns(), bpf_ktime_get_tai_ns()) };
+    let received_tai = realtime.wrapping_add(f.tai_offset_ns as u64);
+    let age = tai_now.wrapping_sub(received_tai);
+    // A stamp "from the future" wraps to a huge age and fails this test too.
+    if age <= MAX_RECEIVE_STAMP_AGE_NS && age <= mono_now {
+        Some(mono_now - age)
+    } else {
+        None
+    }
 }
 
 #[classifier]
@@ -77,20 +118,38 @@ pub fn hopwatch_egress(ctx: TcContext) -> i32 {
 }
 
 fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
-    let Some(range) = filter() else {
+    let Some(config) = PROBE_FILTER.get(0) else {
         return Ok(());
     };
     let net = Net::new(ctx);
-    // Our probes come from our sockets. Without this, a router would stamp (and
-    // churn the LRU map with) forwarded client traffic whose ports happen to fall
-    // in our flow range.
+    // Our probes and replies come from our sockets. Without this, a router would
+    // stamp (and churn the LRU map with) forwarded client traffic whose ports
+    // happen to fall in our flow range.
     if !net.is_local() {
         return Ok(());
     }
-    let Some(key) = parse::egress_key(&net)? else {
+    let ip = match parse::outer_ip(&net) {
+        Some(ip) => ip?,
+        None => return Ok(()),
+    };
+    if let Some(port) = stamp::udp_source_port(&net, &ip)? {
+        // SAFETY: the value is only tested for presence.
+        if unsafe { STAMP_REFLECTOR_PORTS.get(&port) }.is_some() {
+            match stamp::write_t3(&net, &ip, config) {
+                Ok(true) => count(counter::STAMP_T3_WRITTEN),
+                Ok(false) => {}
+                Err(_) => count(counter::STAMP_T3_FAILED),
+            }
+            return Ok(());
+        }
+    }
+    if config.enabled == 0 {
+        return Ok(());
+    }
+    let Some(key) = parse::egress_key(&net, &ip)? else {
         return Ok(());
     };
-    if !in_range(range, key.flow) {
+    if !in_range(config, key.flow) {
         return Ok(());
     }
     // SAFETY: helper without preconditions.
@@ -111,18 +170,19 @@ pub fn hopwatch_ingress(ctx: TcContext) -> i32 {
 }
 
 fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
-    let Some(range) = filter() else {
+    let Some(config) = filter() else {
         return Ok(());
     };
     let net = Net::new(ctx);
     let Some(reply) = parse::ingress_reply(&net)? else {
         return Ok(());
     };
-    if !in_range(range, reply.key.flow) {
+    if !in_range(config, reply.key.flow) {
         return Ok(());
     }
+    // The fallback stamp is read first, before the map work below delays it.
     // SAFETY: helper without preconditions.
-    let rx_ns = unsafe { bpf_ktime_get_ns() };
+    let tc_now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the value is copied out at once; a concurrent delete cannot free it
     // under us because map values stay valid for the program's RCU section.
     let Some(tx_ns) = (unsafe { PROBE_TX.get(reply.key) }).copied() else {
@@ -135,6 +195,13 @@ fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
         count(counter::INGRESS_UNMATCHED);
         return Ok(());
     }
+    let rx_ns = match receive_stamp(&net, config) {
+        Some(received) => received,
+        None => {
+            count(counter::INGRESS_TC_CLOCK);
+            tc_now
+        }
+    };
     emit(&net, &reply, tx_ns, rx_ns);
     Ok(())
 }

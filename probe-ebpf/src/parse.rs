@@ -76,6 +76,17 @@ impl<'a> Net<'a> {
         self.ctx.skb.skb
     }
 
+    /// The context pointer, for helpers that write the packet.
+    pub fn raw(&self) -> *mut __sk_buff {
+        self.skb()
+    }
+
+    /// Bytes in the packet from skb->data (the link-layer header at TC) on.
+    pub fn len(&self) -> u32 {
+        // SAFETY: `len` is a readable context field for TC programs.
+        unsafe { (*self.skb()).len }
+    }
+
     /// Copies `N` bytes at `off` (from the IP header) onto the stack.
     #[inline(always)]
     pub fn read<const N: usize>(&self, off: u32) -> Result<[u8; N], ParseError> {
@@ -130,6 +141,14 @@ impl<'a> Net<'a> {
         // SAFETY: as above.
         unsafe { (*self.skb()).ifindex }
     }
+
+    /// The skb's receive timestamp (CLOCK_REALTIME ns), or 0 when the kernel did
+    /// not take one. At TC ingress the kernel returns 0 for a delivery time of
+    /// another clock, so a non-zero value is always a realtime receive stamp.
+    pub fn receive_stamp(&self) -> u64 {
+        // SAFETY: `tstamp` is a readable context field for TC programs.
+        unsafe { (*self.skb()).tstamp }
+    }
 }
 
 #[inline(always)]
@@ -160,17 +179,17 @@ fn addr6(b: &[u8], i: usize) -> [u8; 16] {
 }
 
 /// An IP header: what the key needs from it, and where its payload starts.
-struct Ip {
-    family: u8,
-    proto: u8,
+pub struct Ip {
+    pub family: u8,
+    pub proto: u8,
     src: [u8; 16],
     dst: [u8; 16],
     /// Offset of the transport header from the start of this IP header.
-    hdr_len: u32,
+    pub hdr_len: u32,
     /// Total length of the datagram (header included).
-    total_len: u32,
+    pub total_len: u32,
     /// Non-first IPv4 fragments carry no transport header.
-    first_fragment: bool,
+    pub first_fragment: bool,
 }
 
 #[inline(always)]
@@ -212,7 +231,7 @@ fn ipv6(net: &Net<'_>, off: u32) -> Result<Ip, ParseError> {
 
 /// The packet's own IP header, chosen by the skb's protocol. `None` for non-IP.
 #[inline(always)]
-fn outer_ip(net: &Net<'_>) -> Option<Result<Ip, ParseError>> {
+pub fn outer_ip(net: &Net<'_>) -> Option<Result<Ip, ParseError>> {
     match net.ethertype() {
         ETH_P_IP => Some(ipv4(net, 0)),
         ETH_P_IPV6 => Some(ipv6(net, 0)),
@@ -220,18 +239,15 @@ fn outer_ip(net: &Net<'_>) -> Option<Result<Ip, ParseError>> {
     }
 }
 
-/// The probe key of an outgoing packet, if it is a probe-shaped packet (echo
-/// request, UDP datagram, TCP SYN). The flow range is checked by the caller.
+/// The probe key of an outgoing packet with IP header `ip`, if it is a
+/// probe-shaped packet (echo request, UDP datagram, TCP SYN). The flow range is
+/// checked by the caller.
 #[inline(always)]
-pub fn egress_key(net: &Net<'_>) -> Result<Option<ProbeKey>, ParseError> {
-    let ip = match outer_ip(net) {
-        Some(ip) => ip?,
-        None => return Ok(None),
-    };
+pub fn egress_key(net: &Net<'_>, ip: &Ip) -> Result<Option<ProbeKey>, ParseError> {
     if !ip.first_fragment {
         return Ok(None);
     }
-    probe_key(net, &ip, ip.hdr_len, false)
+    probe_key(net, ip, ip.hdr_len, false)
 }
 
 /// Builds the key of a probe from its IP header `ip` and its transport header at

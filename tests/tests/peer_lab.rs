@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hopwatch::peer::{
     measure_connect, AllowList, ClockTrust, OwdValidity, Reflector, ReflectorConfig, ReflectorKind,
-    SenderConfig, Session, Summary, Transport,
+    Sample, SenderConfig, Session, Summary, T3Source, Transport,
 };
 use hopwatch::probe::TimestampSource;
 use hopwatch_lab::{At, DelaySpec, Lab, LabSpec};
@@ -109,6 +109,63 @@ fn rtt_and_one_way_delays_match_the_injected_delay() {
     assert_near("forward mean", ms(s.forward.unwrap().mean_ns), 5.0);
     assert_near("backward mean", ms(s.backward.unwrap().mean_ns), 5.0);
     assert_eq!(reflector.stats().reflected, 1000);
+}
+
+/// The reflector's T3 is written into each UDP reply at TC egress (eBPF), over
+/// IPv4 and IPv6, with checksum offload off on the reflector's interface so the
+/// kernel computes UDP checksums in software before TC: the program must fix
+/// them, or `src` drops the replies (a bad UDP checksum is never delivered).
+/// Every T3 must lie between the reflector's receive stamp T2 and the sender's
+/// T4 (one kernel clock here), which also checks the TAI-to-NTP conversion.
+#[test]
+fn reflector_t3_is_written_at_tc_egress_with_valid_checksums() {
+    let lab = lab();
+    let ifname = lab.interface("dst", "r1").unwrap().ifname.clone();
+    let out = lab
+        .command("dst", "ethtool")
+        .unwrap()
+        .args(["-K", &ifname, "tx", "off"])
+        .output()
+        .expect("ethtool runs (deploy/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "ethtool -K {ifname} tx off: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for v6 in [false, true] {
+        let addr = SocketAddr::new(dst_addr(&lab, v6), PORT);
+        let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
+        assert_eq!(reflector.t3_source(), T3Source::Ebpf, "eBPF loads as root");
+        let session = lab
+            .run_in("src", move || {
+                Session::start(session_config(addr, Duration::from_millis(2), 200))
+            })
+            .expect("entering src")
+            .expect("the session starts in src");
+        let mut reflections = 0;
+        // Ends when the session's thread finishes and drops its end.
+        while let Ok(sample) = session.samples().recv_timeout(Duration::from_secs(5)) {
+            if let Sample::Reflected(r) = sample {
+                reflections += 1;
+                assert!(
+                    r.reflector_hold_ns >= 0 && r.backward_ns >= 0,
+                    "{addr}: T3 outside T2..T4: hold {} ns, backward {} ns",
+                    r.reflector_hold_ns,
+                    r.backward_ns
+                );
+            }
+        }
+        let s = session.wait().expect("the session ends cleanly");
+        assert_eq!((s.sent, s.received), (200, 200), "{addr}: {s:?}");
+        assert_eq!(reflections, 200, "{addr}");
+        let stats = reflector.stats();
+        assert_eq!(stats.t3_source, T3Source::Ebpf);
+        assert_eq!(
+            (stats.t3_kernel_written, stats.t3_kernel_failed),
+            (200, 0),
+            "{addr}: {stats:?}"
+        );
+    }
 }
 
 #[test]

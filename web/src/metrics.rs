@@ -79,6 +79,8 @@ pub struct KernelMetrics {
     pub ingress_unmatched: u64,
     pub parse_errors: u64,
     pub ringbuf_drops: u64,
+    /// Matched replies timed at TC ingress, not by the skb's receive stamp.
+    pub ingress_tc_clock: u64,
 }
 
 /// Counters of the history store.
@@ -485,6 +487,12 @@ impl Collector for SnapshotCollector {
                 "Matched replies lost because the kernel ring buffer was full",
                 None,
                 [(none(), k.ringbuf_drops)],
+            )?;
+            f.counter(
+                "hopwatch_kernel_ingress_tc_clock",
+                "Matched replies timed at TC ingress because the kernel gave them no receive timestamp",
+                None,
+                [(none(), k.ingress_tc_clock)],
             )?;
         }
         let st = &s.store;

@@ -731,6 +731,7 @@ async fn metrics_follow_prometheus_conventions() {
         "hopwatch_probes_sent_total 1000",
         "hopwatch_kernel_parse_failures_total 4",
         "hopwatch_kernel_ringbuf_drops_total 5",
+        "hopwatch_kernel_ingress_tc_clock_total 6",
         "hopwatch_store_write_bytes_total 4096",
         "hopwatch_webhook_delivery_failures_total 2",
         "hopwatch_timestamp_source_info{source=\"ebpf\"} 1",

@@ -279,12 +279,8 @@ fn capability_checks(caps: Option<u64>) -> Vec<Finding> {
 }
 
 async fn ebpf_load_check() -> Finding {
-    // A flow range no probe uses, disabled: the programs stamp nothing while loaded.
-    let filter = ProbeFilter {
-        flow_lo: 1,
-        flow_hi: 2,
-        enabled: 0,
-    };
+    // Disabled: the programs stamp nothing while loaded.
+    let filter = ProbeFilter::disabled();
     let result = EbpfTimestamper::load(filter).map(|(t, _events)| t.attached_interfaces().len());
     match result {
         Ok(interfaces) => finding(

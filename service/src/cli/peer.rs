@@ -17,7 +17,7 @@ use super::exit;
 use crate::peer::{
     measure_connect, AllowList, ClockSync, ClockTrust, ConnectSample, OwdValidity, RateLimits,
     Reflector, ReflectorConfig, ReflectorKind, Sample, SenderConfig, SenderError, Session, Summary,
-    Transport, STAMP_PORT,
+    T3Source, Transport, STAMP_PORT,
 };
 
 /// `hopwatch reflect`: answer STAMP (and TCP echo) on the given addresses.
@@ -48,6 +48,11 @@ pub struct ReflectArgs {
     /// Take T2 from the userspace clock instead of SO_TIMESTAMPING.
     #[arg(long)]
     pub userspace_timestamps: bool,
+
+    /// Take T3 from the userspace clock before sending instead of writing it
+    /// into each UDP reply at TC egress with eBPF.
+    #[arg(long)]
+    pub no_ebpf: bool,
 
     /// Print the final counters as JSON.
     #[arg(long)]
@@ -160,6 +165,7 @@ pub async fn reflect(args: ReflectArgs) -> i32 {
     config.limits.per_source_pps = args.per_source_pps;
     config.tcp = !args.no_tcp;
     config.kernel_stamps = !args.userspace_timestamps;
+    config.ebpf_t3 = !args.no_ebpf;
     let reflector = match Reflector::start(config) {
         Ok(r) => r,
         Err(err) => {
@@ -168,7 +174,7 @@ pub async fn reflect(args: ReflectArgs) -> i32 {
         }
     };
     eprintln!(
-        "hopwatch reflect: serving STAMP{} on {}; allowed sources: {}",
+        "hopwatch reflect: serving STAMP{} on {}; T3 from {}; allowed sources: {}",
         if args.no_tcp { "" } else { " and TCP echo" },
         reflector
             .local_addrs()
@@ -176,6 +182,10 @@ pub async fn reflect(args: ReflectArgs) -> i32 {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
+        match reflector.t3_source() {
+            T3Source::Ebpf => "eBPF at TC egress",
+            T3Source::Userspace => "the userspace clock",
+        },
         if args.allow.is_empty() {
             "any".to_owned()
         } else {

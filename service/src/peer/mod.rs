@@ -28,6 +28,7 @@
 //! ```
 
 pub mod clock;
+pub mod kernel_t3;
 pub mod metrics;
 pub mod reflector;
 pub mod sender;
@@ -38,6 +39,7 @@ pub mod tracker;
 pub mod wire;
 
 pub use clock::{ClockSync, ClockTrust, OwdDoubt, OwdValidity};
+pub use kernel_t3::T3Source;
 pub use metrics::{
     DelayStats, Direction, DirectionCounts, JitterStats, LossStats, Reflection, ReflectorKind,
     RttStats, Sample, Summary,

@@ -1,6 +1,7 @@
 //! The STAMP Session-Reflector (RFC 8762 §4.3), stateful: one UDP socket per
 //! configured address, a sequence counter per session (source address and port,
-//! local address and port, RFC 8972 SSID), kernel receive stamps for T2, and the
+//! local address and port, RFC 8972 SSID), kernel receive stamps for T2, T3
+//! written at TC egress by eBPF where it loads ([`super::kernel_t3`]), and the
 //! safeguards that keep it from being abused: it binds only to the addresses it
 //! is given, answers only allowed source prefixes, rate-limits per source and in
 //! total (token buckets), and never answers with more bytes than it received.
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::clock::ClockSync;
+use super::kernel_t3::{KernelT3, T3Source};
 use super::socket::{SocketError, StampSocket, Stamps};
 use super::tcp;
 use super::timestamp::WireTimestamp;
@@ -94,6 +96,9 @@ pub struct ReflectorConfig {
     pub tcp: bool,
     /// SO_TIMESTAMPING receive stamps for T2 (else the userspace clock).
     pub kernel_stamps: bool,
+    /// Write UDP replies' T3 at TC egress with eBPF (needs CAP_BPF and
+    /// CAP_NET_ADMIN; falls back to the userspace clock, with a warning).
+    pub ebpf_t3: bool,
     /// Sessions idle this long are forgotten (their counter restarts).
     pub session_idle: Duration,
     /// Most sessions tracked per address; packets of new sessions beyond it are dropped.
@@ -111,6 +116,7 @@ impl ReflectorConfig {
             limits: RateLimits::default(),
             tcp: true,
             kernel_stamps: true,
+            ebpf_t3: true,
             session_idle: Duration::from_secs(300),
             max_sessions: 4096,
             max_tcp_connections: 256,
@@ -173,6 +179,12 @@ pub struct ReflectorStats {
     pub send_errors: u64,
     pub tcp_connections: u64,
     pub tcp_rejected: u64,
+    /// Where UDP replies' T3 comes from.
+    pub t3_source: T3Source,
+    /// UDP replies whose T3 the TC egress program wrote (eBPF only).
+    pub t3_kernel_written: u64,
+    /// UDP replies the program could not rewrite; they kept the userspace T3.
+    pub t3_kernel_failed: u64,
 }
 
 impl ReflectorCounters {
@@ -189,6 +201,7 @@ impl ReflectorCounters {
             send_errors: get(&self.send_errors),
             tcp_connections: get(&self.tcp_connections),
             tcp_rejected: get(&self.tcp_rejected),
+            ..ReflectorStats::default()
         }
     }
 }
@@ -251,6 +264,8 @@ pub struct Reflector {
     guard: Arc<Guard>,
     threads: Vec<JoinHandle<()>>,
     bound: Vec<SocketAddr>,
+    /// The eBPF T3 writer; `None` means T3 is the userspace clock.
+    kernel_t3: Option<KernelT3>,
 }
 
 impl std::fmt::Debug for Reflector {
@@ -306,11 +321,23 @@ impl Reflector {
             sockets.push(socket);
         }
         let bound: Vec<SocketAddr> = sockets.iter().map(StampSocket::local_addr).collect();
+        let kernel_t3 = if config.ebpf_t3 {
+            match KernelT3::start(bound.iter().map(SocketAddr::port)) {
+                Ok(k) => Some(k),
+                Err(error) => {
+                    tracing::warn!(%error, "STAMP reflector: T3 will be the userspace clock before sending (eBPF unavailable)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut reflector = Reflector {
             stop,
             guard,
             threads: Vec::new(),
             bound,
+            kernel_t3,
         };
         for socket in sockets {
             let addr = socket.local_addr();
@@ -339,7 +366,12 @@ impl Reflector {
             .map_err(|source| ReflectorError::Thread { addr, source })?;
             reflector.threads.push(thread);
         }
-        tracing::info!(addresses = ?reflector.bound, tcp = config.tcp, "STAMP reflector started");
+        tracing::info!(
+            addresses = ?reflector.bound,
+            tcp = config.tcp,
+            t3 = reflector.t3_source().as_str(),
+            "STAMP reflector started"
+        );
         Ok(reflector)
     }
 
@@ -349,7 +381,22 @@ impl Reflector {
     }
 
     pub fn stats(&self) -> ReflectorStats {
-        self.guard.counters.snapshot()
+        let mut stats = self.guard.counters.snapshot();
+        stats.t3_source = self.t3_source();
+        if let Some(kernel) = &self.kernel_t3 {
+            (stats.t3_kernel_written, stats.t3_kernel_failed) = kernel.counts();
+        }
+        stats
+    }
+
+    /// Where UDP replies' T3 comes from (TCP echo replies always carry the
+    /// userspace clock: a TCP segment's payload is not rewritten).
+    pub fn t3_source(&self) -> T3Source {
+        if self.kernel_t3.is_some() {
+            T3Source::Ebpf
+        } else {
+            T3Source::Userspace
+        }
     }
 
     /// Stops and waits for every thread (within about 200 ms).

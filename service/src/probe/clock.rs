@@ -24,6 +24,21 @@ pub fn realtime_ns() -> u64 {
     read(libc::CLOCK_REALTIME)
 }
 
+/// CLOCK_TAI − CLOCK_REALTIME in nanoseconds, from adjtimex(2)'s `tai` field
+/// (whole seconds; 0 until an NTP daemon sets it, and 0 if adjtimex fails,
+/// which a read-only call does not).
+pub fn tai_offset_ns() -> i64 {
+    // SAFETY: timex is plain data; all-zero is a valid value, and modes = 0 is
+    // the read-only query that needs no privilege.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, writable timex.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return 0;
+    }
+    i64::from(tx.tai) * 1_000_000_000
+}
+
 /// Wall-clock time for a CLOCK_MONOTONIC reading, so kernel stamps can be shown
 /// as dates. Exact to the offset between the clocks at the time of the call.
 pub fn monotonic_to_wall(mono_ns: u64) -> SystemTime {
@@ -51,6 +66,21 @@ mod tests {
         let a = monotonic_ns();
         let b = monotonic_ns();
         assert!(b >= a);
+    }
+
+    #[test]
+    fn tai_offset_is_what_the_clocks_differ_by() {
+        // The kernel keeps CLOCK_TAI = CLOCK_REALTIME + the offset adjtimex reports,
+        // which is what the eBPF ingress program relies on.
+        let offset = tai_offset_ns();
+        assert_eq!(offset % 1_000_000_000, 0, "{offset}");
+        let real = realtime_ns() as i64;
+        let tai = read(libc::CLOCK_TAI) as i64;
+        let measured = tai - real;
+        assert!(
+            (measured - offset).abs() < 10_000_000,
+            "TAI - REALTIME = {measured} ns, adjtimex says {offset} ns"
+        );
     }
 
     #[test]

@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError};
 use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 use aya::Ebpf;
 use hopwatch_probe_common::{counter, maps, ProbeFilter, ReplyEvent};
+
+use super::clock;
 use tokio::io::unix::AsyncFd;
 
 /// The kernel programs, built by service/build.rs from probe-ebpf.
@@ -208,6 +210,12 @@ pub struct KernelCounters {
     pub parse_error: u64,
     /// Matched replies lost because the ring buffer was full.
     pub ringbuf_drop: u64,
+    /// Matched replies timed at TC ingress: the skb had no usable receive stamp.
+    pub ingress_tc_clock: u64,
+    /// STAMP reflector replies whose T3 was written at TC egress.
+    pub stamp_t3_written: u64,
+    /// STAMP reflector replies that kept their userspace T3 (rewrite failed).
+    pub stamp_t3_failed: u64,
 }
 
 impl KernelCounters {
@@ -219,6 +227,9 @@ impl KernelCounters {
             ingress_unmatched: v[counter::INGRESS_UNMATCHED as usize],
             parse_error: v[counter::PARSE_ERROR as usize],
             ringbuf_drop: v[counter::RINGBUF_DROP as usize],
+            ingress_tc_clock: v[counter::INGRESS_TC_CLOCK as usize],
+            stamp_t3_written: v[counter::STAMP_T3_WRITTEN as usize],
+            stamp_t3_failed: v[counter::STAMP_T3_FAILED as usize],
         }
     }
 
@@ -231,6 +242,9 @@ impl KernelCounters {
         v[counter::INGRESS_UNMATCHED as usize] = self.ingress_unmatched;
         v[counter::PARSE_ERROR as usize] = self.parse_error;
         v[counter::RINGBUF_DROP as usize] = self.ringbuf_drop;
+        v[counter::INGRESS_TC_CLOCK as usize] = self.ingress_tc_clock;
+        v[counter::STAMP_T3_WRITTEN as usize] = self.stamp_t3_written;
+        v[counter::STAMP_T3_FAILED as usize] = self.stamp_t3_failed;
         v
     }
 }
@@ -273,7 +287,11 @@ pub struct AttachedInterface {
 /// their creator's namespace) attaches new interfaces, and detaches everything on
 /// drop from that same namespace.
 pub struct EbpfTimestamper {
-    filter: Array<MapData, ProbeFilter>,
+    filter: Arc<Mutex<FilterMap>>,
+    /// Keeps the kernel stamping received packets while the programs run; see
+    /// [`ReceiveStamping`].
+    _receive_stamping: Option<ReceiveStamping>,
+    reflector_ports: BpfHashMap<MapData, u16, u8>,
     counters: PerCpuArray<MapData, u64>,
     mode: AttachMode,
     attached: Arc<Mutex<BTreeMap<u32, String>>>,
@@ -321,15 +339,16 @@ impl EbpfTimestamper {
                 })?;
         }
 
-        let mut filter_map: Array<MapData, ProbeFilter> =
-            take_map(&mut ebpf, maps::PROBE_FILTER, Array::try_from)?;
-        filter_map
-            .set(0, filter, 0)
-            .map_err(|source| EbpfError::Map {
-                map: maps::PROBE_FILTER,
-                source: Box::new(source),
-            })?;
+        let receive_stamping = ReceiveStamping::enable();
+        let mut filter_map = FilterMap {
+            map: take_map(&mut ebpf, maps::PROBE_FILTER, Array::try_from)?,
+            current: filter,
+        };
+        filter_map.write(filter)?;
+        let filter_map = Arc::new(Mutex::new(filter_map));
         let counters = take_map(&mut ebpf, maps::COUNTERS, PerCpuArray::try_from)?;
+        let reflector_ports =
+            take_map(&mut ebpf, maps::STAMP_REFLECTOR_PORTS, BpfHashMap::try_from)?;
         let ring = take_map(&mut ebpf, maps::EVENTS, RingBuf::try_from)?;
 
         let mut attacher = Attacher {
@@ -338,6 +357,7 @@ impl EbpfTimestamper {
             links: BTreeMap::new(),
             warned: BTreeSet::new(),
             attached: Arc::new(Mutex::new(BTreeMap::new())),
+            filter: Arc::clone(&filter_map),
         };
         // Initial attachment fails the load: a timestamper that silently misses an
         // interface would mix eBPF and missing timestamps.
@@ -352,6 +372,8 @@ impl EbpfTimestamper {
 
         let timestamper = EbpfTimestamper {
             filter: filter_map,
+            _receive_stamping: receive_stamping,
+            reflector_ports,
             counters,
             mode,
             attached,
@@ -361,12 +383,23 @@ impl EbpfTimestamper {
         Ok((timestamper, ReplyEvents::new(ring)))
     }
 
-    /// Replaces the flow range the programs stamp and match.
+    /// Replaces the flow range the programs stamp and match (the TAI offset in
+    /// `filter` is ignored: the loader keeps it current).
     pub fn set_filter(&mut self, filter: ProbeFilter) -> Result<(), EbpfError> {
         self.filter
-            .set(0, filter, 0)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write(filter)
+    }
+
+    /// Makes the egress program write T3 into STAMP replies sent from these
+    /// local UDP ports (this process's reflector sockets); see probe-ebpf's
+    /// stamp.rs. At most `STAMP_REFLECTOR_PORTS_CAPACITY` ports.
+    pub fn add_reflector_port(&mut self, port: u16) -> Result<(), EbpfError> {
+        self.reflector_ports
+            .insert(port, 1, 0)
             .map_err(|source| EbpfError::Map {
-                map: maps::PROBE_FILTER,
+                map: maps::STAMP_REFLECTOR_PORTS,
                 source: Box::new(source),
             })
     }
@@ -472,6 +505,88 @@ struct IfaceLinks {
     ingress: SchedClassifierLinkId,
 }
 
+/// The `PROBE_FILTER` map and what was last written to it. The timestamper
+/// changes the flow range; the watcher keeps the TAI offset current.
+struct FilterMap {
+    map: Array<MapData, ProbeFilter>,
+    current: ProbeFilter,
+}
+
+impl FilterMap {
+    /// Writes `filter` with the current TAI offset.
+    fn write(&mut self, filter: ProbeFilter) -> Result<(), EbpfError> {
+        let filter = ProbeFilter {
+            tai_offset_ns: clock::tai_offset_ns(),
+            ..filter
+        };
+        self.map
+            .set(0, filter, 0)
+            .map_err(|source| EbpfError::Map {
+                map: maps::PROBE_FILTER,
+                source: Box::new(source),
+            })?;
+        self.current = filter;
+        Ok(())
+    }
+
+    /// Rewrites the filter when the TAI offset moved since the last write. Until
+    /// then the ingress program sees receive stamps a second or more off and
+    /// falls back to its own clock (`ingress_tc_clock`), so no RTT is wrong.
+    fn refresh_tai_offset(&mut self) -> Result<(), EbpfError> {
+        let offset = clock::tai_offset_ns();
+        if offset == self.current.tai_offset_ns {
+            return Ok(());
+        }
+        tracing::info!(
+            tai_offset_s = offset / 1_000_000_000,
+            "eBPF: the TAI offset changed; receive stamps follow it"
+        );
+        self.write(self.current)
+    }
+}
+
+/// A socket that asks for receive timestamps and does nothing else.
+///
+/// The kernel stamps received packets (`skb->tstamp`) only while at least one
+/// socket on the system wants such stamps (the `netstamp_needed` switch). The
+/// ingress program prefers that stamp to its own clock, because it is taken
+/// as the packet enters the stack, before backlog queueing and packet taps;
+/// holding this socket guarantees it exists. It costs one clock read per
+/// received packet, system-wide, as any `SO_TIMESTAMP` user (chrony, ptp4l,
+/// tcpdump with some options) already does.
+struct ReceiveStamping(#[allow(dead_code)] socket2::Socket);
+
+impl ReceiveStamping {
+    /// `None` (and a warning) when the socket cannot be made: replies are then
+    /// timed at TC ingress and counted in `ingress_tc_clock`.
+    fn enable() -> Option<ReceiveStamping> {
+        let socket = match socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "eBPF: cannot open the receive-stamping socket; replies are timed at TC ingress");
+                return None;
+            }
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket, option and int-sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            let error = io::Error::last_os_error();
+            tracing::warn!(%error, "eBPF: cannot turn on receive stamping; replies are timed at TC ingress");
+            return None;
+        }
+        Some(ReceiveStamping(socket))
+    }
+}
+
 /// Owns the loaded programs and their links; lives on the watcher thread.
 struct Attacher {
     ebpf: Ebpf,
@@ -481,6 +596,8 @@ struct Attacher {
     warned: BTreeSet<u32>,
     /// What [`EbpfTimestamper::attached_interfaces`] reports.
     attached: Arc<Mutex<BTreeMap<u32, String>>>,
+    /// Rewritten when the TAI offset changes (an NTP daemon setting it, a leap second).
+    filter: Arc<Mutex<FilterMap>>,
 }
 
 impl Attacher {
@@ -489,6 +606,14 @@ impl Attacher {
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_INTERVAL) {
             if let Err(error) = self.rescan(false) {
                 tracing::warn!(%error, "eBPF interface watcher");
+            }
+            let refreshed = self
+                .filter
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .refresh_tai_offset();
+            if let Err(error) = refreshed {
+                tracing::warn!(%error, "eBPF: updating the TAI offset");
             }
         }
         self.detach_all();

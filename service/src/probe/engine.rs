@@ -172,11 +172,7 @@ impl Engine {
             preference,
             TimestampPreference::Auto | TimestampPreference::Ebpf
         ) {
-            let filter = ProbeFilter {
-                flow_lo: flow_range.start,
-                flow_hi: flow_range.end,
-                enabled: 1,
-            };
+            let filter = ProbeFilter::flows(flow_range.start, flow_range.end);
             match EbpfTimestamper::load(filter) {
                 Ok((timestamper, events)) => {
                     tasks.push(tokio::spawn(forward_kernel_events(

@@ -547,6 +547,7 @@ impl ReadModel for WebApi {
                     ingress_unmatched: k.ingress_unmatched,
                     parse_errors: k.parse_error,
                     ringbuf_drops: k.ringbuf_drop,
+                    ingress_tc_clock: k.ingress_tc_clock,
                 }),
             },
             store: StoreMetrics {

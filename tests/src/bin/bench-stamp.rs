@@ -52,7 +52,8 @@ struct Args {
     /// IP packet size.
     #[arg(long, default_value_t = 128)]
     size: usize,
-    /// Also run each interval with userspace timestamps (no SO_TIMESTAMPING), for comparison.
+    /// Also run each interval with T3 from the reflector's userspace clock (no
+    /// eBPF), and with userspace timestamps everywhere, for comparison.
     #[arg(long)]
     compare_userspace: bool,
     /// Where the captures go (kept for inspection).
@@ -127,6 +128,35 @@ fn read_wire(path: &Path) -> Result<Wire> {
     Ok(wire)
 }
 
+/// Where the timestamps come from in one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stamps {
+    /// SO_TIMESTAMPING for T1, T2, T4; T3 written at TC egress by eBPF.
+    KernelEbpfT3,
+    /// SO_TIMESTAMPING for T1, T2, T4; T3 from the reflector's userspace clock.
+    Kernel,
+    /// The userspace clock for all four.
+    Userspace,
+}
+
+impl Stamps {
+    fn label(self) -> &'static str {
+        match self {
+            Stamps::KernelEbpfT3 => "kernel, eBPF T3",
+            Stamps::Kernel => "kernel, userspace T3",
+            Stamps::Userspace => "userspace",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Stamps::KernelEbpfT3 => "",
+            Stamps::Kernel => "-kernel",
+            Stamps::Userspace => "-user",
+        }
+    }
+}
+
 struct RunResult {
     label: String,
     pps: f64,
@@ -141,16 +171,13 @@ struct RunResult {
     captures_dropped: u64,
 }
 
-fn run_once(args: &Args, interval: Duration, userspace: bool) -> Result<RunResult> {
+fn run_once(args: &Args, interval: Duration, stamps: Stamps) -> Result<RunResult> {
+    let userspace = stamps == Stamps::Userspace;
     let lab = LabSpec::chain(1).targets(1).build()?;
     let dst = lab.interface("dst", "r1")?.clone();
     let src_if = lab.interface("src", "r1")?.ifname.clone();
     let peer = SocketAddr::new(IpAddr::V4(dst.v4), PORT);
-    let tag = format!(
-        "{}us{}",
-        interval.as_micros(),
-        if userspace { "-user" } else { "" }
-    );
+    let tag = format!("{}us{}", interval.as_micros(), stamps.tag());
     std::fs::create_dir_all(&args.out_dir)?;
     let src_pcap = args.out_dir.join(format!("src-{tag}.pcap"));
     let dst_pcap = args.out_dir.join(format!("dst-{tag}.pcap"));
@@ -165,6 +192,9 @@ fn run_once(args: &Args, interval: Duration, userspace: bool) -> Result<RunResul
     reflect.args(["reflect", "--listen", &peer.to_string(), "--no-tcp"]);
     if userspace {
         reflect.arg("--userspace-timestamps");
+    }
+    if stamps != Stamps::KernelEbpfT3 {
+        reflect.arg("--no-ebpf");
     }
     let reflector = Running::spawn(reflect)?;
     std::thread::sleep(Duration::from_millis(300));
@@ -227,7 +257,7 @@ fn run_once(args: &Args, interval: Duration, userspace: bool) -> Result<RunResul
         label: format!(
             "{} ({})",
             humantime::format_duration(interval),
-            if userspace { "userspace" } else { "kernel" }
+            stamps.label()
         ),
         pps,
         sent: count as usize,
@@ -255,9 +285,10 @@ fn main() -> Result<()> {
     let mut results = Vec::new();
     for interval in &args.intervals {
         let interval: Duration = (*interval).into();
-        results.push(run_once(&args, interval, false)?);
+        results.push(run_once(&args, interval, Stamps::KernelEbpfT3)?);
         if args.compare_userspace {
-            results.push(run_once(&args, interval, true)?);
+            results.push(run_once(&args, interval, Stamps::Kernel)?);
+            results.push(run_once(&args, interval, Stamps::Userspace)?);
         }
     }
     println!("Machine: {}\n", Machine::this());

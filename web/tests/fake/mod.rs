@@ -411,6 +411,7 @@ impl ReadModel for Fake {
                 kernel: Some(KernelMetrics {
                     parse_errors: 4,
                     ringbuf_drops: 5,
+                    ingress_tc_clock: 6,
                     ..KernelMetrics::default()
                 }),
             },
