@@ -1,5 +1,5 @@
 //! The delivery worker: drains the outbox to the webhooks, one lane per
-//! (webhook, target). A lane sends its oldest event and only moves on once
+//! (webhook, subject: a target, or a peer as `peer:NAME`). A lane sends its oldest event and only moves on once
 //! the receiver accepted it (any 2xx), so events arrive in order per target;
 //! a failing lane waits (exponential backoff with jitter) without holding up
 //! other targets or other webhooks. Every attempt has a timeout. Failures are
@@ -27,8 +27,8 @@ use super::event::{now_ms, AlertEvent};
 use super::format;
 use super::outbox::{Outbox, Queued};
 use super::sign::{self, IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
+use super::subject::Subject;
 use crate::config::{WebhookConfig, WebhookFormat};
-use crate::model::TargetId;
 
 /// The retry delays of a lane: `retry_initial`, doubling up to `retry_max`;
 /// each delay gets up to 100% added at random (so delays stay between the
@@ -151,7 +151,7 @@ impl Lane {
     }
 }
 
-type LaneKey = (usize, TargetId);
+type LaneKey = (usize, Subject);
 
 struct Shared {
     hooks: Vec<WebhookConfig>,
@@ -240,8 +240,8 @@ impl Delivery {
         })
     }
 
-    /// Queues committed deliveries: `(webhook name, target, seq)`.
-    pub fn enqueue(&self, deliveries: impl IntoIterator<Item = (String, TargetId, u64)>) {
+    /// Queues committed deliveries: `(webhook name, subject, seq)`.
+    pub fn enqueue(&self, deliveries: impl IntoIterator<Item = (String, Subject, u64)>) {
         let mut lanes = self.shared.lanes();
         for (webhook, target, seq) in deliveries {
             if let Some(hook) = self.shared.names.iter().position(|n| *n == webhook) {
@@ -344,7 +344,7 @@ enum Sent {
 
 struct Done {
     hook: usize,
-    target: TargetId,
+    target: Subject,
     sent: Sent,
     /// The event id, or what was re-sent, on a 2xx.
     result: Result<String, DeliveryError>,

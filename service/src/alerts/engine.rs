@@ -1,13 +1,16 @@
 //! The alert engine: per target, the state machine of every rule, fed one
-//! snapshot per round. Pure and synchronous (no I/O, no clock): the caller
+//! snapshot per round; per peer, the same for loss, latency and jitter, fed
+//! one window per update. Pure and synchronous (no I/O, no clock): the caller
 //! persists what it decides and restores it after a restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::event::ClearReason;
 use super::kind::{AlertKind, AlertState};
 use super::machine::{Machine, Step};
+use super::peer_rules::{self, PeerRound};
 use super::rules::{self, Reading, RoundView};
+use super::subject::Subject;
 use crate::analysis::{PathEvent, TargetSnapshot};
 use crate::config::{AlertRules, AlertsConfig};
 use crate::model::TargetId;
@@ -43,11 +46,22 @@ struct TargetState {
     machines: [Machine; AlertKind::ALL.len()],
 }
 
-/// Every target's alert state.
+#[derive(Debug, Clone, Default)]
+struct PeerState {
+    /// The peer's resolved-probe count when it was last judged.
+    seen: Option<u64>,
+    machines: [Machine; AlertKind::ALL.len()],
+}
+
+/// Every target's and every peer's alert state.
 #[derive(Debug, Clone)]
 pub struct AlertEngine {
     config: AlertsConfig,
     targets: HashMap<TargetId, TargetState>,
+    peers: HashMap<TargetId, PeerState>,
+    /// The peers in the config: only these are judged, so a window read
+    /// just before a reload removed its peer cannot raise after the clear.
+    configured_peers: HashSet<TargetId>,
 }
 
 impl AlertEngine {
@@ -55,7 +69,14 @@ impl AlertEngine {
         AlertEngine {
             config,
             targets: HashMap::new(),
+            peers: HashMap::new(),
+            configured_peers: HashSet::new(),
         }
+    }
+
+    /// The peers the config has now (at start and on every reload).
+    pub fn set_peers(&mut self, names: impl IntoIterator<Item = TargetId>) {
+        self.configured_peers = names.into_iter().collect();
     }
 
     /// New thresholds (a reload); machine states are kept.
@@ -67,22 +88,32 @@ impl AlertEngine {
         &self.config
     }
 
-    /// Restores what a previous run persisted: whether the target ever answered
-    /// and which of its alerts are raised.
-    pub fn restore(&mut self, target: &TargetId, answered: bool, raised: &[AlertKind]) {
-        let state = self.targets.entry(target.clone()).or_default();
-        state.answered_ever |= answered;
+    /// Restores what a previous run persisted: whether a target ever answered
+    /// and which alerts of a target or a peer are raised.
+    pub fn restore(&mut self, subject: &Subject, answered: bool, raised: &[AlertKind]) {
+        let machines = match subject {
+            Subject::Target(id) => {
+                let state = self.targets.entry(id.clone()).or_default();
+                state.answered_ever |= answered;
+                &mut state.machines
+            }
+            Subject::Peer(name) => &mut self.peers.entry(name.clone()).or_default().machines,
+        };
         for kind in raised {
-            state.machines[kind.index()] = Machine::raised();
+            machines[kind.index()] = Machine::raised();
         }
     }
 
-    /// The raised alerts of `target`.
-    pub fn raised(&self, target: &TargetId) -> Vec<AlertKind> {
-        self.targets.get(target).map_or_else(Vec::new, |state| {
+    /// The raised alerts of `subject`.
+    pub fn raised(&self, subject: &Subject) -> Vec<AlertKind> {
+        let machines = match subject {
+            Subject::Target(id) => self.targets.get(id).map(|s| &s.machines),
+            Subject::Peer(name) => self.peers.get(name).map(|s| &s.machines),
+        };
+        machines.map_or_else(Vec::new, |machines| {
             AlertKind::ALL
                 .into_iter()
-                .filter(|k| state.machines[k.index()].is_raised())
+                .filter(|k| machines[k.index()].is_raised())
                 .collect()
         })
     }
@@ -123,19 +154,7 @@ impl AlertEngine {
                 // A check turned off by a reload clears what it had raised.
                 if machine.is_raised() {
                     *machine = Machine::default();
-                    transitions.push(Transition {
-                        kind,
-                        state: AlertState::Cleared,
-                        reading: Reading {
-                            condition: super::machine::Condition::Neutral,
-                            value: None,
-                            threshold: None,
-                            unit: None,
-                        },
-                        summary: format!("the {kind} check was turned off"),
-                        reason: Some(ClearReason::CheckDisabled),
-                        path_event: None,
-                    });
+                    transitions.push(check_disabled(kind));
                 }
                 continue;
             };
@@ -177,15 +196,91 @@ impl AlertEngine {
         }
     }
 
-    /// Drops a removed target's state (a target re-added later starts over,
-    /// like its analysis).
-    pub fn forget(&mut self, target: &TargetId) {
-        self.targets.remove(target);
+    /// Takes in one update of peer `name`'s window. A round is judged only
+    /// when the window took new probes since the last one (or the session
+    /// failed), so a peer probed more slowly than updates come is not judged
+    /// twice on the same probes. Peers not in the config are ignored.
+    pub fn evaluate_peer(&mut self, name: &TargetId, round: &PeerRound<'_>) -> Vec<Transition> {
+        if !self.configured_peers.contains(name) {
+            return Vec::new();
+        }
+        let rules: AlertRules = *self.config.rules_for_peer(name);
+        let state = self.peers.entry(name.clone()).or_default();
+        let fresh = state.seen != Some(round.resolved) || round.failed.is_some();
+        state.seen = Some(round.resolved);
+        let mut transitions = Vec::new();
+        for kind in AlertKind::ALL {
+            let machine = &mut state.machines[kind.index()];
+            let Some(reading) = peer_rules::read(kind, &rules, round) else {
+                if machine.is_raised() {
+                    *machine = Machine::default();
+                    transitions.push(check_disabled(kind));
+                }
+                continue;
+            };
+            if !fresh {
+                continue;
+            }
+            let state =
+                match machine.step(reading.condition, rules.raise_rounds, rules.clear_rounds) {
+                    Step::Stay => continue,
+                    Step::Raise => AlertState::Raised,
+                    Step::Clear => AlertState::Cleared,
+                };
+            transitions.push(Transition {
+                kind,
+                state,
+                summary: peer_rules::summary(
+                    kind,
+                    state == AlertState::Raised,
+                    &reading,
+                    &rules,
+                    round,
+                ),
+                reading,
+                reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
+                path_event: None,
+            });
+        }
+        transitions
     }
 
-    /// Every target the engine holds state for.
-    pub fn known_targets(&self) -> Vec<TargetId> {
-        self.targets.keys().cloned().collect()
+    /// Drops a removed target's or peer's state (one re-added later starts
+    /// over, like its analysis or its window).
+    pub fn forget(&mut self, subject: &Subject) {
+        match subject {
+            Subject::Target(id) => {
+                self.targets.remove(id);
+            }
+            Subject::Peer(name) => {
+                self.peers.remove(name);
+            }
+        }
+    }
+
+    /// Every target and peer the engine holds state for.
+    pub fn known_subjects(&self) -> Vec<Subject> {
+        let targets = self.targets.keys().cloned().map(Subject::Target);
+        targets
+            .chain(self.peers.keys().cloned().map(Subject::Peer))
+            .collect()
+    }
+}
+
+/// The clear of a raised alert whose check a reload turned off.
+fn check_disabled(kind: AlertKind) -> Transition {
+    Transition {
+        kind,
+        state: AlertState::Cleared,
+        reading: Reading {
+            condition: super::machine::Condition::Neutral,
+            value: None,
+            threshold: None,
+            unit: None,
+        },
+        summary: format!("the {kind} check was turned off"),
+        reason: Some(ClearReason::CheckDisabled),
+        path_event: None,
     }
 }
 
@@ -423,8 +518,11 @@ mod tests {
     #[test]
     fn restored_alerts_clear_after_a_restart() {
         let mut sim = Sim::new(rules(), 10);
-        sim.engine
-            .restore(&TargetId::new("t").unwrap(), true, &[AlertKind::Loss]);
+        sim.engine.restore(
+            &Subject::Target(TargetId::new("t").unwrap()),
+            true,
+            &[AlertKind::Loss],
+        );
         let got = sim.rounds(20, healthy);
         assert_eq!(
             got.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
@@ -435,11 +533,341 @@ mod tests {
     #[test]
     fn turning_a_check_off_clears_it() {
         let mut sim = Sim::new(rules(), 10);
-        sim.engine
-            .restore(&TargetId::new("t").unwrap(), true, &[AlertKind::Jitter]);
+        sim.engine.restore(
+            &Subject::Target(TargetId::new("t").unwrap()),
+            true,
+            &[AlertKind::Jitter],
+        );
         let got = sim.rounds(1, healthy);
         assert_eq!(got, vec![(1, AlertKind::Jitter, AlertState::Cleared)]);
         assert_eq!(sim.all[0].reason, Some(ClearReason::CheckDisabled));
         assert_eq!(sim.all[0].summary, "the jitter check was turned off");
+    }
+
+    // ---- peers ----
+
+    /// What happens to one probe of a peer.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fate {
+        Answered,
+        LostForward,
+        LostBackward,
+    }
+
+    /// A peer whose probes go through a real window, updates judged by the engine.
+    struct PeerSim {
+        window: crate::monitor::peers::PeerWindow,
+        engine: AlertEngine,
+        name: TargetId,
+        seq: u32,
+        reflector_seq: u32,
+        rtt_ms: u64,
+        failed: Option<&'static str>,
+    }
+
+    impl PeerSim {
+        fn new(rules: AlertRules, window: usize) -> PeerSim {
+            let name = TargetId::new("dc1").unwrap();
+            let mut engine = AlertEngine::new(AlertsConfig {
+                rules,
+                ..AlertsConfig::default()
+            });
+            engine.set_peers([name.clone()]);
+            PeerSim {
+                window: crate::monitor::peers::PeerWindow::new(window),
+                engine,
+                name,
+                seq: 0,
+                reflector_seq: 0,
+                rtt_ms: 10,
+                failed: None,
+            }
+        }
+
+        fn probe(&mut self, fate: Fate) {
+            use crate::peer::{OwdValidity, Reflection, Sample};
+            let seq = self.seq;
+            self.seq += 1;
+            let sample = match fate {
+                Fate::Answered => Sample::Reflected(Reflection {
+                    seq,
+                    reflector_seq: self.reflector_seq,
+                    rtt_ns: self.rtt_ms * MS,
+                    forward_ns: (self.rtt_ms * MS / 2) as i64,
+                    backward_ns: (self.rtt_ms * MS / 2) as i64,
+                    reflector_hold_ns: 1_000,
+                    forward_ttl: 64,
+                    backward_ttl: Some(64),
+                    source: TimestampSource::Kernel,
+                    owd: OwdValidity::SharedClock,
+                    sent_unix_ns: 0,
+                }),
+                Fate::LostForward | Fate::LostBackward => Sample::Lost {
+                    seq,
+                    sent_unix_ns: 0,
+                },
+            };
+            if fate != Fate::LostForward {
+                self.reflector_seq += 1;
+            }
+            self.window.push(sample);
+        }
+
+        /// One update: `n` probes decided by `fate(i)`, then the engine
+        /// judges the window; returns the transitions.
+        fn update(&mut self, n: u32, fate: impl Fn(u32) -> Fate) -> Vec<Transition> {
+            for _ in 0..n {
+                let f = fate(self.seq);
+                self.probe(f);
+            }
+            self.judge()
+        }
+
+        /// The engine judges the window as it is.
+        fn judge(&mut self) -> Vec<Transition> {
+            let stats = self.window.stats();
+            let round = PeerRound {
+                window: &stats,
+                window_probes: self.window.capacity(),
+                resolved: self.window.resolved(),
+                failed: self.failed,
+            };
+            self.engine.evaluate_peer(&self.name, &round)
+        }
+    }
+
+    fn kinds(transitions: &[Transition]) -> Vec<(AlertKind, AlertState)> {
+        transitions.iter().map(|t| (t.kind, t.state)).collect()
+    }
+
+    fn peer_rules() -> AlertRules {
+        AlertRules {
+            loss_pct: 10.0,
+            raise_rounds: 3,
+            clear_rounds: 4,
+            clear_ratio: 0.5,
+            ..AlertRules::default()
+        }
+    }
+
+    fn all_answered(_: u32) -> Fate {
+        Fate::Answered
+    }
+
+    /// Every fifth probe's reply lost on the way back: 20%.
+    fn backward_fifth(seq: u32) -> Fate {
+        if seq.is_multiple_of(5) {
+            Fate::LostBackward
+        } else {
+            Fate::Answered
+        }
+    }
+
+    #[test]
+    fn one_way_peer_loss_raises_once_naming_the_direction_and_clears_once() {
+        let mut sim = PeerSim::new(peer_rules(), 50);
+        for _ in 0..5 {
+            assert!(sim.update(50, all_answered).is_empty());
+        }
+        let mut raised = Vec::new();
+        let mut updates = 0;
+        while raised.is_empty() && updates < 10 {
+            raised = sim.update(50, backward_fifth);
+            updates += 1;
+        }
+        assert_eq!(kinds(&raised), vec![(AlertKind::Loss, AlertState::Raised)]);
+        assert_eq!(updates, 3, "raise_rounds updates of a lossy window");
+        let t = &raised[0];
+        assert_eq!(t.reading.unit, Some("pct"));
+        assert!((19.0..=21.0).contains(&t.reading.value.unwrap()), "{t:?}");
+        assert!(
+            t.summary.contains("on the backward path (peer → here)"),
+            "{}",
+            t.summary
+        );
+        assert!(t.summary.contains("forward 0.0%"), "{}", t.summary);
+        // Still lossy: nothing more.
+        for _ in 0..10 {
+            assert!(sim.update(50, backward_fifth).is_empty());
+        }
+        // Back to no loss: one clear, after clear_rounds healthy windows.
+        let mut cleared = Vec::new();
+        let mut updates = 0;
+        while cleared.is_empty() && updates < 20 {
+            cleared = sim.update(50, all_answered);
+            updates += 1;
+        }
+        assert_eq!(
+            kinds(&cleared),
+            vec![(AlertKind::Loss, AlertState::Cleared)]
+        );
+        assert_eq!(updates, 4, "clear_rounds healthy windows");
+        assert_eq!(cleared[0].reason, Some(ClearReason::Recovered));
+        assert!(cleared[0]
+            .summary
+            .starts_with("round-trip loss back to 0.0%"));
+        for _ in 0..10 {
+            assert!(sim.update(50, all_answered).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_peer_update_without_new_probes_is_not_another_round() {
+        let mut sim = PeerSim::new(peer_rules(), 20);
+        let forward = |seq: u32| {
+            if seq.is_multiple_of(2) {
+                Fate::LostForward
+            } else {
+                Fate::Answered
+            }
+        };
+        assert!(sim.update(20, forward).is_empty(), "round 1");
+        for _ in 0..10 {
+            assert!(sim.judge().is_empty(), "the same window again");
+        }
+        assert!(sim.update(1, forward).is_empty(), "round 2");
+        let raised = sim.update(1, forward);
+        assert_eq!(kinds(&raised), vec![(AlertKind::Loss, AlertState::Raised)]);
+        assert!(
+            raised[0].summary.contains("forward path (here → peer)"),
+            "{}",
+            raised[0].summary
+        );
+    }
+
+    #[test]
+    fn a_peer_that_stops_answering_or_cannot_run_is_total_loss() {
+        let rules = AlertRules {
+            latency_ms: 50.0,
+            jitter_ms: 5.0,
+            ..peer_rules()
+        };
+        let mut sim = PeerSim::new(rules, 20);
+        sim.update(20, all_answered);
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.extend(sim.update(20, |_| Fate::LostForward));
+        }
+        assert_eq!(kinds(&got), vec![(AlertKind::Loss, AlertState::Raised)]);
+        assert_eq!(got[0].reading.value, Some(100.0));
+        assert!(
+            got[0].summary.starts_with("no reply from the peer"),
+            "{}",
+            got[0].summary
+        );
+
+        // A failed session: every update is a breaching round, even with a
+        // healthy (stale) window and no new probes.
+        let mut sim = PeerSim::new(rules, 20);
+        sim.update(20, all_answered);
+        sim.failed = Some("connection refused");
+        let got: Vec<Transition> = (0..3).flat_map(|_| sim.judge()).collect();
+        assert_eq!(kinds(&got), vec![(AlertKind::Loss, AlertState::Raised)]);
+        assert!(
+            got[0].summary.contains("connection refused"),
+            "{}",
+            got[0].summary
+        );
+        sim.failed = None;
+        let got: Vec<Transition> = (0..4).flat_map(|_| sim.update(20, all_answered)).collect();
+        assert_eq!(kinds(&got), vec![(AlertKind::Loss, AlertState::Cleared)]);
+    }
+
+    #[test]
+    fn peer_latency_and_jitter_raise_on_the_rtt() {
+        let rules = AlertRules {
+            loss_pct: 0.0,
+            latency_ms: 30.0,
+            latency_stat: crate::config::LatencyStat::P95,
+            jitter_ms: 0.0,
+            ..peer_rules()
+        };
+        let mut sim = PeerSim::new(rules, 20);
+        sim.update(20, all_answered);
+        sim.rtt_ms = 40;
+        let got: Vec<Transition> = (0..5).flat_map(|_| sim.update(20, all_answered)).collect();
+        assert_eq!(kinds(&got), vec![(AlertKind::Latency, AlertState::Raised)]);
+        assert_eq!(got[0].reading.value, Some(40.0));
+        assert_eq!(
+            got[0].summary,
+            "RTT p95 40.0 ms over the last 20 probes (raises at 30.0 ms)"
+        );
+        // Turning latency off clears it; turning jitter on judges the RTT jitter.
+        sim.engine.set_config(AlertsConfig {
+            rules: AlertRules {
+                latency_ms: 0.0,
+                jitter_ms: 1.0,
+                ..rules
+            },
+            ..AlertsConfig::default()
+        });
+        let got = sim.update(1, all_answered);
+        assert_eq!(kinds(&got), vec![(AlertKind::Latency, AlertState::Cleared)]);
+        assert_eq!(got[0].reason, Some(ClearReason::CheckDisabled));
+        // Alternate 10 and 40 ms: |ΔRTT| of 30 ms; RFC 3550 jitter climbs past 1 ms.
+        let mut got = Vec::new();
+        for i in 0..60 {
+            sim.rtt_ms = if i % 2 == 0 { 10 } else { 40 };
+            got.extend(sim.update(1, all_answered));
+        }
+        assert_eq!(kinds(&got), vec![(AlertKind::Jitter, AlertState::Raised)]);
+    }
+
+    #[test]
+    fn peers_have_their_own_overrides_and_only_configured_peers_are_judged() {
+        let mut sim = PeerSim::new(peer_rules(), 20);
+        let mut peers = std::collections::BTreeMap::new();
+        peers.insert(
+            sim.name.clone(),
+            AlertRules {
+                loss_pct: 50.0,
+                ..peer_rules()
+            },
+        );
+        sim.engine.set_config(AlertsConfig {
+            rules: peer_rules(),
+            peers,
+            ..AlertsConfig::default()
+        });
+        let got: Vec<Transition> = (0..5)
+            .flat_map(|_| sim.update(20, backward_fifth))
+            .collect();
+        assert!(got.is_empty(), "20% is under this peer's 50%: {got:?}");
+        // A peer the config no longer has is not judged (a reload removed it).
+        sim.engine.set_peers([]);
+        sim.engine.set_config(AlertsConfig {
+            rules: peer_rules(),
+            ..AlertsConfig::default()
+        });
+        let got: Vec<Transition> = (0..5)
+            .flat_map(|_| sim.update(20, backward_fifth))
+            .collect();
+        assert!(got.is_empty(), "{got:?}");
+        assert!(sim
+            .engine
+            .raised(&Subject::Peer(sim.name.clone()))
+            .is_empty());
+    }
+
+    #[test]
+    fn restored_peer_alerts_clear_and_peers_are_forgotten_apart_from_targets() {
+        let mut sim = PeerSim::new(peer_rules(), 20);
+        let peer = Subject::Peer(sim.name.clone());
+        let target = Subject::Target(sim.name.clone());
+        sim.engine.restore(&peer, false, &[AlertKind::Loss]);
+        sim.engine.restore(&target, true, &[AlertKind::Loss]);
+        assert_eq!(sim.engine.raised(&peer), vec![AlertKind::Loss]);
+        let got: Vec<Transition> = (0..4).flat_map(|_| sim.update(20, all_answered)).collect();
+        assert_eq!(kinds(&got), vec![(AlertKind::Loss, AlertState::Cleared)]);
+        assert_eq!(
+            sim.engine.raised(&target),
+            vec![AlertKind::Loss],
+            "the target's is its own"
+        );
+        let mut known = sim.engine.known_subjects();
+        known.sort();
+        assert_eq!(known, vec![target.clone(), peer.clone()]);
+        sim.engine.forget(&peer);
+        assert_eq!(sim.engine.known_subjects(), vec![target]);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::kind::{AlertKind, AlertState};
+use super::subject::SubjectKind;
 
 /// The `schema` field of every event.
 pub const SCHEMA: &str = "hopwatch.alert.v1";
@@ -23,6 +24,8 @@ pub enum ClearReason {
     CheckDisabled,
     /// The target is no longer in the config: nothing watches it any more.
     TargetRemoved,
+    /// The peer is no longer in the config: its link is no longer measured.
+    PeerRemoved,
 }
 
 impl ClearReason {
@@ -31,15 +34,23 @@ impl ClearReason {
             ClearReason::Recovered => "recovered",
             ClearReason::CheckDisabled => "check_disabled",
             ClearReason::TargetRemoved => "target_removed",
+            ClearReason::PeerRemoved => "peer_removed",
         }
     }
 }
 
-/// The target an alert is about, as configured.
+/// The subject an alert is about, as configured: a target, or a peer (a
+/// STAMP link, named `peer:NAME`; see [`super::subject`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertTarget {
+    /// The subject's key: a target's name, or `peer:NAME`.
     pub name: String,
+    /// `target` or `peer`. Events stored before peers had alerts read as
+    /// targets.
+    #[serde(default)]
+    pub subject: SubjectKind,
     pub label: Option<String>,
+    /// A target's host as configured; a peer's reflector address.
     pub host: String,
     /// The address being probed, when resolved.
     pub address: Option<IpAddr>,
@@ -101,6 +112,29 @@ pub fn rfc3339(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_stored_before_subjects_existed_read_as_targets() {
+        // A raise as an older release stored it: no `target.subject`, no `reason`.
+        let old = serde_json::json!({
+            "schema": "hopwatch.alert.v1", "id": "i-1-raised", "alert_id": "i-1", "seq": 1,
+            "kind": "loss", "state": "raised",
+            "target": {"name": "gw", "label": null, "host": "198.18.0.2",
+                       "address": "198.18.0.2", "tags": []},
+            "at_ms": 5, "at": "1970-01-01T00:00:00.005Z", "raised_at_ms": 5,
+            "summary": "s", "value": 10.0, "threshold": 5.0, "unit": "pct",
+            "localisation": null, "path_change": null, "snapshot": null
+        });
+        let event: AlertEvent = serde_json::from_value(old).unwrap();
+        assert_eq!(event.target.subject, SubjectKind::Target);
+        assert_eq!(event.reason, None);
+        let again = serde_json::to_value(&event).unwrap();
+        assert_eq!(again["target"]["subject"], "target");
+        assert_eq!(
+            serde_json::to_value(ClearReason::PeerRemoved).unwrap(),
+            ClearReason::PeerRemoved.as_str()
+        );
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

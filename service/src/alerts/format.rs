@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::event::{rfc3339, AlertEvent};
 use super::kind::AlertState;
+use super::subject::{SubjectKind, PEER_PREFIX};
 use crate::config::WebhookFormat;
 
 /// The body for `format` of the stored event `stored` (its JSON bytes).
@@ -46,10 +47,21 @@ fn localisation_summary(event: &AlertEvent) -> Option<&str> {
     event.localisation.as_ref()?.get("summary")?.as_str()
 }
 
+/// How people read the subject: `` `edge (Edge router)` `` for a target,
+/// ``peer `dc1 (DC one)` `` for a peer.
 fn target_title(event: &AlertEvent) -> String {
-    match &event.target.label {
-        Some(label) => format!("{} ({})", event.target.name, label),
-        None => event.target.name.clone(),
+    let t = &event.target;
+    let name = match t.subject {
+        SubjectKind::Target => t.name.as_str(),
+        SubjectKind::Peer => t.name.strip_prefix(PEER_PREFIX).unwrap_or(&t.name),
+    };
+    let named = match &t.label {
+        Some(label) => format!("`{name} ({label})`"),
+        None => format!("`{name}`"),
+    };
+    match t.subject {
+        SubjectKind::Target => named,
+        SubjectKind::Peer => format!("peer {named}"),
     }
 }
 
@@ -60,7 +72,7 @@ pub fn slack(event: &AlertEvent) -> Value {
         AlertState::Cleared => ":large_green_circle:",
     };
     let mut text = format!(
-        "{icon} *{} {}* on `{}`: {}",
+        "{icon} *{} {}* on {}: {}",
         event.kind,
         event.state,
         target_title(event),
@@ -74,7 +86,8 @@ pub fn slack(event: &AlertEvent) -> Value {
 }
 
 /// One alert of Alertmanager's API v2 (`postableAlert`). Labels identify the
-/// alert (target and kind), so a re-send updates the same alert.
+/// alert (subject, target and kind; a peer's `target` is `peer:NAME`), so a
+/// re-send updates the same alert.
 ///
 /// Alertmanager treats an alert it has not heard about for a while as
 /// resolved: a firing alert's `endsAt` is when it stops being valid, and a
@@ -103,6 +116,7 @@ pub fn alertmanager(event: &AlertEvent, valid_until_ms: u64) -> Value {
         "labels": {
             "alertname": format!("hopwatch_{}", event.kind),
             "source": "hopwatch",
+            "subject": event.target.subject.as_str(),
             "target": event.target.name,
             "kind": event.kind.as_str(),
         },
@@ -128,6 +142,7 @@ mod tests {
             state,
             target: AlertTarget {
                 name: "edge".into(),
+                subject: SubjectKind::Target,
                 label: Some("Edge router".into()),
                 host: "198.18.0.2".into(),
                 address: Some("198.18.0.2".parse().unwrap()),
@@ -175,12 +190,56 @@ mod tests {
         assert!(text.contains("event abc-7-raised"), "{text}");
     }
 
+    /// A peer's loss alert, with the direction as its localisation.
+    fn peer_event(state: AlertState) -> AlertEvent {
+        let mut e = event(state);
+        e.target = AlertTarget {
+            name: "peer:dc1".into(),
+            subject: SubjectKind::Peer,
+            label: Some("DC one".into()),
+            host: "198.18.1.2".into(),
+            address: Some("198.18.1.2".parse().unwrap()),
+            tags: vec![],
+        };
+        e.localisation = Some(json!({
+            "kind": "loss", "direction": "backward",
+            "summary": "loss is on the backward path (peer → here): forward 0.0%, backward 20.0%"
+        }));
+        e
+    }
+
+    #[test]
+    fn every_format_tells_a_peer_from_a_target() {
+        let e = peer_event(AlertState::Raised);
+        let stored = serde_json::to_vec(&e).unwrap();
+        let v: Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(v["target"]["subject"], "peer");
+        assert_eq!(v["target"]["name"], "peer:dc1");
+        assert_eq!(v["localisation"]["direction"], "backward");
+        let text = slack(&e)["text"].as_str().unwrap().to_owned();
+        assert!(
+            text.starts_with(":red_circle: *loss raised* on peer `dc1 (DC one)`"),
+            "{text}"
+        );
+        assert!(text.contains("backward path"), "{text}");
+        let am = alertmanager(&e, 1_700_000_300_000);
+        assert_eq!(am["labels"]["subject"], "peer");
+        assert_eq!(am["labels"]["target"], "peer:dc1");
+        assert_ne!(
+            am["labels"],
+            alertmanager(&event(AlertState::Raised), 1_700_000_300_000)["labels"],
+            "a peer's alert is not a target's"
+        );
+        assert_eq!(am["annotations"]["host"], "198.18.1.2");
+    }
+
     #[test]
     fn alertmanager_alerts_stay_valid_for_a_while_and_resolve_with_ends_at() {
         let valid_until = 1_700_000_300_000;
         let raised = alertmanager(&event(AlertState::Raised), valid_until);
         assert_eq!(raised["labels"]["alertname"], "hopwatch_loss");
         assert_eq!(raised["labels"]["target"], "edge");
+        assert_eq!(raised["labels"]["subject"], "target");
         assert_eq!(raised["startsAt"], "2023-11-14T22:13:20.000Z");
         assert_eq!(
             raised["endsAt"], "2023-11-14T22:18:20.000Z",

@@ -1,22 +1,26 @@
 //! Alerts: rules over each target's destination statistics and path events
-//! (loss, latency, jitter, MOS, unreachable, route and hop-count changes),
-//! a hysteresis state machine per (target, rule), and at-least-once webhook
+//! (loss, latency, jitter, MOS, unreachable, route and hop-count changes) and
+//! over each peer's link window (loss with its direction, latency, jitter),
+//! a hysteresis state machine per (subject, rule), and at-least-once webhook
 //! delivery through a persistent outbox.
 //!
-//! Data flow, once per round (called by the monitor's pipeline after the live
-//! analysis took the round):
+//! Data flow, once per round of a target (called by the monitor's pipeline
+//! after the live analysis took the round) or per update of a peer's window
+//! (about once a second, from `monitor::peers::judge`):
 //!
 //! ```text
-//! TargetView ──► AlertEngine (rules + machines) ──► transitions
+//! TargetView / PeerView ──► AlertEngine (rules + machines) ──► transitions
 //!   ──► AlertEvent (id, snapshot, localisation) ──► Outbox (sled, flushed)
-//!   ──► Delivery lanes (webhook x target, in order, backoff) ──► HTTP POST
+//!   ──► Delivery lanes (webhook x subject, in order, backoff) ──► HTTP POST
 //! ```
 //!
-//! [`Alerts`] ties them together for the monitor.
+//! [`Alerts`] ties them together for the monitor. A subject is a target
+//! (keyed by its name) or a peer (keyed `peer:NAME`, see [`subject`]).
 //!
-//! A target removed from the config (by a reload, or while the service was
-//! stopped) can no longer recover: its raised alerts are cleared at once,
-//! with the reason `target_removed`, so no receiver keeps them open forever.
+//! A target or peer removed from the config (by a reload, or while the
+//! service was stopped) can no longer recover: its raised alerts are cleared
+//! at once, with the reason `target_removed` or `peer_removed`, so no
+//! receiver keeps them open forever.
 
 pub mod delivery;
 pub mod engine;
@@ -26,9 +30,11 @@ pub mod format;
 pub mod kind;
 pub mod machine;
 pub mod outbox;
+pub mod peer_rules;
 pub mod rules;
 pub mod secret;
 pub mod sign;
+pub mod subject;
 #[cfg(test)]
 mod tests;
 
@@ -44,11 +50,13 @@ pub use kind::{AlertKind, AlertState, UnknownAlertKind};
 pub use outbox::{ActiveAlert, Outbox};
 pub use secret::{Secret, WebhookUrl, WebhookUrlError};
 pub use sign::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
+pub use subject::{InvalidSubject, Subject, SubjectKind, PEER_PREFIX};
 
 use crate::analysis::{DegradationKind, PathEvent};
 use crate::config::{Config, WebhookConfig};
 use crate::model::TargetId;
-use crate::monitor::{TargetStatus, TargetView};
+use crate::monitor::{PeerState, PeerView, TargetStatus, TargetView};
+use peer_rules::PeerRound;
 
 use delivery::Delivery;
 
@@ -66,8 +74,8 @@ pub struct Alerts {
 
 impl Alerts {
     /// Opens the outbox in `config.service.state_dir`, clears the alerts of
-    /// targets no longer configured, restores the other raised alerts, and
-    /// starts delivering what is still owed. Needs a tokio runtime.
+    /// targets and peers no longer configured, restores the other raised
+    /// alerts, and starts delivering what is still owed. Needs a tokio runtime.
     pub fn start(config: &Config) -> Result<Alerts, AlertsError> {
         Alerts::start_with(config, DeliveryOptions::default())
     }
@@ -81,11 +89,12 @@ impl Alerts {
             &names,
         )?);
         let mut engine = AlertEngine::new(config.alerts.clone());
+        engine.set_peers(config.peers.iter().map(|p| p.name.clone()));
         // Queued here, these clears are loaded by the delivery worker below.
         retire_removed(&outbox, &mut engine, &hooks, &configured(config))?;
         let persisted = outbox.persisted()?;
-        for id in &persisted.answered {
-            engine.restore(id, true, &[]);
+        for id in persisted.answered {
+            engine.restore(&Subject::Target(id), true, &[]);
         }
         for active in &persisted.active {
             engine.restore(&active.target, false, &[active.kind]);
@@ -117,21 +126,109 @@ impl Alerts {
         if outcome.transitions.is_empty() && !outcome.first_answer {
             return;
         }
-        if let Err(err) = self.record(view, outcome).await {
+        let about = About {
+            subject: Subject::Target(view.id.clone()),
+            target: AlertTarget {
+                name: view.id.to_string(),
+                subject: SubjectKind::Target,
+                label: view.label.clone(),
+                host: view.host.clone(),
+                address: match &view.status {
+                    TargetStatus::Running { address } => Some(*address),
+                    _ => view.analysis.destination.address,
+                },
+                tags: view.tags.clone(),
+            },
+            at_ms: view.analysis.last_round_at_ms.unwrap_or_else(event::now_ms),
+            snapshot: serde_json::to_value(&view.analysis).unwrap_or(serde_json::Value::Null),
+        };
+        let answered = outcome.first_answer.then_some(&view.id);
+        let placed = outcome
+            .transitions
+            .into_iter()
+            .map(|t| {
+                let place = localisation(view, t.kind);
+                (t, place)
+            })
+            .collect();
+        if let Err(err) = self.record(&about, placed, answered).await {
             tracing::error!(target = %view.id, error = %err, "alert not stored; its webhooks will miss it");
         }
     }
 
-    async fn record(&self, view: &TargetView, outcome: RoundOutcome) -> Result<(), AlertsError> {
+    /// Evaluates one update of a peer's window (a paused peer keeps its
+    /// alerts as they are), and stores and queues what it raises or clears.
+    /// Errors are logged.
+    pub async fn on_peer(&self, view: &PeerView) {
+        let failed = match &view.state {
+            PeerState::Paused => return,
+            PeerState::Failed { error } => Some(error.as_str()),
+            PeerState::Starting | PeerState::Running => None,
+        };
+        let round = PeerRound {
+            window: &view.window,
+            window_probes: view.window_probes,
+            resolved: view.resolved,
+            failed,
+        };
+        let transitions = self.engine().evaluate_peer(&view.config.name, &round);
+        if transitions.is_empty() {
+            return;
+        }
+        let c = &view.config;
+        let about = About {
+            subject: Subject::Peer(c.name.clone()),
+            target: AlertTarget {
+                name: Subject::Peer(c.name.clone()).key(),
+                subject: SubjectKind::Peer,
+                label: c.label.clone(),
+                host: c.address.to_string(),
+                address: Some(c.address),
+                tags: c.tags.clone(),
+            },
+            at_ms: event::now_ms(),
+            snapshot: serde_json::json!({
+                "peer": c.name,
+                "state": match &view.state {
+                    PeerState::Failed { .. } => "failed",
+                    PeerState::Starting => "starting",
+                    _ => "running",
+                },
+                "error": failed,
+                "window_probes": view.window_probes,
+                "window": view.window,
+            }),
+        };
+        let placed = transitions
+            .into_iter()
+            .map(|t| {
+                let place = (t.state == AlertState::Raised)
+                    .then(|| peer_rules::localisation(t.kind, &round))
+                    .flatten();
+                (t, place)
+            })
+            .collect();
+        if let Err(err) = self.record(&about, placed, None).await {
+            tracing::error!(peer = %c.name, error = %err, "alert not stored; its webhooks will miss it");
+        }
+    }
+
+    /// Turns the `transitions` of one subject (each with its localisation)
+    /// into events, commits them with `answered`, and queues their deliveries.
+    async fn record(
+        &self,
+        about: &About,
+        transitions: Vec<(Transition, Option<serde_json::Value>)>,
+        answered: Option<&TargetId>,
+    ) -> Result<(), AlertsError> {
         let webhooks = self.engine().config().webhooks.clone();
-        let at_ms = view.analysis.last_round_at_ms.unwrap_or_else(event::now_ms);
-        let snapshot = serde_json::to_value(&view.analysis).unwrap_or(serde_json::Value::Null);
-        let mut entries = Vec::with_capacity(outcome.transitions.len());
-        for transition in outcome.transitions {
+        let at_ms = about.at_ms;
+        let mut entries = Vec::with_capacity(transitions.len());
+        for (transition, localisation) in transitions {
             let seq = self.outbox.reserve_seq();
             let (alert_id, raised_at_ms) = match transition.state {
                 AlertState::Raised => (format!("{}-{seq}", self.outbox.instance()), at_ms),
-                AlertState::Cleared => match self.outbox.active(&view.id, transition.kind)? {
+                AlertState::Cleared => match self.outbox.active(&about.subject, transition.kind)? {
                     Some(active) => (active.alert_id, active.raised_at_ms),
                     None => (format!("{}-{seq}", self.outbox.instance()), at_ms),
                 },
@@ -143,16 +240,7 @@ impl Alerts {
                 seq,
                 kind: transition.kind,
                 state: transition.state,
-                target: AlertTarget {
-                    name: view.id.to_string(),
-                    label: view.label.clone(),
-                    host: view.host.clone(),
-                    address: match &view.status {
-                        TargetStatus::Running { address } => Some(*address),
-                        _ => view.analysis.destination.address,
-                    },
-                    tags: view.tags.clone(),
-                },
+                target: about.target.clone(),
                 at_ms,
                 at: event::rfc3339(at_ms),
                 raised_at_ms,
@@ -161,20 +249,23 @@ impl Alerts {
                 value: transition.reading.value,
                 threshold: transition.reading.threshold,
                 unit: transition.reading.unit.map(str::to_owned),
-                localisation: localisation(view, transition.kind),
+                localisation,
                 path_change: transition
                     .path_event
                     .as_ref()
                     .and_then(|e| serde_json::to_value(e).ok()),
-                snapshot: snapshot.clone(),
+                snapshot: about.snapshot.clone(),
             };
             let wanted: Vec<String> = webhooks
                 .iter()
-                .filter(|h| h.filter.accepts(&view.id, &view.tags, event.kind))
+                .filter(|h| {
+                    h.filter
+                        .accepts(&about.subject, &about.target.tags, event.kind)
+                })
                 .map(|h| h.name.clone())
                 .collect();
             tracing::info!(
-                target = %view.id,
+                target = %about.subject,
                 kind = %event.kind,
                 state = %event.state,
                 id = %event.id,
@@ -185,33 +276,34 @@ impl Alerts {
             );
             entries.push((event, wanted));
         }
-        let answered = outcome.first_answer.then_some(&view.id);
         self.outbox.commit(&entries, answered)?;
         self.outbox.flush().await?;
         self.delivery.enqueue(deliveries(&entries));
         Ok(())
     }
 
-    /// Applies a reload: new thresholds, and the raised alerts of targets the
-    /// new config no longer has are cleared (reason `target_removed`).
-    /// Webhooks are set up at start: a change to them is reported by the
-    /// reload as needing a restart. Errors are logged; the service goes on.
+    /// Applies a reload: new thresholds, and the raised alerts of targets and
+    /// peers the new config no longer has are cleared (reason
+    /// `target_removed` or `peer_removed`). Webhooks are set up at start: a
+    /// change to them is reported by the reload as needing a restart. Errors
+    /// are logged; the service goes on.
     pub fn reload(&self, config: &Config) {
         let mut engine = self.engine();
         let mut next = config.alerts.clone();
         next.webhooks = engine.config().webhooks.clone();
         engine.set_config(next);
+        engine.set_peers(config.peers.iter().map(|p| p.name.clone()));
         let webhooks = engine.config().webhooks.clone();
         match retire_removed(&self.outbox, &mut engine, &webhooks, &configured(config)) {
             Ok(entries) => self.delivery.enqueue(deliveries(&entries)),
             Err(err) => tracing::error!(
                 error = %err,
-                "clearing the alerts of removed targets failed; they clear at the next start"
+                "clearing the alerts of removed targets and peers failed; they clear at the next start"
             ),
         }
     }
 
-    /// Alerts raised and not cleared, over all targets.
+    /// Alerts raised and not cleared, over all targets and peers.
     pub fn active(&self) -> Vec<ActiveAlert> {
         self.outbox.active_all().unwrap_or_else(|err| {
             tracing::warn!(error = %err, "reading raised alerts failed");
@@ -239,33 +331,46 @@ impl Alerts {
     }
 }
 
-/// The targets `config` monitors (paused ones too: they keep their alerts).
-fn configured(config: &Config) -> HashSet<TargetId> {
-    config.targets.iter().map(|t| t.id.clone()).collect()
+/// What the events of one evaluation are about, as they carry it.
+struct About {
+    subject: Subject,
+    target: AlertTarget,
+    /// When the condition was seen.
+    at_ms: u64,
+    snapshot: serde_json::Value,
 }
 
-/// The `(webhook, target, seq)` deliveries of committed `entries`.
+/// The targets and peers `config` monitors (paused ones too: they keep
+/// their alerts).
+fn configured(config: &Config) -> HashSet<Subject> {
+    let targets = config.targets.iter().map(|t| Subject::Target(t.id.clone()));
+    let peers = config.peers.iter().map(|p| Subject::Peer(p.name.clone()));
+    targets.chain(peers).collect()
+}
+
+/// The `(webhook, subject, seq)` deliveries of committed `entries`.
 fn deliveries(
     entries: &[(AlertEvent, Vec<String>)],
-) -> impl Iterator<Item = (String, TargetId, u64)> + '_ {
+) -> impl Iterator<Item = (String, Subject, u64)> + '_ {
     entries.iter().flat_map(|(event, hooks)| {
-        let target = TargetId::new(event.target.name.as_str())
-            .expect("events are built from valid target ids");
+        let subject =
+            Subject::parse(&event.target.name).expect("events are built from valid subject keys");
         hooks
             .iter()
-            .map(move |h| (h.clone(), target.clone(), event.seq))
+            .map(move |h| (h.clone(), subject.clone(), event.seq))
     })
 }
 
-/// Clears every raised alert of a target outside `keep`, queues the clears
-/// for the webhooks that want them, and forgets those targets (in the engine
-/// and the outbox), so one that comes back starts over. Returns what it
-/// committed, flushed to disk, for the caller to hand to the delivery worker.
+/// Clears every raised alert of a target or peer outside `keep`, queues the
+/// clears for the webhooks that want them, and forgets those subjects (in the
+/// engine and the outbox), so one that comes back starts over. Returns what
+/// it committed, flushed to disk, for the caller to hand to the delivery
+/// worker.
 fn retire_removed(
     outbox: &Outbox,
     engine: &mut AlertEngine,
     webhooks: &[WebhookConfig],
-    keep: &HashSet<TargetId>,
+    keep: &HashSet<Subject>,
 ) -> Result<Vec<(AlertEvent, Vec<String>)>, AlertsError> {
     let persisted = outbox.persisted()?;
     let at_ms = event::now_ms();
@@ -278,12 +383,29 @@ fn retire_removed(
             Some(raise) => raise.target.clone(),
             // Raised before raise events were kept: the name is all we know.
             None => AlertTarget {
-                name: active.target.to_string(),
+                name: active.target.key(),
+                subject: active.target.kind(),
                 label: None,
                 host: String::new(),
                 address: None,
                 tags: Vec::new(),
             },
+        };
+        let (reason, summary) = match active.target.kind() {
+            SubjectKind::Target => (
+                ClearReason::TargetRemoved,
+                format!(
+                    "the target was removed from the config: no longer monitored, so its {} alert ends",
+                    active.kind
+                ),
+            ),
+            SubjectKind::Peer => (
+                ClearReason::PeerRemoved,
+                format!(
+                    "the peer was removed from the config: its link is no longer measured, so its {} alert ends",
+                    active.kind
+                ),
+            ),
         };
         let seq = outbox.reserve_seq();
         let event = AlertEvent {
@@ -296,11 +418,8 @@ fn retire_removed(
             at_ms,
             at: event::rfc3339(at_ms),
             raised_at_ms: active.raised_at_ms,
-            summary: format!(
-                "the target was removed from the config: no longer monitored, so its {} alert ends",
-                active.kind
-            ),
-            reason: Some(ClearReason::TargetRemoved),
+            summary,
+            reason: Some(reason),
             value: None,
             threshold: None,
             unit: None,
@@ -321,8 +440,10 @@ fn retire_removed(
             target = %active.target,
             kind = %event.kind,
             id = %event.id,
+            reason = reason.as_str(),
             webhooks = wanted.len(),
-            "alert cleared: its target was removed from the config"
+            "alert cleared: its {} was removed from the config",
+            active.target.kind()
         );
         entries.push((event, wanted));
     }
@@ -332,15 +453,18 @@ fn retire_removed(
     let gone = persisted
         .answered
         .into_iter()
-        .chain(engine.known_targets())
-        .filter(|id| !keep.contains(id))
+        .map(Subject::Target)
+        .chain(engine.known_subjects())
+        .filter(|subject| !keep.contains(subject))
         .collect::<HashSet<_>>();
     // The clears are committed: from here on a failure is logged, and the
     // clears are still handed over (delivery reads them from the outbox).
-    for id in &gone {
-        engine.forget(id);
-        if let Err(err) = outbox.forget_answered(id) {
-            tracing::warn!(target = %id, error = %err, "forgetting a removed target failed");
+    for subject in &gone {
+        engine.forget(subject);
+        if let Subject::Target(id) = subject {
+            if let Err(err) = outbox.forget_answered(id) {
+                tracing::warn!(target = %id, error = %err, "forgetting a removed target failed");
+            }
         }
     }
     if !entries.is_empty() || !gone.is_empty() {

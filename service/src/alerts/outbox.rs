@@ -5,13 +5,17 @@
 //! Layout of the one tree (keys are prefix-tagged; names cannot contain NUL):
 //! - `m` + name: metadata (the next sequence number, this instance's id);
 //! - `e` + seq (u64 big-endian): an event's JSON, exactly the bytes sent;
-//! - `q` + webhook + NUL + target + NUL + seq: the event is owed to that
-//!   webhook. Keys sort by seq within (webhook, target): delivery order;
-//! - `a` + target + NUL + kind: a raised alert (its id, when, and its raise
+//! - `q` + webhook + NUL + subject + NUL + seq: the event is owed to that
+//!   webhook. Keys sort by seq within (webhook, subject): delivery order;
+//! - `a` + subject + NUL + kind: a raised alert (its id, when, and its raise
 //!   event without the snapshot), so a restart can still clear it, a target
-//!   removed from the config gets a clear that names it, and Alertmanager
-//!   gets the same alert re-sent while it fires;
+//!   or peer removed from the config gets a clear that names it, and
+//!   Alertmanager gets the same alert re-sent while it fires;
 //! - `s` + target: the target has answered at least once.
+//!
+//! A subject is a target's name or `peer:NAME` (see [`super::subject`]):
+//! outboxes written before peers had alerts hold target names only, which
+//! read unchanged.
 //!
 //! Every commit is one atomic batch followed by a flush to disk. Alerts are
 //! rare, and an alert lost to a power cut is worse than a few extra flash
@@ -28,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::error::AlertsError;
 use super::event::AlertEvent;
 use super::kind::{AlertKind, AlertState};
+use super::subject::Subject;
 use crate::model::TargetId;
 
 const META_NEXT_SEQ: &[u8] = b"mnext_seq";
@@ -43,7 +48,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// An alert that is raised and not yet cleared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveAlert {
-    pub target: TargetId,
+    /// What the alert is about (serialised as its key, as before peers).
+    pub target: Subject,
     pub kind: AlertKind,
     pub alert_id: String,
     pub raised_at_ms: u64,
@@ -65,7 +71,7 @@ pub struct Persisted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
     pub webhook: String,
-    pub target: TargetId,
+    pub target: Subject,
     pub seq: u64,
 }
 
@@ -77,17 +83,17 @@ pub struct Outbox {
     next_seq: Mutex<u64>,
 }
 
-fn queue_key(webhook: &str, target: &TargetId, seq: u64) -> Vec<u8> {
+fn queue_key(webhook: &str, target: &Subject, seq: u64) -> Vec<u8> {
     let mut key = queue_prefix(webhook, target);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
-fn queue_prefix(webhook: &str, target: &TargetId) -> Vec<u8> {
+fn queue_prefix(webhook: &str, target: &Subject) -> Vec<u8> {
     let mut key = vec![QUEUE];
     key.extend_from_slice(webhook.as_bytes());
     key.push(0);
-    key.extend_from_slice(target.as_str().as_bytes());
+    key.extend_from_slice(target.key().as_bytes());
     key.push(0);
     key
 }
@@ -98,9 +104,9 @@ fn event_key(seq: u64) -> [u8; 9] {
     key
 }
 
-fn active_key(target: &TargetId, kind: AlertKind) -> Vec<u8> {
+fn active_key(target: &Subject, kind: AlertKind) -> Vec<u8> {
     let mut key = vec![ACTIVE];
-    key.extend_from_slice(target.as_str().as_bytes());
+    key.extend_from_slice(target.key().as_bytes());
     key.push(0);
     key.extend_from_slice(kind.as_str().as_bytes());
     key
@@ -118,7 +124,7 @@ fn parse_queue_key(key: &[u8]) -> Option<Queued> {
     let (names, seq) = rest.split_at(rest.len().checked_sub(8)?);
     let mut parts = names.split(|b| *b == 0);
     let webhook = std::str::from_utf8(parts.next()?).ok()?.to_owned();
-    let target = TargetId::new(std::str::from_utf8(parts.next()?).ok()?).ok()?;
+    let target = Subject::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
     Some(Queued {
         webhook,
         target,
@@ -277,7 +283,7 @@ impl Outbox {
     /// The raised alert of `kind` on `target`, if any.
     pub fn active(
         &self,
-        target: &TargetId,
+        target: &Subject,
         kind: AlertKind,
     ) -> Result<Option<ActiveAlert>, AlertsError> {
         let value = self
@@ -303,8 +309,8 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         let mut top = None;
         for (event, webhooks) in events {
-            let target = TargetId::new(event.target.name.as_str())
-                .expect("events are built from valid target ids");
+            let target = Subject::parse(&event.target.name)
+                .expect("events are built from valid subject keys");
             if !webhooks.is_empty() {
                 let body = serde_json::to_vec(event).map_err(|source| AlertsError::Encode {
                     seq: event.seq,
@@ -393,7 +399,7 @@ impl Outbox {
     pub fn delivered(
         &self,
         webhook: &str,
-        target: &TargetId,
+        target: &Subject,
         seq: u64,
         webhooks: &[String],
     ) -> Result<(), AlertsError> {
@@ -435,6 +441,7 @@ mod tests {
             state,
             target: AlertTarget {
                 name: target.into(),
+                subject: Subject::parse(target).unwrap().kind(),
                 label: None,
                 host: "198.18.0.2".into(),
                 address: None,
@@ -460,6 +467,10 @@ mod tests {
 
     fn id(name: &str) -> TargetId {
         TargetId::new(name).unwrap()
+    }
+
+    fn subject(key: &str) -> Subject {
+        Subject::parse(key).unwrap()
     }
 
     #[test]
@@ -520,9 +531,13 @@ mod tests {
         assert_eq!(stored.target.name, "y");
 
         // The event stays until every webhook that wants it has it.
-        outbox.delivered("a", &id("y"), seqs[1], &both).unwrap();
+        outbox
+            .delivered("a", &subject("y"), seqs[1], &both)
+            .unwrap();
         assert!(outbox.event(seqs[1]).unwrap().is_some(), "b still owes it");
-        outbox.delivered("b", &id("y"), seqs[1], &both).unwrap();
+        outbox
+            .delivered("b", &subject("y"), seqs[1], &both)
+            .unwrap();
         assert!(outbox.event(seqs[1]).unwrap().is_none());
     }
 
@@ -532,7 +547,10 @@ mod tests {
         let outbox = Outbox::open(&dir.path().join("outbox"), &hooks(&["a"])).unwrap();
         let raised = event(&outbox, "x", AlertKind::Loss, AlertState::Raised);
         outbox.commit(&[(raised.clone(), vec![])], None).unwrap();
-        let active = outbox.active(&id("x"), AlertKind::Loss).unwrap().unwrap();
+        let active = outbox
+            .active(&subject("x"), AlertKind::Loss)
+            .unwrap()
+            .unwrap();
         assert_eq!(active.alert_id, raised.alert_id);
         assert!(
             outbox.event(raised.seq).unwrap().is_none(),
@@ -540,7 +558,7 @@ mod tests {
         );
         let cleared = event(&outbox, "x", AlertKind::Loss, AlertState::Cleared);
         outbox.commit(&[(cleared, vec![])], None).unwrap();
-        assert_eq!(outbox.active(&id("x"), AlertKind::Loss).unwrap(), None);
+        assert_eq!(outbox.active(&subject("x"), AlertKind::Loss).unwrap(), None);
     }
 
     #[test]
@@ -571,5 +589,85 @@ mod tests {
             outbox.event(seq + 1).unwrap().is_none(),
             "orphaned event removed"
         );
+    }
+
+    #[test]
+    fn peers_and_targets_of_one_name_are_separate_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox"), &hooks(&["a"])).unwrap();
+        let target = event(&outbox, "dc1", AlertKind::Loss, AlertState::Raised);
+        let peer = event(&outbox, "peer:dc1", AlertKind::Loss, AlertState::Raised);
+        assert_eq!(peer.target.subject, crate::alerts::SubjectKind::Peer);
+        outbox
+            .commit(
+                &[(target, hooks(&["a"])), (peer.clone(), hooks(&["a"]))],
+                None,
+            )
+            .unwrap();
+        let q: Vec<String> = outbox
+            .queued()
+            .unwrap()
+            .into_iter()
+            .map(|q| q.target.key())
+            .collect();
+        assert_eq!(q, vec!["dc1", "peer:dc1"], "one lane each");
+        let active = outbox
+            .active(&subject("peer:dc1"), AlertKind::Loss)
+            .unwrap()
+            .unwrap();
+        assert_eq!(active.alert_id, peer.alert_id);
+        assert_eq!(active.target, Subject::Peer(id("dc1")));
+        let cleared = event(&outbox, "peer:dc1", AlertKind::Loss, AlertState::Cleared);
+        outbox.commit(&[(cleared, vec![])], None).unwrap();
+        let left: Vec<Subject> = outbox
+            .active_all()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.target)
+            .collect();
+        assert_eq!(
+            left,
+            vec![subject("dc1")],
+            "the target's alert is untouched"
+        );
+    }
+
+    #[test]
+    fn raised_alerts_stored_by_an_older_release_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox");
+        {
+            let outbox = Outbox::open(&path, &hooks(&["a"])).unwrap();
+            // An `a` record as written before subjects existed: the raise
+            // event's target has no `subject`.
+            let record = serde_json::json!({
+                "target": "gw", "kind": "loss", "alert_id": "i-3",
+                "raised_at_ms": 7, "summary": "old",
+                "raise": {
+                    "schema": "hopwatch.alert.v1", "id": "i-3-raised", "alert_id": "i-3",
+                    "seq": 3, "kind": "loss", "state": "raised",
+                    "target": {"name": "gw", "label": null, "host": "198.18.0.2",
+                               "address": null, "tags": ["wan"]},
+                    "at_ms": 7, "at": "1970-01-01T00:00:00.007Z", "raised_at_ms": 7,
+                    "summary": "old", "value": null, "threshold": null, "unit": null,
+                    "localisation": null, "path_change": null, "snapshot": null
+                }
+            });
+            outbox
+                .db
+                .insert(
+                    active_key(&subject("gw"), AlertKind::Loss),
+                    serde_json::to_vec(&record).unwrap(),
+                )
+                .unwrap();
+            outbox.flush_now().unwrap();
+        }
+        let outbox = Outbox::open(&path, &hooks(&["a"])).unwrap();
+        let active = outbox.persisted().unwrap().active;
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].target, subject("gw"));
+        let raise = active[0].raise.as_ref().expect("the raise is kept");
+        assert_eq!(raise.target.subject, crate::alerts::SubjectKind::Target);
+        assert_eq!(raise.target.tags, vec!["wan".to_owned()]);
     }
 }

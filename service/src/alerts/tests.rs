@@ -97,6 +97,7 @@ fn commit(outbox: &Outbox, target: &str, kind: AlertKind) -> u64 {
         state: AlertState::Raised,
         target: AlertTarget {
             name: target.into(),
+            subject: Subject::parse(target).unwrap().kind(),
             label: None,
             host: "198.18.0.2".into(),
             address: None,
@@ -313,6 +314,7 @@ fn commit_state(
         state,
         target: AlertTarget {
             name: target.into(),
+            subject: Subject::parse(target).unwrap().kind(),
             label: None,
             host: "198.18.0.2".into(),
             address: None,
@@ -415,7 +417,7 @@ async fn alertmanager_gets_firing_alerts_again_until_they_clear_and_json_does_no
     // re-send after that (the alert is no longer raised).
     let clear = commit_state(&outbox, "x", "a-1", AlertState::Cleared, &both);
     assert!(clear > raise);
-    let x = crate::model::TargetId::new("x").unwrap();
+    let x = Subject::parse("x").unwrap();
     delivery.enqueue(both.iter().map(|h| ((*h).to_owned(), x.clone(), clear)));
     until("the clear at both", || {
         json_log.lock().unwrap().len() == 2
@@ -566,6 +568,151 @@ async fn alerts_of_removed_targets_clear_with_a_reason_at_start_and_on_reload() 
             .count(),
         2
     );
+    alerts.shutdown().await;
+    server.abort();
+}
+
+/// A config with `peers` (their names), one JSON webhook to `url`, alerts
+/// raising at 10% loss after 2 updates and clearing after 2.
+fn peer_config(state_dir: &std::path::Path, url: &str, peers: &[&str]) -> crate::config::Config {
+    let mut text = format!(
+        "[service]\nstate_dir = {:?}\n\n[statistics]\nwindow = 20\n\n\
+         [alerts]\nloss_pct = 10\nraise_rounds = 2\nclear_rounds = 2\n\n\
+         [[webhook]]\nname = \"test\"\nurl = \"{url}\"\n\
+         retry_initial = \"20ms\"\nretry_max = \"200ms\"\n",
+        state_dir.display().to_string()
+    );
+    for (i, name) in peers.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[peer]]\nname = \"{name}\"\naddress = \"198.18.1.{}\"\ntags = [\"link\"]\n",
+            i + 2
+        ));
+    }
+    crate::config::Config::parse(&text, "alerts-unit.toml").unwrap()
+}
+
+/// A view of the first peer of `config` whose full window of 20 probes lost
+/// `backward` replies on the way back; `resolved` tells updates apart.
+fn peer_view(
+    config: &crate::config::Config,
+    backward: u64,
+    resolved: u64,
+) -> crate::monitor::PeerView {
+    use crate::monitor::peers::{DelayWindow, WindowStats};
+    crate::monitor::PeerView {
+        config: config.peers[0].clone(),
+        state: crate::monitor::PeerState::Running,
+        local: None,
+        window: WindowStats {
+            probes: 20,
+            received: 20 - backward,
+            lost: backward,
+            lost_backward: backward,
+            rtt: Some(DelayWindow {
+                min_ns: 1_000_000,
+                mean_ns: 1_000_000.0,
+                max_ns: 1_000_000,
+                samples: 20 - backward,
+            }),
+            ..WindowStats::default()
+        },
+        window_probes: 20,
+        resolved,
+        totals: None,
+    }
+}
+
+#[tokio::test]
+async fn a_peer_alert_reaches_the_webhook_and_clears_when_the_peer_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let (url, server) = receiver(Arc::clone(&log), 0).await;
+    {
+        // A previous run raised loss on peer "gone", which left the config
+        // while the service was stopped, and on target "gone" (no such target
+        // either: both clear, each with its own reason).
+        let outbox = Outbox::open(&outbox_path(dir.path()), &["test".into()]).unwrap();
+        commit_state(&outbox, "peer:gone", "g-1", AlertState::Raised, &["test"]);
+        commit_state(&outbox, "gone", "t-1", AlertState::Raised, &["test"]);
+        outbox.flush_now().unwrap();
+    }
+    let config = peer_config(dir.path(), &url, &["dc1"]);
+    let alerts = Alerts::start(&config).unwrap();
+    let received = |log: &Mutex<Log>| -> Vec<AlertEvent> {
+        log.lock()
+            .unwrap()
+            .received
+            .iter()
+            .map(|r| r.event.clone())
+            .collect()
+    };
+    until("the clears of what was removed", || {
+        received(&log)
+            .iter()
+            .filter(|e| e.state == AlertState::Cleared)
+            .count()
+            == 2
+    })
+    .await;
+    let events = received(&log);
+    let gone_peer = events
+        .iter()
+        .find(|e| e.target.name == "peer:gone" && e.state == AlertState::Cleared)
+        .unwrap();
+    assert_eq!(gone_peer.reason, Some(ClearReason::PeerRemoved));
+    assert_eq!(gone_peer.target.subject, SubjectKind::Peer);
+    assert!(
+        gone_peer.summary.contains("peer was removed"),
+        "{}",
+        gone_peer.summary
+    );
+    let gone_target = events
+        .iter()
+        .find(|e| e.target.name == "gone" && e.state == AlertState::Cleared)
+        .unwrap();
+    assert_eq!(gone_target.reason, Some(ClearReason::TargetRemoved));
+    log.lock().unwrap().received.clear();
+
+    // 20% backward loss on two updates raises; the same update again is no round.
+    alerts.on_peer(&peer_view(&config, 4, 100)).await;
+    alerts.on_peer(&peer_view(&config, 4, 100)).await;
+    assert!(alerts.active().is_empty(), "one round so far");
+    alerts.on_peer(&peer_view(&config, 4, 120)).await;
+    until("the peer's raise", || !received(&log).is_empty()).await;
+    let raised = received(&log)[0].clone();
+    assert_eq!(raised.kind, AlertKind::Loss);
+    assert_eq!(raised.state, AlertState::Raised);
+    assert_eq!(raised.target.name, "peer:dc1");
+    assert_eq!(raised.target.subject, SubjectKind::Peer);
+    assert_eq!(raised.target.address, Some("198.18.1.2".parse().unwrap()));
+    assert_eq!(raised.target.tags, vec!["link".to_owned()]);
+    assert_eq!(raised.value, Some(20.0));
+    assert!(
+        raised.summary.contains("backward path"),
+        "{}",
+        raised.summary
+    );
+    let place = raised.localisation.as_ref().unwrap();
+    assert_eq!(place["direction"], "backward");
+    assert_eq!(raised.snapshot["window"]["lost_backward"], 4);
+    let active = alerts.active();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].target, Subject::parse("peer:dc1").unwrap());
+
+    // A reload that removes the peer clears its alert with the reason.
+    alerts.reload(&peer_config(dir.path(), &url, &[]));
+    until("the peer's clear", || received(&log).len() == 2).await;
+    let cleared = received(&log)[1].clone();
+    assert_eq!(cleared.alert_id, raised.alert_id);
+    assert_eq!(cleared.reason, Some(ClearReason::PeerRemoved));
+    assert!(alerts.active().is_empty());
+    // A window read just before the reload cannot raise it again.
+    for resolved in 200..210 {
+        alerts.on_peer(&peer_view(&config, 4, resolved)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(received(&log).len(), 2, "{:?}", received(&log));
+    assert!(alerts.active().is_empty());
     alerts.shutdown().await;
     server.abort();
 }

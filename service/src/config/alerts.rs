@@ -1,6 +1,6 @@
 //! The validated alert settings: thresholds from `[alerts]` with each target's
-//! `alerts` overrides applied, and the `[[webhook]]` receivers with their filters.
-//! Built by the config resolver; read by [`crate::alerts`].
+//! and each peer's `alerts` overrides applied, and the `[[webhook]]` receivers
+//! with their filters. Built by the config resolver; read by [`crate::alerts`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,16 +10,19 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::defaults;
-use crate::alerts::{AlertKind, Secret, WebhookUrl};
+use crate::alerts::{AlertKind, Secret, Subject, WebhookUrl};
 use crate::model::TargetId;
 
-/// `[alerts]`, the per-target overrides and `[[webhook]]`s.
+/// `[alerts]`, the per-target and per-peer overrides and `[[webhook]]`s.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertsConfig {
-    /// The thresholds of targets without overrides.
+    /// The thresholds of targets and peers without overrides.
     pub rules: AlertRules,
     /// Targets with an `alerts` table: `[alerts]` with their keys applied.
     pub targets: BTreeMap<TargetId, AlertRules>,
+    /// Peers with an `alerts` table, by peer name: `[alerts]` with their
+    /// keys applied (peers take only loss, latency, jitter and hysteresis keys).
+    pub peers: BTreeMap<TargetId, AlertRules>,
     /// In file order; names are unique.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -28,6 +31,16 @@ impl AlertsConfig {
     /// The thresholds that apply to target `id`.
     pub fn rules_for(&self, id: &TargetId) -> &AlertRules {
         self.targets.get(id).unwrap_or(&self.rules)
+    }
+
+    /// The thresholds that apply to peer `name`.
+    pub fn rules_for_peer(&self, name: &TargetId) -> &AlertRules {
+        self.peers.get(name).unwrap_or(&self.rules)
+    }
+
+    /// Whether the thresholds (not the webhooks) differ from `other`'s.
+    pub fn rules_differ(&self, other: &AlertsConfig) -> bool {
+        self.rules != other.rules || self.targets != other.targets || self.peers != other.peers
     }
 }
 
@@ -159,16 +172,18 @@ impl FromStr for WebhookFormat {
 /// Which alerts a webhook receives. Empty lists accept everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebhookFilter {
-    /// Targets by name; with `tags`, a target matching either is accepted.
-    pub targets: Vec<TargetId>,
-    /// Targets having any of these tags.
+    /// Targets by name and peers as `peer:NAME`; with `tags`, a subject
+    /// matching either is accepted.
+    pub targets: Vec<Subject>,
+    /// Targets and peers having any of these tags.
     pub tags: Vec<String>,
     pub kinds: Vec<AlertKind>,
 }
 
 impl WebhookFilter {
-    /// Whether an alert of `kind` about target `id` (with `tags`) goes to this webhook.
-    pub fn accepts(&self, id: &TargetId, tags: &[String], kind: AlertKind) -> bool {
+    /// Whether an alert of `kind` about `id` (a target or a peer, with
+    /// `tags`) goes to this webhook.
+    pub fn accepts(&self, id: &Subject, tags: &[String], kind: AlertKind) -> bool {
         let by_target = (self.targets.is_empty() && self.tags.is_empty())
             || self.targets.contains(id)
             || tags.iter().any(|t| self.tags.contains(t));
@@ -199,8 +214,8 @@ mod tests {
 
     #[test]
     fn filters_accept_by_target_or_tag_and_by_kind() {
-        let a = TargetId::new("a").unwrap();
-        let b = TargetId::new("b").unwrap();
+        let a = Subject::parse("a").unwrap();
+        let b = Subject::parse("b").unwrap();
         let wan = vec!["wan".to_owned()];
         let all = WebhookFilter::default();
         assert!(all.accepts(&a, &[], AlertKind::Loss));
@@ -219,5 +234,29 @@ mod tests {
             !some.accepts(&a, &[], AlertKind::Latency),
             "latency is not wanted"
         );
+    }
+
+    #[test]
+    fn filters_name_peers_apart_from_targets() {
+        let target = Subject::parse("dc1").unwrap();
+        let peer = Subject::parse("peer:dc1").unwrap();
+        let wan = vec!["wan".to_owned()];
+        let peers_only = WebhookFilter {
+            targets: vec![peer.clone()],
+            ..WebhookFilter::default()
+        };
+        assert!(peers_only.accepts(&peer, &[], AlertKind::Loss));
+        assert!(
+            !peers_only.accepts(&target, &[], AlertKind::Loss),
+            "naming the peer does not take the target of the same name"
+        );
+        let by_tag = WebhookFilter {
+            tags: vec!["wan".into()],
+            kinds: vec![AlertKind::Jitter],
+            ..WebhookFilter::default()
+        };
+        assert!(by_tag.accepts(&peer, &wan, AlertKind::Jitter));
+        assert!(!by_tag.accepts(&peer, &wan, AlertKind::Loss));
+        assert!(!by_tag.accepts(&peer, &[], AlertKind::Jitter));
     }
 }

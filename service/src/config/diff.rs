@@ -233,13 +233,9 @@ fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
             a.enrichment.asn_database != b.enrichment.asn_database,
             false,
         ),
-        // Thresholds (global and per target) apply live; the delivery worker
-        // and its outbox queues are set up at start.
-        (
-            "alerts",
-            a.alerts.rules != b.alerts.rules || a.alerts.targets != b.alerts.targets,
-            false,
-        ),
+        // Thresholds (global, per target, per peer) apply live; the delivery
+        // worker and its outbox queues are set up at start.
+        ("alerts", a.alerts.rules_differ(&b.alerts), false),
         ("webhook", a.alerts.webhooks != b.alerts.webhooks, true),
     ];
     checks

@@ -136,6 +136,8 @@ pub enum Problem {
     },
     #[error("no [[target]] is named {name:?}")]
     UnknownTarget { name: String },
+    #[error("no [[peer]] is named {name:?}")]
+    UnknownPeer { name: String },
     #[error("{retry_max} is below retry_initial ({retry_initial})")]
     RetryMaxBelowInitial {
         retry_max: String,

@@ -67,6 +67,38 @@ pub(crate) struct RawPeer {
     pub packet_size: Option<Spanned<i64>>,
     pub clock: Option<Spanned<String>>,
     pub paused: Option<Spanned<bool>>,
+    /// Overrides of `[alerts]` for this peer.
+    pub alerts: Option<Spanned<RawPeerAlertRules>>,
+}
+
+/// A peer's `alerts` table: the `[alerts]` keys that apply to a link (loss,
+/// latency, jitter and the hysteresis); the others are unknown keys here.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeerAlertRules {
+    pub loss_pct: Option<Spanned<f64>>,
+    pub latency_ms: Option<Spanned<f64>>,
+    pub latency_stat: Option<Spanned<String>>,
+    pub jitter_ms: Option<Spanned<f64>>,
+    pub raise_rounds: Option<Spanned<i64>>,
+    pub clear_rounds: Option<Spanned<i64>>,
+    pub clear_ratio: Option<Spanned<f64>>,
+}
+
+impl RawPeerAlertRules {
+    /// The same keys as an `[alerts]` table, the others unset.
+    pub fn rules(&self) -> RawAlertRules {
+        RawAlertRules {
+            loss_pct: self.loss_pct.clone(),
+            latency_ms: self.latency_ms.clone(),
+            latency_stat: self.latency_stat.clone(),
+            jitter_ms: self.jitter_ms.clone(),
+            raise_rounds: self.raise_rounds.clone(),
+            clear_rounds: self.clear_rounds.clone(),
+            clear_ratio: self.clear_ratio.clone(),
+            ..RawAlertRules::default()
+        }
+    }
 }
 
 /// `[service]`
@@ -321,6 +353,14 @@ mod tests {
         );
         assert!(keys_of::<RawConfig>().contains(&"target"));
         assert!(keys_of::<String>().is_empty());
+    }
+
+    #[test]
+    fn peer_alert_keys_are_alerts_keys() {
+        let alerts = keys_of::<RawAlertRules>();
+        for key in keys_of::<RawPeerAlertRules>() {
+            assert!(alerts.contains(key), "{key} is not an [alerts] key");
+        }
     }
 
     #[test]

@@ -125,6 +125,18 @@ impl Ctx<'_> {
                     rest,
                 )
             }
+            [Seg::Key(p), Seg::Index(index), Seg::Key(a), rest @ ..]
+                if p == "peer" && a == "alerts" && !rest.is_empty() =>
+            {
+                (
+                    Section::Peer {
+                        index: *index,
+                        name: peers::lenient_peer_name(self, *index),
+                    },
+                    keys_of::<super::raw::RawPeerAlertRules>(),
+                    rest,
+                )
+            }
             [Seg::Key(w), Seg::Index(index), rest @ ..] if w == "webhook" && !rest.is_empty() => (
                 Section::Webhook {
                     index: *index,
@@ -289,8 +301,9 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     for (index, target) in raw.target.iter().enumerate() {
         targets.push(resolve_target(ctx, index, target, &defaults, &mut seen)?);
     }
-    let alerts = alerts::resolve(ctx, &raw, &targets)?;
     let peers = peers::resolve(ctx, &raw.peer, &raw.defaults)?;
+    // Webhook filters and per-peer thresholds name targets and peers.
+    let alerts = alerts::resolve(ctx, &raw, &targets, &peers)?;
     let reflector = raw
         .reflector
         .as_ref()

@@ -690,7 +690,7 @@ fn docs_document_every_key() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
     )
     .unwrap();
-    let tables: [(&str, &[&str]); 9] = [
+    let tables: [(&str, &[&str]); 10] = [
         ("## `[service]`", keys_of::<RawService>()),
         ("## `[storage]`", keys_of::<RawStorage>()),
         ("### `[storage.raw_log]`", keys_of::<RawRawLog>()),
@@ -700,6 +700,7 @@ fn docs_document_every_key() {
         ("## `[[target]]`", keys_of::<RawTarget>()),
         ("## `[alerts]`", keys_of::<RawAlertRules>()),
         ("## `[[webhook]]`", keys_of::<RawWebhook>()),
+        ("### A peer's `alerts`", keys_of::<RawPeerAlertRules>()),
     ];
     for (heading, keys) in tables {
         let start = docs.find(heading).unwrap_or_else(|| panic!("no {heading}"));
@@ -781,7 +782,10 @@ fn alerts_default_and_targets_override_them() {
     assert_eq!(hooks[0].name, "ops");
     assert_eq!(hooks[0].format, WebhookFormat::Json);
     assert_eq!(hooks[0].secret, Some(crate::alerts::Secret::new("s3cret")));
-    assert_eq!(hooks[0].filter.targets, vec![a]);
+    assert_eq!(
+        hooks[0].filter.targets,
+        vec![crate::alerts::Subject::Target(a)]
+    );
     assert_eq!(hooks[0].filter.kinds.len(), 2);
     assert_eq!(hooks[0].retry_initial, Duration::from_millis(100));
     assert_eq!(hooks[0].timeout, defaults::WEBHOOK_TIMEOUT);
@@ -887,6 +891,149 @@ fn alert_and_webhook_mistakes_name_their_line() {
         "secrett",
         "did you mean \"secret\"",
     );
+}
+
+#[test]
+fn peers_take_the_alert_defaults_and_override_them_by_name() {
+    let config = parse(
+        r#"
+        [alerts]
+        loss_pct = 10
+        latency_ms = 80
+        latency_stat = "p99"
+        mos_below = 3.5
+
+        [[target]]
+        name = "dc1"
+        host = "198.18.0.1"
+        alerts = { loss_pct = 1 }
+
+        [[peer]]
+        name = "dc1"
+        address = "198.18.1.2"
+
+        [[peer]]
+        name = "dc2"
+        address = "198.18.1.3"
+        tags = ["wan"]
+        [peer.alerts]
+        loss_pct = 2.5
+        jitter_ms = 3
+        raise_rounds = 2
+        clear_rounds = 20
+        clear_ratio = 0.5
+
+        [[webhook]]
+        name = "links"
+        url = "https://alerts.example/links"
+        targets = ["peer:dc1", "dc1", " peer:dc2 "]
+        kinds = ["loss", "jitter"]
+        "#,
+    );
+    let dc1 = TargetId::new("dc1").unwrap();
+    let dc2 = TargetId::new("dc2").unwrap();
+    let global = config.alerts.rules;
+    assert_eq!(
+        config.alerts.rules_for_peer(&dc1),
+        &global,
+        "[alerts] as is"
+    );
+    assert_eq!(
+        config.alerts.rules_for(&dc1).loss_pct,
+        1.0,
+        "the target of the same name has its own"
+    );
+    let over = config.alerts.rules_for_peer(&dc2);
+    assert_eq!(
+        (
+            over.loss_pct,
+            over.jitter_ms,
+            over.raise_rounds,
+            over.clear_rounds,
+            over.clear_ratio
+        ),
+        (2.5, 3.0, 2, 20, 0.5)
+    );
+    assert_eq!(over.latency_ms, 80.0, "inherited from [alerts]");
+    assert_eq!(
+        over.latency_stat,
+        LatencyStat::P99,
+        "inherited from [alerts]"
+    );
+    use crate::alerts::Subject;
+    assert_eq!(
+        config.alerts.webhooks[0].filter.targets,
+        vec![
+            Subject::Peer(dc1.clone()),
+            Subject::Target(dc1),
+            Subject::Peer(dc2)
+        ]
+    );
+}
+
+#[test]
+fn peer_alert_mistakes_name_their_line_and_key() {
+    let peer = "[[peer]]\nname = \"p\"\naddress = \"198.18.1.2\"\n";
+    error(
+        &format!("{peer}[peer.alerts]\nloss_pct = 101\n"),
+        5,
+        "loss_pct",
+        "peer \"p\": loss_pct: 101 is above the maximum of 100",
+    );
+    error(
+        &format!("{peer}alerts = {{ latency_stat = \"p90\" }}\n"),
+        4,
+        "latency_stat",
+        "avg, p50, p95, p99",
+    );
+    error(
+        &format!("{peer}[peer.alerts]\nclear_rounds = 0\n"),
+        5,
+        "clear_rounds",
+        "below the minimum of 1",
+    );
+    // Rules about a traceroute path are unknown keys for a link.
+    let err = error(
+        &format!("{peer}[peer.alerts]\nmos_below = 3\n"),
+        5,
+        "mos_below",
+        "unknown key \"mos_below\" in peer \"p\"; expected one of loss_pct, latency_ms",
+    );
+    assert!(!err.to_string().contains("unreachable_rounds"), "{err}");
+    error(
+        &format!("{peer}[peer.alerts]\nlos_pct = 3\n"),
+        5,
+        "los_pct",
+        "did you mean \"loss_pct\"",
+    );
+    let hook = |targets: &str| {
+        format!(
+            "{peer}[[webhook]]\nname = \"w\"\nurl = \"http://a.example/\"\ntargets = {targets}\n"
+        )
+    };
+    error(
+        &hook("[\"peer:q\"]"),
+        7,
+        "targets",
+        "no [[peer]] is named \"q\"",
+    );
+    error(
+        &hook("[\"p\"]"),
+        7,
+        "targets",
+        "no [[target]] is named \"p\"",
+    );
+}
+
+#[test]
+fn peer_alert_changes_apply_live() {
+    let base = "[[peer]]\nname = \"p\"\naddress = \"198.18.1.2\"\n";
+    let new = format!("{base}alerts = {{ loss_pct = 1 }}\n");
+    let diff = ConfigDiff::between(&parse(base), &parse(&new));
+    assert!(diff.globals.contains(&GlobalChange {
+        key: "alerts",
+        needs_restart: false
+    }));
 }
 
 #[test]

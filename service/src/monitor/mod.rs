@@ -53,8 +53,11 @@ pub struct Monitor {
     engine: Engine,
     /// `None` once shut down.
     targets: Mutex<Option<TargetSet>>,
-    /// STAMP sessions of the `[[peer]]`s; `None` once shut down.
-    peers: Mutex<Option<PeerSet>>,
+    /// STAMP sessions of the `[[peer]]`s; `None` once shut down. Shared
+    /// (weakly) with the task that hands their windows to the alert rules.
+    peers: Arc<Mutex<Option<PeerSet>>>,
+    /// That task ([`peers::judge`]).
+    peer_alerts: Option<JoinHandle<()>>,
     /// `[reflector]`: answers other boxes' peers; stopped on shutdown.
     reflector: Mutex<Option<Reflector>>,
     config: Mutex<Config>,
@@ -133,7 +136,11 @@ impl Monitor {
         ));
         let mut targets = TargetSet::new(engine.clone(), rounds_tx, Arc::clone(&live));
         targets.start_all(&config);
-        let peers = PeerSet::start(&config, Some(Arc::clone(&store)));
+        let peers = Arc::new(Mutex::new(Some(PeerSet::start(
+            &config,
+            Some(Arc::clone(&store)),
+        ))));
+        let peer_alerts = tokio::spawn(peers::judge(Arc::downgrade(&peers), Arc::clone(&alerts)));
         tracing::info!(
             targets = config.targets.len(),
             peers = config.peers.len(),
@@ -146,7 +153,8 @@ impl Monitor {
             store,
             engine,
             targets: Mutex::new(Some(targets)),
-            peers: Mutex::new(Some(peers)),
+            peers,
+            peer_alerts: Some(peer_alerts),
             reflector: Mutex::new(reflector),
             config: Mutex::new(config),
             events,
@@ -255,6 +263,9 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         drop(targets);
+        if let Some(judge) = self.peer_alerts.take() {
+            judge.abort();
+        }
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(peers) = peers {
             // Sessions end once their probes in flight are answered or time out.

@@ -1,17 +1,21 @@
 //! The daemon's `[[peer]]`s: one STAMP session per peer (the
 //! [`Session`](crate::peer::Session) sender on its own thread), its samples
 //! kept over the same window as targets' hops, and windowed statistics for
-//! the API and /metrics, and a batch of its probes every second into the
-//! history store. Reloads start, stop and restart sessions by name and never
+//! the API and /metrics, a batch of its probes every second into the
+//! history store, and every second its window handed to the alert rules
+//! ([`judge`]). Reloads start, stop and restart sessions by name and never
 //! touch targets.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
+use crate::alerts::Alerts;
 use crate::config::{Config, PeerConfig, PeerDiff};
 use crate::model::TargetId;
 use crate::peer::{Direction, OwdValidity, Sample, Session, Summary};
@@ -26,6 +30,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// point per second, like a target probed once a second, whatever the
 /// probe interval (at 1 ms one value per probe would be 1,000 keys a second).
 const BATCH: Duration = Duration::from_secs(1);
+/// How often each peer's window is judged by the alert rules: a peer's
+/// "round", at the history batch's pace (its window changes with every
+/// probe; judging it per probe at 1 ms would be a thousand rounds a second).
+pub const ALERT_EVERY: Duration = BATCH;
 
 /// Where a peer's session stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +57,19 @@ pub struct PeerView {
     pub local: Option<SocketAddr>,
     /// The last `window` probes.
     pub window: WindowStats,
+    /// How many probes the window holds when full (`[statistics] window`).
+    pub window_probes: usize,
+    /// Probes resolved into the window since this peer's runner started
+    /// (session restarts included): it grows whenever `window` took new
+    /// probes, so the alert rules judge each update once.
+    pub resolved: u64,
     /// Everything since the session (re)started, from the sender itself.
     pub totals: Option<Summary>,
 }
 
-/// Statistics over the probes in the window.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Statistics over the probes in the window (serialised into peer alerts'
+/// snapshots).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct WindowStats {
     /// Probes resolved (answered or lost).
     pub probes: u64,
@@ -71,6 +86,11 @@ pub struct WindowStats {
     /// Replies that arrived after one to a later probe.
     pub reordered: u64,
     pub rtt: Option<DelayWindow>,
+    /// Nearest-rank percentiles of the window's RTTs (the rule targets' hop
+    /// windows follow), nanoseconds.
+    pub rtt_p50_ns: Option<u64>,
+    pub rtt_p95_ns: Option<u64>,
+    pub rtt_p99_ns: Option<u64>,
     pub forward: Option<DelayWindow>,
     pub backward: Option<DelayWindow>,
     /// RFC 3550 jitter of the RTT and of each one-way delay, nanoseconds.
@@ -111,7 +131,7 @@ impl WindowStats {
 
 /// Min / mean / max of one delay over the window, nanoseconds (one-way delays
 /// may be negative when the clocks disagree).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DelayWindow {
     pub min_ns: i64,
     pub mean_ns: f64,
@@ -135,6 +155,14 @@ impl DelayWindow {
             samples: n,
         })
     }
+}
+
+/// Nearest-rank percentile of sorted values: the smallest value with at
+/// least `q` of all values at or below it.
+fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
+    let n = sorted.len();
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n.max(1));
+    sorted.get(rank - 1).copied()
 }
 
 /// RFC 3550 §6.4.1: J += (|D| − J) / 16 over consecutive values.
@@ -166,6 +194,8 @@ pub struct PeerWindow {
     probes: usize,
     /// Highest sender sequence seen, for unwrapping the 32-bit ones.
     highest: Option<u64>,
+    /// Probes pushed since the window was made; [`PeerWindow::clear`] keeps it.
+    resolved: u64,
 }
 
 impl PeerWindow {
@@ -175,7 +205,18 @@ impl PeerWindow {
             entries: VecDeque::new(),
             probes: 0,
             highest: None,
+            resolved: 0,
         }
+    }
+
+    /// How many probes the window holds when full.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Probes pushed since the window was made (not reset by a clear).
+    pub fn resolved(&self) -> u64 {
+        self.resolved
     }
 
     pub fn push(&mut self, sample: Sample) {
@@ -193,6 +234,7 @@ impl PeerWindow {
         self.highest = Some(self.highest.map_or(seq, |hi| hi.max(seq)));
         let is_probe = |sample: &Sample| !matches!(sample, Sample::Duplicate { .. });
         self.probes += usize::from(is_probe(&sample));
+        self.resolved += u64::from(is_probe(&sample));
         self.entries.push_back(Entry { seq, sample });
         // Duplicates do not count against the window: it holds `capacity` probes.
         while self.probes > self.capacity {
@@ -268,6 +310,11 @@ impl PeerWindow {
             })
         };
         stats.rtt = DelayWindow::of(reflections().map(|r| r.rtt_ns as i64));
+        let mut rtts: Vec<u64> = reflections().map(|r| r.rtt_ns).collect();
+        rtts.sort_unstable();
+        stats.rtt_p50_ns = nearest_rank(&rtts, 0.50);
+        stats.rtt_p95_ns = nearest_rank(&rtts, 0.95);
+        stats.rtt_p99_ns = nearest_rank(&rtts, 0.99);
         stats.forward = DelayWindow::of(reflections().map(|r| r.forward_ns));
         stats.backward = DelayWindow::of(reflections().map(|r| r.backward_ns));
         stats.jitter_rtt_ns = jitter(reflections().map(|r| r.rtt_ns as i64));
@@ -412,6 +459,8 @@ impl PeerRunner {
             state: live.state.clone(),
             local: live.local,
             window: live.window.stats(),
+            window_probes: live.window.capacity(),
+            resolved: live.window.resolved(),
             totals: live.totals.clone(),
         }
     }
@@ -601,6 +650,32 @@ impl PeerSet {
     }
 }
 
+/// Hands every peer's window to the alert rules every [`ALERT_EVERY`], until
+/// the peer set is gone (the monitor shut down or was dropped). Holds the set
+/// weakly, so it never keeps sessions alive.
+pub async fn judge(peers: Weak<Mutex<Option<PeerSet>>>, alerts: Arc<Alerts>) {
+    let mut tick = tokio::time::interval(ALERT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(peers) = peers.upgrade() else {
+            return;
+        };
+        let views = match peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(set) => set.views(),
+            None => return,
+        };
+        drop(peers);
+        for view in &views {
+            alerts.on_peer(view).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,6 +752,16 @@ mod tests {
         let j2 = j1 + (10_000_000.0 - j1) / 16.0;
         assert!((stats.jitter_rtt_ns.expect("three answers") - j2).abs() < 1.0);
         assert_eq!(stats.jitter_forward_ns, Some(0.0));
+        // Nearest rank over [30, 30, 40] ms.
+        assert_eq!(stats.rtt_p50_ns, Some(30_000_000));
+        assert_eq!(stats.rtt_p95_ns, Some(40_000_000));
+        assert_eq!(stats.rtt_p99_ns, Some(40_000_000));
+        // Every probe counts as resolved, the one that left the window too,
+        // and a clear (a session restart) does not start the count over.
+        assert_eq!(window.resolved(), 4);
+        window.clear();
+        assert_eq!((window.stats().probes, window.resolved()), (0, 4));
+        assert_eq!(window.stats().rtt_p50_ns, None);
     }
 
     #[test]
@@ -695,6 +780,7 @@ mod tests {
         assert_eq!(stats.reordered, 1, "seq 0 came after seq 1");
         assert_eq!(stats.duplicates_forward, 1);
         assert_eq!(stats.lost, 0);
+        assert_eq!(window.resolved(), 3, "a duplicate is not a probe");
     }
 
     #[test]
@@ -798,6 +884,8 @@ mod tests {
         assert!(view.window.received >= 20, "{view:?}");
         assert_eq!(view.window.lost, 0, "{view:?}");
         assert_eq!(view.window.owd, Some(OwdValidity::SharedClock));
+        assert_eq!(view.window_probes, 100, "[statistics] window");
+        assert!(view.resolved >= view.window.probes, "{view:?}");
         assert!(view.window.rtt.expect("answers").mean_ns < 50e6, "{view:?}");
         assert_eq!(
             set.view("idle").expect("configured").state,

@@ -1,6 +1,7 @@
-//! Resolving `[alerts]`, each target's `alerts` overrides and the `[[webhook]]`s:
-//! every threshold in range, every webhook URL http(s), every filter naming
-//! targets and alert kinds that exist. Errors carry the line like the rest.
+//! Resolving `[alerts]`, each target's and each peer's `alerts` overrides and
+//! the `[[webhook]]`s: every threshold in range, every webhook URL http(s),
+//! every filter naming targets (by name), peers (as `peer:NAME`) and alert
+//! kinds that exist. Errors carry the line like the rest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -8,11 +9,12 @@ use std::str::FromStr;
 use toml::Spanned;
 
 use super::{at, duration, integer, Ctx};
-use crate::alerts::{AlertKind, Secret, WebhookUrl};
+use crate::alerts::{AlertKind, Secret, Subject, WebhookUrl, PEER_PREFIX};
 use crate::config::alerts::{
     AlertRules, AlertsConfig, LatencyStat, WebhookConfig, WebhookFilter, WebhookFormat,
 };
 use crate::config::error::{ConfigError, Problem, Section};
+use crate::config::peers::PeerConfig;
 use crate::config::raw::{RawAlertRules, RawConfig, RawWebhook};
 use crate::config::validated::TargetConfig;
 use crate::config::{defaults, limits};
@@ -35,6 +37,7 @@ pub(super) fn resolve(
     ctx: &Ctx<'_>,
     raw: &RawConfig,
     targets: &[TargetConfig],
+    peers: &[PeerConfig],
 ) -> Result<AlertsConfig, ConfigError> {
     let global = rules(
         ctx,
@@ -54,20 +57,33 @@ pub(super) fn resolve(
             per_target.insert(target.id.clone(), resolved);
         }
     }
+    let mut per_peer = BTreeMap::new();
+    // Peers too were resolved in file order.
+    for (index, (raw_peer, peer)) in raw.peer.iter().zip(peers).enumerate() {
+        if let Some(overrides) = &raw_peer.get_ref().alerts {
+            let section = Section::Peer {
+                index,
+                name: Some(peer.name.as_str().into()),
+            };
+            let resolved = rules(ctx, &section, &overrides.get_ref().rules(), &global)?;
+            per_peer.insert(peer.name.clone(), resolved);
+        }
+    }
     let mut webhooks = Vec::with_capacity(raw.webhook.len());
     let mut seen = HashMap::new();
     for (index, hook) in raw.webhook.iter().enumerate() {
-        webhooks.push(webhook(ctx, index, hook, targets, &mut seen)?);
+        webhooks.push(webhook(ctx, index, hook, targets, peers, &mut seen)?);
     }
     Ok(AlertsConfig {
         rules: global,
         targets: per_target,
+        peers: per_peer,
         webhooks,
     })
 }
 
 /// `raw`'s thresholds over `base` (the built-in defaults for `[alerts]`,
-/// `[alerts]` for a target).
+/// `[alerts]` for a target or a peer).
 fn rules(
     ctx: &Ctx<'_>,
     section: &Section,
@@ -207,6 +223,7 @@ fn webhook(
     index: usize,
     raw: &Spanned<RawWebhook>,
     targets: &[TargetConfig],
+    peers: &[PeerConfig],
     seen: &mut HashMap<String, usize>,
 ) -> Result<WebhookConfig, ConfigError> {
     let header = raw.span().start;
@@ -258,12 +275,24 @@ fn webhook(
     let mut filter = WebhookFilter::default();
     if let Some(names) = &hook.targets {
         for name in names.get_ref() {
-            let known = targets.iter().find(|t| t.id.as_str() == name.trim());
-            let Some(target) = known else {
-                let problem = Problem::UnknownTarget { name: name.clone() };
-                return Err(ctx.invalid(&section, "targets", at(names), problem));
+            let subject = match name.trim().strip_prefix(PEER_PREFIX) {
+                Some(peer) => peers
+                    .iter()
+                    .find(|p| p.name.as_str() == peer)
+                    .map(|p| Subject::Peer(p.name.clone()))
+                    .ok_or_else(|| Problem::UnknownPeer {
+                        name: peer.to_owned(),
+                    }),
+                None => targets
+                    .iter()
+                    .find(|t| t.id.as_str() == name.trim())
+                    .map(|t| Subject::Target(t.id.clone()))
+                    .ok_or_else(|| Problem::UnknownTarget { name: name.clone() }),
             };
-            filter.targets.push(target.id.clone());
+            match subject {
+                Ok(subject) => filter.targets.push(subject),
+                Err(problem) => return Err(ctx.invalid(&section, "targets", at(names), problem)),
+            }
         }
     }
     if let Some(tags) = &hook.tags {
