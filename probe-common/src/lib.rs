@@ -126,11 +126,11 @@ pub mod counter {
     /// Matched replies stamped with the TC ingress clock because the skb carried
     /// no usable receive stamp (network stamping off, or an implausible stamp).
     pub const INGRESS_TC_CLOCK: u32 = 6;
-    /// STAMP reflector replies whose T3 was written at TC egress.
-    pub const STAMP_T3_WRITTEN: u32 = 7;
-    /// STAMP reflector replies that could not be rewritten (they keep the
-    /// reflector's userspace T3).
-    pub const STAMP_T3_FAILED: u32 = 8;
+    /// STAMP packets (sender T1, reflector T3) whose transmit timestamp was
+    /// written at TC egress.
+    pub const STAMP_TX_WRITTEN: u32 = 7;
+    /// STAMP packets that could not be rewritten (they keep the userspace time).
+    pub const STAMP_TX_FAILED: u32 = 8;
     /// Number of counters.
     pub const COUNT: u32 = 9;
     /// Names for logs and metrics, indexed like the constants above.
@@ -142,8 +142,8 @@ pub mod counter {
         "parse_error",
         "ringbuf_drop",
         "ingress_tc_clock",
-        "stamp_t3_written",
-        "stamp_t3_failed",
+        "stamp_tx_written",
+        "stamp_tx_failed",
     ];
 }
 
@@ -153,11 +153,12 @@ pub mod maps {
     pub const PROBE_FILTER: &str = "PROBE_FILTER";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
-    pub const STAMP_REFLECTOR_PORTS: &str = "STAMP_REFLECTOR_PORTS";
+    pub const STAMP_PORTS: &str = "STAMP_PORTS";
 }
 
-/// How many UDP ports one reflector can serve with kernel T3 stamps.
-pub const STAMP_REFLECTOR_PORTS_CAPACITY: u32 = 64;
+/// How many local UDP ports (STAMP senders and reflectors of one process in one
+/// network namespace) can have their transmit timestamps written at TC egress.
+pub const STAMP_PORTS_CAPACITY: u32 = 4096;
 /// Capacity of the in-flight probe map (LRU: the oldest unanswered stamps go first).
 pub const PROBE_TX_CAPACITY: u32 = 1 << 16;
 /// Ring buffer size in bytes (power of two, multiple of the page size).

@@ -1,11 +1,12 @@
 //! hopwatch's kernel programs: a TC egress classifier that stamps our outgoing
-//! probes (and writes T3 into our STAMP reflector's replies, see stamp.rs), and
+//! probes (and writes the transmit timestamp into our STAMP packets, see
+//! stamp.rs), and
 //! a TC ingress classifier that matches replies to those stamps and sends one
 //! [`ReplyEvent`] per answered probe to userspace.
 //!
 //! The contract (map names, key layout, event layout, counters) lives in
 //! probe-common; the loader is service/src/probe/ebpf.rs. The programs never
-//! drop a packet, and modify only our own reflector's replies; they return `TC_ACT_UNSPEC` (TCX
+//! drop a packet, and modify only our own STAMP packets; they return `TC_ACT_UNSPEC` (TCX
 //! "next") rather than `TC_ACT_OK` (TCX "pass"), because OK would end the chain
 //! and skip the TC programs of other tools attached after ours.
 #![no_std]
@@ -18,12 +19,12 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::{bpf_ktime_get_ns, bpf_ktime_get_tai_ns},
     macros::{classifier, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TcContext,
 };
 use hopwatch_probe_common::{
     counter, ProbeFilter, ProbeKey, ReplyEvent, EVENTS_BYTES, PROBE_TX_CAPACITY, REPLY_SNAP_LEN,
-    STAMP_REFLECTOR_PORTS_CAPACITY,
+    STAMP_PORTS_CAPACITY,
 };
 
 use parse::{Net, ParseError, Reply};
@@ -39,11 +40,13 @@ static PROBE_TX: LruHashMap<ProbeKey, u64> = LruHashMap::with_max_entries(PROBE_
 #[map]
 static PROBE_FILTER: Array<ProbeFilter> = Array::with_max_entries(1, 0);
 
-/// UDP source ports of this process's STAMP reflector (value unused): replies
-/// from them get their T3 written at egress. Empty unless a reflector runs.
+/// Local UDP ports of this process's STAMP senders and reflectors: their
+/// packets get the transmit timestamp (T1 or T3) written at egress. The value
+/// counts the packets rewritten (per CPU: no atomics on this target). Empty
+/// unless a STAMP session or reflector runs.
 #[map]
-static STAMP_REFLECTOR_PORTS: HashMap<u16, u8> =
-    HashMap::with_max_entries(STAMP_REFLECTOR_PORTS_CAPACITY, 0);
+static STAMP_PORTS: PerCpuHashMap<u16, u64> =
+    PerCpuHashMap::with_max_entries(STAMP_PORTS_CAPACITY, 0);
 
 /// Matched replies for userspace.
 #[map]
@@ -133,12 +136,16 @@ fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
         None => return Ok(()),
     };
     if let Some(port) = stamp::udp_source_port(&net, &ip)? {
-        // SAFETY: the value is only tested for presence.
-        if unsafe { STAMP_REFLECTOR_PORTS.get(&port) }.is_some() {
-            match stamp::write_t3(&net, &ip, config) {
-                Ok(true) => count(counter::STAMP_T3_WRITTEN),
+        if let Some(written) = STAMP_PORTS.get_ptr_mut(&port) {
+            match stamp::write_transmit_timestamp(&net, &ip, config) {
+                Ok(true) => {
+                    // SAFETY: this CPU's slot of a live map value; TC programs are
+                    // not preempted by another program on the same CPU.
+                    unsafe { *written += 1 };
+                    count(counter::STAMP_TX_WRITTEN);
+                }
                 Ok(false) => {}
-                Err(_) => count(counter::STAMP_T3_FAILED),
+                Err(_) => count(counter::STAMP_TX_FAILED),
             }
             return Ok(());
         }

@@ -1,15 +1,20 @@
-//! STAMP reflector transmit timestamps (T3, RFC 8762 §4.3) written at TC egress.
+//! STAMP transmit timestamps (RFC 8762 §4.2 and §4.3) written at TC egress:
+//! the sender's T1 in its test packets, the reflector's T3 in its replies.
 //!
-//! A reflector can only put into its reply a time it knows before sending, so a
-//! userspace T3 is taken before `sendto` and the whole send path (a few µs, more
-//! on a busy box) counts as network time in the sender's RTT. This program
-//! rewrites T3 in the reply as it leaves through TC egress, the last point
-//! before the device, and fixes the UDP checksum. Replies are recognised by
-//! their source port, which the reflector's loader writes into
-//! `STAMP_REFLECTOR_PORTS`; only packets from local sockets are touched.
+//! A timestamp a socket puts into a packet is taken before `sendto`, so the
+//! whole send path (a few µs, more on a busy box) counts as network time. For
+//! the reflector there is no alternative (a reply cannot carry a stamp the
+//! kernel takes after it left); the sender could use SO_TIMESTAMPING's driver
+//! stamp, but that comes after the packet taps, and on a busy box late. This
+//! program writes the time into the packet as it passes TC egress, the last
+//! hook before the device, and fixes the UDP checksum. The sender reads its T1
+//! back from the reply, where the reflector echoes it (the Sender Timestamp).
+//! Packets are recognised by their source port, which the loader writes into
+//! `STAMP_PORTS`; only packets from local sockets are touched.
 //!
-//! Only NTP-format timestamps (Error Estimate Z bit clear) are rewritten, the
-//! format hopwatch's reflector uses; a PTP-format reply is left alone.
+//! Both packet types keep the Timestamp at payload offset 4 and the Error
+//! Estimate at 12. Only NTP-format timestamps (Z bit clear) are rewritten, the
+//! format hopwatch uses; a PTP-format packet is left alone.
 
 use aya_ebpf::{
     bindings::BPF_F_MARK_MANGLED_0,
@@ -22,22 +27,21 @@ use crate::parse::{Ip, Net, ParseError};
 const UDP_HDR: u32 = 8;
 /// Offset of the checksum in the UDP header.
 const UDP_CSUM: u32 = 6;
-/// Offset of the reflector's Timestamp (T3) in the STAMP payload: after the
-/// 4-byte sequence number (the same offset in the unauthenticated packets of
-/// both directions).
+/// Offset of the Timestamp (T1 or T3) in the STAMP payload: after the 4-byte
+/// sequence number, in the unauthenticated packets of both directions.
 const T3_OFFSET: u32 = 4;
-/// Offset of the reflector's Error Estimate, whose Z bit names T3's format.
+/// Offset of the Error Estimate, whose Z bit names the timestamp's format.
 const ERROR_ESTIMATE_OFFSET: u32 = 12;
 /// Z bit of the Error Estimate's first byte: set for PTP format.
 const ERROR_ESTIMATE_Z: u8 = 0x40;
-/// The shortest unauthenticated reflector packet (RFC 8762 §4.3.1).
-const REFLECTOR_MIN_PAYLOAD: u32 = 44;
+/// The shortest unauthenticated STAMP packet, either way (RFC 8762 §4.2.1, §4.3.1).
+const STAMP_MIN_PAYLOAD: u32 = 44;
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 const NS_PER_S: u64 = 1_000_000_000;
 
-/// Whether `ip` carries a UDP datagram from one of our reflector ports; its
-/// source port is returned so the caller can look it up.
+/// The source port of the UDP datagram `ip` carries (the caller looks it up in
+/// `STAMP_PORTS`); `None` for anything else.
 #[inline(always)]
 pub fn udp_source_port(net: &Net<'_>, ip: &Ip) -> Result<Option<u16>, ParseError> {
     if ip.proto != ipproto::UDP || !ip.first_fragment {
@@ -47,13 +51,13 @@ pub fn udp_source_port(net: &Net<'_>, ip: &Ip) -> Result<Option<u16>, ParseError
     Ok(Some(u16::from_be_bytes(ports)))
 }
 
-/// Writes the current time into T3 of the reflector reply `ip` carries and
-/// fixes the UDP checksum. Returns whether the packet was rewritten.
+/// Writes the current time into the Timestamp of the STAMP packet `ip`
+/// carries and fixes the UDP checksum. Returns whether it was rewritten.
 #[inline(always)]
-pub fn write_t3(net: &Net<'_>, ip: &Ip, config: &ProbeFilter) -> Result<bool, ParseError> {
+pub fn write_transmit_timestamp(net: &Net<'_>, ip: &Ip, config: &ProbeFilter) -> Result<bool, ParseError> {
     let udp = ip.hdr_len;
     let payload = udp + UDP_HDR;
-    if ip.total_len < payload + REFLECTOR_MIN_PAYLOAD {
+    if ip.total_len < payload + STAMP_MIN_PAYLOAD {
         return Ok(false);
     }
     let estimate: [u8; 1] = net.read(payload + ERROR_ESTIMATE_OFFSET)?;

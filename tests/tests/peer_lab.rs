@@ -101,7 +101,8 @@ fn rtt_and_one_way_delays_match_the_injected_delay() {
     config.packet_size = 512;
     let s = run_session(&lab, config);
     assert_eq!((s.sent, s.received, s.loss.lost), (1000, 1000, 0), "{s:?}");
-    assert_eq!(s.source, Some(TimestampSource::Kernel));
+    // T1 and T3 written at TC egress, T2 and T4 the kernel's receive stamps.
+    assert_eq!(s.source, Some(TimestampSource::Ebpf));
     assert_eq!(s.owd, Some(OwdValidity::SharedClock));
     let rtt = s.rtt.unwrap();
     assert_near("RTT p50", rtt.p50_ns as f64 / 1e6, 10.0);
@@ -111,27 +112,30 @@ fn rtt_and_one_way_delays_match_the_injected_delay() {
     assert_eq!(reflector.stats().reflected, 1000);
 }
 
-/// The reflector's T3 is written into each UDP reply at TC egress (eBPF), over
-/// IPv4 and IPv6, with checksum offload off on the reflector's interface so the
-/// kernel computes UDP checksums in software before TC: the program must fix
-/// them, or `src` drops the replies (a bad UDP checksum is never delivered).
-/// Every T3 must lie between the reflector's receive stamp T2 and the sender's
-/// T4 (one kernel clock here), which also checks the TAI-to-NTP conversion.
+/// The sender's T1 and the reflector's T3 are written into each UDP packet at
+/// TC egress (eBPF), over IPv4 and IPv6, with checksum offload off on both
+/// ends' interfaces so the kernel computes UDP checksums in software before
+/// TC: the program must fix them, or the far end drops the packets (a bad UDP
+/// checksum is never delivered). Every T3 must lie between T2 and T4, and
+/// every T1 before T2 (one kernel clock here), which also checks the
+/// TAI-to-NTP conversion.
 #[test]
-fn reflector_t3_is_written_at_tc_egress_with_valid_checksums() {
+fn t1_and_t3_are_written_at_tc_egress_with_valid_checksums() {
     let lab = lab();
-    let ifname = lab.interface("dst", "r1").unwrap().ifname.clone();
-    let out = lab
-        .command("dst", "ethtool")
-        .unwrap()
-        .args(["-K", &ifname, "tx", "off"])
-        .output()
-        .expect("ethtool runs (deploy/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "ethtool -K {ifname} tx off: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (node, peer) in [("dst", "r1"), ("src", "r1")] {
+        let ifname = lab.interface(node, peer).unwrap().ifname.clone();
+        let out = lab
+            .command(node, "ethtool")
+            .unwrap()
+            .args(["-K", &ifname, "tx", "off"])
+            .output()
+            .expect("ethtool runs (deploy/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "ethtool -K {ifname} tx off in {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for v6 in [false, true] {
         let addr = SocketAddr::new(dst_addr(&lab, v6), PORT);
         let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
@@ -153,6 +157,8 @@ fn reflector_t3_is_written_at_tc_egress_with_valid_checksums() {
                     r.reflector_hold_ns,
                     r.backward_ns
                 );
+                assert!(r.forward_ns >= 0, "{addr}: T1 after T2: {r:?}");
+                assert_eq!(r.source, TimestampSource::Ebpf, "{addr}: {r:?}");
             }
         }
         let s = session.wait().expect("the session ends cleanly");
@@ -205,8 +211,9 @@ fn delay_inside_the_sender_host_is_not_on_the_wire() {
             DelaySpec::fixed(Duration::from_millis(3)),
         )
         .unwrap();
+    // TC egress, where eBPF writes T1, comes after netfilter: still not counted.
     let kernel = run_session(&lab, session_config(addr, Duration::from_millis(2), 200));
-    assert_eq!(kernel.source, Some(TimestampSource::Kernel));
+    assert_eq!(kernel.source, Some(TimestampSource::Ebpf));
     assert!(kernel.rtt.unwrap().p50_ns < 1_000_000, "{kernel:?}");
     let mut config = session_config(addr, Duration::from_millis(2), 200);
     config.kernel_stamps = false;

@@ -112,6 +112,11 @@ pub struct PeerArgs {
     #[arg(long)]
     pub userspace_timestamps: bool,
 
+    /// Take T1 from the driver's SO_TIMESTAMPING stamp instead of writing it
+    /// into each packet at TC egress with eBPF.
+    #[arg(long)]
+    pub no_ebpf: bool,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -275,6 +280,7 @@ async fn run_peer(args: PeerArgs) -> Result<i32, PeerCliError> {
     config.source = args.source;
     config.ttl = args.ttl;
     config.kernel_stamps = !args.userspace_timestamps;
+    config.ebpf_t1 = !args.no_ebpf;
     if args.shared_clock {
         config.clock = ClockTrust::SharedClock;
     }

@@ -28,7 +28,7 @@
 //! ```
 
 pub mod clock;
-pub mod kernel_t3;
+pub mod kernel_tx;
 pub mod metrics;
 pub mod reflector;
 pub mod sender;
@@ -39,7 +39,7 @@ pub mod tracker;
 pub mod wire;
 
 pub use clock::{ClockSync, ClockTrust, OwdDoubt, OwdValidity};
-pub use kernel_t3::T3Source;
+pub use kernel_tx::{KernelTxError, KernelTxStamps, T3Source};
 pub use metrics::{
     DelayStats, Direction, DirectionCounts, JitterStats, LossStats, Reflection, ReflectorKind,
     RttStats, Sample, Summary,

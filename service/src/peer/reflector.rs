@@ -1,7 +1,7 @@
 //! The STAMP Session-Reflector (RFC 8762 §4.3), stateful: one UDP socket per
 //! configured address, a sequence counter per session (source address and port,
 //! local address and port, RFC 8972 SSID), kernel receive stamps for T2, T3
-//! written at TC egress by eBPF where it loads ([`super::kernel_t3`]), and the
+//! written at TC egress by eBPF where it loads ([`super::kernel_tx`]), and the
 //! safeguards that keep it from being abused: it binds only to the addresses it
 //! is given, answers only allowed source prefixes, rate-limits per source and in
 //! total (token buckets), and never answers with more bytes than it received.
@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::clock::ClockSync;
-use super::kernel_t3::{KernelT3, T3Source};
+use super::kernel_tx::{KernelTxStamps, T3Source};
 use super::socket::{SocketError, StampSocket, Stamps};
 use super::tcp;
 use super::timestamp::WireTimestamp;
@@ -122,6 +122,13 @@ impl ReflectorConfig {
             max_tcp_connections: 256,
         }
     }
+
+    /// T3 from the userspace clock: no eBPF program is loaded (unit tests on
+    /// the host's loopback use this to leave the host's interfaces alone).
+    pub fn without_ebpf(mut self) -> Self {
+        self.ebpf_t3 = false;
+        self
+    }
 }
 
 /// Why the reflector could not start.
@@ -183,7 +190,8 @@ pub struct ReflectorStats {
     pub t3_source: T3Source,
     /// UDP replies whose T3 the TC egress program wrote (eBPF only).
     pub t3_kernel_written: u64,
-    /// UDP replies the program could not rewrite; they kept the userspace T3.
+    /// STAMP packets in this namespace (this process's senders' included) the
+    /// program could not rewrite; they kept the userspace time.
     pub t3_kernel_failed: u64,
 }
 
@@ -264,8 +272,9 @@ pub struct Reflector {
     guard: Arc<Guard>,
     threads: Vec<JoinHandle<()>>,
     bound: Vec<SocketAddr>,
-    /// The eBPF T3 writer; `None` means T3 is the userspace clock.
-    kernel_t3: Option<KernelT3>,
+    /// One registration per bound port with the eBPF T3 writer; `None` means
+    /// T3 is the userspace clock.
+    kernel_t3: Option<Vec<KernelTxStamps>>,
 }
 
 impl std::fmt::Debug for Reflector {
@@ -322,7 +331,11 @@ impl Reflector {
         }
         let bound: Vec<SocketAddr> = sockets.iter().map(StampSocket::local_addr).collect();
         let kernel_t3 = if config.ebpf_t3 {
-            match KernelT3::start(bound.iter().map(SocketAddr::port)) {
+            match bound
+                .iter()
+                .map(|addr| KernelTxStamps::register(addr.port()))
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(k) => Some(k),
                 Err(error) => {
                     tracing::warn!(%error, "STAMP reflector: T3 will be the userspace clock before sending (eBPF unavailable)");
@@ -383,8 +396,15 @@ impl Reflector {
     pub fn stats(&self) -> ReflectorStats {
         let mut stats = self.guard.counters.snapshot();
         stats.t3_source = self.t3_source();
-        if let Some(kernel) = &self.kernel_t3 {
-            (stats.t3_kernel_written, stats.t3_kernel_failed) = kernel.counts();
+        if let Some(ports) = &self.kernel_t3 {
+            // Two addresses on one port share one count: count each port once.
+            let mut seen = std::collections::BTreeSet::new();
+            stats.t3_kernel_written = ports
+                .iter()
+                .filter(|p| seen.insert(p.port()))
+                .map(KernelTxStamps::written)
+                .sum();
+            stats.t3_kernel_failed = ports.first().map_or(0, KernelTxStamps::failed_in_namespace);
         }
         stats
     }
@@ -610,8 +630,10 @@ mod tests {
 
     #[test]
     fn reflects_on_loopback_with_its_own_sequence_and_same_length() {
-        let reflector =
-            Reflector::start(ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
+        let reflector = Reflector::start(
+            ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()]).without_ebpf(),
+        )
+        .unwrap();
         let target = reflector.local_addrs()[0];
         let mut client =
             StampSocket::bind("127.0.0.1:0".parse().unwrap(), Stamps::KernelRxTx).unwrap();

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::clock::ClockTrust;
+use super::kernel_tx::KernelTxStamps;
 use super::metrics::{ReflectorKind, Sample, Summary};
 use super::socket::{unspecified_for, SocketError, StampSocket, Stamps};
 use super::timestamp::WireTimestamp;
@@ -90,6 +91,10 @@ pub struct SenderConfig {
     pub reflector: ReflectorKind,
     /// SO_TIMESTAMPING (else the userspace clock).
     pub kernel_stamps: bool,
+    /// With `kernel_stamps`, have the eBPF egress program write T1 into each
+    /// UDP packet (read back from the reply's echo); falls back to the driver's
+    /// SO_TIMESTAMPING stamp, with a warning, when the programs cannot load.
+    pub ebpf_t1: bool,
 }
 
 impl SenderConfig {
@@ -108,6 +113,7 @@ impl SenderConfig {
             clock: ClockTrust::default(),
             reflector: ReflectorKind::default(),
             kernel_stamps: true,
+            ebpf_t1: true,
         }
     }
 
@@ -257,13 +263,27 @@ impl Session {
         let (tx, samples) = sync_channel(SAMPLE_BUFFER);
         let stop = Arc::new(AtomicBool::new(false));
         let abort = Arc::new(AtomicBool::new(false));
-        let tracker = Tracker::new(
+        let mut tracker = Tracker::new(
             config.timeout,
             config.clock,
             config.reflector,
             Arc::clone(&shared),
             Some(tx),
         );
+        let kernel_t1 = if config.kernel_stamps && config.ebpf_t1 {
+            match KernelTxStamps::register(local.port()) {
+                Ok(registration) => {
+                    tracker.use_kernel_t1();
+                    Some(registration)
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "STAMP sender: T1 will be the driver's SO_TIMESTAMPING stamp (eBPF unavailable)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let runner = Runner {
             payload_len: config.packet_size - Transport::Udp.header_len(peer.is_ipv6()),
             socket,
@@ -272,6 +292,7 @@ impl Session {
             stop: Arc::clone(&stop),
             abort: Arc::clone(&abort),
             shared: Arc::clone(&shared),
+            _kernel_t1: kernel_t1,
         };
         let thread = std::thread::Builder::new()
             .name(format!("stamp-send-{peer}"))
@@ -386,6 +407,8 @@ struct Runner {
     stop: Arc<AtomicBool>,
     abort: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    /// Keeps the egress program writing T1 for our port while the session runs.
+    _kernel_t1: Option<KernelTxStamps>,
 }
 
 /// Most a poll waits, so stop and abort are noticed.
@@ -578,6 +601,7 @@ mod tests {
     #[test]
     fn config_is_validated() {
         let mut c = SenderConfig::new("127.0.0.1:862".parse().unwrap());
+        c.ebpf_t1 = false;
         c.interval = Duration::from_micros(10);
         assert!(matches!(
             Session::start(c.clone()),
@@ -594,9 +618,12 @@ mod tests {
 
     #[test]
     fn loopback_session_measures_and_counts() {
-        let reflector =
-            Reflector::start(ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
+        let reflector = Reflector::start(
+            ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()]).without_ebpf(),
+        )
+        .unwrap();
         let mut config = SenderConfig::new(reflector.local_addrs()[0]);
+        config.ebpf_t1 = false;
         config.interval = Duration::from_millis(1);
         config.count = Some(200);
         config.packet_size = 200;
@@ -620,6 +647,7 @@ mod tests {
         // A bound but silent socket: the probes arrive, nothing answers.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut config = SenderConfig::new(silent.local_addr().unwrap());
+        config.ebpf_t1 = false;
         config.interval = Duration::from_millis(2);
         config.count = Some(10);
         config.timeout = Duration::from_millis(100);

@@ -583,9 +583,12 @@ mod tests {
 
     #[test]
     fn tcp_session_over_loopback() {
-        let reflector =
-            Reflector::start(ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
+        let reflector = Reflector::start(
+            ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()]).without_ebpf(),
+        )
+        .unwrap();
         let mut config = SenderConfig::new(reflector.local_addrs()[0]);
+        config.ebpf_t1 = false;
         config.transport = Transport::Tcp;
         config.packet_size = 128;
         config.interval = Duration::from_millis(1);
@@ -603,8 +606,10 @@ mod tests {
 
     #[test]
     fn connect_time_over_loopback() {
-        let reflector =
-            Reflector::start(ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
+        let reflector = Reflector::start(
+            ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()]).without_ebpf(),
+        )
+        .unwrap();
         let sample =
             measure_connect(reflector.local_addrs()[0], None, Duration::from_secs(1)).unwrap();
         assert!(
@@ -619,8 +624,10 @@ mod tests {
 
     #[test]
     fn frames_with_impossible_lengths_end_the_connection() {
-        let reflector =
-            Reflector::start(ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()])).unwrap();
+        let reflector = Reflector::start(
+            ReflectorConfig::new(vec!["127.0.0.1:0".parse().unwrap()]).without_ebpf(),
+        )
+        .unwrap();
         let mut stream = TcpStream::connect(reflector.local_addrs()[0]).unwrap();
         stream.write_all(&[0, 10]).unwrap();
         stream.write_all(&[0u8; 10]).unwrap();

@@ -1,5 +1,6 @@
 //! The sender's book of probes in flight, shared by the UDP and TCP senders: it
-//! records each send (T1, later corrected by the kernel's transmit stamp), turns
+//! records each send (T1, later replaced by the kernel's transmit stamp, or by
+//! the one the eBPF egress program wrote into the packet), turns
 //! each reply into a [`Reflection`] (RTT without the reflector's hold time, both
 //! one-way delays, the OWD verdict), notices duplicates and late replies, times
 //! probes out, and feeds [`SessionStats`] and the sample stream.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::clock::{ClockSync, ClockTrust, OwdValidity};
 use super::metrics::{Direction, Reflection, ReflectorKind, Sample, SessionStats, Summary};
 use super::socket::TxStamp;
+use super::timestamp::{TimestampFormat, WireTimestamp};
 use super::wire::ReflectorPacket;
 use crate::probe::TimestampSource;
 
@@ -75,7 +77,14 @@ pub(crate) struct Tracker {
     reflector: ReflectorKind,
     shared: Arc<Shared>,
     samples: Option<SyncSender<Sample>>,
+    /// The eBPF egress program writes T1 into our packets (see kernel_tx.rs);
+    /// the reflector echoes it back as the Sender Timestamp.
+    kernel_t1: bool,
 }
+
+/// An echoed T1 later than our userspace clock by more than this was not
+/// written by our egress program (or the reflector mangled it).
+const MAX_SEND_PATH_NS: u64 = 1_000_000_000;
 
 impl Tracker {
     pub fn new(
@@ -95,7 +104,33 @@ impl Tracker {
             reflector,
             shared,
             samples,
+            kernel_t1: false,
         }
+    }
+
+    /// Takes T1 from the echoed Sender Timestamp of each reply, where the eBPF
+    /// egress program wrote it (falls back per probe when it did not).
+    pub fn use_kernel_t1(&mut self) {
+        self.kernel_t1 = true;
+    }
+
+    /// T1 as the egress program wrote it into our packet and the reflector
+    /// echoed it back; `None` when the packet left with our userspace time (the
+    /// program could not rewrite it) or the echo is implausible.
+    fn echoed_kernel_t1(&self, pending: &Pending, reply: &ReflectorPacket) -> Option<u64> {
+        if !self.kernel_t1 {
+            return None;
+        }
+        let echoed = reply.sender_timestamp;
+        if echoed.format() != TimestampFormat::Ntp
+            || echoed == WireTimestamp::ntp_from_unix_nanos(pending.user_tx_ns)
+        {
+            return None;
+        }
+        let ns = echoed.to_unix_nanos()?;
+        // Written after we read the clock (1 ns for NTP-fraction rounding).
+        let after = ns + 1 >= pending.user_tx_ns;
+        (after && ns.saturating_sub(pending.user_tx_ns) < MAX_SEND_PATH_NS).then_some(ns)
     }
 
     /// The sequence number the next probe carries (RFC 8762: from 0, +1 per packet).
@@ -225,9 +260,16 @@ impl Tracker {
         ) else {
             return Err(Ignored::NoTimestamps);
         };
-        let (t1, tx_source) = match pending.kernel_tx_ns {
-            Some(ns) => (ns, TimestampSource::Kernel),
-            None => (pending.user_tx_ns, TimestampSource::Userspace),
+        let (t1, tx_source) = match (self.echoed_kernel_t1(pending, reply), pending.kernel_tx_ns) {
+            (Some(ns), _) => (ns, TimestampSource::Ebpf),
+            (None, Some(ns)) => (ns, TimestampSource::Kernel),
+            (None, None) => (pending.user_tx_ns, TimestampSource::Userspace),
+        };
+        // T4's kernel receive stamp is the skb stamp the probe engine's eBPF
+        // ingress uses too, so eBPF T1 with it is the eBPF source.
+        let source = match (tx_source, rx_source) {
+            (TimestampSource::Ebpf, TimestampSource::Kernel) => TimestampSource::Ebpf,
+            (tx, rx) => tx.max(rx),
         };
         let already = pending.answered;
         let (t1, t2, t3, t4) = (
@@ -249,7 +291,7 @@ impl Tracker {
             reflector_hold_ns: clamp(hold),
             forward_ttl: reply.sender_ttl,
             backward_ttl: rx_ttl,
-            source: tx_source.max(rx_source),
+            source,
             owd: OwdValidity::judge(self.trust, clock, reply.error),
             sent_unix_ns: t1 as u64,
         };
@@ -277,5 +319,91 @@ impl Tracker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::sync_channel;
+
+    use super::*;
+    use crate::peer::timestamp::ErrorEstimate;
+
+    const USER_TX: u64 = 1_800_000_000_000_000_000;
+
+    /// A tracker with one probe sent at USER_TX (kernel stamp `kernel_tx`), and
+    /// the sample a reply echoing `echoed` as the Sender Timestamp produces.
+    fn reflect(kernel_t1: bool, kernel_tx: Option<u64>, echoed: u64) -> Reflection {
+        let (tx, rx) = sync_channel(4);
+        let mut tracker = Tracker::new(
+            Duration::from_secs(1),
+            ClockTrust::SharedClock,
+            ReflectorKind::Stateful,
+            Shared::new(ReflectorKind::Stateful),
+            Some(tx),
+        );
+        if kernel_t1 {
+            tracker.use_kernel_t1();
+        }
+        tracker.sent(USER_TX, 0);
+        if let Some(tx_ns) = kernel_tx {
+            tracker.tx_stamp(TxStamp { id: 0, tx_ns });
+        }
+        let reply = ReflectorPacket {
+            seq: 0,
+            timestamp: WireTimestamp::ntp_from_unix_nanos(USER_TX + 60_000),
+            error: ErrorEstimate::ntp(true, 1_000),
+            ssid: 1,
+            receive_timestamp: WireTimestamp::ntp_from_unix_nanos(USER_TX + 50_000),
+            sender_seq: 0,
+            sender_timestamp: WireTimestamp::ntp_from_unix_nanos(echoed),
+            sender_error: ErrorEstimate::ntp(true, 1_000),
+            sender_ttl: 64,
+        };
+        tracker
+            .reply(&reply, USER_TX + 100_000, TimestampSource::Kernel, Some(64))
+            .unwrap();
+        match rx.try_recv().unwrap() {
+            Sample::Reflected(r) => r,
+            other => panic!("expected a reflection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn t1_is_the_time_the_egress_program_wrote_into_the_packet() {
+        // Written 7 µs after our clock read; the driver stamp came 12 µs after.
+        let r = reflect(true, Some(USER_TX + 12_000), USER_TX + 7_000);
+        assert_eq!(r.sent_unix_ns, USER_TX + 7_000);
+        assert_eq!(r.source, TimestampSource::Ebpf);
+        // T4 − T1 − (T3 − T2) = 93 µs − 10 µs.
+        assert_eq!(r.rtt_ns, 83_000);
+        assert_eq!(r.forward_ns, 43_000);
+    }
+
+    #[test]
+    fn an_echo_of_our_own_time_means_the_packet_was_not_rewritten() {
+        let r = reflect(true, Some(USER_TX + 12_000), USER_TX);
+        assert_eq!(r.sent_unix_ns, USER_TX + 12_000);
+        assert_eq!(r.source, TimestampSource::Kernel);
+        let r = reflect(true, None, USER_TX);
+        assert_eq!(r.sent_unix_ns, USER_TX);
+        assert_eq!(r.source, TimestampSource::Userspace);
+    }
+
+    #[test]
+    fn implausible_echoes_are_not_taken_as_t1() {
+        // Before we read the clock, or a second later: not our program's work.
+        for echoed in [USER_TX - 1_000_000, USER_TX + 2_000_000_000] {
+            let r = reflect(true, Some(USER_TX + 12_000), echoed);
+            assert_eq!(r.sent_unix_ns, USER_TX + 12_000, "echoed {echoed}");
+            assert_eq!(r.source, TimestampSource::Kernel);
+        }
+    }
+
+    #[test]
+    fn without_kernel_t1_the_echo_is_ignored() {
+        let r = reflect(false, Some(USER_TX + 12_000), USER_TX + 7_000);
+        assert_eq!(r.sent_unix_ns, USER_TX + 12_000);
+        assert_eq!(r.source, TimestampSource::Kernel);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError};
 use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
@@ -105,6 +105,12 @@ pub enum EbpfError {
     },
     #[error("eBPF ring buffer record of {len} bytes is shorter than a ReplyEvent ({expected} bytes); the embedded object does not match this loader")]
     ShortRecord { len: usize, expected: usize },
+    #[error("reading the possible CPUs ({path}) for a per-CPU map failed: {source}")]
+    PossibleCpus {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("starting the eBPF interface watcher thread failed: {source}")]
     Watcher {
         #[source]
@@ -212,10 +218,10 @@ pub struct KernelCounters {
     pub ringbuf_drop: u64,
     /// Matched replies timed at TC ingress: the skb had no usable receive stamp.
     pub ingress_tc_clock: u64,
-    /// STAMP reflector replies whose T3 was written at TC egress.
-    pub stamp_t3_written: u64,
-    /// STAMP reflector replies that kept their userspace T3 (rewrite failed).
-    pub stamp_t3_failed: u64,
+    /// STAMP packets whose transmit timestamp was written at TC egress.
+    pub stamp_tx_written: u64,
+    /// STAMP packets that kept their userspace timestamp (rewrite failed).
+    pub stamp_tx_failed: u64,
 }
 
 impl KernelCounters {
@@ -228,8 +234,8 @@ impl KernelCounters {
             parse_error: v[counter::PARSE_ERROR as usize],
             ringbuf_drop: v[counter::RINGBUF_DROP as usize],
             ingress_tc_clock: v[counter::INGRESS_TC_CLOCK as usize],
-            stamp_t3_written: v[counter::STAMP_T3_WRITTEN as usize],
-            stamp_t3_failed: v[counter::STAMP_T3_FAILED as usize],
+            stamp_tx_written: v[counter::STAMP_TX_WRITTEN as usize],
+            stamp_tx_failed: v[counter::STAMP_TX_FAILED as usize],
         }
     }
 
@@ -243,8 +249,8 @@ impl KernelCounters {
         v[counter::PARSE_ERROR as usize] = self.parse_error;
         v[counter::RINGBUF_DROP as usize] = self.ringbuf_drop;
         v[counter::INGRESS_TC_CLOCK as usize] = self.ingress_tc_clock;
-        v[counter::STAMP_T3_WRITTEN as usize] = self.stamp_t3_written;
-        v[counter::STAMP_T3_FAILED as usize] = self.stamp_t3_failed;
+        v[counter::STAMP_TX_WRITTEN as usize] = self.stamp_tx_written;
+        v[counter::STAMP_TX_FAILED as usize] = self.stamp_tx_failed;
         v
     }
 }
@@ -291,7 +297,7 @@ pub struct EbpfTimestamper {
     /// Keeps the kernel stamping received packets while the programs run; see
     /// [`ReceiveStamping`].
     _receive_stamping: Option<ReceiveStamping>,
-    reflector_ports: BpfHashMap<MapData, u16, u8>,
+    stamp_ports: PerCpuHashMap<MapData, u16, u64>,
     counters: PerCpuArray<MapData, u64>,
     mode: AttachMode,
     attached: Arc<Mutex<BTreeMap<u32, String>>>,
@@ -347,8 +353,7 @@ impl EbpfTimestamper {
         filter_map.write(filter)?;
         let filter_map = Arc::new(Mutex::new(filter_map));
         let counters = take_map(&mut ebpf, maps::COUNTERS, PerCpuArray::try_from)?;
-        let reflector_ports =
-            take_map(&mut ebpf, maps::STAMP_REFLECTOR_PORTS, BpfHashMap::try_from)?;
+        let stamp_ports = take_map(&mut ebpf, maps::STAMP_PORTS, PerCpuHashMap::try_from)?;
         let ring = take_map(&mut ebpf, maps::EVENTS, RingBuf::try_from)?;
 
         let mut attacher = Attacher {
@@ -373,7 +378,7 @@ impl EbpfTimestamper {
         let timestamper = EbpfTimestamper {
             filter: filter_map,
             _receive_stamping: receive_stamping,
-            reflector_ports,
+            stamp_ports,
             counters,
             mode,
             attached,
@@ -392,16 +397,45 @@ impl EbpfTimestamper {
             .write(filter)
     }
 
-    /// Makes the egress program write T3 into STAMP replies sent from these
-    /// local UDP ports (this process's reflector sockets); see probe-ebpf's
-    /// stamp.rs. At most `STAMP_REFLECTOR_PORTS_CAPACITY` ports.
-    pub fn add_reflector_port(&mut self, port: u16) -> Result<(), EbpfError> {
-        self.reflector_ports
-            .insert(port, 1, 0)
+    /// Makes the egress program write the transmit timestamp into STAMP packets
+    /// sent from this local UDP port (a sender's T1, a reflector's T3); see
+    /// probe-ebpf's stamp.rs. At most `STAMP_PORTS_CAPACITY` ports.
+    pub fn add_stamp_port(&mut self, port: u16) -> Result<(), EbpfError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(path, source)| EbpfError::PossibleCpus { path, source })?;
+        let zeros =
+            PerCpuValues::try_from(vec![0u64; cpus]).map_err(|source| EbpfError::PossibleCpus {
+                path: "/sys/devices/system/cpu/possible",
+                source,
+            })?;
+        self.stamp_ports
+            .insert(port, zeros, 0)
             .map_err(|source| EbpfError::Map {
-                map: maps::STAMP_REFLECTOR_PORTS,
+                map: maps::STAMP_PORTS,
                 source: Box::new(source),
             })
+    }
+
+    /// Stops rewriting packets from `port`.
+    pub fn remove_stamp_port(&mut self, port: u16) -> Result<(), EbpfError> {
+        self.stamp_ports
+            .remove(&port)
+            .map_err(|source| EbpfError::Map {
+                map: maps::STAMP_PORTS,
+                source: Box::new(source),
+            })
+    }
+
+    /// Packets from `port` whose transmit timestamp was written, since it was added.
+    pub fn stamp_port_written(&self, port: u16) -> Result<u64, EbpfError> {
+        let per_cpu = self
+            .stamp_ports
+            .get(&port, 0)
+            .map_err(|source| EbpfError::Map {
+                map: maps::STAMP_PORTS,
+                source: Box::new(source),
+            })?;
+        Ok(per_cpu.iter().copied().fold(0, u64::wrapping_add))
     }
 
     /// The kernel counters, summed over all CPUs.
