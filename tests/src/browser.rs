@@ -3,7 +3,8 @@
 //! both programs, running chromedriver in a node (killed, by PID, when
 //! dropped), a browser session on a current-thread runtime inside that node
 //! (so the page's requests come from the namespace), clicking and typing,
-//! waiting for the page to reach a state, and saving screenshots.
+//! waiting for the page to reach a state, reading the browser console, and
+//! saving screenshots.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::error::{CmdError, NewSessionError};
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use serde_json::{json, Value};
@@ -59,6 +61,8 @@ pub enum BrowserError {
         css: String,
         source: Box<CmdError>,
     },
+    #[error("could not read the browser console: {source}")]
+    Console { source: Box<CmdError> },
     #[error("could not take the screenshot for {path}: {source}")]
     Screenshot {
         path: PathBuf,
@@ -293,4 +297,37 @@ pub async fn save_screenshot(client: &Client, path: &Path) -> Result<(), Browser
         path: path.to_owned(),
         source,
     })
+}
+
+/// ChromeDriver's log endpoint: the browser console since the last call.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or("")))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
+}
+
+/// The browser console's entries since the last call (each with `level`,
+/// `message` and `timestamp`; `level` is `SEVERE` for errors).
+pub async fn console(client: &Client) -> Result<Vec<Value>, BrowserError> {
+    let log = client
+        .issue_cmd(BrowserLog)
+        .await
+        .map_err(|source| BrowserError::Console {
+            source: Box::new(source),
+        })?;
+    Ok(log.as_array().cloned().unwrap_or_default())
 }

@@ -5,8 +5,12 @@
 //! Loss injected on the backward direction only (r1 → src) must raise one
 //! peer loss alert that names that direction, clear once the loss is gone,
 //! and a raised alert must clear with `peer_removed` when a reload takes the
-//! peer out of the config. Privileged (namespaces, iptables); fails, never
-//! skips, without root.
+//! peer out of the config. While it fires, the daemon shows it where it shows
+//! a target's: the peer's API document, the alerts list, /metrics
+//! (`hopwatch_alert_firing` with the Alertmanager labels), and the web UI
+//! (the peer page and the overview, in headless Chromium); after the clear,
+//! none of them does. Privileged (namespaces, iptables) and needs Debian's
+//! chromium and chromium-driver; fails, never skips, without them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -18,8 +22,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
 use hopwatch::alerts::{sign, Secret, SIGNATURE_HEADER};
+use hopwatch_lab::browser::{click, console, wait_js, Chromium, DRIVER_PORT};
 use hopwatch_lab::daemon::Daemon;
-use hopwatch_lab::webclient::{eventually, get_json};
+use hopwatch_lab::webclient::{self, eventually, get_json};
 use hopwatch_lab::{hopwatch_bin, At, Lab, LabSpec};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -185,8 +190,111 @@ fn f(doc: &Value, pointer: &str) -> f64 {
         .unwrap_or_else(|| panic!("{pointer} is not a number in {doc:#}"))
 }
 
+/// A GET of the sending daemon's API from `src`, which must answer JSON.
+fn api(lab: &Lab, path: &str) -> Value {
+    get_json(lab, "src", &format!("http://{WEB}{path}"), &[], None)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// The sending daemon's /metrics.
+fn metrics(lab: &Lab) -> String {
+    let response = webclient::get(lab, "src", &format!("http://{WEB}/metrics"), &[], None)
+        .expect("GET /metrics");
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.body
+}
+
+/// The exposition's `hopwatch_alert_firing` samples and the peer's alert count.
+fn alert_series(text: &str) -> (Vec<&str>, Option<&str>) {
+    let firing = text
+        .lines()
+        .filter(|l| l.starts_with("hopwatch_alert_firing{"))
+        .collect();
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("hopwatch_peer_alerts_firing{peer=\"b\"}"));
+    (firing, count)
+}
+
+/// What the browser saw of the firing alert.
+#[derive(Debug)]
+struct Seen {
+    /// The peer page's alert list, as text.
+    peer_page: String,
+    /// The peer page's state badge's class.
+    badge: String,
+    /// The overview's chip: its link and text, and the summary strip's count.
+    chip: Value,
+    strip: String,
+    /// The page the chip led to.
+    followed_to: String,
+    console: Vec<Value>,
+}
+
+/// The peer page and the overview with the peer's loss alert firing.
+async fn browse(client: &fantoccini::Client) -> anyhow::Result<Seen> {
+    let base = format!("http://{WEB}");
+    client.set_window_size(1400, 1000).await?;
+    client.goto(&format!("{base}/peers/b")).await?;
+    let peer_page = wait_js(
+        client,
+        "the loss alert on the peer page",
+        "const li = document.querySelector('#peer-alerts li[data-alert=loss]');\
+         return li ? li.textContent : '';",
+    )
+    .await?
+    .as_str()
+    .unwrap_or_default()
+    .to_owned();
+    let badge = client
+        .execute(
+            "return document.querySelector('.state-badge').className;",
+            vec![],
+        )
+        .await?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    client.goto(&format!("{base}/")).await?;
+    let chip = wait_js(
+        client,
+        "the peer's alert chip in the overview",
+        "const a = document.querySelector('#peers tr[data-peer=b] a.alert-chip');\
+         return a ? {href: a.getAttribute('href'), text: a.textContent, title: a.title} : null;",
+    )
+    .await?;
+    let strip = wait_js(
+        client,
+        "the peer alerts in the summary strip",
+        "const s = document.querySelector('#peer-alerts-stat'); return s ? s.textContent : '';",
+    )
+    .await?
+    .as_str()
+    .unwrap_or_default()
+    .to_owned();
+    click(client, "#peers tr[data-peer=b] a.alert-chip").await?;
+    let followed_to = wait_js(
+        client,
+        "the peer page, from the chip",
+        "return document.querySelector('#peer-alerts li') ? location.pathname : '';",
+    )
+    .await?
+    .as_str()
+    .unwrap_or_default()
+    .to_owned();
+    Ok(Seen {
+        peer_page,
+        badge,
+        chip,
+        strip,
+        followed_to,
+        console: console(client).await?,
+    })
+}
+
 #[test]
 fn one_way_peer_loss_raises_an_alert_naming_the_direction_and_clears() {
+    let chromium = Chromium::find().unwrap_or_else(|e| panic!("{e}"));
     let lab: Lab = LabSpec::chain(1)
         .targets(1)
         .build()
@@ -300,6 +408,65 @@ fn one_way_peer_loss_raises_an_alert_naming_the_direction_and_clears() {
     assert_eq!(labels["target"], "peer:b", "{:#}", am.body);
     assert_eq!(labels["alertname"], "hopwatch_loss", "{:#}", am.body);
 
+    // The daemon shows it: stored before its webhooks got it, it is listed
+    // now, with what the raise said.
+    let peer = api(&lab, "/api/v1/peers/b");
+    let alerts = peer["alerts"].as_array().expect("the peer's alerts");
+    assert_eq!(alerts.len(), 1, "{peer:#}");
+    let shown = &alerts[0];
+    assert_eq!(shown["name"], "loss", "{shown:#}");
+    assert_eq!(shown["id"], alert_id.as_str(), "{shown:#}");
+    assert_eq!(shown["subject"], "peer", "{shown:#}");
+    assert_eq!(shown["target"], "peer:b", "{shown:#}");
+    assert_eq!(shown["since_ms"], raised["raised_at_ms"], "{shown:#}");
+    assert_eq!(shown["summary"], raised["summary"], "{shown:#}");
+    assert_eq!(f(shown, "/value"), value, "{shown:#}");
+    assert_eq!(f(shown, "/threshold"), 10.0, "{shown:#}");
+    assert_eq!(shown["unit"], "pct", "{shown:#}");
+    assert_eq!(shown["localisation"]["direction"], "backward", "{shown:#}");
+    let list = api(&lab, "/api/v1/peers");
+    assert_eq!(list["peers"][0]["alerts"], peer["alerts"], "{list:#}");
+    let all = api(&lab, "/api/v1/alerts");
+    assert_eq!(all["alerts"], peer["alerts"], "{all:#}");
+    let text = metrics(&lab);
+    let (firing, count) = alert_series(&text);
+    assert_eq!(
+        firing,
+        [r#"hopwatch_alert_firing{target="peer:b",subject="peer",alert="loss"} 1"#],
+        "{text}"
+    );
+    assert_eq!(
+        count,
+        Some(r#"hopwatch_peer_alerts_firing{peer="b"} 1"#),
+        "{text}"
+    );
+
+    // And so does the UI, on the peer page and in the overview.
+    let driver = chromium
+        .start_driver(&lab, "src", DRIVER_PORT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen = driver
+        .session(&dir.path().join("chromium-profile"), async |client| {
+            browse(client).await
+        })
+        .unwrap_or_else(|e: anyhow::Error| panic!("browser check failed: {e:#}"));
+    drop(driver);
+    assert!(
+        seen.peer_page.contains("loss") && seen.peer_page.contains("on the backward path"),
+        "{seen:#?}"
+    );
+    assert!(seen.badge.contains("s-bad"), "{seen:#?}");
+    assert_eq!(seen.chip["href"], "/peers/b", "{seen:#?}");
+    assert_eq!(seen.chip["text"], "loss", "{seen:#?}");
+    assert!(seen.strip.contains("1peer alert"), "{seen:#?}");
+    assert_eq!(seen.followed_to, "/peers/b", "{seen:#?}");
+    let errors: Vec<&Value> = seen
+        .console
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
     // The loss is gone: the same alert clears, once, as recovered.
     drop(loss);
     let cleared = nth_event(
@@ -312,6 +479,19 @@ fn one_way_peer_loss_raises_an_alert_naming_the_direction_and_clears() {
     assert_eq!(cleared["alert_id"], alert_id.as_str(), "{cleared:#}");
     assert_eq!(cleared["reason"], "recovered", "{cleared:#}");
     assert_eq!(cleared["target"]["subject"], "peer", "{cleared:#}");
+    // Cleared in the outbox before its webhooks heard of it: shown nowhere now.
+    let peer = api(&lab, "/api/v1/peers/b");
+    assert_eq!(peer["alerts"], serde_json::json!([]), "{peer:#}");
+    let all = api(&lab, "/api/v1/alerts");
+    assert_eq!(all["alerts"], serde_json::json!([]), "{all:#}");
+    let text = metrics(&lab);
+    let (firing, count) = alert_series(&text);
+    assert!(firing.is_empty(), "{text}");
+    assert_eq!(
+        count,
+        Some(r#"hopwatch_peer_alerts_firing{peer="b"} 0"#),
+        "{text}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         receiver.events().len(),

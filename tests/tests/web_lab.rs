@@ -15,16 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, Locator};
 use hopwatch_lab::bench::capture::Capture;
 use hopwatch_lab::bench::pcap::CaptureIndex;
-use hopwatch_lab::browser::{click, save_screenshot, type_into, wait_js, Chromium, DRIVER_PORT};
+use hopwatch_lab::browser::{
+    click, console, save_screenshot, type_into, wait_js, Chromium, DRIVER_PORT,
+};
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::prometheus::{Prometheus, Sample};
 use hopwatch_lab::webclient::{self, eventually};
 use hopwatch_lab::{hopwatch_bin, programs, Lab, LabSpec};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const WEB: &str = "127.0.0.1:9470";
 const READ_TOKEN: &str = "web-lab-read-token-0123456789";
@@ -217,27 +218,6 @@ fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
 
 // ---------------------------------------------------------------- Chromium
 
-/// ChromeDriver's log endpoint: the browser console since the last call.
-#[derive(Debug)]
-struct BrowserLog;
-
-impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or("")))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (
-            http::Method::POST,
-            Some(json!({"type": "browser"}).to_string()),
-        )
-    }
-}
-
 fn screenshots() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
     std::fs::create_dir_all(&dir).expect("screenshots directory");
@@ -427,8 +407,7 @@ async fn browse(
     )
     .await?;
 
-    let log = client.issue_cmd(BrowserLog).await?;
-    seen.console = log.as_array().cloned().unwrap_or_default();
+    seen.console = console(client).await?;
     Ok(seen)
 }
 

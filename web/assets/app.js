@@ -1,5 +1,7 @@
-// hopwatch status pages: the overview (every target) and a target page (live
-// hop table, SmokePing-style latency graph, all-hops heatmap, route history).
+// hopwatch status pages: the overview (every target, the peer links, the
+// webhooks), a target page (live hop table, SmokePing-style latency graph,
+// all-hops heatmap, route history, alerts) and a peer page (a STAMP link's
+// directions, history and alerts).
 // Plain JavaScript and canvas, no libraries, nothing loaded from elsewhere.
 // Data: the JSON API under /api/v1; live updates: server-sent events read
 // with fetch (so a bearer token can be sent).
@@ -360,6 +362,30 @@ function status(t) {
 }
 
 const STATUS_RANK = { bad: 0, warn: 1, ok: 2, paused: 3 };
+
+// ------------------------------------------------------------------ alerts
+
+/**
+ * The page an alert is about: a target's, or a peer's for the alerts of
+ * [[peer]] links (subject "peer", keyed "peer:NAME" like their webhooks).
+ */
+function alertPage(a) {
+  if (a.subject === 'peer') return '/peers/' + encodeURIComponent(a.target.replace(/^peer:/, ''));
+  return '/targets/' + encodeURIComponent(a.target);
+}
+
+/** The firing alerts of one target or peer: when, rule, and the summary. */
+function alertList(alerts, none) {
+  if (!alerts || !alerts.length) return h('p', { class: 'muted', text: none });
+  return h('ul', { class: 'events alerts' }, alerts.map((a) => h('li', { dataset: { alert: a.name } },
+    h('span', { class: 'when', text: a.since_ms ? fmtFull(a.since_ms) : '' }),
+    h('span', { class: 'kind', text: a.name }), a.summary)));
+}
+
+/** An alert as a chip that links to its target's or peer's page. */
+function alertChip(a) {
+  return h('a', { class: 'alert-chip', href: alertPage(a), title: a.summary, text: a.name });
+}
 
 // ------------------------------------------------------------- charts core
 
@@ -757,7 +783,7 @@ function webhooksPanel(onChange) {
 /** A peer's health from its window: loss in either direction, then state. */
 function peerStatus(p) {
   if (p.state === 'paused') return 'paused';
-  if (p.state === 'failed') return 'bad';
+  if (p.state === 'failed' || (p.alerts && p.alerts.length)) return 'bad';
   const w = p.window;
   const worst = Math.max(w.forward.loss_pct || 0, w.backward.loss_pct || 0);
   if (worst >= 5) return 'bad';
@@ -773,15 +799,18 @@ function owdText(w, dir) {
 }
 
 /**
- * The overview's "Peers" panel: every [[peer]] link (STAMP) with its RTT and
- * per-direction delay and loss, from /api/v1/peers. Hidden without peers.
+ * The overview's "Peers" panel: every [[peer]] link (STAMP) with its RTT,
+ * per-direction delay and loss, and its firing alerts (each a link to the
+ * peer's page), from /api/v1/peers. Hidden without peers. `onChange` lets
+ * the overview's summary strip count the peers' alerts.
  */
-function peersPanel() {
+function peersPanel(onChange) {
+  let list = [];
   const tbody = h('tbody');
   const note = h('span', { class: 'muted' });
   const cols = [
     ['Peer', ''], ['Status', ''], ['RTT ms', 'num'], ['→ OWD ms', 'num'], ['← OWD ms', 'num'],
-    ['→ Loss', 'num'], ['← Loss', 'num'], ['Jitter', 'num hide-sm'], ['Probes', 'num hide-sm'],
+    ['→ Loss', 'num'], ['← Loss', 'num'], ['Alerts', ''], ['Jitter', 'num hide-sm'], ['Probes', 'num hide-sm'],
   ];
   const el = h('section', { class: 'panel peers', id: 'peers', hidden: true, 'aria-label': 'Peer links' },
     h('div', { class: 'panel-head' }, h('h2', { text: 'Peers' }), note),
@@ -803,22 +832,29 @@ function peersPanel() {
       h('td', { class: 'num', text: owdText(w, 'backward'), title: w.owd_reliable ? '' : 'clocks not synchronised' }),
       h('td', { class: 'num', text: pct(w.forward.loss_pct) }),
       h('td', { class: 'num', text: pct(w.backward.loss_pct) }),
+      h('td', { class: 'peer-alerts' }, (p.alerts || []).map(alertChip)),
       h('td', { class: 'num hide-sm', text: ms(w.rtt_jitter_ns) }),
       h('td', { class: 'num hide-sm', text: String(w.probes) }));
   }
 
   async function load() {
     try {
-      const list = (await api('/api/v1/peers')).peers;
+      list = (await api('/api/v1/peers')).peers;
       el.hidden = list.length === 0;
       tbody.replaceChildren(...list.map(row));
       const bad = list.filter((p) => peerStatus(p) === 'bad').length;
       setText(note, bad ? bad + ' with problems' : list.length + ' link' + (list.length === 1 ? '' : 's'));
+      if (onChange) onChange();
     } catch (e) { /* the next refresh tries again */ }
   }
   load();
   const timer = setInterval(load, 2000);
-  return { el, stop: () => clearInterval(timer) };
+  return {
+    el,
+    stop: () => clearInterval(timer),
+    /** Alerts firing on peers now. */
+    alerts: () => list.reduce((n, p) => n + (p.alerts || []).length, 0),
+  };
 }
 
 /**
@@ -836,12 +872,14 @@ function peerPage(root, name) {
   const dirBody = h('tbody');
   const canvas = h('canvas', { class: 'peer-chart', id: 'peer-chart', height: 220 });
   const legend = h('div', { class: 'muted', text: 'RTT (accent), → forward OWD (ok), ← backward OWD (warn), ms, last hour' });
+  const alertsBox = h('div', { id: 'peer-alerts' });
   let stored = []; // {t, rtt, fwd, bwd} in ms, from the store
   const live = []; // the same, from the live window since the page opened
   root.replaceChildren(
     h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← Overview' })),
     h('section', { class: 'target-head' }, h('div', {}, title, stateBadge), sub),
     kpis,
+    h('section', { class: 'panel' }, h('h2', { text: 'Alerts' }), alertsBox),
     h('section', { class: 'panel' },
       h('div', { class: 'panel-head' }, h('h2', { text: 'Directions' })),
       h('div', { class: 'table-wrap' }, h('table', { class: 'peer-dirs', id: 'peer-dirs' },
@@ -880,6 +918,11 @@ function peerPage(root, name) {
       h('td', { class: 'num', text: ms(d.jitter_ns) }),
       h('td', { class: 'num', text: String(d.duplicates) }));
     dirBody.replaceChildren(dirRow('→ forward (to the reflector)', w.forward), dirRow('← backward (to us)', w.backward));
+    const shown = (p.alerts || []).map((a) => a.id).join(' ');
+    if (alertsBox.dataset.v !== shown) {
+      alertsBox.dataset.v = shown;
+      alertsBox.replaceChildren(alertList(p.alerts, 'No alert is firing for this peer.'));
+    }
     if (w.rtt) {
       live.push({ t: Date.now(), rtt: w.rtt.mean_ns / 1e6,
         fwd: w.forward.owd ? w.forward.owd.mean_ns / 1e6 : null,
@@ -1014,7 +1057,7 @@ function overviewPage(root) {
   const tiles = h('div', { class: 'tiles', id: 'tiles' });
   const empty = h('p', { class: 'empty-note', hidden: true });
   const hooks = webhooksPanel(() => queueRender());
-  const peers = peersPanel();
+  const peers = peersPanel(() => queueRender());
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
@@ -1103,7 +1146,7 @@ function overviewPage(root) {
     const alerts = (t.alerts || []).map((a) => a.name).join(' ');
     if (r.cells.alerts.dataset.v !== alerts) {
       r.cells.alerts.dataset.v = alerts;
-      r.cells.alerts.replaceChildren(...(t.alerts || []).map((a) => h('span', { class: 'alert-chip', title: a.summary, text: a.name })));
+      r.cells.alerts.replaceChildren(...(t.alerts || []).map(alertChip));
     }
     setText(r.cells.source, t.timestamp_source || '–');
     setText(r.cells.updated, ago(t.last_round_at_ms));
@@ -1176,6 +1219,10 @@ function overviewPage(root) {
       h('span', { class: 'stat bad' }, h('b', { text: String(counts.bad) }), 'failing'),
       h('span', { class: 'stat paused' }, h('b', { text: String(counts.paused) }), 'paused'),
       // replaceChildren prints a null argument as the text "null".
+      ...(peers.alerts()
+        ? [h('a', { class: 'stat bad', id: 'peer-alerts-stat', href: '#peers', title: 'Alerts firing on peer links' },
+          h('b', { text: String(peers.alerts()) }), peers.alerts() === 1 ? 'peer alert' : 'peer alerts')]
+        : []),
       ...(hooks.failing()
         ? [h('a', { class: 'stat bad', href: '#webhooks', title: 'Alert deliveries are failing' },
           h('b', { text: String(hooks.failing()) }), hooks.failing() === 1 ? 'webhook failing' : 'webhooks failing')]
@@ -1333,7 +1380,7 @@ function targetPage(root, id) {
   const graphNote = h('div', { class: 'chart-note' });
   const heatNote = h('div', { class: 'chart-note' });
   const eventsList = h('ul', { class: 'events', id: 'events' });
-  const alertsBox = h('div');
+  const alertsBox = h('div', { id: 'target-alerts' });
 
   const legend = (items) => h('div', { class: 'legend' }, items.map(([cssVar, label, alpha]) =>
     h('span', {}, h('i', { dataset: { c: cssVar, a: alpha || '' } }), label)));
@@ -1436,10 +1483,7 @@ function targetPage(root, id) {
     for (const f of t.findings) items.push(h('div', { class: 'banner finding' }, h('b', { text: f.kind === 'loss' ? 'Loss: ' : 'Latency: ' }), f.summary));
     if (t.pending_change_rounds) items.push(h('div', { class: 'banner' }, 'A route change is being confirmed (' + t.pending_change_rounds + ' diverging rounds so far).'));
     banners.replaceChildren(...items);
-    alertsBox.replaceChildren(t.alerts.length
-      ? h('ul', { class: 'events' }, t.alerts.map((a) => h('li', {}, h('span', { class: 'when', text: a.since_ms ? fmtFull(a.since_ms) : '' }),
-        h('span', { class: 'kind', text: a.name }), a.summary)))
-      : h('p', { class: 'muted', text: 'No alert is firing for this target.' }));
+    alertsBox.replaceChildren(alertList(t.alerts, 'No alert is firing for this target.'));
   }
 
   function hopClass(hop, prevAvg) {

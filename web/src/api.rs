@@ -84,6 +84,7 @@ pub async fn index() -> Json<serde_json::Value> {
             "GET /api/v1/sparklines",
             "GET /api/v1/live (server-sent events)",
             "GET /api/v1/webhooks",
+            "GET /api/v1/alerts",
             "GET /api/v1/peers",
             "GET /api/v1/peers/{name}",
             "GET /api/v1/peers/{name}/history?range=|from=&to=&max_points=",
@@ -127,6 +128,12 @@ pub async fn target(
 pub async fn webhooks(State(state): State<AppState>) -> Result<Response, ApiError> {
     let webhooks = state.read(|read| read.webhooks()).await?;
     Ok(Json(serde_json::json!({ "webhooks": webhooks })).into_response())
+}
+
+/// Every alert firing now, targets' and peers' (`subject`), oldest first.
+pub async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let alerts = state.read(|read| read.alerts()).await?;
+    Ok(Json(serde_json::json!({ "alerts": alerts })).into_response())
 }
 
 pub async fn sparklines(State(state): State<AppState>) -> Result<Response, ApiError> {

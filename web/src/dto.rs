@@ -66,6 +66,30 @@ pub struct Latency {
     pub p95_ns: Option<u64>,
 }
 
+/// What an alert is about: a `[[target]]` (its destination) or a `[[peer]]`
+/// (a STAMP link), as webhook events (`target.subject`) and Alertmanager's
+/// `subject` label say it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSubject {
+    #[default]
+    Target,
+    Peer,
+}
+
+impl AlertSubject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSubject::Target => "target",
+            AlertSubject::Peer => "peer",
+        }
+    }
+}
+
+/// The prefix of a peer's alert key (`peer:NAME`); target names cannot
+/// contain `:`, so the two never collide.
+pub const PEER_KEY_PREFIX: &str = "peer:";
+
 /// An alert that is firing now. Filled by the alerts module through the
 /// service's read model; empty when it reports none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -74,10 +98,24 @@ pub struct AlertDto {
     pub name: String,
     /// The alert's identity, as the alerts module and its webhooks name it.
     pub id: String,
+    /// A target's or a peer's alert.
+    pub subject: AlertSubject,
+    /// The subject's key, as webhooks (`target.name`), Alertmanager and
+    /// /metrics (`target` label) name it: a target's name, or `peer:NAME`.
+    pub target: String,
     /// When it started firing.
     pub since_ms: Option<u64>,
-    /// One line for people.
+    /// One line for people (for a peer's loss, it names the lossy direction).
     pub summary: String,
+    /// The value that raised it and the threshold it crossed, in `unit`
+    /// (`pct`, `ms`, `mos` or `rounds`); `None` for route and hop-count changes.
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub unit: Option<String>,
+    /// Where the problem is, as the raise's webhook event has it: for a
+    /// target, the hop where it starts; for a peer's loss, the `direction`
+    /// (`forward`, `backward`, `both`, `unknown`) with each direction's loss.
+    pub localisation: Option<serde_json::Value>,
 }
 
 /// One row of the overview.
@@ -620,4 +658,6 @@ pub struct PeerDto {
     pub window_probes: u32,
     pub window: PeerWindowDto,
     pub totals: Option<PeerTotalsDto>,
+    /// The peer's alerts firing now (loss, latency, jitter), oldest first.
+    pub alerts: Vec<AlertDto>,
 }

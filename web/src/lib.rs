@@ -136,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/live", get(api::overview_live))
         .route("/api/v1/sparklines", get(api::sparklines))
         .route("/api/v1/webhooks", get(api::webhooks))
+        .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/peers", get(peers::peers))
         .route("/api/v1/peers/{name}", get(peers::peer))
         .route("/api/v1/peers/{name}/history", get(peers::history))

@@ -13,6 +13,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::dto::{AlertSubject, PEER_KEY_PREFIX};
+
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -171,6 +173,8 @@ pub struct PeerMetrics {
     pub reordered_backward: u64,
     pub duplicates_forward: u64,
     pub duplicates_backward: u64,
+    /// Names of the peer's alerts firing now (`loss`, `latency`, `jitter`).
+    pub alerts_firing: Vec<String>,
 }
 
 /// Encodes a snapshot as OpenMetrics text.
@@ -384,7 +388,55 @@ fn encode_peers(f: &mut Family<'_, '_>, peers: &[PeerMetrics]) -> Result<(), std
             (Some(m.duplicates_forward), Some(m.duplicates_backward))
         }),
     )?;
+    f.gauge(
+        "hopwatch_peer_alerts_firing",
+        "Alerts firing now for the peer",
+        None,
+        peers.iter().map(|m| (p(m), m.alerts_firing.len() as i64)),
+    )?;
     Ok(())
+}
+
+/// `hopwatch_alert_firing`: one series per firing alert of a target or a
+/// peer. The labels are the ones hopwatch's Alertmanager webhooks send:
+/// `target` is the alert's subject key (a target's name, or `peer:NAME`) and
+/// `subject` says which (`target` or `peer`), so one selector covers both and
+/// `subject` tells them apart.
+fn encode_alert_firing(
+    f: &mut Family<'_, '_>,
+    targets: &[TargetMetrics],
+    peers: &[PeerMetrics],
+) -> Result<(), std::fmt::Error> {
+    let peer_keys: Vec<String> = peers
+        .iter()
+        .map(|m| format!("{PEER_KEY_PREFIX}{}", m.peer))
+        .collect();
+    let subjects = targets
+        .iter()
+        .map(|m| (m.target.as_str(), AlertSubject::Target, &m.alerts_firing))
+        .chain(
+            peers
+                .iter()
+                .zip(&peer_keys)
+                .map(|(m, key)| (key.as_str(), AlertSubject::Peer, &m.alerts_firing)),
+        );
+    f.gauge(
+        "hopwatch_alert_firing",
+        "1 for each alert firing now, by subject (target, or peer:NAME) and rule",
+        None,
+        subjects.flat_map(|(key, subject, alerts)| {
+            alerts.iter().map(move |alert| {
+                (
+                    vec![
+                        ("target", key),
+                        ("subject", subject.as_str()),
+                        ("alert", alert.as_str()),
+                    ],
+                    1i64,
+                )
+            })
+        }),
+    )
 }
 
 fn t(m: &TargetMetrics) -> Labels<'_> {
@@ -633,19 +685,7 @@ impl Collector for SnapshotCollector {
             None,
             targets.iter().map(|m| (t(m), m.alerts_firing.len() as i64)),
         )?;
-        f.gauge(
-            "hopwatch_alert_firing",
-            "1 for each alert firing now, by target and rule",
-            None,
-            targets.iter().flat_map(|m| {
-                m.alerts_firing.iter().map(move |alert| {
-                    (
-                        vec![("target", m.target.as_str()), ("alert", alert.as_str())],
-                        1i64,
-                    )
-                })
-            }),
-        )?;
+        encode_alert_firing(&mut f, targets, &s.peers)?;
 
         // ---- per peer (STAMP links) ----
         encode_peers(&mut f, &s.peers)?;
@@ -727,5 +767,67 @@ mod tests {
         assert_eq!(h.buckets[RTT_BUCKETS_SECONDS.len()], 1, "+Inf");
         assert_eq!(h.count(), 3);
         assert!((h.sum_seconds - 10.00021).abs() < 1e-9);
+    }
+
+    fn firing(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("hopwatch_alert_firing{"))
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_and_a_target_of_one_name_fire_separate_series() {
+        let peer = |name: &str, alerts: &[&str]| PeerMetrics {
+            peer: name.into(),
+            state: "running",
+            alerts_firing: alerts.iter().map(|a| (*a).to_owned()).collect(),
+            ..PeerMetrics::default()
+        };
+        let snapshot = MetricsSnapshot {
+            targets: vec![TargetMetrics {
+                target: "gw".into(),
+                state: "running".into(),
+                alerts_firing: vec!["loss".into(), "route_change".into()],
+                ..TargetMetrics::default()
+            }],
+            peers: vec![peer("gw", &["loss", "jitter"]), peer("quiet", &[])],
+            ..MetricsSnapshot::default()
+        };
+        let text = encode(snapshot).unwrap();
+        assert_eq!(
+            firing(&text),
+            [
+                r#"hopwatch_alert_firing{target="gw",subject="target",alert="loss"} 1"#,
+                r#"hopwatch_alert_firing{target="gw",subject="target",alert="route_change"} 1"#,
+                r#"hopwatch_alert_firing{target="peer:gw",subject="peer",alert="loss"} 1"#,
+                r#"hopwatch_alert_firing{target="peer:gw",subject="peer",alert="jitter"} 1"#,
+            ],
+            "{text}"
+        );
+        for line in [
+            r#"hopwatch_peer_alerts_firing{peer="gw"} 2"#,
+            r#"hopwatch_peer_alerts_firing{peer="quiet"} 0"#,
+            r#"hopwatch_target_alerts_firing{target="gw"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+    }
+
+    #[test]
+    fn nothing_firing_exports_no_alert_series() {
+        let snapshot = MetricsSnapshot {
+            peers: vec![PeerMetrics {
+                peer: "b".into(),
+                state: "failed",
+                ..PeerMetrics::default()
+            }],
+            ..MetricsSnapshot::default()
+        };
+        let text = encode(snapshot).unwrap();
+        assert!(firing(&text).is_empty(), "{text}");
+        assert!(
+            text.contains("# TYPE hopwatch_alert_firing gauge"),
+            "{text}"
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use tokio::sync::broadcast;
 
 use crate::dto::{
-    ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, PeerDto, PeerHistoryDto,
-    SeriesDto, ServiceInfo, Sparkline, TargetDetail, TargetSummary, WebhookDto,
+    AlertDto, ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, PeerDto,
+    PeerHistoryDto, SeriesDto, ServiceInfo, Sparkline, TargetDetail, TargetSummary, WebhookDto,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::query::TimeRange;
@@ -71,6 +71,16 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Events as they happen (route changes, alerts), for live updates.
     fn subscribe(&self) -> broadcast::Receiver<EventDto>;
 
+    /// Every alert firing now, targets' and peers', oldest first. By
+    /// default gathered from [`ReadModel::targets`] and [`ReadModel::peers`].
+    fn alerts(&self) -> Vec<AlertDto> {
+        let targets = self.targets().into_iter().flat_map(|t| t.alerts);
+        let peers = self.peers().into_iter().flat_map(|p| p.alerts);
+        let mut all: Vec<AlertDto> = targets.chain(peers).collect();
+        sort_alerts(&mut all);
+        all
+    }
+
     /// Every `[[peer]]` (STAMP link), in config order. None by default: a read
     /// model without peers.
     fn peers(&self) -> Vec<PeerDto> {
@@ -93,6 +103,12 @@ pub trait ReadModel: Send + Sync + 'static {
         let _ = (name, range);
         Ok(None)
     }
+}
+
+/// Puts alerts in the order the API lists them: oldest first, then by
+/// subject key and rule, so the order is stable between requests.
+pub fn sort_alerts(alerts: &mut [AlertDto]) {
+    alerts.sort_by(|a, b| (a.since_ms, &a.target, &a.name).cmp(&(b.since_ms, &b.target, &b.name)));
 }
 
 /// Why history could not be read. The router logs it and answers 500 or 503

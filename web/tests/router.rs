@@ -394,6 +394,7 @@ async fn a_read_token_protects_data_but_not_the_ui_or_health() {
         "/api/v1/targets",
         "/api/v1/targets/alpha",
         "/api/v1/webhooks",
+        "/api/v1/alerts",
         "/api/v1/peers",
         "/api/v1/peers/branch-b",
         "/api/v1/peers/branch-b/history",
@@ -740,7 +741,7 @@ async fn metrics_follow_prometheus_conventions() {
         "hopwatch_target_route_changes_total{target=\"alpha\"} 1",
         "hopwatch_target_state{target=\"alpha\",state=\"running\"} 1",
         "hopwatch_target_state{target=\"alpha\",state=\"paused\"} 0",
-        "hopwatch_alert_firing{target=\"alpha\",alert=\"loss\"} 1",
+        "hopwatch_alert_firing{target=\"alpha\",subject=\"target\",alert=\"loss\"} 1",
         "hopwatch_hop_probes_sent_total{target=\"alpha\",ttl=\"1\"} 100",
         "hopwatch_hop_probes_received_total{target=\"alpha\",ttl=\"1\"} 5",
         "hopwatch_hop_loss_ratio{target=\"alpha\",ttl=\"2\"} 1.0",
@@ -1021,4 +1022,91 @@ async fn peer_metrics_have_bounded_labels_and_directions() {
             "missing `{expected}` in\n{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn firing_alerts_of_targets_and_peers_are_listed_with_their_subject() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let response = send(&router, get("/api/v1/alerts")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc = body_json(response).await;
+    let alerts = doc["alerts"].as_array().expect("an alerts array");
+    // Oldest first: the peer's (5 s) before alpha's (7 s).
+    let keys: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["subject"].as_str().unwrap(),
+                a["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("peer", "peer:branch-b"), ("target", "alpha")]);
+    let peer = &alerts[0];
+    assert_eq!(peer["name"], "loss");
+    assert_eq!(peer["since_ms"], 5_000);
+    assert_eq!(peer["value"], 20.0);
+    assert_eq!(peer["threshold"], 10.0);
+    assert_eq!(peer["unit"], "pct");
+    assert_eq!(peer["localisation"]["direction"], "backward");
+    assert!(
+        peer["summary"]
+            .as_str()
+            .unwrap()
+            .contains("on the backward path"),
+        "{peer}"
+    );
+
+    // The peer's own document carries the same alert.
+    let one = body_json(send(&router, get("/api/v1/peers/branch-b")).await).await;
+    assert_eq!(one["alerts"], serde_json::json!([peer]));
+    let list = body_json(send(&router, get("/api/v1/peers")).await).await;
+    assert_eq!(list["peers"][0]["alerts"][0]["id"], peer["id"]);
+    // And a target's its own, as before, now with its subject.
+    let target = body_json(send(&router, get("/api/v1/targets/alpha")).await).await;
+    assert_eq!(target["alerts"][0]["subject"], "target");
+    assert_eq!(target["alerts"][0]["target"], "alpha");
+    assert_eq!(target["alerts"][0]["localisation"]["ttl"], 2);
+    let beta = body_json(send(&router, get("/api/v1/targets/beta")).await).await;
+    assert_eq!(beta["alerts"], serde_json::json!([]));
+
+    let index = body_json(send(&router, get("/api/v1")).await).await;
+    assert!(index["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "GET /api/v1/alerts"));
+    // The UI links a peer's alert to the peer's page, not a target's.
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    assert!(
+        js.contains("function alertPage("),
+        "the UI has one place for alert links"
+    );
+}
+
+#[tokio::test]
+async fn peer_alerts_are_exported_with_the_alertmanager_labels() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let text = body_text(send(&router, get("/metrics")).await).await;
+    for expected in [
+        "hopwatch_alert_firing{target=\"peer:branch-b\",subject=\"peer\",alert=\"loss\"} 1",
+        "hopwatch_alert_firing{target=\"alpha\",subject=\"target\",alert=\"loss\"} 1",
+        "hopwatch_peer_alerts_firing{peer=\"branch-b\"} 1",
+        "hopwatch_target_alerts_firing{target=\"alpha\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == expected),
+            "missing `{expected}` in\n{text}"
+        );
+    }
+    // One family for both kinds of subject.
+    assert_eq!(
+        text.lines()
+            .filter(|l| *l == "# TYPE hopwatch_alert_firing gauge")
+            .count(),
+        1,
+        "{text}"
+    );
 }

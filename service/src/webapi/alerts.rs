@@ -1,18 +1,19 @@
 //! The hook through which the web layer shows alerts: which alerts are firing
-//! per target, each webhook's delivery health, and how many deliveries
-//! failed. [`crate::alerts::Alerts`] implements it; [`NoAlerts`] stands in
-//! where no alert subsystem runs.
+//! (targets' and peers'), each webhook's delivery health, and how many
+//! deliveries failed. [`crate::alerts::Alerts`] implements it; [`NoAlerts`]
+//! stands in where no alert subsystem runs.
 
 use std::collections::HashMap;
 
-use hopwatch_web::dto::{AlertDto, WebhookDto};
+use hopwatch_web::dto::{AlertDto, AlertSubject, WebhookDto};
+use hopwatch_web::model::sort_alerts;
 
-use crate::alerts::{Alerts, WebhookStatus};
+use crate::alerts::{ActiveAlert, Alerts, SubjectKind, WebhookStatus};
 
 /// What the web layer needs from the alert subsystem.
 pub trait AlertSource: Send + Sync + 'static {
-    /// The alerts firing now, by target name.
-    fn active(&self) -> HashMap<String, Vec<AlertDto>>;
+    /// Every alert firing now, targets' and peers', oldest first.
+    fn active(&self) -> Vec<AlertDto>;
 
     /// Failed webhook delivery attempts since start; `None` when no webhooks run.
     fn webhook_failures(&self) -> Option<u64>;
@@ -21,13 +22,23 @@ pub trait AlertSource: Send + Sync + 'static {
     fn webhooks(&self) -> Vec<WebhookDto>;
 }
 
+/// The alerts firing now by subject key: a target's name, or `peer:NAME`
+/// (see [`crate::alerts::Subject::key`]).
+pub fn by_key(alerts: Vec<AlertDto>) -> HashMap<String, Vec<AlertDto>> {
+    let mut by_key: HashMap<String, Vec<AlertDto>> = HashMap::new();
+    for alert in alerts {
+        by_key.entry(alert.target.clone()).or_default().push(alert);
+    }
+    by_key
+}
+
 /// No alert subsystem: nothing fires, no webhook fails.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoAlerts;
 
 impl AlertSource for NoAlerts {
-    fn active(&self) -> HashMap<String, Vec<AlertDto>> {
-        HashMap::new()
+    fn active(&self) -> Vec<AlertDto> {
+        Vec::new()
     }
 
     fn webhook_failures(&self) -> Option<u64> {
@@ -39,21 +50,33 @@ impl AlertSource for NoAlerts {
     }
 }
 
+/// A raised alert in the web crate's terms. The value, threshold and
+/// localisation are the raise's (records written before the raise event was
+/// kept have none).
+pub fn alert(active: ActiveAlert) -> AlertDto {
+    let raise = active.raise;
+    AlertDto {
+        name: active.kind.as_str().to_owned(),
+        id: active.alert_id,
+        subject: match active.target.kind() {
+            SubjectKind::Target => AlertSubject::Target,
+            SubjectKind::Peer => AlertSubject::Peer,
+        },
+        target: active.target.key(),
+        since_ms: Some(active.raised_at_ms),
+        summary: active.summary,
+        value: raise.as_ref().and_then(|r| r.value),
+        threshold: raise.as_ref().and_then(|r| r.threshold),
+        unit: raise.as_ref().and_then(|r| r.unit.clone()),
+        localisation: raise.and_then(|r| r.localisation),
+    }
+}
+
 impl AlertSource for Alerts {
-    fn active(&self) -> HashMap<String, Vec<AlertDto>> {
-        let mut by_target: HashMap<String, Vec<AlertDto>> = HashMap::new();
-        for alert in Alerts::active(self) {
-            by_target
-                .entry(alert.target.to_string())
-                .or_default()
-                .push(AlertDto {
-                    name: alert.kind.as_str().to_owned(),
-                    id: alert.alert_id,
-                    since_ms: Some(alert.raised_at_ms),
-                    summary: alert.summary,
-                });
-        }
-        by_target
+    fn active(&self) -> Vec<AlertDto> {
+        let mut all: Vec<AlertDto> = Alerts::active(self).into_iter().map(alert).collect();
+        sort_alerts(&mut all);
+        all
     }
 
     fn webhook_failures(&self) -> Option<u64> {
@@ -84,5 +107,112 @@ pub fn webhook(status: WebhookStatus) -> WebhookDto {
         last_error: status.last_error,
         next_retry_at_ms: status.next_retry_ms,
         retrying_targets: status.retrying_targets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::{AlertEvent, AlertKind, AlertState, AlertTarget, Subject, SCHEMA};
+    use crate::model::TargetId;
+
+    fn active(subject: Subject, kind: AlertKind, raised_at_ms: u64, raise: bool) -> ActiveAlert {
+        let event = AlertEvent {
+            schema: SCHEMA.to_owned(),
+            id: format!("i-{raised_at_ms}-raised"),
+            alert_id: format!("i-{raised_at_ms}"),
+            seq: raised_at_ms,
+            kind,
+            state: AlertState::Raised,
+            target: AlertTarget {
+                name: subject.key(),
+                subject: subject.kind(),
+                label: None,
+                host: "198.18.1.2".to_owned(),
+                address: None,
+                tags: Vec::new(),
+            },
+            at_ms: raised_at_ms,
+            at: String::new(),
+            raised_at_ms,
+            summary: "round-trip loss 30.0% ..., on the backward path (peer → here)".to_owned(),
+            reason: None,
+            value: Some(30.0),
+            threshold: Some(10.0),
+            unit: Some("pct".to_owned()),
+            localisation: Some(serde_json::json!({"kind": "loss", "direction": "backward"})),
+            path_change: None,
+            snapshot: serde_json::Value::Null,
+        };
+        ActiveAlert {
+            target: subject,
+            kind,
+            alert_id: event.alert_id.clone(),
+            raised_at_ms,
+            summary: event.summary.clone(),
+            raise: raise.then_some(event),
+        }
+    }
+
+    fn name(s: &str) -> TargetId {
+        TargetId::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_peer_alert_keeps_its_subject_key_and_what_raised_it() {
+        let dto = alert(active(
+            Subject::Peer(name("gw")),
+            AlertKind::Loss,
+            5_000,
+            true,
+        ));
+        assert_eq!(dto.subject, AlertSubject::Peer);
+        assert_eq!(dto.target, "peer:gw");
+        assert_eq!((dto.name.as_str(), dto.id.as_str()), ("loss", "i-5000"));
+        assert_eq!(dto.since_ms, Some(5_000));
+        assert_eq!(
+            (dto.value, dto.threshold, dto.unit.as_deref()),
+            (Some(30.0), Some(10.0), Some("pct"))
+        );
+        assert_eq!(dto.localisation.unwrap()["direction"], "backward");
+        assert!(dto.summary.contains("backward path"), "{}", dto.summary);
+    }
+
+    #[test]
+    fn alerts_stored_without_their_raise_have_no_reading() {
+        let dto = alert(active(
+            Subject::Target(name("gw")),
+            AlertKind::RouteChange,
+            1,
+            false,
+        ));
+        assert_eq!(dto.subject, AlertSubject::Target);
+        assert_eq!(dto.target, "gw");
+        assert_eq!(dto.name, "route_change");
+        assert_eq!((dto.value, dto.threshold, dto.unit), (None, None, None));
+        assert_eq!(dto.localisation, None);
+    }
+
+    #[test]
+    fn a_target_and_a_peer_of_one_name_are_grouped_apart() {
+        let all = vec![
+            alert(active(
+                Subject::Target(name("gw")),
+                AlertKind::Loss,
+                1,
+                true,
+            )),
+            alert(active(Subject::Peer(name("gw")), AlertKind::Loss, 2, true)),
+            alert(active(
+                Subject::Peer(name("gw")),
+                AlertKind::Jitter,
+                3,
+                true,
+            )),
+        ];
+        let grouped = by_key(all);
+        assert_eq!(grouped["gw"].len(), 1);
+        let peer: Vec<&str> = grouped["peer:gw"].iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(peer, ["loss", "jitter"]);
     }
 }

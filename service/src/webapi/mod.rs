@@ -34,10 +34,11 @@ use hopwatch_web::{
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::alerts::Subject;
 use crate::config::{Config, WebConfig};
 use crate::enrich::Enricher;
 use crate::model::TargetId;
-use crate::monitor::{Monitor, TargetView};
+use crate::monitor::{Monitor, PeerView, TargetView};
 use crate::store::now_ms;
 
 pub use alerts::{AlertSource, NoAlerts};
@@ -182,8 +183,9 @@ impl WebApi {
         Background { tasks }
     }
 
+    /// The alerts firing now, by subject key (a target's name, `peer:NAME`).
     fn active_alerts(&self) -> HashMap<String, Vec<hopwatch_web::dto::AlertDto>> {
-        self.alerts.active()
+        alerts::by_key(self.alerts.active())
     }
 
     fn source_of(&self, id: &TargetId) -> Option<crate::probe::TimestampSource> {
@@ -471,6 +473,10 @@ impl ReadModel for WebApi {
         self.alerts.webhooks()
     }
 
+    fn alerts(&self) -> Vec<hopwatch_web::dto::AlertDto> {
+        self.alerts.active()
+    }
+
     fn metrics(&self) -> MetricsSnapshot {
         let Some(monitor) = self.monitor() else {
             return MetricsSnapshot::default();
@@ -561,7 +567,11 @@ impl ReadModel for WebApi {
             },
             webhook_delivery_failures: self.alerts.webhook_failures(),
             targets,
-            peers: monitor.peers().iter().map(peers::metrics).collect(),
+            peers: monitor
+                .peers()
+                .iter()
+                .map(|view| peers::metrics(view, peer_alerts(&mut alerts, view)))
+                .collect(),
         }
     }
 
@@ -574,17 +584,20 @@ impl ReadModel for WebApi {
             return Vec::new();
         };
         let window = self.window_probes();
+        let mut alerts = self.active_alerts();
         monitor
             .peers()
             .iter()
-            .map(|view| peers::dto(view, window))
+            .map(|view| peers::dto(view, window, peer_alerts(&mut alerts, view)))
             .collect()
     }
 
     fn peer(&self, name: &str) -> Option<hopwatch_web::dto::PeerDto> {
         let monitor = self.monitor()?;
         let window = self.window_probes();
-        monitor.peer(name).map(|view| peers::dto(&view, window))
+        let view = monitor.peer(name)?;
+        let alerts = peer_alerts(&mut self.active_alerts(), &view);
+        Some(peers::dto(&view, window, alerts))
     }
 
     fn peer_history(
@@ -602,6 +615,15 @@ impl ReadModel for WebApi {
         };
         peers::history(monitor.store(), &view.config.name, range).map(Some)
     }
+}
+
+/// Takes `view`'s peer's alerts out of `alerts` (keyed by subject key).
+fn peer_alerts(
+    alerts: &mut HashMap<String, Vec<hopwatch_web::dto::AlertDto>>,
+    view: &PeerView,
+) -> Vec<hopwatch_web::dto::AlertDto> {
+    let key = Subject::Peer(view.config.name.clone()).key();
+    alerts.remove(&key).unwrap_or_default()
 }
 
 impl Control for WebApi {

@@ -1,9 +1,11 @@
 //! Peers (STAMP links) for the web layer: the monitor's [`PeerView`]s turned
-//! into the web crate's DTOs and /metrics values, and a peer's stored history.
+//! into the web crate's DTOs and /metrics values (with the peer's firing
+//! alerts, which the caller looks up by `peer:NAME`), and a peer's stored
+//! history.
 
 use hopwatch_web::dto::{
-    DelayDto, PeerDirectionDto, PeerDto, PeerHistoryDto, PeerSeriesDto, PeerState as PeerStateDto,
-    PeerTotalsDto, PeerWindowDto,
+    AlertDto, DelayDto, PeerDirectionDto, PeerDto, PeerHistoryDto, PeerSeriesDto,
+    PeerState as PeerStateDto, PeerTotalsDto, PeerWindowDto,
 };
 use hopwatch_web::metrics::PeerMetrics;
 use hopwatch_web::{ReadError, TimeRange};
@@ -56,7 +58,8 @@ fn verdict(owd: OwdValidity) -> (&'static str, Option<String>, Option<u64>) {
     }
 }
 
-pub fn dto(view: &PeerView, window_probes: u32) -> PeerDto {
+/// `view` in the web crate's terms, with the peer's firing `alerts`.
+pub fn dto(view: &PeerView, window_probes: u32, alerts: Vec<AlertDto>) -> PeerDto {
     let c = &view.config;
     let w = &view.window;
     let (state, error) = state(&view.state);
@@ -119,10 +122,12 @@ pub fn dto(view: &PeerView, window_probes: u32) -> PeerDto {
             reordered_forward: t.reordered.forward,
             reordered_backward: t.reordered.backward,
         }),
+        alerts,
     }
 }
 
-pub fn metrics(view: &PeerView) -> PeerMetrics {
+/// `view`'s values for /metrics, with the names of its firing `alerts`.
+pub fn metrics(view: &PeerView, alerts: Vec<AlertDto>) -> PeerMetrics {
     let w = &view.window;
     let secs = |d: &Option<DelayWindow>| d.as_ref().map(|d| d.mean_ns / 1e9);
     let totals = view.totals.as_ref();
@@ -143,6 +148,7 @@ pub fn metrics(view: &PeerView) -> PeerMetrics {
         reordered_backward: totals.map_or(0, |t| t.reordered.backward),
         duplicates_forward: totals.map_or(0, |t| t.duplicates.forward),
         duplicates_backward: totals.map_or(0, |t| t.duplicates.backward),
+        alerts_firing: alerts.into_iter().map(|a| a.name).collect(),
     }
 }
 

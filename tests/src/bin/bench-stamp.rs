@@ -52,8 +52,8 @@ struct Args {
     /// IP packet size.
     #[arg(long, default_value_t = 128)]
     size: usize,
-    /// Also run each interval with T3 from the reflector's userspace clock (no
-    /// eBPF), and with userspace timestamps everywhere, for comparison.
+    /// Also run each interval without eBPF (SO_TIMESTAMPING T1, userspace T3),
+    /// and with userspace timestamps everywhere, for comparison.
     #[arg(long)]
     compare_userspace: bool,
     /// Where the captures go (kept for inspection).
@@ -131,8 +131,8 @@ fn read_wire(path: &Path) -> Result<Wire> {
 /// Where the timestamps come from in one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stamps {
-    /// SO_TIMESTAMPING for T1, T2, T4; T3 written at TC egress by eBPF.
-    KernelEbpfT3,
+    /// T1 and T3 written at TC egress by eBPF; T2 and T4 the kernel's receive stamps.
+    Ebpf,
     /// SO_TIMESTAMPING for T1, T2, T4; T3 from the reflector's userspace clock.
     Kernel,
     /// The userspace clock for all four.
@@ -142,15 +142,15 @@ enum Stamps {
 impl Stamps {
     fn label(self) -> &'static str {
         match self {
-            Stamps::KernelEbpfT3 => "kernel, eBPF T3",
-            Stamps::Kernel => "kernel, userspace T3",
+            Stamps::Ebpf => "eBPF T1/T3",
+            Stamps::Kernel => "SO_TIMESTAMPING, userspace T3",
             Stamps::Userspace => "userspace",
         }
     }
 
     fn tag(self) -> &'static str {
         match self {
-            Stamps::KernelEbpfT3 => "",
+            Stamps::Ebpf => "",
             Stamps::Kernel => "-kernel",
             Stamps::Userspace => "-user",
         }
@@ -193,7 +193,7 @@ fn run_once(args: &Args, interval: Duration, stamps: Stamps) -> Result<RunResult
     if userspace {
         reflect.arg("--userspace-timestamps");
     }
-    if stamps != Stamps::KernelEbpfT3 {
+    if stamps != Stamps::Ebpf {
         reflect.arg("--no-ebpf");
     }
     let reflector = Running::spawn(reflect)?;
@@ -213,6 +213,9 @@ fn run_once(args: &Args, interval: Duration, stamps: Stamps) -> Result<RunResult
         ]);
     if userspace {
         send.arg("--userspace-timestamps");
+    }
+    if stamps != Stamps::Ebpf {
+        send.arg("--no-ebpf");
     }
     let sender = Running::spawn(send)?.wait()?.check()?;
     let reflector = reflector.kill()?;
@@ -285,7 +288,7 @@ fn main() -> Result<()> {
     let mut results = Vec::new();
     for interval in &args.intervals {
         let interval: Duration = (*interval).into();
-        results.push(run_once(&args, interval, Stamps::KernelEbpfT3)?);
+        results.push(run_once(&args, interval, Stamps::Ebpf)?);
         if args.compare_userspace {
             results.push(run_once(&args, interval, Stamps::Kernel)?);
             results.push(run_once(&args, interval, Stamps::Userspace)?);

@@ -127,6 +127,28 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
     }
 }
 
+/// A firing alert of `subject` keyed `target` (a target's name or `peer:NAME`).
+pub fn alert(
+    subject: AlertSubject,
+    target: &str,
+    since_ms: u64,
+    summary: &str,
+    localisation: Option<serde_json::Value>,
+) -> AlertDto {
+    AlertDto {
+        name: "loss".into(),
+        id: format!("i-{since_ms}"),
+        subject,
+        target: target.into(),
+        since_ms: Some(since_ms),
+        summary: summary.into(),
+        value: Some(20.0),
+        threshold: Some(10.0),
+        unit: Some("pct".into()),
+        localisation,
+    }
+}
+
 /// What the control was asked to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
@@ -175,6 +197,19 @@ pub fn webhooks() -> Vec<WebhookDto> {
     ]
 }
 
+/// Target `alpha`: three hops, a loss alert firing since 7 s.
+pub fn alpha() -> TargetDetail {
+    let mut alpha = detail("alpha", 3, 10);
+    alpha.summary.alerts = vec![alert(
+        AlertSubject::Target,
+        "alpha",
+        7_000,
+        "destination loss 20.0% over the last 100 probes (raises at 10.0%)",
+        Some(serde_json::json!({"kind": "loss", "ttl": 2})),
+    )];
+    alpha
+}
+
 pub struct Fake {
     pub targets: Mutex<Vec<TargetDetail>>,
     pub webhooks: Mutex<Vec<WebhookDto>>,
@@ -187,7 +222,7 @@ pub struct Fake {
 impl Fake {
     pub fn new() -> Arc<Fake> {
         Arc::new(Fake {
-            targets: Mutex::new(vec![detail("alpha", 3, 10), detail("beta", 2, 20)]),
+            targets: Mutex::new(vec![alpha(), detail("beta", 2, 20)]),
             webhooks: Mutex::new(webhooks()),
             events: broadcast::channel(16).0,
             engine_running: Mutex::new(true),
@@ -476,6 +511,7 @@ impl ReadModel for Fake {
                 reordered_backward: 2,
                 duplicates_forward: 0,
                 duplicates_backward: 3,
+                alerts_firing: vec!["loss".into()],
             }],
         }
     }
@@ -515,7 +551,8 @@ impl ReadModel for Fake {
     }
 }
 
-/// A running peer with 30 ms RTT split 25 / 5 ms and 10 % loss on the way back.
+/// A running peer with 30 ms RTT split 25 / 5 ms and 10 % loss on the way
+/// back, which raised a loss alert 5 s in (before `alpha`'s).
 pub fn peer(name: &str) -> PeerDto {
     let delay = |ms: i64| DelayDto {
         min_ns: ms * 1_000_000,
@@ -559,6 +596,17 @@ pub fn peer(name: &str) -> PeerDto {
             ..PeerWindowDto::default()
         },
         totals: None,
+        alerts: vec![alert(
+            AlertSubject::Peer,
+            &format!("peer:{name}"),
+            5_000,
+            "round-trip loss 10.0% over the last 100 probes (raises at 10.0%), \
+             on the backward path (peer → here): forward 0.0%, backward 10.0%",
+            Some(serde_json::json!({
+                "kind": "loss", "direction": "backward",
+                "forward_loss_pct": 0.0, "backward_loss_pct": 10.0,
+            })),
+        )],
     }
 }
 
