@@ -159,12 +159,21 @@ fn try_egress(ctx: &TcContext) -> Result<(), ParseError> {
     if !in_range(config, key.flow) {
         return Ok(());
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    match PROBE_TX.insert(key, now, 0) {
-        Ok(()) => count(counter::EGRESS_STAMPED),
-        Err(_) => count(counter::EGRESS_MAP_FULL),
+    // The entry is made first and stamped last: an LRU insert can take
+    // microseconds (refilling its free list, evicting), and every nanosecond
+    // spent here after the stamp would read as network time.
+    if PROBE_TX.insert(key, 0, 0).is_err() {
+        count(counter::EGRESS_MAP_FULL);
+        return Ok(());
     }
+    let Some(slot) = PROBE_TX.get_ptr_mut(key) else {
+        count(counter::EGRESS_MAP_FULL);
+        return Ok(());
+    };
+    // SAFETY: helper without preconditions; `slot` points at the live value
+    // just inserted (map values stay valid for the program's RCU section).
+    unsafe { *slot = bpf_ktime_get_ns() };
+    count(counter::EGRESS_STAMPED);
     Ok(())
 }
 
@@ -196,6 +205,12 @@ fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
         count(counter::INGRESS_UNMATCHED);
         return Ok(());
     };
+    // 0 is an entry whose probe has not left yet (egress stamps it last): no
+    // reply can be ours then, so this one is a stray with a colliding key.
+    if tx_ns == 0 {
+        count(counter::INGRESS_UNMATCHED);
+        return Ok(());
+    }
     // Whoever deletes the stamp owns the reply: a duplicate reply racing on another
     // CPU finds it gone and is counted as unmatched instead of emitted twice.
     if PROBE_TX.remove(reply.key).is_err() {
