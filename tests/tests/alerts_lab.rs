@@ -154,9 +154,19 @@ impl Receiver {
         }
     }
 
+    /// A receiver listening at once. It binds port 0 itself: a port picked
+    /// free and bound again later can be taken in between (the daemon's own
+    /// outgoing connections draw from the same ephemeral range).
     async fn start() -> Receiver {
-        let mut receiver = Receiver::unstarted();
-        receiver.listen().await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("receiver binds on loopback");
+        let mut receiver = Receiver {
+            log: Arc::default(),
+            port: listener.local_addr().expect("a bound address").port(),
+            server: None,
+        };
+        receiver.serve(listener);
         receiver
     }
 
@@ -164,6 +174,10 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("receiver binds on loopback");
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&self.log));
