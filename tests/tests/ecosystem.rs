@@ -11,6 +11,11 @@
 //!   in hopwatch's /metrics, every rule evaluates without error, every panel
 //!   query answers with data, and the loss alert fires, naming the hop where
 //!   the loss begins, when the lab drops packets in the middle of the path.
+//!   The daemon also measures two `[[peer]]` STAMP links, so the
+//!   `hopwatch_peer_*` series the peer rules and panels read are exported:
+//!   one to the `[reflector]` of a second `hopwatch run` at the far end of
+//!   the path, whose loss alert must fire naming the forward direction, and
+//!   one to a router with no reflector, whose down alert must fire.
 //!
 //! Privileged (the lab) and needs Debian's prometheus package (promtool comes
 //! with it; deploy/setup.sh installs it); fails, never skips, without them.
@@ -30,6 +35,10 @@ use serde_json::Value;
 const WEB: &str = "127.0.0.1:9470";
 const PROMETHEUS_PORT: u16 = 9090;
 const READ_TOKEN: &str = "ecosystem-read-token-0123456789";
+/// The `[[peer]]` that answers (a second daemon's `[reflector]` on `dst`)
+/// and the one that does not (a router: no reflector, port unreachable).
+const PEER: &str = "far";
+const DEAD_PEER: &str = "dead";
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -209,19 +218,41 @@ fn the_dashboard_is_a_grafana_dashboard_with_valid_queries() {
 fn config_text(state: &Path) -> String {
     // 10 rounds a second so the default 100-probe window fills in 10 s, and
     // rounds that end before the next begins (lab RTTs are microseconds); a
-    // webhook to a closed loopback port so delivery failures are counted.
+    // webhook to a closed loopback port so delivery failures are counted,
+    // for the targets' alerts only: the peer without a reflector raises one at
+    // once, and its failing deliveries would make HopwatchWebhookFailing
+    // pending on the clean lab.
     format!(
         "[service]\nstate_dir = {state:?}\ntimestamps = \"ebpf\"\n\n\
          [storage]\nflush_interval = \"1s\"\n\n[enrichment]\nreverse_dns = false\n\n\
          [web]\nlisten = \"{WEB}\"\nread_token = \"{READ_TOKEN}\"\n\n\
          [defaults]\ninterval = \"100ms\"\ntimeout = \"50ms\"\nmax_hops = 8\n\n\
-         [[webhook]]\nname = \"closed\"\nurl = \"http://127.0.0.1:9/hook\"\ntimeout = \"1s\"\n",
+         [[webhook]]\nname = \"closed\"\nurl = \"http://127.0.0.1:9/hook\"\ntimeout = \"1s\"\n\
+         targets = [\"t\", \"first\"]\n",
         state = state.display().to_string()
     )
 }
 
 fn target_table(name: &str, host: IpAddr) -> String {
     format!("\n[[target]]\nname = \"{name}\"\nhost = \"{host}\"\n")
+}
+
+/// A STAMP peer probed every 10 ms: its 100-probe window fills in a second.
+/// Both ends of the lab read one clock, so one-way delays are trusted.
+fn peer_table(name: &str, address: IpAddr) -> String {
+    format!(
+        "\n[[peer]]\nname = \"{name}\"\naddress = \"{address}\"\n\
+         interval = \"10ms\"\nclock = \"shared\"\n"
+    )
+}
+
+/// A second daemon on `dst` that only reflects: STAMP on `listen`, for `allow`.
+fn reflector_text(state: &Path, listen: IpAddr, allow: IpAddr) -> String {
+    format!(
+        "[service]\nstate_dir = {state:?}\n\n[web]\nlisten = \"{WEB}\"\n\n\
+         [reflector]\nlisten = [\"{listen}\"]\nallow = [\"{allow}/32\"]\n",
+        state = state.display().to_string()
+    )
 }
 
 /// The shipped rules file, and a scrape of the lab daemon every second.
@@ -248,10 +279,30 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
         .prefix("ecosystem")
         .tempdir()
         .expect("temp dir");
+    // The far end of the path reflects STAMP for src (across the lossy link
+    // to come); r2 has no reflector.
+    let src_addr: IpAddr = lab.interface("src", "r1").expect("src").v4.into();
+    let dst_addr: IpAddr = lab.interface("dst", "r3").expect("dst").v4.into();
+    let r2_addr: IpAddr = lab.interface("r2", "r1").expect("r2").v4.into();
+    let reflector_config = dir.path().join("reflector.toml");
+    std::fs::write(
+        &reflector_config,
+        reflector_text(&dir.path().join("reflector-state"), dst_addr, src_addr),
+    )
+    .unwrap();
+    let mut reflector =
+        Daemon::start(&lab, "dst", &hopwatch_bin(), &reflector_config).expect("the reflector");
+    reflector
+        .wait_for_log("STAMP reflector started", Duration::from_secs(5))
+        .expect("the [reflector] runs");
     let config = dir.path().join("hopwatch.toml");
     std::fs::write(
         &config,
-        config_text(&dir.path().join("state")) + &target_table("t", t) + &target_table("first", r1),
+        config_text(&dir.path().join("state"))
+            + &target_table("t", t)
+            + &target_table("first", r1)
+            + &peer_table(PEER, dst_addr)
+            + &peer_table(DEAD_PEER, r2_addr),
     )
     .unwrap();
     let daemon = Daemon::start(&lab, "src", &hopwatch_bin(), &config).expect("hopwatch run");
@@ -304,10 +355,15 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
         })
         .count();
     assert_eq!(rules.len(), shipped_rules, "Prometheus loaded every rule");
-    // Nothing fires while the lab is clean (the daemon's own health included).
+    // Nothing fires while the lab is clean (the daemon's own health and the
+    // answering peer, whose window is full by now, included); only the peer
+    // with no reflector may (its window reads 100% loss).
     std::thread::sleep(Duration::from_secs(3));
     let quiet = prometheus.alerts().expect("alerts");
-    assert!(quiet.is_empty(), "alerts on a healthy lab: {quiet:#?}");
+    assert!(
+        quiet.iter().all(|a| a["labels"]["peer"] == DEAD_PEER),
+        "alerts on a healthy lab: {quiet:#?}"
+    );
 
     // Loss on the link r1 -> r2: hops 2, 3 and the destination lose, hop 1 does not.
     let loss = lab.loss(At::link("r1", "r2"), 30.0).expect("loss");
@@ -358,6 +414,61 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
             && a["labels"]["alertname"] == "HopwatchDestinationLoss"),
         "{alerts:#?}"
     );
+    // The peer's probes cross the same link: its loss alert fires too, and
+    // says the loss is on the way out (the reflector's counter shows it).
+    let peer_alert = eventually(
+        Duration::from_secs(30),
+        "the peer loss alert to fire, naming the forward path",
+        || {
+            let alerts = prometheus.alerts().map_err(|e| e.to_string())?;
+            let alert = alerts
+                .iter()
+                .find(|a| {
+                    a["labels"]["alertname"] == "HopwatchPeerLoss"
+                        && a["labels"]["peer"] == PEER
+                        && a["state"] == "firing"
+                })
+                .ok_or(format!("{alerts:#?}"))?;
+            let description = alert["annotations"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            if description.contains("The loss is on the forward path (here → peer): forward ") {
+                Ok(alert.clone())
+            } else {
+                let loss = prometheus
+                    .query(&format!("hopwatch_peer_loss_ratio{{peer=\"{PEER}\"}}"))
+                    .map_err(|e| e.to_string())?;
+                Err(format!("{description}\npeer loss ratios: {loss:?}"))
+            }
+        },
+    )
+    .expect("peer loss alert");
+    assert_eq!(
+        peer_alert["labels"]["severity"], "warning",
+        "{peer_alert:#}"
+    );
+    assert_eq!(
+        peer_alert["annotations"]["ui"],
+        format!("http://{WEB}/peers/{PEER}"),
+        "{peer_alert:#}"
+    );
+    let peer_loss: f64 = peer_alert["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("alert value");
+    assert!(
+        (0.05..0.7).contains(&peer_loss),
+        "peer loss ratio {peer_loss}"
+    );
+    // Lossy is not down: its replies still come.
+    let alerts = prometheus.alerts().expect("alerts");
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "HopwatchPeerDown" && a["labels"]["peer"] == PEER),
+        "{alerts:#?}"
+    );
+
     // hopwatch's own loss alert fires too, so hopwatch_alert_firing has samples.
     eventually(Duration::from_secs(30), "hopwatch's own loss alert", || {
         let firing = prometheus
@@ -368,6 +479,21 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
             .ok_or("not firing".into())
     })
     .expect("built-in alert");
+    eventually(
+        Duration::from_secs(30),
+        "hopwatch's own peer loss alert",
+        || {
+            let firing = prometheus
+                .query(&format!(
+                "hopwatch_alert_firing{{target=\"peer:{PEER}\", subject=\"peer\", alert=\"loss\"}}"
+            ))
+                .map_err(|e| e.to_string())?;
+            (!firing.is_empty())
+                .then_some(())
+                .ok_or("not firing".into())
+        },
+    )
+    .expect("built-in peer alert");
 
     // What the daemon exports now, with alerts firing and webhooks failing.
     let metrics = webclient::get(
@@ -380,6 +506,16 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
     .expect("GET /metrics");
     assert_eq!(metrics.status, 200, "{}", metrics.body);
     let exported = exposition_names(&metrics.body);
+    // The peer rules and panels are checked below against real series: the
+    // daemon exports the peer families (they are absent without a peer).
+    let peer_families: BTreeSet<&String> = exported
+        .iter()
+        .filter(|n| n.starts_with("hopwatch_peer_"))
+        .collect();
+    assert!(
+        peer_families.len() >= 8,
+        "the peer families are exported: {peer_families:?}"
+    );
     let recorded: BTreeSet<String> = rules
         .iter()
         .filter(|r| r["type"] == "recording")
@@ -401,6 +537,17 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
             );
         }
     }
+    let peer_rules = rules
+        .iter()
+        .filter(|r| {
+            metric_names(r["query"].as_str().unwrap_or_default())
+                .is_ok_and(|names| names.iter().any(|n| n.starts_with("hopwatch_peer_")))
+        })
+        .count();
+    assert!(
+        peer_rules >= 5,
+        "{peer_rules} rules read hopwatch_peer_* series"
+    );
     // Annotation templates query metrics too: the printf `...` strings (with
     // %q for the instance and target) they pass to `query`.
     let mut template_queries = 0;
@@ -486,20 +633,65 @@ fn a_real_prometheus_runs_the_shipped_rules_and_dashboard_queries_against_the_da
         );
     }
 
-    // The loss ends: the alert resolves (hysteresis and keep_firing_for are
-    // seconds at this rate; the 100-probe window takes 10 s to clear).
+    // The loss ends: the alerts resolve (hysteresis and keep_firing_for are
+    // seconds at this rate; the 100-probe window takes 10 s to clear, the
+    // peer's 1 s).
     loss.remove().expect("loss removed");
-    eventually(Duration::from_secs(60), "the loss alert to resolve", || {
-        let alerts = prometheus.alerts().map_err(|e| e.to_string())?;
-        (!alerts
-            .iter()
-            .any(|a| a["labels"]["alertname"] == "HopwatchDestinationLoss"))
-        .then_some(())
-        .ok_or(format!("{alerts:#?}"))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the loss alerts to resolve",
+        || {
+            let alerts = prometheus.alerts().map_err(|e| e.to_string())?;
+            (!alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "HopwatchDestinationLoss"
+                    || a["labels"]["alertname"] == "HopwatchPeerLoss" && a["labels"]["peer"] == PEER
+            }))
+            .then_some(())
+            .ok_or(format!("{alerts:#?}"))
+        },
+    )
     .expect("resolved");
+
+    // The peer with no reflector has sent for more than 30 s by now without
+    // a reply: it is down (and, its window being all loss, says so).
+    let down = eventually(
+        Duration::from_secs(40),
+        "the dead peer's down alert",
+        || {
+            let alerts = prometheus.alerts().map_err(|e| e.to_string())?;
+            alerts
+                .iter()
+                .find(|a| a["labels"]["alertname"] == "HopwatchPeerDown" && a["state"] == "firing")
+                .cloned()
+                .ok_or(format!("{alerts:#?}"))
+        },
+    )
+    .expect("down alert");
+    assert_eq!(down["labels"]["peer"], DEAD_PEER, "{down:#}");
+    assert_eq!(down["labels"]["severity"], "critical", "{down:#}");
+    let text = down["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.starts_with(&format!("Peer {DEAD_PEER} answered none of the ")),
+        "{down:#}"
+    );
+    let alerts = prometheus.alerts().expect("alerts");
+    let dead_loss = alerts
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "HopwatchPeerLoss")
+        .unwrap_or_else(|| panic!("the dead peer's window is all loss: {alerts:#?}"));
+    assert_eq!(dead_loss["labels"]["peer"], DEAD_PEER, "{alerts:#?}");
+    assert!(
+        dead_loss["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("The peer answered none of them.")),
+        "{dead_loss:#}"
+    );
 
     drop(prometheus);
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "clean exit: {status:?}");
+    let status = reflector.stop().expect("stop the reflector");
+    assert!(status.success(), "the reflector's clean exit: {status:?}");
 }
