@@ -132,13 +132,20 @@ fn blackout_and_burst_drop_consecutive_packets() {
     let blackout = lab
         .blackout_for(At::router("r2"), Duration::from_millis(200))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // It lifts itself by running iptables, which waits for the xtables lock
+    // that parallel lab tests hold now and then: allow it a while.
+    let lift_deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while blackout.is_active() && std::time::Instant::now() < lift_deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!blackout.is_active(), "blackout did not lift itself");
     drop(blackout);
     let report = pinger.join().unwrap();
     let lost = report.transmitted - report.received;
+    // At least ~120 ms of the 200 ms lost; and pings after it answered again
+    // (60 were sent over 0.6 s: a blackout that never lifted loses ~40).
     assert!(
-        (12..=28).contains(&lost),
+        (12..=34).contains(&lost),
         "lost {lost} in a 200 ms blackout"
     );
 
@@ -201,7 +208,9 @@ fn delay_and_jitter_are_measurable() {
         r.rtt_stddev().unwrap(),
     );
     assert!(min >= Duration::from_millis(10), "min {min:?}");
-    assert!(max <= Duration::from_millis(35), "max {max:?}");
+    // 30 ms at most, plus the userspace element's release lag on a busy
+    // machine (seen: 6.5 ms while the test suite built a package alongside).
+    assert!(max <= Duration::from_millis(40), "max {max:?}");
     assert!(
         sd >= Duration::from_millis(2),
         "stddev {sd:?} with 10 ms jitter"
