@@ -35,6 +35,11 @@ pub enum DaemonError {
         status: ExitStatus,
         log: String,
     },
+    #[error("writing the daemon's config {}: {source}", .path.display())]
+    Config {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("could not send SIGTERM to hopwatch run (pid {pid}): {source}")]
     Signal { pid: u32, source: std::io::Error },
     #[error("waiting for hopwatch run (pid {pid}): {source}")]
@@ -87,6 +92,34 @@ impl<'lab> Daemon<'lab> {
         }
         let mut daemon = Daemon { child, log };
         daemon.wait_for_log(WEB_READY, Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
+    /// A daemon in `node` that only reflects STAMP: `[reflector]` on `listen`
+    /// (port 862), answering `allow` alone, its web server on `web`, its
+    /// config and state under `dir`. Returns once the reflector runs.
+    pub fn start_reflector(
+        lab: &'lab Lab,
+        node: &str,
+        binary: &Path,
+        dir: &Path,
+        listen: std::net::IpAddr,
+        allow: std::net::IpAddr,
+        web: &str,
+    ) -> Result<Daemon<'lab>, DaemonError> {
+        let config = dir.join("reflector.toml");
+        let text = format!(
+            "[service]\nstate_dir = {:?}\n\n[web]\nlisten = \"{web}\"\n\n\
+             [reflector]\nlisten = [\"{listen}\"]\nallow = [\"{allow}/{}\"]\n",
+            dir.join("reflector-state").display().to_string(),
+            if allow.is_ipv4() { 32 } else { 128 }
+        );
+        std::fs::write(&config, text).map_err(|source| DaemonError::Config {
+            path: config.clone(),
+            source,
+        })?;
+        let mut daemon = Daemon::start(lab, node, binary, &config)?;
+        daemon.wait_for_log("STAMP reflector started", Duration::from_secs(5))?;
         Ok(daemon)
     }
 

@@ -306,21 +306,9 @@ fn one_way_peer_loss_raises_an_alert_naming_the_direction_and_clears() {
         .prefix("hopwatch-peer-alerts")
         .tempdir()
         .expect("temp dir");
-    let reflector_config = dir.path().join("reflector.toml");
-    std::fs::write(
-        &reflector_config,
-        format!(
-            "[service]\nstate_dir = {:?}\n\n[web]\nlisten = \"{WEB}\"\n\n\
-             [reflector]\nlisten = [\"{dst}\"]\nallow = [\"{src}/32\"]\n",
-            dir.path().join("reflector-state").display().to_string()
-        ),
-    )
-    .expect("write the reflector's config");
-    let mut reflector = Daemon::start(&lab, "dst", &hopwatch_bin(), &reflector_config)
-        .expect("the reflecting daemon starts");
-    reflector
-        .wait_for_log("STAMP reflector started", Duration::from_secs(5))
-        .expect("the [reflector] runs");
+    let reflector =
+        Daemon::start_reflector(&lab, "dst", &hopwatch_bin(), dir.path(), dst, src, WEB)
+            .expect("the reflecting daemon starts with its [reflector]");
 
     let receiver = Receiver::start(&lab);
     let config = dir.path().join("hopwatch.toml");

@@ -77,21 +77,9 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         .prefix("hopwatch-peer-daemon")
         .tempdir()
         .expect("temp dir");
-    let reflector_config = dir.path().join("reflector.toml");
-    std::fs::write(
-        &reflector_config,
-        format!(
-            "[service]\nstate_dir = {:?}\n\n[web]\nlisten = \"{WEB}\"\n\n\
-             [reflector]\nlisten = [\"{dst}\"]\nallow = [\"{src}/32\"]\n",
-            dir.path().join("reflector-state").display().to_string()
-        ),
-    )
-    .expect("write the reflector's config");
-    let mut reflector = Daemon::start(&lab, "dst", &hopwatch_bin(), &reflector_config)
-        .expect("the reflecting daemon starts");
-    reflector
-        .wait_for_log("STAMP reflector started", Duration::from_secs(5))
-        .expect("the [reflector] runs");
+    let reflector =
+        Daemon::start_reflector(&lab, "dst", &hopwatch_bin(), dir.path(), dst, src, WEB)
+            .expect("the reflecting daemon starts with its [reflector]");
     let _delay = lab
         .delay(
             At::link("r1", "dst"),
