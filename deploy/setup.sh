@@ -8,6 +8,8 @@
 #     precompiled `core` for bpfel-unknown-none (see docs/architecture.md, eBPF build)
 #   - llvm-N-dev matching rustc-web's LLVM, and bpf-linker built against it
 #   - the lab's tools: iproute2, iptables (NFQUEUE, statistic), ping, tcpdump
+#   - the appliance VM (deploy/vm.sh): qemu-system-x86, qemu-utils, e2fsprogs;
+#     its Debian image is built by vm.sh itself with debootstrap
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -44,7 +46,7 @@ apt_install() {
 # 1. The kernel-side Rust toolchain and the lab/test tools.
 apt_install rustc-web cargo-web libstd-rust-web-dev-bpf \
     iproute2 iputils-ping iptables tcpdump procps ethtool ca-certificates dnsmasq-base debootstrap dpkg-dev \
-    prometheus chromium chromium-driver wrk
+    prometheus chromium chromium-driver wrk qemu-system-x86 qemu-utils e2fsprogs
 
 # 2. LLVM dev files matching rustc-web's LLVM major, so bpf-linker links the
 #    bitcode rustc-web emits.

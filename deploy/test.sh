@@ -21,3 +21,10 @@ step "cargo test"
 # Lab tests spend their time waiting on packets, not CPU: run more of them at
 # once than there are cores.
 cargo test --workspace --locked -- --test-threads "${HOPWATCH_TEST_THREADS:-8}"
+
+step "the appliance VM (deploy/vm.sh test)"
+# The .deb of the binary cargo test just built, booted under systemd in a
+# Debian 12 VM: install, reboot, upgrade, power cuts, purge. It needs the
+# machine to itself (software emulation), so it runs after the tests.
+target_dir=${CARGO_TARGET_DIR:-target}
+HOPWATCH_BIN="$target_dir/debug/hopwatch" bash deploy/vm.sh test

@@ -1,5 +1,5 @@
 //! Builds hopwatch's kernel programs (probe-ebpf) and leaves the object in OUT_DIR,
-//! where src/probe/ebpf.rs embeds it with `aya::include_bytes_aligned!`.
+//! where src/probe/ebpf/load.rs embeds it with `aya::include_bytes_aligned!`.
 //!
 //! The kernel crate only builds with Debian's rustc-web (the one toolchain here with
 //! a precompiled `core` for bpfel-unknown-none) and bpf-linker, so this script runs

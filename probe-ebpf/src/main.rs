@@ -5,7 +5,7 @@
 //! [`ReplyEvent`] per answered probe to userspace.
 //!
 //! The contract (map names, key layout, event layout, counters) lives in
-//! probe-common; the loader is service/src/probe/ebpf.rs. The programs never
+//! probe-common; the loader is service/src/probe/ebpf/. The programs never
 //! drop a packet, and modify only our own STAMP packets; they return `TC_ACT_UNSPEC` (TCX
 //! "next") rather than `TC_ACT_OK` (TCX "pass"), because OK would end the chain
 //! and skip the TC programs of other tools attached after ours.

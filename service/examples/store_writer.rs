@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopwatch::model::{HopSample, RoundRecord, TargetId};
-use hopwatch::probe::TimestampSource;
+use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
+use hopwatch::probe::{Rtt, TimestampSource, Ttl};
 use hopwatch::store::{Hop, Resolution, Store, StoreConfig, StoredEvent, HOUR_MS, MINUTE_MS};
 
 #[derive(Parser)]
@@ -73,11 +73,17 @@ fn round(target: &TargetId, seq: u64, at_ms: u64) -> RoundRecord {
         .map(|ttl| {
             let lost = (ttl == 6 && seq.is_multiple_of(11)) || (ttl == 10 && dest_lost);
             let jitter = (seq.wrapping_mul(2_654_435_761) ^ (ttl as u64 * 40_503)) % 2_000_000;
-            HopSample {
-                ttl,
-                responder: (!lost).then(|| IpAddr::from([192, 0, 2, ttl])),
-                rtt_ns: (!lost).then_some(ttl as u64 * 2_000_000 + jitter),
-                reached: ttl == 10 && !lost,
+            let answer = HopAnswer {
+                responder: IpAddr::from([192, 0, 2, ttl]),
+                rtt: Rtt::from_nanos(ttl as u64 * 2_000_000 + jitter),
+                is_destination: ttl == 10,
+                reply_ttl: None,
+            };
+            let ttl = Ttl::new(ttl).expect("TTLs start at 1");
+            if lost {
+                HopSample::lost(ttl)
+            } else {
+                HopSample::answered(ttl, answer)
             }
         })
         .collect();
@@ -86,7 +92,7 @@ fn round(target: &TargetId, seq: u64, at_ms: u64) -> RoundRecord {
         seq,
         started_at_ms: at_ms,
         hops,
-        destination_ttl: (!dest_lost).then_some(10),
+        destination_ttl: (!dest_lost).then_some(Ttl::new(10).expect("not 0")),
         source: TimestampSource::Ebpf,
     }
 }

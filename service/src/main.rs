@@ -1,8 +1,52 @@
 //! The `hopwatch` binary.
 
+use std::os::unix::fs::MetadataExt;
+
 use clap::Parser;
 use hopwatch::cli::{Cli, Command};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+/// Whether stderr is the journal stream systemd gave this process
+/// (`JOURNAL_STREAM` is "device:inode" of that stream; a child whose stderr
+/// was redirected inherits the variable but not the stream).
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(stderr.dev()) && ino.parse() == Ok(stderr.ino())
+}
+
+/// Logs to the journal, each record with its level as the priority (a
+/// warning is priority 4, so `journalctl -p warning` finds it), when systemd
+/// runs hopwatch; otherwise plain text to stderr.
+fn init_logging(filter: EnvFilter) {
+    if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal.with_syslog_identifier("hopwatch".to_owned()))
+                    .init();
+                return;
+            }
+            Err(err) => eprintln!("hopwatch: cannot log to the journal ({err}); logging to stderr"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Log files get plain text; colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
 
 fn main() {
     let cli = Cli::parse();
@@ -10,12 +54,7 @@ fn main() {
         eprintln!("hopwatch: invalid --log filter {:?}: {err}", cli.log);
         std::process::exit(hopwatch::cli::exit::USAGE);
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // journald and log files get plain text; colours only on a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

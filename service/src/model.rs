@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::TimestampSource;
+use crate::probe::{Rtt, TimestampSource, Ttl};
 
 /// A configured target's stable identity: its `name` in the config file.
 /// History, live state and alerts are keyed by it, so renaming a target's
@@ -53,21 +53,187 @@ impl fmt::Display for TargetId {
 pub struct InvalidTargetId(pub String);
 
 /// What one probe of a round found at one TTL.
+///
+/// Built only from an answer or a loss, so a sample cannot hold an RTT
+/// without a responder, or be "the destination" while lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "HopSampleFields", try_from = "HopSampleFields")]
 pub struct HopSample {
-    pub ttl: u8,
-    /// Who answered; `None` when the probe timed out.
-    pub responder: Option<IpAddr>,
-    /// Round-trip time in nanoseconds; `None` when the probe timed out.
-    pub rtt_ns: Option<u64>,
+    pub ttl: Ttl,
+    pub outcome: HopOutcome,
+}
+
+/// How one probe of a round ended: the hop-sample counterpart of
+/// [`probe::Outcome`](crate::probe::Outcome), keeping only what the rounds'
+/// consumers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopOutcome {
+    Answered(HopAnswer),
+    /// Timed out, or could not be sent: either way the path gave no answer.
+    Lost,
+}
+
+/// The answer to one probe of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HopAnswer {
+    /// A router on the path, or the target.
+    pub responder: IpAddr,
+    pub rtt: Rtt,
     /// The reply came from the target itself.
-    pub reached: bool,
+    pub is_destination: bool,
+    /// TTL (hop limit) left in the reply's IP header, when the timestamp path
+    /// saw it: the return path's length from this responder. Live analysis
+    /// only; not stored (the stored rounds' encoding has no room for it, and
+    /// the changes it reveals are stored as path events instead).
+    pub reply_ttl: Option<u8>,
 }
 
 impl HopSample {
-    pub fn lost(&self) -> bool {
-        self.rtt_ns.is_none()
+    pub const fn answered(ttl: Ttl, answer: HopAnswer) -> HopSample {
+        HopSample {
+            ttl,
+            outcome: HopOutcome::Answered(answer),
+        }
     }
+
+    pub const fn lost(ttl: Ttl) -> HopSample {
+        HopSample {
+            ttl,
+            outcome: HopOutcome::Lost,
+        }
+    }
+
+    pub const fn answer(&self) -> Option<&HopAnswer> {
+        match &self.outcome {
+            HopOutcome::Answered(answer) => Some(answer),
+            HopOutcome::Lost => None,
+        }
+    }
+
+    pub const fn is_lost(&self) -> bool {
+        matches!(self.outcome, HopOutcome::Lost)
+    }
+
+    /// Who answered; `None` when the probe was lost.
+    pub fn responder(&self) -> Option<IpAddr> {
+        self.answer().map(|a| a.responder)
+    }
+
+    /// `None` when the probe was lost.
+    pub fn rtt(&self) -> Option<Rtt> {
+        self.answer().map(|a| a.rtt)
+    }
+
+    /// The target itself answered.
+    pub fn reached(&self) -> bool {
+        self.answer().is_some_and(|a| a.is_destination)
+    }
+
+    /// See [`HopAnswer::reply_ttl`].
+    pub fn reply_ttl(&self) -> Option<u8> {
+        self.answer().and_then(|a| a.reply_ttl)
+    }
+
+    /// Rebuilds a sample from the flat fields that stored and serialised
+    /// forms keep, rejecting combinations that no probe can produce.
+    /// The reply TTL is never kept, so it comes back as `None`.
+    pub fn from_parts(
+        ttl: u8,
+        responder: Option<IpAddr>,
+        rtt: Option<Rtt>,
+        reached: bool,
+    ) -> Result<HopSample, InvalidHopSample> {
+        let ttl = Ttl::new(ttl).ok_or(InvalidHopSample::ZeroTtl)?;
+        match (responder, rtt) {
+            (Some(responder), Some(rtt)) => Ok(HopSample::answered(
+                ttl,
+                HopAnswer {
+                    responder,
+                    rtt,
+                    is_destination: reached,
+                    reply_ttl: None,
+                },
+            )),
+            (None, None) if reached => Err(InvalidHopSample::LostButReached),
+            (None, None) => Ok(HopSample::lost(ttl)),
+            (Some(_), None) => Err(InvalidHopSample::ResponderWithoutRtt),
+            (None, Some(_)) => Err(InvalidHopSample::RttWithoutResponder),
+        }
+    }
+}
+
+#[cfg(test)]
+impl HopSample {
+    /// A sample for tests written in the flat terms rounds used to have:
+    /// answered by `responder` after `rtt_ns`, or lost when that is `None`
+    /// (and then `is_destination` does not apply). No reply TTL.
+    pub(crate) fn answered_or_lost(
+        ttl: u8,
+        responder: IpAddr,
+        rtt_ns: Option<u64>,
+        is_destination: bool,
+    ) -> HopSample {
+        let ttl = Ttl::new(ttl).expect("test TTLs start at 1");
+        match rtt_ns {
+            Some(ns) => HopSample::answered(
+                ttl,
+                HopAnswer {
+                    responder,
+                    rtt: Rtt::from_nanos(ns),
+                    is_destination,
+                    reply_ttl: None,
+                },
+            ),
+            None => HopSample::lost(ttl),
+        }
+    }
+}
+
+/// [`HopSample`]'s serde form: the flat fields it had before it was typed,
+/// kept so anything that reads or writes samples as JSON sees the same shape.
+/// `reply_ttl` is live-only and never serialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct HopSampleFields {
+    ttl: u8,
+    responder: Option<IpAddr>,
+    rtt_ns: Option<u64>,
+    reached: bool,
+}
+
+impl From<HopSample> for HopSampleFields {
+    fn from(sample: HopSample) -> HopSampleFields {
+        HopSampleFields {
+            ttl: sample.ttl.get(),
+            responder: sample.responder(),
+            rtt_ns: sample.rtt().map(Rtt::as_nanos),
+            reached: sample.reached(),
+        }
+    }
+}
+
+impl TryFrom<HopSampleFields> for HopSample {
+    type Error = InvalidHopSample;
+    fn try_from(fields: HopSampleFields) -> Result<HopSample, InvalidHopSample> {
+        HopSample::from_parts(
+            fields.ttl,
+            fields.responder,
+            fields.rtt_ns.map(Rtt::from_nanos),
+            fields.reached,
+        )
+    }
+}
+
+/// Why flat hop fields do not make a [`HopSample`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidHopSample {
+    #[error("a hop sample's TTL must be between 1 and 255, not 0")]
+    ZeroTtl,
+    #[error("a hop sample has a responder but no RTT")]
+    ResponderWithoutRtt,
+    #[error("a hop sample has an RTT but no responder")]
+    RttWithoutResponder,
+    #[error("a lost hop sample cannot have reached the destination")]
+    LostButReached,
 }
 
 /// One round of one target: a probe at every TTL from the first to the
@@ -82,7 +248,7 @@ pub struct RoundRecord {
     /// Samples ordered by TTL, at most one per TTL.
     pub hops: Vec<HopSample>,
     /// The lowest TTL at which the target answered in this round.
-    pub destination_ttl: Option<u8>,
+    pub destination_ttl: Option<Ttl>,
     /// The timestamp source of this round's answers (the worst one, if mixed).
     pub source: TimestampSource,
 }
@@ -115,6 +281,10 @@ impl RoundRecord {
 mod tests {
     use super::*;
 
+    fn ttl(value: u8) -> Ttl {
+        Ttl::new(value).unwrap()
+    }
+
     #[test]
     fn target_names_are_validated() {
         assert!(TargetId::new("core-router_1.example").is_ok());
@@ -124,23 +294,121 @@ mod tests {
         assert!(TargetId::new("x".repeat(64)).is_ok());
     }
 
+    /// `RoundRecord`'s serde form, as it was when samples were flat structs:
+    /// whatever reads it as JSON keeps reading the same shape.
+    #[test]
+    fn the_json_shape_of_a_round_is_pinned() {
+        let round = RoundRecord {
+            target: TargetId::new("edge").unwrap(),
+            seq: 7,
+            started_at_ms: 1_700_000_000_000,
+            hops: vec![
+                HopSample::answered(
+                    ttl(1),
+                    HopAnswer {
+                        responder: "10.0.0.1".parse().unwrap(),
+                        rtt: Rtt::from_nanos(1_234_567),
+                        is_destination: false,
+                        reply_ttl: Some(63),
+                    },
+                ),
+                HopSample::lost(ttl(2)),
+                HopSample::answered(
+                    ttl(3),
+                    HopAnswer {
+                        responder: "2001:db8::1".parse().unwrap(),
+                        rtt: Rtt::from_nanos(9_000_000),
+                        is_destination: true,
+                        reply_ttl: None,
+                    },
+                ),
+            ],
+            destination_ttl: Some(ttl(3)),
+            source: TimestampSource::Kernel,
+        };
+        let json = serde_json::to_string(&round).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"target":"edge","seq":7,"started_at_ms":1700000000000,"hops":["#,
+                r#"{"ttl":1,"responder":"10.0.0.1","rtt_ns":1234567,"reached":false},"#,
+                r#"{"ttl":2,"responder":null,"rtt_ns":null,"reached":false},"#,
+                r#"{"ttl":3,"responder":"2001:db8::1","rtt_ns":9000000,"reached":true}],"#,
+                r#""destination_ttl":3,"source":"kernel"}"#
+            )
+        );
+        // The reply TTL is live-only, so it does not come back.
+        let mut expected = round.clone();
+        expected.hops[0] = HopSample::answered(
+            ttl(1),
+            HopAnswer {
+                reply_ttl: None,
+                ..*round.hops[0].answer().unwrap()
+            },
+        );
+        assert_eq!(
+            serde_json::from_str::<RoundRecord>(&json).unwrap(),
+            expected
+        );
+    }
+
     #[test]
     fn path_samples_stop_at_the_destination() {
-        let hop = |ttl, reached| HopSample {
-            ttl,
-            responder: None,
-            rtt_ns: Some(1),
-            reached,
+        let hop = |at, is_destination| {
+            HopSample::answered(
+                ttl(at),
+                HopAnswer {
+                    responder: "198.18.0.1".parse().unwrap(),
+                    rtt: Rtt::from_nanos(1),
+                    is_destination,
+                    reply_ttl: None,
+                },
+            )
         };
         let round = RoundRecord {
             target: TargetId::new("t").unwrap(),
             seq: 0,
             started_at_ms: 0,
             hops: vec![hop(1, false), hop(2, true), hop(3, true)],
-            destination_ttl: Some(2),
+            destination_ttl: Some(ttl(2)),
             source: TimestampSource::Ebpf,
         };
         assert_eq!(round.path_samples().len(), 2);
-        assert_eq!(round.destination().unwrap().ttl, 2);
+        assert_eq!(round.destination().unwrap().ttl, ttl(2));
+    }
+
+    #[test]
+    fn flat_fields_that_no_probe_produces_are_refused() {
+        let ip: IpAddr = "198.18.0.1".parse().unwrap();
+        let rtt = Some(Rtt::from_nanos(5));
+        let answered = HopSample::from_parts(4, Some(ip), rtt, true).unwrap();
+        assert_eq!(answered.ttl, ttl(4));
+        assert_eq!(answered.responder(), Some(ip));
+        assert_eq!(answered.rtt(), rtt);
+        assert!(answered.reached() && !answered.is_lost());
+        let lost = HopSample::from_parts(4, None, None, false).unwrap();
+        assert_eq!(lost, HopSample::lost(ttl(4)));
+        assert!(lost.is_lost() && !lost.reached());
+        assert_eq!(lost.rtt(), None);
+        assert_eq!(lost.responder(), None);
+
+        let refused = |ttl, responder, rtt, reached| {
+            HopSample::from_parts(ttl, responder, rtt, reached).unwrap_err()
+        };
+        assert_eq!(refused(0, None, None, false), InvalidHopSample::ZeroTtl);
+        assert_eq!(
+            refused(4, None, rtt, false),
+            InvalidHopSample::RttWithoutResponder
+        );
+        assert_eq!(
+            refused(4, Some(ip), None, false),
+            InvalidHopSample::ResponderWithoutRtt
+        );
+        assert_eq!(
+            refused(4, None, None, true),
+            InvalidHopSample::LostButReached
+        );
+        let json = r#"{"ttl":4,"responder":null,"rtt_ns":5,"reached":false}"#;
+        assert!(serde_json::from_str::<HopSample>(json).is_err());
     }
 }

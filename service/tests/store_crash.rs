@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use hopwatch::model::TargetId;
-use hopwatch::store::{now_ms, Hop, Resolution, Store, StoreConfig, HOUR_MS, MINUTE_MS};
+use hopwatch::store::{Hop, Resolution, Store, StoreConfig, HOUR_MS, MINUTE_MS};
+use hopwatch::sys::now_ms;
 
 const ITERATIONS: usize = 20;
 

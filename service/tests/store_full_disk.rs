@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
-use hopwatch::model::{HopSample, RoundRecord, TargetId};
-use hopwatch::probe::TimestampSource;
+use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
+use hopwatch::probe::{Rtt, TimestampSource, Ttl};
 use hopwatch::store::{Store, StoreConfig, HOUR_MS};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -56,14 +56,19 @@ fn round(seq: u64) -> RoundRecord {
         seq,
         started_at_ms: T0 + seq * 1000,
         hops: (1..=10u8)
-            .map(|ttl| HopSample {
-                ttl,
-                responder: Some(IpAddr::from([198, 51, 100, ttl])),
-                rtt_ns: Some(ttl as u64 * 1_000_000 + seq % 1000),
-                reached: ttl == 10,
+            .map(|ttl| {
+                HopSample::answered(
+                    Ttl::new(ttl).unwrap(),
+                    HopAnswer {
+                        responder: IpAddr::from([198, 51, 100, ttl]),
+                        rtt: Rtt::from_nanos(ttl as u64 * 1_000_000 + seq % 1000),
+                        is_destination: ttl == 10,
+                        reply_ttl: None,
+                    },
+                )
             })
             .collect(),
-        destination_ttl: Some(10),
+        destination_ttl: Ttl::new(10),
         source: TimestampSource::Kernel,
     }
 }

@@ -86,7 +86,7 @@ impl<'lab> Daemon<'lab> {
             let sink = Arc::clone(&log);
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    hopwatch::sys::lock(&sink).push(line);
                 }
             });
         }
@@ -129,7 +129,7 @@ impl<'lab> Daemon<'lab> {
 
     /// The log lines so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        hopwatch::sys::lock(&self.log).clone()
     }
 
     /// Waits until a log line contains `needle`; fails early if the daemon exits.

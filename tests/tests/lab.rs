@@ -122,9 +122,7 @@ fn random_loss_is_measurable_and_removable() {
 static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn timing_turn() -> std::sync::MutexGuard<'static, ()> {
-    TIMING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    hopwatch::sys::lock(&TIMING)
 }
 
 #[test]

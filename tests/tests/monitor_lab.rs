@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use hopwatch::analysis::PathEvent;
 use hopwatch::config::Config;
-use hopwatch::model::TargetId;
+use hopwatch::model::{HopSample, TargetId};
 use hopwatch::monitor::{Monitor, TargetStatus, TargetView};
+use hopwatch::probe::Rtt;
 use hopwatch_lab::{At, DelaySpec, Lab, LabSpec, PathSelect};
 
 /// Runs `body` against a monitor started inside the lab's source namespace.
@@ -139,6 +140,70 @@ fn a_route_change_is_detected_within_a_few_rounds_with_the_right_before_and_afte
         })
         .expect("the longer branch changes the hop count");
     assert_eq!(hops, (before.len() as u8, after.len() as u8));
+}
+
+/// Asymmetric routing moves: the merging router r2 sends replies back through
+/// the three-router branch while probes keep the one-router branch. The
+/// forward path (and so mtr) sees nothing; the replies' TTLs show it.
+#[test]
+fn a_return_path_only_reroute_is_its_own_event_and_not_a_route_change() {
+    let lab = LabSpec::chain(3).parallel(1, &[1, 3]).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let state = temp_dir("return-path");
+    let cfg = config(state.path(), 20, &[("t", target)]);
+    let lab_ref = &lab;
+    let events = with_monitor(&lab, cfg, move |monitor| async move {
+        let mut events = monitor.subscribe();
+        eventually(Duration::from_secs(10), "a settled path", || {
+            (view(&monitor, "t").analysis.rounds >= 20).then_some(())
+        })
+        .await;
+        lab_ref
+            .set_return_path(PathSelect::Branch(1))
+            .expect("return route change");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline.into(), events.recv()).await {
+            seen.push(event.event);
+        }
+        seen
+    });
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            PathEvent::RouteChanged { .. } | PathEvent::HopCountChanged { .. }
+        )),
+        "the forward path did not change: {events:?}"
+    );
+    let changes: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            PathEvent::ReturnPathChanged {
+                before,
+                after,
+                first_changed_ttl,
+                ..
+            } => Some((*first_changed_ttl, before.clone(), after.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "one return-path change: {events:?}");
+    let (first, before, after) = &changes[0];
+    // Hop 1 r1, hop 2 a1, hop 3 r2 (merges), hop 4 r3, hop 5 dst.
+    assert_eq!(*first, 3, "{changes:?}");
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        let ttl = i + 1;
+        if ttl < 3 {
+            assert_eq!(b, a, "hop {ttl} replies keep their way back");
+        } else {
+            // Branch 1 has two more routers than branch 0.
+            assert_eq!(
+                a.zip(*b).map(|(a, b)| a - b),
+                Some(2),
+                "hop {ttl}: {b:?} -> {a:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -331,8 +396,8 @@ fn statistics_match_the_raw_rounds_and_history_survives_a_restart() {
             .filter_map(|r| {
                 r.path_samples()
                     .iter()
-                    .find(|h| h.ttl == ttl)
-                    .map(|h| h.rtt_ns)
+                    .find(|h| h.ttl.get() == ttl)
+                    .map(|h| h.rtt().map(Rtt::as_nanos))
             })
             .collect();
         let received: Vec<u64> = samples.iter().flatten().copied().collect();
@@ -357,7 +422,9 @@ fn statistics_match_the_raw_rounds_and_history_survives_a_restart() {
         }
     }
     assert!(
-        counted.iter().any(|r| r.hops.iter().any(|h| h.lost())),
+        counted
+            .iter()
+            .any(|r| r.hops.iter().any(HopSample::is_lost)),
         "the 20% loss shows in raw rounds"
     );
 

@@ -484,6 +484,17 @@ fn the_deb_installs_upgrades_keeping_config_edits_and_purges_in_a_debian_chroot(
         (0, gid, 0o640),
         "the config is root's, readable by group hopwatch only (it may hold secrets)"
     );
+    let config_dir = fs::metadata(chroot.path("etc/hopwatch")).expect("/etc/hopwatch");
+    assert_eq!(
+        (
+            config_dir.uid(),
+            config_dir.gid(),
+            config_dir.mode() & 0o7777
+        ),
+        (0, gid, 0o770),
+        "the config's directory is writable by group hopwatch: the service saves API writes \
+         by renaming a new config over the old one"
+    );
     let binary = fs::metadata(chroot.path("usr/bin/hopwatch")).expect("/usr/bin/hopwatch");
     assert_eq!(binary.permissions().mode() & 0o777, 0o755);
 

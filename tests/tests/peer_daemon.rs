@@ -6,6 +6,9 @@
 //! history must reach the store (a short flush interval) and the history
 //! API. A reload then swaps the peer for another without a restart. Privileged (namespaces, eBPF,
 //! iptables, NFQUEUE); fails, never skips, without root.
+//! The forward delay is judged against the hold times the delay element reports
+//! it actually applied, not the nominal 20 ms: the element is a userspace
+//! thread that releases packets late on a busy machine (the lab's error).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -13,13 +16,45 @@ use std::time::Duration;
 
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{eventually, get, get_json};
-use hopwatch_lab::{hopwatch_bin, At, DelaySpec, Lab, LabSpec};
+use hopwatch_lab::{hopwatch_bin, At, Delay, DelaySpec, Lab, LabSpec};
 use serde_json::Value;
 
 /// The daemon's web server, on `src`'s own loopback.
 const WEB: &str = "127.0.0.1:9471";
 const FORWARD_DELAY_MS: f64 = 20.0;
 const BACKWARD_LOSS_PCT: f64 = 20.0;
+/// What the path and the daemon's kernel timestamps add on top of the delay
+/// element's holds; below 1 ms so that a product error of 1 ms fails.
+const PATH_SLACK_MS: f64 = 0.5;
+
+/// Bounds for a mean over `n` of the packets `delay` held since its
+/// `reset_timing`, in ms: the mean of the `n` shortest holds and of the `n`
+/// longest. The window holds only the answered probes of those the element
+/// held, and a stall of the element may fall on them or not.
+fn held_ms(delay: &Delay<'_>, n: usize) -> (f64, f64) {
+    let mut holds = delay.holds();
+    eprintln!("{}: {:?}", delay.label(), delay.stats());
+    assert!(
+        holds.len() >= n && n > 0,
+        "{} held {} packets, the window has {n}",
+        delay.label(),
+        holds.len()
+    );
+    holds.sort_unstable();
+    let mean = |part: &[Duration]| part.iter().sum::<Duration>().as_secs_f64() * 1e3 / n as f64;
+    (mean(&holds[..n]), mean(&holds[holds.len() - n..]))
+}
+
+/// A window mean of delays across the element: at least the mean of its
+/// shortest holds, at most the mean of its longest ones plus the path.
+fn assert_held(what: &str, measured_ms: f64, (low, high): (f64, f64), doc: &Value) {
+    eprintln!("{what}: {measured_ms:.3} ms, held {low:.3}..{high:.3} ms on average");
+    assert!(
+        measured_ms >= low - 0.01 && measured_ms <= high + PATH_SLACK_MS,
+        "{what}: {measured_ms:.3} ms; the delay element held {low:.3}..{high:.3} ms \
+         on average over as many packets: {doc:#}"
+    );
+}
 
 fn write_config(path: &Path, state: &Path, peers: &[(&str, SocketAddr)]) {
     let mut text = format!(
@@ -80,7 +115,7 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
     let reflector =
         Daemon::start_reflector(&lab, "dst", &hopwatch_bin(), dir.path(), dst, src, WEB)
             .expect("the reflecting daemon starts with its [reflector]");
-    let _delay = lab
+    let delay = lab
         .delay(
             At::link("r1", "dst"),
             DelaySpec::fixed(Duration::from_millis(FORWARD_DELAY_MS as u64)),
@@ -104,6 +139,24 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         }
     })
     .expect("the peer's window fills");
+    // Judge a window of probes that all went through the element after its
+    // hold record restarted: the window is the latest 300 resolved probes, and
+    // of 500 sent from now on at least 300 are answered (20 % are lost, and
+    // resolve only at their 1 s timeout).
+    delay.reset_timing();
+    let sent_at_reset = f(&doc, "/totals/sent");
+    let doc = eventually(Duration::from_secs(30), "500 more probes", || {
+        let doc = peer_doc(&lab, "b")?;
+        if f(&doc, "/totals/sent") >= sent_at_reset + 500.0 {
+            Ok(doc)
+        } else {
+            Err(doc.to_string())
+        }
+    })
+    .expect("the peer keeps probing");
+    let answered = f(&doc, "/window/received") as usize;
+    let held = held_ms(&delay, answered);
+    assert!(held.0 >= FORWARD_DELAY_MS, "the delay applies: {held:?}");
 
     assert_eq!(doc["address"], dst.to_string());
     assert_eq!(doc["mode"], "udp");
@@ -116,14 +169,8 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
     let rtt = ms("/window/rtt/mean_ns");
     let forward = ms("/window/forward/owd/mean_ns");
     let backward = ms("/window/backward/owd/mean_ns");
-    assert!(
-        (FORWARD_DELAY_MS..FORWARD_DELAY_MS + 2.0).contains(&rtt),
-        "RTT {rtt:.3} ms with {FORWARD_DELAY_MS} ms injected: {doc:#}"
-    );
-    assert!(
-        (FORWARD_DELAY_MS..FORWARD_DELAY_MS + 2.0).contains(&forward),
-        "forward OWD {forward:.3} ms: {doc:#}"
-    );
+    assert_held("RTT", rtt, held, &doc);
+    assert_held("forward OWD", forward, held, &doc);
     assert!(
         (0.0..2.0).contains(&backward),
         "backward OWD {backward:.3} ms should be the bare path: {doc:#}"
@@ -145,12 +192,12 @@ fn a_peer_link_is_measured_per_direction_and_reloaded_live() {
         &text,
         "hopwatch_peer_owd_seconds{peer=\"b\",direction=\"forward\"}",
     );
-    assert!(
-        (0.020..0.022).contains(&owd_forward),
-        "forward OWD {owd_forward} s"
-    );
     let rtt_seconds = metric(&text, "hopwatch_peer_rtt_seconds{peer=\"b\"}");
-    assert!((0.020..0.022).contains(&rtt_seconds), "RTT {rtt_seconds} s");
+    // The window has moved on a little since the API answered.
+    let held = held_ms(&delay, answered);
+    let text_doc = Value::String(text.clone());
+    assert_held("/metrics forward OWD", owd_forward * 1e3, held, &text_doc);
+    assert_held("/metrics RTT", rtt_seconds * 1e3, held, &text_doc);
     let loss_backward = metric(
         &text,
         "hopwatch_peer_loss_ratio{peer=\"b\",direction=\"backward\"}",

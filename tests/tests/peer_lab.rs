@@ -6,6 +6,10 @@
 //! do not count them: see `delay_inside_the_sender_host_is_not_on_the_wire`.)
 //! Both ends run on one kernel and so read one clock: the best case for one-way
 //! delay, which the sessions state with `ClockTrust::SharedClock`.
+//! Measured delays are judged against the hold times each delay element reports
+//! it actually applied, not against the delay it was asked for: the element is
+//! a userspace thread that releases packets late when the suite's threads share
+//! two cores, and that is the lab's error, not the product's.
 //!
 //! Privileged (namespaces, iptables, NFQUEUE); fails, never skips, without root.
 //! The interop tests need the independent `stamp-suite` implementation
@@ -20,7 +24,7 @@ use hopwatch::peer::{
     Sample, SenderConfig, Session, Summary, T3Source, Transport,
 };
 use hopwatch::probe::TimestampSource;
-use hopwatch_lab::{At, DelaySpec, Lab, LabSpec};
+use hopwatch_lab::{At, Delay, DelaySpec, Lab, LabSpec};
 
 const PORT: u16 = 862;
 
@@ -68,30 +72,129 @@ fn ms(ns: i64) -> f64 {
     ns as f64 / 1e6
 }
 
-/// Delay elements release packets a little after their deadline (about 0.1 ms on
-/// this kind of VM) and the path itself adds tens of microseconds: measured
-/// delays must be at least the injected ones and at most this much above.
-const SLACK_MS: f64 = 1.0;
+/// What the path adds on top of the delay elements' holds: forwarding and the
+/// kernel's hand-off to and from the element, which its hold times do not cover
+/// (tens of microseconds when idle, up to 0.2 ms on average seen with the
+/// suite running). Below 1 ms so that a product error of 1 ms fails.
+const PATH_SLACK_MS: f64 = 0.5;
+/// The same for figures that rest on stamp-suite's timestamps: it stamps in
+/// userspace, after its thread wakes, which on a busy machine adds up to a few
+/// tenths of a millisecond (seen: 0.3 ms) that is neither path nor product.
+const STAMP_SUITE_SLACK_MS: f64 = 1.0;
+/// Clock reading resolution: no measured delay is below what was held by more.
+const EPSILON_MS: f64 = 0.01;
 
-fn assert_near(what: &str, measured_ms: f64, injected_ms: f64) {
+/// How long delay elements actually held packets, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    min: f64,
+    /// The mean hold of the packets measured lies in `mean..mean_high`: equal
+    /// when they are all the element held.
+    mean: f64,
+    mean_high: f64,
+    max: f64,
+}
+
+impl Held {
+    /// What `delay` has held so far (or since its `reset_timing`).
+    fn by(delay: &Delay<'_>) -> Self {
+        let s = delay.stats();
+        eprintln!("{}: {s:?}", delay.label());
+        assert!(s.holds > 0, "{} held nothing: {s:?}", delay.label());
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Self {
+            min: ms(s.hold_min),
+            mean: ms(s.hold_mean),
+            mean_high: ms(s.hold_mean),
+            max: ms(s.hold_max),
+        }
+    }
+
+    /// For a measurement over `n` of the packets `delay` held (the answered
+    /// probes among lost ones, or the probes among acknowledgements): their mean
+    /// hold lies between that of the `n` shortest holds and the `n` longest.
+    fn by_some(delay: &Delay<'_>, n: usize) -> Self {
+        let all = Self::by(delay);
+        let mut holds = delay.holds();
+        assert!(n > 0 && holds.len() >= n, "{n} of {} holds", holds.len());
+        holds.sort_unstable();
+        let mean = |part: &[Duration]| part.iter().sum::<Duration>().as_secs_f64() * 1e3 / n as f64;
+        Self {
+            mean: mean(&holds[..n]),
+            mean_high: mean(&holds[holds.len() - n..]),
+            ..all
+        }
+    }
+
+    /// Two elements in sequence (there and back).
+    fn then(self, other: Self) -> Self {
+        Self {
+            min: self.min + other.min,
+            mean: self.mean + other.mean,
+            mean_high: self.mean_high + other.mean_high,
+            max: self.max + other.max,
+        }
+    }
+}
+
+fn assert_between(what: &str, measured_ms: f64, low_ms: f64, high_ms: f64, held: Held) {
+    assert_within(what, measured_ms, low_ms, high_ms + PATH_SLACK_MS, held);
+}
+
+fn assert_within(what: &str, measured_ms: f64, low_ms: f64, high_ms: f64, held: Held) {
+    eprintln!("{what}: measured {measured_ms:.3} ms, bounds {low_ms:.3}..{high_ms:.3} ms");
     assert!(
-        measured_ms >= injected_ms - 0.01 && measured_ms <= injected_ms + SLACK_MS,
-        "{what}: measured {measured_ms:.3} ms, injected {injected_ms:.3} ms"
+        measured_ms >= low_ms - EPSILON_MS && measured_ms <= high_ms,
+        "{what}: measured {measured_ms:.3} ms, the delay elements held {held:.3?} ms"
     );
+}
+
+/// A mean over the packets the elements held: their mean hold plus the path.
+fn assert_mean(what: &str, measured_ms: f64, held: Held) {
+    assert_between(what, measured_ms, held.mean, held.mean_high, held);
+}
+
+/// The least one-way delay across one element: its shortest hold plus the path.
+fn assert_min(what: &str, measured_ms: f64, held: Held) {
+    assert_between(what, measured_ms, held.min, held.min, held);
+}
+
+/// A median or minimum: no packet was held less than the shortest hold, and the
+/// element's lateness is a tail above its deadline, so the median does not
+/// exceed the mean.
+fn assert_typical(what: &str, measured_ms: f64, held: Held) {
+    assert_between(what, measured_ms, held.min, held.mean_high, held);
+}
+
+/// [`assert_mean`] (`mean`) or [`assert_typical`] for a figure made with
+/// stamp-suite's timestamps.
+fn assert_stamp_suite(what: &str, measured_ms: f64, held: Held, mean: bool) {
+    let low = if mean { held.mean } else { held.min };
+    let high = held.mean_high + STAMP_SUITE_SLACK_MS;
+    assert_within(what, measured_ms, low, high, held);
+}
+
+/// The tests that judge delays take turns: on two cores, side by side, they
+/// delay each other's delay elements and the path between them.
+static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn timing_turn() -> std::sync::MutexGuard<'static, ()> {
+    hopwatch::sys::lock(&TIMING)
 }
 
 #[test]
 fn rtt_and_one_way_delays_match_the_injected_delay() {
+    let _turn = timing_turn();
     let lab = lab();
     let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
     let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
-    let _fwd = lab
+    let fwd = lab
         .delay(
             At::link("r1", "dst"),
             DelaySpec::fixed(Duration::from_millis(5)),
         )
         .unwrap();
-    let _bwd = lab
+    let bwd = lab
         .delay(
             At::link("r1", "src"),
             DelaySpec::fixed(Duration::from_millis(5)),
@@ -104,11 +207,17 @@ fn rtt_and_one_way_delays_match_the_injected_delay() {
     // T1 and T3 written at TC egress, T2 and T4 the kernel's receive stamps.
     assert_eq!(s.source, Some(TimestampSource::Ebpf));
     assert_eq!(s.owd, Some(OwdValidity::SharedClock));
-    let rtt = s.rtt.unwrap();
-    assert_near("RTT p50", rtt.p50_ns as f64 / 1e6, 10.0);
-    assert_near("RTT min", rtt.min_ns as f64 / 1e6, 10.0);
-    assert_near("forward mean", ms(s.forward.unwrap().mean_ns), 5.0);
-    assert_near("backward mean", ms(s.backward.unwrap().mean_ns), 5.0);
+    let (held_fwd, held_bwd) = (Held::by(&fwd), Held::by(&bwd));
+    assert!(held_fwd.min >= 5.0 && held_bwd.min >= 5.0, "5 ms each way");
+    let (rtt, forward, backward) = (s.rtt.unwrap(), s.forward.unwrap(), s.backward.unwrap());
+    let round_trip = held_fwd.then(held_bwd);
+    assert_mean("RTT mean", rtt.mean_ns / 1e6, round_trip);
+    assert_typical("RTT p50", rtt.p50_ns as f64 / 1e6, round_trip);
+    assert_typical("RTT min", rtt.min_ns as f64 / 1e6, round_trip);
+    assert_mean("forward mean", ms(forward.mean_ns), held_fwd);
+    assert_min("forward min", ms(forward.min_ns), held_fwd);
+    assert_mean("backward mean", ms(backward.mean_ns), held_bwd);
+    assert_min("backward min", ms(backward.min_ns), held_bwd);
     assert_eq!(reflector.stats().reflected, 1000);
 }
 
@@ -176,16 +285,17 @@ fn t1_and_t3_are_written_at_tc_egress_with_valid_checksums() {
 
 #[test]
 fn asymmetric_delay_shows_in_the_right_direction_ipv6() {
+    let _turn = timing_turn();
     let lab = lab();
     let addr = SocketAddr::new(dst_addr(&lab, true), PORT);
     let _reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
-    let _fwd = lab
+    let fwd = lab
         .delay(
             At::link("r1", "dst"),
             DelaySpec::fixed(Duration::from_millis(2)),
         )
         .unwrap();
-    let _bwd = lab
+    let bwd = lab
         .delay(
             At::link("r1", "src"),
             DelaySpec::fixed(Duration::from_millis(12)),
@@ -193,19 +303,30 @@ fn asymmetric_delay_shows_in_the_right_direction_ipv6() {
         .unwrap();
     let s = run_session(&lab, session_config(addr, Duration::from_millis(2), 300));
     assert_eq!(s.received, 300, "{s:?}");
-    let (fwd, bwd) = (s.forward.unwrap(), s.backward.unwrap());
-    assert_near("forward mean", ms(fwd.mean_ns), 2.0);
-    assert_near("backward mean", ms(bwd.mean_ns), 12.0);
-    assert_near("RTT p50", s.rtt.unwrap().p50_ns as f64 / 1e6, 14.0);
+    let (held_fwd, held_bwd) = (Held::by(&fwd), Held::by(&bwd));
+    assert!(
+        held_fwd.min >= 2.0 && held_bwd.min >= 12.0,
+        "2 ms there, 12 back"
+    );
+    let (forward, backward) = (s.forward.unwrap(), s.backward.unwrap());
+    assert_mean("forward mean", ms(forward.mean_ns), held_fwd);
+    assert_mean("backward mean", ms(backward.mean_ns), held_bwd);
+    assert_min("forward min", ms(forward.min_ns), held_fwd);
+    assert_min("backward min", ms(backward.min_ns), held_bwd);
+    let rtt = s.rtt.unwrap();
+    let round_trip = held_fwd.then(held_bwd);
+    assert_mean("RTT mean", rtt.mean_ns / 1e6, round_trip);
+    assert_typical("RTT p50", rtt.p50_ns as f64 / 1e6, round_trip);
 }
 
 #[test]
 fn delay_inside_the_sender_host_is_not_on_the_wire() {
+    let _turn = timing_turn();
     let lab = lab();
     let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
     let _reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
     // Held in src's own netfilter hook, before the packet reaches the driver.
-    let _local = lab
+    let local = lab
         .delay(
             At::link("src", "r1"),
             DelaySpec::fixed(Duration::from_millis(3)),
@@ -215,14 +336,16 @@ fn delay_inside_the_sender_host_is_not_on_the_wire() {
     let kernel = run_session(&lab, session_config(addr, Duration::from_millis(2), 200));
     assert_eq!(kernel.source, Some(TimestampSource::Ebpf));
     assert!(kernel.rtt.unwrap().p50_ns < 1_000_000, "{kernel:?}");
+    assert!(Held::by(&local).min >= 3.0, "the delay did apply");
+    local.reset_timing();
     let mut config = session_config(addr, Duration::from_millis(2), 200);
     config.kernel_stamps = false;
     let user = run_session(&lab, config);
     assert_eq!(user.source, Some(TimestampSource::Userspace));
-    assert_near(
+    assert_typical(
         "userspace RTT p50",
         user.rtt.unwrap().p50_ns as f64 / 1e6,
-        3.0,
+        Held::by(&local),
     );
 }
 
@@ -310,16 +433,17 @@ fn thousands_of_probes_per_second_without_loss() {
 
 #[test]
 fn tcp_latency_and_connect_time_match_the_injected_delay() {
+    let _turn = timing_turn();
     let lab = lab();
     let addr = SocketAddr::new(dst_addr(&lab, false), PORT);
     let reflector = start_reflector(&lab, ReflectorConfig::new(vec![addr]));
-    let _fwd = lab
+    let fwd = lab
         .delay(
             At::link("r1", "dst"),
             DelaySpec::fixed(Duration::from_millis(3)),
         )
         .unwrap();
-    let _bwd = lab
+    let bwd = lab
         .delay(
             At::link("r1", "src"),
             DelaySpec::fixed(Duration::from_millis(4)),
@@ -331,15 +455,28 @@ fn tcp_latency_and_connect_time_match_the_injected_delay() {
     let s = run_session(&lab, config);
     assert_eq!((s.sent, s.received), (200, 200), "{s:?}");
     assert_eq!(s.source, Some(TimestampSource::Kernel));
-    assert_near("TCP RTT p50", s.rtt.unwrap().p50_ns as f64 / 1e6, 7.0);
-    assert_near("TCP forward", ms(s.forward.unwrap().mean_ns), 3.0);
-    assert_near("TCP backward", ms(s.backward.unwrap().mean_ns), 4.0);
+    // The elements also held the handshake and the pure ACKs.
+    let (held_fwd, held_bwd) = (Held::by_some(&fwd, 200), Held::by_some(&bwd, 200));
+    assert!(
+        held_fwd.min >= 3.0 && held_bwd.min >= 4.0,
+        "3 ms there, 4 back"
+    );
+    let round_trip = held_fwd.then(held_bwd);
+    assert_typical(
+        "TCP RTT p50",
+        s.rtt.unwrap().p50_ns as f64 / 1e6,
+        round_trip,
+    );
+    assert_mean("TCP forward", ms(s.forward.unwrap().mean_ns), held_fwd);
+    assert_mean("TCP backward", ms(s.backward.unwrap().mean_ns), held_bwd);
     assert_eq!(
         reflector.stats().tcp_connections,
         1,
         "one long-lived connection"
     );
 
+    fwd.reset_timing();
+    bwd.reset_timing();
     let samples: Vec<_> = (0..3)
         .map(|_| {
             lab.run_in("src", move || {
@@ -349,18 +486,34 @@ fn tcp_latency_and_connect_time_match_the_injected_delay() {
             .expect("connect")
         })
         .collect();
-    // Each handshake is one sample, and the lab's delay elements are
-    // userspace processes that release a packet late when the machine is
-    // busy (the whole suite runs in parallel): every handshake takes at
-    // least the injected delay, and the best one is near it.
+    // Each handshake is one SYN held forward and one SYN-ACK held backward,
+    // among the few other packets of the three connections: each takes at
+    // least the shortest holds. A single handshake can also meet a late hand-off
+    // to or from an element, before its read or after its verdict (seen: 2 ms
+    // with the suite running), which its hold times do not show: the best of
+    // the three must be within the longest holds plus the path.
+    let round_trip = Held::by(&fwd).then(Held::by(&bwd));
     let mut best = f64::INFINITY;
     for sample in samples {
         let rtt = sample.handshake_rtt_ns.expect("kernel handshake RTT") as f64 / 1e6;
-        assert!(rtt >= 7.0 - 0.01, "handshake RTT {rtt:.3} ms: {sample:?}");
-        assert!(sample.connect_ns as f64 / 1e6 >= 7.0, "{sample:?}");
+        eprintln!("handshake RTT {rtt:.3} ms");
+        assert!(
+            rtt >= round_trip.min - EPSILON_MS,
+            "handshake RTT {rtt:.3} ms below the holds {round_trip:.3?} ms: {sample:?}"
+        );
+        assert!(
+            sample.connect_ns as f64 / 1e6 >= round_trip.min - EPSILON_MS,
+            "{sample:?}"
+        );
         best = best.min(rtt);
     }
-    assert_near("best handshake RTT", best, 7.0);
+    assert_between(
+        "best handshake RTT",
+        best,
+        round_trip.min,
+        round_trip.max,
+        round_trip,
+    );
 }
 
 /// The independent STAMP implementation used for interop, or a loud failure.
@@ -385,6 +538,7 @@ fn stamp_suite() -> PathBuf {
 
 #[test]
 fn interop_our_sender_against_stamp_suite_reflector() {
+    let _turn = timing_turn();
     let binary = stamp_suite();
     let lab = lab();
     let dst = dst_addr(&lab, false);
@@ -396,7 +550,7 @@ fn interop_our_sender_against_stamp_suite_reflector() {
         .stderr(std::process::Stdio::null());
     let _reflector = lab.spawn("dst", cmd).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let _fwd = lab
+    let fwd = lab
         .delay(
             At::link("r1", "dst"),
             DelaySpec::fixed(Duration::from_millis(4)),
@@ -409,8 +563,14 @@ fn interop_our_sender_against_stamp_suite_reflector() {
     // Its stateful counter places our injected backward loss correctly.
     assert_eq!(s.loss.forward, Some(0), "{s:?}");
     assert!(s.loss.backward.unwrap() >= s.loss.lost - 10, "{s:?}");
-    assert_near("forward mean", ms(s.forward.unwrap().mean_ns), 4.0);
-    assert_near("RTT p50", s.rtt.unwrap().p50_ns as f64 / 1e6, 4.0);
+    // The element also held the probes whose replies were lost, which the
+    // product cannot measure.
+    let held = Held::by_some(&fwd, s.received as usize);
+    assert!(held.min >= 4.0, "4 ms forward");
+    // Its T2 and T3 are stamped in userspace.
+    let rtt_p50 = s.rtt.unwrap().p50_ns as f64 / 1e6;
+    assert_stamp_suite("forward mean", ms(s.forward.unwrap().mean_ns), held, true);
+    assert_stamp_suite("RTT p50", rtt_p50, held, false);
 
     // And as a stateless reflector (it copies our sequence numbers).
     drop(_reflector);
@@ -430,17 +590,18 @@ fn interop_our_sender_against_stamp_suite_reflector() {
 
 #[test]
 fn interop_stamp_suite_sender_against_our_reflector() {
+    let _turn = timing_turn();
     let binary = stamp_suite();
     let lab = lab();
     let dst = dst_addr(&lab, false);
     let reflector = start_reflector(&lab, ReflectorConfig::new(vec![SocketAddr::new(dst, PORT)]));
-    let _fwd = lab
+    let fwd = lab
         .delay(
             At::link("r1", "dst"),
             DelaySpec::fixed(Duration::from_millis(3)),
         )
         .unwrap();
-    let _bwd = lab
+    let bwd = lab
         .delay(
             At::link("r1", "src"),
             DelaySpec::fixed(Duration::from_millis(2)),
@@ -468,18 +629,27 @@ fn interop_stamp_suite_sender_against_our_reflector() {
     assert_eq!(summary["packets_received"], 200, "{summary}");
     // It reads our reflector's own sequence numbers and T2/T3 correctly.
     assert_eq!(summary["measurements"]["last_reflector_sequence"], 199);
-    let median = summary["median_rtt_ms"].as_f64().unwrap();
-    assert_near("stamp-suite RTT median", median, 5.0);
-    let owd = &summary["owd"];
-    assert_near(
-        "stamp-suite forward",
-        owd["forward_median_ms"].as_f64().unwrap(),
-        3.0,
+    let (held_fwd, held_bwd) = (Held::by(&fwd), Held::by(&bwd));
+    assert!(
+        held_fwd.min >= 3.0 && held_bwd.min >= 2.0,
+        "3 ms there, 2 back"
     );
-    assert_near(
+    let median = summary["median_rtt_ms"].as_f64().unwrap();
+    let owd = &summary["owd"];
+    let figure = |name: &str| owd[name].as_f64().unwrap();
+    let round_trip = held_fwd.then(held_bwd);
+    assert_stamp_suite("stamp-suite RTT median", median, round_trip, false);
+    assert_stamp_suite(
+        "stamp-suite forward",
+        figure("forward_median_ms"),
+        held_fwd,
+        false,
+    );
+    assert_stamp_suite(
         "stamp-suite reverse",
-        owd["reverse_median_ms"].as_f64().unwrap(),
-        2.0,
+        figure("reverse_median_ms"),
+        held_bwd,
+        false,
     );
     assert_eq!(reflector.stats().reflected, 200);
 }

@@ -13,9 +13,10 @@ use std::fmt::Display;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fantoccini::{Client, Locator};
+use hopwatch::sys::now_ms;
 use hopwatch_lab::bench::capture::Capture;
 use hopwatch_lab::bench::pcap::CaptureIndex;
 use hopwatch_lab::browser::{
@@ -36,13 +37,6 @@ const WRITE_TOKEN: &str = "web-lab-write-token-0123456789";
 #[track_caller]
 fn must<T>(result: Result<T, impl Display>) -> T {
     result.unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
 }
 
 /// A config for the lab: eBPF timestamps, a fast flush, no reverse DNS (no

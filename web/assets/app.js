@@ -737,7 +737,15 @@ function webhooksPanel(onChange) {
         h('b', { text: w.name }),
         h('span', { class: 'host', text: w.format + ' · ' + w.url + (w.signed ? ' · signed' : '') })),
       h('td', {}, h('span', { class: 'dot' }), h('span', { class: 'wh-state', text: state })),
-      h('td', { class: 'num', text: String(w.pending) }),
+      h('td', {
+        class: 'num',
+        // Deliveries the outbox gave up on (too old, or over its byte budget).
+        title: (w.dropped_age || w.dropped_bytes)
+          ? 'dropped undelivered: ' + w.dropped_age + ' too old, ' + w.dropped_bytes + ' over the size budget'
+          : '',
+        text: String(w.pending) + ((w.dropped_age || w.dropped_bytes)
+          ? ' (' + (w.dropped_age + w.dropped_bytes) + ' dropped)' : ''),
+      }),
       h('td', { class: 'num', text: delivered }),
       h('td', { class: 'num hide-sm', text: String(w.failed_attempts) }),
       h('td', { class: 'hide-sm' }, when(w.last_success_at_ms)),
@@ -775,6 +783,60 @@ function webhooksPanel(onChange) {
     render,
     failing: () => list.filter((w) => w.failing).length,
   };
+}
+
+/** "3 h 20 min", "45 s": how long an incident lasted. */
+function duration(msv) {
+  const s = Math.round(msv / 1000);
+  if (s < 60) return s + ' s';
+  const m = Math.round(s / 60);
+  if (m < 60) return m + ' min';
+  const hours = Math.floor(m / 60);
+  if (hours < 48) return hours + ' h' + (m % 60 ? ' ' + (m % 60) + ' min' : '');
+  return Math.round(hours / 24) + ' d';
+}
+
+/**
+ * The incident history from /api/v1/incidents: past and current alerts, newest
+ * first, with when, how long, the worst value and where the problem started.
+ * `target` narrows it to one target (its page); `range` is an API preset.
+ */
+function incidentsPanel(target, range) {
+  const tbody = h('tbody');
+  const note = h('span', { class: 'muted' });
+  const cols = [['Raised', ''], ['Rule', '']].concat(target ? [] : [['Target', '']],
+    [['Lasted', 'num'], ['Worst', 'num hide-sm'], ['Where it started', 'hide-sm'], ['Ended', 'hide-md']]);
+  const table = h('table', { class: 'incidents' },
+    h('thead', {}, h('tr', {}, cols.map(([label, cls]) => h('th', { class: cls, scope: 'col', text: label })))), tbody);
+  const el = h('section', { class: 'panel', id: 'incidents', 'aria-label': 'Incident history' },
+    h('div', { class: 'panel-head' }, h('h2', { text: 'Incident history' }), note),
+    h('div', { class: 'table-wrap' }, table));
+
+  function row(i) {
+    const open = i.cleared_at_ms === null;
+    const place = i.localisation && (i.localisation.summary || (i.localisation.ttl ? 'hop ' + i.localisation.ttl : i.localisation.direction));
+    const worst = i.peak_value === null ? '–' : i.peak_value.toFixed(i.unit === 'mos' ? 2 : 1) + (i.unit === 'pct' ? '%' : i.unit ? ' ' + i.unit : '');
+    return h('tr', { class: open ? 's-bad' : '', dataset: { incident: i.id } },
+      h('td', { title: fmtFull(i.raised_at_ms), text: fmtTime(i.raised_at_ms, true) }),
+      h('td', { text: i.name }),
+      target ? null : h('td', {}, h('a', { href: i.subject === 'peer' ? '/peers/' + encodeURIComponent(i.target.slice(5)) : '/targets/' + encodeURIComponent(i.target), text: i.label || i.target })),
+      h('td', { class: 'num', text: duration(i.duration_ms) + (open ? ' so far' : '') }),
+      h('td', { class: 'num hide-sm', text: worst }),
+      h('td', { class: 'hide-sm', title: i.summary, text: (place || '–') + (i.updates ? ' (updated ' + i.updates + '×)' : '') }),
+      h('td', { class: 'hide-md', text: open ? 'still raised' : (i.clear_reason || '') + ' ' + ago(i.cleared_at_ms) }));
+  }
+
+  async function load() {
+    try {
+      const q = 'range=' + range + (target ? '&target=' + encodeURIComponent(target) : '');
+      const doc = await api('/api/v1/incidents?' + q);
+      tbody.replaceChildren(...doc.incidents.map(row));
+      setText(note, doc.incidents.length ? doc.incidents.length + ' in the last ' + range : 'none in the last ' + range);
+      table.hidden = doc.incidents.length === 0;
+    } catch (e) { /* the next refresh tries again */ }
+  }
+
+  return { el, load };
 }
 
 
@@ -1058,11 +1120,12 @@ function overviewPage(root) {
   const empty = h('p', { class: 'empty-note', hidden: true });
   const hooks = webhooksPanel(() => queueRender());
   const peers = peersPanel(() => queueRender());
+  const incidents = incidentsPanel(null, '7d');
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
       h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), addBtn),
-    strip, tableWrap, tiles, empty, peers.el, hooks.el);
+    strip, tableWrap, tiles, empty, peers.el, incidents.el, hooks.el);
 
   filter.value = prefs.get('filter', '');
   stateFilter.value = prefs.get('stateFilter', 'all');
@@ -1276,8 +1339,10 @@ function overviewPage(root) {
     setInterval(loadSparks, 15000),
     setInterval(queueRender, 5000), // "updated ... ago"
     setInterval(hooks.load, 10000),
+    setInterval(incidents.load, 30000),
   ];
   hooks.load();
+  incidents.load();
   load().then(loadSparks).catch((e) => {
     empty.hidden = false;
     empty.textContent = 'Could not load the targets: ' + e.message;
@@ -1321,7 +1386,7 @@ function overviewPage(root) {
   }
 
   return {
-    refresh() { load().then(loadSparks).catch(() => {}); hooks.load(); queueRender(); },
+    refresh() { load().then(loadSparks).catch(() => {}); hooks.load(); incidents.load(); queueRender(); },
     redraw() { drawEpoch++; queueRender(); },
     close() { live.close(); timers.forEach(clearInterval); },
   };
@@ -1381,6 +1446,7 @@ function targetPage(root, id) {
   const heatNote = h('div', { class: 'chart-note' });
   const eventsList = h('ul', { class: 'events', id: 'events' });
   const alertsBox = h('div', { id: 'target-alerts' });
+  const incidents = incidentsPanel(id, '30d');
 
   const legend = (items) => h('div', { class: 'legend' }, items.map(([cssVar, label, alpha]) =>
     h('span', {}, h('i', { dataset: { c: cssVar, a: alpha || '' } }), label)));
@@ -1412,6 +1478,7 @@ function targetPage(root, id) {
         ['--bad', 'loss'], ['--paused', 'unanswered at a rate-limited hop'], ['--empty', 'no data']]),
       heatNote),
     h('section', { class: 'panel' }, h('h2', { text: 'Alerts' }), alertsBox),
+    incidents.el,
     h('section', { class: 'panel' }, h('h2', { text: 'Route history and events' }), eventsList));
 
   function paintLegends() {
@@ -1480,7 +1547,7 @@ function targetPage(root, id) {
       k('Rounds', String(t.rounds)),
       k('Last round', ago(t.last_round_at_ms)));
     const items = [];
-    for (const f of t.findings) items.push(h('div', { class: 'banner finding' }, h('b', { text: f.kind === 'loss' ? 'Loss: ' : 'Latency: ' }), f.summary));
+    for (const f of t.findings) items.push(h('div', { class: 'banner finding' }, h('b', { text: f.kind === 'loss' ? 'Loss: ' : 'Latency: ' }), f.summary, f.confidence < 0.75 ? h('span', { class: 'muted', text: ' (not yet sure)' }) : null));
     if (t.pending_change_rounds) items.push(h('div', { class: 'banner' }, 'A route change is being confirmed (' + t.pending_change_rounds + ' diverging rounds so far).'));
     banners.replaceChildren(...items);
     alertsBox.replaceChildren(alertList(t.alerts, 'No alert is firing for this target.'));
@@ -1520,6 +1587,7 @@ function targetPage(root, id) {
       if (hop.other_responders) hostCell.append(h('div', { class: 'muted', text: '+ others (' + hop.other_responders + ' answers)' }));
       if (hop.is_destination) hostCell.firstChild.append(h('span', { class: 'tag dest', text: 'destination' }));
       if (hop.rate_limited) hostCell.firstChild.append(h('span', { class: 'tag', text: 'rate-limited', title: 'This router answers fewer probes than the hops after it: it limits its ICMP replies. Its loss is not path loss.' }));
+      if (hop.slow_responder) hostCell.firstChild.append(h('span', { class: 'tag', text: 'slow responder', title: 'This router answers later than the hops after it: it generates its ICMP replies slowly. Its latency is not path latency.' }));
       const tr = h('tr', { class: [cls, selected === key || (selected === String(hop.ttl)) ? 'sel' : ''].join(' ').trim(), dataset: { hop: key } },
         h('td', { class: 'num', text: String(hop.ttl) }), hostCell,
         h('td', { class: 'num loss', text: pct(s.loss_pct) }), h('td', { class: 'num', text: String(s.sent) }),
@@ -1636,7 +1704,7 @@ function targetPage(root, id) {
       const b = before[i] ?? null;
       const a = after[i] ?? null;
       rows.push(h('tr', { class: b === a ? '' : 'changed' }, h('td', { class: 'num', text: String(i + 1) }),
-        h('td', { class: 'mono', text: b || (i < before.length ? '*' : '') }), h('td', { class: 'mono', text: a || (i < after.length ? '*' : '') })));
+        h('td', { class: 'mono', text: b !== null ? String(b) : (i < before.length ? '*' : '') }), h('td', { class: 'mono', text: a !== null ? String(a) : (i < after.length ? '*' : '') })));
     }
     return h('table', { class: 'route' }, h('thead', {}, h('tr', {}, h('th', { text: 'Hop' }), h('th', { text: 'Before' }), h('th', { text: 'After' }))), h('tbody', {}, rows));
   }
@@ -1646,7 +1714,7 @@ function targetPage(root, id) {
       const doc = await api('/api/v1/targets/' + enc + '/events?' + rangeQuery());
       const items = doc.events.slice().reverse().map((e) => h('li', {},
         h('span', { class: 'when', text: fmtFull(e.at_ms) }), h('span', { class: 'kind', text: e.kind.replace(/_/g, ' ') }), e.summary,
-        e.kind === 'route_changed' && e.detail && e.detail.before ? routeTable(e.detail) : null));
+        (e.kind === 'route_changed' || e.kind === 'return_path_changed') && e.detail && e.detail.before ? routeTable(e.detail) : null));
       eventsList.replaceChildren(...(items.length ? items : [h('li', { class: 'muted', text: 'No route changes or other events in this range.' })]));
     } catch (e) {
       eventsList.replaceChildren(h('li', { class: 'muted', text: 'Could not load the events: ' + e.message }));
@@ -1697,13 +1765,13 @@ function targetPage(root, id) {
 
   const live = stream('/api/v1/targets/' + enc + '/live', {
     target: show,
-    event: () => { loadEvents(); loadGraphs(); },
+    event: () => { loadEvents(); loadGraphs(); incidents.load(); },
     removed: () => {
       banners.replaceChildren(h('div', { class: 'banner removed' }, 'This target was removed. ', h('a', { href: '/', text: 'Back to all targets' })));
       live.close();
     },
   });
-  api('/api/v1/targets/' + enc).then((d) => { show(d); loadGraphs(); loadEvents(); }).catch((e) => {
+  api('/api/v1/targets/' + enc).then((d) => { show(d); loadGraphs(); loadEvents(); incidents.load(); }).catch((e) => {
     root.replaceChildren(h('nav', { class: 'crumbs' }, h('a', { href: '/', text: '← All targets' })),
       h('p', { class: 'empty-note', text: e.status === 404 ? 'There is no target named "' + id + '".' : 'Could not load the target: ' + e.message }));
     live.close();
@@ -1712,7 +1780,7 @@ function targetPage(root, id) {
   renderRangeBar();
 
   return {
-    refresh() { loadGraphs(); loadEvents(); },
+    refresh() { loadGraphs(); loadEvents(); incidents.load(); },
     redraw() { if (graphs.series || graphs.map) drawGraphs(); },
     close() { live.close(); clearTimeout(refreshTimer); },
   };

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::downsample;
-use crate::dto::{HealthDto, NewTarget, ServiceInfo};
+use crate::dto::{ComponentHealthDto, HealthDto, NewTarget, ServiceInfo};
 use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::live;
@@ -79,6 +79,7 @@ pub async fn index() -> Json<serde_json::Value> {
             "GET /api/v1/targets/{id}/series?hop=destination|all|<ttl>&range=|from=&to=&max_points=",
             "GET /api/v1/targets/{id}/heatmap?range=|from=&to=&columns=",
             "GET /api/v1/targets/{id}/events?range=|from=&to=",
+            "GET /api/v1/incidents?range=|from=&to=&target=",
             "GET /api/v1/targets/{id}/export?format=csv|json&range=|from=&to=",
             "GET /api/v1/targets/{id}/live (server-sent events)",
             "GET /api/v1/sparklines",
@@ -136,6 +137,42 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok(Json(serde_json::json!({ "alerts": alerts })).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentParams {
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    target: Option<String>,
+}
+
+/// The incident history: alerts from raise to clear, newest first, over
+/// `range` (or `from`/`to`; the last 30 days when neither is given), of one
+/// `target` (a target's name or `peer:NAME`) when given.
+pub async fn incidents(
+    State(state): State<AppState>,
+    params: Result<Query<IncidentParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let range = if p.range.is_none() && p.from.is_none() && p.to.is_none() {
+        Some("30d".to_owned())
+    } else {
+        p.range
+    };
+    let range = RangeParams::of(&range, &p.from, &p.to).resolve(now_ms())?;
+    let target = p.target.clone();
+    let incidents = state
+        .history(move |read| read.incidents(range, target.as_deref()))
+        .await?;
+    Ok(Json(serde_json::json!({
+        "from_ms": range.from_ms,
+        "to_ms": range.to_ms,
+        "target": p.target,
+        "incidents": incidents,
+    }))
+    .into_response())
+}
+
 pub async fn sparklines(State(state): State<AppState>) -> Result<Response, ApiError> {
     let lines = state.read(|read| read.sparklines()).await?;
     Ok(Json(serde_json::json!({ "sparklines": lines })).into_response())
@@ -168,7 +205,7 @@ pub async fn series(
     )?;
     let lookup = id.clone();
     let series = state
-        .read(move |read| read.series(&lookup, hops, range))
+        .history(move |read| read.series(&lookup, hops, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
     let fitted: Vec<downsample::FittedSeries> = series
@@ -203,7 +240,7 @@ pub async fn heatmap(
     )?;
     let lookup = id.clone();
     let series = state
-        .read(move |read| read.series(&lookup, crate::model::HopSelection::All, range))
+        .history(move |read| read.series(&lookup, crate::model::HopSelection::All, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
     let map = downsample::heatmap(series, range, columns);
@@ -228,7 +265,7 @@ pub async fn events(
     let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
     let lookup = id.clone();
     let events = state
-        .read(move |read| read.events(&lookup, range))
+        .history(move |read| read.events(&lookup, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
     Ok(Json(serde_json::json!({
@@ -266,7 +303,7 @@ pub async fn export(
     let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now)?;
     let lookup = id.clone();
     let summary = state
-        .read(move |read| read.hop_summary(&lookup, range))
+        .history(move |read| read.hop_summary(&lookup, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
     let body = export::render(&id, range, now, &summary, format)
@@ -292,8 +329,8 @@ pub async fn export(
         .into_response())
 }
 
-pub async fn overview_live(State(state): State<AppState>) -> impl IntoResponse {
-    live::overview(state)
+pub async fn overview_live(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(live::overview(state)?.into_response())
 }
 
 pub async fn target_live(
@@ -309,7 +346,7 @@ pub async fn target_live(
     {
         return Err(ApiError::UnknownTarget { id });
     }
-    Ok(live::target(state, id).into_response())
+    Ok(live::target(state, id)?.into_response())
 }
 
 // ---- writes ----
@@ -429,8 +466,23 @@ pub async fn resume(
 
 // ---- health and metrics ----
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Liveness: always 200 while the process serves requests. A degraded
+/// component (see [`crate::dto::ComponentHealthDto`]) turns `status` into
+/// `degraded` and is listed, so a probe or a human sees it without the
+/// daemon being restarted over it.
+pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let degraded: Vec<ComponentHealthDto> = state
+        .read(|read| read.components())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.degraded)
+        .collect();
+    if degraded.is_empty() {
+        Json(serde_json::json!({ "status": "ok" }))
+    } else {
+        Json(serde_json::json!({ "status": "degraded", "degraded": degraded }))
+    }
 }
 
 #[derive(Serialize)]

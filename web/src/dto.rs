@@ -118,6 +118,37 @@ pub struct AlertDto {
     pub localisation: Option<serde_json::Value>,
 }
 
+/// One alert's life, from raise to clear: the incident history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentDto {
+    /// The alert's id, as its webhook events carry it (`alert_id`).
+    pub id: String,
+    /// The rule: `loss`, `latency`, `jitter`, `mos`, `unreachable`,
+    /// `route_change` or `hop_count_change`.
+    pub name: String,
+    pub subject: AlertSubject,
+    /// The subject's key: a target's name, or `peer:NAME`.
+    pub target: String,
+    pub label: Option<String>,
+    pub raised_at_ms: u64,
+    /// `None` while it is still raised.
+    pub cleared_at_ms: Option<u64>,
+    /// `recovered`, `check_disabled`, `target_removed` or `peer_removed`.
+    pub clear_reason: Option<String>,
+    /// How long it lasted, or has lasted so far.
+    pub duration_ms: u64,
+    /// The raise's summary.
+    pub summary: String,
+    /// The worst value its events reported (the lowest for MOS), in `unit`.
+    pub peak_value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub unit: Option<String>,
+    /// Where the problem started, as last sent.
+    pub localisation: Option<serde_json::Value>,
+    /// How often the localisation was updated while it was raised.
+    pub updates: u32,
+}
+
 /// One row of the overview.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetSummary {
@@ -209,6 +240,9 @@ pub struct HopRow {
     /// Loses replies that later hops do not: likely ICMP rate limiting, so its
     /// loss is not path loss.
     pub rate_limited: bool,
+    /// Takes longer to answer than a hop after it in most rounds: its router
+    /// generates ICMP slowly, so its latency is not path latency.
+    pub slow_responder: bool,
     pub is_destination: bool,
 }
 
@@ -227,6 +261,10 @@ pub struct FindingDto {
     pub kind: String,
     pub ttl: u8,
     pub responder: Option<IpAddr>,
+    /// How sure the analysis is of this hop, 0 to 1.
+    pub confidence: f64,
+    /// The rounds every hop was compared over (those since the onset).
+    pub rounds: usize,
     pub summary: String,
 }
 
@@ -469,6 +507,30 @@ pub struct WebhookDto {
     pub next_retry_at_ms: Option<u64>,
     /// Targets whose oldest event waits for a retry.
     pub retrying_targets: Vec<String>,
+    /// Events dropped undelivered since start because they waited longer
+    /// than `[alerts] outbox_max_age`.
+    pub dropped_age: u64,
+    /// Events dropped undelivered since start because the outbox held more
+    /// than `[alerts] outbox_max_bytes`.
+    pub dropped_bytes: u64,
+}
+
+/// One of the daemon's components (`store`, `outbox`, `reflector`) for
+/// /healthz and /readyz. The error behind a degraded state is in the daemon's
+/// log only: these endpoints are open, and errors name files.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentHealthDto {
+    pub component: String,
+    /// `ok`; `fresh` (the old files could not be opened, were quarantined,
+    /// and a new empty one is in use); `disabled` (not even a fresh one
+    /// opened: no history, or alerts in memory only); `retrying` (the
+    /// reflector could not bind and is retried).
+    pub state: String,
+    /// `state` is not `ok`.
+    pub degraded: bool,
+    /// Names of the copies moved aside since the daemon started, in the state
+    /// directory (`store.quarantined-20261205T130403Z`).
+    pub quarantined: Vec<String>,
 }
 
 /// The daemon's health, for /readyz.
@@ -476,6 +538,9 @@ pub struct WebhookDto {
 pub struct HealthDto {
     pub engine: EngineHealth,
     pub store: StoreHealthDto,
+    /// Every component's state; a degraded one does not make the daemon
+    /// unready (monitoring goes on without it).
+    pub components: Vec<ComponentHealthDto>,
     pub targets: TargetCounts,
     /// The newest round of any target.
     pub last_round_at_ms: Option<u64>,

@@ -1,7 +1,8 @@
 //! [`ApiError`]: the one error type of every endpoint. Clients get a JSON body
 //! `{"error": "<message>"}` with the matching status; server-side failures
 //! (5xx) are logged with their cause and shown to clients only as a generic
-//! message, so paths and internals never leak.
+//! message, so paths and internals never leak. Refusals under load (503,
+//! 429) carry a `Retry-After` header saying when to try again.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -44,6 +45,20 @@ pub enum ApiError {
     Conflict { reason: String },
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error(
+        "the request took longer than {}; try again shortly or ask for a shorter range",
+        humantime::format_duration(*after)
+    )]
+    Timeout { after: std::time::Duration },
+    #[error("the server is busy with other history reads; try again shortly")]
+    Busy,
+    #[error("too many live streams are open (at most {limit}); close one or try again later")]
+    TooManyStreams { limit: usize },
+    #[error(
+        "this server does not answer to the host {host:?}: to open it by that name, \
+         add the name to [web] allowed_hosts in the config"
+    )]
+    MisdirectedHost { host: String },
     /// A server-side failure; `what` and `source` go to the log only.
     #[error("{what} failed: {source}")]
     Internal {
@@ -88,8 +103,28 @@ impl ApiError {
             | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::Timeout { .. } | ApiError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MisdirectedHost { .. } => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Internal { status, .. } => *status,
+        }
+    }
+}
+
+impl ApiError {
+    /// Seconds a client should wait before trying again, for refusals that
+    /// are about load rather than the request.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            // A busy slot frees within a read's time; a timed-out read may
+            // still be running, so give the store a little longer.
+            ApiError::Busy => Some(1),
+            ApiError::Timeout { .. } => Some(5),
+            // Streams close when their pages do, which is rarely soon.
+            ApiError::TooManyStreams { .. } => Some(10),
+            _ => None,
         }
     }
 }
@@ -112,6 +147,11 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = (status, Json(ErrorBody { error: &message })).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

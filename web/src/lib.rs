@@ -23,6 +23,7 @@ pub mod downsample;
 pub mod dto;
 pub mod error;
 pub mod export;
+pub mod limits;
 mod live;
 pub mod metrics;
 pub mod model;
@@ -44,6 +45,7 @@ use tokio::task::JoinHandle;
 
 pub use auth::{Token, Tokens};
 pub use error::ApiError;
+pub use limits::HostCheck;
 pub use model::{Control, ControlError, HopSelection, NoControl, ReadError, ReadModel};
 pub use query::TimeRange;
 pub use state::{AppState, WebSettings};
@@ -137,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sparklines", get(api::sparklines))
         .route("/api/v1/webhooks", get(api::webhooks))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/incidents", get(api::incidents))
         .route("/api/v1/peers", get(peers::peers))
         .route("/api/v1/peers/{name}", get(peers::peer))
         .route("/api/v1/peers/{name}/history", get(peers::history))
@@ -155,7 +158,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // Before the token check, so a rebinding page learns nothing, not
+        // even whether a token is needed.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::check_host,
+        ))
         .layer(middleware::from_fn(harden))
         .with_state(state)
 }

@@ -7,6 +7,9 @@
 //! ...). `/api/v1/targets/{id}/live`: `target` (the whole detail, whenever a
 //! round or the state changed), `event` (this target's events), and `removed`
 //! when the target is deleted, after which the stream ends.
+//!
+//! Each stream holds one of `max_live_streams` slots until its task ends;
+//! a stream asked for when none is free is refused with 429.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,6 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::dto::EventDto;
+use crate::error::ApiError;
 use crate::state::{join_array, AppState};
 
 type EventStream = Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
@@ -59,10 +63,14 @@ async fn event_or_pending(events: &mut Option<broadcast::Receiver<EventDto>>) ->
     std::future::pending().await
 }
 
-pub(crate) fn overview(state: AppState) -> EventStream {
+pub(crate) fn overview(state: AppState) -> Result<EventStream, ApiError> {
+    let slot = state.live_slot()?;
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(overview_feed(state, tx));
-    stream(rx)
+    tokio::spawn(async move {
+        overview_feed(state, tx).await;
+        drop(slot);
+    });
+    Ok(stream(rx))
 }
 
 async fn overview_feed(state: AppState, tx: mpsc::Sender<Result<Event, Infallible>>) {
@@ -123,10 +131,14 @@ async fn overview_feed(state: AppState, tx: mpsc::Sender<Result<Event, Infallibl
     }
 }
 
-pub(crate) fn target(state: AppState, id: String) -> EventStream {
+pub(crate) fn target(state: AppState, id: String) -> Result<EventStream, ApiError> {
+    let slot = state.live_slot()?;
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(target_feed(state, id, tx));
-    stream(rx)
+    tokio::spawn(async move {
+        target_feed(state, id, tx).await;
+        drop(slot);
+    });
+    Ok(stream(rx))
 }
 
 async fn target_feed(state: AppState, id: String, tx: mpsc::Sender<Result<Event, Infallible>>) {

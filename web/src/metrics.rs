@@ -97,6 +97,16 @@ pub struct StoreMetrics {
     pub healthy: bool,
 }
 
+/// One component of the daemon (`store`, `outbox`, `reflector`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ComponentMetrics {
+    pub component: String,
+    /// Not running normally: quarantined and fresh, disabled, or retrying.
+    pub degraded: bool,
+    /// Copies of its files moved aside since the daemon started.
+    pub quarantined_files: u64,
+}
+
 /// One hop (TTL) of one target.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HopMetrics {
@@ -109,6 +119,8 @@ pub struct HopMetrics {
     pub loss_ratio: Option<f64>,
     pub jitter_seconds: Option<f64>,
     pub rate_limited: bool,
+    /// Answers later than a hop after it in most rounds (slow ICMP generation).
+    pub slow_responder: bool,
     /// `None` when per-hop histograms are turned off.
     pub rtt: Option<Histogram>,
 }
@@ -136,6 +148,27 @@ pub struct TargetMetrics {
     pub hops: Vec<HopMetrics>,
 }
 
+/// The alert outbox's losses and its events waiting in memory. Labels are
+/// webhook names (bounded by the config) and the reason (`age`, `bytes`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertOutboxMetrics {
+    /// Alert events kept in memory now because the outbox cannot be written.
+    pub unpersisted: u64,
+    /// Events dropped since start because too many waited in memory.
+    pub unpersisted_dropped: u64,
+    /// Per webhook and reason, deliveries dropped undelivered since start.
+    pub deliveries_dropped: Vec<DroppedDeliveries>,
+}
+
+/// One webhook's deliveries dropped for one reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DroppedDeliveries {
+    pub webhook: String,
+    /// `age` (older than `outbox_max_age`) or `bytes` (beyond `outbox_max_bytes`).
+    pub reason: &'static str,
+    pub count: u64,
+}
+
 /// Everything /metrics exports.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
@@ -145,6 +178,11 @@ pub struct MetricsSnapshot {
     pub store: StoreMetrics,
     /// Failed webhook deliveries; `None` while no alerts module reports them.
     pub webhook_delivery_failures: Option<u64>,
+    /// What the alert outbox keeps in memory and what it dropped; `None`
+    /// while no alerts module reports them.
+    pub alert_outbox: Option<AlertOutboxMetrics>,
+    /// The store, outbox and reflector; empty when the daemon reports none.
+    pub components: Vec<ComponentMetrics>,
     pub targets: Vec<TargetMetrics>,
     /// `[[peer]]`s (STAMP links), in config order.
     pub peers: Vec<PeerMetrics>,
@@ -439,6 +477,10 @@ fn encode_alert_firing(
     )
 }
 
+fn comp(m: &ComponentMetrics) -> Labels<'_> {
+    vec![("component", m.component.as_str())]
+}
+
 fn t(m: &TargetMetrics) -> Labels<'_> {
     vec![("target", m.target.as_str())]
 }
@@ -590,12 +632,53 @@ impl Collector for SnapshotCollector {
             None,
             [(none(), i64::from(st.healthy))],
         )?;
+        if !s.components.is_empty() {
+            f.gauge(
+                "hopwatch_component_degraded",
+                "1 while a component runs degraded (quarantined and fresh, disabled, or retrying)",
+                None,
+                s.components
+                    .iter()
+                    .map(|m| (comp(m), i64::from(m.degraded))),
+            )?;
+            f.counter(
+                "hopwatch_quarantined_files",
+                "Unopenable stores or outboxes moved aside (never deleted) since start",
+                None,
+                s.components.iter().map(|m| (comp(m), m.quarantined_files)),
+            )?;
+        }
         if let Some(failures) = s.webhook_delivery_failures {
             f.counter(
                 "hopwatch_webhook_delivery_failures",
                 "Webhook delivery attempts that failed",
                 None,
                 [(none(), failures)],
+            )?;
+        }
+        if let Some(outbox) = &s.alert_outbox {
+            f.gauge(
+                "hopwatch_alert_events_unpersisted",
+                "Alert events kept in memory because the outbox cannot be written (lost on restart)",
+                None,
+                [(none(), outbox.unpersisted as i64)],
+            )?;
+            f.counter(
+                "hopwatch_alert_events_unpersisted_dropped",
+                "Alert events dropped because too many waited in memory for the outbox",
+                None,
+                [(none(), outbox.unpersisted_dropped)],
+            )?;
+            f.counter(
+                "hopwatch_webhook_deliveries_dropped",
+                "Undelivered webhook deliveries dropped from the outbox, by reason (age, bytes)",
+                None,
+                outbox.deliveries_dropped.iter().map(|d| {
+                    (
+                        vec![("webhook", d.webhook.as_str()), ("reason", d.reason)],
+                        d.count,
+                    )
+                }),
             )?;
         }
 
@@ -743,6 +826,12 @@ impl Collector for SnapshotCollector {
             None,
             hops().map(|(l, h)| (l, i64::from(h.rate_limited))),
         )?;
+        f.gauge(
+            "hopwatch_hop_slow_responder",
+            "1 when this TTL answers later than a TTL after it (slow ICMP generation, not path latency)",
+            None,
+            hops().map(|(l, h)| (l, i64::from(h.slow_responder))),
+        )?;
         f.histogram(
             "hopwatch_hop_rtt",
             "Round-trip time of the answers at this TTL",
@@ -828,6 +917,71 @@ mod tests {
         assert!(
             text.contains("# TYPE hopwatch_alert_firing gauge"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn components_export_degraded_flags_and_quarantine_counts() {
+        let component = |name: &str, degraded: bool, quarantined_files: u64| ComponentMetrics {
+            component: name.into(),
+            degraded,
+            quarantined_files,
+        };
+        let text = encode(MetricsSnapshot {
+            components: vec![
+                component("store", true, 1),
+                component("outbox", false, 0),
+                component("reflector", true, 0),
+            ],
+            ..MetricsSnapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "# TYPE hopwatch_component_degraded gauge",
+            r#"hopwatch_component_degraded{component="store"} 1"#,
+            r#"hopwatch_component_degraded{component="outbox"} 0"#,
+            r#"hopwatch_component_degraded{component="reflector"} 1"#,
+            "# TYPE hopwatch_quarantined_files counter",
+            r#"hopwatch_quarantined_files_total{component="store"} 1"#,
+            r#"hopwatch_quarantined_files_total{component="outbox"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+        let none = encode(MetricsSnapshot::default()).unwrap();
+        assert!(!none.contains("hopwatch_component_degraded"), "{none}");
+    }
+
+    #[test]
+    fn the_alert_outbox_exports_what_it_holds_in_memory_and_what_it_dropped() {
+        let dropped = |webhook: &str, reason, count| DroppedDeliveries {
+            webhook: webhook.into(),
+            reason,
+            count,
+        };
+        let text = encode(MetricsSnapshot {
+            alert_outbox: Some(AlertOutboxMetrics {
+                unpersisted: 3,
+                unpersisted_dropped: 2,
+                deliveries_dropped: vec![dropped("ops", "age", 4), dropped("ops", "bytes", 0)],
+            }),
+            ..MetricsSnapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "# TYPE hopwatch_alert_events_unpersisted gauge",
+            "hopwatch_alert_events_unpersisted 3",
+            "# TYPE hopwatch_alert_events_unpersisted_dropped counter",
+            "hopwatch_alert_events_unpersisted_dropped_total 2",
+            "# TYPE hopwatch_webhook_deliveries_dropped counter",
+            r#"hopwatch_webhook_deliveries_dropped_total{webhook="ops",reason="age"} 4"#,
+            r#"hopwatch_webhook_deliveries_dropped_total{webhook="ops",reason="bytes"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+        let none = encode(MetricsSnapshot::default()).unwrap();
+        assert!(
+            !none.contains("hopwatch_alert_events_unpersisted"),
+            "{none}"
         );
     }
 }

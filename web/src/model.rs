@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use tokio::sync::broadcast;
 
 use crate::dto::{
-    AlertDto, ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto, NewTarget, PeerDto,
-    PeerHistoryDto, SeriesDto, ServiceInfo, Sparkline, TargetDetail, TargetSummary, WebhookDto,
+    AlertDto, ComponentHealthDto, ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto,
+    IncidentDto, NewTarget, PeerDto, PeerHistoryDto, SeriesDto, ServiceInfo, Sparkline,
+    TargetDetail, TargetSummary, WebhookDto,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::query::TimeRange;
@@ -61,6 +62,12 @@ pub trait ReadModel: Send + Sync + 'static {
 
     fn health(&self) -> HealthDto;
 
+    /// The components' states alone (cheaper than [`ReadModel::health`]), for
+    /// /healthz. Default: none reported.
+    fn components(&self) -> Vec<ComponentHealthDto> {
+        Vec::new()
+    }
+
     /// Every configured webhook's delivery health, in config order; empty
     /// when none is configured.
     fn webhooks(&self) -> Vec<WebhookDto>;
@@ -79,6 +86,14 @@ pub trait ReadModel: Send + Sync + 'static {
         let mut all: Vec<AlertDto> = targets.chain(peers).collect();
         sort_alerts(&mut all);
         all
+    }
+
+    /// The incidents (alerts from raise to clear) raised at some moment in
+    /// `range`, of `target` (a target's name or `peer:NAME`) when given,
+    /// newest first. None by default: a read model without alerts.
+    fn incidents(&self, range: TimeRange, target: Option<&str>) -> Vec<IncidentDto> {
+        let _ = (range, target);
+        Vec::new()
     }
 
     /// Every `[[peer]]` (STAMP link), in config order. None by default: a read

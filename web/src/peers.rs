@@ -62,7 +62,7 @@ pub async fn history(
     )?;
     let lookup = name.clone();
     let history = state
-        .read(move |read| read.peer_history(&lookup, range))
+        .history(move |read| read.peer_history(&lookup, range))
         .await??
         .ok_or(ApiError::UnknownPeer { name })?;
     let series: Vec<serde_json::Value> = history

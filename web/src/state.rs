@@ -1,5 +1,7 @@
 //! The router's shared state: the read model and control, the tokens and
-//! limits, the stop signal for live streams, and the overview cache.
+//! limits, the stop signal for live streams, the overview cache, and the
+//! semaphores that bound history reads and live streams (the policy and
+//! middleware around them are in [`crate::limits`]).
 //!
 //! The overview (every target's summary) is the most requested and the most
 //! expensive read, so it is built at most once per `overview_max_age` and
@@ -9,10 +11,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Tokens;
 use crate::error::ApiError;
+use crate::limits::HostCheck;
 use crate::model::{Control, ReadModel};
 
 /// What a server is configured with.
@@ -25,6 +28,16 @@ pub struct WebSettings {
     pub live_interval: Duration,
     /// How long one overview is served before it is built again.
     pub overview_max_age: Duration,
+    /// A request not answered within this gets 503 (live streams exempt).
+    pub request_timeout: Duration,
+    /// History reads (store queries on the blocking pool) running at once.
+    pub max_concurrent_reads: usize,
+    /// How long a history read waits for a free slot before it gets 503.
+    pub read_queue_wait: Duration,
+    /// Live streams open at once; more are refused with 429.
+    pub max_live_streams: usize,
+    /// Which `Host` headers are answered.
+    pub hosts: HostCheck,
 }
 
 impl Default for WebSettings {
@@ -34,6 +47,13 @@ impl Default for WebSettings {
             max_body_bytes: 64 * 1024,
             live_interval: Duration::from_secs(1),
             overview_max_age: Duration::from_millis(900),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_reads: 8,
+            // Long enough to ride out a burst of page loads, short enough
+            // that a client under a flood learns quickly to back off.
+            read_queue_wait: Duration::from_secs(1),
+            max_live_streams: 32,
+            hosts: HostCheck::default(),
         }
     }
 }
@@ -68,6 +88,10 @@ pub(crate) struct Inner {
     pub settings: WebSettings,
     pub stop: watch::Sender<bool>,
     overview: Mutex<Option<Arc<Overview>>>,
+    /// One permit per history read running.
+    reads: Arc<Semaphore>,
+    /// One permit per open live stream.
+    streams: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -76,6 +100,10 @@ impl AppState {
         control: Arc<dyn Control>,
         settings: WebSettings,
     ) -> AppState {
+        // Semaphore::MAX_PERMITS caps what tokio can count; no config comes near.
+        let permits = |n: usize| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)));
+        let reads = permits(settings.max_concurrent_reads);
+        let streams = permits(settings.max_live_streams);
         AppState {
             inner: Arc::new(Inner {
                 read,
@@ -83,6 +111,8 @@ impl AppState {
                 settings,
                 stop: watch::channel(false).0,
                 overview: Mutex::new(None),
+                reads,
+                streams,
             }),
         }
     }
@@ -112,6 +142,40 @@ impl AppState {
     {
         let read = Arc::clone(&self.inner.read);
         Ok(tokio::task::spawn_blocking(move || f(read.as_ref())).await?)
+    }
+
+    /// Runs a history read (a store query: series, heatmaps, events, exports,
+    /// incidents) on the blocking pool, at most `max_concurrent_reads` at
+    /// once; one that finds no slot within `read_queue_wait` gets 503. The
+    /// slot goes with the call into the pool, so a request that times out
+    /// does not free it before the query really ends.
+    pub(crate) async fn history<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ReadModel) -> T + Send + 'static,
+    {
+        let wait = self.inner.settings.read_queue_wait;
+        let slot = Arc::clone(&self.inner.reads).acquire_owned();
+        let slot = match tokio::time::timeout(wait, slot).await {
+            Ok(Ok(slot)) => slot,
+            // The semaphore is never closed; treat it like a full one.
+            Ok(Err(_)) | Err(_) => return Err(ApiError::Busy),
+        };
+        let read = Arc::clone(&self.inner.read);
+        Ok(tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f(read.as_ref())
+        })
+        .await?)
+    }
+
+    /// A place for one more live stream, held for as long as it is open.
+    pub(crate) fn live_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.inner.streams)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyStreams {
+                limit: self.inner.settings.max_live_streams,
+            })
     }
 
     /// Runs a control call on the blocking pool.

@@ -1,6 +1,7 @@
 //! The router over a fake read model, request by request with `oneshot`:
 //! the embedded UI, every API endpoint, input validation, tokens, error
-//! bodies and statuses, exports, health and live streams.
+//! bodies and statuses, exports, health and live streams, and the limits
+//! that keep the API up under abuse (deadlines, read and stream caps, Host).
 
 mod fake;
 
@@ -336,6 +337,10 @@ async fn webhooks_show_their_delivery_health() {
     assert_eq!(am["next_retry_at_ms"], 10_000);
     assert_eq!(am["retrying_targets"], serde_json::json!(["alpha"]));
     assert_eq!(am["resent"], 5);
+    assert_eq!(
+        (am["dropped_age"].clone(), am["dropped_bytes"].clone()),
+        (1.into(), 0.into())
+    );
     // Exactly the DTO's fields: nothing else (a secret) can slip in.
     let mut keys: Vec<&str> = am.as_object().unwrap().keys().map(|k| k.as_str()).collect();
     keys.sort_unstable();
@@ -344,6 +349,8 @@ async fn webhooks_show_their_delivery_health() {
         [
             "consecutive_failures",
             "delivered",
+            "dropped_age",
+            "dropped_bytes",
             "failed_attempts",
             "failing",
             "format",
@@ -395,6 +402,7 @@ async fn a_read_token_protects_data_but_not_the_ui_or_health() {
         "/api/v1/targets/alpha",
         "/api/v1/webhooks",
         "/api/v1/alerts",
+        "/api/v1/incidents",
         "/api/v1/peers",
         "/api/v1/peers/branch-b",
         "/api/v1/peers/branch-b/history",
@@ -911,7 +919,7 @@ async fn the_server_stops_gracefully_with_live_streams_open() {
     let addr = server.local_addr();
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     client
-        .write_all(b"GET /api/v1/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/v1/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut first = [0u8; 256];
@@ -1109,4 +1117,220 @@ async fn peer_alerts_are_exported_with_the_alertmanager_labels() {
         1,
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_incident_history_filters_by_range_and_target_newest_first() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let doc = body_json(send(&router, get("/api/v1/incidents")).await).await;
+    let ids: Vec<&str> = doc["incidents"]
+        .as_array()
+        .expect("an incidents array")
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i-3", "i-2", "i-1"], "the last 30 days, newest first");
+    let first = &doc["incidents"][2];
+    assert_eq!(first["name"], "loss");
+    assert_eq!(first["clear_reason"], "recovered");
+    assert_eq!(first["duration_ms"], 25 * 60_000);
+    assert_eq!(first["updates"], 1);
+    assert_eq!(first["localisation"]["ttl"], 2);
+    assert_eq!(
+        doc["incidents"][0]["cleared_at_ms"],
+        serde_json::Value::Null
+    );
+
+    let doc = body_json(send(&router, get("/api/v1/incidents?range=24h&target=alpha")).await).await;
+    let ids: Vec<&str> = doc["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i-2"], "alpha's within a day");
+    assert_eq!(doc["target"], "alpha");
+
+    let bad = send(&router, get("/api/v1/incidents?range=2y")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let unknown = send(&router, get("/api/v1/incidents?targets=alpha")).await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+}
+
+// ---- limits ----
+
+fn with_host(uri: &str, host: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, host)
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn assert_refused(response: axum::http::Response<Body>, status: StatusCode, says: &str) {
+    assert_eq!(response.status(), status);
+    let retry: u32 = response.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    let error = body_json(response).await["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains(says), "{error}");
+}
+
+#[tokio::test]
+async fn a_read_slower_than_the_deadline_gets_503_with_retry_after() {
+    let fake = Fake::new();
+    *fake.read_delay.lock().unwrap() = Duration::from_millis(800);
+    let mut settings = settings(false, false);
+    settings.request_timeout = Duration::from_millis(100);
+    let (router, _) = app(&fake, settings);
+    let started = std::time::Instant::now();
+    let response = send(&router, get("/api/v1/targets/alpha/events?range=1h")).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "answered at the deadline"
+    );
+    assert_refused(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "took longer than 100ms",
+    )
+    .await;
+    // Cheap reads are still answered.
+    let ok = send(&router, get("/api/v1/targets/alpha")).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn history_reads_beyond_the_limit_wait_briefly_then_get_503() {
+    let fake = Fake::new();
+    *fake.read_delay.lock().unwrap() = Duration::from_millis(600);
+    let mut settings = settings(false, false);
+    settings.max_concurrent_reads = 2;
+    settings.read_queue_wait = Duration::from_millis(100);
+    let (router, _) = app(&fake, settings);
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                send(&router, get("/api/v1/targets/alpha/series?range=1h")).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = Vec::new();
+    for request in requests {
+        let response = request.await.unwrap();
+        if response.status() == StatusCode::OK {
+            ok += 1;
+        } else {
+            refused.push(response);
+        }
+    }
+    assert_eq!((ok, refused.len()), (2, 1), "two slots, three reads");
+    assert_refused(
+        refused.pop().unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+    )
+    .await;
+    // Slots are given back: the next read is served.
+    *fake.read_delay.lock().unwrap() = Duration::ZERO;
+    let again = send(&router, get("/api/v1/targets/alpha/series?range=1h")).await;
+    assert_eq!(again.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn live_streams_beyond_the_cap_get_429_and_closing_one_frees_its_place() {
+    let fake = Fake::new();
+    let mut settings = settings(false, false);
+    settings.max_live_streams = 2;
+    let (router, _) = app(&fake, settings);
+    let first = send(&router, get("/api/v1/live")).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = send(&router, get("/api/v1/targets/alpha/live")).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    for path in ["/api/v1/live", "/api/v1/targets/beta/live"] {
+        let third = send(&router, get(path)).await;
+        assert_refused(third, StatusCode::TOO_MANY_REQUESTS, "at most 2").await;
+    }
+    // Other requests are not affected by the cap.
+    assert_eq!(
+        send(&router, get("/api/v1/targets")).await.status(),
+        StatusCode::OK
+    );
+    drop(first);
+    let reopened = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let response = send(&router, get("/api/v1/live")).await;
+            if response.status() == StatusCode::OK {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "a closed stream gives back its place");
+}
+
+#[tokio::test]
+async fn on_loopback_only_local_names_and_the_allow_list_are_answered() {
+    let fake = Fake::new();
+    let mut settings = settings(true, false);
+    settings.hosts = hopwatch_web::HostCheck::for_listen(
+        "127.0.0.1:9470".parse().unwrap(),
+        &["hopwatch.lab.example".to_owned()],
+    );
+    let (router, _) = app(&fake, settings);
+    for host in [
+        "localhost:9470",
+        "127.0.0.1:9470",
+        "[::1]:9470",
+        "hopwatch.lab.example:9470",
+    ] {
+        let response = send(&router, with_host("/", host)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{host}");
+    }
+    // A rebinding page: its own name, our address. Refused before the token
+    // check, so it learns nothing; the UI is refused too.
+    for path in ["/", "/api/v1/targets", "/healthz"] {
+        let response = send(&router, with_host(path, "evil.example:9470")).await;
+        assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+        assert!(response
+            .headers()
+            .contains_key(header::X_CONTENT_TYPE_OPTIONS));
+        let error = body_json(response).await["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(error.contains("\"evil.example:9470\""), "{error}");
+        assert!(error.contains("allowed_hosts"), "{error}");
+    }
+    // A host in the request line (HTTP/2 style) is checked the same way.
+    let absolute = send(&router, get("http://evil.example/healthz")).await;
+    assert_eq!(absolute.status(), StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[tokio::test]
+async fn off_loopback_hosts_are_checked_only_with_an_allow_list() {
+    let fake = Fake::new();
+    let any: std::net::SocketAddr = "0.0.0.0:9470".parse().unwrap();
+    let mut open = settings(false, false);
+    open.hosts = hopwatch_web::HostCheck::for_listen(any, &[]);
+    let (router, _) = app(&fake, open);
+    let response = send(&router, with_host("/healthz", "mon.example")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let mut listed = settings(false, false);
+    listed.hosts = hopwatch_web::HostCheck::for_listen(any, &["mon.example".to_owned()]);
+    let (router, _) = app(&fake, listed);
+    let response = send(&router, with_host("/healthz", "mon.example")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = send(&router, with_host("/healthz", "other.example")).await;
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
 }

@@ -9,7 +9,14 @@
 //! [`DeliveryOptions::resend_every`] (Alertmanager resolves an alert nobody
 //! re-sends). A re-send is not an outbox event: it is rebuilt from the raised
 //! alerts, goes through the lane like an event (so it never overtakes the
-//! clear of the same alert) and only when the lane has nothing queued.
+//! clear of the same alert) and only when the lane has nothing queued. It
+//! carries the alert's latest localisation, so it never takes an update back.
+//!
+//! The worker also keeps the outbox bounded: at every enqueue and every
+//! [`PRUNE_EVERY`] it has the outbox drop deliveries older than
+//! [`DeliveryOptions::max_age`] or beyond [`DeliveryOptions::max_bytes`]
+//! (see [`Outbox::prune`]), takes them off their lanes and counts them per
+//! webhook and reason.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +32,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::error::{AlertsError, DeliveryError};
 use super::event::{now_ms, AlertEvent};
 use super::format;
-use super::outbox::{Outbox, Queued};
+use super::outbox::{DropReason, Outbox, Queued};
+use super::settings::{WebhookConfig, WebhookFormat};
 use super::sign::{self, IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
 use super::subject::Subject;
-use crate::config::{WebhookConfig, WebhookFormat};
+use crate::sys;
 
 /// The retry delays of a lane: `retry_initial`, doubling up to `retry_max`;
 /// each delay gets up to 100% added at random (so delays stay between the
@@ -44,12 +52,20 @@ pub fn backoff(retry_initial: Duration, retry_max: Duration) -> ExponentialBacko
         .build()
 }
 
-/// How the worker keeps Alertmanager's view current.
+/// How often the outbox is checked for deliveries past their age.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How the worker keeps Alertmanager's view current and the outbox bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryOptions {
     /// How often firing alerts are re-sent to Alertmanager webhooks. Each
     /// send (the raise included) is valid for [`DeliveryOptions::valid_for`].
     pub resend_every: Duration,
+    /// `[alerts] outbox_max_age`: older undelivered events are dropped.
+    pub max_age: Duration,
+    /// `[alerts] outbox_max_bytes`: the undelivered events' JSON beyond it
+    /// is dropped, oldest first.
+    pub max_bytes: u64,
 }
 
 impl DeliveryOptions {
@@ -68,6 +84,8 @@ impl Default for DeliveryOptions {
     fn default() -> Self {
         DeliveryOptions {
             resend_every: Self::DEFAULT_RESEND,
+            max_age: super::settings::defaults::ALERT_OUTBOX_MAX_AGE,
+            max_bytes: super::settings::defaults::ALERT_OUTBOX_MAX_BYTES,
         }
     }
 }
@@ -111,11 +129,19 @@ pub struct WebhookStatus {
     pub next_retry_ms: Option<u64>,
     /// Targets whose head-of-line event is waiting for a retry.
     pub retrying_targets: Vec<String>,
+    /// Deliveries dropped undelivered since start: older than the outbox's
+    /// maximum age.
+    pub dropped_age: u64,
+    /// Deliveries dropped undelivered since start: beyond the outbox's byte
+    /// budget.
+    pub dropped_bytes: u64,
 }
 
 #[derive(Default)]
 struct HookStats {
     delivered: AtomicU64,
+    dropped_age: AtomicU64,
+    dropped_bytes: AtomicU64,
     resent: AtomicU64,
     failed_attempts: AtomicU64,
     consecutive_failures: AtomicU64,
@@ -125,7 +151,7 @@ struct HookStats {
 impl HookStats {
     fn last(&self) -> std::sync::MutexGuard<'_, LastOutcome> {
         // Single field writes: a panic leaves them usable.
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.last)
     }
 }
 
@@ -165,7 +191,7 @@ struct Shared {
 impl Shared {
     fn lanes(&self) -> std::sync::MutexGuard<'_, BTreeMap<LaneKey, Lane>> {
         // Lane updates are single field writes: a panic leaves them usable.
-        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.lanes)
     }
 
     /// The `endsAt` of a firing alert sent now.
@@ -177,8 +203,41 @@ impl Shared {
 /// The running delivery worker.
 pub struct Delivery {
     shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The HTTP client of every webhook. Without the system's CA certificates
+/// (no `ca-certificates` package, or an unreadable /etc/ssl/certs) the default
+/// TLS setup does not build; rather than stop the daemon over it, the client
+/// trusts no certificate authority: `http://` webhooks work, `https://` ones
+/// fail each attempt with a certificate error (logged, counted, retried) and
+/// their alerts wait in the outbox until the certificates are installed and
+/// the daemon restarted. Found by booting the package in a minimal Debian
+/// (deploy/vm.sh test).
+fn webhook_client() -> Result<reqwest::Client, AlertsError> {
+    let builder = || {
+        reqwest::Client::builder()
+            // A redirected POST would become a GET: a 3xx is a failure to fix.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hopwatch/", env!("CARGO_PKG_VERSION")))
+    };
+    match builder().build() {
+        Ok(client) => Ok(client),
+        Err(error) => {
+            tracing::error!(
+                error = %sys::error_chain(&error),
+                "webhooks: the system's CA certificates cannot be used (is the ca-certificates \
+                 package installed?); https:// webhooks will fail until they can be and hopwatch \
+                 is restarted, http:// webhooks work"
+            );
+            builder()
+                .tls_certs_only([])
+                .build()
+                .map_err(AlertsError::Client)
+        }
+    }
 }
 
 impl Delivery {
@@ -197,12 +256,7 @@ impl Delivery {
         // reqwest is built without a TLS provider of its own; ring is ours.
         // An error means one is installed already, which is all we need.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            // A redirected POST would become a GET: a 3xx is a failure to fix.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hopwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(AlertsError::Client)?;
+        let client = webhook_client()?;
         let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
         let mut lanes: BTreeMap<LaneKey, Lane> = BTreeMap::new();
         for Queued {
@@ -232,9 +286,15 @@ impl Delivery {
             wake: Notify::new(),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(Arc::clone(&shared), outbox, client, stopped));
+        let task = tokio::spawn(run(
+            Arc::clone(&shared),
+            Arc::clone(&outbox),
+            client,
+            stopped,
+        ));
         Ok(Delivery {
             shared,
+            outbox,
             stop,
             task: Mutex::new(Some(task)),
         })
@@ -253,6 +313,8 @@ impl Delivery {
             }
         }
         drop(lanes);
+        // A commit is when the outbox grows: keep it within its budget now.
+        prune(&self.shared, &self.outbox);
         self.shared.wake.notify_one();
     }
 
@@ -311,6 +373,8 @@ impl Delivery {
                         .min()
                         .map(|at| now_wall + at.saturating_duration_since(now).as_millis() as u64),
                     retrying_targets: waiting().map(|((_, t), _)| t.to_string()).collect(),
+                    dropped_age: stats.dropped_age.load(Ordering::Relaxed),
+                    dropped_bytes: stats.dropped_bytes.load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -320,7 +384,7 @@ impl Delivery {
     /// the outbox and are sent again (same id) after the next start.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = sys::lock(&self.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -331,7 +395,8 @@ impl Delivery {
 enum Job {
     /// The outbox event `seq`, the head of its lane.
     Event(u64),
-    /// Alertmanager: the lane's firing alerts (their raise events), again.
+    /// Alertmanager: the lane's firing alerts (their raise events with their
+    /// latest localisation), again.
     Resend(Vec<AlertEvent>),
 }
 
@@ -411,6 +476,10 @@ async fn run(
     // let expire meanwhile fire again right away.
     let mut resend_tick = tokio::time::interval(shared.options.resend_every);
     resend_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is at once: what aged out while the service was
+    // stopped goes before it is attempted.
+    let mut prune_tick = tokio::time::interval(PRUNE_EVERY);
+    prune_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let wake_at = {
             let now = Instant::now();
@@ -461,6 +530,7 @@ async fn run(
             _ = resend_tick.tick(), if resends => {
                 start_resends(&shared, &outbox, &client, &mut attempts);
             }
+            _ = prune_tick.tick() => prune(&shared, &outbox),
             _ = shared.wake.notified() => {}
             _ = sleep => {}
         }
@@ -491,7 +561,9 @@ fn start_resends(
     for alert in active {
         // Alerts raised before raise events were kept cannot be rebuilt;
         // they clear as before, and Alertmanager resolves them meanwhile.
-        let Some(raise) = alert.raise else { continue };
+        let Some(raise) = alert.firing() else {
+            continue;
+        };
         for (i, hook) in shared.hooks.iter().enumerate() {
             if hook.format == WebhookFormat::Alertmanager
                 && hook
@@ -516,6 +588,46 @@ fn start_resends(
     }
 }
 
+/// Has the outbox drop what is too old or over its byte budget, takes the
+/// dropped deliveries off their lanes and counts them.
+fn prune(shared: &Shared, outbox: &Outbox) {
+    let options = &shared.options;
+    let dropped = match outbox.prune(now_ms(), options.max_age, options.max_bytes) {
+        Ok(dropped) => dropped,
+        Err(err) => {
+            tracing::warn!(error = %err, "bounding the alert outbox failed; tried again later");
+            return;
+        }
+    };
+    if dropped.is_empty() {
+        return;
+    }
+    let mut lanes = shared.lanes();
+    for d in dropped {
+        let Some(hook) = shared.names.iter().position(|n| *n == d.webhook) else {
+            continue;
+        };
+        if let Some(lane) = lanes.get_mut(&(hook, d.target.clone())) {
+            lane.queue.retain(|seq| *seq != d.seq);
+        }
+        let stats = &shared.stats[hook];
+        match d.reason {
+            DropReason::Age => &stats.dropped_age,
+            DropReason::Bytes => &stats.dropped_bytes,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            webhook = %d.webhook,
+            target = %d.target,
+            seq = d.seq,
+            reason = d.reason.as_str(),
+            max_age = ?options.max_age,
+            max_bytes = options.max_bytes,
+            "undelivered alert dropped from the outbox: it is past the outbox's bounds"
+        );
+    }
+}
+
 /// Records the outcome of one attempt on its lane.
 fn finish(shared: &Shared, outbox: &Outbox, done: Done) {
     let hook = &shared.hooks[done.hook];
@@ -533,7 +645,10 @@ fn finish(shared: &Shared, outbox: &Outbox, done: Done) {
                     // with the same id: a duplicate, never a loss.
                     tracing::error!(webhook = %hook.name, error = %err, "could not mark an alert delivered");
                 }
-                lane.queue.pop_front();
+                // The head may have been pruned while in flight.
+                if lane.queue.front() == Some(&seq) {
+                    lane.queue.pop_front();
+                }
                 stats.delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(webhook = %hook.name, target = %done.target, event = %what, "alert delivered");
             } else {
@@ -547,7 +662,9 @@ fn finish(shared: &Shared, outbox: &Outbox, done: Done) {
         }
         (Sent::Event(_), Err(DeliveryError::Missing { seq })) => {
             // Nothing left to send; do not block the lane on it.
-            lane.queue.pop_front();
+            if lane.queue.front() == Some(&seq) {
+                lane.queue.pop_front();
+            }
             tracing::error!(webhook = %hook.name, target = %done.target, seq, "alert event missing from the outbox; skipped");
         }
         (sent, Err(err)) => {

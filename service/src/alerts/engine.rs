@@ -2,27 +2,45 @@
 //! snapshot per round; per peer, the same for loss, latency and jitter, fed
 //! one window per update. Pure and synchronous (no I/O, no clock): the caller
 //! persists what it decides and restores it after a restart.
+//!
+//! It also keeps a raised target alert's diagnosis current: a loss or latency
+//! alert remembers the hop its last event named as where the problem starts,
+//! and once the analysis has named another hop, at least [`SURE_CONFIDENCE`]
+//! sure, for [`UPDATE_AFTER_ROUNDS`] rounds in a row, the engine decides an
+//! update ([`AlertState::Updated`]). An unsure round breaks the streak: the
+//! rounds of one streak share most of their window, so three of them in a row
+//! are not three independent opinions, and an unsure one is no opinion.
+//! A localisation moves while a window fills or empties; waiting for it to
+//! hold keeps receivers from hearing every step of that.
 
 use std::collections::{HashMap, HashSet};
 
-use super::event::ClearReason;
+use super::event::{ClearReason, StartHop};
 use super::kind::{AlertKind, AlertState};
-use super::machine::{Machine, Step};
+use super::machine::{Condition, Machine, Step};
 use super::peer_rules::{self, PeerRound};
 use super::rules::{self, Reading, RoundView};
+use super::settings::{AlertRules, AlertsConfig};
 use super::subject::Subject;
 use crate::analysis::{PathEvent, TargetSnapshot};
-use crate::config::{AlertRules, AlertsConfig};
 use crate::model::TargetId;
 
-/// A raise or clear decided this round.
+/// Rounds in a row the analysis must name the same new hop before a raised
+/// alert is updated with it.
+pub const UPDATE_AFTER_ROUNDS: u32 = 3;
+/// A loss or latency raise whose localisation is less sure than this waits
+/// (up to `raise_rounds` more rounds) for a surer one: the raise is what an
+/// operator acts on, and a few more rounds usually settle where it starts.
+pub const SURE_CONFIDENCE: f64 = 0.75;
+
+/// A raise, update or clear decided this round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub kind: AlertKind,
     pub state: AlertState,
     pub reading: Reading,
     pub summary: String,
-    /// Why a clear happened; `None` for a raise.
+    /// Why a clear happened; `None` for a raise or an update.
     pub reason: Option<ClearReason>,
     /// The route or hop-count change that raised it.
     pub path_event: Option<PathEvent>,
@@ -37,6 +55,52 @@ pub struct RoundOutcome {
     pub first_answer: bool,
 }
 
+/// Where a raised alert's events said its problem starts, and the other hop
+/// the analysis has been naming since, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Placement {
+    /// The hop the alert's last event (its raise or latest update) named;
+    /// `None` when it named none.
+    sent: Option<StartHop>,
+    /// A different hop the analysis names, and in how many rounds in a row.
+    candidate: Option<(StartHop, u32)>,
+    /// Rounds a due raise has waited for a surer localisation.
+    held: u32,
+}
+
+impl Placement {
+    fn sent(sent: Option<StartHop>) -> Placement {
+        Placement {
+            sent,
+            candidate: None,
+            held: 0,
+        }
+    }
+
+    /// Takes in where the analysis says the problem starts this round;
+    /// returns the new hop once it has held for `UPDATE_AFTER_ROUNDS`
+    /// rounds, and from then on counts it as sent.
+    fn observe(&mut self, now: Option<StartHop>) -> Option<StartHop> {
+        // No answer, or the one already sent, breaks any streak: a hop that
+        // comes and goes is not a new diagnosis.
+        let Some(hop) = now.filter(|hop| Some(*hop) != self.sent) else {
+            self.candidate = None;
+            return None;
+        };
+        let rounds = match self.candidate {
+            Some((seen, rounds)) if seen == hop => rounds + 1,
+            _ => 1,
+        };
+        if rounds >= UPDATE_AFTER_ROUNDS {
+            *self = Placement::sent(Some(hop));
+            Some(hop)
+        } else {
+            self.candidate = Some((hop, rounds));
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct TargetState {
     answered_ever: bool,
@@ -44,6 +108,8 @@ struct TargetState {
     /// The destination's since-start (sent, received) at the last round.
     seen: (u64, u64),
     machines: [Machine; AlertKind::ALL.len()],
+    /// Per kind; meaningful while that kind's machine is raised.
+    placements: [Placement; AlertKind::ALL.len()],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,6 +170,19 @@ impl AlertEngine {
         }
     }
 
+    /// Restores where the last event of a target's raised `kind` alert said
+    /// the problem starts (`None`: it said nowhere), so a restart neither
+    /// repeats an update nor misses one.
+    pub fn restore_placement(
+        &mut self,
+        target: &TargetId,
+        kind: AlertKind,
+        sent: Option<StartHop>,
+    ) {
+        let state = self.targets.entry(target.clone()).or_default();
+        state.placements[kind.index()] = Placement::sent(sent);
+    }
+
     /// The raised alerts of `subject`.
     pub fn raised(&self, subject: &Subject) -> Vec<AlertKind> {
         let machines = match subject {
@@ -150,10 +229,12 @@ impl AlertEngine {
         let mut transitions = Vec::new();
         for kind in AlertKind::ALL {
             let machine = &mut state.machines[kind.index()];
+            let placement = &mut state.placements[kind.index()];
             let Some(reading) = rules::read(kind, &rules, &round) else {
                 // A check turned off by a reload clears what it had raised.
                 if machine.is_raised() {
                     *machine = Machine::default();
+                    *placement = Placement::default();
                     transitions.push(check_disabled(kind));
                 }
                 continue;
@@ -168,10 +249,60 @@ impl AlertEngine {
                 _ => 1,
             };
             let step = machine.step(reading.condition, raise_after, rules.clear_rounds);
+            let start = || rules::localisation(snapshot, kind).map(|l| StartHop(l.ttl));
             let state = match step {
-                Step::Stay => continue,
-                Step::Raise => AlertState::Raised,
-                Step::Clear => AlertState::Cleared,
+                Step::Stay => {
+                    // Only while the condition still breaches: a recovering
+                    // window's leftovers say nothing new about where it starts.
+                    if machine.is_raised()
+                        && reading.condition == Condition::Breach
+                        && rules::updates_localisation(kind)
+                    {
+                        let before = placement.sent;
+                        let sure = rules::localisation(snapshot, kind)
+                            .filter(|l| l.confidence >= SURE_CONFIDENCE)
+                            .map(|l| StartHop(l.ttl));
+                        if let Some(now) = placement.observe(sure) {
+                            transitions.push(Transition {
+                                kind,
+                                state: AlertState::Updated,
+                                summary: rules::update_summary(
+                                    kind,
+                                    snapshot.target.as_str(),
+                                    now,
+                                    before,
+                                ),
+                                reading,
+                                reason: None,
+                                path_event: None,
+                            });
+                        }
+                    }
+                    if !machine.is_raised() && reading.condition == Condition::Healthy {
+                        placement.held = 0;
+                    }
+                    continue;
+                }
+                Step::Raise => {
+                    let unsure = rules::updates_localisation(kind)
+                        && rules::localisation(snapshot, kind)
+                            .is_some_and(|l| l.confidence < SURE_CONFIDENCE);
+                    if unsure && placement.held < rules.raise_rounds {
+                        // Not yet: one breach short of raising again next round.
+                        placement.held += 1;
+                        *machine = Machine::Idle {
+                            breaches: raise_after.saturating_sub(1),
+                        };
+                        continue;
+                    }
+                    // The raise carries this round's localisation: it is sent.
+                    *placement = Placement::sent(start());
+                    AlertState::Raised
+                }
+                Step::Clear => {
+                    *placement = Placement::default();
+                    AlertState::Cleared
+                }
             };
             let path_event = rules::path_event(kind, events).cloned();
             transitions.push(Transition {
@@ -288,8 +419,9 @@ fn check_disabled(kind: AlertKind) -> Transition {
 mod tests {
     use super::*;
     use crate::analysis::{AnalysisConfig, TargetAnalysis};
-    use crate::model::{HopSample, RoundRecord};
+    use crate::model::{HopAnswer, HopSample, RoundRecord};
     use crate::probe::TimestampSource;
+    use crate::probe::{Rtt, Ttl};
     use std::net::{IpAddr, Ipv4Addr};
 
     const MS: u64 = 1_000_000;
@@ -307,6 +439,8 @@ mod tests {
         engine: AlertEngine,
         seq: u64,
         responders: Vec<IpAddr>,
+        /// Routers added to the way back of hop 3 and the destination.
+        return_extra: u8,
         /// Every transition so far, in order.
         all: Vec<Transition>,
     }
@@ -323,6 +457,7 @@ mod tests {
                 engine: AlertEngine::new(config),
                 seq: 0,
                 responders: (1..=3).map(router).collect(),
+                return_extra: 0,
                 all: Vec::new(),
             }
         }
@@ -344,21 +479,30 @@ mod tests {
                         } else {
                             self.responders[usize::from(ttl) - 1]
                         };
-                        HopSample {
-                            ttl,
-                            responder: rtt.map(|_| addr),
-                            rtt_ns: rtt,
-                            reached: ttl == 4 && rtt.is_some(),
+                        let reply_ttl =
+                            64 - (ttl - 1) - if ttl >= 3 { self.return_extra } else { 0 };
+                        let ttl = Ttl::new(ttl).unwrap();
+                        match rtt {
+                            Some(ns) => HopSample::answered(
+                                ttl,
+                                HopAnswer {
+                                    responder: addr,
+                                    rtt: Rtt::from_nanos(ns),
+                                    is_destination: ttl.get() == 4,
+                                    reply_ttl: Some(reply_ttl),
+                                },
+                            ),
+                            None => HopSample::lost(ttl),
                         }
                     })
                     .collect();
-                let reached = hops[3].reached;
+                let reached = hops[3].reached();
                 let round = RoundRecord {
                     target: TargetId::new("t").unwrap(),
                     seq,
                     started_at_ms: seq * 100,
                     hops,
-                    destination_ttl: reached.then_some(4),
+                    destination_ttl: reached.then(|| Ttl::new(4).unwrap()),
                     source: TimestampSource::Ebpf,
                 };
                 let events = self.analysis.record(&round).unwrap();
@@ -495,6 +639,46 @@ mod tests {
     }
 
     #[test]
+    fn a_return_path_change_raises_only_when_asked_for() {
+        for wanted in [false, true] {
+            let mut sim = Sim::new(
+                AlertRules {
+                    return_path_change: wanted,
+                    ..rules()
+                },
+                10,
+            );
+            sim.rounds(10, healthy);
+            sim.return_extra = 2;
+            let got = sim.rounds(10, healthy);
+            let kinds: Vec<_> = got.iter().map(|t| (t.1, t.2)).collect();
+            let expected = if wanted {
+                vec![
+                    (AlertKind::ReturnPathChange, AlertState::Raised),
+                    (AlertKind::ReturnPathChange, AlertState::Cleared),
+                ]
+            } else {
+                vec![]
+            };
+            assert_eq!(kinds, expected, "return_path_change = {wanted}");
+        }
+        let raised = {
+            let mut sim = Sim::new(
+                AlertRules {
+                    return_path_change: true,
+                    ..rules()
+                },
+                10,
+            );
+            sim.rounds(10, healthy);
+            sim.return_extra = 2;
+            sim.rounds(5, healthy);
+            sim.all[0].summary.clone()
+        };
+        assert!(raised.contains("from hop 3 on"), "{raised}");
+    }
+
+    #[test]
     fn route_changes_raise_and_clear_once_the_path_is_stable() {
         let mut sim = Sim::new(rules(), 10);
         sim.rounds(10, healthy);
@@ -544,6 +728,265 @@ mod tests {
         assert_eq!(sim.all[0].summary, "the jitter check was turned off");
     }
 
+    // ---- updates of a raised alert's localisation ----
+
+    /// 50% loss from hop `from` on (every other round lost there and after).
+    fn loss_from(from: u8) -> impl Fn(u64, u8) -> Option<u64> {
+        move |seq: u64, ttl: u8| (ttl < from || seq.is_multiple_of(2)).then(|| u64::from(ttl) * MS)
+    }
+
+    /// A sim whose loss alert is raised, with loss starting at hop 2; returns
+    /// the sim and the snapshot of the raise's round (its loss localisation
+    /// is at hop 2).
+    fn raised_at_hop_2() -> (Sim, TargetSnapshot) {
+        let mut sim = Sim::new(rules(), 10);
+        sim.rounds(10, healthy);
+        let raised = sim.rounds(30, loss_from(2));
+        assert_eq!(
+            raised.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
+            vec![(AlertKind::Loss, AlertState::Raised)]
+        );
+        let snapshot = sim.analysis.snapshot();
+        let place = rules::localisation(&snapshot, AlertKind::Loss).expect("loss is placed");
+        assert_eq!(place.ttl, 2);
+        (sim, snapshot)
+    }
+
+    /// `snapshot` with its loss localisation at `ttl` (none for `None`): the
+    /// same window, so the alert stays raised, with another diagnosis.
+    fn placed(snapshot: &TargetSnapshot, ttl: Option<u8>) -> TargetSnapshot {
+        let mut next = snapshot.clone();
+        let loss = snapshot
+            .localisations
+            .iter()
+            .find(|l| l.kind == crate::analysis::DegradationKind::Loss)
+            .expect("a loss localisation");
+        next.localisations = ttl
+            .map(|ttl| {
+                let mut moved = loss.clone();
+                moved.ttl = ttl;
+                vec![moved]
+            })
+            .unwrap_or_default();
+        next
+    }
+
+    /// Evaluates `snapshot` with its loss localisation at each of `ttls` in
+    /// turn; returns the transitions with the index of their round.
+    fn feed(
+        engine: &mut AlertEngine,
+        snapshot: &TargetSnapshot,
+        ttls: &[Option<u8>],
+    ) -> Vec<(usize, Transition)> {
+        ttls.iter()
+            .enumerate()
+            .flat_map(|(i, ttl)| {
+                let outcome = engine.evaluate(&placed(snapshot, *ttl), &[]);
+                outcome.transitions.into_iter().map(move |t| (i, t))
+            })
+            .collect()
+    }
+
+    /// `snapshot` with its loss localisation's confidence set to `confidence`.
+    fn sure(snapshot: &TargetSnapshot, confidence: f64) -> TargetSnapshot {
+        let mut next = snapshot.clone();
+        for place in &mut next.localisations {
+            place.confidence = confidence;
+        }
+        next
+    }
+
+    #[test]
+    fn an_unsure_raise_waits_up_to_raise_rounds_for_a_surer_localisation() {
+        let (_, snapshot) = raised_at_hop_2();
+        let raise_at = |confidences: &[f64]| {
+            let mut engine = AlertEngine::new(AlertsConfig {
+                rules: rules(),
+                ..AlertsConfig::default()
+            });
+            confidences.iter().position(|c| {
+                engine
+                    .evaluate(&sure(&snapshot, *c), &[])
+                    .transitions
+                    .iter()
+                    .any(|t| t.kind == AlertKind::Loss && t.state == AlertState::Raised)
+            })
+        };
+        // Sure: raised on the third breach (raise_rounds = 3).
+        assert_eq!(raise_at(&[0.99; 10]), Some(2));
+        // Unsure for two more rounds, then sure: raised then.
+        assert_eq!(raise_at(&[0.4, 0.4, 0.4, 0.4, 0.99, 0.99, 0.99]), Some(4));
+        // Never sure: raised anyway after waiting raise_rounds more rounds.
+        assert_eq!(raise_at(&[0.4; 10]), Some(5));
+    }
+
+    #[test]
+    fn a_raised_alert_is_updated_once_its_new_localisation_holds() {
+        let (mut sim, snapshot) = raised_at_hop_2();
+        let got = feed(&mut sim.engine, &snapshot, &[Some(3); 10]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let (round, update) = &got[0];
+        assert_eq!(*round, 2, "after UPDATE_AFTER_ROUNDS rounds naming hop 3");
+        assert_eq!(
+            (update.kind, update.state),
+            (AlertKind::Loss, AlertState::Updated)
+        );
+        assert_eq!(
+            update.summary,
+            "loss on t: where it starts is now hop 3 (was hop 2)"
+        );
+        assert_eq!(update.reason, None);
+        assert_eq!(update.reading.unit, Some("pct"));
+        assert!(update.reading.value.is_some());
+        // Back to hop 2: another update, against what was last sent.
+        let back = feed(&mut sim.engine, &snapshot, &[Some(2); 5]);
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert_eq!(
+            back[0].1.summary,
+            "loss on t: where it starts is now hop 2 (was hop 3)"
+        );
+        assert_eq!(
+            sim.engine
+                .raised(&Subject::Target(TargetId::new("t").unwrap())),
+            vec![AlertKind::Loss],
+            "an updated alert is still raised"
+        );
+    }
+
+    #[test]
+    fn an_unsure_new_localisation_updates_nothing() {
+        let (mut sim, snapshot) = raised_at_hop_2();
+        let at_3 = placed(&snapshot, Some(3));
+        let mut updates = |confidences: &[f64]| {
+            confidences
+                .iter()
+                .flat_map(|c| sim.engine.evaluate(&sure(&at_3, *c), &[]).transitions)
+                .filter(|t| t.state == AlertState::Updated)
+                .count()
+        };
+        assert_eq!(updates(&[0.5; 10]), 0, "never sure: never updated");
+        // An unsure round breaks a streak of sure ones.
+        assert_eq!(updates(&[0.9, 0.9, 0.5, 0.9, 0.9]), 0);
+        assert_eq!(updates(&[0.9]), 1, "the third sure round in a row");
+    }
+
+    #[test]
+    fn a_flapping_localisation_updates_nothing() {
+        let (mut sim, snapshot) = raised_at_hop_2();
+        // Never the same new hop three rounds in a row: a round naming the
+        // hop already sent, another hop, or none breaks the streak.
+        let flapping = [
+            Some(3),
+            Some(3),
+            Some(2),
+            Some(3),
+            Some(3),
+            None,
+            Some(3),
+            Some(1),
+            Some(3),
+            Some(3),
+            Some(1),
+            Some(1),
+            Some(3),
+            Some(2),
+        ];
+        for _ in 0..5 {
+            let got = feed(&mut sim.engine, &snapshot, &flapping);
+            assert!(got.is_empty(), "{got:?}");
+        }
+        // The analysis losing its localisation is no update either.
+        assert!(feed(&mut sim.engine, &snapshot, &[None; 10]).is_empty());
+    }
+
+    #[test]
+    fn a_cleared_alert_is_never_updated() {
+        let (mut sim, snapshot) = raised_at_hop_2();
+        assert_eq!(
+            feed(&mut sim.engine, &snapshot, &[Some(3), Some(3)]).len(),
+            0
+        );
+        let cleared = sim.rounds(40, healthy);
+        assert_eq!(
+            cleared.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
+            vec![(AlertKind::Loss, AlertState::Cleared)]
+        );
+        // However long a localisation holds, nothing is raised to update.
+        let after = sim.analysis.snapshot();
+        let mut later = placed(&snapshot, Some(3));
+        later.destination = after.destination.clone();
+        for _ in 0..10 {
+            let got = sim.engine.evaluate(&later, &[]);
+            assert!(got.transitions.is_empty(), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn a_real_move_of_the_loss_updates_the_alert_once() {
+        let mut sim = Sim::new(rules(), 10);
+        sim.rounds(10, healthy);
+        let raised = sim.rounds(30, loss_from(3));
+        assert_eq!(
+            raised.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
+            vec![(AlertKind::Loss, AlertState::Raised)]
+        );
+        sim.all.clear();
+        // The loss moves one hop closer: the analysis follows as the window
+        // fills, and the alert hears of it once.
+        let moved = sim.rounds(60, loss_from(2));
+        assert_eq!(
+            moved.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
+            vec![(AlertKind::Loss, AlertState::Updated)],
+            "{:?}",
+            sim.all
+        );
+        assert_eq!(
+            sim.all[0].summary,
+            "loss on t: where it starts is now hop 2 (was hop 3)"
+        );
+    }
+
+    #[test]
+    fn a_restored_alert_updates_against_what_it_last_sent() {
+        let target = TargetId::new("t").unwrap();
+        let (_, snapshot) = raised_at_hop_2();
+        let restored = |sent: Option<u8>| {
+            let mut engine = AlertEngine::new(AlertsConfig {
+                rules: rules(),
+                ..AlertsConfig::default()
+            });
+            engine.restore(&Subject::Target(target.clone()), true, &[AlertKind::Loss]);
+            engine.restore_placement(&target, AlertKind::Loss, sent.map(StartHop));
+            engine
+        };
+        // It last sent hop 2: hop 2 again is nothing new after a restart.
+        let mut engine = restored(Some(2));
+        assert!(feed(&mut engine, &snapshot, &[Some(2); 10]).is_empty());
+        // It was raised without a localisation: one that appears and holds
+        // is an update.
+        let mut engine = restored(None);
+        let got = feed(&mut engine, &snapshot, &[Some(2); 10]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            got[0].1.summary,
+            "loss on t: where it starts is now hop 2 (was not placed)"
+        );
+        // Jitter and MOS borrow other findings: they are never updated.
+        let mut engine = AlertEngine::new(AlertsConfig {
+            rules: AlertRules {
+                mos_below: 4.4,
+                ..rules()
+            },
+            ..AlertsConfig::default()
+        });
+        engine.restore(&Subject::Target(target.clone()), true, &[AlertKind::Mos]);
+        let got = feed(&mut engine, &snapshot, &[Some(3); 10]);
+        assert!(
+            got.iter().all(|(_, t)| t.state != AlertState::Updated),
+            "{got:?}"
+        );
+    }
+
     // ---- peers ----
 
     /// What happens to one probe of a peer.
@@ -556,7 +999,7 @@ mod tests {
 
     /// A peer whose probes go through a real window, updates judged by the engine.
     struct PeerSim {
-        window: crate::monitor::peers::PeerWindow,
+        window: crate::analysis::PeerWindow,
         engine: AlertEngine,
         name: TargetId,
         seq: u32,
@@ -574,7 +1017,7 @@ mod tests {
             });
             engine.set_peers([name.clone()]);
             PeerSim {
-                window: crate::monitor::peers::PeerWindow::new(window),
+                window: crate::analysis::PeerWindow::new(window),
                 engine,
                 name,
                 seq: 0,
@@ -778,7 +1221,7 @@ mod tests {
         let rules = AlertRules {
             loss_pct: 0.0,
             latency_ms: 30.0,
-            latency_stat: crate::config::LatencyStat::P95,
+            latency_stat: crate::alerts::LatencyStat::P95,
             jitter_ms: 0.0,
             ..peer_rules()
         };

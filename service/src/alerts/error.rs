@@ -60,22 +60,6 @@ pub enum DeliveryError {
 impl DeliveryError {
     /// The error and its causes on one line (what the status API shows).
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let cause = cause.to_string();
-            if !text.contains(&cause) {
-                text.push_str(": ");
-                text.push_str(&cause);
-            }
-            source = cause_of(source);
-        }
-        text
+        crate::sys::error_chain(self)
     }
-}
-
-fn cause_of<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(|e| e.source())
 }

@@ -3,7 +3,7 @@
 //! every retry sends the same body with the same id and signature.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +57,41 @@ pub struct AlertTarget {
     pub tags: Vec<String>,
 }
 
-/// One raise or clear of one alert.
+/// The hop (TTL) where an alert's localisation says its problem starts: what
+/// tells one diagnosis from another. Everything else in a localisation (its
+/// evidence, its `confidence`, the percentages) moves every round; only a
+/// different hop is worth an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StartHop(pub u8);
+
+impl StartHop {
+    /// The `ttl` of a localisation as events carry it; `None` when it has
+    /// none (a peer's direction, or no localisation at all).
+    pub fn of(localisation: &serde_json::Value) -> Option<StartHop> {
+        localisation
+            .get("ttl")?
+            .as_u64()
+            .and_then(|t| u8::try_from(t).ok())
+            .map(StartHop)
+    }
+}
+
+impl std::fmt::Display for StartHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hop {}", self.0)
+    }
+}
+
+/// One raise, update or clear of one alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
     pub schema: String,
     /// Unique per event and stable across retries and restarts: the idempotency
-    /// key (`<instance>-<alert>-<state>`).
+    /// key (`<alert_id>-raised`, `<alert_id>-cleared`, or
+    /// `<alert_id>-updated-<seq>` since an alert may have several updates).
     pub id: String,
-    /// The alert this event belongs to: its raise and its clear share it.
+    /// The alert this event belongs to: its raise, its updates and its clear
+    /// share it.
     pub alert_id: String,
     /// Outbox order; increasing per target (and overall) in event order.
     pub seq: u64,
@@ -75,7 +102,8 @@ pub struct AlertEvent {
     /// the same in RFC 3339.
     pub at_ms: u64,
     pub at: String,
-    /// When the alert was raised (equal to `at_ms` on the raise).
+    /// When the alert was raised (equal to `at_ms` on the raise; an update
+    /// and the clear carry the raise's).
     pub raised_at_ms: u64,
     /// One line for people.
     pub summary: String,
@@ -89,7 +117,8 @@ pub struct AlertEvent {
     pub threshold: Option<f64>,
     pub unit: Option<String>,
     /// Where the problem begins (the analysis' localisation matching this
-    /// kind), when there is one.
+    /// kind, as the analysis serialises it, `confidence` and all), when there
+    /// is one. On an update, the new one.
     pub localisation: Option<serde_json::Value>,
     /// The route or hop-count change (before/after), for those kinds.
     pub path_change: Option<serde_json::Value>,
@@ -98,11 +127,7 @@ pub struct AlertEvent {
 }
 
 /// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::sys::now_ms;
 
 /// `ms` as RFC 3339 UTC with milliseconds, e.g. `2026-11-22T04:18:48.123Z`.
 pub fn rfc3339(ms: u64) -> String {
@@ -134,6 +159,16 @@ mod tests {
             serde_json::to_value(ClearReason::PeerRemoved).unwrap(),
             ClearReason::PeerRemoved.as_str()
         );
+    }
+
+    #[test]
+    fn the_start_hop_is_the_ttl_of_a_localisation() {
+        let place = serde_json::json!({"kind": "loss", "ttl": 3, "confidence": 0.7});
+        assert_eq!(StartHop::of(&place), Some(StartHop(3)));
+        assert_eq!(StartHop(3).to_string(), "hop 3");
+        let peer = serde_json::json!({"kind": "loss", "direction": "backward"});
+        assert_eq!(StartHop::of(&peer), None);
+        assert_eq!(StartHop::of(&serde_json::json!({"ttl": 300})), None);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! Slack-compatible message, or an Alertmanager `POST /api/v2/alerts` body.
 //!
 //! JSON and Slack bodies depend on the stored event only, so a retry sends
-//! the same bytes. An Alertmanager body of a firing alert also carries how
+//! the same bytes. An update (a raised alert's new localisation) is its own
+//! event in JSON (`"state": "updated"`) and Slack; for Alertmanager it is the
+//! alert again, firing, with the new `localisation` annotation (Alertmanager
+//! merges alerts by their labels). An Alertmanager body of a firing alert also carries how
 //! long the alert stays valid (`endsAt`), counted from the attempt: that is
 //! Alertmanager's protocol (see [`alertmanager`]).
 
@@ -10,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::event::{rfc3339, AlertEvent};
 use super::kind::AlertState;
+use super::settings::WebhookFormat;
 use super::subject::{SubjectKind, PEER_PREFIX};
-use crate::config::WebhookFormat;
 
 /// The body for `format` of the stored event `stored` (its JSON bytes).
 /// `valid_until_ms` is the `endsAt` of a firing alert in Alertmanager's format.
@@ -30,8 +33,8 @@ pub fn render(
     }
 }
 
-/// The Alertmanager body that re-sends firing alerts (their raise events),
-/// each valid until `valid_until_ms`.
+/// The Alertmanager body that re-sends firing alerts (their raise events,
+/// carrying their latest localisation), each valid until `valid_until_ms`.
 pub fn alertmanager_resend(
     raises: &[AlertEvent],
     valid_until_ms: u64,
@@ -69,6 +72,7 @@ fn target_title(event: &AlertEvent) -> String {
 pub fn slack(event: &AlertEvent) -> Value {
     let icon = match event.state {
         AlertState::Raised => ":red_circle:",
+        AlertState::Updated => ":large_orange_circle:",
         AlertState::Cleared => ":large_green_circle:",
     };
     let mut text = format!(
@@ -94,7 +98,8 @@ pub fn slack(event: &AlertEvent) -> Value {
 /// client is expected to re-send it while it fires (Prometheus re-sends every
 /// minute with `endsAt` four intervals ahead). So a raise carries
 /// `endsAt = valid_until_ms`, and the delivery worker re-sends firing alerts
-/// the same way; a clear carries the time it cleared, which resolves it.
+/// the same way; a clear carries the time it cleared, which resolves it. An
+/// update is sent like a raise: same labels and start, new annotations.
 pub fn alertmanager(event: &AlertEvent, valid_until_ms: u64) -> Value {
     let mut annotations = json!({
         "summary": event.summary,
@@ -109,7 +114,7 @@ pub fn alertmanager(event: &AlertEvent, valid_until_ms: u64) -> Value {
         annotations["reason"] = json!(reason.as_str());
     }
     let ends_at = match event.state {
-        AlertState::Raised => rfc3339(valid_until_ms.max(event.at_ms)),
+        AlertState::Raised | AlertState::Updated => rfc3339(valid_until_ms.max(event.at_ms)),
         AlertState::Cleared => event.at.clone(),
     };
     json!({
@@ -231,6 +236,55 @@ mod tests {
             "a peer's alert is not a target's"
         );
         assert_eq!(am["annotations"]["host"], "198.18.1.2");
+    }
+
+    /// An update of [`event`]'s alert: loss now starts at hop 2, with the
+    /// `confidence` the analysis may add.
+    fn update() -> AlertEvent {
+        let mut e = event(AlertState::Updated);
+        e.id = "abc-7-updated-12".into();
+        e.seq = 12;
+        e.summary = "loss on edge: where it starts is now hop 2 (was hop 3)".into();
+        e.localisation = Some(json!({
+            "kind": "loss", "ttl": 2, "confidence": 0.85,
+            "summary": "loss starts at hop 2 (198.18.1.2)"
+        }));
+        e
+    }
+
+    #[test]
+    fn every_format_renders_an_update() {
+        let e = update();
+        let stored = serde_json::to_vec(&e).unwrap();
+        let v: Value =
+            serde_json::from_slice(&render(WebhookFormat::Json, &stored, &e, 0).unwrap()).unwrap();
+        assert_eq!(v["state"], "updated");
+        assert_eq!(v["id"], "abc-7-updated-12");
+        assert_eq!(v["alert_id"], "abc-7");
+        assert_eq!(v["raised_at_ms"], 1_700_000_000_000u64);
+        assert_eq!(v["localisation"]["ttl"], 2);
+        assert_eq!(v["localisation"]["confidence"], 0.85, "passed through");
+        assert_eq!(v["reason"], Value::Null);
+
+        let text = slack(&e)["text"].as_str().unwrap().to_owned();
+        assert!(
+            text.starts_with(":large_orange_circle: *loss updated* on `edge (Edge router)`"),
+            "{text}"
+        );
+        assert!(text.contains("is now hop 2 (was hop 3)"), "{text}");
+        assert!(text.contains("_where:_ loss starts at hop 2"), "{text}");
+
+        let valid_until = 1_700_000_300_000;
+        let am = alertmanager(&e, valid_until);
+        let raised = alertmanager(&event(AlertState::Raised), valid_until);
+        assert_eq!(am["labels"], raised["labels"], "the same alert, merged");
+        assert_eq!(am["startsAt"], raised["startsAt"]);
+        assert_eq!(am["endsAt"], rfc3339(valid_until), "still firing");
+        assert_eq!(
+            am["annotations"]["localisation"],
+            "loss starts at hop 2 (198.18.1.2)"
+        );
+        assert_eq!(am["annotations"]["event_id"], "abc-7-updated-12");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The vocabulary of alerts: which rule fired ([`AlertKind`]) and whether the
-//! alert was raised or cleared ([`AlertState`]).
+//! alert was raised, updated or cleared ([`AlertState`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,11 +26,14 @@ pub enum AlertKind {
     RouteChange,
     /// The destination's TTL changed.
     HopCountChange,
+    /// The return path (the routers replies cross on the way back) changed
+    /// while the forward path did not. Off unless `return_path_change = true`.
+    ReturnPathChange,
 }
 
 impl AlertKind {
     /// Every kind, in evaluation order.
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 8] = [
         AlertKind::Loss,
         AlertKind::Latency,
         AlertKind::Jitter,
@@ -38,10 +41,11 @@ impl AlertKind {
         AlertKind::Unreachable,
         AlertKind::RouteChange,
         AlertKind::HopCountChange,
+        AlertKind::ReturnPathChange,
     ];
 
     /// The names accepted in the config, in [`AlertKind::ALL`] order.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "loss",
         "latency",
         "jitter",
@@ -49,6 +53,7 @@ impl AlertKind {
         "unreachable",
         "route_change",
         "hop_count_change",
+        "return_path_change",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,7 +74,7 @@ impl fmt::Display for AlertKind {
 
 /// A name that is not an alert kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change")]
+#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change")]
 pub struct UnknownAlertKind(pub String);
 
 impl FromStr for AlertKind {
@@ -90,6 +95,9 @@ impl FromStr for AlertKind {
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     Raised,
+    /// A raised alert's diagnosis changed (where the problem starts moved to
+    /// another hop and stayed there): the alert is still raised.
+    Updated,
     Cleared,
 }
 
@@ -97,7 +105,17 @@ impl AlertState {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertState::Raised => "raised",
+            AlertState::Updated => "updated",
             AlertState::Cleared => "cleared",
+        }
+    }
+
+    /// Whether the alert is still firing after this event: a raise and an
+    /// update leave it raised, a clear ends it.
+    pub fn is_firing(self) -> bool {
+        match self {
+            AlertState::Raised | AlertState::Updated => true,
+            AlertState::Cleared => false,
         }
     }
 }
@@ -129,5 +147,17 @@ mod tests {
             err.to_string().starts_with("\"lost\" is not an alert kind"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn states_serialise_as_their_names_and_updates_still_fire() {
+        for state in [AlertState::Raised, AlertState::Updated, AlertState::Cleared] {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, state.as_str());
+            assert_eq!(serde_json::from_value::<AlertState>(json).unwrap(), state);
+        }
+        assert_eq!(AlertState::Updated.to_string(), "updated");
+        assert!(AlertState::Updated.is_firing());
+        assert!(!AlertState::Cleared.is_firing());
     }
 }

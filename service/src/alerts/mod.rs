@@ -4,18 +4,36 @@
 //! a hysteresis state machine per (subject, rule), and at-least-once webhook
 //! delivery through a persistent outbox.
 //!
+//! An alert is raised, then cleared; in between, a target's loss or latency
+//! alert is updated whenever the analysis has settled on another hop as where
+//! the problem starts (see [`engine`]), so a receiver's diagnosis is right
+//! while the alert lasts, not only the moment it was raised.
+//!
 //! Data flow, once per round of a target (called by the monitor's pipeline
 //! after the live analysis took the round) or per update of a peer's window
-//! (about once a second, from `monitor::peers::judge`):
+//! (about once a second, from `monitor::peers::judge`). The monitor hands in
+//! the analysis' snapshot (a target's [`TargetSnapshot`], a peer's
+//! [`WindowStats`]) with a small description of its subject ([`TargetInfo`],
+//! [`PeerInfo`]): alerts sit below the monitor and never read its views.
 //!
 //! ```text
-//! TargetView / PeerView ──► AlertEngine (rules + machines) ──► transitions
+//! TargetSnapshot / WindowStats ──► AlertEngine (rules + machines) ──► transitions
 //!   ──► AlertEvent (id, snapshot, localisation) ──► Outbox (sled, flushed)
+//!       (raised / updated / cleared)
 //!   ──► Delivery lanes (webhook x subject, in order, backoff) ──► HTTP POST
 //! ```
 //!
 //! [`Alerts`] ties them together for the monitor. A subject is a target
 //! (keyed by its name) or a peer (keyed `peer:NAME`, see [`subject`]).
+//! [`Alerts`] is started from the alert settings ([`settings`]), which the
+//! config fills in, and told which targets and peers exist ([`Monitored`]);
+//! it never reads the rest of the config.
+//!
+//! No alert is lost to a sick disk: an event the outbox cannot write is kept
+//! in memory (bounded by `[alerts] outbox_memory_events`), delivered from
+//! there and written with a later alert; and none fills the disk: the outbox
+//! drops deliveries past `[alerts] outbox_max_age` or `outbox_max_bytes`
+//! (see [`outbox`] and [`delivery`]). Both are counted for /metrics.
 //!
 //! A target or peer removed from the config (by a reload, or while the
 //! service was stopped) can no longer recover: its raised alerts are cleared
@@ -27,35 +45,43 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod incidents;
 pub mod kind;
 pub mod machine;
 pub mod outbox;
 pub mod peer_rules;
 pub mod rules;
 pub mod secret;
+pub mod settings;
 pub mod sign;
 pub mod subject;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use delivery::{DeliveryCounters, DeliveryOptions, WebhookStatus};
-pub use engine::{AlertEngine, RoundOutcome, Transition};
+pub use engine::{AlertEngine, RoundOutcome, Transition, UPDATE_AFTER_ROUNDS};
 pub use error::{AlertsError, DeliveryError};
-pub use event::{AlertEvent, AlertTarget, ClearReason, SCHEMA};
+pub use event::{AlertEvent, AlertTarget, ClearReason, StartHop, SCHEMA};
+pub use incidents::Incident;
 pub use kind::{AlertKind, AlertState, UnknownAlertKind};
-pub use outbox::{ActiveAlert, Outbox};
+pub use outbox::{ActiveAlert, DropReason, MemoryCounts, Outbox};
 pub use secret::{Secret, WebhookUrl, WebhookUrlError};
+pub use settings::{
+    AlertRules, AlertsConfig, LatencyStat, OutboxLimits, WebhookConfig, WebhookFilter,
+    WebhookFormat,
+};
 pub use sign::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
 pub use subject::{InvalidSubject, Subject, SubjectKind, PEER_PREFIX};
 
-use crate::analysis::{DegradationKind, PathEvent};
-use crate::config::{Config, WebhookConfig};
+use crate::analysis::{PathEvent, TargetSnapshot, WindowStats};
+use crate::health::{self, ComponentMode, ComponentStatus};
 use crate::model::TargetId;
-use crate::monitor::{PeerState, PeerView, TargetStatus, TargetView};
+use crate::sys;
 use peer_rules::PeerRound;
 
 use delivery::Delivery;
@@ -65,39 +91,183 @@ pub fn outbox_path(state_dir: &Path) -> PathBuf {
     state_dir.join("outbox")
 }
 
+/// The targets and peers being monitored (paused ones too: they keep their
+/// alerts). A raised alert of any other subject can never recover, so it is
+/// cleared as removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Monitored {
+    pub targets: Vec<TargetId>,
+    /// By peer name.
+    pub peers: Vec<TargetId>,
+}
+
+impl Monitored {
+    fn subjects(&self) -> HashSet<Subject> {
+        let targets = self.targets.iter().cloned().map(Subject::Target);
+        let peers = self.peers.iter().cloned().map(Subject::Peer);
+        targets.chain(peers).collect()
+    }
+}
+
+/// What a target's alerts say about it, as the monitor knows it: built for
+/// each round, borrowed, so a round that changes nothing costs no copies.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetInfo<'a> {
+    pub id: &'a TargetId,
+    pub label: Option<&'a str>,
+    /// The host as configured (a name or an address).
+    pub host: &'a str,
+    /// The address being probed, once the host is resolved; until then the
+    /// analysis' destination address, if it has one, is reported.
+    pub address: Option<IpAddr>,
+    pub tags: &'a [String],
+}
+
+/// What a peer's alerts say about it, as the monitor knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerInfo<'a> {
+    pub name: &'a TargetId,
+    pub label: Option<&'a str>,
+    pub address: IpAddr,
+    pub tags: &'a [String],
+}
+
+/// Where a peer's STAMP session stands, as its alerts see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState<'a> {
+    /// Paused by the config: its alerts stay as they are.
+    Paused,
+    /// Starting, or waiting to start again after a failure.
+    Starting,
+    Running,
+    /// The last attempt failed, for this reason.
+    Failed {
+        error: &'a str,
+    },
+}
+
+/// One update of a peer link's window, with the session's state.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerLink<'a> {
+    pub state: SessionState<'a>,
+    /// The statistics over the last `window_probes` probes.
+    pub window: &'a WindowStats,
+    /// How many probes the window holds when full.
+    pub window_probes: usize,
+    /// Probes resolved since the peer's runner started: it grows whenever
+    /// `window` took new probes, so each update is judged once.
+    pub resolved: u64,
+}
+
 /// The running alert subsystem.
 pub struct Alerts {
     engine: Mutex<AlertEngine>,
     outbox: Arc<Outbox>,
     delivery: Delivery,
+    /// How the outbox opened (quarantined, in memory), for health and metrics.
+    outbox_status: ComponentStatus,
+}
+
+/// Opens the outbox at `path` so that it cannot stop monitoring: one that
+/// cannot be opened is quarantined (moved aside, see [`crate::health`])
+/// and a fresh one created; if that fails too, or another process holds its
+/// lock, alerts are kept in memory only. Fails only if even sled's in-memory
+/// database cannot be created.
+pub fn open_outbox(
+    path: &Path,
+    webhooks: &[String],
+) -> Result<(Outbox, ComponentStatus), AlertsError> {
+    let error = match Outbox::open(path, webhooks) {
+        Ok(outbox) => return Ok((outbox, ComponentStatus::ok(health::OUTBOX))),
+        Err(error) => error,
+    };
+    let mut status = ComponentStatus {
+        component: health::OUTBOX,
+        mode: ComponentMode::Disabled,
+        error: Some(error.to_string()),
+        quarantined: Vec::new(),
+    };
+    let contended = matches!(
+        &error,
+        AlertsError::Open { source, .. } | AlertsError::Sled { source, .. }
+            if health::is_lock_contention(source)
+    );
+    if !contended {
+        match health::quarantine_dir(path) {
+            Ok(to) => {
+                tracing::error!(
+                    path = %path.display(),
+                    quarantined = %to.display(),
+                    %error,
+                    "alert outbox cannot be opened; moved it aside and starting a fresh one"
+                );
+                status.quarantined.push(to);
+                match Outbox::open(path, webhooks) {
+                    Ok(outbox) => {
+                        status.mode = ComponentMode::Fresh;
+                        return Ok((outbox, status));
+                    }
+                    Err(fresh) => status.error = Some(fresh.to_string()),
+                }
+            }
+            Err(quarantine) => {
+                tracing::error!(path = %path.display(), %error, %quarantine, "alert outbox cannot be moved aside");
+            }
+        }
+    }
+    tracing::error!(
+        path = %path.display(),
+        error = status.error.as_deref().unwrap_or_default(),
+        "alert outbox unavailable; keeping alerts in memory only (lost on restart)"
+    );
+    let outbox = Outbox::open_in_memory(path, webhooks)?;
+    Ok((outbox, status))
 }
 
 impl Alerts {
-    /// Opens the outbox in `config.service.state_dir`, clears the alerts of
-    /// targets and peers no longer configured, restores the other raised
-    /// alerts, and starts delivering what is still owed. Needs a tokio runtime.
-    pub fn start(config: &Config) -> Result<Alerts, AlertsError> {
-        Alerts::start_with(config, DeliveryOptions::default())
+    /// Opens the outbox in `state_dir`, clears the alerts of targets and
+    /// peers no longer `monitored`, restores the other raised alerts, and
+    /// starts delivering what is still owed under `settings`. Needs a tokio
+    /// runtime.
+    pub fn start(
+        settings: &AlertsConfig,
+        state_dir: &Path,
+        monitored: &Monitored,
+    ) -> Result<Alerts, AlertsError> {
+        Alerts::start_with(settings, state_dir, monitored, DeliveryOptions::default())
     }
 
     /// [`Alerts::start`] with delivery `options`.
-    pub fn start_with(config: &Config, options: DeliveryOptions) -> Result<Alerts, AlertsError> {
-        let hooks = config.alerts.webhooks.clone();
+    pub fn start_with(
+        settings: &AlertsConfig,
+        state_dir: &Path,
+        monitored: &Monitored,
+        options: DeliveryOptions,
+    ) -> Result<Alerts, AlertsError> {
+        let hooks = settings.webhooks.clone();
         let names: Vec<String> = hooks.iter().map(|h| h.name.clone()).collect();
-        let outbox = Arc::new(Outbox::open(
-            &outbox_path(&config.service.state_dir),
-            &names,
-        )?);
-        let mut engine = AlertEngine::new(config.alerts.clone());
-        engine.set_peers(config.peers.iter().map(|p| p.name.clone()));
+        let (outbox, outbox_status) = open_outbox(&outbox_path(state_dir), &names)?;
+        let limits = settings.outbox;
+        outbox.set_memory_limit(limits.memory_events as usize);
+        let options = DeliveryOptions {
+            max_age: limits.max_age,
+            max_bytes: limits.max_bytes,
+            ..options
+        };
+        let outbox = Arc::new(outbox);
+        let mut engine = AlertEngine::new(settings.clone());
+        engine.set_peers(monitored.peers.iter().cloned());
         // Queued here, these clears are loaded by the delivery worker below.
-        retire_removed(&outbox, &mut engine, &hooks, &configured(config))?;
+        retire_removed(&outbox, &mut engine, &hooks, &monitored.subjects())?;
         let persisted = outbox.persisted()?;
         for id in persisted.answered {
             engine.restore(&Subject::Target(id), true, &[]);
         }
         for active in &persisted.active {
             engine.restore(&active.target, false, &[active.kind]);
+            if let Subject::Target(id) = &active.target {
+                engine.restore_placement(id, active.kind, active.sent_hop());
+            }
         }
         if !persisted.active.is_empty() {
             tracing::info!(
@@ -110,93 +280,102 @@ impl Alerts {
             engine: Mutex::new(engine),
             outbox,
             delivery,
+            outbox_status,
         })
+    }
+
+    /// How the outbox opened: `Ok`, `Fresh` after a quarantine, or
+    /// `Disabled` (in memory only).
+    pub fn outbox_status(&self) -> ComponentStatus {
+        self.outbox_status.clone()
     }
 
     fn engine(&self) -> std::sync::MutexGuard<'_, AlertEngine> {
         // Evaluation is one synchronous step: a panic leaves the state usable.
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.engine)
     }
 
-    /// Evaluates one round of `view`'s target, with the path events it caused,
-    /// and stores and queues what it raises or clears. Errors are logged: alerts
-    /// never stop the pipeline.
-    pub async fn on_round(&self, view: &TargetView, events: &[PathEvent]) {
-        let outcome = self.engine().evaluate(&view.analysis, events);
+    /// Evaluates one round of `target`, whose analysis now reads `snapshot`,
+    /// with the path events the round caused, and stores and queues what it
+    /// raises, updates or clears. Errors are logged: alerts never stop the
+    /// pipeline.
+    pub async fn on_round(
+        &self,
+        target: &TargetInfo<'_>,
+        snapshot: &TargetSnapshot,
+        events: &[PathEvent],
+    ) {
+        let outcome = self.engine().evaluate(snapshot, events);
         if outcome.transitions.is_empty() && !outcome.first_answer {
             return;
         }
         let about = About {
-            subject: Subject::Target(view.id.clone()),
+            subject: Subject::Target(target.id.clone()),
             target: AlertTarget {
-                name: view.id.to_string(),
+                name: target.id.to_string(),
                 subject: SubjectKind::Target,
-                label: view.label.clone(),
-                host: view.host.clone(),
-                address: match &view.status {
-                    TargetStatus::Running { address } => Some(*address),
-                    _ => view.analysis.destination.address,
-                },
-                tags: view.tags.clone(),
+                label: target.label.map(str::to_owned),
+                host: target.host.to_owned(),
+                address: target.address.or(snapshot.destination.address),
+                tags: target.tags.to_vec(),
             },
-            at_ms: view.analysis.last_round_at_ms.unwrap_or_else(event::now_ms),
-            snapshot: serde_json::to_value(&view.analysis).unwrap_or(serde_json::Value::Null),
+            at_ms: snapshot.last_round_at_ms.unwrap_or_else(event::now_ms),
+            snapshot: serde_json::to_value(snapshot).unwrap_or(serde_json::Value::Null),
         };
-        let answered = outcome.first_answer.then_some(&view.id);
+        let answered = outcome.first_answer.then_some(target.id);
         let placed = outcome
             .transitions
             .into_iter()
             .map(|t| {
-                let place = localisation(view, t.kind);
+                let place = localisation(snapshot, t.kind);
                 (t, place)
             })
             .collect();
         if let Err(err) = self.record(&about, placed, answered).await {
-            tracing::error!(target = %view.id, error = %err, "alert not stored; its webhooks will miss it");
+            tracing::error!(target = %target.id, error = %err, "alert not stored or not flushed");
         }
     }
 
-    /// Evaluates one update of a peer's window (a paused peer keeps its
-    /// alerts as they are), and stores and queues what it raises or clears.
-    /// Errors are logged.
-    pub async fn on_peer(&self, view: &PeerView) {
-        let failed = match &view.state {
-            PeerState::Paused => return,
-            PeerState::Failed { error } => Some(error.as_str()),
-            PeerState::Starting | PeerState::Running => None,
+    /// Evaluates one update of `peer`'s link (a paused peer keeps its alerts
+    /// as they are), and stores and queues what it raises or clears. Errors
+    /// are logged.
+    pub async fn on_peer(&self, peer: &PeerInfo<'_>, link: &PeerLink<'_>) {
+        let failed = match link.state {
+            SessionState::Paused => return,
+            SessionState::Failed { error } => Some(error),
+            SessionState::Starting | SessionState::Running => None,
         };
         let round = PeerRound {
-            window: &view.window,
-            window_probes: view.window_probes,
-            resolved: view.resolved,
+            window: link.window,
+            window_probes: link.window_probes,
+            resolved: link.resolved,
             failed,
         };
-        let transitions = self.engine().evaluate_peer(&view.config.name, &round);
+        let transitions = self.engine().evaluate_peer(peer.name, &round);
         if transitions.is_empty() {
             return;
         }
-        let c = &view.config;
         let about = About {
-            subject: Subject::Peer(c.name.clone()),
+            subject: Subject::Peer(peer.name.clone()),
             target: AlertTarget {
-                name: Subject::Peer(c.name.clone()).key(),
+                name: Subject::Peer(peer.name.clone()).key(),
                 subject: SubjectKind::Peer,
-                label: c.label.clone(),
-                host: c.address.to_string(),
-                address: Some(c.address),
-                tags: c.tags.clone(),
+                label: peer.label.map(str::to_owned),
+                host: peer.address.to_string(),
+                address: Some(peer.address),
+                tags: peer.tags.to_vec(),
             },
             at_ms: event::now_ms(),
             snapshot: serde_json::json!({
-                "peer": c.name,
-                "state": match &view.state {
-                    PeerState::Failed { .. } => "failed",
-                    PeerState::Starting => "starting",
+                "peer": peer.name,
+                "state": match link.state {
+                    SessionState::Failed { .. } => "failed",
+                    SessionState::Starting => "starting",
                     _ => "running",
                 },
                 "error": failed,
-                "window_probes": view.window_probes,
-                "window": view.window,
+                "window_probes": link.window_probes,
+                "window": link.window,
             }),
         };
         let placed = transitions
@@ -209,12 +388,14 @@ impl Alerts {
             })
             .collect();
         if let Err(err) = self.record(&about, placed, None).await {
-            tracing::error!(peer = %c.name, error = %err, "alert not stored; its webhooks will miss it");
+            tracing::error!(peer = %peer.name, error = %err, "alert not stored or not flushed");
         }
     }
 
     /// Turns the `transitions` of one subject (each with its localisation)
     /// into events, commits them with `answered`, and queues their deliveries.
+    /// An update of an alert the outbox no longer holds as raised (a reload
+    /// cleared it meanwhile) is dropped: a cleared alert is never updated.
     async fn record(
         &self,
         about: &About,
@@ -225,17 +406,25 @@ impl Alerts {
         let at_ms = about.at_ms;
         let mut entries = Vec::with_capacity(transitions.len());
         for (transition, localisation) in transitions {
+            let active = match transition.state {
+                AlertState::Raised => None,
+                AlertState::Updated | AlertState::Cleared => {
+                    self.outbox.active(&about.subject, transition.kind)?
+                }
+            };
+            if transition.state == AlertState::Updated && active.is_none() {
+                tracing::debug!(target = %about.subject, kind = %transition.kind,
+                    "update of an alert no longer raised: dropped");
+                continue;
+            }
             let seq = self.outbox.reserve_seq();
-            let (alert_id, raised_at_ms) = match transition.state {
-                AlertState::Raised => (format!("{}-{seq}", self.outbox.instance()), at_ms),
-                AlertState::Cleared => match self.outbox.active(&about.subject, transition.kind)? {
-                    Some(active) => (active.alert_id, active.raised_at_ms),
-                    None => (format!("{}-{seq}", self.outbox.instance()), at_ms),
-                },
+            let (alert_id, raised_at_ms) = match active {
+                Some(active) => (active.alert_id, active.raised_at_ms),
+                None => (format!("{}-{seq}", self.outbox.instance()), at_ms),
             };
             let event = AlertEvent {
                 schema: SCHEMA.to_owned(),
-                id: format!("{alert_id}-{}", transition.state),
+                id: event_id(&alert_id, transition.state, seq),
                 alert_id,
                 seq,
                 kind: transition.kind,
@@ -276,25 +465,28 @@ impl Alerts {
             );
             entries.push((event, wanted));
         }
-        self.outbox.commit(&entries, answered)?;
-        self.outbox.flush().await?;
+        // A commit the disk refuses keeps the events in memory: they are
+        // queued for delivery all the same.
+        let stale = self.outbox.commit(&entries, answered)?;
+        entries.retain(|(event, _)| !stale.contains(&event.seq));
+        let flushed = self.outbox.flush().await;
         self.delivery.enqueue(deliveries(&entries));
-        Ok(())
+        flushed
     }
 
-    /// Applies a reload: new thresholds, and the raised alerts of targets and
-    /// peers the new config no longer has are cleared (reason
+    /// Applies a reload: new thresholds from `settings`, and the raised
+    /// alerts of targets and peers no longer `monitored` are cleared (reason
     /// `target_removed` or `peer_removed`). Webhooks are set up at start: a
     /// change to them is reported by the reload as needing a restart. Errors
     /// are logged; the service goes on.
-    pub fn reload(&self, config: &Config) {
+    pub fn reload(&self, settings: &AlertsConfig, monitored: &Monitored) {
         let mut engine = self.engine();
-        let mut next = config.alerts.clone();
+        let mut next = settings.clone();
         next.webhooks = engine.config().webhooks.clone();
         engine.set_config(next);
-        engine.set_peers(config.peers.iter().map(|p| p.name.clone()));
+        engine.set_peers(monitored.peers.iter().cloned());
         let webhooks = engine.config().webhooks.clone();
-        match retire_removed(&self.outbox, &mut engine, &webhooks, &configured(config)) {
+        match retire_removed(&self.outbox, &mut engine, &webhooks, &monitored.subjects()) {
             Ok(entries) => self.delivery.enqueue(deliveries(&entries)),
             Err(err) => tracing::error!(
                 error = %err,
@@ -311,6 +503,18 @@ impl Alerts {
         })
     }
 
+    /// The incidents (alerts' lives) that were raised at some moment in
+    /// `[from_ms, to_ms]`, of `subject` (a target's name or `peer:NAME`) when
+    /// given, newest first. Errors are logged and read as none.
+    pub fn incidents(&self, from_ms: u64, to_ms: u64, subject: Option<&str>) -> Vec<Incident> {
+        self.outbox
+            .incidents(from_ms, to_ms, subject)
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "reading the incident history failed");
+                Vec::new()
+            })
+    }
+
     /// Per-webhook delivery state: pending, delivered, failures, last error.
     pub fn delivery_status(&self) -> Vec<WebhookStatus> {
         self.delivery.status()
@@ -319,6 +523,12 @@ impl Alerts {
     /// Totals for metrics.
     pub fn counters(&self) -> DeliveryCounters {
         self.delivery.counters()
+    }
+
+    /// Events kept in memory because the outbox cannot be written, and those
+    /// its memory bound dropped, for metrics.
+    pub fn memory_counts(&self) -> MemoryCounts {
+        self.outbox.memory_counts()
     }
 
     /// Stops delivering and flushes the outbox; whatever is undelivered is
@@ -340,12 +550,14 @@ struct About {
     snapshot: serde_json::Value,
 }
 
-/// The targets and peers `config` monitors (paused ones too: they keep
-/// their alerts).
-fn configured(config: &Config) -> HashSet<Subject> {
-    let targets = config.targets.iter().map(|t| Subject::Target(t.id.clone()));
-    let peers = config.peers.iter().map(|p| Subject::Peer(p.name.clone()));
-    targets.chain(peers).collect()
+/// An event's id, unique and stable across retries: `<alert_id>-raised` and
+/// `<alert_id>-cleared` (an alert has one each), `<alert_id>-updated-<seq>`
+/// (it may have several updates; `seq` is the event's outbox number).
+fn event_id(alert_id: &str, state: AlertState, seq: u64) -> String {
+    match state {
+        AlertState::Raised | AlertState::Cleared => format!("{alert_id}-{state}"),
+        AlertState::Updated => format!("{alert_id}-{state}-{seq}"),
+    }
 }
 
 /// The `(webhook, subject, seq)` deliveries of committed `entries`.
@@ -475,23 +687,9 @@ fn retire_removed(
     Ok(entries)
 }
 
-/// The analysis' localisation that matches `kind`: where loss begins for loss,
-/// unreachability and MOS, where latency rises for latency and jitter. Route
-/// and hop-count changes carry none: their detail names the changed hops, and
-/// a loss finding that happens to be current says nothing about a new path.
-fn localisation(view: &TargetView, kind: AlertKind) -> Option<serde_json::Value> {
-    let wanted = match kind {
-        AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
-        AlertKind::Loss | AlertKind::Unreachable | AlertKind::Mos => DegradationKind::Loss,
-        AlertKind::RouteChange | AlertKind::HopCountChange => return None,
-    };
-    let found = &view.analysis.localisations;
-    found
-        .iter()
-        .find(|l| l.kind == wanted)
-        .or_else(|| match kind {
-            AlertKind::Mos | AlertKind::Jitter => found.first(),
-            _ => None,
-        })
-        .and_then(|l| serde_json::to_value(l).ok())
+/// The analysis' localisation that matches `kind` (see
+/// [`rules::localisation`]), as the analysis serialises it: fields this
+/// module does not know (such as `confidence`) pass through as they are.
+fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<serde_json::Value> {
+    rules::localisation(snapshot, kind).and_then(|l| serde_json::to_value(l).ok())
 }

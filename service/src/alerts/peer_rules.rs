@@ -10,15 +10,15 @@
 //! loss at 100%, even if it never answered.
 //!
 //! Loss is the round trip's; the summary and the localisation say which
-//! direction lost, from the reflector's counter (see `monitor::peers`).
+//! direction lost, from the reflector's counter (see `analysis::peer_window`).
 
 use serde_json::{json, Value};
 
 use super::kind::AlertKind;
 use super::machine::Condition;
 use super::rules::Reading;
-use crate::config::{AlertRules, LatencyStat};
-use crate::monitor::WindowStats;
+use super::settings::{AlertRules, LatencyStat};
+use crate::analysis::WindowStats;
 use crate::peer::Direction;
 
 const NS_PER_MS: f64 = 1e6;
@@ -268,7 +268,7 @@ pub fn localisation(kind: AlertKind, round: &PeerRound<'_>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::peers::DelayWindow;
+    use crate::analysis::DelayWindow;
     use crate::peer::OwdValidity;
 
     fn rules() -> AlertRules {

@@ -9,10 +9,11 @@
 //! it never raises "unreachable" or 100% loss. Window rules also wait until the
 //! window is full, so they always speak about the last N probes.
 
+use super::event::StartHop;
 use super::kind::AlertKind;
 use super::machine::Condition;
-use crate::analysis::{PathEvent, TargetSnapshot};
-use crate::config::{AlertRules, LatencyStat};
+use super::settings::{AlertRules, LatencyStat};
+use crate::analysis::{DegradationKind, Localisation, PathEvent, TargetSnapshot};
 
 const NS_PER_MS: f64 = 1e6;
 
@@ -133,6 +134,9 @@ pub fn read(kind: AlertKind, rules: &AlertRules, round: &RoundView<'_>) -> Optio
         AlertKind::HopCountChange => rules
             .hop_count_change
             .then(|| path_reading(round, |e| matches!(e, PathEvent::HopCountChanged { .. }))),
+        AlertKind::ReturnPathChange => rules
+            .return_path_change
+            .then(|| path_reading(round, |e| matches!(e, PathEvent::ReturnPathChanged { .. }))),
     }
 }
 
@@ -141,8 +145,54 @@ pub fn path_event(kind: AlertKind, events: &[PathEvent]) -> Option<&PathEvent> {
     events.iter().find(|e| match kind {
         AlertKind::RouteChange => matches!(e, PathEvent::RouteChanged { .. }),
         AlertKind::HopCountChange => matches!(e, PathEvent::HopCountChanged { .. }),
+        AlertKind::ReturnPathChange => matches!(e, PathEvent::ReturnPathChanged { .. }),
         _ => false,
     })
+}
+
+/// The analysis' localisation that matches `kind`: where loss begins for loss,
+/// unreachability and MOS, where latency rises for latency and jitter. Route
+/// and hop-count changes carry none: their detail names the changed hops, and
+/// a loss finding that happens to be current says nothing about a new path.
+pub fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<&Localisation> {
+    let wanted = match kind {
+        AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
+        AlertKind::Loss | AlertKind::Unreachable | AlertKind::Mos => DegradationKind::Loss,
+        AlertKind::RouteChange | AlertKind::HopCountChange | AlertKind::ReturnPathChange => {
+            return None
+        }
+    };
+    let found = &snapshot.localisations;
+    found
+        .iter()
+        .find(|l| l.kind == wanted)
+        .or_else(|| match kind {
+            AlertKind::Mos | AlertKind::Jitter => found.first(),
+            _ => None,
+        })
+}
+
+/// Whether a raised alert of `kind` follows its localisation with updates:
+/// loss and latency, whose localisation is the finding of their own kind.
+/// (Jitter and MOS borrow another kind's finding, unreachability has no
+/// path left to place, and path changes name their hops already.)
+pub fn updates_localisation(kind: AlertKind) -> bool {
+    matches!(kind, AlertKind::Loss | AlertKind::Latency)
+}
+
+/// One line for people about an update of a raised alert of `kind` on
+/// `target`: where the problem starts now, and where its last event said.
+pub fn update_summary(
+    kind: AlertKind,
+    target: &str,
+    now: StartHop,
+    before: Option<StartHop>,
+) -> String {
+    let was = match before {
+        Some(hop) => format!("was {hop}"),
+        None => "was not placed".to_owned(),
+    };
+    format!("{kind} on {target}: where it starts is now {now} ({was})")
 }
 
 /// The destination has answered, and the window holds a full N probes.
@@ -271,6 +321,20 @@ pub fn summary(
         (AlertKind::HopCountChange, false) => {
             format!(
                 "the hop count has been stable for {} rounds",
+                rules.clear_rounds
+            )
+        }
+        (AlertKind::ReturnPathChange, true) => match event {
+            Some(PathEvent::ReturnPathChanged {
+                first_changed_ttl, ..
+            }) => format!(
+                "the return path changed from hop {first_changed_ttl} on (the forward path did not)"
+            ),
+            _ => "the return path changed".to_owned(),
+        },
+        (AlertKind::ReturnPathChange, false) => {
+            format!(
+                "the return path has been stable for {} rounds",
                 rules.clear_rounds
             )
         }

@@ -1,6 +1,7 @@
 //! Delivery against a real HTTP receiver on loopback: retries, order per
 //! target, head-of-line blocking per target only, signatures, and an outbox
-//! that outlives the worker.
+//! that outlives the worker, an outbox that cannot be written (events
+//! delivered from memory) and one past its bounds (deliveries dropped).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +14,6 @@ use axum::Router;
 use super::delivery::Delivery;
 use super::event::{self, rfc3339, AlertTarget, SCHEMA};
 use super::*;
-use crate::config::{WebhookConfig, WebhookFilter, WebhookFormat};
 
 #[derive(Debug, Clone)]
 struct Received {
@@ -365,6 +365,7 @@ async fn alertmanager_gets_firing_alerts_again_until_they_clear_and_json_does_no
     let raise = commit_state(&outbox, "x", "a-1", AlertState::Raised, &both);
     let options = DeliveryOptions {
         resend_every: Duration::from_millis(150),
+        ..DeliveryOptions::default()
     };
     let delivery = Delivery::start_with(
         Arc::clone(&outbox),
@@ -443,20 +444,49 @@ async fn alertmanager_gets_firing_alerts_again_until_they_clear_and_json_does_no
     json_server.abort();
 }
 
-/// A config with `targets` (name, host) and one JSON webhook to `url`.
-fn config(state_dir: &std::path::Path, url: &str, targets: &[&str]) -> crate::config::Config {
-    let mut text = format!(
-        "[service]\nstate_dir = {:?}\n\n[[webhook]]\nname = \"test\"\nurl = \"{url}\"\n\
-         retry_initial = \"20ms\"\nretry_max = \"200ms\"\n",
-        state_dir.display().to_string()
-    );
-    for (i, name) in targets.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[target]]\nname = \"{name}\"\nhost = \"198.18.0.{}\"\n",
-            i + 2
-        ));
+/// What the alerts are started with in these tests: their settings, the
+/// state directory of the outbox and who is monitored (what a config file
+/// would give them through the monitor).
+struct Setup {
+    settings: AlertsConfig,
+    state_dir: std::path::PathBuf,
+    monitored: Monitored,
+}
+
+impl Setup {
+    fn start(&self) -> Alerts {
+        Alerts::start(&self.settings, &self.state_dir, &self.monitored).unwrap()
     }
-    crate::config::Config::parse(&text, "alerts-unit.toml").unwrap()
+
+    fn start_with(&self, options: DeliveryOptions) -> Alerts {
+        Alerts::start_with(&self.settings, &self.state_dir, &self.monitored, options).unwrap()
+    }
+
+    fn reload(&self, alerts: &Alerts) {
+        alerts.reload(&self.settings, &self.monitored);
+    }
+}
+
+fn ids(names: &[&str]) -> Vec<crate::model::TargetId> {
+    names
+        .iter()
+        .map(|n| crate::model::TargetId::new(*n).unwrap())
+        .collect()
+}
+
+/// Targets named `targets`, the default thresholds and one JSON webhook to `url`.
+fn config(state_dir: &std::path::Path, url: &str, targets: &[&str]) -> Setup {
+    Setup {
+        settings: AlertsConfig {
+            webhooks: vec![hook(url, None)],
+            ..AlertsConfig::default()
+        },
+        state_dir: state_dir.to_path_buf(),
+        monitored: Monitored {
+            targets: ids(targets),
+            peers: Vec::new(),
+        },
+    }
 }
 
 #[tokio::test]
@@ -484,7 +514,7 @@ async fn alerts_of_removed_targets_clear_with_a_reason_at_start_and_on_reload() 
         outbox.flush_now().unwrap();
     }
     // c was removed from the config while the service was stopped.
-    let alerts = Alerts::start(&config(dir.path(), &url, &["a", "b"])).unwrap();
+    let alerts = config(dir.path(), &url, &["a", "b"]).start();
     let names = |log: &Mutex<Log>| -> Vec<(String, AlertState, Option<ClearReason>)> {
         log.lock()
             .unwrap()
@@ -537,7 +567,7 @@ async fn alerts_of_removed_targets_clear_with_a_reason_at_start_and_on_reload() 
     );
 
     // A reload removes b; a stays raised.
-    alerts.reload(&config(dir.path(), &url, &["a"]));
+    config(dir.path(), &url, &["a"]).reload(&alerts);
     until("b's clear", || {
         names(&log).contains(&(
             "b".into(),
@@ -559,7 +589,7 @@ async fn alerts_of_removed_targets_clear_with_a_reason_at_start_and_on_reload() 
         "a target still configured keeps its alert"
     );
     // Reloading the same config again clears nothing more.
-    alerts.reload(&config(dir.path(), &url, &["a"]));
+    config(dir.path(), &url, &["a"]).reload(&alerts);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         names(&log)
@@ -572,54 +602,61 @@ async fn alerts_of_removed_targets_clear_with_a_reason_at_start_and_on_reload() 
     server.abort();
 }
 
-/// A config with `peers` (their names), one JSON webhook to `url`, alerts
-/// raising at 10% loss after 2 updates and clearing after 2.
-fn peer_config(state_dir: &std::path::Path, url: &str, peers: &[&str]) -> crate::config::Config {
-    let mut text = format!(
-        "[service]\nstate_dir = {:?}\n\n[statistics]\nwindow = 20\n\n\
-         [alerts]\nloss_pct = 10\nraise_rounds = 2\nclear_rounds = 2\n\n\
-         [[webhook]]\nname = \"test\"\nurl = \"{url}\"\n\
-         retry_initial = \"20ms\"\nretry_max = \"200ms\"\n",
-        state_dir.display().to_string()
-    );
-    for (i, name) in peers.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[peer]]\nname = \"{name}\"\naddress = \"198.18.1.{}\"\ntags = [\"link\"]\n",
-            i + 2
-        ));
+/// Peers named `peers`, one JSON webhook to `url`, alerts raising at 10%
+/// loss after 2 updates and clearing after 2.
+fn peer_config(state_dir: &std::path::Path, url: &str, peers: &[&str]) -> Setup {
+    Setup {
+        settings: AlertsConfig {
+            rules: AlertRules {
+                loss_pct: 10.0,
+                raise_rounds: 2,
+                clear_rounds: 2,
+                ..AlertRules::default()
+            },
+            webhooks: vec![hook(url, None)],
+            ..AlertsConfig::default()
+        },
+        state_dir: state_dir.to_path_buf(),
+        monitored: Monitored {
+            targets: Vec::new(),
+            peers: ids(peers),
+        },
     }
-    crate::config::Config::parse(&text, "alerts-unit.toml").unwrap()
 }
 
-/// A view of the first peer of `config` whose full window of 20 probes lost
-/// `backward` replies on the way back; `resolved` tells updates apart.
-fn peer_view(
-    config: &crate::config::Config,
-    backward: u64,
-    resolved: u64,
-) -> crate::monitor::PeerView {
-    use crate::monitor::peers::{DelayWindow, WindowStats};
-    crate::monitor::PeerView {
-        config: config.peers[0].clone(),
-        state: crate::monitor::PeerState::Running,
-        local: None,
-        window: WindowStats {
-            probes: 20,
-            received: 20 - backward,
-            lost: backward,
-            lost_backward: backward,
-            rtt: Some(DelayWindow {
-                min_ns: 1_000_000,
-                mean_ns: 1_000_000.0,
-                max_ns: 1_000_000,
-                samples: 20 - backward,
-            }),
-            ..WindowStats::default()
-        },
+/// Hands the alerts an update of peer "dc1" (198.18.1.2, tagged "link"),
+/// running, whose full window of 20 probes lost `backward` replies on the
+/// way back; `resolved` tells updates apart.
+async fn peer_update(alerts: &Alerts, backward: u64, resolved: u64) {
+    use crate::analysis::{DelayWindow, WindowStats};
+    let name = crate::model::TargetId::new("dc1").unwrap();
+    let tags = vec!["link".to_owned()];
+    let peer = PeerInfo {
+        name: &name,
+        label: None,
+        address: "198.18.1.2".parse().unwrap(),
+        tags: &tags,
+    };
+    let window = WindowStats {
+        probes: 20,
+        received: 20 - backward,
+        lost: backward,
+        lost_backward: backward,
+        rtt: Some(DelayWindow {
+            min_ns: 1_000_000,
+            mean_ns: 1_000_000.0,
+            max_ns: 1_000_000,
+            samples: 20 - backward,
+        }),
+        ..WindowStats::default()
+    };
+    let link = PeerLink {
+        state: SessionState::Running,
+        window: &window,
         window_probes: 20,
         resolved,
-        totals: None,
-    }
+    };
+    alerts.on_peer(&peer, &link).await;
 }
 
 #[tokio::test]
@@ -636,8 +673,7 @@ async fn a_peer_alert_reaches_the_webhook_and_clears_when_the_peer_is_removed() 
         commit_state(&outbox, "gone", "t-1", AlertState::Raised, &["test"]);
         outbox.flush_now().unwrap();
     }
-    let config = peer_config(dir.path(), &url, &["dc1"]);
-    let alerts = Alerts::start(&config).unwrap();
+    let alerts = peer_config(dir.path(), &url, &["dc1"]).start();
     let received = |log: &Mutex<Log>| -> Vec<AlertEvent> {
         log.lock()
             .unwrap()
@@ -674,10 +710,10 @@ async fn a_peer_alert_reaches_the_webhook_and_clears_when_the_peer_is_removed() 
     log.lock().unwrap().received.clear();
 
     // 20% backward loss on two updates raises; the same update again is no round.
-    alerts.on_peer(&peer_view(&config, 4, 100)).await;
-    alerts.on_peer(&peer_view(&config, 4, 100)).await;
+    peer_update(&alerts, 4, 100).await;
+    peer_update(&alerts, 4, 100).await;
     assert!(alerts.active().is_empty(), "one round so far");
-    alerts.on_peer(&peer_view(&config, 4, 120)).await;
+    peer_update(&alerts, 4, 120).await;
     until("the peer's raise", || !received(&log).is_empty()).await;
     let raised = received(&log)[0].clone();
     assert_eq!(raised.kind, AlertKind::Loss);
@@ -700,7 +736,7 @@ async fn a_peer_alert_reaches_the_webhook_and_clears_when_the_peer_is_removed() 
     assert_eq!(active[0].target, Subject::parse("peer:dc1").unwrap());
 
     // A reload that removes the peer clears its alert with the reason.
-    alerts.reload(&peer_config(dir.path(), &url, &[]));
+    peer_config(dir.path(), &url, &[]).reload(&alerts);
     until("the peer's clear", || received(&log).len() == 2).await;
     let cleared = received(&log)[1].clone();
     assert_eq!(cleared.alert_id, raised.alert_id);
@@ -708,11 +744,382 @@ async fn a_peer_alert_reaches_the_webhook_and_clears_when_the_peer_is_removed() 
     assert!(alerts.active().is_empty());
     // A window read just before the reload cannot raise it again.
     for resolved in 200..210 {
-        alerts.on_peer(&peer_view(&config, 4, resolved)).await;
+        peer_update(&alerts, 4, resolved).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(received(&log).len(), 2, "{:?}", received(&log));
     assert!(alerts.active().is_empty());
     alerts.shutdown().await;
+    server.abort();
+}
+
+// ---- updates: a raised alert's localisation moves ----
+
+/// A target "t" (3 routers, then the destination at TTL 4) after 40 rounds
+/// through the real analysis, the last 30 with 50% loss from hop 2 on: its
+/// destination window breaches 20% loss and its loss localisation is hop 2.
+fn lossy_snapshot() -> crate::analysis::TargetSnapshot {
+    use crate::analysis::{AnalysisConfig, TargetAnalysis};
+    use crate::model::{HopSample, RoundRecord, TargetId};
+    use std::net::{IpAddr, Ipv4Addr};
+    let id = TargetId::new("t").unwrap();
+    let mut analysis = TargetAnalysis::new(id.clone(), &AnalysisConfig::new(10, 3).unwrap());
+    for seq in 1..=40u64 {
+        let hops = (1..=4u8)
+            .map(|ttl| {
+                let answered = seq <= 10 || ttl < 2 || seq.is_multiple_of(2);
+                let addr = IpAddr::V4(Ipv4Addr::new(198, 18, ttl - 1, 2));
+                let rtt_ns = answered.then_some(u64::from(ttl) * 1_000_000);
+                HopSample::answered_or_lost(ttl, addr, rtt_ns, ttl == 4)
+            })
+            .collect::<Vec<_>>();
+        let reached = hops[3].reached();
+        analysis
+            .record(&RoundRecord {
+                target: id.clone(),
+                seq,
+                started_at_ms: 1_700_000_000_000 + seq * 1_000,
+                hops,
+                destination_ttl: reached.then(|| crate::probe::Ttl::new(4).unwrap()),
+                source: crate::probe::TimestampSource::Ebpf,
+            })
+            .unwrap();
+    }
+    let snapshot = analysis.snapshot();
+    let loss = rules::localisation(&snapshot, AlertKind::Loss).expect("loss is placed");
+    assert_eq!(loss.ttl, 2);
+    snapshot
+}
+
+/// Hands the alerts a round of `snapshot`'s target ("t", 198.18.3.2, labelled
+/// "Target", tagged "wan") with its loss localisation at `ttl`: the same
+/// window (the alert stays raised) with another diagnosis.
+async fn round_placed_at(alerts: &Alerts, snapshot: &crate::analysis::TargetSnapshot, ttl: u8) {
+    let mut analysis = snapshot.clone();
+    for place in &mut analysis.localisations {
+        place.ttl = ttl;
+    }
+    let tags = vec!["wan".to_owned()];
+    let target = TargetInfo {
+        id: &snapshot.target,
+        label: Some("Target"),
+        host: "198.18.3.2",
+        address: Some("198.18.3.2".parse().unwrap()),
+        tags: &tags,
+    };
+    alerts.on_round(&target, &analysis, &[]).await;
+}
+
+/// Target "t" raising at 20% loss after 3 rounds, with a JSON, a Slack and an
+/// Alertmanager webhook.
+fn update_config(state_dir: &std::path::Path, json: &str, slack: &str, am: &str) -> Setup {
+    Setup {
+        settings: AlertsConfig {
+            rules: AlertRules {
+                loss_pct: 20.0,
+                raise_rounds: 3,
+                clear_rounds: 4,
+                ..AlertRules::default()
+            },
+            webhooks: vec![
+                named("json", json, WebhookFormat::Json),
+                named("slack", slack, WebhookFormat::Slack),
+                named("am", am, WebhookFormat::Alertmanager),
+            ],
+            ..AlertsConfig::default()
+        },
+        state_dir: state_dir.to_path_buf(),
+        monitored: Monitored {
+            targets: ids(&["t"]),
+            peers: Vec::new(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_moved_localisation_is_an_update_in_every_format_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json_log, slack_log, am_log): (RawLog, RawLog, RawLog) = Default::default();
+    let (json_url, json_server) = raw_receiver(Arc::clone(&json_log)).await;
+    let (slack_url, slack_server) = raw_receiver(Arc::clone(&slack_log)).await;
+    let (am_url, am_server) = raw_receiver(Arc::clone(&am_log)).await;
+    let config = update_config(dir.path(), &json_url, &slack_url, &am_url);
+    let options = DeliveryOptions {
+        resend_every: Duration::from_millis(100),
+        ..DeliveryOptions::default()
+    };
+    let snapshot = lossy_snapshot();
+    let events = |log: &RawLog| -> Vec<serde_json::Value> {
+        log.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
+    };
+
+    let alerts = config.start_with(options);
+    for _ in 0..3 {
+        round_placed_at(&alerts, &snapshot, 2).await;
+    }
+    assert_eq!(alerts.active().len(), 1, "raised on the third round");
+    // Loss now starts at hop 3: two rounds are not enough, the third is.
+    for _ in 0..2 {
+        round_placed_at(&alerts, &snapshot, 3).await;
+    }
+    assert_eq!(alerts.active()[0].sent_hop(), Some(StartHop(2)));
+    for _ in 0..5 {
+        round_placed_at(&alerts, &snapshot, 3).await;
+    }
+    until("the raise and one update at every webhook", || {
+        events(&json_log).len() == 2
+            && slack_log.lock().unwrap().len() == 2
+            && events(&am_log).iter().any(|b| {
+                b[0]["annotations"]["event_id"]
+                    .as_str()
+                    .unwrap()
+                    .contains("-updated-")
+            })
+    })
+    .await;
+    let json = events(&json_log);
+    let (raise, update) = (&json[0], &json[1]);
+    assert_eq!(raise["state"], "raised");
+    assert_eq!(update["state"], "updated");
+    assert_eq!(update["alert_id"], raise["alert_id"]);
+    assert_eq!(
+        update["id"],
+        format!(
+            "{}-updated-{}",
+            raise["alert_id"].as_str().unwrap(),
+            update["seq"]
+        ),
+    );
+    assert_eq!(update["raised_at_ms"], raise["raised_at_ms"]);
+    assert_eq!(update["kind"], "loss");
+    assert_eq!(
+        update["summary"],
+        "loss on t: where it starts is now hop 3 (was hop 2)"
+    );
+    assert_eq!(raise["localisation"]["ttl"], 2);
+    assert_eq!(update["localisation"]["ttl"], 3);
+    assert_eq!(update["value"], raise["value"], "the current value");
+    assert_eq!(update["reason"], serde_json::Value::Null);
+    let slack = events(&slack_log);
+    let text = slack[1]["text"].as_str().unwrap();
+    assert!(text.contains("*loss updated* on `t (Target)`"), "{text}");
+    assert!(text.contains("is now hop 3 (was hop 2)"), "{text}");
+    let am = events(&am_log);
+    let at = am
+        .iter()
+        .position(|b| b[0]["annotations"]["event_id"] == update["id"])
+        .unwrap();
+    let am_update = &am[at][0];
+    assert_eq!(am_update["labels"], am[0][0]["labels"], "the same alert");
+    assert_eq!(am_update["startsAt"], am[0][0]["startsAt"]);
+    assert!(
+        ms_of(&am_update["endsAt"]) > event::now_ms(),
+        "still firing"
+    );
+    let hop_3 = update["localisation"]["summary"].clone();
+    assert_eq!(am_update["annotations"]["localisation"], hop_3);
+    // Re-sends after the update carry its localisation, not the raise's.
+    until("a re-send after the update", || {
+        events(&am_log).len() > at + 1
+    })
+    .await;
+    for resend in &events(&am_log)[at + 1..] {
+        assert_eq!(resend[0]["annotations"]["localisation"], hop_3, "{resend}");
+    }
+    let active = alerts.active();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].sent_hop(), Some(StartHop(3)));
+    assert_eq!(
+        active[0].raised_at_ms,
+        raise["raised_at_ms"].as_u64().unwrap()
+    );
+    alerts.shutdown().await;
+    drop(alerts);
+
+    // After a restart the alert knows hop 3 was sent: no update again...
+    let alerts = config.start_with(options);
+    for _ in 0..5 {
+        round_placed_at(&alerts, &snapshot, 3).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(events(&json_log).len(), 2, "{:?}", events(&json_log));
+    // ...but a move back to hop 2 is one, with its own id.
+    for _ in 0..3 {
+        round_placed_at(&alerts, &snapshot, 2).await;
+    }
+    until("the second update", || events(&json_log).len() == 3).await;
+    let again = &events(&json_log)[2];
+    assert_eq!(again["state"], "updated");
+    assert_eq!(again["alert_id"], raise["alert_id"]);
+    assert_ne!(again["id"], update["id"]);
+    assert_eq!(
+        again["summary"],
+        "loss on t: where it starts is now hop 2 (was hop 3)"
+    );
+    alerts.shutdown().await;
+    json_server.abort();
+    slack_server.abort();
+    am_server.abort();
+}
+
+#[tokio::test]
+async fn an_alert_the_outbox_cannot_store_is_delivered_from_memory_and_stored_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let (url, server) = receiver(Arc::clone(&log), 0).await;
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), &["test".into()]).unwrap());
+    let delivery = Delivery::start(Arc::clone(&outbox), vec![hook(&url, Some("k3y"))]).unwrap();
+    let x = Subject::parse("x").unwrap();
+    let stored = commit(&outbox, "x", AlertKind::Loss);
+    // The disk turns read-only: the next commits cannot be written.
+    outbox.fail_writes(true);
+    let held: Vec<u64> = [
+        AlertKind::Latency,
+        AlertKind::Jitter,
+        AlertKind::Unreachable,
+    ]
+    .into_iter()
+    .map(|kind| commit(&outbox, "x", kind))
+    .collect();
+    assert_eq!(
+        outbox.memory_counts(),
+        MemoryCounts {
+            held: 3,
+            dropped: 0
+        }
+    );
+    assert!(
+        !outbox
+            .queued()
+            .unwrap()
+            .iter()
+            .any(|q| held.contains(&q.seq)),
+        "not on disk"
+    );
+    assert!(
+        outbox.active(&x, AlertKind::Jitter).unwrap().is_some(),
+        "raised, from memory"
+    );
+    let bodies: Vec<Vec<u8>> = held
+        .iter()
+        .map(|seq| outbox.event(*seq).unwrap().expect("kept in memory"))
+        .collect();
+    delivery.enqueue(
+        std::iter::once(stored)
+            .chain(held.iter().copied())
+            .map(|seq| ("test".to_owned(), x.clone(), seq)),
+    );
+    until("four deliveries", || {
+        log.lock().unwrap().received.len() == 4
+    })
+    .await;
+    let mut all = vec![stored];
+    all.extend(&held);
+    assert_eq!(seqs(&log, "x"), all, "in order, from disk then memory");
+    for (r, body) in log.lock().unwrap().received[1..].iter().zip(&bodies) {
+        assert_eq!(&r.body, body, "the same bytes as kept");
+        assert_eq!(r.idempotency_key, r.event.id);
+    }
+    assert_eq!(outbox.memory_counts().held, 3, "still not written");
+
+    // The disk recovers: the next commit writes what memory held first.
+    outbox.fail_writes(false);
+    let next = commit(&outbox, "y", AlertKind::Loss);
+    assert_eq!(outbox.memory_counts().held, 0);
+    let queued: Vec<u64> = outbox.queued().unwrap().iter().map(|q| q.seq).collect();
+    assert_eq!(
+        queued,
+        vec![next],
+        "what was delivered from memory is not owed again"
+    );
+    delivery.shutdown().await;
+    drop(delivery);
+    server.abort();
+    let path = outbox.path().to_owned();
+    drop(outbox);
+    let reopened = Outbox::open(&path, &["test".into()]).unwrap();
+    let mut kinds: Vec<AlertKind> = reopened
+        .persisted()
+        .unwrap()
+        .active
+        .into_iter()
+        .filter(|a| a.target == x)
+        .map(|a| a.kind)
+        .collect();
+    kinds.sort_by_key(|k| k.as_str());
+    assert_eq!(
+        kinds,
+        vec![
+            AlertKind::Jitter,
+            AlertKind::Latency,
+            AlertKind::Loss,
+            AlertKind::Unreachable
+        ],
+        "the alerts raised while the disk failed are stored now"
+    );
+}
+
+#[tokio::test]
+async fn deliveries_past_the_outbox_bounds_are_dropped_oldest_first_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // x's receiver never accepts: its deliveries pile up.
+    let log = Arc::new(Mutex::new(Log {
+        fail_target: Some("x".into()),
+        ..Log::default()
+    }));
+    let (url, server) = receiver(Arc::clone(&log), 0).await;
+    let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"), &["test".into()]).unwrap());
+    let x = Subject::parse("x").unwrap();
+    let first: Vec<u64> = [AlertKind::Loss, AlertKind::Latency, AlertKind::Jitter]
+        .into_iter()
+        .map(|kind| commit(&outbox, "x", kind))
+        .collect();
+    let size = outbox.event(first[0]).unwrap().unwrap().len() as u64;
+    let options = DeliveryOptions {
+        // Room for two and a half events.
+        max_bytes: size * 5 / 2,
+        ..DeliveryOptions::default()
+    };
+    let delivery =
+        Delivery::start_with(Arc::clone(&outbox), vec![hook(&url, None)], options).unwrap();
+    until("the oldest dropped for bytes", || {
+        delivery.status()[0].dropped_bytes == 1
+    })
+    .await;
+    let queued = || -> Vec<u64> { outbox.queued().unwrap().iter().map(|q| q.seq).collect() };
+    assert_eq!(queued(), first[1..].to_vec());
+    assert!(outbox.event(first[0]).unwrap().is_none());
+
+    // Three events again: the enqueue drops the oldest of the two left.
+    let third = commit(&outbox, "x", AlertKind::Unreachable);
+    delivery.enqueue([("test".to_owned(), x.clone(), third)]);
+    let status = &delivery.status()[0];
+    assert_eq!(status.dropped_bytes, 2, "{status:?}");
+    assert_eq!(queued(), vec![first[2], third]);
+    assert_eq!(status.pending, 2, "the lanes forgot what was dropped");
+    delivery.shutdown().await;
+
+    // Restarted with a maximum age shorter than they waited: both go.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let options = DeliveryOptions {
+        max_age: Duration::from_millis(10),
+        ..options
+    };
+    let delivery =
+        Delivery::start_with(Arc::clone(&outbox), vec![hook(&url, None)], options).unwrap();
+    until("the rest dropped for age", || {
+        delivery.status()[0].dropped_age == 2
+    })
+    .await;
+    assert!(queued().is_empty());
+    let status = delivery.status().remove(0);
+    assert_eq!(status.pending, 0);
+    // (webapi's tests check that the API shows these counts as they are.)
+    assert_eq!((status.dropped_age, status.dropped_bytes), (2, 0));
+    assert!(
+        log.lock().unwrap().received.is_empty(),
+        "x never accepted any"
+    );
+    delivery.shutdown().await;
     server.abort();
 }

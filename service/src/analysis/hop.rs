@@ -11,6 +11,7 @@ use super::responders::{
     OtherRespondersSnapshot, ResponderSnapshot, Responders, MAX_RESPONDERS_PER_HOP,
     NO_RESPONDER_TAG,
 };
+use crate::model::HopOutcome;
 use crate::stats::RunningStats;
 
 /// Since-start percentiles come from an HDR histogram keeping 2 significant
@@ -172,16 +173,14 @@ impl HopStats {
         }
     }
 
-    /// Records one probe: answered by `responder` after `rtt_ns`, or lost when
-    /// `rtt_ns` is `None`. `at_ms` is the round's start, for "last seen".
-    pub fn record(&mut self, rtt_ns: Option<u64>, responder: Option<IpAddr>, at_ms: u64) {
+    /// Records one probe, answered or lost. `at_ms` is the round's start, for
+    /// "last seen".
+    pub fn record(&mut self, outcome: HopOutcome, at_ms: u64) {
         self.sent += 1;
-        let sample = match rtt_ns {
-            Some(rtt) => {
-                let tag = match responder {
-                    Some(address) => self.responders.record(address, rtt, at_ms),
-                    None => NO_RESPONDER_TAG,
-                };
+        let sample = match outcome {
+            HopOutcome::Answered(answer) => {
+                let rtt = answer.rtt.as_nanos();
+                let tag = self.responders.record(answer.responder, rtt, at_ms);
                 self.rtt.push(rtt);
                 let clamped = rtt.min(HISTOGRAM_MAX_NS);
                 if self.histogram.record(clamped).is_err() {
@@ -192,7 +191,7 @@ impl HopStats {
                 self.path_best_ns = Some(self.path_best_ns.map_or(rtt, |b| b.min(rtt)));
                 WindowSample::answered(rtt, tag)
             }
-            None => WindowSample::lost(),
+            HopOutcome::Lost => WindowSample::lost(),
         };
         if self.window.len() == self.capacity {
             self.window.pop_front();
@@ -226,6 +225,13 @@ impl HopStats {
     /// since-start value. `None` before the second answer.
     pub fn rfc3550_jitter_ns(&self) -> Option<f64> {
         (self.jitter.pairs > 0).then_some(self.jitter.rfc3550_ns)
+    }
+
+    /// The window's probes, oldest first: the RTT of an answer, `None` when
+    /// lost. One per round, so the same positions from the end of two hops'
+    /// windows are the same rounds.
+    pub fn window_probes(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.window.iter().map(|s| s.rtt_ns())
     }
 
     /// Statistics over the last N probes.
@@ -330,10 +336,24 @@ impl HopStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HopAnswer;
+    use crate::probe::Rtt;
     use std::net::Ipv4Addr;
 
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2));
     const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 9, 2));
+
+    /// A probe answered by `responder` after `rtt_ns`, or lost when `None`.
+    fn probe(rtt_ns: Option<u64>, responder: IpAddr) -> HopOutcome {
+        rtt_ns.map_or(HopOutcome::Lost, |ns| {
+            HopOutcome::Answered(HopAnswer {
+                responder,
+                rtt: Rtt::from_nanos(ns),
+                is_destination: false,
+                reply_ttl: None,
+            })
+        })
+    }
 
     /// A deterministic pseudo-random RTT stream (xorshift), 200 µs to ~60 ms,
     /// with every seventh probe lost.
@@ -398,7 +418,7 @@ mod tests {
         let raw = samples(250);
         let mut hop = HopStats::new(100);
         for (i, s) in raw.iter().enumerate() {
-            hop.record(*s, s.map(|_| A), i as u64);
+            hop.record(probe(*s, A), i as u64);
         }
         // The window holds exactly the last 100 probes.
         let w = hop.window_stats();
@@ -432,7 +452,7 @@ mod tests {
         let raw = samples(2_000);
         let mut hop = HopStats::new(100);
         for (i, s) in raw.iter().enumerate() {
-            hop.record(*s, s.map(|_| A), i as u64);
+            hop.record(probe(*s, A), i as u64);
         }
         let t = hop.since_start_stats();
         let e = expected(&raw);
@@ -459,7 +479,7 @@ mod tests {
     fn microsecond_rtts_keep_sub_microsecond_histogram_resolution() {
         let mut hop = HopStats::new(10);
         for rtt in [20_000u64, 21_000, 22_000, 23_000, 90_000] {
-            hop.record(Some(rtt), Some(A), 0);
+            hop.record(probe(Some(rtt), A), 0);
         }
         let t = hop.since_start_stats();
         let p50 = t.p50_ns.unwrap();
@@ -479,7 +499,7 @@ mod tests {
             Some(11 * ms),
             Some(11 * ms),
         ] {
-            hop.record(s, s.map(|_| A), 0);
+            hop.record(probe(s, A), 0);
         }
         let w = hop.window_stats();
         assert_eq!(w.jitter_max_ns, Some(4 * ms));
@@ -494,7 +514,7 @@ mod tests {
         let mut hop = HopStats::new(10);
         for i in 0..400 {
             let rtt = if i % 2 == 0 { 10 * ms } else { 12 * ms };
-            hop.record(Some(rtt), Some(A), 0);
+            hop.record(probe(Some(rtt), A), 0);
         }
         assert!((hop.rfc3550_jitter_ns().unwrap() - (2 * ms) as f64).abs() < 1.0);
         assert_eq!(HopStats::new(5).rfc3550_jitter_ns(), None);
@@ -505,7 +525,7 @@ mod tests {
         let mut hop = HopStats::new(3);
         assert_eq!(hop.window_stats().loss_pct, None);
         for _ in 0..5 {
-            hop.record(None, None, 0);
+            hop.record(HopOutcome::Lost, 0);
         }
         let w = hop.window_stats();
         assert_eq!((w.sent, w.received, w.loss_pct), (3, 0, Some(100.0)));
@@ -518,7 +538,7 @@ mod tests {
     fn responders_share_the_window_and_the_dominant_one_is_named() {
         let mut hop = HopStats::new(4);
         for addr in [A, A, A, B, B, B] {
-            hop.record(Some(1_000_000), Some(addr), 0);
+            hop.record(probe(Some(1_000_000), addr), 0);
         }
         // Window: A B B B.
         assert_eq!(hop.dominant_responder(), Some(B));
@@ -534,8 +554,8 @@ mod tests {
     #[test]
     fn huge_rtts_are_capped_in_the_histogram_only() {
         let mut hop = HopStats::new(4);
-        hop.record(Some(1_000_000), Some(A), 0);
-        hop.record(Some(3_600_000_000_000), Some(A), 0);
+        hop.record(probe(Some(1_000_000), A), 0);
+        hop.record(probe(Some(3_600_000_000_000), A), 0);
         let t = hop.since_start_stats();
         assert_eq!(t.worst_ns, Some(3_600_000_000_000));
         assert!(t.p99_ns.unwrap() <= HISTOGRAM_MAX_NS + HISTOGRAM_MAX_NS / 100);
@@ -546,14 +566,14 @@ mod tests {
     fn memory_per_hop_stays_within_the_documented_bound() {
         let mut hop = HopStats::new(100);
         for i in 0..1_000u64 {
-            hop.record(Some(100_000 + i), Some(A), 0);
+            hop.record(probe(Some(100_000 + i), A), 0);
         }
         let lan = hop.approx_memory_bytes();
         assert!(lan < 3_500, "a LAN hop takes {lan} B");
-        hop.record(Some(10_000_000), Some(A), 0);
+        hop.record(probe(Some(10_000_000), A), 0);
         let wan = hop.approx_memory_bytes();
         assert!(wan > lan && wan < 6_600, "a 10 ms hop takes {wan} B");
-        hop.record(Some(10 * HISTOGRAM_MAX_NS), Some(A), 0);
+        hop.record(probe(Some(10 * HISTOGRAM_MAX_NS), A), 0);
         let worst = hop.approx_memory_bytes();
         assert!(worst > wan && worst < 13_000, "worst case {worst} B");
     }

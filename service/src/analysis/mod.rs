@@ -1,6 +1,7 @@
 //! Pure, deterministic analysis of one target's rounds: per-hop statistics, the
 //! destination's MOS, ICMP rate-limit detection, localisation of degradations and
-//! route tracking. No I/O and no clocks: the daemon feeds [`RoundRecord`]s into a
+//! route tracking; and of one peer link's window of STAMP probes
+//! ([`peer_window`]). No I/O and no clocks: the daemon feeds [`RoundRecord`]s into a
 //! [`TargetAnalysis`] and reads [`TargetSnapshot`]s and [`PathEvent`]s out.
 //!
 //! Cost, for the sizing target of 1,000 targets x ~10 hops at one round per second:
@@ -16,7 +17,9 @@ pub mod findings;
 pub mod hop;
 pub mod mos;
 pub mod path;
+pub mod peer_window;
 mod responders;
+pub mod return_path;
 pub mod target;
 mod ttl_set;
 
@@ -24,6 +27,7 @@ pub use findings::{DegradationKind, Evidence, Localisation};
 pub use hop::{HopStats, StatsSnapshot};
 pub use mos::Mos;
 pub use path::{PathEvent, PathSnapshot, PathTracker};
+pub use peer_window::{DelayWindow, PeerWindow, WindowStats};
 pub use responders::{OtherRespondersSnapshot, ResponderSnapshot, MAX_RESPONDERS_PER_HOP};
 pub use target::{DestinationSnapshot, HopSnapshot, RecordError, TargetAnalysis, TargetSnapshot};
 

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::responders::MAX_RESPONDERS_PER_HOP;
 use super::ttl_set::TtlSet;
 use crate::model::RoundRecord;
+use crate::probe::Ttl;
 
 /// Cancelled appearances of a new responder before it is taken as an ECMP member.
 pub const ALTERNATIONS_TO_LEARN: u8 = 2;
@@ -57,6 +58,15 @@ pub enum PathEvent {
         at_ms: u64,
         before: u8,
         after: u8,
+    },
+    /// The way back changed while the forward path did not: the routers each
+    /// responder's replies cross (see [`super::return_path`]).
+    ReturnPathChanged {
+        at_ms: u64,
+        /// Return-path length per TTL (index 0 is TTL 1), `None` where unknown.
+        before: Vec<Option<u8>>,
+        after: Vec<Option<u8>>,
+        first_changed_ttl: u8,
     },
 }
 
@@ -237,12 +247,12 @@ impl<'a> Observation<'a> {
     /// loss the destination seems one hop further away. Such a round says
     /// nothing about the hop count, nor about TTLs from `d` on.
     fn new(round: &'a RoundRecord) -> Observation<'a> {
-        let reached = round.destination_ttl.filter(|d| *d > 0);
+        let reached = round.destination_ttl.map(Ttl::get);
         let ambiguous = reached.is_some_and(|d| {
             round
                 .hops
                 .iter()
-                .any(|h| h.ttl == d - 1 && (h.rtt_ns.is_none() || h.reached))
+                .any(|h| h.ttl.get() == d - 1 && (h.is_lost() || h.reached()))
         });
         if ambiguous {
             Observation {
@@ -263,12 +273,9 @@ impl<'a> Observation<'a> {
         self.round
             .hops
             .iter()
-            .filter(|h| h.ttl > 0 && self.reached.is_none_or(|d| h.ttl <= d))
-            .filter(|h| self.answers_below.is_none_or(|d| h.ttl < d))
-            .filter_map(|h| match (h.rtt_ns, h.responder) {
-                (Some(_), Some(address)) => Some((h.ttl, address)),
-                _ => None,
-            })
+            .filter(|h| self.reached.is_none_or(|d| h.ttl.get() <= d))
+            .filter(|h| self.answers_below.is_none_or(|d| h.ttl.get() < d))
+            .filter_map(|h| Some((h.ttl.get(), h.responder()?)))
     }
 }
 
@@ -306,6 +313,11 @@ impl PathTracker {
     }
 
     /// The destination's TTL on the current path.
+    /// Diverging rounds seen so far towards a change not yet confirmed.
+    pub fn pending_change_rounds(&self) -> u32 {
+        self.pending.as_ref().map_or(0, |p| p.rounds)
+    }
+
     pub fn hop_count(&self) -> Option<u8> {
         self.hop_count
     }
@@ -587,26 +599,26 @@ mod tests {
         let mut hops: Vec<HopSample> = path
             .iter()
             .enumerate()
-            .map(|(i, r)| HopSample {
-                ttl: (i + 1) as u8,
-                responder: *r,
-                rtt_ns: r.map(|_| 1_000_000),
-                reached: false,
+            .map(|(i, r)| match r {
+                Some(router) => {
+                    HopSample::answered_or_lost((i + 1) as u8, *router, Some(1_000_000), false)
+                }
+                None => HopSample::lost(Ttl::new((i + 1) as u8).unwrap()),
             })
             .collect();
         let dest_ttl = (path.len() + 1) as u8;
-        hops.push(HopSample {
-            ttl: dest_ttl,
-            responder: reached.then_some(DST),
-            rtt_ns: reached.then_some(2_000_000),
-            reached,
-        });
+        hops.push(HopSample::answered_or_lost(
+            dest_ttl,
+            DST,
+            reached.then_some(2_000_000),
+            true,
+        ));
         RoundRecord {
             target: TargetId::new("t").unwrap(),
             seq,
             started_at_ms: 1_000 * seq,
             hops,
-            destination_ttl: reached.then_some(dest_ttl),
+            destination_ttl: reached.then(|| Ttl::new(dest_ttl).unwrap()),
             source: TimestampSource::Ebpf,
         }
     }

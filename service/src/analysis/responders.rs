@@ -14,7 +14,7 @@ pub const MAX_RESPONDERS_PER_HOP: usize = 8;
 
 /// Window-sample tag for an answer counted in the "other" bucket.
 pub(crate) const OTHER_TAG: u8 = MAX_RESPONDERS_PER_HOP as u8;
-/// Window-sample tag for a lost probe, or an answer without a responder address.
+/// Window-sample tag for a lost probe.
 pub(crate) const NO_RESPONDER_TAG: u8 = u8::MAX;
 
 #[derive(Debug, Clone)]

@@ -11,8 +11,9 @@ use super::hop::{HopStats, StatsSnapshot};
 use super::mos::{self, Mos};
 use super::path::{PathEvent, PathSnapshot, PathTracker};
 use super::responders::{OtherRespondersSnapshot, ResponderSnapshot};
+use super::return_path::ReturnPathTracker;
 use super::AnalysisConfig;
-use crate::model::{RoundRecord, TargetId};
+use crate::model::{HopOutcome, HopSample, RoundRecord, TargetId};
 
 /// A round that cannot be added to a target's analysis.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +51,10 @@ pub struct HopSnapshot {
     /// This hop loses replies that later hops do not: likely ICMP rate limiting (or
     /// a router that never answers). Its loss is not path loss.
     pub rate_limited: bool,
+    /// This hop takes longer to answer than a hop after it, in most rounds:
+    /// its router generates ICMP slowly (its slow path). Its latency is not
+    /// path latency and never a finding.
+    pub slow_responder: bool,
     /// This row is the destination's TTL.
     pub is_destination: bool,
 }
@@ -102,6 +107,10 @@ pub struct TargetAnalysis {
     destination: HopStats,
     destination_address: Option<IpAddr>,
     path: PathTracker,
+    return_path: ReturnPathTracker,
+    /// The round count and first TTL of the latest return-path change, to
+    /// say so when a latency rise began with it.
+    last_return_change: Option<(u64, u8)>,
     rounds: u64,
     last_seq: Option<u64>,
     last_round_at_ms: Option<u64>,
@@ -119,6 +128,8 @@ impl TargetAnalysis {
             destination: HopStats::new(config.window()),
             destination_address: None,
             path: PathTracker::new(config.confirm_rounds()),
+            return_path: ReturnPathTracker::new(config.confirm_rounds()),
+            last_return_change: None,
             rounds: 0,
             last_seq: None,
             last_round_at_ms: None,
@@ -167,37 +178,34 @@ impl TargetAnalysis {
         }
         let at_ms = round.started_at_ms;
         let limit = match round.destination_ttl {
-            Some(ttl) => ttl,
+            Some(ttl) => ttl.get(),
             None => {
                 let last_answer = round
                     .hops
                     .iter()
-                    .filter(|h| h.rtt_ns.is_some())
-                    .map(|h| h.ttl)
+                    .filter(|h| !h.is_lost())
+                    .map(|h| h.ttl.get())
                     .max()
                     .unwrap_or(0);
                 last_answer.max(self.path.hop_count().unwrap_or(0))
             }
         };
-        for sample in round.hops.iter().filter(|h| h.ttl > 0 && h.ttl <= limit) {
-            let i = usize::from(sample.ttl) - 1;
+        for sample in round.hops.iter().filter(|h| h.ttl.get() <= limit) {
+            let i = sample.ttl.index();
             if i >= self.hops.len() {
                 let window = self.config.window();
                 self.hops.resize_with(i + 1, || HopStats::new(window));
             }
-            self.hops[i].record(sample.rtt_ns, sample.responder, at_ms);
+            self.hops[i].record(sample.outcome, at_ms);
         }
-        let dest = round.destination().filter(|d| d.rtt_ns.is_some());
-        self.destination.record(
-            dest.and_then(|d| d.rtt_ns),
-            dest.and_then(|d| d.responder),
-            at_ms,
-        );
-        if let Some(address) = dest.and_then(|d| d.responder) {
+        let dest = round.destination();
+        self.destination
+            .record(dest.map_or(HopOutcome::Lost, |d| d.outcome), at_ms);
+        if let Some(address) = dest.and_then(HopSample::responder) {
             self.destination_address = Some(address);
         }
 
-        let events = self.path.observe(round);
+        let mut events = self.path.observe(round);
         self.rounds += 1;
         self.last_seq = Some(round.seq);
         self.last_round_at_ms = Some(at_ms);
@@ -207,6 +215,19 @@ impl TargetAnalysis {
             }
             self.destination.reset_path_baseline();
             self.latency_quiet_until_round = self.rounds + self.config.window() as u64;
+            self.return_path.reset();
+        } else if self.path.pending_change_rounds() == 0 {
+            // Only while the forward path holds still: a reroute changes the
+            // way back too, and is reported as what it is.
+            if let Some(change) = self.return_path.observe(round) {
+                if let PathEvent::ReturnPathChanged {
+                    first_changed_ttl, ..
+                } = &change
+                {
+                    self.last_return_change = Some((self.rounds, *first_changed_ttl));
+                }
+                events.push(change);
+            }
         }
         Ok(events)
     }
@@ -234,9 +255,7 @@ impl TargetAnalysis {
                 views.push(HopView {
                     ttl,
                     responder,
-                    sent: window.sent,
-                    received: window.received,
-                    p50_ns: window.p50_ns,
+                    probes: hop.window_probes().collect(),
                     baseline_ns: hop.path_best_ns(),
                 });
             }
@@ -249,6 +268,7 @@ impl TargetAnalysis {
                 responders,
                 other_responders,
                 rate_limited: false,
+                slow_responder: false,
                 is_destination,
             });
         }
@@ -257,21 +277,38 @@ impl TargetAnalysis {
         let dest_view = HopView {
             ttl: hop_count.unwrap_or_else(|| rows.last().map_or(1, |r| r.ttl.saturating_add(1))),
             responder: self.destination_address,
-            sent: dest_window.sent,
-            received: dest_window.received,
-            p50_ns: dest_window.p50_ns,
+            probes: self.destination.window_probes().collect(),
             baseline_ns: self.destination.path_best_ns(),
         };
         let flags = findings::rate_limited(&views, &dest_view);
-        for (view, flag) in views.iter().zip(&flags) {
+        let slow = findings::slow_responders(&views, &dest_view);
+        for ((view, flag), slow) in views.iter().zip(&flags).zip(&slow) {
             if let Some(row) = rows.iter_mut().find(|r| r.ttl == view.ttl) {
                 row.rate_limited = *flag;
+                row.slow_responder = *slow;
             }
         }
         let mut localisations = Vec::new();
         localisations.extend(findings::localise_loss(&views, &flags, &dest_view));
         if self.rounds >= self.latency_quiet_until_round {
-            localisations.extend(findings::localise_latency(&views, &dest_view));
+            localisations.extend(findings::localise_latency(&views, &slow, &dest_view).map(
+                |mut found| {
+                    // A change of the way back that came with the rise (from
+                    // the start of the compared rounds on) may be its cause.
+                    let since = self.rounds.saturating_sub(found.rounds as u64);
+                    let began_with_it = self
+                        .last_return_change
+                        .filter(|(at, _)| *at + u64::from(self.config.confirm_rounds()) >= since);
+                    if let Some((_, ttl)) = began_with_it {
+                        found.return_path_changed_ttl = Some(ttl);
+                        found.summary.push_str(&format!(
+                            "; the return path from hop {ttl} on changed when it began: \
+                             the rise may be on the way back"
+                        ));
+                    }
+                    found
+                },
+            ));
         }
 
         let mos = match (dest_window.sent, dest_window.avg_ns) {
@@ -325,8 +362,7 @@ impl TargetAnalysis {
 mod tests {
     use super::*;
     use crate::analysis::findings::DegradationKind;
-    use crate::model::HopSample;
-    use crate::probe::TimestampSource;
+    use crate::probe::{Rtt, TimestampSource, Ttl};
     use std::net::Ipv4Addr;
 
     const MS: u64 = 1_000_000;
@@ -336,6 +372,14 @@ mod tests {
     /// at TTL `routers + 1`.
     fn router(ttl: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(198, 18, ttl - 1, 2))
+    }
+
+    /// Hop 2 answers from a router off the chain, as after a route change.
+    fn move_hop_2(round: &mut RoundRecord) {
+        let HopOutcome::Answered(answer) = &mut round.hops[1].outcome else {
+            panic!("hop 2 was lost, so it cannot move");
+        };
+        answer.responder = IpAddr::V4(Ipv4Addr::new(198, 18, 77, 2));
     }
 
     fn id() -> TargetId {
@@ -362,21 +406,16 @@ mod tests {
                 .map(|ttl| {
                     let rtt = answer(seq, ttl);
                     let addr = if ttl == dest_ttl { DST } else { router(ttl) };
-                    HopSample {
-                        ttl,
-                        responder: rtt.map(|_| addr),
-                        rtt_ns: rtt,
-                        reached: ttl == dest_ttl && rtt.is_some(),
-                    }
+                    HopSample::answered_or_lost(ttl, addr, rtt, ttl == dest_ttl)
                 })
                 .collect();
-            let reached = hops.last().is_some_and(|h| h.reached);
+            let reached = hops.last().is_some_and(HopSample::reached);
             RoundRecord {
                 target: id(),
                 seq,
                 started_at_ms: 1_000 * seq,
                 hops,
-                destination_ttl: reached.then_some(dest_ttl),
+                destination_ttl: reached.then(|| Ttl::new(dest_ttl).unwrap()),
                 source: TimestampSource::Ebpf,
             }
         }
@@ -500,7 +539,7 @@ mod tests {
             })
             .collect();
         for r in &rounds {
-            raw.push(r.hops[1].rtt_ns);
+            raw.push(r.hops[1].rtt().map(Rtt::as_nanos));
         }
         run(&mut analysis, rounds);
         let snap = analysis.snapshot();
@@ -536,7 +575,7 @@ mod tests {
         // The route moves at TTL 2 and the path becomes 30 ms faster.
         for _ in 0..6 {
             let mut r = chain.round(|seq, ttl| Some(base(seq, ttl)));
-            r.hops[1].responder = Some(IpAddr::V4(Ipv4Addr::new(198, 18, 77, 2)));
+            move_hop_2(&mut r);
             rounds.push(r);
         }
         let events = run(&mut analysis, rounds);
@@ -553,7 +592,7 @@ mod tests {
         let more: Vec<RoundRecord> = (0..20)
             .map(|_| {
                 let mut r = chain.round(|seq, ttl| Some(base(seq, ttl)));
-                r.hops[1].responder = Some(IpAddr::V4(Ipv4Addr::new(198, 18, 77, 2)));
+                move_hop_2(&mut r);
                 r
             })
             .collect();

@@ -1,25 +1,25 @@
 //! `hopwatch check`: checks the config, the kernel features and the process's
-//! capabilities, and explains what will fall back before the daemon starts.
+//! capabilities, whether the history store and the alert outbox open (and
+//! which quarantined copies lie in the state directory), and explains what
+//! will fall back before the daemon starts.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use clap::Args;
 use hopwatch_probe_common::ProbeFilter;
 
-use super::exit;
+use super::{exit, ConfigArg};
+use crate::alerts::{outbox_path, Outbox};
 use crate::config::Config;
+use crate::monitor::components;
 use crate::probe::ebpf::EbpfTimestamper;
+use crate::store::{Store, StoreConfig};
 
 #[derive(Debug, Args)]
+#[command(mut_arg("config", |a| a.help("The config file to check")))]
 pub struct CheckArgs {
-    /// The config file to check.
-    #[arg(
-        short = 'c',
-        long,
-        default_value = "/etc/hopwatch/hopwatch.toml",
-        env = "HOPWATCH_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
 
     /// Skip loading the eBPF programs (the check attaches them for a moment).
     #[arg(long)]
@@ -95,12 +95,12 @@ fn finding(level: Level, what: &str, detail: impl Into<String>) -> Finding {
 /// the eBPF load test.
 pub async fn check(args: &CheckArgs) -> Vec<Finding> {
     let mut out = Vec::new();
-    let config = match Config::load(&args.config) {
+    let config = match Config::load(&args.config.path) {
         Ok(config) => {
             let active = config.targets.iter().filter(|t| !t.paused).count();
             let detail = format!(
                 "{} parses: {} targets ({} active), store in {}",
-                args.config.display(),
+                args.config.path.display(),
                 config.targets.len(),
                 active,
                 config.service.state_dir.display()
@@ -122,6 +122,7 @@ pub async fn check(args: &CheckArgs) -> Vec<Finding> {
     };
     if let Some(config) = &config {
         out.push(state_dir_check(&config.service.state_dir));
+        out.extend(storage_checks(&config.service.state_dir));
     }
     out.push(kernel_version_check());
     out.push(btf_check());
@@ -157,6 +158,183 @@ fn state_dir_check(dir: &std::path::Path) -> Finding {
             "state directory",
             format!("{} is not writable by this user", existing.display()),
         ),
+    }
+}
+
+/// Whether the history store and the outbox open, and the quarantined
+/// copies beside them. sled 0.34 has no read-only mode and writes while it
+/// opens (recovery, the schema version), so each is opened on a copy in the
+/// temporary directory; one held by a running daemon is not copied (it may be
+/// mid-write) and the daemon's `/readyz` has its state instead.
+pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let scratch = std::env::temp_dir().join(format!("hopwatch-check-{}", std::process::id()));
+    let store_copy = scratch.join("store");
+    out.push(open_check(
+        "history store",
+        state_dir,
+        &state_dir.join("db"),
+        |to| copy_sled_files(state_dir, to),
+        &store_copy,
+        |copy| {
+            Store::open(copy, StoreConfig::default())
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    ));
+    let outbox = outbox_path(state_dir);
+    let outbox_copy = scratch.join("outbox");
+    out.push(open_check(
+        "alert outbox",
+        &outbox,
+        &outbox.join("db"),
+        |to| copy_tree(&outbox, to),
+        &outbox_copy,
+        |copy| Outbox::open(copy, &[]).map(drop).map_err(|e| e.to_string()),
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    match components::list_quarantined(state_dir) {
+        Ok(found) if found.is_empty() => {
+            out.push(finding(Level::Ok, "quarantine", "no quarantined copies"));
+        }
+        Ok(found) => {
+            let names: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+            out.push(finding(
+                Level::Warn,
+                "quarantine",
+                format!(
+                    "{} quarantined cop{} kept (could not be opened; see the README's troubleshooting): {}",
+                    found.len(),
+                    if found.len() == 1 { "y" } else { "ies" },
+                    names.join(", ")
+                ),
+            ));
+        }
+        // A missing state directory: nothing was ever quarantined.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => out.push(finding(
+            Level::Warn,
+            "quarantine",
+            format!("cannot list {}: {e}", state_dir.display()),
+        )),
+    }
+    out
+}
+
+/// Checks one sled database at `dir` (its lock file is `db_file`): absent,
+/// in use, or opened on a copy made by `copy` into `scratch` with `open`.
+fn open_check(
+    what: &str,
+    dir: &Path,
+    db_file: &Path,
+    copy: impl FnOnce(&Path) -> std::io::Result<()>,
+    scratch: &Path,
+    open: impl FnOnce(&Path) -> Result<(), String>,
+) -> Finding {
+    if !db_file.exists() {
+        return finding(
+            Level::Ok,
+            what,
+            format!("none yet in {} (the daemon creates it)", dir.display()),
+        );
+    }
+    match is_locked(db_file) {
+        Ok(true) => {
+            return finding(
+                Level::Ok,
+                what,
+                format!(
+                    "{} is in use by a running hopwatch (not opened; its /readyz reports it)",
+                    dir.display()
+                ),
+            )
+        }
+        Ok(false) => {}
+        Err(e) => {
+            return finding(
+                Level::Warn,
+                what,
+                format!(
+                    "cannot read {}: {e}; the daemon will quarantine it and start a fresh one",
+                    db_file.display()
+                ),
+            )
+        }
+    }
+    if let Err(e) = copy(scratch) {
+        return finding(
+            Level::Warn,
+            what,
+            format!(
+                "cannot copy {} to {} to check it: {e}",
+                dir.display(),
+                scratch.display()
+            ),
+        );
+    }
+    match open(scratch) {
+        Ok(()) => finding(
+            Level::Ok,
+            what,
+            format!("{} opens (checked on a copy)", dir.display()),
+        ),
+        Err(e) => finding(
+            Level::Warn,
+            what,
+            format!(
+                "{} does not open ({e}); the daemon will move it aside (quarantine) and start a fresh one",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// Whether another process holds sled's lock on `db_file` (sled takes an
+/// exclusive `flock` on it for as long as the database is open).
+fn is_locked(db_file: &Path) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(db_file)?;
+    // SAFETY: flock on a descriptor this function owns; no memory involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        // Closing the file releases the lock; unlock explicitly all the same.
+        // SAFETY: as above.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        return Ok(false);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(true)
+    } else {
+        Err(err)
+    }
+}
+
+/// Copies the history store's sled files (`conf`, `db`, `blobs/`, `snap.*`)
+/// out of the state directory, leaving the outbox and anything else.
+fn copy_sled_files(state_dir: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(state_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if components::is_sled_file(&name.to_string_lossy()) {
+            copy_tree(&entry.path(), &to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file, or a directory recursively.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(drop)
     }
 }
 
@@ -332,7 +510,7 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[defaults]\nintervall = \"1s\"\n").unwrap();
         let findings = check(&CheckArgs {
-            config: path,
+            config: ConfigArg { path },
             no_ebpf_load: true,
         })
         .await;

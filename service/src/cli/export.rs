@@ -5,12 +5,11 @@
 //! (or a copy of it); a running daemon serves the same data through its API.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::Args;
 
-use super::exit;
+use super::{exit, ConfigArg};
 use crate::config::{Config, ConfigError};
 use crate::model::{InvalidTargetId, TargetId};
 use crate::monitor::store_config;
@@ -20,15 +19,12 @@ use crate::store::{
 };
 
 #[derive(Debug, Args)]
+#[command(mut_arg("config", |a| {
+    a.help("The daemon's config file (for the store location and the target's settings)")
+}))]
 pub struct ExportArgs {
-    /// The daemon's config file (for the store location and the target's settings).
-    #[arg(
-        short = 'c',
-        long,
-        default_value = "/etc/hopwatch/hopwatch.toml",
-        env = "HOPWATCH_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
 
     /// Target name.
     #[arg(short = 't', long)]
@@ -124,7 +120,7 @@ fn parse_time(flag: &'static str, value: &str, now: SystemTime) -> Result<u64, E
 }
 
 fn export(args: &ExportArgs) -> Result<(), ExportCliError> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&args.config.path)?;
     let id = TargetId::new(args.target.clone())?;
     let now = SystemTime::now();
     let from_ms = parse_time("from", &args.from, now)?;

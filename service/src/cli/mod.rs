@@ -6,7 +6,9 @@ pub mod peer;
 pub mod run;
 pub mod trace;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 /// hopwatch: network path monitor with kernel-timestamped per-hop latency.
 #[derive(Debug, Parser)]
@@ -36,6 +38,23 @@ pub enum Command {
     Trace(trace::TraceArgs),
 }
 
+/// `-c, --config <CONFIG>`, for the subcommands that read the daemon's config
+/// file. A subcommand that says more about the file rewords the help with
+/// `#[command(mut_arg("config", ...))]`; the flag, default and variable stay.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(
+        id = "config",
+        short = 'c',
+        long = "config",
+        value_name = "CONFIG",
+        default_value = "/etc/hopwatch/hopwatch.toml",
+        env = "HOPWATCH_CONFIG"
+    )]
+    pub path: PathBuf,
+}
+
 /// Process exit codes, documented in the README.
 pub mod exit {
     /// Bad flags or arguments (clap uses 2 as well).
@@ -48,4 +67,42 @@ pub mod exit {
     pub const NETWORK: i32 = 5;
     /// Anything else.
     pub const OTHER: i32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn config_of(args: &[&str]) -> PathBuf {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Check(a) => a.config.path,
+            Command::Export(a) => a.config.path,
+            Command::Run(a) => a.config.path,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_subcommand_reading_the_config_takes_the_same_flag() {
+        Cli::command().debug_assert();
+        for sub in [
+            &["hopwatch", "check"][..],
+            &["hopwatch", "export", "-t", "x"],
+            &["hopwatch", "run"],
+        ] {
+            for flag in ["-c", "--config"] {
+                let args = [sub, &[flag, "/tmp/h.toml"]].concat();
+                assert_eq!(config_of(&args), PathBuf::from("/tmp/h.toml"), "{args:?}");
+            }
+            if std::env::var_os("HOPWATCH_CONFIG").is_none() {
+                assert_eq!(
+                    config_of(sub),
+                    PathBuf::from("/etc/hopwatch/hopwatch.toml"),
+                    "{sub:?}"
+                );
+            }
+        }
+    }
 }

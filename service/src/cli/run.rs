@@ -3,14 +3,14 @@
 //! cleanly on SIGINT and SIGTERM: the web server first (live streams end,
 //! requests get a grace period), then probing, flushing history.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::exit;
+use super::{exit, ConfigArg};
 use crate::config::{Config, ConfigError, WebConfig};
 use crate::enrich::{EnrichConfig, Enricher};
 use crate::monitor::{Monitor, MonitorError};
@@ -25,14 +25,8 @@ const RECLAIM_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The config file.
-    #[arg(
-        short = 'c',
-        long,
-        default_value = "/etc/hopwatch/hopwatch.toml",
-        env = "HOPWATCH_CONFIG"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 /// Why the daemon stopped with an error.
@@ -53,7 +47,7 @@ pub enum RunError {
 
 /// Runs the daemon until a stop signal; returns the exit code.
 pub async fn run(args: RunArgs) -> i32 {
-    match serve(&args.config).await {
+    match serve(&args.config.path).await {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("hopwatch run: {err}");
@@ -188,6 +182,19 @@ fn web_restart_keys(old: &WebConfig, new: &WebConfig) -> Vec<&'static str> {
             "web.hop_histograms",
             old.hop_histograms != new.hop_histograms,
         ),
+        (
+            "web.request_timeout",
+            old.request_timeout != new.request_timeout,
+        ),
+        (
+            "web.max_concurrent_reads",
+            old.max_concurrent_reads != new.max_concurrent_reads,
+        ),
+        (
+            "web.max_live_streams",
+            old.max_live_streams != new.max_live_streams,
+        ),
+        ("web.allowed_hosts", old.allowed_hosts != new.allowed_hosts),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

@@ -46,30 +46,14 @@ pub const MAX_HOPS: u8 = 30;
 /// `packet_size`: whole IP packet; fits every protocol's minimum over IPv4 and IPv6.
 pub const PACKET_SIZE: u16 = 64;
 
-/// `[alerts] loss_pct`: the destination losing 5% of the window.
-pub const ALERT_LOSS_PCT: f64 = 5.0;
-/// `[alerts] latency_ms`: off; a sensible latency bound depends on the path.
-pub const ALERT_LATENCY_MS: f64 = 0.0;
-/// `[alerts] latency_stat`
-pub const ALERT_LATENCY_STAT: super::alerts::LatencyStat = super::alerts::LatencyStat::Avg;
-/// `[alerts] jitter_ms`: off.
-pub const ALERT_JITTER_MS: f64 = 0.0;
-/// `[alerts] mos_below`: off (loss and latency already cover what MOS sums up).
-pub const ALERT_MOS_BELOW: f64 = 0.0;
-/// `[alerts] unreachable_rounds`
-pub const ALERT_UNREACHABLE_ROUNDS: u32 = 10;
-/// `[alerts] route_change`
-pub const ALERT_ROUTE_CHANGE: bool = true;
-/// `[alerts] hop_count_change`
-pub const ALERT_HOP_COUNT_CHANGE: bool = true;
-/// `[alerts] raise_rounds`
-pub const ALERT_RAISE_ROUNDS: u32 = 3;
-/// `[alerts] clear_rounds`
-pub const ALERT_CLEAR_ROUNDS: u32 = 10;
-/// `[alerts] clear_ratio`
-pub const ALERT_CLEAR_RATIO: f64 = 0.8;
-/// `[alerts] mos_clear_margin`
-pub const ALERT_MOS_CLEAR_MARGIN: f64 = 0.3;
+// The `[alerts]` defaults belong to the alert settings they fill in; they are
+// re-exported here so every key's default is still found in this one file.
+pub use crate::alerts::settings::defaults::{
+    ALERT_CLEAR_RATIO, ALERT_CLEAR_ROUNDS, ALERT_HOP_COUNT_CHANGE, ALERT_JITTER_MS,
+    ALERT_LATENCY_MS, ALERT_LATENCY_STAT, ALERT_LOSS_PCT, ALERT_MOS_BELOW, ALERT_MOS_CLEAR_MARGIN,
+    ALERT_OUTBOX_MAX_AGE, ALERT_OUTBOX_MAX_BYTES, ALERT_OUTBOX_MEMORY_EVENTS, ALERT_RAISE_ROUNDS,
+    ALERT_RETURN_PATH_CHANGE, ALERT_ROUTE_CHANGE, ALERT_UNREACHABLE_ROUNDS,
+};
 
 /// `[[webhook]] timeout`: one delivery attempt.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +67,14 @@ pub const WEB_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9470);
 /// `[web] max_body_bytes`: a new target is well under 1 KiB.
 pub const WEB_MAX_BODY_BYTES: u64 = 64 << 10;
+/// `[web] request_timeout`: a month of history reads in well under a second
+/// on a healthy store; ten seconds means something is wrong.
+pub const WEB_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[web] max_concurrent_reads`: a few dashboards' worth of charts at once,
+/// without letting a flood take the store or the blocking pool.
+pub const WEB_MAX_CONCURRENT_READS: u32 = 8;
+/// `[web] max_live_streams`: one per open page; 32 is many operators.
+pub const WEB_MAX_LIVE_STREAMS: u32 = 32;
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;

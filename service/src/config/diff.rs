@@ -156,7 +156,7 @@ fn target_change(old: &TargetConfig, new: &TargetConfig) -> Option<TargetChange>
 
 fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
     let (a, b) = (old, new);
-    let checks: [(&'static str, bool, bool); 18] = [
+    let checks: [(&'static str, bool, bool); 19] = [
         (
             "service.state_dir",
             a.service.state_dir != b.service.state_dir,
@@ -237,6 +237,8 @@ fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
         // worker and its outbox queues are set up at start.
         ("alerts", a.alerts.rules_differ(&b.alerts), false),
         ("webhook", a.alerts.webhooks != b.alerts.webhooks, true),
+        // The outbox's bounds are given to it and its worker at start.
+        ("alerts.outbox", a.alerts.outbox != b.alerts.outbox, true),
     ];
     checks
         .into_iter()
@@ -403,5 +405,18 @@ mod tests {
             needs_restart: false
         }));
         assert!(diff.changed.is_empty() && diff.added.is_empty());
+    }
+
+    #[test]
+    fn the_outbox_bounds_need_a_restart() {
+        let new = BASE.replace(
+            "[defaults]",
+            "[alerts]\noutbox_max_age = \"1d\"\n\n[defaults]",
+        );
+        let diff = ConfigDiff::between(&parse(BASE), &parse(&new));
+        assert_eq!(
+            diff.restart_needed().collect::<Vec<_>>(),
+            vec!["alerts.outbox"]
+        );
     }
 }

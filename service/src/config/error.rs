@@ -138,6 +138,8 @@ pub enum Problem {
     UnknownTarget { name: String },
     #[error("no [[peer]] is named {name:?}")]
     UnknownPeer { name: String },
+    #[error("the alert outbox is one for all targets and peers: set this in [alerts]")]
+    OutboxKeyOutsideAlerts,
     #[error("{retry_max} is below retry_initial ({retry_initial})")]
     RetryMaxBelowInitial {
         retry_max: String,

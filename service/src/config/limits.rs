@@ -50,6 +50,15 @@ pub const ALERT_MS: (f64, f64) = (0.0, 60_000.0);
 /// `[alerts] mos_below`: 0 (off) or a score up to 4.5, the scale's top.
 pub const ALERT_MOS_BELOW: (f64, f64) = (0.0, 4.5);
 /// `[alerts] unreachable_rounds` (0 turns the check off)
+/// `[alerts] outbox_max_age`: an hour to a year.
+pub const ALERT_OUTBOX_MAX_AGE: (Duration, Duration) = (
+    Duration::from_secs(3600),
+    Duration::from_secs(366 * 24 * 3600),
+);
+/// `[alerts] outbox_max_bytes`: 64 KiB (a few events) to 1 GiB.
+pub const ALERT_OUTBOX_MAX_BYTES: (u64, u64) = (64 << 10, 1 << 30);
+/// `[alerts] outbox_memory_events`: 0 (keep nothing in memory) to a million.
+pub const ALERT_OUTBOX_MEMORY_EVENTS: (u32, u32) = (0, 1_000_000);
 pub const ALERT_UNREACHABLE_ROUNDS: (u32, u32) = (0, 100_000);
 /// `[alerts] raise_rounds` and `clear_rounds`
 pub const ALERT_ROUNDS: (u32, u32) = (1, 100_000);
@@ -70,6 +79,15 @@ pub const WEBHOOK_RETRY_MAX: (Duration, Duration) =
 
 /// `[web] max_body_bytes`
 pub const WEB_MAX_BODY_BYTES: (u64, u64) = (1 << 10, 1 << 20);
+/// `[web] request_timeout`
+pub const WEB_REQUEST_TIMEOUT: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(600));
+/// `[web] max_concurrent_reads`
+pub const WEB_MAX_CONCURRENT_READS: (u32, u32) = (1, 1024);
+/// `[web] max_live_streams`
+pub const WEB_MAX_LIVE_STREAMS: (u32, u32) = (1, 100_000);
+/// `[web] allowed_hosts`: names, not a way to list the internet.
+pub const WEB_ALLOWED_HOSTS: usize = 64;
 /// `[web] read_token` and `write_token`, in characters.
 pub const WEB_TOKEN_LEN: (usize, usize) = (16, 256);
 /// A `[[peer]]`'s probe interval: STAMP sessions go down to 1 ms for micro-bursts.

@@ -26,7 +26,6 @@
 //! # Ok::<(), hopwatch::config::ConfigError>(())
 //! ```
 
-pub mod alerts;
 pub mod defaults;
 pub mod diff;
 pub mod error;
@@ -40,8 +39,10 @@ pub mod web;
 
 use std::path::Path;
 
-pub use alerts::{
-    AlertRules, AlertsConfig, LatencyStat, WebhookConfig, WebhookFilter, WebhookFormat,
+// The alert settings are the alerts' own types; the config fills them in.
+pub use crate::alerts::settings::{
+    AlertRules, AlertsConfig, LatencyStat, OutboxLimits, WebhookConfig, WebhookFilter,
+    WebhookFormat,
 };
 pub use diff::{ChangeAction, ConfigDiff, GlobalChange, TargetChange};
 pub use error::{ConfigError, Problem, Section};

@@ -160,6 +160,10 @@ pub(crate) struct RawWeb {
     pub write_token: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<RawSize>>,
     pub hop_histograms: Option<Spanned<bool>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub max_concurrent_reads: Option<Spanned<i64>>,
+    pub max_live_streams: Option<Spanned<i64>>,
+    pub allowed_hosts: Option<Spanned<Vec<String>>>,
 }
 
 /// `[defaults]`: the probe settings every target inherits.
@@ -228,10 +232,15 @@ pub(crate) struct RawAlertRules {
     pub unreachable_rounds: Option<Spanned<i64>>,
     pub route_change: Option<Spanned<bool>>,
     pub hop_count_change: Option<Spanned<bool>>,
+    pub return_path_change: Option<Spanned<bool>>,
     pub raise_rounds: Option<Spanned<i64>>,
     pub clear_rounds: Option<Spanned<i64>>,
     pub clear_ratio: Option<Spanned<f64>>,
     pub mos_clear_margin: Option<Spanned<f64>>,
+    /// The outbox's bounds: `[alerts]` only (one outbox serves every target).
+    pub outbox_max_age: Option<Spanned<String>>,
+    pub outbox_max_bytes: Option<Spanned<RawSize>>,
+    pub outbox_memory_events: Option<Spanned<i64>>,
 }
 
 /// One `[[webhook]]`: where alerts are delivered, in which format, and which.

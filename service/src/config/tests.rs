@@ -149,10 +149,10 @@ fn targets_override_defaults_which_override_built_ins() {
     assert_eq!(by_name.host, "gw.lab.example");
     assert_eq!(by_name.ip, None, "names are resolved by the daemon");
 
-    let schedule = dns.schedule("2001:db8::53".parse().unwrap());
-    assert_eq!(schedule.flow.dst_port, 53);
-    assert_eq!(schedule.flow.packet_size, 128);
-    assert_eq!(schedule.max_ttl.get(), 16);
+    let flow = dns.flow_spec("2001:db8::53".parse().unwrap());
+    assert_eq!(flow.dst_port, 53);
+    assert_eq!(flow.packet_size, 128);
+    assert_eq!(dns.probe.max_hops.get(), 16);
     assert_eq!(config.target(&dns.id), Some(dns));
 }
 
@@ -725,6 +725,40 @@ fn docs_document_every_key() {
 // ---- alerts and webhooks ----
 
 #[test]
+fn the_outbox_bounds_parse_in_alerts_only() {
+    let limits = parse("").alerts.outbox;
+    assert_eq!(limits.max_age, defaults::ALERT_OUTBOX_MAX_AGE);
+    assert_eq!(limits.max_bytes, 16 << 20);
+    assert_eq!(limits.memory_events, 1_000);
+    let limits = parse(
+        "[alerts]\noutbox_max_age = \"2d\"\noutbox_max_bytes = \"1MiB\"\noutbox_memory_events = 50\n",
+    )
+    .alerts
+    .outbox;
+    assert_eq!(limits.max_age, Duration::from_secs(2 * 24 * 3600));
+    assert_eq!(limits.max_bytes, 1 << 20);
+    assert_eq!(limits.memory_events, 50);
+    error(
+        "[alerts]\noutbox_max_bytes = 100\n",
+        2,
+        "outbox_max_bytes",
+        "",
+    );
+    error(
+        "[alerts]\noutbox_max_age = \"1m\"\n",
+        2,
+        "outbox_max_age",
+        "",
+    );
+    error(
+        "[[target]]\nname = \"a\"\nhost = \"198.18.0.1\"\nalerts = { outbox_max_age = \"2d\" }\n",
+        4,
+        "outbox_max_age",
+        "set this in [alerts]",
+    );
+}
+
+#[test]
 fn alerts_default_and_targets_override_them() {
     let config = parse("");
     assert_eq!(config.alerts, AlertsConfig::default());
@@ -1061,6 +1095,55 @@ fn web_defaults_to_loopback_with_writes_disabled() {
     assert_eq!(config.web.write_token, None);
     assert_eq!(config.web.max_body_bytes, 64 * 1024);
     assert!(config.web.hop_histograms);
+    assert_eq!(config.web.request_timeout, Duration::from_secs(10));
+    assert_eq!(config.web.max_concurrent_reads, 8);
+    assert_eq!(config.web.max_live_streams, 32);
+    assert!(config.web.allowed_hosts.is_empty());
+}
+
+#[test]
+fn web_limits_and_allowed_hosts_are_read_and_checked() {
+    let config = parse(
+        "[web]\nrequest_timeout = \"30s\"\nmax_concurrent_reads = 2\nmax_live_streams = 4\n\
+         allowed_hosts = [\"Hopwatch.Lab.Example.\", \"192.0.2.7\", \"[2001:db8::1]\"]\n",
+    );
+    assert_eq!(config.web.request_timeout, Duration::from_secs(30));
+    assert_eq!(config.web.max_concurrent_reads, 2);
+    assert_eq!(config.web.max_live_streams, 4);
+    assert_eq!(
+        config.web.allowed_hosts,
+        ["hopwatch.lab.example", "192.0.2.7", "[2001:db8::1]"]
+    );
+    error(
+        "[web]\nrequest_timeout = \"10ms\"\n",
+        2,
+        "request_timeout",
+        "below the minimum",
+    );
+    error(
+        "[web]\nmax_concurrent_reads = 0\n",
+        2,
+        "max_concurrent_reads",
+        "below the minimum",
+    );
+    error(
+        "[web]\n\nmax_live_streams = 1000000\n",
+        3,
+        "max_live_streams",
+        "above the maximum",
+    );
+    error(
+        "[web]\nallowed_hosts = [\"hopwatch.example:9470\"]\n",
+        2,
+        "allowed_hosts",
+        "neither an IP address nor a host name",
+    );
+    error(
+        "[web]\nallowed_hosts = [\"http://hopwatch.example/\"]\n",
+        2,
+        "allowed_hosts",
+        "neither an IP address nor a host name",
+    );
 }
 
 #[test]

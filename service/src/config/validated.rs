@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::model::TargetId;
-use crate::monitor::TargetSchedule;
 use crate::probe::{EngineConfig, FlowSpec, Protocol, SourceSelection, TimestampPreference, Ttl};
 
 /// A whole config file, validated.
@@ -22,7 +21,7 @@ pub struct Config {
     /// In file order; names are unique.
     pub targets: Vec<TargetConfig>,
     /// `[alerts]`, per-target `alerts` overrides and `[[webhook]]`s.
-    pub alerts: super::alerts::AlertsConfig,
+    pub alerts: crate::alerts::AlertsConfig,
     /// `[[peer]]`s: STAMP sessions, in file order; names are unique.
     pub peers: Vec<super::peers::PeerConfig>,
     /// `[reflector]`: `None` when the section is absent (no reflector runs).
@@ -142,17 +141,6 @@ impl TargetConfig {
             dst_port: self.probe.port,
             packet_size: usize::from(self.probe.packet_size),
             timeout: self.probe.timeout,
-        }
-    }
-
-    /// The scheduler's view of this target once its host is resolved to `dst`.
-    pub fn schedule(&self, dst: IpAddr) -> TargetSchedule {
-        TargetSchedule {
-            id: self.id.clone(),
-            flow: self.flow_spec(dst),
-            first_ttl: self.probe.first_ttl,
-            max_ttl: self.probe.max_hops,
-            interval: self.probe.interval,
         }
     }
 }

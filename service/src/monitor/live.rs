@@ -10,9 +10,11 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
 use super::targets::TargetStatus;
+use crate::alerts::TargetInfo;
 use crate::analysis::{AnalysisConfig, PathEvent, TargetAnalysis, TargetSnapshot};
 use crate::config::TargetConfig;
 use crate::model::{RoundRecord, TargetId};
+use crate::sys;
 
 /// How many recent events the live view keeps per target (older ones are in the store).
 const RECENT_EVENTS: usize = 50;
@@ -49,6 +51,22 @@ pub struct TargetView {
     pub status: TargetStatus,
     pub analysis: TargetSnapshot,
     pub recent_events: Vec<TargetEvent>,
+}
+
+impl TargetView {
+    /// What this target's alerts say about it.
+    pub fn alert_info(&self) -> TargetInfo<'_> {
+        TargetInfo {
+            id: &self.id,
+            label: self.label.as_deref(),
+            host: &self.host,
+            address: match &self.status {
+                TargetStatus::Running { address } => Some(*address),
+                _ => None,
+            },
+            tags: &self.tags,
+        }
+    }
 }
 
 /// Live state of every target.
@@ -157,11 +175,11 @@ impl LiveState {
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<TargetId, TargetLive>> {
         // Updates are single map operations or one analysis step: a panic in
         // one leaves the map usable, so poisoning is ignored.
-        self.targets.read().unwrap_or_else(|e| e.into_inner())
+        sys::read(&self.targets)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<TargetId, TargetLive>> {
-        self.targets.write().unwrap_or_else(|e| e.into_inner())
+        sys::write(&self.targets)
     }
 }
 

@@ -2,7 +2,13 @@
 //! pipeline into live statistics and history, the `[[peer]]` STAMP sessions
 //! and the `[reflector]`, and config reloads that leave unchanged targets and
 //! peers alone.
+//!
+//! No single failure stops monitoring: a history store or alert outbox that
+//! cannot be opened is quarantined and replaced ([`components`],
+//! [`crate::health`]), and a `[reflector]` that cannot bind is retried in the
+//! background.
 
+pub mod components;
 pub mod live;
 pub mod peers;
 pub mod pipeline;
@@ -10,24 +16,33 @@ pub mod scheduler;
 pub mod targets;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
+pub use components::{ComponentMode, ComponentStatus, OpenedStore};
 pub use live::{LiveState, TargetEvent, TargetView};
 pub use peers::{PeerSet, PeerState, PeerView, WindowStats};
 pub use scheduler::{TargetRunner, TargetSchedule};
 pub use targets::{TargetSet, TargetStatus};
 
-use crate::alerts::{Alerts, AlertsError};
+use crate::alerts::{Alerts, AlertsError, Monitored};
 use crate::analysis::{AnalysisConfig, AnalysisConfigError};
+use crate::config::ReflectorSettings;
 use crate::config::{Config, ConfigDiff, PeerDiff};
-use crate::peer::{Reflector, ReflectorError};
+use crate::peer::Reflector;
 use crate::probe::{Engine, EngineError};
 use crate::store::{Flusher, RawLog, RawLogError, Store, StoreConfig, StoreError};
+use crate::sys;
+use components::SharedStatus;
 
 /// Rounds waiting for the pipeline; beyond this, target tasks wait (backpressure).
 const ROUND_QUEUE: usize = 4096;
+
+/// How often a `[reflector]` that could not bind tries again: its address
+/// may appear later (an interface coming up), or its port be freed.
+pub const REFLECTOR_RETRY: Duration = Duration::from_secs(30);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +57,6 @@ pub enum MonitorError {
     Analysis(#[from] AnalysisConfigError),
     #[error("starting alerts: {0}")]
     Alerts(#[from] AlertsError),
-    #[error("starting the [reflector]: {0}")]
-    Reflector(#[from] ReflectorError),
 }
 
 /// The running daemon core. Owned by `hopwatch run` and by tests.
@@ -58,13 +71,30 @@ pub struct Monitor {
     peers: Arc<Mutex<Option<PeerSet>>>,
     /// That task ([`peers::judge`]).
     peer_alerts: Option<JoinHandle<()>>,
-    /// `[reflector]`: answers other boxes' peers; stopped on shutdown.
-    reflector: Mutex<Option<Reflector>>,
+    /// `[reflector]`: answers other boxes' peers; stopped on shutdown. Shared
+    /// with the task that retries a failed bind.
+    reflector: Arc<Mutex<Option<Reflector>>>,
+    /// That task, while it runs.
+    reflector_retry: Option<JoinHandle<()>>,
+    /// The reflector's state (`Retrying` while unbound); `None` without a
+    /// `[reflector]`.
+    reflector_status: Option<SharedStatus>,
+    /// How the history store opened (quarantined, disabled).
+    store_status: ComponentStatus,
     config: Mutex<Config>,
     events: broadcast::Sender<TargetEvent>,
     pipeline: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
     alerts: Arc<Alerts>,
+}
+
+/// The targets and peers `config` monitors, as the alerts need to know them
+/// (to clear the alerts of the removed ones).
+pub fn monitored(config: &Config) -> Monitored {
+    Monitored {
+        targets: config.targets.iter().map(|t| t.id.clone()).collect(),
+        peers: config.peers.iter().map(|p| p.name.clone()).collect(),
+    }
 }
 
 /// The store settings a config asks for.
@@ -83,16 +113,20 @@ pub fn store_config(config: &Config) -> StoreConfig {
 
 impl Monitor {
     /// Starts the engine in the calling thread's network namespace, opens the
-    /// store in `config.service.state_dir`, and starts every target.
+    /// store in `config.service.state_dir` (quarantining a broken one, see
+    /// [`components::open_store`]), and starts every target.
     pub async fn start(config: Config) -> Result<Monitor, MonitorError> {
         let engine = Engine::start(config.engine_config())
             .await
             .map_err(MonitorError::Engine)?;
-        let store = Arc::new(Store::open(
-            &config.service.state_dir,
-            store_config(&config),
-        )?);
-        Monitor::start_with(config, engine, store)
+        Monitor::start_with_engine(config, engine)
+    }
+
+    /// Starts over an engine the caller made, opening the store as
+    /// [`Monitor::start`] does. Needs a tokio runtime.
+    pub fn start_with_engine(config: Config, engine: Engine) -> Result<Monitor, MonitorError> {
+        let store = components::open_store(&config.service.state_dir, store_config(&config));
+        Monitor::start_opened(config, engine, store)
     }
 
     /// Starts over an engine and a store the caller opened.
@@ -101,6 +135,18 @@ impl Monitor {
         engine: Engine,
         store: Arc<Store>,
     ) -> Result<Monitor, MonitorError> {
+        Monitor::start_opened(config, engine, OpenedStore::ok(store))
+    }
+
+    fn start_opened(
+        config: Config,
+        engine: Engine,
+        opened: OpenedStore,
+    ) -> Result<Monitor, MonitorError> {
+        let OpenedStore {
+            store,
+            status: store_status,
+        } = opened;
         let analysis = AnalysisConfig::new(
             config.statistics.window as usize,
             AnalysisConfig::DEFAULT_CONFIRM_ROUNDS,
@@ -110,19 +156,20 @@ impl Monitor {
             Some(c) => Some(RawLog::open(&c.path, c.max_bytes, c.keep as usize)?),
             None => None,
         };
-        let reflector = match &config.reflector {
+        let reflector = Arc::new(Mutex::new(None));
+        let (reflector_status, reflector_retry) = match &config.reflector {
             Some(settings) => {
-                let reflector = Reflector::start(settings.reflector_config())?;
-                tracing::info!(
-                    listen = ?reflector.local_addrs(),
-                    allowed = ?settings.allow,
-                    "STAMP reflector started"
-                );
-                Some(reflector)
+                let (status, retry) =
+                    start_reflector(settings.clone(), Arc::clone(&reflector), REFLECTOR_RETRY);
+                (Some(status), retry)
             }
-            None => None,
+            None => (None, None),
         };
-        let alerts = Arc::new(Alerts::start(&config)?);
+        let alerts = Arc::new(Alerts::start(
+            &config.alerts,
+            &config.service.state_dir,
+            &monitored(&config),
+        )?);
         let flusher = store.spawn_flusher()?;
         let (rounds_tx, rounds_rx) = mpsc::channel(ROUND_QUEUE);
         let (events, _) = broadcast::channel(1024);
@@ -155,7 +202,10 @@ impl Monitor {
             targets: Mutex::new(Some(targets)),
             peers,
             peer_alerts: Some(peer_alerts),
-            reflector: Mutex::new(reflector),
+            reflector,
+            reflector_retry,
+            reflector_status,
+            store_status,
             config: Mutex::new(config),
             events,
             pipeline: Some(pipeline),
@@ -168,7 +218,7 @@ impl Monitor {
     /// without touching the others. Settings read only at start are logged as
     /// needing a restart and keep their old values.
     pub fn reload(&self, new: Config) -> ConfigDiff {
-        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = sys::lock(&self.config);
         let diff = ConfigDiff::between(&current, &new);
         for key in diff.restart_needed() {
             tracing::warn!(
@@ -176,12 +226,7 @@ impl Monitor {
                 "changed in the config, but only takes effect after a restart"
             );
         }
-        if let Some(targets) = self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(targets) = sys::lock(&self.targets).as_mut() {
             targets.apply(&new, &diff);
         }
         if current.reflector != new.reflector {
@@ -199,24 +244,17 @@ impl Monitor {
                 "peers reloaded"
             );
         }
-        if let Some(peers) = self
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(peers) = sys::lock(&self.peers).as_mut() {
             peers.apply(&new, &peer_diff);
         }
-        self.alerts.reload(&new);
+        self.alerts.reload(&new.alerts, &monitored(&new));
         *current = new;
         diff
     }
 
     /// Every `[[peer]]` with its session state and window statistics.
     pub fn peers(&self) -> Vec<PeerView> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.peers)
             .as_ref()
             .map(PeerSet::views)
             .unwrap_or_default()
@@ -224,11 +262,7 @@ impl Monitor {
 
     /// One peer by name.
     pub fn peer(&self, name: &str) -> Option<PeerView> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|p| p.view(name))
+        sys::lock(&self.peers).as_ref().and_then(|p| p.view(name))
     }
 
     pub fn live(&self) -> &Arc<LiveState> {
@@ -241,6 +275,16 @@ impl Monitor {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Every component's state, in the order store, outbox, reflector (the
+    /// reflector only when configured).
+    pub fn components(&self) -> Vec<ComponentStatus> {
+        let mut all = vec![self.store_status.clone(), self.alerts.outbox_status()];
+        if let Some(status) = &self.reflector_status {
+            all.push(sys::lock(status).clone());
+        }
+        all
     }
 
     /// Alert rules, raised alerts and webhook delivery status.
@@ -257,27 +301,22 @@ impl Monitor {
     /// the store.
     pub async fn shutdown(mut self) {
         // Dropping the target set drops every sender of the round queue.
-        let targets = self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let targets = sys::lock(&self.targets).take();
         drop(targets);
         if let Some(judge) = self.peer_alerts.take() {
             judge.abort();
         }
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let peers = sys::lock(&self.peers).take();
         if let Some(peers) = peers {
             // Sessions end once their probes in flight are answered or time out.
             tokio::task::spawn_blocking(move || peers.shutdown())
                 .await
                 .ok();
         }
-        let reflector = self
-            .reflector
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        if let Some(retry) = self.reflector_retry.take() {
+            retry.abort();
+        }
+        let reflector = sys::lock(&self.reflector).take();
         if let Some(reflector) = reflector {
             tokio::task::spawn_blocking(move || reflector.stop())
                 .await
@@ -295,4 +334,66 @@ impl Monitor {
         }
         tracing::info!("monitoring stopped; history flushed");
     }
+}
+
+/// Starts the `[reflector]` into `slot`. If it cannot bind, the error is
+/// logged and reported in the returned status, and a task tries again every
+/// `retry` until it binds (or is aborted at shutdown): peers of other boxes
+/// go unanswered meanwhile, everything else runs. Needs a tokio runtime.
+pub fn start_reflector(
+    settings: ReflectorSettings,
+    slot: Arc<Mutex<Option<Reflector>>>,
+    retry: Duration,
+) -> (SharedStatus, Option<JoinHandle<()>>) {
+    let status = Arc::new(Mutex::new(ComponentStatus::ok(components::REFLECTOR)));
+    let try_start = {
+        let status = Arc::clone(&status);
+        move |settings: &ReflectorSettings, attempt: u64| -> bool {
+            let mut status = sys::lock(&status);
+            match Reflector::start(settings.reflector_config()) {
+                Ok(reflector) => {
+                    tracing::info!(
+                        listen = ?reflector.local_addrs(),
+                        allowed = ?settings.allow,
+                        attempt,
+                        "STAMP reflector started"
+                    );
+                    *sys::lock(&slot) = Some(reflector);
+                    *status = ComponentStatus::ok(components::REFLECTOR);
+                    true
+                }
+                Err(error) => {
+                    // Loud on the first failure, quieter on the retries.
+                    if attempt == 1 {
+                        tracing::error!(%error, retry_in = ?retry, "STAMP reflector cannot start; retrying in the background");
+                    } else {
+                        tracing::warn!(%error, attempt, "STAMP reflector still cannot start");
+                    }
+                    status.mode = ComponentMode::Retrying;
+                    status.error = Some(error.to_string());
+                    false
+                }
+            }
+        }
+    };
+    if try_start(&settings, 1) {
+        return (status, None);
+    }
+    let task = tokio::spawn(async move {
+        let mut attempt = 1;
+        loop {
+            tokio::time::sleep(retry).await;
+            attempt += 1;
+            // Binding is quick, but a blocking call: keep it off the runtime.
+            let settings = settings.clone();
+            let try_start = try_start.clone();
+            let started = tokio::task::spawn_blocking(move || try_start(&settings, attempt))
+                .await
+                .unwrap_or(false);
+            if started {
+                return;
+            }
+        }
+    });
+    (status, Some(task))
 }

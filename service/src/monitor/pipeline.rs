@@ -50,7 +50,9 @@ pub async fn run(
         }
         // The alert rules read the target's snapshot as of this round.
         if let Some(view) = live.target(&round.target) {
-            alerts.on_round(&view, &path_events).await;
+            alerts
+                .on_round(&view.alert_info(), &view.analysis, &path_events)
+                .await;
         }
     }
     if let Some(log) = raw_log.as_mut() {
@@ -63,6 +65,7 @@ pub fn stored(event: &TargetEvent) -> StoredEvent {
     let (kind, at_ms) = match &event.event {
         PathEvent::RouteChanged { at_ms, .. } => ("route_changed", *at_ms),
         PathEvent::HopCountChanged { at_ms, .. } => ("hop_count_changed", *at_ms),
+        PathEvent::ReturnPathChanged { at_ms, .. } => ("return_path_changed", *at_ms),
     };
     StoredEvent {
         target: event.target.clone(),

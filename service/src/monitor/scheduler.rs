@@ -8,17 +8,19 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::config::TargetConfig;
+use crate::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use crate::probe::clock::unix_nanos;
 use crate::probe::{
     Engine, EngineError, Flow, FlowSpec, Outcome, ProbeResult, TimestampSource, Ttl,
 };
+use crate::sys;
 
 /// How one target is probed.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,20 @@ pub struct TargetSchedule {
     pub max_ttl: Ttl,
     /// Time between the starts of two rounds.
     pub interval: Duration,
+}
+
+impl TargetSchedule {
+    /// How `target` is probed once its host is resolved to `dst`. Built here,
+    /// not by the config, so the config knows nothing of the scheduler.
+    pub fn of(target: &TargetConfig, dst: IpAddr) -> TargetSchedule {
+        TargetSchedule {
+            id: target.id.clone(),
+            flow: target.flow_spec(dst),
+            first_ttl: target.probe.first_ttl,
+            max_ttl: target.probe.max_hops,
+            interval: target.probe.interval,
+        }
+    }
 }
 
 /// A running target. Dropping it stops probing; rounds already in flight are
@@ -87,9 +103,9 @@ async fn run_rounds(
                 let done_tx = done_tx.clone();
                 let depth = Arc::clone(&depth);
                 tokio::spawn(async move {
-                    let last = lock(&depth).last_ttl(schedule.max_ttl.get());
+                    let last = sys::lock(&depth).last_ttl(schedule.max_ttl.get());
                     let round = run_round(&flow, &schedule, seq, last).await;
-                    lock(&depth).observe(&round, last);
+                    sys::lock(&depth).observe(&round, last);
                     // The receiver lives as long as this target runs.
                     let _ = done_tx.send(round);
                 });
@@ -117,10 +133,6 @@ fn start_offset(id: &TargetId, interval: Duration) -> Duration {
     });
     let nanos = interval.as_nanos().max(1);
     Duration::from_nanos((u128::from(hash) % nanos) as u64)
-}
-
-fn lock(depth: &Mutex<ProbeDepth>) -> std::sync::MutexGuard<'_, ProbeDepth> {
-    depth.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Rounds in a row whose probe at the destination's TTL timed out before the
@@ -153,14 +165,14 @@ impl ProbeDepth {
     /// Learns from a finished round that probed up to `probed_to`.
     fn observe(&mut self, round: &RoundRecord, probed_to: u8) {
         if let Some(ttl) = round.destination_ttl {
-            self.destination_ttl = Some(ttl);
+            self.destination_ttl = Some(ttl.get());
             self.misses = 0;
             return;
         }
         let router_answered_last = round
             .hops
             .iter()
-            .any(|h| h.ttl == probed_to && !h.lost() && !h.reached);
+            .any(|h| h.ttl.get() == probed_to && !h.is_lost() && !h.reached());
         self.misses = self.misses.saturating_add(1);
         if router_answered_last || self.misses >= REDISCOVER_AFTER_MISSES {
             self.destination_ttl = None;
@@ -226,23 +238,27 @@ fn round_record(
                 source = source.max(result.source);
                 match &result.outcome {
                     Outcome::Answered(answer) => {
-                        let reached = answer.kind.reached_destination() || answer.responder == dst;
-                        if reached && destination_ttl.is_none() {
-                            destination_ttl = Some(ttl.get());
+                        let is_destination =
+                            answer.kind.reached_destination() || answer.responder == dst;
+                        if is_destination && destination_ttl.is_none() {
+                            destination_ttl = Some(ttl);
                         }
-                        HopSample {
-                            ttl: ttl.get(),
-                            responder: Some(answer.responder),
-                            rtt_ns: Some(answer.rtt.as_nanos()),
-                            reached,
-                        }
+                        HopSample::answered(
+                            ttl,
+                            HopAnswer {
+                                responder: answer.responder,
+                                rtt: answer.rtt,
+                                is_destination,
+                                reply_ttl: answer.reply_ttl,
+                            },
+                        )
                     }
-                    Outcome::TimedOut => lost(ttl),
+                    Outcome::TimedOut => HopSample::lost(ttl),
                 }
             }
             Err(err) => {
                 tracing::debug!(target = %id, ttl = ttl.get(), error = %err, "probe not sent");
-                lost(ttl)
+                HopSample::lost(ttl)
             }
         };
         hops.push(sample);
@@ -258,18 +274,29 @@ fn round_record(
     }
 }
 
-fn lost(ttl: Ttl) -> HopSample {
-    HopSample {
-        ttl: ttl.get(),
-        responder: None,
-        rtt_ns: None,
-        reached: false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_takes_the_targets_flow_ttls_and_interval() {
+        let config = crate::config::Config::parse(
+            "[[target]]\nname = \"dns\"\nhost = \"2001:db8::53\"\nprotocol = \"udp\"\n\
+             port = 53\ninterval = \"500ms\"\nfirst_ttl = 2\nmax_hops = 16\npacket_size = 128\n",
+            "scheduler-unit.toml",
+        )
+        .unwrap();
+        let target = &config.targets[0];
+        let dst: IpAddr = "2001:db8::53".parse().unwrap();
+        let schedule = TargetSchedule::of(target, dst);
+        assert_eq!(schedule.id, target.id);
+        assert_eq!(schedule.flow, target.flow_spec(dst));
+        assert_eq!(schedule.flow.dst_port, 53);
+        assert_eq!(schedule.flow.packet_size, 128);
+        assert_eq!(schedule.first_ttl.get(), 2);
+        assert_eq!(schedule.max_ttl.get(), 16);
+        assert_eq!(schedule.interval, Duration::from_millis(500));
+    }
 
     fn round(seq: u64) -> RoundRecord {
         RoundRecord {
@@ -287,14 +314,16 @@ mod tests {
         RoundRecord {
             hops: hops
                 .iter()
-                .map(|&(ttl, answer)| HopSample {
-                    ttl,
-                    responder: answer.map(|_| ip),
-                    rtt_ns: answer.map(|_| 1_000),
-                    reached: answer == Some(true),
+                .map(|&(ttl, answer)| {
+                    HopSample::answered_or_lost(
+                        ttl,
+                        ip,
+                        answer.map(|_| 1_000),
+                        answer == Some(true),
+                    )
                 })
                 .collect(),
-            destination_ttl,
+            destination_ttl: destination_ttl.and_then(Ttl::new),
             ..round(0)
         }
     }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::live::LiveState;
-use super::scheduler::TargetRunner;
+use super::scheduler::{TargetRunner, TargetSchedule};
 use crate::config::{ChangeAction, Config, ConfigDiff, TargetConfig};
 use crate::model::{RoundRecord, TargetId};
 use crate::probe::Engine;
@@ -184,7 +184,7 @@ async fn supervise(
             Ok(address) => {
                 match TargetRunner::start(
                     &engine,
-                    config.schedule(address),
+                    TargetSchedule::of(&config, address),
                     Arc::clone(&next_seq),
                     records.clone(),
                 ) {

@@ -14,12 +14,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use hopwatch_probe_common::ProbeFilter;
 use serde::Serialize;
 
 use crate::probe::ebpf::{EbpfError, EbpfTimestamper};
+use crate::sys;
 
 /// Where a reflector's T3 comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -105,7 +106,7 @@ impl KernelTxStamps {
     pub fn register(port: u16) -> Result<KernelTxStamps, KernelTxError> {
         let netns = current_netns()?;
         let stamper = {
-            let mut stampers = STAMPERS.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut stampers = sys::lock(&STAMPERS);
             stampers.retain(|w| w.strong_count() > 0);
             match stampers
                 .iter()
@@ -128,10 +129,7 @@ impl KernelTxStamps {
             }
         };
         {
-            let mut loaded = stamper
-                .loaded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut loaded = sys::lock(&stamper.loaded);
             let registrations = loaded.ports.get(&port).copied().unwrap_or(0);
             if registrations == 0 {
                 loaded.timestamper.add_stamp_port(port)?;
@@ -148,11 +146,7 @@ impl KernelTxStamps {
 
     /// Packets from this port rewritten since the port was first registered.
     pub fn written(&self) -> u64 {
-        let loaded = self
-            .stamper
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let loaded = sys::lock(&self.stamper.loaded);
         match loaded.timestamper.stamp_port_written(self.port) {
             Ok(n) => n,
             Err(error) => {
@@ -165,11 +159,7 @@ impl KernelTxStamps {
     /// Packets of any registered port in this namespace the program could not
     /// rewrite (they kept the userspace time).
     pub fn failed_in_namespace(&self) -> u64 {
-        let loaded = self
-            .stamper
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let loaded = sys::lock(&self.stamper.loaded);
         loaded
             .timestamper
             .counters()
@@ -179,11 +169,7 @@ impl KernelTxStamps {
 
 impl Drop for KernelTxStamps {
     fn drop(&mut self) {
-        let mut loaded = self
-            .stamper
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut loaded = sys::lock(&self.stamper.loaded);
         let registrations = loaded.ports.get(&self.port).copied().unwrap_or(1);
         if registrations <= 1 {
             loaded.ports.remove(&self.port);

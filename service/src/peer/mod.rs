@@ -8,8 +8,8 @@
 //!   error queue) and the received TTL.
 //! * [`reflector`]: the stateful Session-Reflector with its allow list and rate
 //!   limits; [`tcp`] adds the TCP echo and connect time.
-//! * [`sender`] and [`tracker`]: the Session-Sender (one paced thread per session)
-//!   and its book of probes in flight.
+//! * [`sender`] and [`tracker`]: the Session-Sender (one paced thread per session,
+//!   its loop in `pacer`, shared with the TCP sender) and its book of probes in flight.
 //! * [`metrics`]: RTT, one-way delay, loss / reordering / duplicates per direction,
 //!   jitter; [`clock`]: whether one-way delays can be trusted (adjtimex).
 //!
@@ -30,6 +30,7 @@
 pub mod clock;
 pub mod kernel_tx;
 pub mod metrics;
+mod pacer;
 pub mod reflector;
 pub mod sender;
 pub mod socket;

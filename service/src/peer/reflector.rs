@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use super::tcp;
 use super::timestamp::WireTimestamp;
 use super::wire::{ReflectorPacket, SenderPacket, BASE_LEN};
 use crate::probe::clock::realtime_ns;
+use crate::sys;
 
 /// Largest datagram we read; longer ones are truncated and dropped.
 const MAX_PACKET: usize = 9216;
@@ -285,6 +286,53 @@ impl std::fmt::Debug for Reflector {
     }
 }
 
+/// Attempts at a port for both UDP and TCP when the port asked for is 0.
+const ANY_PORT_ATTEMPTS: usize = 16;
+
+/// Binds the UDP socket at `addr` and, with `tcp`, a TCP listener on the same
+/// port. Port 0 asks for any port: TCP then takes the one UDP got, which a TCP
+/// socket may already hold (UDP and TCP ports are separate spaces), so the
+/// pair is tried again on another port.
+fn bind(
+    addr: SocketAddr,
+    stamps: Stamps,
+    tcp: bool,
+) -> Result<(StampSocket, Option<TcpListener>), ReflectorError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = StampSocket::bind(addr, stamps)
+            .map_err(|source| ReflectorError::Socket { addr, source })?;
+        socket
+            .set_read_timeout(WAKE)
+            .map_err(|source| ReflectorError::Socket {
+                addr,
+                source: SocketError::Option {
+                    option: "SO_RCVTIMEO",
+                    addr,
+                    source,
+                },
+            })?;
+        if !tcp {
+            return Ok((socket, None));
+        }
+        let bound = socket.local_addr();
+        match tcp::listen(bound) {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(error)
+                if addr.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ANY_PORT_ATTEMPTS => {}
+            Err(source) => {
+                return Err(ReflectorError::Tcp {
+                    addr: bound,
+                    source,
+                })
+            }
+        }
+    }
+}
+
 impl Reflector {
     /// Binds every address (UDP, and TCP when configured) in the calling thread's
     /// network namespace and starts serving. Fails without serving anything if
@@ -306,26 +354,9 @@ impl Reflector {
             } else {
                 Stamps::Userspace
             };
-            let socket = StampSocket::bind(addr, stamps)
-                .map_err(|source| ReflectorError::Socket { addr, source })?;
-            socket
-                .set_read_timeout(WAKE)
-                .map_err(|source| ReflectorError::Socket {
-                    addr,
-                    source: SocketError::Option {
-                        option: "SO_RCVTIMEO",
-                        addr,
-                        source,
-                    },
-                })?;
-            // Port 0 asks for any port: TCP then takes the one UDP got.
-            let bound = socket.local_addr();
-            if config.tcp {
-                let listener = tcp::listen(bound).map_err(|source| ReflectorError::Tcp {
-                    addr: bound,
-                    source,
-                })?;
-                listeners.push((bound, listener));
+            let (socket, listener) = bind(addr, stamps, config.tcp)?;
+            if let Some(listener) = listener {
+                listeners.push((socket.local_addr(), listener));
             }
             sockets.push(socket);
         }
@@ -479,16 +510,7 @@ impl UdpWorker {
             }
             let received = match self.socket.recv(&mut buf) {
                 Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
+                Err(e) if sys::is_transient(&e) => continue,
                 Err(error) => {
                     tracing::warn!(local = %self.socket.local_addr(), %error, "STAMP reflector receive failed");
                     std::thread::sleep(Duration::from_millis(10));

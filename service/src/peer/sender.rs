@@ -1,7 +1,6 @@
 //! The STAMP Session-Sender over UDP: one thread per session paces probes on an
-//! absolute schedule (ppoll with nanosecond timeouts, so 1 ms and shorter
-//! intervals stay on time without a timer wheel's 1 ms granularity), reads
-//! replies and the kernel's transmit stamps as they come, and feeds the
+//! absolute schedule (the loop in `pacer`, shared with TCP), reads replies and
+//! the kernel's transmit stamps as they come, and feeds the
 //! [`Tracker`](super::tracker::Tracker).
 //!
 //! A dedicated thread, not a tokio task: pacing at sub-millisecond intervals
@@ -9,23 +8,25 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::clock::ClockTrust;
 use super::kernel_tx::KernelTxStamps;
 use super::metrics::{ReflectorKind, Sample, Summary};
+use super::pacer::{PacedSession, Pacer};
 use super::socket::{unspecified_for, SocketError, StampSocket, Stamps};
 use super::timestamp::WireTimestamp;
 use super::tracker::{Ignored, Shared, Tracker};
 use super::wire::{ReflectorPacket, SenderPacket, BASE_LEN, STAMP_PORT};
 use crate::probe::clock::realtime_ns;
+use crate::sys;
 
 /// The shortest interval between probes.
 pub const MIN_INTERVAL: Duration = Duration::from_micros(100);
@@ -284,19 +285,20 @@ impl Session {
         } else {
             None
         };
+        let payload_len = config.packet_size - Transport::Udp.header_len(peer.is_ipv6());
+        let pacer = Pacer::new(&config, Arc::clone(&stop), Arc::clone(&abort));
         let runner = Runner {
-            payload_len: config.packet_size - Transport::Udp.header_len(peer.is_ipv6()),
+            out: vec![0u8; payload_len],
+            buf: vec![0u8; payload_len.max(BASE_LEN) + 64],
             socket,
             config,
             tracker,
-            stop: Arc::clone(&stop),
-            abort: Arc::clone(&abort),
             shared: Arc::clone(&shared),
             _kernel_t1: kernel_t1,
         };
         let thread = std::thread::Builder::new()
             .name(format!("stamp-send-{peer}"))
-            .spawn(move || runner.run())
+            .spawn(move || pacer.run(runner))
             .map_err(|source| SenderError::Thread { peer, source })?;
         Ok(Session::from_parts(
             peer, local, stop, abort, shared, samples, thread,
@@ -402,68 +404,26 @@ impl Drop for Session {
 struct Runner {
     socket: StampSocket,
     config: SenderConfig,
-    payload_len: usize,
+    /// The probe being built (the UDP payload).
+    out: Vec<u8>,
+    /// A received reply.
+    buf: Vec<u8>,
     tracker: Tracker,
-    stop: Arc<AtomicBool>,
-    abort: Arc<AtomicBool>,
     shared: Arc<Shared>,
     /// Keeps the egress program writing T1 for our port while the session runs.
     _kernel_t1: Option<KernelTxStamps>,
 }
 
-/// Most a poll waits, so stop and abort are noticed.
-const MAX_WAIT: Duration = Duration::from_millis(50);
-
-impl Runner {
-    fn run(mut self) -> Result<(), SenderError> {
-        let peer = self.config.peer;
-        let mut out = vec![0u8; self.payload_len];
-        let mut buf = vec![0u8; self.payload_len.max(BASE_LEN) + 64];
-        let mut sent: u64 = 0;
-        let mut next_send = Instant::now();
-        let mut stop_deadline: Option<Instant> = None;
-        loop {
-            if self.abort.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let now = Instant::now();
-            let sending = !self.stop.load(Ordering::Relaxed)
-                && self.config.count.is_none_or(|count| sent < count);
-            if sending && now >= next_send {
-                self.send_one(&mut out)?;
-                sent += 1;
-                next_send += self.config.interval;
-                // Far behind (the thread was not scheduled): restart the schedule
-                // rather than send a burst that would distort the measurement.
-                if now > next_send + self.config.interval * 4 {
-                    next_send = now + self.config.interval;
-                }
-                continue;
-            }
-            if !sending {
-                // Done sending: wait for the stragglers, at most one timeout.
-                let limit = *stop_deadline.get_or_insert(now + self.config.timeout);
-                if self.tracker.in_flight() == 0 || now >= limit {
-                    self.drain(&mut buf);
-                    self.tracker.expire_all();
-                    return Ok(());
-                }
-            }
-            let mut wake = now + MAX_WAIT;
-            if sending {
-                wake = wake.min(next_send);
-            }
-            if let Some(deadline) = self.tracker.next_deadline() {
-                wake = wake.min(deadline);
-            }
-            self.wait_readable(wake.saturating_duration_since(now))
-                .map_err(|source| SenderError::Poll { peer, source })?;
-            self.drain(&mut buf);
-            self.tracker.expire(Instant::now());
-        }
+impl PacedSession for Runner {
+    fn tracker(&mut self) -> &mut Tracker {
+        &mut self.tracker
     }
 
-    fn send_one(&mut self, out: &mut [u8]) -> Result<(), SenderError> {
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn send_one(&mut self) -> Result<(), SenderError> {
         let clock = self.tracker.clock();
         let user_tx_ns = realtime_ns();
         let packet = SenderPacket {
@@ -472,9 +432,9 @@ impl Runner {
             error: clock.error_estimate(),
             ssid: self.config.ssid,
         };
-        let len = out.len();
+        let len = self.out.len();
         let bytes = packet
-            .encode(out, len)
+            .encode(&mut self.out, len)
             .expect("payload length validated against BASE_LEN");
         match self.socket.send_to(bytes, self.config.peer) {
             Ok(tx_id) => {
@@ -519,29 +479,9 @@ impl Runner {
         }
     }
 
-    fn wait_readable(&self, timeout: Duration) -> io::Result<()> {
-        let mut fds = [libc::pollfd {
-            fd: self.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-        };
-        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &ts, std::ptr::null()) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads every transmit stamp, then every reply, that is waiting.
-    fn drain(&mut self, buf: &mut [u8]) {
+    /// Reads every transmit stamp, then every reply, that is waiting. A
+    /// receive error ends the reading, not the session.
+    fn drain(&mut self) -> Result<(), SenderError> {
         // Transmit stamps first: a reply is never older than its probe's stamp.
         loop {
             match self.socket.recv_tx_stamp() {
@@ -551,7 +491,7 @@ impl Runner {
             }
         }
         loop {
-            let received = match self.socket.recv(buf) {
+            let received = match self.socket.recv(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
@@ -565,13 +505,10 @@ impl Runner {
                 }
             };
             if let Some(dropped) = received.dropped {
-                self.shared
-                    .stats
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .socket_drops(u64::from(dropped));
+                sys::lock(&self.shared.stats).socket_drops(u64::from(dropped));
             }
-            let Ok(reply) = ReflectorPacket::decode(&buf[..received.len.min(buf.len())]) else {
+            let Ok(reply) = ReflectorPacket::decode(&self.buf[..received.len.min(self.buf.len())])
+            else {
                 continue;
             };
             // SSID 0: a plain RFC 8762 reflector zeroes what it sees as MBZ.
@@ -588,6 +525,7 @@ impl Runner {
                 }
             }
         }
+        Ok(())
     }
 }
 

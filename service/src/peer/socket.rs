@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::probe::clock::realtime_ns;
 use crate::probe::TimestampSource;
+use crate::sys::setsockopt;
 
 /// Which kernel stamps a socket asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,30 +90,6 @@ pub struct TxStamp {
     pub id: u32,
     /// CLOCK_REALTIME ns when the driver sent it.
     pub tx_ns: u64,
-}
-
-/// Sets a socket option from a plain value.
-pub(crate) fn setsockopt<T>(
-    fd: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    // SAFETY: `value` points to a live T and we pass its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Turns on SO_TIMESTAMPING; false when not asked for or the kernel refuses (then

@@ -15,7 +15,7 @@
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::clock::ClockSync;
+use super::pacer::{PacedSession, Pacer};
 use super::reflector::{bump, Guard};
 use super::sender::{SenderConfig, SenderError, Session};
 use super::socket::{enable_timestamping, read_tx_stamp, recvmsg, Stamps};
@@ -34,6 +35,7 @@ use super::tracker::{Ignored, Shared, Tracker};
 use super::wire::{ReflectorPacket, SenderPacket, BASE_LEN};
 use crate::probe::clock::realtime_ns;
 use crate::probe::TimestampSource;
+use crate::sys;
 
 /// Largest frame body.
 pub const MAX_FRAME: usize = 9216;
@@ -79,16 +81,7 @@ pub(crate) fn spawn_reflector(
                 connections.retain(|c| !c.is_finished());
                 let (stream, from) = match listener.accept() {
                     Ok(pair) => pair,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        continue
-                    }
+                    Err(e) if sys::is_transient(&e) => continue,
                     Err(error) => {
                         tracing::warn!(%local, %error, "STAMP TCP accept failed");
                         std::thread::sleep(Duration::from_millis(50));
@@ -190,16 +183,7 @@ impl FrameReader {
         }
         let raw = match recvmsg(fd.as_raw_fd(), &mut self.buf[self.end..], flags) {
             Ok(raw) => raw,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(Frame::Pending)
-            }
+            Err(e) if sys::is_transient(&e) => return Ok(Frame::Pending),
             Err(e) => return Err(e),
         };
         if raw.len == 0 {
@@ -355,19 +339,20 @@ pub(crate) fn start_session(config: SenderConfig) -> Result<Session, SenderError
         Arc::clone(&shared),
         Some(tx),
     );
+    let body_len = config.packet_size - header_len(peer.is_ipv6());
+    let pacer = Pacer::new(&config, Arc::clone(&stop), Arc::clone(&abort));
     let runner = TcpRunner {
-        body_len: config.packet_size - header_len(peer.is_ipv6()),
+        body_len,
+        out: vec![0u8; FRAME_HEADER + body_len],
         stream,
         reader: FrameReader::new(kernel),
         bytes_written: 0,
         config,
         tracker,
-        stop: Arc::clone(&stop),
-        abort: Arc::clone(&abort),
     };
     let thread = std::thread::Builder::new()
         .name(format!("stamp-tcp-send-{peer}"))
-        .spawn(move || runner.run())
+        .spawn(move || pacer.run(runner))
         .map_err(|source| SenderError::Thread { peer, source })?;
     Ok(Session::from_parts(
         peer, local, stop, abort, shared, samples, thread,
@@ -379,58 +364,22 @@ struct TcpRunner {
     reader: FrameReader,
     config: SenderConfig,
     body_len: usize,
+    /// The frame being built: header and body.
+    out: Vec<u8>,
     bytes_written: u64,
     tracker: Tracker,
-    stop: Arc<AtomicBool>,
-    abort: Arc<AtomicBool>,
 }
 
-impl TcpRunner {
-    fn run(mut self) -> Result<(), SenderError> {
-        let peer = self.config.peer;
-        let mut out = vec![0u8; FRAME_HEADER + self.body_len];
-        let mut sent = 0u64;
-        let mut next_send = Instant::now();
-        let mut stop_deadline = None;
-        loop {
-            if self.abort.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let now = Instant::now();
-            let sending = !self.stop.load(Ordering::Relaxed)
-                && self.config.count.is_none_or(|count| sent < count);
-            if sending && now >= next_send {
-                self.send_one(&mut out)?;
-                sent += 1;
-                next_send += self.config.interval;
-                if now > next_send + self.config.interval * 4 {
-                    next_send = now + self.config.interval;
-                }
-                continue;
-            }
-            if !sending {
-                let limit = *stop_deadline.get_or_insert(now + self.config.timeout);
-                if self.tracker.in_flight() == 0 || now >= limit {
-                    self.drain()?;
-                    self.tracker.expire_all();
-                    return Ok(());
-                }
-            }
-            let mut wake = now + Duration::from_millis(50);
-            if sending {
-                wake = wake.min(next_send);
-            }
-            if let Some(deadline) = self.tracker.next_deadline() {
-                wake = wake.min(deadline);
-            }
-            poll_readable(&self.stream, wake.saturating_duration_since(now))
-                .map_err(|source| SenderError::Poll { peer, source })?;
-            self.drain()?;
-            self.tracker.expire(Instant::now());
-        }
+impl PacedSession for TcpRunner {
+    fn tracker(&mut self) -> &mut Tracker {
+        &mut self.tracker
     }
 
-    fn send_one(&mut self, out: &mut [u8]) -> Result<(), SenderError> {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn send_one(&mut self) -> Result<(), SenderError> {
         let clock = self.tracker.clock();
         let user_tx_ns = realtime_ns();
         let packet = SenderPacket {
@@ -440,17 +389,17 @@ impl TcpRunner {
             ssid: self.config.ssid,
         };
         let body_len = self.body_len;
-        out[..FRAME_HEADER].copy_from_slice(&(body_len as u16).to_be_bytes());
+        self.out[..FRAME_HEADER].copy_from_slice(&(body_len as u16).to_be_bytes());
         packet
-            .encode(&mut out[FRAME_HEADER..], body_len)
+            .encode(&mut self.out[FRAME_HEADER..], body_len)
             .expect("frame length validated");
         self.stream
-            .write_all(out)
+            .write_all(&self.out)
             .map_err(|source| SenderError::Send {
                 peer: self.config.peer,
                 source,
             })?;
-        self.bytes_written += out.len() as u64;
+        self.bytes_written += self.out.len() as u64;
         // OPT_ID on TCP: the offset of the write's last byte.
         let tx_id = (self.bytes_written - 1) as u32;
         self.tracker.sent(user_tx_ns, tx_id);
@@ -494,28 +443,6 @@ impl TcpRunner {
             }
         }
     }
-}
-
-/// Waits until `fd` is readable (or has an error-queue message) or `timeout` passes.
-fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
-    let mut fds = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: one valid pollfd, a valid timespec, no signal mask.
-    let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &ts, std::ptr::null()) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    Ok(())
 }
 
 /// The time to open one TCP connection.

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::clock::{ClockSync, ClockTrust, OwdValidity};
@@ -17,6 +17,7 @@ use super::socket::TxStamp;
 use super::timestamp::{TimestampFormat, WireTimestamp};
 use super::wire::ReflectorPacket;
 use crate::probe::TimestampSource;
+use crate::sys;
 
 /// State shared between a session's thread and its handle.
 #[derive(Debug)]
@@ -35,10 +36,7 @@ impl Shared {
     }
 
     pub fn summary(&self) -> Summary {
-        self.stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .summary()
+        sys::lock(&self.stats).summary()
     }
 }
 
@@ -184,11 +182,7 @@ impl Tracker {
     }
 
     fn with_stats<T>(&self, f: impl FnOnce(&mut SessionStats) -> T) -> T {
-        f(&mut self
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner))
+        f(&mut sys::lock(&self.shared.stats))
     }
 
     fn emit(&self, sample: Sample) {

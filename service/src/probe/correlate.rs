@@ -9,6 +9,7 @@ use hopwatch_probe_common::ProbeKey;
 use tokio::sync::oneshot;
 
 use super::parse::Reply;
+use crate::sys;
 
 /// How a reply's arrival was timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,6 @@ impl Correlator {
     ) -> std::sync::MutexGuard<'_, HashMap<ProbeKey, oneshot::Sender<ReplyObservation>>> {
         // A panic elsewhere while holding the lock leaves the map consistent
         // (single insert/remove calls), so poisoning is safe to ignore.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.pending)
     }
 }

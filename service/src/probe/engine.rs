@@ -23,6 +23,7 @@ use super::transport::{
 };
 use super::types::{Answer, Outcome, ProbeResult, Rtt, TimestampPreference, TimestampSource, Ttl};
 use super::wire::{ProbePacket, Protocol, WireError};
+use crate::sys;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -313,7 +314,7 @@ impl Engine {
     }
 
     fn lock_flows(&self) -> std::sync::MutexGuard<'_, FlowAllocator> {
-        self.inner.flows.lock().unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.inner.flows)
     }
 }
 
@@ -424,6 +425,7 @@ impl Flow {
                         icmp_code: reply.icmp_code,
                         rtt,
                         mpls: reply.mpls,
+                        reply_ttl: reply.reply_ttl,
                     }),
                     source,
                 )

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::clock;
 use super::correlate::{Correlator, ReplyObservation, ReplyTiming};
 use super::parse::{parse_ip_packet, parse_transport};
-use super::transport::setsockopt;
+use crate::sys::setsockopt;
 
 /// Errors opening the receive sockets.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@ use socket2::{Domain, Protocol as SockProtocol, SockAddr, Socket, Type};
 use super::clock;
 use super::types::Ttl;
 use super::wire::Protocol;
+use crate::sys::{self, setsockopt};
 
 /// One probe ready to leave: its transport bytes and where they go.
 #[derive(Debug, Clone, Copy)]
@@ -273,29 +274,6 @@ fn enable_tx_timestamps(socket: &Socket) -> io::Result<()> {
     setsockopt(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &flags)
 }
 
-pub(crate) fn setsockopt<T>(
-    socket: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    // SAFETY: `value` points to a live T and we pass its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 impl ProbeTransport for RawTransport {
     fn send(&self, probe: &OutgoingProbe<'_>) -> Result<SendStamp, TransportError> {
         let v6 = probe.dst.is_ipv6();
@@ -309,7 +287,7 @@ impl ProbeTransport for RawTransport {
                 ),
             }
         })?;
-        let mut counter = slot.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counter = sys::lock(&slot.sender);
         let user_mono_ns = clock::monotonic_ns();
         let sent_at = SystemTime::now();
         send_with_ttl(socket, probe).map_err(|source| TransportError::Send {
@@ -337,7 +315,7 @@ impl ProbeTransport for RawTransport {
     fn take_tx_stamp(&self, id: TxStampId) -> Option<u64> {
         let slot = self.slots.get(id.slot)?;
         let socket = slot.socket.as_ref().ok()?;
-        let mut counter = slot.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counter = sys::lock(&slot.sender);
         if let Some(ns) = counter.stamps.remove(&id.id) {
             return Some(ns);
         }

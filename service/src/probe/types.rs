@@ -32,6 +32,11 @@ impl Ttl {
     pub const fn get(self) -> u8 {
         self.0
     }
+
+    /// This TTL's place in a list kept per TTL from TTL 1 on (0 for TTL 1).
+    pub const fn index(self) -> usize {
+        self.0 as usize - 1
+    }
 }
 
 impl TryFrom<u8> for Ttl {
@@ -149,6 +154,10 @@ pub struct Answer {
     pub rtt: Rtt,
     /// RFC 4950 MPLS label stack quoted by the router, outermost first.
     pub mpls: heapless::Vec<MplsLabel, 8>,
+    /// TTL (hop limit) left in the reply's IP header, when the receive path
+    /// saw the header (eBPF, and raw IPv4 sockets; raw IPv6 sockets do not
+    /// pass it).
+    pub reply_ttl: Option<u8>,
 }
 
 /// How a probe ended. A probe is sent, then answered or timed out, exactly once.

@@ -16,8 +16,9 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::model::{HopSample, InvalidHopSample, RoundRecord, TargetId};
 use crate::probe::TimestampSource;
+use crate::probe::{Rtt, Ttl};
 
 /// The format byte every value written by this release starts with.
 pub const VALUE_FORMAT_V1: u8 = 1;
@@ -33,6 +34,10 @@ pub enum DecodeError {
     Postcard(#[from] postcard::Error),
     #[error("unknown timestamp source code {0}")]
     UnknownSource(u8),
+    #[error("the destination's TTL is 0")]
+    ZeroDestinationTtl,
+    #[error("hop does not decode: {0}")]
+    InvalidHop(#[from] InvalidHopSample),
 }
 
 /// Encodes `value` behind the current format byte.
@@ -69,7 +74,8 @@ pub struct RawHopV1 {
     pub reached: bool,
 }
 
-fn source_code(source: TimestampSource) -> u8 {
+/// The timestamp source's code in every stored form (round values and chunks).
+pub(crate) fn source_code(source: TimestampSource) -> u8 {
     match source {
         TimestampSource::Ebpf => 0,
         TimestampSource::Kernel => 1,
@@ -77,29 +83,34 @@ fn source_code(source: TimestampSource) -> u8 {
     }
 }
 
-fn source_from_code(code: u8) -> Result<TimestampSource, DecodeError> {
+/// The timestamp source of a stored code; `None` for a code no release wrote.
+pub(crate) fn source_of_code(code: u8) -> Option<TimestampSource> {
     match code {
-        0 => Ok(TimestampSource::Ebpf),
-        1 => Ok(TimestampSource::Kernel),
-        2 => Ok(TimestampSource::Userspace),
-        other => Err(DecodeError::UnknownSource(other)),
+        0 => Some(TimestampSource::Ebpf),
+        1 => Some(TimestampSource::Kernel),
+        2 => Some(TimestampSource::Userspace),
+        _ => None,
     }
+}
+
+fn source_from_code(code: u8) -> Result<TimestampSource, DecodeError> {
+    source_of_code(code).ok_or(DecodeError::UnknownSource(code))
 }
 
 impl RawRoundV1 {
     pub fn from_round(round: &RoundRecord) -> RawRoundV1 {
         RawRoundV1 {
             seq: round.seq,
-            destination_ttl: round.destination_ttl,
+            destination_ttl: round.destination_ttl.map(Ttl::get),
             source: source_code(round.source),
             hops: round
                 .hops
                 .iter()
                 .map(|h| RawHopV1 {
-                    ttl: h.ttl,
-                    responder: h.responder,
-                    rtt_ns: h.rtt_ns,
-                    reached: h.reached,
+                    ttl: h.ttl.get(),
+                    responder: h.responder(),
+                    rtt_ns: h.rtt().map(Rtt::as_nanos),
+                    reached: h.reached(),
                 })
                 .collect(),
         }
@@ -117,14 +128,19 @@ impl RawRoundV1 {
             hops: self
                 .hops
                 .into_iter()
-                .map(|h| HopSample {
-                    ttl: h.ttl,
-                    responder: h.responder,
-                    rtt_ns: h.rtt_ns,
-                    reached: h.reached,
+                .map(|h| {
+                    HopSample::from_parts(
+                        h.ttl,
+                        h.responder,
+                        h.rtt_ns.map(Rtt::from_nanos),
+                        h.reached,
+                    )
                 })
-                .collect(),
-            destination_ttl: self.destination_ttl,
+                .collect::<Result<_, _>>()?,
+            destination_ttl: self
+                .destination_ttl
+                .map(|ttl| Ttl::try_from(ttl).map_err(|_| DecodeError::ZeroDestinationTtl))
+                .transpose()?,
             source: source_from_code(self.source)?,
         })
     }
@@ -171,6 +187,11 @@ pub struct EventV1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HopAnswer;
+
+    fn ttl(value: u8) -> Ttl {
+        Ttl::new(value).unwrap()
+    }
 
     fn round() -> RoundRecord {
         RoundRecord {
@@ -178,26 +199,27 @@ mod tests {
             seq: 77,
             started_at_ms: 1_700_000_000_000,
             hops: vec![
-                HopSample {
-                    ttl: 1,
-                    responder: Some("10.0.0.1".parse().unwrap()),
-                    rtt_ns: Some(1_234_567),
-                    reached: false,
-                },
-                HopSample {
-                    ttl: 2,
-                    responder: None,
-                    rtt_ns: None,
-                    reached: false,
-                },
-                HopSample {
-                    ttl: 3,
-                    responder: Some("2001:db8::1".parse().unwrap()),
-                    rtt_ns: Some(9_000_000),
-                    reached: true,
-                },
+                HopSample::answered(
+                    ttl(1),
+                    HopAnswer {
+                        responder: "10.0.0.1".parse().unwrap(),
+                        rtt: Rtt::from_nanos(1_234_567),
+                        is_destination: false,
+                        reply_ttl: None,
+                    },
+                ),
+                HopSample::lost(ttl(2)),
+                HopSample::answered(
+                    ttl(3),
+                    HopAnswer {
+                        responder: "2001:db8::1".parse().unwrap(),
+                        rtt: Rtt::from_nanos(9_000_000),
+                        is_destination: true,
+                        reply_ttl: None,
+                    },
+                ),
             ],
-            destination_ttl: Some(3),
+            destination_ttl: Some(ttl(3)),
             source: TimestampSource::Kernel,
         }
     }
@@ -214,6 +236,62 @@ mod tests {
             .into_round(original.target.clone(), original.started_at_ms)
             .unwrap();
         assert_eq!(back, original);
+    }
+
+    /// The bytes of [`round`] as format 1 wrote them when this test was
+    /// added: values already on disk must keep decoding to the same round,
+    /// and new values must be written the same way.
+    const ROUND_V1_HEX: &str = "014d010301030101000a0000010187ad4b000200000003010120010db800000000000000000000000101c0a8a50401";
+
+    #[test]
+    fn the_format_1_bytes_are_pinned() {
+        let original = round();
+        let written = encode(&RawRoundV1::from_round(&original));
+        assert_eq!(hex::encode(&written), ROUND_V1_HEX);
+        let stored = hex::decode(ROUND_V1_HEX).unwrap();
+        let back = decode::<RawRoundV1>(&stored)
+            .unwrap()
+            .into_round(original.target.clone(), original.started_at_ms)
+            .unwrap();
+        assert_eq!(back, original);
+    }
+
+    #[test]
+    fn stored_hops_that_no_probe_produces_are_errors() {
+        let with_hop = |hop: RawHopV1| RawRoundV1 {
+            hops: vec![hop],
+            ..RawRoundV1::from_round(&round())
+        };
+        let rtt_without_responder = with_hop(RawHopV1 {
+            ttl: 1,
+            responder: None,
+            rtt_ns: Some(5),
+            reached: false,
+        });
+        assert!(matches!(
+            rtt_without_responder.into_round(TargetId::new("t").unwrap(), 0),
+            Err(DecodeError::InvalidHop(
+                InvalidHopSample::RttWithoutResponder
+            ))
+        ));
+        let zero_ttl = with_hop(RawHopV1 {
+            ttl: 0,
+            responder: None,
+            rtt_ns: None,
+            reached: false,
+        });
+        assert!(matches!(
+            zero_ttl.into_round(TargetId::new("t").unwrap(), 0),
+            Err(DecodeError::InvalidHop(InvalidHopSample::ZeroTtl))
+        ));
+        let zero_destination = RawRoundV1 {
+            destination_ttl: Some(0),
+            ..RawRoundV1::from_round(&round())
+        };
+        assert!(matches!(
+            zero_destination.into_round(TargetId::new("t").unwrap(), 0),
+            Err(DecodeError::ZeroDestinationTtl)
+        ));
     }
 
     #[test]

@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use histogram::Histogram32;
 use sled::Batch;
 
-use crate::model::TargetId;
+use crate::model::{HopSample, TargetId};
+use crate::probe::Rtt;
 use crate::store::buffer::WriteBuffer;
 use crate::store::codec::{decode, encode, DecodeError, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
@@ -23,6 +24,7 @@ use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
+use crate::sys;
 
 /// What the flusher knows between flushes. The marks only move forward after
 /// the flush that wrote the rollups succeeded, so they never claim more than
@@ -95,8 +97,13 @@ impl FlushState {
                 Some((key, _)) => parse_rollup_key(&key).map(|(_, _, start)| start),
                 None => first_raw,
             };
+            // The last minute rolled up is rolled up again: rounds of it
+            // written after its rollup (late ones) may have reached the disk
+            // while their recomputation was lost to a crash, and with the
+            // minute marked done nothing would ever recount them. One minute
+            // of raw rounds per target is cheap to read at open.
             let minute_done = match last_start(&trees.minutes, "read last minute rollup")? {
-                Some(start) => Some(start + MINUTE_MS),
+                Some(start) => Some(start),
                 None => first_raw,
             };
             let hour_done = match last_start(&trees.hours, "read last hour rollup")? {
@@ -165,11 +172,7 @@ impl Store {
     /// an I/O error until reopened), then hands out the trees.
     fn writable_trees(&self, state: &mut FlushState) -> Result<Arc<Trees>, StoreError> {
         if state.reopen_needed {
-            let old = self
-                .db
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            let old = sys::write(&self.db).take();
             // Drops our handle; sled's file lock goes with the last one.
             drop(old);
             let trees = Trees::open(
@@ -177,7 +180,7 @@ impl Store {
                 self.config.cache_capacity_bytes,
                 self.config.reclaim_interval,
             )?;
-            *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(trees));
+            *sys::write(&self.db) = Some(Arc::new(trees));
             state.reopen_needed = false;
         }
         self.trees()
@@ -302,7 +305,7 @@ impl Store {
         let close_minute = floor(now_ms.saturating_sub(close_delay), MINUTE_MS);
         // `None` marks a peer: its raw values are batches, not rounds.
         let names: HashMap<TargetNum, Option<TargetId>> = {
-            let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
+            let targets = sys::read(&self.targets);
             targets
                 .nums()
                 .filter_map(|n| match targets.name(n) {
@@ -520,12 +523,14 @@ impl Store {
                 }
                 current = Some(minute);
             }
-            let destination = round.destination().and_then(|h| h.rtt_ns);
+            let destination = round.destination().and_then(HopSample::rtt);
             accs.entry(SeriesNum::DESTINATION)
                 .or_default()
-                .push(destination);
-            for hop in round.path_samples().iter().filter(|h| h.ttl > 0) {
-                accs.entry(SeriesNum(hop.ttl)).or_default().push(hop.rtt_ns);
+                .push(destination.map(Rtt::as_nanos));
+            for hop in round.path_samples() {
+                accs.entry(SeriesNum(hop.ttl.get()))
+                    .or_default()
+                    .push(hop.rtt().map(Rtt::as_nanos));
             }
         }
         if let Some(minute) = current {
@@ -621,12 +626,7 @@ impl Store {
 
     /// Removes every key older than its tree's retention, one batch per tree.
     fn sweep(&self, trees: &Trees, w: &mut Writer<'_>, now_ms: u64) -> Result<u64, StoreError> {
-        let nums: Vec<TargetNum> = self
-            .targets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .nums()
-            .collect();
+        let nums: Vec<TargetNum> = sys::read(&self.targets).nums().collect();
         let cutoff =
             |retention: std::time::Duration| now_ms.saturating_sub(retention.as_millis() as u64);
         let mut removed = 0u64;

@@ -50,15 +50,23 @@
 //! rebuilt from the last rollup on disk, so a rollup lost to `kill -9` is
 //! simply computed again from raw data (kept 48 h, far longer than a rollup
 //! stays open). A round that arrives after its minute was rolled up marks
-//! that minute (and its hour) for recomputation.
+//! that minute (and its hour) for recomputation; since that mark lives in
+//! memory, the open rolls the last rolled-up minute (and its hour) up again,
+//! so late rounds written just before a crash are never left uncounted.
 //!
 //! # Full disk
 //! A failed flush keeps its writes in memory, capped at `max_pending_bytes`
 //! (oldest raw rounds dropped first, then oldest events, all counted), records
 //! the error in [`Store::health`], and reopens sled at the next flush: sled
 //! 0.34 poisons a database after an I/O error until it is reopened.
+//!
+//! # A store that cannot be opened
+//! The monitor opens the store through `monitor::components::open_store`,
+//! which quarantines one that does not open and starts a fresh one; if that
+//! fails too, [`Store::disabled`] stands in: same interface, no history.
 
 pub mod buffer;
+pub mod chunk;
 pub mod codec;
 pub mod error;
 pub mod export;
@@ -74,13 +82,14 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{RoundRecord, TargetId};
+use crate::sys::{self, now_ms};
 use buffer::{Entry, WriteBuffer};
 use codec::{encode, EventV1, RawRoundV1};
 use flush::FlushState;
@@ -239,19 +248,9 @@ pub struct Store {
     event_seq: AtomicU32,
     counters: Counters,
     health: Mutex<HealthState>,
-}
-
-/// Locks a mutex, carrying on after a panic elsewhere: every critical section
-/// leaves its data consistent before anything that can panic.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The wall clock in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    /// Why the store runs without a database ([`Store::disabled`]): writes
+    /// are dropped (and counted) at each flush instead of reopening sled.
+    disabled: Option<String>,
 }
 
 impl Store {
@@ -291,6 +290,7 @@ impl Store {
             event_seq: AtomicU32::new(seq_seed),
             counters: Counters::default(),
             health: Mutex::new(HealthState::default()),
+            disabled: None,
         };
         // Recompute rollups interrupted by a crash. A failure here (a full
         // disk) is in health and retried by the next flush; the store is open.
@@ -298,6 +298,37 @@ impl Store {
             tracing::warn!(path = %store.path.display(), %error, "store catch-up flush failed");
         }
         Ok(store)
+    }
+
+    /// A store without a database, for when neither the store at `path` nor
+    /// a fresh one could be opened (see `monitor::components`): monitoring
+    /// goes on, history is not kept. Reads answer `Unavailable`; each flush
+    /// drops what was recorded (counted in the metrics) and never reopens
+    /// sled, whose directory may hold numbers this store does not know.
+    pub fn disabled(path: impl AsRef<Path>, config: StoreConfig, reason: String) -> Store {
+        let health = HealthState {
+            last_error: Some(reason.clone()),
+            last_error_at_ms: Some(now_ms()),
+            consecutive_failures: 1,
+            last_flush_ok_at_ms: None,
+        };
+        Store {
+            path: path.as_ref().to_path_buf(),
+            config,
+            db: RwLock::new(None),
+            targets: RwLock::new(TargetMap::default()),
+            pending: Mutex::new(WriteBuffer::default()),
+            flush: Mutex::new(FlushState::default()),
+            event_seq: AtomicU32::new(0),
+            counters: Counters::default(),
+            health: Mutex::new(health),
+            disabled: Some(reason),
+        }
+    }
+
+    /// Whether this store keeps no history ([`Store::disabled`]).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.is_some()
     }
 
     pub fn path(&self) -> &Path {
@@ -311,15 +342,10 @@ impl Store {
     /// The target's number, allocating one (written with the next flush) for
     /// a target the store has not seen.
     fn target_num(&self, id: &TargetId) -> Result<TargetNum, StoreError> {
-        if let Some(num) = self
-            .targets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-        {
+        if let Some(num) = sys::read(&self.targets).get(id) {
             return Ok(num);
         }
-        let mut targets = self.targets.write().unwrap_or_else(PoisonError::into_inner);
+        let mut targets = sys::write(&self.targets);
         if let Some(num) = targets.get(id) {
             return Ok(num);
         }
@@ -328,15 +354,12 @@ impl Store {
             .ok_or_else(|| StoreError::TargetsExhausted {
                 path: self.path.clone(),
             })?;
-        lock(&self.pending).push_target(num, id.clone());
+        sys::lock(&self.pending).push_target(num, id.clone());
         Ok(num)
     }
 
     fn lookup(&self, id: &TargetId) -> Option<TargetNum> {
-        self.targets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
+        sys::read(&self.targets).get(id)
     }
 
     /// Buffers one round for the next flush. Never touches the disk.
@@ -346,7 +369,7 @@ impl Store {
             key: raw_key(num, round.started_at_ms).to_vec(),
             value: encode(&RawRoundV1::from_round(round)),
         };
-        let mut pending = lock(&self.pending);
+        let mut pending = sys::lock(&self.pending);
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);
         Ok(())
@@ -363,7 +386,7 @@ impl Store {
                 payload_json: event.payload.to_string(),
             }),
         };
-        let mut pending = lock(&self.pending);
+        let mut pending = sys::lock(&self.pending);
         pending.push_event(entry);
         self.enforce_cap(&mut pending);
         Ok(())
@@ -396,14 +419,17 @@ impl Store {
     /// Writes everything buffered; `now_ms` decides which minutes and hours
     /// have closed and what retention has expired.
     pub fn flush_at(&self, now_ms: u64) -> Result<FlushReport, StoreError> {
-        let mut state = lock(&self.flush);
-        let batch = std::mem::take(&mut *lock(&self.pending));
+        let mut state = sys::lock(&self.flush);
+        let batch = std::mem::take(&mut *sys::lock(&self.pending));
+        if self.disabled.is_some() {
+            return Err(self.drop_disabled(&batch, now_ms));
+        }
         self.counters
             .inflight_bytes
             .store(batch.bytes() as u64, Ordering::Relaxed);
         let result = self.write_out(&mut state, &batch, now_ms);
         self.counters.inflight_bytes.store(0, Ordering::Relaxed);
-        let mut health = lock(&self.health);
+        let mut health = sys::lock(&self.health);
         match result {
             Ok(mut report) => {
                 let seq = self.counters.flushes.fetch_add(1, Ordering::Relaxed) + 1;
@@ -427,7 +453,7 @@ impl Store {
             }
             Err(error) => {
                 // Keep the writes, oldest first, in front of what arrived since.
-                let mut pending = lock(&self.pending);
+                let mut pending = sys::lock(&self.pending);
                 let mut kept = batch;
                 kept.append(std::mem::take(&mut *pending));
                 *pending = kept;
@@ -451,12 +477,27 @@ impl Store {
         }
     }
 
+    /// A disabled store's flush: what was recorded is gone, and counted.
+    fn drop_disabled(&self, batch: &WriteBuffer, now_ms: u64) -> StoreError {
+        self.counters
+            .dropped_rounds
+            .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
+        self.counters
+            .dropped_events
+            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        self.counters.flush_errors.fetch_add(1, Ordering::Relaxed);
+        let mut health = sys::lock(&self.health);
+        health.consecutive_failures += 1;
+        health.last_error_at_ms = Some(now_ms);
+        StoreError::Unavailable {
+            path: self.path.clone(),
+        }
+    }
+
     /// The open trees for reading, or `Unavailable` while reopening after a
     /// write error.
     fn trees(&self) -> Result<Arc<Trees>, StoreError> {
-        self.db
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        sys::read(&self.db)
             .clone()
             .ok_or_else(|| StoreError::Unavailable {
                 path: self.path.clone(),
@@ -465,11 +506,12 @@ impl Store {
 
     /// Bytes waiting for the disk, including a flush in progress.
     fn pending_bytes(&self) -> u64 {
-        lock(&self.pending).bytes() as u64 + self.counters.inflight_bytes.load(Ordering::Relaxed)
+        sys::lock(&self.pending).bytes() as u64
+            + self.counters.inflight_bytes.load(Ordering::Relaxed)
     }
 
     pub fn health(&self) -> StoreHealth {
-        let health = lock(&self.health);
+        let health = sys::lock(&self.health);
         StoreHealth {
             path: self.path.clone(),
             ok: health.consecutive_failures == 0,
@@ -541,10 +583,10 @@ impl Store {
 impl Drop for Store {
     /// Writes what is buffered, so an orderly shutdown loses nothing.
     fn drop(&mut self) {
-        if !lock(&self.pending).is_empty() {
+        if !sys::lock(&self.pending).is_empty() {
             // The clock of the last flush, so a store driven by a synthetic
             // clock is not swept against the wall clock on the way out.
-            let now = lock(&self.flush).last_now_ms.unwrap_or_else(now_ms);
+            let now = sys::lock(&self.flush).last_now_ms.unwrap_or_else(now_ms);
             let _ = self.flush_at(now);
         }
     }

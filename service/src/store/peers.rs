@@ -16,8 +16,6 @@
 //! release at open (`peer:NAME` is a malformed target name there), never
 //! misread.
 
-use std::sync::PoisonError;
-
 use serde::Serialize;
 
 use crate::model::TargetId;
@@ -31,7 +29,8 @@ use crate::store::keys::{
 use crate::store::query::{Point, Resolution};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::schema::{HOURS, MINUTES, RAW};
-use crate::store::{lock, Store};
+use crate::store::Store;
+use crate::sys;
 
 /// The prefix of a peer's name in the `targets` tree.
 pub const PEER_KEY_PREFIX: &str = "peer:";
@@ -144,7 +143,7 @@ impl Store {
         if let Some(num) = self.peer_lookup(peer) {
             return Ok(num);
         }
-        let mut targets = self.targets.write().unwrap_or_else(PoisonError::into_inner);
+        let mut targets = sys::write(&self.targets);
         if let Some(num) = targets.get_peer(peer) {
             return Ok(num);
         }
@@ -153,15 +152,12 @@ impl Store {
             .ok_or_else(|| StoreError::TargetsExhausted {
                 path: self.path.clone(),
             })?;
-        lock(&self.pending).push_peer(num, peer.clone());
+        sys::lock(&self.pending).push_peer(num, peer.clone());
         Ok(num)
     }
 
     fn peer_lookup(&self, peer: &TargetId) -> Option<TargetNum> {
-        self.targets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_peer(peer)
+        sys::read(&self.targets).get_peer(peer)
     }
 
     /// Buffers one batch of `peer`'s probes, stamped `at_ms` (when the batch
@@ -181,7 +177,7 @@ impl Store {
             key: raw_key(num, at_ms).to_vec(),
             value: encode(&batch.to_value()),
         };
-        let mut pending = lock(&self.pending);
+        let mut pending = sys::lock(&self.pending);
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);
         Ok(())

@@ -4,11 +4,11 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::PoisonError;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::probe::Rtt;
 use crate::store::codec::{decode, EventV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::flush::sled_err;
@@ -18,6 +18,7 @@ use crate::store::keys::{
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::schema::{EVENTS, HOURS, MINUTES, RAW};
 use crate::store::{Store, StoredEvent, HOUR_MS, MINUTE_MS};
+use crate::sys;
 
 /// Which hop of a target a series describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,14 +195,15 @@ pub struct Series {
 /// The sample a round contributes to `hop`'s series, if any: `Some(None)`
 /// is a lost probe, `None` means the round has no probe at that TTL.
 pub(crate) fn sample_for(round: &RoundRecord, hop: Hop) -> Option<Option<u64>> {
-    match hop {
-        Hop::Destination => Some(round.destination().and_then(|h: &HopSample| h.rtt_ns)),
+    let sample = match hop {
+        Hop::Destination => Some(round.destination().and_then(HopSample::rtt)),
         Hop::Ttl(ttl) => round
             .path_samples()
             .iter()
-            .find(|h| h.ttl == ttl)
-            .map(|h| h.rtt_ns),
-    }
+            .find(|h| h.ttl.get() == ttl)
+            .map(HopSample::rtt),
+    };
+    sample.map(|rtt| rtt.map(Rtt::as_nanos))
 }
 
 impl Store {
@@ -392,7 +394,7 @@ impl Store {
     /// Every target the store has seen (including ones written only to the
     /// buffer so far), sorted by name.
     pub fn targets(&self) -> Vec<TargetId> {
-        let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
+        let targets = sys::read(&self.targets);
         let mut names: Vec<TargetId> = targets.names().cloned().collect();
         names.sort();
         names

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::model::{RoundRecord, TargetId};
-use crate::probe::TimestampSource;
+use crate::probe::{Rtt, TimestampSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RawLogError {
@@ -105,10 +105,10 @@ impl RawLog {
                 target: &round.target,
                 seq: round.seq,
                 t_ms: round.started_at_ms,
-                ttl: hop.ttl,
-                responder: hop.responder,
-                rtt_ns: hop.rtt_ns,
-                reached: hop.reached,
+                ttl: hop.ttl.get(),
+                responder: hop.responder(),
+                rtt_ns: hop.rtt().map(Rtt::as_nanos),
+                reached: hop.reached(),
                 source: round.source,
             };
             serde_json::to_writer(&mut self.line, &line).map_err(|e| self.write_err(e.into()))?;
@@ -211,6 +211,7 @@ impl Drop for RawLog {
 mod tests {
     use super::*;
     use crate::model::HopSample;
+    use crate::probe::Ttl;
 
     fn round(seq: u64) -> RoundRecord {
         RoundRecord {
@@ -218,14 +219,17 @@ mod tests {
             seq,
             started_at_ms: 1_000 + seq,
             hops: (1..=3)
-                .map(|ttl| HopSample {
-                    ttl,
-                    responder: (ttl != 2).then(|| IpAddr::from([10, 0, 0, ttl])),
-                    rtt_ns: (ttl != 2).then_some(1_000 * ttl as u64),
-                    reached: ttl == 3,
+                .map(|ttl| {
+                    let rtt_ns = (ttl != 2).then_some(1_000 * ttl as u64);
+                    HopSample::answered_or_lost(
+                        ttl,
+                        IpAddr::from([10, 0, 0, ttl]),
+                        rtt_ns,
+                        ttl == 3,
+                    )
                 })
                 .collect(),
-            destination_ttl: Some(3),
+            destination_ttl: Ttl::new(3),
             source: TimestampSource::Ebpf,
         }
     }
@@ -249,6 +253,27 @@ mod tests {
         assert_eq!(lines[1]["rtt_ns"], serde_json::Value::Null);
         assert_eq!(lines[2]["reached"], true);
         assert_eq!(lines[2]["source"], "ebpf");
+    }
+
+    #[test]
+    fn the_line_format_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probes.jsonl");
+        let mut log = RawLog::open(&path, 1 << 20, 2).unwrap();
+        log.write_round(&round(7)).unwrap();
+        log.flush().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"target":"edge","seq":7,"t_ms":1007,"ttl":1,"responder":"10.0.0.1","rtt_ns":1000,"reached":false,"source":"ebpf"}"#,
+                "\n",
+                r#"{"target":"edge","seq":7,"t_ms":1007,"ttl":2,"responder":null,"rtt_ns":null,"reached":false,"source":"ebpf"}"#,
+                "\n",
+                r#"{"target":"edge","seq":7,"t_ms":1007,"ttl":3,"responder":"10.0.0.3","rtt_ns":3000,"reached":true,"source":"ebpf"}"#,
+                "\n",
+            )
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::HopSample;
-use crate::probe::TimestampSource;
+use crate::probe::{TimestampSource, Ttl};
 use crate::store::keys::{rollup_key, SeriesNum};
 use crate::store::rollup::HIST_GROUPING_POWER;
 
@@ -27,14 +27,9 @@ fn round(target: &str, seq: u64, at_ms: u64) -> RoundRecord {
     let hops = (1..=10u8)
         .map(|ttl| {
             let lost = (ttl == 4 && seq.is_multiple_of(7)) || (ttl == 10 && dest_lost);
-            HopSample {
-                ttl,
-                responder: (!lost).then(|| IpAddr::from([10, 0, ttl, 1])),
-                rtt_ns: (!lost).then(|| {
-                    ttl as u64 * 1_000_000 + (seq * 7919 + ttl as u64 * 104_729) % 900_000
-                }),
-                reached: ttl == 10 && !lost,
-            }
+            let rtt_ns = (!lost)
+                .then(|| ttl as u64 * 1_000_000 + (seq * 7919 + ttl as u64 * 104_729) % 900_000);
+            HopSample::answered_or_lost(ttl, IpAddr::from([10, 0, ttl, 1]), rtt_ns, ttl == 10)
         })
         .collect();
     RoundRecord {
@@ -42,7 +37,7 @@ fn round(target: &str, seq: u64, at_ms: u64) -> RoundRecord {
         seq,
         started_at_ms: at_ms,
         hops,
-        destination_ttl: (!dest_lost).then_some(10),
+        destination_ttl: (!dest_lost).then(|| Ttl::new(10).unwrap()),
         source: TimestampSource::Ebpf,
     }
 }

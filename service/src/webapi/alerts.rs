@@ -1,14 +1,15 @@
 //! The hook through which the web layer shows alerts: which alerts are firing
-//! (targets' and peers'), each webhook's delivery health, and how many
-//! deliveries failed. [`crate::alerts::Alerts`] implements it; [`NoAlerts`]
+//! (targets' and peers'), each webhook's delivery health, how many
+//! deliveries failed, and what the outbox holds in memory or dropped. [`crate::alerts::Alerts`] implements it; [`NoAlerts`]
 //! stands in where no alert subsystem runs.
 
 use std::collections::HashMap;
 
-use hopwatch_web::dto::{AlertDto, AlertSubject, WebhookDto};
+use hopwatch_web::dto::{AlertDto, AlertSubject, IncidentDto, WebhookDto};
+use hopwatch_web::metrics::{AlertOutboxMetrics, DroppedDeliveries};
 use hopwatch_web::model::sort_alerts;
 
-use crate::alerts::{ActiveAlert, Alerts, SubjectKind, WebhookStatus};
+use crate::alerts::{ActiveAlert, Alerts, Incident, SubjectKind, WebhookStatus};
 
 /// What the web layer needs from the alert subsystem.
 pub trait AlertSource: Send + Sync + 'static {
@@ -20,6 +21,14 @@ pub trait AlertSource: Send + Sync + 'static {
 
     /// Every webhook's delivery health, in config order.
     fn webhooks(&self) -> Vec<WebhookDto>;
+
+    /// Events the outbox holds in memory, and the deliveries it dropped;
+    /// `None` when no alert subsystem runs.
+    fn outbox_metrics(&self) -> Option<AlertOutboxMetrics>;
+
+    /// The incident history over `[from_ms, to_ms]`, of `target` when given,
+    /// newest first.
+    fn incidents(&self, from_ms: u64, to_ms: u64, target: Option<&str>) -> Vec<IncidentDto>;
 }
 
 /// The alerts firing now by subject key: a target's name, or `peer:NAME`
@@ -48,12 +57,45 @@ impl AlertSource for NoAlerts {
     fn webhooks(&self) -> Vec<WebhookDto> {
         Vec::new()
     }
+
+    fn outbox_metrics(&self) -> Option<AlertOutboxMetrics> {
+        None
+    }
+
+    fn incidents(&self, _: u64, _: u64, _: Option<&str>) -> Vec<IncidentDto> {
+        Vec::new()
+    }
 }
 
-/// A raised alert in the web crate's terms. The value, threshold and
-/// localisation are the raise's (records written before the raise event was
-/// kept have none).
+/// An incident in the web crate's terms.
+pub fn incident(incident: Incident, now_ms: u64) -> IncidentDto {
+    IncidentDto {
+        duration_ms: incident.duration_ms(now_ms),
+        id: incident.alert_id,
+        name: incident.kind.as_str().to_owned(),
+        subject: match incident.subject {
+            SubjectKind::Target => AlertSubject::Target,
+            SubjectKind::Peer => AlertSubject::Peer,
+        },
+        target: incident.target,
+        label: incident.label,
+        raised_at_ms: incident.raised_at_ms,
+        cleared_at_ms: incident.cleared_at_ms,
+        clear_reason: incident.clear_reason.map(|r| r.as_str().to_owned()),
+        summary: incident.summary,
+        peak_value: incident.peak_value,
+        threshold: incident.threshold,
+        unit: incident.unit,
+        localisation: incident.localisation,
+        updates: incident.updates,
+    }
+}
+
+/// A raised alert in the web crate's terms. The value and threshold are the
+/// raise's; the localisation is the one last sent (the latest update's, else
+/// the raise's). Records written before the raise event was kept have none.
 pub fn alert(active: ActiveAlert) -> AlertDto {
+    let localisation = active.localisation().cloned();
     let raise = active.raise;
     AlertDto {
         name: active.kind.as_str().to_owned(),
@@ -68,7 +110,7 @@ pub fn alert(active: ActiveAlert) -> AlertDto {
         value: raise.as_ref().and_then(|r| r.value),
         threshold: raise.as_ref().and_then(|r| r.threshold),
         unit: raise.as_ref().and_then(|r| r.unit.clone()),
-        localisation: raise.and_then(|r| r.localisation),
+        localisation,
     }
 }
 
@@ -85,6 +127,36 @@ impl AlertSource for Alerts {
 
     fn webhooks(&self) -> Vec<WebhookDto> {
         self.delivery_status().into_iter().map(webhook).collect()
+    }
+
+    fn outbox_metrics(&self) -> Option<AlertOutboxMetrics> {
+        let memory = self.memory_counts();
+        let deliveries_dropped = self
+            .delivery_status()
+            .into_iter()
+            .flat_map(|s| {
+                [("age", s.dropped_age), ("bytes", s.dropped_bytes)].map(|(reason, count)| {
+                    DroppedDeliveries {
+                        webhook: s.name.clone(),
+                        reason,
+                        count,
+                    }
+                })
+            })
+            .collect();
+        Some(AlertOutboxMetrics {
+            unpersisted: memory.held,
+            unpersisted_dropped: memory.dropped,
+            deliveries_dropped,
+        })
+    }
+
+    fn incidents(&self, from_ms: u64, to_ms: u64, target: Option<&str>) -> Vec<IncidentDto> {
+        let now = crate::sys::now_ms();
+        Alerts::incidents(self, from_ms, to_ms, target)
+            .into_iter()
+            .map(|i| incident(i, now))
+            .collect()
     }
 }
 
@@ -107,6 +179,8 @@ pub fn webhook(status: WebhookStatus) -> WebhookDto {
         last_error: status.last_error,
         next_retry_at_ms: status.next_retry_ms,
         retrying_targets: status.retrying_targets,
+        dropped_age: status.dropped_age,
+        dropped_bytes: status.dropped_bytes,
     }
 }
 
@@ -151,6 +225,7 @@ mod tests {
             raised_at_ms,
             summary: event.summary.clone(),
             raise: raise.then_some(event),
+            updated_localisation: None,
         }
     }
 
@@ -176,6 +251,17 @@ mod tests {
         );
         assert_eq!(dto.localisation.unwrap()["direction"], "backward");
         assert!(dto.summary.contains("backward path"), "{}", dto.summary);
+    }
+
+    #[test]
+    fn an_updated_alert_shows_its_latest_localisation() {
+        let mut updated = active(Subject::Target(name("edge")), AlertKind::Loss, 7, true);
+        updated.updated_localisation =
+            Some(serde_json::json!({"kind": "loss", "ttl": 2, "confidence": 0.6}));
+        let dto = alert(updated);
+        assert_eq!(dto.localisation.as_ref().unwrap()["ttl"], 2);
+        assert_eq!(dto.localisation.unwrap()["confidence"], 0.6);
+        assert_eq!(dto.since_ms, Some(7), "still the raise's alert");
     }
 
     #[test]
@@ -214,5 +300,31 @@ mod tests {
         assert_eq!(grouped["gw"].len(), 1);
         let peer: Vec<&str> = grouped["peer:gw"].iter().map(|a| a.name.as_str()).collect();
         assert_eq!(peer, ["loss", "jitter"]);
+    }
+
+    #[test]
+    fn a_webhook_shows_the_deliveries_its_outbox_bounds_dropped() {
+        let dto = webhook(WebhookStatus {
+            name: "pager".to_owned(),
+            url: "https://hooks.example/…".to_owned(),
+            format: crate::alerts::WebhookFormat::Slack,
+            signed: true,
+            pending: 1,
+            delivered: 4,
+            resent: 0,
+            failed_attempts: 3,
+            consecutive_failures: 2,
+            last_success_ms: Some(10),
+            last_error: Some("HTTP 500".to_owned()),
+            last_error_ms: Some(20),
+            next_retry_ms: Some(30),
+            retrying_targets: vec!["gw".to_owned()],
+            dropped_age: 2,
+            dropped_bytes: 5,
+        });
+        assert_eq!((dto.dropped_age, dto.dropped_bytes), (2, 5));
+        assert_eq!(dto.format, "slack");
+        assert!(dto.failing, "two attempts failed in a row");
+        assert_eq!(dto.retrying_targets, ["gw"]);
     }
 }

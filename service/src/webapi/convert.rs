@@ -9,7 +9,7 @@ use hopwatch_web::dto::{
 
 use crate::analysis::{DegradationKind, PathEvent, StatsSnapshot};
 use crate::enrich::Enricher;
-use crate::monitor::{TargetEvent, TargetStatus, TargetView};
+use crate::monitor::{ComponentMode, ComponentStatus, TargetEvent, TargetStatus, TargetView};
 use crate::probe::TimestampSource;
 use crate::store::StoredEvent;
 
@@ -145,6 +145,7 @@ pub fn detail(
                 since_start: stats(&h.since_start),
                 jitter_rfc3550_ns: h.jitter_rfc3550_ns,
                 rate_limited: h.rate_limited,
+                slow_responder: h.slow_responder,
                 is_destination: h.is_destination,
             }
         })
@@ -184,6 +185,8 @@ pub fn detail(
                 .to_owned(),
                 ttl: l.ttl,
                 responder: l.responder,
+                confidence: l.confidence,
+                rounds: l.rounds,
                 summary: l.summary.clone(),
             })
             .collect(),
@@ -216,6 +219,24 @@ pub fn path_summary(event: &PathEvent) -> String {
         PathEvent::HopCountChanged { before, after, .. } => {
             format!("hop count changed from {before} to {after}")
         }
+        PathEvent::ReturnPathChanged {
+            before,
+            after,
+            first_changed_ttl,
+            ..
+        } => {
+            let i = usize::from(*first_changed_ttl).saturating_sub(1);
+            let len = |v: &[Option<u8>]| v.get(i).copied().flatten();
+            match (len(before), len(after)) {
+                (Some(b), Some(a)) => format!(
+                    "return path changed from hop {first_changed_ttl} on, forward path unchanged: \
+                     replies cross {a} routers on the way back (were {b})"
+                ),
+                _ => format!(
+                    "return path changed from hop {first_changed_ttl} on, forward path unchanged"
+                ),
+            }
+        }
     }
 }
 
@@ -223,6 +244,7 @@ pub fn live_event(event: &TargetEvent) -> EventDto {
     let (kind, at_ms) = match &event.event {
         PathEvent::RouteChanged { at_ms, .. } => ("route_changed", *at_ms),
         PathEvent::HopCountChanged { at_ms, .. } => ("hop_count_changed", *at_ms),
+        PathEvent::ReturnPathChanged { at_ms, .. } => ("return_path_changed", *at_ms),
     };
     EventDto {
         target: event.target.to_string(),
@@ -253,6 +275,42 @@ pub fn stored_event(event: &StoredEvent) -> EventDto {
         kind: event.kind.clone(),
         summary,
         detail: event.payload.clone(),
+    }
+}
+
+/// A component's state for /healthz and /readyz: quarantined copies by file
+/// name only (they are in the state directory), and no error text (the
+/// endpoints are open; the error is in the log).
+pub fn component_health(status: &ComponentStatus) -> hopwatch_web::dto::ComponentHealthDto {
+    hopwatch_web::dto::ComponentHealthDto {
+        component: status.component.to_owned(),
+        state: match status.mode {
+            ComponentMode::Ok => "ok",
+            ComponentMode::Fresh => "fresh",
+            ComponentMode::Disabled => "disabled",
+            ComponentMode::Retrying => "retrying",
+        }
+        .to_owned(),
+        degraded: status.degraded(),
+        quarantined: status
+            .quarantined
+            .iter()
+            .map(|p| {
+                p.file_name().map_or_else(
+                    || p.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// A component's state for /metrics.
+pub fn component_metrics(status: &ComponentStatus) -> hopwatch_web::metrics::ComponentMetrics {
+    hopwatch_web::metrics::ComponentMetrics {
+        component: status.component.to_owned(),
+        degraded: status.degraded(),
+        quarantined_files: status.quarantined.len() as u64,
     }
 }
 

@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use hopwatch_web::dto::{HopRef, PointDto, SeriesDto};
 use hopwatch_web::{ReadError, TimeRange};
 
-use crate::model::TargetId;
+use crate::model::{HopSample, TargetId};
+use crate::probe::Rtt;
 use crate::store::{Hop, Point, Resolution, Series, Store, StoreError, HOUR_MS};
 
 /// Longest range for which "all hops" is read from raw rounds.
@@ -142,15 +143,20 @@ pub fn all(
         for (series, (ttl, _)) in out.iter_mut().zip(ttls) {
             // The same rule as the store's own raw series: the probe with this
             // TTL, in rounds that reached that far.
-            if let Some(sample) = round.path_samples().iter().find(|h| h.ttl == *ttl) {
-                series
-                    .points
-                    .push(PointDto::single(round.started_at_ms, sample.rtt_ns));
+            let sample = round.path_samples().iter().find(|h| h.ttl.get() == *ttl);
+            if let Some(sample) = sample {
+                series.points.push(PointDto::single(
+                    round.started_at_ms,
+                    sample.rtt().map(Rtt::as_nanos),
+                ));
             }
         }
         dest.points.push(PointDto::single(
             round.started_at_ms,
-            round.destination().and_then(|d| d.rtt_ns),
+            round
+                .destination()
+                .and_then(HopSample::rtt)
+                .map(Rtt::as_nanos),
         ));
     }
     out.push(dest);
@@ -166,6 +172,7 @@ mod tests {
     use super::*;
     use crate::model::{HopSample, RoundRecord};
     use crate::probe::TimestampSource;
+    use crate::probe::Ttl;
     use crate::store::StoreConfig;
     use std::net::Ipv4Addr;
 
@@ -177,11 +184,13 @@ mod tests {
         let start = 1_700_000_000_000u64;
         for i in 0..50u64 {
             let hops = (1..=3u8)
-                .map(|ttl| HopSample {
-                    ttl,
-                    responder: Some(IpAddr::V4(Ipv4Addr::new(198, 18, ttl, 2))),
-                    rtt_ns: (i % 7 != u64::from(ttl)).then_some(u64::from(ttl) * 1_000_000 + i),
-                    reached: ttl == 3,
+                .map(|ttl| {
+                    HopSample::answered_or_lost(
+                        ttl,
+                        IpAddr::V4(Ipv4Addr::new(198, 18, ttl, 2)),
+                        (i % 7 != u64::from(ttl)).then_some(u64::from(ttl) * 1_000_000 + i),
+                        ttl == 3,
+                    )
                 })
                 .collect();
             store
@@ -190,7 +199,7 @@ mod tests {
                     seq: i,
                     started_at_ms: start + i * 1000,
                     hops,
-                    destination_ttl: (i % 7 != 3).then_some(3),
+                    destination_ttl: (i % 7 != 3).then(|| Ttl::new(3).unwrap()),
                     source: TimestampSource::Ebpf,
                 })
                 .unwrap();

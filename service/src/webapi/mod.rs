@@ -28,8 +28,8 @@ use hopwatch_web::metrics::{
     EngineMetrics, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics, TargetMetrics,
 };
 use hopwatch_web::{
-    AppState, Control, ControlError, HopSelection, ReadError, ReadModel, TimeRange, Tokens,
-    WebServer, WebSettings,
+    AppState, Control, ControlError, HopSelection, HostCheck, ReadError, ReadModel, TimeRange,
+    Tokens, WebServer, WebSettings,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ use crate::config::{Config, WebConfig};
 use crate::enrich::Enricher;
 use crate::model::TargetId;
 use crate::monitor::{Monitor, PeerView, TargetView};
-use crate::store::now_ms;
+use crate::sys::{self, now_ms};
 
 pub use alerts::{AlertSource, NoAlerts};
 pub use persist::ConfigFile;
@@ -99,16 +99,12 @@ impl WebApi {
 
     /// Probes in the live window (`[statistics] window`).
     fn window_probes(&self) -> u32 {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .statistics
-            .window
+        sys::read(&self.config).statistics.window
     }
 
     /// The daemon applied a new config (a reload).
     pub fn reloaded(&self, config: &Config) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config.clone();
+        *sys::write(&self.config) = config.clone();
     }
 
     /// From now on the daemon is stopping: not ready, no more writes.
@@ -163,10 +159,7 @@ impl WebApi {
                     continue;
                 }
                 last_flush = Some(flushes);
-                let targets: Vec<(TargetId, Duration, Duration)> = api
-                    .config
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
+                let targets: Vec<(TargetId, Duration, Duration)> = sys::read(&api.config)
                     .targets
                     .iter()
                     .map(|t| (t.id.clone(), t.probe.timeout, t.probe.interval))
@@ -217,7 +210,7 @@ impl WebApi {
         let file = self.file.as_ref().ok_or_else(|| ControlError::Conflict {
             reason: "this daemon has no config file to save changes to".to_owned(),
         })?;
-        let _one_at_a_time = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = sys::lock(&self.writing);
         let monitor = self.monitor().ok_or(ControlError::ShuttingDown)?;
         let Some(config) = edit(file)? else {
             return Ok(false);
@@ -259,12 +252,7 @@ impl ReadModel for WebApi {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             timestamp_source: source,
             started_at_ms: self.started_at_ms,
-            window_probes: self
-                .config
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .statistics
-                .window,
+            window_probes: sys::read(&self.config).statistics.window,
         }
     }
 
@@ -369,7 +357,7 @@ impl ReadModel for WebApi {
         let Some((_, view)) = self.view(id) else {
             return Ok(None);
         };
-        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+        let config = sys::read(&self.config);
         let window = config.statistics.window;
         let resolution = series
             .first()
@@ -433,6 +421,7 @@ impl ReadModel for WebApi {
                 targets: TargetCounts::default(),
                 last_round_at_ms: None,
                 shutting_down,
+                components: Vec::new(),
             };
         };
         let stats = monitor.engine().stats();
@@ -466,7 +455,23 @@ impl ReadModel for WebApi {
             targets: counts,
             last_round_at_ms: last_round,
             shutting_down,
+            components: monitor
+                .components()
+                .iter()
+                .map(convert::component_health)
+                .collect(),
         }
+    }
+
+    fn components(&self) -> Vec<hopwatch_web::dto::ComponentHealthDto> {
+        self.monitor()
+            .map(|m| {
+                m.components()
+                    .iter()
+                    .map(convert::component_health)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn webhooks(&self) -> Vec<hopwatch_web::dto::WebhookDto> {
@@ -475,6 +480,14 @@ impl ReadModel for WebApi {
 
     fn alerts(&self) -> Vec<hopwatch_web::dto::AlertDto> {
         self.alerts.active()
+    }
+
+    fn incidents(
+        &self,
+        range: hopwatch_web::query::TimeRange,
+        target: Option<&str>,
+    ) -> Vec<hopwatch_web::dto::IncidentDto> {
+        self.alerts.incidents(range.from_ms, range.to_ms, target)
     }
 
     fn metrics(&self) -> MetricsSnapshot {
@@ -526,6 +539,7 @@ impl ReadModel for WebApi {
                                     loss_ratio: h.window.loss_pct.map(|p| p / 100.0),
                                     jitter_seconds: h.window.jitter_mean_ns.map(|ns| ns / 1e9),
                                     rate_limited: h.rate_limited,
+                                    slow_responder: h.slow_responder,
                                     rtt: self
                                         .hop_histograms
                                         .then(|| counts.map(|c| c.rtt.clone()).unwrap_or_default()),
@@ -566,6 +580,12 @@ impl ReadModel for WebApi {
                 healthy: store.health().ok,
             },
             webhook_delivery_failures: self.alerts.webhook_failures(),
+            alert_outbox: self.alerts.outbox_metrics(),
+            components: monitor
+                .components()
+                .iter()
+                .map(convert::component_metrics)
+                .collect(),
             targets,
             peers: monitor
                 .peers()
@@ -668,6 +688,10 @@ pub fn settings(web: &WebConfig) -> WebSettings {
             write: web.write_token.clone(),
         },
         max_body_bytes: usize::try_from(web.max_body_bytes).unwrap_or(usize::MAX),
+        request_timeout: web.request_timeout,
+        max_concurrent_reads: usize::try_from(web.max_concurrent_reads).unwrap_or(usize::MAX),
+        max_live_streams: usize::try_from(web.max_live_streams).unwrap_or(usize::MAX),
+        hosts: HostCheck::for_listen(web.listen, &web.allowed_hosts),
         ..WebSettings::default()
     }
 }
@@ -721,5 +745,35 @@ impl Web {
     pub async fn shutdown(self, grace: Duration) {
         self.api.begin_shutdown();
         self.server.shutdown(grace).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_web_limits_reach_the_server() {
+        let mut web = WebConfig {
+            request_timeout: Duration::from_secs(3),
+            max_concurrent_reads: 2,
+            max_live_streams: 5,
+            ..WebConfig::default()
+        };
+        let s = settings(&web);
+        assert_eq!(s.request_timeout, Duration::from_secs(3));
+        assert_eq!(s.max_concurrent_reads, 2);
+        assert_eq!(s.max_live_streams, 5);
+        // Loopback (the default): Host always checked.
+        assert!(s.hosts.enforced());
+        assert!(!s.hosts.allows("evil.example"));
+
+        // On the network: checked only once names are listed.
+        web.listen = "0.0.0.0:9470".parse().unwrap();
+        assert!(!settings(&web).hosts.enforced());
+        web.allowed_hosts = vec!["mon.example".to_owned()];
+        let s = settings(&web);
+        assert!(s.hosts.allows("mon.example:9470"));
+        assert!(!s.hosts.allows("evil.example"));
     }
 }

@@ -14,7 +14,7 @@ use crate::model::TargetId;
 use crate::store::{PeerSeries, Resolution, Store};
 use crate::webapi::history::{point, read_error};
 
-use crate::monitor::peers::DelayWindow;
+use crate::analysis::DelayWindow;
 use crate::monitor::{PeerState, PeerView};
 use crate::peer::{Direction, OwdValidity, Transport};
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use hopwatch_web::metrics::Histogram;
 
-use crate::model::{RoundRecord, TargetId};
-use crate::probe::TimestampSource;
+use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::probe::{Rtt, TimestampSource, Ttl};
 use crate::store::Store;
+use crate::sys;
 
 /// Rounds kept per target for its sparkline.
 pub const SPARKLINE_ROUNDS: usize = 120;
@@ -64,7 +65,10 @@ pub struct TargetTap {
 
 impl TargetTap {
     fn push_sparkline(&mut self, round: &RoundRecord) {
-        let rtt = round.destination().and_then(|d| d.rtt_ns);
+        let rtt = round
+            .destination()
+            .and_then(HopSample::rtt)
+            .map(Rtt::as_nanos);
         // Rounds arrive roughly in order; keep the line sorted anyway.
         let at = self
             .sparkline
@@ -79,7 +83,7 @@ impl TargetTap {
 
     /// Counts one round.
     fn count(&mut self, round: &RoundRecord) {
-        if let Some(ttl) = round.destination_ttl {
+        if let Some(ttl) = round.destination_ttl.map(Ttl::get) {
             if ttl < self.hop_limit {
                 // The path got shorter: the TTLs beyond it are gone.
                 self.hops.retain(|t, _| *t <= ttl);
@@ -89,24 +93,28 @@ impl TargetTap {
         // Without an answer from the destination, TTLs up to the known path
         // (or the furthest answer) count; the rest are probes past the end.
         let limit = match round.destination_ttl {
-            Some(ttl) => ttl,
+            Some(ttl) => ttl.get(),
             None => round
                 .hops
                 .iter()
-                .filter(|h| h.rtt_ns.is_some())
-                .map(|h| h.ttl)
+                .filter(|h| !h.is_lost())
+                .map(|h| h.ttl.get())
                 .max()
                 .unwrap_or(0)
                 .max(self.hop_limit),
         };
-        for sample in round.hops.iter().filter(|h| h.ttl > 0 && h.ttl <= limit) {
+        for sample in round.hops.iter().filter(|h| h.ttl.get() <= limit) {
             self.hops
-                .entry(sample.ttl)
+                .entry(sample.ttl.get())
                 .or_default()
-                .record(sample.rtt_ns);
+                .record(sample.rtt().map(Rtt::as_nanos));
         }
-        self.destination
-            .record(round.destination().and_then(|d| d.rtt_ns));
+        self.destination.record(
+            round
+                .destination()
+                .and_then(HopSample::rtt)
+                .map(Rtt::as_nanos),
+        );
         self.last_source = Some(round.source);
     }
 }
@@ -130,7 +138,7 @@ impl RoundTap {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TargetId, TargetTap>> {
-        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+        sys::lock(&self.targets)
     }
 
     /// Reads the rounds stored since the last scan. `targets` are the
@@ -225,7 +233,7 @@ impl RoundTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::HopSample;
+    use crate::model::HopOutcome;
     use crate::store::StoreConfig;
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -237,11 +245,13 @@ mod tests {
         lost_ttl: u8,
     ) -> RoundRecord {
         let hops = (1..=3u8)
-            .map(|ttl| HopSample {
-                ttl,
-                responder: Some(IpAddr::V4(Ipv4Addr::new(198, 18, ttl, 2))),
-                rtt_ns: (ttl != lost_ttl).then_some(u64::from(ttl) * 1_000_000),
-                reached: Some(ttl) == dest_ttl,
+            .map(|ttl| {
+                HopSample::answered_or_lost(
+                    ttl,
+                    IpAddr::V4(Ipv4Addr::new(198, 18, ttl, 2)),
+                    (ttl != lost_ttl).then_some(u64::from(ttl) * 1_000_000),
+                    Some(ttl) == dest_ttl,
+                )
             })
             .collect();
         RoundRecord {
@@ -249,7 +259,7 @@ mod tests {
             seq,
             started_at_ms: at_ms,
             hops,
-            destination_ttl: dest_ttl,
+            destination_ttl: dest_ttl.and_then(Ttl::new),
             source: TimestampSource::Kernel,
         }
     }
@@ -323,9 +333,11 @@ mod tests {
         // The destination does not answer: TTL 3 is a probe past the end.
         let mut silent = round(&id, 1, 1000, None, 3);
         for h in &mut silent.hops {
-            h.reached = false;
+            if let HopOutcome::Answered(answer) = &mut h.outcome {
+                answer.is_destination = false;
+            }
         }
-        silent.hops[1].rtt_ns = None;
+        silent.hops[1] = HopSample::lost(silent.hops[1].ttl);
         tap.count(&silent);
         assert_eq!(tap.hops.get(&3), None);
         assert_eq!(tap.hops[&2].sent, 2);

@@ -19,8 +19,8 @@ use std::{
 };
 
 use hopwatch::{
-    model::{HopSample, RoundRecord, TargetId},
-    probe::TimestampSource,
+    model::{HopAnswer, HopSample, RoundRecord, TargetId},
+    probe::{Rtt, TimestampSource, Ttl},
     store::{
         codec::{encode, RawRoundV1},
         keys::{raw_key, rollup_key, SeriesNum, TargetNum},
@@ -97,11 +97,19 @@ impl SimModel {
                 if spike_from.is_some_and(|from| ttl >= from) {
                     rtt += spike_ns;
                 }
-                HopSample {
-                    ttl,
-                    responder: (!lost).then_some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, ttl))),
-                    rtt_ns: (!lost).then_some(rtt as u64),
-                    reached: is_dest && !lost,
+                let ttl = Ttl::new(ttl).expect("simulated TTLs start at 1");
+                if lost {
+                    HopSample::lost(ttl)
+                } else {
+                    HopSample::answered(
+                        ttl,
+                        HopAnswer {
+                            responder: IpAddr::V4(Ipv4Addr::new(192, 0, 2, ttl.get())),
+                            rtt: Rtt::from_nanos(rtt as u64),
+                            is_destination: is_dest,
+                            reply_ttl: None,
+                        },
+                    )
                 }
             })
             .collect();
@@ -110,7 +118,7 @@ impl SimModel {
             seq,
             started_at_ms: at_ms,
             hops,
-            destination_ttl: (!dest_lost).then_some(SIM_HOPS),
+            destination_ttl: (!dest_lost).then_some(Ttl::new(SIM_HOPS).expect("SIM_HOPS is not 0")),
             source: TimestampSource::Ebpf,
         }
     }
@@ -223,14 +231,15 @@ pub struct LogicalDay {
 /// the destination at whatever TTL answered (a lost probe if none did), a
 /// TTL only up to the destination.
 fn series_sample(round: &RoundRecord, hop: Hop) -> Option<Option<u64>> {
-    match hop {
-        Hop::Destination => Some(round.destination().and_then(|h| h.rtt_ns)),
+    let sample = match hop {
+        Hop::Destination => Some(round.destination().and_then(HopSample::rtt)),
         Hop::Ttl(ttl) => round
             .path_samples()
             .iter()
-            .find(|h| h.ttl == ttl)
-            .map(|h| h.rtt_ns),
-    }
+            .find(|h| h.ttl.get() == ttl)
+            .map(HopSample::rtt),
+    };
+    sample.map(|rtt| rtt.map(Rtt::as_nanos))
 }
 
 /// One day of the model encoded the way the store encodes it: every round,
@@ -406,9 +415,9 @@ mod tests {
         let mut dest_rtts = Vec::new();
         for seq in 0..20_000 {
             let r = SimModel.round(&id, seq, seq * 1000);
-            lost6 += u32::from(r.hops[5].lost());
+            lost6 += u32::from(r.hops[5].is_lost());
             if let Some(d) = r.destination() {
-                dest_rtts.push(d.rtt_ns.unwrap());
+                dest_rtts.push(d.rtt().unwrap().as_nanos());
             }
         }
         // 10 % of hop 6 lost; the destination's RTT near its 23.9 ms base.

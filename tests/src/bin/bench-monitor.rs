@@ -265,7 +265,7 @@ fn daemon(args: &RunArgs, hopwatch: &Path, out_dir: &Path) -> anyhow::Result<Dae
     let state_at_window_start = dir_size(&state)?;
     let started = Instant::now();
     let start = ProcSample::of(pid)?;
-    let window_start_ms = hopwatch::store::now_ms();
+    let window_start_ms = hopwatch::sys::now_ms();
     let mut samples = vec![(Duration::ZERO, start)];
     let window = Duration::from_secs(args.window_s);
     while started.elapsed() < window {
@@ -310,7 +310,7 @@ fn daemon(args: &RunArgs, hopwatch: &Path, out_dir: &Path) -> anyhow::Result<Dae
         rounds_per_target.push(rounds.len() as u64);
         for round in &rounds {
             probes += round.hops.len() as u64;
-            answered += round.hops.iter().filter(|h| !h.lost()).count() as u64;
+            answered += round.hops.iter().filter(|h| !h.is_lost()).count() as u64;
         }
     }
     drop(store);

@@ -27,7 +27,7 @@ pub const MARK: &str = "webhook: ";
 /// One alert event as the receiver prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// `raised` or `cleared`.
+    /// `raised`, `updated` or `cleared`.
     pub state: String,
     /// `loss`, `latency`, `route_change`, ...
     pub kind: String,
@@ -49,10 +49,13 @@ impl Delivery {
     pub fn from_event(event: &AlertEvent, signed: bool) -> Self {
         let (mut hop, mut responder) = (None, None);
         match event.kind {
-            // Where a degradation begins, when it is raised (a clear's
-            // localisation, if any, describes what is left, not the alert).
+            // Where a degradation begins, when it is raised or updated (a
+            // clear's localisation, if any, describes what is left, not the
+            // alert).
             AlertKind::Loss | AlertKind::Latency | AlertKind::Jitter | AlertKind::Mos => {
-                if let (AlertState::Raised, Some(loc)) = (event.state, &event.localisation) {
+                if let (AlertState::Raised | AlertState::Updated, Some(loc)) =
+                    (event.state, &event.localisation)
+                {
                     hop = loc["ttl"].as_u64().and_then(|t| u8::try_from(t).ok());
                     responder = loc["responder"].as_str().and_then(|a| a.parse().ok());
                 }
@@ -67,6 +70,14 @@ impl Delivery {
                         .and_then(|a| a.as_str())
                         .and_then(|a| a.parse().ok());
                 }
+            }
+            // Where the way back first changed.
+            AlertKind::ReturnPathChange => {
+                hop = event
+                    .path_change
+                    .as_ref()
+                    .and_then(|c| c["first_changed_ttl"].as_u64())
+                    .and_then(|t| u8::try_from(t).ok());
             }
             AlertKind::Unreachable | AlertKind::HopCountChange => {}
         }
@@ -165,11 +176,7 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
         }
     };
     let key = header(IDEMPOTENCY_HEADER).unwrap_or(&event.id).to_owned();
-    let fresh = inbox
-        .seen
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(key);
+    let fresh = hopwatch::sys::lock(&inbox.seen).insert(key);
     // A retry of a delivery already taken: acknowledge it again, print nothing.
     if fresh {
         inbox

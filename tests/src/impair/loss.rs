@@ -3,10 +3,7 @@
 
 use std::{sync::mpsc, time::Duration};
 
-use super::{
-    filter::{packet_rules, RuleSet},
-    At, Impairment, Undo,
-};
+use super::{filter::RuleSet, At, Impairment, Undo};
 use crate::{
     error::{LabError, Result},
     Lab,
@@ -15,7 +12,7 @@ use crate::{
 impl Lab {
     fn drop_rules(&self, at: &At, kind: &str, rule: String) -> Result<RuleSet> {
         let site = self.site(at)?;
-        let (v4, v6) = packet_rules(site.hook, &site.matches, vec![rule]);
+        let (v4, v6) = site.packet_rules(vec![rule]);
         Ok(RuleSet {
             ns: site.ns,
             table: "mangle",

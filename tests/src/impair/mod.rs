@@ -5,7 +5,9 @@
 //!
 //! Where an impairment acts is an [`At`]: one direction of a link (applied on the
 //! sending node's egress interface, so it also catches what that node generates
-//! itself, such as its ICMP errors) or everything a router receives. Packet
+//! itself, such as its ICMP errors) or everything a router receives, either of them
+//! optionally narrowed to the packets addressed to one address (`At::to_address`,
+//! so impairments on different targets of `dst` run side by side). Packet
 //! impairments spare IPv6 neighbour discovery and MLD, as they spare ARP (not IP).
 
 pub mod delay;
@@ -14,9 +16,9 @@ pub mod icmp;
 pub mod loss;
 pub mod nfq;
 
-use std::{sync::mpsc, thread::JoinHandle};
+use std::{net::IpAddr, sync::mpsc, thread::JoinHandle};
 
-use filter::RuleSet;
+use filter::{packet_rules, FamilyRules, RuleSet};
 
 use crate::{error::Result, netns::sysctl, topology::plan::NodeId, Lab};
 
@@ -32,6 +34,15 @@ pub enum At {
     },
     /// Every packet node `name` receives, in both directions (but not on `lo`).
     Router(String),
+    /// Only the packets at `at` addressed to `dst` (so only its family), e.g. the
+    /// probes of one target: impairments scoped this way on different addresses
+    /// of `dst` run side by side without seeing each other's traffic.
+    ToAddress {
+        /// Where, before scoping.
+        at: Box<At>,
+        /// The destination address the packets must have.
+        dst: IpAddr,
+    },
 }
 
 impl At {
@@ -47,6 +58,14 @@ impl At {
     pub fn router(name: &str) -> Self {
         Self::Router(name.to_owned())
     }
+
+    /// This place, but only for packets addressed to `dst`.
+    pub fn to_address(self, dst: IpAddr) -> Self {
+        Self::ToAddress {
+            at: Box::new(self),
+            dst,
+        }
+    }
 }
 
 impl std::fmt::Display for At {
@@ -54,6 +73,7 @@ impl std::fmt::Display for At {
         match self {
             Self::Link { from, to } => write!(f, "link {from}->{to}"),
             Self::Router(name) => write!(f, "router {name}"),
+            Self::ToAddress { at, dst } => write!(f, "{at} to {dst}"),
         }
     }
 }
@@ -64,6 +84,23 @@ pub(crate) struct Site {
     pub ns: String,
     pub hook: &'static str,
     pub matches: String,
+    /// `Some(true)` for IPv6 only, `Some(false)` for IPv4 only, `None` for both.
+    pub only_v6: Option<bool>,
+}
+
+impl Site {
+    /// The rule set halves of a packet impairment here ([`packet_rules`]), with
+    /// the hooks of a family the site excludes removed (an address match is
+    /// valid in one family only).
+    pub fn packet_rules(&self, rules: Vec<String>) -> (FamilyRules, FamilyRules) {
+        let (mut v4, mut v6) = packet_rules(self.hook, &self.matches, rules);
+        match self.only_v6 {
+            Some(true) => v4.hooks.clear(),
+            Some(false) => v6.hooks.clear(),
+            None => {}
+        }
+        (v4, v6)
+    }
 }
 
 impl Lab {
@@ -76,6 +113,7 @@ impl Lab {
                     // mangle POSTROUTING sees forwarded and locally generated packets.
                     hook: "POSTROUTING",
                     matches: format!("-o {}", end.ifname),
+                    only_v6: None,
                 })
             }
             At::Router(name) => Ok(Site {
@@ -83,7 +121,14 @@ impl Lab {
                 // mangle PREROUTING sees everything arriving, before routing.
                 hook: "PREROUTING",
                 matches: "! -i lo".to_owned(),
+                only_v6: None,
             }),
+            At::ToAddress { at, dst } => {
+                let mut site = self.site(at)?;
+                site.matches = format!("{} -d {dst}", site.matches);
+                site.only_v6 = Some(dst.is_ipv6());
+                Ok(site)
+            }
         }
     }
 }

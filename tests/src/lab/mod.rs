@@ -10,9 +10,11 @@ use std::{
     process::Command,
     sync::{
         atomic::{AtomicU32, AtomicUsize, Ordering},
-        Mutex, MutexGuard,
+        Mutex,
     },
 };
+
+use hopwatch::sys::lock;
 
 pub use paths::{Hop, PathGuard};
 
@@ -45,10 +47,6 @@ pub struct Lab {
     silenced: Mutex<Vec<NodeId>>,
     next_queue: AtomicU32,
     next_chain: AtomicU32,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Lab {

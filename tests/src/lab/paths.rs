@@ -4,11 +4,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{lock, setup::run_batches, Lab};
+use super::{setup::run_batches, Lab};
 use crate::{
     error::{LabError, Result},
     topology::{routes, spec::PathSelect},
 };
+use hopwatch::sys::lock;
 
 /// One router on a path, as a traceroute from `src` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +102,28 @@ impl Lab {
             .collect();
         run_batches(scripts)?;
         Ok(std::mem::replace(&mut *current, sel))
+    }
+
+    /// Changes only the way back: the merging router sends packets towards
+    /// `src` through branch `sel` while forward traffic keeps its path. Replies
+    /// from the merging router and every hop after it then cross another
+    /// branch (asymmetric routing); a traceroute sees the same hops as before.
+    pub fn set_return_path(&self, sel: PathSelect) -> Result<()> {
+        let plan = self.plan();
+        let merging = routes::policy_routers(plan).last().copied();
+        let Some(merging) = merging.filter(|_| plan.check_selection(sel)) else {
+            return Err(LabError::NoSuchPath {
+                lab: self.id().to_owned(),
+                selection: sel.to_string(),
+                branches: plan.branch_count(),
+            });
+        };
+        let _current = lock(&self.path);
+        let script = routes::for_node(plan, merging, sel)
+            .iter()
+            .map(|r| r.replace_line() + "\n")
+            .collect();
+        run_batches(vec![(plan.node(merging).ns.clone(), script)])
     }
 
     /// Like [`set_path`](Self::set_path), restoring the previous path when the guard

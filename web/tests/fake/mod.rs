@@ -66,6 +66,7 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
             since_start: stats(rounds, rounds, f64::from(ttl)),
             jitter_rfc3550_ns: Some(500.0),
             rate_limited: ttl == 2,
+            slow_responder: false,
             is_destination: ttl == hops,
         })
         .collect();
@@ -176,6 +177,8 @@ pub fn webhooks() -> Vec<WebhookDto> {
             last_error: Some("timed out".into()),
             next_retry_at_ms: None,
             retrying_targets: vec![],
+            dropped_age: 0,
+            dropped_bytes: 0,
         },
         WebhookDto {
             name: "am".into(),
@@ -193,6 +196,8 @@ pub fn webhooks() -> Vec<WebhookDto> {
             last_error: Some("the receiver answered HTTP 500".into()),
             next_retry_at_ms: Some(10_000),
             retrying_targets: vec!["alpha".into()],
+            dropped_age: 1,
+            dropped_bytes: 0,
         },
     ]
 }
@@ -210,6 +215,41 @@ pub fn alpha() -> TargetDetail {
     alpha
 }
 
+/// Two closed incidents of alpha (a loss whose localisation was updated once,
+/// a latency alert) and one still raised on a peer. Times are relative to now.
+pub fn incidents() -> Vec<IncidentDto> {
+    let now = hopwatch_web::query::now_ms();
+    let incident = |id: &str, name: &str, target: &str, ago_min: u64, lasted_min: Option<u64>| {
+        let raised = now - ago_min * 60_000;
+        IncidentDto {
+            id: id.into(),
+            name: name.into(),
+            subject: if target.starts_with("peer:") {
+                AlertSubject::Peer
+            } else {
+                AlertSubject::Target
+            },
+            target: target.into(),
+            label: None,
+            raised_at_ms: raised,
+            cleared_at_ms: lasted_min.map(|m| raised + m * 60_000),
+            clear_reason: lasted_min.map(|_| "recovered".into()),
+            duration_ms: lasted_min.unwrap_or(ago_min) * 60_000,
+            summary: format!("{name} on {target}"),
+            peak_value: Some(42.0),
+            threshold: Some(20.0),
+            unit: Some("pct".into()),
+            localisation: Some(serde_json::json!({"kind": "loss", "ttl": 2, "confidence": 0.98})),
+            updates: u32::from(name == "loss"),
+        }
+    };
+    vec![
+        incident("i-1", "loss", "alpha", 3 * 24 * 60, Some(25)),
+        incident("i-2", "latency", "alpha", 90, Some(10)),
+        incident("i-3", "loss", "peer:branch-b", 5, None),
+    ]
+}
+
 pub struct Fake {
     pub targets: Mutex<Vec<TargetDetail>>,
     pub webhooks: Mutex<Vec<WebhookDto>>,
@@ -217,6 +257,8 @@ pub struct Fake {
     pub engine_running: Mutex<bool>,
     pub calls: Mutex<Vec<Call>>,
     pub fail_store: Mutex<bool>,
+    /// How long every history read takes (series, events, exports).
+    pub read_delay: Mutex<std::time::Duration>,
 }
 
 impl Fake {
@@ -228,6 +270,7 @@ impl Fake {
             engine_running: Mutex::new(true),
             calls: Mutex::new(Vec::new()),
             fail_store: Mutex::new(false),
+            read_delay: Mutex::new(std::time::Duration::ZERO),
         })
     }
 
@@ -248,6 +291,9 @@ impl Fake {
     }
 
     fn store_check(&self) -> Result<(), ReadError> {
+        // A slow store: the read model runs on the blocking pool, so sleeping is fair.
+        let delay = *self.read_delay.lock().unwrap();
+        std::thread::sleep(delay);
         if *self.fail_store.lock().unwrap() {
             return Err(ReadError::Failed {
                 what: "reading rounds",
@@ -421,11 +467,25 @@ impl ReadModel for Fake {
             },
             last_round_at_ms: Some(20_000),
             shutting_down: false,
+            components: Vec::new(),
         }
     }
 
     fn webhooks(&self) -> Vec<WebhookDto> {
         self.webhooks.lock().unwrap().clone()
+    }
+
+    fn incidents(&self, range: TimeRange, target: Option<&str>) -> Vec<IncidentDto> {
+        let mut found: Vec<IncidentDto> = incidents()
+            .into_iter()
+            .filter(|i| {
+                i.raised_at_ms <= range.to_ms
+                    && i.cleared_at_ms.is_none_or(|c| c >= range.from_ms)
+                    && target.is_none_or(|t| t == i.target)
+            })
+            .collect();
+        found.sort_by_key(|i| std::cmp::Reverse(i.raised_at_ms));
+        found
     }
 
     fn metrics(&self) -> MetricsSnapshot {
@@ -457,6 +517,8 @@ impl ReadModel for Fake {
                 ..StoreMetrics::default()
             },
             webhook_delivery_failures: Some(2),
+            alert_outbox: None,
+            components: Vec::new(),
             targets: vec![TargetMetrics {
                 target: "alpha".into(),
                 state: "running".into(),
@@ -480,6 +542,7 @@ impl ReadModel for Fake {
                         loss_ratio: Some(0.0),
                         jitter_seconds: Some(0.0001),
                         rate_limited: false,
+                        slow_responder: false,
                         rtt: Some(h.clone()),
                     },
                     HopMetrics {
@@ -490,6 +553,7 @@ impl ReadModel for Fake {
                         loss_ratio: Some(1.0),
                         jitter_seconds: None,
                         rate_limited: true,
+                        slow_responder: false,
                         rtt: Some(Histogram::default()),
                     },
                 ],
@@ -693,6 +757,7 @@ pub fn settings(read: bool, write: bool) -> WebSettings {
         max_body_bytes: 4096,
         live_interval: std::time::Duration::from_millis(50),
         overview_max_age: std::time::Duration::from_millis(10),
+        ..WebSettings::default()
     }
 }
 

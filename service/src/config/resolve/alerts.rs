@@ -9,13 +9,15 @@ use std::str::FromStr;
 use toml::Spanned;
 
 use super::{at, duration, integer, Ctx};
-use crate::alerts::{AlertKind, Secret, Subject, WebhookUrl, PEER_PREFIX};
-use crate::config::alerts::{
-    AlertRules, AlertsConfig, LatencyStat, WebhookConfig, WebhookFilter, WebhookFormat,
+use crate::alerts::settings::{
+    AlertRules, AlertsConfig, LatencyStat, OutboxLimits, WebhookConfig, WebhookFilter,
+    WebhookFormat,
 };
+use crate::alerts::{AlertKind, Secret, Subject, WebhookUrl, PEER_PREFIX};
 use crate::config::error::{ConfigError, Problem, Section};
 use crate::config::peers::PeerConfig;
 use crate::config::raw::{RawAlertRules, RawConfig, RawWebhook};
+use crate::config::units::size_in;
 use crate::config::validated::TargetConfig;
 use crate::config::{defaults, limits};
 use crate::model::TargetId;
@@ -53,6 +55,7 @@ pub(super) fn resolve(
                 index,
                 name: Some(target.id.to_string()),
             };
+            outbox_keys_absent(ctx, &section, overrides.get_ref())?;
             let resolved = rules(ctx, &section, overrides.get_ref(), &global)?;
             per_target.insert(target.id.clone(), resolved);
         }
@@ -79,7 +82,69 @@ pub(super) fn resolve(
         targets: per_target,
         peers: per_peer,
         webhooks,
+        outbox: outbox_limits(ctx, &raw.alerts)?,
     })
+}
+
+/// `[alerts] outbox_*`.
+fn outbox_limits(ctx: &Ctx<'_>, raw: &RawAlertRules) -> Result<OutboxLimits, ConfigError> {
+    let section = Section::Table("alerts");
+    let max_age = duration(
+        ctx,
+        &section,
+        "outbox_max_age",
+        raw.outbox_max_age.as_ref(),
+        defaults::ALERT_OUTBOX_MAX_AGE,
+        limits::ALERT_OUTBOX_MAX_AGE,
+    )?;
+    let max_bytes = match &raw.outbox_max_bytes {
+        Some(size) => {
+            let (min, max) = limits::ALERT_OUTBOX_MAX_BYTES;
+            size_in(size.get_ref(), min, max)
+                .map_err(|problem| ctx.invalid(&section, "outbox_max_bytes", at(size), problem))?
+        }
+        None => defaults::ALERT_OUTBOX_MAX_BYTES,
+    };
+    let memory_events = match &raw.outbox_memory_events {
+        Some(v) => integer(
+            ctx,
+            &section,
+            "outbox_memory_events",
+            v,
+            limits::ALERT_OUTBOX_MEMORY_EVENTS,
+        )?,
+        None => defaults::ALERT_OUTBOX_MEMORY_EVENTS,
+    };
+    Ok(OutboxLimits {
+        max_age,
+        max_bytes,
+        memory_events,
+    })
+}
+
+/// A target's `alerts` table takes thresholds only: the outbox is shared.
+fn outbox_keys_absent(
+    ctx: &Ctx<'_>,
+    section: &Section,
+    raw: &RawAlertRules,
+) -> Result<(), ConfigError> {
+    let written = [
+        ("outbox_max_age", raw.outbox_max_age.as_ref().map(at)),
+        ("outbox_max_bytes", raw.outbox_max_bytes.as_ref().map(at)),
+        (
+            "outbox_memory_events",
+            raw.outbox_memory_events.as_ref().map(at),
+        ),
+    ];
+    match written
+        .into_iter()
+        .find_map(|(key, place)| Some((key, place?)))
+    {
+        Some((key, place)) => {
+            Err(ctx.invalid(section, key, place, Problem::OutboxKeyOutsideAlerts))
+        }
+        None => Ok(()),
+    }
 }
 
 /// `raw`'s thresholds over `base` (the built-in defaults for `[alerts]`,
@@ -160,6 +225,10 @@ fn rules(
             .hop_count_change
             .as_ref()
             .map_or(base.hop_count_change, |v| *v.get_ref()),
+        return_path_change: raw
+            .return_path_change
+            .as_ref()
+            .map_or(base.return_path_change, |v| *v.get_ref()),
         raise_rounds: count(
             "raise_rounds",
             &raw.raise_rounds,

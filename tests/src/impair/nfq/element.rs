@@ -1,7 +1,8 @@
 //! The delay element's thread: it enters the namespace (so its netlink socket binds the
 //! queue there), keeps held packets in a deadline heap, and sleeps in `ppoll` until the
 //! next deadline or the next packet. Timer slack is set to 1 ns so wake-ups are not
-//! rounded up by the default 50 µs.
+//! rounded up by the default 50 µs. It also owns the record of what it actually did
+//! (how long each packet was really held), which tests judge measurements against.
 
 use std::{
     cmp::Reverse,
@@ -10,10 +11,12 @@ use std::{
     os::{fd::AsFd, unix::net::UnixStream},
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc, Arc, Mutex, MutexGuard,
+        mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
 };
+
+use hopwatch::sys::lock;
 
 use super::netlink::{NfqSocket, Verdict};
 use crate::{
@@ -54,7 +57,7 @@ impl DelaySpec {
 }
 
 /// What the element has done, including how late it released packets compared with
-/// their deadlines (its own added error).
+/// their deadlines (its own added error) and how long it actually held them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ElementStats {
     /// Packets received from the kernel.
@@ -77,7 +80,24 @@ pub struct ElementStats {
     pub late_p99: Duration,
     /// Worst lateness.
     pub late_max: Duration,
+    /// Packets whose actual hold time is in `hold_*` (those released on stop are not:
+    /// their hold was cut short).
+    pub holds: u64,
+    /// Shortest actual hold: from reading the packet off the queue to its verdict.
+    /// On a busy machine the element releases late, so tests compare measured delays
+    /// with these figures, not with the [`DelaySpec`]: the element's lateness is the
+    /// lab's error, not the product's. The kernel-to-element latency before the read
+    /// is not included, so a delay measured across the element is never below this.
+    pub hold_min: Duration,
+    /// Mean actual hold.
+    pub hold_mean: Duration,
+    /// Longest actual hold.
+    pub hold_max: Duration,
 }
+
+/// Individual hold times kept for [`NfqElement::holds`]: plenty for a test's
+/// traffic, and a bound on memory when the lab CLI runs an element for hours.
+const HOLD_LOG_CAP: usize = 100_000;
 
 /// Lateness histogram: 10 µs buckets up to 10 ms, then one overflow bucket.
 const HIST_STEP_US: u64 = 10;
@@ -88,6 +108,8 @@ struct Accumulator {
     stats: ElementStats,
     late_sum: Duration,
     hist: Vec<u64>,
+    hold_sum: Duration,
+    hold_log: Vec<Duration>,
 }
 
 impl Accumulator {
@@ -96,6 +118,35 @@ impl Accumulator {
             stats: ElementStats::default(),
             late_sum: Duration::ZERO,
             hist: vec![0; HIST_BUCKETS],
+            hold_sum: Duration::ZERO,
+            hold_log: Vec::new(),
+        }
+    }
+
+    /// Forgets lateness and hold times (not the packet counters), so that a test can
+    /// measure one phase of traffic on its own.
+    fn reset_timing(&mut self) {
+        let s = &mut self.stats;
+        (s.late_max, s.holds, s.hold_min, s.hold_max) =
+            (Duration::ZERO, 0, Duration::ZERO, Duration::ZERO);
+        self.late_sum = Duration::ZERO;
+        self.hist.fill(0);
+        self.hold_sum = Duration::ZERO;
+        self.hold_log.clear();
+    }
+
+    fn record_hold(&mut self, hold: Duration) {
+        let s = &mut self.stats;
+        s.hold_min = if s.holds == 0 {
+            hold
+        } else {
+            s.hold_min.min(hold)
+        };
+        s.hold_max = s.hold_max.max(hold);
+        s.holds += 1;
+        self.hold_sum += hold;
+        if self.hold_log.len() < HOLD_LOG_CAP {
+            self.hold_log.push(hold);
         }
     }
 
@@ -121,6 +172,9 @@ impl Accumulator {
                 }
             }
         }
+        if s.holds > 0 {
+            s.hold_mean = self.hold_sum.div_f64(s.holds as f64);
+        }
         s
     }
 }
@@ -136,11 +190,6 @@ struct Shared {
     control: Mutex<Control>,
     stats: Mutex<Accumulator>,
     stop: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not stop the element from being torn down.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A running delay element bound to one NFQUEUE queue in one namespace. It does not
@@ -242,9 +291,23 @@ impl NfqElement {
         lock(&self.shared.control).drop_next
     }
 
-    /// Counters and lateness so far.
+    /// Counters, lateness and hold times so far.
     pub fn stats(&self) -> ElementStats {
         lock(&self.shared.stats).snapshot()
+    }
+
+    /// Each packet's actual hold (as in [`ElementStats::hold_mean`]) in release order,
+    /// since the start or [`reset_timing`](Self::reset_timing); only the first
+    /// 100,000 are kept. A test whose measurement covers only some of the element's
+    /// packets (those answered, say) bounds it with the shortest and longest of these.
+    pub fn holds(&self) -> Vec<Duration> {
+        lock(&self.shared.stats).hold_log.clone()
+    }
+
+    /// Starts lateness and hold times afresh (the packet counters keep counting), so
+    /// that [`stats`](Self::stats) describes only the traffic from now on.
+    pub fn reset_timing(&self) {
+        lock(&self.shared.stats).reset_timing();
     }
 
     /// Accepts everything still held, closes the queue and returns the final stats.
@@ -337,11 +400,13 @@ fn run(mut sock: NfqSocket, shared: &Shared, mut wake: UnixStream) -> Result<(),
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let mut rng = Jitter::new(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mut heap: BinaryHeap<Reverse<(Instant, u64, u32)>> = BinaryHeap::new();
+    // (deadline, arrival order, packet id, when it was read off the queue)
+    let mut heap: BinaryHeap<Reverse<(Instant, u64, u32, Instant)>> = BinaryHeap::new();
     let mut seq: u64 = 0;
     let mut last_deadline = Instant::now();
     let mut ids = Vec::with_capacity(256);
-    let mut late = Vec::with_capacity(256);
+    // (lateness, actual hold) of each packet released in this round
+    let mut released = Vec::with_capacity(256);
 
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
@@ -393,7 +458,7 @@ fn run(mut sock: NfqSocket, shared: &Shared, mut wake: UnixStream) -> Result<(),
                         }
                         last_deadline = last_deadline.max(deadline);
                         seq += 1;
-                        heap.push(Reverse((deadline, seq, id)));
+                        heap.push(Reverse((deadline, seq, id, now)));
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overruns += 1,
@@ -404,12 +469,19 @@ fn run(mut sock: NfqSocket, shared: &Shared, mut wake: UnixStream) -> Result<(),
 
         // Release what is due (everything, when stopping).
         let now = Instant::now();
-        while let Some(&Reverse((deadline, _, id))) = heap.peek() {
+        // The release time is taken before the verdicts are sent: the kernel passes
+        // each packet on inside the send, so a stamp taken after it could fall after
+        // the packet's arrival at the far end, and a hold must never exceed the delay
+        // measured across the element.
+        while let Some(&Reverse((deadline, _, id, read))) = heap.peek() {
             if deadline > now && !stopping {
                 break;
             }
             heap.pop();
-            late.push(now.saturating_duration_since(deadline));
+            released.push((
+                now.saturating_duration_since(deadline),
+                now.saturating_duration_since(read),
+            ));
             sock.verdict(id, Verdict::Accept)
                 .map_err(|e| ("send verdicts", e))?;
         }
@@ -420,16 +492,17 @@ fn run(mut sock: NfqSocket, shared: &Shared, mut wake: UnixStream) -> Result<(),
             acc.stats.queued += queued;
             acc.stats.dropped += dropped;
             acc.stats.overruns += overruns;
-            acc.stats.accepted += late.len() as u64;
+            acc.stats.accepted += released.len() as u64;
             acc.stats.held = heap.len();
             acc.stats.verdict_errors = sock.verdict_errors;
             if !stopping {
-                for &l in &late {
-                    acc.record_late(l);
+                for &(late, hold) in &released {
+                    acc.record_late(late);
+                    acc.record_hold(hold);
                 }
             }
         }
-        late.clear();
+        released.clear();
         if stopping && heap.is_empty() {
             return Ok(());
         }
@@ -463,5 +536,35 @@ mod tests {
         let s = acc.snapshot();
         assert_eq!(s.late_p99, Duration::from_micros(10));
         assert_eq!(s.late_max, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn hold_times_summarise_and_reset() {
+        let mut acc = Accumulator::new();
+        assert_eq!(acc.snapshot().hold_mean, Duration::ZERO);
+        for ms in [5, 7, 6] {
+            acc.record_late(Duration::from_millis(ms - 5));
+            acc.record_hold(Duration::from_millis(ms));
+        }
+        acc.stats.accepted = 3;
+        let s = acc.snapshot();
+        assert_eq!(s.holds, 3);
+        assert_eq!(
+            (s.hold_min, s.hold_mean, s.hold_max),
+            (
+                Duration::from_millis(5),
+                Duration::from_millis(6),
+                Duration::from_millis(7)
+            )
+        );
+        acc.reset_timing();
+        acc.record_late(Duration::ZERO);
+        acc.record_hold(Duration::from_millis(9));
+        let s = acc.snapshot();
+        assert_eq!((s.accepted, s.holds), (3, 1));
+        assert_eq!(acc.hold_log, [Duration::from_millis(9)]);
+        assert_eq!((s.hold_min, s.hold_max), (s.hold_mean, s.hold_mean));
+        assert_eq!(s.late_max, Duration::ZERO);
+        assert_eq!(s.late_mean, Duration::ZERO);
     }
 }

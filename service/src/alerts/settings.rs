@@ -1,6 +1,9 @@
-//! The validated alert settings: thresholds from `[alerts]` with each target's
-//! and each peer's `alerts` overrides applied, and the `[[webhook]]` receivers
-//! with their filters. Built by the config resolver; read by [`crate::alerts`].
+//! The alert settings: thresholds from `[alerts]` with each target's and each
+//! peer's `alerts` overrides applied, the outbox's bounds, and the
+//! `[[webhook]]` receivers with their filters. They are the alerts' own
+//! types, kept here with the alerts: the config resolver fills them in from
+//! the file (`config::resolve::alerts`), and the alerts read nothing else of
+//! the config.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,9 +12,55 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::defaults;
-use crate::alerts::{AlertKind, Secret, Subject, WebhookUrl};
+use super::kind::AlertKind;
+use super::secret::{Secret, WebhookUrl};
+use super::subject::Subject;
 use crate::model::TargetId;
+
+/// The defaults of the `[alerts]` keys (docs/configuration.md lists them
+/// with the others; `config::defaults` re-exports them).
+pub mod defaults {
+    use std::time::Duration;
+
+    const DAY: u64 = 24 * 60 * 60;
+
+    /// `[alerts] loss_pct`: the destination losing 5% of the window.
+    pub const ALERT_LOSS_PCT: f64 = 5.0;
+    /// `[alerts] latency_ms`: off; a sensible latency bound depends on the path.
+    pub const ALERT_LATENCY_MS: f64 = 0.0;
+    /// `[alerts] latency_stat`
+    pub const ALERT_LATENCY_STAT: super::LatencyStat = super::LatencyStat::Avg;
+    /// `[alerts] jitter_ms`: off.
+    pub const ALERT_JITTER_MS: f64 = 0.0;
+    /// `[alerts] mos_below`: off (loss and latency already cover what MOS sums up).
+    pub const ALERT_MOS_BELOW: f64 = 0.0;
+    /// `[alerts] unreachable_rounds`
+    pub const ALERT_UNREACHABLE_ROUNDS: u32 = 10;
+    /// `[alerts] route_change`
+    pub const ALERT_ROUTE_CHANGE: bool = true;
+    /// `[alerts] hop_count_change`
+    pub const ALERT_HOP_COUNT_CHANGE: bool = true;
+    /// `[alerts] return_path_change`: off (asymmetric routing moves often and
+    /// harmlessly on some networks; the event is stored either way).
+    pub const ALERT_RETURN_PATH_CHANGE: bool = false;
+    /// `[alerts] raise_rounds`
+    pub const ALERT_RAISE_ROUNDS: u32 = 3;
+    /// `[alerts] clear_rounds`
+    pub const ALERT_CLEAR_ROUNDS: u32 = 10;
+    /// `[alerts] clear_ratio`
+    pub const ALERT_CLEAR_RATIO: f64 = 0.8;
+    /// `[alerts] mos_clear_margin`
+    pub const ALERT_MOS_CLEAR_MARGIN: f64 = 0.3;
+
+    /// `[alerts] outbox_max_age`: a week, past any outage someone would still
+    /// want paged about afterwards.
+    pub const ALERT_OUTBOX_MAX_AGE: Duration = Duration::from_secs(7 * DAY);
+    /// `[alerts] outbox_max_bytes`: 16 MiB of undelivered events' JSON.
+    pub const ALERT_OUTBOX_MAX_BYTES: u64 = 16 << 20;
+    /// `[alerts] outbox_memory_events`: events kept in memory while the outbox
+    /// cannot be written.
+    pub const ALERT_OUTBOX_MEMORY_EVENTS: u32 = 1_000;
+}
 
 /// `[alerts]`, the per-target and per-peer overrides and `[[webhook]]`s.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,6 +74,29 @@ pub struct AlertsConfig {
     pub peers: BTreeMap<TargetId, AlertRules>,
     /// In file order; names are unique.
     pub webhooks: Vec<WebhookConfig>,
+    /// `[alerts] outbox_*`: how much the outbox keeps.
+    pub outbox: OutboxLimits,
+}
+
+/// The bounds of the alert outbox (see `crate::alerts::outbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Undelivered events older than this are dropped.
+    pub max_age: Duration,
+    /// Undelivered events' JSON beyond this is dropped, oldest first.
+    pub max_bytes: u64,
+    /// Events kept in memory while the outbox cannot be written.
+    pub memory_events: u32,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_age: defaults::ALERT_OUTBOX_MAX_AGE,
+            max_bytes: defaults::ALERT_OUTBOX_MAX_BYTES,
+            memory_events: defaults::ALERT_OUTBOX_MEMORY_EVENTS,
+        }
+    }
 }
 
 impl AlertsConfig {
@@ -103,6 +175,8 @@ pub struct AlertRules {
     pub unreachable_rounds: u32,
     pub route_change: bool,
     pub hop_count_change: bool,
+    /// Raise when the return path changes while the forward path holds.
+    pub return_path_change: bool,
     /// Rounds a condition must hold before it raises.
     pub raise_rounds: u32,
     /// Rounds the recovery must hold before a raised alert clears.
@@ -124,6 +198,7 @@ impl Default for AlertRules {
             unreachable_rounds: defaults::ALERT_UNREACHABLE_ROUNDS,
             route_change: defaults::ALERT_ROUTE_CHANGE,
             hop_count_change: defaults::ALERT_HOP_COUNT_CHANGE,
+            return_path_change: defaults::ALERT_RETURN_PATH_CHANGE,
             raise_rounds: defaults::ALERT_RAISE_ROUNDS,
             clear_rounds: defaults::ALERT_CLEAR_ROUNDS,
             clear_ratio: defaults::ALERT_CLEAR_RATIO,

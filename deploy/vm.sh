@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# The appliance VM: hopwatch's .deb in a booted Debian 12 with systemd.
+#
+#   sudo bash deploy/vm.sh test     build the image if needed, package this
+#                                   build, run every check (see deploy/vm/check.sh);
+#                                   prints one line per check, "N passed, M failed"
+#   sudo bash deploy/vm.sh shell    boot the same VM with the package installed,
+#                                   on this terminal (log in as root, no password;
+#                                   power off to leave)
+#   sudo bash deploy/vm.sh image    only build (or find) the cached image
+#
+# The guest runs under qemu's software emulation (TCG: KVM guests hang on this
+# kind of machine) with no network device at all, so no packet can leave it;
+# its lab targets live in network namespaces it makes itself. The image is a
+# debootstrap of bookworm with systemd and Debian's kernel, booted directly
+# (-kernel/-initrd, no boot loader), cached in target/vm/ under a name keyed by
+# this script's image recipe. Each run boots a copy-on-write overlay of it, so
+# the cache stays pristine. Disks use cache=none: a killed qemu loses exactly
+# what a power cut would lose.
+#
+# Environment: HOPWATCH_BIN (default target/debug/hopwatch: the test suite's
+# build), HOPWATCH_VM_POWER_CUTS (default 2; the benchmark in docs/benchmarks.md
+# uses 20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+log() { printf 'vm: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, image building); try: sudo $0 $*"
+for tool in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run deploy/setup.sh (it installs qemu-system-x86, qemu-utils, debootstrap, e2fsprogs)"
+done
+
+SUITE=bookworm
+MIRROR=http://deb.debian.org/debian
+# systemd as init, udev for device units, Debian's kernel (with initramfs-tools
+# for the virtio modules), iproute2 for the lab, curl and jq for the API checks.
+INCLUDE=systemd,systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,iproute2,procps,curl,jq,iputils-ping
+IMAGE_SIZE=3G
+
+work=$repo/target/vm
+mkdir -p "$work"
+# The image's name carries a hash of its recipe: change the recipe, get a new image.
+recipe=$(printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" "$IMAGE_SIZE" "$(sed -n '/^build_image()/,/^}/p' "$0")" | sha256sum | cut -c1-12)
+image=$work/$SUITE-$recipe.img
+kernel=$work/$SUITE-$recipe.vmlinuz
+initrd=$work/$SUITE-$recipe.initrd
+
+build_image() {
+    local root=$work/rootfs.$$
+    rm -rf "$root"
+    log "debootstrap $SUITE into $root (first run only; about 150 MB from $MIRROR)"
+    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$root" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
+        die "debootstrap failed; see $work/debootstrap.log"
+    # Boot straight to a root on the first virtio disk; no password for root
+    # on the serial console (the VM has no network to log in from).
+    printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$root/etc/fstab"
+    printf 'hopwatch-vm\n' >"$root/etc/hostname"
+    printf '127.0.0.1 localhost\n127.0.1.1 hopwatch-vm\n::1 localhost\n' >"$root/etc/hosts"
+    chroot "$root" passwd -d root >/dev/null
+    : >"$root/etc/machine-id"
+    # The checks run from the payload disk (/dev/vdb) at every boot.
+    cat >"$root/etc/systemd/system/vm-payload.service" <<'UNIT'
+[Unit]
+Description=hopwatch VM test payload (deploy/vm/check.sh)
+ConditionKernelCommandLine=hopwatch_vm.phase
+After=multi-user.target vm-lab.service hopwatch.service
+Requires=vm-lab.service
+[Service]
+Type=oneshot
+ExecStart=/bin/bash /payload/check.sh
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS1
+[Install]
+WantedBy=multi-user.target
+UNIT
+    chroot "$root" systemctl enable vm-payload.service >/dev/null 2>&1
+    # The lab's namespaces are made before hopwatch starts, at every boot.
+    cat >"$root/etc/systemd/system/vm-lab.service" <<'UNIT'
+[Unit]
+Description=hopwatch VM lab namespaces (deploy/vm/lab.sh)
+ConditionKernelCommandLine=hopwatch_vm.phase
+Before=hopwatch.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mkdir -p /payload && mount -o ro /dev/vdb /payload && exec /bin/bash /payload/lab.sh'
+[Install]
+WantedBy=multi-user.target
+UNIT
+    chroot "$root" systemctl enable vm-lab.service >/dev/null 2>&1
+    # virtio drivers in the initramfs, whatever the build host's hardware.
+    printf 'virtio_pci\nvirtio_blk\next4\n' >>"$root/etc/initramfs-tools/modules"
+    chroot "$root" update-initramfs -u -k all >/dev/null 2>&1 || die "update-initramfs failed in the image"
+    cp "$(ls "$root"/boot/vmlinuz-* | tail -1)" "$kernel.tmp"
+    cp "$(ls "$root"/boot/initrd.img-* | tail -1)" "$initrd.tmp"
+    rm -rf "$root/var/cache/apt/archives"/*.deb
+    mkfs.ext4 -q -F -L root -d "$root" "$image.tmp" "$IMAGE_SIZE" || die "mkfs.ext4 -d failed"
+    rm -rf "$root"
+    mv "$kernel.tmp" "$kernel"
+    mv "$initrd.tmp" "$initrd"
+    mv "$image.tmp" "$image"
+}
+
+ensure_image() {
+    if [ -f "$image" ] && [ -f "$kernel" ] && [ -f "$initrd" ]; then
+        return 0
+    fi
+    local started=$SECONDS
+    build_image
+    log "image $image built in $((SECONDS - started)) s"
+}
+
+# The payload disk: check.sh, lab.sh and two .debs of this build's binary, an
+# "older" (0.0.1) and a "newer" version, for the upgrade path.
+build_payload() {
+    local bin=${HOPWATCH_BIN:-$repo/target/debug/hopwatch}
+    [ -x "$bin" ] || die "no hopwatch binary at $bin: build it first (cargo build -p hopwatch-service), or set HOPWATCH_BIN"
+    local dir=$run/payload
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp deploy/vm/check.sh deploy/vm/lab.sh "$dir/"
+    local version
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+    log "packaging $bin as 0.0.1-1 (older) and $version-1 (newer)"
+    bash deploy/package.sh --binary "$bin" --fast --deb-version 0.0.1-1 --output "$run/old" >/dev/null
+    bash deploy/package.sh --binary "$bin" --fast --deb-version "$version-1" --output "$run/new" >/dev/null
+    cp "$run"/old/*.deb "$dir/hopwatch-old.deb"
+    cp "$run"/new/*.deb "$dir/hopwatch-new.deb"
+    local size_mib=$(( $(du -sm "$dir" | cut -f1) + 64 ))
+    mkfs.ext4 -q -F -L payload -d "$dir" "$run/payload.img" "${size_mib}M"
+}
+
+# Boots the overlay once with kernel arguments "$@"; the guest's check lines
+# go to $run/results-<phase>.log, its console to $run/console-<phase>.log.
+# Returns when qemu exits (the guest powers off) or when killed by the caller.
+# qemu's arguments for the overlay in $run, kernel arguments "$@" appended.
+qemu_base_args() {
+    printf '%s\n' -accel tcg -machine q35 -cpu max -smp 2 -m 1024 -nographic -no-reboot \
+        -nic none -kernel "$kernel" -initrd "$initrd" \
+        -append "root=/dev/vda rw console=ttyS0 $*" \
+        -drive "file=$run/disk.qcow2,if=virtio,format=qcow2,cache=none" \
+        -drive "file=$run/payload.img,if=virtio,format=raw,readonly=on"
+}
+
+# The test's boots: no terminal, the console and the check lines to files.
+qemu_args() {
+    local tag=$1
+    shift
+    qemu_base_args panic=-1 systemd.show_status=false "$@"
+    printf '%s\n' -display none -monitor none \
+        -serial "file:$run/console-$tag.log" -serial "file:$run/results-$tag.log"
+}
+
+boot() { # boot TAG TIMEOUT_S KERNEL_ARGS...: boots and waits for the guest to power off
+    local tag=$1 timeout_s=$2
+    shift 2
+    local -a args
+    mapfile -t args < <(qemu_args "$tag" "$@")
+    timeout "$timeout_s" qemu-system-x86_64 "${args[@]}" </dev/null || {
+        log "boot $tag did not power off within $timeout_s s; console: $run/console-$tag.log"
+        echo "FAIL boot $tag: no power-off within $timeout_s s" >>"$run/results-$tag.log"
+    }
+}
+
+# Boots TAG, waits for READY-FOR-CUT, lets it run for a random 2–12 s, then
+# kills qemu with SIGKILL: the guest gets no shutdown, the disk (cache=none)
+# keeps only what reached it. Prints the guest time of the last tick seen.
+boot_and_cut() {
+    local tag=$1 timeout_s=$2
+    shift 2
+    local -a args
+    mapfile -t args < <(qemu_args "$tag" "$@")
+    qemu-system-x86_64 "${args[@]}" </dev/null &
+    local pid=$! deadline=$((SECONDS + timeout_s))
+    until grep -q READY-FOR-CUT "$run/results-$tag.log" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+            kill -9 "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            echo "FAIL boot $tag: never ready for the power cut" >>"$run/results-$tag.log"
+            echo 0
+            return
+        fi
+        sleep 1
+    done
+    sleep "$((2 + RANDOM % 11))"
+    kill -9 "$pid"
+    wait "$pid" 2>/dev/null
+    sed -n 's/^TICK \([0-9]*\).*/\1/p' "$run/results-$tag.log" | tail -1
+}
+
+# A fresh run directory $run: the payload and an overlay of the cached image.
+prepare_run() {
+    ensure_image
+    run=$work/$1
+    rm -rf "$run"
+    mkdir -p "$run"
+    build_payload
+    qemu-img create -q -f qcow2 -b "$image" -F raw "$run/disk.qcow2"
+}
+
+run_test() {
+    prepare_run run
+    local started=$SECONDS cuts=${HOPWATCH_VM_POWER_CUTS:-2}
+    log "boot 1: install and configure"
+    boot install 900 hopwatch_vm.phase=install
+    log "boot 2: reboot, upgrade, then a power cut"
+    local cut_ms
+    cut_ms=$(boot_and_cut reboot 900 hopwatch_vm.phase=reboot)
+    local i
+    for i in $(seq 1 "$cuts"); do
+        log "boot $((2 + i)): after power cut $i"
+        if [ "$i" -lt "$cuts" ]; then
+            cut_ms=$(boot_and_cut "cut$i" 900 hopwatch_vm.phase=cut "hopwatch_vm.cut_ms=$cut_ms")
+        else
+            boot "cut$i" 900 hopwatch_vm.phase=cut "hopwatch_vm.cut_ms=$cut_ms" hopwatch_vm.last=1
+        fi
+    done
+    log "boot $((3 + cuts)): purge"
+    boot purge 600 hopwatch_vm.phase=purge
+    local results=$run/results.log
+    cat "$run"/results-install.log "$run"/results-reboot.log \
+        $(for i in $(seq 1 "$cuts"); do echo "$run/results-cut$i.log"; done) "$run"/results-purge.log \
+        2>/dev/null | tr -d '\r' >"$results"
+    grep -E '^(PASS|FAIL)' "$results"
+    local passed failed losses
+    # grep -c exits 1 when it counts nothing.
+    passed=$(grep -c '^PASS' "$results" || true)
+    failed=$(grep -c '^FAIL' "$results" || true)
+    losses=$(sed -n 's/^LOSS //p' "$results" | tr '\n' ' ')
+    echo "power cuts: $cuts, history lost per cut (ms): ${losses:-none}"
+    echo "$passed passed, $failed failed ($((SECONDS - started)) s; logs in $run)"
+    [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
+}
+
+run_shell() {
+    prepare_run shell
+    log "booting; log in as root (no password), 'systemctl poweroff' to leave"
+    local -a args
+    mapfile -t args < <(qemu_base_args hopwatch_vm.phase=shell)
+    qemu-system-x86_64 "${args[@]}"
+}
+
+case "${1:-}" in
+image)
+    ensure_image
+    echo "$image"
+    ;;
+test)
+    run_test
+    ;;
+shell)
+    run_shell
+    ;;
+*)
+    die "usage: $0 test|shell|image"
+    ;;
+esac

@@ -1,0 +1,279 @@
+#!/bin/bash
+# Runs inside the appliance VM at every boot (vm-payload.service), from the
+# payload disk that deploy/vm.sh builds: /payload holds this script, lab.sh
+# and the .debs. The phase comes from the kernel command line
+# (hopwatch_vm.phase=...); deploy/vm.sh boots the phases in order:
+#
+#   install   install the older .deb, configure lab targets, check the running
+#             unit (user, capabilities, eBPF, reload, API writes saved across a
+#             restart, reflector on port 862, journald levels, `hopwatch check`)
+#   reboot    the unit came up at boot with its history; upgrade to the newer
+#             .deb keeps config and history; then wait for a power cut
+#   cut       after a power cut: the store opens clean, history reaches to within
+#             the flush interval of the cut (hopwatch_vm.cut_ms); wait for the next
+#   purge     dpkg --purge removes user, state and config
+#   shell     nothing: the lab is up, for trying the package by hand
+#
+# Output goes to the VM's second serial port, one line per check: "PASS name",
+# "FAIL name: why"; "READY-FOR-CUT" then "TICK <ms>" lines while waiting for a
+# power cut; "DONE" before powering off.
+set -uo pipefail
+
+CONFIG=/etc/hopwatch/hopwatch.toml
+STATE=/var/lib/hopwatch
+API=http://127.0.0.1:9470
+TOKEN=vm-test-write-token-0123456789
+# The unit's five capabilities: NET_BIND_SERVICE (10), NET_ADMIN (12), NET_RAW (13),
+# PERFMON (38), BPF (39).
+CAPS=000000c000003400
+FLUSH_S=5
+INTERVAL_MS=500
+TIMEOUT_MS=1000
+# What a power cut may cost: the flush interval, plus a round that was still
+# waiting for its replies (interval and timeout), plus the 0.6 s between the
+# guest's clock ticks that the host sees.
+MAX_LOSS_MS=$((FLUSH_S * 1000 + INTERVAL_MS + TIMEOUT_MS + 1000))
+
+phase=$(sed -n 's/.*hopwatch_vm\.phase=\([a-z]*\).*/\1/p' /proc/cmdline)
+cut_ms=$(sed -n 's/.*hopwatch_vm\.cut_ms=\([0-9]*\).*/\1/p' /proc/cmdline)
+# The last boot after a cut checks and powers off instead of waiting for another.
+last_cut=$(sed -n 's/.*hopwatch_vm\.last=\([0-9]\).*/\1/p' /proc/cmdline)
+
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+check() { # check NAME COMMAND...: PASS when the command succeeds, else FAIL with its output
+    local name=$1 out
+    shift
+    if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$out" | tail -3 | tr '\n' ' ')"; fi
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+api() { curl -sf --max-time 5 "$API$1"; }
+
+# Waits up to $1 seconds for a command to succeed.
+wait_for() {
+    local seconds=$1
+    shift
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 1
+    done
+}
+
+active() { systemctl is-active --quiet hopwatch; }
+api_up() { api /api/v1/service; }
+rounds_of() { api /api/v1/targets | jq -r --arg n "$1" '.targets[] | select(.name == $n) | .rounds'; }
+has_rounds() { [ "$(rounds_of "$1")" -gt 0 ] 2>/dev/null; }
+target_listed() { api /api/v1/targets | jq -e --arg n "$1" '.targets[] | select(.name == $n)'; }
+
+# The newest and oldest stored destination points of a target over the last
+# hour, Unix ms ("null" when none).
+stored_newest() { api "/api/v1/targets/$1/series?range=1h&max_points=5000" | jq '[.series[0].points[] | select(.sent > 0) | .at_ms] | max'; }
+stored_oldest() { api "/api/v1/targets/$1/series?range=1h&max_points=5000" | jq '[.series[0].points[] | select(.sent > 0) | .at_ms] | min'; }
+
+write_config() {
+    cat >"$CONFIG" <<CONF
+# Written by the appliance VM test (deploy/vm/check.sh).
+[storage]
+flush_interval = "${FLUSH_S}s"
+
+[enrichment]
+reverse_dns = false
+
+[web]
+write_token = "$TOKEN"
+
+[reflector]
+listen = ["198.18.200.1"]
+
+[defaults]
+interval = "${INTERVAL_MS}ms"
+timeout = "${TIMEOUT_MS}ms"
+
+[[target]]
+name = "dst-icmp"
+host = "198.18.201.2"
+
+[[target]]
+name = "dst-udp6"
+host = "fd00:201::2"
+protocol = "udp"
+CONF
+}
+
+caps_of_daemon() {
+    local pid
+    pid=$(systemctl show -p MainPID --value hopwatch)
+    [ "$pid" -gt 0 ] || { echo "no main PID"; return 1; }
+    local eff amb user
+    eff=$(sed -n 's/^CapEff:\t//p' "/proc/$pid/status")
+    amb=$(sed -n 's/^CapAmb:\t//p' "/proc/$pid/status")
+    user=$(stat -c %U "/proc/$pid")
+    echo "user $user CapEff $eff CapAmb $amb"
+    [ "$user" = hopwatch ] && [ "$eff" = "$CAPS" ] && [ "$amb" = "$CAPS" ]
+}
+
+reload_applies() {
+    cat >>"$CONFIG" <<CONF
+
+[[target]]
+name = "added-by-reload"
+host = "198.18.201.1"
+CONF
+    systemctl reload hopwatch && wait_for 20 target_listed added-by-reload
+}
+
+# Active for 10 s without systemd restarting it (a crash loop looks active too).
+# On failure its journal goes to the results as LOG lines.
+stays_up() {
+    sleep 10
+    local restarts
+    restarts=$(systemctl show -p NRestarts --value hopwatch)
+    echo "NRestarts=$restarts"
+    active && [ "$restarts" = 0 ] && return 0
+    journalctl -u hopwatch --no-pager -n 25 -o short-monotonic | sed 's/^/LOG /' >/dev/ttyS1
+    return 1
+}
+# `hopwatch check` as the unit's user holding exactly the installed unit's
+# capabilities (setpriv: the image has no D-Bus for systemd-run).
+check_as_unit() {
+    local caps
+    caps=$(systemctl show -p AmbientCapabilities --value hopwatch | tr ' ' '\n' | sed 's/^cap_/+/' | paste -sd,)
+    echo "capabilities $caps"
+    setpriv --reuid=hopwatch --regid=hopwatch --init-groups --inh-caps="$caps" --ambient-caps="$caps" \
+        --bounding-set=-all,"$caps" /usr/bin/hopwatch check -c "$CONFIG"
+}
+ebpf_in_use() { api /api/v1/service | jq -e '.timestamp_source == "ebpf"'; }
+not_degraded() { api /healthz | jq -e '.status == "ok"'; }
+lab_rounds() { has_rounds dst-icmp && has_rounds dst-udp6; }
+
+# History from before `noted before_reboot_ms` is still stored.
+history_kept() {
+    local oldest before
+    before=$(noted before_reboot_ms)
+    oldest=$(stored_oldest dst-icmp)
+    echo "oldest stored $oldest, newest before the reboot $before"
+    [ -n "$before" ] && [ "$before" != null ] && [ "$oldest" != null ] && [ "$oldest" -le "$before" ]
+}
+
+api_write_survives_restart() {
+    local code
+    code=$(curl -s -o /tmp/add.json -w '%{http_code}' --max-time 10 -X POST \
+        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d '{"name": "added-by-api", "host": "198.18.200.2"}' "$API/api/v1/targets")
+    [ "$code" = 201 ] || { echo "POST /api/v1/targets answered $code: $(cat /tmp/add.json)"; return 1; }
+    grep -q 'added-by-api' "$CONFIG" || { echo "the config file does not have the new target"; return 1; }
+    systemctl restart hopwatch || return 1
+    wait_for 30 target_listed added-by-api || { echo "gone after a restart"; return 1; }
+}
+
+reflector_answers() {
+    ip netns exec r1 /usr/bin/hopwatch peer 198.18.200.1 -c 5 -i 100ms --json >/tmp/peer.json || return 1
+    jq -e '.summary.received >= 4' /tmp/peer.json || { cat /tmp/peer.json; return 1; }
+}
+
+journal_levels() {
+    # A warning the daemon logs (an unknown target host it cannot resolve has
+    # none here; a reload with a restart-only change logs one) lands as priority 4.
+    sed -i 's/^listen = \["198.18.200.1"\]/listen = ["198.18.200.1:8620"]/' "$CONFIG"
+    systemctl reload hopwatch
+    sleep 2
+    sed -i 's/^listen = \["198.18.200.1:8620"\]/listen = ["198.18.200.1"]/' "$CONFIG"
+    systemctl reload hopwatch
+    journalctl -u hopwatch -p warning --no-pager -o cat | grep -q . || {
+        echo "no record of priority warning or above from hopwatch"
+        journalctl -u hopwatch --no-pager -o verbose -n 3 | grep -E 'PRIORITY|MESSAGE'
+        return 1
+    }
+    journalctl -u hopwatch -p info --no-pager -o cat | grep -q . || { echo "no info records"; return 1; }
+}
+
+note() { echo "$1=$2" >>/var/tmp/hopwatch-vm-test; }
+noted() { sed -n "s/^$1=//p" /var/tmp/hopwatch-vm-test 2>/dev/null | tail -1; }
+
+wait_for_power_cut() {
+    echo "READY-FOR-CUT"
+    # The host kills qemu at a random moment after this: keep telling it the
+    # guest's time, so the loss can be measured against the last tick seen.
+    while true; do
+        echo "TICK $(now_ms)"
+        sleep 0.5
+    done
+}
+
+case "$phase" in
+install)
+    check "the older .deb installs" dpkg -i /payload/hopwatch-old.deb
+    write_config
+    systemctl restart hopwatch
+    check "the unit is active" wait_for 30 active
+    check "the API answers" wait_for 60 api_up
+    check "the daemon stays up (no restarts)" stays_up
+    check "it runs as user hopwatch with exactly its five capabilities" caps_of_daemon
+    check "eBPF timestamps are in use" ebpf_in_use
+    check "rounds are recorded for every lab target" wait_for 60 lab_rounds
+    check "systemctl reload applies a changed config" reload_applies
+    check "an API write with the token is saved and survives a restart" api_write_survives_restart
+    check "the reflector answers on its default port 862" reflector_answers
+    check "logs reach journald with their levels" journal_levels
+    check "hopwatch check passes as the unit's user, with its capabilities" check_as_unit
+    wait_for 30 has_rounds dst-icmp
+    sleep $((FLUSH_S + 2))
+    note before_reboot_ms "$(stored_newest dst-icmp)"
+    ;;
+reboot)
+    check "the unit started at boot" wait_for 60 active
+    check "the API answers" wait_for 60 api_up
+    check "the daemon stays up after the reboot" stays_up
+    check "history from before the reboot is kept" history_kept
+    config_sum=$(sha256sum "$CONFIG" | cut -d' ' -f1)
+    check "the newer .deb upgrades it" dpkg -i /payload/hopwatch-new.deb
+    check "the unit runs again after the upgrade" wait_for 60 api_up
+    check "the upgrade keeps the config" sh -c "[ \"\$(sha256sum $CONFIG | cut -d' ' -f1)\" = $config_sum ]"
+    check "the upgrade keeps history" history_kept
+    wait_for 30 has_rounds dst-icmp
+    sleep $((FLUSH_S + 2))
+    wait_for_power_cut
+    ;;
+cut)
+    check "the unit starts after a power cut" wait_for 60 active
+    check "the API answers after a power cut" wait_for 60 api_up
+    check "no store or outbox was quarantined" sh -c "! ls -d $STATE/*quarantined* 2>/dev/null"
+    check "nothing is degraded" not_degraded
+    newest=$(stored_newest dst-icmp)
+    if [ -n "$cut_ms" ] && [ "$newest" != null ]; then
+        lost_ms=$((cut_ms - newest))
+        echo "LOSS $lost_ms"
+        if [ "$lost_ms" -le "$MAX_LOSS_MS" ]; then
+            pass "history reaches to within a flush interval and a round of the cut ($lost_ms ms lost, at most $MAX_LOSS_MS)"
+        else
+            fail "history reaches to within a flush interval and a round of the cut" "$lost_ms ms lost, more than $MAX_LOSS_MS"
+        fi
+    else
+        fail "history reaches to within a flush interval and a round of the cut" "cut at '$cut_ms', newest stored round '$newest'"
+    fi
+    if [ "$last_cut" != 1 ]; then
+        wait_for 30 has_rounds dst-icmp
+        sleep 3
+        wait_for_power_cut
+    fi
+    ;;
+purge)
+    check "dpkg --purge succeeds" dpkg --purge hopwatch
+    check "purge removes the user" sh -c "! getent passwd hopwatch"
+    check "purge removes the state directory" test ! -e "$STATE"
+    check "purge removes the config" test ! -e /etc/hopwatch
+    check "purge removes the unit" sh -c "! systemctl cat hopwatch.service"
+    ;;
+shell)
+    dpkg -i /payload/hopwatch-new.deb >/dev/null 2>&1 && write_config && systemctl restart hopwatch
+    echo "hopwatch installed; the lab targets are configured"
+    exit 0
+    ;;
+*)
+    fail "phase" "unknown phase '$phase'"
+    ;;
+esac
+echo "DONE"
+sync
+systemctl poweroff --check-inhibitors=no

@@ -1,0 +1,166 @@
+//! System helpers shared by every layer: setting a socket option, the wall
+//! clock in Unix milliseconds, which I/O errors mean "try again", and locks
+//! that outlive a panic elsewhere. The bottom of the layer order: it imports
+//! nothing from the crate.
+
+use std::io;
+use std::mem;
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Sets a socket option from a plain value (an int, a struct the kernel reads
+/// whole).
+pub fn setsockopt<T>(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points to a live T and we pass its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An error and its sources on one line, "outer: inner: innermost": many
+/// libraries keep the useful part (reqwest's "no CA certificates", aya's OS
+/// error) in a source while their own message is generic. A cause whose text
+/// the line already holds (transparent wrappers repeat it) is not repeated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// Whether a socket call failed only for now: a non-blocking call that would
+/// block, a receive or accept timeout, or a signal. The loop tries again.
+pub fn is_transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Locks a mutex, carrying on after a panic elsewhere: every critical section
+/// leaves its data consistent before anything that can panic, so a poisoned
+/// lock holds usable data and one panicking thread does not take the rest down.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`lock`] for the read side of a read-write lock.
+pub fn read<T: ?Sized>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`lock`] for the write side of a read-write lock.
+pub fn write<T: ?Sized>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// An error with a message and an optional source.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_spells_out_every_cause_once() {
+        let innermost = Layer("no CA certificates", None);
+        // A transparent wrapper repeats its cause's text.
+        let wrapper = Layer("no CA certificates", Some(Box::new(innermost)));
+        let outer = Layer("builder error", Some(Box::new(wrapper)));
+        assert_eq!(error_chain(&outer), "builder error: no CA certificates");
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
+    }
+
+    #[test]
+    fn a_poisoned_lock_still_hands_out_its_data() {
+        let m = Arc::new(Mutex::new(1));
+        let l = Arc::new(RwLock::new(2));
+        let (m2, l2) = (Arc::clone(&m), Arc::clone(&l));
+        let panicked = std::thread::spawn(move || {
+            let _m = m2.lock().unwrap();
+            let _l = l2.write().unwrap();
+            panic!("poison both");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(m.is_poisoned() && l.is_poisoned());
+        *lock(&m) += 1;
+        *write(&l) += 1;
+        assert_eq!((*lock(&m), *read(&l)), (2, 3));
+    }
+
+    #[test]
+    fn transient_errors_are_the_retry_kinds_only() {
+        for kind in [
+            io::ErrorKind::WouldBlock,
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::Interrupted,
+        ] {
+            assert!(is_transient(&io::Error::from(kind)), "{kind:?}");
+        }
+        assert!(is_transient(&io::Error::from_raw_os_error(libc::EAGAIN)));
+        assert!(!is_transient(&io::Error::from_raw_os_error(
+            libc::ECONNREFUSED
+        )));
+        assert!(!is_transient(&io::Error::from(io::ErrorKind::BrokenPipe)));
+    }
+
+    #[test]
+    fn setsockopt_sets_and_reports_failure() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let size: libc::c_int = 1 << 16;
+        setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, &size).unwrap();
+        let err = setsockopt(&socket, libc::SOL_SOCKET, -1, &size).unwrap_err();
+        assert!(err.raw_os_error().is_some(), "{err}");
+    }
+
+    #[test]
+    fn now_ms_is_after_2020() {
+        assert!(now_ms() > 1_577_836_800_000);
+    }
+}
