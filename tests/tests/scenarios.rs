@@ -562,6 +562,9 @@ struct Verdict {
     cleared: Option<String>,
     /// Alerts this target must not have raised.
     false_alarms: Vec<String>,
+    /// The live localisations' summaries and every hop's window when the
+    /// localisation was read, for failure messages.
+    detail: String,
 }
 
 fn live_localisation(monitor: &Monitor, target: &str, kind: DegradationKind) -> Option<u8> {
@@ -571,6 +574,24 @@ fn live_localisation(monitor: &Monitor, target: &str, kind: DegradationKind) -> 
         .iter()
         .find(|l| l.kind == kind)
         .map(|l| l.ttl)
+}
+
+/// What the live state says of a target: its localisations and its hops.
+fn live_detail(monitor: &Monitor, target: &str) -> String {
+    let Some(view) = monitor.live().target(&TargetId::new(target).unwrap()) else {
+        return "no live state".to_owned();
+    };
+    let summaries: Vec<&str> = view
+        .analysis
+        .localisations
+        .iter()
+        .map(|l| l.summary.as_str())
+        .collect();
+    format!(
+        "live: {}; hops: {}",
+        summaries.join(" / "),
+        hops_line(&view.analysis)
+    )
 }
 
 /// Applies `s`'s scoped impairment; the guard lifts it.
@@ -674,6 +695,7 @@ async fn run_phase<'lab>(
         verdict.raise = Some((first.ttl(), first.confidence()));
         verdict.latest = latest.ttl();
         verdict.live = live_localisation(monitor, &s.target, s.expect.degradation().unwrap());
+        verdict.detail = live_detail(monitor, &s.target);
     }
     guards
 }
@@ -1247,8 +1269,8 @@ fn localisation_scenarios_through_the_daemon() {
         if let Some(ttl) = s.expect.ttl() {
             if v.live != Some(ttl) || v.latest != Some(ttl) {
                 failures.push(format!(
-                    "{who}: after settling the localisation is live {:?} / latest event {:?}, expected hop {ttl}",
-                    v.live, v.latest
+                    "{who}: after settling the localisation is live {:?} / latest event {:?}, expected hop {ttl}; {}",
+                    v.live, v.latest, v.detail
                 ));
             }
         }
@@ -1265,8 +1287,8 @@ fn localisation_scenarios_through_the_daemon() {
                 .any(|t| t.is_some_and(|t| t != ttl))
             {
                 failures.push(format!(
-                    "{who}: after settling the jitter localisation is live {:?} / latest event {:?}, expected hop {ttl} or none",
-                    v.live, v.latest
+                    "{who}: after settling the jitter localisation is live {:?} / latest event {:?}, expected hop {ttl} or none; {}",
+                    v.live, v.latest, v.detail
                 ));
             }
         }
