@@ -98,6 +98,18 @@ host = "198.18.201.2"
 name = "dst-udp6"
 host = "fd00:201::2"
 protocol = "udp"
+
+# Taken away before the power cut: its alert must survive the cut.
+[[target]]
+name = "goes-away"
+host = "fd00:201::3"
+
+# Nothing listens here: every event stays owed in the outbox.
+[[webhook]]
+name = "nobody"
+url = "http://127.0.0.1:9/hook"
+retry_initial = "1s"
+retry_max = "5s"
 CONF
 }
 
@@ -188,6 +200,37 @@ journal_levels() {
     journalctl -u hopwatch -p info --no-pager -o cat | grep -q . || { echo "no info records"; return 1; }
 }
 
+# Events owed to the webhook that nobody receives.
+pending_events() { api /api/v1/webhooks | jq '.webhooks[] | select(.name == "nobody") | .pending'; }
+goes_away_alert() { api /api/v1/alerts | jq -er '[.alerts[] | select(.target == "goes-away") | .id] | first // empty'; }
+
+# Takes the target's address away and waits for its alert, then notes the
+# alert and the events owed, for the checks after each power cut.
+alert_owed_before_cut() {
+    ip -n dst addr del fd00:201::3/64 dev dst0 || return 1
+    wait_for 150 goes_away_alert || { echo "no alert for goes-away within 150 s"; return 1; }
+    local id pending
+    id=$(goes_away_alert)
+    pending=$(pending_events)
+    echo "alert $id raised, $pending events owed"
+    [ "$pending" -ge 1 ] 2>/dev/null || { echo "the outbox owes nothing"; return 1; }
+    note alert_id "$id"
+    note pending "$pending"
+}
+
+# After a power cut: the alert raised before the cut is still known (its
+# incident), and nothing owed was lost (nobody received anything meanwhile).
+alert_kept_after_cut() {
+    local id pending listed
+    id=$(noted alert_id)
+    [ -n "$id" ] || { echo "no alert was noted before the cut"; return 1; }
+    wait_for 30 pending_events
+    pending=$(pending_events)
+    listed=$(api "/api/v1/incidents?target=goes-away" | jq --arg id "$id" '[.incidents[] | select(.id == $id)] | length')
+    echo "alert $id: $listed incident(s); $pending events owed, $(noted pending) before the cut"
+    [ "$listed" = 1 ] && [ "$pending" -ge "$(noted pending)" ] 2>/dev/null
+}
+
 note() { echo "$1=$2" >>/var/tmp/hopwatch-vm-test; }
 noted() { sed -n "s/^$1=//p" /var/tmp/hopwatch-vm-test 2>/dev/null | tail -1; }
 
@@ -231,6 +274,7 @@ reboot)
     check "the unit runs again after the upgrade" wait_for 60 api_up
     check "the upgrade keeps the config" sh -c "[ \"\$(sha256sum $CONFIG | cut -d' ' -f1)\" = $config_sum ]"
     check "the upgrade keeps history" history_kept
+    check "an alert raised with its receiver down is owed in the outbox" alert_owed_before_cut
     wait_for 30 has_rounds dst-icmp
     sleep $((FLUSH_S + 2))
     wait_for_power_cut
@@ -240,6 +284,7 @@ cut)
     check "the API answers after a power cut" wait_for 60 api_up
     check "no store or outbox was quarantined" sh -c "! ls -d $STATE/*quarantined* 2>/dev/null"
     check "nothing is degraded" not_degraded
+    check "the outbox keeps the alert raised before the cut, and every event owed" alert_kept_after_cut
     newest=$(stored_newest dst-icmp)
     if [ -n "$cut_ms" ] && [ "$newest" != null ]; then
         lost_ms=$((cut_ms - newest))

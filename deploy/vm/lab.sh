@@ -4,7 +4,7 @@
 #
 #   root ns (hopwatch) vm0 198.18.200.1/30, fd00:200::1/64
 #     └─ r1: r1a 198.18.200.2 / fd00:200::2 ── r1b 198.18.201.1 / fd00:201::1
-#          └─ dst: dst0 198.18.201.2 / fd00:201::2   (the targets)
+#          └─ dst: dst0 198.18.201.2 / fd00:201::2, fd00:201::3   (the targets)
 #
 # The VM has no network device of its own: nothing here can leave it.
 set -euo pipefail
@@ -31,6 +31,8 @@ ip netns exec r1 sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 
 ip -n dst addr add 198.18.201.2/30 dev dst0
 ip -n dst addr add fd00:201::2/64 dev dst0 nodad
+# A second destination address, taken away by the test to raise an alert.
+ip -n dst addr add fd00:201::3/64 dev dst0 nodad
 ip -n dst link set lo up
 ip -n dst link set dst0 up
 ip -n dst route add default via 198.18.201.1
