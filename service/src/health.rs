@@ -67,6 +67,40 @@ impl ComponentStatus {
     pub fn degraded(&self) -> bool {
         self.mode != ComponentMode::Ok
     }
+
+    /// What is wrong, for people (an alert's summary), while degraded. The
+    /// open error names files: it goes to webhooks, which only the operator
+    /// configured, but never to the open health endpoints.
+    pub fn problem(&self) -> Option<String> {
+        let what = match (self.component, self.mode) {
+            (_, ComponentMode::Ok) => return None,
+            (STORE, ComponentMode::Fresh) => {
+                "the history store could not be opened; it was moved aside and a fresh, empty one is in use (the old history is not read)"
+            }
+            (STORE, _) => "the history store could not be opened at all: no history is kept",
+            (OUTBOX, ComponentMode::Fresh) => {
+                "the alert outbox could not be opened; it was moved aside and a fresh one is in use (alerts owed before are not sent)"
+            }
+            (OUTBOX, _) => {
+                "the alert outbox could not be opened at all: alerts are kept in memory only and lost on restart"
+            }
+            (_, ComponentMode::Retrying) => "it could not start and is retried every 30 s",
+            (_, _) => "it runs degraded",
+        };
+        let mut text = what.to_owned();
+        if !self.quarantined.is_empty() {
+            let moved: Vec<String> = self
+                .quarantined
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            text.push_str(&format!("; moved aside to {}", moved.join(", ")));
+        }
+        if let Some(error) = &self.error {
+            text.push_str(&format!("; error: {error}"));
+        }
+        Some(text)
+    }
 }
 
 /// A status shared between the task that changes it (the reflector's

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hopwatch::alerts::{outbox_path, Outbox};
+use hopwatch::alerts::{outbox_path, AlertKind, Outbox};
 use hopwatch::config::Config;
 use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use hopwatch::monitor::components::{self, open_store};
@@ -301,6 +301,36 @@ async fn damaged_state_is_quarantined_and_monitoring_goes_on(how: Damage) {
         states,
         BTreeMap::from([("store", ComponentMode::Fresh), ("outbox", outbox_mode)]),
         "{how:?}"
+    );
+
+    // The service raises alerts of its own: `store`, and `outbox` when that
+    // was moved aside too, each saying what happened and where the copy is.
+    let mut expected = vec![("service:store".to_owned(), AlertKind::Store)];
+    if outbox_damaged {
+        expected.insert(0, ("service:outbox".to_owned(), AlertKind::Outbox));
+    }
+    let mut active = Vec::new();
+    for _ in 0..100 {
+        active = monitor.alerts().active();
+        if active.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut raised: Vec<(String, AlertKind)> =
+        active.iter().map(|a| (a.target.key(), a.kind)).collect();
+    raised.sort();
+    assert_eq!(raised, expected, "{how:?}");
+    let store_alert = active.iter().find(|a| a.kind == AlertKind::Store).unwrap();
+    assert!(
+        store_alert
+            .summary
+            .starts_with("the history store could not be opened")
+            && store_alert
+                .summary
+                .contains(&store_copy.display().to_string()),
+        "{how:?}: {}",
+        store_alert.summary
     );
 
     // Health and metrics, over HTTP.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context};
 use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
+use hopwatch::monitor::components::{self, ComponentStatus, STORE};
 use hopwatch::probe::{Rtt, TimestampSource, Ttl};
 use hopwatch::store::{Store, StoreConfig, HOUR_MS};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -151,6 +152,13 @@ fn a_full_disk_keeps_accepted_rounds_and_writes_resume_when_space_returns() -> a
         health.pending_bytes > 50 * 100,
         "the failed writes are kept: {health:?}"
     );
+    // What the service's `store` alert says while writes fail.
+    let opened_fine = ComponentStatus::ok(STORE);
+    let problem = components::store_problem(&opened_fine, &store).expect("a store alert is due");
+    assert!(
+        problem.starts_with("the history store cannot write: 3 flushes failed in a row"),
+        "{problem}"
+    );
     let metrics = store.metrics();
     assert!(metrics.flush_errors_total >= 3);
     assert_eq!(
@@ -167,6 +175,11 @@ fn a_full_disk_keeps_accepted_rounds_and_writes_resume_when_space_returns() -> a
     assert!(report.rounds >= 150, "{report:?}");
     let health = store.health();
     assert!(health.ok && health.pending_bytes == 0, "{health:?}");
+    assert_eq!(
+        components::store_problem(&opened_fine, &store),
+        None,
+        "the store alert clears once writes succeed"
+    );
     assert!(
         health.last_error.is_some(),
         "the last error stays visible for diagnosis"

@@ -221,3 +221,180 @@ fn kill_9_at_random_moments_never_corrupts_the_store_or_loses_flushed_history() 
         stored = now;
     }
 }
+
+/// Every webhook event the receiver got: its id and how often it came.
+type Received = Arc<Mutex<std::collections::BTreeMap<String, u32>>>;
+
+/// A webhook receiver (axum) on 127.0.0.1 of the lab's source namespace,
+/// where the daemon runs. It answers 200 to everything and counts each event
+/// by its `id`, as a receiver that de-duplicates would. Returns its URL.
+fn start_receiver(lab: &Lab, received: Received) -> String {
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    lab.spawn_in("src", "webhook-receiver", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("the receiver binds on loopback");
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let received = Arc::clone(&received);
+                    async move {
+                        let event: serde_json::Value =
+                            serde_json::from_slice(&body).expect("an event is JSON");
+                        let id = event["id"].as_str().expect("an event has an id").to_owned();
+                        *received.lock().unwrap().entry(id).or_insert(0) += 1;
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+            axum::serve(listener, app)
+                .await
+                .expect("the receiver serves");
+        });
+    })
+    .expect("the receiver's thread enters the source namespace");
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the receiver reports its port");
+    format!("http://127.0.0.1:{port}/hook")
+}
+
+/// The ids of the events the outbox in `state` still owes to `webhook`,
+/// read with the daemon stopped, as the daemon itself reads them at start.
+fn owed_event_ids(state: &Path, webhook: &str) -> Vec<String> {
+    use hopwatch::alerts::{outbox_path, Outbox};
+    let outbox = Outbox::open(&outbox_path(state), &[webhook.to_owned()])
+        .expect("the outbox opens after kill -9");
+    let queued = outbox.queued().expect("the outbox's queues read");
+    queued
+        .iter()
+        .map(|q| {
+            let body = outbox
+                .event(q.seq)
+                .expect("an owed event reads")
+                .unwrap_or_else(|| panic!("event {} is owed but not stored", q.seq));
+            let event: serde_json::Value = serde_json::from_slice(&body).expect("stored JSON");
+            event["id"].as_str().expect("an id").to_owned()
+        })
+        .collect()
+}
+
+/// kill -9 while alerts are raised and cleared and delivered, 50 times at
+/// random moments: every event the outbox held after any kill (and so every
+/// alert raised before it) reaches the receiver after the restarts, which
+/// sees each id at least once; duplicates (a delivery whose removal the kill
+/// lost) carry the same id.
+#[test]
+fn kill_9_during_alert_writes_loses_no_alert_and_repeats_none_by_id() {
+    const KILLS: usize = 50;
+    const WEBHOOK: &str = "receiver";
+    let lab = LabSpec::chain(1).targets(3).build().expect("lab");
+    let targets: Vec<IpAddr> = lab.targets_v4().iter().copied().map(IpAddr::V4).collect();
+    let received: Received = Arc::default();
+    let url = start_receiver(&lab, Arc::clone(&received));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("hopwatch.toml");
+    let names = ["a", "b", "c"];
+    let named: Vec<(&str, IpAddr)> = names.iter().copied().zip(targets).collect();
+    // Fast rounds and a short window: a blackout of the first link raises
+    // loss alerts (and clears them) within a second, for every target.
+    write_config(
+        &config,
+        &state,
+        &named,
+        &format!(
+            "\n[statistics]\nwindow = 10\n\n[alerts]\nloss_pct = 30\nraise_rounds = 1\nclear_rounds = 2\n\n\
+             [[webhook]]\nname = \"{WEBHOOK}\"\nurl = \"{url}\"\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\n"
+        ),
+    );
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("interval = \"200ms\"", "interval = \"50ms\""),
+    )
+    .unwrap();
+
+    // The path flaps for the whole test: 600 ms dark, 600 ms clear.
+    let flapping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+
+    // A small deterministic generator for the kill moments (xorshift).
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let mut owed_after_kills = std::collections::BTreeSet::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while flapping.load(std::sync::atomic::Ordering::Relaxed) {
+                let dark = lab
+                    .blackout_for(
+                        hopwatch_lab::At::link("src", "r1"),
+                        Duration::from_millis(600),
+                    )
+                    .expect("blackout");
+                std::thread::sleep(Duration::from_millis(1200));
+                drop(dark);
+            }
+        });
+        for kill in 0..KILLS {
+            let mut daemon = Daemon::start(&lab, &config);
+            daemon.wait_for_log("monitoring started", Duration::from_secs(15));
+            std::thread::sleep(Duration::from_millis(300 + next(2700)));
+            daemon.signal(libc::SIGKILL);
+            let status = daemon.wait_exit(Duration::from_secs(5));
+            assert!(
+                status.code().is_none(),
+                "kill {kill}: exited by itself ({status})"
+            );
+            owed_after_kills.extend(owed_event_ids(&state, WEBHOOK));
+        }
+        flapping.store(false, std::sync::atomic::Ordering::Relaxed);
+    });
+
+    // The last run, with a steady path: it delivers what is owed.
+    let mut daemon = Daemon::start(&lab, &config);
+    daemon.wait_for_log("monitoring started", Duration::from_secs(15));
+    let start = Instant::now();
+    let missing = loop {
+        let got = received.lock().unwrap().clone();
+        let missing: Vec<&String> = owed_after_kills
+            .iter()
+            .filter(|id| !got.contains_key(*id))
+            .collect();
+        if missing.is_empty() || start.elapsed() > Duration::from_secs(60) {
+            break missing.into_iter().cloned().collect::<Vec<_>>();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(Duration::from_secs(10));
+    let got = received.lock().unwrap().clone();
+    let duplicates: u32 = got.values().map(|n| n - 1).sum();
+    let raised = got.keys().filter(|id| id.ends_with("-raised")).count();
+    println!(
+        "{KILLS} kills: {} events owed after some kill, {} distinct events received ({raised} raises), \
+         {duplicates} repeated by id",
+        owed_after_kills.len(),
+        got.len()
+    );
+    assert!(
+        raised >= KILLS,
+        "the flapping path raised only {raised} alerts over {KILLS} runs: the test did not exercise the outbox"
+    );
+    assert!(
+        missing.is_empty(),
+        "{} events owed after a kill never reached the receiver: {missing:?}",
+        missing.len()
+    );
+}

@@ -371,6 +371,9 @@ const STATUS_RANK = { bad: 0, warn: 1, ok: 2, paused: 3 };
  */
 function alertPage(a) {
   if (a.subject === 'peer') return '/peers/' + encodeURIComponent(a.target.replace(/^peer:/, ''));
+  // The service's own alerts (store, outbox): the overview, whose health
+  // strip says what is degraded.
+  if (a.subject === 'service') return '/';
   return '/targets/' + encodeURIComponent(a.target);
 }
 
@@ -819,7 +822,7 @@ function incidentsPanel(target, range) {
     return h('tr', { class: open ? 's-bad' : '', dataset: { incident: i.id } },
       h('td', { title: fmtFull(i.raised_at_ms), text: fmtTime(i.raised_at_ms, true) }),
       h('td', { text: i.name }),
-      target ? null : h('td', {}, h('a', { href: i.subject === 'peer' ? '/peers/' + encodeURIComponent(i.target.slice(5)) : '/targets/' + encodeURIComponent(i.target), text: i.label || i.target })),
+      target ? null : h('td', {}, h('a', { href: alertPage(i), text: i.label || i.target })),
       h('td', { class: 'num', text: duration(i.duration_ms) + (open ? ' so far' : '') }),
       h('td', { class: 'num hide-sm', text: worst }),
       h('td', { class: 'hide-sm', title: i.summary, text: (place || '–') + (i.updates ? ' (updated ' + i.updates + '×)' : '') }),

@@ -75,6 +75,9 @@ pub enum AlertSubject {
     #[default]
     Target,
     Peer,
+    /// The service itself: one of its components (`service:store`,
+    /// `service:outbox`).
+    Service,
 }
 
 impl AlertSubject {
@@ -82,6 +85,7 @@ impl AlertSubject {
         match self {
             AlertSubject::Target => "target",
             AlertSubject::Peer => "peer",
+            AlertSubject::Service => "service",
         }
     }
 }

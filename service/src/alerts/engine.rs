@@ -128,6 +128,8 @@ pub struct AlertEngine {
     /// The peers in the config: only these are judged, so a window read
     /// just before a reload removed its peer cannot raise after the clear.
     configured_peers: HashSet<TargetId>,
+    /// The service's own components (`store`, `outbox`), by name.
+    services: HashMap<TargetId, [Machine; AlertKind::ALL.len()]>,
 }
 
 impl AlertEngine {
@@ -137,6 +139,7 @@ impl AlertEngine {
             targets: HashMap::new(),
             peers: HashMap::new(),
             configured_peers: HashSet::new(),
+            services: HashMap::new(),
         }
     }
 
@@ -164,6 +167,7 @@ impl AlertEngine {
                 &mut state.machines
             }
             Subject::Peer(name) => &mut self.peers.entry(name.clone()).or_default().machines,
+            Subject::Service(name) => self.services.entry(name.clone()).or_default(),
         };
         for kind in raised {
             machines[kind.index()] = Machine::raised();
@@ -188,6 +192,7 @@ impl AlertEngine {
         let machines = match subject {
             Subject::Target(id) => self.targets.get(id).map(|s| &s.machines),
             Subject::Peer(name) => self.peers.get(name).map(|s| &s.machines),
+            Subject::Service(name) => self.services.get(name),
         };
         machines.map_or_else(Vec::new, |machines| {
             AlertKind::ALL
@@ -386,7 +391,50 @@ impl AlertEngine {
             Subject::Peer(name) => {
                 self.peers.remove(name);
             }
+            Subject::Service(name) => {
+                self.services.remove(name);
+            }
         }
+    }
+
+    /// Takes in how one of the service's components runs: `problem` says
+    /// what is wrong while it is degraded, `None` once it is fine. The
+    /// `kind` alert of `service:COMPONENT` raises at the first degraded
+    /// reading and clears at the first fine one: these are states the
+    /// service knows for certain, not noisy measurements.
+    pub fn evaluate_service(
+        &mut self,
+        component: &TargetId,
+        kind: AlertKind,
+        problem: Option<&str>,
+    ) -> Option<Transition> {
+        let machine = &mut self.services.entry(component.clone()).or_default()[kind.index()];
+        let condition = if problem.is_some() {
+            Condition::Breach
+        } else {
+            Condition::Healthy
+        };
+        let state = match machine.step(condition, 1, 1) {
+            Step::Raise => AlertState::Raised,
+            Step::Clear => AlertState::Cleared,
+            Step::Stay => return None,
+        };
+        Some(Transition {
+            kind,
+            state,
+            reading: Reading {
+                condition,
+                value: None,
+                threshold: None,
+                unit: None,
+            },
+            summary: match problem {
+                Some(problem) => problem.to_owned(),
+                None => format!("the {component} runs normally again"),
+            },
+            reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
+            path_event: None,
+        })
     }
 
     /// Every target and peer the engine holds state for.
@@ -530,6 +578,44 @@ mod tests {
             clear_ratio: 0.5,
             ..AlertRules::default()
         }
+    }
+
+    #[test]
+    fn a_degraded_component_raises_once_and_clears_once_it_is_fine() {
+        let mut engine = AlertEngine::new(AlertsConfig::default());
+        let store = TargetId::new("store").unwrap();
+        assert_eq!(
+            engine.evaluate_service(&store, AlertKind::Store, None),
+            None
+        );
+        let raised = engine
+            .evaluate_service(&store, AlertKind::Store, Some("the disk is full"))
+            .expect("a raise");
+        assert_eq!(
+            (raised.kind, raised.state),
+            (AlertKind::Store, AlertState::Raised)
+        );
+        assert_eq!(raised.summary, "the disk is full");
+        assert_eq!(
+            engine.evaluate_service(&store, AlertKind::Store, Some("still full")),
+            None,
+            "raised once"
+        );
+        assert_eq!(
+            engine.raised(&Subject::service("store")),
+            vec![AlertKind::Store]
+        );
+        let cleared = engine
+            .evaluate_service(&store, AlertKind::Store, None)
+            .expect("a clear");
+        assert_eq!(cleared.state, AlertState::Cleared);
+        assert_eq!(cleared.reason, Some(ClearReason::Recovered));
+        assert_eq!(cleared.summary, "the store runs normally again");
+        // A restart restores a raised one, which then clears when fine.
+        let mut restarted = AlertEngine::new(AlertsConfig::default());
+        restarted.restore(&Subject::service("store"), false, &[AlertKind::Store]);
+        let cleared = restarted.evaluate_service(&store, AlertKind::Store, None);
+        assert_eq!(cleared.map(|t| t.state), Some(AlertState::Cleared));
     }
 
     #[test]

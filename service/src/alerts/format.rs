@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::event::{rfc3339, AlertEvent};
 use super::kind::AlertState;
 use super::settings::WebhookFormat;
-use super::subject::{SubjectKind, PEER_PREFIX};
+use super::subject::{SubjectKind, PEER_PREFIX, SERVICE_PREFIX};
 
 /// The body for `format` of the stored event `stored` (its JSON bytes).
 /// `valid_until_ms` is the `endsAt` of a firing alert in Alertmanager's format.
@@ -51,12 +51,14 @@ fn localisation_summary(event: &AlertEvent) -> Option<&str> {
 }
 
 /// How people read the subject: `` `edge (Edge router)` `` for a target,
-/// ``peer `dc1 (DC one)` `` for a peer.
+/// ``peer `dc1 (DC one)` `` for a peer, ``hopwatch's `store` `` for one of
+/// the service's components.
 fn target_title(event: &AlertEvent) -> String {
     let t = &event.target;
     let name = match t.subject {
         SubjectKind::Target => t.name.as_str(),
         SubjectKind::Peer => t.name.strip_prefix(PEER_PREFIX).unwrap_or(&t.name),
+        SubjectKind::Service => t.name.strip_prefix(SERVICE_PREFIX).unwrap_or(&t.name),
     };
     let named = match &t.label {
         Some(label) => format!("`{name} ({label})`"),
@@ -65,6 +67,7 @@ fn target_title(event: &AlertEvent) -> String {
     match t.subject {
         SubjectKind::Target => named,
         SubjectKind::Peer => format!("peer {named}"),
+        SubjectKind::Service => format!("hopwatch's {named}"),
     }
 }
 

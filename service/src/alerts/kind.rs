@@ -29,11 +29,18 @@ pub enum AlertKind {
     /// The return path (the routers replies cross on the way back) changed
     /// while the forward path did not. Off unless `return_path_change = true`.
     ReturnPathChange,
+    /// The history store runs degraded: it could not be opened (quarantined,
+    /// a fresh one in use, or no history at all), or its writes fail. About
+    /// the service itself (subject `service:store`), not a target.
+    Store,
+    /// The alert outbox could not be opened (quarantined, a fresh one in use,
+    /// or alerts kept in memory only). Subject `service:outbox`.
+    Outbox,
 }
 
 impl AlertKind {
     /// Every kind, in evaluation order.
-    pub const ALL: [AlertKind; 8] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::Loss,
         AlertKind::Latency,
         AlertKind::Jitter,
@@ -42,10 +49,12 @@ impl AlertKind {
         AlertKind::RouteChange,
         AlertKind::HopCountChange,
         AlertKind::ReturnPathChange,
+        AlertKind::Store,
+        AlertKind::Outbox,
     ];
 
     /// The names accepted in the config, in [`AlertKind::ALL`] order.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "loss",
         "latency",
         "jitter",
@@ -54,7 +63,18 @@ impl AlertKind {
         "route_change",
         "hop_count_change",
         "return_path_change",
+        "store",
+        "outbox",
     ];
+
+    /// The kinds about the service itself (its [`super::Subject::Service`]
+    /// components), not about a target or a peer.
+    pub const SERVICE: [AlertKind; 2] = [AlertKind::Store, AlertKind::Outbox];
+
+    /// Whether this kind is about the service itself.
+    pub fn is_service(self) -> bool {
+        Self::SERVICE.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self.index()]
@@ -74,7 +94,7 @@ impl fmt::Display for AlertKind {
 
 /// A name that is not an alert kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change")]
+#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change, store, outbox")]
 pub struct UnknownAlertKind(pub String);
 
 impl FromStr for AlertKind {

@@ -76,7 +76,7 @@ pub use settings::{
     WebhookFormat,
 };
 pub use sign::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER};
-pub use subject::{InvalidSubject, Subject, SubjectKind, PEER_PREFIX};
+pub use subject::{InvalidSubject, Subject, SubjectKind, PEER_PREFIX, SERVICE_PREFIX};
 
 use crate::analysis::{PathEvent, TargetSnapshot, WindowStats};
 use crate::health::{self, ComponentMode, ComponentStatus};
@@ -392,6 +392,43 @@ impl Alerts {
         }
     }
 
+    /// Takes in how one of the service's own components runs (`problem`:
+    /// what is wrong while it is degraded, `None` when it is fine) and
+    /// raises or clears its `kind` alert (`store`, `outbox`), subject
+    /// `service:COMPONENT`. Called whenever the monitor reads its health;
+    /// errors are logged. An outbox that cannot be written still delivers
+    /// its own alert from memory.
+    pub async fn on_component(
+        &self,
+        component: &'static str,
+        kind: AlertKind,
+        problem: Option<&str>,
+    ) {
+        let subject = Subject::service(component);
+        let Some(transition) = self
+            .engine()
+            .evaluate_service(subject.name(), kind, problem)
+        else {
+            return;
+        };
+        let about = About {
+            target: AlertTarget {
+                name: subject.key(),
+                subject: SubjectKind::Service,
+                label: None,
+                host: String::new(),
+                address: None,
+                tags: Vec::new(),
+            },
+            subject,
+            at_ms: event::now_ms(),
+            snapshot: serde_json::json!({"component": component, "problem": problem}),
+        };
+        if let Err(err) = self.record(&about, vec![(transition, None)], None).await {
+            tracing::error!(component, error = %err, "alert not stored or not flushed");
+        }
+    }
+
     /// Turns the `transitions` of one subject (each with its localisation)
     /// into events, commits them with `answered`, and queues their deliveries.
     /// An update of an alert the outbox no longer holds as raised (a reload
@@ -618,6 +655,9 @@ fn retire_removed(
                     active.kind
                 ),
             ),
+            // The service's own alerts end when their component recovers,
+            // never by a config change.
+            SubjectKind::Service => continue,
         };
         let seq = outbox.reserve_seq();
         let event = AlertEvent {

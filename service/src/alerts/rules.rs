@@ -137,6 +137,9 @@ pub fn read(kind: AlertKind, rules: &AlertRules, round: &RoundView<'_>) -> Optio
         AlertKind::ReturnPathChange => rules
             .return_path_change
             .then(|| path_reading(round, |e| matches!(e, PathEvent::ReturnPathChanged { .. }))),
+        // About the service, not a target: judged from its health
+        // (`AlertEngine::evaluate_service`), never from a round.
+        AlertKind::Store | AlertKind::Outbox => None,
     }
 }
 
@@ -158,9 +161,11 @@ pub fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<&Local
     let wanted = match kind {
         AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
         AlertKind::Loss | AlertKind::Unreachable | AlertKind::Mos => DegradationKind::Loss,
-        AlertKind::RouteChange | AlertKind::HopCountChange | AlertKind::ReturnPathChange => {
-            return None
-        }
+        AlertKind::RouteChange
+        | AlertKind::HopCountChange
+        | AlertKind::ReturnPathChange
+        | AlertKind::Store
+        | AlertKind::Outbox => return None,
     };
     let found = &snapshot.localisations;
     found
@@ -338,5 +343,8 @@ pub fn summary(
                 rules.clear_rounds
             )
         }
+        // Never read from a round (see `read`): their summaries say what
+        // is wrong with the component.
+        (AlertKind::Store | AlertKind::Outbox, _) => format!("the {kind} check"),
     }
 }

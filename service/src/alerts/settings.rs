@@ -257,9 +257,11 @@ pub struct WebhookFilter {
 
 impl WebhookFilter {
     /// Whether an alert of `kind` about `id` (a target or a peer, with
-    /// `tags`) goes to this webhook.
+    /// `tags`) goes to this webhook. The service's own alerts (`store`,
+    /// `outbox`) concern every target, so only `kinds` filters them.
     pub fn accepts(&self, id: &Subject, tags: &[String], kind: AlertKind) -> bool {
         let by_target = (self.targets.is_empty() && self.tags.is_empty())
+            || matches!(id, Subject::Service(_))
             || self.targets.contains(id)
             || tags.iter().any(|t| self.tags.contains(t));
         by_target && (self.kinds.is_empty() || self.kinds.contains(&kind))
@@ -309,6 +311,16 @@ mod tests {
             !some.accepts(&a, &[], AlertKind::Latency),
             "latency is not wanted"
         );
+        // The service's own alerts pass target and tag filters; kinds still apply.
+        let store = Subject::service("store");
+        assert!(some.accepts(&store, &[], AlertKind::Unreachable));
+        assert!(!some.accepts(&store, &[], AlertKind::Store));
+        let stores = WebhookFilter {
+            targets: vec![a.clone()],
+            kinds: vec![AlertKind::Store],
+            ..WebhookFilter::default()
+        };
+        assert!(stores.accepts(&store, &[], AlertKind::Store));
     }
 
     #[test]

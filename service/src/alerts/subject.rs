@@ -19,6 +19,9 @@ pub enum SubjectKind {
     #[default]
     Target,
     Peer,
+    /// The service itself: one of its components (the history store, the
+    /// alert outbox), keyed `service:COMPONENT`.
+    Service,
 }
 
 impl SubjectKind {
@@ -26,6 +29,7 @@ impl SubjectKind {
         match self {
             SubjectKind::Target => "target",
             SubjectKind::Peer => "peer",
+            SubjectKind::Service => "service",
         }
     }
 }
@@ -41,10 +45,15 @@ impl fmt::Display for SubjectKind {
 pub enum Subject {
     Target(TargetId),
     Peer(TargetId),
+    /// A component of the service (`store`, `outbox`): see [`SubjectKind::Service`].
+    Service(TargetId),
 }
 
 /// The prefix of a peer's key.
 pub const PEER_PREFIX: &str = "peer:";
+/// The prefix of a service component's key. Target and peer names cannot
+/// hold a `:`, so no key is ambiguous.
+pub const SERVICE_PREFIX: &str = "service:";
 
 /// A key that names neither a target nor a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,29 +65,39 @@ pub struct InvalidSubject {
 }
 
 impl Subject {
-    /// Reads a key: `peer:NAME` is a peer, anything else a target name.
+    /// Reads a key: `peer:NAME` is a peer, `service:NAME` a component of
+    /// the service, anything else a target name.
     pub fn parse(key: &str) -> Result<Subject, InvalidSubject> {
         let invalid = |source| InvalidSubject {
             key: key.to_owned(),
             source,
         };
-        match key.strip_prefix(PEER_PREFIX) {
-            Some(name) => TargetId::new(name).map(Subject::Peer).map_err(invalid),
-            None => TargetId::new(key).map(Subject::Target).map_err(invalid),
+        if let Some(name) = key.strip_prefix(PEER_PREFIX) {
+            return TargetId::new(name).map(Subject::Peer).map_err(invalid);
         }
+        if let Some(name) = key.strip_prefix(SERVICE_PREFIX) {
+            return TargetId::new(name).map(Subject::Service).map_err(invalid);
+        }
+        TargetId::new(key).map(Subject::Target).map_err(invalid)
+    }
+
+    /// The subject of a service component's alerts (`service:store`).
+    pub fn service(component: &str) -> Subject {
+        Subject::Service(TargetId::new(component).expect("component names are valid names"))
     }
 
     pub fn kind(&self) -> SubjectKind {
         match self {
             Subject::Target(_) => SubjectKind::Target,
             Subject::Peer(_) => SubjectKind::Peer,
+            Subject::Service(_) => SubjectKind::Service,
         }
     }
 
-    /// The configured name (without the `peer:` prefix).
+    /// The configured name (without the `peer:` or `service:` prefix).
     pub fn name(&self) -> &TargetId {
         match self {
-            Subject::Target(name) | Subject::Peer(name) => name,
+            Subject::Target(name) | Subject::Peer(name) | Subject::Service(name) => name,
         }
     }
 
@@ -99,6 +118,7 @@ impl fmt::Display for Subject {
         match self {
             Subject::Target(name) => f.write_str(name.as_str()),
             Subject::Peer(name) => write!(f, "{PEER_PREFIX}{name}"),
+            Subject::Service(name) => write!(f, "{SERVICE_PREFIX}{name}"),
         }
     }
 }
@@ -136,6 +156,10 @@ mod tests {
         assert_eq!(serde_json::to_value(&peer).unwrap(), "peer:gw");
         let back: Subject = serde_json::from_value(serde_json::json!("peer:gw")).unwrap();
         assert_eq!(back, peer);
+        let store = Subject::parse("service:store").unwrap();
+        assert_eq!(store, Subject::service("store"));
+        assert_eq!(store.kind(), SubjectKind::Service);
+        assert_eq!(store.key(), "service:store");
         // A target name stored before peers had alerts still reads.
         let old: Subject = serde_json::from_value(serde_json::json!("edge-1")).unwrap();
         assert_eq!(old.kind(), SubjectKind::Target);
@@ -143,7 +167,15 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused() {
-        for key in ["", "peer:", "peer:a:b", "a:b", "peer: x"] {
+        for key in [
+            "",
+            "peer:",
+            "peer:a:b",
+            "a:b",
+            "peer: x",
+            "service:",
+            "service:a:b",
+        ] {
             let err = Subject::parse(key).expect_err(key);
             assert_eq!(err.key, key);
         }

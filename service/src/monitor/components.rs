@@ -110,3 +110,51 @@ fn disabled_store(state_dir: &Path, config: StoreConfig, status: ComponentStatus
         status,
     }
 }
+
+/// How often the store's and the outbox's health is handed to the alerts.
+pub const ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Flushes that fail in a row before a store that opened fine counts as
+/// degraded: one failure may be a moment's full disk that the next flush
+/// rides out with its writes still in memory.
+pub const STORE_FAILED_FLUSHES: u64 = 2;
+
+/// What is wrong with the history store now, for its `store` alert: how it
+/// opened (`status`), else whether its writes keep failing.
+pub fn store_problem(status: &ComponentStatus, store: &Store) -> Option<String> {
+    if let Some(problem) = status.problem() {
+        return Some(problem);
+    }
+    let health = store.health();
+    (health.consecutive_failures >= STORE_FAILED_FLUSHES).then(|| {
+        format!(
+            "the history store cannot write: {} flushes failed in a row, {} bytes wait in memory (the oldest rounds are dropped past the cap); last error: {}",
+            health.consecutive_failures,
+            health.pending_bytes,
+            health.last_error.as_deref().unwrap_or("unknown")
+        )
+    })
+}
+
+/// Hands the store's and the outbox's health to the alerts every
+/// [`ALERT_EVERY`], which raise (and later clear) their `store` and `outbox`
+/// alerts, until aborted.
+pub async fn judge(
+    store: Arc<Store>,
+    store_status: ComponentStatus,
+    alerts: Arc<crate::alerts::Alerts>,
+) {
+    use crate::alerts::AlertKind;
+    let mut tick = tokio::time::interval(ALERT_EVERY);
+    loop {
+        tick.tick().await;
+        let problem = store_problem(&store_status, &store);
+        alerts
+            .on_component(STORE, AlertKind::Store, problem.as_deref())
+            .await;
+        let outbox = alerts.outbox_status().problem();
+        alerts
+            .on_component(OUTBOX, AlertKind::Outbox, outbox.as_deref())
+            .await;
+    }
+}

@@ -71,6 +71,9 @@ pub struct Monitor {
     peers: Arc<Mutex<Option<PeerSet>>>,
     /// That task ([`peers::judge`]).
     peer_alerts: Option<JoinHandle<()>>,
+    /// The task that hands the store's and the outbox's health to the
+    /// alerts ([`components::judge`]).
+    component_alerts: Option<JoinHandle<()>>,
     /// `[reflector]`: answers other boxes' peers; stopped on shutdown. Shared
     /// with the task that retries a failed bind.
     reflector: Arc<Mutex<Option<Reflector>>>,
@@ -188,6 +191,11 @@ impl Monitor {
             Some(Arc::clone(&store)),
         ))));
         let peer_alerts = tokio::spawn(peers::judge(Arc::downgrade(&peers), Arc::clone(&alerts)));
+        let component_alerts = tokio::spawn(components::judge(
+            Arc::clone(&store),
+            store_status.clone(),
+            Arc::clone(&alerts),
+        ));
         tracing::info!(
             targets = config.targets.len(),
             peers = config.peers.len(),
@@ -202,6 +210,7 @@ impl Monitor {
             targets: Mutex::new(Some(targets)),
             peers,
             peer_alerts: Some(peer_alerts),
+            component_alerts: Some(component_alerts),
             reflector,
             reflector_retry,
             reflector_status,
@@ -304,6 +313,9 @@ impl Monitor {
         let targets = sys::lock(&self.targets).take();
         drop(targets);
         if let Some(judge) = self.peer_alerts.take() {
+            judge.abort();
+        }
+        if let Some(judge) = self.component_alerts.take() {
             judge.abort();
         }
         let peers = sys::lock(&self.peers).take();

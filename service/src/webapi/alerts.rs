@@ -76,6 +76,7 @@ pub fn incident(incident: Incident, now_ms: u64) -> IncidentDto {
         subject: match incident.subject {
             SubjectKind::Target => AlertSubject::Target,
             SubjectKind::Peer => AlertSubject::Peer,
+            SubjectKind::Service => AlertSubject::Service,
         },
         target: incident.target,
         label: incident.label,
@@ -103,6 +104,7 @@ pub fn alert(active: ActiveAlert) -> AlertDto {
         subject: match active.target.kind() {
             SubjectKind::Target => AlertSubject::Target,
             SubjectKind::Peer => AlertSubject::Peer,
+            SubjectKind::Service => AlertSubject::Service,
         },
         target: active.target.key(),
         since_ms: Some(active.raised_at_ms),

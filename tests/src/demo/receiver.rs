@@ -79,7 +79,10 @@ impl Delivery {
                     .and_then(|c| c["first_changed_ttl"].as_u64())
                     .and_then(|t| u8::try_from(t).ok());
             }
-            AlertKind::Unreachable | AlertKind::HopCountChange => {}
+            AlertKind::Unreachable
+            | AlertKind::HopCountChange
+            | AlertKind::Store
+            | AlertKind::Outbox => {}
         }
         Self {
             state: event.state.to_string(),
