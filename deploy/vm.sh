@@ -114,8 +114,38 @@ ensure_image() {
     log "image $image built in $((SECONDS - started)) s"
 }
 
-# The payload disk: check.sh, lab.sh and two .debs of this build's binary, an
-# "older" (0.0.1) and a "newer" version, for the upgrade path.
+# The release before this one, as its users have it: the last commit that
+# landed on main, built from its own sources and packaged with its own unit
+# and maintainer scripts. Built once (about 5 minutes) and cached by commit;
+# a clone without that commit (a shallow one) cannot run this test.
+PREVIOUS_RELEASE=d788640037cab0b328c35b3a005655b70950c34b
+
+previous_deb() {
+    local deb=$work/previous-${PREVIOUS_RELEASE:0:12}.deb
+    if [ ! -f "$deb" ]; then
+        git -C "$repo" cat-file -e "$PREVIOUS_RELEASE^{commit}" 2>/dev/null ||
+            die "the previous release $PREVIOUS_RELEASE is not in this clone's history (a shallow clone?): clone without --depth"
+        local src=$work/previous-src
+        rm -rf "$src" "$work/previous-out"
+        mkdir -p "$src"
+        git -C "$repo" archive "$PREVIOUS_RELEASE" | tar -x -C "$src"
+        log "building the previous release ${PREVIOUS_RELEASE:0:12} (first run only)"
+        (cd "$src" && CARGO_TARGET_DIR=$work/previous-target cargo build --locked -p hopwatch-service) \
+            >"$work/previous-build.log" 2>&1 ||
+            die "building the previous release failed; see $work/previous-build.log"
+        (cd "$src" && bash deploy/package.sh --binary "$work/previous-target/debug/hopwatch" --fast \
+            --deb-version 0.0.1-1 --output "$work/previous-out") >>"$work/previous-build.log" 2>&1 ||
+            die "packaging the previous release failed; see $work/previous-build.log"
+        cp "$work"/previous-out/*.deb "$deb.tmp"
+        mv "$deb.tmp" "$deb"
+        rm -rf "$src" "$work/previous-out"
+    fi
+    echo "$deb"
+}
+
+# The payload disk: check.sh, lab.sh, two .debs of this build's binary, an
+# "older" (0.0.1) and a "newer" version, for the upgrade path, and the
+# previous release's .deb (previous_deb), for the upgrade users will make.
 build_payload() {
     local bin=${HOPWATCH_BIN:-$repo/target/debug/hopwatch}
     [ -x "$bin" ] || die "no hopwatch binary at $bin: build it first (cargo build -p hopwatch-service), or set HOPWATCH_BIN"
@@ -130,6 +160,7 @@ build_payload() {
     bash deploy/package.sh --binary "$bin" --fast --deb-version "$version-1" --output "$run/new" >/dev/null
     cp "$run"/old/*.deb "$dir/hopwatch-old.deb"
     cp "$run"/new/*.deb "$dir/hopwatch-new.deb"
+    cp "$(previous_deb)" "$dir/hopwatch-previous.deb"
     local size_mib=$(( $(du -sm "$dir" | cut -f1) + 64 ))
     mkfs.ext4 -q -F -L payload -d "$dir" "$run/payload.img" "${size_mib}M"
 }
@@ -221,10 +252,14 @@ run_test() {
     done
     log "boot $((3 + cuts)): purge"
     boot purge 600 hopwatch_vm.phase=purge
+    log "boot $((4 + cuts)): a fresh guest, the previous release, then the upgrade to this build"
+    rm -f "$run/disk.qcow2"
+    qemu-img create -q -f qcow2 -b "$image" -F raw "$run/disk.qcow2"
+    boot previous 900 hopwatch_vm.phase=previous
     local results=$run/results.log
     cat "$run"/results-install.log "$run"/results-reboot.log \
         $(for i in $(seq 1 "$cuts"); do echo "$run/results-cut$i.log"; done) "$run"/results-purge.log \
-        2>/dev/null | tr -d '\r' >"$results"
+        "$run"/results-previous.log 2>/dev/null | tr -d '\r' >"$results"
     grep -E '^(PASS|FAIL)' "$results"
     local passed failed losses
     # grep -c exits 1 when it counts nothing.

