@@ -161,6 +161,11 @@ build_payload() {
     cp "$run"/old/*.deb "$dir/hopwatch-old.deb"
     cp "$run"/new/*.deb "$dir/hopwatch-new.deb"
     cp "$(previous_deb)" "$dir/hopwatch-previous.deb"
+    # The previous release needs a CA bundle to start; the image has none
+    # (this build must run without one), so the host's goes along.
+    [ -f /etc/ssl/certs/ca-certificates.crt ] ||
+        die "no /etc/ssl/certs/ca-certificates.crt on this machine: run deploy/setup.sh (it installs ca-certificates)"
+    cp /etc/ssl/certs/ca-certificates.crt "$dir/"
     local size_mib=$(( $(du -sm "$dir" | cut -f1) + 64 ))
     mkfs.ext4 -q -F -L payload -d "$dir" "$run/payload.img" "${size_mib}M"
 }
