@@ -721,7 +721,7 @@ mod tests {
     fn queries_decode_as_the_handlers_do() {
         let series = check(
             QueryEndpoint::Series,
-            "hop=3&from=1000&to=2023-11-14T22:00:00Z&max_points=10",
+            "hop=3&from=1699990000000&to=2023-11-14T22:00:00Z&max_points=10",
         )
         .unwrap();
         assert_eq!(
@@ -729,7 +729,7 @@ mod tests {
             CheckedQuery::Series(SeriesQuery {
                 hops: HopSelection::One(HopRef::Ttl(3)),
                 range: TimeRange {
-                    from_ms: 1000,
+                    from_ms: 1_699_990_000_000,
                     to_ms: 1_699_999_200_000
                 },
                 max_points: 10,
