@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::live;
 use crate::metrics;
-use crate::query::{self, now_ms, RangeParams};
+use crate::model::HopSelection;
+use crate::query::{self, now_ms, RangeParams, TimeRange};
 use crate::state::AppState;
 
 /// Longest label, description, host and tag accepted from clients.
@@ -146,6 +147,18 @@ pub struct IncidentParams {
     target: Option<String>,
 }
 
+impl IncidentParams {
+    /// The range asked for: the last 30 days when none is given.
+    pub fn check(&self, now_ms: u64) -> Result<TimeRange, ApiError> {
+        let range = if self.range.is_none() && self.from.is_none() && self.to.is_none() {
+            Some("30d".to_owned())
+        } else {
+            self.range.clone()
+        };
+        RangeParams::of(&range, &self.from, &self.to).resolve(now_ms)
+    }
+}
+
 /// The incident history: alerts from raise to clear, newest first, over
 /// `range` (or `from`/`to`; the last 30 days when neither is given), of one
 /// `target` (a target's name or `peer:NAME`) when given.
@@ -154,12 +167,7 @@ pub async fn incidents(
     params: Result<Query<IncidentParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let range = if p.range.is_none() && p.from.is_none() && p.to.is_none() {
-        Some("30d".to_owned())
-    } else {
-        p.range
-    };
-    let range = RangeParams::of(&range, &p.from, &p.to).resolve(now_ms())?;
+    let range = p.check(now_ms())?;
     let target = p.target.clone();
     let incidents = state
         .history(move |read| read.incidents(range, target.as_deref()))
@@ -171,6 +179,95 @@ pub async fn incidents(
         "incidents": incidents,
     }))
     .into_response())
+}
+
+/// The endpoints that take a query string, for [`check_query`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryEndpoint {
+    Incidents,
+    Series,
+    Heatmap,
+    Events,
+    Export,
+    PeerHistory,
+}
+
+impl QueryEndpoint {
+    pub const ALL: [QueryEndpoint; 6] = [
+        QueryEndpoint::Incidents,
+        QueryEndpoint::Series,
+        QueryEndpoint::Heatmap,
+        QueryEndpoint::Events,
+        QueryEndpoint::Export,
+        QueryEndpoint::PeerHistory,
+    ];
+
+    /// The query parameters the endpoint takes (it refuses any other).
+    pub fn params(self) -> &'static [&'static str] {
+        match self {
+            QueryEndpoint::Incidents => &["range", "from", "to", "target"],
+            QueryEndpoint::Series => &["hop", "range", "from", "to", "max_points"],
+            QueryEndpoint::Heatmap => &["range", "from", "to", "columns"],
+            QueryEndpoint::Events => &["range", "from", "to"],
+            QueryEndpoint::Export => &["format", "range", "from", "to"],
+            QueryEndpoint::PeerHistory => &["range", "from", "to", "max_points"],
+        }
+    }
+}
+
+/// What the handler of a [`QueryEndpoint`] goes on with once its query is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckedQuery {
+    /// Incidents and events.
+    Range(TimeRange),
+    Series(SeriesQuery),
+    /// A heatmap's columns, a peer history's points per series.
+    Sized(TimeRange, usize),
+    Export(Format, TimeRange),
+}
+
+/// Decodes and checks the query string `raw_query` exactly as `endpoint`'s
+/// handler does (axum's `Query` extractor, then the parameters' `check`), with no
+/// server and no read model: what the fuzz target `api_query` (service/fuzz) and
+/// the property test below drive. A query that is not valid in a URI is refused
+/// as the HTTP layer would, before any handler.
+pub fn check_query(
+    endpoint: QueryEndpoint,
+    raw_query: &str,
+    now_ms: u64,
+) -> Result<CheckedQuery, ApiError> {
+    let uri: axum::http::Uri =
+        format!("/?{raw_query}")
+            .parse()
+            .map_err(
+                |err: axum::http::uri::InvalidUri| ApiError::InvalidRequest {
+                    reason: err.to_string(),
+                },
+            )?;
+    Ok(match endpoint {
+        QueryEndpoint::Incidents => {
+            CheckedQuery::Range(Query::<IncidentParams>::try_from_uri(&uri)?.check(now_ms)?)
+        }
+        QueryEndpoint::Series => {
+            CheckedQuery::Series(Query::<SeriesParams>::try_from_uri(&uri)?.check(now_ms)?)
+        }
+        QueryEndpoint::Heatmap => {
+            let (range, columns) = Query::<HeatmapParams>::try_from_uri(&uri)?.check(now_ms)?;
+            CheckedQuery::Sized(range, columns)
+        }
+        QueryEndpoint::Events => {
+            CheckedQuery::Range(Query::<RangeOnly>::try_from_uri(&uri)?.check(now_ms)?)
+        }
+        QueryEndpoint::Export => {
+            let (format, range) = Query::<ExportParams>::try_from_uri(&uri)?.check(now_ms)?;
+            CheckedQuery::Export(format, range)
+        }
+        QueryEndpoint::PeerHistory => {
+            let query = Query::<crate::peers::HistoryParams>::try_from_uri(&uri)?;
+            let (range, points) = query.check(now_ms)?;
+            CheckedQuery::Sized(range, points)
+        }
+    })
 }
 
 pub async fn sparklines(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -188,6 +285,29 @@ pub struct SeriesParams {
     max_points: Option<usize>,
 }
 
+/// A series request's query, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesQuery {
+    pub hops: HopSelection,
+    pub range: TimeRange,
+    pub max_points: usize,
+}
+
+impl SeriesParams {
+    pub fn check(&self, now_ms: u64) -> Result<SeriesQuery, ApiError> {
+        Ok(SeriesQuery {
+            hops: query::hop_selection(self.hop.as_deref())?,
+            range: RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?,
+            max_points: query::count(
+                "max_points",
+                self.max_points,
+                query::DEFAULT_POINTS,
+                query::MAX_POINTS,
+            )?,
+        })
+    }
+}
+
 pub async fn series(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -195,14 +315,11 @@ pub async fn series(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let hops = query::hop_selection(p.hop.as_deref())?;
-    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
-    let max_points = query::count(
-        "max_points",
-        p.max_points,
-        query::DEFAULT_POINTS,
-        query::MAX_POINTS,
-    )?;
+    let SeriesQuery {
+        hops,
+        range,
+        max_points,
+    } = p.check(now_ms())?;
     let lookup = id.clone();
     let series = state
         .history(move |read| read.series(&lookup, hops, range))
@@ -224,6 +341,20 @@ pub struct HeatmapParams {
     columns: Option<usize>,
 }
 
+impl HeatmapParams {
+    /// The range and the number of columns asked for.
+    pub fn check(&self, now_ms: u64) -> Result<(TimeRange, usize), ApiError> {
+        let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
+        let columns = query::count(
+            "columns",
+            self.columns,
+            query::DEFAULT_COLUMNS,
+            query::MAX_COLUMNS,
+        )?;
+        Ok((range, columns))
+    }
+}
+
 pub async fn heatmap(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -231,13 +362,7 @@ pub async fn heatmap(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
-    let columns = query::count(
-        "columns",
-        p.columns,
-        query::DEFAULT_COLUMNS,
-        query::MAX_COLUMNS,
-    )?;
+    let (range, columns) = p.check(now_ms())?;
     let lookup = id.clone();
     let series = state
         .history(move |read| read.series(&lookup, crate::model::HopSelection::All, range))
@@ -255,6 +380,12 @@ pub struct RangeOnly {
     to: Option<String>,
 }
 
+impl RangeOnly {
+    pub fn check(&self, now_ms: u64) -> Result<TimeRange, ApiError> {
+        RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)
+    }
+}
+
 pub async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -262,7 +393,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
+    let range = p.check(now_ms())?;
     let lookup = id.clone();
     let events = state
         .history(move |read| read.events(&lookup, range))
@@ -286,6 +417,20 @@ pub struct ExportParams {
     to: Option<String>,
 }
 
+impl ExportParams {
+    /// The format (CSV by default) and the range asked for.
+    pub fn check(&self, now_ms: u64) -> Result<(Format, TimeRange), ApiError> {
+        let format: Format = self
+            .format
+            .as_deref()
+            .unwrap_or("csv")
+            .parse()
+            .map_err(|reason| ApiError::param("format", reason))?;
+        let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
+        Ok((format, range))
+    }
+}
+
 pub async fn export(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -293,14 +438,8 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let format: Format = p
-        .format
-        .as_deref()
-        .unwrap_or("csv")
-        .parse()
-        .map_err(|reason| ApiError::param("format", reason))?;
     let now = now_ms();
-    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now)?;
+    let (format, range) = p.check(now)?;
     let lookup = id.clone();
     let summary = state
         .history(move |read| read.hop_summary(&lookup, range))
@@ -534,4 +673,181 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dto::HopRef;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    /// What any outcome of [`check_query`] must satisfy (the fuzz target
+    /// `api_query` checks the same): a refusal is a 400 that names one of the
+    /// endpoint's parameters when it is about one; what is accepted is a non-empty
+    /// range of at most [`query::MAX_SPAN`] and counts within their limits.
+    fn check(endpoint: QueryEndpoint, raw: &str) -> Result<CheckedQuery, ApiError> {
+        let result = check_query(endpoint, raw, NOW);
+        let range_ok = |r: &TimeRange| {
+            assert!(r.from_ms < r.to_ms, "{raw:?}: {r:?}");
+            assert!(r.span_ms() <= query::MAX_SPAN.as_millis() as u64, "{raw:?}");
+        };
+        match &result {
+            Err(err) => {
+                assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{raw:?}: {err}");
+                if let ApiError::InvalidParam { name, .. } = err {
+                    assert!(endpoint.params().contains(name), "{raw:?}: {err}");
+                }
+            }
+            Ok(CheckedQuery::Range(r)) | Ok(CheckedQuery::Export(_, r)) => range_ok(r),
+            Ok(CheckedQuery::Sized(r, n)) => {
+                range_ok(r);
+                let max = match endpoint {
+                    QueryEndpoint::Heatmap => query::MAX_COLUMNS,
+                    _ => query::MAX_POINTS,
+                };
+                assert!((1..=max).contains(n), "{raw:?}: {n}");
+            }
+            Ok(CheckedQuery::Series(q)) => {
+                range_ok(&q.range);
+                assert!((1..=query::MAX_POINTS).contains(&q.max_points));
+                assert_ne!(q.hops, HopSelection::One(HopRef::Ttl(0)));
+            }
+        }
+        result
+    }
+
+    #[test]
+    fn queries_decode_as_the_handlers_do() {
+        let series = check(
+            QueryEndpoint::Series,
+            "hop=3&from=1699990000000&to=2023-11-14T22:00:00Z&max_points=10",
+        )
+        .unwrap();
+        assert_eq!(
+            series,
+            CheckedQuery::Series(SeriesQuery {
+                hops: HopSelection::One(HopRef::Ttl(3)),
+                range: TimeRange {
+                    from_ms: 1_699_990_000_000,
+                    to_ms: 1_699_999_200_000
+                },
+                max_points: 10,
+            })
+        );
+        assert_eq!(
+            check(QueryEndpoint::Incidents, "").unwrap(),
+            CheckedQuery::Range(TimeRange::last(
+                std::time::Duration::from_secs(30 * 86_400),
+                NOW
+            ))
+        );
+        assert!(matches!(
+            check(QueryEndpoint::Export, "format=json&range=1h").unwrap(),
+            CheckedQuery::Export(Format::Json, _)
+        ));
+        for (endpoint, raw) in [
+            (QueryEndpoint::Events, "columns=3"),
+            (QueryEndpoint::Heatmap, "columns=-1"),
+            (QueryEndpoint::Series, "max_points=0"),
+            (QueryEndpoint::Series, "a b"),
+        ] {
+            assert!(check(endpoint, raw).is_err(), "{raw}");
+        }
+    }
+
+    /// The fuzz target's property in the normal suite: random and mutated query
+    /// strings never panic the decoding and satisfy [`check`].
+    #[test]
+    fn random_and_mutated_queries_are_refused_or_sane() {
+        // xorshift64*: deterministic, and no dependency for one test.
+        let mut state = 0x6170_695f_7175_6572_u64;
+        let mut next = move |n: usize| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+        };
+        let keys = [
+            "hop",
+            "range",
+            "from",
+            "to",
+            "max_points",
+            "columns",
+            "format",
+            "target",
+            "",
+        ];
+        let values = [
+            "",
+            "0",
+            "1",
+            "3",
+            "255",
+            "256",
+            "-1",
+            "all",
+            "dest",
+            "destination",
+            "1h",
+            "15m",
+            "30d",
+            "2h",
+            "1000",
+            "5000",
+            "18446744073709551615",
+            "18446744073709551616",
+            "2023-11-14T22:00:00Z",
+            "2023-11-14 22:00:00",
+            "9999-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "csv",
+            "json",
+            "%00",
+            "%ff",
+            "%",
+            "+",
+            "%2B1",
+            "é",
+            "a=b",
+        ];
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let endpoint = QueryEndpoint::ALL[next(QueryEndpoint::ALL.len())];
+            let mut pairs: Vec<String> = (0..next(5))
+                .map(|_| {
+                    let params = endpoint.params();
+                    let key = if next(8) == 0 {
+                        keys[next(keys.len())]
+                    } else {
+                        params[next(params.len())]
+                    };
+                    format!("{key}={}", values[next(values.len())])
+                })
+                .collect();
+            if next(4) == 0 && !pairs.is_empty() {
+                // Byte-level damage: a character dropped, doubled or replaced.
+                let at = next(pairs.len());
+                let mut bytes = pairs[at].clone().into_bytes();
+                if !bytes.is_empty() {
+                    let i = next(bytes.len());
+                    match next(3) {
+                        0 => drop(bytes.remove(i)),
+                        1 => bytes.insert(i, bytes[i]),
+                        _ => bytes[i] = b"&=%#?+ "[next(8)],
+                    }
+                }
+                pairs[at] = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            match check(endpoint, &pairs.join("&")) {
+                Ok(_) => ok += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            ok > 2_000 && refused > 2_000,
+            "{ok} accepted, {refused} refused"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::downsample;
 use crate::error::ApiError;
-use crate::query::{self, now_ms, RangeParams};
+use crate::query::{self, now_ms, RangeParams, TimeRange};
 use crate::state::AppState;
 
 pub async fn peers(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -43,6 +43,20 @@ pub struct HistoryParams {
     max_points: Option<usize>,
 }
 
+impl HistoryParams {
+    /// The range and the number of points per series asked for.
+    pub fn check(&self, now_ms: u64) -> Result<(TimeRange, usize), ApiError> {
+        let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
+        let max_points = query::count(
+            "max_points",
+            self.max_points,
+            query::DEFAULT_POINTS,
+            query::MAX_POINTS,
+        )?;
+        Ok((range, max_points))
+    }
+}
+
 /// A peer's stored RTT and one-way delays over a range, each series fitted
 /// to `max_points` like a target's.
 pub async fn history(
@@ -53,13 +67,7 @@ pub async fn history(
     let Path(name) = path?;
     query::target_id(&name)?;
     let Query(p) = params?;
-    let range = RangeParams::of(&p.range, &p.from, &p.to).resolve(now_ms())?;
-    let max_points = query::count(
-        "max_points",
-        p.max_points,
-        query::DEFAULT_POINTS,
-        query::MAX_POINTS,
-    )?;
+    let (range, max_points) = p.check(now_ms())?;
     let lookup = name.clone();
     let history = state
         .history(move |read| read.peer_history(&lookup, range))

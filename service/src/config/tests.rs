@@ -1220,3 +1220,150 @@ fn docs_document_every_web_key() {
         );
     }
 }
+
+// ---- abuse: the fuzz target's property in the normal suite ----
+
+/// What any outcome of [`Config::parse`] must satisfy (the fuzz target
+/// `config_parse` in service/fuzz checks the same): an error names the file and a
+/// line inside the text, and every error but a TOML syntax error names its key; a
+/// config that parses parses the same again with a comment appended, and differs
+/// from itself in nothing.
+fn check_parse(text: &str) -> Result<Config, ConfigError> {
+    let result = Config::parse(text, "fuzz.toml");
+    match &result {
+        Err(err) => {
+            let message = err.to_string();
+            let line = err.line().unwrap_or_else(|| panic!("no line: {message}"));
+            let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+            assert!(
+                (1..=lines).contains(&line),
+                "line {line} of {lines}: {message}"
+            );
+            assert!(
+                message.starts_with(&format!("fuzz.toml:{line}: ")),
+                "{message:?}"
+            );
+            assert_eq!(err.path(), Path::new("fuzz.toml"));
+            if !matches!(err, ConfigError::Syntax { .. }) {
+                assert!(err.key().is_some(), "no key: {message}");
+            }
+        }
+        Ok(config) => {
+            let again = Config::parse(&format!("{text}\n# appended\n"), "fuzz.toml")
+                .unwrap_or_else(|e| panic!("a comment broke a valid config: {e}"));
+            assert_eq!(&again, config);
+            assert!(ConfigDiff::between(config, config).is_empty());
+        }
+    }
+    result
+}
+
+/// Random and mutated configs never panic the loader and satisfy [`check_parse`].
+/// The seeds are the shipped examples (the reference one with its commented-out
+/// examples switched on) and small configs of each section; the mutations work on
+/// lines and values, where a config's meaning is, as well as on bytes.
+#[test]
+fn random_and_mutated_configs_keep_errors_located() {
+    let reference = std::fs::read_to_string(example("hopwatch.toml")).unwrap();
+    let uncommented: String = reference
+        .lines()
+        .map(|line| {
+            line.strip_prefix("# ")
+                .filter(|rest| is_example_line(rest))
+                .unwrap_or(line)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let seeds = [
+        uncommented,
+        std::fs::read_to_string(example("lab-demo.toml")).unwrap(),
+        "[defaults]\ninterval = \"2s\"\n\n[[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\n"
+            .to_owned(),
+        "[[peer]]\nname = \"p\"\naddress = \"198.18.0.2\"\n\n[reflector]\nlisten = [\"127.0.0.1:862\"]\n"
+            .to_owned(),
+    ];
+    let values = [
+        "0",
+        "-1",
+        "1",
+        "65536",
+        "4294967296",
+        "1e309",
+        "nan",
+        "-0.0",
+        "true",
+        "\"\"",
+        "\"0s\"",
+        "\"1ns\"",
+        "\"99999999999999999999h\"",
+        "\"1x\"",
+        "\"64KiB\"",
+        "\"1EiB\"",
+        "[]",
+        "{}",
+        "[1, \"a\"]",
+        "\"::\"",
+        "\"0.0.0.0:0\"",
+        "\"a/b\"",
+        "\"peer:x\"",
+        "\"é\"",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x636f_6e66_6967_7a7a);
+    let (mut ok, mut errors) = (0, 0);
+    for _ in 0..1_500 {
+        let mut lines: Vec<String> = seeds[rng.usize(0..seeds.len())]
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        for _ in 0..1 + rng.usize(0..4) {
+            if lines.is_empty() {
+                lines.push(String::new());
+            }
+            let at = rng.usize(0..lines.len());
+            match rng.u8(0..7) {
+                0 => drop(lines.remove(at)),
+                1 => {
+                    let copy = lines[rng.usize(0..lines.len())].clone();
+                    lines.insert(at, copy);
+                }
+                2 | 3 => {
+                    // A new value for a key.
+                    if let Some((key, _)) = lines[at].split_once(" = ") {
+                        lines[at] = format!("{key} = {}", values[rng.usize(0..values.len())]);
+                    }
+                }
+                4 => {
+                    // Cut the line short, at a character boundary.
+                    let cut = rng.usize(0..=lines[at].len());
+                    let cut = (0..=cut)
+                        .rev()
+                        .find(|&i| lines[at].is_char_boundary(i))
+                        .unwrap_or(0);
+                    lines[at].truncate(cut);
+                }
+                5 => {
+                    let c = [
+                        '[', ']', '"', '=', '#', '\\', '\'', '.', ',', '\0', '\u{feff}',
+                    ][rng.usize(0..11)];
+                    let len = lines[at].len();
+                    let pos = (0..=rng.usize(0..=len))
+                        .rev()
+                        .find(|&i| lines[at].is_char_boundary(i))
+                        .unwrap_or(0);
+                    lines[at].insert(pos, c);
+                }
+                _ => {
+                    let other = rng.usize(0..lines.len());
+                    lines.swap(at, other);
+                }
+            }
+        }
+        let text = lines.join(if rng.u8(0..8) == 0 { "\r\n" } else { "\n" });
+        match check_parse(&text) {
+            Ok(_) => ok += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    // Both outcomes must be common, or the mutations explore too little.
+    assert!(ok > 200 && errors > 200, "{ok} parsed, {errors} refused");
+}

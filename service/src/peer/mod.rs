@@ -4,6 +4,7 @@
 //!
 //! * [`wire`] and [`timestamp`]: the packet formats, NTP/PTP timestamps and the
 //!   Error Estimate, byte for byte as the RFC lays them out.
+//! * [`framing`]: the TCP mode's length-prefixed frames, apart from the sockets.
 //! * [`socket`]: SO_TIMESTAMPING kernel stamps (receive, and transmit from the
 //!   error queue) and the received TTL.
 //! * [`reflector`]: the stateful Session-Reflector with its allow list and rate
@@ -28,6 +29,7 @@
 //! ```
 
 pub mod clock;
+pub mod framing;
 pub mod kernel_tx;
 pub mod metrics;
 mod pacer;

@@ -26,21 +26,19 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::clock::ClockSync;
+pub use super::framing::MAX_FRAME;
+use super::framing::{header, BadLength, FrameBuffer, FRAME_HEADER};
 use super::pacer::{PacedSession, Pacer};
 use super::reflector::{bump, Guard};
 use super::sender::{SenderConfig, SenderError, Session};
 use super::socket::{enable_timestamping, read_tx_stamp, recvmsg, Stamps};
 use super::timestamp::WireTimestamp;
 use super::tracker::{Ignored, Shared, Tracker};
-use super::wire::{ReflectorPacket, SenderPacket, BASE_LEN};
+use super::wire::{ReflectorPacket, SenderPacket};
 use crate::probe::clock::realtime_ns;
 use crate::probe::TimestampSource;
 use crate::sys;
 
-/// Largest frame body.
-pub const MAX_FRAME: usize = 9216;
-/// The frame header: the body's length.
-const FRAME_HEADER: usize = 2;
 /// How often blocked calls wake to check for shutdown.
 const WAKE: Duration = Duration::from_millis(200);
 
@@ -125,16 +123,14 @@ pub(crate) fn spawn_reflector(
 /// Reads frames off a stream, with the receive stamp of the read that completed
 /// each one.
 struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    frames: FrameBuffer,
     last_rx: (u64, TimestampSource),
     kernel_stamps: bool,
 }
 
 /// What [`FrameReader::next`] found.
 enum Frame {
-    /// A frame body at `buf[range]`, stamped.
+    /// A frame body at `reader.body(range)`, stamped.
     Body {
         range: std::ops::Range<usize>,
         rx_ns: u64,
@@ -148,18 +144,16 @@ enum Frame {
 
 /// A frame header naming an impossible length: the stream is not ours.
 #[derive(Debug, thiserror::Error)]
-#[error("STAMP TCP frame of {len} octets from {peer} is outside {BASE_LEN}..={MAX_FRAME}")]
+#[error("{bad} (from {peer})")]
 struct BadFrame {
-    len: usize,
+    bad: BadLength,
     peer: SocketAddr,
 }
 
 impl FrameReader {
     fn new(kernel_stamps: bool) -> Self {
         FrameReader {
-            buf: vec![0; 2 * (FRAME_HEADER + MAX_FRAME)],
-            start: 0,
-            end: 0,
+            frames: FrameBuffer::new(),
             last_rx: (0, TimestampSource::Userspace),
             kernel_stamps,
         }
@@ -175,13 +169,7 @@ impl FrameReader {
         if let Some(frame) = self.complete(peer)? {
             return Ok(frame);
         }
-        // Make room: move the partial frame to the front.
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let raw = match recvmsg(fd.as_raw_fd(), &mut self.buf[self.end..], flags) {
+        let raw = match recvmsg(fd.as_raw_fd(), self.frames.spare(), flags) {
             Ok(raw) => raw,
             Err(e) if sys::is_transient(&e) => return Ok(Frame::Pending),
             Err(e) => return Err(e),
@@ -189,43 +177,27 @@ impl FrameReader {
         if raw.len == 0 {
             return Ok(Frame::Closed);
         }
-        self.end += raw.len;
+        self.frames.filled(raw.len);
         let received = raw.received(self.kernel_stamps);
         self.last_rx = (received.rx_ns, received.rx_source);
         Ok(self.complete(peer)?.unwrap_or(Frame::Pending))
     }
 
     fn complete(&mut self, peer: SocketAddr) -> io::Result<Option<Frame>> {
-        let available = self.end - self.start;
-        if available < FRAME_HEADER {
-            return Ok(None);
-        }
-        let len = usize::from(u16::from_be_bytes([
-            self.buf[self.start],
-            self.buf[self.start + 1],
-        ]));
-        if !(BASE_LEN..=MAX_FRAME).contains(&len) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                BadFrame { len, peer },
-            ));
-        }
-        if available < FRAME_HEADER + len {
-            return Ok(None);
-        }
-        let body = self.start + FRAME_HEADER;
-        self.start = body + len;
-        if self.start == self.end {
-            // All consumed: the next read starts at the front. The body stays in
-            // place until then, so the caller reads it without a copy.
-            self.start = 0;
-            self.end = 0;
-        }
-        Ok(Some(Frame::Body {
-            range: body..body + len,
+        let range = self
+            .frames
+            .next_frame()
+            .map_err(|bad| io::Error::new(io::ErrorKind::InvalidData, BadFrame { bad, peer }))?;
+        Ok(range.map(|range| Frame::Body {
+            range,
             rx_ns: self.last_rx.0,
             rx_source: self.last_rx.1,
         }))
+    }
+
+    /// The body of a frame [`FrameReader::next`] just returned.
+    fn body(&self, range: std::ops::Range<usize>) -> &[u8] {
+        self.frames.body(range)
     }
 }
 
@@ -263,7 +235,7 @@ fn echo(
             continue;
         }
         let len = range.len();
-        let request = SenderPacket::decode(&reader.buf[range])
+        let request = SenderPacket::decode(reader.body(range))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if clock_at.elapsed() >= Duration::from_secs(1) {
             clock = ClockSync::read();
@@ -282,7 +254,7 @@ fn echo(
             sender_ttl: 0,
         };
         seq = seq.wrapping_add(1);
-        out[..FRAME_HEADER].copy_from_slice(&(len as u16).to_be_bytes());
+        out[..FRAME_HEADER].copy_from_slice(&header(len));
         reply
             .encode(&mut out[FRAME_HEADER..], len)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -389,7 +361,7 @@ impl PacedSession for TcpRunner {
             ssid: self.config.ssid,
         };
         let body_len = self.body_len;
-        self.out[..FRAME_HEADER].copy_from_slice(&(body_len as u16).to_be_bytes());
+        self.out[..FRAME_HEADER].copy_from_slice(&header(body_len));
         packet
             .encode(&mut self.out[FRAME_HEADER..], body_len)
             .expect("frame length validated");
@@ -421,7 +393,7 @@ impl PacedSession for TcpRunner {
                     rx_ns,
                     rx_source,
                 }) => {
-                    let Ok(reply) = ReflectorPacket::decode(&self.reader.buf[range]) else {
+                    let Ok(reply) = ReflectorPacket::decode(self.reader.body(range)) else {
                         continue;
                     };
                     match self.tracker.reply(&reply, rx_ns, rx_source, None) {
