@@ -74,7 +74,16 @@ if ! stamp-suite --version 2>/dev/null | grep -q "$STAMP_SUITE_VERSION"; then
     cargo install --quiet --locked "stamp-suite@${STAMP_SUITE_VERSION}"
 fi
 
-# 5. Userspace toolchain components CI checks with.
+# 5. cargo-fuzz, pinned, for building the fuzz targets in service/fuzz (CI builds
+#    them with the nightly toolchain rustup has on these machines; see
+#    service/fuzz/README.md).
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    log "building cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
+    cargo install --quiet --locked "cargo-fuzz@${CARGO_FUZZ_VERSION}"
+fi
+
+# 6. Userspace toolchain components CI checks with.
 if command -v rustup >/dev/null; then
     for component in rustfmt clippy; do
         rustup component list --installed 2>/dev/null | grep -q "^${component}" ||

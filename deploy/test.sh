@@ -22,6 +22,19 @@ step "cargo test"
 # once than there are cores.
 cargo test --workspace --locked -- --test-threads "${HOPWATCH_TEST_THREADS:-8}"
 
+step "fuzz targets build (service/fuzz: cargo +nightly fuzz build --features crates)"
+# All five cargo-fuzz targets, built as a fuzzing run builds them (nightly,
+# AddressSanitizer, libFuzzer), so none can rot; running them is not CI's job
+# (docs/benchmarks.md, Fuzzing). Their own workspace and target directory.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    (cd service/fuzz && CARGO_TARGET_DIR=target cargo +nightly fuzz build --features crates)
+else
+    # rustup cannot download a toolchain here: without nightly, at least type-check
+    # the targets on stable (libFuzzer itself needs no nightly to compile).
+    echo "no nightly toolchain: checking the fuzz targets on stable instead"
+    (cd service/fuzz && CARGO_TARGET_DIR=target cargo check --locked --features crates --bins)
+fi
+
 step "the appliance VM (deploy/vm.sh test)"
 # The .deb of the binary cargo test just built, booted under systemd in a
 # Debian 12 VM: install, reboot, upgrade, power cuts, purge. It needs the
