@@ -74,7 +74,9 @@ target_listed() { api /api/v1/targets | jq -e --arg n "$1" '.targets[] | select(
 stored_newest() { api "/api/v1/targets/$1/series?range=1h&max_points=5000" | jq '[.series[0].points[] | select(.sent > 0) | .at_ms] | max'; }
 stored_oldest() { api "/api/v1/targets/$1/series?range=1h&max_points=5000" | jq '[.series[0].points[] | select(.sent > 0) | .at_ms] | min'; }
 
-write_config() {
+# A config every release reads, the previous one too (it refuses keys it
+# does not know).
+write_base_config() {
     cat >"$CONFIG" <<CONF
 # Written by the appliance VM test (deploy/vm/check.sh).
 [storage]
@@ -86,9 +88,6 @@ reverse_dns = false
 [web]
 write_token = "$TOKEN"
 
-[reflector]
-listen = ["198.18.200.1"]
-
 [defaults]
 interval = "${INTERVAL_MS}ms"
 timeout = "${TIMEOUT_MS}ms"
@@ -96,6 +95,18 @@ timeout = "${TIMEOUT_MS}ms"
 [[target]]
 name = "dst-icmp"
 host = "198.18.201.2"
+CONF
+}
+
+# The lab config: the one every release reads (write_base_config) plus the
+# reflector, an IPv6 UDP target, a target the reboot phase takes away and a
+# webhook nobody receives.
+write_config() {
+    write_base_config
+    cat >>"$CONFIG" <<CONF
+
+[reflector]
+listen = ["198.18.200.1"]
 
 [[target]]
 name = "dst-udp6"
@@ -171,13 +182,19 @@ history_kept() {
     [ -n "$before" ] && [ "$before" != null ] && [ "$oldest" != null ] && [ "$oldest" -le "$before" ]
 }
 
-api_write_survives_restart() {
+# Adds target $1 through the API with the write token; it must be saved in
+# the config file.
+api_write_is_saved() {
     local code
     code=$(curl -s -o /tmp/add.json -w '%{http_code}' --max-time 10 -X POST \
         -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        -d '{"name": "added-by-api", "host": "198.18.200.2"}' "$API/api/v1/targets")
+        -d "{\"name\": \"$1\", \"host\": \"198.18.200.2\"}" "$API/api/v1/targets")
     [ "$code" = 201 ] || { echo "POST /api/v1/targets answered $code: $(cat /tmp/add.json)"; return 1; }
-    grep -q 'added-by-api' "$CONFIG" || { echo "the config file does not have the new target"; return 1; }
+    grep -q "$1" "$CONFIG" || { echo "the config file does not have the new target"; return 1; }
+}
+
+api_write_survives_restart() {
+    api_write_is_saved added-by-api || return 1
     systemctl restart hopwatch || return 1
     wait_for 30 target_listed added-by-api || { echo "gone after a restart"; return 1; }
 }
@@ -234,28 +251,6 @@ alert_kept_after_cut() {
     [ "$listed" = 1 ] && [ "$pending" -ge "$(noted pending)" ] 2>/dev/null
 }
 
-# A config the previous release reads too (it refuses keys it does not know).
-write_previous_config() {
-    cat >"$CONFIG" <<CONF
-# Written by the appliance VM test (deploy/vm/check.sh) for the previous release.
-[storage]
-flush_interval = "${FLUSH_S}s"
-
-[enrichment]
-reverse_dns = false
-
-[web]
-write_token = "$TOKEN"
-
-[defaults]
-interval = "${INTERVAL_MS}ms"
-timeout = "${TIMEOUT_MS}ms"
-
-[[target]]
-name = "dst-icmp"
-host = "198.18.201.2"
-CONF
-}
 
 # The previous release's unit forbade the read-only clock calls its STAMP
 # code makes (ProtectClock=, and adjtimex outside its syscall filter: SIGSYS;
@@ -273,15 +268,6 @@ config_dir_writable_by_the_service() {
     owner=$(stat -c '%U:%G %a' /etc/hopwatch)
     echo "/etc/hopwatch is $owner"
     [ "$owner" = "root:hopwatch 770" ]
-}
-
-api_write_is_saved() {
-    local code
-    code=$(curl -s -o /tmp/add.json -w '%{http_code}' --max-time 10 -X POST \
-        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        -d '{"name": "added-after-upgrade", "host": "198.18.200.2"}' "$API/api/v1/targets")
-    [ "$code" = 201 ] || { echo "POST /api/v1/targets answered $code: $(cat /tmp/add.json)"; return 1; }
-    grep -q 'added-after-upgrade' "$CONFIG" || { echo "the config file does not have the new target"; return 1; }
 }
 
 # Notes outlive a power cut: synced at once (an append otherwise waits up to
@@ -375,7 +361,7 @@ previous)
     mkdir -p /etc/ssl/certs && cp /payload/ca-certificates.crt /etc/ssl/certs/
     check "the previous release's .deb installs" dpkg -i /payload/hopwatch-previous.deb
     previous_release_workaround
-    write_previous_config
+    write_base_config
     systemctl restart hopwatch
     check "the previous release runs" wait_for 60 api_up
     check "the previous release records rounds" wait_for 60 has_rounds dst-icmp
@@ -396,7 +382,7 @@ previous)
         fail "history the previous release recorded reads after the upgrade" "oldest stored '$oldest', previous release ran until $recorded_ms"
     fi
     check "the upgrade makes /etc/hopwatch writable by the service's group" config_dir_writable_by_the_service
-    check "an API write with the token is saved after the upgrade" api_write_is_saved
+    check "an API write with the token is saved after the upgrade" api_write_is_saved added-after-upgrade
     ;;
 shell)
     dpkg -i /payload/hopwatch-new.deb >/dev/null 2>&1 && write_config && systemctl restart hopwatch
