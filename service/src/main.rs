@@ -56,6 +56,7 @@ fn main() {
     });
     init_logging(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("hopwatch-main")
         .enable_all()
         .build()
     {

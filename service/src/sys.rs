@@ -59,6 +59,19 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Lowers the calling thread's CPU priority to nice `nice` (Linux keeps
+/// one per thread; raising the number needs no privilege).
+pub fn lower_thread_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority(2) with PRIO_PROCESS and who = 0 changes only the
+    // calling thread on Linux; it reads and writes no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether a socket call failed only for now: a non-blocking call that would
 /// block, a receive or accept timeout, or a signal. The loop tries again.
 pub fn is_transient(err: &io::Error) -> bool {

@@ -4,7 +4,10 @@
 //! target page, checks that tables and graphs show real data, pauses a target
 //! and finds no console errors, saving screenshots to tests/screenshots/; and
 //! 200 concurrent API connections (wrk) do not degrade probe accuracy, judged
-//! against a packet capture. Privileged, and needs Debian's prometheus,
+//! against a packet capture; and 200 connections on history, exports and the
+//! overview plus more live streams than the cap get only 2xx or the documented
+//! 429/503, without socket errors, while probing keeps its schedule and the
+//! daemon's memory stays bounded. Privileged, and needs Debian's prometheus,
 //! chromium, chromium-driver, wrk and tcpdump (deploy/setup.sh installs them);
 //! these fail, never skip, without them.
 
@@ -13,6 +16,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
@@ -67,6 +71,20 @@ fn get_json(lab: &Lab, url: &str, query: &[(&str, &str)]) -> Value {
     must(webclient::get_json(lab, "src", url, query, None))
 }
 
+/// The tests that judge timing under load (probe accuracy, rounds on
+/// schedule) take their turn alone: on two cores, a headless Chromium or a
+/// Prometheus beside them takes the CPU their daemon is judged on. The other
+/// tests may run side by side.
+static TIMING: RwLock<()> = RwLock::new(());
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    TIMING.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn side_by_side() -> RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn temp_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(name)
@@ -94,6 +112,7 @@ fn first_value(samples: &[Sample], keep: impl Fn(f64) -> bool) -> Result<f64, St
 
 #[test]
 fn a_real_prometheus_scrapes_the_daemon_and_answers_queries() {
+    let _turn = side_by_side();
     let lab = LabSpec::chain(2).targets(1).build().expect("lab");
     let target = IpAddr::V4(lab.targets_v4()[0]);
     let trace = lab.expected_trace(target);
@@ -407,6 +426,7 @@ async fn browse(
 
 #[test]
 fn headless_chromium_shows_real_data_and_pauses_a_target() {
+    let _turn = side_by_side();
     let chromium = must(Chromium::find());
     let lab = LabSpec::chain(3).targets(3).build().expect("lab");
     let targets = lab.targets_v4();
@@ -677,6 +697,7 @@ fn wrk_summary(output: &str) -> (f64, String, String, String) {
 
 #[test]
 fn api_load_does_not_degrade_probe_accuracy() {
+    let _turn = alone();
     let wrk = must(programs::find("wrk"));
     must(programs::find("tcpdump"));
     let lab = LabSpec::chain(3).targets(1).build().expect("lab");
@@ -777,6 +798,674 @@ fn api_load_does_not_degrade_probe_accuracy() {
             "{what} error grew under API load: idle {idle_err:.1} µs, loaded {load_err:.1} µs"
         );
     }
+    let status = must(daemon.stop());
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+// ------------------------------------ history, export and live streams under load
+
+/// A wrk script that sends GETs to `PATHS` in turn and, in `done`, prints
+/// what the summary leaves out: the count of every status, the Retry-After
+/// values of the refusals, and the refusals that lack one or a JSON error
+/// body. Lines start with `hw-` for [`WrkRun::parse`].
+const WRK_SCRIPT: &str = r#"-- written by tests/tests/web_lab.rs
+local paths = { PATHS }
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  n = 0
+  statuses = {}
+  retry = {}
+  bad_refusals = 0
+end
+
+function request()
+  n = n + 1
+  return wrk.format("GET", paths[(n % #paths) + 1])
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+  if status == 429 or status == 503 then
+    local after = nil
+    for name, value in pairs(headers) do
+      if string.lower(name) == "retry-after" then after = value end
+    end
+    if after == nil or string.sub(body, 1, 9) ~= '{"error":' then
+      bad_refusals = bad_refusals + 1
+    else
+      local key = status .. "=" .. after
+      retry[key] = (retry[key] or 0) + 1
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local total, retries, bad = {}, {}, 0
+  for _, t in ipairs(threads) do
+    for code, count in pairs(t:get("statuses")) do
+      total[code] = (total[code] or 0) + count
+    end
+    for key, count in pairs(t:get("retry")) do
+      retries[key] = (retries[key] or 0) + count
+    end
+    bad = bad + t:get("bad_refusals")
+  end
+  for code, count in pairs(total) do
+    io.write(string.format("hw-status %d %d\n", code, count))
+  end
+  for key, count in pairs(retries) do
+    io.write(string.format("hw-retry %s %d\n", key, count))
+  end
+  local e = summary.errors
+  io.write(string.format("hw-bad-refusals %d\n", bad))
+  io.write(string.format("hw-errors %d %d %d %d\n", e.connect, e.read, e.write, e.timeout))
+  io.write(string.format("hw-latency-us %d %d %d\n",
+    latency:percentile(50), latency:percentile(99), latency.max))
+  io.write(string.format("hw-requests %d %d\n", summary.requests, summary.duration))
+end
+"#;
+
+/// History reads: series (one hop, all hops) and heatmaps over the range presets.
+const HISTORY_PATHS: &[&str] = &[
+    "/api/v1/targets/t/series?range=15m",
+    "/api/v1/targets/t/series?hop=all&range=1h",
+    "/api/v1/targets/t/series?hop=all&range=24h&max_points=2000",
+    "/api/v1/targets/t/series?hop=1&range=7d",
+    "/api/v1/targets/t/heatmap?range=15m",
+    "/api/v1/targets/t/heatmap?range=6h",
+    "/api/v1/targets/t/heatmap?range=7d&columns=1000",
+    "/api/v1/targets/t/heatmap?range=30d",
+];
+
+/// Exports, CSV and JSON, over several ranges.
+const EXPORT_PATHS: &[&str] = &[
+    "/api/v1/targets/t/export?range=15m",
+    "/api/v1/targets/t/export?format=json&range=1h",
+    "/api/v1/targets/t/export?format=csv&range=24h",
+    "/api/v1/targets/t/export?format=json&range=30d",
+];
+
+/// The in-memory reads: the overview and the target's page.
+const OVERVIEW_PATHS: &[&str] = &["/api/v1/targets", "/api/v1/targets/t"];
+
+/// What one wrk run reported, from the `hw-` lines of [`WRK_SCRIPT`] and
+/// wrk's own summary.
+#[derive(Debug, Default)]
+struct WrkRun {
+    requests: u64,
+    seconds: f64,
+    statuses: BTreeMap<u16, u64>,
+    /// `"503=1"` (status = Retry-After) → count.
+    retry_after: BTreeMap<String, u64>,
+    /// Refusals (429/503) without Retry-After or without a JSON error.
+    bad_refusals: u64,
+    /// connect, read, write, timeout.
+    socket_errors: [u64; 4],
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl WrkRun {
+    fn parse(output: &str) -> WrkRun {
+        let mut run = WrkRun::default();
+        let mut seen_latency = false;
+        for line in output.lines() {
+            let mut words = line.split_whitespace();
+            let tag = words.next().unwrap_or_default();
+            let nums: Vec<String> = words.map(str::to_owned).collect();
+            let num = |i: usize| -> u64 { nums[i].parse().expect("a count from the wrk script") };
+            match tag {
+                "hw-status" => {
+                    run.statuses.insert(num(0) as u16, num(1));
+                }
+                "hw-retry" => {
+                    run.retry_after.insert(nums[0].clone(), num(1));
+                }
+                "hw-bad-refusals" => run.bad_refusals = num(0),
+                "hw-errors" => run.socket_errors = [num(0), num(1), num(2), num(3)],
+                "hw-latency-us" => {
+                    seen_latency = true;
+                    run.p50_ms = num(0) as f64 / 1e3;
+                    run.p99_ms = num(1) as f64 / 1e3;
+                    run.max_ms = num(2) as f64 / 1e3;
+                }
+                "hw-requests" => {
+                    run.requests = num(0);
+                    run.seconds = num(1) as f64 / 1e6;
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            seen_latency,
+            "the wrk script's summary is missing:\n{output}"
+        );
+        run
+    }
+
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-3)
+    }
+
+    fn answered_2xx(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(code, _)| (200..300).contains(*code))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn statuses_text(&self) -> String {
+        self.statuses
+            .iter()
+            .map(|(code, n)| format!("{code}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// wrk in the lab's source namespace: `connections` on one thread for
+/// `seconds`, sending `paths` in turn through [`WRK_SCRIPT`] (written to `dir`).
+fn spawn_wrk<'lab>(
+    lab: &'lab Lab,
+    dir: &Path,
+    name: &str,
+    paths: &[&str],
+    connections: u32,
+    seconds: u32,
+) -> hopwatch_lab::netns::exec::NsChild<'lab> {
+    let wrk = must(programs::find("wrk"));
+    let list = paths
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let script = dir.join(format!("{name}.lua"));
+    std::fs::write(&script, WRK_SCRIPT.replace("PATHS", &list)).unwrap();
+    let mut cmd = lab.command("src", wrk.to_str().unwrap()).expect("command");
+    // The timeout is beyond the server's own (`request_timeout`, 10 s), so a
+    // slow answer shows up as the server's 503, and a wrk timeout means the
+    // server let a request hang.
+    cmd.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["--timeout", "15s", "-s"])
+        .arg(&script)
+        .arg(format!("http://{WEB}/"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    lab.spawn("src", cmd).expect("wrk starts")
+}
+
+/// Waits for a wrk started by [`spawn_wrk`] and reads its figures.
+fn finish_wrk(mut child: hopwatch_lab::netns::exec::NsChild<'_>) -> WrkRun {
+    let mut output = String::new();
+    std::io::Read::read_to_string(
+        child.child_mut().stdout.as_mut().expect("wrk output"),
+        &mut output,
+    )
+    .unwrap();
+    let mut errors = String::new();
+    std::io::Read::read_to_string(
+        child.child_mut().stderr.as_mut().expect("wrk errors"),
+        &mut errors,
+    )
+    .unwrap();
+    let status = child.wait().expect("wrk ends");
+    assert!(status.success(), "wrk: {status:?}\n{output}\n{errors}");
+    WrkRun::parse(&output)
+}
+
+/// The daemon's resident set, MiB, from /proc/<pid>/status.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// Sleeps `span`, sampling the daemon's RSS every 200 ms; the largest, MiB.
+fn watch_rss(pid: u32, span: Duration) -> f64 {
+    let end = std::time::Instant::now() + span;
+    let mut max = rss_mib(pid);
+    while std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+        max = max.max(rss_mib(pid));
+    }
+    max
+}
+
+/// When the rounds the daemon started in `[from_ms, to_ms)` began: the raw
+/// destination points of the store (one per round, stamped with its start).
+fn rounds_started(lab: &Lab, from_ms: u64, to_ms: u64) -> Vec<u64> {
+    let doc = get_json(
+        lab,
+        &format!("http://{WEB}/api/v1/targets/t/series"),
+        &[
+            ("from", &from_ms.to_string()),
+            ("to", &to_ms.to_string()),
+            ("max_points", "5000"),
+        ],
+    );
+    let series = &doc["series"][0];
+    assert_eq!(series["bucket_ms"], 0, "one point per round: {doc}");
+    let at: Vec<u64> = series["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter_map(|p| p["at_ms"].as_u64())
+        .filter(|at| (from_ms..to_ms).contains(at))
+        .collect();
+    at
+}
+
+/// The longest gaps between consecutive round starts, longest first: what a
+/// failure shows of how the schedule slipped.
+fn longest_gaps(starts: &[u64]) -> Vec<u64> {
+    let mut gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable_by(|a, b| b.cmp(a));
+    gaps.truncate(10);
+    gaps
+}
+
+/// What one live-stream client saw.
+#[derive(Debug)]
+struct LiveClient {
+    path: String,
+    status: u16,
+    retry_after: Option<String>,
+    /// A refusal's body was the JSON error.
+    json_error: bool,
+    /// `event:` lines received while the stream was held.
+    events: usize,
+}
+
+/// Opens `path` as a live stream (plain HTTP/1.1 on a socket, as a browser's
+/// `fetch` would) and, when it is accepted, reads events until `until`; a
+/// refusal is read to the end of its body.
+async fn live_client(path: String, until: tokio::time::Instant) -> Result<LiveClient, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |what: &str, e: &dyn Display| format!("{path}: {what}: {e}");
+    let mut tcp = tokio::net::TcpStream::connect(WEB)
+        .await
+        .map_err(|e| fail("connect", &e))?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {WEB}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .map_err(|e| fail("send", &e))?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 << 10];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+            .await
+            .map_err(|e| fail("no answer", &e))?
+            .map_err(|e| fail("read", &e))?;
+        if n == 0 {
+            return Err(fail("closed before the head", &"EOF"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| fail("no status", &head))?;
+    let mut client = LiveClient {
+        path: path.clone(),
+        status,
+        retry_after: header("retry-after"),
+        json_error: false,
+        events: 0,
+    };
+    let mut body = buf[head_end..].to_vec();
+    if status != 200 {
+        let length: usize = header("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        while body.len() < length {
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+                .await
+                .map_err(|e| fail("refusal body", &e))?
+                .map_err(|e| fail("read", &e))?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        client.json_error = body.starts_with(b"{\"error\":");
+        return Ok(client);
+    }
+    loop {
+        match tokio::time::timeout_at(until, tcp.read(&mut chunk)).await {
+            // Held for as long as asked: the client goes away.
+            Err(_) => break,
+            Ok(Ok(0)) => return Err(fail("the stream ended early", &"EOF")),
+            Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(fail("read", &e)),
+        }
+    }
+    client.events = String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("event:"))
+        .count();
+    Ok(client)
+}
+
+/// `paths` opened as live streams all at once from the source namespace, on
+/// a thread of its own; each accepted one is held for `hold`.
+fn live_clients(
+    lab: &Lab,
+    paths: Vec<String>,
+    hold: Duration,
+) -> hopwatch_lab::netns::enter::NsThread<Vec<Result<LiveClient, String>>> {
+    must(lab.spawn_in("src", "live-clients", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let until = tokio::time::Instant::now() + hold;
+            futures::future::join_all(paths.into_iter().map(|p| live_client(p, until))).await
+        })
+    }))
+}
+
+/// `n` live streams, overview and target ones alternating.
+fn live_paths(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                "/api/v1/live".to_owned()
+            } else {
+                "/api/v1/targets/t/live".to_owned()
+            }
+        })
+        .collect()
+}
+
+/// The documented `[web]` defaults the test holds the server to
+/// (docs/configuration.md): open live streams, and the Retry-After of each refusal.
+const MAX_LIVE_STREAMS: usize = 32;
+const RETRY_BUSY: &str = "503=1";
+const RETRY_TIMEOUT: &str = "503=5";
+const RETRY_STREAMS: &str = "10";
+/// The daemon's resident set may not pass this while serving the load (debug
+/// build, one target; it idles around MEASURED MiB).
+const RSS_BOUND_MIB: f64 = 256.0;
+
+#[test]
+fn history_export_and_live_streams_under_load_keep_probing_on_schedule() {
+    let _turn = alone();
+    must(programs::find("wrk"));
+    let lab = LabSpec::chain(3).targets(1).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let dir = temp_dir("web-load-history");
+    let config = dir.path().join("hopwatch.toml");
+    // Every [web] limit at its default.
+    std::fs::write(
+        &config,
+        config_text(&dir.path().join("state"), "", &[("t", target)], "100ms"),
+    )
+    .unwrap();
+    let daemon = start_daemon(&lab, &config);
+    let pid = daemon.pid();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "hopwatch", "the daemon's own PID");
+    must(eventually(
+        Duration::from_secs(20),
+        "the first rounds",
+        || {
+            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/t"), &[]);
+            (doc["rounds"].as_u64().unwrap_or(0) >= 10)
+                .then_some(())
+                .ok_or_else(|| doc.to_string())
+        },
+    ));
+
+    const WINDOW: Duration = Duration::from_secs(15);
+    const RAMP: Duration = Duration::from_secs(2);
+    // Idle: nothing but probing.
+    let rss_before = rss_mib(pid);
+    let idle_from = now_ms();
+    let rss_idle = watch_rss(pid, WINDOW);
+    let idle_to = now_ms();
+
+    // Load: 200 connections on history, exports and the overview, and more
+    // live streams than the cap, for the ramp, the window and a second after.
+    let load_secs = (RAMP + WINDOW).as_secs() as u32 + 1;
+    let loads = [
+        (
+            "history",
+            spawn_wrk(&lab, dir.path(), "history", HISTORY_PATHS, 64, load_secs),
+        ),
+        (
+            "export",
+            spawn_wrk(&lab, dir.path(), "export", EXPORT_PATHS, 36, load_secs),
+        ),
+        (
+            "overview",
+            spawn_wrk(&lab, dir.path(), "overview", OVERVIEW_PATHS, 100, load_secs),
+        ),
+    ];
+    let over_cap = 8;
+    let live = live_clients(
+        &lab,
+        live_paths(MAX_LIVE_STREAMS + over_cap),
+        Duration::from_secs(u64::from(load_secs)),
+    );
+    let rss_ramp = watch_rss(pid, RAMP);
+    let load_from = now_ms();
+    let rss_load = watch_rss(pid, WINDOW).max(rss_ramp);
+    let load_to = now_ms();
+    let runs: Vec<(&str, WrkRun)> = loads
+        .into_iter()
+        .map(|(name, child)| (name, finish_wrk(child)))
+        .collect();
+    let streams: Vec<LiveClient> = live
+        .join()
+        .into_iter()
+        .map(|client| client.unwrap_or_else(|e| panic!("live stream: {e}")))
+        .collect();
+    // The last rounds of the window, then the store's next flush.
+    std::thread::sleep(Duration::from_millis(2500));
+    let rss_after = rss_mib(pid);
+
+    // Every stream the load held has given its place back.
+    let reopened = must(eventually(
+        Duration::from_secs(10),
+        "the live-stream slots to come back",
+        || {
+            let clients = lab
+                .run_in("src", || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async {
+                        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+                        futures::future::join_all(
+                            live_paths(MAX_LIVE_STREAMS)
+                                .into_iter()
+                                .map(|p| live_client(p, until)),
+                        )
+                        .await
+                    })
+                })
+                .map_err(|e| e.to_string())?;
+            let ok = clients
+                .iter()
+                .filter(|c| matches!(c, Ok(c) if c.status == 200 && c.events > 0))
+                .count();
+            (ok == MAX_LIVE_STREAMS)
+                .then_some(ok)
+                .ok_or_else(|| format!("{ok} of {MAX_LIVE_STREAMS} accepted: {clients:?}"))
+        },
+    ));
+
+    // The same reads one connection at a time, for the latency without load.
+    let unloaded: Vec<(&str, WrkRun)> = [
+        ("history", HISTORY_PATHS),
+        ("export", EXPORT_PATHS),
+        ("overview", OVERVIEW_PATHS),
+    ]
+    .into_iter()
+    .map(|(name, paths)| {
+        let child = spawn_wrk(&lab, dir.path(), &format!("{name}-single"), paths, 1, 3);
+        (name, finish_wrk(child))
+    })
+    .collect();
+    let rss_end = rss_mib(pid);
+
+    let idle_starts = rounds_started(&lab, idle_from, idle_to);
+    let load_starts = rounds_started(&lab, load_from, load_to);
+    let (idle_rounds, load_rounds) = (idle_starts.len(), load_starts.len());
+    let idle_rate = idle_rounds as f64 * 1e3 / (idle_to - idle_from) as f64;
+    let load_rate = load_rounds as f64 * 1e3 / (load_to - load_from) as f64;
+
+    // The figures, as docs/benchmarks.md shows them.
+    println!(
+        "| reads | connections | requests/s | statuses | p50 ms | p99 ms | max ms | \
+         p50 / p99 one connection ms | p99 ratio |\n|---|---:|---:|---|---:|---:|---:|---:|---:|"
+    );
+    for ((name, run), (_, single)) in runs.iter().zip(&unloaded) {
+        let connections = match *name {
+            "history" => 64,
+            "export" => 36,
+            _ => 100,
+        };
+        println!(
+            "| {name} | {connections} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2} | {:.0}× |",
+            run.rps(),
+            run.statuses_text(),
+            run.p50_ms,
+            run.p99_ms,
+            run.max_ms,
+            single.p50_ms,
+            single.p99_ms,
+            run.p99_ms / single.p99_ms.max(1e-3)
+        );
+    }
+    let accepted: Vec<&LiveClient> = streams.iter().filter(|c| c.status == 200).collect();
+    let refused: Vec<&LiveClient> = streams.iter().filter(|c| c.status != 200).collect();
+    let events: Vec<usize> = accepted.iter().map(|c| c.events).collect();
+    println!(
+        "\nlive streams: {} opened at once, {} accepted (events each: min {}, max {}), \
+         {} refused ({:?})\nretry-after: {:?}\n\
+         rounds started: idle {idle_rounds} in {} ms ({idle_rate:.2}/s), under load \
+         {load_rounds} in {} ms ({load_rate:.2}/s): {:.1}% of idle\n\
+         RSS MiB: before {rss_before:.1}, idle max {rss_idle:.1}, load max {rss_load:.1}, \
+         after {rss_after:.1}, at the end {rss_end:.1} (bound {RSS_BOUND_MIB})\n\
+         slots back after the load: {reopened} of {MAX_LIVE_STREAMS}",
+        streams.len(),
+        accepted.len(),
+        events.iter().min().unwrap_or(&0),
+        events.iter().max().unwrap_or(&0),
+        refused.len(),
+        refused
+            .iter()
+            .map(|c| (c.status, c.retry_after.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        runs.iter()
+            .map(|(name, run)| (*name, &run.retry_after))
+            .collect::<Vec<_>>(),
+        idle_to - idle_from,
+        load_to - load_from,
+        100.0 * load_rate / idle_rate,
+    );
+
+    // No socket errors, and only the documented answers.
+    for (name, run) in runs.iter().chain(&unloaded) {
+        assert_eq!(
+            run.socket_errors, [0; 4],
+            "{name}: socket errors (connect, read, write, timeout)"
+        );
+        for (code, n) in &run.statuses {
+            assert!(
+                (200..300).contains(code) || *code == 503,
+                "{name}: {n} answers {code}; only 2xx or the documented 503 may come: {}",
+                run.statuses_text()
+            );
+        }
+        assert_eq!(
+            run.bad_refusals, 0,
+            "{name}: refusals without Retry-After or JSON"
+        );
+        for key in run.retry_after.keys() {
+            assert!(
+                key == RETRY_BUSY || key == RETRY_TIMEOUT,
+                "{name}: undocumented refusal {key}"
+            );
+        }
+        // The limits shed load; they do not refuse everything.
+        assert!(
+            run.answered_2xx() * 2 > run.requests,
+            "{name}: most requests are answered: {}",
+            run.statuses_text()
+        );
+    }
+    for (name, run) in &unloaded {
+        assert_eq!(
+            run.answered_2xx(),
+            run.requests,
+            "{name}: one connection is never refused: {}",
+            run.statuses_text()
+        );
+    }
+    // Exactly the cap's worth of streams, each one fed; the rest refused as documented.
+    assert_eq!(accepted.len(), MAX_LIVE_STREAMS, "{streams:?}");
+    for client in &accepted {
+        assert!(
+            client.events >= 5,
+            "{}: a live stream starved under load: {client:?}",
+            client.path
+        );
+    }
+    for client in &refused {
+        assert!(
+            client.status == 429
+                && client.retry_after.as_deref() == Some(RETRY_STREAMS)
+                && client.json_error,
+            "{}: a stream over the cap: {client:?}",
+            client.path
+        );
+    }
+    // Probing keeps its schedule.
+    assert!(
+        idle_rate > 9.0,
+        "idle: {idle_rounds} rounds in {} ms at 100 ms",
+        idle_to - idle_from
+    );
+    assert!(
+        load_rate >= 0.95 * idle_rate,
+        "rounds under load {load_rate:.2}/s against {idle_rate:.2}/s idle; longest gaps \
+         between round starts under load (ms): {:?}",
+        longest_gaps(&load_starts)
+    );
+    assert!(
+        rss_load < RSS_BOUND_MIB && rss_after < RSS_BOUND_MIB,
+        "RSS: load {rss_load:.1} MiB, after {rss_after:.1} MiB, bound {RSS_BOUND_MIB} MiB"
+    );
     let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 }

@@ -14,6 +14,7 @@ use super::{exit, ConfigArg};
 use crate::config::{Config, ConfigError, WebConfig};
 use crate::enrich::{EnrichConfig, Enricher};
 use crate::monitor::{Monitor, MonitorError};
+use crate::sys;
 use crate::webapi::{AlertSource, Web, WebError};
 
 /// How often the config file is checked for changes.
@@ -43,6 +44,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Web(#[from] WebError),
+    #[error("cannot start the web server's runtime: {0}")]
+    WebRuntime(std::io::Error),
 }
 
 /// Runs the daemon until a stop signal; returns the exit code.
@@ -74,11 +77,11 @@ async fn serve(path: &Path) -> Result<(), RunError> {
 
     let web_config = config.web.clone();
     let monitor = Arc::new(Monitor::start(config.clone()).await?);
-    let web = match start_web(&monitor, &config, path).await {
+    let web = match ServedWeb::start(&monitor, &config, path).await {
         Ok(web) => web,
         Err(err) => {
             stop_monitor(monitor).await;
-            return Err(err.into());
+            return Err(err);
         }
     };
     let mut watched = FileStamp::read(path);
@@ -89,14 +92,14 @@ async fn serve(path: &Path) -> Result<(), RunError> {
             _ = hangup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
                 watched = FileStamp::read(path);
-                reload(&monitor, path, web.as_ref(), &web_config);
+                reload(&monitor, path, web.as_ref().map(|w| &w.web), &web_config);
             }
             _ = watch.tick() => {
                 let now = FileStamp::read(path);
                 if now != watched {
                     watched = now;
                     tracing::info!(config = %path.display(), "the config file changed: reloading");
-                    reload(&monitor, path, web.as_ref(), &web_config);
+                    reload(&monitor, path, web.as_ref().map(|w| &w.web), &web_config);
                 }
             }
             _ = interrupt.recv() => break,
@@ -109,6 +112,72 @@ async fn serve(path: &Path) -> Result<(), RunError> {
     }
     stop_monitor(monitor).await;
     Ok(())
+}
+
+/// Nice value of the web server's threads: above the probes' 0, so HTTP
+/// clients get the CPU the probes leave, not the other way round.
+const WEB_NICE: i32 = 5;
+
+/// The web server on a runtime of its own: one worker thread (plus tokio's
+/// blocking pool for store reads) at nice [`WEB_NICE`]. On the probes'
+/// runtime, 200 API connections of history and export reads kept both
+/// workers busy and round tasks waited up to 0.5 s to run: the rounds
+/// started under that load fell to 64-73% of idle. On a runtime of their
+/// own, 100% (tests/tests/web_lab.rs, `history_export_and_live_streams_
+/// under_load_keep_probing_on_schedule`; docs/benchmarks.md).
+struct ServedWeb {
+    web: Web,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ServedWeb {
+    /// Starts the web server when `[web] enabled`; writes are saved to `path`.
+    async fn start(
+        monitor: &Arc<Monitor>,
+        config: &Config,
+        path: &Path,
+    ) -> Result<Option<ServedWeb>, RunError> {
+        if !config.web.enabled {
+            tracing::info!("web server disabled ([web] enabled = false)");
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hopwatch-web")
+            .on_thread_start(|| {
+                if let Err(err) = sys::lower_thread_priority(WEB_NICE) {
+                    tracing::warn!(error = %err, "a web server thread keeps the probes' CPU priority");
+                }
+            })
+            .enable_all()
+            .build()
+            .map_err(RunError::WebRuntime)?;
+        let (monitor, config, path) = (Arc::clone(monitor), config.clone(), path.to_owned());
+        // Everything the server spawns (connections, streams, background
+        // refreshes) lands on the runtime it starts on.
+        let started = runtime
+            .spawn(async move { start_web(&monitor, &config, &path).await })
+            .await;
+        match started {
+            Ok(Ok(web)) => Ok(web.map(|web| ServedWeb { web, runtime })),
+            Ok(Err(err)) => {
+                runtime.shutdown_background();
+                Err(err.into())
+            }
+            Err(join) => {
+                runtime.shutdown_background();
+                Err(RunError::WebRuntime(std::io::Error::other(
+                    join.to_string(),
+                )))
+            }
+        }
+    }
+
+    async fn shutdown(self, grace: Duration) {
+        self.web.shutdown(grace).await;
+        // Dropping a runtime inside another one's task would block it.
+        self.runtime.shutdown_background();
+    }
 }
 
 /// Starts the web server when `[web] enabled`; writes are saved to `path`.

@@ -84,7 +84,11 @@ async fn run_rounds(
     let depth = Arc::new(Mutex::new(ProbeDepth::default()));
     let start = tokio::time::Instant::now() + start_offset(&schedule.id, schedule.interval);
     let mut ticker = tokio::time::interval_at(start, schedule.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A tick that fires late (a busy CPU) keeps the grid: the next round
+    // starts on time, not one interval after the late one, so lateness
+    // below an interval costs no round. A tick missed entirely is skipped,
+    // never made up in a burst of probes.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let schedule = Arc::new(schedule);
     // Rounds overlap, and a round whose probes all answer finishes before an
     // earlier one still waiting on a timeout; records leave in round order.
