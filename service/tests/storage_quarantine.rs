@@ -389,8 +389,8 @@ async fn damaged_state_is_quarantined_and_monitoring_goes_on(how: Damage) {
         );
     }
     web.shutdown(Duration::from_secs(1)).await;
-    // The web server's background tasks hold the monitor for a moment at a
-    // time (the round tap's poll); wait until the last lets go.
+    // Requests the web server is finishing hold the monitor for a moment at
+    // a time; wait until the last lets go.
     let mut monitor = monitor;
     let mut waits = 0;
     let monitor = loop {

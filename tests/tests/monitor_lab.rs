@@ -1,10 +1,11 @@
 //! The monitoring daemon's core in the lab: route changes, where loss and
 //! latency begin, ICMP rate limiting that is not path loss, statistics that
-//! match the raw rounds, history across restarts, and live reloads.
+//! match the raw rounds, history across restarts, live reloads, and a full
+//! disk that leaves probing, the live view and /metrics running.
 //! Privileged; these fail (never skip) without root.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use hopwatch::config::Config;
 use hopwatch::model::{HopSample, TargetId};
 use hopwatch::monitor::{Monitor, TargetStatus, TargetView};
 use hopwatch::probe::Rtt;
+use hopwatch::webapi::{NoAlerts, Web};
 use hopwatch_lab::{At, DelaySpec, Lab, LabSpec, PathSelect};
 
 /// Runs `body` against a monitor started inside the lab's source namespace.
@@ -543,6 +545,62 @@ impl Drop for TinyFs {
     }
 }
 
+/// The daemon's web server over `monitor`, on a free loopback port of the
+/// namespace, with no alerts module.
+async fn start_web(monitor: &Arc<Monitor>, config: &str) -> Web {
+    let mut config = Config::parse(config, "monitor-test.toml").expect("valid test config");
+    config.web.listen = "127.0.0.1:0".parse().unwrap();
+    Web::start(monitor, &config, None, Arc::new(NoAlerts), None)
+        .await
+        .expect("web server starts")
+}
+
+/// `GET http://<addr><path>`'s body, which must come with a 200. A blocking
+/// client on the runtime's blocking pool, whose threads share this thread's
+/// network namespace.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().expect("the web server answers");
+        let body = response.body_mut().read_to_string().expect("a text body");
+        assert_eq!(response.status().as_u16(), 200, "GET {url}: {body}");
+        body
+    })
+    .await
+    .expect("the request task")
+}
+
+/// The value of one series (name and labels exactly as exposed) in a scrape.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in the scrape:\n{scrape}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
+}
+
+/// The destination's sparkline: when its last round started, and its length.
+async fn sparkline(addr: SocketAddr, target: &str) -> (u64, usize) {
+    let doc: serde_json::Value =
+        serde_json::from_str(&http_get(addr, "/api/v1/sparklines").await).expect("JSON");
+    let line = doc["sparklines"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|l| l["target"] == target)
+        .unwrap_or_else(|| panic!("no sparkline for {target}: {doc}"));
+    (
+        line["last_at_ms"].as_u64().unwrap_or(0),
+        line["rtt_us"].as_array().map_or(0, Vec::len),
+    )
+}
+
 #[test]
 fn a_full_disk_does_not_stop_probing_or_the_live_view_and_writes_resume() {
     let lab = LabSpec::chain(1).build().expect("lab");
@@ -551,8 +609,11 @@ fn a_full_disk_does_not_stop_probing_or_the_live_view_and_writes_resume() {
     let state = fs.path().join("state");
     let filler = fs.path().join("filler");
     let cfg = config(&state, 20, &[("t", target)]);
+    let web_cfg = cfg.clone();
     let id = TargetId::new("t").unwrap();
     with_monitor(&lab, cfg, move |monitor| async move {
+        let web = start_web(&monitor, &web_cfg).await;
+        let addr = web.local_addr();
         eventually(Duration::from_secs(10), "first rounds stored", || {
             (monitor.store().health().last_flush_ok_at_ms.is_some()).then_some(())
         })
@@ -577,11 +638,54 @@ fn a_full_disk_does_not_stop_probing_or_the_live_view_and_writes_resume() {
             "the error is kept for health: {failing:?}"
         );
         let rounds_at_failure = view(&monitor, "t").analysis.rounds;
+        let scrape_before = http_get(addr, "/metrics").await;
+        let line_before = sparkline(addr, "t").await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rounds_later = view(&monitor, "t").analysis.rounds;
         assert!(
             rounds_later >= rounds_at_failure + 10,
             "probing and the live view go on: {rounds_at_failure} -> {rounds_later}"
+        );
+        // /metrics and the sparklines are fed by the pipeline, not by what
+        // the store wrote: they go on while every flush fails.
+        let scrape_after = http_get(addr, "/metrics").await;
+        let line_after = sparkline(addr, "t").await;
+        assert!(
+            !monitor.store().health().ok,
+            "the disk was still full for both scrapes"
+        );
+        for scrape in [&scrape_before, &scrape_after] {
+            assert_eq!(sample(scrape, "hopwatch_store_healthy"), 0.0);
+        }
+        assert!(
+            sample(&scrape_after, "hopwatch_store_flush_errors_total")
+                > sample(&scrape_before, "hopwatch_store_flush_errors_total"),
+            "flushes kept failing between the scrapes"
+        );
+        for series in [
+            r#"hopwatch_target_probes_sent_total{target="t"}"#,
+            r#"hopwatch_target_probes_received_total{target="t"}"#,
+            r#"hopwatch_target_rtt_seconds_count{target="t"}"#,
+            r#"hopwatch_hop_probes_sent_total{target="t",ttl="1"}"#,
+            r#"hopwatch_hop_probes_received_total{target="t",ttl="1"}"#,
+        ] {
+            let (before, after) = (
+                sample(&scrape_before, series),
+                sample(&scrape_after, series),
+            );
+            assert!(
+                after >= before + 10.0,
+                "{series} goes on while the disk refuses writes: {before} -> {after}"
+            );
+        }
+        assert!(
+            line_after.0 >= line_before.0 + 1_000 && line_after.1 >= line_before.1.min(100),
+            "the sparkline goes on: {line_before:?} -> {line_after:?}"
+        );
+        assert_eq!(
+            sample(&scrape_after, "hopwatch_live_rounds_skipped_total"),
+            0.0,
+            "the round tap kept up"
         );
 
         std::fs::remove_file(&filler).expect("free the space");
@@ -601,5 +705,6 @@ fn a_full_disk_does_not_stop_probing_or_the_live_view_and_writes_resume() {
             .filter(|s| !seqs.contains(s))
             .count();
         assert_eq!(missing, 0, "no round accepted during the outage was lost");
+        web.shutdown(Duration::from_secs(1)).await;
     });
 }

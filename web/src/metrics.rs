@@ -176,6 +176,9 @@ pub struct MetricsSnapshot {
     pub timestamp_source: String,
     pub engine: EngineMetrics,
     pub store: StoreMetrics,
+    /// Completed rounds the per-target and per-hop probe counters and
+    /// histograms missed because their consumer fell behind the pipeline.
+    pub live_rounds_skipped: u64,
     /// Failed webhook deliveries; `None` while no alerts module reports them.
     pub webhook_delivery_failures: Option<u64>,
     /// What the alert outbox keeps in memory and what it dropped; `None`
@@ -632,6 +635,12 @@ impl Collector for SnapshotCollector {
             None,
             [(none(), i64::from(st.healthy))],
         )?;
+        f.counter(
+            "hopwatch_live_rounds_skipped",
+            "Completed rounds missing from the probe counters, latency histograms and sparklines because their consumer fell behind",
+            None,
+            [(none(), s.live_rounds_skipped)],
+        )?;
         if !s.components.is_empty() {
             f.gauge(
                 "hopwatch_component_degraded",
@@ -981,6 +990,27 @@ mod tests {
         let none = encode(MetricsSnapshot::default()).unwrap();
         assert!(
             !none.contains("hopwatch_alert_events_unpersisted"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn rounds_the_round_tap_skipped_are_a_counter_always_exported() {
+        let text = encode(MetricsSnapshot {
+            live_rounds_skipped: 7,
+            ..MetricsSnapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "# TYPE hopwatch_live_rounds_skipped counter",
+            "hopwatch_live_rounds_skipped_total 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+        let none = encode(MetricsSnapshot::default()).unwrap();
+        assert!(
+            none.lines()
+                .any(|l| l == "hopwatch_live_rounds_skipped_total 0"),
             "{none}"
         );
     }

@@ -282,10 +282,11 @@ fn reload(monitor: &Monitor, path: &Path, web: Option<&Web>, running_web: &WebCo
                     "changed in the config, but only takes effect after a restart"
                 );
             }
+            let diff = monitor.reload(config.clone());
+            // After the monitor: targets it removed no longer reach the tap.
             if let Some(web) = web {
                 web.api().reloaded(&config);
             }
-            let diff = monitor.reload(config);
             tracing::info!(
                 added = diff.added.len(),
                 removed = diff.removed.len(),

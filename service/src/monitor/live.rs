@@ -129,17 +129,15 @@ impl LiveState {
     }
 
     /// Adds a round to its target's analysis and returns the events it caused.
-    /// A round of a target removed meanwhile is ignored.
-    pub fn record_round(&self, round: &RoundRecord) -> Vec<TargetEvent> {
+    /// A round of a target removed meanwhile is ignored: `None`.
+    pub fn record_round(&self, round: &RoundRecord) -> Option<Vec<TargetEvent>> {
         let mut targets = self.write();
-        let Some(live) = targets.get_mut(&round.target) else {
-            return Vec::new();
-        };
+        let live = targets.get_mut(&round.target)?;
         let events = match live.analysis.record(round) {
             Ok(events) => events,
             Err(err) => {
                 tracing::warn!(error = %err, "round not added to the live statistics");
-                return Vec::new();
+                return Some(Vec::new());
             }
         };
         let events: Vec<TargetEvent> = events
@@ -155,7 +153,7 @@ impl LiveState {
             }
             live.recent_events.push_back(event.clone());
         }
-        events
+        Some(events)
     }
 
     /// One target's full view.

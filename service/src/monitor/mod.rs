@@ -1,7 +1,7 @@
 //! The monitoring daemon's core: the probe engine, every target's rounds, the
-//! pipeline into live statistics and history, the `[[peer]]` STAMP sessions
-//! and the `[reflector]`, and config reloads that leave unchanged targets and
-//! peers alone.
+//! pipeline into live statistics, round subscribers and history, the
+//! `[[peer]]` STAMP sessions and the `[reflector]`, and config reloads that
+//! leave unchanged targets and peers alone.
 //!
 //! No single failure stops monitoring: a history store or alert outbox that
 //! cannot be opened is quarantined and replaced ([`components`],
@@ -31,6 +31,7 @@ use crate::alerts::{Alerts, AlertsError, Monitored};
 use crate::analysis::{AnalysisConfig, AnalysisConfigError};
 use crate::config::ReflectorSettings;
 use crate::config::{Config, ConfigDiff, PeerDiff};
+use crate::model::RoundRecord;
 use crate::peer::Reflector;
 use crate::probe::{Engine, EngineError};
 use crate::store::{Flusher, RawLog, RawLogError, Store, StoreConfig, StoreError};
@@ -39,6 +40,11 @@ use components::SharedStatus;
 
 /// Rounds waiting for the pipeline; beyond this, target tasks wait (backpressure).
 const ROUND_QUEUE: usize = 4096;
+
+/// Completed rounds a subscriber ([`Monitor::subscribe_rounds`]) may fall
+/// behind before it loses the oldest (and is told how many). The pipeline
+/// never waits for subscribers.
+pub const ROUND_BROADCAST: usize = 4096;
 
 /// How often a `[reflector]` that could not bind tries again: its address
 /// may appear later (an interface coming up), or its port be freed.
@@ -86,6 +92,8 @@ pub struct Monitor {
     store_status: ComponentStatus,
     config: Mutex<Config>,
     events: broadcast::Sender<TargetEvent>,
+    /// Every completed round of a live target, as the pipeline finishes it.
+    rounds: broadcast::Sender<Arc<RoundRecord>>,
     pipeline: Option<JoinHandle<()>>,
     flusher: Option<Flusher>,
     alerts: Arc<Alerts>,
@@ -176,12 +184,16 @@ impl Monitor {
         let flusher = store.spawn_flusher()?;
         let (rounds_tx, rounds_rx) = mpsc::channel(ROUND_QUEUE);
         let (events, _) = broadcast::channel(1024);
+        let (completed, _) = broadcast::channel(ROUND_BROADCAST);
         let pipeline = tokio::spawn(pipeline::run(
             rounds_rx,
             Arc::clone(&live),
             Arc::clone(&store),
             raw_log,
-            events.clone(),
+            pipeline::Outputs {
+                rounds: completed.clone(),
+                events: events.clone(),
+            },
             Arc::clone(&alerts),
         ));
         let mut targets = TargetSet::new(engine.clone(), rounds_tx, Arc::clone(&live));
@@ -217,6 +229,7 @@ impl Monitor {
             store_status,
             config: Mutex::new(config),
             events,
+            rounds: completed,
             pipeline: Some(pipeline),
             flusher: Some(flusher),
             alerts,
@@ -304,6 +317,14 @@ impl Monitor {
     /// Route and hop-count changes as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<TargetEvent> {
         self.events.subscribe()
+    }
+
+    /// Every round of a live target from now on, once, as the pipeline
+    /// completes it (whether or not the store can write it). A receiver more
+    /// than [`ROUND_BROADCAST`] rounds behind gets `Lagged` with the number
+    /// it lost.
+    pub fn subscribe_rounds(&self) -> broadcast::Receiver<Arc<RoundRecord>> {
+        self.rounds.subscribe()
     }
 
     /// Stops probing, lets the pipeline finish the rounds it has, and flushes

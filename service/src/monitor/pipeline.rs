@@ -1,6 +1,9 @@
-//! The pipeline: every finished round goes to the live analysis, the store and
-//! the optional per-probe raw log, and the events it causes go to the store
-//! and to subscribers (live updates); then the alert engine judges the round.
+//! The pipeline: every finished round goes to the live analysis, to the
+//! round subscribers (the web layer's probe counters, histograms and
+//! sparklines), to the store and the optional per-probe raw log, and the
+//! events it causes go to the store and to subscribers (live updates); then
+//! the alert engine judges the round. Everything live is fed from here, never
+//! from the store, so a failing store degrades history only.
 
 use std::sync::Arc;
 
@@ -12,18 +15,40 @@ use crate::analysis::PathEvent;
 use crate::model::RoundRecord;
 use crate::store::{RawLog, Store, StoredEvent};
 
+/// Where the pipeline sends what it produces.
+pub struct Outputs {
+    /// Each round of a live target, once, as it completes.
+    pub rounds: broadcast::Sender<Arc<RoundRecord>>,
+    /// Path events.
+    pub events: broadcast::Sender<TargetEvent>,
+}
+
 /// Runs until every sender of `rounds` is gone.
 pub async fn run(
     mut rounds: mpsc::Receiver<RoundRecord>,
     live: Arc<LiveState>,
     store: Arc<Store>,
     mut raw_log: Option<RawLog>,
-    events: broadcast::Sender<TargetEvent>,
+    outputs: Outputs,
     alerts: Arc<Alerts>,
 ) {
+    let Outputs {
+        rounds: completed,
+        events,
+    } = outputs;
     let mut store_failing = false;
     while let Some(round) = rounds.recv().await {
-        let caused = live.record_round(&round);
+        // Shared, not copied: every subscriber reads the same round.
+        let round = Arc::new(round);
+        // A round of a target removed meanwhile goes to history only.
+        let caused = match live.record_round(&round) {
+            Some(caused) => {
+                // No subscriber is fine (no web server).
+                let _ = completed.send(Arc::clone(&round));
+                caused
+            }
+            None => Vec::new(),
+        };
         // The store buffers in memory and reports disk trouble through its
         // health; log the first failure of a run of them, not every round.
         match store.record_round(&round) {

@@ -1,7 +1,8 @@
 //! The service side of the web layer: [`WebApi`] implements the web crate's
 //! read model and control over the running [`Monitor`] (live state, store,
 //! engine), the [round tap](tap) (probe counters and histograms for /metrics,
-//! sparklines), the alerts hook and the config file (where writes persist).
+//! sparklines, fed with the pipeline's rounds as they complete), the alerts
+//! hook and the config file (where writes persist).
 //!
 //! It holds the monitor weakly: `hopwatch run` owns it and must get it back
 //! to shut it down, whatever requests are still in flight.
@@ -45,14 +46,11 @@ pub use alerts::{AlertSource, NoAlerts};
 pub use persist::ConfigFile;
 pub use tap::RoundTap;
 
-/// How often the round tap checks whether the store flushed.
-const TAP_POLL: Duration = Duration::from_millis(500);
-
 /// The web layer's view of the daemon.
 pub struct WebApi {
     monitor: Weak<Monitor>,
-    /// The running config: targets' timeouts for the tap, measurement details
-    /// for exports. Replaced on every reload and write.
+    /// The running config: targets' intervals for the tap's first sparklines,
+    /// measurement details for exports. Replaced on every reload and write.
     config: RwLock<Config>,
     /// Where writes are saved; `None` refuses writes (a monitor without a file).
     file: Option<ConfigFile>,
@@ -102,8 +100,11 @@ impl WebApi {
         sys::read(&self.config).statistics.window
     }
 
-    /// The daemon applied a new config (a reload).
+    /// The daemon applied a new config (a reload): removed targets leave the
+    /// tap.
     pub fn reloaded(&self, config: &Config) {
+        self.tap
+            .retain(|id| config.targets.iter().any(|t| &t.id == id));
         *sys::write(&self.config) = config.clone();
     }
 
@@ -116,11 +117,31 @@ impl WebApi {
         &self.tap
     }
 
-    /// Starts the round tap and the event forwarder; they stop when the
-    /// returned handle is dropped.
+    /// Starts the round tap (following the pipeline's rounds, its
+    /// sparklines first filled from the store) and the event forwarder; they
+    /// stop when the returned handle is dropped.
     pub fn spawn_background(self: &Arc<Self>) -> Background {
         let mut tasks = Vec::new();
         if let Some(monitor) = self.monitor() {
+            // Subscribed before the store is read, so no round falls between
+            // the stored ones and the live ones (the tap skips a round it has).
+            tasks.push(tokio::spawn(
+                Arc::clone(&self.tap).follow(monitor.subscribe_rounds()),
+            ));
+            let tap = Arc::clone(&self.tap);
+            let store = Arc::clone(monitor.store());
+            let targets: Vec<(TargetId, Duration)> = sys::read(&self.config)
+                .targets
+                .iter()
+                .map(|t| (t.id.clone(), t.probe.interval))
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                // The store may take a while; keep it off the runtime.
+                let _ = tokio::task::spawn_blocking(move || {
+                    tap.fill_from_store(&store, &targets, now_ms());
+                })
+                .await;
+            }));
             let mut path_events = monitor.subscribe();
             let api = Arc::downgrade(self);
             tasks.push(tokio::spawn(async move {
@@ -144,35 +165,6 @@ impl WebApi {
                 }
             }));
         }
-        let api = Arc::downgrade(self);
-        tasks.push(tokio::spawn(async move {
-            let mut last_flush = None;
-            let mut poll = tokio::time::interval(TAP_POLL);
-            loop {
-                poll.tick().await;
-                let Some(api) = api.upgrade() else { return };
-                let Some(monitor) = api.monitor() else { return };
-                let store = Arc::clone(monitor.store());
-                drop(monitor);
-                let flushes = store.metrics().flushes_total;
-                if last_flush == Some(flushes) {
-                    continue;
-                }
-                last_flush = Some(flushes);
-                let targets: Vec<(TargetId, Duration, Duration)> = sys::read(&api.config)
-                    .targets
-                    .iter()
-                    .map(|t| (t.id.clone(), t.probe.timeout, t.probe.interval))
-                    .collect();
-                let tap = Arc::clone(&api.tap);
-                let started = api.started_at_ms;
-                drop(api);
-                let _ = tokio::task::spawn_blocking(move || {
-                    tap.scan(&store, &targets, started, now_ms());
-                })
-                .await;
-            }
-        }));
         Background { tasks }
     }
 
@@ -287,8 +279,16 @@ impl ReadModel for WebApi {
     }
 
     fn sparklines(&self) -> Vec<Sparkline> {
+        let Some(monitor) = self.monitor() else {
+            return Vec::new();
+        };
+        // Live targets only: a round of a target being removed may still
+        // have reached the tap after the reload.
+        let live: std::collections::HashSet<TargetId> =
+            monitor.live().target_ids().into_iter().collect();
         let mut lines: Vec<Sparkline> = self.tap.with(|taps| {
             taps.iter()
+                .filter(|(id, _)| live.contains(*id))
                 .map(|(id, tap)| Sparkline {
                     target: id.to_string(),
                     last_at_ms: tap.sparkline.back().map(|(at, _)| *at),
@@ -579,6 +579,7 @@ impl ReadModel for WebApi {
                 pending_bytes: sm.pending_bytes,
                 healthy: store.health().ok,
             },
+            live_rounds_skipped: self.tap.skipped_rounds(),
             webhook_delivery_failures: self.alerts.webhook_failures(),
             alert_outbox: self.alerts.outbox_metrics(),
             components: monitor

@@ -1,20 +1,24 @@
-//! The round tap: follows the rounds the store has written, so /metrics can
-//! count probes and fill latency histograms per hop, and the overview can draw
-//! a sparkline per target, without touching the probing path.
+//! The round tap: counts probes and fills latency histograms per hop for
+//! /metrics, and keeps a sparkline per target for the overview, from every
+//! round the monitor's pipeline completes ([`Monitor::subscribe_rounds`]), as
+//! it completes. It never reads the store back for them, so a disk that
+//! refuses writes leaves these figures live; the store only fills the
+//! sparklines once, at start, from the last stored rounds.
 //!
-//! After each store flush it reads every target's rounds from a short
-//! lookback window (the target's probe timeout plus two flush intervals plus
-//! a margin: rounds are written when they complete, not in start order) and
-//! skips the ones it has seen. Rounds written later than that, which only a
-//! disk that refused writes for a while can cause, are not counted: the
-//! counters follow what the store holds. Counting starts when the daemon does;
-//! the sparkline is first filled from the last stored rounds.
+//! Counting starts when the tap subscribes (the web server's start). A
+//! subscriber that falls more than the channel's capacity behind loses the
+//! oldest rounds: those are counted in `hopwatch_live_rounds_skipped_total`
+//! and logged as a warning, never dropped silently.
+//!
+//! [`Monitor::subscribe_rounds`]: crate::monitor::Monitor::subscribe_rounds
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hopwatch_web::metrics::Histogram;
+use tokio::sync::broadcast;
 
 use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::{Rtt, TimestampSource, Ttl};
@@ -23,10 +27,10 @@ use crate::sys;
 
 /// Rounds kept per target for its sparkline.
 pub const SPARKLINE_ROUNDS: usize = 120;
-/// Added to every lookback: scheduling and pipeline delays.
-const LOOKBACK_MARGIN: Duration = Duration::from_secs(5);
+/// Added to the span read at start: rounds still being probed or buffered.
+const FILL_MARGIN: Duration = Duration::from_secs(5);
 
-/// Probes and answers at one hop (or the destination), since the daemon started.
+/// Probes and answers at one hop (or the destination), since the tap started.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HopCounts {
     pub sent: u64,
@@ -47,11 +51,6 @@ impl HopCounts {
 /// What the tap knows about one target.
 #[derive(Debug, Clone, Default)]
 pub struct TargetTap {
-    /// Start times of the rounds already counted, within the lookback.
-    seen: BTreeSet<u64>,
-    /// Rounds that started before this are not counted (the daemon's start).
-    counting_from_ms: u64,
-    backfilled: bool,
     /// The destination's TTL as the rounds last showed it.
     hop_limit: u8,
     pub destination: HopCounts,
@@ -64,21 +63,28 @@ pub struct TargetTap {
 }
 
 impl TargetTap {
-    fn push_sparkline(&mut self, round: &RoundRecord) {
+    /// Adds `round` to the sparkline, in start order; `false` (and nothing
+    /// added) if a round that started at the same moment is already there.
+    fn push_sparkline(&mut self, round: &RoundRecord) -> bool {
         let rtt = round
             .destination()
             .and_then(HopSample::rtt)
             .map(Rtt::as_nanos);
-        // Rounds arrive roughly in order; keep the line sorted anyway.
+        // Rounds of a target complete in order, and the stored ones filled in
+        // at start are older; keep the line sorted anyway.
         let at = self
             .sparkline
             .iter()
             .rposition(|(t, _)| *t <= round.started_at_ms)
             .map_or(0, |i| i + 1);
+        if at > 0 && self.sparkline[at - 1].0 == round.started_at_ms {
+            return false;
+        }
         self.sparkline.insert(at, (round.started_at_ms, rtt));
         while self.sparkline.len() > SPARKLINE_ROUNDS {
             self.sparkline.pop_front();
         }
+        true
     }
 
     /// Counts one round.
@@ -123,13 +129,8 @@ impl TargetTap {
 #[derive(Debug, Default)]
 pub struct RoundTap {
     targets: Mutex<HashMap<TargetId, TargetTap>>,
-}
-
-/// What one scan found, for logs and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanReport {
-    pub rounds: usize,
-    pub read_errors: usize,
+    /// Rounds a lagging subscription lost (`hopwatch_live_rounds_skipped_total`).
+    skipped: AtomicU64,
 }
 
 impl RoundTap {
@@ -141,70 +142,77 @@ impl RoundTap {
         sys::lock(&self.targets)
     }
 
-    /// Reads the rounds stored since the last scan. `targets` are the
-    /// configured targets with their probe timeout and interval; others are
-    /// forgotten. `started_ms` is when counting began.
-    pub fn scan(
-        &self,
-        store: &Store,
-        targets: &[(TargetId, Duration, Duration)],
-        started_ms: u64,
-        now_ms: u64,
-    ) -> ScanReport {
-        let flush = store.config().flush_interval;
-        let mut report = ScanReport::default();
-        // Read outside the lock: the store may take a while; counting is quick.
-        let mut batches: Vec<(TargetId, Vec<RoundRecord>, bool)> = Vec::new();
-        let known: HashMap<TargetId, bool> = self
-            .lock()
+    /// Counts a round the pipeline completed and adds it to its target's
+    /// sparkline.
+    pub fn record(&self, round: &RoundRecord) {
+        let mut taps = self.lock();
+        let tap = taps.entry(round.target.clone()).or_default();
+        tap.count(round);
+        tap.push_sparkline(round);
+    }
+
+    /// Fills sparklines from stored rounds (at start): they are drawn, not
+    /// counted, and a round already on the line is not added twice.
+    pub fn fill_sparkline(&self, target: &TargetId, rounds: &[RoundRecord]) -> usize {
+        let mut taps = self.lock();
+        let tap = taps.entry(target.clone()).or_default();
+        let newest = rounds.len().saturating_sub(SPARKLINE_ROUNDS);
+        rounds[newest..]
             .iter()
-            .map(|(id, tap)| (id.clone(), tap.backfilled))
-            .collect();
-        for (id, timeout, interval) in targets {
-            let lookback = *timeout + 2 * flush + LOOKBACK_MARGIN;
-            let backfill = !known.get(id).copied().unwrap_or(false);
-            let span = if backfill {
-                // Enough history for a full sparkline.
-                lookback + interval.saturating_mul(SPARKLINE_ROUNDS as u32)
-            } else {
-                lookback
-            };
+            .filter(|round| tap.push_sparkline(round))
+            .count()
+    }
+
+    /// Reads the last stored rounds of `targets` (with their probe interval)
+    /// into their sparklines: the one store read the tap makes. A target
+    /// whose rounds cannot be read starts with an empty line.
+    pub fn fill_from_store(&self, store: &Store, targets: &[(TargetId, Duration)], now_ms: u64) {
+        for (id, interval) in targets {
+            let span = interval.saturating_mul(SPARKLINE_ROUNDS as u32) + FILL_MARGIN;
             let from = now_ms.saturating_sub(span.as_millis() as u64);
             match store.rounds(id, from, now_ms.saturating_add(1)) {
-                Ok(rounds) => batches.push((id.clone(), rounds, backfill)),
+                Ok(rounds) => {
+                    self.fill_sparkline(id, &rounds);
+                }
                 Err(err) => {
-                    report.read_errors += 1;
-                    tracing::debug!(target = %id, error = %err, "round tap: reading rounds failed");
+                    tracing::warn!(target = %id, error = %err, "round tap: the sparkline starts empty: reading the last stored rounds failed");
                 }
             }
         }
-        let mut taps = self.lock();
-        taps.retain(|id, _| targets.iter().any(|(t, _, _)| t == id));
-        for (id, rounds, backfill) in batches {
-            let tap = taps.entry(id).or_insert_with(|| TargetTap {
-                counting_from_ms: started_ms,
-                ..TargetTap::default()
-            });
-            for round in &rounds {
-                if !tap.seen.insert(round.started_at_ms) {
-                    continue;
+    }
+
+    /// Records that a lagging subscription lost `rounds` rounds.
+    pub fn skipped(&self, rounds: u64) {
+        self.skipped.fetch_add(rounds, Ordering::Relaxed);
+    }
+
+    /// Rounds lost by a lagging subscription since the tap started.
+    pub fn skipped_rounds(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Consumes the pipeline's rounds until the channel closes. Falling
+    /// behind by more than its capacity is counted and logged as a warning.
+    pub async fn follow(self: Arc<Self>, mut rounds: broadcast::Receiver<Arc<RoundRecord>>) {
+        loop {
+            match rounds.recv().await {
+                Ok(round) => self.record(&round),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    self.skipped(missed);
+                    tracing::warn!(
+                        missed,
+                        total = self.skipped_rounds(),
+                        "round tap fell behind the pipeline: rounds are missing from /metrics probe counters, histograms and sparklines (hopwatch_live_rounds_skipped_total)"
+                    );
                 }
-                if round.started_at_ms < tap.counting_from_ms {
-                    if backfill {
-                        tap.push_sparkline(round);
-                    }
-                    continue;
-                }
-                tap.count(round);
-                tap.push_sparkline(round);
-                report.rounds += 1;
+                Err(broadcast::error::RecvError::Closed) => return,
             }
-            tap.backfilled = true;
-            // Forget start times older than any lookback can reach again.
-            let keep_from = rounds.first().map_or(0, |r| r.started_at_ms);
-            tap.seen = tap.seen.split_off(&keep_from);
         }
-        report
+    }
+
+    /// Forgets the targets `keep` says are no longer configured.
+    pub fn retain(&self, mut keep: impl FnMut(&TargetId) -> bool) {
+        self.lock().retain(|id, _| keep(id));
     }
 
     /// Counts a confirmed route or hop-count change of `target`.
@@ -264,34 +272,21 @@ mod tests {
         }
     }
 
+    const START: u64 = 1_700_000_000_000;
+
     #[test]
-    fn rounds_are_counted_once_per_hop_even_when_scanned_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    fn each_round_is_counted_per_hop_and_drawn() {
         let id = TargetId::new("t").unwrap();
-        let start = 1_700_000_000_000;
-        // One round before counting began: sparkline only.
-        store
-            .record_round(&round(&id, 0, start - 1000, Some(3), 0))
-            .unwrap();
-        for i in 1..=10u64 {
-            store
-                .record_round(&round(
-                    &id,
-                    i,
-                    start + i * 1000,
-                    Some(3),
-                    if i % 5 == 0 { 2 } else { 0 },
-                ))
-                .unwrap();
-        }
-        store.flush_at(start + 11_000).unwrap();
         let tap = RoundTap::new();
-        let targets = [(id.clone(), Duration::from_secs(2), Duration::from_secs(1))];
-        let report = tap.scan(&store, &targets, start, start + 11_000);
-        assert_eq!(report.rounds, 10);
-        // A second scan over the same window counts nothing new.
-        assert_eq!(tap.scan(&store, &targets, start, start + 12_000).rounds, 0);
+        for i in 1..=10u64 {
+            tap.record(&round(
+                &id,
+                i,
+                START + i * 1000,
+                Some(3),
+                if i % 5 == 0 { 2 } else { 0 },
+            ));
+        }
         let t = tap.target(&id).unwrap();
         assert_eq!(t.hops[&1].sent, 10);
         assert_eq!(t.hops[&2].sent, 10);
@@ -300,28 +295,34 @@ mod tests {
         assert!((t.hops[&2].rtt.sum_seconds - 8.0 * 0.002).abs() < 1e-9);
         assert_eq!(t.destination.sent, 10);
         assert_eq!(t.destination.received, 10);
-        assert_eq!(t.sparkline.len(), 11, "the older round fills the sparkline");
+        assert_eq!(t.destination.rtt.count(), 10);
+        assert_eq!(t.sparkline.len(), 10);
+        assert_eq!(t.sparkline.back(), Some(&(START + 10_000, Some(3_000_000))));
         assert_eq!(t.last_source, Some(TimestampSource::Kernel));
-
-        // A late round (stored after a newer one) is still counted once.
-        store
-            .record_round(&round(&id, 11, start + 10_500, Some(3), 0))
-            .unwrap();
-        store.flush_at(start + 13_000).unwrap();
-        assert_eq!(tap.scan(&store, &targets, start, start + 13_000).rounds, 1);
-        assert_eq!(tap.target(&id).unwrap().destination.sent, 11);
+        assert_eq!(tap.skipped_rounds(), 0);
 
         // A path that gets shorter drops the TTLs beyond it.
-        store
-            .record_round(&round(&id, 12, start + 12_000, Some(2), 0))
-            .unwrap();
-        store.flush_at(start + 14_000).unwrap();
-        tap.scan(&store, &targets, start, start + 14_000);
+        tap.record(&round(&id, 11, START + 11_000, Some(2), 0));
         let t = tap.target(&id).unwrap();
         assert!(!t.hops.contains_key(&3));
+        assert_eq!(t.destination.sent, 11);
 
-        // A target no longer configured is forgotten.
-        tap.scan(&store, &[], start, start + 15_000);
+        // The sparkline keeps the newest rounds only.
+        for i in 12..200u64 {
+            tap.record(&round(&id, i, START + i * 1000, Some(2), 0));
+        }
+        let t = tap.target(&id).unwrap();
+        assert_eq!(t.sparkline.len(), SPARKLINE_ROUNDS);
+        assert_eq!(t.sparkline.back().unwrap().0, START + 199_000);
+        assert_eq!(t.destination.sent, 199);
+
+        // Events count for the target; a target no longer configured is forgotten.
+        tap.count_event(&id, true);
+        tap.count_event(&id, false);
+        tap.count_event(&id, false);
+        let t = tap.target(&id).unwrap();
+        assert_eq!((t.route_changes, t.hop_count_changes), (1, 2));
+        tap.retain(|_| false);
         assert!(tap.target(&id).is_none());
     }
 
@@ -343,5 +344,73 @@ mod tests {
         assert_eq!(tap.hops[&2].sent, 2);
         assert_eq!(tap.hops[&2].received, 1);
         assert_eq!((tap.destination.sent, tap.destination.received), (2, 1));
+    }
+
+    #[test]
+    fn stored_rounds_fill_the_sparkline_once_without_counting_or_repeating() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let id = TargetId::new("t").unwrap();
+        let other = TargetId::new("quiet").unwrap();
+        // Rounds of the previous run, and one the tap also sees live (the
+        // store and the tap both get every round).
+        for i in 0..5u64 {
+            store
+                .record_round(&round(&id, i, START + i * 1000, Some(3), 0))
+                .unwrap();
+        }
+        store.flush_at(START + 5_000).unwrap();
+        let tap = RoundTap::new();
+        tap.record(&round(&id, 4, START + 4_000, Some(3), 0));
+        tap.record(&round(&id, 5, START + 5_000, Some(3), 0));
+        let targets = [
+            (id.clone(), Duration::from_secs(1)),
+            (other.clone(), Duration::from_secs(1)),
+        ];
+        tap.fill_from_store(&store, &targets, START + 5_500);
+        let t = tap.target(&id).unwrap();
+        let starts: Vec<u64> = t.sparkline.iter().map(|(at, _)| *at).collect();
+        assert_eq!(
+            starts,
+            (0..=5u64).map(|i| START + i * 1000).collect::<Vec<_>>(),
+            "stored rounds first, in order, each once"
+        );
+        assert_eq!(
+            t.destination.sent, 2,
+            "stored rounds are drawn, not counted"
+        );
+        assert_eq!(t.hops[&1].sent, 2);
+        // A target without stored rounds gets an empty line.
+        assert!(tap.target(&other).unwrap().sparkline.is_empty());
+
+        // Only the newest rounds of a long history are drawn.
+        let long: Vec<RoundRecord> = (0..500u64)
+            .map(|i| round(&other, i, START + i * 1000, Some(3), 0))
+            .collect();
+        assert_eq!(tap.fill_sparkline(&other, &long), SPARKLINE_ROUNDS);
+        let line = tap.target(&other).unwrap().sparkline;
+        assert_eq!(line.front().unwrap().0, START + 380_000);
+        assert_eq!(line.back().unwrap().0, START + 499_000);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscription_counts_the_rounds_it_lost() {
+        let id = TargetId::new("t").unwrap();
+        let (tx, rx) = broadcast::channel(4);
+        let tap = Arc::new(RoundTap::new());
+        // Ten rounds before the tap reads any: the oldest six are gone.
+        for i in 0..10u64 {
+            tx.send(Arc::new(round(&id, i, START + i * 1000, Some(3), 0)))
+                .unwrap();
+        }
+        drop(tx);
+        Arc::clone(&tap).follow(rx).await;
+        assert_eq!(tap.skipped_rounds(), 6);
+        let t = tap.target(&id).unwrap();
+        assert_eq!(
+            t.destination.sent, 4,
+            "the rounds still in the channel count"
+        );
+        assert_eq!(t.sparkline.front().unwrap().0, START + 6_000);
     }
 }

@@ -516,6 +516,7 @@ impl ReadModel for Fake {
                 healthy: true,
                 ..StoreMetrics::default()
             },
+            live_rounds_skipped: 0,
             webhook_delivery_failures: Some(2),
             alert_outbox: None,
             components: Vec::new(),
