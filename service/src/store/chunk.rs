@@ -133,14 +133,20 @@ fn unrun(runs: &[u32]) -> impl Iterator<Item = bool> + '_ {
 /// Encodes the rounds of one target, oldest first, as one chunk value.
 /// The rounds' target is not stored: it is in the chunk's key.
 pub fn encode(rounds: &[RoundRecord]) -> Vec<u8> {
-    let columns = columns(rounds);
-    let body = postcard::to_allocvec(&columns).expect("postcard encodes chunk columns into a Vec");
+    let body = encode_columns(rounds);
     let mut out = vec![CHUNK_FORMAT];
     // zstd into a Vec fails only on allocation failure.
     out.extend(
         zstd::stream::encode_all(body.as_slice(), ZSTD_LEVEL).expect("zstd compresses into a Vec"),
     );
     out
+}
+
+/// The columns of [`encode`] before compression: for a writer that
+/// compresses many of them in one stream (a journal), where each alone is
+/// too short for zstd to find its repetitions.
+pub fn encode_columns(rounds: &[RoundRecord]) -> Vec<u8> {
+    postcard::to_allocvec(&columns(rounds)).expect("postcard encodes chunk columns into a Vec")
 }
 
 fn columns(rounds: &[RoundRecord]) -> Columns {

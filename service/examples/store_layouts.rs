@@ -1,0 +1,462 @@
+//! Which on-disk layout can carry the raw history within issue 15's write
+//! budget? Measures the bytes a process sends to the disk (`/proc/self/io`
+//! `write_bytes`, which counts every newly dirtied page, so small appends
+//! followed by a sync cost a whole page each) for one synthetic hour of
+//! 10-hop targets at one round per second, after a warm-up, in four layouts:
+//!
+//! - `store`: today's history store (format 1: one sled value per round,
+//!   minute and hour rollups in sled), flushed every 5 s;
+//! - `sled-chunks`: one compressed chunk (`store::chunk`) per target and
+//!   10 minutes, inserted into a sled tree and flushed when the 10 minutes
+//!   end (raw data only; alone it would lose up to 10 minutes to a crash);
+//! - `segments`: the same chunks appended to one file per 10 minutes (an
+//!   index at its end), synced once;
+//! - `journal`: what bounds the loss of the open 10 minutes: every 5 s, each
+//!   target's new rounds as uncompressed chunk columns into one zstd stream
+//!   per 10 minutes, flushed to the file (a `kill -9` loses nothing written),
+//!   synced every `--sync` seconds (what a power cut can lose);
+//! - `minute-chunks`: no journal: one chunk per target and minute, appended
+//!   to the hour's file and synced each minute (a crash loses the open minute).
+//!
+//! Two series: `lab` (~10 µs per hop ± 2 µs, no loss) and `wan` (hop k at
+//! 2·k ms, 300 µs Gaussian jitter, 1 % spikes of ~5 ms, 1 % loss).
+//!
+//! ```text
+//! cargo run --release -p hopwatch-service --example store_layouts -- \
+//!     /var/tmp/hopwatch-layouts --targets 100
+//! ```
+//! The directory must be on the disk being measured (not a tmpfs).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
+use hopwatch::probe::{Rtt, TimestampSource, Ttl};
+use hopwatch::store::{chunk, Store, StoreConfig, HOUR_MS};
+
+const HOPS: u8 = 10;
+/// Rounds in a chunk: 10 minutes at one round per second (docs/benchmarks.md,
+/// "History chunks": longer chunks gain little).
+const CHUNK_ROUNDS: u64 = 600;
+/// Seconds between flushes of the store and the journal.
+const FLUSH_SECS: u64 = 5;
+
+#[derive(Parser)]
+struct Args {
+    /// An empty (or missing) directory on the disk to measure.
+    dir: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    targets: u32,
+    /// Synthetic hours measured, after 10 minutes of warm-up.
+    #[arg(long, default_value_t = 1)]
+    hours: u64,
+    /// Seconds between the journal's syncs.
+    #[arg(long, default_value_t = 30)]
+    sync: u64,
+}
+
+/// A seeded generator with a Gaussian draw (Box–Muller).
+struct Noise(fastrand::Rng);
+
+impl Noise {
+    fn gaussian(&mut self) -> f64 {
+        let u1 = self.0.f64().max(f64::MIN_POSITIVE);
+        let u2 = self.0.f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Profile {
+    Lab,
+    Wan,
+}
+
+/// One round of target `num` (its own responders, RTTs drawn from `noise`).
+fn round(
+    id: &TargetId,
+    num: u32,
+    seq: u64,
+    at_ms: u64,
+    profile: Profile,
+    noise: &mut Noise,
+) -> RoundRecord {
+    let hops: Vec<HopSample> = (1..=HOPS)
+        .map(|ttl| {
+            let rtt_ns = match profile {
+                Profile::Lab => {
+                    Some(((10.0 * f64::from(ttl) + 2.0 * noise.gaussian()).max(1.0) * 1e3) as u64)
+                }
+                Profile::Wan if noise.0.f64() < 0.01 => None,
+                Profile::Wan => {
+                    let mut us = 2_000.0 * f64::from(ttl) + 300.0 * noise.gaussian();
+                    if noise.0.f64() < 0.01 {
+                        us += 5_000.0 * (0.5 + noise.0.f64());
+                    }
+                    Some((us.max(1.0) * 1e3) as u64 + noise.0.u64(0..1_000))
+                }
+            };
+            let ttl_ = Ttl::new(ttl).expect("TTLs start at 1");
+            match rtt_ns {
+                None => HopSample::lost(ttl_),
+                Some(ns) => HopSample::answered(
+                    ttl_,
+                    HopAnswer {
+                        responder: IpAddr::V4(Ipv4Addr::new(10, (num >> 8) as u8, num as u8, ttl)),
+                        rtt: Rtt::from_nanos(ns),
+                        is_destination: ttl == HOPS,
+                        reply_ttl: None,
+                    },
+                ),
+            }
+        })
+        .collect();
+    let destination_ttl = hops.iter().find(|h| h.reached()).map(|h| h.ttl);
+    RoundRecord {
+        target: id.clone(),
+        seq,
+        started_at_ms: at_ms,
+        hops,
+        destination_ttl,
+        source: TimestampSource::Ebpf,
+    }
+}
+
+/// A way of writing the raw history, driven one synthetic second at a time.
+trait Layout {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()>;
+    /// The synthetic clock reached `second` (every target's round of the
+    /// second before is recorded).
+    fn tick(&mut self, second: u64, at_ms: u64) -> anyhow::Result<()>;
+}
+
+struct TodaysStore(Store);
+
+impl Layout for TodaysStore {
+    fn record(&mut self, _: u32, round: RoundRecord) -> anyhow::Result<()> {
+        Ok(self.0.record_round(&round)?)
+    }
+    fn tick(&mut self, second: u64, at_ms: u64) -> anyhow::Result<()> {
+        if second.is_multiple_of(FLUSH_SECS) {
+            self.0.flush_at(at_ms)?;
+        }
+        Ok(())
+    }
+}
+
+/// Each target's rounds of the open 10 minutes.
+#[derive(Default)]
+struct Open(Vec<Vec<RoundRecord>>);
+
+impl Open {
+    fn push(&mut self, num: u32, round: RoundRecord) {
+        let num = num as usize;
+        if self.0.len() <= num {
+            self.0.resize_with(num + 1, Vec::new);
+        }
+        self.0[num].push(round);
+    }
+}
+
+struct SledChunks {
+    db: sled::Db,
+    tree: sled::Tree,
+    open: Open,
+}
+
+impl Layout for SledChunks {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
+        self.open.push(num, round);
+        Ok(())
+    }
+    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+        if !second.is_multiple_of(CHUNK_ROUNDS) {
+            return Ok(());
+        }
+        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+            let Some(first) = rounds.first() else {
+                continue;
+            };
+            let mut key = (num as u32).to_be_bytes().to_vec();
+            key.extend(first.started_at_ms.to_be_bytes());
+            self.tree.insert(key, chunk::encode(rounds))?;
+            rounds.clear();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+struct Segments {
+    dir: PathBuf,
+    open: Open,
+}
+
+impl Layout for Segments {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
+        self.open.push(num, round);
+        Ok(())
+    }
+    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+        if !second.is_multiple_of(CHUNK_ROUNDS) {
+            return Ok(());
+        }
+        let mut file = File::create(self.dir.join(format!("seg-{second:08}")))?;
+        let mut index = Vec::new();
+        let mut at = 0u64;
+        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+            if rounds.is_empty() {
+                continue;
+            }
+            let value = chunk::encode(rounds);
+            file.write_all(&value)?;
+            index.extend((num as u32).to_be_bytes());
+            index.extend(at.to_be_bytes());
+            index.extend((value.len() as u32).to_be_bytes());
+            at += value.len() as u64;
+            rounds.clear();
+        }
+        file.write_all(&index)?;
+        file.write_all(&(index.len() as u32).to_be_bytes())?;
+        file.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+/// One chunk per target and minute, appended to the hour's file and synced:
+/// no journal, a crash loses at most the open minute.
+struct MinuteChunks {
+    dir: PathBuf,
+    open: Open,
+    file: Option<File>,
+}
+
+impl Layout for MinuteChunks {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
+        self.open.push(num, round);
+        Ok(())
+    }
+    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+        if !second.is_multiple_of(60) {
+            return Ok(());
+        }
+        if self.file.is_none() || second.is_multiple_of(3_600) {
+            let hour = second / 3_600;
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join(format!("hour-{hour:06}")))?,
+            );
+            File::open(&self.dir)?.sync_all()?;
+        }
+        let mut out = Vec::new();
+        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+            let Some(first) = rounds.first() else {
+                continue;
+            };
+            let value = chunk::encode(rounds);
+            // A record header: target, first round's start, length.
+            out.extend((num as u32).to_be_bytes());
+            out.extend(first.started_at_ms.to_be_bytes());
+            out.extend((value.len() as u32).to_be_bytes());
+            out.extend(value);
+            rounds.clear();
+        }
+        let file = self.file.as_mut().context("hour file open")?;
+        file.write_all(&out)?;
+        file.sync_data()?;
+        Ok(())
+    }
+}
+
+struct Journal {
+    dir: PathBuf,
+    sync_secs: u64,
+    stream: Option<zstd::stream::write::Encoder<'static, File>>,
+    pending: Open,
+}
+
+impl Journal {
+    fn rotate(&mut self, second: u64) -> anyhow::Result<()> {
+        if let Some(stream) = self.stream.take() {
+            stream.finish()?.sync_all()?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("journal-{second:08}")))?;
+        self.stream = Some(zstd::stream::write::Encoder::new(file, 3)?);
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Layout for Journal {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
+        self.pending.push(num, round);
+        Ok(())
+    }
+    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+        if self.stream.is_none() || second.is_multiple_of(CHUNK_ROUNDS) {
+            self.rotate(second)?;
+        }
+        if !second.is_multiple_of(FLUSH_SECS) {
+            return Ok(());
+        }
+        let stream = self.stream.as_mut().context("journal open")?;
+        for (num, rounds) in self.pending.0.iter_mut().enumerate() {
+            if rounds.is_empty() {
+                continue;
+            }
+            let body = chunk::encode_columns(rounds);
+            stream.write_all(&(num as u32).to_be_bytes())?;
+            stream.write_all(&(body.len() as u32).to_be_bytes())?;
+            stream.write_all(&body)?;
+            rounds.clear();
+        }
+        // A zstd block boundary: everything so far decodes from the file.
+        stream.flush()?;
+        if second.is_multiple_of(self.sync_secs) {
+            stream.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+fn proc_write_bytes() -> anyhow::Result<u64> {
+    let io = fs::read_to_string("/proc/self/io")?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .context("write_bytes in /proc/self/io")?
+        .trim()
+        .parse()
+        .context("write_bytes is a number")
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `layout` for the warm-up and the measured hours; returns the bytes
+/// written in the measured part.
+fn measure(
+    layout: &mut dyn Layout,
+    args: &Args,
+    profile: Profile,
+    start_ms: u64,
+) -> anyhow::Result<u64> {
+    let ids: Vec<TargetId> = (0..args.targets)
+        .map(|i| TargetId::new(format!("t{i}")))
+        .collect::<Result<_, _>>()?;
+    let mut noise: Vec<Noise> = (0..args.targets)
+        .map(|i| Noise(fastrand::Rng::with_seed(u64::from(i) + 15)))
+        .collect();
+    let warm_up = CHUNK_ROUNDS;
+    let mut before = 0;
+    for second in 0..warm_up + args.hours * 3_600 {
+        if second == warm_up {
+            before = proc_write_bytes()?;
+        }
+        let at_ms = start_ms + second * 1_000;
+        for (num, id) in ids.iter().enumerate() {
+            layout.record(
+                num as u32,
+                round(id, num as u32, second, at_ms, profile, &mut noise[num]),
+            )?;
+        }
+        layout.tick(second + 1, at_ms + 1_000)?;
+    }
+    Ok(proc_write_bytes()? - before)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        !args.dir.exists() || fs::read_dir(&args.dir)?.next().is_none(),
+        "{} is not empty: the measurement needs fresh directories",
+        args.dir.display()
+    );
+    let start_ms = 1_600_000_000_000 / HOUR_MS * HOUR_MS;
+    let samples_per_day = 86_400.0 * f64::from(HOPS);
+    let hours = args.hours as f64;
+    println!(
+        "{} targets x {} h, {HOPS} hops, 1 round/s; journal synced every {} s\n",
+        args.targets, args.hours, args.sync
+    );
+    println!("| series | layout | MiB written / target / day | bytes / hop sample | on disk after the run, MiB |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
+        for layout_name in [
+            "store",
+            "sled-chunks",
+            "segments",
+            "journal",
+            "minute-chunks",
+        ] {
+            let dir = args.dir.join(format!("{name}-{layout_name}"));
+            fs::create_dir_all(&dir)?;
+            let mut layout: Box<dyn Layout> = match layout_name {
+                "store" => Box::new(TodaysStore(Store::open_at(
+                    &dir,
+                    StoreConfig::default(),
+                    start_ms,
+                )?)),
+                "sled-chunks" => {
+                    let db = sled::Config::new()
+                        .path(&dir)
+                        .cache_capacity(4 << 20)
+                        .flush_every_ms(None)
+                        .open()?;
+                    let tree = db.open_tree("chunks")?;
+                    Box::new(SledChunks {
+                        db,
+                        tree,
+                        open: Open::default(),
+                    })
+                }
+                "minute-chunks" => Box::new(MinuteChunks {
+                    dir: dir.clone(),
+                    open: Open::default(),
+                    file: None,
+                }),
+                "segments" => Box::new(Segments {
+                    dir: dir.clone(),
+                    open: Open::default(),
+                }),
+                _ => Box::new(Journal {
+                    dir: dir.clone(),
+                    sync_secs: args.sync,
+                    stream: None,
+                    pending: Open::default(),
+                }),
+            };
+            let written = measure(layout.as_mut(), &args, profile, start_ms)?;
+            drop(layout);
+            let per_target_day = written as f64 / f64::from(args.targets) * 24.0 / hours;
+            println!(
+                "| {name} | {layout_name} | {:.2} | {:.2} | {:.1} |",
+                per_target_day / (1 << 20) as f64,
+                per_target_day / samples_per_day,
+                dir_bytes(&dir) as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(())
+}
