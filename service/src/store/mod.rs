@@ -77,6 +77,7 @@ pub mod query;
 pub mod rawlog;
 pub mod rollup;
 pub mod schema;
+pub mod segment;
 #[cfg(test)]
 mod tests;
 
