@@ -1,4 +1,4 @@
-//! Which on-disk layout can carry the raw history within issue 15's write
+//! Which on-disk layout can carry the history within issue 15's write
 //! budget? Measures the bytes a process sends to the disk (`/proc/self/io`
 //! `write_bytes`, which counts every newly dirtied page, so small appends
 //! followed by a sync cost a whole page each) for one synthetic hour of
@@ -16,7 +16,11 @@
 //!   per 10 minutes, flushed to the file (a `kill -9` loses nothing written),
 //!   synced every `--sync` seconds (what a power cut can lose);
 //! - `minute-chunks`: no journal: one chunk per target and minute, appended
-//!   to the hour's file and synced each minute (a crash loses the open minute).
+//!   to the hour's file and synced each minute (a crash loses the open minute);
+//! - `sled-rollups`: minute rollups alone, as today's store keeps them (a
+//!   sled value per target, series and minute), flushed each minute;
+//! - `packed-rollups`: the same rollups, each minute every target's series in
+//!   one zstd block appended to the day's file and synced.
 //!
 //! Two series: `lab` (~10 µs per hop ± 2 µs, no loss) and `wan` (hop k at
 //! 2·k ms, 300 µs Gaussian jitter, 1 % spikes of ~5 ms, 1 % loss).
@@ -36,7 +40,8 @@ use anyhow::Context;
 use clap::Parser;
 use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use hopwatch::probe::{Rtt, TimestampSource, Ttl};
-use hopwatch::store::{chunk, Store, StoreConfig, HOUR_MS};
+use hopwatch::store::rollup::{scratch_histogram, SeriesAcc};
+use hopwatch::store::{chunk, codec, Store, StoreConfig, HOUR_MS};
 
 const HOPS: u8 = 10;
 /// Rounds in a chunk: 10 minutes at one round per second (docs/benchmarks.md,
@@ -275,6 +280,105 @@ impl Layout for MinuteChunks {
     }
 }
 
+/// The minute rollups of every series of `rounds` (each hop, then the
+/// destination), each encoded as the store encodes a rollup.
+fn minute_rollups(rounds: &[RoundRecord], scratch: &mut histogram::Histogram32) -> Vec<Vec<u8>> {
+    let mut series: Vec<SeriesAcc> = (0..=HOPS).map(|_| SeriesAcc::default()).collect();
+    for round in rounds {
+        for hop in &round.hops {
+            let rtt = hop.rtt().map(|r| r.as_nanos());
+            series[usize::from(hop.ttl.get() - 1)].push(rtt);
+            if hop.reached() {
+                series[usize::from(HOPS)].push(rtt);
+            }
+        }
+    }
+    series
+        .iter()
+        .map(|acc| codec::encode(&acc.finish(scratch).to_value()))
+        .collect()
+}
+
+/// Minute rollups as today: one sled value per target, series and minute,
+/// flushed each minute (raw data not included).
+struct SledRollups {
+    db: sled::Db,
+    tree: sled::Tree,
+    open: Open,
+    scratch: histogram::Histogram32,
+}
+
+impl Layout for SledRollups {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
+        self.open.push(num, round);
+        Ok(())
+    }
+    fn tick(&mut self, second: u64, at_ms: u64) -> anyhow::Result<()> {
+        if !second.is_multiple_of(60) {
+            return Ok(());
+        }
+        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+            for (series, value) in minute_rollups(rounds, &mut self.scratch)
+                .into_iter()
+                .enumerate()
+            {
+                let mut key = (num as u32).to_be_bytes().to_vec();
+                key.push(series as u8);
+                key.extend((at_ms - 60_000).to_be_bytes());
+                self.tree.insert(key, value)?;
+            }
+            rounds.clear();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Minute rollups packed: each minute, every target's series in one zstd
+/// block appended to the day's file and synced (raw data not included).
+struct PackedRollups {
+    dir: PathBuf,
+    open: Open,
+    scratch: histogram::Histogram32,
+    file: Option<File>,
+}
+
+impl Layout for PackedRollups {
+    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
+        self.open.push(num, round);
+        Ok(())
+    }
+    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+        if !second.is_multiple_of(60) {
+            return Ok(());
+        }
+        if self.file.is_none() || second.is_multiple_of(86_400) {
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join(format!("minutes-{:04}", second / 86_400)))?,
+            );
+            File::open(&self.dir)?.sync_all()?;
+        }
+        let mut block = Vec::new();
+        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+            block.extend((num as u32).to_be_bytes());
+            for value in minute_rollups(rounds, &mut self.scratch) {
+                block.extend((value.len() as u16).to_be_bytes());
+                block.extend(value);
+            }
+            rounds.clear();
+        }
+        let packed = zstd::stream::encode_all(block.as_slice(), 3)?;
+        let file = self.file.as_mut().context("rollup file open")?;
+        file.write_all(&(packed.len() as u32).to_be_bytes())?;
+        file.write_all(&packed)?;
+        file.sync_data()?;
+        Ok(())
+    }
+}
+
 struct Journal {
     dir: PathBuf,
     sync_secs: u64,
@@ -409,6 +513,8 @@ fn main() -> anyhow::Result<()> {
             "segments",
             "journal",
             "minute-chunks",
+            "sled-rollups",
+            "packed-rollups",
         ] {
             let dir = args.dir.join(format!("{name}-{layout_name}"));
             fs::create_dir_all(&dir)?;
@@ -436,16 +542,37 @@ fn main() -> anyhow::Result<()> {
                     open: Open::default(),
                     file: None,
                 }),
+                "sled-rollups" => {
+                    let db = sled::Config::new()
+                        .path(&dir)
+                        .cache_capacity(4 << 20)
+                        .flush_every_ms(None)
+                        .open()?;
+                    let tree = db.open_tree("m1")?;
+                    Box::new(SledRollups {
+                        db,
+                        tree,
+                        open: Open::default(),
+                        scratch: scratch_histogram(),
+                    })
+                }
+                "packed-rollups" => Box::new(PackedRollups {
+                    dir: dir.clone(),
+                    open: Open::default(),
+                    scratch: scratch_histogram(),
+                    file: None,
+                }),
                 "segments" => Box::new(Segments {
                     dir: dir.clone(),
                     open: Open::default(),
                 }),
-                _ => Box::new(Journal {
+                "journal" => Box::new(Journal {
                     dir: dir.clone(),
                     sync_secs: args.sync,
                     stream: None,
                     pending: Open::default(),
                 }),
+                other => unreachable!("no layout {other}"),
             };
             let written = measure(layout.as_mut(), &args, profile, start_ms)?;
             drop(layout);

@@ -4,7 +4,7 @@
 //! queries and the rollups move to these files together.
 //!
 //! # Why files, and why a chunk a minute
-//! Measured in docs/benchmarks.md ("Where the raw history goes"): the same
+//! Measured in docs/benchmarks.md ("Where the history goes"): the same
 //! chunks cost 3.4× their size when inserted into sled, and a journal that
 //! bounds the loss of a longer chunk writes every round twice. A chunk per
 //! target and flush (a minute by default), appended to the hour's file and
