@@ -6,7 +6,8 @@
 # kernel programs already build with (/usr/bin/rustc), and it installs beside
 # the amd64 one (Multi-Arch: same). So the arm64 build runs Debian's cargo and
 # rustc, links with gcc-aarch64-linux-gnu, and compiles the C in dependencies
-# (ring, zstd-sys) with the same cross gcc. The eBPF object needs nothing of
+# (ring, zstd-sys) with the same cross gcc against the cross libc in
+# $ARM64_SYSROOT. The eBPF object needs nothing of
 # this: it is bpfel bytecode, built once by service/build.rs for either target.
 # deploy/setup.sh installs all of it; `arm64_check` says so when something is
 # missing.
@@ -16,15 +17,17 @@ ARM64_SYSROOT=/usr/aarch64-linux-gnu
 
 # Runs Debian's cargo with the cross settings: `arm64_cargo build --target
 # "$ARM64_TARGET" ...`. The runner makes `cargo test` execute the arm64 test
-# binaries under qemu-user (QEMU_LD_PREFIX: where their dynamic loader and
-# libc are).
+# binaries under qemu-user. They find their loader and libc where an arm64
+# Debian has them, /lib/ld-linux-aarch64.so.1 and /lib/aarch64-linux-gnu
+# (libc6:arm64, multiarch). Not QEMU_LD_PREFIX=$ARM64_SYSROOT: with the cross
+# libc there (2.36-8cross1), the first thread spawn spins forever under
+# bookworm's qemu 7.2, so every test binary hangs.
 arm64_cargo() {
-    env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+    env -u QEMU_LD_PREFIX RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static \
         CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
         AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
-        QEMU_LD_PREFIX="$ARM64_SYSROOT" \
         /usr/bin/cargo "$@"
 }
 
@@ -39,6 +42,7 @@ arm64_check() {
         compgen -G "$libdir/libstd-*.rlib" >/dev/null || what="$what libstd-rust-web-dev:arm64"
     fi
     [ -d "$ARM64_SYSROOT/lib" ] || what="$what libc6-dev-arm64-cross"
+    [ -e /lib/ld-linux-aarch64.so.1 ] || what="$what libc6:arm64"
     if [ -n "$what" ]; then
         printf 'arm64: the cross toolchain is incomplete (missing:%s); run: sudo bash deploy/setup.sh\n' "$what" >&2
         return 1

@@ -13,7 +13,8 @@
 #   - the arm64 cross build (deploy/arm64.sh): the foreign architecture arm64,
 #     Debian's arm64 std for the same rustc-web (libstd-rust-web-dev:arm64), the
 #     cross gcc and binutils as linker and C compiler, the arm64 libc to link
-#     against, and qemu-user-static to run the arm64 unit tests
+#     against (libc6-dev-arm64-cross) and to run with (libc6:arm64), and
+#     qemu-user-static to run the arm64 unit tests
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -61,7 +62,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     apt_updated=0
 fi
 apt_install libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu \
-    libc6-dev-arm64-cross qemu-user-static
+    libc6-dev-arm64-cross libc6:arm64 qemu-user-static
 
 # 2. LLVM dev files matching rustc-web's LLVM major, so bpf-linker links the
 #    bitcode rustc-web emits.
