@@ -29,23 +29,23 @@ step "arm64: unit tests under qemu-user, and the arm64 .deb"
 # load eBPF, open raw sockets or build namespaces, and under qemu-user those
 # would still talk to this amd64 kernel, so they would prove nothing about an
 # arm64 one (that is the arm64 VM test's job, issue 22). Then the arm64 .deb
-# of the debug binary this build makes, as
-# the VM step does for amd64 (a release cross build would cost 7 more minutes;
+# of the debug binary this build makes, as the VM step packages the amd64
+# debug binary (a release cross build would cost 7 more minutes;
 # `deploy/package.sh --arch arm64` is the documented release command).
-# Measured cold/warm: see docs/install.md, arm64.
+# Measured cold and warm: docs/install.md, "arm64".
 # shellcheck source=deploy/arm64.sh
 source deploy/arm64.sh
 arm64_check
 arm64_cargo test --locked --target "$ARM64_TARGET" -p hopwatch-probe-common -p hopwatch-web --lib --tests
 # Skipped under qemu-user, and why:
-# - the STAMP peer tests over loopback: qemu 7.2 does not translate
-#   setsockopt(SO_RXQ_OVFL) and answers ENOPROTOOPT, so their sockets cannot
-#   be made (the kernel's answer on a real arm64 box is the VM test's job);
+# - the STAMP peer tests over loopback: qemu 7.2 answers ENOPROTOOPT to
+#   setsockopt(SO_RXQ_OVFL) (the kernel does not; those tests pass natively),
+#   so their sockets cannot be made;
 # - the alert delivery tests (alerts::tests): real HTTP receivers on loopback
 #   with deadlines of a few hundred milliseconds and counters read the moment
 #   a receiver has its request; under emulation, three of them failed on
-#   timing in two runs (each passes alone). They run natively in the cargo
-#   test step above.
+#   timing in two runs (the one rerun alone passed 3 times of 3). They run
+#   natively in the cargo test step above.
 arm64_cargo test --locked --target "$ARM64_TARGET" -p hopwatch-service --lib -- \
     --skip monitor::peers::tests::a_peer_set_measures_over_loopback \
     --skip peer::reflector::tests::reflects_on_loopback \
