@@ -10,6 +10,11 @@
 #   - the lab's tools: iproute2, iptables (NFQUEUE, statistic), ping, tcpdump
 #   - the appliance VM (deploy/vm.sh): qemu-system-x86, qemu-utils, e2fsprogs;
 #     its Debian image is built by vm.sh itself with debootstrap
+#   - the arm64 cross build (deploy/arm64.sh): the foreign architecture arm64,
+#     Debian's arm64 std for the same rustc-web (libstd-rust-web-dev:arm64), the
+#     cross gcc and binutils as linker and C compiler, the arm64 libc to link
+#     against (libc6-dev-arm64-cross) and to run with (libc6:arm64), and
+#     qemu-user-static to run the arm64 unit tests
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -47,6 +52,17 @@ apt_install() {
 apt_install rustc-web cargo-web libstd-rust-web-dev-bpf \
     iproute2 iputils-ping iptables tcpdump procps ethtool ca-certificates dnsmasq-base debootstrap dpkg-dev \
     prometheus chromium chromium-driver wrk qemu-system-x86 qemu-utils e2fsprogs
+
+# 1b. The arm64 cross build. The foreign architecture first, so apt sees the
+#     arm64 package lists; libstd-rust-web-dev:arm64 must be the same version as
+#     the amd64 rustc-web (Multi-Arch: same), which apt resolves on its own.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    log "adding the foreign architecture arm64 (for the arm64 cross build)"
+    dpkg --add-architecture arm64
+    apt_updated=0
+fi
+apt_install libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu \
+    libc6-dev-arm64-cross libc6:arm64 qemu-user-static
 
 # 2. LLVM dev files matching rustc-web's LLVM major, so bpf-linker links the
 #    bitcode rustc-web emits.

@@ -144,11 +144,20 @@ fn check_toolchain(path_var: &OsString) -> Result<(), String> {
 /// inside it would rebuild the kernel crate from scratch for each of them. One
 /// directory next to the outer build's own (`<target>/<profile>/build/<pkg>/out`
 /// → `<target>/hopwatch-probe-ebpf`) is shared instead; the inner cargo's lock
-/// on it serialises concurrent builds.
+/// on it serialises concurrent builds. A build with `--target` (the arm64 cross
+/// build) has one more level, `<target>/<triple>/<profile>/...`, and shares the
+/// same directory: the bpfel object does not depend on the userspace target.
 fn kernel_target_dir(out_dir: &Path) -> PathBuf {
-    let ancestors: Vec<&Path> = out_dir.ancestors().take(5).collect();
+    let ancestors: Vec<&Path> = out_dir.ancestors().take(6).collect();
+    let triple = env::var_os("TARGET");
     match ancestors.as_slice() {
-        [_out, _pkg, build, _profile, target]
+        [_out, _pkg, build, _profile, triple_dir, target]
+            if build.file_name().is_some_and(|n| n == "build")
+                && triple_dir.file_name() == triple.as_deref() =>
+        {
+            target.join("hopwatch-probe-ebpf")
+        }
+        [_out, _pkg, build, _profile, target, ..]
             if build.file_name().is_some_and(|n| n == "build") =>
         {
             target.join("hopwatch-probe-ebpf")
