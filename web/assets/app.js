@@ -85,6 +85,12 @@ function fmtFull(tms) {
   return fmtTime(tms, true) + ':' + pad2(d.getSeconds());
 }
 
+/** "AS64500 Example Transit" from what the ASN database knows; '' when nothing. */
+function asLabel(asn, org) {
+  if (asn === null || asn === undefined) return org || '';
+  return 'AS' + asn + (org ? ' ' + org : '');
+}
+
 function interval(msv) {
   if (msv % 1000 === 0) return msv / 1000 + ' s';
   return msv + ' ms';
@@ -1442,6 +1448,8 @@ function targetPage(root, id) {
     h('button', { type: 'button', text: 'Apply', onclick: applyCustom }));
   const exportCsv = h('button', { type: 'button', class: 'ghost', text: 'Export CSV', onclick: () => doExport('csv') });
   const exportJson = h('button', { type: 'button', class: 'ghost', text: 'Export JSON', onclick: () => doExport('json') });
+  const exportAsn = h('input', { type: 'checkbox', id: 'export-asn' });
+  const exportAsnLabel = h('label', { class: 'asn-opt', title: 'Add each hop\'s AS number and organisation to the export' }, exportAsn, 'AS columns');
   const graphTitle = h('h2');
   const latencyCanvas = h('canvas', { class: 'chart', id: 'latency', 'aria-label': 'Latency graph' });
   const heatCanvas = h('canvas', { class: 'chart', id: 'heatmap', 'aria-label': 'All hops heatmap' });
@@ -1469,7 +1477,7 @@ function targetPage(root, id) {
         h('span', { text: 'Rows: amber = some loss or a slow hop, red = heavy loss or the start of a finding, grey "rate-limited" = the router limits its ICMP replies (not path loss). Click a row to graph that hop.' }))),
     h('section', { class: 'panel' },
       h('div', { class: 'range-bar' }, h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' }, rangeButtons, customBtn),
-        customBox, h('span', { class: 'spacer' }), exportCsv, exportJson),
+        customBox, h('span', { class: 'spacer' }), exportAsnLabel, exportCsv, exportJson),
       graphTitle,
       h('div', { class: 'chart-wrap' }, latencyCanvas),
       legend([['--band', 'min – max'], ['--band-2', 'min – p95'], ['--loss-0', 'median, no loss'], ['--loss-1', '< 5% lost'],
@@ -1585,6 +1593,7 @@ function targetPage(root, id) {
         hostCell.append(h('div', { class: 'resp' },
           r.hostname ? h('span', { class: 'rname', text: r.hostname + ' ' }) : null,
           r.hostname ? h('span', { class: 'muted', text: '(' + r.address + ')' }) : r.address,
+          asLabel(r.asn, r.as_org) ? h('span', { class: 'asn', text: asLabel(r.asn, r.as_org), title: 'Autonomous system (from the ASN database)' }) : null,
           hop.responders.length > 1 && r.share_pct !== null ? h('span', { class: 'share', text: r.share_pct.toFixed(0) + '%' }) : null));
       }
       if (hop.other_responders) hostCell.append(h('div', { class: 'muted', text: '+ others (' + hop.other_responders + ' answers)' }));
@@ -1698,16 +1707,22 @@ function targetPage(root, id) {
   });
   heatCanvas.addEventListener('mouseleave', hideTip);
 
-  function routeTable(detailObj) {
+  function routeTable(detailObj, asInfo) {
     const before = detailObj.before || [];
     const after = detailObj.after || [];
+    const asOf = new Map((asInfo || []).map((x) => [x.address, asLabel(x.asn, x.as_org)]));
     const n = Math.max(before.length, after.length);
     const rows = [];
+    const cell = (addr, list, i) => {
+      if (addr === null) return h('td', { class: 'mono', text: i < list.length ? '*' : '' });
+      const label = asOf.get(String(addr));
+      return h('td', { class: 'mono' }, String(addr), label ? h('span', { class: 'asn', text: label }) : null);
+    };
     for (let i = 0; i < n; i++) {
       const b = before[i] ?? null;
       const a = after[i] ?? null;
       rows.push(h('tr', { class: b === a ? '' : 'changed' }, h('td', { class: 'num', text: String(i + 1) }),
-        h('td', { class: 'mono', text: b !== null ? String(b) : (i < before.length ? '*' : '') }), h('td', { class: 'mono', text: a !== null ? String(a) : (i < after.length ? '*' : '') })));
+        cell(b, before, i), cell(a, after, i)));
     }
     return h('table', { class: 'route' }, h('thead', {}, h('tr', {}, h('th', { text: 'Hop' }), h('th', { text: 'Before' }), h('th', { text: 'After' }))), h('tbody', {}, rows));
   }
@@ -1717,7 +1732,7 @@ function targetPage(root, id) {
       const doc = await api('/api/v1/targets/' + enc + '/events?' + rangeQuery());
       const items = doc.events.slice().reverse().map((e) => h('li', {},
         h('span', { class: 'when', text: fmtFull(e.at_ms) }), h('span', { class: 'kind', text: e.kind.replace(/_/g, ' ') }), e.summary,
-        (e.kind === 'route_changed' || e.kind === 'return_path_changed') && e.detail && e.detail.before ? routeTable(e.detail) : null));
+        (e.kind === 'route_changed' || e.kind === 'return_path_changed') && e.detail && e.detail.before ? routeTable(e.detail, e.as_info) : null));
       eventsList.replaceChildren(...(items.length ? items : [h('li', { class: 'muted', text: 'No route changes or other events in this range.' })]));
     } catch (e) {
       eventsList.replaceChildren(h('li', { class: 'muted', text: 'Could not load the events: ' + e.message }));
@@ -1748,7 +1763,7 @@ function targetPage(root, id) {
 
   async function doExport(format) {
     try {
-      const res = await api('/api/v1/targets/' + enc + '/export?format=' + format + '&' + rangeQuery(), { raw: true });
+      const res = await api('/api/v1/targets/' + enc + '/export?format=' + format + '&' + rangeQuery() + (exportAsn.checked ? '&asn=true' : ''), { raw: true });
       const blob = await res.blob();
       const name = (res.headers.get('content-disposition') || '').match(/filename="([^"]+)"/);
       const a = h('a', { href: URL.createObjectURL(blob), download: name ? name[1] : 'hopwatch-' + id + '.' + format });

@@ -81,7 +81,7 @@ pub async fn index() -> Json<serde_json::Value> {
             "GET /api/v1/targets/{id}/heatmap?range=|from=&to=&columns=",
             "GET /api/v1/targets/{id}/events?range=|from=&to=",
             "GET /api/v1/incidents?range=|from=&to=&target=",
-            "GET /api/v1/targets/{id}/export?format=csv|json&range=|from=&to=",
+            "GET /api/v1/targets/{id}/export?format=csv|json&range=|from=&to=&asn=true|false",
             "GET /api/v1/targets/{id}/live (server-sent events)",
             "GET /api/v1/sparklines",
             "GET /api/v1/live (server-sent events)",
@@ -209,7 +209,7 @@ impl QueryEndpoint {
             QueryEndpoint::Series => &["hop", "range", "from", "to", "max_points"],
             QueryEndpoint::Heatmap => &["range", "from", "to", "columns"],
             QueryEndpoint::Events => &["range", "from", "to"],
-            QueryEndpoint::Export => &["format", "range", "from", "to"],
+            QueryEndpoint::Export => &["format", "range", "from", "to", "asn"],
             QueryEndpoint::PeerHistory => &["range", "from", "to", "max_points"],
         }
     }
@@ -415,10 +415,12 @@ pub struct ExportParams {
     range: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    asn: Option<String>,
 }
 
 impl ExportParams {
-    /// The format (CSV by default) and the range asked for.
+    /// The format (CSV by default) and the range asked for; the optional
+    /// columns are checked too (see [`ExportParams::columns`]).
     pub fn check(&self, now_ms: u64) -> Result<(Format, TimeRange), ApiError> {
         let format: Format = self
             .format
@@ -427,7 +429,24 @@ impl ExportParams {
             .parse()
             .map_err(|reason| ApiError::param("format", reason))?;
         let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
+        self.columns()?;
         Ok((format, range))
+    }
+
+    /// The optional columns asked for: `asn=true` adds each hop's AS number
+    /// and organisation.
+    pub fn columns(&self) -> Result<export::Columns, ApiError> {
+        let asn = match self.asn.as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(ApiError::param(
+                    "asn",
+                    format!("{other:?} is not a yes or no; use true or false"),
+                ))
+            }
+        };
+        Ok(export::Columns { asn })
     }
 }
 
@@ -440,12 +459,13 @@ pub async fn export(
     let Query(p) = params?;
     let now = now_ms();
     let (format, range) = p.check(now)?;
+    let columns = p.columns()?;
     let lookup = id.clone();
     let summary = state
         .history(move |read| read.hop_summary(&lookup, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
-    let body = export::render(&id, range, now, &summary, format)
+    let body = export::render(&id, range, now, &summary, format, columns)
         .map_err(|err| ApiError::internal("rendering an export", err))?;
     let filename = format!(
         "attachment; filename=\"hopwatch-{id}-{}-{}.{}\"",

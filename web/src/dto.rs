@@ -284,6 +284,19 @@ pub struct EventDto {
     /// The event's own fields (for `route_changed`: `before`, `after` and
     /// `first_changed_ttl`; for `hop_count_changed`: `before` and `after`).
     pub detail: serde_json::Value,
+    /// The AS number and organisation of each address in `detail`'s
+    /// `before` and `after` paths that the ASN database (`[enrichment]
+    /// asn_database`) knows; left out when none is known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub as_info: Vec<AsInfoDto>,
+}
+
+/// What the ASN database says about one address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AsInfoDto {
+    pub address: IpAddr,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
 }
 
 /// The destination, whatever TTL it answers at.
@@ -433,6 +446,13 @@ pub struct HopTotalDto {
     pub hop: HopRef,
     pub responder: Option<IpAddr>,
     pub hostname: Option<String>,
+    /// The responder's AS number and organisation, when the ASN database
+    /// knows them. Exported only on request (`asn=true`), so they are not
+    /// serialised with the rest.
+    #[serde(skip)]
+    pub asn: Option<u32>,
+    #[serde(skip)]
+    pub as_org: Option<String>,
     #[serde(flatten)]
     pub total: PointDto,
 }

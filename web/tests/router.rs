@@ -308,6 +308,118 @@ async fn exports_record_how_the_data_was_measured() {
 }
 
 #[tokio::test]
+async fn exports_carry_the_as_columns_only_when_asked() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let range = "from=1700000000000&to=1700003600000";
+    let plain = body_text(
+        send(
+            &router,
+            get(&format!("/api/v1/targets/alpha/export?format=csv&{range}")),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        !plain.contains("asn") && !plain.contains("Transit"),
+        "{plain}"
+    );
+
+    let response = send(
+        &router,
+        get(&format!(
+            "/api/v1/targets/alpha/export?format=csv&{range}&asn=true"
+        )),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csv = body_text(response).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    let header_at = lines.iter().position(|l| l.starts_with("hop,")).unwrap();
+    assert_eq!(
+        lines[header_at],
+        "hop,responder,hostname,asn,as_org,sent,lost,loss_pct,min_ms,avg_ms,max_ms,stddev_ms,p50_ms,p95_ms,p99_ms"
+    );
+    let rows = &lines[header_at + 1..];
+    assert_eq!(
+        rows[0],
+        "1,198.18.1.2,r1.lab.example,64500,\"Example \"\"Transit\"\", Inc.\",600,6,1.00,0.900,1.000,1.900,0.050,1.000,1.500,1.800",
+        "the organisation is one quoted cell"
+    );
+    assert!(
+        rows[1].starts_with("2,198.18.2.2,r2.lab.example,,,600,6,"),
+        "an unknown AS leaves both cells empty: {}",
+        rows[1]
+    );
+
+    let json = body_json(
+        send(
+            &router,
+            get(&format!(
+                "/api/v1/targets/alpha/export?format=json&{range}&asn=true"
+            )),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(json["hops"][0]["asn"], 64_500);
+    assert_eq!(json["hops"][0]["as_org"], "Example \"Transit\", Inc.");
+    assert_eq!(json["hops"][0]["p95_ns"], 1_500_000, "the totals stay");
+    assert!(json["hops"][1]["asn"].is_null());
+    let without = body_json(
+        send(
+            &router,
+            get(&format!("/api/v1/targets/alpha/export?format=json&{range}")),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        without["hops"][0].get("asn").is_none(),
+        "the old shape without asn=true"
+    );
+
+    let bad = send(&router, get("/api/v1/targets/alpha/export?asn=yes")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let error = body_json(bad).await;
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("`asn`") && message.contains("yes"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn hops_and_route_history_carry_as_numbers_and_organisations() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    // What the hop table renders: every responder with its AS.
+    let detail = body_json(send(&router, get("/api/v1/targets/alpha")).await).await;
+    let first = &detail["hops"][0]["responders"][0];
+    assert_eq!(first["asn"], 64_500);
+    assert_eq!(first["as_org"], "Example \"Transit\", Inc.");
+    assert!(detail["hops"][1]["responders"][0]["asn"].is_null());
+    // What the route history renders: the AS of the addresses in before/after.
+    let events = body_json(send(&router, get("/api/v1/targets/alpha/events?range=1h")).await).await;
+    let event = &events["events"][0];
+    assert_eq!(event["kind"], "route_changed");
+    assert_eq!(
+        event["as_info"],
+        serde_json::json!([{"address": "198.18.1.2", "asn": 64500, "as_org": "Example \"Transit\", Inc."}])
+    );
+    // The UI draws both: an AS label by each responder in the hop table, and
+    // by each address of the route table.
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    for needle in [
+        "function asLabel(",
+        "asLabel(r.asn, r.as_org)",
+        "routeTable(e.detail, e.as_info)",
+    ] {
+        assert!(js.contains(needle), "app.js lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
 async fn webhooks_show_their_delivery_health() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));
@@ -851,6 +963,7 @@ async fn the_live_overview_sends_everything_then_only_what_changed() {
             kind: "route_changed".into(),
             summary: "route changed at hop 2".into(),
             detail: serde_json::Value::Null,
+            as_info: Vec::new(),
         })
         .unwrap();
     let event = read_events(&mut body, 1).await;

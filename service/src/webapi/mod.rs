@@ -364,15 +364,19 @@ impl ReadModel for WebApi {
             .map_or_else(|| "raw".to_owned(), |s| s.resolution.clone());
         let hops = series
             .into_iter()
-            .map(|s| HopTotalDto {
-                hop: s.hop,
-                responder: s.responder,
-                hostname: s.responder.and_then(|ip| {
-                    self.enricher
-                        .as_ref()
-                        .and_then(|e| e.responder_info(ip).hostname)
-                }),
-                total: s.total,
+            .map(|s| {
+                let info = s
+                    .responder
+                    .and_then(|ip| self.enricher.as_ref().map(|e| e.responder_info(ip)))
+                    .unwrap_or_default();
+                HopTotalDto {
+                    hop: s.hop,
+                    responder: s.responder,
+                    hostname: info.hostname,
+                    asn: info.asn,
+                    as_org: info.as_org,
+                    total: s.total,
+                }
             })
             .collect();
         Ok(Some(HopSummaryDto {
@@ -398,7 +402,16 @@ impl ReadModel for WebApi {
             .store()
             .events(&view.id, range.from_ms, range.to_ms)
             .map_err(|e| history::read_error("reading events", e))?;
-        Ok(Some(events.iter().map(convert::stored_event).collect()))
+        Ok(Some(
+            events
+                .iter()
+                .map(|e| {
+                    let mut dto = convert::stored_event(e);
+                    dto.as_info = convert::as_info(&dto.detail, self.enricher.as_deref());
+                    dto
+                })
+                .collect(),
+        ))
     }
 
     fn health(&self) -> HealthDto {

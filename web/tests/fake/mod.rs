@@ -48,6 +48,12 @@ pub fn stats(sent: u64, received: u64, avg_ms: f64) -> StatsDto {
     }
 }
 
+/// The AS of the responder at a TTL, as an ASN database would know it: hop
+/// 1 is in a transit network (a comma and quotes in its name), the rest unknown.
+pub fn as_of(ttl: u8) -> Option<(u32, &'static str)> {
+    (ttl == 1).then_some((64_500, "Example \"Transit\", Inc."))
+}
+
 pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
     let rows: Vec<HopRow> = (1..=hops)
         .map(|ttl| HopRow {
@@ -55,8 +61,8 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
             responders: vec![ResponderDto {
                 address: ip(ttl),
                 hostname: Some(format!("r{ttl}.lab.example")),
-                asn: None,
-                as_org: None,
+                asn: as_of(ttl).map(|(asn, _)| asn),
+                as_org: as_of(ttl).map(|(_, org)| org.to_owned()),
                 share_pct: Some(100.0),
                 avg_ns: Some(f64::from(ttl) * 1e6),
                 last_seen_ms: Some(1_000),
@@ -408,6 +414,8 @@ impl ReadModel for Fake {
                 hop: HopRef::Ttl(h.ttl),
                 responder: Some(ip(h.ttl)),
                 hostname: Some(format!("r{}.lab.example", h.ttl)),
+                asn: as_of(h.ttl).map(|(asn, _)| asn),
+                as_org: as_of(h.ttl).map(|(_, org)| org.to_owned()),
                 total: total(u64::from(h.ttl) * 1_000_000),
             })
             .collect();
@@ -415,6 +423,8 @@ impl ReadModel for Fake {
             hop: HopRef::Destination,
             responder: t.summary.address,
             hostname: None,
+            asn: None,
+            as_org: None,
             total: total(3_000_000),
         });
         Ok(Some(HopSummaryDto {
@@ -441,6 +451,14 @@ impl ReadModel for Fake {
                 kind: "route_changed".into(),
                 summary: "route changed at hop 2".into(),
                 detail: serde_json::json!({"before": [ip(1), ip(2)], "after": [ip(1), ip(9)], "first_changed_ttl": 2}),
+                as_info: as_of(1)
+                    .map(|(asn, org)| AsInfoDto {
+                        address: ip(1),
+                        asn: Some(asn),
+                        as_org: Some(org.to_owned()),
+                    })
+                    .into_iter()
+                    .collect(),
             }]
         }))
     }
