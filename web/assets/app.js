@@ -448,22 +448,64 @@ function niceTicks(max, count) {
   return { step, top: Math.ceil(max / step) * step };
 }
 
-const TIME_STEPS = [60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3, 21600e3, 43200e3, 86400e3, 172800e3, 604800e3];
+const TIME_STEPS = [60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3, 21600e3, 43200e3];
+/** Steps of whole local days, and of whole months for the longest ranges. */
+const DAY_STEPS = [1, 2, 7, 14];
+const MONTH_STEPS = [1, 2, 3, 6, 12];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
+function fmtDate(tms) {
+  const d = new Date(tms);
+  return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate());
+}
+
+/**
+ * Where the time axis has its ticks and what they say: clock times up to
+ * half a day apart, then local midnights (dates, no hours), then the first
+ * of the month ("Mar 2026") for ranges of months, so a 90-day or one-year
+ * range reads as days and months. Days and months are counted on the local
+ * calendar, so a daylight-saving change does not shift them.
+ */
 function timeTicks(from, to, widthPx) {
   const want = Math.max(2, Math.floor(widthPx / 110));
-  const step = TIME_STEPS.find((s) => (to - from) / s <= want) || TIME_STEPS[TIME_STEPS.length - 1];
-  const offset = new Date(from).getTimezoneOffset() * 60e3;
+  const span = to - from;
   const ticks = [];
-  for (let t = Math.ceil((from - offset) / step) * step + offset; t <= to; t += step) ticks.push(t);
-  return { ticks, withDate: step >= 86400e3 || to - from > 86400e3 };
+  const step = TIME_STEPS.find((s) => span / s <= want);
+  if (step) {
+    const offset = new Date(from).getTimezoneOffset() * 60e3;
+    for (let t = Math.ceil((from - offset) / step) * step + offset; t <= to; t += step) ticks.push(t);
+    const withDate = span > 86400e3;
+    return { ticks, label: (t) => fmtTime(t, withDate) };
+  }
+  const days = DAY_STEPS.find((n) => span / (n * 86400e3) <= want);
+  if (days) {
+    const d = new Date(from);
+    d.setHours(0, 0, 0, 0);
+    if (d.getTime() < from) d.setDate(d.getDate() + 1);
+    // Whole days since the epoch on the local calendar, so steps line up.
+    const dayNo = (x) => Math.round(Date.UTC(x.getFullYear(), x.getMonth(), x.getDate()) / 86400e3);
+    while (dayNo(d) % days !== 0) d.setDate(d.getDate() + 1);
+    for (; d.getTime() <= to; d.setDate(d.getDate() + days)) ticks.push(d.getTime());
+    return { ticks, label: fmtDate };
+  }
+  const monthsSpanned = span / (30.44 * 86400e3);
+  const months = MONTH_STEPS.find((n) => monthsSpanned / n <= want) || 12;
+  const d = new Date(from);
+  d.setHours(0, 0, 0, 0);
+  d.setDate(1);
+  if (d.getTime() < from) d.setMonth(d.getMonth() + 1);
+  while (d.getMonth() % months !== 0) d.setMonth(d.getMonth() + 1);
+  for (; d.getTime() <= to; d.setMonth(d.getMonth() + months)) ticks.push(d.getTime());
+  return { ticks, label: (t) => { const x = new Date(t); return MONTHS[x.getMonth()] + ' ' + x.getFullYear(); } };
 }
 
 /** Shared plot geometry, so the latency graph and the heatmap line up. */
 const PLOT = { left: 58, right: 12 };
 
+/** Draws the time axis; returns the labels drawn, left to right. */
 function drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom) {
-  const { ticks, withDate } = timeTicks(from, to, x1 - x0);
+  const { ticks, label } = timeTicks(from, to, x1 - x0);
+  const labels = [];
   ctx.fillStyle = css('--muted');
   ctx.strokeStyle = css('--grid');
   ctx.font = '11px ' + css('--sans');
@@ -475,8 +517,11 @@ function drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom) {
     ctx.moveTo(x + 0.5, yTop);
     ctx.lineTo(x + 0.5, yBottom);
     ctx.stroke();
-    ctx.fillText(fmtTime(t, withDate), x, yBottom + 4);
+    const text = label(t);
+    ctx.fillText(text, x, yBottom + 4);
+    labels.push(text);
   }
+  return labels;
 }
 
 function lossColour(ratio) {
@@ -544,13 +589,13 @@ function drawLatency(canvas, series, from, to) {
     ctx.stroke();
     ctx.fillText(v.toFixed(decimals) + ' ms', x0 - 6, y);
   }
-  drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom);
+  const axis = drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom);
 
   if (!points.length) {
     ctx.textAlign = 'center';
     ctx.fillStyle = css('--muted');
     ctx.fillText('No stored data in this range yet', (x0 + x1) / 2, (yTop + yBottom) / 2);
-    return { points: [], X, Y };
+    return { points: [], X, Y, axis };
   }
   const width = series.bucket_ms || series.interval_ms || 0;
   const colW = (p, i) => {
@@ -600,7 +645,7 @@ function drawLatency(canvas, series, from, to) {
     const len = 6 + 26 * (p.lost / p.sent);
     ctx.fillRect(X(p.at_ms) + cw / 2 - Math.max(0.75, cw / 4), yTop, Math.max(1.5, cw / 2), len);
   });
-  return { points, X, Y, colW };
+  return { points, X, Y, colW, axis };
 }
 
 /** Heat colour of a rise over the row's baseline: 0 → cool, ≥ 50 ms → hottest. */
@@ -696,8 +741,8 @@ function drawHeatmap(canvas, map, rateLimited) {
       }
     }
   });
-  drawTimeAxis(ctx, map.from_ms, map.to_ms, x0, x1, yTop, yBottom);
-  return { rows, rowH, yTop, colW, x0, baselines };
+  const axis = drawTimeAxis(ctx, map.from_ms, map.to_ms, x0, x1, yTop, yBottom);
+  return { rows, rowH, yTop, colW, x0, baselines, axis };
 }
 
 // --------------------------------------------------------------- webhooks
@@ -1403,8 +1448,9 @@ function overviewPage(root) {
 
 // ------------------------------------------------------------ target page
 
-const RANGES = ['15m', '1h', '6h', '24h', '7d', '30d'];
-const RANGE_MS = { '15m': 9e5, '1h': 36e5, '6h': 216e5, '24h': 864e5, '7d': 6048e5, '30d': 2592e6 };
+// The API's presets (GET /api/v1/service `ranges`); 90d and 1y come from hour rollups.
+const RANGES = ['15m', '1h', '6h', '24h', '7d', '30d', '90d', '1y'];
+const RANGE_MS = { '15m': 9e5, '1h': 36e5, '6h': 216e5, '24h': 864e5, '7d': 6048e5, '30d': 2592e6, '90d': 7776e6, '1y': 31536e6 };
 
 function toLocalInput(tms) {
   const d = new Date(tms);
@@ -1649,7 +1695,8 @@ function targetPage(root, id) {
     } catch (e) {
       setText(graphNote, 'Could not load the history: ' + e.message);
     }
-    if (!custom) refreshTimer = setTimeout(loadGraphs, RANGE_MS[range] <= 36e5 ? 10000 : 60000);
+    // Hour rollups change once an hour: a long range need not be re-read every minute.
+    if (!custom) refreshTimer = setTimeout(loadGraphs, RANGE_MS[range] <= 36e5 ? 10000 : RANGE_MS[range] <= 2592e6 ? 60000 : 300000);
   }
 
   function drawGraphs() {
@@ -1661,6 +1708,8 @@ function targetPage(root, id) {
     graphs.heat = drawHeatmap(heatCanvas, graphs.map, limitedHops);
     // What was drawn, for people reading the DOM and for the browser test.
     latencyCanvas.dataset.points = String(graphs.latency.points.filter((p) => p.p50_ns !== null).length);
+    latencyCanvas.dataset.ticks = graphs.latency.axis.join('|');
+    heatCanvas.dataset.ticks = graphs.heat ? graphs.heat.axis.join('|') : '';
     heatCanvas.dataset.cells = String(graphs.map ? graphs.map.rows.reduce((n, r) => n + r.p50_ns.filter((v) => v !== null).length, 0) : 0);
     paintLegends();
     if (s) {
@@ -1668,9 +1717,9 @@ function targetPage(root, id) {
       const res = s.resolution === 'raw' ? 'one point per round' : s.resolution + ' rollups';
       setText(graphNote, [t.sent + ' probes', t.sent ? pct(100 * t.lost / t.sent) + ' lost' : null,
         t.p50_ns !== null ? 'median ' + ms(t.p50_ns) + ' ms' : null, t.p95_ns !== null ? 'p95 ' + ms(t.p95_ns) + ' ms' : null,
-        'from ' + res + (s.bucket_ms ? ', ' + Math.round(s.bucket_ms / 1000) + ' s per column' : '')].filter(Boolean).join(' · '));
+        'from ' + res + (s.bucket_ms ? ', ' + duration(s.bucket_ms) + ' per column' : '')].filter(Boolean).join(' · '));
     }
-    if (graphs.map) setText(heatNote, graphs.map.rows.length + ' rows · ' + Math.round(graphs.map.bucket_ms / 1000) + ' s per column · from ' + (graphs.map.resolution === 'raw' ? 'raw rounds' : graphs.map.resolution + ' rollups'));
+    if (graphs.map) setText(heatNote, graphs.map.rows.length + ' rows · ' + duration(graphs.map.bucket_ms) + ' per column · from ' + (graphs.map.resolution === 'raw' ? 'raw rounds' : graphs.map.resolution + ' rollups'));
   }
 
   latencyCanvas.addEventListener('mousemove', (ev) => {

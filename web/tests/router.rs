@@ -420,6 +420,86 @@ async fn hops_and_route_history_carry_as_numbers_and_organisations() {
 }
 
 #[tokio::test]
+async fn ninety_days_and_a_year_are_presets_served_from_hour_rollups() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let service = body_json(send(&router, get("/api/v1/service")).await).await;
+    assert_eq!(
+        service["ranges"],
+        serde_json::json!(["15m", "1h", "6h", "24h", "7d", "30d", "90d", "1y"])
+    );
+    for (preset, days) in [("90d", 90u64), ("1y", 365)] {
+        fake.series_ranges.lock().unwrap().clear();
+        let series = send(
+            &router,
+            get(&format!(
+                "/api/v1/targets/alpha/series?hop=destination&range={preset}&max_points=400"
+            )),
+        )
+        .await;
+        assert_eq!(series.status(), StatusCode::OK, "{preset}");
+        let series = body_json(series).await;
+        let heat = send(
+            &router,
+            get(&format!(
+                "/api/v1/targets/alpha/heatmap?range={preset}&columns=300"
+            )),
+        )
+        .await;
+        assert_eq!(heat.status(), StatusCode::OK, "{preset}");
+        let heat = body_json(heat).await;
+        // The read model was asked for the whole span, which it answers from
+        // hour rollups (the service's rule, tested in its webapi::history).
+        let asked = fake.series_ranges.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "{preset}: {asked:?}");
+        for range in &asked {
+            assert_eq!(range.span_ms(), days * 86_400_000, "{preset}");
+            assert!(
+                range.span_ms() > MINUTE_UP_TO_MS,
+                "{preset}: beyond minute rollups"
+            );
+        }
+        let s = &series["series"][0];
+        assert_eq!(s["resolution"], "1h", "{preset}");
+        let points = s["points"].as_array().unwrap();
+        assert!(
+            !points.is_empty() && points.len() <= 400,
+            "{preset}: {} points",
+            points.len()
+        );
+        assert!(s["bucket_ms"].as_u64().unwrap() >= 3_600_000, "{preset}");
+        let map = &heat["heatmap"];
+        assert_eq!(map["resolution"], "1h", "{preset}");
+        let columns = map["columns"].as_u64().unwrap();
+        assert!((1..=300).contains(&columns), "{preset}: {columns}");
+        let rows = map["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{preset}: three TTLs and the destination");
+        let filled = rows[0]["p50_ns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| !v.is_null())
+            .count();
+        assert!(
+            filled as u64 >= columns - 1,
+            "{preset}: every column of the heatmap has data ({filled} of {columns})"
+        );
+        // The export and the events take the presets too.
+        for path in ["export?format=json", "events?x=1"] {
+            let uri = format!("/api/v1/targets/alpha/{path}&range={preset}").replace("?x=1&", "?");
+            let response = send(&router, get(&uri)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        }
+    }
+    let bad = body_json(send(&router, get("/api/v1/targets/alpha/series?range=2y")).await).await;
+    let message = bad["error"].as_str().unwrap();
+    assert!(
+        message.contains("90d, 1y"),
+        "the error lists the presets: {message}"
+    );
+}
+
+#[tokio::test]
 async fn webhooks_show_their_delivery_health() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));

@@ -265,6 +265,8 @@ pub struct Fake {
     pub fail_store: Mutex<bool>,
     /// How long every history read takes (series, events, exports).
     pub read_delay: Mutex<std::time::Duration>,
+    /// The range of every series read, in order.
+    pub series_ranges: Mutex<Vec<TimeRange>>,
 }
 
 impl Fake {
@@ -277,6 +279,7 @@ impl Fake {
             calls: Mutex::new(Vec::new()),
             fail_store: Mutex::new(false),
             read_delay: Mutex::new(std::time::Duration::ZERO),
+            series_ranges: Mutex::new(Vec::new()),
         })
     }
 
@@ -317,6 +320,34 @@ fn raw_points(range: TimeRange, base_ns: u64) -> Vec<PointDto> {
         .enumerate()
         .map(|(i, at)| {
             PointDto::single(at, (i % 10 != 9).then_some(base_ns + (i as u64 % 7) * 1000))
+        })
+        .collect()
+}
+
+/// Longest span the fake (like the service) answers below hour rollups.
+pub const MINUTE_UP_TO_MS: u64 = 7 * 86_400_000;
+
+/// One 1-hour rollup per hour over the range, as the service serves spans
+/// beyond 7 days: 3,600 probes each, 1 % lost.
+fn hour_points(range: TimeRange, base_ns: u64) -> Vec<PointDto> {
+    let first = range.from_ms - range.from_ms % 3_600_000;
+    (first..range.to_ms)
+        .step_by(3_600_000)
+        .enumerate()
+        .map(|(i, at)| {
+            let ns = base_ns + (i as u64 % 24) * 10_000;
+            PointDto {
+                at_ms: at,
+                sent: 3_600,
+                lost: 36,
+                min_ns: Some(ns - 100_000),
+                avg_ns: Some(ns as f64),
+                max_ns: Some(ns + 900_000),
+                stddev_ns: Some(50_000.0),
+                p50_ns: Some(ns),
+                p95_ns: Some(ns + 500_000),
+                p99_ns: Some(ns + 800_000),
+            }
         })
         .collect()
 }
@@ -362,9 +393,11 @@ impl ReadModel for Fake {
         range: TimeRange,
     ) -> Result<Option<Vec<SeriesDto>>, ReadError> {
         self.store_check()?;
+        self.series_ranges.lock().unwrap().push(range);
         let Some(t) = self.find(id) else {
             return Ok(None);
         };
+        let hourly = range.span_ms() > MINUTE_UP_TO_MS;
         let series = |hop: HopRef| {
             let base = match hop {
                 HopRef::Ttl(ttl) => u64::from(ttl) * 1_000_000,
@@ -373,9 +406,13 @@ impl ReadModel for Fake {
             SeriesDto {
                 hop,
                 responder: None,
-                resolution: "raw".into(),
-                interval_ms: 0,
-                points: raw_points(range, base),
+                resolution: if hourly { "1h" } else { "raw" }.into(),
+                interval_ms: if hourly { 3_600_000 } else { 0 },
+                points: if hourly {
+                    hour_points(range, base)
+                } else {
+                    raw_points(range, base)
+                },
                 total: PointDto::default(),
             }
         };
