@@ -180,12 +180,16 @@ async function api(path, opts = {}) {
   const res = await fetch(path, { method: opts.method || 'GET', headers, body });
   if (!res.ok) {
     let message = res.status + ' ' + res.statusText;
-    try { message = (await res.json()).error || message; } catch (e) { /* not JSON */ }
+    let doc = null;
+    try { doc = await res.json(); message = doc.error || message; } catch (e) { /* not JSON */ }
     if (res.status === 401 && !opts.write && !askedForToken) {
       askedForToken = true;
       openTokens('This server needs a read token.');
     }
-    throw new ApiError(res.status, message);
+    const err = new ApiError(res.status, message);
+    // A list of targets: what is wrong with each entry.
+    err.errors = (doc && doc.errors) || [];
+    throw err;
   }
   return opts.raw ? res : res.json();
 }
@@ -1148,6 +1152,17 @@ function overviewPage(root) {
   const viewTable = h('button', { type: 'button', text: 'Table', onclick: () => setView('table') });
   const viewTiles = h('button', { type: 'button', text: 'Tiles', onclick: () => setView('tiles') });
   const addBtn = h('button', { type: 'button', class: 'primary', id: 'btn-add', text: 'Add target', onclick: addTarget });
+  const importFile = h('input', { type: 'file', accept: '.json,application/json', id: 'import-file', hidden: true });
+  const importBtn = h('button', { type: 'button', class: 'ghost', id: 'btn-import', text: 'Import targets',
+    title: 'Add every target of a JSON file: a list like [{"name": "edge", "host": "198.51.100.1"}]; all or none',
+    onclick: () => importFile.click() });
+  const configBtn = h('button', { type: 'button', class: 'ghost', id: 'btn-config', text: 'Download config',
+    title: 'The running configuration as a TOML file, secrets redacted', onclick: downloadConfig });
+  importFile.addEventListener('change', () => {
+    const file = importFile.files[0];
+    importFile.value = '';
+    if (file) importTargets(file);
+  });
   const strip = h('div', { class: 'strip' });
 
   const columns = [
@@ -1178,7 +1193,7 @@ function overviewPage(root) {
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
-      h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), addBtn),
+      h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), configBtn, importBtn, importFile, addBtn),
     strip, tableWrap, tiles, empty, peers.el, incidents.el, hooks.el);
 
   filter.value = prefs.get('filter', '');
@@ -1437,6 +1452,61 @@ function overviewPage(root) {
     };
     form.addEventListener('submit', submit);
     dlg.addEventListener('close', () => form.removeEventListener('submit', submit), { once: true });
+  }
+
+  async function downloadConfig() {
+    try {
+      const res = await api('/api/v1/config?format=toml', { raw: true });
+      const blob = await res.blob();
+      const a = h('a', { href: URL.createObjectURL(blob), download: 'hopwatch-config.toml' });
+      document.body.append(a);
+      a.click();
+      setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+    } catch (e) {
+      toast('Could not download the configuration: ' + e.message, 'bad');
+    }
+  }
+
+  /** Shows why an import added nothing: one line per bad entry. */
+  function importFailed(text, errors, list) {
+    const dlg = $('#dlg-import');
+    $('[data-slot=text]', dlg).textContent = text;
+    $('[data-slot=errors]', dlg).replaceChildren(...errors.map((e) => {
+      const entry = list && list[e.index];
+      const name = entry && typeof entry === 'object' && typeof entry.name === 'string' ? ' ("' + entry.name + '")' : '';
+      return h('li', { text: 'Entry ' + e.index + name + (e.field ? ', ' + e.field : '') + ': ' + e.reason });
+    }));
+    dlg.showModal();
+  }
+
+  async function importTargets(file) {
+    let list;
+    try {
+      list = JSON.parse(await file.text());
+    } catch (e) {
+      importFailed(file.name + ' is not JSON: ' + e.message, [], null);
+      return;
+    }
+    if (!Array.isArray(list)) {
+      importFailed(file.name + ' must hold a JSON list of targets, like [{"name": "edge", "host": "198.51.100.1"}].', [], null);
+      return;
+    }
+    if (service && !service.writes_enabled) {
+      toast('Changes are disabled on this server: it has no [web] write_token.', 'bad');
+      return;
+    }
+    if (!tokens.write()) {
+      const ok = await openTokens('Importing targets needs the write token.');
+      if (!ok || !tokens.write()) return;
+    }
+    try {
+      const doc = await api('/api/v1/targets', { method: 'POST', json: list, write: true });
+      toast('Imported ' + doc.added.length + ' target' + (doc.added.length === 1 ? '' : 's') + ' from ' + file.name + '; saved in the config file.');
+      load();
+    } catch (e) {
+      if (e.status === 401) toast('The write token was refused.', 'bad');
+      else importFailed('Nothing was imported from ' + file.name + '. ' + (e.errors.length ? 'Fix these entries and try again:' : e.message), e.errors, list);
+    }
   }
 
   return {

@@ -602,6 +602,31 @@ pub struct NewTarget {
     pub paused: Option<bool>,
 }
 
+/// What is wrong with one entry of a list of targets (`POST
+/// /api/v1/targets` with a JSON array): its position from 0, the field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryError {
+    pub index: usize,
+    /// The field, or `null` when the entry as a whole is wrong (not an object).
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+/// The running configuration with its secrets redacted (`GET /api/v1/config`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigDto {
+    /// The file it was loaded from.
+    pub path: Option<String>,
+    /// The keys whose values were replaced, e.g. `web.write_token`,
+    /// `webhook[0].url`.
+    pub redacted: Vec<String>,
+    /// Every key the file sets, as JSON.
+    pub config: serde_json::Value,
+    /// The same as a TOML file (no comments), for `format=toml`.
+    #[serde(skip)]
+    pub toml: String,
+}
+
 /// What a write did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ControlOutcome {

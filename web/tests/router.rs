@@ -822,6 +822,215 @@ async fn new_targets_are_validated_and_bodies_are_limited() {
 }
 
 #[tokio::test]
+async fn a_list_of_targets_is_added_whole() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, true));
+    let list = r#"[
+        {"name": "gamma", "host": "198.18.5.2", "label": "Gamma"},
+        {"name": "delta", "host": "198.18.6.2", "protocol": "tcp", "port": 443}
+    ]"#;
+    let created = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let added = body_json(created).await;
+    let added = added["added"].as_array().unwrap();
+    assert_eq!(added.len(), 2);
+    assert_eq!(added[0]["target"], "gamma");
+    assert_eq!(added[1]["target"], "delta");
+    assert_eq!(added[1]["action"], "added");
+    let listed = body_json(send(&router, get("/api/v1/targets")).await).await;
+    assert_eq!(listed["targets"].as_array().unwrap().len(), 4);
+    assert_eq!(fake.calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_list_with_bad_entries_adds_nothing_and_names_each() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, true));
+    // Shape errors, found by the router before the control is asked.
+    let list = r#"[
+        {"name": "ok-1", "host": "198.18.5.2"},
+        {"name": "bad name", "host": "198.18.5.3"},
+        {"name": "ok-2", "host": "198.18.5.4", "colour": "red"},
+        {"name": "ok-3", "host": "198.18.5.5", "port": "https"},
+        {"host": "198.18.5.6"},
+        "alpha",
+        {"name": "ok-1", "host": "198.18.5.7"}
+    ]"#;
+    let response = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = body_json(response).await;
+    let errors = body["errors"].as_array().unwrap();
+    let found: Vec<(u64, Option<&str>)> = errors
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (1, Some("name")),
+            (2, Some("colour")),
+            (3, Some("port")),
+            (4, Some("name")),
+            (5, None),
+            (6, Some("name")),
+        ],
+        "{body}"
+    );
+    assert!(
+        errors[5]["reason"].as_str().unwrap().contains("entry 0"),
+        "{body}"
+    );
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("6 of the targets are invalid; nothing was added")
+            && message.contains("entry 2, `colour`"),
+        "{message}"
+    );
+    // Errors only the service can find (an existing name, a value out of
+    // range) are per entry too.
+    let list = r#"[
+        {"name": "ok-1", "host": "198.18.5.2"},
+        {"name": "alpha", "host": "198.18.5.3"},
+        {"name": "ok-2", "host": "198.18.5.4", "interval": "1ms"}
+    ]"#;
+    let response = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = body_json(response).await;
+    assert_eq!(
+        body["errors"],
+        serde_json::json!([
+            {"index": 1, "field": "name", "reason": "a target named \"alpha\" already exists"},
+            {"index": 2, "field": "interval", "reason": "1ms is below the minimum of 100ms"},
+        ])
+    );
+    // Nothing was added by either.
+    assert!(fake.calls.lock().unwrap().is_empty());
+    let listed = body_json(send(&router, get("/api/v1/targets")).await).await;
+    assert_eq!(listed["targets"].as_array().unwrap().len(), 2);
+    // An empty list is a clear error.
+    let empty = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), "[]"),
+    )
+    .await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    assert!(body_json(empty).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("empty"));
+}
+
+#[tokio::test]
+async fn a_list_of_targets_needs_the_write_token() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(true, true));
+    let list = r#"[{"name": "gamma", "host": "198.18.5.2"}]"#;
+    for (token, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(READ_TOKEN), StatusCode::UNAUTHORIZED),
+        (Some(WRITE_TOKEN), StatusCode::CREATED),
+    ] {
+        let response = send(&router, post_json("/api/v1/targets", token, list)).await;
+        assert_eq!(response.status(), status, "{token:?}");
+    }
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    // Without a write token configured, writes are off altogether.
+    let (read_only, _) = app(&fake, settings(false, false));
+    let list = r#"[{"name": "delta", "host": "198.18.6.2"}]"#;
+    let response = send(
+        &read_only,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_configuration_is_served_redacted_behind_the_read_token() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(true, true));
+    let refused = send(&router, get("/api/v1/config")).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let bad = send(
+        &router,
+        with_token("GET", "/api/v1/config", "not-the-token-000000"),
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    for token in [READ_TOKEN, WRITE_TOKEN] {
+        let response = send(&router, with_token("GET", "/api/v1/config", token)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let doc = body_json(response).await;
+        assert_eq!(doc["path"], "/etc/hopwatch/hopwatch.toml");
+        assert_eq!(doc["redacted"][0], "web.write_token");
+        assert_eq!(doc["config"]["web"]["write_token"], "<redacted>");
+        assert!(
+            doc.get("toml").is_none(),
+            "the TOML text only with format=toml"
+        );
+    }
+    let file = send(
+        &router,
+        with_token("GET", "/api/v1/config?format=toml", READ_TOKEN),
+    )
+    .await;
+    assert_eq!(file.status(), StatusCode::OK);
+    assert!(file.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/toml"));
+    assert!(file.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("hopwatch-config.toml"));
+    assert!(body_text(file)
+        .await
+        .contains("write_token = \"<redacted>\""));
+    let yaml = send(
+        &router,
+        with_token("GET", "/api/v1/config?format=yaml", READ_TOKEN),
+    )
+    .await;
+    assert_eq!(yaml.status(), StatusCode::BAD_REQUEST);
+    assert!(body_json(yaml).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("`format`"));
+}
+
+#[tokio::test]
+async fn the_ui_downloads_the_config_and_imports_a_list() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let html = body_text(send(&router, get("/")).await).await;
+    assert!(html.contains("id=\"dlg-import\""), "the import dialog");
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    for needle in [
+        "id: 'btn-config'",
+        "'/api/v1/config?format=toml'",
+        "id: 'btn-import'",
+        "Array.isArray(list)",
+        "api('/api/v1/targets', { method: 'POST', json: list, write: true })",
+        "err.errors = (doc && doc.errors) || []",
+    ] {
+        assert!(js.contains(needle), "app.js lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
 async fn events_come_from_history_and_store_failures_hide_their_details() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));

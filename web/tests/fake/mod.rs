@@ -643,6 +643,10 @@ impl ReadModel for Fake {
         vec![peer("branch-b")]
     }
 
+    fn config(&self) -> Result<ConfigDto, hopwatch_web::ConfigReadError> {
+        Ok(config_dto())
+    }
+
     /// A point a second per series: RTT 30 ms, forward 25 ms, backward 5 ms.
     fn peer_history(
         &self,
@@ -729,6 +733,20 @@ pub fn peer(name: &str) -> PeerDto {
     }
 }
 
+/// The configuration the fake shows: what a service's redaction leaves.
+pub fn config_dto() -> ConfigDto {
+    ConfigDto {
+        path: Some("/etc/hopwatch/hopwatch.toml".into()),
+        redacted: vec!["web.write_token".into(), "webhook[0].url".into()],
+        config: serde_json::json!({
+            "web": {"listen": "127.0.0.1:9470", "write_token": "<redacted>"},
+            "webhook": [{"name": "ops", "url": "https://hooks.example/<redacted>"}],
+            "target": [{"name": "alpha", "host": "198.18.3.2"}],
+        }),
+        toml: "[web]\nlisten = \"127.0.0.1:9470\"\nwrite_token = \"<redacted>\"\n".into(),
+    }
+}
+
 impl Control for Fake {
     fn set_paused(&self, id: &str, paused: bool) -> Result<ControlOutcome, ControlError> {
         if id == "broken" {
@@ -784,6 +802,36 @@ impl Control for Fake {
             changed: true,
             persisted_to: Some("hopwatch.toml".into()),
         })
+    }
+
+    /// All or nothing, as the service: every entry is checked as
+    /// [`Fake::add_target`] checks one before any is added.
+    fn add_targets(&self, list: &[NewTarget]) -> Result<Vec<ControlOutcome>, ControlError> {
+        let errors: Vec<EntryError> = list
+            .iter()
+            .enumerate()
+            .filter_map(|(index, t)| {
+                let (field, reason) = if self.find(&t.name).is_some() {
+                    (
+                        "name",
+                        format!("a target named {:?} already exists", t.name),
+                    )
+                } else if t.interval.as_deref() == Some("1ms") {
+                    ("interval", "1ms is below the minimum of 100ms".to_owned())
+                } else {
+                    return None;
+                };
+                Some(EntryError {
+                    index,
+                    field: Some(field.into()),
+                    reason,
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ControlError::Entries { errors });
+        }
+        list.iter().map(|t| self.add_target(t)).collect()
     }
 
     fn remove_target(&self, id: &str) -> Result<ControlOutcome, ControlError> {
