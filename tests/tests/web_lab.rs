@@ -4,7 +4,8 @@
 //! target page, checks that tables and graphs show real data, pauses a target
 //! and finds no console errors, saving screenshots to tests/screenshots/; it
 //! also reads a year of history (written through the store library against a
-//! synthetic clock) on the 1 y and 90 d pages, with month and date axes; and
+//! synthetic clock) on the 1 y and 90 d pages, with month and date axes, and
+//! imports targets from a file (a bad list refused whole, a good one added); and
 //! 200 concurrent API connections (wrk) do not degrade probe accuracy, judged
 //! against a packet capture. Privileged, and needs Debian's prometheus,
 //! chromium, chromium-driver, wrk and tcpdump (deploy/setup.sh installs them);
@@ -644,10 +645,11 @@ struct LongRanges {
     year_cells: u64,
     year_note: String,
     quarter_ticks: String,
+    import_errors: Vec<String>,
     console: Vec<Value>,
 }
 
-async fn browse_long_ranges(client: &Client) -> anyhow::Result<LongRanges> {
+async fn browse_long_ranges(client: &Client, import: &ImportFiles) -> anyhow::Result<LongRanges> {
     let mut seen = LongRanges::default();
     client.set_window_size(1400, 1400).await?;
     client.goto(&format!("http://{WEB}/targets/y")).await?;
@@ -699,8 +701,65 @@ async fn browse_long_ranges(client: &Client) -> anyhow::Result<LongRanges> {
     )
     .await?;
     seen.quarter_ticks = text("return document.querySelector('#latency').dataset.ticks;").await?;
+
+    // Import targets from a file: a list with a bad entry adds nothing and
+    // names it; then a good list adds both.
+    client.goto(&format!("http://{WEB}/")).await?;
+    wait_js(
+        client,
+        "the overview",
+        "return document.querySelectorAll('#targets tbody tr').length === 1;",
+    )
+    .await?;
+    let choose = |path: String| async move {
+        client
+            .find(Locator::Id("import-file"))
+            .await?
+            .send_keys(&path)
+            .await?;
+        anyhow::Ok(())
+    };
+    choose(import.bad.display().to_string()).await?;
+    wait_js(
+        client,
+        "the token dialog",
+        "return document.querySelector('#dlg-token').open;",
+    )
+    .await?;
+    type_into(client, "#dlg-token input[name=write]", WRITE_TOKEN).await?;
+    click(client, "#dlg-token button[value=save]").await?;
+    wait_js(
+        client,
+        "the import errors",
+        "return document.querySelector('#dlg-import').open \
+         && document.querySelectorAll('#dlg-import li').length > 0;",
+    )
+    .await?;
+    seen.import_errors = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#dlg-import li')].map(li => li.textContent);",
+                vec![],
+            )
+            .await?,
+    )?;
+    save_screenshot(client, &screenshots().join("import-errors-desktop.png")).await?;
+    click(client, "#dlg-import button[value=close]").await?;
+    choose(import.good.display().to_string()).await?;
+    wait_js(
+        client,
+        "the imported targets in the overview",
+        "return document.querySelectorAll('#targets tbody tr').length === 3;",
+    )
+    .await?;
     seen.console = console(client).await?;
     Ok(seen)
+}
+
+/// The files the import check chooses.
+struct ImportFiles {
+    bad: PathBuf,
+    good: PathBuf,
 }
 
 #[test]
@@ -714,7 +773,29 @@ fn headless_chromium_shows_a_year_from_hour_rollups() {
     let rounds = fill_a_year(&state, "y", &trace);
     assert!(rounds > 26_000, "{rounds} rounds written");
     let config = dir.path().join("hopwatch.toml");
-    std::fs::write(&config, config_text(&state, "", &[("y", target)], "1s")).unwrap();
+    let web = format!("write_token = \"{WRITE_TOKEN}\"\n");
+    std::fs::write(&config, config_text(&state, &web, &[("y", target)], "1s")).unwrap();
+    let import = ImportFiles {
+        bad: dir.path().join("bad-targets.json"),
+        good: dir.path().join("targets.json"),
+    };
+    let entry = |name: &str, extra: &str| {
+        format!(r#"{{"name": "{name}", "host": "{target}", "paused": true{extra}}}"#)
+    };
+    std::fs::write(
+        &import.bad,
+        format!(
+            "[{}, {}]",
+            entry("z1", ""),
+            entry("z2", r#", "interval": "5ms""#)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &import.good,
+        format!("[{}, {}]", entry("z1", ""), entry("z2", "")),
+    )
+    .unwrap();
     let daemon = start_daemon(&lab, &config);
     must(eventually(Duration::from_secs(20), "rounds of y", || {
         let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/y"), &[]);
@@ -741,7 +822,9 @@ fn headless_chromium_shows_a_year_from_hour_rollups() {
     let driver = must(chromium.start_driver(&lab, "src", DRIVER_PORT));
     let profile = dir.path().join("chromium-profile");
     let seen = driver
-        .session(&profile, async |client| browse_long_ranges(client).await)
+        .session(&profile, async |client| {
+            browse_long_ranges(client, &import).await
+        })
         .unwrap_or_else(|e: anyhow::Error| panic!("browser check failed: {e:#}"));
 
     assert!(seen.year_points > 200, "{seen:?}");
@@ -767,14 +850,38 @@ fn headless_chromium_shows_a_year_from_hour_rollups() {
             "a date label: {label:?} in {seen:?}"
         );
     }
+    // The refused import's 400 is logged by the browser as a failed load;
+    // it is expected, anything else is not.
     let errors: Vec<&Value> = seen
         .console
         .iter()
         .filter(|e| e["level"] == "SEVERE")
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            !(e["source"] == "network" && m.contains("/api/v1/targets ") && m.contains("400"))
+        })
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     let png = std::fs::read(screenshots().join("target-1y-desktop.png")).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"));
+    // The bad list was refused whole, naming the entry and its field; the
+    // good one was saved in the config file and applied.
+    assert_eq!(seen.import_errors.len(), 1, "{seen:?}");
+    assert!(
+        seen.import_errors[0].starts_with("Entry 1 (\"z2\"), interval:"),
+        "{seen:?}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("name = \"z1\"") && text.contains("name = \"z2\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("# web_lab test config"),
+        "comments kept:\n{text}"
+    );
+    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[]);
+    assert_eq!(doc["targets"].as_array().unwrap().len(), 3, "{doc}");
     let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 }

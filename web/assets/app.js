@@ -1505,7 +1505,10 @@ function overviewPage(root) {
       load();
     } catch (e) {
       if (e.status === 401) toast('The write token was refused.', 'bad');
-      else importFailed('Nothing was imported from ' + file.name + '. ' + (e.errors.length ? 'Fix these entries and try again:' : e.message), e.errors, list);
+      else {
+        const errors = e.errors || [];
+        importFailed('Nothing was imported from ' + file.name + '. ' + (errors.length ? 'Fix these entries and try again:' : e.message), errors, list);
+      }
     }
   }
 
