@@ -237,3 +237,36 @@ fn without_a_database_or_reverse_dns_nothing_is_looked_up() -> Result<()> {
     assert_eq!((stats.dns, stats.asn), (None, None));
     Ok(())
 }
+
+#[test]
+fn route_history_names_the_as_of_each_address_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let enricher = Enricher::new(asn_only(&write_database(dir.path())?))?;
+    // A route change as the store keeps it: the dominant responder per TTL,
+    // `null` where none answered.
+    let detail = serde_json::json!({
+        "before": ["198.18.0.1", "1.0.0.1", null, "8.8.8.8"],
+        "after": ["198.18.0.1", "9.9.9.9", "1.0.0.1", "8.8.8.8"],
+        "first_changed_ttl": 2,
+    });
+    let info = hopwatch::webapi::convert::as_info(&detail, Some(&enricher));
+    let found: Vec<(IpAddr, Option<u32>, Option<&str>)> = info
+        .iter()
+        .map(|i| (i.address, i.asn, i.as_org.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (ip("1.0.0.1"), Some(13335), Some("Example Org")),
+            (ip("8.8.8.8"), Some(15169), Some("Another Example")),
+            (ip("9.9.9.9"), Some(19281), None),
+        ],
+        "known addresses once each, in the order they appear; the lab \
+         address (special-purpose) and the unanswered TTL left out"
+    );
+    assert!(hopwatch::webapi::convert::as_info(&detail, None).is_empty());
+    // A hop-count change has numbers, not addresses.
+    let counts = serde_json::json!({"before": 4, "after": 5});
+    assert!(hopwatch::webapi::convert::as_info(&counts, Some(&enricher)).is_empty());
+    Ok(())
+}

@@ -2,7 +2,10 @@
 //! a real Prometheus scrapes /metrics and answers queries about the series; a
 //! real headless Chromium (through chromedriver) loads the overview and a
 //! target page, checks that tables and graphs show real data, pauses a target
-//! and finds no console errors, saving screenshots to tests/screenshots/; and
+//! and finds no console errors, saving screenshots to tests/screenshots/; it
+//! also reads a year of history (written through the store library against a
+//! synthetic clock) on the 1 y and 90 d pages, with month and date axes, and
+//! imports targets from a file (a bad list refused whole, a good one added); and
 //! 200 concurrent API connections (wrk) do not degrade probe accuracy, judged
 //! against a packet capture; and 200 connections on history, exports and the
 //! overview plus more live streams than the cap get only 2xx or the documented
@@ -583,6 +586,322 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         "{states:?}"
     );
     assert!(states.iter().any(|(id, _)| id == "c"), "{states:?}");
+    let status = must(daemon.stop());
+    assert!(status.success(), "clean exit: {status:?}");
+}
+
+// ------------------------------------------------------ a year of history
+
+/// Writes a year of rounds of `target` (three an hour, ending an hour ago)
+/// into the store at `state`, through the store library against a synthetic
+/// clock, so the hour rollups a year back exist as they would after a year of
+/// running. The path is `trace`; RTTs follow a daily cycle, with one lossy
+/// week three months ago.
+fn fill_a_year(state: &Path, target: &str, trace: &[Option<IpAddr>]) -> u64 {
+    use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
+    use hopwatch::probe::{Rtt, TimestampSource, Ttl};
+    use hopwatch::store::{Store, StoreConfig, HOUR_MS};
+
+    const DAY_MS: u64 = 24 * HOUR_MS;
+    let now = now_ms();
+    let start = now - 365 * DAY_MS + HOUR_MS;
+    let end = now - HOUR_MS;
+    let store = Store::open_at(state, StoreConfig::default(), start).expect("open the store");
+    let id = TargetId::new(target).expect("target name");
+    let dest_ttl = Ttl::new(trace.len() as u8).expect("a path");
+    let (mut at, mut seq, mut next_flush) = (start, 0u64, start + DAY_MS);
+    while at < end {
+        let hour_of_day = (at / HOUR_MS) % 24;
+        let lossy_week = (now - at) / DAY_MS / 7 == 13;
+        let hops = trace
+            .iter()
+            .enumerate()
+            .map(|(i, responder)| {
+                let ttl = Ttl::new(i as u8 + 1).expect("TTLs start at 1");
+                let lost = responder.is_none() || (lossy_week && seq % 5 == 0);
+                match responder {
+                    Some(ip) if !lost => HopSample::answered(
+                        ttl,
+                        HopAnswer {
+                            responder: *ip,
+                            rtt: Rtt::from_nanos(
+                                (i as u64 + 1) * 1_000_000 + hour_of_day * 150_000,
+                            ),
+                            is_destination: ttl == dest_ttl,
+                            reply_ttl: None,
+                        },
+                    ),
+                    _ => HopSample::lost(ttl),
+                }
+            })
+            .collect();
+        store
+            .record_round(&RoundRecord {
+                target: id.clone(),
+                seq,
+                started_at_ms: at,
+                hops,
+                destination_ttl: Some(dest_ttl),
+                source: TimestampSource::Ebpf,
+            })
+            .expect("record a round");
+        seq += 1;
+        at += 20 * 60_000;
+        if at >= next_flush {
+            store.flush_at(at).expect("flush");
+            next_flush += DAY_MS;
+        }
+    }
+    store.flush_at(now).expect("the last flush");
+    seq
+}
+
+/// What the browser saw of the 1 y and 90 d pages.
+#[derive(Debug, Default)]
+struct LongRanges {
+    year_points: u64,
+    year_ticks: String,
+    year_heat_ticks: String,
+    year_cells: u64,
+    year_note: String,
+    quarter_ticks: String,
+    import_errors: Vec<String>,
+    console: Vec<Value>,
+}
+
+async fn browse_long_ranges(client: &Client, import: &ImportFiles) -> anyhow::Result<LongRanges> {
+    let mut seen = LongRanges::default();
+    client.set_window_size(1400, 1400).await?;
+    client.goto(&format!("http://{WEB}/targets/y")).await?;
+    wait_js(
+        client,
+        "the target page",
+        "return document.querySelectorAll('#hops tbody tr[data-hop]').length > 0;",
+    )
+    .await?;
+    click(client, "button[data-range='1y']").await?;
+    // A year of hour rollups fitted to the width: hundreds of columns.
+    seen.year_points = wait_js(
+        client,
+        "the latency graph over a year",
+        "const c = document.querySelector('#latency'); const n = Number(c.dataset.points || 0);\
+         return n > 200 && (c.dataset.ticks || '').includes(' ') ? n : 0;",
+    )
+    .await?
+    .as_u64()
+    .unwrap_or(0);
+    seen.year_cells = wait_js(
+        client,
+        "the heatmap over a year",
+        "return Number(document.querySelector('#heatmap').dataset.cells || 0);",
+    )
+    .await?
+    .as_u64()
+    .unwrap_or(0);
+    let text = |js: &'static str| async move {
+        anyhow::Ok(
+            client
+                .execute(js, vec![])
+                .await?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    seen.year_ticks = text("return document.querySelector('#latency').dataset.ticks;").await?;
+    seen.year_heat_ticks = text("return document.querySelector('#heatmap').dataset.ticks;").await?;
+    seen.year_note = text("return document.querySelector('#latency').closest('section').querySelector('.chart-note').textContent;").await?;
+    save_screenshot(client, &screenshots().join("target-1y-desktop.png")).await?;
+
+    click(client, "button[data-range='90d']").await?;
+    wait_js(
+        client,
+        "the time axis over 90 days",
+        "return /^\\d{4}-\\d{2}-\\d{2}/.test(document.querySelector('#latency').dataset.ticks || '');",
+    )
+    .await?;
+    seen.quarter_ticks = text("return document.querySelector('#latency').dataset.ticks;").await?;
+
+    // Import targets from a file: a list with a bad entry adds nothing and
+    // names it; then a good list adds both.
+    client.goto(&format!("http://{WEB}/")).await?;
+    wait_js(
+        client,
+        "the overview",
+        "return document.querySelectorAll('#targets tbody tr').length === 1;",
+    )
+    .await?;
+    let choose = |path: String| async move {
+        client
+            .find(Locator::Id("import-file"))
+            .await?
+            .send_keys(&path)
+            .await?;
+        anyhow::Ok(())
+    };
+    choose(import.bad.display().to_string()).await?;
+    wait_js(
+        client,
+        "the token dialog",
+        "return document.querySelector('#dlg-token').open;",
+    )
+    .await?;
+    type_into(client, "#dlg-token input[name=write]", WRITE_TOKEN).await?;
+    click(client, "#dlg-token button[value=save]").await?;
+    wait_js(
+        client,
+        "the import errors",
+        "return document.querySelector('#dlg-import').open \
+         && document.querySelectorAll('#dlg-import li').length > 0;",
+    )
+    .await?;
+    seen.import_errors = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#dlg-import li')].map(li => li.textContent);",
+                vec![],
+            )
+            .await?,
+    )?;
+    save_screenshot(client, &screenshots().join("import-errors-desktop.png")).await?;
+    click(client, "#dlg-import button[value=close]").await?;
+    choose(import.good.display().to_string()).await?;
+    wait_js(
+        client,
+        "the imported targets in the overview",
+        "return document.querySelectorAll('#targets tbody tr').length === 3;",
+    )
+    .await?;
+    seen.console = console(client).await?;
+    Ok(seen)
+}
+
+/// The files the import check chooses.
+struct ImportFiles {
+    bad: PathBuf,
+    good: PathBuf,
+}
+
+#[test]
+fn headless_chromium_shows_a_year_from_hour_rollups() {
+    let chromium = must(Chromium::find());
+    let lab = LabSpec::chain(2).targets(1).build().expect("lab");
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let trace = lab.expected_trace(target);
+    let dir = temp_dir("web-year");
+    let state = dir.path().join("state");
+    let rounds = fill_a_year(&state, "y", &trace);
+    assert!(rounds > 26_000, "{rounds} rounds written");
+    let config = dir.path().join("hopwatch.toml");
+    let web = format!("write_token = \"{WRITE_TOKEN}\"\n");
+    std::fs::write(&config, config_text(&state, &web, &[("y", target)], "1s")).unwrap();
+    let import = ImportFiles {
+        bad: dir.path().join("bad-targets.json"),
+        good: dir.path().join("targets.json"),
+    };
+    let entry = |name: &str, extra: &str| {
+        format!(r#"{{"name": "{name}", "host": "{target}", "paused": true{extra}}}"#)
+    };
+    std::fs::write(
+        &import.bad,
+        format!(
+            "[{}, {}]",
+            entry("z1", ""),
+            entry("z2", r#", "interval": "5ms""#)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &import.good,
+        format!("[{}, {}]", entry("z1", ""), entry("z2", "")),
+    )
+    .unwrap();
+    let daemon = start_daemon(&lab, &config);
+    must(eventually(Duration::from_secs(20), "rounds of y", || {
+        let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/y"), &[]);
+        (doc["rounds"].as_u64().unwrap_or(0) >= 3)
+            .then_some(())
+            .ok_or_else(|| doc.to_string())
+    }));
+    // The API serves the year from the hour rollups.
+    let series = get_json(
+        &lab,
+        &format!("http://{WEB}/api/v1/targets/y/series"),
+        &[("range", "1y"), ("max_points", "400")],
+    );
+    let s = &series["series"][0];
+    assert_eq!(s["resolution"], "1h", "{s}");
+    let points = s["points"].as_array().unwrap();
+    assert!(points.len() > 300, "{} points over a year", points.len());
+    let first = points[0]["at_ms"].as_u64().unwrap();
+    assert!(
+        now_ms() - first > 360 * 86_400_000,
+        "the year starts a year back: {first}"
+    );
+
+    let driver = must(chromium.start_driver(&lab, "src", DRIVER_PORT));
+    let profile = dir.path().join("chromium-profile");
+    let seen = driver
+        .session(&profile, async |client| {
+            browse_long_ranges(client, &import).await
+        })
+        .unwrap_or_else(|e: anyhow::Error| panic!("browser check failed: {e:#}"));
+
+    assert!(seen.year_points > 200, "{seen:?}");
+    // Months on the axis ("Mar 2026"), not clock times, on both charts.
+    for ticks in [&seen.year_ticks, &seen.year_heat_ticks] {
+        let labels: Vec<&str> = ticks.split('|').collect();
+        assert!(labels.len() >= 4, "{seen:?}");
+        for label in &labels {
+            let (month, year) = label.split_once(' ').unwrap_or_default();
+            assert!(
+                month.len() == 3 && year.len() == 4 && year.parse::<u16>().is_ok(),
+                "a month label: {label:?} in {seen:?}"
+            );
+        }
+    }
+    // Every hop row of the heatmap has data in nearly every column.
+    assert!(seen.year_cells > 3 * 150, "{seen:?}");
+    assert!(seen.year_note.contains("1h rollups"), "{seen:?}");
+    // Ninety days: dates, no hours.
+    for label in seen.quarter_ticks.split('|') {
+        assert!(
+            label.len() == 10 && label.as_bytes()[4] == b'-' && !label.contains(':'),
+            "a date label: {label:?} in {seen:?}"
+        );
+    }
+    // The refused import's 400 is logged by the browser as a failed load;
+    // it is expected, anything else is not.
+    let errors: Vec<&Value> = seen
+        .console
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            !(e["source"] == "network" && m.contains("/api/v1/targets ") && m.contains("400"))
+        })
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    let png = std::fs::read(screenshots().join("target-1y-desktop.png")).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"));
+    // The bad list was refused whole, naming the entry and its field; the
+    // good one was saved in the config file and applied.
+    assert_eq!(seen.import_errors.len(), 1, "{seen:?}");
+    assert!(
+        seen.import_errors[0].starts_with("Entry 1 (\"z2\"), interval:"),
+        "{seen:?}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("name = \"z1\"") && text.contains("name = \"z2\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("# web_lab test config"),
+        "comments kept:\n{text}"
+    );
+    let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets"), &[]);
+    assert_eq!(doc["targets"].as_array().unwrap().len(), 3, "{doc}");
     let status = must(daemon.stop());
     assert!(status.success(), "clean exit: {status:?}");
 }

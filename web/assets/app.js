@@ -85,6 +85,12 @@ function fmtFull(tms) {
   return fmtTime(tms, true) + ':' + pad2(d.getSeconds());
 }
 
+/** "AS64500 Example Transit" from what the ASN database knows; '' when nothing. */
+function asLabel(asn, org) {
+  if (asn === null || asn === undefined) return org || '';
+  return 'AS' + asn + (org ? ' ' + org : '');
+}
+
 function interval(msv) {
   if (msv % 1000 === 0) return msv / 1000 + ' s';
   return msv + ' ms';
@@ -174,12 +180,16 @@ async function api(path, opts = {}) {
   const res = await fetch(path, { method: opts.method || 'GET', headers, body });
   if (!res.ok) {
     let message = res.status + ' ' + res.statusText;
-    try { message = (await res.json()).error || message; } catch (e) { /* not JSON */ }
+    let doc = null;
+    try { doc = await res.json(); message = doc.error || message; } catch (e) { /* not JSON */ }
     if (res.status === 401 && !opts.write && !askedForToken) {
       askedForToken = true;
       openTokens('This server needs a read token.');
     }
-    throw new ApiError(res.status, message);
+    const err = new ApiError(res.status, message);
+    // A list of targets: what is wrong with each entry.
+    err.errors = (doc && doc.errors) || [];
+    throw err;
   }
   return opts.raw ? res : res.json();
 }
@@ -442,22 +452,64 @@ function niceTicks(max, count) {
   return { step, top: Math.ceil(max / step) * step };
 }
 
-const TIME_STEPS = [60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3, 21600e3, 43200e3, 86400e3, 172800e3, 604800e3];
+const TIME_STEPS = [60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3, 21600e3, 43200e3];
+/** Steps of whole local days, and of whole months for the longest ranges. */
+const DAY_STEPS = [1, 2, 7, 14];
+const MONTH_STEPS = [1, 2, 3, 6, 12];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
+function fmtDate(tms) {
+  const d = new Date(tms);
+  return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate());
+}
+
+/**
+ * Where the time axis has its ticks and what they say: clock times up to
+ * half a day apart, then local midnights (dates, no hours), then the first
+ * of the month ("Mar 2026") for ranges of months, so a 90-day or one-year
+ * range reads as days and months. Days and months are counted on the local
+ * calendar, so a daylight-saving change does not shift them.
+ */
 function timeTicks(from, to, widthPx) {
   const want = Math.max(2, Math.floor(widthPx / 110));
-  const step = TIME_STEPS.find((s) => (to - from) / s <= want) || TIME_STEPS[TIME_STEPS.length - 1];
-  const offset = new Date(from).getTimezoneOffset() * 60e3;
+  const span = to - from;
   const ticks = [];
-  for (let t = Math.ceil((from - offset) / step) * step + offset; t <= to; t += step) ticks.push(t);
-  return { ticks, withDate: step >= 86400e3 || to - from > 86400e3 };
+  const step = TIME_STEPS.find((s) => span / s <= want);
+  if (step) {
+    const offset = new Date(from).getTimezoneOffset() * 60e3;
+    for (let t = Math.ceil((from - offset) / step) * step + offset; t <= to; t += step) ticks.push(t);
+    const withDate = span > 86400e3;
+    return { ticks, label: (t) => fmtTime(t, withDate) };
+  }
+  const days = DAY_STEPS.find((n) => span / (n * 86400e3) <= want);
+  if (days) {
+    const d = new Date(from);
+    d.setHours(0, 0, 0, 0);
+    if (d.getTime() < from) d.setDate(d.getDate() + 1);
+    // Whole days since the epoch on the local calendar, so steps line up.
+    const dayNo = (x) => Math.round(Date.UTC(x.getFullYear(), x.getMonth(), x.getDate()) / 86400e3);
+    while (dayNo(d) % days !== 0) d.setDate(d.getDate() + 1);
+    for (; d.getTime() <= to; d.setDate(d.getDate() + days)) ticks.push(d.getTime());
+    return { ticks, label: fmtDate };
+  }
+  const monthsSpanned = span / (30.44 * 86400e3);
+  const months = MONTH_STEPS.find((n) => monthsSpanned / n <= want) || 12;
+  const d = new Date(from);
+  d.setHours(0, 0, 0, 0);
+  d.setDate(1);
+  if (d.getTime() < from) d.setMonth(d.getMonth() + 1);
+  while (d.getMonth() % months !== 0) d.setMonth(d.getMonth() + 1);
+  for (; d.getTime() <= to; d.setMonth(d.getMonth() + months)) ticks.push(d.getTime());
+  return { ticks, label: (t) => { const x = new Date(t); return MONTHS[x.getMonth()] + ' ' + x.getFullYear(); } };
 }
 
 /** Shared plot geometry, so the latency graph and the heatmap line up. */
 const PLOT = { left: 58, right: 12 };
 
+/** Draws the time axis; returns the labels drawn, left to right. */
 function drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom) {
-  const { ticks, withDate } = timeTicks(from, to, x1 - x0);
+  const { ticks, label } = timeTicks(from, to, x1 - x0);
+  const labels = [];
   ctx.fillStyle = css('--muted');
   ctx.strokeStyle = css('--grid');
   ctx.font = '11px ' + css('--sans');
@@ -469,8 +521,11 @@ function drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom) {
     ctx.moveTo(x + 0.5, yTop);
     ctx.lineTo(x + 0.5, yBottom);
     ctx.stroke();
-    ctx.fillText(fmtTime(t, withDate), x, yBottom + 4);
+    const text = label(t);
+    ctx.fillText(text, x, yBottom + 4);
+    labels.push(text);
   }
+  return labels;
 }
 
 function lossColour(ratio) {
@@ -538,13 +593,13 @@ function drawLatency(canvas, series, from, to) {
     ctx.stroke();
     ctx.fillText(v.toFixed(decimals) + ' ms', x0 - 6, y);
   }
-  drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom);
+  const axis = drawTimeAxis(ctx, from, to, x0, x1, yTop, yBottom);
 
   if (!points.length) {
     ctx.textAlign = 'center';
     ctx.fillStyle = css('--muted');
     ctx.fillText('No stored data in this range yet', (x0 + x1) / 2, (yTop + yBottom) / 2);
-    return { points: [], X, Y };
+    return { points: [], X, Y, axis };
   }
   const width = series.bucket_ms || series.interval_ms || 0;
   const colW = (p, i) => {
@@ -594,7 +649,7 @@ function drawLatency(canvas, series, from, to) {
     const len = 6 + 26 * (p.lost / p.sent);
     ctx.fillRect(X(p.at_ms) + cw / 2 - Math.max(0.75, cw / 4), yTop, Math.max(1.5, cw / 2), len);
   });
-  return { points, X, Y, colW };
+  return { points, X, Y, colW, axis };
 }
 
 /** Heat colour of a rise over the row's baseline: 0 → cool, ≥ 50 ms → hottest. */
@@ -690,8 +745,8 @@ function drawHeatmap(canvas, map, rateLimited) {
       }
     }
   });
-  drawTimeAxis(ctx, map.from_ms, map.to_ms, x0, x1, yTop, yBottom);
-  return { rows, rowH, yTop, colW, x0, baselines };
+  const axis = drawTimeAxis(ctx, map.from_ms, map.to_ms, x0, x1, yTop, yBottom);
+  return { rows, rowH, yTop, colW, x0, baselines, axis };
 }
 
 // --------------------------------------------------------------- webhooks
@@ -1097,6 +1152,17 @@ function overviewPage(root) {
   const viewTable = h('button', { type: 'button', text: 'Table', onclick: () => setView('table') });
   const viewTiles = h('button', { type: 'button', text: 'Tiles', onclick: () => setView('tiles') });
   const addBtn = h('button', { type: 'button', class: 'primary', id: 'btn-add', text: 'Add target', onclick: addTarget });
+  const importFile = h('input', { type: 'file', accept: '.json,application/json', id: 'import-file', hidden: true });
+  const importBtn = h('button', { type: 'button', class: 'ghost', id: 'btn-import', text: 'Import targets',
+    title: 'Add every target of a JSON file: a list like [{"name": "edge", "host": "198.51.100.1"}]; all or none',
+    onclick: () => importFile.click() });
+  const configBtn = h('button', { type: 'button', class: 'ghost', id: 'btn-config', text: 'Download config',
+    title: 'The running configuration as a TOML file, secrets redacted', onclick: downloadConfig });
+  importFile.addEventListener('change', () => {
+    const file = importFile.files[0];
+    importFile.value = '';
+    if (file) importTargets(file);
+  });
   const strip = h('div', { class: 'strip' });
 
   const columns = [
@@ -1127,7 +1193,7 @@ function overviewPage(root) {
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
-      h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), addBtn),
+      h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), configBtn, importBtn, importFile, addBtn),
     strip, tableWrap, tiles, empty, peers.el, incidents.el, hooks.el);
 
   filter.value = prefs.get('filter', '');
@@ -1388,6 +1454,64 @@ function overviewPage(root) {
     dlg.addEventListener('close', () => form.removeEventListener('submit', submit), { once: true });
   }
 
+  async function downloadConfig() {
+    try {
+      const res = await api('/api/v1/config?format=toml', { raw: true });
+      const blob = await res.blob();
+      const a = h('a', { href: URL.createObjectURL(blob), download: 'hopwatch-config.toml' });
+      document.body.append(a);
+      a.click();
+      setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+    } catch (e) {
+      toast('Could not download the configuration: ' + e.message, 'bad');
+    }
+  }
+
+  /** Shows why an import added nothing: one line per bad entry. */
+  function importFailed(text, errors, list) {
+    const dlg = $('#dlg-import');
+    $('[data-slot=text]', dlg).textContent = text;
+    $('[data-slot=errors]', dlg).replaceChildren(...errors.map((e) => {
+      const entry = list && list[e.index];
+      const name = entry && typeof entry === 'object' && typeof entry.name === 'string' ? ' ("' + entry.name + '")' : '';
+      return h('li', { text: 'Entry ' + e.index + name + (e.field ? ', ' + e.field : '') + ': ' + e.reason });
+    }));
+    dlg.showModal();
+  }
+
+  async function importTargets(file) {
+    let list;
+    try {
+      list = JSON.parse(await file.text());
+    } catch (e) {
+      importFailed(file.name + ' is not JSON: ' + e.message, [], null);
+      return;
+    }
+    if (!Array.isArray(list)) {
+      importFailed(file.name + ' must hold a JSON list of targets, like [{"name": "edge", "host": "198.51.100.1"}].', [], null);
+      return;
+    }
+    if (service && !service.writes_enabled) {
+      toast('Changes are disabled on this server: it has no [web] write_token.', 'bad');
+      return;
+    }
+    if (!tokens.write()) {
+      const ok = await openTokens('Importing targets needs the write token.');
+      if (!ok || !tokens.write()) return;
+    }
+    try {
+      const doc = await api('/api/v1/targets', { method: 'POST', json: list, write: true });
+      toast('Imported ' + doc.added.length + ' target' + (doc.added.length === 1 ? '' : 's') + ' from ' + file.name + '; saved in the config file.');
+      load();
+    } catch (e) {
+      if (e.status === 401) toast('The write token was refused.', 'bad');
+      else {
+        const errors = e.errors || [];
+        importFailed('Nothing was imported from ' + file.name + '. ' + (errors.length ? 'Fix these entries and try again:' : e.message), errors, list);
+      }
+    }
+  }
+
   return {
     refresh() { load().then(loadSparks).catch(() => {}); hooks.load(); incidents.load(); queueRender(); },
     redraw() { drawEpoch++; queueRender(); },
@@ -1397,8 +1521,9 @@ function overviewPage(root) {
 
 // ------------------------------------------------------------ target page
 
-const RANGES = ['15m', '1h', '6h', '24h', '7d', '30d'];
-const RANGE_MS = { '15m': 9e5, '1h': 36e5, '6h': 216e5, '24h': 864e5, '7d': 6048e5, '30d': 2592e6 };
+// The API's presets (GET /api/v1/service `ranges`); 90d and 1y come from hour rollups.
+const RANGES = ['15m', '1h', '6h', '24h', '7d', '30d', '90d', '1y'];
+const RANGE_MS = { '15m': 9e5, '1h': 36e5, '6h': 216e5, '24h': 864e5, '7d': 6048e5, '30d': 2592e6, '90d': 7776e6, '1y': 31536e6 };
 
 function toLocalInput(tms) {
   const d = new Date(tms);
@@ -1442,6 +1567,8 @@ function targetPage(root, id) {
     h('button', { type: 'button', text: 'Apply', onclick: applyCustom }));
   const exportCsv = h('button', { type: 'button', class: 'ghost', text: 'Export CSV', onclick: () => doExport('csv') });
   const exportJson = h('button', { type: 'button', class: 'ghost', text: 'Export JSON', onclick: () => doExport('json') });
+  const exportAsn = h('input', { type: 'checkbox', id: 'export-asn' });
+  const exportAsnLabel = h('label', { class: 'asn-opt', title: 'Add each hop\'s AS number and organisation to the export' }, exportAsn, 'AS columns');
   const graphTitle = h('h2');
   const latencyCanvas = h('canvas', { class: 'chart', id: 'latency', 'aria-label': 'Latency graph' });
   const heatCanvas = h('canvas', { class: 'chart', id: 'heatmap', 'aria-label': 'All hops heatmap' });
@@ -1469,7 +1596,7 @@ function targetPage(root, id) {
         h('span', { text: 'Rows: amber = some loss or a slow hop, red = heavy loss or the start of a finding, grey "rate-limited" = the router limits its ICMP replies (not path loss). Click a row to graph that hop.' }))),
     h('section', { class: 'panel' },
       h('div', { class: 'range-bar' }, h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' }, rangeButtons, customBtn),
-        customBox, h('span', { class: 'spacer' }), exportCsv, exportJson),
+        customBox, h('span', { class: 'spacer' }), exportAsnLabel, exportCsv, exportJson),
       graphTitle,
       h('div', { class: 'chart-wrap' }, latencyCanvas),
       legend([['--band', 'min – max'], ['--band-2', 'min – p95'], ['--loss-0', 'median, no loss'], ['--loss-1', '< 5% lost'],
@@ -1585,6 +1712,7 @@ function targetPage(root, id) {
         hostCell.append(h('div', { class: 'resp' },
           r.hostname ? h('span', { class: 'rname', text: r.hostname + ' ' }) : null,
           r.hostname ? h('span', { class: 'muted', text: '(' + r.address + ')' }) : r.address,
+          asLabel(r.asn, r.as_org) ? h('span', { class: 'asn', text: asLabel(r.asn, r.as_org), title: 'Autonomous system (from the ASN database)' }) : null,
           hop.responders.length > 1 && r.share_pct !== null ? h('span', { class: 'share', text: r.share_pct.toFixed(0) + '%' }) : null));
       }
       if (hop.other_responders) hostCell.append(h('div', { class: 'muted', text: '+ others (' + hop.other_responders + ' answers)' }));
@@ -1640,7 +1768,8 @@ function targetPage(root, id) {
     } catch (e) {
       setText(graphNote, 'Could not load the history: ' + e.message);
     }
-    if (!custom) refreshTimer = setTimeout(loadGraphs, RANGE_MS[range] <= 36e5 ? 10000 : 60000);
+    // Hour rollups change once an hour: a long range need not be re-read every minute.
+    if (!custom) refreshTimer = setTimeout(loadGraphs, RANGE_MS[range] <= 36e5 ? 10000 : RANGE_MS[range] <= 2592e6 ? 60000 : 300000);
   }
 
   function drawGraphs() {
@@ -1652,6 +1781,8 @@ function targetPage(root, id) {
     graphs.heat = drawHeatmap(heatCanvas, graphs.map, limitedHops);
     // What was drawn, for people reading the DOM and for the browser test.
     latencyCanvas.dataset.points = String(graphs.latency.points.filter((p) => p.p50_ns !== null).length);
+    latencyCanvas.dataset.ticks = graphs.latency.axis.join('|');
+    heatCanvas.dataset.ticks = graphs.heat ? graphs.heat.axis.join('|') : '';
     heatCanvas.dataset.cells = String(graphs.map ? graphs.map.rows.reduce((n, r) => n + r.p50_ns.filter((v) => v !== null).length, 0) : 0);
     paintLegends();
     if (s) {
@@ -1659,9 +1790,9 @@ function targetPage(root, id) {
       const res = s.resolution === 'raw' ? 'one point per round' : s.resolution + ' rollups';
       setText(graphNote, [t.sent + ' probes', t.sent ? pct(100 * t.lost / t.sent) + ' lost' : null,
         t.p50_ns !== null ? 'median ' + ms(t.p50_ns) + ' ms' : null, t.p95_ns !== null ? 'p95 ' + ms(t.p95_ns) + ' ms' : null,
-        'from ' + res + (s.bucket_ms ? ', ' + Math.round(s.bucket_ms / 1000) + ' s per column' : '')].filter(Boolean).join(' · '));
+        'from ' + res + (s.bucket_ms ? ', ' + duration(s.bucket_ms) + ' per column' : '')].filter(Boolean).join(' · '));
     }
-    if (graphs.map) setText(heatNote, graphs.map.rows.length + ' rows · ' + Math.round(graphs.map.bucket_ms / 1000) + ' s per column · from ' + (graphs.map.resolution === 'raw' ? 'raw rounds' : graphs.map.resolution + ' rollups'));
+    if (graphs.map) setText(heatNote, graphs.map.rows.length + ' rows · ' + duration(graphs.map.bucket_ms) + ' per column · from ' + (graphs.map.resolution === 'raw' ? 'raw rounds' : graphs.map.resolution + ' rollups'));
   }
 
   latencyCanvas.addEventListener('mousemove', (ev) => {
@@ -1698,16 +1829,22 @@ function targetPage(root, id) {
   });
   heatCanvas.addEventListener('mouseleave', hideTip);
 
-  function routeTable(detailObj) {
+  function routeTable(detailObj, asInfo) {
     const before = detailObj.before || [];
     const after = detailObj.after || [];
+    const asOf = new Map((asInfo || []).map((x) => [x.address, asLabel(x.asn, x.as_org)]));
     const n = Math.max(before.length, after.length);
     const rows = [];
+    const cell = (addr, list, i) => {
+      if (addr === null) return h('td', { class: 'mono', text: i < list.length ? '*' : '' });
+      const label = asOf.get(String(addr));
+      return h('td', { class: 'mono' }, String(addr), label ? h('span', { class: 'asn', text: label }) : null);
+    };
     for (let i = 0; i < n; i++) {
       const b = before[i] ?? null;
       const a = after[i] ?? null;
       rows.push(h('tr', { class: b === a ? '' : 'changed' }, h('td', { class: 'num', text: String(i + 1) }),
-        h('td', { class: 'mono', text: b !== null ? String(b) : (i < before.length ? '*' : '') }), h('td', { class: 'mono', text: a !== null ? String(a) : (i < after.length ? '*' : '') })));
+        cell(b, before, i), cell(a, after, i)));
     }
     return h('table', { class: 'route' }, h('thead', {}, h('tr', {}, h('th', { text: 'Hop' }), h('th', { text: 'Before' }), h('th', { text: 'After' }))), h('tbody', {}, rows));
   }
@@ -1717,7 +1854,7 @@ function targetPage(root, id) {
       const doc = await api('/api/v1/targets/' + enc + '/events?' + rangeQuery());
       const items = doc.events.slice().reverse().map((e) => h('li', {},
         h('span', { class: 'when', text: fmtFull(e.at_ms) }), h('span', { class: 'kind', text: e.kind.replace(/_/g, ' ') }), e.summary,
-        (e.kind === 'route_changed' || e.kind === 'return_path_changed') && e.detail && e.detail.before ? routeTable(e.detail) : null));
+        (e.kind === 'route_changed' || e.kind === 'return_path_changed') && e.detail && e.detail.before ? routeTable(e.detail, e.as_info) : null));
       eventsList.replaceChildren(...(items.length ? items : [h('li', { class: 'muted', text: 'No route changes or other events in this range.' })]));
     } catch (e) {
       eventsList.replaceChildren(h('li', { class: 'muted', text: 'Could not load the events: ' + e.message }));
@@ -1748,7 +1885,7 @@ function targetPage(root, id) {
 
   async function doExport(format) {
     try {
-      const res = await api('/api/v1/targets/' + enc + '/export?format=' + format + '&' + rangeQuery(), { raw: true });
+      const res = await api('/api/v1/targets/' + enc + '/export?format=' + format + '&' + rangeQuery() + (exportAsn.checked ? '&asn=true' : ''), { raw: true });
       const blob = await res.blob();
       const name = (res.headers.get('content-disposition') || '').match(/filename="([^"]+)"/);
       const a = h('a', { href: URL.createObjectURL(blob), download: name ? name[1] : 'hopwatch-' + id + '.' + format });

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::downsample;
-use crate::dto::{ComponentHealthDto, HealthDto, NewTarget, ServiceInfo};
+use crate::dto::{ComponentHealthDto, EntryError, HealthDto, NewTarget, ServiceInfo};
 use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::live;
@@ -26,6 +26,8 @@ const MAX_HOST: usize = 253;
 const MAX_TAGS: usize = 32;
 const MAX_TAG: usize = 64;
 const MAX_DURATION_TEXT: usize = 32;
+/// Most targets one list may add.
+pub const MAX_TARGETS_AT_ONCE: usize = 1_000;
 
 fn json_response(body: String) -> Response {
     (
@@ -72,7 +74,8 @@ pub async fn index() -> Json<serde_json::Value> {
         "endpoints": [
             "GET /api/v1/service",
             "GET /api/v1/targets",
-            "POST /api/v1/targets",
+            "POST /api/v1/targets (one target, or a list: all or nothing)",
+            "GET /api/v1/config?format=json|toml",
             "GET /api/v1/targets/{id}",
             "DELETE /api/v1/targets/{id}",
             "POST /api/v1/targets/{id}/pause",
@@ -81,7 +84,7 @@ pub async fn index() -> Json<serde_json::Value> {
             "GET /api/v1/targets/{id}/heatmap?range=|from=&to=&columns=",
             "GET /api/v1/targets/{id}/events?range=|from=&to=",
             "GET /api/v1/incidents?range=|from=&to=&target=",
-            "GET /api/v1/targets/{id}/export?format=csv|json&range=|from=&to=",
+            "GET /api/v1/targets/{id}/export?format=csv|json&range=|from=&to=&asn=true|false",
             "GET /api/v1/targets/{id}/live (server-sent events)",
             "GET /api/v1/sparklines",
             "GET /api/v1/live (server-sent events)",
@@ -209,7 +212,7 @@ impl QueryEndpoint {
             QueryEndpoint::Series => &["hop", "range", "from", "to", "max_points"],
             QueryEndpoint::Heatmap => &["range", "from", "to", "columns"],
             QueryEndpoint::Events => &["range", "from", "to"],
-            QueryEndpoint::Export => &["format", "range", "from", "to"],
+            QueryEndpoint::Export => &["format", "range", "from", "to", "asn"],
             QueryEndpoint::PeerHistory => &["range", "from", "to", "max_points"],
         }
     }
@@ -415,10 +418,12 @@ pub struct ExportParams {
     range: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    asn: Option<String>,
 }
 
 impl ExportParams {
-    /// The format (CSV by default) and the range asked for.
+    /// The format (CSV by default) and the range asked for; the optional
+    /// columns are checked too (see [`ExportParams::columns`]).
     pub fn check(&self, now_ms: u64) -> Result<(Format, TimeRange), ApiError> {
         let format: Format = self
             .format
@@ -427,7 +432,24 @@ impl ExportParams {
             .parse()
             .map_err(|reason| ApiError::param("format", reason))?;
         let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
+        self.columns()?;
         Ok((format, range))
+    }
+
+    /// The optional columns asked for: `asn=true` adds each hop's AS number
+    /// and organisation.
+    pub fn columns(&self) -> Result<export::Columns, ApiError> {
+        let asn = match self.asn.as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(ApiError::param(
+                    "asn",
+                    format!("{other:?} is not a yes or no; use true or false"),
+                ))
+            }
+        };
+        Ok(export::Columns { asn })
     }
 }
 
@@ -440,12 +462,13 @@ pub async fn export(
     let Query(p) = params?;
     let now = now_ms();
     let (format, range) = p.check(now)?;
+    let columns = p.columns()?;
     let lookup = id.clone();
     let summary = state
         .history(move |read| read.hop_summary(&lookup, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
-    let body = export::render(&id, range, now, &summary, format)
+    let body = export::render(&id, range, now, &summary, format, columns)
         .map_err(|err| ApiError::internal("rendering an export", err))?;
     let filename = format!(
         "attachment; filename=\"hopwatch-{id}-{}-{}.{}\"",
@@ -560,14 +583,155 @@ fn validate_new_target(t: &NewTarget) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// One target (an object, answered with its outcome) or a list of them (an
+/// array: all are added or none, answered with `{"added": [outcome, ...]}`).
 pub async fn add_target(
     State(state): State<AppState>,
-    body: Result<Json<NewTarget>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(new) = body?;
-    validate_new_target(&new)?;
-    let outcome = state.control(move |c| c.add_target(&new)).await??;
-    Ok((StatusCode::CREATED, Json(outcome)).into_response())
+    let Json(body) = body?;
+    let serde_json::Value::Array(entries) = body else {
+        // One object: decoded exactly as before lists were accepted.
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|err| ApiError::internal("re-reading a request body", err))?;
+        let Json(new) = Json::<NewTarget>::from_bytes(&bytes)?;
+        validate_new_target(&new)?;
+        let outcome = state.control(move |c| c.add_target(&new)).await??;
+        return Ok((StatusCode::CREATED, Json(outcome)).into_response());
+    };
+    let targets = check_target_list(entries)?;
+    let outcomes = state.control(move |c| c.add_targets(&targets)).await??;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "added": outcomes })),
+    )
+        .into_response())
+}
+
+/// Decodes and shape-checks every entry of a list of targets; names every
+/// bad entry (its index, the field and why), or returns them all.
+pub fn check_target_list(entries: Vec<serde_json::Value>) -> Result<Vec<NewTarget>, ApiError> {
+    if entries.is_empty() {
+        return Err(ApiError::InvalidRequest {
+            reason: "the list of targets is empty".to_owned(),
+        });
+    }
+    if entries.len() > MAX_TARGETS_AT_ONCE {
+        return Err(ApiError::InvalidRequest {
+            reason: format!(
+                "{} targets in one list; send at most {MAX_TARGETS_AT_ONCE} at once",
+                entries.len()
+            ),
+        });
+    }
+    let mut errors = Vec::new();
+    let mut targets = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        if !entry.is_object() {
+            errors.push(EntryError {
+                index,
+                field: None,
+                reason: "not an object; each entry is a target like {\"name\": ..., \"host\": ...}"
+                    .to_owned(),
+            });
+            continue;
+        }
+        let new: NewTarget = match serde_path_to_error::deserialize(entry) {
+            Ok(new) => new,
+            Err(err) => {
+                let reason = err.inner().to_string();
+                let path = err.path().to_string();
+                // A missing or unknown field is reported at the entry itself;
+                // its name is in the message.
+                let field = if path == "." {
+                    reason.split('`').nth(1).map(str::to_owned)
+                } else {
+                    Some(path)
+                };
+                errors.push(EntryError {
+                    index,
+                    field,
+                    reason,
+                });
+                continue;
+            }
+        };
+        if let Err(err) = validate_new_target(&new) {
+            let (field, reason) = match err {
+                ApiError::InvalidField { field, reason } => (Some(field), reason),
+                other => (None, other.to_string()),
+            };
+            errors.push(EntryError {
+                index,
+                field,
+                reason,
+            });
+            continue;
+        }
+        if let Some(first) = targets
+            .iter()
+            .position(|(_, t): &(usize, NewTarget)| t.name == new.name)
+        {
+            errors.push(EntryError {
+                index,
+                field: Some("name".to_owned()),
+                reason: format!(
+                    "{:?} is also the name of entry {}",
+                    new.name, targets[first].0
+                ),
+            });
+            continue;
+        }
+        targets.push((index, new));
+    }
+    if errors.is_empty() {
+        Ok(targets.into_iter().map(|(_, t)| t).collect())
+    } else {
+        Err(ApiError::InvalidEntries { errors })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigParams {
+    format: Option<String>,
+}
+
+/// The running configuration, secrets redacted: JSON by default, or the
+/// TOML file (`format=toml`, as an attachment).
+pub async fn config(
+    State(state): State<AppState>,
+    params: Result<Query<ConfigParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let toml = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("toml") => true,
+        Some(other) => {
+            return Err(ApiError::param(
+                "format",
+                format!("{other:?} is not a config format; use json or toml"),
+            ))
+        }
+    };
+    let config = state.read(|read| read.config()).await??;
+    if !toml {
+        return Ok(Json(config).into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/toml; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"hopwatch-config.toml\""),
+            ),
+        ],
+        config.toml,
+    )
+        .into_response())
 }
 
 pub async fn remove_target(
@@ -793,6 +957,8 @@ mod tests {
             "1h",
             "15m",
             "30d",
+            "90d",
+            "1y",
             "2h",
             "1000",
             "5000",

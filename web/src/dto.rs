@@ -284,6 +284,19 @@ pub struct EventDto {
     /// The event's own fields (for `route_changed`: `before`, `after` and
     /// `first_changed_ttl`; for `hop_count_changed`: `before` and `after`).
     pub detail: serde_json::Value,
+    /// The AS number and organisation of each address in `detail`'s
+    /// `before` and `after` paths that the ASN database (`[enrichment]
+    /// asn_database`) knows; left out when none is known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub as_info: Vec<AsInfoDto>,
+}
+
+/// What the ASN database says about one address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AsInfoDto {
+    pub address: IpAddr,
+    pub asn: Option<u32>,
+    pub as_org: Option<String>,
 }
 
 /// The destination, whatever TTL it answers at.
@@ -433,6 +446,13 @@ pub struct HopTotalDto {
     pub hop: HopRef,
     pub responder: Option<IpAddr>,
     pub hostname: Option<String>,
+    /// The responder's AS number and organisation, when the ASN database
+    /// knows them. Exported only on request (`asn=true`), so they are not
+    /// serialised with the rest.
+    #[serde(skip)]
+    pub asn: Option<u32>,
+    #[serde(skip)]
+    pub as_org: Option<String>,
     #[serde(flatten)]
     pub total: PointDto,
 }
@@ -580,6 +600,31 @@ pub struct NewTarget {
     pub max_hops: Option<u8>,
     #[serde(default)]
     pub paused: Option<bool>,
+}
+
+/// What is wrong with one entry of a list of targets (`POST
+/// /api/v1/targets` with a JSON array): its position from 0, the field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryError {
+    pub index: usize,
+    /// The field, or `null` when the entry as a whole is wrong (not an object).
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+/// The running configuration with its secrets redacted (`GET /api/v1/config`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigDto {
+    /// The file it was loaded from.
+    pub path: Option<String>,
+    /// The keys whose values were replaced, e.g. `web.write_token`,
+    /// `webhook[0].url`.
+    pub redacted: Vec<String>,
+    /// Every key the file sets, as JSON.
+    pub config: serde_json::Value,
+    /// The same as a TOML file (no comments), for `format=toml`.
+    #[serde(skip)]
+    pub toml: String,
 }
 
 /// What a write did.

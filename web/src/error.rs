@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::model::{ControlError, ReadError, Source};
+use crate::dto::EntryError;
+use crate::model::{ConfigReadError, ControlError, ReadError, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,6 +25,12 @@ pub enum ApiError {
     InvalidBody { status: StatusCode, reason: String },
     #[error("invalid field `{field}`: {reason}")]
     InvalidField { field: String, reason: String },
+    /// Entries of a list of targets are invalid; the body lists each one
+    /// (`errors`), and nothing was added.
+    #[error("{}", entries_message(errors))]
+    InvalidEntries { errors: Vec<EntryError> },
+    #[error("{reason}")]
+    NoConfig { reason: String },
     #[error("this endpoint needs a bearer token: send `Authorization: Bearer <token>`")]
     MissingToken,
     #[error("the bearer token is not valid for this endpoint")]
@@ -71,6 +78,25 @@ pub enum ApiError {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [EntryError]>,
+}
+
+/// "2 of the targets are invalid; nothing was added: entry 0, `interval`: ...; entry 3, ..."
+fn entries_message(errors: &[EntryError]) -> String {
+    let each: Vec<String> = errors
+        .iter()
+        .map(|e| match &e.field {
+            Some(field) => format!("entry {}, `{field}`: {}", e.index, e.reason),
+            None => format!("entry {}: {}", e.index, e.reason),
+        })
+        .collect();
+    format!(
+        "{} of the targets {} invalid; nothing was added: {}",
+        errors.len(),
+        if errors.len() == 1 { "is" } else { "are" },
+        each.join("; ")
+    )
 }
 
 impl ApiError {
@@ -94,13 +120,15 @@ impl ApiError {
             ApiError::InvalidParam { .. }
             | ApiError::InvalidTargetName { .. }
             | ApiError::InvalidRequest { .. }
-            | ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidField { .. }
+            | ApiError::InvalidEntries { .. } => StatusCode::BAD_REQUEST,
             ApiError::InvalidBody { status, .. } => *status,
             ApiError::MissingToken | ApiError::BadToken => StatusCode::UNAUTHORIZED,
             ApiError::WritesDisabled => StatusCode::FORBIDDEN,
             ApiError::UnknownTarget { .. }
             | ApiError::UnknownPeer { .. }
-            | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            | ApiError::NoRoute { .. }
+            | ApiError::NoConfig { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::ShuttingDown | ApiError::Timeout { .. } | ApiError::Busy => {
@@ -146,7 +174,18 @@ impl IntoResponse for ApiError {
                 other.to_string()
             }
         };
-        let mut response = (status, Json(ErrorBody { error: &message })).into_response();
+        let errors = match &self {
+            ApiError::InvalidEntries { errors } => Some(errors.as_slice()),
+            _ => None,
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: &message,
+                errors,
+            }),
+        )
+            .into_response();
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
@@ -188,10 +227,27 @@ impl From<ControlError> for ApiError {
             },
             ControlError::Invalid { field, reason } => ApiError::InvalidField { field, reason },
             ControlError::Conflict { reason } => ApiError::Conflict { reason },
+            ControlError::Entries { errors } => ApiError::InvalidEntries { errors },
             ControlError::ShuttingDown => ApiError::ShuttingDown,
             err @ ControlError::Persist { .. } => {
                 ApiError::internal("saving a change to the config", err)
             }
+        }
+    }
+}
+
+impl From<ConfigReadError> for ApiError {
+    fn from(err: ConfigReadError) -> ApiError {
+        match err {
+            err @ ConfigReadError::Unavailable => ApiError::NoConfig {
+                reason: err.to_string(),
+            },
+            ConfigReadError::Conflict { reason } => ApiError::Conflict { reason },
+            ConfigReadError::Failed { source } => ApiError::Internal {
+                what: "reading the configuration",
+                source,
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 }

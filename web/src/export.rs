@@ -9,6 +9,12 @@
 //! nanoseconds. The CSV cells are numbers, addresses and DNS names; a name
 //! with anything but letters, digits, '.', '-' and '_' has those characters
 //! replaced, so no cell ever needs quoting.
+//!
+//! With `asn=true` each hop also carries its responder's AS number and
+//! organisation (from `[enrichment] asn_database`): CSV columns `asn` and
+//! `as_org` after `hostname`, JSON fields `asn` and `as_org` on each hop.
+//! An organisation name may hold spaces and commas, so that one cell is
+//! always quoted (RFC 4180: `"` doubled); control characters become spaces.
 
 use std::fmt::Write;
 use std::str::FromStr;
@@ -76,9 +82,25 @@ pub struct ExportMeta<'a> {
 }
 
 #[derive(Serialize)]
-struct JsonExport<'a> {
+struct JsonExport<'a, H: Serialize> {
     meta: ExportMeta<'a>,
-    hops: &'a [HopTotalDto],
+    hops: &'a [H],
+}
+
+/// A hop of the JSON export with its AS columns.
+#[derive(Serialize)]
+struct HopWithAsn<'a> {
+    #[serde(flatten)]
+    hop: &'a HopTotalDto,
+    asn: Option<u32>,
+    as_org: Option<&'a str>,
+}
+
+/// Which optional columns an export has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// The responder's AS number and organisation.
+    pub asn: bool,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -108,6 +130,15 @@ fn cell_ms_f(ns: Option<f64>) -> String {
     ns.map(|v| format!("{:.3}", v / 1e6)).unwrap_or_default()
 }
 
+/// An organisation name as one quoted CSV cell.
+fn csv_quoted(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("\"{}\"", clean.replace('"', "\"\""))
+}
+
 /// Renders the export.
 pub fn render(
     target: &str,
@@ -115,6 +146,7 @@ pub fn render(
     now_ms: u64,
     summary: &HopSummaryDto,
     format: Format,
+    columns: Columns,
 ) -> Result<String, serde_json::Error> {
     let m = &summary.measurement;
     let sample_count = summary
@@ -140,15 +172,27 @@ pub fn render(
         timestamp_source: m.timestamp_source.as_deref(),
     };
     match format {
+        Format::Json if columns.asn => {
+            let hops: Vec<HopWithAsn<'_>> = summary
+                .hops
+                .iter()
+                .map(|hop| HopWithAsn {
+                    hop,
+                    asn: hop.asn,
+                    as_org: hop.as_org.as_deref(),
+                })
+                .collect();
+            serde_json::to_string_pretty(&JsonExport { meta, hops: &hops })
+        }
         Format::Json => serde_json::to_string_pretty(&JsonExport {
             meta,
             hops: &summary.hops,
         }),
-        Format::Csv => Ok(csv(&meta, &summary.hops)),
+        Format::Csv => Ok(csv(&meta, &summary.hops, columns)),
     }
 }
 
-fn csv(meta: &ExportMeta<'_>, hops: &[HopTotalDto]) -> String {
+fn csv(meta: &ExportMeta<'_>, hops: &[HopTotalDto], columns: Columns) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "# hopwatch hop summary");
@@ -176,7 +220,8 @@ fn csv(meta: &ExportMeta<'_>, hops: &[HopTotalDto]) -> String {
     }
     let _ = writeln!(
         out,
-        "hop,responder,hostname,sent,lost,loss_pct,min_ms,avg_ms,max_ms,stddev_ms,p50_ms,p95_ms,p99_ms"
+        "hop,responder,hostname,{}sent,lost,loss_pct,min_ms,avg_ms,max_ms,stddev_ms,p50_ms,p95_ms,p99_ms",
+        if columns.asn { "asn,as_org," } else { "" }
     );
     for h in hops {
         let t = &h.total;
@@ -185,12 +230,22 @@ fn csv(meta: &ExportMeta<'_>, hops: &[HopTotalDto]) -> String {
         } else {
             String::new()
         };
+        let as_cells = if columns.asn {
+            format!(
+                "{},{},",
+                h.asn.map(|a| a.to_string()).unwrap_or_default(),
+                h.as_org.as_deref().map(csv_quoted).unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{}{},{},{},{},{},{},{},{},{},{}",
             h.hop,
             h.responder.map(|a| a.to_string()).unwrap_or_default(),
             h.hostname.as_deref().map(csv_safe).unwrap_or_default(),
+            as_cells,
             t.sent,
             t.lost,
             loss,

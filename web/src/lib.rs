@@ -46,7 +46,9 @@ use tokio::task::JoinHandle;
 pub use auth::{Token, Tokens};
 pub use error::ApiError;
 pub use limits::HostCheck;
-pub use model::{Control, ControlError, HopSelection, NoControl, ReadError, ReadModel};
+pub use model::{
+    ConfigReadError, Control, ControlError, HopSelection, NoControl, ReadError, ReadModel,
+};
 pub use query::TimeRange;
 pub use state::{AppState, WebSettings};
 
@@ -135,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1", get(api::index))
         .route("/api/v1/service", get(api::service))
+        .route("/api/v1/config", get(api::config))
         .route("/api/v1/live", get(api::overview_live))
         .route("/api/v1/sparklines", get(api::sparklines))
         .route("/api/v1/webhooks", get(api::webhooks))

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use tokio::sync::broadcast;
 
 use crate::dto::{
-    AlertDto, ComponentHealthDto, ControlOutcome, EventDto, HealthDto, HopRef, HopSummaryDto,
-    IncidentDto, NewTarget, PeerDto, PeerHistoryDto, SeriesDto, ServiceInfo, Sparkline,
-    TargetDetail, TargetSummary, WebhookDto,
+    AlertDto, ComponentHealthDto, ConfigDto, ControlOutcome, EntryError, EventDto, HealthDto,
+    HopRef, HopSummaryDto, IncidentDto, NewTarget, PeerDto, PeerHistoryDto, SeriesDto, ServiceInfo,
+    Sparkline, TargetDetail, TargetSummary, WebhookDto,
 };
 use crate::metrics::MetricsSnapshot;
 use crate::query::TimeRange;
@@ -118,6 +118,27 @@ pub trait ReadModel: Send + Sync + 'static {
         let _ = (name, range);
         Ok(None)
     }
+
+    /// The running configuration with every secret redacted. By default
+    /// not available: a read model without a config file.
+    fn config(&self) -> Result<ConfigDto, ConfigReadError> {
+        Err(ConfigReadError::Unavailable)
+    }
+}
+
+/// Why the configuration cannot be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigReadError {
+    /// This server has no configuration file to show (404).
+    #[error("this server has no configuration file to show")]
+    Unavailable,
+    /// The file cannot be shown as the running configuration (409), e.g. it
+    /// was edited since the daemon loaded it.
+    #[error("{reason}")]
+    Conflict { reason: String },
+    /// Reading it failed (500; details only in the log).
+    #[error("reading the configuration failed: {source}")]
+    Failed { source: Source },
 }
 
 /// Puts alerts in the order the API lists them: oldest first, then by
@@ -143,6 +164,16 @@ pub trait Control: Send + Sync + 'static {
     fn set_paused(&self, id: &str, paused: bool) -> Result<ControlOutcome, ControlError>;
     fn add_target(&self, target: &NewTarget) -> Result<ControlOutcome, ControlError>;
     fn remove_target(&self, id: &str) -> Result<ControlOutcome, ControlError>;
+
+    /// Adds every target of the list, or none: when any entry is invalid,
+    /// nothing changes and [`ControlError::Entries`] names each bad entry.
+    /// By default refused (a control that cannot add several at once).
+    fn add_targets(&self, targets: &[NewTarget]) -> Result<Vec<ControlOutcome>, ControlError> {
+        let _ = targets;
+        Err(ControlError::Conflict {
+            reason: "this server cannot add a list of targets".to_owned(),
+        })
+    }
 }
 
 /// Why a write was refused or failed.
@@ -159,6 +190,9 @@ pub enum ControlError {
     /// file on disk does not validate.
     #[error("{reason}")]
     Conflict { reason: String },
+    /// Entries of a list of targets are invalid (400); nothing was changed.
+    #[error("{} of the targets are invalid; nothing was added", errors.len())]
+    Entries { errors: Vec<EntryError> },
     /// The daemon is stopping (503).
     #[error("the daemon is shutting down")]
     ShuttingDown,

@@ -21,14 +21,19 @@ pub const DEFAULT_POINTS: usize = 600;
 pub const MAX_COLUMNS: usize = 2_000;
 pub const DEFAULT_COLUMNS: usize = 240;
 
-/// The ranges the UI offers, by name.
-pub const PRESETS: [(&str, Duration); 6] = [
+/// The ranges the UI offers, by name. The service answers each from the
+/// store's resolution for its span: raw rounds, then 1-minute rollups up to
+/// 7 days, then 1-hour rollups (kept a year by default), so `90d` and `1y`
+/// come from the hour rollups.
+pub const PRESETS: [(&str, Duration); 8] = [
     ("15m", Duration::from_secs(15 * 60)),
     ("1h", Duration::from_secs(3_600)),
     ("6h", Duration::from_secs(6 * 3_600)),
     ("24h", Duration::from_secs(24 * 3_600)),
     ("7d", Duration::from_secs(7 * 86_400)),
     ("30d", Duration::from_secs(30 * 86_400)),
+    ("90d", Duration::from_secs(90 * 86_400)),
+    ("1y", Duration::from_secs(365 * 86_400)),
 ];
 
 /// A validated time range `[from_ms, to_ms)`, Unix milliseconds.
@@ -213,6 +218,11 @@ mod tests {
         assert_eq!((r.from_ms, r.to_ms), (NOW - 900_000, NOW));
         let r = params(Some("30d"), None, None).resolve(NOW).unwrap();
         assert_eq!(r.span_ms(), 30 * 86_400_000);
+        let r = params(Some("90d"), None, None).resolve(NOW).unwrap();
+        assert_eq!(r.span_ms(), 90 * 86_400_000);
+        let r = params(Some("1y"), None, None).resolve(NOW).unwrap();
+        assert_eq!(r.span_ms(), 365 * 86_400_000);
+        assert!(r.span_ms() <= MAX_SPAN.as_millis() as u64);
         let r = params(None, None, None).resolve(NOW).unwrap();
         assert_eq!(r.span_ms(), 3_600_000, "the default is the last hour");
     }

@@ -308,6 +308,198 @@ async fn exports_record_how_the_data_was_measured() {
 }
 
 #[tokio::test]
+async fn exports_carry_the_as_columns_only_when_asked() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let range = "from=1700000000000&to=1700003600000";
+    let plain = body_text(
+        send(
+            &router,
+            get(&format!("/api/v1/targets/alpha/export?format=csv&{range}")),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        !plain.contains("asn") && !plain.contains("Transit"),
+        "{plain}"
+    );
+
+    let response = send(
+        &router,
+        get(&format!(
+            "/api/v1/targets/alpha/export?format=csv&{range}&asn=true"
+        )),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csv = body_text(response).await;
+    let lines: Vec<&str> = csv.lines().collect();
+    let header_at = lines.iter().position(|l| l.starts_with("hop,")).unwrap();
+    assert_eq!(
+        lines[header_at],
+        "hop,responder,hostname,asn,as_org,sent,lost,loss_pct,min_ms,avg_ms,max_ms,stddev_ms,p50_ms,p95_ms,p99_ms"
+    );
+    let rows = &lines[header_at + 1..];
+    assert_eq!(
+        rows[0],
+        "1,198.18.1.2,r1.lab.example,64500,\"Example \"\"Transit\"\", Inc.\",600,6,1.00,0.900,1.000,1.900,0.050,1.000,1.500,1.800",
+        "the organisation is one quoted cell"
+    );
+    assert!(
+        rows[1].starts_with("2,198.18.2.2,r2.lab.example,,,600,6,"),
+        "an unknown AS leaves both cells empty: {}",
+        rows[1]
+    );
+
+    let json = body_json(
+        send(
+            &router,
+            get(&format!(
+                "/api/v1/targets/alpha/export?format=json&{range}&asn=true"
+            )),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(json["hops"][0]["asn"], 64_500);
+    assert_eq!(json["hops"][0]["as_org"], "Example \"Transit\", Inc.");
+    assert_eq!(json["hops"][0]["p95_ns"], 1_500_000, "the totals stay");
+    assert!(json["hops"][1]["asn"].is_null());
+    let without = body_json(
+        send(
+            &router,
+            get(&format!("/api/v1/targets/alpha/export?format=json&{range}")),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        without["hops"][0].get("asn").is_none(),
+        "the old shape without asn=true"
+    );
+
+    let bad = send(&router, get("/api/v1/targets/alpha/export?asn=yes")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let error = body_json(bad).await;
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.contains("`asn`") && message.contains("yes"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn hops_and_route_history_carry_as_numbers_and_organisations() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    // What the hop table renders: every responder with its AS.
+    let detail = body_json(send(&router, get("/api/v1/targets/alpha")).await).await;
+    let first = &detail["hops"][0]["responders"][0];
+    assert_eq!(first["asn"], 64_500);
+    assert_eq!(first["as_org"], "Example \"Transit\", Inc.");
+    assert!(detail["hops"][1]["responders"][0]["asn"].is_null());
+    // What the route history renders: the AS of the addresses in before/after.
+    let events = body_json(send(&router, get("/api/v1/targets/alpha/events?range=1h")).await).await;
+    let event = &events["events"][0];
+    assert_eq!(event["kind"], "route_changed");
+    assert_eq!(
+        event["as_info"],
+        serde_json::json!([{"address": "198.18.1.2", "asn": 64500, "as_org": "Example \"Transit\", Inc."}])
+    );
+    // The UI draws both: an AS label by each responder in the hop table, and
+    // by each address of the route table.
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    for needle in [
+        "function asLabel(",
+        "asLabel(r.asn, r.as_org)",
+        "routeTable(e.detail, e.as_info)",
+    ] {
+        assert!(js.contains(needle), "app.js lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
+async fn ninety_days_and_a_year_are_presets_served_from_hour_rollups() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let service = body_json(send(&router, get("/api/v1/service")).await).await;
+    assert_eq!(
+        service["ranges"],
+        serde_json::json!(["15m", "1h", "6h", "24h", "7d", "30d", "90d", "1y"])
+    );
+    for (preset, days) in [("90d", 90u64), ("1y", 365)] {
+        fake.series_ranges.lock().unwrap().clear();
+        let series = send(
+            &router,
+            get(&format!(
+                "/api/v1/targets/alpha/series?hop=destination&range={preset}&max_points=400"
+            )),
+        )
+        .await;
+        assert_eq!(series.status(), StatusCode::OK, "{preset}");
+        let series = body_json(series).await;
+        let heat = send(
+            &router,
+            get(&format!(
+                "/api/v1/targets/alpha/heatmap?range={preset}&columns=300"
+            )),
+        )
+        .await;
+        assert_eq!(heat.status(), StatusCode::OK, "{preset}");
+        let heat = body_json(heat).await;
+        // The read model was asked for the whole span, which it answers from
+        // hour rollups (the service's rule, tested in its webapi::history).
+        let asked = fake.series_ranges.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "{preset}: {asked:?}");
+        for range in &asked {
+            assert_eq!(range.span_ms(), days * 86_400_000, "{preset}");
+            assert!(
+                range.span_ms() > MINUTE_UP_TO_MS,
+                "{preset}: beyond minute rollups"
+            );
+        }
+        let s = &series["series"][0];
+        assert_eq!(s["resolution"], "1h", "{preset}");
+        let points = s["points"].as_array().unwrap();
+        assert!(
+            !points.is_empty() && points.len() <= 400,
+            "{preset}: {} points",
+            points.len()
+        );
+        assert!(s["bucket_ms"].as_u64().unwrap() >= 3_600_000, "{preset}");
+        let map = &heat["heatmap"];
+        assert_eq!(map["resolution"], "1h", "{preset}");
+        let columns = map["columns"].as_u64().unwrap();
+        assert!((1..=300).contains(&columns), "{preset}: {columns}");
+        let rows = map["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{preset}: three TTLs and the destination");
+        let filled = rows[0]["p50_ns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| !v.is_null())
+            .count();
+        assert!(
+            filled as u64 >= columns - 1,
+            "{preset}: every column of the heatmap has data ({filled} of {columns})"
+        );
+        // The export and the events take the presets too.
+        for path in ["export?format=json", "events?x=1"] {
+            let uri = format!("/api/v1/targets/alpha/{path}&range={preset}").replace("?x=1&", "?");
+            let response = send(&router, get(&uri)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        }
+    }
+    let bad = body_json(send(&router, get("/api/v1/targets/alpha/series?range=2y")).await).await;
+    let message = bad["error"].as_str().unwrap();
+    assert!(
+        message.contains("90d, 1y"),
+        "the error lists the presets: {message}"
+    );
+}
+
+#[tokio::test]
 async fn webhooks_show_their_delivery_health() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));
@@ -630,6 +822,215 @@ async fn new_targets_are_validated_and_bodies_are_limited() {
 }
 
 #[tokio::test]
+async fn a_list_of_targets_is_added_whole() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, true));
+    let list = r#"[
+        {"name": "gamma", "host": "198.18.5.2", "label": "Gamma"},
+        {"name": "delta", "host": "198.18.6.2", "protocol": "tcp", "port": 443}
+    ]"#;
+    let created = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let added = body_json(created).await;
+    let added = added["added"].as_array().unwrap();
+    assert_eq!(added.len(), 2);
+    assert_eq!(added[0]["target"], "gamma");
+    assert_eq!(added[1]["target"], "delta");
+    assert_eq!(added[1]["action"], "added");
+    let listed = body_json(send(&router, get("/api/v1/targets")).await).await;
+    assert_eq!(listed["targets"].as_array().unwrap().len(), 4);
+    assert_eq!(fake.calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_list_with_bad_entries_adds_nothing_and_names_each() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, true));
+    // Shape errors, found by the router before the control is asked.
+    let list = r#"[
+        {"name": "ok-1", "host": "198.18.5.2"},
+        {"name": "bad name", "host": "198.18.5.3"},
+        {"name": "ok-2", "host": "198.18.5.4", "colour": "red"},
+        {"name": "ok-3", "host": "198.18.5.5", "port": "https"},
+        {"host": "198.18.5.6"},
+        "alpha",
+        {"name": "ok-1", "host": "198.18.5.7"}
+    ]"#;
+    let response = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = body_json(response).await;
+    let errors = body["errors"].as_array().unwrap();
+    let found: Vec<(u64, Option<&str>)> = errors
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["field"].as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (1, Some("name")),
+            (2, Some("colour")),
+            (3, Some("port")),
+            (4, Some("name")),
+            (5, None),
+            (6, Some("name")),
+        ],
+        "{body}"
+    );
+    assert!(
+        errors[5]["reason"].as_str().unwrap().contains("entry 0"),
+        "{body}"
+    );
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("6 of the targets are invalid; nothing was added")
+            && message.contains("entry 2, `colour`"),
+        "{message}"
+    );
+    // Errors only the service can find (an existing name, a value out of
+    // range) are per entry too.
+    let list = r#"[
+        {"name": "ok-1", "host": "198.18.5.2"},
+        {"name": "alpha", "host": "198.18.5.3"},
+        {"name": "ok-2", "host": "198.18.5.4", "interval": "1ms"}
+    ]"#;
+    let response = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = body_json(response).await;
+    assert_eq!(
+        body["errors"],
+        serde_json::json!([
+            {"index": 1, "field": "name", "reason": "a target named \"alpha\" already exists"},
+            {"index": 2, "field": "interval", "reason": "1ms is below the minimum of 100ms"},
+        ])
+    );
+    // Nothing was added by either.
+    assert!(fake.calls.lock().unwrap().is_empty());
+    let listed = body_json(send(&router, get("/api/v1/targets")).await).await;
+    assert_eq!(listed["targets"].as_array().unwrap().len(), 2);
+    // An empty list is a clear error.
+    let empty = send(
+        &router,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), "[]"),
+    )
+    .await;
+    assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
+    assert!(body_json(empty).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("empty"));
+}
+
+#[tokio::test]
+async fn a_list_of_targets_needs_the_write_token() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(true, true));
+    let list = r#"[{"name": "gamma", "host": "198.18.5.2"}]"#;
+    for (token, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(READ_TOKEN), StatusCode::UNAUTHORIZED),
+        (Some(WRITE_TOKEN), StatusCode::CREATED),
+    ] {
+        let response = send(&router, post_json("/api/v1/targets", token, list)).await;
+        assert_eq!(response.status(), status, "{token:?}");
+    }
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    // Without a write token configured, writes are off altogether.
+    let (read_only, _) = app(&fake, settings(false, false));
+    let list = r#"[{"name": "delta", "host": "198.18.6.2"}]"#;
+    let response = send(
+        &read_only,
+        post_json("/api/v1/targets", Some(WRITE_TOKEN), list),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(fake.calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_configuration_is_served_redacted_behind_the_read_token() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(true, true));
+    let refused = send(&router, get("/api/v1/config")).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let bad = send(
+        &router,
+        with_token("GET", "/api/v1/config", "not-the-token-000000"),
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    for token in [READ_TOKEN, WRITE_TOKEN] {
+        let response = send(&router, with_token("GET", "/api/v1/config", token)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let doc = body_json(response).await;
+        assert_eq!(doc["path"], "/etc/hopwatch/hopwatch.toml");
+        assert_eq!(doc["redacted"][0], "web.write_token");
+        assert_eq!(doc["config"]["web"]["write_token"], "<redacted>");
+        assert!(
+            doc.get("toml").is_none(),
+            "the TOML text only with format=toml"
+        );
+    }
+    let file = send(
+        &router,
+        with_token("GET", "/api/v1/config?format=toml", READ_TOKEN),
+    )
+    .await;
+    assert_eq!(file.status(), StatusCode::OK);
+    assert!(file.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/toml"));
+    assert!(file.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("hopwatch-config.toml"));
+    assert!(body_text(file)
+        .await
+        .contains("write_token = \"<redacted>\""));
+    let yaml = send(
+        &router,
+        with_token("GET", "/api/v1/config?format=yaml", READ_TOKEN),
+    )
+    .await;
+    assert_eq!(yaml.status(), StatusCode::BAD_REQUEST);
+    assert!(body_json(yaml).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("`format`"));
+}
+
+#[tokio::test]
+async fn the_ui_downloads_the_config_and_imports_a_list() {
+    let fake = Fake::new();
+    let (router, _) = app(&fake, settings(false, false));
+    let html = body_text(send(&router, get("/")).await).await;
+    assert!(html.contains("id=\"dlg-import\""), "the import dialog");
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    for needle in [
+        "id: 'btn-config'",
+        "'/api/v1/config?format=toml'",
+        "id: 'btn-import'",
+        "Array.isArray(list)",
+        "api('/api/v1/targets', { method: 'POST', json: list, write: true })",
+        "err.errors = (doc && doc.errors) || []",
+    ] {
+        assert!(js.contains(needle), "app.js lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
 async fn events_come_from_history_and_store_failures_hide_their_details() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));
@@ -851,6 +1252,7 @@ async fn the_live_overview_sends_everything_then_only_what_changed() {
             kind: "route_changed".into(),
             summary: "route changed at hop 2".into(),
             detail: serde_json::Value::Null,
+            as_info: Vec::new(),
         })
         .unwrap();
     let event = read_events(&mut body, 1).await;

@@ -32,6 +32,7 @@ pub mod error;
 pub mod limits;
 pub mod peers;
 mod raw;
+pub mod redact;
 mod resolve;
 mod units;
 pub mod validated;

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use hopwatch_web::dto::{
-    AlertDto, DestinationDto, EventDto, FindingDto, HopRow, Latency, PathHopDto, ResponderDto,
-    StatsDto, TargetDetail, TargetState, TargetSummary,
+    AlertDto, AsInfoDto, DestinationDto, EventDto, FindingDto, HopRow, Latency, PathHopDto,
+    ResponderDto, StatsDto, TargetDetail, TargetState, TargetSummary,
 };
 
 use crate::analysis::{DegradationKind, PathEvent, StatsSnapshot};
@@ -252,6 +252,7 @@ pub fn live_event(event: &TargetEvent) -> EventDto {
         kind: kind.to_owned(),
         summary: path_summary(&event.event),
         detail: serde_json::to_value(&event.event).unwrap_or(serde_json::Value::Null),
+        as_info: Vec::new(),
     }
 }
 
@@ -275,7 +276,43 @@ pub fn stored_event(event: &StoredEvent) -> EventDto {
         kind: event.kind.clone(),
         summary,
         detail: event.payload.clone(),
+        as_info: Vec::new(),
     }
+}
+
+/// The AS number and organisation of every address in an event's `before`
+/// and `after` paths that the ASN database knows, each address once, in
+/// the order they first appear.
+pub fn as_info(detail: &serde_json::Value, enricher: Option<&Enricher>) -> Vec<AsInfoDto> {
+    let Some(enricher) = enricher else {
+        return Vec::new();
+    };
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for key in ["before", "after"] {
+        let Some(path) = detail.get(key).and_then(|p| p.as_array()) else {
+            continue;
+        };
+        for address in path
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter_map(|text| text.parse::<IpAddr>().ok())
+        {
+            if seen.contains(&address) {
+                continue;
+            }
+            seen.push(address);
+            let info = enricher.responder_info(address);
+            if info.asn.is_some() || info.as_org.is_some() {
+                out.push(AsInfoDto {
+                    address,
+                    asn: info.asn,
+                    as_org: info.as_org,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A component's state for /healthz and /readyz: quarantined copies by file

@@ -170,6 +170,35 @@ pub fn all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The UI's long presets (90 d, 1 y) are answered from the 1-hour
+    /// rollups, for one hop and for all hops; 30 d and 7 d from what they were.
+    #[test]
+    fn long_presets_are_served_from_hour_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let id = TargetId::new("t").unwrap();
+        let now = 1_800_000_000_000u64;
+        for (name, span) in hopwatch_web::query::PRESETS {
+            let range = TimeRange::last(span, now);
+            let one = one(&store, &id, HopRef::Destination, range, None).unwrap();
+            let all = all(&store, &id, &[(1, None)], None, range).unwrap();
+            let (expect_one, expect_all) = match name {
+                "15m" | "1h" => ("raw", "raw"),
+                "6h" => ("raw", "1m"),
+                "24h" | "7d" => ("1m", "1m"),
+                "30d" | "90d" | "1y" => ("1h", "1h"),
+                other => panic!("a preset without an expected resolution: {other}"),
+            };
+            assert_eq!(one.resolution, expect_one, "{name}, one hop");
+            for s in &all {
+                assert_eq!(s.resolution, expect_all, "{name}, all hops");
+            }
+        }
+        // The hour rollups are kept long enough for the longest preset.
+        let year = hopwatch_web::query::PRESETS.last().unwrap().1;
+        assert!(StoreConfig::default().hour_retention >= year);
+    }
     use crate::model::{HopSample, RoundRecord};
     use crate::probe::TimestampSource;
     use crate::probe::Ttl;

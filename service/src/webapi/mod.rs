@@ -21,16 +21,16 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use hopwatch_web::dto::{
-    ControlOutcome, EngineHealth, EventDto, HealthDto, HopRef, HopSummaryDto, HopTotalDto,
-    MeasurementDto, NewTarget, SeriesDto, ServiceInfo, Sparkline, StoreHealthDto, TargetCounts,
-    TargetDetail, TargetState, TargetSummary,
+    ConfigDto, ControlOutcome, EngineHealth, EventDto, HealthDto, HopRef, HopSummaryDto,
+    HopTotalDto, MeasurementDto, NewTarget, SeriesDto, ServiceInfo, Sparkline, StoreHealthDto,
+    TargetCounts, TargetDetail, TargetState, TargetSummary,
 };
 use hopwatch_web::metrics::{
     EngineMetrics, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics, TargetMetrics,
 };
 use hopwatch_web::{
-    AppState, Control, ControlError, HopSelection, HostCheck, ReadError, ReadModel, TimeRange,
-    Tokens, WebServer, WebSettings,
+    AppState, ConfigReadError, Control, ControlError, HopSelection, HostCheck, ReadError,
+    ReadModel, TimeRange, Tokens, WebServer, WebSettings,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -364,15 +364,19 @@ impl ReadModel for WebApi {
             .map_or_else(|| "raw".to_owned(), |s| s.resolution.clone());
         let hops = series
             .into_iter()
-            .map(|s| HopTotalDto {
-                hop: s.hop,
-                responder: s.responder,
-                hostname: s.responder.and_then(|ip| {
-                    self.enricher
-                        .as_ref()
-                        .and_then(|e| e.responder_info(ip).hostname)
-                }),
-                total: s.total,
+            .map(|s| {
+                let info = s
+                    .responder
+                    .and_then(|ip| self.enricher.as_ref().map(|e| e.responder_info(ip)))
+                    .unwrap_or_default();
+                HopTotalDto {
+                    hop: s.hop,
+                    responder: s.responder,
+                    hostname: info.hostname,
+                    asn: info.asn,
+                    as_org: info.as_org,
+                    total: s.total,
+                }
             })
             .collect();
         Ok(Some(HopSummaryDto {
@@ -398,7 +402,16 @@ impl ReadModel for WebApi {
             .store()
             .events(&view.id, range.from_ms, range.to_ms)
             .map_err(|e| history::read_error("reading events", e))?;
-        Ok(Some(events.iter().map(convert::stored_event).collect()))
+        Ok(Some(
+            events
+                .iter()
+                .map(|e| {
+                    let mut dto = convert::stored_event(e);
+                    dto.as_info = convert::as_info(&dto.detail, self.enricher.as_deref());
+                    dto
+                })
+                .collect(),
+        ))
     }
 
     fn health(&self) -> HealthDto {
@@ -636,6 +649,10 @@ impl ReadModel for WebApi {
         };
         peers::history(monitor.store(), &view.config.name, range).map(Some)
     }
+
+    fn config(&self) -> Result<ConfigDto, ConfigReadError> {
+        self.shown_config()
+    }
 }
 
 /// Takes `view`'s peer's alerts out of `alerts` (keyed by subject key).
@@ -662,6 +679,64 @@ impl Control for WebApi {
         self.write(|file| file.remove_target(id).map(Some))?;
         Ok(self.outcome(id, "removed", true))
     }
+
+    fn add_targets(&self, targets: &[NewTarget]) -> Result<Vec<ControlOutcome>, ControlError> {
+        self.write(|file| file.add_targets(targets).map(Some))?;
+        Ok(targets
+            .iter()
+            .map(|t| self.outcome(&t.name, "added", true))
+            .collect())
+    }
+}
+
+impl WebApi {
+    /// The config file, secrets redacted, when it is what the daemon runs.
+    fn shown_config(&self) -> Result<ConfigDto, ConfigReadError> {
+        let file = self.file.as_ref().ok_or(ConfigReadError::Unavailable)?;
+        let running = sys::read(&self.config).clone();
+        show_config(file.path(), &running)
+    }
+}
+
+/// The config file at `path`, secrets redacted, when it is `running` (an
+/// edit not reloaded yet would show something the daemon does not do).
+fn show_config(path: &std::path::Path, running: &Config) -> Result<ConfigDto, ConfigReadError> {
+    let failed = |source: hopwatch_web::model::Source| ConfigReadError::Failed { source };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(Box::new(e)))?;
+    let on_disk = Config::parse(&text, path).map_err(|err| ConfigReadError::Conflict {
+        reason: format!(
+            "the config file no longer validates, so it is not what the daemon runs \
+             ({err}); fix it, or undo the edit"
+        ),
+    })?;
+    if on_disk != *running {
+        return Err(ConfigReadError::Conflict {
+            reason: format!(
+                "the config file {} was changed since the daemon loaded it; reload the \
+                 daemon (SIGHUP, e.g. systemctl reload hopwatch) to run it, or undo the edit",
+                path.display()
+            ),
+        });
+    }
+    let shown = crate::config::redact::redact(&text).map_err(|e| failed(Box::new(e)))?;
+    let toml = shown.to_toml().map_err(|e| failed(Box::new(e)))?;
+    let config = serde_json::to_value(&shown.table).map_err(|e| failed(Box::new(e)))?;
+    let header = format!(
+        "# hopwatch configuration from {}, as running.\n# Secrets are replaced by \"{}\": {}.\n# Comments are not kept.\n\n",
+        path.display(),
+        crate::config::redact::REDACTED,
+        if shown.redacted.is_empty() {
+            "none".to_owned()
+        } else {
+            shown.redacted.join(", ")
+        }
+    );
+    Ok(ConfigDto {
+        path: Some(path.display().to_string()),
+        redacted: shown.redacted,
+        config,
+        toml: header + &toml,
+    })
 }
 
 /// The web server of `hopwatch run`, with what it needs to stop cleanly.
@@ -752,6 +827,56 @@ impl Web {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_config_is_shown_redacted_and_an_unloaded_edit_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hopwatch.toml");
+        let text = "[web]\nwrite_token = \"write-secret-0123456789\"\n\n\
+                    [[target]]\nname = \"gw\"\nhost = \"198.18.0.1\"\n";
+        std::fs::write(&path, text).unwrap();
+        let running = Config::parse(text, &path).unwrap();
+
+        let shown = show_config(&path, &running).unwrap();
+        assert_eq!(shown.path.as_deref(), Some(path.to_str().unwrap()));
+        assert_eq!(shown.redacted, ["web.write_token"]);
+        assert_eq!(shown.config["web"]["write_token"], "<redacted>");
+        assert_eq!(shown.config["target"][0]["host"], "198.18.0.1");
+        assert!(!shown.toml.contains("write-secret"), "{}", shown.toml);
+        assert!(
+            shown.toml.contains("Secrets are replaced"),
+            "{}",
+            shown.toml
+        );
+        assert!(
+            shown.toml.contains("host = \"198.18.0.1\""),
+            "{}",
+            shown.toml
+        );
+
+        // Edited, not reloaded: not what runs, and the answer says what to do.
+        std::fs::write(&path, text.replace("198.18.0.1", "198.18.0.2")).unwrap();
+        match show_config(&path, &running) {
+            Err(ConfigReadError::Conflict { reason }) => {
+                assert!(reason.contains("reload"), "{reason}");
+                assert!(reason.contains(path.to_str().unwrap()), "{reason}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        std::fs::write(&path, "[defaults]\nintervall = 1\n").unwrap();
+        match show_config(&path, &running) {
+            Err(ConfigReadError::Conflict { reason }) => {
+                assert!(reason.contains("no longer validates"), "{reason}");
+                assert!(reason.contains("intervall"), "{reason}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            show_config(&path, &running),
+            Err(ConfigReadError::Failed { .. })
+        ));
+    }
 
     #[test]
     fn the_web_limits_reach_the_server() {

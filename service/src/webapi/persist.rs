@@ -13,7 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hopwatch_web::dto::NewTarget;
+use hopwatch_web::dto::{EntryError, NewTarget};
 use hopwatch_web::ControlError;
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
@@ -159,18 +159,8 @@ impl ConfigFile {
             .map_err(|err| self.unexpected(err))
     }
 
-    /// Appends a `[[target]]` table.
-    pub fn add_target(&self, new: &NewTarget) -> Result<Config, ControlError> {
-        let mut loaded = self.load()?;
-        let id = TargetId::new(new.name.clone()).map_err(|err| ControlError::Invalid {
-            field: "name".into(),
-            reason: err.to_string(),
-        })?;
-        if loaded.config.target(&id).is_some() {
-            return Err(ControlError::TargetExists {
-                id: new.name.clone(),
-            });
-        }
+    /// The `[[target]]` table of a new target.
+    fn target_table(new: &NewTarget) -> Table {
         let mut table = Table::new();
         table["name"] = value(new.name.as_str());
         table["host"] = value(new.host.trim());
@@ -200,12 +190,88 @@ impl ConfigFile {
         if let Some(paused) = new.paused {
             table["paused"] = value(paused);
         }
-        Self::targets(&mut loaded.doc)?.push(table);
+        table
+    }
+
+    /// Whether `new` may be added to the file as loaded: a valid name not
+    /// taken yet, and a table that keeps the config valid. The error names
+    /// the field.
+    fn check_new(loaded: &Loaded, new: &NewTarget) -> Result<(), ControlError> {
+        let id = TargetId::new(new.name.clone()).map_err(|err| ControlError::Invalid {
+            field: "name".into(),
+            reason: err.to_string(),
+        })?;
+        if loaded.config.target(&id).is_some() {
+            return Err(ControlError::TargetExists {
+                id: new.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A config error of a new table, by the field it names.
+    fn invalid(err: &ConfigError) -> ControlError {
+        ControlError::Invalid {
+            field: err.key().unwrap_or("target").to_owned(),
+            reason: reason(err),
+        }
+    }
+
+    /// Appends a `[[target]]` table.
+    pub fn add_target(&self, new: &NewTarget) -> Result<Config, ControlError> {
+        let mut loaded = self.load()?;
+        Self::check_new(&loaded, new)?;
+        Self::targets(&mut loaded.doc)?.push(Self::target_table(new));
         self.save(&loaded.doc).map_err(|err| match err {
             // The file validated before the new table: the new table is wrong.
-            SaveError::Invalid(err) => ControlError::Invalid {
-                field: err.key().unwrap_or("target").to_owned(),
-                reason: reason(&err),
+            SaveError::Invalid(err) => Self::invalid(&err),
+            other => self.unexpected(other),
+        })
+    }
+
+    /// Appends a `[[target]]` table for each of `list`, or none: every entry
+    /// is first checked alone against the file (each one's errors, by index
+    /// and field, in [`ControlError::Entries`]), then all are saved at once.
+    pub fn add_targets(&self, list: &[NewTarget]) -> Result<Config, ControlError> {
+        let mut loaded = self.load()?;
+        let mut errors = Vec::new();
+        for (index, new) in list.iter().enumerate() {
+            let checked = Self::check_new(&loaded, new).and_then(|()| {
+                let mut doc = loaded.doc.clone();
+                Self::targets(&mut doc)?.push(Self::target_table(new));
+                Config::parse(&doc.to_string(), &self.path)
+                    .map(drop)
+                    .map_err(|err| Self::invalid(&err))
+            });
+            let (field, reason) = match checked {
+                Ok(()) => continue,
+                Err(ControlError::Invalid { field, reason }) => (Some(field), reason),
+                Err(err @ ControlError::TargetExists { .. }) => {
+                    (Some("name".to_owned()), err.to_string())
+                }
+                // The file itself (inline targets): not about this entry.
+                Err(other) => return Err(other),
+            };
+            errors.push(EntryError {
+                index,
+                field,
+                reason,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ControlError::Entries { errors });
+        }
+        let tables = Self::targets(&mut loaded.doc)?;
+        for new in list {
+            tables.push(Self::target_table(new));
+        }
+        self.save(&loaded.doc).map_err(|err| match err {
+            // Each was valid alone; together they are not (a repeated name).
+            SaveError::Invalid(err) => ControlError::Conflict {
+                reason: format!(
+                    "the targets are valid one by one but not together: {}",
+                    reason(&err)
+                ),
             },
             other => self.unexpected(other),
         })
@@ -350,6 +416,67 @@ label = "Far end"
             f.remove_target("gw"),
             Err(ControlError::UnknownTarget { .. })
         ));
+    }
+
+    #[test]
+    fn a_list_is_added_whole_or_not_at_all() {
+        let (_dir, f) = file(BASE);
+        let target = |name: &str, host: &str| NewTarget {
+            name: name.into(),
+            host: host.into(),
+            ..NewTarget::default()
+        };
+        let before = read(&f);
+        // One bad value, one taken name: each named, nothing written.
+        let list = [
+            target("a1", "198.18.5.2"),
+            NewTarget {
+                interval: Some("5ms".into()),
+                ..target("a2", "198.18.5.3")
+            },
+            target("gw", "198.18.5.4"),
+            NewTarget {
+                port: Some(80),
+                ..target("a3", "198.18.5.5")
+            },
+        ];
+        match f.add_targets(&list) {
+            Err(ControlError::Entries { errors }) => {
+                let found: Vec<(usize, Option<&str>)> = errors
+                    .iter()
+                    .map(|e| (e.index, e.field.as_deref()))
+                    .collect();
+                assert_eq!(
+                    found,
+                    [(1, Some("interval")), (2, Some("name")), (3, Some("port"))],
+                    "{errors:?}"
+                );
+                assert!(errors[0].reason.contains("below the minimum"), "{errors:?}");
+                assert!(errors[1].reason.contains("already exists"), "{errors:?}");
+                assert!(
+                    errors.iter().all(|e| !e.reason.contains("hopwatch.toml:")),
+                    "{errors:?}"
+                );
+            }
+            other => panic!("expected Entries, got {other:?}"),
+        }
+        assert_eq!(read(&f), before, "nothing written");
+
+        // All valid: one write, comments kept.
+        let config = f
+            .add_targets(&[target("a1", "198.18.5.2"), target("a2", "198.18.5.3")])
+            .unwrap();
+        assert_eq!(config.targets.len(), 4);
+        assert!(config.target(&TargetId::new("a2").unwrap()).is_some());
+        assert!(read(&f).contains("# The far end."));
+        // Valid alone, not together: the same new name twice.
+        match f.add_targets(&[target("b", "198.18.6.2"), target("b", "198.18.6.3")]) {
+            Err(ControlError::Conflict { reason }) => {
+                assert!(reason.contains("not together"), "{reason}")
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert_eq!(f.add_targets(&[]).unwrap().targets.len(), 4);
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub fn stats(sent: u64, received: u64, avg_ms: f64) -> StatsDto {
     }
 }
 
+/// The AS of the responder at a TTL, as an ASN database would know it: hop
+/// 1 is in a transit network (a comma and quotes in its name), the rest unknown.
+pub fn as_of(ttl: u8) -> Option<(u32, &'static str)> {
+    (ttl == 1).then_some((64_500, "Example \"Transit\", Inc."))
+}
+
 pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
     let rows: Vec<HopRow> = (1..=hops)
         .map(|ttl| HopRow {
@@ -55,8 +61,8 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
             responders: vec![ResponderDto {
                 address: ip(ttl),
                 hostname: Some(format!("r{ttl}.lab.example")),
-                asn: None,
-                as_org: None,
+                asn: as_of(ttl).map(|(asn, _)| asn),
+                as_org: as_of(ttl).map(|(_, org)| org.to_owned()),
                 share_pct: Some(100.0),
                 avg_ns: Some(f64::from(ttl) * 1e6),
                 last_seen_ms: Some(1_000),
@@ -259,6 +265,8 @@ pub struct Fake {
     pub fail_store: Mutex<bool>,
     /// How long every history read takes (series, events, exports).
     pub read_delay: Mutex<std::time::Duration>,
+    /// The range of every series read, in order.
+    pub series_ranges: Mutex<Vec<TimeRange>>,
 }
 
 impl Fake {
@@ -271,6 +279,7 @@ impl Fake {
             calls: Mutex::new(Vec::new()),
             fail_store: Mutex::new(false),
             read_delay: Mutex::new(std::time::Duration::ZERO),
+            series_ranges: Mutex::new(Vec::new()),
         })
     }
 
@@ -311,6 +320,34 @@ fn raw_points(range: TimeRange, base_ns: u64) -> Vec<PointDto> {
         .enumerate()
         .map(|(i, at)| {
             PointDto::single(at, (i % 10 != 9).then_some(base_ns + (i as u64 % 7) * 1000))
+        })
+        .collect()
+}
+
+/// Longest span the fake (like the service) answers below hour rollups.
+pub const MINUTE_UP_TO_MS: u64 = 7 * 86_400_000;
+
+/// One 1-hour rollup per hour over the range, as the service serves spans
+/// beyond 7 days: 3,600 probes each, 1 % lost.
+fn hour_points(range: TimeRange, base_ns: u64) -> Vec<PointDto> {
+    let first = range.from_ms - range.from_ms % 3_600_000;
+    (first..range.to_ms)
+        .step_by(3_600_000)
+        .enumerate()
+        .map(|(i, at)| {
+            let ns = base_ns + (i as u64 % 24) * 10_000;
+            PointDto {
+                at_ms: at,
+                sent: 3_600,
+                lost: 36,
+                min_ns: Some(ns - 100_000),
+                avg_ns: Some(ns as f64),
+                max_ns: Some(ns + 900_000),
+                stddev_ns: Some(50_000.0),
+                p50_ns: Some(ns),
+                p95_ns: Some(ns + 500_000),
+                p99_ns: Some(ns + 800_000),
+            }
         })
         .collect()
 }
@@ -356,9 +393,11 @@ impl ReadModel for Fake {
         range: TimeRange,
     ) -> Result<Option<Vec<SeriesDto>>, ReadError> {
         self.store_check()?;
+        self.series_ranges.lock().unwrap().push(range);
         let Some(t) = self.find(id) else {
             return Ok(None);
         };
+        let hourly = range.span_ms() > MINUTE_UP_TO_MS;
         let series = |hop: HopRef| {
             let base = match hop {
                 HopRef::Ttl(ttl) => u64::from(ttl) * 1_000_000,
@@ -367,9 +406,13 @@ impl ReadModel for Fake {
             SeriesDto {
                 hop,
                 responder: None,
-                resolution: "raw".into(),
-                interval_ms: 0,
-                points: raw_points(range, base),
+                resolution: if hourly { "1h" } else { "raw" }.into(),
+                interval_ms: if hourly { 3_600_000 } else { 0 },
+                points: if hourly {
+                    hour_points(range, base)
+                } else {
+                    raw_points(range, base)
+                },
                 total: PointDto::default(),
             }
         };
@@ -408,6 +451,8 @@ impl ReadModel for Fake {
                 hop: HopRef::Ttl(h.ttl),
                 responder: Some(ip(h.ttl)),
                 hostname: Some(format!("r{}.lab.example", h.ttl)),
+                asn: as_of(h.ttl).map(|(asn, _)| asn),
+                as_org: as_of(h.ttl).map(|(_, org)| org.to_owned()),
                 total: total(u64::from(h.ttl) * 1_000_000),
             })
             .collect();
@@ -415,6 +460,8 @@ impl ReadModel for Fake {
             hop: HopRef::Destination,
             responder: t.summary.address,
             hostname: None,
+            asn: None,
+            as_org: None,
             total: total(3_000_000),
         });
         Ok(Some(HopSummaryDto {
@@ -441,6 +488,14 @@ impl ReadModel for Fake {
                 kind: "route_changed".into(),
                 summary: "route changed at hop 2".into(),
                 detail: serde_json::json!({"before": [ip(1), ip(2)], "after": [ip(1), ip(9)], "first_changed_ttl": 2}),
+                as_info: as_of(1)
+                    .map(|(asn, org)| AsInfoDto {
+                        address: ip(1),
+                        asn: Some(asn),
+                        as_org: Some(org.to_owned()),
+                    })
+                    .into_iter()
+                    .collect(),
             }]
         }))
     }
@@ -589,6 +644,10 @@ impl ReadModel for Fake {
         vec![peer("branch-b")]
     }
 
+    fn config(&self) -> Result<ConfigDto, hopwatch_web::ConfigReadError> {
+        Ok(config_dto())
+    }
+
     /// A point a second per series: RTT 30 ms, forward 25 ms, backward 5 ms.
     fn peer_history(
         &self,
@@ -675,6 +734,20 @@ pub fn peer(name: &str) -> PeerDto {
     }
 }
 
+/// The configuration the fake shows: what a service's redaction leaves.
+pub fn config_dto() -> ConfigDto {
+    ConfigDto {
+        path: Some("/etc/hopwatch/hopwatch.toml".into()),
+        redacted: vec!["web.write_token".into(), "webhook[0].url".into()],
+        config: serde_json::json!({
+            "web": {"listen": "127.0.0.1:9470", "write_token": "<redacted>"},
+            "webhook": [{"name": "ops", "url": "https://hooks.example/<redacted>"}],
+            "target": [{"name": "alpha", "host": "198.18.3.2"}],
+        }),
+        toml: "[web]\nlisten = \"127.0.0.1:9470\"\nwrite_token = \"<redacted>\"\n".into(),
+    }
+}
+
 impl Control for Fake {
     fn set_paused(&self, id: &str, paused: bool) -> Result<ControlOutcome, ControlError> {
         if id == "broken" {
@@ -730,6 +803,36 @@ impl Control for Fake {
             changed: true,
             persisted_to: Some("hopwatch.toml".into()),
         })
+    }
+
+    /// All or nothing, as the service: every entry is checked as
+    /// [`Fake::add_target`] checks one before any is added.
+    fn add_targets(&self, list: &[NewTarget]) -> Result<Vec<ControlOutcome>, ControlError> {
+        let errors: Vec<EntryError> = list
+            .iter()
+            .enumerate()
+            .filter_map(|(index, t)| {
+                let (field, reason) = if self.find(&t.name).is_some() {
+                    (
+                        "name",
+                        format!("a target named {:?} already exists", t.name),
+                    )
+                } else if t.interval.as_deref() == Some("1ms") {
+                    ("interval", "1ms is below the minimum of 100ms".to_owned())
+                } else {
+                    return None;
+                };
+                Some(EntryError {
+                    index,
+                    field: Some(field.into()),
+                    reason,
+                })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ControlError::Entries { errors });
+        }
+        list.iter().map(|t| self.add_target(t)).collect()
     }
 
     fn remove_target(&self, id: &str) -> Result<ControlOutcome, ControlError> {
