@@ -21,20 +21,13 @@ use hopwatch::probe::{Rtt, TimestampSource, Ttl};
 use hopwatch::store::chunk;
 use hopwatch::store::codec::{self, RawRoundV1};
 
+#[path = "common/noise.rs"]
+mod noise;
+use noise::Noise;
+
 const HOPS: u8 = 10;
 const ROUNDS: u64 = 86_400;
 const START_MS: u64 = 1_790_000_000_000;
-
-/// A seeded generator with a Gaussian draw (Box–Muller).
-struct Noise(fastrand::Rng);
-
-impl Noise {
-    fn gaussian(&mut self) -> f64 {
-        let u1 = self.0.f64().max(f64::MIN_POSITIVE);
-        let u2 = self.0.f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Profile {

@@ -43,6 +43,10 @@ use hopwatch::probe::{Rtt, TimestampSource, Ttl};
 use hopwatch::store::rollup::{scratch_histogram, SeriesAcc};
 use hopwatch::store::{chunk, codec, Store, StoreConfig, HOUR_MS};
 
+#[path = "common/noise.rs"]
+mod noise;
+use noise::Noise;
+
 const HOPS: u8 = 10;
 /// Rounds in a chunk: 10 minutes at one round per second (docs/benchmarks.md,
 /// "History chunks": longer chunks gain little).
@@ -62,17 +66,6 @@ struct Args {
     /// Seconds between the journal's syncs.
     #[arg(long, default_value_t = 30)]
     sync: u64,
-}
-
-/// A seeded generator with a Gaussian draw (Box–Muller).
-struct Noise(fastrand::Rng);
-
-impl Noise {
-    fn gaussian(&mut self) -> f64 {
-        let u1 = self.0.f64().max(f64::MIN_POSITIVE);
-        let u2 = self.0.f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
