@@ -1530,7 +1530,7 @@ const RETRY_BUSY: &str = "503=1";
 const RETRY_TIMEOUT: &str = "503=5";
 const RETRY_STREAMS: &str = "10";
 /// The daemon's resident set may not pass this while serving the load (debug
-/// build, one target; it idles around MEASURED MiB).
+/// build, one target; it idles around 67 MiB).
 const RSS_BOUND_MIB: f64 = 256.0;
 
 #[test]
