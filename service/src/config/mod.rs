@@ -31,6 +31,7 @@ pub mod diff;
 pub mod error;
 pub mod limits;
 pub mod peers;
+pub mod properties;
 mod raw;
 pub mod redact;
 mod resolve;

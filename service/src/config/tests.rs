@@ -1223,39 +1223,10 @@ fn docs_document_every_web_key() {
 
 // ---- abuse: the fuzz target's property in the normal suite ----
 
-/// What any outcome of [`Config::parse`] must satisfy (the fuzz target
-/// `config_parse` in service/fuzz checks the same): an error names the file and a
-/// line inside the text, and every error but a TOML syntax error names its key; a
-/// config that parses parses the same again with a comment appended, and differs
-/// from itself in nothing.
+/// What any outcome of [`Config::parse`] must satisfy: see
+/// [`super::properties`] (the fuzz target `config_parse` checks the same).
 fn check_parse(text: &str) -> Result<Config, ConfigError> {
-    let result = Config::parse(text, "fuzz.toml");
-    match &result {
-        Err(err) => {
-            let message = err.to_string();
-            let line = err.line().unwrap_or_else(|| panic!("no line: {message}"));
-            let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
-            assert!(
-                (1..=lines).contains(&line),
-                "line {line} of {lines}: {message}"
-            );
-            assert!(
-                message.starts_with(&format!("fuzz.toml:{line}: ")),
-                "{message:?}"
-            );
-            assert_eq!(err.path(), Path::new("fuzz.toml"));
-            if !matches!(err, ConfigError::Syntax { .. }) {
-                assert!(err.key().is_some(), "no key: {message}");
-            }
-        }
-        Ok(config) => {
-            let again = Config::parse(&format!("{text}\n# appended\n"), "fuzz.toml")
-                .unwrap_or_else(|e| panic!("a comment broke a valid config: {e}"));
-            assert_eq!(&again, config);
-            assert!(ConfigDiff::between(config, config).is_empty());
-        }
-    }
-    result
+    super::properties::parse_asserting_properties(text)
 }
 
 /// Random and mutated configs never panic the loader and satisfy [`check_parse`].
