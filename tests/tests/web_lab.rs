@@ -1014,6 +1014,31 @@ fn wrk_summary(output: &str) -> (f64, String, String, String) {
     (rps, pct("50%"), pct("99%"), errors)
 }
 
+/// A daemon in `dir` probing the lab's one target as `t` every 100 ms, every
+/// `[web]` limit at its default, returned once it has done 10 rounds: what
+/// the load tests load.
+fn fast_target_daemon<'lab>(lab: &'lab Lab, dir: &tempfile::TempDir) -> Daemon<'lab> {
+    let target = IpAddr::V4(lab.targets_v4()[0]);
+    let config = dir.path().join("hopwatch.toml");
+    std::fs::write(
+        &config,
+        config_text(&dir.path().join("state"), "", &[("t", target)], "100ms"),
+    )
+    .unwrap();
+    let daemon = start_daemon(lab, &config);
+    must(eventually(
+        Duration::from_secs(20),
+        "the first rounds",
+        || {
+            let doc = get_json(lab, &format!("http://{WEB}/api/v1/targets/t"), &[]);
+            (doc["rounds"].as_u64().unwrap_or(0) >= 10)
+                .then_some(())
+                .ok_or_else(|| doc.to_string())
+        },
+    ));
+    daemon
+}
+
 #[test]
 fn api_load_does_not_degrade_probe_accuracy() {
     let _turn = alone();
@@ -1022,23 +1047,7 @@ fn api_load_does_not_degrade_probe_accuracy() {
     let lab = LabSpec::chain(3).targets(1).build().expect("lab");
     let target = IpAddr::V4(lab.targets_v4()[0]);
     let dir = temp_dir("web-load");
-    let config = dir.path().join("hopwatch.toml");
-    std::fs::write(
-        &config,
-        config_text(&dir.path().join("state"), "", &[("t", target)], "100ms"),
-    )
-    .unwrap();
-    let daemon = start_daemon(&lab, &config);
-    must(eventually(
-        Duration::from_secs(20),
-        "the first rounds",
-        || {
-            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/t"), &[]);
-            (doc["rounds"].as_u64().unwrap_or(0) >= 10)
-                .then_some(())
-                .ok_or_else(|| doc.to_string())
-        },
-    ));
+    let daemon = fast_target_daemon(&lab, &dir);
 
     const PHASE: Duration = Duration::from_secs(20);
     let measure = |name: &str| {
@@ -1538,29 +1547,11 @@ fn history_export_and_live_streams_under_load_keep_probing_on_schedule() {
     let _turn = alone();
     must(programs::find("wrk"));
     let lab = LabSpec::chain(3).targets(1).build().expect("lab");
-    let target = IpAddr::V4(lab.targets_v4()[0]);
     let dir = temp_dir("web-load-history");
-    let config = dir.path().join("hopwatch.toml");
-    // Every [web] limit at its default.
-    std::fs::write(
-        &config,
-        config_text(&dir.path().join("state"), "", &[("t", target)], "100ms"),
-    )
-    .unwrap();
-    let daemon = start_daemon(&lab, &config);
+    let daemon = fast_target_daemon(&lab, &dir);
     let pid = daemon.pid();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "hopwatch", "the daemon's own PID");
-    must(eventually(
-        Duration::from_secs(20),
-        "the first rounds",
-        || {
-            let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/t"), &[]);
-            (doc["rounds"].as_u64().unwrap_or(0) >= 10)
-                .then_some(())
-                .ok_or_else(|| doc.to_string())
-        },
-    ));
 
     const WINDOW: Duration = Duration::from_secs(15);
     const RAMP: Duration = Duration::from_secs(2);
