@@ -16,7 +16,9 @@
 //!   per 10 minutes, flushed to the file (a `kill -9` loses nothing written),
 //!   synced every `--sync` seconds (what a power cut can lose);
 //! - `minute-chunks`: no journal: one chunk per target and minute, appended
-//!   to the hour's file and synced each minute (a crash loses the open minute);
+//!   to the hour's file and synced each minute through the store's
+//!   `store::segment` (record headers and CRCs included; a crash loses the
+//!   open minute);
 //! - `sled-rollups`: minute rollups alone, as today's store keeps them (a
 //!   sled value per target, series and minute), flushed each minute;
 //! - `packed-rollups`: the same rollups, each minute every target's series in
@@ -40,7 +42,9 @@ use anyhow::Context;
 use clap::Parser;
 use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use hopwatch::probe::{Rtt, TimestampSource, Ttl};
+use hopwatch::store::keys::TargetNum;
 use hopwatch::store::rollup::{scratch_histogram, SeriesAcc};
+use hopwatch::store::segment::{Pending, Segments as SegmentFiles};
 use hopwatch::store::{chunk, codec, Store, StoreConfig, HOUR_MS};
 
 #[path = "common/noise.rs"]
@@ -124,21 +128,23 @@ fn round(
     }
 }
 
-/// A way of writing the raw history, driven one synthetic second at a time.
+/// A way of writing the history, driven one synthetic second at a time.
 trait Layout {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()>;
-    /// The synthetic clock reached `second` (every target's round of the
-    /// second before is recorded).
-    fn tick(&mut self, second: u64, at_ms: u64) -> anyhow::Result<()>;
+    /// The synthetic clock reached `second`: every target's round of the
+    /// second before is in `open`, with the rounds the layout has not taken
+    /// yet (it takes them by clearing them).
+    fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()>;
 }
 
 struct TodaysStore(Store);
 
 impl Layout for TodaysStore {
-    fn record(&mut self, _: u32, round: RoundRecord) -> anyhow::Result<()> {
-        Ok(self.0.record_round(&round)?)
-    }
-    fn tick(&mut self, second: u64, at_ms: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()> {
+        for rounds in &mut open.0 {
+            for round in rounds.drain(..) {
+                self.0.record_round(&round)?;
+            }
+        }
         if second.is_multiple_of(FLUSH_SECS) {
             self.0.flush_at(at_ms)?;
         }
@@ -146,7 +152,7 @@ impl Layout for TodaysStore {
     }
 }
 
-/// Each target's rounds of the open 10 minutes.
+/// Each target's rounds not yet taken by the layout, by target number.
 #[derive(Default)]
 struct Open(Vec<Vec<RoundRecord>>);
 
@@ -163,19 +169,14 @@ impl Open {
 struct SledChunks {
     db: sled::Db,
     tree: sled::Tree,
-    open: Open,
 }
 
 impl Layout for SledChunks {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
-        self.open.push(num, round);
-        Ok(())
-    }
-    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(CHUNK_ROUNDS) {
             return Ok(());
         }
-        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+        for (num, rounds) in open.0.iter_mut().enumerate() {
             let Some(first) = rounds.first() else {
                 continue;
             };
@@ -191,22 +192,17 @@ impl Layout for SledChunks {
 
 struct Segments {
     dir: PathBuf,
-    open: Open,
 }
 
 impl Layout for Segments {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
-        self.open.push(num, round);
-        Ok(())
-    }
-    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(CHUNK_ROUNDS) {
             return Ok(());
         }
         let mut file = File::create(self.dir.join(format!("seg-{second:08}")))?;
         let mut index = Vec::new();
         let mut at = 0u64;
-        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+        for (num, rounds) in open.0.iter_mut().enumerate() {
             if rounds.is_empty() {
                 continue;
             }
@@ -226,49 +222,27 @@ impl Layout for Segments {
     }
 }
 
-/// One chunk per target and minute, appended to the hour's file and synced:
-/// no journal, a crash loses at most the open minute.
-struct MinuteChunks {
-    dir: PathBuf,
-    open: Open,
-    file: Option<File>,
-}
+/// One chunk per target and minute, appended to the hour's file and synced,
+/// through the store's own raw-history files (`store::segment`): no journal,
+/// a crash loses at most the open minute.
+struct MinuteChunks(SegmentFiles);
 
 impl Layout for MinuteChunks {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
-        self.open.push(num, round);
-        Ok(())
-    }
-    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(60) {
             return Ok(());
         }
-        if self.file.is_none() || second.is_multiple_of(3_600) {
-            let hour = second / 3_600;
-            self.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join(format!("hour-{hour:06}")))?,
-            );
-            File::open(&self.dir)?.sync_all()?;
-        }
-        let mut out = Vec::new();
-        for (num, rounds) in self.open.0.iter_mut().enumerate() {
-            let Some(first) = rounds.first() else {
-                continue;
-            };
-            let value = chunk::encode(rounds);
-            // A record header: target, first round's start, length.
-            out.extend((num as u32).to_be_bytes());
-            out.extend(first.started_at_ms.to_be_bytes());
-            out.extend((value.len() as u32).to_be_bytes());
-            out.extend(value);
-            rounds.clear();
-        }
-        let file = self.file.as_mut().context("hour file open")?;
-        file.write_all(&out)?;
-        file.sync_data()?;
+        let pending: Vec<Pending<'_>> = open
+            .0
+            .iter()
+            .enumerate()
+            .map(|(num, rounds)| Pending {
+                target: TargetNum(num as u32),
+                rounds,
+            })
+            .collect();
+        self.0.append(at_ms, &pending)?;
+        open.0.iter_mut().for_each(Vec::clear);
         Ok(())
     }
 }
@@ -297,20 +271,15 @@ fn minute_rollups(rounds: &[RoundRecord], scratch: &mut histogram::Histogram32) 
 struct SledRollups {
     db: sled::Db,
     tree: sled::Tree,
-    open: Open,
     scratch: histogram::Histogram32,
 }
 
 impl Layout for SledRollups {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
-        self.open.push(num, round);
-        Ok(())
-    }
-    fn tick(&mut self, second: u64, at_ms: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(60) {
             return Ok(());
         }
-        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+        for (num, rounds) in open.0.iter_mut().enumerate() {
             for (series, value) in minute_rollups(rounds, &mut self.scratch)
                 .into_iter()
                 .enumerate()
@@ -331,17 +300,12 @@ impl Layout for SledRollups {
 /// block appended to the day's file and synced (raw data not included).
 struct PackedRollups {
     dir: PathBuf,
-    open: Open,
     scratch: histogram::Histogram32,
     file: Option<File>,
 }
 
 impl Layout for PackedRollups {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
-        self.open.push(num, round);
-        Ok(())
-    }
-    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(60) {
             return Ok(());
         }
@@ -355,7 +319,7 @@ impl Layout for PackedRollups {
             File::open(&self.dir)?.sync_all()?;
         }
         let mut block = Vec::new();
-        for (num, rounds) in self.open.0.iter_mut().enumerate() {
+        for (num, rounds) in open.0.iter_mut().enumerate() {
             block.extend((num as u32).to_be_bytes());
             for value in minute_rollups(rounds, &mut self.scratch) {
                 block.extend((value.len() as u16).to_be_bytes());
@@ -376,7 +340,6 @@ struct Journal {
     dir: PathBuf,
     sync_secs: u64,
     stream: Option<zstd::stream::write::Encoder<'static, File>>,
-    pending: Open,
 }
 
 impl Journal {
@@ -395,11 +358,7 @@ impl Journal {
 }
 
 impl Layout for Journal {
-    fn record(&mut self, num: u32, round: RoundRecord) -> anyhow::Result<()> {
-        self.pending.push(num, round);
-        Ok(())
-    }
-    fn tick(&mut self, second: u64, _: u64) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
         if self.stream.is_none() || second.is_multiple_of(CHUNK_ROUNDS) {
             self.rotate(second)?;
         }
@@ -407,7 +366,7 @@ impl Layout for Journal {
             return Ok(());
         }
         let stream = self.stream.as_mut().context("journal open")?;
-        for (num, rounds) in self.pending.0.iter_mut().enumerate() {
+        for (num, rounds) in open.0.iter_mut().enumerate() {
             if rounds.is_empty() {
                 continue;
             }
@@ -466,6 +425,7 @@ fn measure(
         .map(|i| Noise(fastrand::Rng::with_seed(u64::from(i) + 15)))
         .collect();
     let warm_up = CHUNK_ROUNDS;
+    let mut open = Open::default();
     let mut before = 0;
     for second in 0..warm_up + args.hours * 3_600 {
         if second == warm_up {
@@ -473,12 +433,12 @@ fn measure(
         }
         let at_ms = start_ms + second * 1_000;
         for (num, id) in ids.iter().enumerate() {
-            layout.record(
+            open.push(
                 num as u32,
                 round(id, num as u32, second, at_ms, profile, &mut noise[num]),
-            )?;
+            );
         }
-        layout.tick(second + 1, at_ms + 1_000)?;
+        layout.tick(second + 1, at_ms + 1_000, &mut open)?;
     }
     Ok(proc_write_bytes()? - before)
 }
@@ -524,17 +484,9 @@ fn main() -> anyhow::Result<()> {
                         .flush_every_ms(None)
                         .open()?;
                     let tree = db.open_tree("chunks")?;
-                    Box::new(SledChunks {
-                        db,
-                        tree,
-                        open: Open::default(),
-                    })
+                    Box::new(SledChunks { db, tree })
                 }
-                "minute-chunks" => Box::new(MinuteChunks {
-                    dir: dir.clone(),
-                    open: Open::default(),
-                    file: None,
-                }),
+                "minute-chunks" => Box::new(MinuteChunks(SegmentFiles::open(&dir)?)),
                 "sled-rollups" => {
                     let db = sled::Config::new()
                         .path(&dir)
@@ -545,25 +497,19 @@ fn main() -> anyhow::Result<()> {
                     Box::new(SledRollups {
                         db,
                         tree,
-                        open: Open::default(),
                         scratch: scratch_histogram(),
                     })
                 }
                 "packed-rollups" => Box::new(PackedRollups {
                     dir: dir.clone(),
-                    open: Open::default(),
                     scratch: scratch_histogram(),
                     file: None,
                 }),
-                "segments" => Box::new(Segments {
-                    dir: dir.clone(),
-                    open: Open::default(),
-                }),
+                "segments" => Box::new(Segments { dir: dir.clone() }),
                 "journal" => Box::new(Journal {
                     dir: dir.clone(),
                     sync_secs: args.sync,
                     stream: None,
-                    pending: Open::default(),
                 }),
                 other => unreachable!("no layout {other}"),
             };

@@ -8,8 +8,8 @@
 //! chunks cost 3.4× their size when inserted into sled, and a journal that
 //! bounds the loss of a longer chunk writes every round twice. A chunk per
 //! target and flush (a minute by default), appended to the hour's file and
-//! synced, writes each round once: 0.71 MiB per 10-hop target and day on the
-//! lab's RTTs, 1.72 on a WAN-like series, against 53–60 for one sled value
+//! synced, writes each round once: 0.73 MiB per 10-hop target and day on the
+//! lab's RTTs, 1.75 on a WAN-like series, against 53–60 for one sled value
 //! per round. What a crash or power cut loses is the open minute, in memory.
 //!
 //! # Files
