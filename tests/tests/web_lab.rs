@@ -297,10 +297,13 @@ async fn browse(
     .await?;
     // The last quarter of an hour, so the few minutes of history fill the graphs.
     click(client, "button[data-range='15m']").await?;
+    // Counts only from a drawing of the 15 min data: until it arrives the
+    // canvases still show the default range's.
     seen.graph_points = wait_js(
         client,
         "the latency graph",
-        "return Number(document.querySelector('#latency').dataset.points || 0);",
+        "const c = document.querySelector('#latency');\
+         return c.dataset.range === '15m' && Number(c.dataset.points || 0);",
     )
     .await?
     .as_u64()
@@ -308,7 +311,8 @@ async fn browse(
     seen.heat_cells = wait_js(
         client,
         "the heatmap",
-        "return Number(document.querySelector('#heatmap').dataset.cells || 0);",
+        "const c = document.querySelector('#heatmap');\
+         return c.dataset.range === '15m' && Number(c.dataset.cells || 0);",
     )
     .await?
     .as_u64()
@@ -685,7 +689,7 @@ async fn browse_long_ranges(client: &Client, import: &ImportFiles) -> anyhow::Re
         client,
         "the latency graph over a year",
         "const c = document.querySelector('#latency'); const n = Number(c.dataset.points || 0);\
-         return n > 200 && (c.dataset.ticks || '').includes(' ') ? n : 0;",
+         return c.dataset.range === '1y' && n > 200 && (c.dataset.ticks || '').includes(' ') ? n : 0;",
     )
     .await?
     .as_u64()
@@ -693,7 +697,8 @@ async fn browse_long_ranges(client: &Client, import: &ImportFiles) -> anyhow::Re
     seen.year_cells = wait_js(
         client,
         "the heatmap over a year",
-        "return Number(document.querySelector('#heatmap').dataset.cells || 0);",
+        "const c = document.querySelector('#heatmap');\
+         return c.dataset.range === '1y' && Number(c.dataset.cells || 0);",
     )
     .await?
     .as_u64()

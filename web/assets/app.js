@@ -1537,7 +1537,7 @@ function targetPage(root, id) {
   let range = prefs.get('range', '1h');
   let custom = null; // {from, to}
   let hopView = 'window';
-  let graphs = { latency: null, heat: null, series: null, map: null };
+  let graphs = { latency: null, heat: null, series: null, map: null, range: null };
   let refreshTimer = 0;
 
   const title = h('h1');
@@ -1764,6 +1764,7 @@ function targetPage(root, id) {
       ]);
       graphs.series = series.series[0];
       graphs.map = heat.heatmap;
+      graphs.range = custom ? 'custom' : range;
       drawGraphs();
     } catch (e) {
       setText(graphNote, 'Could not load the history: ' + e.message);
@@ -1780,6 +1781,9 @@ function targetPage(root, id) {
     const limitedHops = new Set(detail ? detail.hops.filter((x) => x.rate_limited).map((x) => x.ttl) : []);
     graphs.heat = drawHeatmap(heatCanvas, graphs.map, limitedHops);
     // What was drawn, for people reading the DOM and for the browser test.
+    // The range the drawn data was loaded for: a click on a preset redraws
+    // only when its data arrives, so the counts below may still be the old range's.
+    latencyCanvas.dataset.range = heatCanvas.dataset.range = graphs.range || '';
     latencyCanvas.dataset.points = String(graphs.latency.points.filter((p) => p.p50_ns !== null).length);
     latencyCanvas.dataset.ticks = graphs.latency.axis.join('|');
     heatCanvas.dataset.ticks = graphs.heat ? graphs.heat.axis.join('|') : '';
