@@ -87,9 +87,10 @@ fn is_secret_name(key: &str) -> bool {
     SECRET_WORDS.iter().any(|word| key.contains(word))
 }
 
-/// `url` of a `[[webhook]]` table (`webhook[3]`).
+/// `url` of a `[[webhook]]` or `[[remote_write]]` table (`webhook[3]`): both
+/// kinds of receiver may keep a credential in the URL.
 fn is_webhook_url(prefix: &str, key: &str) -> bool {
-    key == "url" && prefix.starts_with("webhook[")
+    key == "url" && (prefix.starts_with("webhook[") || prefix.starts_with("remote_write["))
 }
 
 #[cfg(test)]
