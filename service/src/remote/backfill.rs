@@ -321,3 +321,166 @@ fn jitter(window: &[Point]) -> Option<f64> {
     let total: f64 = rtts.windows(2).map(|w| (w[1] - w[0]).abs()).sum();
     Some(total / (rtts.len() - 1) as f64 / 1e9)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::model::{HopSample, RoundRecord};
+    use crate::probe::{TimestampSource, Ttl};
+    use crate::remote::proto::Label;
+    use crate::store::StoreConfig;
+
+    const T0: u64 = 1_700_002_800_000;
+
+    /// A 3-hop round: TTL k answers in k ms; the destination (TTL 3) is lost
+    /// in rounds 20 to 39 (an outage seen by the box).
+    fn round(seq: u64) -> RoundRecord {
+        let lost = (20..40).contains(&seq);
+        let hops = (1..=3u8)
+            .map(|ttl| {
+                let gone = ttl == 3 && lost;
+                let rtt = (!gone).then(|| u64::from(ttl) * 1_000_000);
+                HopSample::answered_or_lost(ttl, IpAddr::from([198, 18, 0, ttl]), rtt, ttl == 3)
+            })
+            .collect();
+        RoundRecord {
+            target: TargetId::new("dst").unwrap(),
+            seq,
+            started_at_ms: T0 + seq * 1000,
+            hops,
+            destination_ttl: (!lost).then(|| Ttl::new(3).unwrap()),
+            source: TimestampSource::Ebpf,
+        }
+    }
+
+    fn key(name: &str, extra: &[(&str, &str)]) -> SeriesKey {
+        let mut labels: Vec<Label> = [("__name__", name), ("target", "dst"), ("vantage", "v")]
+            .iter()
+            .chain(extra)
+            .map(|(n, v)| Label {
+                name: (*n).to_owned(),
+                value: (*v).to_owned(),
+            })
+            .collect();
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        labels
+    }
+
+    #[test]
+    fn a_gap_is_rebuilt_from_stored_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_at(dir.path().join("s"), StoreConfig::default(), T0).unwrap();
+        for seq in 0..60 {
+            store.record_round(&round(seq)).unwrap();
+        }
+        store.flush_at(T0 + 61_000).unwrap();
+
+        let sent = key("hopwatch_target_probes_sent_total", &[]);
+        let received = key("hopwatch_target_probes_received_total", &[]);
+        let loss = key("hopwatch_target_loss_ratio", &[]);
+        let hop_loss = key("hopwatch_hop_loss_ratio", &[("ttl", "2")]);
+        let bucket = key("hopwatch_target_rtt_seconds_bucket", &[("le", "0.0025")]);
+        let running = key("hopwatch_target_state", &[("state", "running")]);
+        let mos = key("hopwatch_target_mos", &[]);
+        // Pushed at round 9 (10 rounds counted) and again at round 50.
+        let before: Values = [
+            (sent.clone(), 10.0),
+            (received.clone(), 10.0),
+            (loss.clone(), 0.0),
+            (hop_loss.clone(), 0.0),
+            (bucket.clone(), 0.0),
+            (running.clone(), 1.0),
+            (mos.clone(), 4.4),
+        ]
+        .into_iter()
+        .collect();
+        let after: Values = [(sent.clone(), 51.0), (received.clone(), 31.0)]
+            .into_iter()
+            .collect();
+        let gap = Gap {
+            from_ms: T0 + 9_000,
+            to_ms: T0 + 50_000,
+            interval_ms: 5_000,
+            before,
+            after,
+        };
+        assert_eq!(gap.ticks().len(), 8, "{:?}", gap.ticks());
+        let intervals = [("dst".to_owned(), Duration::from_secs(1))].into();
+        let mut backfill = Backfill::new(gap, 10, &intervals);
+        // MOS is not determined by rounds: not planned.
+        assert_eq!(backfill.series_per_tick(), 6);
+        let mut all: BTreeMap<SeriesKey, Vec<Sample>> = BTreeMap::new();
+        while backfill.remaining_ticks() > 0 {
+            for series in backfill.next_chunk(&store, 3).unwrap() {
+                all.entry(series.labels).or_default().extend(series.samples);
+            }
+        }
+        let values = |k: &SeriesKey| -> Vec<(u64, f64)> {
+            all[k]
+                .iter()
+                .map(|s| ((s.timestamp as u64 - T0) / 1000, s.value))
+                .collect()
+        };
+        // Counters go on from the value before the gap, one round a second.
+        assert_eq!(
+            values(&sent),
+            vec![
+                (14, 15.0),
+                (19, 20.0),
+                (24, 25.0),
+                (29, 30.0),
+                (34, 35.0),
+                (39, 40.0),
+                (44, 45.0),
+                (49, 50.0)
+            ]
+        );
+        // No answers in rounds 20..40.
+        assert_eq!(
+            values(&received),
+            vec![
+                (14, 15.0),
+                (19, 20.0),
+                (24, 20.0),
+                (29, 20.0),
+                (34, 20.0),
+                (39, 20.0),
+                (44, 25.0),
+                (49, 30.0)
+            ]
+        );
+        // 3 ms is above the 2.5 ms bucket: it stays where it was.
+        assert!(values(&bucket).iter().all(|(_, v)| *v == 0.0));
+        // The window of the last 10 rounds: all lost from round 29 to 39.
+        let l = values(&loss);
+        assert_eq!(l[0], (14, 0.0));
+        assert_eq!(l[2], (24, 0.5));
+        assert_eq!(l[3], (29, 1.0));
+        assert_eq!(l[5], (39, 1.0));
+        assert_eq!(l[7], (49, 0.0));
+        // Hop 2 answered throughout.
+        assert!(values(&hop_loss).iter().all(|(_, v)| *v == 0.0));
+        assert!(values(&running).iter().all(|(_, v)| *v == 1.0));
+        // Samples are oldest first within each series.
+        for samples in all.values() {
+            assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+        }
+    }
+
+    #[test]
+    fn ticks_older_than_the_max_age_are_skipped() {
+        let gap = Gap {
+            from_ms: 0,
+            to_ms: 100_000,
+            interval_ms: 10_000,
+            before: Values::new(),
+            after: Values::new(),
+        };
+        let mut backfill = Backfill::new(gap, 100, &HashMap::new());
+        assert_eq!(backfill.remaining_ticks(), 9);
+        assert_eq!(backfill.skip_before(35_000), 3);
+        assert_eq!(backfill.next_tick_ms(), Some(40_000));
+    }
+}
