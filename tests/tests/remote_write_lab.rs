@@ -335,6 +335,84 @@ fn three_vantage_points_push_and_one_backfills_its_outage() {
     assert!(bytes > 0.0 && sent > 0.0);
 }
 
+/// docs/benchmarks.md, "Remote write": series per 10-hop target with the
+/// default set (bar: at most 30) and the full one, and bytes per push, from
+/// one daemon pushing both sets (two receivers told apart by a label) to a
+/// real Prometheus.
+#[test]
+fn the_default_series_set_keeps_a_ten_hop_target_within_budget() {
+    let lab = LabSpec::chain(9).targets(1).build().expect("lab");
+    let t = IpAddr::V4(lab.targets_v4()[0]);
+    assert_eq!(lab.expected_trace(t).len(), 10, "a 10-hop path");
+    let dir = tempfile::Builder::new()
+        .prefix("remote-budget")
+        .tempdir()
+        .unwrap();
+    let listen = SocketAddr::new(t, PROMETHEUS_PORT);
+    let prom_yml = dir.path().join("prometheus.yml");
+    std::fs::write(&prom_yml, "global:\n  evaluation_interval: 1s\n").unwrap();
+    let prometheus = must(Prometheus::start_with(
+        &lab,
+        "dst",
+        &prom_yml,
+        &dir.path().join("tsdb"),
+        listen,
+        &["--web.enable-remote-write-receiver"],
+    ));
+    let url = format!("http://{listen}/api/v1/write");
+    let mut text = config_text(&dir.path().join("state"), "bench", &[("t", t)], &url)
+        .replace("max_hops = 8", "max_hops = 12")
+        .replace("name = \"central\"", "name = \"default\"")
+        .replace("lab = \"remote\"", "set = \"default\"");
+    text.push_str(&format!(
+        "\n[[remote_write]]\nname = \"full\"\nurl = \"{url}\"\ninterval = \"1s\"\nseries = \"full\"\nlabels = {{ set = \"full\" }}\n"
+    ));
+    let config = dir.path().join("hopwatch.toml");
+    std::fs::write(&config, text).unwrap();
+    let _daemon = must(Daemon::start(&lab, "src", &hopwatch_bin(), &config));
+
+    let count = |set: &str| -> Result<f64, String> {
+        let q = format!("count({{vantage=\"bench\",set=\"{set}\",target=\"t\"}})");
+        let found = prometheus.query(&q).map_err(|e| e.to_string())?;
+        found
+            .first()
+            .map(|s| s.value)
+            .ok_or(format!("{q}: nothing"))
+    };
+    // Every hop answered and every gauge known: the counts settle.
+    let default = must(eventually(
+        Duration::from_secs(60),
+        "25 default series",
+        || count("default").and_then(|n| (n == 25.0).then_some(n).ok_or(format!("{n}"))),
+    ));
+    let full = must(eventually(
+        Duration::from_secs(60),
+        "282 full series",
+        || count("full").and_then(|n| (n == 282.0).then_some(n).ok_or(format!("{n}"))),
+    ));
+    assert!(default <= 30.0 && full > default);
+    std::thread::sleep(Duration::from_secs(10));
+    for set in ["default", "full"] {
+        let line = |name: &str| format!("{name}{{remote=\"{set}\"}}");
+        let bytes = metric(&lab, "src", &line("hopwatch_remote_write_sent_bytes_total")).unwrap();
+        let samples = metric(
+            &lab,
+            "src",
+            &line("hopwatch_remote_write_samples_sent_total"),
+        )
+        .unwrap();
+        let series = metric(&lab, "src", &line("hopwatch_remote_write_series")).unwrap();
+        let pushes = samples / series;
+        let per_push = bytes / pushes;
+        eprintln!(
+            "series set {set}: {series} series per push (daemon-wide), {per_push:.0} bytes per push \
+             (snappy), {:.0} bytes per target per hour at the default 15 s interval",
+            per_push * 240.0
+        );
+        assert!(pushes >= 10.0, "{set}: {pushes} pushes");
+    }
+}
+
 #[test]
 fn promtool_passes_the_fleet_rules_tests() {
     let dir = deploy();
