@@ -40,6 +40,10 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One series of a range-vector answer: its labels and its `(timestamp in
+/// ms, value)` samples, oldest first.
+pub type RawSeries = (BTreeMap<String, String>, Vec<(u64, f64)>);
+
 /// `prometheus` running in a lab node, listening on `127.0.0.1:<port>` there.
 pub struct Prometheus<'lab> {
     lab: &'lab Lab,
@@ -146,7 +150,7 @@ impl<'lab> Prometheus<'lab> {
         &self,
         selector: &str,
         at_seconds: f64,
-    ) -> Result<Vec<(BTreeMap<String, String>, Vec<(u64, f64)>)>, PrometheusError> {
+    ) -> Result<Vec<RawSeries>, PrometheusError> {
         let at = format!("{at_seconds:.3}");
         let data = self.api("query", &[("query", selector), ("time", &at)])?;
         if data["resultType"] != "matrix" {
