@@ -30,8 +30,9 @@ use crate::sys::{self, now_ms};
 /// Samples in one backfill request at most (Prometheus' own
 /// `max_samples_per_send` default).
 pub const MAX_SAMPLES_PER_REQUEST: usize = 2000;
-/// How long a backfill waits for the store to flush the rounds it needs.
-const FLUSH_WAIT: Duration = Duration::from_secs(120);
+/// How long a backfill waits for the store to flush the rounds it needs,
+/// beyond two of its flush intervals.
+const FLUSH_WAIT: Duration = Duration::from_secs(60);
 /// Rounds still in flight when a push succeeded: they are stored a probe
 /// timeout later; the backfill waits for a flush this much past the gap.
 const ROUND_SLACK_MS: u64 = 5_000;
@@ -280,6 +281,21 @@ impl Pusher {
         }
     }
 
+    /// Sends one tick's series in requests of at most
+    /// [`MAX_SAMPLES_PER_REQUEST`] (receivers cap request sizes); the first
+    /// failure fails the tick. A tick sent again by the backfill after a
+    /// partial failure repeats identical samples, which receivers accept.
+    async fn send_all(&self, mut series: Vec<TimeSeries>) -> Result<u64, SendError> {
+        let mut bytes = 0;
+        while !series.is_empty() {
+            let rest = series.split_off(series.len().min(MAX_SAMPLES_PER_REQUEST));
+            let request = WriteRequest { timeseries: series };
+            bytes += self.send(&request).await?;
+            series = rest;
+        }
+        Ok(bytes)
+    }
+
     fn failed(&self, error: &SendError) {
         let mut status = sys::lock(&self.status);
         status.requests_failed += 1;
@@ -302,6 +318,9 @@ impl Pusher {
         // The last tick the receiver got, and what it got then.
         let mut last_ok: Option<(u64, Values)> = None;
         let mut missed = false;
+        // Ticks of the current outage, counted in the backlog until the gap
+        // (whose tick count is what the backfill will send) replaces them.
+        let mut missed_ticks = 0u64;
         loop {
             ticker.tick().await;
             let now = now_ms();
@@ -313,20 +332,18 @@ impl Pusher {
             else {
                 continue;
             };
-            let request = WriteRequest {
-                timeseries: values
-                    .iter()
-                    .map(|(labels, value)| TimeSeries {
-                        labels: labels.clone(),
-                        samples: vec![Sample {
-                            value: *value,
-                            timestamp: i64::try_from(now).unwrap_or(i64::MAX),
-                        }],
-                    })
-                    .collect(),
-            };
-            let count = samples(&request);
-            match self.send(&request).await {
+            let series: Vec<TimeSeries> = values
+                .iter()
+                .map(|(labels, value)| TimeSeries {
+                    labels: labels.clone(),
+                    samples: vec![Sample {
+                        value: *value,
+                        timestamp: i64::try_from(now).unwrap_or(i64::MAX),
+                    }],
+                })
+                .collect();
+            let count = series.len() as u64;
+            match self.send_all(series).await {
                 Ok(bytes) => {
                     {
                         let mut status = sys::lock(&self.status);
@@ -339,6 +356,7 @@ impl Pusher {
                     }
                     if missed {
                         missed = false;
+                        let failed_ticks = std::mem::take(&mut missed_ticks);
                         match last_ok.take() {
                             Some((from_ms, before)) => {
                                 tracing::info!(
@@ -346,18 +364,28 @@ impl Pusher {
                                     missed_seconds = (now - from_ms) / 1000,
                                     "the receiver answers again; backfilling what it missed"
                                 );
-                                let _ = gaps.send(Gap {
+                                let gap = Gap {
                                     from_ms,
                                     to_ms: now,
                                     interval_ms,
                                     before,
                                     after: values.clone(),
-                                });
+                                };
+                                {
+                                    let mut status = sys::lock(&self.status);
+                                    status.backlog_ticks =
+                                        status.backlog_ticks.saturating_sub(failed_ticks)
+                                            + gap.ticks().len() as u64;
+                                }
+                                let _ = gaps.send(gap);
                             }
                             None => {
-                                // Nothing was pushed before: no base for the counters.
+                                // Nothing was pushed before: no base for the
+                                // counters, so those ticks cannot be rebuilt.
                                 let mut status = sys::lock(&self.status);
-                                status.backlog_ticks = 0;
+                                status.backlog_ticks =
+                                    status.backlog_ticks.saturating_sub(failed_ticks);
+                                status.samples_dropped += failed_ticks * values.len() as u64;
                             }
                         }
                     }
@@ -374,6 +402,7 @@ impl Pusher {
                         tracing::warn!(remote_write = %self.config.name, %error, "a push failed; the missed samples will be backfilled");
                     }
                     missed = true;
+                    missed_ticks += 1;
                     self.failed(&error);
                     let mut status = sys::lock(&self.status);
                     status.failing_since_ms.get_or_insert(now);
@@ -403,6 +432,7 @@ impl Pusher {
             sys::lock(&self.status).backfill_next_ms = backfill.next_tick_ms();
             // The rounds of the gap must be on disk before they can be read.
             let waited = std::time::Instant::now();
+            let wait_limit = store.config().flush_interval * 2 + FLUSH_WAIT;
             let flushed = loop {
                 let health = store.health();
                 if health
@@ -411,7 +441,7 @@ impl Pusher {
                 {
                     break true;
                 }
-                if store.is_disabled() || waited.elapsed() > FLUSH_WAIT {
+                if store.is_disabled() || waited.elapsed() > wait_limit {
                     break false;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
