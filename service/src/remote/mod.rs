@@ -540,3 +540,6 @@ impl Pusher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
