@@ -261,7 +261,8 @@ impl Pusher {
         let response = post
             .send()
             .await
-            .map_err(|e| SendError::Retry(sys::error_chain(&e)))?;
+            // reqwest's messages quote the URL, which may hold a credential.
+            .map_err(|e| SendError::Retry(self.config.url.scrub(&sys::error_chain(&e))))?;
         let code = response.status();
         if code.is_success() {
             return Ok(bytes);
@@ -273,7 +274,10 @@ impl Pusher {
             .chars()
             .take(300)
             .collect();
-        let message = format!("HTTP {code}: {}", text.trim());
+        let message = self
+            .config
+            .url
+            .scrub(&format!("HTTP {code}: {}", text.trim()));
         if code.as_u16() == 429 || code.is_server_error() {
             Err(SendError::Retry(message))
         } else {
