@@ -848,7 +848,8 @@ function webhooksPanel(onChange) {
 /**
  * The overview's remote-write panel: each [[remote_write]] receiver's state
  * from /healthz (last success, backlog, samples backfilled and dropped).
- * Hidden when none is configured. URLs come redacted (scheme, host, port).
+ * Hidden when none is configured. /healthz is open, so it has no URL and
+ * no error text: those are in the daemon's log.
  */
 function remoteWritePanel() {
   let list = [];
@@ -869,7 +870,7 @@ function remoteWritePanel() {
     const state = !r.ok ? 'failing' : (r.backlog_seconds > 0 ? 'backfilling' : 'ok');
     const when = (tms) => h('span', { title: tms ? fmtFull(tms) : '', text: ago(tms) });
     return h('tr', { class: 's-' + st, dataset: { remote: r.name } },
-      h('td', { class: 'name' }, h('b', { text: r.name }), h('span', { class: 'host', text: r.url })),
+      h('td', { class: 'name' }, h('b', { text: r.name })),
       h('td', {}, h('span', { class: 'dot' }), h('span', { class: 'wh-state', text: state })),
       h('td', {}, when(r.last_success_at_ms)),
       h('td', { class: 'num', dataset: { backlog: String(r.backlog_seconds) },
@@ -877,8 +878,7 @@ function remoteWritePanel() {
       h('td', { class: 'num hide-sm', text: String(r.samples_sent) }),
       h('td', { class: 'num', text: String(r.samples_backfilled) }),
       h('td', { class: 'num', text: String(r.samples_dropped) }),
-      h('td', { class: 'wh-error hide-md' }, when(r.last_error_at_ms),
-        r.last_error ? h('span', { class: 'err', text: r.last_error }) : null));
+      h('td', { class: 'wh-error hide-md' }, when(r.last_error_at_ms)));
   }
 
   async function load() {

@@ -557,16 +557,14 @@ pub struct ComponentHealthDto {
     pub quarantined: Vec<String>,
 }
 
-/// One `[[remote_write]]` receiver's state.
+/// One `[[remote_write]]` receiver's state, for `/healthz`, which is open:
+/// no URL and no error text (those are in the daemon's log only).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RemoteWriteDto {
     pub name: String,
-    /// Scheme, host and port only.
-    pub url: String,
     /// The last push succeeded (or none was tried yet).
     pub ok: bool,
     pub last_success_at_ms: Option<u64>,
-    pub last_error: Option<String>,
     pub last_error_at_ms: Option<u64>,
     /// From the oldest sample the receiver has not got to now; 0 when up to date.
     pub backlog_seconds: f64,

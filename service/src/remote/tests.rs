@@ -185,7 +185,10 @@ async fn pushes_backfills_an_outage_and_counts_refusals() {
     assert!(during.backlog_ticks >= 3, "{during:?}");
     // The error is shown, the URL's path (where receivers keep keys) is not.
     let error = during.last_error.clone().unwrap_or_default();
-    assert!(error.contains("503") && !error.contains("/api/v1/write"), "{error}");
+    assert!(
+        error.contains("503") && !error.contains("/api/v1/write"),
+        "{error}"
+    );
     assert!(during.backlog_seconds(now_ms()) >= 3.0, "{during:?}");
     rx.status.store(200, Ordering::SeqCst);
     let cut_to = now_ms();

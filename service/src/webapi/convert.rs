@@ -376,10 +376,8 @@ pub fn remote_write_dto(
 ) -> hopwatch_web::dto::RemoteWriteDto {
     hopwatch_web::dto::RemoteWriteDto {
         name: r.name.clone(),
-        url: r.url.clone(),
         ok: r.failing_since_ms.is_none(),
         last_success_at_ms: r.last_success_at_ms,
-        last_error: r.last_error.clone(),
         last_error_at_ms: r.last_error_at_ms,
         backlog_seconds: r.backlog_seconds(now_ms),
         backlog_intervals: r.backlog_ticks,
