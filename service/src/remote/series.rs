@@ -235,6 +235,61 @@ mod tests {
         assert!(default.keys().all(|k| label(k, "responder").is_none()));
     }
 
+    /// docs/benchmarks.md, "Remote write": the compressed bytes one push
+    /// costs per 10-hop target, from the marginal size of 100 more targets
+    /// (names, values and RTTs varied like a real box's).
+    #[test]
+    fn bytes_per_target_per_push() {
+        use crate::remote::proto::{encode, Sample, TimeSeries, WriteRequest};
+        let common = common_labels("paris-1", &[]);
+        let targets = |n: usize| -> Vec<TargetMetrics> {
+            (0..n)
+                .map(|i| {
+                    let mut t = target(&format!("customer-{i:04}.example"), 10);
+                    t.probes_sent = 86_400 + i as u64 * 17;
+                    t.probes_received = t.probes_sent - (i as u64 % 7);
+                    t.loss_ratio = Some((i % 5) as f64 / 100.0);
+                    t.jitter_seconds = Some(0.000_173 + i as f64 * 1e-7);
+                    t.rtt.sum_seconds = 1_234.567_8 + i as f64;
+                    for (k, h) in t.hops.iter_mut().enumerate() {
+                        h.loss_ratio = Some(((i + k) % 3) as f64 / 100.0);
+                    }
+                    t
+                })
+                .collect()
+        };
+        let size = |n: usize, set: SeriesSet| -> (usize, usize) {
+            let values = from_snapshot(snapshot(targets(n)), set, &common);
+            let request = WriteRequest {
+                timeseries: values
+                    .iter()
+                    .map(|(labels, value)| TimeSeries {
+                        labels: labels.clone(),
+                        samples: vec![Sample {
+                            value: *value,
+                            timestamp: 1_796_527_389_238,
+                        }],
+                    })
+                    .collect(),
+            };
+            (encode(&request).unwrap().len(), values.len())
+        };
+        for (set, bar) in [(SeriesSet::Default, 1_500), (SeriesSet::Full, 12_000)] {
+            let (small, _) = size(10, set);
+            let (big, series) = size(110, set);
+            let per_target = (big - small) as f64 / 100.0;
+            eprintln!(
+                "{set:?}: {series} series for 110 targets; {per_target:.0} bytes per 10-hop target \
+                 per push, {:.0} kB per target per hour at 15 s",
+                per_target * 240.0 / 1000.0
+            );
+            assert!(
+                per_target > 100.0 && per_target < f64::from(bar),
+                "{per_target}"
+            );
+        }
+    }
+
     #[test]
     fn exposition_lines_parse_with_escapes_and_special_values() {
         let text = "# HELP x y\nhopwatch_hop_loss_ratio{target=\"a\\\"b\",ttl=\"2\"} 0.25\n\
