@@ -399,7 +399,10 @@ impl Pusher {
                     tracing::warn!(remote_write = %self.config.name, %error, "the receiver refused a push");
                     self.failed(&error);
                     sys::lock(&self.status).samples_dropped += count;
-                    last_ok = Some((now, values));
+                    // Within an outage, the gap still starts where it did.
+                    if !missed {
+                        last_ok = Some((now, values));
+                    }
                 }
                 Err(error) => {
                     if !missed {
