@@ -228,7 +228,7 @@ impl Layout for Segments {
 struct MinuteChunks(SegmentFiles);
 
 impl Layout for MinuteChunks {
-    fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(60) {
             return Ok(());
         }
@@ -241,7 +241,7 @@ impl Layout for MinuteChunks {
                 rounds,
             })
             .collect();
-        self.0.append(at_ms, &pending)?;
+        self.0.append(&pending)?;
         open.0.iter_mut().for_each(Vec::clear);
         Ok(())
     }

@@ -124,7 +124,7 @@ fn snapshot(dir: &Path, only_sled: bool) -> BTreeMap<PathBuf, Vec<u8>> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if only_sled && !components::is_sled_file(&name) {
+        if only_sled && !components::is_store_file(&name) {
             continue;
         }
         if path.is_dir() {

@@ -8,8 +8,10 @@ use crate::probe::Protocol;
 /// `[service] state_dir`
 pub const STATE_DIR: &str = "/var/lib/hopwatch";
 
-/// `[storage] flush_interval`: writes are batched this long; router flash wears out.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// `[storage] flush_interval`: writes are batched this long; router flash
+/// wears out. A minute makes each target's rounds one compressed chunk a
+/// minute (docs/benchmarks.md, "Where the history goes").
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 /// `[storage] raw_retention`: 48 hours of raw rounds.
 pub const RAW_RETENTION: Duration = Duration::from_secs(48 * HOUR);
 /// `[storage] minute_retention`: 30 days of 1-minute rollups.

@@ -44,7 +44,7 @@ fn an_empty_file_is_every_default_and_no_target() {
         config.service.source,
         crate::probe::SourceSelection::default()
     );
-    assert_eq!(config.storage.flush_interval, Duration::from_secs(5));
+    assert_eq!(config.storage.flush_interval, Duration::from_secs(60));
     assert_eq!(config.storage.raw_retention, Duration::from_secs(48 * 3600));
     assert_eq!(
         config.storage.minute_retention,

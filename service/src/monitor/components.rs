@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::health::{
-    is_lock_contention, is_sled_file, list_quarantined, quarantine_dir, quarantine_path,
+    is_lock_contention, is_store_file, list_quarantined, quarantine_dir, quarantine_path,
     quarantine_store, ComponentMode, ComponentStatus, QuarantineError, SharedStatus, OUTBOX,
     QUARANTINE_MARKER, REFLECTOR, STORE,
 };

@@ -96,6 +96,7 @@ use codec::{encode, EventV1, RawRoundV1};
 use flush::FlushState;
 use keys::{event_key, raw_key, TargetNum};
 use schema::{TargetMap, Trees};
+use segment::Segments;
 
 pub use error::StoreError;
 pub use export::{write_series, ExportError, ExportFormat, ExportMeta};
@@ -103,6 +104,8 @@ pub use peers::{PeerBatch, PeerHistory, PeerSeries, PeerSeriesPoints};
 pub use query::{Hop, Point, Resolution, Series};
 pub use rawlog::{RawLog, RawLogError};
 
+/// The directory, inside the store's, of the raw rounds' hourly files.
+pub const ROUNDS_DIR: &str = "rounds";
 pub const MINUTE_MS: u64 = 60_000;
 pub const HOUR_MS: u64 = 3_600_000;
 const DAY: Duration = Duration::from_secs(86_400);
@@ -112,7 +115,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// How often buffered writes go to disk (see the module docs for the
-    /// trade-off). Default 5 s.
+    /// trade-off). Default 60 s: a chunk of a minute per target.
     pub flush_interval: Duration,
     /// Raw per-round results. Default 48 h. Rollups are recomputed from raw
     /// rounds after a crash, so keep this well above `close_delay` + an hour.
@@ -148,7 +151,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
-            flush_interval: Duration::from_secs(5),
+            flush_interval: Duration::from_secs(60),
             raw_retention: 2 * DAY,
             minute_retention: 30 * DAY,
             hour_retention: 365 * DAY,
@@ -198,7 +201,7 @@ pub struct StoreMetrics {
     /// Raw rounds dropped because the pending buffer hit its cap.
     pub dropped_rounds_total: u64,
     pub dropped_events_total: u64,
-    /// Keys removed by retention sweeps.
+    /// Keys (and the rounds' hourly files) removed by retention sweeps.
     pub swept_keys_total: u64,
     /// Stored values that could not be decoded and were skipped.
     pub corrupt_values_total: u64,
@@ -246,6 +249,10 @@ pub struct Store {
     targets: RwLock<TargetMap>,
     pending: Mutex<WriteBuffer>,
     flush: Mutex<FlushState>,
+    /// Where the raw rounds' files are ([`ROUNDS_DIR`]).
+    rounds_dir: PathBuf,
+    /// The appender of those files; `None` for a disabled store.
+    segments: Mutex<Option<Segments>>,
     event_seq: AtomicU32,
     counters: Counters,
     health: Mutex<HealthState>,
@@ -275,7 +282,9 @@ impl Store {
         })?;
         let trees = Trees::open(&path, config.cache_capacity_bytes, config.reclaim_interval)?;
         let targets = TargetMap::load(&path, &trees.targets)?;
-        let state = FlushState::load(&path, &trees, &targets)?;
+        let rounds_dir = path.join(ROUNDS_DIR);
+        let segments = Segments::open(&rounds_dir)?;
+        let state = FlushState::load(&path, &trees, &targets, &segments)?;
         // Event keys carry a per-process sequence; starting it from the clock
         // keeps a restarted process from reusing (time, sequence) pairs.
         let seq_seed = SystemTime::now()
@@ -288,6 +297,8 @@ impl Store {
             targets: RwLock::new(targets),
             pending: Mutex::new(WriteBuffer::default()),
             flush: Mutex::new(state),
+            rounds_dir,
+            segments: Mutex::new(Some(segments)),
             event_seq: AtomicU32::new(seq_seed),
             counters: Counters::default(),
             health: Mutex::new(HealthState::default()),
@@ -320,6 +331,8 @@ impl Store {
             targets: RwLock::new(TargetMap::default()),
             pending: Mutex::new(WriteBuffer::default()),
             flush: Mutex::new(FlushState::default()),
+            rounds_dir: path.as_ref().join(ROUNDS_DIR),
+            segments: Mutex::new(None),
             event_seq: AtomicU32::new(0),
             counters: Counters::default(),
             health: Mutex::new(health),
@@ -538,16 +551,18 @@ impl Store {
         }
     }
 
-    /// Bytes sled's files take on disk now.
+    /// Bytes the store's files take on disk now: sled's and the rounds'.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.trees()?
+        let sled = self
+            .trees()?
             .db
             .size_on_disk()
             .map_err(|source| StoreError::Sled {
                 path: self.path.clone(),
                 op: "measure size on disk",
                 source,
-            })
+            })?;
+        Ok(sled + Segments::reader(&self.rounds_dir).size()?)
     }
 
     /// Starts a thread that flushes every `flush_interval` and once more when
@@ -557,11 +572,13 @@ impl Store {
         let (stop, stopped) = mpsc::channel::<()>();
         let store = Arc::clone(self);
         let interval = self.config.flush_interval;
+        let offset = self.config.close_delay + Duration::from_secs(1);
         let thread = std::thread::Builder::new()
             .name("store-flush".into())
             .spawn(move || loop {
+                let wait = until_next_flush(now_ms(), interval, offset);
                 let last = !matches!(
-                    stopped.recv_timeout(interval),
+                    stopped.recv_timeout(wait),
                     Err(mpsc::RecvTimeoutError::Timeout)
                 );
                 // The error is already logged and in health.
@@ -579,6 +596,18 @@ impl Store {
             thread: Some(thread),
         })
     }
+}
+
+/// How long from `now_ms` to the next flush. Flushes keep a grid of the
+/// interval shifted by `offset` (the close delay and a second), so with a
+/// minute's interval each flush comes just after a minute closes: it rolls
+/// that minute up, and the rounds kept in memory for the next rollup are
+/// only the few seconds since.
+fn until_next_flush(now_ms: u64, interval: Duration, offset: Duration) -> Duration {
+    let interval = (interval.as_millis() as u64).max(1);
+    let phase = offset.as_millis() as u64 % interval;
+    let next = (now_ms.saturating_sub(phase) / interval + 1) * interval + phase;
+    Duration::from_millis(next - now_ms)
 }
 
 impl Drop for Store {
