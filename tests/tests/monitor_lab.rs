@@ -415,12 +415,32 @@ fn statistics_match_the_raw_rounds_and_history_survives_a_restart() {
             received.len() as u64,
             "ttl {ttl} received"
         );
+        // Stored RTTs are kept to the nearest microsecond; the live view's
+        // are the kernel's nanoseconds.
         if !received.is_empty() {
             let avg = received.iter().sum::<u64>() as f64 / received.len() as f64;
             let got = hop.since_start.avg_ns.unwrap();
-            assert!((got - avg).abs() <= 1.0, "ttl {ttl} avg {got} vs raw {avg}");
-            assert_eq!(hop.since_start.best_ns, received.iter().min().copied());
-            assert_eq!(hop.since_start.worst_ns, received.iter().max().copied());
+            assert!(
+                (got - avg).abs() <= 500.0,
+                "ttl {ttl} avg {got} vs raw {avg}"
+            );
+            let near = |live: Option<u64>, stored: Option<u64>, what: &str| {
+                let (live, stored) = (live.unwrap(), stored.unwrap());
+                assert!(
+                    live.abs_diff(stored) <= 500,
+                    "ttl {ttl} {what} {live} vs raw {stored}"
+                );
+            };
+            near(
+                hop.since_start.best_ns,
+                received.iter().min().copied(),
+                "best",
+            );
+            near(
+                hop.since_start.worst_ns,
+                received.iter().max().copied(),
+                "worst",
+            );
         }
     }
     assert!(
