@@ -4,8 +4,12 @@
 //! followed by a sync cost a whole page each) for one synthetic hour of
 //! 10-hop targets at one round per second, after a warm-up, in four layouts:
 //!
-//! - `store`: today's history store (format 1: one sled value per round,
-//!   minute and hour rollups in sled), flushed every 5 s;
+//! - `store`: the history store as the daemon runs it (raw rounds as a
+//!   chunk per target and minute in hourly files, minute and hour rollups in
+//!   sled), flushed on its default grid, once a minute;
+//! - `sled-rounds`: the raw half of the store before it (format 1): one sled
+//!   value per round (postcard), flushed every 5 s; with `sled-rollups` it
+//!   is what that store wrote;
 //! - `sled-chunks`: one compressed chunk (`store::chunk`) per target and
 //!   10 minutes, inserted into a sled tree and flushed when the 10 minutes
 //!   end (raw data only; alone it would lose up to 10 minutes to a crash);
@@ -42,7 +46,7 @@ use anyhow::Context;
 use clap::Parser;
 use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use hopwatch::probe::{Rtt, TimestampSource, Ttl};
-use hopwatch::store::keys::TargetNum;
+use hopwatch::store::keys::{self, TargetNum};
 use hopwatch::store::rollup::{scratch_histogram, SeriesAcc};
 use hopwatch::store::segment::{Pending, Segments as SegmentFiles};
 use hopwatch::store::{chunk, codec, Store, StoreConfig, HOUR_MS};
@@ -55,7 +59,7 @@ const HOPS: u8 = 10;
 /// Rounds in a chunk: 10 minutes at one round per second (docs/benchmarks.md,
 /// "History chunks": longer chunks gain little).
 const CHUNK_ROUNDS: u64 = 600;
-/// Seconds between flushes of the store and the journal.
+/// Seconds between the journal's flushes.
 const FLUSH_SECS: u64 = 5;
 
 #[derive(Parser)]
@@ -70,6 +74,9 @@ struct Args {
     /// Seconds between the journal's syncs.
     #[arg(long, default_value_t = 30)]
     sync: u64,
+    /// Measure only these layouts (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    layouts: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -136,6 +143,9 @@ trait Layout {
     fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()>;
 }
 
+/// The history store as the daemon runs it: every round recorded, a flush
+/// on its default grid (every `flush_interval`, just after each minute
+/// closes).
 struct TodaysStore(Store);
 
 impl Layout for TodaysStore {
@@ -145,7 +155,10 @@ impl Layout for TodaysStore {
                 self.0.record_round(&round)?;
             }
         }
-        if second.is_multiple_of(FLUSH_SECS) {
+        let config = self.0.config();
+        let interval = config.flush_interval.as_secs().max(1);
+        let offset = config.close_delay.as_secs() + 1;
+        if second % interval == offset % interval {
             self.0.flush_at(at_ms)?;
         }
         Ok(())
@@ -163,6 +176,29 @@ impl Open {
             self.0.resize_with(num + 1, Vec::new);
         }
         self.0[num].push(round);
+    }
+}
+
+/// One sled value per round, as the store kept raw rounds before the files.
+struct SledRounds {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Layout for SledRounds {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
+        if !second.is_multiple_of(FLUSH_SECS) {
+            return Ok(());
+        }
+        for (num, rounds) in open.0.iter_mut().enumerate() {
+            for round in rounds.drain(..) {
+                let key = keys::raw_key(TargetNum(num as u32), round.started_at_ms);
+                self.tree
+                    .insert(key, codec::encode(&codec::RawRoundV1::from_round(&round)))?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
     }
 }
 
@@ -462,6 +498,7 @@ fn main() -> anyhow::Result<()> {
     for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
         for layout_name in [
             "store",
+            "sled-rounds",
             "sled-chunks",
             "segments",
             "journal",
@@ -469,6 +506,9 @@ fn main() -> anyhow::Result<()> {
             "sled-rollups",
             "packed-rollups",
         ] {
+            if !args.layouts.is_empty() && !args.layouts.iter().any(|l| l == layout_name) {
+                continue;
+            }
             let dir = args.dir.join(format!("{name}-{layout_name}"));
             fs::create_dir_all(&dir)?;
             let mut layout: Box<dyn Layout> = match layout_name {
@@ -477,6 +517,12 @@ fn main() -> anyhow::Result<()> {
                     StoreConfig::default(),
                     start_ms,
                 )?)),
+                "sled-rounds" => {
+                    // The store's own sled settings (zstd pages, low space).
+                    let db = hopwatch::store::schema::sled_config(&dir, 4 << 20).open()?;
+                    let tree = db.open_tree("raw")?;
+                    Box::new(SledRounds { db, tree })
+                }
                 "sled-chunks" => {
                     let db = sled::Config::new()
                         .path(&dir)

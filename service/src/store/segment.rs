@@ -263,12 +263,13 @@ impl Segments {
             let Some((file, path)) = self.open.get_mut(&hour) else {
                 continue;
             };
-            let write_err = |source| SegmentError::Write {
-                path: path.clone(),
-                source,
-            };
-            file.write_all(&bytes).map_err(write_err)?;
-            file.sync_data().map_err(write_err)?;
+            if let Err(source) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+                // A full disk may have taken part of the write: the retry goes
+                // to a new file, so the torn bytes end a file nobody appends to.
+                let path = path.clone();
+                self.open.remove(&hour);
+                return Err(SegmentError::Write { path, source });
+            }
             written += bytes.len() as u64;
         }
         Ok(written)
