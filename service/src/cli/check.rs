@@ -560,6 +560,61 @@ mod tests {
             .any(|f| f.what == "CAP_NET_RAW" && f.level == Level::Fail));
     }
 
+    #[test]
+    fn damaged_rounds_files_are_reported_and_a_torn_tail_is_not_a_warning() {
+        use crate::model::{RoundRecord, TargetId};
+        use crate::probe::TimestampSource;
+        use crate::store::keys::TargetNum;
+        use crate::store::segment::Pending;
+
+        let dir = tempfile::tempdir().unwrap();
+        let rounds_dir = dir.path().join(crate::store::ROUNDS_DIR);
+        assert_eq!(rounds_check(&rounds_dir).level, Level::Ok, "none yet");
+        let id = TargetId::new("t").unwrap();
+        let rounds: Vec<RoundRecord> = (0..60)
+            .map(|seq| RoundRecord {
+                target: id.clone(),
+                seq,
+                started_at_ms: 1_700_002_800_000 + seq * 1_000,
+                hops: Vec::new(),
+                destination_ttl: None,
+                source: TimestampSource::Ebpf,
+            })
+            .collect();
+        let mut segments = Segments::open(&rounds_dir).unwrap();
+        for minute in rounds.chunks(20) {
+            segments
+                .append(&[Pending {
+                    target: TargetNum(1),
+                    rounds: minute,
+                }])
+                .unwrap();
+        }
+        let (_, file) = segments.files().unwrap().remove(0);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.extend(b"hwR1 torn");
+        std::fs::write(&file, &bytes).unwrap();
+        let torn = rounds_check(&rounds_dir);
+        assert_eq!(torn.level, Level::Ok, "{torn:?}");
+        assert!(
+            torn.detail.contains("1 files, 3 records"),
+            "{}",
+            torn.detail
+        );
+        assert!(torn.detail.contains("torn last record"), "{}", torn.detail);
+        // A flipped bit in the first record's chunk.
+        bytes[40] ^= 0x01;
+        std::fs::write(&file, &bytes).unwrap();
+        let damaged = rounds_check(&rounds_dir);
+        assert_eq!(damaged.level, Level::Warn, "{damaged:?}");
+        assert!(
+            damaged.detail.contains("1 damaged record"),
+            "{}",
+            damaged.detail
+        );
+        assert!(damaged.detail.contains("BadRecord"), "{}", damaged.detail);
+    }
+
     #[tokio::test]
     async fn a_bad_config_fails_the_check_with_its_location() {
         let dir = tempfile::tempdir().unwrap();
