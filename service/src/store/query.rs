@@ -5,6 +5,7 @@
 //! so a minute's flush interval does not hide the last minute; rollups and
 //! events are what the last flush wrote.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -326,6 +327,44 @@ impl Store {
         };
         let trees = self.trees()?;
         self.rounds_of(&trees, num, target, from_ms, to_ms)
+    }
+
+    /// The rounds of many targets, each from its own start up to `to_ms`,
+    /// reading each rounds file once for all of them (a read per target
+    /// would read the same hour's file once per target). Unknown targets
+    /// are left out.
+    pub fn recent_rounds(
+        &self,
+        targets: &[(TargetId, u64)],
+        to_ms: u64,
+    ) -> Result<HashMap<TargetId, Vec<RoundRecord>>, StoreError> {
+        let wanted: HashMap<TargetNum, (&TargetId, u64)> = targets
+            .iter()
+            .filter_map(|(id, from)| Some((self.lookup(id)?, (id, *from))))
+            .collect();
+        let Some(from_ms) = wanted.values().map(|(_, from)| *from).min() else {
+            return Ok(HashMap::new());
+        };
+        let trees = self.trees()?;
+        let mut found = Segments::reader(&self.rounds_dir).read_many(from_ms, to_ms, |num| {
+            wanted.get(&num).map(|(id, _)| (*id).clone())
+        })?;
+        for damage in &found.damage {
+            self.note_damage(damage);
+        }
+        let mut out = HashMap::new();
+        for (&num, &(id, from)) in &wanted {
+            let mut rounds = found.rounds.remove(&num).unwrap_or_default();
+            rounds.retain(|r| r.started_at_ms >= from);
+            for item in trees.raw.range(raw_key(num, from)..raw_key(num, to_ms)) {
+                let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
+                rounds.push(self.decode_round(id, &key, &value)?);
+            }
+            rounds.extend(self.buffered_rounds(num, id, from, to_ms));
+            sort_rounds(&mut rounds);
+            out.insert(id.clone(), rounds);
+        }
+        Ok(out)
     }
 
     /// Every round of `target` in `[from_ms, to_ms)`: stored ones and those

@@ -758,3 +758,30 @@ fn minute_flushes_come_just_after_each_minute_closes() {
         Duration::from_millis(800)
     );
 }
+
+#[test]
+fn recent_rounds_of_many_targets_come_from_one_read_each_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_rounds(&store, "a", 120);
+    write_rounds(&store, "b", 100);
+    store.flush_at(T0 + 130_000).unwrap();
+    // b's last 20 rounds are still in the buffer.
+    for s in 100..120 {
+        store.record_round(&round("b", s, T0 + s * 1000)).unwrap();
+    }
+    let found = store
+        .recent_rounds(
+            &[
+                (id("a"), T0 + 60_000),
+                (id("b"), T0 + 90_000),
+                (id("never-seen"), T0),
+            ],
+            T0 + 200_000,
+        )
+        .unwrap();
+    let seqs = |name: &str| -> Vec<u64> { found[&id(name)].iter().map(|r| r.seq).collect() };
+    assert_eq!(seqs("a"), (60..120).collect::<Vec<_>>());
+    assert_eq!(seqs("b"), (90..120).collect::<Vec<_>>());
+    assert!(!found.contains_key(&id("never-seen")));
+}
