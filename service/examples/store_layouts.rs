@@ -49,7 +49,7 @@ use hopwatch::probe::{Rtt, TimestampSource, Ttl};
 use hopwatch::store::keys::{self, TargetNum};
 use hopwatch::store::rollup::{scratch_histogram, SeriesAcc};
 use hopwatch::store::segment::{Pending, Segments as SegmentFiles};
-use hopwatch::store::{chunk, codec, Store, StoreConfig, HOUR_MS};
+use hopwatch::store::{chunk, codec, Hop, Resolution, Store, StoreConfig, HOUR_MS};
 
 #[path = "common/noise.rs"]
 mod noise;
@@ -495,6 +495,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| series | layout | MiB written / target / day | bytes / hop sample | on disk after the run, MiB |");
     println!("|---|---|---:|---:|---:|");
+    let mut query_times = Vec::new();
     for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
         for layout_name in [
             "store",
@@ -561,6 +562,10 @@ fn main() -> anyhow::Result<()> {
             };
             let written = measure(layout.as_mut(), &args, profile, start_ms)?;
             drop(layout);
+            if layout_name == "store" {
+                let end_ms = start_ms + (CHUNK_ROUNDS + args.hours * 3_600) * 1_000;
+                query_times.push((name, raw_query_times(&dir, end_ms, args.hours)?));
+            }
             let per_target_day = written as f64 / f64::from(args.targets) * 24.0 / hours;
             println!(
                 "| {name} | {layout_name} | {:.2} | {:.2} | {:.1} |",
@@ -570,5 +575,45 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if !query_times.is_empty() {
+        println!("\nThe store reopened, one target's destination from raw rounds (median / max of 10, ms):\n");
+        println!("| series | last 1 h | last {} h |", args.hours.min(6));
+        println!("|---|---:|---:|");
+        for (name, [hour, span]) in query_times {
+            println!(
+                "| {name} | {:.2} / {:.2} | {:.2} / {:.2} |",
+                hour.0, hour.1, span.0, span.1
+            );
+        }
+    }
     Ok(())
+}
+
+/// Times `Store::series` of target `t0`'s destination from raw rounds over
+/// the last hour and the last `hours` (at most 6, the raw span the API
+/// serves): (median, max) ms of 10 runs each. Every file of the span holds
+/// all targets' records, so this is what many targets cost a query.
+fn raw_query_times(dir: &Path, end_ms: u64, hours: u64) -> anyhow::Result<[(f64, f64); 2]> {
+    let store = Store::open_at(dir, StoreConfig::default(), end_ms)?;
+    let id = TargetId::new("t0")?;
+    let mut out = [(0.0, 0.0); 2];
+    for (slot, span_h) in out.iter_mut().zip([1, hours.clamp(1, 6)]) {
+        let mut times: Vec<f64> = (0..10)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let series = store.series(
+                    &id,
+                    Hop::Destination,
+                    end_ms - span_h * HOUR_MS,
+                    end_ms,
+                    Resolution::Raw,
+                )?;
+                anyhow::ensure!(!series.points.is_empty(), "no rounds of t0 read back");
+                Ok(started.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        times.sort_by(f64::total_cmp);
+        *slot = (times[times.len() / 2], times[times.len() - 1]);
+    }
+    Ok(out)
 }
