@@ -12,6 +12,7 @@ pub mod model;
 pub mod monitor;
 pub mod peer;
 pub mod probe;
+pub mod remote;
 pub mod report;
 pub mod stats;
 pub mod store;

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["webapi"],
+    &["remote"],
     &["monitor"],
     &["config"],
     &["alerts"],

@@ -40,6 +40,10 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One series of a range-vector answer: its labels and its `(timestamp in
+/// ms, value)` samples, oldest first.
+pub type RawSeries = (BTreeMap<String, String>, Vec<(u64, f64)>);
+
 /// `prometheus` running in a lab node, listening on `127.0.0.1:<port>` there.
 pub struct Prometheus<'lab> {
     lab: &'lab Lab,
@@ -59,6 +63,21 @@ impl<'lab> Prometheus<'lab> {
         data_dir: &Path,
         port: u16,
     ) -> Result<Prometheus<'lab>, PrometheusError> {
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        Prometheus::start_with(lab, node, config, data_dir, listen, &[])
+    }
+
+    /// [`Prometheus::start`] listening on `listen` (an address of `node`, so
+    /// other lab nodes can reach it), with extra command-line flags such as
+    /// `--web.enable-remote-write-receiver`.
+    pub fn start_with(
+        lab: &'lab Lab,
+        node: &str,
+        config: &Path,
+        data_dir: &Path,
+        listen: std::net::SocketAddr,
+        flags: &[&str],
+    ) -> Result<Prometheus<'lab>, PrometheusError> {
         let binary = programs::find("prometheus")?;
         let start_error = |source| PrometheusError::Start {
             node: node.to_owned(),
@@ -69,7 +88,8 @@ impl<'lab> Prometheus<'lab> {
             .map_err(start_error)?;
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data_dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={listen}"))
+            .args(flags)
             .arg("--log.level=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,7 +98,7 @@ impl<'lab> Prometheus<'lab> {
         let prometheus = Prometheus {
             lab,
             node: node.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{listen}"),
             _child: child,
         };
         webclient::eventually(Duration::from_secs(60), "Prometheus to be ready", || {
@@ -120,26 +140,69 @@ impl<'lab> Prometheus<'lab> {
                 answer: data,
             });
         }
+        Ok(vector(&data))
+    }
+
+    /// The raw samples of every series a range-vector selector (`up[5m]`)
+    /// selects, evaluated at `at_seconds` (Unix time): each series' labels
+    /// and its `(timestamp in ms, value)` pairs, oldest first.
+    pub fn raw_samples(
+        &self,
+        selector: &str,
+        at_seconds: f64,
+    ) -> Result<Vec<RawSeries>, PrometheusError> {
+        let at = format!("{at_seconds:.3}");
+        let data = self.api("query", &[("query", selector), ("time", &at)])?;
+        if data["resultType"] != "matrix" {
+            return Err(PrometheusError::Query {
+                query: selector.to_owned(),
+                answer: data,
+            });
+        }
         Ok(data["result"]
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
-            .map(|r| Sample {
-                labels: r["metric"]
+            .map(|r| {
+                let labels = r["metric"]
                     .as_object()
                     .map(|m| {
                         m.iter()
                             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                             .collect()
                     })
-                    .unwrap_or_default(),
-                value: r["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(f64::NAN),
+                    .unwrap_or_default();
+                let values = r["values"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| {
+                        let ms = (v[0].as_f64().unwrap_or(0.0) * 1000.0).round() as u64;
+                        let value = v[1]
+                            .as_str()
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(f64::NAN);
+                        (ms, value)
+                    })
+                    .collect();
+                (labels, values)
             })
             .collect())
+    }
+
+    /// An instant query evaluated at `at_seconds` (Unix time).
+    pub fn query_at(&self, query: &str, at_seconds: f64) -> Result<Vec<Sample>, PrometheusError> {
+        let at = format!("{at_seconds:.3}");
+        let data = self.api("query", &[("query", query), ("time", &at)])?;
+        if data["resultType"] != "vector" {
+            return Err(PrometheusError::Query {
+                query: query.to_owned(),
+                answer: data,
+            });
+        }
+        Ok(vector(&data))
     }
 
     /// Every rule of every loaded group (`/api/v1/rules`), as Prometheus reports
@@ -160,6 +223,30 @@ impl<'lab> Prometheus<'lab> {
         let data = self.api("alerts", &[])?;
         Ok(data["alerts"].as_array().cloned().unwrap_or_default())
     }
+}
+
+/// The samples of an instant vector answer's `data`.
+fn vector(data: &Value) -> Vec<Sample> {
+    data["result"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| Sample {
+            labels: r["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: r["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN),
+        })
+        .collect()
 }
 
 /// The result of a `promtool` run.

@@ -843,6 +843,55 @@ function webhooksPanel(onChange) {
   };
 }
 
+// ------------------------------------------------------------ remote write
+
+/**
+ * The overview's remote-write panel: each [[remote_write]] receiver's state
+ * from /healthz (last success, backlog, samples backfilled and dropped).
+ * Hidden when none is configured. /healthz is open, so it has no URL and
+ * no error text: those are in the daemon's log.
+ */
+function remoteWritePanel() {
+  let list = [];
+  const tbody = h('tbody');
+  const cols = [
+    ['Receiver', ''], ['Status', ''], ['Last success', ''], ['Backlog', 'num'],
+    ['Sent', 'num hide-sm'], ['Backfilled', 'num'], ['Dropped', 'num'], ['Last failure', 'hide-md'],
+  ];
+  const el = h('section', { class: 'panel webhooks remote-write', id: 'remote-write', hidden: true, 'aria-label': 'Remote write' },
+    h('div', { class: 'panel-head' }, h('h2', { text: 'Remote write' })),
+    h('div', { class: 'table-wrap' },
+      h('table', { class: 'webhooks' },
+        h('thead', {}, h('tr', {}, cols.map(([label, cls]) => h('th', { class: cls, scope: 'col', text: label })))),
+        tbody)));
+
+  function row(r) {
+    const st = !r.ok ? 'bad' : (r.backlog_seconds > 0 ? 'warn' : 'ok');
+    const state = !r.ok ? 'failing' : (r.backlog_seconds > 0 ? 'backfilling' : 'ok');
+    const when = (tms) => h('span', { title: tms ? fmtFull(tms) : '', text: ago(tms) });
+    return h('tr', { class: 's-' + st, dataset: { remote: r.name } },
+      h('td', { class: 'name' }, h('b', { text: r.name })),
+      h('td', {}, h('span', { class: 'dot' }), h('span', { class: 'wh-state', text: state })),
+      h('td', {}, when(r.last_success_at_ms)),
+      h('td', { class: 'num', dataset: { backlog: String(r.backlog_seconds) },
+        text: r.backlog_seconds > 0 ? duration(r.backlog_seconds * 1000) : '–' }),
+      h('td', { class: 'num hide-sm', text: String(r.samples_sent) }),
+      h('td', { class: 'num', text: String(r.samples_backfilled) }),
+      h('td', { class: 'num', text: String(r.samples_dropped) }),
+      h('td', { class: 'wh-error hide-md' }, when(r.last_error_at_ms)));
+  }
+
+  async function load() {
+    try {
+      list = (await api('/healthz')).remote_write || [];
+      el.hidden = list.length === 0;
+      tbody.replaceChildren(...list.map(row));
+    } catch (e) { /* the next refresh tries again */ }
+  }
+
+  return { el, load };
+}
+
 /** "3 h 20 min", "45 s": how long an incident lasted. */
 function duration(msv) {
   const s = Math.round(msv / 1000);
@@ -1188,13 +1237,14 @@ function overviewPage(root) {
   const tiles = h('div', { class: 'tiles', id: 'tiles' });
   const empty = h('p', { class: 'empty-note', hidden: true });
   const hooks = webhooksPanel(() => queueRender());
+  const remotes = remoteWritePanel();
   const peers = peersPanel(() => queueRender());
   const incidents = incidentsPanel(null, '7d');
 
   root.replaceChildren(
     h('section', { class: 'toolbar' }, filter, stateFilter, count,
       h('div', { class: 'seg', role: 'group', 'aria-label': 'View' }, viewTable, viewTiles), configBtn, importBtn, importFile, addBtn),
-    strip, tableWrap, tiles, empty, peers.el, incidents.el, hooks.el);
+    strip, tableWrap, tiles, empty, peers.el, incidents.el, hooks.el, remotes.el);
 
   filter.value = prefs.get('filter', '');
   stateFilter.value = prefs.get('stateFilter', 'all');
@@ -1408,9 +1458,11 @@ function overviewPage(root) {
     setInterval(loadSparks, 15000),
     setInterval(queueRender, 5000), // "updated ... ago"
     setInterval(hooks.load, 10000),
+    setInterval(remotes.load, 10000),
     setInterval(incidents.load, 30000),
   ];
   hooks.load();
+  remotes.load();
   incidents.load();
   load().then(loadSparks).catch((e) => {
     empty.hidden = false;
@@ -1513,7 +1565,7 @@ function overviewPage(root) {
   }
 
   return {
-    refresh() { load().then(loadSparks).catch(() => {}); hooks.load(); incidents.load(); queueRender(); },
+    refresh() { load().then(loadSparks).catch(() => {}); hooks.load(); remotes.load(); incidents.load(); queueRender(); },
     redraw() { drawEpoch++; queueRender(); },
     close() { live.close(); timers.forEach(clearInterval); },
   };

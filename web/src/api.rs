@@ -774,18 +774,22 @@ pub async fn resume(
 /// `degraded` and is listed, so a probe or a human sees it without the
 /// daemon being restarted over it.
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let degraded: Vec<ComponentHealthDto> = state
-        .read(|read| read.components())
+    let (components, remote_write) = state
+        .read(|read| (read.components(), read.remote_write()))
         .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.degraded)
-        .collect();
-    if degraded.is_empty() {
-        Json(serde_json::json!({ "status": "ok" }))
+        .unwrap_or_default();
+    let degraded: Vec<ComponentHealthDto> = components.into_iter().filter(|c| c.degraded).collect();
+    let mut body = if degraded.is_empty() {
+        serde_json::json!({ "status": "ok" })
     } else {
-        Json(serde_json::json!({ "status": "degraded", "degraded": degraded }))
+        serde_json::json!({ "status": "degraded", "degraded": degraded })
+    };
+    // A receiver that is down does not make hopwatch degraded (it backfills
+    // when the receiver is back); its state is shown alongside.
+    if !remote_write.is_empty() {
+        body["remote_write"] = serde_json::json!(remote_write);
     }
+    Json(body)
 }
 
 #[derive(Serialize)]

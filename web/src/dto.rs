@@ -557,6 +557,24 @@ pub struct ComponentHealthDto {
     pub quarantined: Vec<String>,
 }
 
+/// One `[[remote_write]]` receiver's state, for `/healthz`, which is open:
+/// no URL and no error text (those are in the daemon's log only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RemoteWriteDto {
+    pub name: String,
+    /// The last push succeeded (or none was tried yet).
+    pub ok: bool,
+    pub last_success_at_ms: Option<u64>,
+    pub last_error_at_ms: Option<u64>,
+    /// From the oldest sample the receiver has not got to now; 0 when up to date.
+    pub backlog_seconds: f64,
+    /// Push intervals missed and not yet backfilled.
+    pub backlog_intervals: u64,
+    pub samples_sent: u64,
+    pub samples_backfilled: u64,
+    pub samples_dropped: u64,
+}
+
 /// The daemon's health, for /readyz.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthDto {
@@ -570,6 +588,9 @@ pub struct HealthDto {
     pub last_round_at_ms: Option<u64>,
     /// The daemon is stopping.
     pub shutting_down: bool,
+    /// `[[remote_write]]` receivers; a failing one does not make the daemon
+    /// unready (it backfills when the receiver is back).
+    pub remote_write: Vec<RemoteWriteDto>,
 }
 
 /// A new target, as the UI or an API client submits it. Durations are written

@@ -107,6 +107,24 @@ pub struct ComponentMetrics {
     pub quarantined_files: u64,
 }
 
+/// One `[[remote_write]]` receiver hopwatch pushes to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteWriteMetrics {
+    /// The receiver's name in the config (label `remote`).
+    pub name: String,
+    /// Unix seconds of the last push it accepted; `None` before the first.
+    pub last_success_seconds: Option<f64>,
+    /// From the oldest sample it has not got yet to now; 0 when up to date.
+    pub backlog_seconds: f64,
+    pub samples_sent: u64,
+    pub samples_backfilled: u64,
+    pub samples_dropped: u64,
+    pub requests_failed: u64,
+    pub bytes_sent: u64,
+    /// Series in the last push.
+    pub series: u64,
+}
+
 /// One hop (TTL) of one target.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HopMetrics {
@@ -189,6 +207,8 @@ pub struct MetricsSnapshot {
     pub targets: Vec<TargetMetrics>,
     /// `[[peer]]`s (STAMP links), in config order.
     pub peers: Vec<PeerMetrics>,
+    /// `[[remote_write]]` receivers, in config order.
+    pub remote_write: Vec<RemoteWriteMetrics>,
 }
 
 /// One peer's values for /metrics: gauges over its window, counters since its
@@ -345,6 +365,73 @@ fn directions<'a, T: Copy + 'a>(
             .into_iter()
             .filter_map(move |(d, v)| Some((pd(m, d), v?)))
     })
+}
+
+fn remote_labels(m: &RemoteWriteMetrics) -> Labels<'_> {
+    vec![("remote", m.name.as_str())]
+}
+
+fn encode_remote_write(
+    f: &mut Family<'_, '_>,
+    remotes: &[RemoteWriteMetrics],
+) -> Result<(), std::fmt::Error> {
+    if remotes.is_empty() {
+        return Ok(());
+    }
+    f.gauge(
+        "hopwatch_remote_write_last_success_timestamp_seconds",
+        "Unix time of the last push the remote-write receiver accepted",
+        None,
+        remotes
+            .iter()
+            .filter_map(|m| Some((remote_labels(m), m.last_success_seconds?))),
+    )?;
+    f.gauge(
+        "hopwatch_remote_write_backlog_seconds",
+        "Age of the oldest sample the receiver has not got yet (an outage, or a backfill in progress); 0 when up to date",
+        None,
+        remotes.iter().map(|m| (remote_labels(m), m.backlog_seconds)),
+    )?;
+    f.counter(
+        "hopwatch_remote_write_samples_sent",
+        "Samples the receiver accepted in live pushes",
+        None,
+        remotes.iter().map(|m| (remote_labels(m), m.samples_sent)),
+    )?;
+    f.counter(
+        "hopwatch_remote_write_samples_backfilled",
+        "Samples rebuilt from history and accepted after an outage",
+        None,
+        remotes
+            .iter()
+            .map(|m| (remote_labels(m), m.samples_backfilled)),
+    )?;
+    f.counter(
+        "hopwatch_remote_write_samples_dropped",
+        "Samples given up: refused by the receiver, older than backfill_max_age, or with no history to rebuild them from",
+        None,
+        remotes.iter().map(|m| (remote_labels(m), m.samples_dropped)),
+    )?;
+    f.counter(
+        "hopwatch_remote_write_requests_failed",
+        "Remote-write requests that failed (no connection, timeout, HTTP error)",
+        None,
+        remotes
+            .iter()
+            .map(|m| (remote_labels(m), m.requests_failed)),
+    )?;
+    f.counter(
+        "hopwatch_remote_write_sent",
+        "Compressed remote-write request bytes sent",
+        Some(&Unit::Bytes),
+        remotes.iter().map(|m| (remote_labels(m), m.bytes_sent)),
+    )?;
+    f.gauge(
+        "hopwatch_remote_write_series",
+        "Series in the last live push",
+        None,
+        remotes.iter().map(|m| (remote_labels(m), m.series as i64)),
+    )
 }
 
 fn encode_peers(f: &mut Family<'_, '_>, peers: &[PeerMetrics]) -> Result<(), std::fmt::Error> {
@@ -635,6 +722,7 @@ impl Collector for SnapshotCollector {
             None,
             [(none(), i64::from(st.healthy))],
         )?;
+        encode_remote_write(&mut f, &s.remote_write)?;
         f.counter(
             "hopwatch_live_rounds_skipped",
             "Completed rounds missing from the probe counters, latency histograms and sparklines because their consumer fell behind",
@@ -927,6 +1015,39 @@ mod tests {
             text.contains("# TYPE hopwatch_alert_firing gauge"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn remote_write_receivers_export_their_state() {
+        let text = encode(MetricsSnapshot {
+            remote_write: vec![RemoteWriteMetrics {
+                name: "central".into(),
+                last_success_seconds: Some(1_700_000_000.5),
+                backlog_seconds: 75.0,
+                samples_sent: 10,
+                samples_backfilled: 20,
+                samples_dropped: 3,
+                requests_failed: 4,
+                bytes_sent: 999,
+                series: 25,
+            }],
+            ..MetricsSnapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "hopwatch_remote_write_last_success_timestamp_seconds{remote=\"central\"} 1700000000.5",
+            "hopwatch_remote_write_backlog_seconds{remote=\"central\"} 75.0",
+            "hopwatch_remote_write_samples_sent_total{remote=\"central\"} 10",
+            "hopwatch_remote_write_samples_backfilled_total{remote=\"central\"} 20",
+            "hopwatch_remote_write_samples_dropped_total{remote=\"central\"} 3",
+            "hopwatch_remote_write_requests_failed_total{remote=\"central\"} 4",
+            "hopwatch_remote_write_sent_bytes_total{remote=\"central\"} 999",
+            "hopwatch_remote_write_series{remote=\"central\"} 25",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+        let none = encode(MetricsSnapshot::default()).unwrap();
+        assert!(!none.contains("hopwatch_remote_write"), "{none}");
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub trait ReadModel: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Every `[[remote_write]]` receiver's state, for /healthz and the UI.
+    /// Default: none configured.
+    fn remote_write(&self) -> Vec<crate::dto::RemoteWriteDto> {
+        Vec::new()
+    }
+
     /// Every configured webhook's delivery health, in config order; empty
     /// when none is configured.
     fn webhooks(&self) -> Vec<WebhookDto>;

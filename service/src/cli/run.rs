@@ -14,8 +14,10 @@ use super::{exit, ConfigArg};
 use crate::config::{Config, ConfigError, WebConfig};
 use crate::enrich::{EnrichConfig, Enricher};
 use crate::monitor::{Monitor, MonitorError};
+use crate::remote::{RemoteError, RemoteWrite, SnapshotSource};
 use crate::sys;
-use crate::webapi::{AlertSource, Web, WebError};
+use crate::webapi::{AlertSource, Background, Web, WebApi, WebError};
+use hopwatch_web::ReadModel;
 
 /// How often the config file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -46,6 +48,8 @@ pub enum RunError {
     Web(#[from] WebError),
     #[error("cannot start the web server's runtime: {0}")]
     WebRuntime(std::io::Error),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
 }
 
 /// Runs the daemon until a stop signal; returns the exit code.
@@ -84,6 +88,19 @@ async fn serve(path: &Path) -> Result<(), RunError> {
             return Err(err);
         }
     };
+    // Remote write reads the web layer's metrics; without a web server, the
+    // same API runs (with its round tap) for it alone.
+    let (remote, _standalone) =
+        match start_remote_write(&monitor, &config, web.as_ref().map(|w| &w.web)).await {
+            Ok(started) => started,
+            Err(err) => {
+                if let Some(web) = web {
+                    web.shutdown(WEB_GRACE).await;
+                }
+                stop_monitor(monitor).await;
+                return Err(err);
+            }
+        };
     let mut watched = FileStamp::read(path);
     let mut watch = tokio::time::interval(WATCH_INTERVAL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -107,6 +124,8 @@ async fn serve(path: &Path) -> Result<(), RunError> {
         }
     }
     tracing::info!("stopping");
+    drop(remote);
+    drop(_standalone);
     if let Some(web) = web {
         web.shutdown(WEB_GRACE).await;
     }
@@ -213,6 +232,36 @@ async fn start_web(
         "web UI, API and metrics"
     );
     Ok(Some(web))
+}
+
+/// Starts pushing to the `[[remote_write]]` receivers, if any, from the web
+/// server's API (or one of its own when the server is disabled).
+async fn start_remote_write(
+    monitor: &Arc<Monitor>,
+    config: &Config,
+    web: Option<&Web>,
+) -> Result<(Option<Arc<RemoteWrite>>, Option<Background>), RunError> {
+    if config.remote_write.is_empty() {
+        return Ok((None, None));
+    }
+    let (api, background) = match web {
+        Some(web) => (Arc::clone(web.api()), None),
+        None => {
+            let alerts: Arc<dyn AlertSource> = Arc::clone(monitor.alerts()) as Arc<dyn AlertSource>;
+            let api = WebApi::new(monitor, config.clone(), None, alerts, None);
+            let background = api.spawn_background();
+            (api, Some(background))
+        }
+    };
+    let source_api = Arc::clone(&api);
+    let snapshot: SnapshotSource = Arc::new(move || source_api.metrics());
+    let remote = Arc::new(RemoteWrite::start(
+        config,
+        Arc::clone(monitor.store()),
+        snapshot,
+    )?);
+    api.set_remote_write(Arc::clone(&remote));
+    Ok((Some(remote), background))
 }
 
 /// Takes the monitor back from the web layer (which holds it weakly, so

@@ -82,3 +82,12 @@ const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 /// A `[[peer]]`'s reflector port: STAMP's well-known port (RFC 8762).
 pub const PEER_PORT: u16 = crate::peer::STAMP_PORT;
+
+/// `[[remote_write]] interval`: one push every 15 s, Prometheus' usual scrape interval.
+pub const REMOTE_WRITE_INTERVAL: Duration = Duration::from_secs(15);
+/// `[[remote_write]] timeout`
+pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[[remote_write]] backfill_max_age`: six hours of missed pushes are sent again.
+pub const REMOTE_WRITE_BACKFILL_MAX_AGE: Duration = Duration::from_secs(6 * HOUR);
+/// `[[remote_write]] backfill_samples_per_second`
+pub const REMOTE_WRITE_BACKFILL_SAMPLES_PER_SECOND: u32 = 20_000;

@@ -156,7 +156,7 @@ fn target_change(old: &TargetConfig, new: &TargetConfig) -> Option<TargetChange>
 
 fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
     let (a, b) = (old, new);
-    let checks: [(&'static str, bool, bool); 19] = [
+    let checks: [(&'static str, bool, bool); 21] = [
         (
             "service.state_dir",
             a.service.state_dir != b.service.state_dir,
@@ -239,6 +239,13 @@ fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
         ("webhook", a.alerts.webhooks != b.alerts.webhooks, true),
         // The outbox's bounds are given to it and its worker at start.
         ("alerts.outbox", a.alerts.outbox != b.alerts.outbox, true),
+        // The pusher is started once with its receivers and the vantage label.
+        (
+            "service.vantage",
+            a.service.vantage != b.service.vantage,
+            true,
+        ),
+        ("remote_write", a.remote_write != b.remote_write, true),
     ];
     checks
         .into_iter()

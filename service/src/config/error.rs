@@ -30,6 +30,11 @@ pub enum Section {
         index: usize,
         name: Option<Box<str>>,
     },
+    /// The `index`th `[[remote_write]]` (from 0), with its name when it has one.
+    RemoteWrite {
+        index: usize,
+        name: Option<Box<str>>,
+    },
 }
 
 impl fmt::Display for Section {
@@ -49,6 +54,12 @@ impl fmt::Display for Section {
                 name: Some(name), ..
             } => write!(f, "peer {name:?}"),
             Section::Peer { index, name: None } => write!(f, "[[peer]] #{}", index + 1),
+            Section::RemoteWrite {
+                name: Some(name), ..
+            } => write!(f, "remote_write {name:?}"),
+            Section::RemoteWrite { index, name: None } => {
+                write!(f, "[[remote_write]] #{}", index + 1)
+            }
         }
     }
 }
@@ -138,6 +149,25 @@ pub enum Problem {
     UnknownTarget { name: String },
     #[error("no [[peer]] is named {name:?}")]
     UnknownPeer { name: String },
+    #[error("invalid name {given:?}: use 1 to 64 characters of letters, digits, '.', '_' and '-'")]
+    RemoteWriteName { given: String },
+    #[error("the name {name:?} is already used by the remote_write on line {first_line}")]
+    DuplicateRemoteWrite { name: String, first_line: usize },
+    #[error("{given:?} is not a Prometheus label name (letters, digits and '_', not starting with a digit or \"__\")")]
+    LabelName { given: String },
+    #[error("the label {given:?} is hopwatch's own; pick another name")]
+    ReservedLabel { given: String },
+    #[error("{given:?} has a control character; use printable characters")]
+    Unprintable { given: String },
+    #[error("use either username and password or bearer_token, not both")]
+    TwoAuthMethods,
+    #[error("{given:?} needs {other} too")]
+    HalfBasicAuth {
+        given: &'static str,
+        other: &'static str,
+    },
+    #[error("{max_age} is longer than [storage] raw_retention ({retention}): the rounds to backfill from are gone by then")]
+    BackfillBeyondRetention { max_age: String, retention: String },
     #[error("the alert outbox is one for all targets and peers: set this in [alerts]")]
     OutboxKeyOutsideAlerts,
     #[error("{retry_max} is below retry_initial ({retry_initial})")]

@@ -93,3 +93,19 @@ pub const WEB_TOKEN_LEN: (usize, usize) = (16, 256);
 /// A `[[peer]]`'s probe interval: STAMP sessions go down to 1 ms for micro-bursts.
 pub const PEER_INTERVAL: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(HOUR));
+
+/// `[service] vantage`: characters.
+pub const VANTAGE_LEN: usize = 64;
+/// `[[remote_write]] interval`
+pub const REMOTE_WRITE_INTERVAL: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(HOUR));
+/// `[[remote_write]] timeout`
+pub const REMOTE_WRITE_TIMEOUT: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(300));
+/// `[[remote_write]] backfill_max_age`: 0 turns backfill off; at most the
+/// raw retention, checked separately (older rounds are not there to read).
+pub const REMOTE_WRITE_BACKFILL_MAX_AGE: (Duration, Duration) = (Duration::ZERO, TEN_YEARS);
+/// `[[remote_write]] backfill_samples_per_second`
+pub const REMOTE_WRITE_BACKFILL_RATE: (u32, u32) = (100, 10_000_000);
+/// `[[remote_write]] labels`: at most this many extra labels.
+pub const REMOTE_WRITE_LABELS: usize = 16;

@@ -34,6 +34,7 @@ pub mod peers;
 pub mod properties;
 mod raw;
 pub mod redact;
+pub mod remote;
 mod resolve;
 mod units;
 pub mod validated;
@@ -49,6 +50,7 @@ pub use crate::alerts::settings::{
 pub use diff::{ChangeAction, ConfigDiff, GlobalChange, TargetChange};
 pub use error::{ConfigError, Problem, Section};
 pub use peers::{PeerChange, PeerConfig, PeerDiff, PeerMode, ReflectorSettings};
+pub use remote::{RemoteAuth, RemoteWriteConfig, SeriesSet};
 pub use validated::{
     Config, EnrichmentConfig, ProbeSettings, RawLogConfig, ServiceConfig, StatisticsConfig,
     StorageConfig, TargetConfig,

@@ -36,6 +36,26 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub peer: Vec<Spanned<RawPeer>>,
     pub reflector: Option<Spanned<RawReflector>>,
+    #[serde(default)]
+    pub remote_write: Vec<Spanned<RawRemoteWrite>>,
+}
+
+/// One `[[remote_write]]`: a Prometheus remote-write receiver hopwatch pushes to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoteWrite {
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<RawSecret>>,
+    pub bearer_token: Option<Spanned<RawSecret>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub labels: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    pub series: Option<Spanned<String>>,
+    pub backfill_max_age: Option<Spanned<String>>,
+    pub backfill_samples_per_second: Option<Spanned<i64>>,
 }
 
 /// `[reflector]`: the daemon's own STAMP Session-Reflector, for peers that
@@ -111,6 +131,7 @@ pub(crate) struct RawService {
     pub source_v4: Option<Spanned<String>>,
     pub source_v6: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,
+    pub vantage: Option<Spanned<String>>,
 }
 
 /// `[storage]`

@@ -87,15 +87,16 @@ fn is_secret_name(key: &str) -> bool {
     SECRET_WORDS.iter().any(|word| key.contains(word))
 }
 
-/// `url` of a `[[webhook]]` table (`webhook[3]`).
+/// `url` of a `[[webhook]]` or `[[remote_write]]` table (`webhook[3]`): both
+/// kinds of receiver may keep a credential in the URL.
 fn is_webhook_url(prefix: &str, key: &str) -> bool {
-    key == "url" && prefix.starts_with("webhook[")
+    key == "url" && (prefix.starts_with("webhook[") || prefix.starts_with("remote_write["))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::{keys_of, RawWeb, RawWebhook};
+    use crate::config::raw::{keys_of, RawRemoteWrite, RawWeb, RawWebhook};
     use crate::config::Config;
 
     const SECRETS: &str = r#"
@@ -191,6 +192,36 @@ host = "198.18.0.1"
         for key in keys_of::<RawWebhook>() {
             let caught = is_secret_name(key) || is_webhook_url("webhook[0]", key);
             assert_eq!(caught, ["url", "secret"].contains(key), "[[webhook]] {key}");
+        }
+    }
+
+    #[test]
+    fn remote_write_credentials_are_replaced() {
+        let text = "[[remote_write]]\nurl = \"https://rw-user:rw-pass@prom.example/api/v1/write?key=rw-key\"\n\
+                    username = \"u\"\npassword = \"rw-password\"\n\n\
+                    [[remote_write]]\nurl = \"http://prom.example:9090/api/v1/write\"\nbearer_token = \"rw-token\"\n";
+        Config::parse(text, "hopwatch.toml").expect("the test config validates");
+        let shown = redact(text).unwrap();
+        assert_eq!(
+            shown.redacted,
+            [
+                "remote_write[0].password",
+                "remote_write[0].url",
+                "remote_write[1].bearer_token",
+                "remote_write[1].url",
+            ]
+        );
+        let out = shown.to_toml().unwrap();
+        for secret in ["rw-user", "rw-pass", "rw-key", "rw-password", "rw-token"] {
+            assert!(!out.contains(secret), "{secret} in\n{out}");
+        }
+        for key in keys_of::<RawRemoteWrite>() {
+            let caught = is_secret_name(key) || is_webhook_url("remote_write[0]", key);
+            assert_eq!(
+                caught,
+                ["url", "password", "bearer_token"].contains(key),
+                "[[remote_write]] {key}"
+            );
         }
     }
 

@@ -29,6 +29,7 @@ use crate::probe::{Protocol, SourceSelection, TimestampPreference, Ttl};
 
 mod alerts;
 mod peers;
+mod remote;
 mod web;
 
 /// Parses and validates a whole file; `path` is named in errors and is where
@@ -153,6 +154,18 @@ impl Ctx<'_> {
                 keys_of::<super::raw::RawPeer>(),
                 rest,
             ),
+            [Seg::Key(r), Seg::Index(index), rest @ ..]
+                if r == "remote_write" && !rest.is_empty() =>
+            {
+                (
+                    Section::RemoteWrite {
+                        index: *index,
+                        name: remote::lenient_name(self, *index),
+                    },
+                    keys_of::<super::raw::RawRemoteWrite>(),
+                    rest,
+                )
+            }
             [Seg::Key(t), Seg::Index(index), rest @ ..] if t == "target" && !rest.is_empty() => (
                 Section::Target {
                     index: *index,
@@ -309,6 +322,7 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|r| peers::reflector(ctx, r))
         .transpose()?;
+    let remote_write = remote::resolve(ctx, &raw.remote_write, &storage)?;
     Ok(Config {
         service,
         storage,
@@ -319,6 +333,7 @@ fn resolve(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         alerts,
         peers,
         reflector,
+        remote_write,
     })
 }
 
@@ -469,11 +484,21 @@ fn service(ctx: &Ctx<'_>, raw: &RawService) -> Result<ServiceConfig, ConfigError
         }
         None => None,
     };
+    let vantage = match &raw.vantage {
+        Some(value) => {
+            let name = nonempty(ctx, &section, "vantage", value)?;
+            remote::check_vantage(&name)
+                .map_err(|problem| ctx.invalid(&section, "vantage", at(value), problem))?;
+            name
+        }
+        None => remote::host_name(),
+    };
     Ok(ServiceConfig {
         state_dir,
         timestamps,
         max_probes_per_second,
         source: SourceSelection { v4, v6, interface },
+        vantage,
     })
 }
 

@@ -690,7 +690,7 @@ fn docs_document_every_key() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
     )
     .unwrap();
-    let tables: [(&str, &[&str]); 10] = [
+    let tables: [(&str, &[&str]); 11] = [
         ("## `[service]`", keys_of::<RawService>()),
         ("## `[storage]`", keys_of::<RawStorage>()),
         ("### `[storage.raw_log]`", keys_of::<RawRawLog>()),
@@ -701,6 +701,7 @@ fn docs_document_every_key() {
         ("## `[alerts]`", keys_of::<RawAlertRules>()),
         ("## `[[webhook]]`", keys_of::<RawWebhook>()),
         ("### A peer's `alerts`", keys_of::<RawPeerAlertRules>()),
+        ("## `[[remote_write]]`", keys_of::<RawRemoteWrite>()),
     ];
     for (heading, keys) in tables {
         let start = docs.find(heading).unwrap_or_else(|| panic!("no {heading}"));
@@ -1337,4 +1338,172 @@ fn random_and_mutated_configs_keep_errors_located() {
     }
     // Both outcomes must be common, or the mutations explore too little.
     assert!(ok > 200 && errors > 200, "{ok} parsed, {errors} refused");
+}
+
+// ---- remote write ----
+
+#[test]
+fn remote_write_tables_parse_with_their_defaults() {
+    let config = parse(
+        r#"
+[service]
+vantage = "paris-1"
+
+[[remote_write]]
+url = "http://198.18.9.1:9090/api/v1/write"
+
+[[remote_write]]
+name = "central"
+url = "https://user:pw@prom.example/api/v1/write?x=1"
+username = "hopwatch"
+password = "pass"
+interval = "30s"
+labels = { site = "paris", region = "eu" }
+series = "full"
+backfill_max_age = "2h"
+backfill_samples_per_second = 500
+ca_file = "ca.pem"
+"#,
+    );
+    assert_eq!(config.service.vantage, "paris-1");
+    let [first, second] = config.remote_write.as_slice() else {
+        panic!("two receivers: {:?}", config.remote_write)
+    };
+    assert_eq!(first.name, "remote_write_1");
+    assert_eq!(first.auth, RemoteAuth::None);
+    assert_eq!(first.interval, defaults::REMOTE_WRITE_INTERVAL);
+    assert_eq!(first.series, SeriesSet::Default);
+    assert_eq!(
+        first.backfill_max_age,
+        defaults::REMOTE_WRITE_BACKFILL_MAX_AGE
+    );
+    assert_eq!(second.name, "central");
+    assert!(matches!(&second.auth, RemoteAuth::Basic { username, .. } if username == "hopwatch"));
+    assert_eq!(second.interval, Duration::from_secs(30));
+    assert_eq!(
+        second.labels,
+        vec![
+            ("region".to_owned(), "eu".to_owned()),
+            ("site".to_owned(), "paris".to_owned())
+        ]
+    );
+    assert_eq!(second.series, SeriesSet::Full);
+    assert_eq!(second.backfill_max_age, Duration::from_secs(7200));
+    assert_eq!(second.backfill_samples_per_second, 500);
+    assert_eq!(second.ca_file, Some(PathBuf::from("ca.pem")));
+    // Neither the URL's credentials nor the password reach Debug output.
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("pw@") && !shown.contains("\"pass\""),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_vantage_defaults_to_the_host_name() {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(parse("").service.vantage, host.trim());
+}
+
+#[test]
+fn remote_write_errors_name_the_line_and_key() {
+    error(
+        "[[remote_write]]\nname = \"a\"\n",
+        1,
+        "url",
+        "remote_write \"a\": the required key \"url\" is missing",
+    );
+    error(
+        "[[remote_write]]\nurl = \"ftp://x/\"\n",
+        2,
+        "url",
+        "[[remote_write]] #1",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\nintervall = \"5s\"\n",
+        3,
+        "intervall",
+        "did you mean \"interval\"",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\ninterval = \"10ms\"\n",
+        3,
+        "interval",
+        "below the minimum",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\nusername = \"u\"\n",
+        3,
+        "username",
+        "needs password too",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"\n",
+        5,
+        "bearer_token",
+        "not both",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\nlabels = { target = \"x\" }\n",
+        3,
+        "labels",
+        "hopwatch's own",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\nlabels = { \"9x\" = \"x\" }\n",
+        3,
+        "labels",
+        "not a Prometheus label name",
+    );
+    error(
+        "[[remote_write]]\nurl = \"http://x/\"\nseries = \"all\"\n",
+        3,
+        "series",
+        "default, full",
+    );
+    error(
+        "[storage]\nraw_retention = \"2h\"\n\n[[remote_write]]\nurl = \"http://x/\"\nbackfill_max_age = \"3h\"\n",
+        6,
+        "backfill_max_age",
+        "raw_retention",
+    );
+    error(
+        "[[remote_write]]\nname = \"a\"\nurl = \"http://x/\"\n\n[[remote_write]]\nname = \"a\"\nurl = \"http://y/\"\n",
+        6,
+        "name",
+        "already used by the remote_write on line 2",
+    );
+    error(
+        "[service]\nvantage = \"\"\n",
+        2,
+        "vantage",
+        "must not be empty",
+    );
+    error(
+        &format!("[service]\nvantage = \"{}\"\n", "v".repeat(65)),
+        2,
+        "vantage",
+        "above the maximum",
+    );
+}
+
+#[test]
+fn a_short_raw_retention_caps_the_default_backfill_age() {
+    let config =
+        parse("[storage]\nraw_retention = \"2h\"\n\n[[remote_write]]\nurl = \"http://x/\"\n");
+    assert_eq!(
+        config.remote_write[0].backfill_max_age,
+        Duration::from_secs(7200)
+    );
+}
+
+#[test]
+fn remote_write_changes_need_a_restart() {
+    let old = parse("[[remote_write]]\nurl = \"http://x/\"\n");
+    let new = parse("[service]\nvantage = \"b\"\n\n[[remote_write]]\nurl = \"http://y/\"\n");
+    let diff = ConfigDiff::between(&old, &new);
+    assert_eq!(
+        diff.restart_needed().collect::<Vec<_>>(),
+        vec!["service.vantage", "remote_write"]
+    );
 }

@@ -26,6 +26,8 @@ pub struct Config {
     pub peers: Vec<super::peers::PeerConfig>,
     /// `[reflector]`: `None` when the section is absent (no reflector runs).
     pub reflector: Option<super::peers::ReflectorSettings>,
+    /// `[[remote_write]]`s, in file order; names are unique.
+    pub remote_write: Vec<super::remote::RemoteWriteConfig>,
 }
 
 impl Config {
@@ -54,6 +56,9 @@ pub struct ServiceConfig {
     pub timestamps: TimestampPreference,
     pub max_probes_per_second: Option<NonZeroU32>,
     pub source: SourceSelection,
+    /// The `vantage` label on every series pushed by remote write: where the
+    /// measurements are taken from (default: the host name).
+    pub vantage: String,
 }
 
 /// `[storage]`: batching and retention of the store.

@@ -351,6 +351,42 @@ pub fn component_metrics(status: &ComponentStatus) -> hopwatch_web::metrics::Com
     }
 }
 
+/// A remote-write receiver's state for /metrics.
+pub fn remote_write_metrics(
+    r: &crate::remote::ReceiverStatus,
+    now_ms: u64,
+) -> hopwatch_web::metrics::RemoteWriteMetrics {
+    hopwatch_web::metrics::RemoteWriteMetrics {
+        name: r.name.clone(),
+        last_success_seconds: r.last_success_at_ms.map(|ms| ms as f64 / 1000.0),
+        backlog_seconds: r.backlog_seconds(now_ms),
+        samples_sent: r.samples_sent,
+        samples_backfilled: r.samples_backfilled,
+        samples_dropped: r.samples_dropped,
+        requests_failed: r.requests_failed,
+        bytes_sent: r.bytes_sent,
+        series: r.series,
+    }
+}
+
+/// A remote-write receiver's state for /healthz, /readyz and the UI.
+pub fn remote_write_dto(
+    r: &crate::remote::ReceiverStatus,
+    now_ms: u64,
+) -> hopwatch_web::dto::RemoteWriteDto {
+    hopwatch_web::dto::RemoteWriteDto {
+        name: r.name.clone(),
+        ok: r.failing_since_ms.is_none(),
+        last_success_at_ms: r.last_success_at_ms,
+        last_error_at_ms: r.last_error_at_ms,
+        backlog_seconds: r.backlog_seconds(now_ms),
+        backlog_intervals: r.backlog_ticks,
+        samples_sent: r.samples_sent,
+        samples_backfilled: r.samples_backfilled,
+        samples_dropped: r.samples_dropped,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

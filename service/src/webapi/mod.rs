@@ -40,6 +40,7 @@ use crate::config::{Config, WebConfig};
 use crate::enrich::Enricher;
 use crate::model::TargetId;
 use crate::monitor::{Monitor, PeerView, TargetView};
+use crate::remote::RemoteWrite;
 use crate::sys::{self, now_ms};
 
 pub use alerts::{AlertSource, NoAlerts};
@@ -63,6 +64,8 @@ pub struct WebApi {
     shutting_down: AtomicBool,
     /// One write at a time: each reads, edits and replaces the file.
     writing: Mutex<()>,
+    /// The remote-write pushers, once started (they read this API's metrics).
+    remote: std::sync::OnceLock<Arc<RemoteWrite>>,
 }
 
 impl WebApi {
@@ -85,7 +88,17 @@ impl WebApi {
             started_at_ms: now_ms(),
             shutting_down: AtomicBool::new(false),
             writing: Mutex::new(()),
+            remote: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shows the remote-write pushers' state in /metrics, /healthz and the UI.
+    pub fn set_remote_write(&self, remote: Arc<RemoteWrite>) {
+        let _ = self.remote.set(remote);
+    }
+
+    fn remote_status(&self) -> Vec<crate::remote::ReceiverStatus> {
+        self.remote.get().map(|r| r.status()).unwrap_or_default()
     }
 
     fn monitor(&self) -> Option<Arc<Monitor>> {
@@ -435,6 +448,7 @@ impl ReadModel for WebApi {
                 last_round_at_ms: None,
                 shutting_down,
                 components: Vec::new(),
+                remote_write: self.remote_write(),
             };
         };
         let stats = monitor.engine().stats();
@@ -473,6 +487,7 @@ impl ReadModel for WebApi {
                 .iter()
                 .map(convert::component_health)
                 .collect(),
+            remote_write: self.remote_write(),
         }
     }
 
@@ -606,7 +621,19 @@ impl ReadModel for WebApi {
                 .iter()
                 .map(|view| peers::metrics(view, peer_alerts(&mut alerts, view)))
                 .collect(),
+            remote_write: self
+                .remote_status()
+                .iter()
+                .map(|r| convert::remote_write_metrics(r, now_ms()))
+                .collect(),
         }
+    }
+
+    fn remote_write(&self) -> Vec<hopwatch_web::dto::RemoteWriteDto> {
+        self.remote_status()
+            .iter()
+            .map(|r| convert::remote_write_dto(r, now_ms()))
+            .collect()
     }
 
     fn subscribe(&self) -> broadcast::Receiver<EventDto> {

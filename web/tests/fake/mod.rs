@@ -523,6 +523,7 @@ impl ReadModel for Fake {
             last_round_at_ms: Some(20_000),
             shutting_down: false,
             components: Vec::new(),
+            remote_write: Vec::new(),
         }
     }
 
@@ -549,6 +550,7 @@ impl ReadModel for Fake {
             h.observe(v);
         }
         MetricsSnapshot {
+            remote_write: Vec::new(),
             version: "0.1.0-test".into(),
             timestamp_source: "ebpf".into(),
             engine: EngineMetrics {
