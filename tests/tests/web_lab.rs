@@ -256,6 +256,8 @@ struct Seen {
     graph_points: u64,
     heat_cells: u64,
     sparkline_pixels: u64,
+    /// The hop table of the target added as final-hop-only.
+    final_hop_rows: Vec<Vec<String>>,
     console: Vec<Value>,
 }
 
@@ -419,6 +421,7 @@ async fn browse(
     type_into(client, "#form-add input[name=name]", "c").await?;
     type_into(client, "#form-add input[name=host]", new_host).await?;
     type_into(client, "#form-add input[name=label]", "Lab c").await?;
+    click(client, "#form-add input[name=final_hop_only]").await?;
     click(client, "#form-add button[value=add]").await?;
     wait_js(
         client,
@@ -426,6 +429,25 @@ async fn browse(
         "return [...document.querySelectorAll('#targets tbody tr')].some(tr => tr.dataset.id === 'c');",
     )
     .await?;
+    // Its page: a single-row path, the destination, once it has answered.
+    client.goto(&format!("{base}/targets/c")).await?;
+    wait_js(
+        client,
+        "the final-hop target's answered row",
+        "const r = [...document.querySelectorAll('#hops tbody tr[data-hop]')];\
+         return r.length > 0 && Number(r[0].cells[3].textContent) > 0 && r[0].textContent.includes('destination');",
+    )
+    .await?;
+    seen.final_hop_rows = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#hops tbody tr')]\
+                 .map(tr => [...tr.cells].map(td => td.textContent.trim()));",
+                vec![],
+            )
+            .await?,
+    )?;
+    save_screenshot(client, &screenshots().join("target-final-hop-desktop.png")).await?;
 
     seen.console = console(client).await?;
     Ok(seen)
@@ -475,6 +497,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     let profile = dir.path().join("chromium-profile");
     let first_hop = trace[0].expect("hop 1 answers").to_string();
     let new_host = c.to_string();
+    let new_host_text = new_host.clone();
     let hops = trace.len();
     let seen = driver
         .session(&profile, async |client| {
@@ -521,6 +544,15 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         .filter(|e| e["level"] == "SEVERE")
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // The target added as final-hop-only: one row, the destination.
+    assert_eq!(seen.final_hop_rows.len(), 1, "{:?}", seen.final_hop_rows);
+    let row = &seen.final_hop_rows[0];
+    assert_eq!(row[0], "dst", "{row:?}");
+    assert!(
+        row[1].contains(&new_host_text) && row[1].contains("destination"),
+        "{row:?}"
+    );
+    assert!(row[2].ends_with('%'), "loss: {row:?}");
 
     // The pause took effect, was saved in the config file, and stopped probing.
     let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[]);
@@ -552,7 +584,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
         text.contains(&format!(
-            "[[target]]\nname = \"c\"\nhost = \"{c}\"\nlabel = \"Lab c\""
+            "[[target]]\nname = \"c\"\nhost = \"{c}\"\nlabel = \"Lab c\"\nfinal_hop_only = true"
         )),
         "c saved:\n{text}"
     );
@@ -563,6 +595,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         "target-phone.png",
         "overview-phone.png",
         "overview-wall-dark.png",
+        "target-final-hop-desktop.png",
     ] {
         let png = std::fs::read(screenshots().join(name)).expect("screenshot saved");
         assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");

@@ -1269,7 +1269,8 @@ function overviewPage(root) {
     r.link.title = t.description || t.id;
     setText(r.host, t.address && t.address !== t.host ? t.host + ' · ' + t.address : t.host);
     setText(r.cells.status.lastChild, t.state + (t.error ? ': ' + t.error : ''));
-    setText(r.cells.hops, t.hop_count ?? '–');
+    setText(r.cells.hops, t.final_hop_only ? 'final' : t.hop_count ?? '–');
+    r.cells.hops.title = t.final_hop_only ? 'Final hop only: one probe per round to the destination' : '';
     setText(r.cells.loss, pct(t.loss_pct));
     setText(r.cells.latency, ms(t.latency.avg_ns));
     setText(r.cells.p95, ms(t.latency.p95_ns));
@@ -1435,6 +1436,7 @@ function overviewPage(root) {
       if (f.packet_size.value) body.packet_size = Number(f.packet_size.value);
       const tags = f.tags.value.split(',').map((s) => s.trim()).filter(Boolean);
       if (tags.length) body.tags = tags;
+      if (f.final_hop_only.checked) body.final_hop_only = true;
       if (f.paused.checked) body.paused = true;
       if (!tokens.write()) {
         const ok = await openTokens('Adding a target needs the write token.');
@@ -1655,7 +1657,8 @@ function targetPage(root, id) {
     setText(title, t.name);
     setText(stateBadge, t.state);
     setClass(stateBadge, 'state-badge s-' + st);
-    const proto = t.protocol.toUpperCase() + (t.port ? ' port ' + t.port : '');
+    const proto = t.protocol.toUpperCase() + (t.port ? ' port ' + t.port : '') +
+      (t.final_hop_only ? (t.protocol === 'tcp' ? ', final hop only: handshake time' : ', final hop only') : '');
     setText(sub, [t.host + (t.address && t.address !== t.host ? ' → ' + t.address : ''), proto,
       t.packet_size + ' B every ' + interval(t.interval_ms), 'timestamps: ' + (t.timestamp_source || service.timestamp_source),
       'window ' + t.window_probes + ' probes', t.error ? 'error: ' + t.error : null].filter(Boolean).join(' · '));
@@ -1673,7 +1676,7 @@ function targetPage(root, id) {
       k('p95', ms(d.p95_ns)),
       k('Jitter', ms(d.jitter_ns)),
       k('MOS', mosText(t.mos), t.mos !== null && t.mos < 3.6 ? 'bad' : t.mos !== null && t.mos < 4 ? 'warn' : ''),
-      k('Hops', String(t.hop_count ?? '–')),
+      k('Hops', t.final_hop_only ? 'final only' : String(t.hop_count ?? '–')),
       k('Rounds', String(t.rounds)),
       k('Last round', ago(t.last_round_at_ms)));
     const items = [];
@@ -1720,7 +1723,8 @@ function targetPage(root, id) {
       if (hop.rate_limited) hostCell.firstChild.append(h('span', { class: 'tag', text: 'rate-limited', title: 'This router answers fewer probes than the hops after it: it limits its ICMP replies. Its loss is not path loss.' }));
       if (hop.slow_responder) hostCell.firstChild.append(h('span', { class: 'tag', text: 'slow responder', title: 'This router answers later than the hops after it: it generates its ICMP replies slowly. Its latency is not path latency.' }));
       const tr = h('tr', { class: [cls, selected === key || (selected === String(hop.ttl)) ? 'sel' : ''].join(' ').trim(), dataset: { hop: key } },
-        h('td', { class: 'num', text: String(hop.ttl) }), hostCell,
+        // A final-hop-only target's one row is the destination, not TTL 1.
+        h('td', { class: 'num', text: detail.final_hop_only ? 'dst' : String(hop.ttl) }), hostCell,
         h('td', { class: 'num loss', text: pct(s.loss_pct) }), h('td', { class: 'num', text: String(s.sent) }),
         h('td', { class: 'num', text: ms(s.last_ns) }), h('td', { class: 'num', text: ms(s.avg_ns) }),
         h('td', { class: 'num hide-sm', text: ms(s.best_ns) }), h('td', { class: 'num hide-sm', text: ms(s.worst_ns) }),
