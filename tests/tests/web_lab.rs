@@ -11,7 +11,7 @@
 //! overview plus more live streams than the cap get only 2xx or the documented
 //! 429/503, without socket errors, while probing keeps its schedule and the
 //! daemon's memory stays bounded. Privileged, and needs Debian's prometheus,
-//! chromium, chromium-driver, wrk and tcpdump (deploy/setup.sh installs them);
+//! chromium, chromium-driver, wrk and tcpdump (deploy/setup-test.sh installs them);
 //! these fail, never skip, without them.
 
 use std::collections::BTreeMap;
