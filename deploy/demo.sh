@@ -64,7 +64,9 @@ fi
 # deploy/setup-test.sh's.
 bash deploy/setup.sh
 echo "demo: building hopwatch and the demo (release)" >&2
-cargo build --release --locked -p hopwatch-service --bin hopwatch -p hopwatch-tests --bin hopwatch-demo
+# Without the test suite's parts of the lab crate (feature `suite`: benchmarks,
+# browser, Prometheus): fewer crates to compile on the way to the banner.
+cargo build --release --locked --no-default-features -p hopwatch-service --bin hopwatch -p hopwatch-tests --bin hopwatch-demo
 
 # exec: Ctrl-C and SIGTERM go straight to the driver, which cleans up.
 release="${CARGO_TARGET_DIR:-target}/release"
