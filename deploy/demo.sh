@@ -63,10 +63,10 @@ fi
 # tools (a browser, Prometheus, qemu, the arm64 cross build, ...) are
 # deploy/setup-test.sh's.
 bash deploy/setup.sh
-echo "demo: building hopwatch and the demo (profile demo: release without LTO)" >&2
+echo "demo: building hopwatch and the demo (profile demo: optimised, quicker to build than release)" >&2
 # Without the test suite's parts of the lab crate (feature `suite`: benchmarks,
-# browser, Prometheus), and with the `demo` profile (Cargo.toml: release less
-# link-time optimisation): fewer crates and less work on the way to the banner.
+# browser, Prometheus), and with the `demo` profile (Cargo.toml: opt-level 1,
+# no link-time optimisation): fewer crates and less work on the way to the banner.
 cargo build --profile demo --locked --no-default-features -p hopwatch-service --bin hopwatch -p hopwatch-tests --bin hopwatch-demo
 
 # exec: Ctrl-C and SIGTERM go straight to the driver, which cleans up.
