@@ -421,8 +421,9 @@ fn icmp_rate_limiting_at_an_intermediate_router_is_not_path_loss() {
     let mut cfg = config(state.path(), 40, &[("t", target)]);
     cfg.push_str(&format!(
         "\n[[target]]\nname = \"fh-tcp\"\nhost = \"{service}\"\nprotocol = \"tcp\"\n\
-         port = {FINAL_HOP_PORT}\nfinal_hop_only = true\n\n\
-         [[target]]\nname = \"fh-icmp\"\nhost = \"{service}\"\nfinal_hop_only = true\n"
+         port = {FINAL_HOP_PORT}\nfinal_hop_only = true\nalerts = {{ latency_ms = 20 }}\n\n\
+         [[target]]\nname = \"fh-icmp\"\nhost = \"{service}\"\nfinal_hop_only = true\n\
+         alerts = {{ latency_ms = 20 }}\n"
     ));
     let web_cfg = cfg.clone();
     let (snapshot, checked) = with_monitor(lab, cfg, move |monitor| async move {
@@ -491,6 +492,32 @@ fn icmp_rate_limiting_at_an_intermediate_router_is_not_path_loss() {
                 assert_eq!(dest.responder(), Some(service));
             }
         }
+
+        // 30 ms more on the last link: the handshake and the echo take that
+        // much longer, and raise latency alerts (20 ms) as any target's would.
+        let slow = lab
+            .delay(
+                At::link("r3", "dst"),
+                DelaySpec::fixed(Duration::from_millis(30)),
+            )
+            .expect("delay");
+        for name in ["fh-tcp", "fh-icmp"] {
+            let id = TargetId::new(name).unwrap();
+            eventually(Duration::from_secs(15), "a latency alert", || {
+                monitor
+                    .alerts()
+                    .active()
+                    .into_iter()
+                    .find(|a| a.kind == AlertKind::Latency && a.target.name() == &id)
+            })
+            .await;
+            let avg = view(&monitor, name).analysis.destination.window.avg_ns;
+            assert!(
+                avg.is_some_and(|ns| ns > 20e6 && ns < 60e6),
+                "{name}: {avg:?} ns with 30 ms added"
+            );
+        }
+        drop(slow);
 
         // The service goes down: the port closes (the destination answers
         // SYNs with RSTs) and the host drops echo requests.
