@@ -45,6 +45,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 pub const FIRST_TTL: u8 = 1;
 /// `max_hops`
 pub const MAX_HOPS: u8 = 30;
+/// `final_hop_only`: probe every hop (mtr-style), not just the destination.
+pub const FINAL_HOP_ONLY: bool = false;
 /// `packet_size`: whole IP packet; fits every protocol's minimum over IPv4 and IPv6.
 pub const PACKET_SIZE: u16 = 64;
 
