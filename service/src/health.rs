@@ -163,20 +163,18 @@ pub fn quarantine_dir(path: &Path) -> Result<PathBuf, QuarantineError> {
     Ok(to)
 }
 
-/// Whether `name` is one of the history store's files: those sled 0.34
-/// keeps in a database directory (`conf`, `db`, `blobs/`, `snap.*`) and the
-/// rounds' directory beside them.
-pub fn is_store_file(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs" | crate::store::ROUNDS_DIR) || name.starts_with("snap.")
-}
-
 /// Moves the history store's files out of `state_dir` into
 /// `<state_dir>/store.quarantined-<time>/`. The store is the state directory
 /// itself, which also holds the outbox and perhaps the raw log: only the
 /// store's own files move, so those stay where they are. The rounds' files
 /// go with sled's: they name targets by the numbers sled's `targets` tree
 /// gave out, which a fresh store gives out again.
-pub fn quarantine_store(state_dir: &Path) -> Result<PathBuf, QuarantineError> {
+/// `is_store_file` says which names in `state_dir` are the store's
+/// (`store::is_store_file`).
+pub fn quarantine_store(
+    state_dir: &Path,
+    is_store_file: impl Fn(&str) -> bool,
+) -> Result<PathBuf, QuarantineError> {
     let to = quarantine_path(state_dir, STORE, SystemTime::now());
     std::fs::create_dir(&to).map_err(|source| QuarantineError::CreateDir {
         path: to.clone(),

@@ -98,6 +98,14 @@ pub use rawlog::{RawLog, RawLogError};
 
 /// The directory, inside the store's, of the raw rounds' hourly files.
 pub const ROUNDS_DIR: &str = "rounds";
+
+/// Whether `name` in the state directory is one of the history store's
+/// files: those sled 0.34 keeps in a database directory (`conf`, `db`,
+/// `blobs/`, `snap.*`) and the rounds' directory beside them. The state
+/// directory also holds the outbox and perhaps the raw log.
+pub fn is_store_file(name: &str) -> bool {
+    matches!(name, "conf" | "db" | "blobs" | ROUNDS_DIR) || name.starts_with("snap.")
+}
 pub const MINUTE_MS: u64 = 60_000;
 pub const HOUR_MS: u64 = 3_600_000;
 const DAY: Duration = Duration::from_secs(86_400);
