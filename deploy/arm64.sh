@@ -9,7 +9,7 @@
 # (ring, zstd-sys) with the same cross gcc against the cross libc in
 # $ARM64_SYSROOT. The eBPF object needs nothing of
 # this: it is bpfel bytecode, built once by service/build.rs for either target.
-# deploy/setup.sh installs all of it; `arm64_check` says so when something is
+# deploy/setup-test.sh installs all of it; `arm64_check` says so when something is
 # missing.
 
 ARM64_TARGET=aarch64-unknown-linux-gnu
@@ -44,7 +44,7 @@ arm64_check() {
     [ -d "$ARM64_SYSROOT/lib" ] || what="$what libc6-dev-arm64-cross"
     [ -e /lib/ld-linux-aarch64.so.1 ] || what="$what libc6:arm64"
     if [ -n "$what" ]; then
-        printf 'arm64: the cross toolchain is incomplete (missing:%s); run: sudo bash deploy/setup.sh\n' "$what" >&2
+        printf 'arm64: the cross toolchain is incomplete (missing:%s); run: sudo bash deploy/setup-test.sh\n' "$what" >&2
         return 1
     fi
 }

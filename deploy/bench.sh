@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hopwatch's probe engine benchmarks (docs/benchmarks.md): installs the peers
 # they compare against, builds release binaries, runs them in the network lab.
-# Not part of CI and not in deploy/setup.sh: trippy alone takes minutes to build.
+# Not part of CI and not in deploy/setup-test.sh: trippy alone takes minutes to build.
 #
 #   sudo bash deploy/bench.sh accuracy     # per-probe RTT error against a capture, idle and loaded
 #   sudo bash deploy/bench.sh throughput   # probes/s and CPU per probe against mtr
@@ -40,8 +40,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# 1. The build toolchain and the lab's tools (tcpdump among them).
-bash deploy/setup.sh
+# 1. The build toolchain, the lab's tools and the test tools (tcpdump among them).
+bash deploy/setup-test.sh
 
 # The monitoring daemon benchmark compares against no peer: build and run it.
 if [ "$what" = monitor ]; then

@@ -3,7 +3,7 @@
 #
 #   sudo bash deploy/demo.sh [--port N] [--duration SECS] [--fast]
 #
-# Installs what is needed (deploy/setup.sh, idempotent), builds hopwatch and the
+# Installs what the demo needs (deploy/setup.sh, idempotent), builds hopwatch and the
 # demo driver, then runs the driver (tests/src/demo): a lab network of
 # namespaces with several targets, the real `hopwatch run` daemon monitoring it
 # with its web UI on http://127.0.0.1:<port>/ (8080, or the next free port),
@@ -59,9 +59,16 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Only what the demo needs: the toolchain and the lab's tools. The test suite's
+# tools (a browser, Prometheus, qemu, the arm64 cross build, ...) are
+# deploy/setup-test.sh's.
 bash deploy/setup.sh
-echo "demo: building hopwatch and the demo (release)" >&2
-cargo build --release --locked -p hopwatch-service --bin hopwatch -p hopwatch-tests --bin hopwatch-demo
+echo "demo: building hopwatch and the demo (profile demo: optimised, quicker to build than release)" >&2
+# Without the test suite's parts of the lab crate (feature `suite`: benchmarks,
+# browser, Prometheus), and with the `demo` profile (Cargo.toml: opt-level 1,
+# no link-time optimisation): fewer crates and less work on the way to the banner.
+cargo build --profile demo --locked --no-default-features -p hopwatch-service --bin hopwatch -p hopwatch-tests --bin hopwatch-demo
 
 # exec: Ctrl-C and SIGTERM go straight to the driver, which cleans up.
-exec target/release/hopwatch-demo --hopwatch target/release/hopwatch "${args[@]}"
+built="${CARGO_TARGET_DIR:-target}/demo"
+exec "$built/hopwatch-demo" --hopwatch "$built/hopwatch" "${args[@]}"

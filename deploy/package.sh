@@ -60,7 +60,7 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; 
     cargo install --quiet --locked "cargo-deb@$CARGO_DEB_VERSION"
 fi
 command -v dpkg-shlibdeps >/dev/null ||
-    die "dpkg-shlibdeps is missing (it computes the package's Depends): apt-get install dpkg-dev (deploy/setup.sh does)"
+    die "dpkg-shlibdeps is missing (it computes the package's Depends): apt-get install dpkg-dev (deploy/setup-test.sh does)"
 
 # 2. The binary. cargo-deb takes it from <target dir>/release/hopwatch, so a
 #    binary built elsewhere is staged in a target directory of its own.

@@ -8,8 +8,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "setup"
-bash deploy/setup.sh
+step "setup (deploy/setup-test.sh: the toolchain, the lab and every test tool)"
+bash deploy/setup-test.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -30,7 +30,7 @@ die() { log "$*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, image building); try: sudo $0 $*"
 for tool in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4; do
-    command -v "$tool" >/dev/null || die "$tool is missing: run deploy/setup.sh (it installs qemu-system-x86, qemu-utils, debootstrap, e2fsprogs)"
+    command -v "$tool" >/dev/null || die "$tool is missing: run deploy/setup-test.sh (it installs qemu-system-x86, qemu-utils, debootstrap, e2fsprogs)"
 done
 
 SUITE=bookworm

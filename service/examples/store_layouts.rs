@@ -4,8 +4,12 @@
 //! followed by a sync cost a whole page each) for one synthetic hour of
 //! 10-hop targets at one round per second, after a warm-up, in four layouts:
 //!
-//! - `store`: today's history store (format 1: one sled value per round,
-//!   minute and hour rollups in sled), flushed every 5 s;
+//! - `store`: the history store as the daemon runs it (raw rounds as a
+//!   chunk per target and minute in hourly files, minute and hour rollups in
+//!   sled), flushed on its default grid, once a minute;
+//! - `sled-rounds`: the raw half of the store before it (format 1): one sled
+//!   value per round (postcard), flushed every 5 s; with `sled-rollups` it
+//!   is what that store wrote;
 //! - `sled-chunks`: one compressed chunk (`store::chunk`) per target and
 //!   10 minutes, inserted into a sled tree and flushed when the 10 minutes
 //!   end (raw data only; alone it would lose up to 10 minutes to a crash);
@@ -42,10 +46,10 @@ use anyhow::Context;
 use clap::Parser;
 use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use hopwatch::probe::{Rtt, TimestampSource, Ttl};
-use hopwatch::store::keys::TargetNum;
+use hopwatch::store::keys::{self, TargetNum};
 use hopwatch::store::rollup::{scratch_histogram, SeriesAcc};
 use hopwatch::store::segment::{Pending, Segments as SegmentFiles};
-use hopwatch::store::{chunk, codec, Store, StoreConfig, HOUR_MS};
+use hopwatch::store::{chunk, codec, Hop, Resolution, Store, StoreConfig, HOUR_MS};
 
 #[path = "common/noise.rs"]
 mod noise;
@@ -55,7 +59,7 @@ const HOPS: u8 = 10;
 /// Rounds in a chunk: 10 minutes at one round per second (docs/benchmarks.md,
 /// "History chunks": longer chunks gain little).
 const CHUNK_ROUNDS: u64 = 600;
-/// Seconds between flushes of the store and the journal.
+/// Seconds between the journal's flushes.
 const FLUSH_SECS: u64 = 5;
 
 #[derive(Parser)]
@@ -70,6 +74,9 @@ struct Args {
     /// Seconds between the journal's syncs.
     #[arg(long, default_value_t = 30)]
     sync: u64,
+    /// Measure only these layouts (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    layouts: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -136,6 +143,9 @@ trait Layout {
     fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()>;
 }
 
+/// The history store as the daemon runs it: every round recorded, a flush
+/// on its default grid (every `flush_interval`, just after each minute
+/// closes).
 struct TodaysStore(Store);
 
 impl Layout for TodaysStore {
@@ -145,7 +155,10 @@ impl Layout for TodaysStore {
                 self.0.record_round(&round)?;
             }
         }
-        if second.is_multiple_of(FLUSH_SECS) {
+        let config = self.0.config();
+        let interval = config.flush_interval.as_secs().max(1);
+        let offset = config.close_delay.as_secs() + 1;
+        if second % interval == offset % interval {
             self.0.flush_at(at_ms)?;
         }
         Ok(())
@@ -163,6 +176,29 @@ impl Open {
             self.0.resize_with(num + 1, Vec::new);
         }
         self.0[num].push(round);
+    }
+}
+
+/// One sled value per round, as the store kept raw rounds before the files.
+struct SledRounds {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Layout for SledRounds {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
+        if !second.is_multiple_of(FLUSH_SECS) {
+            return Ok(());
+        }
+        for (num, rounds) in open.0.iter_mut().enumerate() {
+            for round in rounds.drain(..) {
+                let key = keys::raw_key(TargetNum(num as u32), round.started_at_ms);
+                self.tree
+                    .insert(key, codec::encode(&codec::RawRoundV1::from_round(&round)))?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
     }
 }
 
@@ -228,7 +264,7 @@ impl Layout for Segments {
 struct MinuteChunks(SegmentFiles);
 
 impl Layout for MinuteChunks {
-    fn tick(&mut self, second: u64, at_ms: u64, open: &mut Open) -> anyhow::Result<()> {
+    fn tick(&mut self, second: u64, _: u64, open: &mut Open) -> anyhow::Result<()> {
         if !second.is_multiple_of(60) {
             return Ok(());
         }
@@ -241,7 +277,7 @@ impl Layout for MinuteChunks {
                 rounds,
             })
             .collect();
-        self.0.append(at_ms, &pending)?;
+        self.0.append(&pending)?;
         open.0.iter_mut().for_each(Vec::clear);
         Ok(())
     }
@@ -459,9 +495,11 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| series | layout | MiB written / target / day | bytes / hop sample | on disk after the run, MiB |");
     println!("|---|---|---:|---:|---:|");
+    let mut query_times = Vec::new();
     for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
         for layout_name in [
             "store",
+            "sled-rounds",
             "sled-chunks",
             "segments",
             "journal",
@@ -469,6 +507,9 @@ fn main() -> anyhow::Result<()> {
             "sled-rollups",
             "packed-rollups",
         ] {
+            if !args.layouts.is_empty() && !args.layouts.iter().any(|l| l == layout_name) {
+                continue;
+            }
             let dir = args.dir.join(format!("{name}-{layout_name}"));
             fs::create_dir_all(&dir)?;
             let mut layout: Box<dyn Layout> = match layout_name {
@@ -477,6 +518,12 @@ fn main() -> anyhow::Result<()> {
                     StoreConfig::default(),
                     start_ms,
                 )?)),
+                "sled-rounds" => {
+                    // The store's own sled settings (zstd pages, low space).
+                    let db = hopwatch::store::schema::sled_config(&dir, 4 << 20).open()?;
+                    let tree = db.open_tree("raw")?;
+                    Box::new(SledRounds { db, tree })
+                }
                 "sled-chunks" => {
                     let db = sled::Config::new()
                         .path(&dir)
@@ -515,6 +562,10 @@ fn main() -> anyhow::Result<()> {
             };
             let written = measure(layout.as_mut(), &args, profile, start_ms)?;
             drop(layout);
+            if layout_name == "store" {
+                let end_ms = start_ms + (CHUNK_ROUNDS + args.hours * 3_600) * 1_000;
+                query_times.push((name, raw_query_times(&dir, end_ms, args.hours)?));
+            }
             let per_target_day = written as f64 / f64::from(args.targets) * 24.0 / hours;
             println!(
                 "| {name} | {layout_name} | {:.2} | {:.2} | {:.1} |",
@@ -524,5 +575,45 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if !query_times.is_empty() {
+        println!("\nThe store reopened, one target's destination from raw rounds (median / max of 10, ms):\n");
+        println!("| series | last 1 h | last {} h |", args.hours.min(6));
+        println!("|---|---:|---:|");
+        for (name, [hour, span]) in query_times {
+            println!(
+                "| {name} | {:.2} / {:.2} | {:.2} / {:.2} |",
+                hour.0, hour.1, span.0, span.1
+            );
+        }
+    }
     Ok(())
+}
+
+/// Times `Store::series` of target `t0`'s destination from raw rounds over
+/// the last hour and the last `hours` (at most 6, the raw span the API
+/// serves): (median, max) ms of 10 runs each. Every file of the span holds
+/// all targets' records, so this is what many targets cost a query.
+fn raw_query_times(dir: &Path, end_ms: u64, hours: u64) -> anyhow::Result<[(f64, f64); 2]> {
+    let store = Store::open_at(dir, StoreConfig::default(), end_ms)?;
+    let id = TargetId::new("t0")?;
+    let mut out = [(0.0, 0.0); 2];
+    for (slot, span_h) in out.iter_mut().zip([1, hours.clamp(1, 6)]) {
+        let mut times: Vec<f64> = (0..10)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let series = store.series(
+                    &id,
+                    Hop::Destination,
+                    end_ms - span_h * HOUR_MS,
+                    end_ms,
+                    Resolution::Raw,
+                )?;
+                anyhow::ensure!(!series.points.is_empty(), "no rounds of t0 read back");
+                Ok(started.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        times.sort_by(f64::total_cmp);
+        *slot = (times[times.len() / 2], times[times.len() - 1]);
+    }
+    Ok(out)
 }

@@ -163,17 +163,18 @@ pub fn quarantine_dir(path: &Path) -> Result<PathBuf, QuarantineError> {
     Ok(to)
 }
 
-/// Whether `name` is one of the files sled 0.34 keeps in a database directory
-/// (`conf`, `db`, `blobs/`, `snap.*`).
-pub fn is_sled_file(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs") || name.starts_with("snap.")
-}
-
-/// Moves the history store's sled files out of `state_dir` into
+/// Moves the history store's files out of `state_dir` into
 /// `<state_dir>/store.quarantined-<time>/`. The store is the state directory
-/// itself, which also holds the outbox and perhaps the raw log: only sled's
-/// own files move, so those stay where they are.
-pub fn quarantine_store(state_dir: &Path) -> Result<PathBuf, QuarantineError> {
+/// itself, which also holds the outbox and perhaps the raw log: only the
+/// store's own files move, so those stay where they are. The rounds' files
+/// go with sled's: they name targets by the numbers sled's `targets` tree
+/// gave out, which a fresh store gives out again.
+/// `is_store_file` says which names in `state_dir` are the store's
+/// (`store::is_store_file`).
+pub fn quarantine_store(
+    state_dir: &Path,
+    is_store_file: impl Fn(&str) -> bool,
+) -> Result<PathBuf, QuarantineError> {
     let to = quarantine_path(state_dir, STORE, SystemTime::now());
     std::fs::create_dir(&to).map_err(|source| QuarantineError::CreateDir {
         path: to.clone(),
@@ -186,7 +187,7 @@ pub fn quarantine_store(state_dir: &Path) -> Result<PathBuf, QuarantineError> {
     for entry in std::fs::read_dir(state_dir).map_err(list_err)? {
         let entry = entry.map_err(list_err)?;
         let name = entry.file_name();
-        if !is_sled_file(&name.to_string_lossy()) {
+        if !is_store_file(&name.to_string_lossy()) {
             continue;
         }
         let dest = to.join(&name);

@@ -281,6 +281,7 @@ async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
         first_ttl: Ttl::new(1).unwrap(),
         max_ttl: Ttl::new(8).unwrap(),
         interval: Duration::from_millis(400),
+        final_hop_only: false,
     };
     let next_seq = std::sync::Arc::new(AtomicU64::new(41));
     let runner = TargetRunner::start(&engine, schedule, next_seq.clone(), tx).unwrap();
@@ -312,6 +313,64 @@ async fn a_target_runner_emits_numbered_rounds_that_stop_at_the_destination() {
         assert!(round.hops.windows(2).all(|w| w[0].ttl < w[1].ttl));
     }
     assert_eq!(network.sent.load(Ordering::Relaxed), 12);
+}
+
+#[tokio::test]
+async fn a_final_hop_only_runner_sends_one_probe_per_round_at_max_ttl() {
+    use hopwatch::model::TargetId;
+    use hopwatch::monitor::{TargetRunner, TargetSchedule};
+
+    // The destination is 4 hops away behind a silent router at TTL 2.
+    let (engine, network) = sim_engine(4, vec![2]);
+    let dst: IpAddr = "198.18.4.5".parse().unwrap();
+    let schedule = |name: &str, dst: IpAddr, max_ttl: u8| TargetSchedule {
+        id: TargetId::new(name).unwrap(),
+        flow: spec(dst, 1).flow,
+        first_ttl: Ttl::new(1).unwrap(),
+        max_ttl: Ttl::new(max_ttl).unwrap(),
+        interval: Duration::from_millis(500),
+        final_hop_only: true,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let runner = TargetRunner::start(
+        &engine,
+        schedule("fh", dst, 8),
+        Arc::new(AtomicU64::new(0)),
+        tx,
+    )
+    .unwrap();
+    let rounds = [rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+    drop(runner);
+    assert_eq!(
+        network.sent_ttls.lock().unwrap().get(&dst).cloned(),
+        Some(vec![8, 8]),
+        "one probe per round, with TTL max_hops"
+    );
+    for (seq, round) in rounds.iter().enumerate() {
+        assert_eq!(round.seq, seq as u64);
+        assert_eq!(round.hops.len(), 1, "a single-row path");
+        assert_eq!(round.hops[0].ttl, Ttl::MIN);
+        assert_eq!(round.destination_ttl, Some(Ttl::MIN));
+        assert_eq!(round.destination().unwrap().responder(), Some(dst));
+        assert!(round.destination().unwrap().rtt().is_some());
+    }
+
+    // A max_hops short of the destination: a router's time-exceeded is not
+    // the destination answering, so the round is lost.
+    let far: IpAddr = "198.18.4.6".parse().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let runner = TargetRunner::start(
+        &engine,
+        schedule("short", far, 3),
+        Arc::new(AtomicU64::new(0)),
+        tx,
+    )
+    .unwrap();
+    let round = rx.recv().await.unwrap();
+    drop(runner);
+    assert_eq!(round.hops.len(), 1);
+    assert!(round.hops[0].is_lost(), "{round:?}");
+    assert_eq!(round.destination_ttl, None);
 }
 
 #[tokio::test]

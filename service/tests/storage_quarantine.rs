@@ -25,7 +25,9 @@ use hopwatch::probe::transport::{OutgoingProbe, SendStamp, TransportError, TxSta
 use hopwatch::probe::{
     Engine, EngineParts, ProbeTransport, Rtt, SourceSelection, TimestampSource, Ttl,
 };
-use hopwatch::store::{schema, Store, StoreConfig};
+use hopwatch::store::keys::TargetNum;
+use hopwatch::store::segment::Segments;
+use hopwatch::store::{schema, Store, StoreConfig, ROUNDS_DIR};
 use hopwatch::webapi::{NoAlerts, Web};
 
 const T0: u64 = 1_700_002_800_000;
@@ -124,7 +126,7 @@ fn snapshot(dir: &Path, only_sled: bool) -> BTreeMap<PathBuf, Vec<u8>> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if only_sled && !components::is_sled_file(&name) {
+        if only_sled && !components::is_store_file(&name) {
             continue;
         }
         if path.is_dir() {
@@ -255,9 +257,16 @@ async fn damaged_state_is_quarantined_and_monitoring_goes_on(how: Damage) {
         store_before.keys().collect::<Vec<_>>()
     );
     if matches!(how, Damage::Schema) {
-        // Readable by a release that knows the version: the rounds are there.
+        // Readable by a release that knows the version: the target's number
+        // is in sled and its rounds in the quarantined rounds' files.
         let db = schema::sled_config(&store_copy, 1 << 20).open().unwrap();
-        assert_eq!(db.open_tree(schema::RAW).unwrap().len(), 5, "{how:?}");
+        let num = db.open_tree(schema::TARGETS).unwrap().get("gw").unwrap();
+        let num = TargetNum::from_bytes(&num.expect("gw's number")).unwrap();
+        let gw = TargetId::new("gw").unwrap();
+        let found = Segments::reader(&store_copy.join(ROUNDS_DIR))
+            .read(num, &gw, 0, u64::MAX)
+            .unwrap();
+        assert_eq!(found.rounds.len(), 5, "{how:?}");
     }
     let outbox_copies = quarantined(&state_dir, "outbox");
     if outbox_damaged {

@@ -62,7 +62,8 @@ fn round(seq: u64) -> RoundRecord {
                     Ttl::new(ttl).unwrap(),
                     HopAnswer {
                         responder: IpAddr::from([198, 51, 100, ttl]),
-                        rtt: Rtt::from_nanos(ttl as u64 * 1_000_000 + seq % 1000),
+                        // Whole microseconds: the resolution rounds are stored at.
+                        rtt: Rtt::from_nanos(ttl as u64 * 1_000_000 + seq % 1000 * 1_000),
                         is_destination: ttl == 10,
                         reply_ttl: None,
                     },

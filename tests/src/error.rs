@@ -19,7 +19,7 @@ pub enum LabError {
     },
 
     /// A tool the lab drives (ip, iptables, ping) is not installed.
-    #[error("`{tool}` is not installed or not on PATH ({source}); deploy/setup.sh installs the lab's tools")]
+    #[error("`{tool}` is not installed or not on PATH ({source}); deploy/setup.sh installs the lab's tools (deploy/setup-test.sh the test-only ones)")]
     ToolMissing {
         /// The program name.
         tool: String,

@@ -62,8 +62,12 @@
 //! and hash multipath routes on L4. A process killed before its `Lab` dropped leaves
 //! its namespaces behind; `hopwatch-lab down --stale` removes those.
 
+// Only the test suite and the benchmarks use these (feature `suite`, on by
+// default; the demo is built without it).
+#[cfg(feature = "suite")]
 pub mod bench;
 pub mod binaries;
+#[cfg(feature = "suite")]
 pub mod browser;
 pub mod daemon;
 pub mod demo;
@@ -74,7 +78,9 @@ pub mod netns;
 pub mod ping;
 pub mod privilege;
 pub mod programs;
+#[cfg(feature = "suite")]
 pub mod prometheus;
+#[cfg(feature = "suite")]
 pub mod promql;
 pub mod state;
 pub mod topology;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{program} is not installed (looked in $PATH, /usr/sbin and /usr/bin): run \
-     `sudo bash deploy/setup.sh`, which installs prometheus (with promtool), chromium, \
+     `sudo bash deploy/setup-test.sh`, which installs prometheus (with promtool), chromium, \
      chromium-driver, wrk and tcpdump"
 )]
 pub struct ProgramMissing {

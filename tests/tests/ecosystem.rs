@@ -18,7 +18,7 @@
 //!   one to a router with no reflector, whose down alert must fire.
 //!
 //! Privileged (the lab) and needs Debian's prometheus package (promtool comes
-//! with it; deploy/setup.sh installs it); fails, never skips, without them.
+//! with it; deploy/setup-test.sh installs it); fails, never skips, without them.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

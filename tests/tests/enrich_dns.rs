@@ -70,9 +70,9 @@ impl<'lab> Dnsmasq<'lab> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = lab
-            .spawn(node, cmd)
-            .expect("dnsmasq starts (apt-get install dnsmasq-base; deploy/setup.sh installs it)");
+        let mut child = lab.spawn(node, cmd).expect(
+            "dnsmasq starts (apt-get install dnsmasq-base; deploy/setup-test.sh installs it)",
+        );
         let stderr = child.child_mut().stderr.take().expect("dnsmasq's stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();

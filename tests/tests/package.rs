@@ -151,7 +151,7 @@ fn ensure_debootstrap() {
     if Path::new("/usr/sbin/debootstrap").exists() {
         return;
     }
-    // deploy/setup.sh installs it; this is for a machine set up before it did.
+    // deploy/setup-test.sh installs it; this is for a machine set up before it did.
     let apt = |args: &[&str]| {
         run(
             Command::new("apt-get")

@@ -238,7 +238,7 @@ fn t1_and_t3_are_written_at_tc_egress_with_valid_checksums() {
             .unwrap()
             .args(["-K", &ifname, "tx", "off"])
             .output()
-            .expect("ethtool runs (deploy/setup.sh installs it)");
+            .expect("ethtool runs (deploy/setup-test.sh installs it)");
         assert!(
             out.status.success(),
             "ethtool -K {ifname} tx off in {node}: {}",

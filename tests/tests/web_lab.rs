@@ -11,7 +11,7 @@
 //! overview plus more live streams than the cap get only 2xx or the documented
 //! 429/503, without socket errors, while probing keeps its schedule and the
 //! daemon's memory stays bounded. Privileged, and needs Debian's prometheus,
-//! chromium, chromium-driver, wrk and tcpdump (deploy/setup.sh installs them);
+//! chromium, chromium-driver, wrk and tcpdump (deploy/setup-test.sh installs them);
 //! these fail, never skip, without them.
 
 use std::collections::BTreeMap;
@@ -22,6 +22,7 @@ use std::process::Stdio;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::{Client, Locator};
 use hopwatch::sys::now_ms;
 use hopwatch_lab::bench::capture::Capture;
@@ -248,6 +249,137 @@ const PAINTED_JS: &str = "const c = document.querySelector(arguments[0]); if (!c
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;\
     for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;";
 
+/// A drag across the middle half of the latency graph, read from the page:
+/// each step's `[from, to]` of the latency graph and the heatmap (their
+/// `data-from`/`data-to`), the page's query string and the export buttons'.
+#[derive(Debug, Default)]
+struct Zoom {
+    before: [f64; 2],
+    latency: [f64; 2],
+    heatmap: [f64; 2],
+    url_query: String,
+    export_query: String,
+    /// The latency graph's range after a reload of the zoomed page's URL.
+    reloaded: [f64; 2],
+    /// `data-range` and the query string after a double-click.
+    reset_range: String,
+    reset_query: String,
+}
+
+/// `[data-from, data-to]` of the canvas `selector`.
+async fn drawn_span(client: &Client, selector: &str) -> anyhow::Result<[f64; 2]> {
+    let v = client
+        .execute(
+            "const c = document.querySelector(arguments[0]); return [Number(c.dataset.from), Number(c.dataset.to)];",
+            vec![Value::from(selector)],
+        )
+        .await?;
+    Ok(serde_json::from_value(v)?)
+}
+
+/// Drags across the middle half of the latency graph with real pointer
+/// input, checks what follows the zoom, reloads, and double-clicks back.
+async fn drag_to_zoom(client: &Client) -> anyhow::Result<Zoom> {
+    let mut zoom = Zoom {
+        before: drawn_span(client, "#latency").await?,
+        ..Zoom::default()
+    };
+    let canvas = client.find(Locator::Css("#latency")).await?;
+    let width: f64 = serde_json::from_value(
+        client
+            .execute(
+                "return document.querySelector('#latency').getBoundingClientRect().width;",
+                vec![],
+            )
+            .await?,
+    )?;
+    let at = |x: f64, duration: Option<Duration>| PointerAction::MoveToElement {
+        element: canvas.clone(),
+        duration,
+        x,
+        y: 0.0,
+    };
+    let drag = MouseActions::new("mouse".into())
+        .then(at(-width / 4.0, None))
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(at(0.0, Some(Duration::from_millis(100))))
+        .then(at(width / 4.0, Some(Duration::from_millis(100))))
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    client.perform_actions(drag).await?;
+    wait_js(
+        client,
+        "both graphs redrawn for the zoomed range",
+        "return document.querySelector('#latency').dataset.range === 'custom' \
+         && document.querySelector('#heatmap').dataset.range === 'custom';",
+    )
+    .await?;
+    zoom.latency = drawn_span(client, "#latency").await?;
+    zoom.heatmap = drawn_span(client, "#heatmap").await?;
+    zoom.url_query =
+        serde_json::from_value(client.execute("return location.search;", vec![]).await?)?;
+    zoom.export_query = serde_json::from_value(
+        client
+            .execute(
+                "return document.querySelector('#export-csv').dataset.query;",
+                vec![],
+            )
+            .await?,
+    )?;
+    // The URL alone brings the zoomed range back.
+    client.refresh().await?;
+    wait_js(
+        client,
+        "the zoomed range after a reload",
+        "return document.querySelector('#latency').dataset.range === 'custom';",
+    )
+    .await?;
+    zoom.reloaded = drawn_span(client, "#latency").await?;
+    // A double-click goes back to the preset.
+    let canvas = client.find(Locator::Css("#latency")).await?;
+    let dbl = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element: canvas,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    client.perform_actions(dbl).await?;
+    wait_js(
+        client,
+        "the preset range after a double-click",
+        "return document.querySelector('#latency').dataset.range !== 'custom' \
+         && document.querySelector('#latency').dataset.range !== '';",
+    )
+    .await?;
+    zoom.reset_range = serde_json::from_value(
+        client
+            .execute(
+                "return document.querySelector('#latency').dataset.range;",
+                vec![],
+            )
+            .await?,
+    )?;
+    zoom.reset_query =
+        serde_json::from_value(client.execute("return location.search;", vec![]).await?)?;
+    Ok(zoom)
+}
+
 /// What the browser saw, checked after the session is closed.
 #[derive(Debug, Default)]
 struct Seen {
@@ -256,6 +388,10 @@ struct Seen {
     graph_points: u64,
     heat_cells: u64,
     sparkline_pixels: u64,
+    /// Drag-to-zoom on the latency graph: see [`Zoom`].
+    zoom: Zoom,
+    /// The hop table of the target added as final-hop-only.
+    final_hop_rows: Vec<Vec<String>>,
     console: Vec<Value>,
 }
 
@@ -331,6 +467,7 @@ async fn browse(
         "hop 1 is {:?}, expected {first_hop}",
         seen.hop_rows[0]
     );
+    seen.zoom = drag_to_zoom(client).await?;
     // The whole page in one picture.
     client.set_window_size(1400, 2000).await?;
     wait_js(
@@ -419,6 +556,7 @@ async fn browse(
     type_into(client, "#form-add input[name=name]", "c").await?;
     type_into(client, "#form-add input[name=host]", new_host).await?;
     type_into(client, "#form-add input[name=label]", "Lab c").await?;
+    click(client, "#form-add input[name=final_hop_only]").await?;
     click(client, "#form-add button[value=add]").await?;
     wait_js(
         client,
@@ -426,6 +564,25 @@ async fn browse(
         "return [...document.querySelectorAll('#targets tbody tr')].some(tr => tr.dataset.id === 'c');",
     )
     .await?;
+    // Its page: a single-row path, the destination, once it has answered.
+    client.goto(&format!("{base}/targets/c")).await?;
+    wait_js(
+        client,
+        "the final-hop target's answered row",
+        "const r = [...document.querySelectorAll('#hops tbody tr[data-hop]')];\
+         return r.length > 0 && Number(r[0].cells[3].textContent) > 0 && r[0].textContent.includes('destination');",
+    )
+    .await?;
+    seen.final_hop_rows = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#hops tbody tr')]\
+                 .map(tr => [...tr.cells].map(td => td.textContent.trim()));",
+                vec![],
+            )
+            .await?,
+    )?;
+    save_screenshot(client, &screenshots().join("target-final-hop-desktop.png")).await?;
 
     seen.console = console(client).await?;
     Ok(seen)
@@ -475,6 +632,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     let profile = dir.path().join("chromium-profile");
     let first_hop = trace[0].expect("hop 1 answers").to_string();
     let new_host = c.to_string();
+    let new_host_text = new_host.clone();
     let hops = trace.len();
     let seen = driver
         .session(&profile, async |client| {
@@ -521,6 +679,47 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         .filter(|e| e["level"] == "SEVERE")
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // Drag-to-zoom: the middle half of the canvas is about half of the
+    // plot's 15 minutes (the plot is the canvas less 70 px of axis), centred.
+    let z = &seen.zoom;
+    let [from, to] = z.before;
+    let span = to - from;
+    assert!(
+        (850e3..=950e3).contains(&span),
+        "15 min drawn before: {z:?}"
+    );
+    let [zf, zt] = z.latency;
+    assert!(
+        from < zf && zt < to,
+        "the zoom lies inside the old range: {z:?}"
+    );
+    let share = (zt - zf) / span;
+    assert!(
+        (0.45..0.65).contains(&share),
+        "zoomed to {share} of the range: {z:?}"
+    );
+    let middle = ((zf + zt) / 2.0 - from) / span;
+    assert!((0.4..0.6).contains(&middle), "centred at {middle}: {z:?}");
+    let query = format!("from={zf}&to={zt}");
+    assert_eq!(z.url_query, format!("?{query}"), "the URL: {z:?}");
+    assert_eq!(z.export_query, query, "the export buttons: {z:?}");
+    let [hf, ht] = z.heatmap;
+    assert!(
+        hf >= from - 60e3 && ht <= to + 60e3 && ht - hf < 0.7 * span,
+        "the heatmap follows: {z:?}"
+    );
+    assert_eq!(z.reloaded, z.latency, "the URL restores the zoom: {z:?}");
+    assert_eq!(z.reset_range, "15m", "double-click goes back: {z:?}");
+    assert_eq!(z.reset_query, "", "and the URL forgets the zoom: {z:?}");
+    // The target added as final-hop-only: one row, the destination.
+    assert_eq!(seen.final_hop_rows.len(), 1, "{:?}", seen.final_hop_rows);
+    let row = &seen.final_hop_rows[0];
+    assert_eq!(row[0], "dst", "{row:?}");
+    assert!(
+        row[1].contains(&new_host_text) && row[1].contains("destination"),
+        "{row:?}"
+    );
+    assert!(row[2].ends_with('%'), "loss: {row:?}");
 
     // The pause took effect, was saved in the config file, and stopped probing.
     let doc = get_json(&lab, &format!("http://{WEB}/api/v1/targets/a"), &[]);
@@ -552,7 +751,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
         text.contains(&format!(
-            "[[target]]\nname = \"c\"\nhost = \"{c}\"\nlabel = \"Lab c\""
+            "[[target]]\nname = \"c\"\nhost = \"{c}\"\nlabel = \"Lab c\"\nfinal_hop_only = true"
         )),
         "c saved:\n{text}"
     );
@@ -563,6 +762,7 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
         "target-phone.png",
         "overview-phone.png",
         "overview-wall-dark.png",
+        "target-final-hop-desktop.png",
     ] {
         let png = std::fs::read(screenshots().join(name)).expect("screenshot saved");
         assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");

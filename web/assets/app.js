@@ -599,7 +599,7 @@ function drawLatency(canvas, series, from, to) {
     ctx.textAlign = 'center';
     ctx.fillStyle = css('--muted');
     ctx.fillText('No stored data in this range yet', (x0 + x1) / 2, (yTop + yBottom) / 2);
-    return { points: [], X, Y, axis };
+    return { points: [], X, Y, axis, x0, x1, from, to };
   }
   const width = series.bucket_ms || series.interval_ms || 0;
   const colW = (p, i) => {
@@ -649,7 +649,7 @@ function drawLatency(canvas, series, from, to) {
     const len = 6 + 26 * (p.lost / p.sent);
     ctx.fillRect(X(p.at_ms) + cw / 2 - Math.max(0.75, cw / 4), yTop, Math.max(1.5, cw / 2), len);
   });
-  return { points, X, Y, colW, axis };
+  return { points, X, Y, colW, axis, x0, x1, from, to };
 }
 
 /** Heat colour of a rise over the row's baseline: 0 → cool, ≥ 50 ms → hottest. */
@@ -746,7 +746,7 @@ function drawHeatmap(canvas, map, rateLimited) {
     }
   });
   const axis = drawTimeAxis(ctx, map.from_ms, map.to_ms, x0, x1, yTop, yBottom);
-  return { rows, rowH, yTop, colW, x0, baselines, axis };
+  return { rows, rowH, yTop, colW, x0, x1, from: map.from_ms, to: map.to_ms, baselines, axis };
 }
 
 // --------------------------------------------------------------- webhooks
@@ -1319,7 +1319,8 @@ function overviewPage(root) {
     r.link.title = t.description || t.id;
     setText(r.host, t.address && t.address !== t.host ? t.host + ' · ' + t.address : t.host);
     setText(r.cells.status.lastChild, t.state + (t.error ? ': ' + t.error : ''));
-    setText(r.cells.hops, t.hop_count ?? '–');
+    setText(r.cells.hops, t.final_hop_only ? 'final' : t.hop_count ?? '–');
+    r.cells.hops.title = t.final_hop_only ? 'Final hop only: one probe per round to the destination' : '';
     setText(r.cells.loss, pct(t.loss_pct));
     setText(r.cells.latency, ms(t.latency.avg_ns));
     setText(r.cells.p95, ms(t.latency.p95_ns));
@@ -1487,6 +1488,7 @@ function overviewPage(root) {
       if (f.packet_size.value) body.packet_size = Number(f.packet_size.value);
       const tags = f.tags.value.split(',').map((s) => s.trim()).filter(Boolean);
       if (tags.length) body.tags = tags;
+      if (f.final_hop_only.checked) body.final_hop_only = true;
       if (f.paused.checked) body.paused = true;
       if (!tokens.write()) {
         const ok = await openTokens('Adding a target needs the write token.');
@@ -1582,12 +1584,20 @@ function toLocalInput(tms) {
   return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + 'T' + pad2(d.getHours()) + ':' + pad2(d.getMinutes());
 }
 
+/** A custom range from the page's URL (`?from=&to=`, Unix ms), or null. */
+function rangeFromUrl() {
+  const q = new URLSearchParams(location.search);
+  const from = Number(q.get('from'));
+  const to = Number(q.get('to'));
+  return q.has('from') && q.has('to') && Number.isFinite(from) && Number.isFinite(to) && from < to ? { from, to } : null;
+}
+
 function targetPage(root, id) {
   const enc = encodeURIComponent(id);
   let detail = null;
   let selected = 'destination';
   let range = prefs.get('range', '1h');
-  let custom = null; // {from, to}
+  let custom = rangeFromUrl(); // {from, to}: a zoom or a custom range, kept in the URL
   let hopView = 'window';
   let graphs = { latency: null, heat: null, series: null, map: null, range: null };
   let refreshTimer = 0;
@@ -1617,8 +1627,8 @@ function targetPage(root, id) {
   const toInput = h('input', { type: 'datetime-local', 'aria-label': 'To' });
   const customBox = h('span', { class: 'custom', hidden: true }, fromInput, '→', toInput,
     h('button', { type: 'button', text: 'Apply', onclick: applyCustom }));
-  const exportCsv = h('button', { type: 'button', class: 'ghost', text: 'Export CSV', onclick: () => doExport('csv') });
-  const exportJson = h('button', { type: 'button', class: 'ghost', text: 'Export JSON', onclick: () => doExport('json') });
+  const exportCsv = h('button', { type: 'button', class: 'ghost', id: 'export-csv', text: 'Export CSV', onclick: () => doExport('csv') });
+  const exportJson = h('button', { type: 'button', class: 'ghost', id: 'export-json', text: 'Export JSON', onclick: () => doExport('json') });
   const exportAsn = h('input', { type: 'checkbox', id: 'export-asn' });
   const exportAsnLabel = h('label', { class: 'asn-opt', title: 'Add each hop\'s AS number and organisation to the export' }, exportAsn, 'AS columns');
   const graphTitle = h('h2');
@@ -1687,6 +1697,7 @@ function targetPage(root, id) {
     custom = null;
     prefs.set('range', r);
     customBox.hidden = true;
+    rangeToUrl();
     loadGraphs();
     loadEvents();
   }
@@ -1696,8 +1707,43 @@ function targetPage(root, id) {
     const to = new Date(toInput.value).getTime();
     if (!(from < to)) { toast('Choose a start before the end.', 'bad'); return; }
     custom = { from, to };
+    rangeToUrl();
     loadGraphs();
     loadEvents();
+  }
+
+  /** A zoom (drag on a graph) becomes the custom range. */
+  function zoomTo(from, to) {
+    custom = { from, to };
+    fromInput.value = toLocalInput(from);
+    toInput.value = toLocalInput(to);
+    rangeToUrl();
+    loadGraphs();
+    loadEvents();
+  }
+
+  /** Double-click: back to the preset range the page had before zooming. */
+  function resetZoom() {
+    if (!custom) return;
+    custom = null;
+    fromInput.value = toInput.value = '';
+    rangeToUrl();
+    loadGraphs();
+    loadEvents();
+  }
+
+  /** The custom range into the page's URL (from/to, Unix ms), so a reload or a shared link shows it. */
+  function rangeToUrl() {
+    const q = new URLSearchParams(location.search);
+    if (custom) {
+      q.set('from', String(Math.round(custom.from)));
+      q.set('to', String(Math.round(custom.to)));
+    } else {
+      q.delete('from');
+      q.delete('to');
+    }
+    const qs = q.toString();
+    history.replaceState(history.state, '', location.pathname + (qs ? '?' + qs : '') + location.hash);
   }
 
   function renderHead() {
@@ -1707,7 +1753,8 @@ function targetPage(root, id) {
     setText(title, t.name);
     setText(stateBadge, t.state);
     setClass(stateBadge, 'state-badge s-' + st);
-    const proto = t.protocol.toUpperCase() + (t.port ? ' port ' + t.port : '');
+    const proto = t.protocol.toUpperCase() + (t.port ? ' port ' + t.port : '') +
+      (t.final_hop_only ? (t.protocol === 'tcp' ? ', final hop only: handshake time' : ', final hop only') : '');
     setText(sub, [t.host + (t.address && t.address !== t.host ? ' → ' + t.address : ''), proto,
       t.packet_size + ' B every ' + interval(t.interval_ms), 'timestamps: ' + (t.timestamp_source || service.timestamp_source),
       'window ' + t.window_probes + ' probes', t.error ? 'error: ' + t.error : null].filter(Boolean).join(' · '));
@@ -1725,7 +1772,7 @@ function targetPage(root, id) {
       k('p95', ms(d.p95_ns)),
       k('Jitter', ms(d.jitter_ns)),
       k('MOS', mosText(t.mos), t.mos !== null && t.mos < 3.6 ? 'bad' : t.mos !== null && t.mos < 4 ? 'warn' : ''),
-      k('Hops', String(t.hop_count ?? '–')),
+      k('Hops', t.final_hop_only ? 'final only' : String(t.hop_count ?? '–')),
       k('Rounds', String(t.rounds)),
       k('Last round', ago(t.last_round_at_ms)));
     const items = [];
@@ -1772,7 +1819,8 @@ function targetPage(root, id) {
       if (hop.rate_limited) hostCell.firstChild.append(h('span', { class: 'tag', text: 'rate-limited', title: 'This router answers fewer probes than the hops after it: it limits its ICMP replies. Its loss is not path loss.' }));
       if (hop.slow_responder) hostCell.firstChild.append(h('span', { class: 'tag', text: 'slow responder', title: 'This router answers later than the hops after it: it generates its ICMP replies slowly. Its latency is not path latency.' }));
       const tr = h('tr', { class: [cls, selected === key || (selected === String(hop.ttl)) ? 'sel' : ''].join(' ').trim(), dataset: { hop: key } },
-        h('td', { class: 'num', text: String(hop.ttl) }), hostCell,
+        // A final-hop-only target's one row is the destination, not TTL 1.
+        h('td', { class: 'num', text: detail.final_hop_only ? 'dst' : String(hop.ttl) }), hostCell,
         h('td', { class: 'num loss', text: pct(s.loss_pct) }), h('td', { class: 'num', text: String(s.sent) }),
         h('td', { class: 'num', text: ms(s.last_ns) }), h('td', { class: 'num', text: ms(s.avg_ns) }),
         h('td', { class: 'num hide-sm', text: ms(s.best_ns) }), h('td', { class: 'num hide-sm', text: ms(s.worst_ns) }),
@@ -1836,6 +1884,12 @@ function targetPage(root, id) {
     // The range the drawn data was loaded for: a click on a preset redraws
     // only when its data arrives, so the counts below may still be the old range's.
     latencyCanvas.dataset.range = heatCanvas.dataset.range = graphs.range || '';
+    latencyCanvas.dataset.from = String(Math.round(graphs.latency.from));
+    latencyCanvas.dataset.to = String(Math.round(graphs.latency.to));
+    heatCanvas.dataset.from = graphs.heat ? String(graphs.heat.from) : '';
+    heatCanvas.dataset.to = graphs.heat ? String(graphs.heat.to) : '';
+    // What the export buttons will ask for: the drawn range.
+    exportCsv.dataset.query = exportJson.dataset.query = rangeQuery();
     latencyCanvas.dataset.points = String(graphs.latency.points.filter((p) => p.p50_ns !== null).length);
     latencyCanvas.dataset.ticks = graphs.latency.axis.join('|');
     heatCanvas.dataset.ticks = graphs.heat ? graphs.heat.axis.join('|') : '';
@@ -1884,6 +1938,55 @@ function targetPage(root, id) {
       'loss ' + (loss === null ? '–' : pct(loss * 100))].join('\n'));
   });
   heatCanvas.addEventListener('mouseleave', hideTip);
+  zoomable(latencyCanvas, () => graphs.latency);
+  zoomable(heatCanvas, () => graphs.heat);
+
+  /**
+   * Drag across a graph to zoom into that time range: it becomes the custom
+   * range (URL, export buttons, events and both graphs follow); a
+   * double-click goes back. `drawn()` is what the canvas shows: its plot's
+   * x0..x1 and the time from..to they span.
+   */
+  function zoomable(canvas, drawn) {
+    const sel = h('div', { class: 'zoom-sel', hidden: true });
+    canvas.parentElement.append(sel);
+    let drag = null;
+    const xOf = (ev) => ev.clientX - canvas.getBoundingClientRect().left;
+    const clamp = (d, x) => Math.max(d.x0, Math.min(d.x1, x));
+    canvas.addEventListener('pointerdown', (ev) => {
+      const d = drawn();
+      const x = xOf(ev);
+      if (ev.button !== 0 || !d || !(d.to > d.from) || x < d.x0 || x > d.x1) return;
+      drag = { d, x };
+      canvas.setPointerCapture(ev.pointerId);
+      ev.preventDefault();
+    });
+    canvas.addEventListener('pointermove', (ev) => {
+      if (!drag) return;
+      hideTip();
+      const x = clamp(drag.d, xOf(ev));
+      Object.assign(sel.style, {
+        left: canvas.offsetLeft + Math.min(drag.x, x) + 'px', width: Math.abs(x - drag.x) + 'px',
+        top: canvas.offsetTop + 'px', height: canvas.offsetHeight + 'px',
+      });
+      sel.hidden = false;
+    });
+    const end = (ev) => {
+      if (!drag) return;
+      const { d } = drag;
+      const a = Math.min(drag.x, clamp(d, xOf(ev)));
+      const b = Math.max(drag.x, clamp(d, xOf(ev)));
+      drag = null;
+      sel.hidden = true;
+      if (ev.type !== 'pointerup' || b - a < 5) return; // a click, not a drag
+      const at = (px) => Math.round(d.from + ((px - d.x0) / (d.x1 - d.x0)) * (d.to - d.from));
+      zoomTo(at(a), at(b));
+    };
+    canvas.addEventListener('pointerup', end);
+    canvas.addEventListener('pointercancel', end);
+    canvas.addEventListener('dblclick', resetZoom);
+    canvas.title = 'Drag to zoom into a time range; double-click to go back';
+  }
 
   function routeTable(detailObj, asInfo) {
     const before = detailObj.before || [];

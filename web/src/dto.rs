@@ -173,6 +173,10 @@ pub struct TargetSummary {
     pub port: u16,
     pub interval_ms: u64,
     pub packet_size: u16,
+    /// One probe per round to the destination only (a TCP handshake or an
+    /// ICMP echo): `hops` has one row, the destination, and `hop_count` is
+    /// `null` (not measured).
+    pub final_hop_only: bool,
     pub state: TargetState,
     /// Why the target is not probed, when `state` is `failed`.
     pub error: Option<String>,
@@ -619,6 +623,8 @@ pub struct NewTarget {
     pub packet_size: Option<u16>,
     #[serde(default)]
     pub max_hops: Option<u8>,
+    #[serde(default)]
+    pub final_hop_only: Option<bool>,
     #[serde(default)]
     pub paused: Option<bool>,
 }

@@ -13,6 +13,7 @@ use crate::alerts::{outbox_path, Outbox};
 use crate::config::Config;
 use crate::monitor::components;
 use crate::probe::ebpf::EbpfTimestamper;
+use crate::store::segment::{Damage, Found, Segments};
 use crate::store::{Store, StoreConfig};
 
 #[derive(Debug, Args)]
@@ -182,6 +183,7 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
                 .map_err(|e| e.to_string())
         },
     ));
+    out.push(rounds_check(&state_dir.join(crate::store::ROUNDS_DIR)));
     let outbox = outbox_path(state_dir);
     let outbox_copy = scratch.join("outbox");
     out.push(open_check(
@@ -219,6 +221,58 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
         )),
     }
     out
+}
+
+/// Reads every file of raw rounds (append-only, so safe beside a running
+/// daemon) and reports damaged records. A torn tail is what a power cut
+/// during an append leaves: reported, not a warning.
+fn rounds_check(dir: &Path) -> Finding {
+    const WHAT: &str = "raw history files";
+    let files = match Segments::reader(dir).files() {
+        Ok(files) => files,
+        Err(e) => return finding(Level::Warn, WHAT, e.to_string()),
+    };
+    if files.is_empty() {
+        return finding(Level::Ok, WHAT, format!("none yet in {}", dir.display()));
+    }
+    let (mut records, mut torn, mut damaged) = (0u64, 0usize, Vec::new());
+    for (_, path) in &files {
+        match Found::check_file(path) {
+            Ok((n, damage)) => {
+                records += n;
+                for d in damage {
+                    match d {
+                        Damage::TornTail { .. } => torn += 1,
+                        other => damaged.push(format!("{other:?}")),
+                    }
+                }
+            }
+            Err(e) => damaged.push(e.to_string()),
+        }
+    }
+    let summary = format!(
+        "{} files, {records} records in {}{}",
+        files.len(),
+        dir.display(),
+        if torn > 0 {
+            format!("; {torn} with a torn last record (an append cut short by a crash; the rest is read)")
+        } else {
+            String::new()
+        }
+    );
+    if damaged.is_empty() {
+        finding(Level::Ok, WHAT, summary)
+    } else {
+        finding(
+            Level::Warn,
+            WHAT,
+            format!(
+                "{summary}; {} damaged record(s) are skipped when read: {}",
+                damaged.len(),
+                damaged.join("; ")
+            ),
+        )
+    }
 }
 
 /// Checks one sled database at `dir` (its lock file is `db_file`): absent,
@@ -311,13 +365,15 @@ fn is_locked(db_file: &Path) -> std::io::Result<bool> {
 }
 
 /// Copies the history store's sled files (`conf`, `db`, `blobs/`, `snap.*`)
-/// out of the state directory, leaving the outbox and anything else.
+/// out of the state directory, leaving the rounds' files (read in place by
+/// [`rounds_check`]), the outbox and anything else.
 fn copy_sled_files(state_dir: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(state_dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if components::is_sled_file(&name.to_string_lossy()) {
+        let name_str = name.to_string_lossy();
+        if components::is_store_file(&name_str) && name_str != crate::store::ROUNDS_DIR {
             copy_tree(&entry.path(), &to.join(&name))?;
         }
     }
@@ -502,6 +558,61 @@ mod tests {
         assert!(none
             .iter()
             .any(|f| f.what == "CAP_NET_RAW" && f.level == Level::Fail));
+    }
+
+    #[test]
+    fn damaged_rounds_files_are_reported_and_a_torn_tail_is_not_a_warning() {
+        use crate::model::{RoundRecord, TargetId};
+        use crate::probe::TimestampSource;
+        use crate::store::keys::TargetNum;
+        use crate::store::segment::Pending;
+
+        let dir = tempfile::tempdir().unwrap();
+        let rounds_dir = dir.path().join(crate::store::ROUNDS_DIR);
+        assert_eq!(rounds_check(&rounds_dir).level, Level::Ok, "none yet");
+        let id = TargetId::new("t").unwrap();
+        let rounds: Vec<RoundRecord> = (0..60)
+            .map(|seq| RoundRecord {
+                target: id.clone(),
+                seq,
+                started_at_ms: 1_700_002_800_000 + seq * 1_000,
+                hops: Vec::new(),
+                destination_ttl: None,
+                source: TimestampSource::Ebpf,
+            })
+            .collect();
+        let mut segments = Segments::open(&rounds_dir).unwrap();
+        for minute in rounds.chunks(20) {
+            segments
+                .append(&[Pending {
+                    target: TargetNum(1),
+                    rounds: minute,
+                }])
+                .unwrap();
+        }
+        let (_, file) = segments.files().unwrap().remove(0);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.extend(b"hwR1 torn");
+        std::fs::write(&file, &bytes).unwrap();
+        let torn = rounds_check(&rounds_dir);
+        assert_eq!(torn.level, Level::Ok, "{torn:?}");
+        assert!(
+            torn.detail.contains("1 files, 3 records"),
+            "{}",
+            torn.detail
+        );
+        assert!(torn.detail.contains("torn last record"), "{}", torn.detail);
+        // A flipped bit in the first record's chunk.
+        bytes[40] ^= 0x01;
+        std::fs::write(&file, &bytes).unwrap();
+        let damaged = rounds_check(&rounds_dir);
+        assert_eq!(damaged.level, Level::Warn, "{damaged:?}");
+        assert!(
+            damaged.detail.contains("1 damaged record"),
+            "{}",
+            damaged.detail
+        );
+        assert!(damaged.detail.contains("BadRecord"), "{}", damaged.detail);
     }
 
     #[tokio::test]

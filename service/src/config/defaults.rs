@@ -8,8 +8,10 @@ use crate::probe::Protocol;
 /// `[service] state_dir`
 pub const STATE_DIR: &str = "/var/lib/hopwatch";
 
-/// `[storage] flush_interval`: writes are batched this long; router flash wears out.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// `[storage] flush_interval`: writes are batched this long; router flash
+/// wears out. A minute makes each target's rounds one compressed chunk a
+/// minute (docs/benchmarks.md, "Where the history goes").
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 /// `[storage] raw_retention`: 48 hours of raw rounds.
 pub const RAW_RETENTION: Duration = Duration::from_secs(48 * HOUR);
 /// `[storage] minute_retention`: 30 days of 1-minute rollups.
@@ -43,6 +45,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 pub const FIRST_TTL: u8 = 1;
 /// `max_hops`
 pub const MAX_HOPS: u8 = 30;
+/// `final_hop_only`: probe every hop (mtr-style), not just the destination.
+pub const FINAL_HOP_ONLY: bool = false;
 /// `packet_size`: whole IP packet; fits every protocol's minimum over IPv4 and IPv6.
 pub const PACKET_SIZE: u16 = 64;
 

@@ -41,7 +41,8 @@ pub struct TargetChange {
 pub enum ChangeAction {
     /// Label, description or tags: update what is shown, keep probing.
     Describe,
-    /// Interval, first TTL or max hops: restart the rounds on the same flow.
+    /// Interval, first TTL, max hops or final-hop-only: restart the rounds on
+    /// the same flow.
     Reschedule,
     /// Host, protocol, port, packet size or timeout: these are the engine's
     /// `FlowSpec`, fixed for a flow's life, so the flow is closed and reopened.
@@ -138,6 +139,11 @@ fn target_change(old: &TargetConfig, new: &TargetConfig) -> Option<TargetChange>
     note(
         a.max_hops != b.max_hops,
         "max_hops",
+        ChangeAction::Reschedule,
+    );
+    note(
+        a.final_hop_only != b.final_hop_only,
+        "final_hop_only",
         ChangeAction::Reschedule,
     );
     note(old.label != new.label, "label", ChangeAction::Describe);
@@ -341,14 +347,14 @@ mod tests {
     fn a_schedule_change_touches_only_its_target() {
         let new = BASE.replace(
             "host = \"198.18.1.1\"",
-            "host = \"198.18.1.1\"\ninterval = \"5s\"\nmax_hops = 12",
+            "host = \"198.18.1.1\"\ninterval = \"5s\"\nmax_hops = 12\nfinal_hop_only = true",
         );
         let diff = ConfigDiff::between(&parse(BASE), &parse(&new));
         assert_eq!(
             diff.changed,
             vec![TargetChange {
                 id: TargetId::new("core").unwrap(),
-                keys: vec!["interval", "max_hops"],
+                keys: vec!["interval", "max_hops", "final_hop_only"],
                 action: ChangeAction::Reschedule,
             }]
         );

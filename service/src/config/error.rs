@@ -104,6 +104,10 @@ pub enum Problem {
     },
     #[error("icmp probes have no port; remove it or set protocol to udp or tcp")]
     PortWithIcmp,
+    #[error("final_hop_only needs protocol tcp (a handshake to the port) or icmp (an echo); a {protocol} probe cannot tell that the destination answered")]
+    FinalHopOnlyProtocol { protocol: Protocol },
+    #[error("first_ttl has no meaning with final_hop_only (its one probe leaves with TTL max_hops); remove it")]
+    FirstTtlWithFinalHopOnly,
     #[error("an interface name has at most {max} characters, {given:?} has {len}")]
     InterfaceName {
         given: String,

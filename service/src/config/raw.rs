@@ -199,6 +199,7 @@ pub(crate) struct RawProbe {
     pub max_hops: Option<Spanned<i64>>,
     pub packet_size: Option<Spanned<i64>>,
     pub paused: Option<Spanned<bool>>,
+    pub final_hop_only: Option<Spanned<bool>>,
 }
 
 /// One `[[target]]`: its identity and description, then overrides of every
@@ -220,6 +221,7 @@ pub(crate) struct RawTarget {
     pub max_hops: Option<Spanned<i64>>,
     pub packet_size: Option<Spanned<i64>>,
     pub paused: Option<Spanned<bool>>,
+    pub final_hop_only: Option<Spanned<bool>>,
     /// Overrides of `[alerts]` for this target.
     pub alerts: Option<Spanned<RawAlertRules>>,
 }
@@ -236,6 +238,7 @@ impl RawTarget {
             max_hops: self.max_hops.clone(),
             packet_size: self.packet_size.clone(),
             paused: self.paused.clone(),
+            final_hop_only: self.final_hop_only.clone(),
         }
     }
 }

@@ -620,6 +620,7 @@ struct Layer {
     max_hops: Option<At<u8>>,
     packet_size: Option<At<u16>>,
     paused: Option<At<bool>>,
+    final_hop_only: Option<At<bool>>,
 }
 
 impl Layer {
@@ -640,6 +641,7 @@ impl Layer {
             max_hops: pick(self.max_hops, defaults.max_hops),
             packet_size: pick(self.packet_size, defaults.packet_size),
             paused: pick(self.paused, defaults.paused),
+            final_hop_only: pick(self.final_hop_only, defaults.final_hop_only),
         }
     }
 }
@@ -693,6 +695,7 @@ fn layer(ctx: &Ctx<'_>, section: &Section, raw: &RawProbe) -> Result<Layer, Conf
             (1, u16::try_from(MAX_PACKET_SIZE).expect("65535 fits")),
         )?,
         paused: raw.paused.as_ref().map(|v| with(v, *v.get_ref())),
+        final_hop_only: raw.final_hop_only.as_ref().map(|v| with(v, *v.get_ref())),
     })
 }
 
@@ -762,6 +765,8 @@ fn settings(
         return Err(ctx.invalid(section, key, place, problem));
     }
 
+    let final_hop_only = final_hop_only(ctx, section, merged, protocol)?;
+
     let packet_size = merged
         .packet_size
         .map_or(defaults::PACKET_SIZE, |p| p.value);
@@ -793,8 +798,38 @@ fn settings(
         first_ttl: Ttl::new(first_ttl).expect("checked to be at least 1"),
         max_hops: Ttl::new(max_hops).expect("checked to be at least 1"),
         packet_size,
+        final_hop_only,
     };
     Ok((settings, merged.paused.is_some_and(|p| p.value)))
+}
+
+/// Checks `final_hop_only` against the keys it constrains: only a probe whose
+/// answer proves the destination is up (a TCP SYN-ACK, an ICMP echo reply)
+/// can be the one probe of a round, and `first_ttl` means nothing when no
+/// path is probed. The error points at whichever of the two keys this table
+/// wrote, so a target inheriting one from `[defaults]` is told what to change.
+fn final_hop_only(
+    ctx: &Ctx<'_>,
+    section: &Section,
+    merged: &Layer,
+    protocol: Protocol,
+) -> Result<bool, ConfigError> {
+    let Some(mode) = merged.final_hop_only.filter(|m| m.value) else {
+        return Ok(defaults::FINAL_HOP_ONLY);
+    };
+    if protocol == Protocol::Udp {
+        let (key, place) = match merged.protocol {
+            Some(p) if mode.inherited && !p.inherited => ("protocol", p.place()),
+            _ => ("final_hop_only", mode.place()),
+        };
+        let problem = Problem::FinalHopOnlyProtocol { protocol };
+        return Err(ctx.invalid(section, key, place, problem));
+    }
+    if let Some(first) = merged.first_ttl.filter(|f| !f.inherited) {
+        let problem = Problem::FirstTtlWithFinalHopOnly;
+        return Err(ctx.invalid(section, "first_ttl", first.place(), problem));
+    }
+    Ok(true)
 }
 
 fn resolve_target(

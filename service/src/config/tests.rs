@@ -44,7 +44,7 @@ fn an_empty_file_is_every_default_and_no_target() {
         config.service.source,
         crate::probe::SourceSelection::default()
     );
-    assert_eq!(config.storage.flush_interval, Duration::from_secs(5));
+    assert_eq!(config.storage.flush_interval, Duration::from_secs(60));
     assert_eq!(config.storage.raw_retention, Duration::from_secs(48 * 3600));
     assert_eq!(
         config.storage.minute_retention,
@@ -85,7 +85,85 @@ fn a_bare_target_gets_every_default() {
     assert_eq!(p.timeout, Duration::from_secs(2));
     assert_eq!((p.first_ttl.get(), p.max_hops.get()), (1, 30));
     assert_eq!(p.packet_size, 64);
+    assert!(!p.final_hop_only, "every hop is probed by default");
     assert_eq!(target.display_name(), "gw");
+}
+
+#[test]
+fn final_hop_only_takes_tcp_or_icmp_per_target_or_from_defaults() {
+    let config = parse(
+        "[defaults]\nfinal_hop_only = true\n\n\
+         [[target]]\nname = \"web\"\nhost = \"198.18.0.9\"\nprotocol = \"tcp\"\nport = 443\n\n\
+         [[target]]\nname = \"ping\"\nhost = \"2001:db8::9\"\n\n\
+         [[target]]\nname = \"path\"\nhost = \"198.18.0.10\"\nfinal_hop_only = false\nprotocol = \"udp\"\n",
+    );
+    let web = &config.targets[0].probe;
+    assert!(web.final_hop_only);
+    assert_eq!((web.protocol, web.port), (Protocol::Tcp, 443));
+    assert!(config.targets[1].probe.final_hop_only);
+    assert_eq!(config.targets[1].probe.protocol, Protocol::Icmp);
+    assert!(!config.targets[2].probe.final_hop_only, "its own override");
+    // A TCP target without a port gets the TCP default.
+    let config = parse(
+        "[[target]]\nname = \"w\"\nhost = \"198.18.0.9\"\nprotocol = \"tcp\"\nfinal_hop_only = true\n",
+    );
+    assert_eq!(config.targets[0].probe.port, defaults::TCP_PORT);
+    // max_hops stays: it is the TTL the one probe leaves with.
+    let config = parse(
+        "[[target]]\nname = \"w\"\nhost = \"198.18.0.9\"\nfinal_hop_only = true\nmax_hops = 64\n",
+    );
+    assert_eq!(config.targets[0].probe.max_hops.get(), 64);
+}
+
+#[test]
+fn final_hop_only_refuses_udp_and_first_ttl_naming_the_key_to_change() {
+    // Written together in the target: the mode is named.
+    error(
+        "[[target]]\nname = \"dns\"\nhost = \"198.18.0.53\"\nprotocol = \"udp\"\nfinal_hop_only = true\n",
+        5,
+        "final_hop_only",
+        "needs protocol tcp (a handshake to the port) or icmp",
+    );
+    // The mode from [defaults], udp in the target: the target's protocol is named.
+    let err = error(
+        "[defaults]\nfinal_hop_only = true\n\n[[target]]\nname = \"dns\"\nhost = \"198.18.0.53\"\nprotocol = \"udp\"\n",
+        7,
+        "protocol",
+        "a udp probe cannot tell",
+    );
+    assert!(err.to_string().contains("target \"dns\""), "{err}");
+    // udp from [defaults], the mode in the target: the mode is named.
+    error(
+        "[defaults]\nprotocol = \"udp\"\n\n[[target]]\nname = \"dns\"\nhost = \"198.18.0.53\"\nfinal_hop_only = true\n",
+        7,
+        "final_hop_only",
+        "udp",
+    );
+    // Both in [defaults]: reported there even with no target.
+    error(
+        "[defaults]\nprotocol = \"udp\"\nfinal_hop_only = true\n",
+        3,
+        "final_hop_only",
+        "final_hop_only needs protocol tcp",
+    );
+    error(
+        "[[target]]\nname = \"w\"\nhost = \"198.18.0.9\"\nfinal_hop_only = true\nfirst_ttl = 3\n",
+        5,
+        "first_ttl",
+        "no meaning with final_hop_only",
+    );
+    // A first_ttl in [defaults] is for the other targets; it is ignored here.
+    let config = parse(
+        "[defaults]\nfirst_ttl = 2\n\n[[target]]\nname = \"w\"\nhost = \"198.18.0.9\"\nfinal_hop_only = true\n",
+    );
+    assert!(config.targets[0].probe.final_hop_only);
+    // Not a bool.
+    error(
+        "[[target]]\nname = \"w\"\nhost = \"198.18.0.9\"\nfinal_hop_only = \"yes\"\n",
+        4,
+        "final_hop_only",
+        "expected a boolean",
+    );
 }
 
 #[test]

@@ -114,6 +114,9 @@ pub struct ProbeSettings {
     pub max_hops: Ttl,
     /// Whole IP packet, headers included.
     pub packet_size: u16,
+    /// One probe per round, to the destination only (TTL `max_hops`): a TCP
+    /// handshake to `port` or an ICMP echo; the path is one row.
+    pub final_hop_only: bool,
 }
 
 /// One `[[target]]`, resolved.

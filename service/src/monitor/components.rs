@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::health::{
-    is_lock_contention, is_sled_file, list_quarantined, quarantine_dir, quarantine_path,
-    quarantine_store, ComponentMode, ComponentStatus, QuarantineError, SharedStatus, OUTBOX,
-    QUARANTINE_MARKER, REFLECTOR, STORE,
+    is_lock_contention, list_quarantined, quarantine_dir, quarantine_path, quarantine_store,
+    ComponentMode, ComponentStatus, QuarantineError, SharedStatus, OUTBOX, QUARANTINE_MARKER,
+    REFLECTOR, STORE,
 };
+pub use crate::store::is_store_file;
 use crate::store::{Store, StoreConfig, StoreError};
 
 fn store_lock_contention(error: &StoreError) -> bool {
@@ -63,7 +64,7 @@ pub fn open_store(state_dir: &Path, config: StoreConfig) -> OpenedStore {
         );
         return disabled_store(state_dir, config, status);
     }
-    match quarantine_store(state_dir) {
+    match quarantine_store(state_dir, is_store_file) {
         Ok(to) => {
             tracing::error!(
                 path = %state_dir.display(),

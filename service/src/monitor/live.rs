@@ -47,6 +47,8 @@ pub struct TargetView {
     pub port: u16,
     pub interval_ms: u64,
     pub packet_size: u16,
+    /// One probe per round to the destination only; the path is one row.
+    pub final_hop_only: bool,
     pub paused: bool,
     pub status: TargetStatus,
     pub analysis: TargetSnapshot,
@@ -107,8 +109,15 @@ impl LiveState {
         self.write().remove(id);
     }
 
+    /// Takes a target's edited config. A switch between probing every hop and
+    /// `final_hop_only` starts its live analysis afresh: the two modes' rows
+    /// (one per TTL, or the destination's alone) cannot be mixed in one window.
     pub fn update_config(&self, config: &TargetConfig) {
         if let Some(live) = self.write().get_mut(&config.id) {
+            if live.config.probe.final_hop_only != config.probe.final_hop_only {
+                live.analysis = TargetAnalysis::new(config.id.clone(), &self.analysis_config);
+                tracing::info!(target = %config.id, "final_hop_only changed: live statistics start afresh");
+            }
             live.config = config.clone();
         }
     }
@@ -194,6 +203,7 @@ fn view(live: &TargetLive) -> TargetView {
         port: c.probe.port,
         interval_ms: c.probe.interval.as_millis() as u64,
         packet_size: c.probe.packet_size,
+        final_hop_only: c.probe.final_hop_only,
         paused: c.paused,
         status: live.status.clone(),
         analysis: live.analysis.snapshot(),

@@ -1,5 +1,6 @@
 //! Per-target probing rounds for the daemon: every interval, one probe per TTL
-//! from the first up to the destination, gathered into a [`RoundRecord`].
+//! from the first up to the destination, gathered into a [`RoundRecord`]; or,
+//! for a `final_hop_only` target, one probe to the destination alone.
 //!
 //! Rounds start on a fixed cadence and may overlap when the timeout is longer
 //! than the interval, so one slow round never delays the next (SmokePing-style
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::TargetConfig;
 use crate::model::{HopAnswer, HopSample, RoundRecord, TargetId};
 use crate::probe::clock::unix_nanos;
+use crate::probe::parse::ReplyKind;
 use crate::probe::{
     Engine, EngineError, Flow, FlowSpec, Outcome, ProbeResult, TimestampSource, Ttl,
 };
@@ -31,6 +33,8 @@ pub struct TargetSchedule {
     pub max_ttl: Ttl,
     /// Time between the starts of two rounds.
     pub interval: Duration,
+    /// One probe per round, with TTL `max_ttl`, recorded as the path's only row.
+    pub final_hop_only: bool,
 }
 
 impl TargetSchedule {
@@ -43,6 +47,7 @@ impl TargetSchedule {
             first_ttl: target.probe.first_ttl,
             max_ttl: target.probe.max_hops,
             interval: target.probe.interval,
+            final_hop_only: target.probe.final_hop_only,
         }
     }
 }
@@ -107,6 +112,11 @@ async fn run_rounds(
                 let done_tx = done_tx.clone();
                 let depth = Arc::clone(&depth);
                 tokio::spawn(async move {
+                    if schedule.final_hop_only {
+                        let round = run_final_hop_round(&flow, &schedule, seq).await;
+                        let _ = done_tx.send(round);
+                        return;
+                    }
                     let last = sys::lock(&depth).last_ttl(schedule.max_ttl.get());
                     let round = run_round(&flow, &schedule, seq, last).await;
                     sys::lock(&depth).observe(&round, last);
@@ -222,6 +232,69 @@ async fn run_round(flow: &Flow, schedule: &TargetSchedule, seq: u64, last: u8) -
     });
     let results = futures::future::join_all(probes).await;
     round_record(&schedule.id, seq, started_at_ms, flow.spec().dst, results)
+}
+
+/// The row a final-hop-only target's one probe is recorded at: the path it
+/// shows has one row, the destination, whatever TTL the probe left with.
+pub const FINAL_HOP_ROW: Ttl = Ttl::MIN;
+
+/// Sends a final-hop-only target's one probe, with TTL `max_ttl` so it reaches
+/// the destination, and waits for its answer or timeout.
+async fn run_final_hop_round(flow: &Flow, schedule: &TargetSchedule, seq: u64) -> RoundRecord {
+    let started_at_ms = unix_nanos(SystemTime::now()) / 1_000_000;
+    let result = flow.probe(schedule.max_ttl).await;
+    final_hop_record(&schedule.id, seq, started_at_ms, result)
+}
+
+/// A final-hop-only round's record: one row, answered only when the
+/// destination proved it is up: an ICMP echo reply, or a TCP SYN-ACK (the
+/// handshake's time, SYN out to SYN-ACK in). A TCP RST (the port is closed),
+/// an ICMP error from a router (host unreachable, or a path longer than
+/// `max_hops`) and silence are all a lost round.
+fn final_hop_record(
+    id: &TargetId,
+    seq: u64,
+    started_at_ms: u64,
+    result: Result<ProbeResult, crate::probe::ProbeError>,
+) -> RoundRecord {
+    let (sample, source) = match result {
+        Ok(result) => {
+            let sample = match &result.outcome {
+                Outcome::Answered(answer)
+                    if matches!(answer.kind, ReplyKind::EchoReply | ReplyKind::TcpSynAck) =>
+                {
+                    HopSample::answered(
+                        FINAL_HOP_ROW,
+                        HopAnswer {
+                            responder: answer.responder,
+                            rtt: answer.rtt,
+                            is_destination: true,
+                            reply_ttl: answer.reply_ttl,
+                        },
+                    )
+                }
+                Outcome::Answered(answer) => {
+                    tracing::debug!(target = %id, responder = %answer.responder, kind = %answer.kind,
+                        "final-hop probe answered, but not by a service that is up");
+                    HopSample::lost(FINAL_HOP_ROW)
+                }
+                Outcome::TimedOut => HopSample::lost(FINAL_HOP_ROW),
+            };
+            (sample, result.source)
+        }
+        Err(err) => {
+            tracing::debug!(target = %id, error = %err, "final-hop probe not sent");
+            (HopSample::lost(FINAL_HOP_ROW), TimestampSource::Ebpf)
+        }
+    };
+    RoundRecord {
+        target: id.clone(),
+        seq,
+        started_at_ms,
+        destination_ttl: (!sample.is_lost()).then_some(FINAL_HOP_ROW),
+        hops: vec![sample],
+        source,
+    }
 }
 
 /// Folds a round's probe results into its record. Send failures (no route,

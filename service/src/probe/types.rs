@@ -19,6 +19,8 @@ pub struct Ttl(u8);
 
 impl Ttl {
     pub const MAX: Ttl = Ttl(u8::MAX);
+    /// The first hop.
+    pub const MIN: Ttl = Ttl(1);
 
     /// `None` for 0.
     pub const fn new(value: u8) -> Option<Ttl> {

@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{source_code, source_of_code};
-use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::model::{HopOutcome, HopSample, RoundRecord, TargetId};
 use crate::probe::{Rtt, TimestampSource, Ttl};
 
 /// The format byte every chunk value starts with (round values use 1).
@@ -107,6 +107,18 @@ fn source_from_code(code: u8) -> Result<TimestampSource, ChunkError> {
 
 fn to_us(rtt: Rtt) -> u64 {
     rtt.as_nanos().saturating_add(500) / 1_000
+}
+
+/// `round` as a chunk gives it back: RTTs to the nearest microsecond and no
+/// reply TTL. The store rolls up rounds in this form, so a minute rolled up
+/// from rounds in memory equals one recomputed from the files.
+pub fn as_stored(round: &mut RoundRecord) {
+    for hop in &mut round.hops {
+        if let HopOutcome::Answered(answer) = &mut hop.outcome {
+            answer.rtt = Rtt::from_nanos(to_us(answer.rtt).saturating_mul(1_000));
+            answer.reply_ttl = None;
+        }
+    }
 }
 
 /// Run lengths of `flags`, alternating, starting with a run of `true`.

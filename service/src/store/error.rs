@@ -73,6 +73,8 @@ pub enum StoreError {
     InvalidRange { from_ms: u64, to_ms: u64 },
     #[error("invalid hop: TTL 0 does not exist (use the destination)")]
     InvalidTtl,
+    #[error(transparent)]
+    Segment(#[from] crate::store::segment::SegmentError),
     #[error("cannot start the store flusher thread for {path}: {source}")]
     SpawnFlusher {
         path: PathBuf,

@@ -1,7 +1,9 @@
-//! One flush: buffered writes applied as one `sled::Batch` per tree, rollups
-//! derived for minutes and hours that closed, expired keys swept, one fsync.
-//! Also the per-target "done" marks that say which rollups are on disk, and
-//! how they are rebuilt on open.
+//! One flush: each target's buffered rounds appended as a chunk to the
+//! rounds' hourly files ([`super::segment`]) and synced, everything else
+//! applied as one `sled::Batch` per tree, rollups derived for minutes and
+//! hours that closed, expired keys and files swept, one fsync. Also the
+//! per-target "done" marks that say which rollups are on disk, the rounds
+//! of minutes not rolled up yet, and how both are rebuilt on open.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -11,9 +13,10 @@ use std::sync::Arc;
 use histogram::Histogram32;
 use sled::Batch;
 
-use crate::model::{HopSample, TargetId};
+use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::Rtt;
 use crate::store::buffer::WriteBuffer;
+use crate::store::chunk;
 use crate::store::codec::{decode, encode, DecodeError, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::keys::{
@@ -23,6 +26,7 @@ use crate::store::keys::{
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
+use crate::store::segment::{sort_rounds, Damage, Pending, Segments};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
 use crate::sys;
 
@@ -36,6 +40,10 @@ pub struct FlushState {
     /// Per target: the rollups of every hour before this are on disk.
     hour_done: HashMap<TargetNum, u64>,
     last_sweep_ms: Option<u64>,
+    /// Per target: the stored rounds of minutes at or after its minute mark,
+    /// which the next rollups are computed from (so a flush never reads back
+    /// the files it just wrote). About a flush interval of rounds.
+    open_rounds: HashMap<TargetNum, Vec<RoundRecord>>,
     /// A write failed: sled must be reopened before the next write.
     pub reopen_needed: bool,
     /// The clock of the last flush.
@@ -64,7 +72,12 @@ impl FlushState {
     /// destination-series minute rollup (every minute with a round has one,
     /// and all series of a minute are written in one batch); likewise hours.
     /// A target without rollups starts at its first raw round.
-    pub fn load(path: &Path, trees: &Trees, targets: &TargetMap) -> Result<FlushState, StoreError> {
+    pub fn load(
+        path: &Path,
+        trees: &Trees,
+        targets: &TargetMap,
+        segments: &Segments,
+    ) -> Result<FlushState, StoreError> {
         let mut state = FlushState::default();
         let dest = SeriesNum::DESTINATION;
         for num in targets.nums() {
@@ -110,6 +123,9 @@ impl FlushState {
                 Some(start) => Some(start + HOUR_MS),
                 None => first_minute.map(|m| floor(m, HOUR_MS)),
             };
+            if targets.name(num).is_none() && !targets.is_peer(num) {
+                continue;
+            }
             if let (Some(m), Some(h)) = (minute_done, hour_done) {
                 state.minute_done.insert(num, m);
                 // Keep "hours done ≤ the hour of minutes done": the last
@@ -120,7 +136,72 @@ impl FlushState {
                 state.hour_done.insert(num, h.min(floor(m, HOUR_MS)));
             }
         }
+        state.load_open_rounds(path, trees, targets, segments)?;
         Ok(state)
+    }
+
+    /// The rounds not rolled up yet, from the files and from rounds an
+    /// older hopwatch kept in sled: those at or after each target's minute
+    /// mark, and every round of a target that has no mark yet (its first
+    /// minute had not closed). Only the files of the marks' hours and the
+    /// newest two hours are read, so targets no longer probed cost nothing.
+    fn load_open_rounds(
+        &mut self,
+        path: &Path,
+        trees: &Trees,
+        targets: &TargetMap,
+        segments: &Segments,
+    ) -> Result<(), StoreError> {
+        let files = segments.files()?;
+        let mut hours: BTreeSet<u64> = files.iter().rev().map(|(h, _)| *h).take(2).collect();
+        for &done in self.minute_done.values() {
+            let hour = floor(done, HOUR_MS);
+            hours.extend([hour, hour + HOUR_MS]);
+        }
+        let mut found: HashMap<TargetNum, Vec<RoundRecord>> = HashMap::new();
+        for hour in hours {
+            let read =
+                segments.read_many(hour, hour + HOUR_MS, |num| targets.name(num).cloned())?;
+            for damage in &read.damage {
+                tracing::warn!(?damage, "damage in the rounds' files");
+            }
+            for (num, rounds) in read.rounds {
+                found.entry(num).or_default().extend(rounds);
+            }
+        }
+        for num in targets.nums() {
+            let Some(name) = targets.name(num) else {
+                continue;
+            };
+            let from = self.minute_done.get(&num).copied().unwrap_or(0);
+            let mut rounds = found.remove(&num).unwrap_or_default();
+            rounds.retain(|r| r.started_at_ms >= from);
+            for item in trees
+                .raw
+                .range(raw_key(num, from).to_vec()..target_end(num).to_vec())
+            {
+                let (key, value) = item.map_err(sled_err(path, "read rounds"))?;
+                let Some((_, at)) = parse_raw_key(&key) else {
+                    continue;
+                };
+                if let Ok(round) =
+                    decode::<RawRoundV1>(&value).and_then(|raw| raw.into_round(name.clone(), at))
+                {
+                    rounds.push(round);
+                }
+            }
+            sort_rounds(&mut rounds);
+            let Some(first) = rounds.first() else {
+                continue;
+            };
+            let minute = floor(first.started_at_ms, MINUTE_MS);
+            if let std::collections::hash_map::Entry::Vacant(mark) = self.minute_done.entry(num) {
+                mark.insert(minute);
+                self.hour_done.insert(num, floor(minute, HOUR_MS));
+            }
+            self.open_rounds.insert(num, rounds);
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +277,21 @@ impl Store {
         tracing::warn!(path = %self.path.display(), tree, key = ?key, %error, "skipping undecodable store value");
     }
 
+    /// Damage met while reading the rounds' files. A torn tail is what a
+    /// power cut during an append leaves, nothing synced was lost; anything
+    /// else is counted with the undecodable values.
+    pub(super) fn note_damage(&self, damage: &Damage) {
+        match damage {
+            Damage::TornTail { path, bytes } => {
+                tracing::debug!(path = %path.display(), bytes, "torn tail in a rounds file (an interrupted append)");
+            }
+            other => {
+                self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(damage = ?other, "skipping damaged records in a rounds file");
+            }
+        }
+    }
+
     pub(super) fn write_out(
         &self,
         state: &mut FlushState,
@@ -203,6 +299,23 @@ impl Store {
         now_ms: u64,
     ) -> Result<FlushReport, StoreError> {
         state.last_now_ms = Some(now_ms);
+        // The open rounds and this flush's rounds together; what is left of
+        // them after the rollups replaces the open rounds only if the flush
+        // succeeds. After a failure all of them are kept: the flush's rounds
+        // come back with the retry, and duplicates are dropped on merging.
+        let mut open = std::mem::take(&mut state.open_rounds);
+        let result = self.write_out_with(state, buf, &mut open, now_ms);
+        state.open_rounds = open;
+        result
+    }
+
+    fn write_out_with(
+        &self,
+        state: &mut FlushState,
+        buf: &WriteBuffer,
+        open: &mut HashMap<TargetNum, Vec<RoundRecord>>,
+        now_ms: u64,
+    ) -> Result<FlushReport, StoreError> {
         let trees = self.writable_trees(state)?;
         let mut w = Writer {
             path: &self.path,
@@ -211,8 +324,9 @@ impl Store {
             ops: 0,
         };
 
-        // Targets first: with sled's in-order recovery, no round can survive
-        // a crash without its target's name.
+        // Targets first, synced before any round is appended: a round's
+        // record names its target by number, and the number must not come
+        // back after a crash as another target's.
         if !buf.new_targets.is_empty() || !buf.new_peers.is_empty() {
             let mut batch = Batch::default();
             for (num, id) in &buf.new_targets {
@@ -222,17 +336,41 @@ impl Store {
                 w.insert(&mut batch, &peer_key(id), &num.to_bytes());
             }
             w.apply(&trees.targets, batch, "write targets")?;
+            trees
+                .db
+                .flush()
+                .map_err(sled_err(&self.path, "flush targets to disk"))?;
         }
 
+        // Peers' batches go to sled as before; targets' rounds to the files.
         let mut first_minute: HashMap<TargetNum, u64> = HashMap::new();
         let mut dirty_minutes: BTreeSet<(TargetNum, u64)> = BTreeSet::new();
+        let mut new_rounds: BTreeMap<TargetNum, Vec<RoundRecord>> = BTreeMap::new();
         if !buf.raw.is_empty() {
             let mut batch = Batch::default();
+            let targets = sys::read(&self.targets);
             for entry in &buf.raw {
-                w.insert(&mut batch, &entry.key, &entry.value);
                 let Some((num, at)) = parse_raw_key(&entry.key) else {
                     continue;
                 };
+                if targets.is_peer(num) {
+                    w.insert(&mut batch, &entry.key, &entry.value);
+                } else if let Some(name) = targets.name(num) {
+                    match decode::<RawRoundV1>(&entry.value)
+                        .and_then(|raw| raw.into_round(name.clone(), at))
+                    {
+                        Ok(mut round) => {
+                            chunk::as_stored(&mut round);
+                            new_rounds.entry(num).or_default().push(round);
+                        }
+                        Err(error) => {
+                            self.note_corrupt(RAW, &entry.key, &error);
+                            continue;
+                        }
+                    }
+                } else {
+                    continue;
+                }
                 let minute = floor(at, MINUTE_MS);
                 match state.minute_done.get(&num) {
                     // A late round: its minute is rolled up already.
@@ -246,7 +384,33 @@ impl Store {
                     }
                 }
             }
-            w.apply(&trees.raw, batch, "write rounds")?;
+            drop(targets);
+            w.apply(&trees.raw, batch, "write peer batches")?;
+        }
+        if !new_rounds.is_empty() {
+            for rounds in new_rounds.values_mut() {
+                sort_rounds(rounds);
+            }
+            let pending: Vec<Pending<'_>> = new_rounds
+                .iter()
+                .map(|(&target, rounds)| Pending { target, rounds })
+                .collect();
+            let mut segments = sys::lock(&self.segments);
+            let segments = segments.as_mut().ok_or_else(|| StoreError::Unavailable {
+                path: self.path.clone(),
+            })?;
+            w.bytes += segments.append(&pending)?;
+        }
+        for (num, rounds) in new_rounds {
+            let done = state
+                .minute_done
+                .get(&num)
+                .or(first_minute.get(&num))
+                .copied()
+                .unwrap_or(0);
+            let into = open.entry(num).or_default();
+            into.extend(rounds.into_iter().filter(|r| r.started_at_ms >= done));
+            sort_rounds(into);
         }
 
         if !buf.events.is_empty() {
@@ -257,9 +421,16 @@ impl Store {
             w.apply(&trees.events, batch, "write events")?;
         }
 
-        let plan = self.roll_up(&trees, state, &mut w, &first_minute, &dirty_minutes, now_ms)?;
+        let mut plan = self.roll_up(
+            &trees,
+            state,
+            &mut w,
+            open,
+            &first_minute,
+            &dirty_minutes,
+            now_ms,
+        )?;
 
-        let mut plan = plan;
         let mut swept = 0;
         let sweep_every = self.config.sweep_interval.as_millis() as u64;
         if state
@@ -275,6 +446,13 @@ impl Store {
             .flush()
             .map_err(sled_err(&self.path, "flush to disk"))?;
 
+        // Rounds of minutes now rolled up leave the open set.
+        for (num, rounds) in open.iter_mut() {
+            if let Some(&done) = plan.minute_done.get(num) {
+                rounds.retain(|r| r.started_at_ms >= done);
+            }
+        }
+        open.retain(|_, rounds| !rounds.is_empty());
         state.minute_done.extend(plan.minute_done);
         state.hour_done.extend(plan.hour_done);
         if plan.swept_at.is_some() {
@@ -292,11 +470,13 @@ impl Store {
 
     /// Writes the rollups of minutes that closed (and late rounds' minutes),
     /// then of hours whose minutes are all done.
+    #[allow(clippy::too_many_arguments)]
     fn roll_up(
         &self,
         trees: &Trees,
         state: &FlushState,
         w: &mut Writer<'_>,
+        open: &HashMap<TargetNum, Vec<RoundRecord>>,
         first_minute: &HashMap<TargetNum, u64>,
         dirty_minutes: &BTreeSet<(TargetNum, u64)>,
         now_ms: u64,
@@ -326,16 +506,17 @@ impl Store {
                 continue;
             };
             if done < close_minute {
-                self.roll_minutes(
-                    trees,
-                    w,
-                    &mut batch,
-                    &mut scratch,
-                    name.as_ref(),
-                    num,
-                    done,
-                    close_minute,
-                )?;
+                match name {
+                    Some(_) => {
+                        let rounds = open.get(&num).map_or(&[][..], Vec::as_slice);
+                        let end = rounds.partition_point(|r| r.started_at_ms < close_minute);
+                        let start = rounds.partition_point(|r| r.started_at_ms < done);
+                        roll_round_minutes(w, &mut batch, &mut scratch, num, &rounds[start..end]);
+                    }
+                    None => {
+                        self.roll_peer_minutes(trees, w, &mut batch, num, done, close_minute)?
+                    }
+                }
                 plan.minute_done.insert(num, close_minute);
             } else if is_new {
                 plan.minute_done.insert(num, done);
@@ -350,16 +531,14 @@ impl Store {
             let Some(name) = names.get(&num) else {
                 continue;
             };
-            self.roll_minutes(
-                trees,
-                w,
-                &mut batch,
-                &mut scratch,
-                name.as_ref(),
-                num,
-                minute,
-                minute + MINUTE_MS,
-            )?;
+            let to = minute + MINUTE_MS;
+            match name {
+                Some(name) => {
+                    let rounds = self.stored_rounds(trees, num, name, minute, to)?;
+                    roll_round_minutes(w, &mut batch, &mut scratch, num, &rounds);
+                }
+                None => self.roll_peer_minutes(trees, w, &mut batch, num, minute, to)?,
+            }
             let hour = floor(minute, HOUR_MS);
             if state.hour_done.get(&num).is_some_and(|&done| hour < done) {
                 dirty_hours.insert((num, hour));
@@ -400,26 +579,6 @@ impl Store {
         }
         w.apply(&trees.hours, batch, "write hour rollups")?;
         Ok(plan)
-    }
-
-    /// Rolls up the raw values of `num` in `[from, to)` into minute buckets:
-    /// a target's rounds (`name`), or a peer's batches (`None`).
-    #[allow(clippy::too_many_arguments)]
-    fn roll_minutes(
-        &self,
-        trees: &Trees,
-        w: &mut Writer<'_>,
-        batch: &mut Batch,
-        scratch: &mut Histogram32,
-        name: Option<&TargetId>,
-        num: TargetNum,
-        from: u64,
-        to: u64,
-    ) -> Result<(), StoreError> {
-        match name {
-            Some(name) => self.roll_round_minutes(trees, w, batch, scratch, name, num, from, to),
-            None => self.roll_peer_minutes(trees, w, batch, num, from, to),
-        }
     }
 
     /// Merges a peer's batches of `num` in `[from, to)` into minute buckets,
@@ -473,68 +632,6 @@ impl Store {
         }
         if let Some(minute) = current {
             emit(w, batch, minute, merged);
-        }
-        Ok(())
-    }
-
-    /// Rolls up the raw rounds of target `num` in `[from, to)` into minute buckets.
-    #[allow(clippy::too_many_arguments)]
-    fn roll_round_minutes(
-        &self,
-        trees: &Trees,
-        w: &mut Writer<'_>,
-        batch: &mut Batch,
-        scratch: &mut Histogram32,
-        name: &TargetId,
-        num: TargetNum,
-        from: u64,
-        to: u64,
-    ) -> Result<(), StoreError> {
-        let mut current: Option<u64> = None;
-        let mut accs: BTreeMap<SeriesNum, SeriesAcc> = BTreeMap::new();
-        let mut emit =
-            |w: &mut Writer<'_>, minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
-                for (series, acc) in std::mem::take(accs) {
-                    let value = encode(&acc.finish(scratch).to_value());
-                    w.insert(batch, &rollup_key(num, series, minute), &value);
-                    w.rollups += 1;
-                }
-            };
-        let range = raw_key(num, from)..raw_key(num, to);
-        for item in trees.raw.range(range) {
-            let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
-            let Some((_, at)) = parse_raw_key(&key) else {
-                self.note_corrupt(RAW, &key, &"malformed key");
-                continue;
-            };
-            let round = match decode::<RawRoundV1>(&value)
-                .and_then(|raw| raw.into_round(name.clone(), at))
-            {
-                Ok(round) => round,
-                Err(error) => {
-                    self.note_corrupt(RAW, &key, &error);
-                    continue;
-                }
-            };
-            let minute = floor(at, MINUTE_MS);
-            if current != Some(minute) {
-                if let Some(previous) = current {
-                    emit(w, previous, &mut accs);
-                }
-                current = Some(minute);
-            }
-            let destination = round.destination().and_then(HopSample::rtt);
-            accs.entry(SeriesNum::DESTINATION)
-                .or_default()
-                .push(destination.map(Rtt::as_nanos));
-            for hop in round.path_samples() {
-                accs.entry(SeriesNum(hop.ttl.get()))
-                    .or_default()
-                    .push(hop.rtt().map(Rtt::as_nanos));
-            }
-        }
-        if let Some(minute) = current {
-            emit(w, minute, &mut accs);
         }
         Ok(())
     }
@@ -630,6 +727,11 @@ impl Store {
         let cutoff =
             |retention: std::time::Duration| now_ms.saturating_sub(retention.as_millis() as u64);
         let mut removed = 0u64;
+        // Rounds' files go by whole hours: an hour's rounds are kept until
+        // the last of them expires.
+        if let Some(segments) = sys::lock(&self.segments).as_mut() {
+            removed += segments.remove_before(cutoff(self.config.raw_retention))? as u64;
+        }
         for (tree, name, before) in [
             (&trees.raw, RAW, cutoff(self.config.raw_retention)),
             (&trees.events, EVENTS, cutoff(self.config.event_retention)),
@@ -683,5 +785,46 @@ impl Store {
             )?;
         }
         Ok(removed)
+    }
+}
+
+/// Rolls up `rounds` of target `num` (oldest first) into minute buckets, one
+/// rollup per series and minute that has samples.
+fn roll_round_minutes(
+    w: &mut Writer<'_>,
+    batch: &mut Batch,
+    scratch: &mut Histogram32,
+    num: TargetNum,
+    rounds: &[RoundRecord],
+) {
+    let mut accs: BTreeMap<SeriesNum, SeriesAcc> = BTreeMap::new();
+    let mut emit = |w: &mut Writer<'_>, minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
+        for (series, acc) in std::mem::take(accs) {
+            let value = encode(&acc.finish(scratch).to_value());
+            w.insert(batch, &rollup_key(num, series, minute), &value);
+            w.rollups += 1;
+        }
+    };
+    let mut current: Option<u64> = None;
+    for round in rounds {
+        let minute = floor(round.started_at_ms, MINUTE_MS);
+        if current != Some(minute) {
+            if let Some(previous) = current {
+                emit(w, previous, &mut accs);
+            }
+            current = Some(minute);
+        }
+        let destination = round.destination().and_then(HopSample::rtt);
+        accs.entry(SeriesNum::DESTINATION)
+            .or_default()
+            .push(destination.map(Rtt::as_nanos));
+        for hop in round.path_samples() {
+            accs.entry(SeriesNum(hop.ttl.get()))
+                .or_default()
+                .push(hop.rtt().map(Rtt::as_nanos));
+        }
+    }
+    if let Some(minute) = current {
+        emit(w, minute, &mut accs);
     }
 }

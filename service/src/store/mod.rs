@@ -1,64 +1,56 @@
-//! The history store: the one module that owns sled. It keeps per-target
-//! round results, 1-minute and 1-hour rollups per hop, and events, with
-//! retention, batched writes, crash recovery and full-disk tolerance.
+//! The history store: the one module that owns sled and the raw rounds'
+//! files. It keeps per-target round results, 1-minute and 1-hour rollups per
+//! hop, and events, with retention, batched writes, crash recovery and
+//! full-disk tolerance.
 //!
 //! # Layout
-//! Trees `meta` (schema version), `targets` (name → u32), `raw` (one value
-//! per round), `m1`/`h1` (one value per target, hop series and bucket) and
-//! `events`; key layouts are in [`keys`], value formats in [`codec`]. Peers
-//! (STAMP links) share these trees under numbers of their own ([`peers`]).
+//! Raw rounds: one compressed chunk ([`chunk`]) per target and flush,
+//! appended to `rounds/raw-<hour>-<n>.seg`, one file per hour of the rounds'
+//! start ([`segment`]). sled trees: `meta` (schema version), `targets` (name
+//! → u32), `m1`/`h1` (one value per target, hop series and bucket), `events`,
+//! and `raw`, which holds STAMP peers' batches ([`peers`]) and the rounds an
+//! older hopwatch stored there (read beside the files until they expire).
+//! Key layouts are in [`keys`], value formats in [`codec`].
 //!
 //! # Writes and flash wear
 //! [`Store::record_round`] and [`Store::record_event`] only encode into an
-//! in-memory buffer. Every `flush_interval` (default 5 s) the flusher applies
-//! it as one `sled::Batch` per tree, derives the rollups of minutes and hours
-//! that closed, sweeps expired keys when due, then calls `sled::Db::flush`
-//! (one fsync). A longer interval writes less (fewer, fuller log pages and
-//! fsyncs: flash wears by pages and erase blocks, not bytes) but puts more at
-//! risk: a crash or power cut loses at most the last interval of history. The
-//! live view and alerts never depend on the store, so 5 s is cheap insurance.
-//!
-//! Measured (release build, `/proc/self/io` `write_bytes` over a simulated
-//! hour after a warm-up hour; 10-hop targets, one round per second, 5 s
-//! flushes, sled zstd compression on):
-//!
-//! | targets | disk writes / target / hour | bytes handed to sled | file growth |
-//! |---------|-----------------------------|----------------------|-------------|
-//! | 1       | 7.7 MiB                     | 0.56 MiB             | 1.25 MiB    |
-//! | 100     | 2.4 MiB                     | 0.56 MiB             | 0.88 MiB    |
-//!
-//! A lone target pays ~11 KiB of page rewrites and fsync per flush; with many
-//! targets the cost is sled's own write amplification (~4x: page fragments,
-//! leaf splits every ~8 appends, consolidation every 10 fragments). Without
-//! compression it was 4.9 MiB per target and hour; packing a flush's rounds
-//! of a target into one value would save about a third more (measured, not
-//! done). Reproduce with
-//! `cargo run --release -p hopwatch-service --example store_writer -- budget
-//! <empty dir> --targets 100 --hours 1` (add `--days N` to simulate retention).
-//!
-//! Retention deletes keys on time, but sled 0.34 did not give the space back
-//! in the simulation: one target's directory grew linearly, 13.3 MiB a day
-//! (29 MiB after 2 days, 134 after 10, 399 after 30) although queries show
-//! only the retained windows. Disk use is therefore not yet bounded; see the
-//! report on issue 4.
+//! in-memory buffer. Every `flush_interval` (default 60 s, on a grid just
+//! after each minute closes) the flusher appends each target's new rounds as
+//! one chunk to the hour's file and syncs it, applies the rest as one
+//! `sled::Batch` per tree, derives the rollups of minutes and hours that
+//! closed, sweeps expired keys and files when due, then calls
+//! `sled::Db::flush` (one fsync). Measured (docs/benchmarks.md, "Where the
+//! history goes"): one sled value per round wrote 51–60 MiB per 10-hop target
+//! and day at 100 targets; a minute's chunk appended to a file writes each
+//! round once, 0.7–1.8 MiB. A crash or power cut loses at most the last
+//! interval of raw rounds; the live view and alerts never depend on the
+//! store. Reads of raw rounds include the buffer, so the interval does not
+//! delay the graphs.
 //!
 //! # Crash safety
-//! Rollups are never buffered: they are computed at flush time from the raw
-//! rounds already in sled (minutes) and from minute rollups (hours), keyed
-//! deterministically, and a minute or hour is only marked done in memory
-//! after the flush that wrote it succeeded. On open the done-marks are
-//! rebuilt from the last rollup on disk, so a rollup lost to `kill -9` is
-//! simply computed again from raw data (kept 48 h, far longer than a rollup
+//! Rollups are never buffered: they are computed at flush time from the
+//! rounds of minutes not rolled up yet (kept in memory from the flushes that
+//! wrote them, a few seconds' worth with minute flushes) and hours from
+//! minute rollups, keyed deterministically, and a minute or hour is only
+//! marked done in memory after the flush that wrote it succeeded. On open
+//! the done-marks are rebuilt from the last rollup on disk and the rounds
+//! after them read back from the files, so a rollup lost to `kill -9` is
+//! simply computed again (raw rounds are kept 48 h, far longer than a rollup
 //! stays open). A round that arrives after its minute was rolled up marks
-//! that minute (and its hour) for recomputation; since that mark lives in
-//! memory, the open rolls the last rolled-up minute (and its hour) up again,
-//! so late rounds written just before a crash are never left uncounted.
+//! that minute (and its hour) for recomputation from the files; since that
+//! mark lives in memory, the open rolls the last rolled-up minute (and its
+//! hour) up again, so late rounds written just before a crash are never left
+//! uncounted. A new target's number is synced to sled before any of its
+//! rounds is appended: a file's record names its target by that number.
 //!
 //! # Full disk
 //! A failed flush keeps its writes in memory, capped at `max_pending_bytes`
 //! (oldest raw rounds dropped first, then oldest events, all counted), records
 //! the error in [`Store::health`], and reopens sled at the next flush: sled
-//! 0.34 poisons a database after an I/O error until it is reopened.
+//! 0.34 poisons a database after an I/O error until it is reopened. A
+//! rounds file whose append failed is not appended to again (the retry
+//! starts the hour's next file), and rounds written twice by a retried flush
+//! are read once.
 //!
 //! # A store that cannot be opened
 //! The monitor opens the store through `monitor::components::open_store`,
@@ -96,6 +88,7 @@ use codec::{encode, EventV1, RawRoundV1};
 use flush::FlushState;
 use keys::{event_key, raw_key, TargetNum};
 use schema::{TargetMap, Trees};
+use segment::Segments;
 
 pub use error::StoreError;
 pub use export::{write_series, ExportError, ExportFormat, ExportMeta};
@@ -103,6 +96,16 @@ pub use peers::{PeerBatch, PeerHistory, PeerSeries, PeerSeriesPoints};
 pub use query::{Hop, Point, Resolution, Series};
 pub use rawlog::{RawLog, RawLogError};
 
+/// The directory, inside the store's, of the raw rounds' hourly files.
+pub const ROUNDS_DIR: &str = "rounds";
+
+/// Whether `name` in the state directory is one of the history store's
+/// files: those sled 0.34 keeps in a database directory (`conf`, `db`,
+/// `blobs/`, `snap.*`) and the rounds' directory beside them. The state
+/// directory also holds the outbox and perhaps the raw log.
+pub fn is_store_file(name: &str) -> bool {
+    matches!(name, "conf" | "db" | "blobs" | ROUNDS_DIR) || name.starts_with("snap.")
+}
 pub const MINUTE_MS: u64 = 60_000;
 pub const HOUR_MS: u64 = 3_600_000;
 const DAY: Duration = Duration::from_secs(86_400);
@@ -112,7 +115,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// How often buffered writes go to disk (see the module docs for the
-    /// trade-off). Default 5 s.
+    /// trade-off). Default 60 s: a chunk of a minute per target.
     pub flush_interval: Duration,
     /// Raw per-round results. Default 48 h. Rollups are recomputed from raw
     /// rounds after a crash, so keep this well above `close_delay` + an hour.
@@ -148,7 +151,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
-            flush_interval: Duration::from_secs(5),
+            flush_interval: Duration::from_secs(60),
             raw_retention: 2 * DAY,
             minute_retention: 30 * DAY,
             hour_retention: 365 * DAY,
@@ -198,7 +201,7 @@ pub struct StoreMetrics {
     /// Raw rounds dropped because the pending buffer hit its cap.
     pub dropped_rounds_total: u64,
     pub dropped_events_total: u64,
-    /// Keys removed by retention sweeps.
+    /// Keys (and the rounds' hourly files) removed by retention sweeps.
     pub swept_keys_total: u64,
     /// Stored values that could not be decoded and were skipped.
     pub corrupt_values_total: u64,
@@ -246,6 +249,10 @@ pub struct Store {
     targets: RwLock<TargetMap>,
     pending: Mutex<WriteBuffer>,
     flush: Mutex<FlushState>,
+    /// Where the raw rounds' files are ([`ROUNDS_DIR`]).
+    rounds_dir: PathBuf,
+    /// The appender of those files; `None` for a disabled store.
+    segments: Mutex<Option<Segments>>,
     event_seq: AtomicU32,
     counters: Counters,
     health: Mutex<HealthState>,
@@ -275,7 +282,9 @@ impl Store {
         })?;
         let trees = Trees::open(&path, config.cache_capacity_bytes, config.reclaim_interval)?;
         let targets = TargetMap::load(&path, &trees.targets)?;
-        let state = FlushState::load(&path, &trees, &targets)?;
+        let rounds_dir = path.join(ROUNDS_DIR);
+        let segments = Segments::open(&rounds_dir)?;
+        let state = FlushState::load(&path, &trees, &targets, &segments)?;
         // Event keys carry a per-process sequence; starting it from the clock
         // keeps a restarted process from reusing (time, sequence) pairs.
         let seq_seed = SystemTime::now()
@@ -288,6 +297,8 @@ impl Store {
             targets: RwLock::new(targets),
             pending: Mutex::new(WriteBuffer::default()),
             flush: Mutex::new(state),
+            rounds_dir,
+            segments: Mutex::new(Some(segments)),
             event_seq: AtomicU32::new(seq_seed),
             counters: Counters::default(),
             health: Mutex::new(HealthState::default()),
@@ -320,6 +331,8 @@ impl Store {
             targets: RwLock::new(TargetMap::default()),
             pending: Mutex::new(WriteBuffer::default()),
             flush: Mutex::new(FlushState::default()),
+            rounds_dir: path.as_ref().join(ROUNDS_DIR),
+            segments: Mutex::new(None),
             event_seq: AtomicU32::new(0),
             counters: Counters::default(),
             health: Mutex::new(health),
@@ -538,16 +551,18 @@ impl Store {
         }
     }
 
-    /// Bytes sled's files take on disk now.
+    /// Bytes the store's files take on disk now: sled's and the rounds'.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.trees()?
+        let sled = self
+            .trees()?
             .db
             .size_on_disk()
             .map_err(|source| StoreError::Sled {
                 path: self.path.clone(),
                 op: "measure size on disk",
                 source,
-            })
+            })?;
+        Ok(sled + Segments::reader(&self.rounds_dir).size()?)
     }
 
     /// Starts a thread that flushes every `flush_interval` and once more when
@@ -557,11 +572,13 @@ impl Store {
         let (stop, stopped) = mpsc::channel::<()>();
         let store = Arc::clone(self);
         let interval = self.config.flush_interval;
+        let offset = self.config.close_delay + Duration::from_secs(1);
         let thread = std::thread::Builder::new()
             .name("store-flush".into())
             .spawn(move || loop {
+                let wait = until_next_flush(now_ms(), interval, offset);
                 let last = !matches!(
-                    stopped.recv_timeout(interval),
+                    stopped.recv_timeout(wait),
                     Err(mpsc::RecvTimeoutError::Timeout)
                 );
                 // The error is already logged and in health.
@@ -579,6 +596,18 @@ impl Store {
             thread: Some(thread),
         })
     }
+}
+
+/// How long from `now_ms` to the next flush. Flushes keep a grid of the
+/// interval shifted by `offset` (the close delay and a second), so with a
+/// minute's interval each flush comes just after a minute closes: it rolls
+/// that minute up, and the rounds kept in memory for the next rollup are
+/// only the few seconds since.
+fn until_next_flush(now_ms: u64, interval: Duration, offset: Duration) -> Duration {
+    let interval = (interval.as_millis() as u64).max(1);
+    let phase = offset.as_millis() as u64 % interval;
+    let next = (now_ms.saturating_sub(phase) / interval + 1) * interval + phase;
+    Duration::from_millis(next - now_ms)
 }
 
 impl Drop for Store {

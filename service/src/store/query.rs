@@ -1,7 +1,11 @@
 //! Reading the store: one hop's series over a time range at a chosen or
 //! automatic resolution (for the web UI and export), events, targets and raw
-//! rounds. Reads see what the last flush wrote, not the write buffer.
+//! rounds. Raw rounds are read from the rounds' files, from sled (where an
+//! older hopwatch kept them, until they expire) and from the write buffer,
+//! so a minute's flush interval does not hide the last minute; rollups and
+//! events are what the last flush wrote.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -9,14 +13,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::Rtt;
+use crate::store::chunk;
 use crate::store::codec::{decode, EventV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::flush::sled_err;
 use crate::store::keys::{
     parse_event_key, parse_raw_key, raw_key, rollup_key, target_end, time_bound, SeriesNum,
+    TargetNum,
 };
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
-use crate::store::schema::{EVENTS, HOURS, MINUTES, RAW};
+use crate::store::schema::{Trees, EVENTS, HOURS, MINUTES, RAW};
+use crate::store::segment::{sort_rounds, Segments};
 use crate::store::{Store, StoredEvent, HOUR_MS, MINUTE_MS};
 use crate::sys;
 
@@ -244,9 +251,7 @@ impl Store {
         match resolution {
             Resolution::Raw | Resolution::Auto => {
                 let mut total = SeriesAcc::default();
-                for item in trees.raw.range(raw_key(num, from_ms)..raw_key(num, to_ms)) {
-                    let (key, value) = item.map_err(read_err("read rounds"))?;
-                    let round = self.decode_round(target, &key, &value)?;
+                for round in self.rounds_of(&trees, num, target, from_ms, to_ms)? {
                     if let Some(sample) = sample_for(&round, hop) {
                         series
                             .points
@@ -321,12 +326,111 @@ impl Store {
             return Ok(Vec::new());
         };
         let trees = self.trees()?;
+        self.rounds_of(&trees, num, target, from_ms, to_ms)
+    }
+
+    /// The rounds of many targets, each from its own start up to `to_ms`,
+    /// reading each rounds file once for all of them (a read per target
+    /// would read the same hour's file once per target). Unknown targets
+    /// are left out.
+    pub fn recent_rounds(
+        &self,
+        targets: &[(TargetId, u64)],
+        to_ms: u64,
+    ) -> Result<HashMap<TargetId, Vec<RoundRecord>>, StoreError> {
+        let wanted: HashMap<TargetNum, (&TargetId, u64)> = targets
+            .iter()
+            .filter_map(|(id, from)| Some((self.lookup(id)?, (id, *from))))
+            .collect();
+        let Some(from_ms) = wanted.values().map(|(_, from)| *from).min() else {
+            return Ok(HashMap::new());
+        };
+        let trees = self.trees()?;
+        let mut found = Segments::reader(&self.rounds_dir).read_many(from_ms, to_ms, |num| {
+            wanted.get(&num).map(|(id, _)| (*id).clone())
+        })?;
+        for damage in &found.damage {
+            self.note_damage(damage);
+        }
+        let mut out = HashMap::new();
+        for (&num, &(id, from)) in &wanted {
+            let mut rounds = found.rounds.remove(&num).unwrap_or_default();
+            rounds.retain(|r| r.started_at_ms >= from);
+            for item in trees.raw.range(raw_key(num, from)..raw_key(num, to_ms)) {
+                let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
+                rounds.push(self.decode_round(id, &key, &value)?);
+            }
+            rounds.extend(self.buffered_rounds(num, id, from, to_ms));
+            sort_rounds(&mut rounds);
+            out.insert(id.clone(), rounds);
+        }
+        Ok(out)
+    }
+
+    /// Every round of `target` in `[from_ms, to_ms)`: stored ones and those
+    /// waiting in the write buffer.
+    fn rounds_of(
+        &self,
+        trees: &Trees,
+        num: TargetNum,
+        target: &TargetId,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<RoundRecord>, StoreError> {
+        let mut rounds = self.stored_rounds(trees, num, target, from_ms, to_ms)?;
+        rounds.extend(self.buffered_rounds(num, target, from_ms, to_ms));
+        sort_rounds(&mut rounds);
+        Ok(rounds)
+    }
+
+    /// `target`'s rounds in `[from_ms, to_ms)` on disk: in the rounds' files
+    /// and in sled's `raw` tree. Damage in the files is logged and counted;
+    /// the records around it are read.
+    pub(super) fn stored_rounds(
+        &self,
+        trees: &Trees,
+        num: TargetNum,
+        target: &TargetId,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<RoundRecord>, StoreError> {
         let mut rounds = Vec::new();
         for item in trees.raw.range(raw_key(num, from_ms)..raw_key(num, to_ms)) {
             let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
             rounds.push(self.decode_round(target, &key, &value)?);
         }
+        let found = Segments::reader(&self.rounds_dir).read(num, target, from_ms, to_ms)?;
+        for damage in &found.damage {
+            self.note_damage(damage);
+        }
+        rounds.extend(found.rounds);
+        sort_rounds(&mut rounds);
         Ok(rounds)
+    }
+
+    /// `target`'s rounds in `[from_ms, to_ms)` still in the write buffer.
+    fn buffered_rounds(
+        &self,
+        num: TargetNum,
+        target: &TargetId,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Vec<RoundRecord> {
+        let (from, to) = (raw_key(num, from_ms), raw_key(num, to_ms));
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = sys::lock(&self.pending)
+            .raw
+            .iter()
+            .filter(|e| e.key.as_slice() >= from.as_slice() && e.key.as_slice() < to.as_slice())
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
+        entries
+            .iter()
+            .filter_map(|(key, value)| self.decode_round(target, key, value).ok())
+            .map(|mut round| {
+                chunk::as_stored(&mut round);
+                round
+            })
+            .collect()
     }
 
     /// The newest stored round of `target` (to resume its sequence after a restart).
@@ -341,8 +445,15 @@ impl Store {
             .next_back()
             .transpose()
             .map_err(sled_err(&self.path, "read last round"))?;
-        last.map(|(key, value)| self.decode_round(target, &key, &value))
-            .transpose()
+        let in_sled = last
+            .map(|(key, value)| self.decode_round(target, &key, &value))
+            .transpose()?;
+        let in_files = Segments::reader(&self.rounds_dir).last_round(num, target)?;
+        let buffered = self.buffered_rounds(num, target, 0, u64::MAX);
+        Ok([in_sled, in_files, buffered.into_iter().last()]
+            .into_iter()
+            .flatten()
+            .max_by_key(|r| (r.started_at_ms, r.seq)))
     }
 
     /// The events of `target` in `[from_ms, to_ms)`, oldest first.

@@ -1,7 +1,5 @@
 //! The raw history's files: compressed chunks ([`super::chunk`]) appended to
-//! one file per hour, outside sled (issue 15). The store does not write
-//! them yet: it still keeps a sled value per round until the flusher, the
-//! queries and the rollups move to these files together.
+//! one file per hour of the rounds' start, outside sled (issue 15).
 //!
 //! # Why files, and why a chunk a minute
 //! Measured in docs/benchmarks.md ("Where the history goes"): the same
@@ -13,12 +11,12 @@
 //! per round. What a crash or power cut loses is the open minute, in memory.
 //!
 //! # Files
-//! `raw-<hour start, Unix ms>-<n>.seg`: every record appended while the
-//! wall clock is in that hour; rounds may start a little before it (they are
-//! written when their flush comes). A process never appends to a file an
-//! earlier one wrote (`n` counts up), so a torn record left by a crash is
-//! only ever at the end of a file nobody writes to again, and no file is
-//! rewritten or truncated. Retention deletes whole files.
+//! `raw-<hour start, Unix ms>-<n>.seg` holds rounds that started in that
+//! hour, so a time range names its files and retention deletes whole hours.
+//! A flush whose rounds span an hour boundary appends to both files. A
+//! process never appends to a file an earlier one wrote (`n` counts up), so
+//! a torn record left by a crash is only ever at the end of a file nobody
+//! writes to again, and no file is rewritten or truncated.
 //!
 //! # Records
 //! `MAGIC (4) | crc32 (4) | length (4) | target (4) | first start ms (8) |
@@ -27,6 +25,7 @@
 //! skipped and counted, and reading resumes at the next magic: one damaged
 //! record costs its minute, not the file.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
@@ -110,9 +109,13 @@ pub struct Found {
 /// The directory of hourly raw history files.
 pub struct Segments {
     dir: PathBuf,
-    /// The file this process appends to, and the hour it is for.
-    open: Option<(u64, File, PathBuf)>,
+    /// The files this process appends to, by hour (at most [`OPEN_FILES`]).
+    open: BTreeMap<u64, (File, PathBuf)>,
 }
+
+/// Files kept open for appending: the current hour, the one before it (late
+/// rounds around the boundary), and one more for simulations.
+const OPEN_FILES: usize = 3;
 
 /// A file's name: `raw-<hour>-<n>.seg`.
 fn file_name(hour_ms: u64, n: u32) -> String {
@@ -176,8 +179,20 @@ impl Segments {
         })?;
         Ok(Segments {
             dir: dir.to_path_buf(),
-            open: None,
+            open: BTreeMap::new(),
         })
+    }
+
+    /// The directory for reading only: nothing is created, no file opened.
+    pub fn reader(dir: &Path) -> Segments {
+        Segments {
+            dir: dir.to_path_buf(),
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Every file, oldest hour first: `(hour, path)`.
@@ -187,7 +202,13 @@ impl Segments {
             source,
         };
         let mut files = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(list_err)? {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            // A store written before the files existed, or a reader of one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(list_err(source)),
+        };
+        for entry in entries {
             let entry = entry.map_err(list_err)?;
             let name = entry.file_name();
             if let Some((hour, n)) = name.to_str().and_then(parse_file_name) {
@@ -198,35 +219,64 @@ impl Segments {
         Ok(files.into_iter().map(|(h, _, p)| (h, p)).collect())
     }
 
-    /// Appends one record per target with rounds to the file of `now_ms`'s
-    /// hour, in one write, then syncs it: when this returns, a power cut
-    /// loses none of them.
-    pub fn append(&mut self, now_ms: u64, pending: &[Pending<'_>]) -> Result<u64, SegmentError> {
-        let bytes: Vec<u8> = pending
-            .iter()
-            .filter(|p| !p.rounds.is_empty())
-            .flat_map(|p| encode_record(p.target, p.rounds))
-            .collect();
-        if bytes.is_empty() {
-            return Ok(0);
+    /// Bytes the files take.
+    pub fn size(&self) -> Result<u64, SegmentError> {
+        let mut total = 0;
+        for (_, path) in self.files()? {
+            total += fs::metadata(&path)
+                .map_err(|source| SegmentError::Read { path, source })?
+                .len();
         }
-        let hour = now_ms - now_ms % HOUR_MS;
-        if self.open.as_ref().is_none_or(|(h, _, _)| *h != hour) {
-            self.open = None;
-            self.open = Some(self.create(hour)?);
+        Ok(total)
+    }
+
+    /// Appends one record per target and hour of the rounds' start, one
+    /// write per file, then syncs each file written: when this returns, a
+    /// power cut loses none of them.
+    pub fn append(&mut self, pending: &[Pending<'_>]) -> Result<u64, SegmentError> {
+        let mut by_hour: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for p in pending {
+            let mut rest = p.rounds;
+            while let Some(first) = rest.first() {
+                let hour = hour_of(first.started_at_ms);
+                let len = rest
+                    .iter()
+                    .position(|r| hour_of(r.started_at_ms) != hour)
+                    .unwrap_or(rest.len());
+                let (these, later) = rest.split_at(len);
+                by_hour
+                    .entry(hour)
+                    .or_default()
+                    .extend(encode_record(p.target, these));
+                rest = later;
+            }
         }
-        let (_, file, path) = self.open.as_mut().expect("opened above");
-        let write_err = |source| SegmentError::Write {
-            path: path.clone(),
-            source,
-        };
-        file.write_all(&bytes).map_err(write_err)?;
-        file.sync_data().map_err(write_err)?;
-        Ok(bytes.len() as u64)
+        let mut written = 0;
+        for (hour, bytes) in by_hour {
+            if !self.open.contains_key(&hour) {
+                let file = self.create(hour)?;
+                self.open.insert(hour, file);
+                while self.open.len() > OPEN_FILES {
+                    self.open.pop_first();
+                }
+            }
+            let Some((file, path)) = self.open.get_mut(&hour) else {
+                continue;
+            };
+            if let Err(source) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+                // A full disk may have taken part of the write: the retry goes
+                // to a new file, so the torn bytes end a file nobody appends to.
+                let path = path.clone();
+                self.open.remove(&hour);
+                return Err(SegmentError::Write { path, source });
+            }
+            written += bytes.len() as u64;
+        }
+        Ok(written)
     }
 
     /// A new file for `hour`, numbered after any earlier one of that hour.
-    fn create(&self, hour: u64) -> Result<(u64, File, PathBuf), SegmentError> {
+    fn create(&self, hour: u64) -> Result<(File, PathBuf), SegmentError> {
         let next = self
             .files()?
             .iter()
@@ -251,74 +301,117 @@ impl Segments {
                 path: self.dir.clone(),
                 source,
             })?;
-        Ok((hour, file, path))
+        Ok((file, path))
     }
 
     /// `target`'s rounds that started in `[from_ms, to_ms)`, in order of
-    /// their start. `slack_ms`: how long before its flush a round may have
-    /// started (a flush interval plus the probe timeout), so the files to
-    /// read are known from their hours alone.
+    /// their start.
     pub fn read(
         &self,
         target: TargetNum,
         id: &TargetId,
         from_ms: u64,
         to_ms: u64,
-        slack_ms: u64,
     ) -> Result<Found, SegmentError> {
-        let mut read = Found::default();
-        for (hour, path) in self.files()? {
-            // Records of this file were appended during [hour, hour + 1 h),
-            // so their rounds started in [hour - slack, hour + 1 h).
-            if hour + HOUR_MS <= from_ms || hour.saturating_sub(slack_ms) >= to_ms {
-                continue;
-            }
-            let bytes = fs::read(&path).map_err(|source| SegmentError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            scan(
-                &bytes,
-                &path,
-                &mut read.damage,
-                |offset, header, chunk_bytes| {
-                    if header.target != target
-                        || header.last_ms < from_ms
-                        || header.first_ms >= to_ms
-                    {
-                        return None;
-                    }
-                    match chunk::decode(chunk_bytes, id) {
-                        Ok(rounds) => {
-                            read.rounds.extend(
-                                rounds
-                                    .into_iter()
-                                    .filter(|r| (from_ms..to_ms).contains(&r.started_at_ms)),
-                            );
-                            None
-                        }
-                        Err(error) => Some(undecodable(&path, offset, &error)),
-                    }
-                },
-            );
-        }
-        read.rounds.sort_by_key(|r| (r.started_at_ms, r.seq));
-        read.rounds.dedup_by_key(|r| (r.started_at_ms, r.seq));
+        let mut found =
+            self.read_many(from_ms, to_ms, |num| (num == target).then(|| id.clone()))?;
+        let mut read = Found {
+            rounds: found.rounds.remove(&target).unwrap_or_default(),
+            damage: found.damage,
+        };
+        sort_rounds(&mut read.rounds);
         Ok(read)
     }
 
-    /// Deletes the files whose hour ended at or before `cutoff_ms` minus
-    /// `slack_ms` (so no round in them is younger than the cutoff). Returns
-    /// how many went.
-    pub fn remove_before(&mut self, cutoff_ms: u64, slack_ms: u64) -> Result<usize, SegmentError> {
-        let mut removed = 0;
+    /// The rounds that started in `[from_ms, to_ms)` of every target `name`
+    /// knows, in one pass over the files, each target's in order of start.
+    pub fn read_many(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        name: impl Fn(TargetNum) -> Option<TargetId>,
+    ) -> Result<FoundMany, SegmentError> {
+        let mut read = FoundMany::default();
+        let mut names: HashMap<TargetNum, Option<TargetId>> = HashMap::new();
         for (hour, path) in self.files()? {
-            if hour + HOUR_MS + slack_ms > cutoff_ms {
+            if hour + HOUR_MS <= from_ms || hour >= to_ms {
                 continue;
             }
-            if self.open.as_ref().is_some_and(|(_, _, p)| *p == path) {
-                self.open = None;
+            self.scan_file(&path, &mut read.damage, |offset, header, chunk_bytes| {
+                if header.last_ms < from_ms || header.first_ms >= to_ms {
+                    return None;
+                }
+                let id = names
+                    .entry(header.target)
+                    .or_insert_with(|| name(header.target));
+                let id = id.as_ref()?;
+                match chunk::decode(chunk_bytes, id) {
+                    Ok(rounds) => {
+                        read.rounds.entry(header.target).or_default().extend(
+                            rounds
+                                .into_iter()
+                                .filter(|r| (from_ms..to_ms).contains(&r.started_at_ms)),
+                        );
+                        None
+                    }
+                    Err(error) => Some(undecodable(&path, offset, &error)),
+                }
+            })?;
+        }
+        for rounds in read.rounds.values_mut() {
+            sort_rounds(rounds);
+        }
+        Ok(read)
+    }
+
+    /// The newest round of `target`, reading files newest first until one
+    /// holds a round of it.
+    pub fn last_round(
+        &self,
+        target: TargetNum,
+        id: &TargetId,
+    ) -> Result<Option<RoundRecord>, SegmentError> {
+        let files = self.files()?;
+        let hours: BTreeSet<u64> = files.iter().map(|(h, _)| *h).collect();
+        for hour in hours.into_iter().rev() {
+            let found = self.read(target, id, hour, hour + HOUR_MS)?;
+            if let Some(last) = found.rounds.into_iter().last() {
+                return Ok(Some(last));
             }
+        }
+        Ok(None)
+    }
+
+    fn scan_file(
+        &self,
+        path: &Path,
+        damage: &mut Vec<Damage>,
+        each: impl FnMut(u64, &Header, &[u8]) -> Option<Damage>,
+    ) -> Result<(), SegmentError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            // Deleted by retention between the listing and the read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(SegmentError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        scan(&bytes, path, damage, each);
+        Ok(())
+    }
+
+    /// Deletes the files whose hour ended at or before `cutoff_ms`. Returns
+    /// how many went.
+    pub fn remove_before(&mut self, cutoff_ms: u64) -> Result<usize, SegmentError> {
+        let mut removed = 0;
+        for (hour, path) in self.files()? {
+            if hour + HOUR_MS > cutoff_ms {
+                continue;
+            }
+            self.open.remove(&hour);
             fs::remove_file(&path).map_err(|source| SegmentError::Remove {
                 path: path.clone(),
                 source,
@@ -327,6 +420,24 @@ impl Segments {
         }
         Ok(removed)
     }
+}
+
+/// What [`Segments::read_many`] found: rounds by target, and any damage.
+#[derive(Debug, Default)]
+pub struct FoundMany {
+    pub rounds: HashMap<TargetNum, Vec<RoundRecord>>,
+    pub damage: Vec<Damage>,
+}
+
+fn hour_of(at_ms: u64) -> u64 {
+    at_ms - at_ms % HOUR_MS
+}
+
+/// Oldest first; a round written twice (a flush retried after a failure
+/// that came after its append) counts once.
+pub fn sort_rounds(rounds: &mut Vec<RoundRecord>) {
+    rounds.sort_by_key(|r| (r.started_at_ms, r.seq));
+    rounds.dedup_by_key(|r| (r.started_at_ms, r.seq));
 }
 
 fn undecodable(path: &Path, offset: u64, error: &ChunkError) -> Damage {
@@ -423,7 +534,6 @@ mod tests {
     use crate::probe::{Rtt, TimestampSource, Ttl};
 
     const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS;
-    const SLACK: u64 = 90_000;
 
     fn id(name: &str) -> TargetId {
         TargetId::new(name).unwrap()
@@ -479,9 +589,7 @@ mod tests {
                     rounds: &b[minute],
                 },
             ];
-            segments
-                .append(T0 + (m as u64 + 1) * 60_000, &pending)
-                .unwrap();
+            segments.append(&pending).unwrap();
         }
         (a, b)
     }
@@ -492,22 +600,14 @@ mod tests {
         let mut segments = Segments::open(dir.path()).unwrap();
         let (a, _) = fill(&mut segments, 90);
         assert_eq!(segments.files().unwrap().len(), 2, "an hour per file");
-        let all = segments
-            .read(TargetNum(1), &id("a"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let all = segments.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert!(all.damage.is_empty(), "{:?}", all.damage);
         assert_eq!(all.rounds.len(), a.len());
         // Exactly what went in, but RTTs to the microsecond (the chunk's
         // resolution; these are whole microseconds) and no reply TTL.
         assert_eq!(all.rounds, a);
         let part = segments
-            .read(
-                TargetNum(2),
-                &id("b"),
-                T0 + 3_590_000,
-                T0 + 3_610_000,
-                SLACK,
-            )
+            .read(TargetNum(2), &id("b"), T0 + 3_590_000, T0 + 3_610_000)
             .unwrap();
         assert_eq!(seqs(&part), (3_590..3_610).collect::<Vec<_>>());
         assert!(part.rounds.iter().all(|r| r.target == id("b")));
@@ -519,24 +619,18 @@ mod tests {
         let a = rounds(&id("a"), 0, 120);
         let mut first = Segments::open(dir.path()).unwrap();
         first
-            .append(
-                T0 + 60_000,
-                &[Pending {
-                    target: TargetNum(1),
-                    rounds: &a[..60],
-                }],
-            )
+            .append(&[Pending {
+                target: TargetNum(1),
+                rounds: &a[..60],
+            }])
             .unwrap();
         drop(first);
         let mut second = Segments::open(dir.path()).unwrap();
         second
-            .append(
-                T0 + 120_000,
-                &[Pending {
-                    target: TargetNum(1),
-                    rounds: &a[60..],
-                }],
-            )
+            .append(&[Pending {
+                target: TargetNum(1),
+                rounds: &a[60..],
+            }])
             .unwrap();
         let names: Vec<String> = second
             .files()
@@ -545,9 +639,7 @@ mod tests {
             .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, [file_name(T0, 0), file_name(T0, 1)]);
-        let read = second
-            .read(TargetNum(1), &id("a"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let read = second.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert_eq!(seqs(&read), (0..120).collect::<Vec<_>>());
     }
 
@@ -564,9 +656,7 @@ mod tests {
             .unwrap()
             .set_len(len - 10)
             .unwrap();
-        let read = segments
-            .read(TargetNum(2), &id("b"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let read = segments.read(TargetNum(2), &id("b"), 0, u64::MAX).unwrap();
         // b's last minute was the file's last record.
         assert_eq!(seqs(&read), (0..120).collect::<Vec<_>>());
         assert!(
@@ -574,9 +664,7 @@ mod tests {
             "{:?}",
             read.damage
         );
-        let a = segments
-            .read(TargetNum(1), &id("a"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let a = segments.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert_eq!(a.rounds.len(), 180, "a's records were whole");
     }
 
@@ -590,18 +678,14 @@ mod tests {
         // A flipped bit in the payload of the first record (a's minute 0).
         bytes[HEADER_LEN + 5] ^= 0x10;
         fs::write(&path, &bytes).unwrap();
-        let a = segments
-            .read(TargetNum(1), &id("a"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let a = segments.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert_eq!(seqs(&a), (60..180).collect::<Vec<_>>());
         assert!(
             matches!(a.damage.as_slice(), [Damage::BadRecord { offset: 0, .. }]),
             "{:?}",
             a.damage
         );
-        let b = segments
-            .read(TargetNum(2), &id("b"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let b = segments.read(TargetNum(2), &id("b"), 0, u64::MAX).unwrap();
         assert_eq!(b.rounds.len(), 180);
         let (records, damage) = Found::check_file(&path).unwrap();
         assert_eq!((records, damage.len()), (5, 1));
@@ -624,9 +708,7 @@ mod tests {
             assert!(bytes.is_empty() || !damage.is_empty());
         }
         let segments = Segments::open(dir.path()).unwrap();
-        let read = segments
-            .read(TargetNum(1), &id("a"), 0, u64::MAX, SLACK)
-            .unwrap();
+        let read = segments.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert!(read.rounds.is_empty());
     }
 
@@ -636,31 +718,44 @@ mod tests {
         let mut segments = Segments::open(dir.path()).unwrap();
         fill(&mut segments, 150);
         assert_eq!(segments.files().unwrap().len(), 3);
-        // The first hour's last rounds started before T0 + 1 h; with the
-        // slack, its file may hold rounds up to then.
-        assert_eq!(segments.remove_before(T0 + HOUR_MS, SLACK).unwrap(), 0);
-        assert_eq!(
-            segments.remove_before(T0 + HOUR_MS + SLACK, SLACK).unwrap(),
-            1
-        );
-        let left = segments
-            .read(TargetNum(1), &id("a"), 0, u64::MAX, SLACK)
-            .unwrap();
+        // A file goes once its whole hour is older than the cutoff.
+        assert_eq!(segments.remove_before(T0 + HOUR_MS - 1).unwrap(), 0);
+        assert_eq!(segments.remove_before(T0 + HOUR_MS).unwrap(), 1);
+        let left = segments.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert_eq!(
             left.rounds.first().map(|r| r.seq),
-            Some(3_540),
-            "from the second file on"
+            Some(3_600),
+            "from the second hour on"
         );
         // Appending after a deletion opens the current hour's file again.
         let more = rounds(&id("a"), 9_000, 60);
         segments
-            .append(
-                T0 + 2 * HOUR_MS + 60_000,
-                &[Pending {
-                    target: TargetNum(1),
-                    rounds: &more,
-                }],
-            )
+            .append(&[Pending {
+                target: TargetNum(1),
+                rounds: &more,
+            }])
             .unwrap();
+    }
+
+    #[test]
+    fn a_flush_across_an_hour_boundary_files_each_round_under_its_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        let a = rounds(&id("a"), 3_570, 60);
+        segments
+            .append(&[Pending {
+                target: TargetNum(1),
+                rounds: &a,
+            }])
+            .unwrap();
+        let hours: Vec<u64> = segments.files().unwrap().iter().map(|(h, _)| *h).collect();
+        assert_eq!(hours, [T0, T0 + HOUR_MS]);
+        let second = segments
+            .read(TargetNum(1), &id("a"), T0 + HOUR_MS, u64::MAX)
+            .unwrap();
+        assert_eq!(seqs(&second), (3_600..3_630).collect::<Vec<_>>());
+        let last = segments.last_round(TargetNum(1), &id("a")).unwrap();
+        assert_eq!(last.map(|r| r.seq), Some(3_629));
+        assert_eq!(segments.last_round(TargetNum(2), &id("b")).unwrap(), None);
     }
 }

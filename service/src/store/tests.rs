@@ -10,8 +10,9 @@ use std::time::Duration;
 use super::*;
 use crate::model::HopSample;
 use crate::probe::{TimestampSource, Ttl};
-use crate::store::keys::{rollup_key, SeriesNum};
+use crate::store::keys::{self, rollup_key, SeriesNum};
 use crate::store::rollup::HIST_GROUPING_POWER;
+use crate::store::segment::Segments;
 
 /// An hour boundary, so minute and hour buckets line up with the data.
 const T0: u64 = 1_700_002_800_000;
@@ -20,15 +21,17 @@ fn id(name: &str) -> TargetId {
     TargetId::new(name).unwrap()
 }
 
-/// A 10-hop round: TTL k answers in about k ms; TTL 4 drops every 7th probe
-/// and the destination (TTL 10) every 13th round.
+/// A 10-hop round: TTL k answers in about k ms (whole microseconds, the
+/// stored resolution); TTL 4 drops every 7th probe and the destination
+/// (TTL 10) every 13th round.
 fn round(target: &str, seq: u64, at_ms: u64) -> RoundRecord {
     let dest_lost = seq.is_multiple_of(13);
     let hops = (1..=10u8)
         .map(|ttl| {
             let lost = (ttl == 4 && seq.is_multiple_of(7)) || (ttl == 10 && dest_lost);
-            let rtt_ns = (!lost)
-                .then(|| ttl as u64 * 1_000_000 + (seq * 7919 + ttl as u64 * 104_729) % 900_000);
+            let rtt_ns = (!lost).then(|| {
+                ttl as u64 * 1_000_000 + (seq * 7919 + ttl as u64 * 104_729) % 900 * 1_000
+            });
             HopSample::answered_or_lost(ttl, IpAddr::from([10, 0, ttl, 1]), rtt_ns, ttl == 10)
         })
         .collect();
@@ -172,9 +175,17 @@ fn writes_wait_for_the_flush_and_survive_a_reopen() {
     let store = open(dir.path());
     write_rounds(&store, "a", 100);
     let a = id("a");
+    assert_eq!(
+        store.rounds(&a, 0, u64::MAX).unwrap().len(),
+        100,
+        "reads see the write buffer"
+    );
     assert!(
-        store.rounds(&a, 0, u64::MAX).unwrap().is_empty(),
-        "nothing before the flush"
+        Segments::reader(&dir.path().join(ROUNDS_DIR))
+            .files()
+            .unwrap()
+            .is_empty(),
+        "nothing on disk before the flush"
     );
     let pending = store.health().pending_bytes;
     assert!(pending > 100 * 100, "pending {pending}");
@@ -182,8 +193,13 @@ fn writes_wait_for_the_flush_and_survive_a_reopen() {
 
     let report = store.flush_at(T0 + 100_000).unwrap();
     assert_eq!(report.rounds, 100);
-    // Rounds, the target's name and the first minute's rollups went to sled.
-    assert!(report.bytes > pending, "{report:?} vs pending {pending}");
+    // The rounds went to the files as one compressed chunk, far smaller
+    // than their buffered form; the target's name and the first minute's
+    // rollups went to sled.
+    assert!(
+        report.bytes > 0 && report.bytes < pending,
+        "{report:?} vs pending {pending}"
+    );
     assert_eq!(store.metrics().write_bytes_total, report.bytes);
     assert_eq!(store.health().pending_bytes, 0);
     assert_eq!(store.rounds(&a, 0, u64::MAX).unwrap().len(), 100);
@@ -491,7 +507,9 @@ fn retention_sweeps_delete_only_expired_keys() {
     );
 
     let day = 24 * HOUR_MS;
-    // Raw rounds are kept 48 h: the first 90 minutes expire.
+    // Raw rounds are kept 48 h, by whole hours of files: 90 minutes past
+    // the cutoff, the first hour's file is gone and the second is kept
+    // until its last round expires.
     store.flush_at(T0 + 2 * day + 90 * MINUTE_MS).unwrap();
     assert_eq!(
         (
@@ -499,7 +517,7 @@ fn retention_sweeps_delete_only_expired_keys() {
             count(Resolution::Minute),
             count(Resolution::Hour)
         ),
-        (5_400, 180, 3)
+        (7_200, 180, 3)
     );
     // Minute rollups are kept 30 days.
     store.flush_at(T0 + 30 * day + 90 * MINUTE_MS).unwrap();
@@ -519,7 +537,8 @@ fn retention_sweeps_delete_only_expired_keys() {
     assert_eq!((count(Resolution::Minute), count(Resolution::Hour)), (0, 1));
     assert_eq!(
         store.metrics().swept_keys_total,
-        10_800 + 180 * 11 + 1 + 2 * 11
+        // Three hours' files of rounds, then rollups and the event.
+        3 + 180 * 11 + 1 + 2 * 11
     );
     // A sweep is not due again within the sweep interval.
     assert_eq!(
@@ -625,4 +644,144 @@ fn the_flusher_thread_writes_on_its_interval_and_on_stop() {
         2,
         "dropping the store flushed"
     );
+}
+
+/// What a hopwatch before the rounds' files left: a sled value per round.
+/// Those rounds are read (and rolled up) beside the files' until they expire.
+#[test]
+fn rounds_an_older_hopwatch_kept_in_sled_are_read_with_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = schema::open_waiting_for_lock(&schema::sled_config(dir.path(), 1 << 20)).unwrap();
+        db.open_tree(schema::TARGETS)
+            .unwrap()
+            .insert("old", &TargetNum(7).to_bytes())
+            .unwrap();
+        let raw = db.open_tree(schema::RAW).unwrap();
+        for s in 0..90 {
+            let round = round("old", s, T0 + s * 1_000);
+            raw.insert(
+                keys::raw_key(TargetNum(7), round.started_at_ms),
+                codec::encode(&codec::RawRoundV1::from_round(&round)),
+            )
+            .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let old = id("old");
+    let store = open(dir.path());
+    // The daemon carries on after the upgrade: the next rounds go to files.
+    for s in 90..150 {
+        store
+            .record_round(&round("old", s, T0 + s * 1_000))
+            .unwrap();
+    }
+    store.flush_at(T0 + 3 * MINUTE_MS + 20_000).unwrap();
+    let rounds = store.rounds(&old, 0, u64::MAX).unwrap();
+    assert_eq!(rounds.len(), 150);
+    assert_eq!(rounds[10], round("old", 10, T0 + 10_000), "from sled");
+    assert_eq!(rounds[100], round("old", 100, T0 + 100_000), "from a file");
+    assert_eq!(store.last_round(&old).unwrap().unwrap().seq, 149);
+    let raw = store
+        .series(&old, Hop::Ttl(4), T0, T0 + 3 * MINUTE_MS, Resolution::Raw)
+        .unwrap();
+    let minutes = store
+        .series(
+            &old,
+            Hop::Ttl(4),
+            T0,
+            T0 + 3 * MINUTE_MS,
+            Resolution::Minute,
+        )
+        .unwrap();
+    assert_eq!(minutes.points.len(), 3, "minute 1 spans sled and a file");
+    check_rollups_against_raw(&minutes, &raw);
+}
+
+/// A power cut between two flushes: what the files held is all there after
+/// the reopen, the open minute's rollups are computed from the files, and a
+/// torn record at a file's end costs only itself.
+#[test]
+fn after_a_power_cut_the_files_are_read_and_a_torn_tail_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = id("a");
+    {
+        let store = open(dir.path());
+        write_rounds(&store, "a", 150);
+        // Minutes 0 and 1 close; minute 2's 30 rounds are in the file only.
+        store.flush_at(T0 + 150_000).unwrap();
+        // Nothing is buffered, so dropping it writes nothing more.
+        drop(store);
+    }
+    let rounds_dir = dir.path().join(ROUNDS_DIR);
+    let (_, file) = Segments::reader(&rounds_dir).files().unwrap().remove(0);
+    // An append the cut interrupted.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend(b"hwR1 half a record");
+    std::fs::write(&file, &bytes).unwrap();
+    let store = Store::open_at(dir.path(), StoreConfig::default(), T0 + 200_000).unwrap();
+    assert_eq!(store.rounds(&a, 0, u64::MAX).unwrap().len(), 150);
+    let minutes = store
+        .series(&a, Hop::Destination, T0, T0 + 200_000, Resolution::Minute)
+        .unwrap();
+    let sent: Vec<u64> = minutes.points.iter().map(|p| p.sent).collect();
+    assert_eq!(sent, [60, 60, 30], "minute 2 rolled up from the file");
+    assert_eq!(
+        store.metrics().corrupt_values_total,
+        0,
+        "a torn tail is not corruption"
+    );
+}
+
+#[test]
+fn minute_flushes_come_just_after_each_minute_closes() {
+    let minute = Duration::from_secs(60);
+    let offset = Duration::from_secs(16);
+    // At 10:00:05 the next flush is at 10:00:16, then every minute after.
+    assert_eq!(
+        until_next_flush(T0 + 5_000, minute, offset),
+        Duration::from_secs(11)
+    );
+    assert_eq!(
+        until_next_flush(T0 + 16_000, minute, offset),
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        until_next_flush(T0 + 59_000, minute, offset),
+        Duration::from_secs(17)
+    );
+    // A short interval keeps its own grid.
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        until_next_flush(T0 + 200, second, offset),
+        Duration::from_millis(800)
+    );
+}
+
+#[test]
+fn recent_rounds_of_many_targets_come_from_one_read_each_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write_rounds(&store, "a", 120);
+    write_rounds(&store, "b", 100);
+    store.flush_at(T0 + 130_000).unwrap();
+    // b's last 20 rounds are still in the buffer.
+    for s in 100..120 {
+        store.record_round(&round("b", s, T0 + s * 1000)).unwrap();
+    }
+    let found = store
+        .recent_rounds(
+            &[
+                (id("a"), T0 + 60_000),
+                (id("b"), T0 + 90_000),
+                (id("never-seen"), T0),
+            ],
+            T0 + 200_000,
+        )
+        .unwrap();
+    let seqs = |name: &str| -> Vec<u64> { found[&id(name)].iter().map(|r| r.seq).collect() };
+    assert_eq!(seqs("a"), (60..120).collect::<Vec<_>>());
+    assert_eq!(seqs("b"), (90..120).collect::<Vec<_>>());
+    assert!(!found.contains_key(&id("never-seen")));
 }

@@ -61,10 +61,12 @@ pub fn summary(
         port: view.port,
         interval_ms: view.interval_ms,
         packet_size: view.packet_size,
+        final_hop_only: view.final_hop_only,
         state,
         error,
         paused: view.paused,
-        hop_count: a.path.hop_count,
+        // A final-hop-only target's one row says nothing of the hop count.
+        hop_count: a.path.hop_count.filter(|_| !view.final_hop_only),
         rounds: a.rounds,
         last_round_at_ms: a.last_round_at_ms,
         loss_pct: a.destination.path_loss_pct,

@@ -538,7 +538,7 @@ impl ReadModel for WebApi {
                     TargetMetrics {
                         target: view.id.to_string(),
                         state: convert::state(&view.status).0.as_str().to_owned(),
-                        hop_count: a.path.hop_count,
+                        hop_count: a.path.hop_count.filter(|_| !view.final_hop_only),
                         mos: a.destination.mos.map(|m| m.mos),
                         loss_ratio: dest.loss_pct.map(|p| p / 100.0),
                         jitter_seconds: dest.jitter_mean_ns.map(|ns| ns / 1e9),

@@ -187,6 +187,9 @@ impl ConfigFile {
         if let Some(hops) = new.max_hops {
             table["max_hops"] = value(i64::from(hops));
         }
+        if let Some(only) = new.final_hop_only {
+            table["final_hop_only"] = value(only);
+        }
         if let Some(paused) = new.paused {
             table["paused"] = value(paused);
         }

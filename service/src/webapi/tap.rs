@@ -164,19 +164,25 @@ impl RoundTap {
     }
 
     /// Reads the last stored rounds of `targets` (with their probe interval)
-    /// into their sparklines: the one store read the tap makes. A target
-    /// whose rounds cannot be read starts with an empty line.
+    /// into their sparklines: the one store read the tap makes, one pass
+    /// over the rounds' files for all targets. If it fails, the lines start
+    /// empty.
     pub fn fill_from_store(&self, store: &Store, targets: &[(TargetId, Duration)], now_ms: u64) {
-        for (id, interval) in targets {
-            let span = interval.saturating_mul(SPARKLINE_ROUNDS as u32) + FILL_MARGIN;
-            let from = now_ms.saturating_sub(span.as_millis() as u64);
-            match store.rounds(id, from, now_ms.saturating_add(1)) {
-                Ok(rounds) => {
-                    self.fill_sparkline(id, &rounds);
+        let starts: Vec<(TargetId, u64)> = targets
+            .iter()
+            .map(|(id, interval)| {
+                let span = interval.saturating_mul(SPARKLINE_ROUNDS as u32) + FILL_MARGIN;
+                (id.clone(), now_ms.saturating_sub(span.as_millis() as u64))
+            })
+            .collect();
+        match store.recent_rounds(&starts, now_ms.saturating_add(1)) {
+            Ok(found) => {
+                for (id, _) in targets {
+                    self.fill_sparkline(id, found.get(id).map_or(&[][..], Vec::as_slice));
                 }
-                Err(err) => {
-                    tracing::warn!(target = %id, error = %err, "round tap: the sparkline starts empty: reading the last stored rounds failed");
-                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "round tap: the sparklines start empty: reading the last stored rounds failed");
             }
         }
     }

@@ -135,8 +135,8 @@ struct StoreArgs {
     keep: bool,
 }
 
-/// The daemon writes every 5 s by default; the simulations do the same.
-const FLUSH_EVERY_S: u64 = 5;
+/// The daemon writes every 60 s by default; the simulations do the same.
+const FLUSH_EVERY_S: u64 = 60;
 const DAY_MS: u64 = 24 * HOUR_MS;
 const MIB: f64 = (1u64 << 20) as f64;
 

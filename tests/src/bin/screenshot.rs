@@ -1,7 +1,7 @@
 //! `screenshot`: the README's pictures of the web UI, taken from a real
 //! `hopwatch run` in the network lab with headless Chromium (through
 //! chromedriver), so they show what the product shows. Needs root, a built
-//! `hopwatch`, and Debian's chromium and chromium-driver (deploy/setup.sh):
+//! `hopwatch`, and Debian's chromium and chromium-driver (deploy/setup-test.sh):
 //!
 //!     cargo build -p hopwatch-service -p hopwatch-tests --bin screenshot
 //!     sudo target/debug/screenshot --out docs/img

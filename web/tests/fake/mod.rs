@@ -89,6 +89,7 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
             port: 0,
             interval_ms: 1000,
             packet_size: 64,
+            final_hop_only: false,
             state: TargetState::Running,
             error: None,
             paused: false,
