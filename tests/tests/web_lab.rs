@@ -28,7 +28,7 @@ use hopwatch::sys::now_ms;
 use hopwatch_lab::bench::capture::Capture;
 use hopwatch_lab::bench::pcap::CaptureIndex;
 use hopwatch_lab::browser::{
-    click, console, save_screenshot, type_into, wait_js, Chromium, DRIVER_PORT,
+    click, console, save_screenshot, type_into, wait_js, BrowserError, Chromium, DRIVER_PORT,
 };
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::prometheus::{Prometheus, Sample};
@@ -435,24 +435,9 @@ async fn browse(
     click(client, "button[data-range='15m']").await?;
     // Counts only from a drawing of the 15 min data: until it arrives the
     // canvases still show the default range's.
-    seen.graph_points = wait_js(
-        client,
-        "the latency graph",
-        "const c = document.querySelector('#latency');\
-         return c.dataset.range === '15m' && Number(c.dataset.points || 0);",
-    )
-    .await?
-    .as_u64()
-    .unwrap_or(0);
-    seen.heat_cells = wait_js(
-        client,
-        "the heatmap",
-        "const c = document.querySelector('#heatmap');\
-         return c.dataset.range === '15m' && Number(c.dataset.cells || 0);",
-    )
-    .await?
-    .as_u64()
-    .unwrap_or(0);
+    seen.graph_points =
+        drawn_count(client, "the latency graph", "#latency", "points", "15m").await?;
+    seen.heat_cells = drawn_count(client, "the heatmap", "#heatmap", "cells", "15m").await?;
     seen.hop_rows = serde_json::from_value(
         client
             .execute(
@@ -586,6 +571,23 @@ async fn browse(
 
     seen.console = console(client).await?;
     Ok(seen)
+}
+
+/// A count a canvas reports (`data-points`, `data-cells`) once it is drawn
+/// from `range`'s data: a click on a preset redraws only when that data
+/// arrives, and until then the canvas still reports the previous range's.
+async fn drawn_count(
+    client: &Client,
+    what: &str,
+    canvas: &str,
+    field: &str,
+    range: &str,
+) -> Result<u64, BrowserError> {
+    let script = format!(
+        "const c = document.querySelector('{canvas}');\
+         return c.dataset.range === '{range}' && Number(c.dataset.{field} || 0);"
+    );
+    Ok(wait_js(client, what, &script).await?.as_u64().unwrap_or(0))
 }
 
 #[test]
@@ -894,15 +896,8 @@ async fn browse_long_ranges(client: &Client, import: &ImportFiles) -> anyhow::Re
     .await?
     .as_u64()
     .unwrap_or(0);
-    seen.year_cells = wait_js(
-        client,
-        "the heatmap over a year",
-        "const c = document.querySelector('#heatmap');\
-         return c.dataset.range === '1y' && Number(c.dataset.cells || 0);",
-    )
-    .await?
-    .as_u64()
-    .unwrap_or(0);
+    seen.year_cells =
+        drawn_count(client, "the heatmap over a year", "#heatmap", "cells", "1y").await?;
     let text = |js: &'static str| async move {
         anyhow::Ok(
             client

@@ -356,10 +356,7 @@ impl Store {
         for (&num, &(id, from)) in &wanted {
             let mut rounds = found.rounds.remove(&num).unwrap_or_default();
             rounds.retain(|r| r.started_at_ms >= from);
-            for item in trees.raw.range(raw_key(num, from)..raw_key(num, to_ms)) {
-                let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
-                rounds.push(self.decode_round(id, &key, &value)?);
-            }
+            rounds.extend(self.sled_rounds(&trees, num, id, from, to_ms)?);
             rounds.extend(self.buffered_rounds(num, id, from, to_ms));
             sort_rounds(&mut rounds);
             out.insert(id.clone(), rounds);
@@ -394,11 +391,7 @@ impl Store {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<RoundRecord>, StoreError> {
-        let mut rounds = Vec::new();
-        for item in trees.raw.range(raw_key(num, from_ms)..raw_key(num, to_ms)) {
-            let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
-            rounds.push(self.decode_round(target, &key, &value)?);
-        }
+        let mut rounds = self.sled_rounds(trees, num, target, from_ms, to_ms)?;
         let found = Segments::reader(&self.rounds_dir).read(num, target, from_ms, to_ms)?;
         for damage in &found.damage {
             self.note_damage(damage);
@@ -406,6 +399,26 @@ impl Store {
         rounds.extend(found.rounds);
         sort_rounds(&mut rounds);
         Ok(rounds)
+    }
+
+    /// `target`'s rounds in `[from_ms, to_ms)` in sled's `raw` tree, where
+    /// an older hopwatch kept them (until they expire).
+    fn sled_rounds(
+        &self,
+        trees: &Trees,
+        num: TargetNum,
+        target: &TargetId,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<RoundRecord>, StoreError> {
+        trees
+            .raw
+            .range(raw_key(num, from_ms)..raw_key(num, to_ms))
+            .map(|item| {
+                let (key, value) = item.map_err(sled_err(&self.path, "read rounds"))?;
+                self.decode_round(target, &key, &value)
+            })
+            .collect()
     }
 
     /// `target`'s rounds in `[from_ms, to_ms)` still in the write buffer.
