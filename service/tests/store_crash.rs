@@ -184,9 +184,32 @@ fn verify(dir: &Path, start_ms: u64, flushed: Option<u64>) -> anyhow::Result<u64
         .filter(|p| p.at_ms + MINUTE_MS <= closed_before)
         .map(|p| (p.at_ms, p.sent))
         .collect();
+    if stored != per_minute {
+        let rollups = dir.join(hopwatch::store::ROLLUPS_DIR);
+        let mut names: Vec<_> = std::fs::read_dir(&rollups)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for path in names {
+            let checked = hopwatch::store::minutes::MinuteRollups::check_file(&path);
+            eprintln!("DEBUG {} {:?}", path.display(), checked);
+        }
+    }
     ensure!(
         stored == per_minute,
-        "minute rollups disagree with raw rounds"
+        "minute rollups disagree with raw rounds: {:?}",
+        per_minute
+            .iter()
+            .filter(|(m, n)| stored.get(m) != Some(n))
+            .map(|(m, n)| (m, n, stored.get(m)))
+            .chain(
+                stored
+                    .iter()
+                    .filter(|(m, _)| !per_minute.contains_key(m))
+                    .map(|(m, n)| (m, &0, Some(n)))
+            )
+            .take(10)
+            .collect::<Vec<_>>()
     );
     let hours = store.series(&target, Hop::Ttl(6), start_ms, end, Resolution::Hour)?;
     for hour in &hours.points {

@@ -13,6 +13,7 @@ use crate::alerts::{outbox_path, Outbox};
 use crate::config::Config;
 use crate::monitor::components;
 use crate::probe::ebpf::EbpfTimestamper;
+use crate::store::minutes::{FileDamage, MinuteRollups};
 use crate::store::segment::{Damage, Found, Segments};
 use crate::store::{Store, StoreConfig};
 
@@ -184,6 +185,7 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
         },
     ));
     out.push(rounds_check(&state_dir.join(crate::store::ROUNDS_DIR)));
+    out.push(minutes_check(&state_dir.join(crate::store::ROLLUPS_DIR)));
     let outbox = outbox_path(state_dir);
     let outbox_copy = scratch.join("outbox");
     out.push(open_check(
@@ -221,6 +223,58 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
         )),
     }
     out
+}
+
+/// Reads every file of minute rollups (append-only, so safe beside a
+/// running daemon) and reports damaged sections and blocks. A torn tail is
+/// an append cut short by a crash: its minutes are rebuilt from the rounds.
+fn minutes_check(dir: &Path) -> Finding {
+    const WHAT: &str = "minute rollup files";
+    let files = match MinuteRollups::reader(dir).files() {
+        Ok(files) => files,
+        Err(e) => return finding(Level::Warn, WHAT, e.to_string()),
+    };
+    if files.is_empty() {
+        return finding(Level::Ok, WHAT, format!("none yet in {}", dir.display()));
+    }
+    let (mut sections, mut torn, mut damaged) = (0u64, 0usize, Vec::new());
+    for (_, path) in &files {
+        match MinuteRollups::check_file(path) {
+            Ok((n, damage)) => {
+                sections += n;
+                for d in damage {
+                    match d {
+                        FileDamage::TornTail { .. } => torn += 1,
+                        other => damaged.push(format!("{other:?}")),
+                    }
+                }
+            }
+            Err(e) => damaged.push(e.to_string()),
+        }
+    }
+    let summary = format!(
+        "{} files, {sections} sections in {}{}",
+        files.len(),
+        dir.display(),
+        if torn > 0 {
+            format!("; {torn} with a torn last section (an append cut short by a crash; rebuilt from the rounds)")
+        } else {
+            String::new()
+        }
+    );
+    if damaged.is_empty() {
+        finding(Level::Ok, WHAT, summary)
+    } else {
+        finding(
+            Level::Warn,
+            WHAT,
+            format!(
+                "{summary}; {} damaged part(s) are skipped when read: {}",
+                damaged.len(),
+                damaged.join("; ")
+            ),
+        )
+    }
 }
 
 /// Reads every file of raw rounds (append-only, so safe beside a running
@@ -365,15 +419,17 @@ fn is_locked(db_file: &Path) -> std::io::Result<bool> {
 }
 
 /// Copies the history store's sled files (`conf`, `db`, `blobs/`, `snap.*`)
-/// out of the state directory, leaving the rounds' files (read in place by
-/// [`rounds_check`]), the outbox and anything else.
+/// out of the state directory, leaving the rounds' and minute rollups' files
+/// (read in place by [`rounds_check`] and [`minutes_check`]), the outbox and
+/// anything else.
 fn copy_sled_files(state_dir: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(state_dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name_str = name.to_string_lossy();
-        if components::is_store_file(&name_str) && name_str != crate::store::ROUNDS_DIR {
+        let history_files = [crate::store::ROUNDS_DIR, crate::store::ROLLUPS_DIR];
+        if components::is_store_file(&name_str) && !history_files.contains(&name_str.as_ref()) {
             copy_tree(&entry.path(), &to.join(&name))?;
         }
     }

@@ -75,6 +75,8 @@ pub enum StoreError {
     InvalidTtl,
     #[error(transparent)]
     Segment(#[from] crate::store::segment::SegmentError),
+    #[error(transparent)]
+    MinuteFile(#[from] crate::store::minutes::MinuteFileError),
     #[error("cannot start the store flusher thread for {path}: {source}")]
     SpawnFlusher {
         path: PathBuf,

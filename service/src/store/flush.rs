@@ -23,6 +23,7 @@ use crate::store::keys::{
     parse_raw_key, parse_rollup_key, raw_key, rollup_key, series_end, target_end, time_bound,
     SeriesNum, TargetNum,
 };
+use crate::store::minutes::{FileDamage, MinuteRollups, SECTION_MS};
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
@@ -77,9 +78,24 @@ impl FlushState {
         trees: &Trees,
         targets: &TargetMap,
         segments: &Segments,
+        minutes: &MinuteRollups,
     ) -> Result<FlushState, StoreError> {
         let mut state = FlushState::default();
         let dest = SeriesNum::DESTINATION;
+        // Every minute before the newest section's end was rolled up and is
+        // in the minute files, for every target the store knew then; but a
+        // minute recomputed for late rounds may have been lost with its
+        // hour by a crash between the rounds' append and the rollups'
+        // writes. Late rounds are rounds of the last minutes, so the last
+        // section's worth of minutes before the newest round is rolled up
+        // again (and with it their hour): ~600 rounds per target to read.
+        let written_until = match (minutes.claimed_until(), segments.newest_start()?) {
+            (Some(claimed), Some(newest)) => {
+                Some(claimed.min(floor(newest.saturating_sub(SECTION_MS), MINUTE_MS)))
+            }
+            (claimed, _) => claimed,
+        };
+        let oldest_minute_file = minutes.files()?.first().map(|(hour, _)| *hour);
         for num in targets.nums() {
             let series = rollup_key(num, dest, 0);
             let end = series_end(num, dest);
@@ -119,9 +135,12 @@ impl FlushState {
                 Some(start) => Some(start),
                 None => first_raw,
             };
+            let minute_done = minute_done.max(written_until);
             let hour_done = match last_start(&trees.hours, "read last hour rollup")? {
                 Some(start) => Some(start + HOUR_MS),
-                None => first_minute.map(|m| floor(m, HOUR_MS)),
+                None => first_minute
+                    .or(oldest_minute_file)
+                    .map(|m| floor(m, HOUR_MS)),
             };
             if targets.name(num).is_none() && !targets.is_peer(num) {
                 continue;
@@ -136,7 +155,7 @@ impl FlushState {
                 state.hour_done.insert(num, h.min(floor(m, HOUR_MS)));
             }
         }
-        state.load_open_rounds(path, trees, targets, segments)?;
+        state.load_open_rounds(path, trees, targets, segments, minutes)?;
         Ok(state)
     }
 
@@ -145,12 +164,15 @@ impl FlushState {
     /// mark, and every round of a target that has no mark yet (its first
     /// minute had not closed). Only the files of the marks' hours and the
     /// newest two hours are read, so targets no longer probed cost nothing.
+    /// The minutes of them that are complete (a later minute has rounds) are
+    /// rolled up into memory at once, so what stays is a minute per target.
     fn load_open_rounds(
         &mut self,
         path: &Path,
         trees: &Trees,
         targets: &TargetMap,
         segments: &Segments,
+        minutes: &MinuteRollups,
     ) -> Result<(), StoreError> {
         let files = segments.files()?;
         let mut hours: BTreeSet<u64> = files.iter().rev().map(|(h, _)| *h).take(2).collect();
@@ -158,10 +180,21 @@ impl FlushState {
             let hour = floor(done, HOUR_MS);
             hours.extend([hour, hour + HOUR_MS]);
         }
+        // Only rounds at or after the oldest mark are wanted: with the
+        // minute files every target has one, about a section ago.
+        let oldest_mark = if targets.names().count() == self.minute_done.len() {
+            self.minute_done.values().min().copied().unwrap_or(0)
+        } else {
+            0
+        };
         let mut found: HashMap<TargetNum, Vec<RoundRecord>> = HashMap::new();
         for hour in hours {
-            let read =
-                segments.read_many(hour, hour + HOUR_MS, |num| targets.name(num).cloned())?;
+            if hour + HOUR_MS <= oldest_mark {
+                continue;
+            }
+            let read = segments.read_many(hour.max(oldest_mark), hour + HOUR_MS, |num| {
+                targets.name(num).cloned()
+            })?;
             for damage in &read.damage {
                 tracing::warn!(?damage, "damage in the rounds' files");
             }
@@ -198,6 +231,18 @@ impl FlushState {
             if let std::collections::hash_map::Entry::Vacant(mark) = self.minute_done.entry(num) {
                 mark.insert(minute);
                 self.hour_done.insert(num, floor(minute, HOUR_MS));
+            }
+            // Minutes before the newest one with rounds are complete: roll
+            // them up now rather than hold their rounds until the first flush.
+            let newest = rounds
+                .last()
+                .map_or(0, |r| floor(r.started_at_ms, MINUTE_MS));
+            let complete = rounds.partition_point(|r| r.started_at_ms < newest);
+            if complete > 0 {
+                let mut scratch = scratch_histogram();
+                roll_round_minutes(minutes, &mut scratch, num, &rounds[..complete]);
+                rounds.drain(..complete);
+                self.minute_done.insert(num, newest);
             }
             self.open_rounds.insert(num, rounds);
         }
@@ -496,7 +541,6 @@ impl Store {
         };
         let mut plan = Plan::default();
         let mut scratch = scratch_histogram();
-        let mut batch = Batch::default();
         let mut dirty_hours: BTreeSet<(TargetNum, u64)> = BTreeSet::new();
 
         let known = state.minute_done.iter().map(|(n, d)| (*n, *d, false));
@@ -511,11 +555,14 @@ impl Store {
                         let rounds = open.get(&num).map_or(&[][..], Vec::as_slice);
                         let end = rounds.partition_point(|r| r.started_at_ms < close_minute);
                         let start = rounds.partition_point(|r| r.started_at_ms < done);
-                        roll_round_minutes(w, &mut batch, &mut scratch, num, &rounds[start..end]);
+                        w.rollups += roll_round_minutes(
+                            &self.minutes,
+                            &mut scratch,
+                            num,
+                            &rounds[start..end],
+                        );
                     }
-                    None => {
-                        self.roll_peer_minutes(trees, w, &mut batch, num, done, close_minute)?
-                    }
+                    None => self.roll_peer_minutes(trees, w, num, done, close_minute)?,
                 }
                 plan.minute_done.insert(num, close_minute);
             } else if is_new {
@@ -535,18 +582,20 @@ impl Store {
             match name {
                 Some(name) => {
                     let rounds = self.stored_rounds(trees, num, name, minute, to)?;
-                    roll_round_minutes(w, &mut batch, &mut scratch, num, &rounds);
+                    w.rollups += roll_round_minutes(&self.minutes, &mut scratch, num, &rounds);
                 }
-                None => self.roll_peer_minutes(trees, w, &mut batch, num, minute, to)?,
+                None => self.roll_peer_minutes(trees, w, num, minute, to)?,
             }
             let hour = floor(minute, HOUR_MS);
             if state.hour_done.get(&num).is_some_and(|&done| hour < done) {
                 dirty_hours.insert((num, hour));
             }
         }
-        w.apply(&trees.minutes, batch, "write minute rollups")?;
+        // Sections hold whole ten minutes: those before the last full ten
+        // minutes rolled go to the files (with any late minute recomputed).
+        w.bytes += self.minutes.write_before(floor(close_minute, SECTION_MS))?;
 
-        // Hours read the minute rollups just applied.
+        // Hours read the minute rollups just made (in memory or files).
         let mut batch = Batch::default();
         let nums: BTreeSet<TargetNum> = state
             .minute_done
@@ -587,18 +636,17 @@ impl Store {
         &self,
         trees: &Trees,
         w: &mut Writer<'_>,
-        batch: &mut Batch,
         num: TargetNum,
         from: u64,
         to: u64,
     ) -> Result<(), StoreError> {
         let mut current: Option<u64> = None;
         let mut merged: [Stats; 3] = Default::default();
-        let emit = |w: &mut Writer<'_>, batch: &mut Batch, minute: u64, merged: [Stats; 3]| {
+        let emit = |w: &mut Writer<'_>, minute: u64, merged: [Stats; 3]| {
             for (series, stats) in PeerSeries::ALL.into_iter().zip(merged) {
                 if stats.sent > 0 {
-                    let key = rollup_key(num, series.num(), minute);
-                    w.insert(batch, &key, &encode(&stats.to_value()));
+                    self.minutes
+                        .insert(num, series.num(), minute, encode(&stats.to_value()));
                     w.rollups += 1;
                 }
             }
@@ -622,7 +670,7 @@ impl Store {
             let minute = floor(at, MINUTE_MS);
             if current != Some(minute) {
                 if let Some(previous) = current {
-                    emit(w, batch, previous, std::mem::take(&mut merged));
+                    emit(w, previous, std::mem::take(&mut merged));
                 }
                 current = Some(minute);
             }
@@ -631,7 +679,7 @@ impl Store {
             }
         }
         if let Some(minute) = current {
-            emit(w, batch, minute, merged);
+            emit(w, minute, merged);
         }
         Ok(())
     }
@@ -646,31 +694,20 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<(), StoreError> {
-        for series in self.series_of(&trees.minutes, num)? {
-            let mut hours: BTreeMap<u64, Stats> = BTreeMap::new();
-            let range = rollup_key(num, series, from)..rollup_key(num, series, to);
-            for item in trees.minutes.range(range) {
-                let (key, value) = item.map_err(sled_err(&self.path, "read minute rollups"))?;
-                let Some((_, _, start)) = parse_rollup_key(&key) else {
-                    self.note_corrupt(MINUTES, &key, &"malformed key");
-                    continue;
-                };
-                match self.decode_stats(MINUTES, &key, &value) {
-                    Some(stats) => hours
-                        .entry(floor(start, HOUR_MS))
-                        .or_default()
-                        .merge(&stats),
-                    None => continue,
-                }
-            }
-            for (hour, stats) in hours {
-                w.insert(
-                    batch,
-                    &rollup_key(num, series, hour),
-                    &encode(&stats.to_value()),
-                );
-                w.rollups += 1;
-            }
+        let mut hours: BTreeMap<(SeriesNum, u64), Stats> = BTreeMap::new();
+        for ((series, minute), stats) in self.minute_stats(trees, num, None, from, to)? {
+            hours
+                .entry((series, floor(minute, HOUR_MS)))
+                .or_default()
+                .merge(&stats);
+        }
+        for ((series, hour), stats) in hours {
+            w.insert(
+                batch,
+                &rollup_key(num, series, hour),
+                &encode(&stats.to_value()),
+            );
+            w.rollups += 1;
         }
         Ok(())
     }
@@ -690,6 +727,67 @@ impl Store {
             Err(error) => {
                 self.note_corrupt(tree, key, &error);
                 None
+            }
+        }
+    }
+
+    /// `num`'s minute rollups in `[from, to)`, of one series or all, decoded:
+    /// those of the minute files and memory, over what an older hopwatch
+    /// left in sled's `m1` tree (read until it expires). Damaged values and
+    /// blocks are counted and skipped.
+    pub(super) fn minute_stats(
+        &self,
+        trees: &Trees,
+        num: TargetNum,
+        only: Option<SeriesNum>,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
+        let mut found = BTreeMap::new();
+        let series = match only {
+            Some(s) => vec![s],
+            None => self.series_of(&trees.minutes, num)?,
+        };
+        for s in series {
+            for item in trees
+                .minutes
+                .range(rollup_key(num, s, from)..rollup_key(num, s, to))
+            {
+                let (key, value) = item.map_err(sled_err(&self.path, "read minute rollups"))?;
+                let Some((_, _, start)) = parse_rollup_key(&key) else {
+                    self.note_corrupt(MINUTES, &key, &"malformed key");
+                    continue;
+                };
+                if let Some(stats) = self.decode_stats(MINUTES, &key, &value) {
+                    found.insert((s, start), stats);
+                }
+            }
+        }
+        let mut damage = Vec::new();
+        let in_files = self.minutes.read(num, only, from, to, &mut damage)?;
+        for d in &damage {
+            self.note_minute_damage(d);
+        }
+        for ((s, start), value) in in_files {
+            let key = rollup_key(num, s, start);
+            if let Some(stats) = self.decode_stats(MINUTES, &key, &value) {
+                found.insert((s, start), stats);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Damage met in the minute rollups' files: a torn tail is an
+    /// interrupted append (its minutes are rebuilt from the rounds), the
+    /// rest is counted with the undecodable values.
+    pub(super) fn note_minute_damage(&self, damage: &FileDamage) {
+        match damage {
+            FileDamage::TornTail { path, offset } => {
+                tracing::debug!(path = %path.display(), offset, "torn tail in a minute rollups file (an interrupted append)");
+            }
+            other => {
+                self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(damage = ?other, "skipping damaged minute rollups");
             }
         }
     }
@@ -732,6 +830,9 @@ impl Store {
         if let Some(segments) = sys::lock(&self.segments).as_mut() {
             removed += segments.remove_before(cutoff(self.config.raw_retention))? as u64;
         }
+        removed += self
+            .minutes
+            .remove_before(cutoff(self.config.minute_retention))? as u64;
         for (tree, name, before) in [
             (&trees.raw, RAW, cutoff(self.config.raw_retention)),
             (&trees.events, EVENTS, cutoff(self.config.event_retention)),
@@ -789,20 +890,20 @@ impl Store {
 }
 
 /// Rolls up `rounds` of target `num` (oldest first) into minute buckets, one
-/// rollup per series and minute that has samples.
+/// rollup per series and minute that has samples, kept in `minutes` until
+/// their section is written. Returns how many.
 fn roll_round_minutes(
-    w: &mut Writer<'_>,
-    batch: &mut Batch,
+    minutes: &MinuteRollups,
     scratch: &mut Histogram32,
     num: TargetNum,
     rounds: &[RoundRecord],
-) {
+) -> usize {
+    let mut made = 0;
     let mut accs: BTreeMap<SeriesNum, SeriesAcc> = BTreeMap::new();
-    let mut emit = |w: &mut Writer<'_>, minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
+    let mut emit = |minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
         for (series, acc) in std::mem::take(accs) {
-            let value = encode(&acc.finish(scratch).to_value());
-            w.insert(batch, &rollup_key(num, series, minute), &value);
-            w.rollups += 1;
+            minutes.insert(num, series, minute, encode(&acc.finish(scratch).to_value()));
+            made += 1;
         }
     };
     let mut current: Option<u64> = None;
@@ -810,7 +911,7 @@ fn roll_round_minutes(
         let minute = floor(round.started_at_ms, MINUTE_MS);
         if current != Some(minute) {
             if let Some(previous) = current {
-                emit(w, previous, &mut accs);
+                emit(previous, &mut accs);
             }
             current = Some(minute);
         }
@@ -825,6 +926,7 @@ fn roll_round_minutes(
         }
     }
     if let Some(minute) = current {
-        emit(w, minute, &mut accs);
+        emit(minute, &mut accs);
     }
+    made
 }

@@ -1,4 +1,4 @@
-//! The history store: the one module that owns sled and the raw rounds'
+//! The history store: the one module that owns sled and the history's
 //! files. It keeps per-target round results, 1-minute and 1-hour rollups per
 //! hop, and events, with retention, batched writes, crash recovery and
 //! full-disk tolerance.
@@ -6,11 +6,16 @@
 //! # Layout
 //! Raw rounds: one compressed chunk ([`chunk`]) per target and flush,
 //! appended to `rounds/raw-<hour>-<n>.seg`, one file per hour of the rounds'
-//! start ([`segment`]). sled trees: `meta` (schema version), `targets` (name
-//! → u32), `m1`/`h1` (one value per target, hop series and bucket), `events`,
-//! and `raw`, which holds STAMP peers' batches ([`peers`]) and the rounds an
-//! older hopwatch stored there (read beside the files until they expire).
-//! Key layouts are in [`keys`], value formats in [`codec`].
+//! start ([`segment`]). Minute rollups: the last minutes' in memory, then
+//! every ten minutes one section per hour appended to
+//! `rollups/m1-<hour>-<n>.seg`, each target's minutes packed in one
+//! compressed block found through the section's index ([`minutes`]). sled
+//! trees: `meta` (schema version), `targets` (name → u32), `h1` (one value
+//! per target, hop series and hour), `events`, `raw`, which holds STAMP
+//! peers' batches ([`peers`]) and the rounds an older hopwatch stored there,
+//! and `m1`, the minute rollups an older hopwatch stored (both read beside
+//! the files until they expire). Key layouts are in [`keys`], value formats
+//! in [`codec`].
 //!
 //! # Writes and flash wear
 //! [`Store::record_round`] and [`Store::record_event`] only encode into an
@@ -18,7 +23,8 @@
 //! after each minute closes) the flusher appends each target's new rounds as
 //! one chunk to the hour's file and syncs it, applies the rest as one
 //! `sled::Batch` per tree, derives the rollups of minutes and hours that
-//! closed, sweeps expired keys and files when due, then calls
+//! closed (minutes into memory, written as a section when ten minutes are
+//! complete), sweeps expired keys and files when due, then calls
 //! `sled::Db::flush` (one fsync). Measured (docs/benchmarks.md, "Where the
 //! history goes"): one sled value per round wrote 51–60 MiB per 10-hop target
 //! and day at 100 targets; a minute's chunk appended to a file writes each
@@ -33,14 +39,15 @@
 //! wrote them, a few seconds' worth with minute flushes) and hours from
 //! minute rollups, keyed deterministically, and a minute or hour is only
 //! marked done in memory after the flush that wrote it succeeded. On open
-//! the done-marks are rebuilt from the last rollup on disk and the rounds
-//! after them read back from the files, so a rollup lost to `kill -9` is
-//! simply computed again (raw rounds are kept 48 h, far longer than a rollup
-//! stays open). A round that arrives after its minute was rolled up marks
-//! that minute (and its hour) for recomputation from the files; since that
-//! mark lives in memory, the open rolls the last rolled-up minute (and its
-//! hour) up again, so late rounds written just before a crash are never left
-//! uncounted. A new target's number is synced to sled before any of its
+//! the done-marks are rebuilt from the newest minute section (or, in a
+//! store an older hopwatch wrote, the last rollup in sled) and the rounds
+//! after them read back from the files, so the minutes in memory lost to
+//! `kill -9` are simply computed again (raw rounds are kept 48 h, far longer
+//! than a minute waits in memory). A round that arrives after its minute was
+//! rolled up marks that minute (and its hour) for recomputation from the
+//! files, written at once; since that mark lives in memory, the open rolls
+//! the ten minutes before the newest round (and their hour) up again, so
+//! late rounds written just before a crash are never left uncounted. A new target's number is synced to sled before any of its
 //! rounds is appended: a file's record names its target by that number.
 //!
 //! # Full disk
@@ -64,6 +71,7 @@ pub mod error;
 pub mod export;
 mod flush;
 pub mod keys;
+pub mod minutes;
 pub mod peers;
 pub mod query;
 pub mod rawlog;
@@ -87,6 +95,7 @@ use buffer::{Entry, WriteBuffer};
 use codec::{encode, EventV1, RawRoundV1};
 use flush::FlushState;
 use keys::{event_key, raw_key, TargetNum};
+use minutes::MinuteRollups;
 use schema::{TargetMap, Trees};
 use segment::Segments;
 
@@ -99,12 +108,15 @@ pub use rawlog::{RawLog, RawLogError};
 /// The directory, inside the store's, of the raw rounds' hourly files.
 pub const ROUNDS_DIR: &str = "rounds";
 
+/// The directory, inside the store's, of the minute rollups' hourly files.
+pub const ROLLUPS_DIR: &str = "rollups";
+
 /// Whether `name` in the state directory is one of the history store's
 /// files: those sled 0.34 keeps in a database directory (`conf`, `db`,
-/// `blobs/`, `snap.*`) and the rounds' directory beside them. The state
-/// directory also holds the outbox and perhaps the raw log.
+/// `blobs/`, `snap.*`) and the rounds' and rollups' directories beside them.
+/// The state directory also holds the outbox and perhaps the raw log.
 pub fn is_store_file(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs" | ROUNDS_DIR) || name.starts_with("snap.")
+    matches!(name, "conf" | "db" | "blobs" | ROUNDS_DIR | ROLLUPS_DIR) || name.starts_with("snap.")
 }
 pub const MINUTE_MS: u64 = 60_000;
 pub const HOUR_MS: u64 = 3_600_000;
@@ -253,6 +265,9 @@ pub struct Store {
     rounds_dir: PathBuf,
     /// The appender of those files; `None` for a disabled store.
     segments: Mutex<Option<Segments>>,
+    /// The minute rollups: the last minutes' in memory, then hourly files
+    /// ([`ROLLUPS_DIR`]).
+    minutes: MinuteRollups,
     event_seq: AtomicU32,
     counters: Counters,
     health: Mutex<HealthState>,
@@ -284,7 +299,8 @@ impl Store {
         let targets = TargetMap::load(&path, &trees.targets)?;
         let rounds_dir = path.join(ROUNDS_DIR);
         let segments = Segments::open(&rounds_dir)?;
-        let state = FlushState::load(&path, &trees, &targets, &segments)?;
+        let minutes = MinuteRollups::open(&path.join(ROLLUPS_DIR))?;
+        let state = FlushState::load(&path, &trees, &targets, &segments, &minutes)?;
         // Event keys carry a per-process sequence; starting it from the clock
         // keeps a restarted process from reusing (time, sequence) pairs.
         let seq_seed = SystemTime::now()
@@ -299,6 +315,7 @@ impl Store {
             flush: Mutex::new(state),
             rounds_dir,
             segments: Mutex::new(Some(segments)),
+            minutes,
             event_seq: AtomicU32::new(seq_seed),
             counters: Counters::default(),
             health: Mutex::new(HealthState::default()),
@@ -333,6 +350,7 @@ impl Store {
             flush: Mutex::new(FlushState::default()),
             rounds_dir: path.as_ref().join(ROUNDS_DIR),
             segments: Mutex::new(None),
+            minutes: MinuteRollups::reader(&path.as_ref().join(ROLLUPS_DIR)),
             event_seq: AtomicU32::new(0),
             counters: Counters::default(),
             health: Mutex::new(health),
@@ -551,7 +569,8 @@ impl Store {
         }
     }
 
-    /// Bytes the store's files take on disk now: sled's and the rounds'.
+    /// Bytes the store's files take on disk now: sled's, the rounds' and the
+    /// minute rollups'.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         let sled = self
             .trees()?
@@ -562,7 +581,7 @@ impl Store {
                 op: "measure size on disk",
                 source,
             })?;
-        Ok(sled + Segments::reader(&self.rounds_dir).size()?)
+        Ok(sled + Segments::reader(&self.rounds_dir).size()? + self.minutes.size()?)
     }
 
     /// Starts a thread that flushes every `flush_interval` and once more when

@@ -28,7 +28,7 @@ use crate::store::keys::{
 };
 use crate::store::query::{Point, Resolution};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
-use crate::store::schema::{HOURS, MINUTES, RAW};
+use crate::store::schema::{HOURS, RAW};
 use crate::store::Store;
 use crate::sys;
 
@@ -233,12 +233,19 @@ impl Store {
                         }
                     }
                 }
-                Resolution::Minute | Resolution::Hour => {
-                    let (tree, name) = if resolution == Resolution::Minute {
-                        (&trees.minutes, MINUTES)
-                    } else {
-                        (&trees.hours, HOURS)
-                    };
+                Resolution::Minute => {
+                    let start = from_ms - from_ms % resolution.interval_ms();
+                    for series in PeerSeries::ALL {
+                        let found =
+                            self.minute_stats(&trees, num, Some(series.num()), start, to_ms)?;
+                        for ((_, at), stats) in found {
+                            points[series.index()].push(stats.to_point(at));
+                            totals[series.index()].merge(&stats);
+                        }
+                    }
+                }
+                Resolution::Hour => {
+                    let (tree, name) = (&trees.hours, HOURS);
                     let start = from_ms - from_ms % resolution.interval_ms();
                     for series in PeerSeries::ALL {
                         let s = series.num();

@@ -22,7 +22,7 @@ use crate::store::keys::{
     TargetNum,
 };
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
-use crate::store::schema::{Trees, EVENTS, HOURS, MINUTES, RAW};
+use crate::store::schema::{Trees, EVENTS, HOURS, RAW};
 use crate::store::segment::{sort_rounds, Segments};
 use crate::store::{Store, StoredEvent, HOUR_MS, MINUTE_MS};
 use crate::sys;
@@ -261,12 +261,18 @@ impl Store {
                 }
                 series.total = total.finish(&mut scratch_histogram()).to_point(from_ms);
             }
-            Resolution::Minute | Resolution::Hour => {
-                let (tree, name) = if resolution == Resolution::Minute {
-                    (&trees.minutes, MINUTES)
-                } else {
-                    (&trees.hours, HOURS)
-                };
+            Resolution::Minute => {
+                let start = from_ms - from_ms % MINUTE_MS;
+                let s = SeriesNum::of(hop);
+                let mut total = Stats::default();
+                for ((_, at), stats) in self.minute_stats(&trees, num, Some(s), start, to_ms)? {
+                    series.points.push(stats.to_point(at));
+                    total.merge(&stats);
+                }
+                series.total = total.to_point(from_ms);
+            }
+            Resolution::Hour => {
+                let (tree, name) = (&trees.hours, HOURS);
                 let start = from_ms - from_ms % resolution.interval_ms();
                 let s = SeriesNum::of(hop);
                 let mut total = Stats::default();

@@ -364,6 +364,24 @@ impl Segments {
         Ok(read)
     }
 
+    /// The start of the newest round in the files (of any target), from the
+    /// record headers of the newest hour's files.
+    pub fn newest_start(&self) -> Result<Option<u64>, SegmentError> {
+        let files = self.files()?;
+        let Some(&(newest_hour, _)) = files.last() else {
+            return Ok(None);
+        };
+        let mut newest = None;
+        let mut damage = Vec::new();
+        for (_, path) in files.iter().filter(|(h, _)| *h == newest_hour) {
+            self.scan_file(path, &mut damage, |_, header, _| {
+                newest = newest.max(Some(header.last_ms));
+                None
+            })?;
+        }
+        Ok(newest)
+    }
+
     /// The newest round of `target`, reading files newest first until one
     /// holds a round of it.
     pub fn last_round(

@@ -430,9 +430,20 @@ fn rollups_lost_in_a_crash_are_recomputed_on_open() {
         assert_eq!((m.points.len(), h.points.len()), (120, 2));
         (m, h)
     };
-    // What a crash between the raw batch and the rollup batches leaves: the
-    // last 30 minutes and the second hour have no rollups.
+    // What a crash before the second hour's minutes reached their file and
+    // its hour rollup reached sled leaves: neither.
     {
+        let rollups = dir.path().join(super::ROLLUPS_DIR);
+        let mut second_hour = 0;
+        for entry in std::fs::read_dir(&rollups).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name.starts_with(&format!("m1-{:013}-", T0 + HOUR_MS)) {
+                std::fs::remove_file(&path).unwrap();
+                second_hour += 1;
+            }
+        }
+        assert_eq!(second_hour, 1, "the second hour's minute file");
         let db = schema::open_waiting_for_lock(&schema::sled_config(dir.path(), 1 << 20)).unwrap();
         let num = TargetNum(u32::from_be_bytes(
             db.open_tree(schema::TARGETS)
@@ -444,18 +455,8 @@ fn rollups_lost_in_a_crash_are_recomputed_on_open() {
                 .try_into()
                 .unwrap(),
         ));
-        let m1 = db.open_tree(schema::MINUTES).unwrap();
         let h1 = db.open_tree(schema::HOURS).unwrap();
         for s in 0..=10u8 {
-            for key in m1
-                .range(rollup_key(num, SeriesNum(s), T0 + 90 * MINUTE_MS)..)
-                .keys()
-            {
-                let key = key.unwrap();
-                if key[4] == s {
-                    m1.remove(key).unwrap();
-                }
-            }
             h1.remove(rollup_key(num, SeriesNum(s), T0 + HOUR_MS))
                 .unwrap();
         }
@@ -519,7 +520,8 @@ fn retention_sweeps_delete_only_expired_keys() {
         ),
         (7_200, 180, 3)
     );
-    // Minute rollups are kept 30 days.
+    // Minute rollups are kept 30 days, by whole hours of files too: the
+    // first hour's minutes are gone, the second hour's kept.
     store.flush_at(T0 + 30 * day + 90 * MINUTE_MS).unwrap();
     assert_eq!(
         (
@@ -527,7 +529,7 @@ fn retention_sweeps_delete_only_expired_keys() {
             count(Resolution::Minute),
             count(Resolution::Hour)
         ),
-        (0, 90, 3)
+        (0, 120, 3)
     );
     assert_eq!(store.events(&a, 0, u64::MAX).unwrap(), vec![event]);
     // Events are kept 90 days, hour rollups 365.
@@ -537,8 +539,9 @@ fn retention_sweeps_delete_only_expired_keys() {
     assert_eq!((count(Resolution::Minute), count(Resolution::Hour)), (0, 1));
     assert_eq!(
         store.metrics().swept_keys_total,
-        // Three hours' files of rounds, then rollups and the event.
-        3 + 180 * 11 + 1 + 2 * 11
+        // Three hours' files of rounds, three of minute rollups, the event
+        // and the hour rollups.
+        3 + 3 + 1 + 2 * 11
     );
     // A sweep is not due again within the sweep interval.
     assert_eq!(
@@ -784,4 +787,117 @@ fn recent_rounds_of_many_targets_come_from_one_read_each_from_its_start() {
     assert_eq!(seqs("a"), (60..120).collect::<Vec<_>>());
     assert_eq!(seqs("b"), (90..120).collect::<Vec<_>>());
     assert!(!found.contains_key(&id("never-seen")));
+}
+
+#[test]
+fn minutes_not_yet_in_a_section_come_back_from_the_rounds_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = id("a");
+    let now = T0 + 25 * MINUTE_MS + 10_000;
+    let before = {
+        let store = open(dir.path());
+        write_rounds(&store, "a", 25 * 60);
+        store.flush_at(now).unwrap();
+        assert!(
+            store.minutes.pending() > 0,
+            "minutes after the last ten-minute boundary wait in memory"
+        );
+        let files: Vec<_> = std::fs::read_dir(dir.path().join(super::ROLLUPS_DIR))
+            .unwrap()
+            .collect();
+        assert_eq!(files.len(), 1, "one section file for the hour");
+        store
+            .series(&a, Hop::Ttl(3), T0, now, Resolution::Minute)
+            .unwrap()
+    };
+    assert_eq!(before.points.len(), 24, "minutes 0..24 closed");
+    // The store was dropped without writing its memory: reopening rolls the
+    // minutes since the last section up again from the rounds' files.
+    let store = Store::open_at(dir.path(), StoreConfig::default(), now).unwrap();
+    let after = store
+        .series(&a, Hop::Ttl(3), T0, now, Resolution::Minute)
+        .unwrap();
+    assert_eq!(after, before);
+}
+
+/// A store an older hopwatch wrote keeps its minute rollups in sled's `m1`
+/// tree (one value per target, series and minute): they are read beside the
+/// minute files, and the hours after the upgrade roll up from the files.
+#[test]
+fn minute_rollups_an_older_hopwatch_kept_in_sled_are_read_with_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let old_minute = |m: u64| {
+        let mut acc = crate::store::rollup::SeriesAcc::default();
+        for i in 0..60 {
+            acc.push(Some(4_000_000 + m * 1_000 + i));
+        }
+        acc.finish(&mut crate::store::rollup::scratch_histogram())
+    };
+    {
+        let db = schema::open_waiting_for_lock(&schema::sled_config(dir.path(), 1 << 20)).unwrap();
+        db.open_tree(schema::TARGETS)
+            .unwrap()
+            .insert("old", &TargetNum(7).to_bytes())
+            .unwrap();
+        let m1 = db.open_tree(schema::MINUTES).unwrap();
+        let h1 = db.open_tree(schema::HOURS).unwrap();
+        let mut hour = crate::store::rollup::Stats::default();
+        for m in 0..60 {
+            let stats = old_minute(m);
+            hour.merge(&stats);
+            m1.insert(
+                rollup_key(TargetNum(7), SeriesNum(4), T0 + m * MINUTE_MS),
+                codec::encode(&stats.to_value()),
+            )
+            .unwrap();
+        }
+        h1.insert(
+            rollup_key(TargetNum(7), SeriesNum(4), T0),
+            codec::encode(&hour.to_value()),
+        )
+        .unwrap();
+        db.flush().unwrap();
+    }
+    let old = id("old");
+    let store = Store::open_at(dir.path(), StoreConfig::default(), T0 + HOUR_MS).unwrap();
+    for s in 0..3600 {
+        store
+            .record_round(&round("old", s, T0 + HOUR_MS + s * 1_000))
+            .unwrap();
+    }
+    let now = T0 + 2 * HOUR_MS + MINUTE_MS;
+    store.flush_at(now).unwrap();
+    let minutes = store
+        .series(&old, Hop::Ttl(4), T0, now, Resolution::Minute)
+        .unwrap();
+    assert_eq!(
+        minutes.points.len(),
+        120,
+        "an hour from sled, an hour from files"
+    );
+    assert_eq!(
+        minutes.points[7],
+        old_minute(7).to_point(T0 + 7 * MINUTE_MS)
+    );
+    let raw = store
+        .series(&old, Hop::Ttl(4), T0 + HOUR_MS, now, Resolution::Raw)
+        .unwrap();
+    let new_minutes = store
+        .series(&old, Hop::Ttl(4), T0 + HOUR_MS, now, Resolution::Minute)
+        .unwrap();
+    check_rollups_against_raw(&new_minutes, &raw);
+    let hours = store
+        .series(&old, Hop::Ttl(4), T0, now, Resolution::Hour)
+        .unwrap();
+    assert_eq!(hours.points.len(), 2);
+    assert_eq!(hours.points[0].sent, 3600);
+    assert_eq!(
+        hours.points[1].sent, 3600,
+        "the new hour rolled up from the files"
+    );
+    assert!(
+        dir.path().join(ROLLUPS_DIR).read_dir().unwrap().count() > 0,
+        "the new minutes went to files"
+    );
 }

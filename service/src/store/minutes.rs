@@ -1,0 +1,835 @@
+//! Minute rollups outside sled (issue 15, step 2): the rollups of the last
+//! few minutes in memory, then every ten minutes one section per hour file
+//! holding every target's minutes, each target's packed and compressed.
+//!
+//! # Why
+//! One sled value per target, series and minute was most of what the store
+//! still wrote after the raw rounds moved to files: 5.5–7.8 MiB per 10-hop
+//! target and day, because every flush touched a page per target
+//! (docs/benchmarks.md, "The store with raw rounds in files"). A section
+//! written every [`SECTION_MS`] is appended once and read by seeking to the
+//! target's block, so a week of minutes for one target is ~170 small reads.
+//!
+//! # What a crash costs
+//! Nothing that is not rebuilt: the minutes in memory are recomputed at open
+//! from the raw rounds' files (kept for days, far longer than a section), so
+//! sections are synced only so that a power cut cannot leave a section
+//! claiming more than the disk holds.
+//!
+//! # Files
+//! `m1-<hour start, Unix ms>-<n>.seg`: the minute rollups of minutes in that
+//! hour. As with the raw files, a process never appends to a file an earlier
+//! one wrote (`n` counts up), and a failed append moves on to a new file, so
+//! torn bytes only ever end a file. A later section (or file) of the same
+//! hour replaces an earlier one's value for the same target, series and
+//! minute: that is how a minute recomputed for late rounds is stored.
+//!
+//! # Sections
+//! `MAGIC (4) | crc32 (4) | section length (4) | targets (4) | until ms (8)`,
+//! then per target `target (4) | block offset from the section's start (4)
+//! | block length (4) | block crc32 (4)`, sorted by target, then the blocks.
+//! The header CRC covers the header after itself and the index. A block is
+//! zstd of `series (1) | minute of the hour (1) | length (2) | value`
+//! entries, the value being a rollup as sled held it (`codec::RollupV1`), so
+//! reading code is shared. Integers big-endian. `until` says every minute
+//! before it was rolled up when the section was written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::keys::{SeriesNum, TargetNum};
+use crate::sys;
+
+/// How many minutes of rollups wait in memory before they are written: a
+/// longer section costs memory (about 150 bytes per series and minute), a
+/// shorter one more reads per hour queried and more, smaller writes.
+pub const SECTION_MS: u64 = 10 * MINUTE_MS;
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
+const MAGIC: [u8; 4] = *b"hwM1";
+const HEADER_LEN: usize = 4 + 4 + 4 + 4 + 8;
+const INDEX_ENTRY_LEN: usize = 16;
+/// zstd's level for blocks: a section is written once and read rarely.
+const ZSTD_LEVEL: i32 = 3;
+/// Far above a section of any real store (10 minutes of 1,000 30-hop
+/// targets is about 5 MiB), so a damaged length cannot claim gigabytes.
+const MAX_SECTION_BYTES: u32 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MinuteFileError {
+    #[error("cannot create the minute rollups' directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot list the minute rollups' directory {path}: {source}")]
+    List {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write minute rollups file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read minute rollups file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot delete expired minute rollups file {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What is wrong in a file: the sections before it were read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileDamage {
+    /// A section cut short at the file's end: a crash during an append.
+    TornTail { path: PathBuf, offset: u64 },
+    /// A section whose header or index does not match its CRC; the rest of
+    /// the file is not read (its length cannot be trusted).
+    BadSection { path: PathBuf, offset: u64 },
+    /// One target's block whose CRC or contents are wrong.
+    BadBlock {
+        path: PathBuf,
+        offset: u64,
+        target: TargetNum,
+    },
+}
+
+/// One minute rollup: series, minute start, and the encoded value.
+pub type Entry = (SeriesNum, u64, Vec<u8>);
+
+/// The minute rollups of a store: those in memory and the files.
+pub struct MinuteRollups {
+    dir: PathBuf,
+    /// Rollups not in a file yet, by target, series and minute.
+    open: Mutex<BTreeMap<(TargetNum, SeriesNum, u64), Vec<u8>>>,
+    /// The file this process appends to, per hour.
+    files: Mutex<BTreeMap<u64, (File, PathBuf)>>,
+    /// The newest `until` in the files: minutes before it count as rolled
+    /// up when the store opens, so a minute recomputed before it (late
+    /// rounds, or a clock that went back) must reach a file at once.
+    claimed_until: Mutex<Option<u64>>,
+}
+
+/// Files kept open for appending: the hour written last and the one before.
+const OPEN_FILES: usize = 2;
+
+fn file_name(hour_ms: u64, n: u32) -> String {
+    format!("m1-{hour_ms:013}-{n:03}.seg")
+}
+
+fn parse_file_name(name: &str) -> Option<(u64, u32)> {
+    let rest = name.strip_prefix("m1-")?.strip_suffix(".seg")?;
+    let (hour, n) = rest.split_once('-')?;
+    Some((hour.parse().ok()?, n.parse().ok()?))
+}
+
+fn floor(at_ms: u64, unit: u64) -> u64 {
+    at_ms - at_ms % unit
+}
+
+/// A section's parsed header and index.
+struct Section {
+    len: u32,
+    until_ms: u64,
+    /// `(target, block offset, block length, block crc)`, by target.
+    index: Vec<(TargetNum, u32, u32, u32)>,
+}
+
+impl MinuteRollups {
+    /// Opens (creating) the directory; nothing is read until asked.
+    pub fn open(dir: &Path) -> Result<MinuteRollups, MinuteFileError> {
+        fs::create_dir_all(dir).map_err(|source| MinuteFileError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let rollups = MinuteRollups::reader(dir);
+        *sys::lock(&rollups.claimed_until) = rollups.written_until()?;
+        Ok(rollups)
+    }
+
+    /// The directory without creating it: for a disabled store and tools.
+    pub fn reader(dir: &Path) -> MinuteRollups {
+        MinuteRollups {
+            dir: dir.to_path_buf(),
+            open: Mutex::new(BTreeMap::new()),
+            files: Mutex::new(BTreeMap::new()),
+            claimed_until: Mutex::new(None),
+        }
+    }
+
+    /// The end of the newest section in the files when the store opened,
+    /// or since: every minute before it had been rolled up when written.
+    pub fn claimed_until(&self) -> Option<u64> {
+        *sys::lock(&self.claimed_until)
+    }
+
+    /// Keeps a minute's rollup in memory until the next section is written.
+    pub fn insert(&self, target: TargetNum, series: SeriesNum, minute_ms: u64, value: Vec<u8>) {
+        sys::lock(&self.open).insert((target, series, minute_ms), value);
+    }
+
+    /// How many rollups wait in memory.
+    pub fn pending(&self) -> usize {
+        sys::lock(&self.open).len()
+    }
+
+    /// Every file, oldest hour first (then in the order they were written).
+    pub fn files(&self) -> Result<Vec<(u64, PathBuf)>, MinuteFileError> {
+        let list_err = |source| MinuteFileError::List {
+            path: self.dir.clone(),
+            source,
+        };
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(list_err(source)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(list_err)?;
+            if let Some((hour, n)) = entry.file_name().to_str().and_then(parse_file_name) {
+                files.push((hour, n, entry.path()));
+            }
+        }
+        files.sort();
+        Ok(files.into_iter().map(|(h, _, p)| (h, p)).collect())
+    }
+
+    /// Bytes the files take.
+    pub fn size(&self) -> Result<u64, MinuteFileError> {
+        let mut total = 0;
+        for (_, path) in self.files()? {
+            total += fs::metadata(&path)
+                .map_err(|source| MinuteFileError::Read { path, source })?
+                .len();
+        }
+        Ok(total)
+    }
+
+    /// Writes the rollups in memory of minutes before `before_ms` (and of
+    /// any minute before what the files already claim) as one section per
+    /// hour, synced, then forgets them. Returns the bytes written. On an
+    /// error nothing is forgotten: the next call writes them again, to a new
+    /// file.
+    pub fn write_before(&self, before_ms: u64) -> Result<u64, MinuteFileError> {
+        let mut claimed = sys::lock(&self.claimed_until);
+        let before_ms = before_ms.max(claimed.unwrap_or(0));
+        let taken: BTreeMap<(TargetNum, SeriesNum, u64), Vec<u8>> = {
+            let open = sys::lock(&self.open);
+            open.iter()
+                .filter(|((_, _, minute), _)| *minute < before_ms)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        };
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let mut by_hour: BTreeMap<u64, BTreeMap<TargetNum, Vec<u8>>> = BTreeMap::new();
+        for (&(target, series, minute), value) in &taken {
+            let hour = floor(minute, HOUR_MS);
+            let block = by_hour.entry(hour).or_default().entry(target).or_default();
+            block.push(series.0);
+            block.push(((minute - hour) / MINUTE_MS) as u8);
+            block.extend((value.len().min(u16::MAX as usize) as u16).to_be_bytes());
+            block.extend(&value[..value.len().min(u16::MAX as usize)]);
+        }
+        let mut written = 0;
+        for (hour, blocks) in by_hour {
+            // A section speaks only for its hour: should a crash stop the
+            // writes before a later hour's section, that hour is rolled up
+            // again at open rather than taken as done.
+            let until = before_ms.min(hour + HOUR_MS);
+            let section = encode_section(&blocks, until);
+            self.append(hour, &section)?;
+            *claimed = (*claimed).max(Some(until));
+            written += section.len() as u64;
+        }
+        // Forget what was written, unless a newer value replaced it meanwhile.
+        let mut open = sys::lock(&self.open);
+        for (key, value) in taken {
+            if open.get(&key) == Some(&value) {
+                open.remove(&key);
+            }
+        }
+        Ok(written)
+    }
+
+    fn append(&self, hour: u64, section: &[u8]) -> Result<(), MinuteFileError> {
+        let mut files = sys::lock(&self.files);
+        if !files.contains_key(&hour) {
+            let file = self.create(hour)?;
+            files.insert(hour, file);
+            while files.len() > OPEN_FILES {
+                files.pop_first();
+            }
+        }
+        let Some((file, path)) = files.get_mut(&hour) else {
+            return Ok(());
+        };
+        if let Err(source) = file.write_all(section).and_then(|()| file.sync_data()) {
+            let path = path.clone();
+            files.remove(&hour);
+            return Err(MinuteFileError::Write { path, source });
+        }
+        Ok(())
+    }
+
+    fn create(&self, hour: u64) -> Result<(File, PathBuf), MinuteFileError> {
+        let next = self
+            .files()?
+            .iter()
+            .filter(|(h, _)| *h == hour)
+            .filter_map(|(_, p)| p.file_name()?.to_str().and_then(parse_file_name))
+            .map(|(_, n)| n + 1)
+            .max()
+            .unwrap_or(0);
+        let path = self.dir.join(file_name(hour, next));
+        let write_err = |source| MinuteFileError::Write {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(write_err)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err)?;
+        Ok((file, path))
+    }
+
+    /// `target`'s minute rollups in `[from_ms, to_ms)`, of every series or
+    /// of `only`: the files' values replaced by newer ones and by those in
+    /// memory, by series then minute. Damage is reported, not fatal.
+    pub fn read(
+        &self,
+        target: TargetNum,
+        only: Option<SeriesNum>,
+        from_ms: u64,
+        to_ms: u64,
+        damage: &mut Vec<FileDamage>,
+    ) -> Result<BTreeMap<(SeriesNum, u64), Vec<u8>>, MinuteFileError> {
+        let wanted = |series: SeriesNum, minute: u64| {
+            only.is_none_or(|s| s == series) && (from_ms..to_ms).contains(&minute)
+        };
+        // Memory first: a section written meanwhile is then in the files.
+        let in_memory: Vec<((SeriesNum, u64), Vec<u8>)> = {
+            let open = sys::lock(&self.open);
+            let lo = (target, SeriesNum(0), 0);
+            let hi = (target, SeriesNum(u8::MAX), u64::MAX);
+            open.range(lo..=hi)
+                .filter(|((_, s, m), _)| wanted(*s, *m))
+                .map(|((_, s, m), v)| ((*s, *m), v.clone()))
+                .collect()
+        };
+        let mut found = BTreeMap::new();
+        for (hour, path) in self.files()? {
+            if hour + HOUR_MS <= from_ms || hour >= to_ms {
+                continue;
+            }
+            read_target(&path, hour, target, damage, |series, minute, value| {
+                if wanted(series, minute) {
+                    found.insert((series, minute), value.to_vec());
+                }
+            })?;
+        }
+        found.extend(in_memory);
+        Ok(found)
+    }
+
+    /// The end of the newest section in the files: every minute before it
+    /// had been rolled up when it was written. Only the newest two hours'
+    /// files are read.
+    fn written_until(&self) -> Result<Option<u64>, MinuteFileError> {
+        let files = self.files()?;
+        let hours: BTreeSet<u64> = files.iter().rev().map(|(h, _)| *h).take(2).collect();
+        let mut until = None;
+        for (hour, path) in files {
+            if !hours.contains(&hour) {
+                continue;
+            }
+            let file = match open_for_read(&path)? {
+                Some(file) => file,
+                None => continue,
+            };
+            walk_sections(&file, &path, &mut Vec::new(), |_, section| {
+                until = until.max(Some(section.until_ms));
+                true
+            })?;
+        }
+        Ok(until)
+    }
+
+    /// Deletes the files whose hour ended at or before `cutoff_ms`.
+    pub fn remove_before(&self, cutoff_ms: u64) -> Result<usize, MinuteFileError> {
+        let mut removed = 0;
+        for (hour, path) in self.files()? {
+            if hour + HOUR_MS > cutoff_ms {
+                continue;
+            }
+            sys::lock(&self.files).remove(&hour);
+            fs::remove_file(&path).map_err(|source| MinuteFileError::Remove {
+                path: path.clone(),
+                source,
+            })?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Reads a whole file the way queries do, for `hopwatch check`: how many
+    /// sections, and the damage.
+    pub fn check_file(path: &Path) -> Result<(u64, Vec<FileDamage>), MinuteFileError> {
+        let mut damage = Vec::new();
+        let Some(file) = open_for_read(path)? else {
+            return Ok((0, damage));
+        };
+        let hour = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_file_name)
+            .map_or(0, |(h, _)| h);
+        let mut sections = 0;
+        let mut blocks = Vec::new();
+        walk_sections(&file, path, &mut damage, |at, section| {
+            sections += 1;
+            blocks.extend(section.index.iter().map(|&e| (at, e)));
+            true
+        })?;
+        for (at, (target, offset, len, crc)) in blocks {
+            let good = match read_block(&file, path, at, offset, len, crc)? {
+                Some(block) => parse_block(&block, hour, |_, _, _| {}).is_ok(),
+                None => false,
+            };
+            if !good {
+                damage.push(FileDamage::BadBlock {
+                    path: path.to_path_buf(),
+                    offset: at + offset as u64,
+                    target,
+                });
+            }
+        }
+        Ok((sections, damage))
+    }
+}
+
+fn encode_section(blocks: &BTreeMap<TargetNum, Vec<u8>>, until_ms: u64) -> Vec<u8> {
+    let compressed: Vec<(TargetNum, Vec<u8>)> = blocks
+        .iter()
+        .map(|(target, raw)| {
+            // zstd into a Vec fails only on allocation failure.
+            let z = zstd::stream::encode_all(raw.as_slice(), ZSTD_LEVEL)
+                .expect("zstd compresses into a Vec");
+            (*target, z)
+        })
+        .collect();
+    let index_len = compressed.len() * INDEX_ENTRY_LEN;
+    let total = HEADER_LEN + index_len + compressed.iter().map(|(_, z)| z.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend(MAGIC);
+    out.extend([0; 4]);
+    out.extend((total as u32).to_be_bytes());
+    out.extend((compressed.len() as u32).to_be_bytes());
+    out.extend(until_ms.to_be_bytes());
+    let mut offset = HEADER_LEN + index_len;
+    for (target, z) in &compressed {
+        out.extend(target.0.to_be_bytes());
+        out.extend((offset as u32).to_be_bytes());
+        out.extend((z.len() as u32).to_be_bytes());
+        out.extend(crc32fast::hash(z).to_be_bytes());
+        offset += z.len();
+    }
+    let crc = crc32fast::hash(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_be_bytes());
+    for (_, z) in compressed {
+        out.extend(z);
+    }
+    out
+}
+
+fn open_for_read(path: &Path) -> Result<Option<File>, MinuteFileError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        // Deleted by retention between the listing and the read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(MinuteFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Reads exactly `len` bytes at `at`; `None` if the file ends first.
+fn read_at(
+    file: &File,
+    path: &Path,
+    at: u64,
+    len: usize,
+) -> Result<Option<Vec<u8>>, MinuteFileError> {
+    let mut buf = vec![0; len];
+    match file.read_exact_at(&mut buf, at) {
+        Ok(()) => Ok(Some(buf)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(source) => Err(MinuteFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Calls `each(section start, section)` for every whole section, in order,
+/// until it returns false; stops at the first damaged one.
+fn walk_sections(
+    file: &File,
+    path: &Path,
+    damage: &mut Vec<FileDamage>,
+    mut each: impl FnMut(u64, &Section) -> bool,
+) -> Result<(), MinuteFileError> {
+    let file_len = file
+        .metadata()
+        .map_err(|source| MinuteFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    let mut at = 0u64;
+    while at < file_len {
+        let torn = || FileDamage::TornTail {
+            path: path.to_path_buf(),
+            offset: at,
+        };
+        let Some(header) = read_at(file, path, at, HEADER_LEN)? else {
+            damage.push(torn());
+            return Ok(());
+        };
+        let word = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+        let (crc, len, count) = (word(4), word(8), word(12));
+        let until_ms = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
+        let index_len = count as usize * INDEX_ENTRY_LEN;
+        if header[..4] != MAGIC
+            || len > MAX_SECTION_BYTES
+            || (len as usize) < HEADER_LEN + index_len
+        {
+            damage.push(FileDamage::BadSection {
+                path: path.to_path_buf(),
+                offset: at,
+            });
+            return Ok(());
+        }
+        if at + len as u64 > file_len {
+            damage.push(torn());
+            return Ok(());
+        }
+        let Some(index) = read_at(file, path, at + HEADER_LEN as u64, index_len)? else {
+            damage.push(torn());
+            return Ok(());
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..]);
+        hasher.update(&index);
+        if hasher.finalize() != crc {
+            damage.push(FileDamage::BadSection {
+                path: path.to_path_buf(),
+                offset: at,
+            });
+            return Ok(());
+        }
+        let section = Section {
+            len,
+            until_ms,
+            index: index
+                .chunks_exact(INDEX_ENTRY_LEN)
+                .map(|e| {
+                    let w = |i: usize| u32::from_be_bytes(e[i..i + 4].try_into().expect("4 bytes"));
+                    (TargetNum(w(0)), w(4), w(8), w(12))
+                })
+                .collect(),
+        };
+        if !each(at, &section) {
+            return Ok(());
+        }
+        at += section.len as u64;
+    }
+    Ok(())
+}
+
+/// A block's decompressed bytes, `None` if its CRC does not match.
+fn read_block(
+    file: &File,
+    path: &Path,
+    section_at: u64,
+    offset: u32,
+    len: u32,
+    crc: u32,
+) -> Result<Option<Vec<u8>>, MinuteFileError> {
+    let Some(z) = read_at(file, path, section_at + offset as u64, len as usize)? else {
+        return Ok(None);
+    };
+    if crc32fast::hash(&z) != crc {
+        return Ok(None);
+    }
+    Ok(zstd::stream::decode_all(z.as_slice()).ok())
+}
+
+/// Calls `each(series, minute start, value)` for every entry of a block.
+fn parse_block(
+    block: &[u8],
+    hour: u64,
+    mut each: impl FnMut(SeriesNum, u64, &[u8]),
+) -> Result<(), ()> {
+    let mut rest = block;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(());
+        }
+        let series = SeriesNum(rest[0]);
+        let minute = rest[1] as u64;
+        let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+        if minute >= 60 || rest.len() < 4 + len {
+            return Err(());
+        }
+        each(series, hour + minute * MINUTE_MS, &rest[4..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    Ok(())
+}
+
+/// Calls `each` for every entry of `target` in one file, sections in order.
+fn read_target(
+    path: &Path,
+    hour: u64,
+    target: TargetNum,
+    damage: &mut Vec<FileDamage>,
+    mut each: impl FnMut(SeriesNum, u64, &[u8]),
+) -> Result<(), MinuteFileError> {
+    let Some(file) = open_for_read(path)? else {
+        return Ok(());
+    };
+    let mut blocks = Vec::new();
+    walk_sections(&file, path, damage, |at, section| {
+        if let Ok(i) = section.index.binary_search_by_key(&target, |e| e.0) {
+            let (_, offset, len, crc) = section.index[i];
+            blocks.push((at, offset, len, crc));
+        }
+        true
+    })?;
+    for (at, offset, len, crc) in blocks {
+        let bad = FileDamage::BadBlock {
+            path: path.to_path_buf(),
+            offset: at + offset as u64,
+            target,
+        };
+        match read_block(&file, path, at, offset, len, crc)? {
+            Some(block) => {
+                if parse_block(&block, hour, &mut each).is_err() {
+                    damage.push(bad);
+                }
+            }
+            None => damage.push(bad),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS;
+
+    fn value(n: u64) -> Vec<u8> {
+        format!("rollup {n}").into_bytes()
+    }
+
+    fn fill(m: &MinuteRollups, targets: u32, minutes: u64) {
+        for t in 0..targets {
+            for minute in 0..minutes {
+                for s in 0..3u8 {
+                    let at = T0 + minute * MINUTE_MS;
+                    m.insert(
+                        TargetNum(t),
+                        SeriesNum(s),
+                        at,
+                        value(at + t as u64 * 7 + s as u64),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rollups_read_back_from_memory_and_from_sections_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MinuteRollups::open(dir.path()).unwrap();
+        fill(&m, 5, 25);
+        let mut damage = Vec::new();
+        let before = m
+            .read(TargetNum(3), None, T0, T0 + HOUR_MS, &mut damage)
+            .unwrap();
+        assert_eq!(before.len(), 75);
+        assert!(m.write_before(T0 + 20 * MINUTE_MS).unwrap() > 0);
+        assert_eq!(
+            m.pending(),
+            5 * 3 * 5,
+            "the last five minutes stay in memory"
+        );
+        let after = m
+            .read(TargetNum(3), None, T0, T0 + HOUR_MS, &mut damage)
+            .unwrap();
+        assert_eq!(before, after);
+        let one = m
+            .read(
+                TargetNum(3),
+                Some(SeriesNum(1)),
+                T0 + 5 * MINUTE_MS,
+                T0 + 7 * MINUTE_MS,
+                &mut damage,
+            )
+            .unwrap();
+        let keys: Vec<_> = one.keys().copied().collect();
+        assert_eq!(
+            keys,
+            vec![
+                (SeriesNum(1), T0 + 5 * MINUTE_MS),
+                (SeriesNum(1), T0 + 6 * MINUTE_MS)
+            ]
+        );
+        assert!(damage.is_empty(), "{damage:?}");
+        assert_eq!(m.written_until().unwrap(), Some(T0 + 20 * MINUTE_MS));
+        // Another process (a reader of the same directory) sees the files.
+        let other = MinuteRollups::reader(dir.path());
+        let from_files = other
+            .read(TargetNum(3), None, T0, T0 + 20 * MINUTE_MS, &mut damage)
+            .unwrap();
+        assert_eq!(from_files.len(), 60);
+    }
+
+    #[test]
+    fn a_later_section_replaces_a_recomputed_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MinuteRollups::open(dir.path()).unwrap();
+        fill(&m, 2, 10);
+        m.write_before(T0 + 10 * MINUTE_MS).unwrap();
+        m.insert(
+            TargetNum(1),
+            SeriesNum(2),
+            T0 + 4 * MINUTE_MS,
+            b"late".to_vec(),
+        );
+        m.write_before(T0 + 10 * MINUTE_MS).unwrap();
+        let reopened = MinuteRollups::open(dir.path()).unwrap();
+        let mut damage = Vec::new();
+        let found = reopened
+            .read(
+                TargetNum(1),
+                Some(SeriesNum(2)),
+                T0,
+                T0 + HOUR_MS,
+                &mut damage,
+            )
+            .unwrap();
+        assert_eq!(found[&(SeriesNum(2), T0 + 4 * MINUTE_MS)], b"late".to_vec());
+        assert_eq!(
+            found[&(SeriesNum(2), T0 + 3 * MINUTE_MS)],
+            value(T0 + 3 * MINUTE_MS + 7 + 2)
+        );
+        assert!(damage.is_empty());
+    }
+
+    #[test]
+    fn a_torn_section_costs_only_itself_and_a_damaged_block_only_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MinuteRollups::open(dir.path()).unwrap();
+        fill(&m, 3, 20);
+        m.write_before(T0 + 10 * MINUTE_MS).unwrap();
+        m.write_before(T0 + 20 * MINUTE_MS).unwrap();
+        let (_, path) = m.files().unwrap().pop().unwrap();
+        let bytes = fs::read(&path).unwrap();
+        // Cut the second section in half: a power cut during its append.
+        let first_len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        let cut = first_len + (bytes.len() - first_len) / 2;
+        fs::write(&path, &bytes[..cut]).unwrap();
+        let mut damage = Vec::new();
+        let found = MinuteRollups::reader(dir.path())
+            .read(TargetNum(0), None, T0, T0 + HOUR_MS, &mut damage)
+            .unwrap();
+        assert_eq!(found.len(), 30, "the first section's ten minutes");
+        assert!(
+            matches!(damage.as_slice(), [FileDamage::TornTail { .. }]),
+            "{damage:?}"
+        );
+        // Flip a byte in target 1's block of the first section.
+        let mut bytes = bytes[..first_len].to_vec();
+        let entry = HEADER_LEN + INDEX_ENTRY_LEN;
+        let offset = u32::from_be_bytes(bytes[entry + 4..entry + 8].try_into().unwrap()) as usize;
+        bytes[offset + 3] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let reader = MinuteRollups::reader(dir.path());
+        let mut damage = Vec::new();
+        assert!(reader
+            .read(TargetNum(1), None, T0, T0 + HOUR_MS, &mut damage)
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            damage.as_slice(),
+            [FileDamage::BadBlock {
+                target: TargetNum(1),
+                ..
+            }]
+        ));
+        let mut damage = Vec::new();
+        assert_eq!(
+            reader
+                .read(TargetNum(2), None, T0, T0 + HOUR_MS, &mut damage)
+                .unwrap()
+                .len(),
+            30
+        );
+        assert!(damage.is_empty());
+        let (sections, damage) = MinuteRollups::check_file(&path).unwrap();
+        assert_eq!(sections, 1);
+        assert_eq!(damage.len(), 1);
+    }
+
+    #[test]
+    fn a_section_across_an_hour_goes_to_each_hours_file_and_retention_deletes_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MinuteRollups::open(dir.path()).unwrap();
+        for minute in 55..65u64 {
+            m.insert(
+                TargetNum(0),
+                SeriesNum(0),
+                T0 + minute * MINUTE_MS,
+                value(minute),
+            );
+        }
+        m.write_before(T0 + 65 * MINUTE_MS).unwrap();
+        let hours: Vec<u64> = m.files().unwrap().iter().map(|(h, _)| *h).collect();
+        assert_eq!(hours, vec![T0, T0 + HOUR_MS]);
+        let mut damage = Vec::new();
+        assert_eq!(
+            m.read(TargetNum(0), None, T0, T0 + 2 * HOUR_MS, &mut damage)
+                .unwrap()
+                .len(),
+            10
+        );
+        assert_eq!(m.remove_before(T0 + HOUR_MS).unwrap(), 1);
+        assert_eq!(
+            m.read(TargetNum(0), None, T0, T0 + 2 * HOUR_MS, &mut damage)
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+}
