@@ -54,7 +54,7 @@ const MAGIC: [u8; 4] = *b"hwM1";
 const HEADER_LEN: usize = 4 + 4 + 4 + 4 + 8;
 const INDEX_ENTRY_LEN: usize = 16;
 /// zstd's level for blocks: a section is written once and read rarely.
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 9;
 /// Far above a section of any real store (10 minutes of 1,000 30-hop
 /// targets is about 5 MiB), so a damaged length cannot claim gigabytes.
 const MAX_SECTION_BYTES: u32 = 256 << 20;
