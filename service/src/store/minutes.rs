@@ -266,15 +266,18 @@ impl MinuteRollups {
 
     fn append(&self, hour: u64, section: &[u8]) -> Result<(), MinuteFileError> {
         let mut files = sys::lock(&self.files);
-        if !files.contains_key(&hour) {
-            let file = self.create(hour)?;
-            files.insert(hour, file);
-            while files.len() > OPEN_FILES {
-                files.pop_first();
-            }
+        if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(hour) {
+            slot.insert(self.create(hour)?);
+        }
+        // Close the oldest other hour's file: never the one written now.
+        while files.len() > OPEN_FILES {
+            let Some(&oldest) = files.keys().find(|&&h| h != hour) else {
+                break;
+            };
+            files.remove(&oldest);
         }
         let Some((file, path)) = files.get_mut(&hour) else {
-            return Ok(());
+            unreachable!("the hour's file was opened above");
         };
         if let Err(source) = file.write_all(section).and_then(|()| file.sync_data()) {
             let path = path.clone();

@@ -256,12 +256,17 @@ impl Segments {
             if !self.open.contains_key(&hour) {
                 let file = self.create(hour)?;
                 self.open.insert(hour, file);
-                while self.open.len() > OPEN_FILES {
-                    self.open.pop_first();
-                }
+            }
+            // Close the oldest other hour's file: never the one written now
+            // (a late round's old hour would otherwise be skipped).
+            while self.open.len() > OPEN_FILES {
+                let Some(&oldest) = self.open.keys().find(|&&h| h != hour) else {
+                    break;
+                };
+                self.open.remove(&oldest);
             }
             let Some((file, path)) = self.open.get_mut(&hour) else {
-                continue;
+                unreachable!("the hour's file was opened above");
             };
             if let Err(source) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
                 // A full disk may have taken part of the write: the retry goes
@@ -365,21 +370,25 @@ impl Segments {
     }
 
     /// The start of the newest round in the files (of any target), from the
-    /// record headers of the newest hour's files.
+    /// record headers, reading hours newest first until one holds a whole
+    /// record (a crash can leave the newest hour's file empty or torn).
     pub fn newest_start(&self) -> Result<Option<u64>, SegmentError> {
         let files = self.files()?;
-        let Some(&(newest_hour, _)) = files.last() else {
-            return Ok(None);
-        };
-        let mut newest = None;
+        let hours: BTreeSet<u64> = files.iter().map(|(h, _)| *h).collect();
         let mut damage = Vec::new();
-        for (_, path) in files.iter().filter(|(h, _)| *h == newest_hour) {
-            self.scan_file(path, &mut damage, |_, header, _| {
-                newest = newest.max(Some(header.last_ms));
-                None
-            })?;
+        for hour in hours.into_iter().rev() {
+            let mut newest = None;
+            for (_, path) in files.iter().filter(|(h, _)| *h == hour) {
+                self.scan_file(path, &mut damage, |_, header, _| {
+                    newest = newest.max(Some(header.last_ms));
+                    None
+                })?;
+            }
+            if newest.is_some() {
+                return Ok(newest);
+            }
         }
-        Ok(newest)
+        Ok(None)
     }
 
     /// The newest round of `target`, reading files newest first until one
@@ -753,6 +762,35 @@ mod tests {
                 rounds: &more,
             }])
             .unwrap();
+    }
+
+    #[test]
+    fn a_late_round_of_an_old_hour_is_written_while_newer_hours_are_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        for hour in 0..4u64 {
+            let these = rounds(&id("a"), hour * 3_600, 10);
+            segments
+                .append(&[Pending {
+                    target: TargetNum(1),
+                    rounds: &these,
+                }])
+                .unwrap();
+        }
+        // Hour 0's file was closed for the newer three; a late round of it
+        // goes to a new file of hour 0, not nowhere.
+        let late = rounds(&id("a"), 100, 1);
+        let written = segments
+            .append(&[Pending {
+                target: TargetNum(1),
+                rounds: &late,
+            }])
+            .unwrap();
+        assert!(written > 0);
+        let first = segments
+            .read(TargetNum(1), &id("a"), T0, T0 + HOUR_MS)
+            .unwrap();
+        assert_eq!(seqs(&first), (0..10).chain([100]).collect::<Vec<_>>());
     }
 
     #[test]

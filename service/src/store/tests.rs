@@ -901,3 +901,59 @@ fn minute_rollups_an_older_hopwatch_kept_in_sled_are_read_with_the_files() {
         "the new minutes went to files"
     );
 }
+
+/// The crash test's story (`tests/store_crash.rs`): a writer on a clock a
+/// day behind the reopening process, killed right after an hour's last
+/// round while its next append left only an empty file for the new hour.
+/// The wall-clock reopen's minute sections claim the whole hour, so the
+/// open must look behind the empty file for the newest round and roll the
+/// minutes before it up again.
+#[test]
+fn a_clock_behind_the_claims_and_an_empty_newest_file_lose_no_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = id("a");
+    let later = T0 + 24 * HOUR_MS;
+    let mut seq = 0;
+    for end in [2675u64, 4475, 7200] {
+        {
+            let store = open(dir.path());
+            while seq < end {
+                for _ in 0..25 {
+                    store
+                        .record_round(&round("a", seq, T0 + seq * 1000))
+                        .unwrap();
+                    seq += 1;
+                }
+                store.flush_at(T0 + seq * 1000).unwrap();
+            }
+        }
+        if end == 7200 {
+            let empty = dir
+                .path()
+                .join(ROUNDS_DIR)
+                .join(format!("raw-{:013}-009.seg", T0 + 2 * HOUR_MS));
+            std::fs::write(empty, b"").unwrap();
+        }
+        let store = Store::open_at(dir.path(), StoreConfig::default(), later).unwrap();
+        let m = store
+            .series(
+                &a,
+                Hop::Destination,
+                T0,
+                T0 + seq * 1000,
+                Resolution::Minute,
+            )
+            .unwrap();
+        let wrong: Vec<u64> = (0..seq / 60)
+            .filter(|i| {
+                !m.points
+                    .iter()
+                    .any(|p| p.at_ms == T0 + i * MINUTE_MS && p.sent == 60)
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "after round {end}: minutes {wrong:?} are wrong"
+        );
+    }
+}
