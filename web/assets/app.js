@@ -3,6 +3,7 @@
 // all-hops heatmap, route history, alerts) and a peer page (a STAMP link's
 // directions, history and alerts).
 // Plain JavaScript and canvas, no libraries, nothing loaded from elsewhere.
+// The target page's world map is its own file, map.js (HopMap), loaded first.
 // Data: the JSON API under /api/v1; live updates: server-sent events read
 // with fetch (so a bearer token can be sent).
 'use strict';
@@ -1639,6 +1640,7 @@ function targetPage(root, id) {
   const eventsList = h('ul', { class: 'events', id: 'events' });
   const alertsBox = h('div', { id: 'target-alerts' });
   const incidents = incidentsPanel(id, '30d');
+  const map = HopMap.create({ css });
 
   const legend = (items) => h('div', { class: 'legend' }, items.map(([cssVar, label, alpha]) =>
     h('span', {}, h('i', { dataset: { c: cssVar, a: alpha || '' } }), label)));
@@ -1656,6 +1658,7 @@ function targetPage(root, id) {
       h('div', { class: 'table-wrap' }, hopTable),
       h('div', { class: 'legend' },
         h('span', { text: 'Rows: amber = some loss or a slow hop, red = heavy loss or the start of a finding, grey "rate-limited" = the router limits its ICMP replies (not path loss). Click a row to graph that hop.' }))),
+    map.el,
     h('section', { class: 'panel' },
       h('div', { class: 'range-bar' }, h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' }, rangeButtons, customBtn),
         customBox, h('span', { class: 'spacer' }), exportAsnLabel, exportCsv, exportJson),
@@ -2060,6 +2063,7 @@ function targetPage(root, id) {
     detail = d;
     renderHead();
     renderHops();
+    map.update(d, !!(service && service.city_database));
   }
 
   const live = stream('/api/v1/targets/' + enc + '/live', {
@@ -2080,7 +2084,7 @@ function targetPage(root, id) {
 
   return {
     refresh() { loadGraphs(); loadEvents(); incidents.load(); },
-    redraw() { if (graphs.series || graphs.map) drawGraphs(); },
+    redraw() { if (graphs.series || graphs.map) drawGraphs(); map.redraw(); },
     close() { live.close(); clearTimeout(refreshTimer); },
   };
 }
