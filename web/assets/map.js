@@ -29,6 +29,21 @@ const HopMap = (() => {
     return landPromise;
   }
 
+  /** A ring's least and greatest longitude (tenths of a degree), computed once. */
+  const extents = new WeakMap();
+  function extent(ring) {
+    let e = extents.get(ring);
+    if (!e) {
+      e = [Infinity, -Infinity];
+      for (let i = 0; i < ring.length; i += 2) {
+        e[0] = Math.min(e[0], ring[i]);
+        e[1] = Math.max(e[1], ring[i]);
+      }
+      extents.set(ring, e);
+    }
+    return e;
+  }
+
   /**
    * Where each hop is, in path order: `placed` are points (one per placed
    * responder; the first of a hop carries the path line), `unplaced` say why
@@ -111,6 +126,7 @@ const HopMap = (() => {
     row.append(wrap, side);
     const el = document.createElement('section');
     el.className = 'panel';
+    el.id = 'map-panel';
     const title = document.createElement('h2');
     title.textContent = 'Map';
     el.append(title, row, note);
@@ -170,13 +186,21 @@ const HopMap = (() => {
       if (land) {
         ctx.beginPath();
         for (const ring of land.rings) {
-          for (let i = 0; i < ring.length; i += 2) {
-            const x = X(ring[i] / 10);
-            const y = Y(ring[i + 1] / 10);
-            if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+          // Rings that cross the antimeridian reach past ±180° (see
+          // web/tools/land-110m.mjs): drawn again 360° over where that shows.
+          const [min, max] = extent(ring);
+          let drawnOnce = false;
+          for (const shift of [0, 360, -360]) {
+            if (min / 10 + shift > v.lon1 || max / 10 + shift < v.lon0) continue;
+            for (let i = 0; i < ring.length; i += 2) {
+              const x = X(ring[i] / 10 + shift);
+              const y = Y(ring[i + 1] / 10);
+              if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+            }
+            ctx.closePath();
+            drawnOnce = true;
           }
-          ctx.closePath();
-          rings++;
+          if (drawnOnce) rings++;
         }
         ctx.fillStyle = css('--map-land') || '#c9d3cc';
         ctx.fill('evenodd');
@@ -230,7 +254,7 @@ const HopMap = (() => {
       }
       // What was drawn, for people reading the DOM and for the browser test:
       // the placed hops and where (CSS pixels), the path's segments, the
-      // coastline's rings.
+      // coastline's rings in view.
       canvas.dataset.points = String(drawn.length);
       canvas.dataset.segments = String(segments);
       canvas.dataset.rings = String(rings);

@@ -9,7 +9,10 @@
 //
 // Output: {"source", "licence", "units", "rings"}: every ring of every land
 // polygon as a flat list [lon, lat, lon, lat, ...] in tenths of a degree
-// (the 110m data is coarser than that), consecutive duplicates dropped.
+// (the 110m data is coarser than that), consecutive duplicates dropped, and
+// longitudes kept continuous across the antimeridian (so a few rings reach
+// beyond ±180°; Antarctica's ring runs from -180° to 180° and closes along
+// its southern edge).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -42,7 +45,17 @@ function ring(indices) {
     points.push(...(points.length ? arc.slice(1) : arc));
   }
   const flat = [];
-  for (const [lon, lat] of points) {
+  let shift = 0;
+  let prev = null;
+  for (const [rawLon, lat] of points) {
+    // Rings that cross the antimeridian (Eurasia's Chukotka, Fiji, Wrangel
+    // Island) jump between +180 and -180: keep them continuous (longitudes
+    // beyond ±180), so no edge runs across the whole map; the page draws
+    // such rings again 360° over.
+    if (prev !== null && rawLon + shift - prev > 180) shift -= 360;
+    else if (prev !== null && rawLon + shift - prev < -180) shift += 360;
+    const lon = rawLon + shift;
+    prev = lon;
     const x = Math.round(lon * 10);
     const y = Math.round(lat * 10);
     const n = flat.length;
@@ -61,7 +74,7 @@ for (const geometry of topo.objects.land.geometries) {
 const out = {
   source: `Natural Earth 1:110m land (naturalearthdata.com, v4.1.0), from the npm package world-atlas ${pkg.version} (land-110m.json), converted by web/tools/land-110m.mjs`,
   licence: 'Natural Earth: public domain. world-atlas packaging: ISC, Copyright 2013-2019 Michael Bostock',
-  units: 'tenths of a degree; each ring is [lon, lat, lon, lat, ...]',
+  units: 'tenths of a degree; each ring is [lon, lat, lon, lat, ...], continuous across the antimeridian (longitudes may pass ±180)',
   rings,
 };
 process.stdout.write(JSON.stringify(out) + '\n');
