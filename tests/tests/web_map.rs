@@ -56,6 +56,8 @@ struct Seen {
     land_share: f64,
     /// The list beside the map: `[ttl, reason, text]`.
     unplaced: Vec<Vec<String>>,
+    /// How long the last drawing took (`data-draw-ms`), and a redraw's.
+    draw_ms: [f64; 2],
     /// Every resource the page loaded.
     resources: Vec<String>,
     console: Vec<Value>,
@@ -109,6 +111,15 @@ async fn browse(client: &Client) -> anyhow::Result<Seen> {
         let (x, y) = at.split_once(',').unwrap_or_default();
         seen.hops.push((ttl.to_owned(), x.parse()?, y.parse()?));
     }
+    let times: Value = client
+        .execute(
+            "const c = document.querySelector('#hop-map'); const first = Number(c.dataset.drawMs);\
+             window.dispatchEvent(new Event('resize'));\
+             await new Promise(r => setTimeout(r, 400)); return [first, Number(c.dataset.drawMs)];",
+            vec![],
+        )
+        .await?;
+    seen.draw_ms = serde_json::from_value(times)?;
     let pixels: (Vec<bool>, f64) =
         serde_json::from_value(client.execute(PIXELS_JS, vec![]).await?)?;
     (seen.point_pixels, seen.land_share) = pixels;
@@ -265,6 +276,10 @@ fn headless_chromium_draws_placed_hops_on_the_map_and_lists_the_rest() {
             "loaded from elsewhere: {r}"
         );
     }
+    eprintln!(
+        "the map drew in {} ms, redrew in {} ms ({} rings in view)",
+        seen.draw_ms[0], seen.draw_ms[1], seen.rings
+    );
     let errors: Vec<&Value> = seen
         .console
         .iter()

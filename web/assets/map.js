@@ -169,6 +169,7 @@ const HopMap = (() => {
 
     function draw() {
       if (!state) return;
+      const started = performance.now();
       const width = Math.max(200, canvas.clientWidth || wrap.clientWidth || 600);
       const height = Math.round(Math.max(180, Math.min(420, width * 0.5)));
       const dpr = window.devicePixelRatio || 1;
@@ -260,6 +261,7 @@ const HopMap = (() => {
       canvas.dataset.rings = String(rings);
       canvas.dataset.hops = drawn.map((d) => d.p.ttl + '@' + d.x.toFixed(1) + ',' + d.y.toFixed(1)).join('|');
       canvas.dataset.unplaced = String(state.unplaced.length);
+      canvas.dataset.drawMs = (performance.now() - started).toFixed(1);
       const placedText = drawn.length === 1 ? '1 hop placed' : drawn.length + ' hops placed';
       note.textContent = [
         placedText,
