@@ -334,7 +334,9 @@ async fn drag_to_zoom(client: &Client) -> anyhow::Result<Zoom> {
     wait_js(
         client,
         "the zoomed range after a reload",
-        "return document.querySelector('#latency').dataset.range === 'custom';",
+        // The page builds its canvases once /api/v1/service answers, which
+        // may be after the reload returns.
+        "const c = document.querySelector('#latency'); return !!c && c.dataset.range === 'custom';",
     )
     .await?;
     zoom.reloaded = drawn_span(client, "#latency").await?;

@@ -1658,7 +1658,6 @@ function targetPage(root, id) {
       h('div', { class: 'table-wrap' }, hopTable),
       h('div', { class: 'legend' },
         h('span', { text: 'Rows: amber = some loss or a slow hop, red = heavy loss or the start of a finding, grey "rate-limited" = the router limits its ICMP replies (not path loss). Click a row to graph that hop.' }))),
-    map.el,
     h('section', { class: 'panel' },
       h('div', { class: 'range-bar' }, h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' }, rangeButtons, customBtn),
         customBox, h('span', { class: 'spacer' }), exportAsnLabel, exportCsv, exportJson),
@@ -1672,6 +1671,7 @@ function targetPage(root, id) {
       legend([['--heat-0', 'at the hop\'s baseline'], ['--heat-1', '+2 ms'], ['--heat-2', '+15 ms'], ['--heat-3', '+60 ms'],
         ['--bad', 'loss'], ['--paused', 'unanswered at a rate-limited hop'], ['--empty', 'no data']]),
       heatNote),
+    map.el,
     h('section', { class: 'panel' }, h('h2', { text: 'Alerts' }), alertsBox),
     incidents.el,
     h('section', { class: 'panel' }, h('h2', { text: 'Route history and events' }), eventsList));
