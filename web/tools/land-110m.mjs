@@ -73,7 +73,10 @@ for (const geometry of topo.objects.land.geometries) {
 
 const out = {
   source: `Natural Earth 1:110m land (naturalearthdata.com, v4.1.0), from the npm package world-atlas ${pkg.version} (land-110m.json), converted by web/tools/land-110m.mjs`,
-  licence: 'Natural Earth: public domain. world-atlas packaging: ISC, Copyright 2013-2019 Michael Bostock',
+  // The packaging's ISC notice travels with the data (it is compiled into the binary).
+  licence: 'Natural Earth data: public domain. world-atlas packaging: ISC License, Copyright 2013-2019 Michael Bostock. ' +
+    'Permission to use, copy, modify, and/or distribute this software for any purpose with or without fee is hereby ' +
+    'granted, provided that the above copyright notice and this permission notice appear in all copies.',
   units: 'tenths of a degree; each ring is [lon, lat, lon, lat, ...], continuous across the antimeridian (longitudes may pass ±180)',
   rings,
 };
