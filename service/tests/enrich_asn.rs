@@ -89,6 +89,7 @@ fn public_addresses_get_their_as_and_others_are_skipped() -> Result<()> {
         hostname: None,
         asn: Some(asn),
         as_org: Some(org.to_owned()),
+        ..ResponderInfo::default()
     };
     assert_eq!(
         enricher.responder_info(ip("1.0.0.1")),
@@ -173,7 +174,11 @@ fn responder_info_serializes_for_the_web_api() -> Result<()> {
     let json = serde_json::to_value(enricher.responder_info(ip("1.0.0.1")))?;
     assert_eq!(
         json,
-        serde_json::json!({"hostname": null, "asn": 13335, "as_org": "Example Org"})
+        serde_json::json!({
+            "hostname": null, "asn": 13335, "as_org": "Example Org",
+            // No city database here: no position.
+            "latitude": null, "longitude": null, "city": null, "country": null,
+        })
     );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The web server of a real `hopwatch run` in the lab, as its users meet it:
 //! a real Prometheus scrapes /metrics and answers queries about the series; a
 //! real headless Chromium (through chromedriver) loads the overview and a
-//! target page, checks that tables and graphs show real data, pauses a target
+//! target page, checks that tables and graphs show real data (and that the
+//! map places none of the lab's special-purpose hops but lists each), pauses a target
 //! and finds no console errors, saving screenshots to tests/screenshots/; it
 //! also reads a year of history (written through the store library against a
 //! synthetic clock) on the 1 y and 90 d pages, with month and date axes, and
@@ -334,7 +335,9 @@ async fn drag_to_zoom(client: &Client) -> anyhow::Result<Zoom> {
     wait_js(
         client,
         "the zoomed range after a reload",
-        "return document.querySelector('#latency').dataset.range === 'custom';",
+        // The page builds its canvases once /api/v1/service answers, which
+        // may be after the reload returns.
+        "const c = document.querySelector('#latency'); return !!c && c.dataset.range === 'custom';",
     )
     .await?;
     zoom.reloaded = drawn_span(client, "#latency").await?;
@@ -390,6 +393,9 @@ struct Seen {
     sparkline_pixels: u64,
     /// Drag-to-zoom on the latency graph: see [`Zoom`].
     zoom: Zoom,
+    /// The map's list of hops it cannot place: `[ttl, reason, text]` (it
+    /// placed none: the wait for the list checks that).
+    map_unplaced: Vec<Vec<String>>,
     /// The hop table of the target added as final-hop-only.
     final_hop_rows: Vec<Vec<String>>,
     console: Vec<Value>,
@@ -452,6 +458,26 @@ async fn browse(
         "hop 1 is {:?}, expected {first_hop}",
         seen.hop_rows[0]
     );
+    // The map: the lab's addresses are special-purpose (benchmarking), so
+    // every hop is listed beside it, none placed.
+    wait_js(
+        client,
+        "the map's list of hops",
+        &format!(
+            "return document.querySelectorAll('#map-unplaced li[data-ttl]').length === {hops} \
+                  && document.querySelector('#hop-map').dataset.points === '0';"
+        ),
+    )
+    .await?;
+    seen.map_unplaced = serde_json::from_value(
+        client
+            .execute(
+                "return [...document.querySelectorAll('#map-unplaced li')]\
+                 .map(li => [li.dataset.ttl, li.dataset.reason, li.textContent]);",
+                vec![],
+            )
+            .await?,
+    )?;
     seen.zoom = drag_to_zoom(client).await?;
     // The whole page in one picture.
     client.set_window_size(1400, 2000).await?;
@@ -713,6 +739,18 @@ fn headless_chromium_shows_real_data_and_pauses_a_target() {
     assert_eq!(z.reloaded, z.latency, "the URL restores the zoom: {z:?}");
     assert_eq!(z.reset_range, "15m", "double-click goes back: {z:?}");
     assert_eq!(z.reset_query, "", "and the URL forgets the zoom: {z:?}");
+    // No lab hop is placed on the map (none is looked up); each is listed
+    // with its block, in path order.
+    assert_eq!(seen.map_unplaced.len(), hops, "{:?}", seen.map_unplaced);
+    for (i, (row, expected)) in seen.map_unplaced.iter().zip(&trace).enumerate() {
+        let expected = expected.unwrap().to_string();
+        assert_eq!(row[0], (i + 1).to_string(), "{row:?}");
+        assert_eq!(row[1], "special", "{row:?}");
+        assert!(
+            row[2].contains(&expected) && row[2].contains("benchmarking (RFC 2544)"),
+            "{row:?}"
+        );
+    }
     // The target added as final-hop-only: one row, the destination.
     assert_eq!(seen.final_hop_rows.len(), 1, "{:?}", seen.final_hop_rows);
     let row = &seen.final_hop_rows[0];

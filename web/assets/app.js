@@ -3,6 +3,7 @@
 // all-hops heatmap, route history, alerts) and a peer page (a STAMP link's
 // directions, history and alerts).
 // Plain JavaScript and canvas, no libraries, nothing loaded from elsewhere.
+// The target page's world map is its own file, map.js (HopMap), loaded first.
 // Data: the JSON API under /api/v1; live updates: server-sent events read
 // with fetch (so a bearer token can be sent).
 'use strict';
@@ -1639,6 +1640,7 @@ function targetPage(root, id) {
   const eventsList = h('ul', { class: 'events', id: 'events' });
   const alertsBox = h('div', { id: 'target-alerts' });
   const incidents = incidentsPanel(id, '30d');
+  const map = HopMap.create({ css });
 
   const legend = (items) => h('div', { class: 'legend' }, items.map(([cssVar, label, alpha]) =>
     h('span', {}, h('i', { dataset: { c: cssVar, a: alpha || '' } }), label)));
@@ -1669,6 +1671,7 @@ function targetPage(root, id) {
       legend([['--heat-0', 'at the hop\'s baseline'], ['--heat-1', '+2 ms'], ['--heat-2', '+15 ms'], ['--heat-3', '+60 ms'],
         ['--bad', 'loss'], ['--paused', 'unanswered at a rate-limited hop'], ['--empty', 'no data']]),
       heatNote),
+    map.el,
     h('section', { class: 'panel' }, h('h2', { text: 'Alerts' }), alertsBox),
     incidents.el,
     h('section', { class: 'panel' }, h('h2', { text: 'Route history and events' }), eventsList));
@@ -2060,6 +2063,7 @@ function targetPage(root, id) {
     detail = d;
     renderHead();
     renderHops();
+    map.update(d, !!(service && service.city_database));
   }
 
   const live = stream('/api/v1/targets/' + enc + '/live', {
@@ -2080,7 +2084,7 @@ function targetPage(root, id) {
 
   return {
     refresh() { loadGraphs(); loadEvents(); incidents.load(); },
-    redraw() { if (graphs.series || graphs.map) drawGraphs(); },
+    redraw() { if (graphs.series || graphs.map) drawGraphs(); map.redraw(); },
     close() { live.close(); clearTimeout(refreshTimer); },
   };
 }

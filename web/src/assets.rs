@@ -1,5 +1,7 @@
 //! The web UI's files, compiled into the binary: nothing is fetched from
-//! anywhere else (routers are often offline). Served with an ETag so browsers
+//! anywhere else (routers are often offline). That includes the map's
+//! coastline, `land-110m.json` (Natural Earth, public domain; its source and
+//! the script that made it are in web/tools/land-110m.mjs and web/NOTICE). Served with an ETag so browsers
 //! revalidate cheaply, and with a Content-Security-Policy that allows only
 //! this origin.
 
@@ -17,7 +19,7 @@ struct Asset {
     body: &'static [u8],
 }
 
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 6] = [
     Asset {
         name: "index.html",
         content_type: "text/html; charset=utf-8",
@@ -27,6 +29,16 @@ const ASSETS: [Asset; 4] = [
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../assets/app.js"),
+    },
+    Asset {
+        name: "map.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/map.js"),
+    },
+    Asset {
+        name: "land-110m.json",
+        content_type: "application/json",
+        body: include_bytes!("../assets/land-110m.json"),
     },
     Asset {
         name: "app.css",
@@ -55,8 +67,8 @@ fn etag(body: &[u8]) -> String {
     format!("\"{h:016x}\"")
 }
 
-fn etags() -> &'static [String; 4] {
-    static ETAGS: OnceLock<[String; 4]> = OnceLock::new();
+fn etags() -> &'static [String; ASSETS.len()] {
+    static ETAGS: OnceLock<[String; ASSETS.len()]> = OnceLock::new();
     ETAGS.get_or_init(|| ASSETS.each_ref().map(|a| etag(a.body)))
 }
 

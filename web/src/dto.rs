@@ -21,6 +21,9 @@ pub struct ServiceInfo {
     pub started_at_ms: u64,
     /// Probes per hop in the live statistics window.
     pub window_probes: u32,
+    /// A city database (`[enrichment] city_database`) is open, so a public
+    /// responder without a position is one it does not know.
+    pub city_database: bool,
 }
 
 /// What a target is doing.
@@ -226,6 +229,18 @@ pub struct ResponderDto {
     pub hostname: Option<String>,
     pub asn: Option<u32>,
     pub as_org: Option<String>,
+    /// Where the city database (`[enrichment] city_database`) places it:
+    /// degrees north and east (WGS 84), the city and the country. `None`
+    /// for special-purpose addresses and for addresses the database does
+    /// not place; never guessed.
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    /// The IANA special-purpose block the address is in (e.g. `private (RFC
+    /// 1918)`), which is why it has no AS or position: such addresses are
+    /// never looked up. `None` for public addresses.
+    pub special_purpose: Option<String>,
     /// Its share of the window's answers at this hop.
     pub share_pct: Option<f64>,
     pub avg_ns: Option<f64>,

@@ -37,6 +37,8 @@ async fn the_ui_is_embedded_and_served_with_a_strict_policy() {
     }
     for (asset, kind) in [
         ("/assets/app.js", "text/javascript"),
+        ("/assets/map.js", "text/javascript"),
+        ("/assets/land-110m.json", "application/json"),
         ("/assets/app.css", "text/css"),
         ("/assets/favicon.svg", "image/svg+xml"),
     ] {
@@ -417,6 +419,70 @@ async fn hops_and_route_history_carry_as_numbers_and_organisations() {
     ] {
         assert!(js.contains(needle), "app.js lacks {needle:?}");
     }
+}
+
+#[tokio::test]
+async fn hops_carry_their_positions_and_the_map_and_coastline_are_embedded() {
+    let fake = Fake::new();
+    fake.targets.lock().unwrap().push(fake::geo());
+    let (router, _) = app(&fake, settings(false, false));
+    let service = body_json(send(&router, get("/api/v1/service")).await).await;
+    assert_eq!(service["city_database"], true, "{service}");
+    let detail = body_json(send(&router, get("/api/v1/targets/geo")).await).await;
+    let hops = detail["hops"].as_array().expect("hops");
+    assert_eq!(hops.len(), fake::GEO_PATH.len());
+    for (hop, want) in hops.iter().zip(&fake::GEO_PATH) {
+        let responders = hop["responders"].as_array().expect("responders");
+        let Some(address) = want.address else {
+            assert!(responders.is_empty(), "an unanswered hop: {hop}");
+            continue;
+        };
+        let r = &responders[0];
+        assert_eq!(r["address"], address, "{hop}");
+        match want.place {
+            Some((lat, lon, city, country)) => {
+                assert_eq!(r["latitude"], lat, "{r}");
+                assert_eq!(r["longitude"], lon, "{r}");
+                assert_eq!(r["city"], city, "{r}");
+                assert_eq!(r["country"], country, "{r}");
+            }
+            None => {
+                // Present and null: not placed, and not guessed.
+                for key in ["latitude", "longitude", "city", "country"] {
+                    assert!(
+                        r.as_object().unwrap().contains_key(key) && r[key].is_null(),
+                        "{key}: {r}"
+                    );
+                }
+            }
+        }
+        match want.special {
+            Some(block) => assert_eq!(r["special_purpose"], block, "{r}"),
+            None => assert!(r["special_purpose"].is_null(), "{r}"),
+        }
+    }
+    // The live stream sends the same hop objects.
+    let alpha = body_json(send(&router, get("/api/v1/targets/alpha")).await).await;
+    assert_eq!(
+        alpha["hops"][0]["responders"][0]["special_purpose"],
+        "benchmarking (RFC 2544)"
+    );
+    // The page loads the map module beside the app, and the coastline is
+    // served from the binary: Natural Earth land rings, with its source.
+    let html = body_text(send(&router, get("/targets/geo")).await).await;
+    assert!(html.contains("/assets/map.js"), "{html}");
+    let land = body_json(send(&router, get("/assets/land-110m.json")).await).await;
+    assert!(land["source"].as_str().unwrap().contains("Natural Earth"));
+    assert!(land["licence"].as_str().unwrap().contains("public domain"));
+    let rings = land["rings"].as_array().expect("rings");
+    assert!(rings.len() > 100, "{} rings", rings.len());
+    let points: usize = rings.iter().map(|r| r.as_array().unwrap().len() / 2).sum();
+    assert!((4_000..8_000).contains(&points), "{points} points");
+    let js = body_text(send(&router, get("/assets/app.js")).await).await;
+    assert!(
+        js.contains("HopMap.create("),
+        "the target page draws the map"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! `hopwatch check`: checks the config, the kernel features and the process's
 //! capabilities, whether the history store and the alert outbox open (and
-//! which quarantined copies lie in the state directory), and explains what
-//! will fall back before the daemon starts.
+//! which quarantined copies lie in the state directory), whether the ASN and
+//! city databases open, and explains what will fall back before the daemon
+//! starts.
 
 use std::path::Path;
 
@@ -10,7 +11,8 @@ use hopwatch_probe_common::ProbeFilter;
 
 use super::{exit, ConfigArg};
 use crate::alerts::{outbox_path, Outbox};
-use crate::config::Config;
+use crate::config::{Config, EnrichmentConfig};
+use crate::enrich::{AsnDatabase, CityDatabase};
 use crate::monitor::components;
 use crate::probe::ebpf::EbpfTimestamper;
 use crate::store::minutes::{FileDamage, MinuteRollups};
@@ -125,6 +127,7 @@ pub async fn check(args: &CheckArgs) -> Vec<Finding> {
     if let Some(config) = &config {
         out.push(state_dir_check(&config.service.state_dir));
         out.extend(storage_checks(&config.service.state_dir));
+        out.extend(database_checks(&config.enrichment));
     }
     out.push(kernel_version_check());
     out.push(btf_check());
@@ -132,6 +135,42 @@ pub async fn check(args: &CheckArgs) -> Vec<Finding> {
     out.extend(capability_checks(caps));
     if !args.no_ebpf_load {
         out.push(ebpf_load_check().await);
+    }
+    out
+}
+
+/// The configured ASN and city databases open. A bad file does not stop the
+/// daemon, which then serves pages without names, AS numbers and positions,
+/// so it is a warning; its message names the file and the config key.
+pub fn database_checks(enrichment: &EnrichmentConfig) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(path) = &enrichment.asn_database {
+        out.push(match AsnDatabase::open(path) {
+            Ok(db) => finding(
+                Level::Ok,
+                "ASN database",
+                format!("{} ({})", path.display(), db.database_type()),
+            ),
+            Err(err) => finding(
+                Level::Warn,
+                "ASN database",
+                format!("{err}; the web UI will run without names, AS numbers and positions"),
+            ),
+        });
+    }
+    if let Some(path) = &enrichment.city_database {
+        out.push(match CityDatabase::open(path) {
+            Ok(db) => finding(
+                Level::Ok,
+                "city database",
+                format!("{} ({})", path.display(), db.database_type()),
+            ),
+            Err(err) => finding(
+                Level::Warn,
+                "city database",
+                format!("{err}; the web UI will run without names, AS numbers and positions"),
+            ),
+        });
     }
     out
 }
@@ -684,5 +723,36 @@ mod tests {
         let config = findings.iter().find(|f| f.what == "config").unwrap();
         assert_eq!(config.level, Level::Fail);
         assert!(config.detail.contains("bad.toml:2"), "{}", config.detail);
+    }
+
+    #[test]
+    fn a_missing_or_bad_city_database_is_a_warning_naming_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("GeoLite2-City.mmdb");
+        let not_mmdb = dir.path().join("city.txt");
+        std::fs::write(&not_mmdb, "not a database\n").unwrap();
+        let config = |city: &Path| EnrichmentConfig {
+            reverse_dns: false,
+            dns_timeout: std::time::Duration::from_secs(1),
+            asn_database: None,
+            city_database: Some(city.to_owned()),
+        };
+        for path in [&missing, &not_mmdb] {
+            let findings = database_checks(&config(path));
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            let f = &findings[0];
+            assert_eq!((f.level, f.what.as_str()), (Level::Warn, "city database"));
+            assert!(
+                f.detail.contains(&*path.to_string_lossy())
+                    && f.detail.contains("[enrichment] city_database"),
+                "{}",
+                f.detail
+            );
+        }
+        let none = EnrichmentConfig {
+            city_database: None,
+            ..config(&missing)
+        };
+        assert!(database_checks(&none).is_empty());
     }
 }

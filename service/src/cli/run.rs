@@ -215,6 +215,7 @@ async fn start_web(
         reverse_dns: config.enrichment.reverse_dns,
         dns_timeout: config.enrichment.dns_timeout,
         asn_database: config.enrichment.asn_database.clone(),
+        city_database: config.enrichment.city_database.clone(),
         ..EnrichConfig::default()
     }) {
         Ok(enricher) => Some(Arc::new(enricher)),

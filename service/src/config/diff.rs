@@ -162,7 +162,7 @@ fn target_change(old: &TargetConfig, new: &TargetConfig) -> Option<TargetChange>
 
 fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
     let (a, b) = (old, new);
-    let checks: [(&'static str, bool, bool); 21] = [
+    let checks: [(&'static str, bool, bool); 22] = [
         (
             "service.state_dir",
             a.service.state_dir != b.service.state_dir,
@@ -237,6 +237,11 @@ fn global_changes(old: &Config, new: &Config) -> Vec<GlobalChange> {
         (
             "enrichment.asn_database",
             a.enrichment.asn_database != b.enrichment.asn_database,
+            false,
+        ),
+        (
+            "enrichment.city_database",
+            a.enrichment.city_database != b.enrichment.city_database,
             false,
         ),
         // Thresholds (global, per target, per peer) apply live; the delivery

@@ -169,6 +169,7 @@ pub(crate) struct RawEnrichment {
     pub reverse_dns: Option<Spanned<bool>>,
     pub dns_timeout: Option<Spanned<String>>,
     pub asn_database: Option<Spanned<String>>,
+    pub city_database: Option<Spanned<String>>,
 }
 
 /// `[web]`: the status pages, JSON API and /metrics.

@@ -594,6 +594,10 @@ fn enrichment(ctx: &Ctx<'_>, raw: &RawEnrichment) -> Result<EnrichmentConfig, Co
         Some(path) => Some(ctx.path_from_config(&nonempty(ctx, &section, "asn_database", path)?)),
         None => None,
     };
+    let city_database = match &raw.city_database {
+        Some(path) => Some(ctx.path_from_config(&nonempty(ctx, &section, "city_database", path)?)),
+        None => None,
+    };
     Ok(EnrichmentConfig {
         reverse_dns: raw.reverse_dns.as_ref().is_none_or(|v| *v.get_ref()),
         dns_timeout: duration(
@@ -605,6 +609,7 @@ fn enrichment(ctx: &Ctx<'_>, raw: &RawEnrichment) -> Result<EnrichmentConfig, Co
             limits::DNS_TIMEOUT,
         )?,
         asn_database,
+        city_database,
     })
 }
 

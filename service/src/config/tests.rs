@@ -63,6 +63,7 @@ fn an_empty_file_is_every_default_and_no_target() {
     assert!(config.enrichment.reverse_dns);
     assert_eq!(config.enrichment.dns_timeout, Duration::from_secs(2));
     assert_eq!(config.enrichment.asn_database, None);
+    assert_eq!(config.enrichment.city_database, None);
 }
 
 #[test]
@@ -268,6 +269,7 @@ fn global_sections_are_read() {
         reverse_dns = false
         dns_timeout = "500ms"
         asn_database = "GeoLite2-ASN.mmdb"
+        city_database = "/var/lib/GeoIP/GeoLite2-City.mmdb"
         "#,
         "/etc/hopwatch/hopwatch.toml",
     )
@@ -316,6 +318,10 @@ fn global_sections_are_read() {
     assert_eq!(
         config.enrichment.asn_database,
         Some(PathBuf::from("/etc/hopwatch/GeoLite2-ASN.mmdb"))
+    );
+    assert_eq!(
+        config.enrichment.city_database,
+        Some(PathBuf::from("/var/lib/GeoIP/GeoLite2-City.mmdb"))
     );
 }
 
@@ -584,6 +590,12 @@ fn names_and_hosts_are_checked() {
         "[[target]]\nname = \"gw\"\nhost = \"h\"\ntags = [\"a\", \"\"]\n",
         4,
         "tags",
+        "must not be empty",
+    );
+    error(
+        "[enrichment]\ncity_database = \"\"\n",
+        2,
+        "city_database",
         "must not be empty",
     );
 }

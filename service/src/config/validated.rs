@@ -98,6 +98,9 @@ pub struct EnrichmentConfig {
     pub dns_timeout: Duration,
     /// A MaxMind-format ASN database (.mmdb); `None` turns ASN lookups off.
     pub asn_database: Option<PathBuf>,
+    /// A MaxMind-format city database (.mmdb) placing public responders on
+    /// the target page's map; `None` turns positions off.
+    pub city_database: Option<PathBuf>,
 }
 
 /// How a target is probed, after its overrides and `[defaults]` are applied.

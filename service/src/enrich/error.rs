@@ -1,5 +1,5 @@
-//! Errors from setting up responder enrichment: the resolver and the ASN
-//! database. Each variant names what was being opened or configured.
+//! Errors from setting up responder enrichment: the resolver, the ASN
+//! database and the city database. Each variant names what was being opened or configured.
 //! Lookups themselves never fail to the caller: their outcome is a state
 //! ([`super::Lookup`]) or an absent field, and the reason is logged.
 
@@ -42,7 +42,7 @@ pub enum EnrichError {
     },
 
     /// The ASN database file is missing or unreadable.
-    #[error("cannot read the ASN database {path}: {source}")]
+    #[error("cannot read the ASN database {path} ([enrichment] asn_database): {source}")]
     AsnDatabaseRead {
         path: PathBuf,
         #[source]
@@ -50,8 +50,28 @@ pub enum EnrichError {
     },
 
     /// The file is not a valid MaxMind DB (truncated, corrupt, another format).
-    #[error("the ASN database {path} is not a valid MaxMind DB file: {source}")]
+    #[error(
+        "the ASN database {path} ([enrichment] asn_database) is not a valid MaxMind DB file: {source}"
+    )]
     AsnDatabaseInvalid {
+        path: PathBuf,
+        #[source]
+        source: maxminddb::MaxMindDbError,
+    },
+
+    /// The city database file is missing or unreadable.
+    #[error("cannot read the city database {path} ([enrichment] city_database): {source}")]
+    CityDatabaseRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The city database is not a valid MaxMind DB (truncated, corrupt, another format).
+    #[error(
+        "the city database {path} ([enrichment] city_database) is not a valid MaxMind DB file: {source}"
+    )]
+    CityDatabaseInvalid {
         path: PathBuf,
         #[source]
         source: maxminddb::MaxMindDbError,

@@ -1,7 +1,9 @@
 //! Responder enrichment: a hop's responder address gets a host name (reverse
 //! DNS) and, for public addresses, an AS number and organisation (a local
-//! MaxMind-format ASN database). Nothing here ever waits on the network for a
-//! caller: probing and the live view read what is known and move on.
+//! MaxMind-format ASN database) and a position (a local MaxMind-format city
+//! database, for the map). Nothing here ever waits on the network for a
+//! caller: probing and the live view read what is known and move on; the
+//! databases are files, so no lookup of theirs leaves the box.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hopwatch::enrich::EnrichError> {
@@ -34,10 +36,16 @@
 //! reserved and the other IANA special-purpose blocks are skipped (see
 //! [`special_purpose`]). The database is read once, at [`Enricher::new`].
 //!
+//! # Position
+//! The same rule and the same once-at-start reading for the city database
+//! ([`CityDatabase`]): public addresses only, and an address the database
+//! does not place has no position (never a guess).
+//!
 //! The enricher must be built inside a tokio runtime; its background lookups
 //! are tasks of that runtime and stop when the enricher is dropped.
 
 mod asn;
+mod city;
 mod error;
 mod rdns;
 mod special;
@@ -50,6 +58,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use asn::{AsnDatabase, AsnLookup, AsnRecord};
+pub use city::{CityDatabase, GeoLookup, GeoRecord};
 pub use error::EnrichError;
 pub use rdns::{DnsCachePolicy, DnsStats, Lookup, RdnsConfig, ReverseDns};
 pub use special::{is_public, special_purpose};
@@ -78,6 +87,8 @@ pub struct EnrichConfig {
     pub dns_cache: DnsCachePolicy,
     /// A MaxMind-format ASN database (GeoLite2-ASN.mmdb); `None` turns ASN lookups off.
     pub asn_database: Option<PathBuf>,
+    /// A MaxMind-format city database (GeoLite2-City.mmdb); `None` turns positions off.
+    pub city_database: Option<PathBuf>,
 }
 
 impl Default for EnrichConfig {
@@ -90,12 +101,13 @@ impl Default for EnrichConfig {
             dns_queue: DEFAULT_DNS_QUEUE,
             dns_cache: DnsCachePolicy::default(),
             asn_database: None,
+            city_database: None,
         }
     }
 }
 
 /// What is known about one responder, as the web API serves it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ResponderInfo {
     /// Its reverse DNS name, once resolved.
     pub hostname: Option<String>,
@@ -103,9 +115,14 @@ pub struct ResponderInfo {
     pub asn: Option<u32>,
     /// The organisation that AS is registered to.
     pub as_org: Option<String>,
+    /// Where the city database places it (public addresses in it only).
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub city: Option<String>,
+    pub country: Option<String>,
 }
 
-/// ASN lookup counters.
+/// Lookup counters of one database (ASN or city).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AsnStats {
     /// Lookups that found a network.
@@ -125,6 +142,8 @@ pub struct EnrichStats {
     pub dns: Option<DnsStats>,
     /// `None` when no ASN database is configured.
     pub asn: Option<AsnStats>,
+    /// `None` when no city database is configured.
+    pub city: Option<AsnStats>,
 }
 
 #[derive(Debug, Default)]
@@ -141,10 +160,12 @@ pub struct Enricher {
     rdns: Option<ReverseDns>,
     asn: Option<AsnDatabase>,
     asn_counters: AsnCounters,
+    city: Option<CityDatabase>,
+    city_counters: AsnCounters,
 }
 
 impl Enricher {
-    /// Opens the ASN database (if configured) and starts reverse DNS (if on).
+    /// Opens the ASN and city databases (if configured) and starts reverse DNS (if on).
     /// Must be called inside a tokio runtime when `reverse_dns` is on.
     pub fn new(config: EnrichConfig) -> Result<Enricher, EnrichError> {
         // The database first: a bad path is the likelier mistake, and it needs no runtime.
@@ -152,6 +173,11 @@ impl Enricher {
             .asn_database
             .as_deref()
             .map(AsnDatabase::open)
+            .transpose()?;
+        let city = config
+            .city_database
+            .as_deref()
+            .map(CityDatabase::open)
             .transpose()?;
         let rdns = if config.reverse_dns {
             Some(ReverseDns::new(RdnsConfig {
@@ -168,6 +194,8 @@ impl Enricher {
             rdns,
             asn,
             asn_counters: AsnCounters::default(),
+            city,
+            city_counters: AsnCounters::default(),
         })
     }
 
@@ -195,6 +223,30 @@ impl Enricher {
         Some(result)
     }
 
+    /// Where `ip` is; `None` when no city database is configured.
+    pub fn lookup_position(&self, ip: IpAddr) -> Option<GeoLookup> {
+        let db = self.city.as_ref()?;
+        let result = db.lookup(ip);
+        let c = &self.city_counters;
+        let counter = match &result {
+            GeoLookup::Found(_) => &c.hits,
+            GeoLookup::NotInDatabase => &c.misses,
+            GeoLookup::Skipped(_) => &c.skipped,
+            GeoLookup::Error(reason) => {
+                tracing::warn!(%ip, path = %db.path().display(), %reason, "city database entry unreadable");
+                &c.errors
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some(result)
+    }
+
+    /// Whether a city database is open (so a hop without a position is
+    /// unknown to it, not merely unlooked-up).
+    pub fn has_city_database(&self) -> bool {
+        self.city.is_some()
+    }
+
     /// Everything known about `ip` now. Never waits: a name not yet resolved is
     /// `None` and its lookup is queued.
     pub fn responder_info(&self, ip: IpAddr) -> ResponderInfo {
@@ -206,25 +258,34 @@ impl Enricher {
             Some(AsnLookup::Found(record)) => (record.asn, record.org),
             _ => (None, None),
         };
+        let place = match self.lookup_position(ip) {
+            Some(GeoLookup::Found(record)) => Some(record),
+            _ => None,
+        };
         ResponderInfo {
             hostname,
             asn,
             as_org,
+            latitude: place.as_ref().map(|p| p.latitude),
+            longitude: place.as_ref().map(|p| p.longitude),
+            city: place.as_ref().and_then(|p| p.city.clone()),
+            country: place.and_then(|p| p.country),
         }
     }
 
     /// Counters for metrics.
     pub fn stats(&self) -> EnrichStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let c = &self.asn_counters;
+        let counts = |c: &AsnCounters| AsnStats {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            skipped: get(&c.skipped),
+            errors: get(&c.errors),
+        };
         EnrichStats {
             dns: self.rdns.as_ref().map(ReverseDns::stats),
-            asn: self.asn.as_ref().map(|_| AsnStats {
-                hits: get(&c.hits),
-                misses: get(&c.misses),
-                skipped: get(&c.skipped),
-                errors: get(&c.errors),
-            }),
+            asn: self.asn.as_ref().map(|_| counts(&self.asn_counters)),
+            city: self.city.as_ref().map(|_| counts(&self.city_counters)),
         }
     }
 }

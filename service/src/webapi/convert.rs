@@ -8,7 +8,7 @@ use hopwatch_web::dto::{
 };
 
 use crate::analysis::{DegradationKind, PathEvent, StatsSnapshot};
-use crate::enrich::Enricher;
+use crate::enrich::{special_purpose, Enricher};
 use crate::monitor::{ComponentMode, ComponentStatus, TargetEvent, TargetStatus, TargetView};
 use crate::probe::TimestampSource;
 use crate::store::StoredEvent;
@@ -87,7 +87,7 @@ pub fn summary(
 }
 
 /// What is known about a responder; `enricher` may fill in its name.
-fn responder(
+pub fn responder(
     address: IpAddr,
     enricher: Option<&Enricher>,
     share_pct: Option<f64>,
@@ -102,6 +102,11 @@ fn responder(
         hostname: info.hostname,
         asn: info.asn,
         as_org: info.as_org,
+        latitude: info.latitude,
+        longitude: info.longitude,
+        city: info.city,
+        country: info.country,
+        special_purpose: special_purpose(address).map(str::to_owned),
         share_pct,
         avg_ns,
         last_seen_ms,

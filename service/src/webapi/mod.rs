@@ -258,6 +258,10 @@ impl ReadModel for WebApi {
             timestamp_source: source,
             started_at_ms: self.started_at_ms,
             window_probes: sys::read(&self.config).statistics.window,
+            city_database: self
+                .enricher
+                .as_ref()
+                .is_some_and(|e| e.has_city_database()),
         }
     }
 

@@ -63,6 +63,11 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
                 hostname: Some(format!("r{ttl}.lab.example")),
                 asn: as_of(ttl).map(|(asn, _)| asn),
                 as_org: as_of(ttl).map(|(_, org)| org.to_owned()),
+                latitude: None,
+                longitude: None,
+                city: None,
+                country: None,
+                special_purpose: Some("benchmarking (RFC 2544)".into()),
                 share_pct: Some(100.0),
                 avg_ns: Some(f64::from(ttl) * 1e6),
                 last_seen_ms: Some(1_000),
@@ -133,6 +138,121 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
         findings: vec![],
         recent_events: vec![],
     }
+}
+
+/// One hop of [`geo`]: an address and, when the city database places it,
+/// where (latitude, longitude, city, country); `special` names the block of a
+/// special-purpose address, never looked up.
+pub struct GeoHop {
+    pub address: Option<&'static str>,
+    pub place: Option<(f64, f64, &'static str, &'static str)>,
+    pub special: Option<&'static str>,
+}
+
+/// The path of [`geo`], hop by hop: a private first hop, two placed
+/// routers, a hop that never answers, a public router the city database
+/// does not know, and three more placed ones to the destination.
+pub const GEO_PATH: [GeoHop; 8] = [
+    GeoHop {
+        address: Some("192.168.1.1"),
+        place: None,
+        special: Some("private (RFC 1918)"),
+    },
+    GeoHop {
+        address: Some("80.81.192.10"),
+        place: Some((50.11, 8.68, "Frankfurt am Main", "Germany")),
+        special: None,
+    },
+    GeoHop {
+        address: Some("80.249.208.20"),
+        place: Some((52.37, 4.90, "Amsterdam", "Netherlands")),
+        special: None,
+    },
+    GeoHop {
+        address: None,
+        place: None,
+        special: None,
+    },
+    GeoHop {
+        address: Some("195.66.224.30"),
+        place: None,
+        special: None,
+    },
+    GeoHop {
+        address: Some("206.126.236.40"),
+        place: Some((39.04, -77.49, "Ashburn", "United States")),
+        special: None,
+    },
+    GeoHop {
+        address: Some("206.223.116.50"),
+        place: Some((41.88, -87.63, "Chicago", "United States")),
+        special: None,
+    },
+    GeoHop {
+        address: Some("206.223.123.60"),
+        place: Some((37.77, -122.42, "San Francisco", "United States")),
+        special: None,
+    },
+];
+
+/// Target `geo`: [`GEO_PATH`], as a read model with a city database serves it.
+pub fn geo() -> TargetDetail {
+    let mut t = detail("geo", GEO_PATH.len() as u8, 30);
+    for (row, hop) in t.hops.iter_mut().zip(&GEO_PATH) {
+        row.responders = match hop.address {
+            None => Vec::new(),
+            Some(address) => {
+                let mut r = row.responders[0].clone();
+                r.address = address.parse().expect("an IP");
+                r.hostname = None;
+                r.asn = None;
+                r.as_org = None;
+                r.latitude = hop.place.map(|p| p.0);
+                r.longitude = hop.place.map(|p| p.1);
+                r.city = hop.place.map(|p| p.2.to_owned());
+                r.country = hop.place.map(|p| p.3.to_owned());
+                r.special_purpose = hop.special.map(str::to_owned);
+                vec![r]
+            }
+        };
+        if hop.address.is_none() {
+            // Never answers: every probe lost, no latency.
+            row.window = StatsDto {
+                sent: 100,
+                received: 0,
+                loss_pct: Some(100.0),
+                last_ns: None,
+                avg_ns: None,
+                best_ns: None,
+                worst_ns: None,
+                stddev_ns: None,
+                p50_ns: None,
+                p95_ns: None,
+                p99_ns: None,
+                jitter_ns: None,
+                jitter_max_ns: None,
+            };
+            row.since_start = row.window.clone();
+        }
+    }
+    let dest: std::net::IpAddr = GEO_PATH[GEO_PATH.len() - 1]
+        .address
+        .expect("the destination answers")
+        .parse()
+        .expect("an IP");
+    t.summary.host = dest.to_string();
+    t.summary.address = Some(dest);
+    t.destination.address = Some(dest);
+    t.path = t
+        .hops
+        .iter()
+        .map(|h| PathHopDto {
+            ttl: h.ttl,
+            responder: h.responders.first().map(|r| r.address),
+            responders: h.responders.iter().map(|r| r.address).collect(),
+        })
+        .collect();
+    t
 }
 
 /// A firing alert of `subject` keyed `target` (a target's name or `peer:NAME`).
@@ -360,6 +480,7 @@ impl ReadModel for Fake {
             timestamp_source: "ebpf".into(),
             started_at_ms: 1,
             window_probes: 100,
+            city_database: true,
         }
     }
 
