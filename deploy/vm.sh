@@ -118,6 +118,7 @@ foreign_arch() {
 }
 foreign_arch_done() {
     [ -z "$binfmt_registered_here" ] || echo -1 >"/proc/sys/fs/binfmt_misc/$binfmt_registered_here"
+    binfmt_registered_here=""
 }
 
 build_image() {
