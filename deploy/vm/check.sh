@@ -46,7 +46,7 @@ TIMEOUT_MS=1000
 # guest's clock ticks that the host sees.
 MAX_LOSS_MS=$((FLUSH_S * 1000 + INTERVAL_MS + TIMEOUT_MS + 1000))
 
-phase=$(sed -n 's/.*hopwatch_vm\.phase=\([a-z]*\).*/\1/p' /proc/cmdline)
+phase=$(sed -n 's/.*hopwatch_vm\.phase=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
 cut_ms=$(sed -n 's/.*hopwatch_vm\.cut_ms=\([0-9]*\).*/\1/p' /proc/cmdline)
 # The last boot after a cut checks and powers off instead of waiting for another.
 last_cut=$(sed -n 's/.*hopwatch_vm\.last=\([0-9]\).*/\1/p' /proc/cmdline)
