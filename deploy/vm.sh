@@ -399,7 +399,11 @@ run_shell() {
     log "booting; log in as root (no password), 'systemctl poweroff' to leave"
     local -a args
     mapfile -t args < <(qemu_base_args hopwatch_vm.phase=shell)
-    "$QEMU" "${args[@]}"
+    # arm64's results console must exist (the payload unit writes to it),
+    # even with nobody reading it.
+    [ "$RESULTS_TTY" != hvc0 ] ||
+        args+=(-device virtio-serial-pci -chardev null,id=results -device virtconsole,chardev=results)
+    exec "$QEMU" "${args[@]}"
 }
 
 case "${1:-}" in
