@@ -354,11 +354,24 @@ trace_ebpf() {
         { jq -c '{timestamp_source, destination_ttl, hops: [.hops[] | {sent, received, avg_ns}]}' /tmp/trace.json; return 1; }
 }
 
+# GET $1 into the file $2; fails with curl's exit code and the HTTP status
+# unless the answer is 200.
+fetch_to() {
+    local code rc=0
+    code=$(curl -s --max-time 20 -o "$2" -w '%{http_code}' "$API$1") || rc=$?
+    [ "$rc" = 0 ] && [ "$code" = 200 ] && return 0
+    echo "GET $1: curl exit $rc, HTTP $code"
+    return 1
+}
+ui_page() { fetch_to / /tmp/index.html && grep -q '<title>hopwatch' /tmp/index.html; }
 web_ui_answers() {
-    curl -sf --max-time 10 "$API/" | grep -q '<title>hopwatch' || { echo "/ is not the UI page"; return 1; }
-    curl -sf --max-time 10 -o /dev/null "$API/assets/app.js" || { echo "no /assets/app.js"; return 1; }
-    curl -sf --max-time 10 "$API/metrics" | grep -qE '^hopwatch_timestamp_source_info\{[^}]*source="ebpf"' ||
-        { echo "/metrics has no hopwatch_timestamp_source_info for ebpf"; curl -s "$API/metrics" | grep timestamp_source; return 1; }
+    # The first request is retried for up to 30 s: an emulated guest on a
+    # busy machine can miss a deadline, and timing is not what this checks.
+    wait_for 30 ui_page || { ui_page || head -c 300 /tmp/index.html; return 1; }
+    fetch_to /assets/app.js /tmp/app.js || return 1
+    fetch_to /metrics /tmp/metrics.txt || return 1
+    grep -qE '^hopwatch_timestamp_source_info\{[^}]*source="ebpf"' /tmp/metrics.txt ||
+        { echo "/metrics has no hopwatch_timestamp_source_info for ebpf"; grep timestamp_source /tmp/metrics.txt; return 1; }
 }
 
 # The series of a lab target has rounds with replies and an RTT.
