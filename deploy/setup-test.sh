@@ -17,7 +17,10 @@
 #     Debian's arm64 std for the same rustc-web (libstd-rust-web-dev:arm64), the
 #     cross gcc and binutils as linker and C compiler, the arm64 libc to link
 #     against (libc6-dev-arm64-cross) and to run with (libc6:arm64), and
-#     qemu-user-static to run the arm64 unit tests
+#     qemu-user-static to run the arm64 unit tests (and, through binfmt_misc,
+#     the arm64 VM image's debootstrap)
+#   - the arm64 VM (deploy/vm.sh --arch arm64): qemu-system-arm, which has
+#     qemu-system-aarch64 (the kernel is booted directly: no UEFI firmware)
 #   - stamp-suite (the STAMP interop peer) and cargo-fuzz, built with cargo
 #   - rustfmt and clippy, which CI checks with
 set -euo pipefail
@@ -41,7 +44,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     apt_updated=0
 fi
 apt_install libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu \
-    libc6-dev-arm64-cross libc6:arm64 qemu-user-static
+    libc6-dev-arm64-cross libc6:arm64 qemu-user-static qemu-system-arm
 
 export PATH="$HOME/.cargo/bin:$PATH"
 

@@ -15,12 +15,21 @@
 #   previous  on a fresh disk: the previous release's own .deb (the last commit
 #             that landed) runs and records history; upgrading to this build
 #             keeps its config and history and makes API writes work
+#   arm64     the arm64 guest's one boot (deploy/vm.sh --arch arm64): install
+#             the arm64 .deb and run the install phase's checks of the running
+#             unit, then what only an arm64 kernel can show: the eBPF programs
+#             JIT-compiled and attached on it, `hopwatch trace` over ICMP, UDP
+#             and TCP, IPv4 and IPv6 with eBPF timestamps, the web UI; then purge
 #   shell     nothing: the lab is up, for trying the package by hand
 #
-# Output goes to the VM's second serial port, one line per check: "PASS name",
+# Output goes to the VM's results console (the second serial port; on arm64 a
+# virtio console), one line per check: "PASS name",
 # "FAIL name: why"; "READY-FOR-CUT" then "TICK <ms>" lines while waiting for a
 # power cut; "DONE" before powering off.
 set -uo pipefail
+# The results console, for lines written from inside a check (whose output
+# the check captures).
+exec 3>&1
 
 CONFIG=/etc/hopwatch/hopwatch.toml
 STATE=/var/lib/hopwatch
@@ -37,7 +46,7 @@ TIMEOUT_MS=1000
 # guest's clock ticks that the host sees.
 MAX_LOSS_MS=$((FLUSH_S * 1000 + INTERVAL_MS + TIMEOUT_MS + 1000))
 
-phase=$(sed -n 's/.*hopwatch_vm\.phase=\([a-z]*\).*/\1/p' /proc/cmdline)
+phase=$(sed -n 's/.*hopwatch_vm\.phase=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
 cut_ms=$(sed -n 's/.*hopwatch_vm\.cut_ms=\([0-9]*\).*/\1/p' /proc/cmdline)
 # The last boot after a cut checks and powers off instead of waiting for another.
 last_cut=$(sed -n 's/.*hopwatch_vm\.last=\([0-9]\).*/\1/p' /proc/cmdline)
@@ -159,7 +168,7 @@ stays_up() {
     restarts=$(systemctl show -p NRestarts --value hopwatch)
     echo "NRestarts=$restarts"
     active && [ "$restarts" = 0 ] && return 0
-    journalctl -u hopwatch --no-pager -n 25 -o short-monotonic | sed 's/^/LOG /' >/dev/ttyS1
+    journalctl -u hopwatch --no-pager -n 25 -o short-monotonic | sed 's/^/LOG /' >&3
     return 1
 }
 # `hopwatch check` as the unit's user holding exactly the installed unit's
@@ -272,6 +281,106 @@ config_dir_writable_by_the_service() {
     [ "$owner" = "root:hopwatch 770" ]
 }
 
+# The checks of a freshly (re)started unit, shared by the install phase and
+# the arm64 guest.
+running_unit_checks() {
+    check "the unit is active" wait_for 30 active
+    check "the API answers" wait_for 60 api_up
+    check "the daemon stays up (no restarts)" stays_up
+    check "it runs as user hopwatch with exactly its five capabilities" caps_of_daemon
+    check "eBPF timestamps are in use" ebpf_in_use
+    check "rounds are recorded for every lab target" wait_for 60 lab_rounds
+    check "systemctl reload applies a changed config" reload_applies
+    check "an API write with the token is saved and survives a restart" api_write_survives_restart
+    check "the reflector answers on its default port 862" reflector_answers
+    check "logs reach journald with their levels" journal_levels
+    check "hopwatch check passes as the unit's user, with its capabilities" check_as_unit
+}
+
+purge_checks() {
+    check "dpkg --purge succeeds" dpkg --purge hopwatch
+    check "purge removes the user" sh -c "! getent passwd hopwatch"
+    check "purge removes the state directory" test ! -e "$STATE"
+    check "purge removes the config" test ! -e /etc/hopwatch
+    check "purge removes the unit" sh -c "! systemctl cat hopwatch.service"
+}
+
+arm64_installs() {
+    uname -m
+    [ "$(uname -m)" = aarch64 ] || { echo "this kernel is not arm64"; return 1; }
+    dpkg -i /payload/hopwatch-new.deb || return 1
+    dpkg-query -W -f='${Architecture}\n' hopwatch | grep -qx arm64 || { echo "the package is not arm64"; return 1; }
+    /usr/bin/hopwatch --version
+}
+
+# The daemon holds loaded sched_cls programs (type 3) that the kernel's JIT
+# compiled (its own fdinfo says so), and tc shows a BPF filter in each
+# direction of the lab interface (bookworm's 6.1 kernel has no TCX, so aya
+# attaches cls_bpf filters over netlink).
+ebpf_attached() {
+    local pid jited=0 fd
+    pid=$(systemctl show -p MainPID --value hopwatch)
+    [ "$pid" -gt 0 ] || { echo "no main PID"; return 1; }
+    for fd in /proc/"$pid"/fdinfo/*; do
+        grep -q '^prog_type:[[:space:]]*3$' "$fd" 2>/dev/null && grep -q '^prog_jited:[[:space:]]*1$' "$fd" &&
+            jited=$((jited + 1))
+    done
+    echo "$jited JIT-compiled sched_cls programs held by the daemon"
+    [ "$jited" -ge 2 ] || return 1
+    local dir
+    for dir in ingress egress; do
+        tc filter show dev vm0 "$dir" | grep -q ' bpf .*jited' && continue
+        grep -qs '^link_type:[[:space:]]*tcx$' /proc/"$pid"/fdinfo/* && continue
+        echo "no BPF filter on vm0 $dir:"
+        tc filter show dev vm0 "$dir"
+        return 1
+    done
+}
+
+# `hopwatch trace` as root from the lab's dst namespace back to the VM's
+# root namespace (two hops: r1, then the address): it must reach the
+# destination at TTL 2, every hop answering, on eBPF timestamps with an RTT.
+# TCP goes to port 80, where nothing listens: the RST is the answer. ICMP
+# errors are not rate-limited for it (the router and the destination answer
+# every probe, as in the test suite's lab).
+trace_ebpf() {
+    local proto=$1 host=$2
+    sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 &&
+        ip netns exec r1 sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0 || return 1
+    ip netns exec dst /usr/bin/hopwatch trace -P "$proto" -c 3 -i 0.2 -w 2 -m 3 --json "$host" >/tmp/trace.json ||
+        { cat /tmp/trace.json; return 1; }
+    jq -e '.timestamp_source == "ebpf" and .destination_ttl == 2
+        and (.hops | length == 2) and all(.hops[]; .received >= 1 and (.avg_ns // 0) > 0)' /tmp/trace.json ||
+        { jq -c '{timestamp_source, destination_ttl, hops: [.hops[] | {sent, received, avg_ns}]}' /tmp/trace.json; return 1; }
+}
+
+# GET $1 into the file $2; fails with curl's exit code and the HTTP status
+# unless the answer is 200.
+fetch_to() {
+    local code rc=0
+    code=$(curl -s --max-time 20 -o "$2" -w '%{http_code}' "$API$1") || rc=$?
+    [ "$rc" = 0 ] && [ "$code" = 200 ] && return 0
+    echo "GET $1: curl exit $rc, HTTP $code"
+    return 1
+}
+ui_page() { fetch_to / /tmp/index.html && grep -q '<title>hopwatch' /tmp/index.html; }
+web_ui_answers() {
+    # The first request is retried for up to 30 s: an emulated guest on a
+    # busy machine can miss a deadline, and timing is not what this checks.
+    wait_for 30 ui_page || { ui_page || head -c 300 /tmp/index.html; return 1; }
+    fetch_to /assets/app.js /tmp/app.js || return 1
+    fetch_to /metrics /tmp/metrics.txt || return 1
+    grep -qE '^hopwatch_timestamp_source_info\{[^}]*source="ebpf"' /tmp/metrics.txt ||
+        { echo "/metrics has no hopwatch_timestamp_source_info for ebpf"; grep timestamp_source /tmp/metrics.txt; return 1; }
+}
+
+# The series of a lab target has rounds with replies and an RTT.
+rounds_have_rtts() {
+    api "/api/v1/targets/dst-icmp/series?range=1h&max_points=5000" >/tmp/series.json || return 1
+    jq -e '[.series[0].points[] | select(.sent > .lost and (.avg_ns // 0) > 0)] | length > 0' /tmp/series.json >/dev/null ||
+        { echo "no stored rounds"; head -c 600 /tmp/series.json; return 1; }
+}
+
 # Notes outlive a power cut: synced at once (an append otherwise waits up to
 # 30 s in the page cache, and the cut may come sooner).
 note() {
@@ -295,17 +404,7 @@ install)
     check "the older .deb installs" dpkg -i /payload/hopwatch-old.deb
     write_config
     systemctl restart hopwatch
-    check "the unit is active" wait_for 30 active
-    check "the API answers" wait_for 60 api_up
-    check "the daemon stays up (no restarts)" stays_up
-    check "it runs as user hopwatch with exactly its five capabilities" caps_of_daemon
-    check "eBPF timestamps are in use" ebpf_in_use
-    check "rounds are recorded for every lab target" wait_for 60 lab_rounds
-    check "systemctl reload applies a changed config" reload_applies
-    check "an API write with the token is saved and survives a restart" api_write_survives_restart
-    check "the reflector answers on its default port 862" reflector_answers
-    check "logs reach journald with their levels" journal_levels
-    check "hopwatch check passes as the unit's user, with its capabilities" check_as_unit
+    running_unit_checks
     wait_for 30 has_rounds dst-icmp
     sleep $((FLUSH_S + 2))
     note before_reboot_ms "$(stored_newest dst-icmp)"
@@ -350,11 +449,21 @@ cut)
     fi
     ;;
 purge)
-    check "dpkg --purge succeeds" dpkg --purge hopwatch
-    check "purge removes the user" sh -c "! getent passwd hopwatch"
-    check "purge removes the state directory" test ! -e "$STATE"
-    check "purge removes the config" test ! -e /etc/hopwatch
-    check "purge removes the unit" sh -c "! systemctl cat hopwatch.service"
+    purge_checks
+    ;;
+arm64)
+    check "the arm64 .deb installs on an arm64 kernel" arm64_installs
+    write_config
+    systemctl restart hopwatch
+    running_unit_checks
+    check "the eBPF programs are JIT-compiled and attached (ingress and egress) on the arm64 kernel" ebpf_attached
+    for proto in icmp udp tcp; do
+        check "hopwatch trace -P $proto over IPv4 reaches the target with eBPF timestamps" trace_ebpf "$proto" 198.18.200.1
+        check "hopwatch trace -P $proto over IPv6 reaches the target with eBPF timestamps" trace_ebpf "$proto" fd00:200::1
+    done
+    check "the web UI answers (page, script, /metrics)" web_ui_answers
+    check "the daemon's rounds carry eBPF RTTs in the API" rounds_have_rtts
+    purge_checks
     ;;
 previous)
     # The image has no ca-certificates package, and the previous release
