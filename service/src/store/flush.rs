@@ -69,10 +69,12 @@ pub(super) fn sled_err<'a>(
 }
 
 impl FlushState {
-    /// Rebuilds the marks from disk: a minute is done if it is before the last
-    /// destination-series minute rollup (every minute with a round has one,
-    /// and all series of a minute are written in one batch); likewise hours.
-    /// A target without rollups starts at its first raw round.
+    /// Rebuilds the marks from disk: a minute is done if it is before what
+    /// the newest minute section claims (less the ten minutes before the
+    /// newest round, see below) or, in a store an older hopwatch wrote,
+    /// before the last destination-series minute rollup in sled; an hour is
+    /// done if it is before the last hour rollup and the minute mark. A
+    /// target without rollups starts at its first raw round.
     pub fn load(
         path: &Path,
         trees: &Trees,
