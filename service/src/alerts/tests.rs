@@ -154,8 +154,12 @@ async fn a_failing_receiver_gets_everything_in_order_once_it_recovers() {
         .map(|_| commit(&outbox, "x", AlertKind::Loss))
         .collect();
     let delivery = Delivery::start(Arc::clone(&outbox), vec![hook(&url, Some("k3y"))]).unwrap();
-    until("four deliveries", || {
-        log.lock().unwrap().received.len() == 4
+    // The worker counts a delivery (and drops it from the outbox) once the
+    // response is back, a moment after the receiver logged it: wait for
+    // both, or a loaded machine races.
+    until("four deliveries, counted", || {
+        let counters = delivery.counters();
+        log.lock().unwrap().received.len() == 4 && counters.delivered == 4 && counters.pending == 0
     })
     .await;
     assert_eq!(seqs(&log, "x"), sent, "in order, nothing lost");
@@ -206,9 +210,10 @@ async fn a_stuck_target_does_not_hold_up_another() {
     })
     .await;
     assert_eq!(seqs(&log, "fine"), fine);
-    until("a few retries of the stuck one", || {
-        delivery.counters().failed_attempts >= 3
-    })
+    until(
+        "a few retries of the stuck one, the healthy ones counted",
+        || delivery.counters().failed_attempts >= 3 && delivery.status()[0].pending == 2,
+    )
     .await;
     assert!(seqs(&log, "stuck").is_empty());
     let status = &delivery.status()[0];
@@ -379,7 +384,8 @@ async fn alertmanager_gets_firing_alerts_again_until_they_clear_and_json_does_no
     // The status counts a re-send once its response is back, a moment after
     // the receiver logged it: wait for both, or a loaded machine races.
     until("the raise and two re-sends at Alertmanager", || {
-        am_log.lock().unwrap().len() >= 3 && delivery.status()[0].resent >= 2
+        let status = delivery.status();
+        am_log.lock().unwrap().len() >= 3 && status[0].resent >= 2 && status[1].delivered == 1
     })
     .await;
     {
