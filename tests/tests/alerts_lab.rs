@@ -883,17 +883,27 @@ fn a_receiver_too_slow_to_answer_gets_a_duplicate_with_the_same_id() {
             "{status:?}"
         );
         assert_eq!(status.failed_attempts, 1);
+        // The duplicate counts as the raise's delivery. Later events (an
+        // update when the localisation moves on a loaded machine) may follow:
+        // what matters is that the raise itself came exactly twice.
         eventually(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             "the delivery to be recorded",
-            || (monitor.alerts().counters().delivered == 1).then_some(()),
+            || {
+                let counters = monitor.alerts().counters();
+                (counters.delivered >= 1 && counters.pending == 0).then_some(())
+            },
         )
         .await;
-        assert_eq!(monitor.alerts().counters().pending, 0);
+        let states: Vec<String> = receiver
+            .requests()
+            .iter()
+            .map(|r| r.state().to_string())
+            .collect();
         assert_eq!(
-            receiver.requests().len(),
+            raises().len(),
             2,
-            "the loss holds: nothing but the raise and its duplicate"
+            "the raise and its duplicate, no third copy: {states:?}"
         );
         monitor.shutdown().await;
     });
