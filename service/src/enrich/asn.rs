@@ -6,12 +6,12 @@
 //! I/O and no packets. Only public addresses are looked up ([`super::special`]).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use maxminddb::{geoip2, MaxMindDbError, Reader};
 
 use super::error::EnrichError;
-use super::special;
+use super::mmdb::{DbLookup, Mmdb};
 
 /// What the database says about one address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,87 +23,44 @@ pub struct AsnRecord {
 }
 
 /// The outcome of one lookup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AsnLookup {
-    /// The address is in a network the database knows.
-    Found(AsnRecord),
-    /// A public address the database has no network for.
-    NotInDatabase,
-    /// Not looked up: the address is special-purpose (private, loopback,
-    /// documentation, ...); the reason names the block.
-    Skipped(&'static str),
-    /// The database entry could not be decoded (a corrupt data section).
-    Error(String),
-}
+pub type AsnLookup = DbLookup<AsnRecord>;
 
 /// An opened ASN database.
+#[derive(Debug)]
 pub struct AsnDatabase {
-    reader: Reader<Vec<u8>>,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for AsnDatabase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsnDatabase")
-            .field("path", &self.path)
-            .field("database_type", &self.reader.metadata().database_type)
-            .finish()
-    }
+    db: Mmdb,
 }
 
 impl AsnDatabase {
     /// Reads and checks the database at `path`. A missing file and a corrupt
     /// one are different errors, both naming the path.
     pub fn open(path: &Path) -> Result<AsnDatabase, EnrichError> {
-        // Read the file ourselves so a missing file is an io::Error with its kind,
-        // not folded into the reader's own error type.
-        let bytes = std::fs::read(path).map_err(|source| EnrichError::AsnDatabaseRead {
-            path: path.to_owned(),
-            source,
-        })?;
-        let reader =
-            Reader::from_source(bytes).map_err(|source| EnrichError::AsnDatabaseInvalid {
-                path: path.to_owned(),
-                source,
-            })?;
-        let meta = reader.metadata();
-        tracing::info!(
-            path = %path.display(),
-            database_type = %meta.database_type,
-            build_epoch = meta.build_epoch,
-            ip_version = meta.ip_version,
-            "opened ASN database"
-        );
-        Ok(AsnDatabase {
-            reader,
-            path: path.to_owned(),
-        })
+        let db = Mmdb::open(
+            path,
+            "ASN",
+            |path, source| EnrichError::AsnDatabaseRead { path, source },
+            |path, source| EnrichError::AsnDatabaseInvalid { path, source },
+        )?;
+        Ok(AsnDatabase { db })
     }
 
     /// The file it was read from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     /// The database's own type name (`GeoLite2-ASN` for MaxMind's).
     pub fn database_type(&self) -> &str {
-        &self.reader.metadata().database_type
+        self.db.database_type()
     }
 
     /// Looks `ip` up; special-purpose addresses are skipped without a lookup.
     pub fn lookup(&self, ip: IpAddr) -> AsnLookup {
-        if let Some(why) = special::special_purpose(ip) {
-            return AsnLookup::Skipped(why);
-        }
-        match self.decode(ip) {
-            Ok(Some(record)) => AsnLookup::Found(record),
-            Ok(None) => AsnLookup::NotInDatabase,
-            Err(e) => AsnLookup::Error(e.to_string()),
-        }
+        self.db.lookup(ip, Self::decode)
     }
 
-    fn decode(&self, ip: IpAddr) -> Result<Option<AsnRecord>, MaxMindDbError> {
-        let Some(asn) = self.reader.lookup(ip)?.decode::<geoip2::Asn<'_>>()? else {
+    fn decode(reader: &Reader<Vec<u8>>, ip: IpAddr) -> Result<Option<AsnRecord>, MaxMindDbError> {
+        let Some(asn) = reader.lookup(ip)?.decode::<geoip2::Asn<'_>>()? else {
             return Ok(None);
         };
         let record = AsnRecord {

@@ -8,12 +8,12 @@
 //! guessing one would mislead.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use maxminddb::{geoip2, MaxMindDbError, Reader};
 
 use super::error::EnrichError;
-use super::special;
+use super::mmdb::{DbLookup, Mmdb};
 
 /// Where the database puts one address.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,87 +28,46 @@ pub struct GeoRecord {
     pub country: Option<String>,
 }
 
-/// The outcome of one lookup.
-#[derive(Clone, Debug, PartialEq)]
-pub enum GeoLookup {
-    /// The address is in a network the database places.
-    Found(GeoRecord),
-    /// A public address the database has no position for (no network, or a
-    /// network without coordinates).
-    NotInDatabase,
-    /// Not looked up: the address is special-purpose (private, loopback,
-    /// documentation, ...); the reason names the block.
-    Skipped(&'static str),
-    /// The database entry could not be decoded (a corrupt data section).
-    Error(String),
-}
+/// The outcome of one lookup (`NotInDatabase` also for a network without
+/// coordinates).
+pub type GeoLookup = DbLookup<GeoRecord>;
 
 /// An opened city database.
+#[derive(Debug)]
 pub struct CityDatabase {
-    reader: Reader<Vec<u8>>,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for CityDatabase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CityDatabase")
-            .field("path", &self.path)
-            .field("database_type", &self.reader.metadata().database_type)
-            .finish()
-    }
+    db: Mmdb,
 }
 
 impl CityDatabase {
     /// Reads and checks the database at `path`. A missing file and a corrupt
     /// one are different errors, both naming the path and the config key.
     pub fn open(path: &Path) -> Result<CityDatabase, EnrichError> {
-        let bytes = std::fs::read(path).map_err(|source| EnrichError::CityDatabaseRead {
-            path: path.to_owned(),
-            source,
-        })?;
-        let reader =
-            Reader::from_source(bytes).map_err(|source| EnrichError::CityDatabaseInvalid {
-                path: path.to_owned(),
-                source,
-            })?;
-        let meta = reader.metadata();
-        tracing::info!(
-            path = %path.display(),
-            database_type = %meta.database_type,
-            build_epoch = meta.build_epoch,
-            ip_version = meta.ip_version,
-            "opened city database"
-        );
-        Ok(CityDatabase {
-            reader,
-            path: path.to_owned(),
-        })
+        let db = Mmdb::open(
+            path,
+            "city",
+            |path, source| EnrichError::CityDatabaseRead { path, source },
+            |path, source| EnrichError::CityDatabaseInvalid { path, source },
+        )?;
+        Ok(CityDatabase { db })
     }
 
     /// The file it was read from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     /// The database's own type name (`GeoLite2-City` for MaxMind's).
     pub fn database_type(&self) -> &str {
-        &self.reader.metadata().database_type
+        self.db.database_type()
     }
 
     /// Looks `ip` up; special-purpose addresses are skipped without a lookup.
     pub fn lookup(&self, ip: IpAddr) -> GeoLookup {
-        if let Some(why) = special::special_purpose(ip) {
-            return GeoLookup::Skipped(why);
-        }
-        match self.decode(ip) {
-            Ok(Some(record)) => GeoLookup::Found(record),
-            Ok(None) => GeoLookup::NotInDatabase,
-            Err(e) => GeoLookup::Error(e.to_string()),
-        }
+        self.db.lookup(ip, Self::decode)
     }
 
-    fn decode(&self, ip: IpAddr) -> Result<Option<GeoRecord>, MaxMindDbError> {
-        let Some(entry) = self.reader.lookup(ip)?.decode::<geoip2::City<'_>>()? else {
+    fn decode(reader: &Reader<Vec<u8>>, ip: IpAddr) -> Result<Option<GeoRecord>, MaxMindDbError> {
+        let Some(entry) = reader.lookup(ip)?.decode::<geoip2::City<'_>>()? else {
             return Ok(None);
         };
         // A country alone has no point on a map worth drawing a path through.

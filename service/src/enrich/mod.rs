@@ -47,11 +47,12 @@
 mod asn;
 mod city;
 mod error;
+mod mmdb;
 mod rdns;
 mod special;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -60,6 +61,7 @@ use serde::Serialize;
 pub use asn::{AsnDatabase, AsnLookup, AsnRecord};
 pub use city::{CityDatabase, GeoLookup, GeoRecord};
 pub use error::EnrichError;
+pub use mmdb::DbLookup;
 pub use rdns::{DnsCachePolicy, DnsStats, Lookup, RdnsConfig, ReverseDns};
 pub use special::{is_public, special_purpose};
 
@@ -209,17 +211,7 @@ impl Enricher {
     pub fn lookup_asn(&self, ip: IpAddr) -> Option<AsnLookup> {
         let db = self.asn.as_ref()?;
         let result = db.lookup(ip);
-        let c = &self.asn_counters;
-        let counter = match &result {
-            AsnLookup::Found(_) => &c.hits,
-            AsnLookup::NotInDatabase => &c.misses,
-            AsnLookup::Skipped(_) => &c.skipped,
-            AsnLookup::Error(reason) => {
-                tracing::warn!(%ip, path = %db.path().display(), %reason, "ASN database entry unreadable");
-                &c.errors
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        count(&result, &self.asn_counters, ip, "ASN", db.path());
         Some(result)
     }
 
@@ -227,17 +219,7 @@ impl Enricher {
     pub fn lookup_position(&self, ip: IpAddr) -> Option<GeoLookup> {
         let db = self.city.as_ref()?;
         let result = db.lookup(ip);
-        let c = &self.city_counters;
-        let counter = match &result {
-            GeoLookup::Found(_) => &c.hits,
-            GeoLookup::NotInDatabase => &c.misses,
-            GeoLookup::Skipped(_) => &c.skipped,
-            GeoLookup::Error(reason) => {
-                tracing::warn!(%ip, path = %db.path().display(), %reason, "city database entry unreadable");
-                &c.errors
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        count(&result, &self.city_counters, ip, "city", db.path());
         Some(result)
     }
 
@@ -288,4 +270,18 @@ impl Enricher {
             city: self.city.as_ref().map(|_| counts(&self.city_counters)),
         }
     }
+}
+
+/// Counts a database lookup's outcome; an unreadable entry is also logged.
+fn count<T>(result: &DbLookup<T>, c: &AsnCounters, ip: IpAddr, what: &str, path: &Path) {
+    let counter = match result {
+        DbLookup::Found(_) => &c.hits,
+        DbLookup::NotInDatabase => &c.misses,
+        DbLookup::Skipped(_) => &c.skipped,
+        DbLookup::Error(reason) => {
+            tracing::warn!(%ip, path = %path.display(), %reason, "{what} database entry unreadable");
+            &c.errors
+        }
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
