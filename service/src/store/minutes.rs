@@ -35,12 +35,13 @@
 //! before it was rolled up when the section was written.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::hourfiles::HourFiles;
 use super::keys::{SeriesNum, TargetNum};
 use crate::sys;
 
@@ -123,15 +124,8 @@ pub struct MinuteRollups {
 /// Files kept open for appending: the hour written last and the one before.
 const OPEN_FILES: usize = 2;
 
-fn file_name(hour_ms: u64, n: u32) -> String {
-    format!("m1-{hour_ms:013}-{n:03}.seg")
-}
-
-fn parse_file_name(name: &str) -> Option<(u64, u32)> {
-    let rest = name.strip_prefix("m1-")?.strip_suffix(".seg")?;
-    let (hour, n) = rest.split_once('-')?;
-    Some((hour.parse().ok()?, n.parse().ok()?))
-}
+/// The files' names: `m1-<hour>-<n>.seg`.
+const FILES: HourFiles = HourFiles("m1");
 
 fn floor(at_ms: u64, unit: u64) -> u64 {
     at_ms - at_ms % unit
@@ -185,35 +179,19 @@ impl MinuteRollups {
 
     /// Every file, oldest hour first (then in the order they were written).
     pub fn files(&self) -> Result<Vec<(u64, PathBuf)>, MinuteFileError> {
-        let list_err = |source| MinuteFileError::List {
-            path: self.dir.clone(),
-            source,
-        };
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(list_err(source)),
-        };
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(list_err)?;
-            if let Some((hour, n)) = entry.file_name().to_str().and_then(parse_file_name) {
-                files.push((hour, n, entry.path()));
-            }
-        }
-        files.sort();
-        Ok(files.into_iter().map(|(h, _, p)| (h, p)).collect())
+        FILES
+            .list(&self.dir)
+            .map_err(|source| MinuteFileError::List {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     /// Bytes the files take.
     pub fn size(&self) -> Result<u64, MinuteFileError> {
-        let mut total = 0;
-        for (_, path) in self.files()? {
-            total += fs::metadata(&path)
-                .map_err(|source| MinuteFileError::Read { path, source })?
-                .len();
-        }
-        Ok(total)
+        FILES
+            .size(&self.dir)
+            .map_err(|(path, source)| MinuteFileError::Read { path, source })
     }
 
     /// Writes the rollups in memory of minutes before `before_ms` (and of
@@ -288,28 +266,9 @@ impl MinuteRollups {
     }
 
     fn create(&self, hour: u64) -> Result<(File, PathBuf), MinuteFileError> {
-        let next = self
-            .files()?
-            .iter()
-            .filter(|(h, _)| *h == hour)
-            .filter_map(|(_, p)| p.file_name()?.to_str().and_then(parse_file_name))
-            .map(|(_, n)| n + 1)
-            .max()
-            .unwrap_or(0);
-        let path = self.dir.join(file_name(hour, next));
-        let write_err = |source| MinuteFileError::Write {
-            path: path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(write_err)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_err)?;
-        Ok((file, path))
+        FILES
+            .create(&self.dir, hour)
+            .map_err(|(path, source)| MinuteFileError::Write { path, source })
     }
 
     /// `target`'s minute rollups in `[from_ms, to_ms)`, of every series or
@@ -401,7 +360,7 @@ impl MinuteRollups {
         let hour = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(parse_file_name)
+            .and_then(|name| FILES.parse(name))
             .map_or(0, |(h, _)| h);
         let mut sections = 0;
         let mut blocks = Vec::new();

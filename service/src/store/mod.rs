@@ -70,6 +70,7 @@ pub mod codec;
 pub mod error;
 pub mod export;
 mod flush;
+mod hourfiles;
 pub mod keys;
 pub mod minutes;
 pub mod peers;

@@ -26,11 +26,12 @@
 //! record costs its minute, not the file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 
 use super::chunk::{self, ChunkError};
+use super::hourfiles::HourFiles;
 use super::keys::TargetNum;
 use crate::model::{RoundRecord, TargetId};
 
@@ -117,16 +118,8 @@ pub struct Segments {
 /// rounds around the boundary), and one more for simulations.
 const OPEN_FILES: usize = 3;
 
-/// A file's name: `raw-<hour>-<n>.seg`.
-fn file_name(hour_ms: u64, n: u32) -> String {
-    format!("raw-{hour_ms:013}-{n:03}.seg")
-}
-
-fn parse_file_name(name: &str) -> Option<(u64, u32)> {
-    let rest = name.strip_prefix("raw-")?.strip_suffix(".seg")?;
-    let (hour, n) = rest.split_once('-')?;
-    Some((hour.parse().ok()?, n.parse().ok()?))
-}
+/// The files' names: `raw-<hour>-<n>.seg`.
+const FILES: HourFiles = HourFiles("raw");
 
 /// A record's header fields after the CRC.
 struct Header {
@@ -195,39 +188,20 @@ impl Segments {
         &self.dir
     }
 
-    /// Every file, oldest hour first: `(hour, path)`.
+    /// Every file, oldest hour first: `(hour, path)`. A store written before
+    /// the files existed (or a reader of one) has none.
     pub fn files(&self) -> Result<Vec<(u64, PathBuf)>, SegmentError> {
-        let list_err = |source| SegmentError::List {
+        FILES.list(&self.dir).map_err(|source| SegmentError::List {
             path: self.dir.clone(),
             source,
-        };
-        let mut files = Vec::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            // A store written before the files existed, or a reader of one.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(list_err(source)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(list_err)?;
-            let name = entry.file_name();
-            if let Some((hour, n)) = name.to_str().and_then(parse_file_name) {
-                files.push((hour, n, entry.path()));
-            }
-        }
-        files.sort();
-        Ok(files.into_iter().map(|(h, _, p)| (h, p)).collect())
+        })
     }
 
     /// Bytes the files take.
     pub fn size(&self) -> Result<u64, SegmentError> {
-        let mut total = 0;
-        for (_, path) in self.files()? {
-            total += fs::metadata(&path)
-                .map_err(|source| SegmentError::Read { path, source })?
-                .len();
-        }
-        Ok(total)
+        FILES
+            .size(&self.dir)
+            .map_err(|(path, source)| SegmentError::Read { path, source })
     }
 
     /// Appends one record per target and hour of the rounds' start, one
@@ -282,31 +256,9 @@ impl Segments {
 
     /// A new file for `hour`, numbered after any earlier one of that hour.
     fn create(&self, hour: u64) -> Result<(File, PathBuf), SegmentError> {
-        let next = self
-            .files()?
-            .iter()
-            .filter(|(h, _)| *h == hour)
-            .filter_map(|(_, p)| p.file_name()?.to_str().and_then(parse_file_name))
-            .map(|(_, n)| n + 1)
-            .max()
-            .unwrap_or(0);
-        let path = self.dir.join(file_name(hour, next));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| SegmentError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        // The new name must survive a power cut too.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SegmentError::Write {
-                path: self.dir.clone(),
-                source,
-            })?;
-        Ok((file, path))
+        FILES
+            .create(&self.dir, hour)
+            .map_err(|(path, source)| SegmentError::Write { path, source })
     }
 
     /// `target`'s rounds that started in `[from_ms, to_ms)`, in order of
@@ -665,7 +617,7 @@ mod tests {
             .iter()
             .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, [file_name(T0, 0), file_name(T0, 1)]);
+        assert_eq!(names, [FILES.name(T0, 0), FILES.name(T0, 1)]);
         let read = second.read(TargetNum(1), &id("a"), 0, u64::MAX).unwrap();
         assert_eq!(seqs(&read), (0..120).collect::<Vec<_>>());
     }
@@ -677,7 +629,7 @@ mod tests {
         fill(&mut segments, 3);
         let (_, path) = segments.files().unwrap().remove(0);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
+        fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .unwrap()
@@ -728,7 +680,7 @@ mod tests {
                 // Magic where it does not belong, with lengths that lie.
                 bytes.splice(0..0, MAGIC.iter().copied().chain([0xff; 40]));
             }
-            let path = dir.path().join(file_name(T0, n));
+            let path = dir.path().join(FILES.name(T0, n));
             fs::write(&path, &bytes).unwrap();
             let (records, damage) = Found::check_file(&path).unwrap();
             assert_eq!(records, 0);
