@@ -268,99 +268,103 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
 /// running daemon) and reports damaged sections and blocks. A torn tail is
 /// an append cut short by a crash: its minutes are rebuilt from the rounds.
 fn minutes_check(dir: &Path) -> Finding {
-    const WHAT: &str = "minute rollup files";
-    let files = match MinuteRollups::reader(dir).files() {
-        Ok(files) => files,
-        Err(e) => return finding(Level::Warn, WHAT, e.to_string()),
-    };
-    if files.is_empty() {
-        return finding(Level::Ok, WHAT, format!("none yet in {}", dir.display()));
-    }
-    let (mut sections, mut torn, mut damaged) = (0u64, 0usize, Vec::new());
-    for (_, path) in &files {
-        match MinuteRollups::check_file(path) {
-            Ok((n, damage)) => {
-                sections += n;
-                for d in damage {
-                    match d {
-                        FileDamage::TornTail { .. } => torn += 1,
-                        other => damaged.push(format!("{other:?}")),
-                    }
-                }
-            }
-            Err(e) => damaged.push(e.to_string()),
-        }
-    }
-    let summary = format!(
-        "{} files, {sections} sections in {}{}",
-        files.len(),
-        dir.display(),
-        if torn > 0 {
-            format!("; {torn} with a torn last section (an append cut short by a crash; rebuilt from the rounds)")
-        } else {
-            String::new()
-        }
-    );
-    if damaged.is_empty() {
-        finding(Level::Ok, WHAT, summary)
-    } else {
-        finding(
-            Level::Warn,
-            WHAT,
-            format!(
-                "{summary}; {} damaged part(s) are skipped when read: {}",
-                damaged.len(),
-                damaged.join("; ")
-            ),
-        )
-    }
+    history_files_check(
+        dir,
+        ("minute rollup files", "sections", "section"),
+        "rebuilt from the rounds",
+        MinuteRollups::reader(dir)
+            .files()
+            .map_err(|e| e.to_string()),
+        |path| {
+            let (sections, damage) = MinuteRollups::check_file(path).map_err(|e| e.to_string())?;
+            let torn = damage
+                .iter()
+                .filter(|d| matches!(d, FileDamage::TornTail { .. }))
+                .count();
+            let damaged = damage
+                .iter()
+                .filter(|d| !matches!(d, FileDamage::TornTail { .. }))
+                .map(|d| format!("{d:?}"))
+                .collect();
+            Ok((sections, torn, damaged))
+        },
+    )
 }
 
 /// Reads every file of raw rounds (append-only, so safe beside a running
 /// daemon) and reports damaged records. A torn tail is what a power cut
 /// during an append leaves: reported, not a warning.
 fn rounds_check(dir: &Path) -> Finding {
-    const WHAT: &str = "raw history files";
-    let files = match Segments::reader(dir).files() {
+    history_files_check(
+        dir,
+        ("raw history files", "records", "record"),
+        "the rest is read",
+        Segments::reader(dir).files().map_err(|e| e.to_string()),
+        |path| {
+            let (records, damage) = Found::check_file(path).map_err(|e| e.to_string())?;
+            let torn = damage
+                .iter()
+                .filter(|d| matches!(d, Damage::TornTail { .. }))
+                .count();
+            let damaged = damage
+                .iter()
+                .filter(|d| !matches!(d, Damage::TornTail { .. }))
+                .map(|d| format!("{d:?}"))
+                .collect();
+            Ok((records, torn, damaged))
+        },
+    )
+}
+
+/// The finding for one kind of the history's append-only files: how many
+/// files and units (records, sections), torn tails (a crash during an
+/// append: reported, not a warning) and damage (a warning, skipped when
+/// read). `check` reads one file: `(units, torn tails, damage)`.
+fn history_files_check(
+    dir: &Path,
+    (what, units, unit): (&'static str, &str, &str),
+    after_torn: &str,
+    files: Result<Vec<(u64, std::path::PathBuf)>, String>,
+    check: impl Fn(&Path) -> Result<(u64, usize, Vec<String>), String>,
+) -> Finding {
+    let files = match files {
         Ok(files) => files,
-        Err(e) => return finding(Level::Warn, WHAT, e.to_string()),
+        Err(e) => return finding(Level::Warn, what, e),
     };
     if files.is_empty() {
-        return finding(Level::Ok, WHAT, format!("none yet in {}", dir.display()));
+        return finding(Level::Ok, what, format!("none yet in {}", dir.display()));
     }
-    let (mut records, mut torn, mut damaged) = (0u64, 0usize, Vec::new());
+    let (mut count, mut torn, mut damaged) = (0u64, 0usize, Vec::new());
     for (_, path) in &files {
-        match Found::check_file(path) {
-            Ok((n, damage)) => {
-                records += n;
-                for d in damage {
-                    match d {
-                        Damage::TornTail { .. } => torn += 1,
-                        other => damaged.push(format!("{other:?}")),
-                    }
-                }
+        match check(path) {
+            Ok((n, t, d)) => {
+                count += n;
+                torn += t;
+                damaged.extend(d);
             }
-            Err(e) => damaged.push(e.to_string()),
+            Err(e) => damaged.push(e),
         }
     }
     let summary = format!(
-        "{} files, {records} records in {}{}",
+        "{} files, {count} {units} in {}{}",
         files.len(),
         dir.display(),
         if torn > 0 {
-            format!("; {torn} with a torn last record (an append cut short by a crash; the rest is read)")
+            format!(
+                "; {torn} with a torn last {unit} (an append cut short by a crash; {after_torn})"
+            )
         } else {
             String::new()
         }
     );
     if damaged.is_empty() {
-        finding(Level::Ok, WHAT, summary)
+        finding(Level::Ok, what, summary)
     } else {
         finding(
             Level::Warn,
-            WHAT,
+            what,
             format!(
-                "{summary}; {} damaged record(s) are skipped when read: {}",
+                "{summary}; {} damaged {unit}(s) are skipped when read: {}",
                 damaged.len(),
                 damaged.join("; ")
             ),
@@ -708,6 +712,41 @@ mod tests {
             damaged.detail
         );
         assert!(damaged.detail.contains("BadRecord"), "{}", damaged.detail);
+    }
+
+    #[test]
+    fn check_reports_torn_and_damaged_minute_rollup_files() {
+        use crate::store::keys::{SeriesNum, TargetNum};
+        let dir = tempfile::tempdir().unwrap();
+        let rollups = dir.path().join(crate::store::ROLLUPS_DIR);
+        assert_eq!(minutes_check(&rollups).level, Level::Ok, "none yet");
+        let minutes = MinuteRollups::open(&rollups).unwrap();
+        let hour = 1_700_002_800_000;
+        for m in 0..20u64 {
+            let value = format!("minute {m}").into_bytes();
+            minutes.insert(TargetNum(1), SeriesNum(0), hour + m * 60_000, value);
+        }
+        minutes.write_before(hour + 10 * 60_000).unwrap();
+        minutes.write_before(hour + 20 * 60_000).unwrap();
+        let (_, file) = minutes.files().unwrap().remove(0);
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+        let torn = minutes_check(&rollups);
+        assert_eq!(torn.level, Level::Ok, "{torn:?}");
+        assert!(
+            torn.detail.contains("1 files, 1 sections"),
+            "{}",
+            torn.detail
+        );
+        assert!(torn.detail.contains("torn last section"), "{}", torn.detail);
+        // A flipped byte in the first section's block (after its 24-byte
+        // header and one 16-byte index entry).
+        let mut bytes = bytes;
+        bytes[24 + 16 + 2] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let damaged = minutes_check(&rollups);
+        assert_eq!(damaged.level, Level::Warn, "{damaged:?}");
+        assert!(damaged.detail.contains("BadBlock"), "{}", damaged.detail);
     }
 
     #[tokio::test]
