@@ -192,7 +192,11 @@ fn verify(dir: &Path, start_ms: u64, flushed: Option<u64>) -> anyhow::Result<u64
         names.sort();
         for path in names {
             let checked = hopwatch::store::minutes::MinuteRollups::check_file(&path);
-            eprintln!("DEBUG {} {:?}", path.display(), checked);
+            eprintln!(
+                "minute rollups file at the failure: {} {:?}",
+                path.display(),
+                checked
+            );
         }
     }
     ensure!(

@@ -173,6 +173,7 @@ impl MinuteRollups {
     }
 
     /// How many rollups wait in memory.
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         sys::lock(&self.open).len()
     }
