@@ -723,7 +723,11 @@ mod tests {
         let minutes = MinuteRollups::open(&rollups).unwrap();
         let hour = 1_700_002_800_000;
         for m in 0..20u64 {
-            let value = format!("minute {m}").into_bytes();
+            let value = crate::store::rollup::Stats {
+                sent: m,
+                lost: m,
+                ..Default::default()
+            };
             minutes.insert(TargetNum(1), SeriesNum(0), hour + m * 60_000, value);
         }
         minutes.write_before(hour + 10 * 60_000).unwrap();

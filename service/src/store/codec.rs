@@ -20,16 +20,20 @@ use crate::model::{HopSample, InvalidHopSample, RoundRecord, TargetId};
 use crate::probe::TimestampSource;
 use crate::probe::{Rtt, Ttl};
 
-/// The format byte every value written by this release starts with.
+/// The format byte every value starts with, but rollups in columns.
 pub const VALUE_FORMAT_V1: u8 = 1;
+/// The format byte of rollups in columns (`RollupColumnsV1`): the minute
+/// files' blocks and, since they replaced `RollupV1` there, sled's hour
+/// rollups. A value of format 1 in a rollup tree is a `RollupV1`.
+pub const VALUE_FORMAT_COLUMNS: u8 = 2;
 
 /// Why a stored value could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("value is empty")]
     Empty,
-    #[error("value format {found} is unknown (this release reads format {VALUE_FORMAT_V1})")]
-    UnknownFormat { found: u8 },
+    #[error("value format {found} is unknown here (format {expected} expected)")]
+    UnknownFormat { found: u8, expected: u8 },
     #[error("value does not decode: {0}")]
     Postcard(#[from] postcard::Error),
     #[error("unknown timestamp source code {0}")]
@@ -42,18 +46,30 @@ pub enum DecodeError {
 
 /// Encodes `value` behind the current format byte.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let out = vec![VALUE_FORMAT_V1];
-    // Serialising into a Vec cannot fail for these plain structs; a failure
-    // would be a bug in a derive, not bad input.
-    postcard::to_extend(value, out).expect("postcard encodes store values into a Vec")
+    encode_as(VALUE_FORMAT_V1, value)
 }
 
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_as(VALUE_FORMAT_V1, bytes)
+}
+
+/// Encodes `value` behind the format byte `format`.
+pub fn encode_as<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    // Serialising into a Vec cannot fail for these plain structs; a failure
+    // would be a bug in a derive, not bad input.
+    postcard::to_extend(value, vec![format]).expect("postcard encodes store values into a Vec")
+}
+
+/// Decodes a value written by [`encode_as`] with `format`.
+pub fn decode_as<T: DeserializeOwned>(format: u8, bytes: &[u8]) -> Result<T, DecodeError> {
     match bytes.split_first() {
         None => Err(DecodeError::Empty),
-        Some((&VALUE_FORMAT_V1, body)) => Ok(postcard::from_bytes(body)?),
-        Some((&found, _)) => Err(DecodeError::UnknownFormat { found }),
+        Some((&found, body)) if found == format => Ok(postcard::from_bytes(body)?),
+        Some((&found, _)) => Err(DecodeError::UnknownFormat {
+            found,
+            expected: format,
+        }),
     }
 }
 
@@ -163,6 +179,38 @@ pub struct RollupV1 {
     pub sum_sq_ns2: u128,
     pub hist_index_deltas: Vec<u32>,
     pub hist_counts: Vec<u32>,
+}
+
+/// Many rollups at once, field by field (the minute files' blocks since
+/// format `hwM2`, `store::rollup_block`): a column compresses far better
+/// than rows of mixed fields, and min, max and the sums are kept relative to
+/// what the entry before or the entry's own minimum predicts. Every column
+/// has one element per entry except `index_gaps` and `counts`, which hold
+/// `buckets[i]` elements for entry `i`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RollupColumnsV1 {
+    /// The histograms' grouping power (the maximum value power is the store's).
+    pub grouping_power: u8,
+    pub series: Vec<u8>,
+    /// The bucket's place in its file's span (minute of the hour).
+    pub slots: Vec<u8>,
+    pub sent: Vec<u64>,
+    pub lost: Vec<u64>,
+    /// `min - previous entry's min`, wrapping.
+    pub min_steps: Vec<i64>,
+    /// `max - previous entry's max`, wrapping.
+    pub max_steps: Vec<i64>,
+    /// `sum - received * min`, wrapping.
+    pub sums_above_min: Vec<u128>,
+    /// `sum of (x - min)^2` as `sum_sq - 2 min sum + received min^2`, wrapping.
+    pub squares_above_min: Vec<u128>,
+    /// Non-empty histogram buckets per entry.
+    pub buckets: Vec<u32>,
+    /// First bucket's index minus the previous entry's first, wrapping.
+    pub first_index_steps: Vec<i32>,
+    /// Gaps between consecutive non-empty buckets' indexes.
+    pub index_gaps: Vec<u32>,
+    pub counts: Vec<u32>,
 }
 
 /// One batch of a peer's probes in the `raw` tree (see `store::peers`): RTT,
@@ -300,7 +348,10 @@ mod tests {
         bytes[0] = 9;
         assert!(matches!(
             decode::<RawRoundV1>(&bytes),
-            Err(DecodeError::UnknownFormat { found: 9 })
+            Err(DecodeError::UnknownFormat {
+                found: 9,
+                expected: VALUE_FORMAT_V1
+            })
         ));
         assert!(matches!(decode::<RawRoundV1>(&[]), Err(DecodeError::Empty)));
         assert!(matches!(

@@ -17,7 +17,7 @@ use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::Rtt;
 use crate::store::buffer::WriteBuffer;
 use crate::store::chunk;
-use crate::store::codec::{decode, encode, DecodeError, PeerBatchV1, RawRoundV1};
+use crate::store::codec::{decode, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::keys::{
     parse_raw_key, parse_rollup_key, raw_key, rollup_key, series_end, target_end, time_bound,
@@ -26,6 +26,7 @@ use crate::store::keys::{
 use crate::store::minutes::{FileDamage, MinuteRollups, SECTION_MS};
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
+use crate::store::rollup_block;
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
 use crate::store::segment::{sort_rounds, Damage, Pending, Segments};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
@@ -647,8 +648,7 @@ impl Store {
         let emit = |w: &mut Writer<'_>, minute: u64, merged: [Stats; 3]| {
             for (series, stats) in PeerSeries::ALL.into_iter().zip(merged) {
                 if stats.sent > 0 {
-                    self.minutes
-                        .insert(num, series.num(), minute, encode(&stats.to_value()));
+                    self.minutes.insert(num, series.num(), minute, stats);
                     w.rollups += 1;
                 }
             }
@@ -707,7 +707,7 @@ impl Store {
             w.insert(
                 batch,
                 &rollup_key(num, series, hour),
-                &encode(&stats.to_value()),
+                &rollup_block::encode_one(stats),
             );
             w.rollups += 1;
         }
@@ -721,10 +721,7 @@ impl Store {
         key: &[u8],
         value: &[u8],
     ) -> Option<Stats> {
-        let decoded = decode(value)
-            .map_err(|e: DecodeError| e.to_string())
-            .and_then(|v| Stats::from_value(v).map_err(|e| format!("bad histogram: {e}")));
-        match decoded {
+        match rollup_block::decode_one(value) {
             Ok(stats) => Some(stats),
             Err(error) => {
                 self.note_corrupt(tree, key, &error);
@@ -770,12 +767,7 @@ impl Store {
         for d in &damage {
             self.note_minute_damage(d);
         }
-        for ((s, start), value) in in_files {
-            let key = rollup_key(num, s, start);
-            if let Some(stats) = self.decode_stats(MINUTES, &key, &value) {
-                found.insert((s, start), stats);
-            }
-        }
+        found.extend(in_files);
         Ok(found)
     }
 
@@ -904,7 +896,7 @@ fn roll_round_minutes(
     let mut accs: BTreeMap<SeriesNum, SeriesAcc> = BTreeMap::new();
     let mut emit = |minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
         for (series, acc) in std::mem::take(accs) {
-            minutes.insert(num, series, minute, encode(&acc.finish(scratch).to_value()));
+            minutes.insert(num, series, minute, acc.finish(scratch));
             made += 1;
         }
     };

@@ -29,10 +29,14 @@
 //! then per target `target (4) | block offset from the section's start (4)
 //! | block length (4) | block crc32 (4)`, sorted by target, then the blocks.
 //! The header CRC covers the header after itself and the index. A block is
-//! zstd of `series (1) | minute of the hour (1) | length (2) | value`
-//! entries, the value being a rollup as sled held it (`codec::RollupV1`), so
-//! reading code is shared. Integers big-endian. `until` says every minute
-//! before it was rolled up when the section was written.
+//! zstd of the target's rollups in columns (`store::rollup_block`, the slot
+//! being the minute of the hour), histograms at the stored grouping power.
+//! Integers big-endian. `until` says every minute before it was rolled up
+//! when the section was written.
+//!
+//! Sections of the first release of these files (`hwM1`) hold rows instead:
+//! `series (1) | minute of the hour (1) | length (2) | value`, the value a
+//! `codec::RollupV1` at grouping power 7. They are still read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -41,8 +45,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::codec::{self, RollupV1};
 use super::hourfiles::HourFiles;
 use super::keys::{SeriesNum, TargetNum};
+use super::rollup::{Stats, STORED_GROUPING_POWER};
+use super::rollup_block::{self, Entry};
 use crate::sys;
 
 /// How many minutes of rollups wait in memory before they are written: a
@@ -51,7 +58,9 @@ use crate::sys;
 pub const SECTION_MS: u64 = 10 * MINUTE_MS;
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
-const MAGIC: [u8; 4] = *b"hwM1";
+const MAGIC: [u8; 4] = *b"hwM2";
+/// Sections of rows (`RollupV1`), written by the first release of these files.
+const MAGIC_ROWS: [u8; 4] = *b"hwM1";
 const HEADER_LEN: usize = 4 + 4 + 4 + 4 + 8;
 const INDEX_ENTRY_LEN: usize = 16;
 /// zstd's level for blocks: a section is written once and read rarely.
@@ -105,13 +114,11 @@ pub enum FileDamage {
     },
 }
 
-/// One minute rollup: series, minute start, and the encoded value.
-pub type Entry = (SeriesNum, u64, Vec<u8>);
-
 /// The minute rollups of a store: those in memory and the files.
 pub struct MinuteRollups {
     dir: PathBuf,
-    /// Rollups not in a file yet, by target, series and minute.
+    /// Rollups not in a file yet, by target, series and minute, each
+    /// encoded alone (`rollup_block`): a quarter of a decoded `Stats`.
     open: Mutex<BTreeMap<(TargetNum, SeriesNum, u64), Vec<u8>>>,
     /// The file this process appends to, per hour.
     files: Mutex<BTreeMap<u64, (File, PathBuf)>>,
@@ -131,8 +138,18 @@ fn floor(at_ms: u64, unit: u64) -> u64 {
     at_ms - at_ms % unit
 }
 
+/// How a section's blocks are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockLayout {
+    /// `rollup_block` columns (`hwM2`).
+    Columns,
+    /// `RollupV1` rows (`hwM1`).
+    Rows,
+}
+
 /// A section's parsed header and index.
 struct Section {
+    layout: BlockLayout,
     len: u32,
     until_ms: u64,
     /// `(target, block offset, block length, block crc)`, by target.
@@ -167,8 +184,11 @@ impl MinuteRollups {
         *sys::lock(&self.claimed_until)
     }
 
-    /// Keeps a minute's rollup in memory until the next section is written.
-    pub fn insert(&self, target: TargetNum, series: SeriesNum, minute_ms: u64, value: Vec<u8>) {
+    /// Keeps a minute's rollup in memory until the next section is written,
+    /// its histogram already at the stored grouping power (so a minute reads
+    /// the same before and after its section is written).
+    pub fn insert(&self, target: TargetNum, series: SeriesNum, minute_ms: u64, stats: Stats) {
+        let value = rollup_block::encode_one(stats);
         sys::lock(&self.open).insert((target, series, minute_ms), value);
     }
 
@@ -213,17 +233,31 @@ impl MinuteRollups {
         if taken.is_empty() {
             return Ok(0);
         }
-        let mut by_hour: BTreeMap<u64, BTreeMap<TargetNum, Vec<u8>>> = BTreeMap::new();
+        let mut by_hour: BTreeMap<u64, BTreeMap<TargetNum, Vec<Entry>>> = BTreeMap::new();
         for (&(target, series, minute), value) in &taken {
             let hour = floor(minute, HOUR_MS);
-            let block = by_hour.entry(hour).or_default().entry(target).or_default();
-            block.push(series.0);
-            block.push(((minute - hour) / MINUTE_MS) as u8);
-            block.extend((value.len().min(u16::MAX as usize) as u16).to_be_bytes());
-            block.extend(&value[..value.len().min(u16::MAX as usize)]);
+            // Values in memory were encoded by `insert`, in this process.
+            let Some(stats) = decode_one(value) else {
+                tracing::error!(
+                    target = target.0,
+                    minute,
+                    "a minute rollup in memory does not decode; dropping it"
+                );
+                continue;
+            };
+            let entries = by_hour.entry(hour).or_default().entry(target).or_default();
+            entries.push(Entry {
+                series,
+                slot: ((minute - hour) / MINUTE_MS) as u8,
+                stats,
+            });
         }
         let mut written = 0;
-        for (hour, blocks) in by_hour {
+        for (hour, targets) in by_hour {
+            let blocks: BTreeMap<TargetNum, Vec<u8>> = targets
+                .iter()
+                .map(|(target, entries)| (*target, rollup_block::encode(entries)))
+                .collect();
             // A section speaks only for its hour: should a crash stop the
             // writes before a later hour's section, that hour is rolled up
             // again at open rather than taken as done.
@@ -282,7 +316,7 @@ impl MinuteRollups {
         from_ms: u64,
         to_ms: u64,
         damage: &mut Vec<FileDamage>,
-    ) -> Result<BTreeMap<(SeriesNum, u64), Vec<u8>>, MinuteFileError> {
+    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, MinuteFileError> {
         let wanted = |series: SeriesNum, minute: u64| {
             only.is_none_or(|s| s == series) && (from_ms..to_ms).contains(&minute)
         };
@@ -296,14 +330,17 @@ impl MinuteRollups {
                 .map(|((_, s, m), v)| ((*s, *m), v.clone()))
                 .collect()
         };
+        let in_memory = in_memory
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, decode_one(&value)?)));
         let mut found = BTreeMap::new();
         for (hour, path) in self.files()? {
             if hour + HOUR_MS <= from_ms || hour >= to_ms {
                 continue;
             }
-            read_target(&path, hour, target, damage, |series, minute, value| {
+            read_target(&path, hour, target, damage, |series, minute, stats| {
                 if wanted(series, minute) {
-                    found.insert((series, minute), value.to_vec());
+                    found.insert((series, minute), stats);
                 }
             })?;
         }
@@ -367,12 +404,12 @@ impl MinuteRollups {
         let mut blocks = Vec::new();
         walk_sections(&file, path, &mut damage, |at, section| {
             sections += 1;
-            blocks.extend(section.index.iter().map(|&e| (at, e)));
+            blocks.extend(section.index.iter().map(|&e| (at, section.layout, e)));
             true
         })?;
-        for (at, (target, offset, len, crc)) in blocks {
+        for (at, layout, (target, offset, len, crc)) in blocks {
             let good = match read_block(&file, path, at, offset, len, crc)? {
-                Some(block) => parse_block(&block, hour, |_, _, _| {}).is_ok(),
+                Some(block) => parse_block(&block, hour, layout, |_, _, _| {}).is_ok(),
                 None => false,
             };
             if !good {
@@ -480,10 +517,19 @@ fn walk_sections(
         let (crc, len, count) = (word(4), word(8), word(12));
         let until_ms = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
         let index_len = count as usize * INDEX_ENTRY_LEN;
-        if header[..4] != MAGIC
-            || len > MAX_SECTION_BYTES
-            || (len as usize) < HEADER_LEN + index_len
-        {
+        let layout = match header[..4].try_into().expect("4 bytes") {
+            MAGIC => Some(BlockLayout::Columns),
+            MAGIC_ROWS => Some(BlockLayout::Rows),
+            _ => None,
+        };
+        let Some(layout) = layout else {
+            damage.push(FileDamage::BadSection {
+                path: path.to_path_buf(),
+                offset: at,
+            });
+            return Ok(());
+        };
+        if len > MAX_SECTION_BYTES || (len as usize) < HEADER_LEN + index_len {
             damage.push(FileDamage::BadSection {
                 path: path.to_path_buf(),
                 offset: at,
@@ -509,6 +555,7 @@ fn walk_sections(
             return Ok(());
         }
         let section = Section {
+            layout,
             len,
             until_ms,
             index: index
@@ -545,25 +592,47 @@ fn read_block(
     Ok(zstd::stream::decode_all(z.as_slice()).ok())
 }
 
-/// Calls `each(series, minute start, value)` for every entry of a block.
+/// A rollup `insert` encoded alone.
+fn decode_one(value: &[u8]) -> Option<Stats> {
+    rollup_block::decode_one(value).ok()
+}
+
+/// Calls `each(series, minute start, stats)` for every entry of a block;
+/// an error means the block is damaged (nothing of it should be trusted).
 fn parse_block(
     block: &[u8],
     hour: u64,
-    mut each: impl FnMut(SeriesNum, u64, &[u8]),
+    layout: BlockLayout,
+    mut each: impl FnMut(SeriesNum, u64, Stats),
 ) -> Result<(), ()> {
-    let mut rest = block;
-    while !rest.is_empty() {
-        if rest.len() < 4 {
-            return Err(());
+    let minute_start = |minute: u8| (minute < 60).then(|| hour + u64::from(minute) * MINUTE_MS);
+    let mut entries = Vec::new();
+    match layout {
+        BlockLayout::Columns => {
+            for entry in rollup_block::decode(block).map_err(|_| ())? {
+                let at = minute_start(entry.slot).ok_or(())?;
+                entries.push((entry.series, at, entry.stats));
+            }
         }
-        let series = SeriesNum(rest[0]);
-        let minute = rest[1] as u64;
-        let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
-        if minute >= 60 || rest.len() < 4 + len {
-            return Err(());
+        BlockLayout::Rows => {
+            let mut rest = block;
+            while !rest.is_empty() {
+                if rest.len() < 4 {
+                    return Err(());
+                }
+                let series = SeriesNum(rest[0]);
+                let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+                let at = minute_start(rest[1]).ok_or(())?;
+                let value = rest.get(4..4 + len).ok_or(())?;
+                let row: RollupV1 = codec::decode(value).map_err(|_| ())?;
+                let stats = Stats::from_value(row).map_err(|_| ())?;
+                entries.push((series, at, stats.coarsened(STORED_GROUPING_POWER)));
+                rest = &rest[4 + len..];
+            }
         }
-        each(series, hour + minute * MINUTE_MS, &rest[4..4 + len]);
-        rest = &rest[4 + len..];
+    }
+    for (series, at, stats) in entries {
+        each(series, at, stats);
     }
     Ok(())
 }
@@ -574,7 +643,7 @@ fn read_target(
     hour: u64,
     target: TargetNum,
     damage: &mut Vec<FileDamage>,
-    mut each: impl FnMut(SeriesNum, u64, &[u8]),
+    mut each: impl FnMut(SeriesNum, u64, Stats),
 ) -> Result<(), MinuteFileError> {
     let Some(file) = open_for_read(path)? else {
         return Ok(());
@@ -583,11 +652,11 @@ fn read_target(
     walk_sections(&file, path, damage, |at, section| {
         if let Ok(i) = section.index.binary_search_by_key(&target, |e| e.0) {
             let (_, offset, len, crc) = section.index[i];
-            blocks.push((at, offset, len, crc));
+            blocks.push((at, section.layout, offset, len, crc));
         }
         true
     })?;
-    for (at, offset, len, crc) in blocks {
+    for (at, layout, offset, len, crc) in blocks {
         let bad = FileDamage::BadBlock {
             path: path.to_path_buf(),
             offset: at + offset as u64,
@@ -595,7 +664,7 @@ fn read_target(
         };
         match read_block(&file, path, at, offset, len, crc)? {
             Some(block) => {
-                if parse_block(&block, hour, &mut each).is_err() {
+                if parse_block(&block, hour, layout, &mut each).is_err() {
                     damage.push(bad);
                 }
             }
@@ -611,8 +680,14 @@ mod tests {
 
     const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS;
 
-    fn value(n: u64) -> Vec<u8> {
-        format!("rollup {n}").into_bytes()
+    /// A rollup told apart by `n` (all lost, so no histogram).
+    fn value(n: u64) -> Stats {
+        Stats {
+            sent: n,
+            lost: n,
+            ..Stats::default()
+        }
+        .coarsened(STORED_GROUPING_POWER)
     }
 
     fn fill(m: &MinuteRollups, targets: u32, minutes: u64) {
@@ -684,12 +759,7 @@ mod tests {
         let m = MinuteRollups::open(dir.path()).unwrap();
         fill(&m, 2, 10);
         m.write_before(T0 + 10 * MINUTE_MS).unwrap();
-        m.insert(
-            TargetNum(1),
-            SeriesNum(2),
-            T0 + 4 * MINUTE_MS,
-            b"late".to_vec(),
-        );
+        m.insert(TargetNum(1), SeriesNum(2), T0 + 4 * MINUTE_MS, value(1));
         m.write_before(T0 + 10 * MINUTE_MS).unwrap();
         let reopened = MinuteRollups::open(dir.path()).unwrap();
         let mut damage = Vec::new();
@@ -702,7 +772,7 @@ mod tests {
                 &mut damage,
             )
             .unwrap();
-        assert_eq!(found[&(SeriesNum(2), T0 + 4 * MINUTE_MS)], b"late".to_vec());
+        assert_eq!(found[&(SeriesNum(2), T0 + 4 * MINUTE_MS)], value(1));
         assert_eq!(
             found[&(SeriesNum(2), T0 + 3 * MINUTE_MS)],
             value(T0 + 3 * MINUTE_MS + 7 + 2)
@@ -794,5 +864,50 @@ mod tests {
                 .len(),
             5
         );
+    }
+
+    #[test]
+    fn sections_of_rows_from_the_first_release_are_read_at_the_stored_power() {
+        use crate::store::rollup::{scratch_histogram, SeriesAcc};
+        let dir = tempfile::tempdir().unwrap();
+        let mut acc = SeriesAcc::default();
+        for i in 0..60u64 {
+            acc.push(Some(20_000_000 + i * 31_337));
+        }
+        let stats = acc.finish(&mut scratch_histogram());
+        // A block of rows as the first release wrote it: minutes 2 and 3.
+        let mut rows = Vec::new();
+        for minute in [2u8, 3] {
+            let v = codec::encode(&stats.to_value());
+            rows.extend([7, minute]);
+            rows.extend((v.len() as u16).to_be_bytes());
+            rows.extend(v);
+        }
+        let mut section =
+            encode_section(&BTreeMap::from([(TargetNum(4), rows)]), T0 + 10 * MINUTE_MS);
+        section[..4].copy_from_slice(&MAGIC_ROWS);
+        fs::write(dir.path().join(FILES.name(T0, 0)), &section).unwrap();
+        // This release appends its own sections beside it.
+        let m = MinuteRollups::open(dir.path()).unwrap();
+        assert_eq!(m.claimed_until(), Some(T0 + 10 * MINUTE_MS));
+        m.insert(
+            TargetNum(4),
+            SeriesNum(7),
+            T0 + 12 * MINUTE_MS,
+            stats.clone(),
+        );
+        m.write_before(T0 + 20 * MINUTE_MS).unwrap();
+        let mut damage = Vec::new();
+        let found = MinuteRollups::reader(dir.path())
+            .read(TargetNum(4), None, T0, T0 + HOUR_MS, &mut damage)
+            .unwrap();
+        assert!(damage.is_empty(), "{damage:?}");
+        let coarse = stats.coarsened(STORED_GROUPING_POWER);
+        let minutes: Vec<u64> = found.keys().map(|(_, at)| (at - T0) / MINUTE_MS).collect();
+        assert_eq!(minutes, vec![2, 3, 12]);
+        assert!(found.values().all(|s| *s == coarse), "{found:?}");
+        let (_, path) = m.files().unwrap().remove(0);
+        let (sections, damage) = MinuteRollups::check_file(&path).unwrap();
+        assert_eq!((sections, damage.len()), (1, 0));
     }
 }

@@ -77,6 +77,7 @@ pub mod peers;
 pub mod query;
 pub mod rawlog;
 pub mod rollup;
+pub mod rollup_block;
 pub mod schema;
 pub mod segment;
 #[cfg(test)]

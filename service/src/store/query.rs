@@ -135,7 +135,7 @@ pub struct Point {
     /// Population standard deviation.
     pub stddev_ns: Option<f64>,
     /// Percentiles: exact for raw points; from the rollup histogram (within
-    /// 0.8 %, clamped to [min, max]) for rollups.
+    /// 1.6 %, nearer at the bucket's middle; clamped to [min, max]) for rollups.
     pub p50_ns: Option<u64>,
     pub p95_ns: Option<u64>,
     pub p99_ns: Option<u64>,

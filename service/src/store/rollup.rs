@@ -5,9 +5,14 @@
 //!
 //! The histogram is `histogram::SparseHistogram32` (iopsystems' `histogram`
 //! crate: HDR-style log-linear buckets, a sparse form made for storage, exact
-//! merges). Grouping power 7 bounds the relative error of a percentile to
-//! 2^-7 (0.8 %); values are nanoseconds up to 2^36 (68.7 s), larger ones are
-//! counted in the top bucket.
+//! merges). Buckets are built at grouping power 7 (relative error 2^-7,
+//! 0.8 %) and stored at power 6 (2^-6, 1.6 %; a percentile is reported at
+//! its bucket's middle, which halves the worst case); values are
+//! nanoseconds up to 2^36 (68.7 s), larger ones are counted in the top
+//! bucket. Why 6: the histograms are most of a rollup's bytes, and at power 7
+//! a 10-hop target's default windows did not fit issue 15's 25 MiB
+//! (docs/benchmarks.md, "Rollups in columns"). Rollups of different powers
+//! merge at the coarser one.
 
 use histogram::{Config, Histogram32, SparseHistogram32};
 
@@ -15,13 +20,20 @@ use crate::store::codec::RollupV1;
 use crate::store::query::Point;
 
 pub const HIST_GROUPING_POWER: u8 = 7;
+/// The grouping power of the histograms the store writes (see the module's header).
+pub const STORED_GROUPING_POWER: u8 = 6;
 pub const HIST_MAX_VALUE_POWER: u8 = 36;
 const HIST_MAX_VALUE: u64 = (1 << HIST_MAX_VALUE_POWER) - 1;
 
-/// The one histogram configuration the schema allows; a change is a schema change.
+/// The configuration buckets are built with, and that rollups an older
+/// hopwatch stored (as `RollupV1`, which does not name it) were written with.
 pub fn hist_config() -> Config {
-    Config::new(HIST_GROUPING_POWER, HIST_MAX_VALUE_POWER)
-        .expect("the store's histogram constants are a valid configuration")
+    hist_config_of(HIST_GROUPING_POWER).expect("the store's histogram constants are valid")
+}
+
+/// The configuration of grouping power `power` with the store's value range.
+pub fn hist_config_of(power: u8) -> Result<Config, histogram::Error> {
+    Config::new(power, HIST_MAX_VALUE_POWER)
 }
 
 /// The statistics of one rollup bucket (or of any merge of buckets).
@@ -74,9 +86,37 @@ impl Stats {
         // Counts are u32 per bucket: 4 billion samples in one bucket take a
         // century at one probe per second. Should it ever overflow, the
         // histogram keeps the samples merged so far rather than wrapping.
-        if let Ok(sum) = self.hist.checked_add(&other.hist) {
+        let (mine, theirs) = (self.grouping_power(), other.grouping_power());
+        let sum = if mine == theirs {
+            self.hist.checked_add(&other.hist)
+        } else if mine < theirs {
+            other
+                .hist
+                .downsample(mine)
+                .and_then(|coarse| self.hist.checked_add(&coarse))
+        } else {
+            self.hist
+                .downsample(theirs)
+                .and_then(|coarse| coarse.checked_add(&other.hist))
+        };
+        if let Ok(sum) = sum {
             self.hist = sum;
         }
+    }
+
+    /// The grouping power of the histogram.
+    pub fn grouping_power(&self) -> u8 {
+        self.hist.config().grouping_power()
+    }
+
+    /// The same statistics with the histogram at `power` or coarser.
+    pub fn coarsened(mut self, power: u8) -> Stats {
+        if self.grouping_power() > power {
+            if let Ok(coarse) = self.hist.downsample(power) {
+                self.hist = coarse;
+            }
+        }
+        self
     }
 
     /// The point for a bucket starting at `at_ms`.

@@ -11,7 +11,7 @@ use super::*;
 use crate::model::HopSample;
 use crate::probe::{TimestampSource, Ttl};
 use crate::store::keys::{self, rollup_key, SeriesNum};
-use crate::store::rollup::HIST_GROUPING_POWER;
+use crate::store::rollup::STORED_GROUPING_POWER;
 use crate::store::segment::Segments;
 
 /// An hour boundary, so minute and hour buckets line up with the data.
@@ -83,7 +83,7 @@ fn check_point(point: &Point, raw: &[&Point]) {
         .sqrt();
     assert!((point.avg_ns.unwrap() - mean).abs() < 1e-6 * mean);
     assert!((point.stddev_ns.unwrap() - sd).abs() < 1e-6 * sd.max(1.0));
-    let tolerance = 2f64.powi(-(HIST_GROUPING_POWER as i32));
+    let tolerance = 2f64.powi(-(STORED_GROUPING_POWER as i32));
     for (q, got) in [
         (0.5, point.p50_ns),
         (0.95, point.p95_ns),

@@ -9,7 +9,7 @@
 //! The rounds follow a fixed, documented model ([`SimModel`]) rather than
 //! uniform noise, because rollup sizes depend on the data: each rollup keeps
 //! a sparse histogram, and its size is the number of distinct histogram
-//! buckets (0.8 % wide) the bucket's RTTs fall in.
+//! buckets (1.6 % wide as stored) the bucket's RTTs fall in.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
