@@ -117,6 +117,9 @@ fn zstd_len(block: &[u8], level: i32) -> usize {
     zstd::stream::encode_all(block, level).unwrap().len()
 }
 
+/// Encodes a group of buckets (`[bucket][series]`) as one block.
+type Layout = dyn Fn(&[Vec<Stats>]) -> Vec<u8>;
+
 fn main() {
     for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
         let day = minutes(profile);
@@ -132,7 +135,7 @@ fn main() {
                 })
                 .collect()
         };
-        let layouts: [(&str, &dyn Fn(&[Vec<Stats>]) -> Vec<u8>); 3] = [
+        let layouts: [(&str, &Layout); 3] = [
             ("rows of RollupV1, power 7 (hwM1)", &rows),
             ("rows, power 6", &|g| rows(&coarsened(g))),
             ("rollup_block, power 6 (hwM2)", &|g| {
