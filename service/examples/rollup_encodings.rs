@@ -118,7 +118,7 @@ fn zstd_len(block: &[u8], level: i32) -> usize {
 }
 
 /// Encodes a group of buckets (`[bucket][series]`) as one block.
-type Layout = dyn Fn(&[Vec<Stats>]) -> Vec<u8>;
+type Layout<'a> = dyn Fn(&[Vec<Stats>]) -> Vec<u8> + 'a;
 
 fn main() {
     for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
@@ -135,7 +135,7 @@ fn main() {
                 })
                 .collect()
         };
-        let layouts: [(&str, &Layout); 3] = [
+        let layouts: [(&str, &Layout<'_>); 3] = [
             ("rows of RollupV1, power 7 (hwM1)", &rows),
             ("rows, power 6", &|g| rows(&coarsened(g))),
             ("rollup_block, power 6 (hwM2)", &|g| {
