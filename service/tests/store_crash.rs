@@ -191,7 +191,10 @@ fn verify(dir: &Path, start_ms: u64, flushed: Option<u64>) -> anyhow::Result<u64
             .collect::<Result<_, _>>()?;
         names.sort();
         for path in names {
-            let checked = hopwatch::store::minutes::MinuteRollups::check_file(&path);
+            let checked = hopwatch::store::rollup_files::RollupFiles::check_file(
+                hopwatch::store::rollup_files::Grain::MINUTES,
+                &path,
+            );
             eprintln!(
                 "minute rollups file at the failure: {} {:?}",
                 path.display(),

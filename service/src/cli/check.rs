@@ -15,7 +15,7 @@ use crate::config::{Config, EnrichmentConfig};
 use crate::enrich::{AsnDatabase, CityDatabase};
 use crate::monitor::components;
 use crate::probe::ebpf::EbpfTimestamper;
-use crate::store::minutes::{FileDamage, MinuteRollups};
+use crate::store::rollup_files::{FileDamage, Grain, RollupFiles};
 use crate::store::segment::{Damage, Found, Segments};
 use crate::store::{Store, StoreConfig};
 
@@ -224,7 +224,9 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
         },
     ));
     out.push(rounds_check(&state_dir.join(crate::store::ROUNDS_DIR)));
-    out.push(minutes_check(&state_dir.join(crate::store::ROLLUPS_DIR)));
+    let rollups = state_dir.join(crate::store::ROLLUPS_DIR);
+    out.push(rollups_check(&rollups, Grain::MINUTES));
+    out.push(rollups_check(&rollups, Grain::HOURS));
     let outbox = outbox_path(state_dir);
     let outbox_copy = scratch.join("outbox");
     out.push(open_check(
@@ -264,19 +266,25 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
     out
 }
 
-/// Reads every file of minute rollups (append-only, so safe beside a
-/// running daemon) and reports damaged sections and blocks. A torn tail is
-/// an append cut short by a crash: its minutes are rebuilt from the rounds.
-fn minutes_check(dir: &Path) -> Finding {
+/// Reads every file of minute or hour rollups (append-only, so safe beside
+/// a running daemon) and reports damaged sections and blocks. A torn tail is
+/// an append cut short by a crash: its buckets are rebuilt from the rounds
+/// (minutes) or the minutes (hours).
+fn rollups_check(dir: &Path, grain: Grain) -> Finding {
+    let (what, rebuilt_from) = match grain.name {
+        "minute" => ("minute rollup files", "rebuilt from the rounds"),
+        _ => ("hour rollup files", "rebuilt from the minute rollups"),
+    };
     history_files_check(
         dir,
-        ("minute rollup files", "sections", "section"),
-        "rebuilt from the rounds",
-        MinuteRollups::reader(dir)
+        (what, "sections", "section"),
+        rebuilt_from,
+        RollupFiles::reader(dir, grain)
             .files()
             .map_err(|e| e.to_string()),
         |path| {
-            let (sections, damage) = MinuteRollups::check_file(path).map_err(|e| e.to_string())?;
+            let (sections, damage) =
+                RollupFiles::check_file(grain, path).map_err(|e| e.to_string())?;
             let torn = damage
                 .iter()
                 .filter(|d| matches!(d, FileDamage::TornTail { .. }))
@@ -463,7 +471,7 @@ fn is_locked(db_file: &Path) -> std::io::Result<bool> {
 
 /// Copies the history store's sled files (`conf`, `db`, `blobs/`, `snap.*`)
 /// out of the state directory, leaving the rounds' and minute rollups' files
-/// (read in place by [`rounds_check`] and [`minutes_check`]), the outbox and
+/// (read in place by [`rounds_check`] and [`rollups_check`]), the outbox and
 /// anything else.
 fn copy_sled_files(state_dir: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -719,8 +727,12 @@ mod tests {
         use crate::store::keys::{SeriesNum, TargetNum};
         let dir = tempfile::tempdir().unwrap();
         let rollups = dir.path().join(crate::store::ROLLUPS_DIR);
-        assert_eq!(minutes_check(&rollups).level, Level::Ok, "none yet");
-        let minutes = MinuteRollups::open(&rollups).unwrap();
+        assert_eq!(
+            rollups_check(&rollups, Grain::MINUTES).level,
+            Level::Ok,
+            "none yet"
+        );
+        let minutes = RollupFiles::open(&rollups, Grain::MINUTES).unwrap();
         let hour = 1_700_002_800_000;
         for m in 0..20u64 {
             let value = crate::store::rollup::Stats {
@@ -735,7 +747,7 @@ mod tests {
         let (_, file) = minutes.files().unwrap().remove(0);
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
-        let torn = minutes_check(&rollups);
+        let torn = rollups_check(&rollups, Grain::MINUTES);
         assert_eq!(torn.level, Level::Ok, "{torn:?}");
         assert!(
             torn.detail.contains("1 files, 1 sections"),
@@ -748,7 +760,7 @@ mod tests {
         let mut bytes = bytes;
         bytes[24 + 16 + 2] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
-        let damaged = minutes_check(&rollups);
+        let damaged = rollups_check(&rollups, Grain::MINUTES);
         assert_eq!(damaged.level, Level::Warn, "{damaged:?}");
         assert!(damaged.detail.contains("BadBlock"), "{}", damaged.detail);
     }

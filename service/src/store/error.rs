@@ -76,7 +76,7 @@ pub enum StoreError {
     #[error(transparent)]
     Segment(#[from] crate::store::segment::SegmentError),
     #[error(transparent)]
-    MinuteFile(#[from] crate::store::minutes::MinuteFileError),
+    RollupFile(#[from] crate::store::rollup_files::RollupFileError),
     #[error("cannot start the store flusher thread for {path}: {source}")]
     SpawnFlusher {
         path: PathBuf,

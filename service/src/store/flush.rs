@@ -23,10 +23,10 @@ use crate::store::keys::{
     parse_raw_key, parse_rollup_key, raw_key, rollup_key, series_end, target_end, time_bound,
     SeriesNum, TargetNum,
 };
-use crate::store::minutes::{FileDamage, MinuteRollups, SECTION_MS};
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
 use crate::store::rollup_block;
+use crate::store::rollup_files::{FileDamage, RollupFiles, SECTION_MS};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
 use crate::store::segment::{sort_rounds, Damage, Pending, Segments};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
@@ -74,14 +74,16 @@ impl FlushState {
     /// the newest minute section claims (less the ten minutes before the
     /// newest round, see below) or, in a store an older hopwatch wrote,
     /// before the last destination-series minute rollup in sled; an hour is
-    /// done if it is before the last hour rollup and the minute mark. A
-    /// target without rollups starts at its first raw round.
+    /// done if it is before what the newest hour section claims (or the
+    /// last hour rollup in sled) and before the minute mark. A target
+    /// without rollups starts at its first raw round.
     pub fn load(
         path: &Path,
         trees: &Trees,
         targets: &TargetMap,
         segments: &Segments,
-        minutes: &MinuteRollups,
+        minutes: &RollupFiles,
+        hours: &RollupFiles,
     ) -> Result<FlushState, StoreError> {
         let mut state = FlushState::default();
         let dest = SeriesNum::DESTINATION;
@@ -139,8 +141,12 @@ impl FlushState {
                 None => first_raw,
             };
             let minute_done = minute_done.max(written_until);
-            let hour_done = match last_start(&trees.hours, "read last hour rollup")? {
-                Some(start) => Some(start + HOUR_MS),
+            let in_sled = last_start(&trees.hours, "read last hour rollup")?.map(|h| h + HOUR_MS);
+            // Every hour before the newest hour section's end was rolled up
+            // for every target; the minute mark below bounds it, so an hour
+            // whose minutes are rolled again is rolled again too.
+            let hour_done = match in_sled.max(hours.claimed_until()) {
+                Some(done) => Some(done),
                 None => first_minute
                     .or(oldest_minute_file)
                     .map(|m| floor(m, HOUR_MS)),
@@ -175,7 +181,7 @@ impl FlushState {
         trees: &Trees,
         targets: &TargetMap,
         segments: &Segments,
-        minutes: &MinuteRollups,
+        minutes: &RollupFiles,
     ) -> Result<(), StoreError> {
         let files = segments.files()?;
         let mut hours: BTreeSet<u64> = files.iter().rev().map(|(h, _)| *h).take(2).collect();
@@ -599,7 +605,7 @@ impl Store {
         w.bytes += self.minutes.write_before(floor(close_minute, SECTION_MS))?;
 
         // Hours read the minute rollups just made (in memory or files).
-        let mut batch = Batch::default();
+        let mut hours_until: Option<u64> = None;
         let nums: BTreeSet<TargetNum> = state
             .minute_done
             .keys()
@@ -622,14 +628,21 @@ impl Store {
             };
             let close_hour = floor(minute_done, HOUR_MS);
             if hour_done < close_hour {
-                self.roll_hours(trees, w, &mut batch, num, hour_done, close_hour)?;
+                self.roll_hours(trees, w, num, hour_done, close_hour)?;
                 plan.hour_done.insert(num, close_hour);
             }
+            let done = close_hour.max(hour_done);
+            hours_until = Some(hours_until.map_or(done, |until| until.min(done)));
         }
         for &(num, hour) in &dirty_hours {
-            self.roll_hours(trees, w, &mut batch, num, hour, hour + HOUR_MS)?;
+            self.roll_hours(trees, w, num, hour, hour + HOUR_MS)?;
         }
-        w.apply(&trees.hours, batch, "write hour rollups")?;
+        // One section for the hours rolled, claiming only what every
+        // target has rolled: a crash loses no hour that the open would not
+        // roll again.
+        if let Some(until) = hours_until {
+            w.bytes += self.hours.write_before(until)?;
+        }
         Ok(plan)
     }
 
@@ -686,12 +699,12 @@ impl Store {
         Ok(())
     }
 
-    /// Merges the minute rollups of `num` in `[from, to)` into hour buckets.
+    /// Merges the minute rollups of `num` in `[from, to)` into hour buckets,
+    /// kept with the hour rollups until this flush writes their section.
     fn roll_hours(
         &self,
         trees: &Trees,
         w: &mut Writer<'_>,
-        batch: &mut Batch,
         num: TargetNum,
         from: u64,
         to: u64,
@@ -704,11 +717,7 @@ impl Store {
                 .merge(&stats);
         }
         for ((series, hour), stats) in hours {
-            w.insert(
-                batch,
-                &rollup_key(num, series, hour),
-                &rollup_block::encode_one(stats),
-            );
+            self.hours.insert(num, series, hour, stats);
             w.rollups += 1;
         }
         Ok(())
@@ -742,46 +751,70 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
+        let legacy = (&trees.minutes, MINUTES);
+        self.rollup_stats(legacy, &self.minutes, num, only, from, to)
+    }
+
+    /// `num`'s hour rollups in `[from, to)`, as [`Self::minute_stats`]: the
+    /// hour files and memory over sled's `h1` tree.
+    pub(super) fn hour_stats(
+        &self,
+        trees: &Trees,
+        num: TargetNum,
+        only: Option<SeriesNum>,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
+        let legacy = (&trees.hours, HOURS);
+        self.rollup_stats(legacy, &self.hours, num, only, from, to)
+    }
+
+    fn rollup_stats(
+        &self,
+        (tree, name): (&sled::Tree, &'static str),
+        files: &RollupFiles,
+        num: TargetNum,
+        only: Option<SeriesNum>,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
         let mut found = BTreeMap::new();
         let series = match only {
             Some(s) => vec![s],
-            None => self.series_of(&trees.minutes, num)?,
+            None => self.series_of(tree, num)?,
         };
         for s in series {
-            for item in trees
-                .minutes
-                .range(rollup_key(num, s, from)..rollup_key(num, s, to))
-            {
-                let (key, value) = item.map_err(sled_err(&self.path, "read minute rollups"))?;
+            for item in tree.range(rollup_key(num, s, from)..rollup_key(num, s, to)) {
+                let (key, value) = item.map_err(sled_err(&self.path, "read rollups"))?;
                 let Some((_, _, start)) = parse_rollup_key(&key) else {
-                    self.note_corrupt(MINUTES, &key, &"malformed key");
+                    self.note_corrupt(name, &key, &"malformed key");
                     continue;
                 };
-                if let Some(stats) = self.decode_stats(MINUTES, &key, &value) {
+                if let Some(stats) = self.decode_stats(name, &key, &value) {
                     found.insert((s, start), stats);
                 }
             }
         }
         let mut damage = Vec::new();
-        let in_files = self.minutes.read(num, only, from, to, &mut damage)?;
+        let in_files = files.read(num, only, from, to, &mut damage)?;
         for d in &damage {
-            self.note_minute_damage(d);
+            self.note_rollup_damage(d);
         }
         found.extend(in_files);
         Ok(found)
     }
 
-    /// Damage met in the minute rollups' files: a torn tail is an
-    /// interrupted append (its minutes are rebuilt from the rounds), the
-    /// rest is counted with the undecodable values.
-    pub(super) fn note_minute_damage(&self, damage: &FileDamage) {
+    /// Damage met in the rollups' files: a torn tail is an interrupted
+    /// append (its buckets are rolled up again), the rest is counted with
+    /// the undecodable values.
+    pub(super) fn note_rollup_damage(&self, damage: &FileDamage) {
         match damage {
             FileDamage::TornTail { path, offset } => {
-                tracing::debug!(path = %path.display(), offset, "torn tail in a minute rollups file (an interrupted append)");
+                tracing::debug!(path = %path.display(), offset, "torn tail in a rollups file (an interrupted append)");
             }
             other => {
                 self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(damage = ?other, "skipping damaged minute rollups");
+                tracing::warn!(damage = ?other, "skipping damaged rollups");
             }
         }
     }
@@ -827,6 +860,9 @@ impl Store {
         removed += self
             .minutes
             .remove_before(cutoff(self.config.minute_retention))? as u64;
+        removed += self
+            .hours
+            .remove_before(cutoff(self.config.hour_retention))? as u64;
         for (tree, name, before) in [
             (&trees.raw, RAW, cutoff(self.config.raw_retention)),
             (&trees.events, EVENTS, cutoff(self.config.event_retention)),
@@ -887,7 +923,7 @@ impl Store {
 /// rollup per series and minute that has samples, kept in `minutes` until
 /// their section is written. Returns how many.
 fn roll_round_minutes(
-    minutes: &MinuteRollups,
+    minutes: &RollupFiles,
     scratch: &mut Histogram32,
     num: TargetNum,
     rounds: &[RoundRecord],

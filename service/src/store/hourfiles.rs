@@ -1,7 +1,8 @@
 //! The naming, listing and creation of the history's append-only hourly
-//! files, shared by the raw rounds' ([`super::segment`]) and the minute
-//! rollups' ([`super::minutes`]): `<prefix>-<hour start, Unix ms>-<n>.seg`,
-//! where `n` counts the files of that hour, one per process (and one more
+//! files, shared by the raw rounds' ([`super::segment`]) and the rollups'
+//! ([`super::rollup_files`]): `<prefix>-<span start, Unix ms>-<n>.seg`
+//! (a span is an hour, or a day for hour rollups), where `n` counts the
+//! files of that span, one per process (and one more
 //! after a failed append), so no file is ever appended to by two writers.
 
 use std::fs::{self, File, OpenOptions};

@@ -8,13 +8,15 @@
 //! appended to `rounds/raw-<hour>-<n>.seg`, one file per hour of the rounds'
 //! start ([`segment`]). Minute rollups: the last minutes' in memory, then
 //! every ten minutes one section per hour appended to
-//! `rollups/m1-<hour>-<n>.seg`, each target's minutes packed in one
-//! compressed block found through the section's index ([`minutes`]). sled
-//! trees: `meta` (schema version), `targets` (name → u32), `h1` (one value
-//! per target, hop series and hour), `events`, `raw`, which holds STAMP
-//! peers' batches ([`peers`]) and the rounds an older hopwatch stored there,
-//! and `m1`, the minute rollups an older hopwatch stored (both read beside
-//! the files until they expire). Key layouts are in [`keys`], value formats
+//! `rollups/m1-<hour>-<n>.seg`, each target's minutes packed in columns in
+//! one compressed block found through the section's index
+//! ([`rollup_files`], [`rollup_block`]). Hour rollups: the same, a section
+//! per flush that rolled hours, appended to `rollups/h1-<day>-<n>.seg`.
+//! sled trees: `meta` (schema version), `targets` (name → u32), `events`,
+//! `raw`, which holds STAMP peers' batches ([`peers`]) and the rounds an
+//! older hopwatch stored there, and `m1` and `h1`, the minute and hour
+//! rollups an older hopwatch stored (read beside the files until they
+//! expire). Key layouts are in [`keys`], value formats
 //! in [`codec`].
 //!
 //! # Writes and flash wear
@@ -72,12 +74,12 @@ pub mod export;
 mod flush;
 mod hourfiles;
 pub mod keys;
-pub mod minutes;
 pub mod peers;
 pub mod query;
 pub mod rawlog;
 pub mod rollup;
 pub mod rollup_block;
+pub mod rollup_files;
 pub mod schema;
 pub mod segment;
 #[cfg(test)]
@@ -97,7 +99,7 @@ use buffer::{Entry, WriteBuffer};
 use codec::{encode, EventV1, RawRoundV1};
 use flush::FlushState;
 use keys::{event_key, raw_key, TargetNum};
-use minutes::MinuteRollups;
+use rollup_files::{Grain, RollupFiles};
 use schema::{TargetMap, Trees};
 use segment::Segments;
 
@@ -269,7 +271,9 @@ pub struct Store {
     segments: Mutex<Option<Segments>>,
     /// The minute rollups: the last minutes' in memory, then hourly files
     /// ([`ROLLUPS_DIR`]).
-    minutes: MinuteRollups,
+    minutes: RollupFiles,
+    /// The hour rollups: daily files beside the minutes'.
+    hours: RollupFiles,
     event_seq: AtomicU32,
     counters: Counters,
     health: Mutex<HealthState>,
@@ -301,8 +305,9 @@ impl Store {
         let targets = TargetMap::load(&path, &trees.targets)?;
         let rounds_dir = path.join(ROUNDS_DIR);
         let segments = Segments::open(&rounds_dir)?;
-        let minutes = MinuteRollups::open(&path.join(ROLLUPS_DIR))?;
-        let state = FlushState::load(&path, &trees, &targets, &segments, &minutes)?;
+        let minutes = RollupFiles::open(&path.join(ROLLUPS_DIR), Grain::MINUTES)?;
+        let hours = RollupFiles::open(&path.join(ROLLUPS_DIR), Grain::HOURS)?;
+        let state = FlushState::load(&path, &trees, &targets, &segments, &minutes, &hours)?;
         // Event keys carry a per-process sequence; starting it from the clock
         // keeps a restarted process from reusing (time, sequence) pairs.
         let seq_seed = SystemTime::now()
@@ -318,6 +323,7 @@ impl Store {
             rounds_dir,
             segments: Mutex::new(Some(segments)),
             minutes,
+            hours,
             event_seq: AtomicU32::new(seq_seed),
             counters: Counters::default(),
             health: Mutex::new(HealthState::default()),
@@ -352,7 +358,8 @@ impl Store {
             flush: Mutex::new(FlushState::default()),
             rounds_dir: path.as_ref().join(ROUNDS_DIR),
             segments: Mutex::new(None),
-            minutes: MinuteRollups::reader(&path.as_ref().join(ROLLUPS_DIR)),
+            minutes: RollupFiles::reader(&path.as_ref().join(ROLLUPS_DIR), Grain::MINUTES),
+            hours: RollupFiles::reader(&path.as_ref().join(ROLLUPS_DIR), Grain::HOURS),
             event_seq: AtomicU32::new(0),
             counters: Counters::default(),
             health: Mutex::new(health),
@@ -583,7 +590,10 @@ impl Store {
                 op: "measure size on disk",
                 source,
             })?;
-        Ok(sled + Segments::reader(&self.rounds_dir).size()? + self.minutes.size()?)
+        Ok(sled
+            + Segments::reader(&self.rounds_dir).size()?
+            + self.minutes.size()?
+            + self.hours.size()?)
     }
 
     /// Starts a thread that flushes every `flush_interval` and once more when

@@ -23,12 +23,10 @@ use crate::store::buffer::Entry;
 use crate::store::codec::{decode, encode, PeerBatchV1};
 use crate::store::error::StoreError;
 use crate::store::flush::sled_err;
-use crate::store::keys::{
-    parse_raw_key, parse_rollup_key, raw_key, rollup_key, SeriesNum, TargetNum,
-};
+use crate::store::keys::{parse_raw_key, raw_key, SeriesNum, TargetNum};
 use crate::store::query::{Point, Resolution};
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
-use crate::store::schema::{HOURS, RAW};
+use crate::store::schema::RAW;
 use crate::store::Store;
 use crate::sys;
 
@@ -245,25 +243,13 @@ impl Store {
                     }
                 }
                 Resolution::Hour => {
-                    let (tree, name) = (&trees.hours, HOURS);
                     let start = from_ms - from_ms % resolution.interval_ms();
                     for series in PeerSeries::ALL {
-                        let s = series.num();
-                        let range = rollup_key(num, s, start)..rollup_key(num, s, to_ms);
-                        for item in tree.range(range) {
-                            let (key, value) =
-                                item.map_err(sled_err(&self.path, "read peer rollups"))?;
-                            let Some((_, _, at)) = parse_rollup_key(&key) else {
-                                return Err(StoreError::MalformedKey {
-                                    path: self.path.clone(),
-                                    tree: name,
-                                    key: key.to_vec(),
-                                });
-                            };
-                            if let Some(stats) = self.decode_stats(name, &key, &value) {
-                                points[series.index()].push(stats.to_point(at));
-                                totals[series.index()].merge(&stats);
-                            }
+                        let found =
+                            self.hour_stats(&trees, num, Some(series.num()), start, to_ms)?;
+                        for ((_, at), stats) in found {
+                            points[series.index()].push(stats.to_point(at));
+                            totals[series.index()].merge(&stats);
                         }
                     }
                 }

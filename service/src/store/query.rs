@@ -18,11 +18,10 @@ use crate::store::codec::{decode, EventV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::flush::sled_err;
 use crate::store::keys::{
-    parse_event_key, parse_raw_key, raw_key, rollup_key, target_end, time_bound, SeriesNum,
-    TargetNum,
+    parse_event_key, parse_raw_key, raw_key, target_end, time_bound, SeriesNum, TargetNum,
 };
 use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
-use crate::store::schema::{Trees, EVENTS, HOURS, RAW};
+use crate::store::schema::{Trees, EVENTS, RAW};
 use crate::store::segment::{sort_rounds, Segments};
 use crate::store::{Store, StoredEvent, HOUR_MS, MINUTE_MS};
 use crate::sys;
@@ -247,7 +246,6 @@ impl Store {
             return Ok(series);
         };
         let trees = self.trees()?;
-        let read_err = |op| sled_err(&self.path, op);
         match resolution {
             Resolution::Raw | Resolution::Auto => {
                 let mut total = SeriesAcc::default();
@@ -272,23 +270,12 @@ impl Store {
                 series.total = total.to_point(from_ms);
             }
             Resolution::Hour => {
-                let (tree, name) = (&trees.hours, HOURS);
                 let start = from_ms - from_ms % resolution.interval_ms();
                 let s = SeriesNum::of(hop);
                 let mut total = Stats::default();
-                for item in tree.range(rollup_key(num, s, start)..rollup_key(num, s, to_ms)) {
-                    let (key, value) = item.map_err(read_err("read rollups"))?;
-                    let Some((_, _, at)) = crate::store::keys::parse_rollup_key(&key) else {
-                        return Err(StoreError::MalformedKey {
-                            path: self.path.clone(),
-                            tree: name,
-                            key: key.to_vec(),
-                        });
-                    };
-                    if let Some(stats) = self.decode_stats(name, &key, &value) {
-                        series.points.push(stats.to_point(at));
-                        total.merge(&stats);
-                    }
+                for ((_, at), stats) in self.hour_stats(&trees, num, Some(s), start, to_ms)? {
+                    series.points.push(stats.to_point(at));
+                    total.merge(&stats);
                 }
                 series.total = total.to_point(from_ms);
             }

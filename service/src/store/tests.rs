@@ -430,37 +430,23 @@ fn rollups_lost_in_a_crash_are_recomputed_on_open() {
         assert_eq!((m.points.len(), h.points.len()), (120, 2));
         (m, h)
     };
-    // What a crash before the second hour's minutes reached their file and
-    // its hour rollup reached sled leaves: neither.
+    // What a crash before the second hour's minutes and its hour rollup
+    // reached their files leaves: neither. T0 is 23:00 UTC, so the second
+    // hour is the first of the next day's hour file.
     {
         let rollups = dir.path().join(super::ROLLUPS_DIR);
         let mut second_hour = 0;
         for entry in std::fs::read_dir(&rollups).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
-            if name.starts_with(&format!("m1-{:013}-", T0 + HOUR_MS)) {
+            if name.starts_with(&format!("m1-{:013}-", T0 + HOUR_MS))
+                || name.starts_with(&format!("h1-{:013}-", T0 + HOUR_MS))
+            {
                 std::fs::remove_file(&path).unwrap();
                 second_hour += 1;
             }
         }
-        assert_eq!(second_hour, 1, "the second hour's minute file");
-        let db = schema::open_waiting_for_lock(&schema::sled_config(dir.path(), 1 << 20)).unwrap();
-        let num = TargetNum(u32::from_be_bytes(
-            db.open_tree(schema::TARGETS)
-                .unwrap()
-                .get("a")
-                .unwrap()
-                .unwrap()
-                .as_ref()
-                .try_into()
-                .unwrap(),
-        ));
-        let h1 = db.open_tree(schema::HOURS).unwrap();
-        for s in 0..=10u8 {
-            h1.remove(rollup_key(num, SeriesNum(s), T0 + HOUR_MS))
-                .unwrap();
-        }
-        db.flush().unwrap();
+        assert_eq!(second_hour, 2, "the second hour's minute and hour files");
     }
     let store = Store::open_at(dir.path(), StoreConfig::default(), now).unwrap();
     assert_eq!(
@@ -532,21 +518,26 @@ fn retention_sweeps_delete_only_expired_keys() {
         (0, 120, 3)
     );
     assert_eq!(store.events(&a, 0, u64::MAX).unwrap(), vec![event]);
-    // Events are kept 90 days, hour rollups 365.
+    // Events are kept 90 days, hour rollups 365, by whole days of files:
+    // T0 is 23:00 UTC, so its hour is the first day's file, and the next
+    // two hours are the second day's, kept until the last of them expires.
+    assert_eq!(T0 % day, 23 * HOUR_MS);
     store.flush_at(T0 + 91 * day).unwrap();
     assert!(store.events(&a, 0, u64::MAX).unwrap().is_empty());
     store.flush_at(T0 + 365 * day + 2 * HOUR_MS).unwrap();
-    assert_eq!((count(Resolution::Minute), count(Resolution::Hour)), (0, 1));
+    assert_eq!((count(Resolution::Minute), count(Resolution::Hour)), (0, 2));
+    store.flush_at(T0 + 366 * day + 2 * HOUR_MS).unwrap();
+    assert_eq!(count(Resolution::Hour), 0);
     assert_eq!(
         store.metrics().swept_keys_total,
         // Three hours' files of rounds, three of minute rollups, the event
-        // and the hour rollups.
-        3 + 3 + 1 + 2 * 11
+        // and two days' files of hour rollups.
+        3 + 3 + 1 + 2
     );
     // A sweep is not due again within the sweep interval.
     assert_eq!(
         store
-            .flush_at(T0 + 365 * day + 2 * HOUR_MS + 1_000)
+            .flush_at(T0 + 366 * day + 2 * HOUR_MS + 1_000)
             .unwrap()
             .swept,
         0

@@ -1,28 +1,34 @@
-//! Minute rollups outside sled (issue 15, step 2): the rollups of the last
-//! few minutes in memory, then every ten minutes one section per hour file
-//! holding every target's minutes, each target's packed and compressed.
+//! Rollups outside sled (issue 15): minute rollups (step 2) and hour
+//! rollups, each held in memory until a section of their file is written,
+//! then in append-only files of sections holding every target's rollups,
+//! each target's packed in columns and compressed. One type serves both
+//! grains ([`Grain`]): minutes in hourly files, a section every ten
+//! minutes; hours in daily files, a section each time hours are rolled up.
 //!
 //! # Why
 //! One sled value per target, series and minute was most of what the store
 //! still wrote after the raw rounds moved to files: 5.5–7.8 MiB per 10-hop
 //! target and day, because every flush touched a page per target
 //! (docs/benchmarks.md, "The store with raw rounds in files"). A section
-//! written every [`SECTION_MS`] is appended once and read by seeking to the
-//! target's block, so a week of minutes for one target is ~170 small reads.
+//! is appended once and read by seeking to the target's block, so a week of
+//! minutes for one target is ~170 small reads. Hour rollups followed: in
+//! sled a year of them took several times its data on disk
+//! (docs/benchmarks.md, "Rollups in columns").
 //!
 //! # What a crash costs
-//! Nothing that is not rebuilt: the minutes in memory are recomputed at open
-//! from the raw rounds' files (kept for days, far longer than a section), so
-//! sections are synced only so that a power cut cannot leave a section
-//! claiming more than the disk holds.
+//! Nothing that is not rebuilt: the rollups in memory are recomputed at
+//! open from the raw rounds' files (kept for days, far longer than a
+//! section) and the minute rollups, so sections are synced only so that a
+//! power cut cannot leave a section claiming more than the disk holds.
 //!
 //! # Files
-//! `m1-<hour start, Unix ms>-<n>.seg`: the minute rollups of minutes in that
-//! hour. As with the raw files, a process never appends to a file an earlier
-//! one wrote (`n` counts up), and a failed append moves on to a new file, so
-//! torn bytes only ever end a file. A later section (or file) of the same
-//! hour replaces an earlier one's value for the same target, series and
-//! minute: that is how a minute recomputed for late rounds is stored.
+//! `m1-<hour start, Unix ms>-<n>.seg` (minutes) and `h1-<day start, Unix
+//! ms>-<n>.seg` (hours): the rollups of buckets in that span. As with the
+//! raw files, a process never appends to a file an earlier one wrote (`n`
+//! counts up), and a failed append moves on to a new file, so torn bytes
+//! only ever end a file. A later section (or file) of the same span
+//! replaces an earlier one's value for the same target, series and bucket:
+//! that is how a bucket recomputed for late rounds is stored.
 //!
 //! # Sections
 //! `MAGIC (4) | crc32 (4) | section length (4) | targets (4) | until ms (8)`,
@@ -30,13 +36,14 @@
 //! | block length (4) | block crc32 (4)`, sorted by target, then the blocks.
 //! The header CRC covers the header after itself and the index. A block is
 //! zstd of the target's rollups in columns (`store::rollup_block`, the slot
-//! being the minute of the hour), histograms at the stored grouping power.
-//! Integers big-endian. `until` says every minute before it was rolled up
-//! when the section was written.
+//! being the bucket's place in the span: minute of the hour, hour of the
+//! day), histograms at the stored grouping power. Integers big-endian.
+//! `until` says every bucket before it was rolled up when the section was
+//! written.
 //!
-//! Sections of the first release of these files (`hwM1`) hold rows instead:
-//! `series (1) | minute of the hour (1) | length (2) | value`, the value a
-//! `codec::RollupV1` at grouping power 7. They are still read.
+//! Minute sections of the first release of these files (`hwM1`) hold rows
+//! instead: `series (1) | minute of the hour (1) | length (2) | value`, the
+//! value a `codec::RollupV1` at grouping power 7. They are still read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -53,11 +60,44 @@ use super::rollup_block::{self, Entry};
 use crate::sys;
 
 /// How many minutes of rollups wait in memory before they are written: a
-/// longer section costs memory (about 150 bytes per series and minute), a
+/// longer section costs memory (about 60 bytes per series and minute), a
 /// shorter one more reads per hour queried and more, smaller writes.
 pub const SECTION_MS: u64 = 10 * MINUTE_MS;
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// What one kind of rollup file holds: buckets of `bucket_ms`, a file per
+/// `span_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Grain {
+    /// "minute" or "hour", for messages.
+    pub name: &'static str,
+    pub bucket_ms: u64,
+    pub span_ms: u64,
+    names: HourFiles,
+}
+
+impl Grain {
+    /// Minute rollups, a file per hour.
+    pub const MINUTES: Grain = Grain {
+        name: "minute",
+        bucket_ms: MINUTE_MS,
+        span_ms: HOUR_MS,
+        names: HourFiles("m1"),
+    };
+    /// Hour rollups, a file per day.
+    pub const HOURS: Grain = Grain {
+        name: "hour",
+        bucket_ms: HOUR_MS,
+        span_ms: DAY_MS,
+        names: HourFiles("h1"),
+    };
+
+    fn slots(self) -> u64 {
+        self.span_ms / self.bucket_ms
+    }
+}
 const MAGIC: [u8; 4] = *b"hwM2";
 /// Sections of rows (`RollupV1`), written by the first release of these files.
 const MAGIC_ROWS: [u8; 4] = *b"hwM1";
@@ -70,28 +110,28 @@ const ZSTD_LEVEL: i32 = 9;
 const MAX_SECTION_BYTES: u32 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MinuteFileError {
-    #[error("cannot create the minute rollups' directory {path}: {source}")]
+pub enum RollupFileError {
+    #[error("cannot create the rollups' directory {path}: {source}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot list the minute rollups' directory {path}: {source}")]
+    #[error("cannot list the rollups' directory {path}: {source}")]
     List {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write minute rollups file {path}: {source}")]
+    #[error("cannot write rollups file {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read minute rollups file {path}: {source}")]
+    #[error("cannot read rollups file {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot delete expired minute rollups file {path}: {source}")]
+    #[error("cannot delete expired rollups file {path}: {source}")]
     Remove {
         path: PathBuf,
         source: std::io::Error,
@@ -114,25 +154,23 @@ pub enum FileDamage {
     },
 }
 
-/// The minute rollups of a store: those in memory and the files.
-pub struct MinuteRollups {
+/// One grain of a store's rollups: those in memory and the files.
+pub struct RollupFiles {
     dir: PathBuf,
-    /// Rollups not in a file yet, by target, series and minute, each
+    grain: Grain,
+    /// Rollups not in a file yet, by target, series and bucket start, each
     /// encoded alone (`rollup_block`): a quarter of a decoded `Stats`.
     open: Mutex<BTreeMap<(TargetNum, SeriesNum, u64), Vec<u8>>>,
-    /// The file this process appends to, per hour.
+    /// The file this process appends to, per span.
     files: Mutex<BTreeMap<u64, (File, PathBuf)>>,
-    /// The newest `until` in the files: minutes before it count as rolled
-    /// up when the store opens, so a minute recomputed before it (late
+    /// The newest `until` in the files: buckets before it count as rolled
+    /// up when the store opens, so a bucket recomputed before it (late
     /// rounds, or a clock that went back) must reach a file at once.
     claimed_until: Mutex<Option<u64>>,
 }
 
-/// Files kept open for appending: the hour written last and the one before.
+/// Files kept open for appending: the span written last and the one before.
 const OPEN_FILES: usize = 2;
-
-/// The files' names: `m1-<hour>-<n>.seg`.
-const FILES: HourFiles = HourFiles("m1");
 
 fn floor(at_ms: u64, unit: u64) -> u64 {
     at_ms - at_ms % unit
@@ -156,22 +194,23 @@ struct Section {
     index: Vec<(TargetNum, u32, u32, u32)>,
 }
 
-impl MinuteRollups {
+impl RollupFiles {
     /// Opens (creating) the directory; nothing is read until asked.
-    pub fn open(dir: &Path) -> Result<MinuteRollups, MinuteFileError> {
-        fs::create_dir_all(dir).map_err(|source| MinuteFileError::CreateDir {
+    pub fn open(dir: &Path, grain: Grain) -> Result<RollupFiles, RollupFileError> {
+        fs::create_dir_all(dir).map_err(|source| RollupFileError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
-        let rollups = MinuteRollups::reader(dir);
+        let rollups = RollupFiles::reader(dir, grain);
         *sys::lock(&rollups.claimed_until) = rollups.written_until()?;
         Ok(rollups)
     }
 
     /// The directory without creating it: for a disabled store and tools.
-    pub fn reader(dir: &Path) -> MinuteRollups {
-        MinuteRollups {
+    pub fn reader(dir: &Path, grain: Grain) -> RollupFiles {
+        RollupFiles {
             dir: dir.to_path_buf(),
+            grain,
             open: Mutex::new(BTreeMap::new()),
             files: Mutex::new(BTreeMap::new()),
             claimed_until: Mutex::new(None),
@@ -179,17 +218,17 @@ impl MinuteRollups {
     }
 
     /// The end of the newest section in the files when the store opened,
-    /// or since: every minute before it had been rolled up when written.
+    /// or since: every bucket before it had been rolled up when written.
     pub fn claimed_until(&self) -> Option<u64> {
         *sys::lock(&self.claimed_until)
     }
 
-    /// Keeps a minute's rollup in memory until the next section is written,
-    /// its histogram already at the stored grouping power (so a minute reads
+    /// Keeps a bucket's rollup in memory until the next section is written,
+    /// its histogram already at the stored grouping power (so a bucket reads
     /// the same before and after its section is written).
-    pub fn insert(&self, target: TargetNum, series: SeriesNum, minute_ms: u64, stats: Stats) {
+    pub fn insert(&self, target: TargetNum, series: SeriesNum, bucket_ms: u64, stats: Stats) {
         let value = rollup_block::encode_one(stats);
-        sys::lock(&self.open).insert((target, series, minute_ms), value);
+        sys::lock(&self.open).insert((target, series, bucket_ms), value);
     }
 
     /// How many rollups wait in memory.
@@ -198,72 +237,77 @@ impl MinuteRollups {
         sys::lock(&self.open).len()
     }
 
-    /// Every file, oldest hour first (then in the order they were written).
-    pub fn files(&self) -> Result<Vec<(u64, PathBuf)>, MinuteFileError> {
-        FILES
+    /// Every file, oldest span first (then in the order they were written).
+    pub fn files(&self) -> Result<Vec<(u64, PathBuf)>, RollupFileError> {
+        self.grain
+            .names
             .list(&self.dir)
-            .map_err(|source| MinuteFileError::List {
+            .map_err(|source| RollupFileError::List {
                 path: self.dir.clone(),
                 source,
             })
     }
 
     /// Bytes the files take.
-    pub fn size(&self) -> Result<u64, MinuteFileError> {
-        FILES
+    pub fn size(&self) -> Result<u64, RollupFileError> {
+        self.grain
+            .names
             .size(&self.dir)
-            .map_err(|(path, source)| MinuteFileError::Read { path, source })
+            .map_err(|(path, source)| RollupFileError::Read { path, source })
     }
 
-    /// Writes the rollups in memory of minutes before `before_ms` (and of
-    /// any minute before what the files already claim) as one section per
-    /// hour, synced, then forgets them. Returns the bytes written. On an
+    /// Writes the rollups in memory of buckets before `before_ms` (and of
+    /// any bucket before what the files already claim) as one section per
+    /// span, synced, then forgets them. Returns the bytes written. On an
     /// error nothing is forgotten: the next call writes them again, to a new
     /// file.
-    pub fn write_before(&self, before_ms: u64) -> Result<u64, MinuteFileError> {
+    pub fn write_before(&self, before_ms: u64) -> Result<u64, RollupFileError> {
         let mut claimed = sys::lock(&self.claimed_until);
         let before_ms = before_ms.max(claimed.unwrap_or(0));
         let taken: BTreeMap<(TargetNum, SeriesNum, u64), Vec<u8>> = {
             let open = sys::lock(&self.open);
             open.iter()
-                .filter(|((_, _, minute), _)| *minute < before_ms)
+                .filter(|((_, _, bucket), _)| *bucket < before_ms)
                 .map(|(k, v)| (*k, v.clone()))
                 .collect()
         };
         if taken.is_empty() {
             return Ok(0);
         }
-        let mut by_hour: BTreeMap<u64, BTreeMap<TargetNum, Vec<Entry>>> = BTreeMap::new();
-        for (&(target, series, minute), value) in &taken {
-            let hour = floor(minute, HOUR_MS);
+        let Grain {
+            bucket_ms, span_ms, ..
+        } = self.grain;
+        let mut by_span: BTreeMap<u64, BTreeMap<TargetNum, Vec<Entry>>> = BTreeMap::new();
+        for (&(target, series, bucket), value) in &taken {
+            let span = floor(bucket, span_ms);
             // Values in memory were encoded by `insert`, in this process.
             let Some(stats) = decode_one(value) else {
                 tracing::error!(
                     target = target.0,
-                    minute,
-                    "a minute rollup in memory does not decode; dropping it"
+                    bucket,
+                    "a rollup in memory does not decode; dropping it"
                 );
                 continue;
             };
-            let entries = by_hour.entry(hour).or_default().entry(target).or_default();
+            let entries = by_span.entry(span).or_default().entry(target).or_default();
             entries.push(Entry {
                 series,
-                slot: ((minute - hour) / MINUTE_MS) as u8,
+                slot: ((bucket - span) / bucket_ms) as u8,
                 stats,
             });
         }
         let mut written = 0;
-        for (hour, targets) in by_hour {
+        for (span, targets) in by_span {
             let blocks: BTreeMap<TargetNum, Vec<u8>> = targets
                 .iter()
                 .map(|(target, entries)| (*target, rollup_block::encode(entries)))
                 .collect();
-            // A section speaks only for its hour: should a crash stop the
-            // writes before a later hour's section, that hour is rolled up
+            // A section speaks only for its span: should a crash stop the
+            // writes before a later span's section, that span is rolled up
             // again at open rather than taken as done.
-            let until = before_ms.min(hour + HOUR_MS);
+            let until = before_ms.min(span + span_ms);
             let section = encode_section(&blocks, until);
-            self.append(hour, &section)?;
+            self.append(span, &section)?;
             *claimed = (*claimed).max(Some(until));
             written += section.len() as u64;
         }
@@ -277,38 +321,39 @@ impl MinuteRollups {
         Ok(written)
     }
 
-    fn append(&self, hour: u64, section: &[u8]) -> Result<(), MinuteFileError> {
+    fn append(&self, span: u64, section: &[u8]) -> Result<(), RollupFileError> {
         let mut files = sys::lock(&self.files);
-        if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(hour) {
-            slot.insert(self.create(hour)?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(span) {
+            slot.insert(self.create(span)?);
         }
-        // Close the oldest other hour's file: never the one written now.
+        // Close the oldest other span's file: never the one written now.
         while files.len() > OPEN_FILES {
-            let Some(&oldest) = files.keys().find(|&&h| h != hour) else {
+            let Some(&oldest) = files.keys().find(|&&h| h != span) else {
                 break;
             };
             files.remove(&oldest);
         }
-        let Some((file, path)) = files.get_mut(&hour) else {
-            unreachable!("the hour's file was opened above");
+        let Some((file, path)) = files.get_mut(&span) else {
+            unreachable!("the span's file was opened above");
         };
         if let Err(source) = file.write_all(section).and_then(|()| file.sync_data()) {
             let path = path.clone();
-            files.remove(&hour);
-            return Err(MinuteFileError::Write { path, source });
+            files.remove(&span);
+            return Err(RollupFileError::Write { path, source });
         }
         Ok(())
     }
 
-    fn create(&self, hour: u64) -> Result<(File, PathBuf), MinuteFileError> {
-        FILES
-            .create(&self.dir, hour)
-            .map_err(|(path, source)| MinuteFileError::Write { path, source })
+    fn create(&self, span: u64) -> Result<(File, PathBuf), RollupFileError> {
+        self.grain
+            .names
+            .create(&self.dir, span)
+            .map_err(|(path, source)| RollupFileError::Write { path, source })
     }
 
-    /// `target`'s minute rollups in `[from_ms, to_ms)`, of every series or
-    /// of `only`: the files' values replaced by newer ones and by those in
-    /// memory, by series then minute. Damage is reported, not fatal.
+    /// `target`'s rollups of buckets in `[from_ms, to_ms)`, of every series
+    /// or of `only`: the files' values replaced by newer ones and by those
+    /// in memory, by series then bucket. Damage is reported, not fatal.
     pub fn read(
         &self,
         target: TargetNum,
@@ -316,9 +361,9 @@ impl MinuteRollups {
         from_ms: u64,
         to_ms: u64,
         damage: &mut Vec<FileDamage>,
-    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, MinuteFileError> {
-        let wanted = |series: SeriesNum, minute: u64| {
-            only.is_none_or(|s| s == series) && (from_ms..to_ms).contains(&minute)
+    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, RollupFileError> {
+        let wanted = |series: SeriesNum, bucket: u64| {
+            only.is_none_or(|s| s == series) && (from_ms..to_ms).contains(&bucket)
         };
         // Memory first: a section written meanwhile is then in the files.
         let in_memory: Vec<((SeriesNum, u64), Vec<u8>)> = {
@@ -334,24 +379,31 @@ impl MinuteRollups {
             .into_iter()
             .filter_map(|(key, value)| Some((key, decode_one(&value)?)));
         let mut found = BTreeMap::new();
-        for (hour, path) in self.files()? {
-            if hour + HOUR_MS <= from_ms || hour >= to_ms {
+        for (span, path) in self.files()? {
+            if span + self.grain.span_ms <= from_ms || span >= to_ms {
                 continue;
             }
-            read_target(&path, hour, target, damage, |series, minute, stats| {
-                if wanted(series, minute) {
-                    found.insert((series, minute), stats);
-                }
-            })?;
+            read_target(
+                &path,
+                self.grain,
+                span,
+                target,
+                damage,
+                |series, at, stats| {
+                    if wanted(series, at) {
+                        found.insert((series, at), stats);
+                    }
+                },
+            )?;
         }
         found.extend(in_memory);
         Ok(found)
     }
 
-    /// The end of the newest section in the files: every minute before it
-    /// had been rolled up when it was written. Only the newest two hours'
+    /// The end of the newest section in the files: every bucket before it
+    /// had been rolled up when it was written. Only the newest two spans'
     /// files are read.
-    fn written_until(&self) -> Result<Option<u64>, MinuteFileError> {
+    fn written_until(&self) -> Result<Option<u64>, RollupFileError> {
         let files = self.files()?;
         let hours: BTreeSet<u64> = files.iter().rev().map(|(h, _)| *h).take(2).collect();
         let mut until = None;
@@ -371,15 +423,15 @@ impl MinuteRollups {
         Ok(until)
     }
 
-    /// Deletes the files whose hour ended at or before `cutoff_ms`.
-    pub fn remove_before(&self, cutoff_ms: u64) -> Result<usize, MinuteFileError> {
+    /// Deletes the files whose span ended at or before `cutoff_ms`.
+    pub fn remove_before(&self, cutoff_ms: u64) -> Result<usize, RollupFileError> {
         let mut removed = 0;
         for (hour, path) in self.files()? {
-            if hour + HOUR_MS > cutoff_ms {
+            if hour + self.grain.span_ms > cutoff_ms {
                 continue;
             }
             sys::lock(&self.files).remove(&hour);
-            fs::remove_file(&path).map_err(|source| MinuteFileError::Remove {
+            fs::remove_file(&path).map_err(|source| RollupFileError::Remove {
                 path: path.clone(),
                 source,
             })?;
@@ -388,17 +440,20 @@ impl MinuteRollups {
         Ok(removed)
     }
 
-    /// Reads a whole file the way queries do, for `hopwatch check`: how many
-    /// sections, and the damage.
-    pub fn check_file(path: &Path) -> Result<(u64, Vec<FileDamage>), MinuteFileError> {
+    /// Reads a whole file of `grain` the way queries do, for `hopwatch
+    /// check`: how many sections, and the damage.
+    pub fn check_file(
+        grain: Grain,
+        path: &Path,
+    ) -> Result<(u64, Vec<FileDamage>), RollupFileError> {
         let mut damage = Vec::new();
         let Some(file) = open_for_read(path)? else {
             return Ok((0, damage));
         };
-        let hour = path
+        let span = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|name| FILES.parse(name))
+            .and_then(|name| grain.names.parse(name))
             .map_or(0, |(h, _)| h);
         let mut sections = 0;
         let mut blocks = Vec::new();
@@ -409,7 +464,7 @@ impl MinuteRollups {
         })?;
         for (at, layout, (target, offset, len, crc)) in blocks {
             let good = match read_block(&file, path, at, offset, len, crc)? {
-                Some(block) => parse_block(&block, hour, layout, |_, _, _| {}).is_ok(),
+                Some(block) => parse_block(&block, grain, span, layout, |_, _, _| {}).is_ok(),
                 None => false,
             };
             if !good {
@@ -458,12 +513,12 @@ fn encode_section(blocks: &BTreeMap<TargetNum, Vec<u8>>, until_ms: u64) -> Vec<u
     out
 }
 
-fn open_for_read(path: &Path) -> Result<Option<File>, MinuteFileError> {
+fn open_for_read(path: &Path) -> Result<Option<File>, RollupFileError> {
     match File::open(path) {
         Ok(file) => Ok(Some(file)),
         // Deleted by retention between the listing and the read.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(MinuteFileError::Read {
+        Err(source) => Err(RollupFileError::Read {
             path: path.to_path_buf(),
             source,
         }),
@@ -476,12 +531,12 @@ fn read_at(
     path: &Path,
     at: u64,
     len: usize,
-) -> Result<Option<Vec<u8>>, MinuteFileError> {
+) -> Result<Option<Vec<u8>>, RollupFileError> {
     let mut buf = vec![0; len];
     match file.read_exact_at(&mut buf, at) {
         Ok(()) => Ok(Some(buf)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(source) => Err(MinuteFileError::Read {
+        Err(source) => Err(RollupFileError::Read {
             path: path.to_path_buf(),
             source,
         }),
@@ -495,10 +550,10 @@ fn walk_sections(
     path: &Path,
     damage: &mut Vec<FileDamage>,
     mut each: impl FnMut(u64, &Section) -> bool,
-) -> Result<(), MinuteFileError> {
+) -> Result<(), RollupFileError> {
     let file_len = file
         .metadata()
-        .map_err(|source| MinuteFileError::Read {
+        .map_err(|source| RollupFileError::Read {
             path: path.to_path_buf(),
             source,
         })?
@@ -582,7 +637,7 @@ fn read_block(
     offset: u32,
     len: u32,
     crc: u32,
-) -> Result<Option<Vec<u8>>, MinuteFileError> {
+) -> Result<Option<Vec<u8>>, RollupFileError> {
     let Some(z) = read_at(file, path, section_at + offset as u64, len as usize)? else {
         return Ok(None);
     };
@@ -601,16 +656,19 @@ fn decode_one(value: &[u8]) -> Option<Stats> {
 /// an error means the block is damaged (nothing of it should be trusted).
 fn parse_block(
     block: &[u8],
-    hour: u64,
+    grain: Grain,
+    span: u64,
     layout: BlockLayout,
     mut each: impl FnMut(SeriesNum, u64, Stats),
 ) -> Result<(), ()> {
-    let minute_start = |minute: u8| (minute < 60).then(|| hour + u64::from(minute) * MINUTE_MS);
+    let bucket_start = |slot: u8| {
+        (u64::from(slot) < grain.slots()).then(|| span + u64::from(slot) * grain.bucket_ms)
+    };
     let mut entries = Vec::new();
     match layout {
         BlockLayout::Columns => {
             for entry in rollup_block::decode(block).map_err(|_| ())? {
-                let at = minute_start(entry.slot).ok_or(())?;
+                let at = bucket_start(entry.slot).ok_or(())?;
                 entries.push((entry.series, at, entry.stats));
             }
         }
@@ -622,7 +680,7 @@ fn parse_block(
                 }
                 let series = SeriesNum(rest[0]);
                 let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
-                let at = minute_start(rest[1]).ok_or(())?;
+                let at = bucket_start(rest[1]).ok_or(())?;
                 let value = rest.get(4..4 + len).ok_or(())?;
                 let row: RollupV1 = codec::decode(value).map_err(|_| ())?;
                 let stats = Stats::from_value(row).map_err(|_| ())?;
@@ -640,11 +698,12 @@ fn parse_block(
 /// Calls `each` for every entry of `target` in one file, sections in order.
 fn read_target(
     path: &Path,
-    hour: u64,
+    grain: Grain,
+    span: u64,
     target: TargetNum,
     damage: &mut Vec<FileDamage>,
     mut each: impl FnMut(SeriesNum, u64, Stats),
-) -> Result<(), MinuteFileError> {
+) -> Result<(), RollupFileError> {
     let Some(file) = open_for_read(path)? else {
         return Ok(());
     };
@@ -664,7 +723,7 @@ fn read_target(
         };
         match read_block(&file, path, at, offset, len, crc)? {
             Some(block) => {
-                if parse_block(&block, hour, layout, &mut each).is_err() {
+                if parse_block(&block, grain, span, layout, &mut each).is_err() {
                     damage.push(bad);
                 }
             }
@@ -690,7 +749,7 @@ mod tests {
         .coarsened(STORED_GROUPING_POWER)
     }
 
-    fn fill(m: &MinuteRollups, targets: u32, minutes: u64) {
+    fn fill(m: &RollupFiles, targets: u32, minutes: u64) {
         for t in 0..targets {
             for minute in 0..minutes {
                 for s in 0..3u8 {
@@ -709,7 +768,7 @@ mod tests {
     #[test]
     fn rollups_read_back_from_memory_and_from_sections_alike() {
         let dir = tempfile::tempdir().unwrap();
-        let m = MinuteRollups::open(dir.path()).unwrap();
+        let m = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
         fill(&m, 5, 25);
         let mut damage = Vec::new();
         let before = m
@@ -746,7 +805,7 @@ mod tests {
         assert!(damage.is_empty(), "{damage:?}");
         assert_eq!(m.written_until().unwrap(), Some(T0 + 20 * MINUTE_MS));
         // Another process (a reader of the same directory) sees the files.
-        let other = MinuteRollups::reader(dir.path());
+        let other = RollupFiles::reader(dir.path(), Grain::MINUTES);
         let from_files = other
             .read(TargetNum(3), None, T0, T0 + 20 * MINUTE_MS, &mut damage)
             .unwrap();
@@ -756,12 +815,12 @@ mod tests {
     #[test]
     fn a_later_section_replaces_a_recomputed_minute() {
         let dir = tempfile::tempdir().unwrap();
-        let m = MinuteRollups::open(dir.path()).unwrap();
+        let m = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
         fill(&m, 2, 10);
         m.write_before(T0 + 10 * MINUTE_MS).unwrap();
         m.insert(TargetNum(1), SeriesNum(2), T0 + 4 * MINUTE_MS, value(1));
         m.write_before(T0 + 10 * MINUTE_MS).unwrap();
-        let reopened = MinuteRollups::open(dir.path()).unwrap();
+        let reopened = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
         let mut damage = Vec::new();
         let found = reopened
             .read(
@@ -783,7 +842,7 @@ mod tests {
     #[test]
     fn a_torn_section_costs_only_itself_and_a_damaged_block_only_its_target() {
         let dir = tempfile::tempdir().unwrap();
-        let m = MinuteRollups::open(dir.path()).unwrap();
+        let m = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
         fill(&m, 3, 20);
         m.write_before(T0 + 10 * MINUTE_MS).unwrap();
         m.write_before(T0 + 20 * MINUTE_MS).unwrap();
@@ -794,7 +853,7 @@ mod tests {
         let cut = first_len + (bytes.len() - first_len) / 2;
         fs::write(&path, &bytes[..cut]).unwrap();
         let mut damage = Vec::new();
-        let found = MinuteRollups::reader(dir.path())
+        let found = RollupFiles::reader(dir.path(), Grain::MINUTES)
             .read(TargetNum(0), None, T0, T0 + HOUR_MS, &mut damage)
             .unwrap();
         assert_eq!(found.len(), 30, "the first section's ten minutes");
@@ -808,7 +867,7 @@ mod tests {
         let offset = u32::from_be_bytes(bytes[entry + 4..entry + 8].try_into().unwrap()) as usize;
         bytes[offset + 3] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
-        let reader = MinuteRollups::reader(dir.path());
+        let reader = RollupFiles::reader(dir.path(), Grain::MINUTES);
         let mut damage = Vec::new();
         assert!(reader
             .read(TargetNum(1), None, T0, T0 + HOUR_MS, &mut damage)
@@ -830,7 +889,7 @@ mod tests {
             30
         );
         assert!(damage.is_empty());
-        let (sections, damage) = MinuteRollups::check_file(&path).unwrap();
+        let (sections, damage) = RollupFiles::check_file(Grain::MINUTES, &path).unwrap();
         assert_eq!(sections, 1);
         assert_eq!(damage.len(), 1);
     }
@@ -838,7 +897,7 @@ mod tests {
     #[test]
     fn a_section_across_an_hour_goes_to_each_hours_file_and_retention_deletes_hours() {
         let dir = tempfile::tempdir().unwrap();
-        let m = MinuteRollups::open(dir.path()).unwrap();
+        let m = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
         for minute in 55..65u64 {
             m.insert(
                 TargetNum(0),
@@ -886,9 +945,9 @@ mod tests {
         let mut section =
             encode_section(&BTreeMap::from([(TargetNum(4), rows)]), T0 + 10 * MINUTE_MS);
         section[..4].copy_from_slice(&MAGIC_ROWS);
-        fs::write(dir.path().join(FILES.name(T0, 0)), &section).unwrap();
+        fs::write(dir.path().join(Grain::MINUTES.names.name(T0, 0)), &section).unwrap();
         // This release appends its own sections beside it.
-        let m = MinuteRollups::open(dir.path()).unwrap();
+        let m = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
         assert_eq!(m.claimed_until(), Some(T0 + 10 * MINUTE_MS));
         m.insert(
             TargetNum(4),
@@ -898,7 +957,7 @@ mod tests {
         );
         m.write_before(T0 + 20 * MINUTE_MS).unwrap();
         let mut damage = Vec::new();
-        let found = MinuteRollups::reader(dir.path())
+        let found = RollupFiles::reader(dir.path(), Grain::MINUTES)
             .read(TargetNum(4), None, T0, T0 + HOUR_MS, &mut damage)
             .unwrap();
         assert!(damage.is_empty(), "{damage:?}");
@@ -907,7 +966,7 @@ mod tests {
         assert_eq!(minutes, vec![2, 3, 12]);
         assert!(found.values().all(|s| *s == coarse), "{found:?}");
         let (_, path) = m.files().unwrap().remove(0);
-        let (sections, damage) = MinuteRollups::check_file(&path).unwrap();
+        let (sections, damage) = RollupFiles::check_file(Grain::MINUTES, &path).unwrap();
         assert_eq!((sections, damage.len()), (1, 0));
     }
 }
