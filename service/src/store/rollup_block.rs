@@ -111,6 +111,16 @@ pub fn decode_one(bytes: &[u8]) -> Result<Stats, BlockError> {
 
 /// Decodes a value written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, BlockError> {
+    decode_matching(bytes, |_, _| true)
+}
+
+/// Decodes the entries of a value written by [`encode`] for which
+/// `wanted(series, slot)` holds: a read of one series builds no histogram
+/// of the others. The whole value is still checked.
+pub fn decode_matching(
+    bytes: &[u8],
+    wanted: impl Fn(SeriesNum, u8) -> bool,
+) -> Result<Vec<Entry>, BlockError> {
     let c: RollupColumnsV1 = codec::decode_as(VALUE_FORMAT_COLUMNS, bytes)?;
     let n = c.series.len();
     for (column, found) in [
@@ -160,6 +170,18 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, BlockError> {
         let min_ns = prev_min.wrapping_add(c.min_steps[i] as u64);
         let max_ns = prev_max.wrapping_add(c.max_steps[i] as u64);
         (prev_min, prev_max) = (min_ns, max_ns);
+        let buckets = c.buckets[i] as usize;
+        let first = prev_first.wrapping_add(c.first_index_steps[i] as u32);
+        if buckets > 0 {
+            prev_first = first;
+        }
+        let (series, slot) = (SeriesNum(c.series[i]), c.slots[i]);
+        if !wanted(series, slot) {
+            // Skip its buckets: the lengths were checked above.
+            gaps.by_ref().take(buckets.saturating_sub(1)).for_each(drop);
+            counts.by_ref().take(buckets).for_each(drop);
+            continue;
+        }
         let (sent, lost) = (c.sent[i], c.lost[i].min(c.sent[i]));
         let received = u128::from(sent - lost);
         let min = u128::from(min_ns);
@@ -167,11 +189,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, BlockError> {
         let sum_sq_ns2 = c.squares_above_min[i]
             .wrapping_add(min.wrapping_mul(2).wrapping_mul(sum_ns))
             .wrapping_sub(received.wrapping_mul(min).wrapping_mul(min));
-        let buckets = c.buckets[i] as usize;
         let mut index = Vec::with_capacity(buckets);
         if buckets > 0 {
-            let mut at = prev_first.wrapping_add(c.first_index_steps[i] as u32);
-            prev_first = at;
+            let mut at = first;
             index.push(at);
             for gap in gaps.by_ref().take(buckets - 1) {
                 at = at.checked_add(*gap).ok_or(histogram::Error::Overflow)?;
@@ -181,8 +201,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Entry>, BlockError> {
         let count: Vec<u32> = counts.by_ref().take(buckets).copied().collect();
         let hist = SparseHistogram32::from_parts(config, index, count)?;
         entries.push(Entry {
-            series: SeriesNum(c.series[i]),
-            slot: c.slots[i],
+            series,
+            slot,
             stats: Stats {
                 sent,
                 lost,
@@ -244,8 +264,17 @@ mod tests {
             slot: 1,
             stats: huge.finish(&mut scratch_histogram()),
         });
-        let decoded = decode(&encode(&entries)).unwrap();
+        let block = encode(&entries);
+        let decoded = decode(&block).unwrap();
         assert_eq!(decoded.len(), entries.len());
+        // A read of some entries finds the same values as a read of all.
+        let some = decode_matching(&block, |series, slot| series.0 == 2 || slot == 1).unwrap();
+        let want: Vec<&Entry> = decoded
+            .iter()
+            .filter(|e| e.series.0 == 2 || e.slot == 1)
+            .collect();
+        assert_eq!(some.len(), 14);
+        assert!(some.iter().zip(want).all(|(a, b)| a == b));
         for (got, want) in decoded.iter().zip(&entries) {
             let want_stats = want.stats.clone().coarsened(STORED_GROUPING_POWER);
             assert_eq!((got.series, got.slot), (want.series, want.slot));

@@ -50,7 +50,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::codec::{self, RollupV1};
 use super::hourfiles::HourFiles;
@@ -167,6 +167,7 @@ pub struct RollupFiles {
     /// up when the store opens, so a bucket recomputed before it (late
     /// rounds, or a clock that went back) must reach a file at once.
     claimed_until: Mutex<Option<u64>>,
+    cache: BlockCache,
 }
 
 /// Files kept open for appending: the span written last and the one before.
@@ -214,6 +215,7 @@ impl RollupFiles {
             open: Mutex::new(BTreeMap::new()),
             files: Mutex::new(BTreeMap::new()),
             claimed_until: Mutex::new(None),
+            cache: block_cache(),
         }
     }
 
@@ -388,11 +390,11 @@ impl RollupFiles {
                 self.grain,
                 span,
                 target,
+                &self.cache,
                 damage,
+                &wanted,
                 |series, at, stats| {
-                    if wanted(series, at) {
-                        found.insert((series, at), stats);
-                    }
+                    found.insert((series, at), stats);
                 },
             )?;
         }
@@ -431,6 +433,8 @@ impl RollupFiles {
                 continue;
             }
             sys::lock(&self.files).remove(&hour);
+            // A file of the same name may be made again (a late bucket).
+            self.cache.invalidate_all();
             fs::remove_file(&path).map_err(|source| RollupFileError::Remove {
                 path: path.clone(),
                 source,
@@ -464,7 +468,9 @@ impl RollupFiles {
         })?;
         for (at, layout, (target, offset, len, crc)) in blocks {
             let good = match read_block(&file, path, at, offset, len, crc)? {
-                Some(block) => parse_block(&block, grain, span, layout, |_, _, _| {}).is_ok(),
+                Some(block) => {
+                    parse_block(&block, grain, span, layout, &|_, _| true, |_, _, _| {}).is_ok()
+                }
                 None => false,
             };
             if !good {
@@ -652,13 +658,18 @@ fn decode_one(value: &[u8]) -> Option<Stats> {
     rollup_block::decode_one(value).ok()
 }
 
-/// Calls `each(series, minute start, stats)` for every entry of a block;
-/// an error means the block is damaged (nothing of it should be trusted).
+/// Which entries of a block a read wants: `(series, bucket start)`.
+type Wanted<'a> = &'a dyn Fn(SeriesNum, u64) -> bool;
+
+/// Calls `each(series, bucket start, stats)` for every entry of a block
+/// that is `wanted`; an error means the block is damaged (nothing of it
+/// should be trusted).
 fn parse_block(
     block: &[u8],
     grain: Grain,
     span: u64,
     layout: BlockLayout,
+    wanted: Wanted<'_>,
     mut each: impl FnMut(SeriesNum, u64, Stats),
 ) -> Result<(), ()> {
     let bucket_start = |slot: u8| {
@@ -667,7 +678,9 @@ fn parse_block(
     let mut entries = Vec::new();
     match layout {
         BlockLayout::Columns => {
-            for entry in rollup_block::decode(block).map_err(|_| ())? {
+            // A slot out of range is decoded, to be refused below.
+            let decode_it = |series, slot| bucket_start(slot).is_none_or(|at| wanted(series, at));
+            for entry in rollup_block::decode_matching(block, decode_it).map_err(|_| ())? {
                 let at = bucket_start(entry.slot).ok_or(())?;
                 entries.push((entry.series, at, entry.stats));
             }
@@ -682,10 +695,13 @@ fn parse_block(
                 let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
                 let at = bucket_start(rest[1]).ok_or(())?;
                 let value = rest.get(4..4 + len).ok_or(())?;
+                rest = &rest[4 + len..];
+                if !wanted(series, at) {
+                    continue;
+                }
                 let row: RollupV1 = codec::decode(value).map_err(|_| ())?;
                 let stats = Stats::from_value(row).map_err(|_| ())?;
                 entries.push((series, at, stats.coarsened(STORED_GROUPING_POWER)));
-                rest = &rest[4 + len..];
             }
         }
     }
@@ -696,41 +712,97 @@ fn parse_block(
 }
 
 /// Calls `each` for every entry of `target` in one file, sections in order.
+#[allow(clippy::too_many_arguments)]
 fn read_target(
     path: &Path,
     grain: Grain,
     span: u64,
     target: TargetNum,
+    cache: &BlockCache,
     damage: &mut Vec<FileDamage>,
+    wanted: Wanted<'_>,
     mut each: impl FnMut(SeriesNum, u64, Stats),
 ) -> Result<(), RollupFileError> {
     let Some(file) = open_for_read(path)? else {
         return Ok(());
     };
-    let mut blocks = Vec::new();
-    walk_sections(&file, path, damage, |at, section| {
-        if let Ok(i) = section.index.binary_search_by_key(&target, |e| e.0) {
-            let (_, offset, len, crc) = section.index[i];
-            blocks.push((at, section.layout, offset, len, crc));
-        }
-        true
-    })?;
-    for (at, layout, offset, len, crc) in blocks {
-        let bad = FileDamage::BadBlock {
+    let file_len = file
+        .metadata()
+        .map_err(|source| RollupFileError::Read {
             path: path.to_path_buf(),
-            offset: at + offset as u64,
-            target,
-        };
-        match read_block(&file, path, at, offset, len, crc)? {
-            Some(block) => {
-                if parse_block(&block, grain, span, layout, &mut each).is_err() {
-                    damage.push(bad);
+            source,
+        })?
+        .len();
+    let bad = |offset: u64| FileDamage::BadBlock {
+        path: path.to_path_buf(),
+        offset,
+        target,
+    };
+    let key = (path.to_path_buf(), file_len, target);
+    let blocks = match cache.get(&key) {
+        Some(blocks) => blocks,
+        None => {
+            let mut found = Vec::new();
+            let damage_before = damage.len();
+            walk_sections(&file, path, damage, |at, section| {
+                if let Ok(i) = section.index.binary_search_by_key(&target, |e| e.0) {
+                    let (_, offset, len, crc) = section.index[i];
+                    found.push((at, section.layout, offset, len, crc));
+                }
+                true
+            })?;
+            let mut blocks = Vec::with_capacity(found.len());
+            for (at, layout, offset, len, crc) in found {
+                match read_block(&file, path, at, offset, len, crc)? {
+                    Some(block) => blocks.push(CachedBlock {
+                        offset: at + offset as u64,
+                        layout,
+                        bytes: block,
+                    }),
+                    None => damage.push(bad(at + offset as u64)),
                 }
             }
-            None => damage.push(bad),
+            let blocks = Arc::new(blocks);
+            // Damage is reported by every read, so only a clean read is kept.
+            if damage.len() == damage_before {
+                cache.insert(key, Arc::clone(&blocks));
+            }
+            blocks
+        }
+    };
+    for block in blocks.iter() {
+        if parse_block(&block.bytes, grain, span, block.layout, wanted, &mut each).is_err() {
+            damage.push(bad(block.offset));
         }
     }
     Ok(())
+}
+
+/// One target's decompressed block, as read from a file.
+struct CachedBlock {
+    offset: u64,
+    layout: BlockLayout,
+    bytes: Vec<u8>,
+}
+
+/// Recently read targets' blocks, by file, the file's length (a file
+/// appended to since is another key) and target: the web UI reads a
+/// target's series one after another, each from the same blocks, and a
+/// block decompressed once serves them all. Bounded in bytes.
+type BlockCache = moka::sync::Cache<(PathBuf, u64, TargetNum), Arc<Vec<CachedBlock>>>;
+
+/// The block cache's bound: a day of one target's minutes (~0.7 MiB) and a
+/// month of its hours (~0.4 MiB) fit.
+const BLOCK_CACHE_BYTES: u64 = 2 << 20;
+
+fn block_cache() -> BlockCache {
+    moka::sync::Cache::builder()
+        .max_capacity(BLOCK_CACHE_BYTES)
+        .weigher(|_, blocks: &Arc<Vec<CachedBlock>>| {
+            let bytes: usize = blocks.iter().map(|b| b.bytes.len() + 32).sum();
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        })
+        .build()
 }
 
 #[cfg(test)]
