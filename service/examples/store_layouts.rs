@@ -496,6 +496,7 @@ fn main() -> anyhow::Result<()> {
     println!("| series | layout | MiB written / target / day | bytes / hop sample | on disk after the run, MiB |");
     println!("|---|---|---:|---:|---:|");
     let mut query_times = Vec::new();
+    let mut full_windows = Vec::new();
     for (name, profile) in [("lab", Profile::Lab), ("wan", Profile::Wan)] {
         for layout_name in [
             "store",
@@ -565,6 +566,7 @@ fn main() -> anyhow::Result<()> {
             if layout_name == "store" {
                 let end_ms = start_ms + (CHUNK_ROUNDS + args.hours * 3_600) * 1_000;
                 query_times.push((name, raw_query_times(&dir, end_ms, args.hours)?));
+                full_windows.push((name, full_window_mib(&dir, &args, start_ms, end_ms)?));
             }
             let per_target_day = written as f64 / f64::from(args.targets) * 24.0 / hours;
             println!(
@@ -572,6 +574,21 @@ fn main() -> anyhow::Result<()> {
                 per_target_day / (1 << 20) as f64,
                 per_target_day / samples_per_day,
                 dir_bytes(&dir) as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    if !full_windows.is_empty() {
+        println!(
+            "\nOn disk per target with every default window full (raw 48 h, minute \
+             rollups 30 d, hour rollups 365 d), MiB, from the bytes each kind of file \
+             took per hour of this run:\n"
+        );
+        println!("| series | raw rounds | minute rollups | hour rollups | all windows full |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, [raw, minutes, hours]) in full_windows {
+            println!(
+                "| {name} | {raw:.1} | {minutes:.1} | {hours:.1} | **{:.1}** |",
+                raw + minutes + hours
             );
         }
     }
@@ -587,6 +604,54 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Per target, MiB of raw rounds for 48 h, minute rollups for 30 d and
+/// hour rollups for 365 d, from the store's files after the run: the
+/// rounds' files over every second written, the minute files of the hours
+/// whose minutes were all written, the hour files over the hours rolled up.
+fn full_window_mib(
+    dir: &Path,
+    args: &Args,
+    start_ms: u64,
+    end_ms: u64,
+) -> anyhow::Result<[f64; 3]> {
+    let files = |sub: &str, prefix: &str| -> anyhow::Result<Vec<(u64, u64)>> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir.join(sub))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let span: u64 = rest.split('-').next().unwrap_or("").parse()?;
+            found.push((span, entry.metadata()?.len()));
+        }
+        Ok(found)
+    };
+    let targets = f64::from(args.targets);
+    let mib = |bytes: f64| bytes / targets / (1 << 20) as f64;
+    let raw: u64 = files("rounds", "raw-")?.iter().map(|(_, len)| len).sum();
+    let raw_hours = (end_ms - start_ms) as f64 / HOUR_MS as f64;
+    // Minutes reach their file ten minutes at a time: only whole hours count.
+    let written_until = end_ms - end_ms % (10 * 60_000);
+    let whole: Vec<u64> = files("rollups", "m1-")?
+        .iter()
+        .filter(|(hour, _)| hour + HOUR_MS <= written_until)
+        .map(|(_, len)| *len)
+        .collect();
+    anyhow::ensure!(
+        !whole.is_empty(),
+        "no whole hour of minute rollups: run longer"
+    );
+    let minute_hour = whole.iter().sum::<u64>() as f64 / whole.len() as f64;
+    let hours_rolled = (end_ms / HOUR_MS - start_ms / HOUR_MS) as f64;
+    let hour_files: u64 = files("rollups", "h1-")?.iter().map(|(_, len)| len).sum();
+    Ok([
+        mib(raw as f64 / raw_hours * 48.0),
+        mib(minute_hour * 24.0 * 30.0),
+        mib(hour_files as f64 / hours_rolled * 24.0 * 365.0),
+    ])
 }
 
 /// Times `Store::series` of target `t0`'s destination from raw rounds over
