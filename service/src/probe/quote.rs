@@ -98,25 +98,50 @@ impl fmt::Display for Rewrite {
     }
 }
 
-/// The rewrites one quote shows, at most one per field, in [`HeaderField::ALL`] order.
+/// The rewrites one quote shows, at most one per field, each as (sent,
+/// quoted). Kept compact (about 50 bytes) because every answered sample of a
+/// round carries one; [`Rewrites::iter`] gives them as [`Rewrite`]s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Rewrites([Option<Rewrite>; HeaderField::ALL.len()]);
+pub struct Rewrites {
+    dscp: Option<[u8; 2]>,
+    ecn: Option<[u8; 2]>,
+    /// The quoted TTL; 1 is what a time-exceeded quote should carry.
+    ttl: Option<u8>,
+    length: Option<[u16; 2]>,
+    source: Option<[IpAddr; 2]>,
+}
 
 impl Rewrites {
-    pub fn iter(&self) -> impl Iterator<Item = Rewrite> + '_ {
-        self.0.iter().flatten().copied()
+    /// In [`HeaderField::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = Rewrite> {
+        let n = |v: u8| FieldValue::Number(u32::from(v));
+        let rewrite = |field, from, to| Rewrite { field, from, to };
+        [
+            self.dscp
+                .map(|[a, b]| rewrite(HeaderField::Dscp, n(a), n(b))),
+            self.ecn.map(|[a, b]| rewrite(HeaderField::Ecn, n(a), n(b))),
+            self.source.map(|[a, b]| {
+                rewrite(
+                    HeaderField::SourceAddress,
+                    FieldValue::Address(a),
+                    FieldValue::Address(b),
+                )
+            }),
+            self.ttl.map(|t| rewrite(HeaderField::Ttl, n(1), n(t))),
+            self.length.map(|[a, b]| {
+                rewrite(
+                    HeaderField::Length,
+                    FieldValue::Number(u32::from(a)),
+                    FieldValue::Number(u32::from(b)),
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Option::is_none)
-    }
-
-    fn set(&mut self, rewrite: Rewrite) {
-        let i = HeaderField::ALL
-            .iter()
-            .position(|f| *f == rewrite.field)
-            .expect("every field is in ALL");
-        self.0[i] = Some(rewrite);
+        *self == Rewrites::default()
     }
 }
 
@@ -131,81 +156,44 @@ pub struct SentHeader {
 
 /// What the quote of a reply of `kind` shows rewritten, compared with `sent`.
 pub fn compare(sent: &SentHeader, quoted: &QuotedHeader, kind: ReplyKind) -> Rewrites {
-    let mut found = Rewrites::default();
-    let number = |v: u8| FieldValue::Number(u32::from(v));
+    let changed = |a, b| (a != b).then_some([a, b]);
     let (dscp, ecn) = (|tos: u8| tos >> 2, |tos: u8| tos & 0x3);
-    if dscp(sent.tos) != dscp(quoted.tos) {
-        found.set(Rewrite {
-            field: HeaderField::Dscp,
-            from: number(dscp(sent.tos)),
-            to: number(dscp(quoted.tos)),
-        });
+    Rewrites {
+        dscp: changed(dscp(sent.tos), dscp(quoted.tos)),
+        ecn: changed(ecn(sent.tos), ecn(quoted.tos)),
+        // A router quotes a probe whose TTL ran out there with 1 (Linux) or 0
+        // (routers that decrement first). The destination's quote carries what
+        // is left after the path, which depends on the hop count, so only the
+        // time-exceeded quote has a known expectation.
+        ttl: (kind == ReplyKind::TimeExceeded && quoted.ttl > 1).then_some(quoted.ttl),
+        length: (sent.ip_len != quoted.ip_len).then_some([sent.ip_len, quoted.ip_len]),
+        source: (sent.src != quoted.src).then_some([sent.src, quoted.src]),
     }
-    if ecn(sent.tos) != ecn(quoted.tos) {
-        found.set(Rewrite {
-            field: HeaderField::Ecn,
-            from: number(ecn(sent.tos)),
-            to: number(ecn(quoted.tos)),
-        });
-    }
-    if sent.src != quoted.src {
-        found.set(Rewrite {
-            field: HeaderField::SourceAddress,
-            from: FieldValue::Address(sent.src),
-            to: FieldValue::Address(quoted.src),
-        });
-    }
-    // A router quotes a probe whose TTL ran out there with 1 (Linux) or 0
-    // (routers that decrement first). The destination's quote carries what
-    // is left after the path, which depends on the hop count, so only the
-    // time-exceeded quote has a known expectation.
-    if kind == ReplyKind::TimeExceeded && quoted.ttl > 1 {
-        found.set(Rewrite {
-            field: HeaderField::Ttl,
-            from: number(1),
-            to: number(quoted.ttl),
-        });
-    }
-    if sent.ip_len != quoted.ip_len {
-        found.set(Rewrite {
-            field: HeaderField::Length,
-            from: FieldValue::Number(u32::from(sent.ip_len)),
-            to: FieldValue::Number(u32::from(quoted.ip_len)),
-        });
-    }
-    found
 }
 
-/// An RFC 4950 label stack, outermost first, in a fixed-size `Copy` form.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// An RFC 4950 label stack, outermost first, in a fixed-size `Copy` form
+/// (the entries as on the wire, 36 bytes).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct LabelStack {
     len: u8,
-    labels: [MplsLabel; MPLS_CAPACITY],
+    entries: [u32; MPLS_CAPACITY],
 }
 
 impl LabelStack {
-    pub const EMPTY: LabelStack = LabelStack {
-        len: 0,
-        labels: [MplsLabel {
-            label: 0,
-            traffic_class: 0,
-            bottom_of_stack: false,
-            ttl: 0,
-        }; MPLS_CAPACITY],
-    };
-
     /// The first [`MPLS_CAPACITY`] labels of `labels` (the parser keeps no more).
     pub fn new(labels: &[MplsLabel]) -> LabelStack {
-        let mut stack = LabelStack::EMPTY;
+        let mut stack = LabelStack::default();
         for label in labels.iter().take(MPLS_CAPACITY) {
-            stack.labels[usize::from(stack.len)] = *label;
+            stack.entries[usize::from(stack.len)] = label.to_entry();
             stack.len += 1;
         }
         stack
     }
 
-    pub fn as_slice(&self) -> &[MplsLabel] {
-        &self.labels[..usize::from(self.len)]
+    pub fn labels(&self) -> impl Iterator<Item = MplsLabel> + '_ {
+        self.entries[..usize::from(self.len)]
+            .iter()
+            .map(|e| MplsLabel::from_entry(*e))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -213,15 +201,9 @@ impl LabelStack {
     }
 }
 
-impl Default for LabelStack {
-    fn default() -> Self {
-        LabelStack::EMPTY
-    }
-}
-
 impl fmt::Debug for LabelStack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.as_slice()).finish()
+        f.debug_list().entries(self.labels()).finish()
     }
 }
 
@@ -319,14 +301,27 @@ mod tests {
         assert!(at_destination.iter().all(|r| r.field != HeaderField::Ttl));
     }
 
+    /// Every answered sample carries a reading, so its size is a budget.
+    #[test]
+    fn a_reading_stays_small() {
+        assert!(
+            std::mem::size_of::<QuoteReading>() <= 96,
+            "{}",
+            std::mem::size_of::<QuoteReading>()
+        );
+    }
+
     #[test]
     fn a_label_stack_keeps_its_labels_in_order() {
         let labels: Vec<MplsLabel> = (0..3)
             .map(|i| MplsLabel::from_entry((24000 + i) << 12 | u32::from(i == 2) << 8 | 1))
             .collect();
         let stack = LabelStack::new(&labels);
-        assert_eq!(stack.as_slice(), &labels[..]);
+        assert_eq!(stack.labels().collect::<Vec<_>>(), labels);
         assert!(LabelStack::default().is_empty());
-        assert_eq!(stack.as_slice()[2].to_string(), "Lbl 24002 TC 0 S 1 TTL 1");
+        assert_eq!(
+            stack.labels().nth(2).unwrap().to_string(),
+            "Lbl 24002 TC 0 S 1 TTL 1"
+        );
     }
 }
