@@ -4,14 +4,19 @@
 //! them, with a `middlebox_changed` event; and Linux MASQUERADE, whose
 //! conntrack translates the quote inside related ICMP errors back to the
 //! original, is shown to leave nothing to see. One daemon, one target per
-//! scenario, so the lab and the daemon start once. Privileged; fails, never
-//! skips, without root, iptables or tc.
+//! scenario, so the lab and the daemon start once; a headless Chromium then
+//! finds each fact on its hop of the target page. Privileged, and needs
+//! iptables, nftables, chromium and chromium-driver (deploy/setup-test.sh);
+//! fails, never skips, without them.
 
 use std::fmt::Display;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hopwatch_lab::browser::{
+    console, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
+};
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
 use hopwatch_lab::{hopwatch_bin, Lab, LabSpec};
@@ -300,5 +305,69 @@ fn a_dscp_rewrite_and_a_nat_are_reported_at_their_hops_and_masquerade_is_invisib
             .any(|e| e["kind"] == "middlebox_changed"),
         "no middlebox event for MASQUERADE"
     );
+    // The target pages show each fact on its hop, in a real headless Chromium.
+    let chromium = must(Chromium::find());
+    let driver = must(chromium.start_driver(&lab, "src", DRIVER_PORT));
+    let profile = dir.path().join("chromium-profile");
+    let shown = driver
+        .session(&profile, async |client| {
+            let mut shown = Vec::new();
+            for (target, ttl) in [("dscp", 3), ("dscp6", 3), ("nat", 2)] {
+                client
+                    .goto(&format!("http://{WEB}/targets/{target}"))
+                    .await
+                    .map_err(|e| BrowserError::Script {
+                        what: format!("opening {target}'s page"),
+                        source: Box::new(e),
+                    })?;
+                let text = wait_js(
+                    client,
+                    &format!("{target}'s hop {ttl} showing its middlebox"),
+                    &format!(
+                        "const f = document.querySelector('#hops tr[data-hop=\"{ttl}\"] .fact.middlebox');\n\
+                         return f ? f.textContent : null;"
+                    ),
+                )
+                .await?;
+                // No other hop shows one.
+                let elsewhere = client
+                    .execute(
+                        &format!(
+                            "return [...document.querySelectorAll('#hops tr')]\
+                             .filter(r => r.dataset.hop !== '{ttl}' && r.querySelector('.fact.middlebox')).length;"
+                        ),
+                        vec![],
+                    )
+                    .await
+                    .map_err(|e| BrowserError::Script {
+                        what: "counting middlebox rows".into(),
+                        source: Box::new(e),
+                    })?;
+                save_screenshot(client, &screenshots().join(format!("middlebox-{target}.png"))).await?;
+                shown.push((target, text, elsewhere, console(client).await?));
+            }
+            Ok::<_, BrowserError>(shown)
+        })
+        .unwrap_or_else(|e| panic!("browser check failed: {e}"));
+    for (target, text, elsewhere, console) in shown {
+        let text = text.as_str().unwrap_or_default().to_owned();
+        let expected = if target == "nat" {
+            "source address"
+        } else {
+            "DSCP 0 → 46"
+        };
+        assert!(
+            text.contains("middlebox") && text.contains(expected),
+            "{target}: {text:?}"
+        );
+        assert_eq!(elsewhere, 0, "{target}: a middlebox on another hop");
+        assert!(console.is_empty(), "{target}: console messages {console:?}");
+    }
     must(daemon.stop());
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshots directory");
+    dir
 }
