@@ -3,8 +3,9 @@
 //! parsed replies (RFC 4950 labels at two hops, a DSCP rewrite from hop 3 on),
 //! the monitor's pipeline turns them into path facts, and the web API serves
 //! them on the hops, in the target's middlebox list and as events. Linux
-//! routers cannot send RFC 4950 extensions, so the lab cannot make labels;
-//! this is where their way through the daemon is tested.
+//! routers cannot send RFC 4950 extensions; the lab's test
+//! (tests/tests/middlebox_lab.rs) answers for one with a raw socket, and this
+//! one checks the same way through the daemon without privileges.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

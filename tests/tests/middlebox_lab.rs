@@ -1,7 +1,10 @@
-//! Middleboxes through a real `hopwatch run` in the lab, read from its API: a
-//! DSCP rewrite on one router (IPv4 and IPv6) and a NAT that leaves the ICMP
-//! quote as it rewrote it (stateless, nft) are each reported at the hop whose quote first shows
-//! them, with a `middlebox_changed` event; and Linux MASQUERADE, whose
+//! Middleboxes and MPLS through a real `hopwatch run` in the lab, read from
+//! its API: a DSCP rewrite on one router (IPv4 and IPv6) and a NAT that leaves
+//! the ICMP quote as it rewrote it (stateless, nft) are each reported at the
+//! hop whose quote first shows them, with a `middlebox_changed` event; a
+//! router that reports an RFC 4950 label stack (Linux cannot, so a packet
+//! socket and a raw socket on r2 answer for it) has its labels on its hop,
+//! with an `mpls_changed` event; and Linux MASQUERADE, whose
 //! conntrack translates the quote inside related ICMP errors back to the
 //! original, is shown to leave nothing to see. One daemon, one target per
 //! scenario, so the lab and the daemon start once; a headless Chromium then
@@ -10,8 +13,10 @@
 //! fails, never skips, without them.
 
 use std::fmt::Display;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hopwatch_lab::browser::{
@@ -21,6 +26,7 @@ use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
 use hopwatch_lab::{hopwatch_bin, Lab, LabSpec};
 use serde_json::Value;
+use socket2::{Domain, Protocol, Socket, Type};
 
 const WEB: &str = "127.0.0.1:9470";
 
@@ -42,6 +48,109 @@ fn run(lab: &Lab, node: &str, args: &[&str]) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The label stack the MPLS router reports: as an LSR with a two-label stack.
+const LABELS: [u32; 2] = [24001 << 12 | 1, 16 << 12 | 0x100 | 1];
+/// Marks the fake router's own replies, so the rule that silences the kernel's
+/// time-exceeded lets them out.
+const MPLS_MARK: u32 = 0x4950;
+
+/// Makes `node` answer probes to `target` that expire there the way an MPLS
+/// router does (RFC 4884 length, RFC 4950 label stack), which Linux cannot:
+/// the kernel's own time-exceeded for that target is dropped, and a packet
+/// socket sees each expiring probe and a raw socket answers it from
+/// `responder`. Runs until `stop` is set.
+fn mpls_router(
+    lab: &Lab,
+    node: &str,
+    target: Ipv4Addr,
+    responder: Ipv4Addr,
+    stop: Arc<AtomicBool>,
+) -> hopwatch_lab::netns::enter::NsThread<()> {
+    let ruleset = format!(
+        "table ip mpls_router {{\n\
+         chain out {{ type filter hook output priority 0; \
+         meta mark != {MPLS_MARK:#x} icmp type time-exceeded @nh,352,32 {:#x} drop; }}\n}}\n",
+        u32::from(target)
+    );
+    let rules = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(rules.path(), ruleset).unwrap();
+    run(lab, node, &["nft", "-f", rules.path().to_str().unwrap()]);
+    must(lab.spawn_in(node, "mpls-router", move || {
+        let eth_p_ip = (libc::ETH_P_IP as u16).to_be();
+        let sniff = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(eth_p_ip))),
+        )
+        .expect("packet socket (needs root)");
+        sniff
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let answer =
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw socket");
+        answer.set_mark(MPLS_MARK).unwrap();
+        answer
+            .bind(&SocketAddr::new(IpAddr::V4(responder), 0).into())
+            .expect("bind to the responder address");
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((len, from)) = sniff.recv_from(&mut buf) else {
+                continue;
+            };
+            // SAFETY: recv_from initialised the first `len` bytes.
+            let packet: Vec<u8> = buf[..len]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            // SAFETY: a packet socket's source address is a sockaddr_ll.
+            let ll = unsafe { std::ptr::read(from.as_ptr().cast::<libc::sockaddr_ll>()) };
+            let incoming = ll.sll_pkttype != libc::PACKET_OUTGOING as u8;
+            let expiring = packet.len() >= 28
+                && packet[0] >> 4 == 4
+                && packet[8] == 1
+                && packet[9] == 1
+                && packet[16..20] == target.octets();
+            if !(incoming && expiring) {
+                continue;
+            }
+            let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+            let reply = time_exceeded_with_labels(&packet, &LABELS);
+            let _ = answer.send_to(&reply, &SocketAddr::new(IpAddr::V4(src), 0).into());
+        }
+    }))
+}
+
+/// RFC 792 time exceeded quoting `probe`, padded to 128 bytes with the
+/// RFC 4884 length set, and an RFC 4950 incoming label stack object.
+fn time_exceeded_with_labels(probe: &[u8], labels: &[u32]) -> Vec<u8> {
+    let checksum = |data: &[u8]| {
+        let mut sum: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    };
+    let mut original = probe[..probe.len().min(128)].to_vec();
+    original.resize(128, 0);
+    let mut ext = vec![0x20, 0, 0, 0];
+    ext.extend_from_slice(&((4 + 4 * labels.len()) as u16).to_be_bytes());
+    ext.extend_from_slice(&[1, 1]);
+    for label in labels {
+        ext.extend_from_slice(&label.to_be_bytes());
+    }
+    let c = checksum(&ext);
+    ext[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut icmp = vec![11, 0, 0, 0, 0, (128 / 4) as u8, 0, 0];
+    icmp.extend_from_slice(&original);
+    icmp.extend_from_slice(&ext);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp
 }
 
 fn config_text(state: &Path, targets: &[(&str, IpAddr, &str)]) -> String {
@@ -141,9 +250,9 @@ fn assert_event(lab: &Lab, target: &str, field: &str) {
 }
 
 #[test]
-fn a_dscp_rewrite_and_a_nat_are_reported_at_their_hops_and_masquerade_is_invisible() {
+fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade_is_invisible() {
     // src - r1 - r2 - r3 - dst: TTL 1 is r1, 2 r2, 3 r3, 4 the target.
-    let lab = LabSpec::chain(3).targets(3).build().expect("lab");
+    let lab = LabSpec::chain(3).targets(4).build().expect("lab");
     let t4 = lab.targets_v4();
     let t6 = lab.targets_v6();
     let (dscp4, dscp6, nat, masq) = (
@@ -234,6 +343,15 @@ fn a_dscp_rewrite_and_a_nat_are_reported_at_their_hops_and_masquerade_is_invisib
         ],
     );
 
+    // r2 reports MPLS labels for the fourth target, as a label switch router.
+    let mpls = t4[3];
+    let r2 = match lab.expected_trace(IpAddr::V4(mpls))[1] {
+        Some(IpAddr::V4(r2)) => r2,
+        other => panic!("r2 answers TTL 2 from an IPv4 address, not {other:?}"),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let router = mpls_router(&lab, "r2", mpls, r2, Arc::clone(&stop));
+
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("hopwatch.toml");
     std::fs::write(
@@ -245,6 +363,7 @@ fn a_dscp_rewrite_and_a_nat_are_reported_at_their_hops_and_masquerade_is_invisib
                 ("dscp6", dscp6, "icmp"),
                 ("nat", nat, "icmp"),
                 ("masq", masq, "udp"),
+                ("mpls", IpAddr::V4(mpls), "icmp"),
             ],
         ),
     )
@@ -305,6 +424,52 @@ fn a_dscp_rewrite_and_a_nat_are_reported_at_their_hops_and_masquerade_is_invisib
             .any(|e| e["kind"] == "middlebox_changed"),
         "no middlebox event for MASQUERADE"
     );
+    // The label stack r2 reports is on hop 2, from r2, as mtr prints it, and
+    // its appearance is an event.
+    let hop2 = must(eventually(
+        Duration::from_secs(20),
+        "labels on hop 2 of mpls",
+        || {
+            let d = detail(&lab, "mpls");
+            d["hops"]
+                .as_array()
+                .and_then(|h| h.iter().find(|h| h["ttl"] == 2).cloned())
+                .filter(|h| h["mpls"].as_array().is_some_and(|m| !m.is_empty()))
+                .ok_or_else(|| format!("{:#}", d["hops"]))
+        },
+    ));
+    assert_eq!(hop2["mpls"][0]["responder"], r2.to_string(), "{hop2:#}");
+    assert_eq!(
+        hop2["mpls"][0]["text"],
+        "Lbl 24001 TC 0 S 0 TTL 1, Lbl 16 TC 0 S 1 TTL 1"
+    );
+    let mpls_detail = detail(&lab, "mpls");
+    for h in mpls_detail["hops"].as_array().unwrap() {
+        if h["ttl"] != 2 {
+            assert_eq!(
+                h["mpls"],
+                serde_json::json!([]),
+                "only hop 2 has labels: {h:#}"
+            );
+        }
+    }
+    assert_eq!(
+        mpls_detail["middleboxes"],
+        serde_json::json!([]),
+        "{mpls_detail:#}"
+    );
+    must(eventually(
+        Duration::from_secs(10),
+        "a stored mpls_changed event",
+        || {
+            let all = events(&lab, "mpls");
+            all.iter()
+                .any(|e| e["kind"] == "mpls_changed" && e["detail"]["after"][0]["ttl"] == 2)
+                .then_some(())
+                .ok_or_else(|| format!("{all:#?}"))
+        },
+    ));
+
     // The target pages show each fact on its hop, in a real headless Chromium.
     let chromium = must(Chromium::find());
     let driver = must(chromium.start_driver(&lab, "src", DRIVER_PORT));
@@ -346,24 +511,38 @@ fn a_dscp_rewrite_and_a_nat_are_reported_at_their_hops_and_masquerade_is_invisib
                 save_screenshot(client, &screenshots().join(format!("middlebox-{target}.png"))).await?;
                 shown.push((target, text, elsewhere, console(client).await?));
             }
+            client
+                .goto(&format!("http://{WEB}/targets/mpls"))
+                .await
+                .map_err(|e| BrowserError::Script {
+                    what: "opening mpls's page".into(),
+                    source: Box::new(e),
+                })?;
+            let labels = wait_js(
+                client,
+                "mpls's hop 2 showing its labels",
+                "const f = document.querySelector('#hops tr[data-hop=\"2\"] .fact.mpls');\n\
+                 return f ? f.textContent : null;",
+            )
+            .await?;
+            shown.push(("mpls", labels, 0.into(), console(client).await?));
             Ok::<_, BrowserError>(shown)
         })
         .unwrap_or_else(|e| panic!("browser check failed: {e}"));
     for (target, text, elsewhere, console) in shown {
         let text = text.as_str().unwrap_or_default().to_owned();
-        let expected = if target == "nat" {
-            "source address"
-        } else {
-            "DSCP 0 → 46"
+        let expected = match target {
+            "nat" => "middleboxsource address",
+            "mpls" => "MPLS[Lbl 24001 TC 0 S 0 TTL 1] [Lbl 16 TC 0 S 1 TTL 1]",
+            _ => "middleboxDSCP 0 → 46",
         };
-        assert!(
-            text.contains("middlebox") && text.contains(expected),
-            "{target}: {text:?}"
-        );
+        assert!(text.contains(expected), "{target}: {text:?}");
         assert_eq!(elsewhere, 0, "{target}: a middlebox on another hop");
         assert!(console.is_empty(), "{target}: console messages {console:?}");
     }
     must(daemon.stop());
+    stop.store(true, Ordering::Relaxed);
+    router.join();
 }
 
 fn screenshots() -> PathBuf {
