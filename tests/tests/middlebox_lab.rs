@@ -191,7 +191,7 @@ fn events(lab: &Lab, target: &str) -> Vec<Value> {
 
 /// Waits for the target's confirmed middlebox facts to include `field`;
 /// returns that fact (from the top-level list) and the detail it came in.
-fn fact(lab: &Lab, target: &str, field: &str) -> (Value, Value) {
+fn wait_for_fact(lab: &Lab, target: &str, field: &str) -> (Value, Value) {
     must(eventually(
         Duration::from_secs(20),
         &format!("a {field} middlebox fact on {target}"),
@@ -262,6 +262,25 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
         IpAddr::V4(t4[2]),
     );
 
+    // ECN: r1 sets ECT(1) on what it forwards to the IPv6 target (the TOS
+    // target with mask 3 touches the ECN bits only), so r2's quote shows it.
+    run(
+        &lab,
+        "r1",
+        &[
+            "ip6tables",
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-d",
+            &dscp6.to_string(),
+            "-j",
+            "TOS",
+            "--set-tos",
+            "0x01/0x03",
+        ],
+    );
     // DSCP EF (46) on what r2 forwards to the first target: r2's own quote
     // (the probe expired before forwarding) still shows 0, r3's shows 46.
     let (d4, d6) = (dscp4.to_string(), dscp6.to_string());
@@ -371,7 +390,7 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
     let daemon = must(Daemon::start(&lab, "src", &hopwatch_bin(), &config));
 
     for (target, addr) in [("dscp", dscp4), ("dscp6", dscp6)] {
-        let (fact, detail) = fact(&lab, target, "dscp");
+        let (fact, detail) = wait_for_fact(&lab, target, "dscp");
         let r3 = lab.expected_trace(addr)[2].expect("r3 answers");
         assert_eq!(fact["ttl"], 3, "{target}: {fact:#}");
         assert_eq!(fact["responder"], r3.to_string(), "{target}: {fact:#}");
@@ -382,16 +401,38 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
         );
         assert_eq!(fact["summary"], format!("DSCP 0 → 46 at hop 3 ({r3})"));
         assert_on_hop(&detail, &fact);
-        // Nothing else was rewritten.
+        assert_event(&lab, target, "dscp");
+        if target == "dscp" {
+            // Nothing else was rewritten.
+            assert_eq!(
+                detail["middleboxes"].as_array().unwrap().len(),
+                1,
+                "{detail:#}"
+            );
+            continue;
+        }
+        // The IPv6 target's ECN bits were set a hop earlier, by r1.
+        let (ecn, detail) = wait_for_fact(&lab, target, "ecn");
+        let r2 = lab.expected_trace(addr)[1].expect("r2 answers");
+        assert_eq!(
+            (ecn["ttl"].clone(), ecn["responder"].clone()),
+            (2.into(), r2.to_string().into()),
+            "{ecn:#}"
+        );
+        assert_eq!(
+            (ecn["from"].clone(), ecn["to"].clone()),
+            (0.into(), 1.into()),
+            "{ecn:#}"
+        );
+        assert_on_hop(&detail, &ecn);
         assert_eq!(
             detail["middleboxes"].as_array().unwrap().len(),
-            1,
+            2,
             "{detail:#}"
         );
-        assert_event(&lab, target, "dscp");
     }
 
-    let (fact, nat_detail) = fact(&lab, "nat", "source_address");
+    let (fact, nat_detail) = wait_for_fact(&lab, "nat", "source_address");
     let r2 = lab.expected_trace(nat)[1].expect("r2 answers");
     assert_eq!(fact["ttl"], 2, "{fact:#}");
     assert_eq!(fact["responder"], r2.to_string());
@@ -477,7 +518,7 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
     let shown = driver
         .session(&profile, async |client| {
             let mut shown = Vec::new();
-            for (target, ttl) in [("dscp", 3), ("dscp6", 3), ("nat", 2)] {
+            for (target, facts) in [("dscp", 1), ("dscp6", 2), ("nat", 1)] {
                 client
                     .goto(&format!("http://{WEB}/targets/{target}"))
                     .await
@@ -485,31 +526,19 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
                         what: format!("opening {target}'s page"),
                         source: Box::new(e),
                     })?;
+                // Every middlebox shown, as "hop:text", once all are there.
                 let text = wait_js(
                     client,
-                    &format!("{target}'s hop {ttl} showing its middlebox"),
+                    &format!("{target}'s hops showing {facts} middlebox facts"),
                     &format!(
-                        "const f = document.querySelector('#hops tr[data-hop=\"{ttl}\"] .fact.middlebox');\n\
-                         return f ? f.textContent : null;"
+                        "const all = [...document.querySelectorAll('#hops tr')].flatMap((r) =>\n\
+                           [...r.querySelectorAll('.fact.middlebox')].map((f) => r.dataset.hop + ':' + f.textContent));\n\
+                         return all.length === {facts} ? all.join('|') : null;"
                     ),
                 )
                 .await?;
-                // No other hop shows one.
-                let elsewhere = client
-                    .execute(
-                        &format!(
-                            "return [...document.querySelectorAll('#hops tr')]\
-                             .filter(r => r.dataset.hop !== '{ttl}' && r.querySelector('.fact.middlebox')).length;"
-                        ),
-                        vec![],
-                    )
-                    .await
-                    .map_err(|e| BrowserError::Script {
-                        what: "counting middlebox rows".into(),
-                        source: Box::new(e),
-                    })?;
                 save_screenshot(client, &screenshots().join(format!("middlebox-{target}.png"))).await?;
-                shown.push((target, text, elsewhere, console(client).await?));
+                shown.push((target, text, console(client).await?));
             }
             client
                 .goto(&format!("http://{WEB}/targets/mpls"))
@@ -525,19 +554,27 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
                  return f ? f.textContent : null;",
             )
             .await?;
-            shown.push(("mpls", labels, 0.into(), console(client).await?));
+            shown.push(("mpls", labels, console(client).await?));
             Ok::<_, BrowserError>(shown)
         })
         .unwrap_or_else(|e| panic!("browser check failed: {e}"));
-    for (target, text, elsewhere, console) in shown {
+    let trace = |addr: IpAddr, ttl: usize| lab.expected_trace(addr)[ttl - 1].expect("answers");
+    for (target, text, console) in shown {
         let text = text.as_str().unwrap_or_default().to_owned();
         let expected = match target {
-            "nat" => "middleboxsource address",
-            "mpls" => "MPLS[Lbl 24001 TC 0 S 0 TTL 1] [Lbl 16 TC 0 S 1 TTL 1]",
-            _ => "middleboxDSCP 0 → 46",
+            "dscp" => format!("3:middleboxDSCP 0 → 46 at hop 3 ({})", trace(dscp4, 3)),
+            "dscp6" => format!(
+                "2:middleboxECN 0 → 1 at hop 2 ({})|3:middleboxDSCP 0 → 46 at hop 3 ({})",
+                trace(dscp6, 2),
+                trace(dscp6, 3)
+            ),
+            "nat" => format!(
+                "2:middleboxsource address {src} → {r1_out} at hop 2 ({})",
+                trace(nat, 2)
+            ),
+            _ => "MPLS[Lbl 24001 TC 0 S 0 TTL 1] [Lbl 16 TC 0 S 1 TTL 1]".to_owned(),
         };
-        assert!(text.contains(expected), "{target}: {text:?}");
-        assert_eq!(elsewhere, 0, "{target}: a middlebox on another hop");
+        assert_eq!(text, expected, "{target}");
         assert!(console.is_empty(), "{target}: console messages {console:?}");
     }
     must(daemon.stop());
