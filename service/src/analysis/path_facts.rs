@@ -93,6 +93,25 @@ impl PathFactsTracker {
         self.candidate = None;
     }
 
+    /// Approximate heap bytes: each TTL keeps room for
+    /// [`RESPONDERS_PER_TTL`] readings (about 420 bytes), plus the facts.
+    pub fn approx_memory_bytes(&self) -> usize {
+        let facts = |f: &PathFacts| {
+            f.middleboxes.capacity() * std::mem::size_of::<MiddleboxFact>()
+                + f.mpls
+                    .iter()
+                    .map(|h| {
+                        std::mem::size_of::<HopLabels>()
+                            + h.labels.capacity() * std::mem::size_of::<MplsLabel>()
+                    })
+                    .sum::<usize>()
+        };
+        self.readings.capacity()
+            * std::mem::size_of::<heapless::Vec<(IpAddr, QuoteReading), RESPONDERS_PER_TTL>>()
+            + facts(&self.confirmed)
+            + self.candidate.as_ref().map_or(0, |(f, _)| facts(f))
+    }
+
     /// The confirmed facts.
     pub fn facts(&self) -> &PathFacts {
         &self.confirmed

@@ -363,6 +363,7 @@ impl TargetAnalysis {
                 .sum::<usize>()
             + self.destination.approx_memory_bytes()
             + self.path.approx_memory_bytes()
+            + self.facts.approx_memory_bytes()
     }
 }
 

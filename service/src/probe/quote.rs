@@ -167,7 +167,10 @@ pub fn compare(sent: &SentHeader, quoted: &QuotedHeader, kind: ReplyKind) -> Rew
         // time-exceeded quote has a known expectation.
         ttl: (kind == ReplyKind::TimeExceeded && quoted.ttl > 1).then_some(quoted.ttl),
         length: (sent.ip_len != quoted.ip_len).then_some([sent.ip_len, quoted.ip_len]),
-        source: (sent.src != quoted.src).then_some([sent.src, quoted.src]),
+        // An unspecified source (ICMPv4 may leave it to the kernel) has
+        // nothing to compare with.
+        source: (!sent.src.is_unspecified() && sent.src != quoted.src)
+            .then_some([sent.src, quoted.src]),
     }
 }
 
@@ -243,6 +246,12 @@ mod tests {
         // Routers that decrement before they check quote TTL 0.
         let zero = QuotedHeader { ttl: 0, ..quoted() };
         assert!(compare(&sent(), &zero, ReplyKind::TimeExceeded).is_empty());
+        // A source the kernel chose is not a rewrite.
+        let kernel_chose = SentHeader {
+            src: "0.0.0.0".parse().unwrap(),
+            ..sent()
+        };
+        assert!(compare(&kernel_chose, &quoted(), ReplyKind::TimeExceeded).is_empty());
     }
 
     #[test]
