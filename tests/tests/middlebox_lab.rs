@@ -106,7 +106,7 @@ fn mpls_router(
                 .collect();
             // SAFETY: a packet socket's source address is a sockaddr_ll.
             let ll = unsafe { std::ptr::read(from.as_ptr().cast::<libc::sockaddr_ll>()) };
-            let incoming = ll.sll_pkttype != libc::PACKET_OUTGOING as u8;
+            let incoming = ll.sll_pkttype != libc::PACKET_OUTGOING;
             let expiring = packet.len() >= 28
                 && packet[0] >> 4 == 4
                 && packet[8] == 1
