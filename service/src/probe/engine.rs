@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::correlate::{Correlator, ReplyObservation, ReplyTiming};
 use super::ebpf::{EbpfError, EbpfTimestamper, KernelCounters};
-use super::quote::{self, LabelStack, QuoteReading, SentHeader};
+use super::quote::{self, SentHeader};
 use super::receive::{spawn_receivers, ReceiveError};
 use super::transport::{
     OutgoingProbe, ProbeTransport, RawTransport, SendStamp, SourceSelection, TransportError,
@@ -423,10 +423,9 @@ impl Flow {
                     tos: 0,
                     ip_len: u16::try_from(packet.ip_len()).unwrap_or(u16::MAX),
                 };
-                let quote = reply.quote.map(|quoted| QuoteReading {
-                    rewrites: quote::compare(&sent, &quoted, reply.kind),
-                    mpls: LabelStack::new(&reply.mpls),
-                });
+                let quote = reply
+                    .quote
+                    .map(|quoted| quote::reading(&sent, &quoted, reply.kind, &reply.mpls));
                 (
                     Outcome::Answered(Answer {
                         responder: reply.responder,

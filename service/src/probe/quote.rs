@@ -174,6 +174,26 @@ pub fn compare(sent: &SentHeader, quoted: &QuotedHeader, kind: ReplyKind) -> Rew
     }
 }
 
+/// What one ICMP error says: its quote compared with `sent`, and its labels.
+/// A router inside an MPLS tunnel quotes the IP TTL as the tunnel's ingress
+/// left it (above 1: the "qTTL" of Donnet et al., IMC 2012), so with a label
+/// stack a quoted TTL is the tunnel's, not a rewrite.
+pub fn reading(
+    sent: &SentHeader,
+    quoted: &QuotedHeader,
+    kind: ReplyKind,
+    labels: &[MplsLabel],
+) -> QuoteReading {
+    let mut rewrites = compare(sent, quoted, kind);
+    if !labels.is_empty() {
+        rewrites.ttl = None;
+    }
+    QuoteReading {
+        rewrites,
+        mpls: LabelStack::new(labels),
+    }
+}
+
 /// An RFC 4950 label stack, outermost first, in a fixed-size `Copy` form
 /// (the entries as on the wire, 36 bytes).
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -308,6 +328,20 @@ mod tests {
             },
         );
         assert!(at_destination.iter().all(|r| r.field != HeaderField::Ttl));
+    }
+
+    #[test]
+    fn a_raised_ttl_under_a_label_stack_is_the_tunnel_not_a_rewrite() {
+        let q = QuotedHeader { ttl: 9, ..quoted() };
+        let label = [MplsLabel::from_entry(24001 << 12 | 0x100 | 1)];
+        let tunnel = reading(&sent(), &q, ReplyKind::TimeExceeded, &label);
+        assert!(tunnel.rewrites.is_empty());
+        assert_eq!(tunnel.mpls.labels().collect::<Vec<_>>(), label);
+        let plain = reading(&sent(), &q, ReplyKind::TimeExceeded, &[]);
+        assert_eq!(
+            plain.rewrites.iter().next().map(|r| r.field),
+            Some(HeaderField::Ttl)
+        );
     }
 
     /// Every answered sample carries a reading, so its size is a budget.
