@@ -9,7 +9,8 @@
 #   - test tools: tcpdump (captures the accuracy tests compare against),
 #     ethtool, dnsmasq-base (the reverse-DNS tests' resolver), prometheus (with
 #     promtool), chromium and chromium-driver (the headless browser tests), wrk
-#     (the API load test)
+#     (the API load test), nftables (nft: the middlebox test's stateless NAT,
+#     which this kernel's missing tc actions cannot do)
 #   - packaging: dpkg-dev (dpkg-shlibdeps computes the package's Depends)
 #   - the appliance VM (deploy/vm.sh): qemu-system-x86, qemu-utils, e2fsprogs;
 #     its Debian image is built by vm.sh itself with debootstrap
@@ -33,7 +34,7 @@ bash deploy/setup.sh
 
 # 1. Test, packaging and VM tools.
 apt_install tcpdump ethtool dnsmasq-base debootstrap dpkg-dev \
-    prometheus chromium chromium-driver wrk qemu-system-x86 qemu-utils e2fsprogs
+    prometheus chromium chromium-driver wrk nftables qemu-system-x86 qemu-utils e2fsprogs
 
 # 1b. The arm64 cross build. The foreign architecture first, so apt sees the
 #     arm64 package lists; libstd-rust-web-dev:arm64 must be the same version as

@@ -71,6 +71,7 @@ fn series(profile: Profile) -> Vec<RoundRecord> {
                         rtt: Rtt::from_nanos(ns),
                         is_destination: ttl == HOPS,
                         reply_ttl: None,
+                        quote: None,
                     });
                     let ttl = Ttl::new(ttl).expect("TTLs start at 1");
                     answer.map_or(HopSample::lost(ttl), |a| HopSample::answered(ttl, a))

@@ -119,6 +119,7 @@ fn round(
                         rtt: Rtt::from_nanos(ns),
                         is_destination: ttl == HOPS,
                         reply_ttl: None,
+                        quote: None,
                     },
                 ),
             }

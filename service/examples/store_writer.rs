@@ -78,6 +78,7 @@ fn round(target: &TargetId, seq: u64, at_ms: u64) -> RoundRecord {
                 rtt: Rtt::from_nanos(ttl as u64 * 2_000_000 + jitter),
                 is_destination: ttl == 10,
                 reply_ttl: None,
+                quote: None,
             };
             let ttl = Ttl::new(ttl).expect("TTLs start at 1");
             if lost {

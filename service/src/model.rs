@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::probe::quote::QuoteReading;
 use crate::probe::{Rtt, TimestampSource, Ttl};
 
 /// A configured target's stable identity: its `name` in the config file.
@@ -86,6 +87,10 @@ pub struct HopAnswer {
     /// only; not stored (the stored rounds' encoding has no room for it, and
     /// the changes it reveals are stored as path events instead).
     pub reply_ttl: Option<u8>,
+    /// For ICMP errors: the quoted header's rewrites and the MPLS labels
+    /// (`probe::quote`). Live analysis only, like `reply_ttl`: the path facts
+    /// they make are stored as path events.
+    pub quote: Option<QuoteReading>,
 }
 
 impl HopSample {
@@ -152,6 +157,7 @@ impl HopSample {
                     rtt,
                     is_destination: reached,
                     reply_ttl: None,
+                    quote: None,
                 },
             )),
             (None, None) if reached => Err(InvalidHopSample::LostButReached),
@@ -182,6 +188,7 @@ impl HopSample {
                     rtt: Rtt::from_nanos(ns),
                     is_destination,
                     reply_ttl: None,
+                    quote: None,
                 },
             ),
             None => HopSample::lost(ttl),
@@ -310,6 +317,7 @@ mod tests {
                         rtt: Rtt::from_nanos(1_234_567),
                         is_destination: false,
                         reply_ttl: Some(63),
+                        quote: None,
                     },
                 ),
                 HopSample::lost(ttl(2)),
@@ -320,6 +328,7 @@ mod tests {
                         rtt: Rtt::from_nanos(9_000_000),
                         is_destination: true,
                         reply_ttl: None,
+                        quote: None,
                     },
                 ),
             ],
@@ -343,6 +352,7 @@ mod tests {
             ttl(1),
             HopAnswer {
                 reply_ttl: None,
+                quote: None,
                 ..*round.hops[0].answer().unwrap()
             },
         );
@@ -362,6 +372,7 @@ mod tests {
                     rtt: Rtt::from_nanos(1),
                     is_destination,
                     reply_ttl: None,
+                    quote: None,
                 },
             )
         };

@@ -88,6 +88,7 @@ impl ProbeTransport for SimNetwork {
                     mpls: heapless::Vec::new(),
                     mpls_incomplete: false,
                     reply_ttl: Some(64),
+                    quote: None,
                 },
                 // 100 µs per hop, exactly, as the kernel would have measured it.
                 timing: ReplyTiming::Ebpf {

@@ -74,6 +74,7 @@ fn round(seq: u64) -> RoundRecord {
                         rtt: Rtt::from_nanos(u64::from(ttl) * 1_000_000),
                         is_destination: ttl == 3,
                         reply_ttl: None,
+                        quote: None,
                     },
                 )
             })

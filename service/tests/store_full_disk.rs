@@ -66,6 +66,7 @@ fn round(seq: u64) -> RoundRecord {
                         rtt: Rtt::from_nanos(ttl as u64 * 1_000_000 + seq % 1000 * 1_000),
                         is_destination: ttl == 10,
                         reply_ttl: None,
+                        quote: None,
                     },
                 )
             })

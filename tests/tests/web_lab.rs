@@ -873,6 +873,7 @@ fn fill_a_year(state: &Path, target: &str, trace: &[Option<IpAddr>]) -> u64 {
                             ),
                             is_destination: ttl == dest_ttl,
                             reply_ttl: None,
+                            quote: None,
                         },
                     ),
                     _ => HopSample::lost(ttl),

@@ -1821,6 +1821,19 @@ function targetPage(root, id) {
       if (hop.is_destination) hostCell.firstChild.append(h('span', { class: 'tag dest', text: 'destination' }));
       if (hop.rate_limited) hostCell.firstChild.append(h('span', { class: 'tag', text: 'rate-limited', title: 'This router answers fewer probes than the hops after it: it limits its ICMP replies. Its loss is not path loss.' }));
       if (hop.slow_responder) hostCell.firstChild.append(h('span', { class: 'tag', text: 'slow responder', title: 'This router answers later than the hops after it: it generates its ICMP replies slowly. Its latency is not path latency.' }));
+      // Path facts: rewrites first seen in this hop's quotes, and the MPLS
+      // label stacks its routers report (older daemons send neither).
+      for (const m of hop.middleboxes || []) {
+        hostCell.append(h('div', { class: 'fact middlebox', dataset: { field: m.field } },
+          h('span', { class: 'tag warn', text: 'middlebox' }),
+          h('span', { text: m.summary, title: 'The probe header this router quotes in its ICMP error shows the ' + m.field.replace('_', ' ') + ' rewritten from ' + m.from + ' to ' + m.to + ': a middlebox between the previous hop and this one changed it.' })));
+      }
+      for (const l of hop.mpls || []) {
+        hostCell.append(h('div', { class: 'fact mpls', title: 'RFC 4950 MPLS label stack reported by ' + l.responder + ', outermost first' },
+          h('span', { class: 'tag', text: 'MPLS' }),
+          hop.responders.length > 1 ? h('span', { class: 'muted', text: l.responder + ' ' }) : null,
+          h('span', { class: 'labels', text: l.labels.map((x) => '[' + 'Lbl ' + x.label + ' TC ' + x.traffic_class + ' S ' + (x.bottom_of_stack ? 1 : 0) + ' TTL ' + x.ttl + ']').join(' ') })));
+      }
       const tr = h('tr', { class: [cls, selected === key || (selected === String(hop.ttl)) ? 'sel' : ''].join(' ').trim(), dataset: { hop: key } },
         // A final-hop-only target's one row is the destination, not TTL 1.
         h('td', { class: 'num', text: detail.final_hop_only ? 'dst' : String(hop.ttl) }), hostCell,

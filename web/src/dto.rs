@@ -267,6 +267,55 @@ pub struct HopRow {
     /// generates ICMP slowly, so its latency is not path latency.
     pub slow_responder: bool,
     pub is_destination: bool,
+    /// MPLS label stacks (RFC 4950) the responders at this TTL reported in
+    /// their latest ICMP errors, one entry per responder that reported any.
+    pub mpls: Vec<HopLabelsDto>,
+    /// Header rewrites first seen in the quotes of this hop: a middlebox sits
+    /// between the hop before and this one.
+    pub middleboxes: Vec<MiddleboxDto>,
+}
+
+/// The MPLS label stack one responder reported, outermost first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HopLabelsDto {
+    pub responder: IpAddr,
+    pub labels: Vec<MplsLabelDto>,
+    /// The stack as mtr prints it: `Lbl 24001 TC 0 S 1 TTL 1`, entries joined by `, `.
+    pub text: String,
+}
+
+/// One RFC 4950 label stack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MplsLabelDto {
+    pub label: u32,
+    pub traffic_class: u8,
+    pub bottom_of_stack: bool,
+    pub ttl: u8,
+}
+
+/// A header field the quoted probe header shows rewritten, at the first hop
+/// whose ICMP error shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MiddleboxDto {
+    pub ttl: u8,
+    /// The responder whose quote first showed it.
+    pub responder: IpAddr,
+    /// `dscp`, `ecn`, `source_address`, `ttl` or `length`.
+    pub field: String,
+    /// What the probe was sent with (for `ttl`: the 1 a time-exceeded quote should carry).
+    pub from: FieldValueDto,
+    /// What the quote shows.
+    pub to: FieldValueDto,
+    /// For people: `DSCP 0 → 46 at hop 3 (198.18.2.2)`.
+    pub summary: String,
+}
+
+/// A header field's value: a number, or an address for `source_address`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FieldValueDto {
+    Number(u32),
+    Address(IpAddr),
 }
 
 /// One TTL of the current path.
@@ -346,6 +395,8 @@ pub struct TargetDetail {
     pub findings: Vec<FindingDto>,
     /// The latest events, oldest first (older ones: the events endpoint).
     pub recent_events: Vec<EventDto>,
+    /// Every confirmed middlebox fact of the path, by field (also on the hops).
+    pub middleboxes: Vec<MiddleboxDto>,
 }
 
 /// Which hop of a target a series is about.

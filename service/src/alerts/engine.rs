@@ -538,6 +538,7 @@ mod tests {
                                     rtt: Rtt::from_nanos(ns),
                                     is_destination: ttl.get() == 4,
                                     reply_ttl: Some(reply_ttl),
+                                    quote: None,
                                 },
                             ),
                             None => HopSample::lost(ttl),

@@ -351,6 +351,7 @@ mod tests {
                 rtt: Rtt::from_nanos(ns),
                 is_destination: false,
                 reply_ttl: None,
+                quote: None,
             })
         })
     }

@@ -1,6 +1,6 @@
 //! Pure, deterministic analysis of one target's rounds: per-hop statistics, the
-//! destination's MOS, ICMP rate-limit detection, localisation of degradations and
-//! route tracking; and of one peer link's window of STAMP probes
+//! destination's MOS, ICMP rate-limit detection, localisation of degradations,
+//! route tracking and path facts (middleboxes, MPLS labels); and of one peer link's window of STAMP probes
 //! ([`peer_window`]). No I/O and no clocks: the daemon feeds [`RoundRecord`]s into a
 //! [`TargetAnalysis`] and reads [`TargetSnapshot`]s and [`PathEvent`]s out.
 //!
@@ -17,6 +17,7 @@ pub mod findings;
 pub mod hop;
 pub mod mos;
 pub mod path;
+pub mod path_facts;
 pub mod peer_window;
 mod responders;
 pub mod return_path;
@@ -27,6 +28,7 @@ pub use findings::{DegradationKind, Evidence, Localisation};
 pub use hop::{HopStats, StatsSnapshot};
 pub use mos::Mos;
 pub use path::{PathEvent, PathSnapshot, PathTracker};
+pub use path_facts::{HopLabels, MiddleboxFact, PathFacts};
 pub use peer_window::{DelayWindow, PeerWindow, WindowStats};
 pub use responders::{OtherRespondersSnapshot, ResponderSnapshot, MAX_RESPONDERS_PER_HOP};
 pub use target::{DestinationSnapshot, HopSnapshot, RecordError, TargetAnalysis, TargetSnapshot};

@@ -27,6 +27,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::path_facts::{HopLabels, MiddleboxFact};
 use super::responders::MAX_RESPONDERS_PER_HOP;
 use super::ttl_set::TtlSet;
 use crate::model::RoundRecord;
@@ -68,6 +69,43 @@ pub enum PathEvent {
         after: Vec<Option<u8>>,
         first_changed_ttl: u8,
     },
+    /// The header rewrites the quotes show changed: a middlebox appeared,
+    /// went, or moved (see [`super::path_facts`]).
+    MiddleboxChanged {
+        at_ms: u64,
+        before: Vec<MiddleboxFact>,
+        after: Vec<MiddleboxFact>,
+    },
+    /// The MPLS label stacks routers report changed.
+    MplsChanged {
+        at_ms: u64,
+        before: Vec<HopLabels>,
+        after: Vec<HopLabels>,
+    },
+}
+
+impl PathEvent {
+    /// The event's kind as stored and served (`route_changed`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PathEvent::RouteChanged { .. } => "route_changed",
+            PathEvent::HopCountChanged { .. } => "hop_count_changed",
+            PathEvent::ReturnPathChanged { .. } => "return_path_changed",
+            PathEvent::MiddleboxChanged { .. } => "middlebox_changed",
+            PathEvent::MplsChanged { .. } => "mpls_changed",
+        }
+    }
+
+    /// Start of the first round that showed the change, Unix milliseconds.
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            PathEvent::RouteChanged { at_ms, .. }
+            | PathEvent::HopCountChanged { at_ms, .. }
+            | PathEvent::ReturnPathChanged { at_ms, .. }
+            | PathEvent::MiddleboxChanged { at_ms, .. }
+            | PathEvent::MplsChanged { at_ms, .. } => *at_ms,
+        }
+    }
 }
 
 /// One TTL of the current path.

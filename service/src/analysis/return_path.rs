@@ -149,6 +149,7 @@ mod tests {
                             rtt: Rtt::from_nanos(1_000),
                             is_destination: i as u8 + 1 == n,
                             reply_ttl: Some(*r),
+                            quote: None,
                         },
                     )
                 })

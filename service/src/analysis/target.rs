@@ -10,6 +10,7 @@ use super::findings::{self, HopView, Localisation};
 use super::hop::{HopStats, StatsSnapshot};
 use super::mos::{self, Mos};
 use super::path::{PathEvent, PathSnapshot, PathTracker};
+use super::path_facts::{PathFacts, PathFactsTracker};
 use super::responders::{OtherRespondersSnapshot, ResponderSnapshot};
 use super::return_path::ReturnPathTracker;
 use super::AnalysisConfig;
@@ -94,6 +95,8 @@ pub struct TargetSnapshot {
     /// Where the destination's degradation begins: at most one loss and one
     /// latency finding, loss first.
     pub localisations: Vec<Localisation>,
+    /// Confirmed middleboxes and MPLS label stacks along the path.
+    pub facts: PathFacts,
 }
 
 /// Statistics, path tracking and findings for one target.
@@ -108,6 +111,7 @@ pub struct TargetAnalysis {
     destination_address: Option<IpAddr>,
     path: PathTracker,
     return_path: ReturnPathTracker,
+    facts: PathFactsTracker,
     /// The round count and first TTL of the latest return-path change, to
     /// say so when a latency rise began with it.
     last_return_change: Option<(u64, u8)>,
@@ -129,6 +133,7 @@ impl TargetAnalysis {
             destination_address: None,
             path: PathTracker::new(config.confirm_rounds()),
             return_path: ReturnPathTracker::new(config.confirm_rounds()),
+            facts: PathFactsTracker::new(config.confirm_rounds()),
             last_return_change: None,
             rounds: 0,
             last_seq: None,
@@ -216,6 +221,7 @@ impl TargetAnalysis {
             self.destination.reset_path_baseline();
             self.latency_quiet_until_round = self.rounds + self.config.window() as u64;
             self.return_path.reset();
+            self.facts.reset();
         } else if self.path.pending_change_rounds() == 0 {
             // Only while the forward path holds still: a reroute changes the
             // way back too, and is reported as what it is.
@@ -228,6 +234,7 @@ impl TargetAnalysis {
                 }
                 events.push(change);
             }
+            events.extend(self.facts.observe(round));
         }
         Ok(events)
     }
@@ -341,6 +348,7 @@ impl TargetAnalysis {
             hops: rows,
             destination,
             localisations,
+            facts: self.facts.facts().clone(),
         }
     }
 
@@ -355,6 +363,7 @@ impl TargetAnalysis {
                 .sum::<usize>()
             + self.destination.approx_memory_bytes()
             + self.path.approx_memory_bytes()
+            + self.facts.approx_memory_bytes()
     }
 }
 

@@ -87,15 +87,10 @@ pub async fn run(
 
 /// The store's form of a path event.
 pub fn stored(event: &TargetEvent) -> StoredEvent {
-    let (kind, at_ms) = match &event.event {
-        PathEvent::RouteChanged { at_ms, .. } => ("route_changed", *at_ms),
-        PathEvent::HopCountChanged { at_ms, .. } => ("hop_count_changed", *at_ms),
-        PathEvent::ReturnPathChanged { at_ms, .. } => ("return_path_changed", *at_ms),
-    };
     StoredEvent {
         target: event.target.clone(),
-        at_ms,
-        kind: kind.to_owned(),
+        at_ms: event.event.at_ms(),
+        kind: event.event.kind().to_owned(),
         payload: serde_json::to_value(&event.event).unwrap_or(serde_json::Value::Null),
     }
 }

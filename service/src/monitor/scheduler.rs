@@ -270,6 +270,7 @@ fn final_hop_record(
                             rtt: answer.rtt,
                             is_destination: true,
                             reply_ttl: answer.reply_ttl,
+                            quote: answer.quote,
                         },
                     )
                 }
@@ -327,6 +328,7 @@ fn round_record(
                                 rtt: answer.rtt,
                                 is_destination,
                                 reply_ttl: answer.reply_ttl,
+                                quote: answer.quote,
                             },
                         )
                     }

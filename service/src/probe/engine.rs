@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::correlate::{Correlator, ReplyObservation, ReplyTiming};
 use super::ebpf::{EbpfError, EbpfTimestamper, KernelCounters};
+use super::quote::{self, SentHeader};
 use super::receive::{spawn_receivers, ReceiveError};
 use super::transport::{
     OutgoingProbe, ProbeTransport, RawTransport, SendStamp, SourceSelection, TransportError,
@@ -417,6 +418,14 @@ impl Flow {
                 inner.counters.answered.fetch_add(1, Ordering::Relaxed);
                 let (rtt, source) = self.rtt(&stamp, &observation);
                 let reply = observation.reply;
+                let sent = SentHeader {
+                    src: self.src,
+                    tos: 0,
+                    ip_len: u16::try_from(packet.ip_len()).unwrap_or(u16::MAX),
+                };
+                let quote = reply
+                    .quote
+                    .map(|quoted| quote::reading(&sent, &quoted, reply.kind, &reply.mpls));
                 (
                     Outcome::Answered(Answer {
                         responder: reply.responder,
@@ -426,6 +435,7 @@ impl Flow {
                         rtt,
                         mpls: reply.mpls,
                         reply_ttl: reply.reply_ttl,
+                        quote,
                     }),
                     source,
                 )

@@ -33,6 +33,7 @@ pub mod ebpf;
 pub mod engine;
 pub mod kernel_event;
 pub mod parse;
+pub mod quote;
 pub mod receive;
 pub mod trace;
 pub mod transport;

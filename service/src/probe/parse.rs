@@ -1,6 +1,7 @@
 //! Reply parsing: turns a reply (ICMP/ICMPv6 time-exceeded or destination-unreachable,
 //! echo reply, TCP SYN-ACK or RST) into the [`ProbeKey`] of the probe it answers, with
-//! the responder, the ICMP type and code, and any RFC 4950 MPLS label stack.
+//! the responder, the ICMP type and code, any RFC 4950 MPLS label stack, and the
+//! IP header fields an ICMP error quotes (for middlebox detection, `probe::quote`).
 //!
 //! Input is untrusted: the kernel's reply snapshot (the IP packet, cut at
 //! `REPLY_SNAP_LEN`) or what raw sockets return. Every read goes through the bounds-checked
@@ -171,6 +172,25 @@ pub struct Reply {
     pub mpls_incomplete: bool,
     /// TTL or hop limit of the reply's IP header, when the input had one.
     pub reply_ttl: Option<u8>,
+    /// The probe's IP header as the ICMP error quotes it: what the probe looked
+    /// like when it reached the responder. `None` for echo replies and TCP.
+    pub quote: Option<QuotedHeader>,
+}
+
+/// The IP header fields of a probe as an ICMP error quotes them. Compared with
+/// what was sent, they show what middleboxes on the way rewrote (tracebox).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QuotedHeader {
+    /// IPv4 type of service or IPv6 traffic class: DSCP (upper 6 bits) and ECN.
+    pub tos: u8,
+    /// TTL or hop limit as the probe arrived (1 or 0 at a router where it ran out).
+    pub ttl: u8,
+    /// The whole IP packet's length: IPv4 total length, IPv6 payload length + 40.
+    pub ip_len: u16,
+    /// The probe's source address.
+    pub src: IpAddr,
+    /// The transport's source port (UDP, TCP) or echo identifier (ICMP).
+    pub src_port: u16,
 }
 
 impl Reply {
@@ -359,6 +379,7 @@ fn parse_icmpv4(src: IpAddr, msg: &[u8], real_len: usize) -> Result<Reply, Parse
         icmp_type,
         icmp_code,
     );
+    r.quote = quoted_header_v4(quoted, key.flow);
     // RFC 4884: byte 5 is the original datagram's length in 32-bit words.
     read_extensions(&mut r, msg, usize::from(h[5]) * 4, real_len);
     Ok(r)
@@ -394,6 +415,7 @@ fn parse_icmpv6(src: IpAddr, msg: &[u8], real_len: usize) -> Result<Reply, Parse
         icmp_type,
         icmp_code,
     );
+    r.quote = quoted_header_v6(quoted, key.flow);
     // RFC 4884: byte 4 is the original datagram's length in 64-bit words.
     read_extensions(&mut r, msg, usize::from(h[4]) * 8, real_len);
     Ok(r)
@@ -421,6 +443,7 @@ fn reply(src: IpAddr, kind: ReplyKind, key: ProbeKey, icmp_type: u8, icmp_code: 
         mpls: heapless::Vec::new(),
         mpls_incomplete: false,
         reply_ttl: None,
+        quote: None,
     }
 }
 
@@ -455,6 +478,32 @@ fn quoted_key_v4(quoted: &[u8]) -> Result<ProbeKey, ParseError> {
     let dst = IpAddr::V4(Ipv4Addr::new(q[16], q[17], q[18], q[19]));
     let transport: [u8; 8] = array(quoted, usize::from(ihl) * 4, "quoted transport header")?;
     quoted_transport_key(dst, q[9], transport)
+}
+
+/// The quoted IPv4 header's fields; the key's parse already checked its version
+/// and length, so this cannot fail once that succeeded.
+fn quoted_header_v4(quoted: &[u8], src_port: u16) -> Option<QuotedHeader> {
+    let q: [u8; 20] = array(quoted, 0, "quoted IPv4 header").ok()?;
+    Some(QuotedHeader {
+        tos: q[1],
+        ttl: q[8],
+        ip_len: u16::from_be_bytes([q[2], q[3]]),
+        src: IpAddr::V4(Ipv4Addr::new(q[12], q[13], q[14], q[15])),
+        src_port,
+    })
+}
+
+/// The quoted IPv6 header's fields; the traffic class straddles the first two bytes.
+fn quoted_header_v6(quoted: &[u8], src_port: u16) -> Option<QuotedHeader> {
+    let q: [u8; 40] = array(quoted, 0, "quoted IPv6 header").ok()?;
+    let src: [u8; 16] = array(&q, 8, "quoted IPv6 header").ok()?;
+    Some(QuotedHeader {
+        tos: (q[0] << 4) | (q[1] >> 4),
+        ttl: q[7],
+        ip_len: u16::from_be_bytes([q[4], q[5]]).saturating_add(40),
+        src: IpAddr::V6(Ipv6Addr::from(src)),
+        src_port,
+    })
 }
 
 fn quoted_key_v6(quoted: &[u8]) -> Result<ProbeKey, ParseError> {
@@ -770,6 +819,43 @@ mod tests {
                 ttl: 1 + i as u8,
             })
             .collect()
+    }
+
+    /// The quote's IP fields are read as the router saw them, so a rewrite on
+    /// the way (here DSCP 46 and ECT(0), and a new source) shows.
+    #[test]
+    fn the_quoted_header_is_read_for_both_families() {
+        for v6 in [false, true] {
+            let p = probe(Protocol::Udp, v6);
+            let mut quoted = datagram(&p);
+            let nat: IpAddr = if v6 {
+                // The UDP checksum (the key) is left alone, so the reply still matches.
+                quoted[0] = 0x60 | (0xba >> 4);
+                quoted[1] = (0xba << 4) & 0xf0;
+                let nat = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 5);
+                quoted[8..24].copy_from_slice(&nat.octets());
+                IpAddr::V6(nat)
+            } else {
+                quoted[1] = 0xba;
+                let nat = Ipv4Addr::new(198, 18, 7, 5);
+                quoted[12..16].copy_from_slice(&nat.octets());
+                IpAddr::V4(nat)
+            };
+            let icmp = icmp_error(v6, time_exceeded(v6), 0, &quoted, None);
+            let r = parse_ip_packet(&from_router(v6, &icmp)).unwrap();
+            assert_eq!(r.key, p.key());
+            let q = r.quote.expect("a time exceeded quotes the probe");
+            assert_eq!(q.tos, 0xba, "v6={v6}");
+            assert_eq!(q.ttl, 1);
+            assert_eq!(usize::from(q.ip_len), p.packet_size);
+            assert_eq!(q.src, nat);
+            assert_eq!(q.src_port, p.flow);
+        }
+        // Echo replies quote nothing.
+        let mut echo = vec![ICMPV4_ECHO_REPLY, 0, 0, 0, 0x9c, 0x41, 0, 1];
+        echo.extend_from_slice(&[0; 8]);
+        let r = parse_ip_packet(&ipv4(ipproto::ICMP, DST4, SRC4, 60, &echo)).unwrap();
+        assert_eq!(r.quote, None);
     }
 
     #[test]

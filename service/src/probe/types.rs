@@ -10,6 +10,7 @@ use hopwatch_probe_common::ProbeKey;
 use serde::{Deserialize, Serialize};
 
 use super::parse::{MplsLabel, ReplyKind};
+use super::quote::QuoteReading;
 use super::wire::Protocol;
 
 /// An IP time-to-live / hop limit. Never zero: a probe with TTL 0 never leaves the host.
@@ -160,6 +161,11 @@ pub struct Answer {
     /// saw the header (eBPF, and raw IPv4 sockets; raw IPv6 sockets do not
     /// pass it).
     pub reply_ttl: Option<u8>,
+    /// For ICMP errors: what the quoted header shows rewritten on the way and
+    /// the label stack, for the daemon's path facts. `None` for echo replies
+    /// and TCP answers, which quote nothing.
+    #[serde(skip)]
+    pub quote: Option<QuoteReading>,
 }
 
 /// How a probe ended. A probe is sent, then answered or timed out, exactly once.

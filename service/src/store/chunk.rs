@@ -20,7 +20,7 @@
 //! RTTs are kept to the nearest microsecond, the resolution of the product's
 //! claim; nanoseconds below that are the clock's noise and would cost about a
 //! byte and a quarter per sample. Everything else in a round survives exactly,
-//! except `reply_ttl`, which no stored form keeps.
+//! except `reply_ttl` and `quote`, which no stored form keeps.
 //!
 //! Measured with `cargo run --release -p hopwatch-service --example store_chunk`
 //! (see docs/benchmarks.md, "History chunks").
@@ -110,13 +110,14 @@ fn to_us(rtt: Rtt) -> u64 {
 }
 
 /// `round` as a chunk gives it back: RTTs to the nearest microsecond and no
-/// reply TTL. The store rolls up rounds in this form, so a minute rolled up
+/// reply TTL or quote reading. The store rolls up rounds in this form, so a minute rolled up
 /// from rounds in memory equals one recomputed from the files.
 pub fn as_stored(round: &mut RoundRecord) {
     for hop in &mut round.hops {
         if let HopOutcome::Answered(answer) = &mut hop.outcome {
             answer.rtt = Rtt::from_nanos(to_us(answer.rtt).saturating_mul(1_000));
             answer.reply_ttl = None;
+            answer.quote = None;
         }
     }
 }
@@ -352,6 +353,7 @@ mod tests {
                     rtt: Rtt::from_nanos(us * 1_000),
                     is_destination: reached,
                     reply_ttl: None,
+                    quote: None,
                 },
             ),
             (None, None) => HopSample::lost(ttl),

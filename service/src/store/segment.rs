@@ -747,6 +747,7 @@ mod tests {
                                 rtt: Rtt::from_nanos(u64::from(ttl) * 1_000_000 + seq % 7 * 1_000),
                                 is_destination: ttl == 3,
                                 reply_ttl: None,
+                                quote: None,
                             },
                         )
                     })

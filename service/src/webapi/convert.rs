@@ -3,13 +3,15 @@
 use std::net::IpAddr;
 
 use hopwatch_web::dto::{
-    AlertDto, AsInfoDto, DestinationDto, EventDto, FindingDto, HopRow, Latency, PathHopDto,
-    ResponderDto, StatsDto, TargetDetail, TargetState, TargetSummary,
+    AlertDto, AsInfoDto, DestinationDto, EventDto, FieldValueDto, FindingDto, HopLabelsDto, HopRow,
+    Latency, MiddleboxDto, MplsLabelDto, PathHopDto, ResponderDto, StatsDto, TargetDetail,
+    TargetState, TargetSummary,
 };
 
-use crate::analysis::{DegradationKind, PathEvent, StatsSnapshot};
+use crate::analysis::{DegradationKind, HopLabels, MiddleboxFact, PathEvent, StatsSnapshot};
 use crate::enrich::{special_purpose, Enricher};
 use crate::monitor::{ComponentMode, ComponentStatus, TargetEvent, TargetStatus, TargetView};
+use crate::probe::quote::FieldValue;
 use crate::probe::TimestampSource;
 use crate::store::StoredEvent;
 
@@ -154,6 +156,20 @@ pub fn detail(
                 rate_limited: h.rate_limited,
                 slow_responder: h.slow_responder,
                 is_destination: h.is_destination,
+                mpls: a
+                    .facts
+                    .mpls
+                    .iter()
+                    .filter(|l| l.ttl == h.ttl)
+                    .map(hop_labels)
+                    .collect(),
+                middleboxes: a
+                    .facts
+                    .middleboxes
+                    .iter()
+                    .filter(|m| m.ttl == h.ttl)
+                    .map(middlebox)
+                    .collect(),
             }
         })
         .collect();
@@ -198,6 +214,47 @@ pub fn detail(
             })
             .collect(),
         recent_events: view.recent_events.iter().map(live_event).collect(),
+        middleboxes: a.facts.middleboxes.iter().map(middlebox).collect(),
+    }
+}
+
+fn field_value(value: FieldValue) -> FieldValueDto {
+    match value {
+        FieldValue::Number(n) => FieldValueDto::Number(n),
+        FieldValue::Address(a) => FieldValueDto::Address(a),
+    }
+}
+
+pub fn middlebox(fact: &MiddleboxFact) -> MiddleboxDto {
+    MiddleboxDto {
+        ttl: fact.ttl,
+        responder: fact.responder,
+        field: fact.rewrite.field.as_str().to_owned(),
+        from: field_value(fact.rewrite.from),
+        to: field_value(fact.rewrite.to),
+        summary: fact.to_string(),
+    }
+}
+
+pub fn hop_labels(hop: &HopLabels) -> HopLabelsDto {
+    HopLabelsDto {
+        responder: hop.responder,
+        labels: hop
+            .labels
+            .iter()
+            .map(|l| MplsLabelDto {
+                label: l.label,
+                traffic_class: l.traffic_class,
+                bottom_of_stack: l.bottom_of_stack,
+                ttl: l.ttl,
+            })
+            .collect(),
+        text: hop
+            .labels
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -244,19 +301,65 @@ pub fn path_summary(event: &PathEvent) -> String {
                 ),
             }
         }
+        PathEvent::MiddleboxChanged { before, after, .. } => {
+            let list = |facts: &[MiddleboxFact]| {
+                facts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match (before.is_empty(), after.is_empty()) {
+                (_, false) => format!(
+                    "middlebox: the quoted probe header shows {}{}",
+                    list(after),
+                    if before.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (was {})", list(before))
+                    }
+                ),
+                (false, true) => format!(
+                    "middlebox gone: the quoted probe header no longer shows {}",
+                    list(before)
+                ),
+                (true, true) => "middlebox facts changed".to_owned(),
+            }
+        }
+        PathEvent::MplsChanged { before, after, .. } => {
+            let list = |hops: &[HopLabels]| {
+                hops.iter()
+                    .map(|h| {
+                        let labels: Vec<String> =
+                            h.labels.iter().map(|l| l.label.to_string()).collect();
+                        format!(
+                            "hop {} ({}) labels {}",
+                            h.ttl,
+                            h.responder,
+                            labels.join("/")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match (before.is_empty(), after.is_empty()) {
+                (true, _) => format!("MPLS labels seen: {}", list(after)),
+                (false, true) => format!("MPLS labels no longer seen (were {})", list(before)),
+                (false, false) => format!(
+                    "MPLS labels changed: {} (were {})",
+                    list(after),
+                    list(before)
+                ),
+            }
+        }
     }
 }
 
 pub fn live_event(event: &TargetEvent) -> EventDto {
-    let (kind, at_ms) = match &event.event {
-        PathEvent::RouteChanged { at_ms, .. } => ("route_changed", *at_ms),
-        PathEvent::HopCountChanged { at_ms, .. } => ("hop_count_changed", *at_ms),
-        PathEvent::ReturnPathChanged { at_ms, .. } => ("return_path_changed", *at_ms),
-    };
     EventDto {
         target: event.target.to_string(),
-        at_ms,
-        kind: kind.to_owned(),
+        at_ms: event.event.at_ms(),
+        kind: event.event.kind().to_owned(),
         summary: path_summary(&event.event),
         detail: serde_json::to_value(&event.event).unwrap_or(serde_json::Value::Null),
         as_info: Vec::new(),

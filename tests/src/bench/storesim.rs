@@ -108,6 +108,7 @@ impl SimModel {
                             rtt: Rtt::from_nanos(rtt as u64),
                             is_destination: is_dest,
                             reply_ttl: None,
+                            quote: None,
                         },
                     )
                 }

@@ -79,6 +79,8 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
             rate_limited: ttl == 2,
             slow_responder: false,
             is_destination: ttl == hops,
+            mpls: Vec::new(),
+            middleboxes: Vec::new(),
         })
         .collect();
     TargetDetail {
@@ -137,6 +139,7 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
         },
         findings: vec![],
         recent_events: vec![],
+        middleboxes: vec![],
     }
 }
 
