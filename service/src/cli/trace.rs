@@ -106,9 +106,33 @@ pub struct TraceArgs {
     #[arg(long, default_value = "95", requires = "multipath")]
     pub confidence: Confidence,
 
+    /// ICMP identifiers / source ports to use, as START-END (END excluded)
+    /// [default: a random block of 4096]. Fixing it makes multipath runs
+    /// repeatable and lets firewalls allow the probes.
+    #[arg(long, value_parser = parse_flow_range)]
+    pub flow_range: Option<std::ops::Range<u16>>,
+
     /// With --multipath: the most probes discovery may send.
     #[arg(long, default_value_t = 5000, requires = "multipath", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_probes: u32,
+}
+
+fn parse_flow_range(s: &str) -> Result<std::ops::Range<u16>, String> {
+    let (start, end) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not START-END"))?;
+    let number = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{x:?} is not a number from 1 to 65535"))
+    };
+    let (start, end) = (number(start)?, number(end)?);
+    if start == 0 || start >= end {
+        return Err(format!(
+            "the flow range {start}-{end} must start above 0 and end above its start"
+        ));
+    }
+    Ok(start..end)
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -225,7 +249,7 @@ async fn trace(args: TraceArgs) -> Result<(), TraceError> {
         timestamps: args.timestamps,
         source,
         max_probes_per_second: args.rate,
-        flow_range: None,
+        flow_range: args.flow_range.clone(),
     })
     .await
     .map_err(TraceError::Engine)?;
