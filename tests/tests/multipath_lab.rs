@@ -334,3 +334,63 @@ fn both_branches_are_found_in_at_least_nine_runs_of_ten_at_95_percent() {
         "both branches found in only {complete} of {runs} runs"
     );
 }
+
+#[test]
+fn the_text_report_lists_hops_branches_and_probes_spent() {
+    let lab = build(LabSpec::chain(2).parallel(1, &[1, 1]).ecmp());
+    let target = IpAddr::from(lab.targets_v4()[0]);
+    let out = lab
+        .command("src", hopwatch_bin().to_str().unwrap())
+        .unwrap()
+        .args(["trace", "--multipath", "-P", "udp", "-w", "0.5"])
+        .args(["--flow-range", FLOW_RANGE, "--confidence", "99"])
+        .arg(target.to_string())
+        .output()
+        .expect("hopwatch runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(text.contains("confidence 99 %"), "{text}");
+    assert!(text.contains("branches: 2"), "{text}");
+    for router in branch_routers(&lab, 2, target) {
+        assert!(
+            text.contains(&router.to_string()),
+            "{router} missing: {text}"
+        );
+    }
+    assert!(text.contains("paths split at hop 1"), "{text}");
+    let spent = text
+        .lines()
+        .find_map(|l| l.strip_prefix("probes spent: "))
+        .unwrap_or_else(|| panic!("no probes spent line: {text}"));
+    let probes: u32 = spent.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(probes > 0 && spent.contains("complete"), "{spent}");
+
+    // --confidence and --max-probes belong to --multipath.
+    let out = lab
+        .command("src", hopwatch_bin().to_str().unwrap())
+        .unwrap()
+        .args(["trace", "--confidence", "99"])
+        .arg(target.to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // A budget too small to finish says so.
+    let out = lab
+        .command("src", hopwatch_bin().to_str().unwrap())
+        .unwrap()
+        .args(["trace", "--multipath", "-P", "udp", "--max-probes", "10"])
+        .arg(target.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("probes spent: 10 ") && text.contains("INCOMPLETE"),
+        "{text}"
+    );
+}

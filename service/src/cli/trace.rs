@@ -394,7 +394,7 @@ fn multipath_table(host: &str, trace: &MultipathTrace) -> String {
     }
     let _ = writeln!(
         s,
-        "probes spent: {} ({} flows, MDA bound {}), {:?}, {} ms",
+        "probes spent: {} ({} flows, MDA bound {}), {}, {} ms",
         d.probes_sent,
         d.flows_used,
         d.mda_bound(),

@@ -157,6 +157,18 @@ pub enum StopReason {
     BudgetExhausted,
 }
 
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Complete => "complete",
+            StopReason::Unreachable => "ended unreachable",
+            StopReason::MaxTtl => "stopped at the largest TTL",
+            StopReason::SilentHops => "stopped after silent hops",
+            StopReason::BudgetExhausted => "INCOMPLETE: the probe budget ran out",
+        })
+    }
+}
+
 /// The most new flows one node-control batch opens, so one rarely reached
 /// vertex cannot ask for thousands of flows at once (the budget still rules).
 const MAX_NODE_CONTROL_BATCH: u32 = 256;
