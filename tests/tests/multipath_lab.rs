@@ -111,8 +111,9 @@ fn assert_branches(lab: &Lab, target: IpAddr, protocol: &str, branches: usize) {
     let bound = report["mda_bound"].as_u64().unwrap();
     let elapsed = report["elapsed_ms"].as_u64().unwrap();
     eprintln!(
-        "multipath figures: {protocol} {family} branches={branches} found={} probes={probes} mda_bound={bound} discovery_ms={elapsed} wall_ms={wall}",
-        report["branches"].as_array().unwrap().len()
+        "multipath figures: {protocol} {family} branches={branches} found={} probes={probes} mda_bound={bound} rounds={} discovery_ms={elapsed} wall_ms={wall}",
+        report["branches"].as_array().unwrap().len(),
+        report["rounds"]
     );
     assert_eq!(
         report["stop"], "complete",

@@ -394,9 +394,10 @@ fn multipath_table(host: &str, trace: &MultipathTrace) -> String {
     }
     let _ = writeln!(
         s,
-        "probes spent: {} ({} flows, MDA bound {}), {}, {} ms",
+        "probes spent: {} ({} flows, {} rounds, MDA bound {}), {}, {} ms",
         d.probes_sent,
         d.flows_used,
+        d.rounds,
         d.mda_bound(),
         d.stop,
         trace.elapsed.as_millis()

@@ -191,6 +191,8 @@ pub struct Mda {
     ttl: Ttl,
     silent_run: u8,
     sent: u32,
+    /// Batches handed out: each costs one round trip (or one timeout).
+    rounds: u32,
     phase: Phase,
     stop: Option<StopReason>,
 }
@@ -206,6 +208,7 @@ impl Mda {
             ttl: config.first_ttl,
             silent_run: 0,
             sent: 0,
+            rounds: 0,
             phase: Phase::Hops,
             stop: None,
         })
@@ -269,6 +272,7 @@ impl Mda {
                 self.pending.insert(*request);
             }
             self.sent += batch.len() as u32;
+            self.rounds += 1;
             return Step::Probe(batch);
         }
     }
@@ -322,7 +326,12 @@ impl Mda {
                 .filter_map(|f| here.and_then(|m| m.get(f)).copied())
                 .collect();
             let next_hops: BTreeSet<Vertex> = probed.iter().copied().collect();
-            let need = self.config.confidence.stopping_point(next_hops.len()) as usize;
+            // A vertex has at least one next hop: before any is seen, ask
+            // for n_1 flows at once rather than one round trip for the first.
+            let need = self
+                .config
+                .confidence
+                .stopping_point(next_hops.len().max(1)) as usize;
             let deficit = need.saturating_sub(probed.len());
             if deficit == 0 {
                 continue;
@@ -546,6 +555,7 @@ impl Mda {
             diamonds,
             branches,
             probes_sent: self.sent,
+            rounds: self.rounds,
             flows_used: self.flows,
             stop: self.stop.unwrap_or(StopReason::BudgetExhausted),
         }
@@ -614,6 +624,9 @@ pub struct Discovery {
     /// The fewest flows whose paths together cross every vertex and link found.
     pub branches: Vec<Branch>,
     pub probes_sent: u32,
+    /// Batches sent one after the other: discovery takes about this many
+    /// round trips to the farthest hop probed (a lost probe costs a timeout).
+    pub rounds: u32,
     pub flows_used: u32,
     pub stop: StopReason,
 }
@@ -890,8 +903,9 @@ mod tests {
         assert_eq!(d.stop, StopReason::Complete);
         assert_eq!(net.branch_names(&d), names(&[&["r1", "r2", "dst"]]));
         assert!(d.diamonds.is_empty());
-        // n_1 = 6 flows at each of three TTLs, nothing more.
+        // n_1 = 6 flows at each of three TTLs, nothing more, one batch each.
         assert_eq!(d.probes_sent, 18);
+        assert_eq!(d.rounds, 3);
         assert!(
             d.probes_sent <= d.mda_bound(),
             "{} > {}",
