@@ -185,9 +185,10 @@ fn linux_multipath_keeps_every_icmp_echo_to_a_target_on_one_branch() {
         let (report, _) = discover(&lab, target, "icmp", &["--flow-range", FLOW_RANGE]);
         let flows = report["flows_used"].as_u64().unwrap();
         eprintln!(
-            "multipath figures: icmp (Linux hash) {target}: branches={} flows={flows} probes={}",
+            "multipath figures: icmp (Linux hash) {target}: branches={} flows={flows} probes={} rounds={}",
             report["branches"].as_array().unwrap().len(),
-            report["probes_sent"]
+            report["probes_sent"],
+            report["rounds"]
         );
         assert_eq!(report["stop"], "complete");
         // Many echo identifiers, one branch: the kernel hashes no ICMP field.
