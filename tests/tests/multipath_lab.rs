@@ -396,3 +396,57 @@ fn the_text_report_lists_hops_branches_and_probes_spent() {
         "{text}"
     );
 }
+
+/// The addresses of a branch's path as the report gives them ("*" for none).
+fn paths(report: &Value) -> BTreeSet<Vec<String>> {
+    report["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["address"].as_str().unwrap_or("*").to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// What a flow along `branch` sees at each TTL: the routers (None when
+/// silent), then the target.
+fn expected_path(lab: &Lab, branch: usize, target: IpAddr) -> Vec<String> {
+    lab.expected_trace_via(branch, target)
+        .into_iter()
+        .map(|a| a.map_or("*".to_owned(), |a| a.to_string()))
+        .collect()
+}
+
+#[test]
+fn unequal_and_silent_branches_are_found() {
+    // One branch of one router, one of three: the paths are 4 and 6 hops long.
+    let lab = build(LabSpec::chain(2).parallel(1, &[1, 3]).ecmp());
+    for target in [
+        IpAddr::from(lab.targets_v4()[0]),
+        IpAddr::from(lab.targets_v6()[0]),
+    ] {
+        let (report, _) = discover(&lab, target, "udp", &["--flow-range", FLOW_RANGE]);
+        assert_eq!(report["stop"], "complete", "{report:#}");
+        let want: BTreeSet<Vec<String>> = (0..2).map(|b| expected_path(&lab, b, target)).collect();
+        assert_eq!(paths(&report), want, "{report:#}");
+        eprintln!(
+            "multipath figures: udp {target} unequal branches (4 and 6 hops): probes={} mda_bound={} rounds={}",
+            report["probes_sent"], report["mda_bound"], report["rounds"]
+        );
+    }
+
+    // A branch router that never answers is a branch with a gap.
+    let lab = build(LabSpec::chain(2).parallel(1, &[1, 1]).ecmp().silent("b1"));
+    let target = IpAddr::from(lab.targets_v4()[0]);
+    let (report, _) = discover(&lab, target, "tcp", &["--flow-range", FLOW_RANGE]);
+    assert_eq!(report["stop"], "complete", "{report:#}");
+    let want: BTreeSet<Vec<String>> = (0..2).map(|b| expected_path(&lab, b, target)).collect();
+    assert!(want.iter().any(|p| p.contains(&"*".to_owned())));
+    assert_eq!(paths(&report), want, "{report:#}");
+}

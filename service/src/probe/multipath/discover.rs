@@ -125,7 +125,7 @@ impl Engine {
             Mda::new(spec.mda).map_err(|source| MultipathError::Config { dst, source })?;
         let mut flows: Vec<Flow> = Vec::new();
         loop {
-            let batch = match mda.next() {
+            let batch = match mda.next_step() {
                 Step::Done => break,
                 Step::Probe(batch) => batch,
                 Step::Wait => unreachable!("every probe of a batch is recorded before the next"),

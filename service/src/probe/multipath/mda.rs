@@ -179,7 +179,7 @@ enum Phase {
     Done,
 }
 
-/// The state of one discovery. Drive it with [`Mda::next`] and [`Mda::record`].
+/// The state of one discovery. Drive it with [`Mda::next_step`] and [`Mda::record`].
 pub struct Mda {
     config: MdaConfig,
     /// Per TTL, the reply of every flow probed there.
@@ -233,8 +233,7 @@ impl Mda {
     }
 
     /// The next batch of probes, or `Wait` / `Done`.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Step {
+    pub fn next_step(&mut self) -> Step {
         if !self.pending.is_empty() {
             return Step::Wait;
         }
@@ -591,7 +590,10 @@ pub struct Link {
     pub flows: u32,
 }
 
-/// Where paths split and where they join again.
+/// Where paths split and where they join again. Joins are found TTL by TTL:
+/// branches of unequal length that meet at one router (at different TTLs)
+/// are reported as joining where they next share a TTL, at the latest at the
+/// destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diamond {
     pub divergence_ttl: Ttl,
@@ -675,8 +677,6 @@ fn diamonds(links: &[Link]) -> Vec<Diamond> {
             at = Ttl::new(at.get() + 1).expect("below 256");
             width = width.max(frontier.len());
         }
-        // A path that reached the destination early sits at the same vertex
-        // one TTL later; report the convergence at the earliest TTL.
         out.push(Diamond {
             divergence_ttl: ttl,
             divergence: vertex,
@@ -848,7 +848,7 @@ mod tests {
         fn run(&self, config: MdaConfig) -> Discovery {
             let mut mda = Mda::new(config).unwrap();
             loop {
-                match mda.next() {
+                match mda.next_step() {
                     Step::Done => return mda.finish(),
                     Step::Wait => panic!("all replies were recorded"),
                     Step::Probe(batch) => {
@@ -1009,6 +1009,31 @@ mod tests {
             found >= 90,
             "nested diamond fully found in {found} of 100 runs"
         );
+    }
+
+    #[test]
+    fn branches_of_unequal_length_are_found_and_join_at_the_destination() {
+        let edges: &[(&str, &[&str])] = &[
+            ("src", &["r1"]),
+            ("r1", &["a", "b1"]),
+            ("a", &["r2"]),
+            ("b1", &["b2"]),
+            ("b2", &["r2"]),
+            ("r2", &["dst"]),
+        ];
+        let net = SimNet::new(edges, &[], 5);
+        let d = net.run(MdaConfig::default());
+        assert_eq!(d.stop, StopReason::Complete);
+        assert_eq!(
+            net.branch_names(&d),
+            names(&[&["r1", "a", "r2", "dst"], &["r1", "b1", "b2", "r2", "dst"]])
+        );
+        assert_eq!(d.diamonds.len(), 1);
+        assert_eq!(
+            d.diamonds[0].convergence,
+            Some(Vertex::Destination(net.addr("dst")))
+        );
+        assert_eq!(d.diamonds[0].convergence_ttl.map(Ttl::get), Some(5));
     }
 
     #[test]
