@@ -169,6 +169,13 @@ impl std::fmt::Display for StopReason {
     }
 }
 
+/// Node-control batches in a row that may bring a vertex no new flow before
+/// it is given up on. A batch expects to bring the vertex the flows it lacks,
+/// so eight fruitless ones in a row mean its route changed or it is far rarer
+/// than the flows seen say (one that gets 1/16 of the flows while 1/3 was
+/// expected is given up on with a chance of about 1 in 2,500).
+const MAX_FRUITLESS: u32 = 8;
+
 /// The most new flows one node-control batch opens, so one rarely reached
 /// vertex cannot ask for thousands of flows at once (the budget still rules).
 const MAX_NODE_CONTROL_BATCH: u32 = 256;
@@ -193,6 +200,10 @@ pub struct Mda {
     sent: u32,
     /// Batches handed out: each costs one round trip (or one timeout).
     rounds: u32,
+    /// Node control at the current TTL, per vertex at ttl−1: its flow count
+    /// when new flows were last opened for it, and how many such batches in a
+    /// row brought it none.
+    topping_up: BTreeMap<Vertex, (usize, u32)>,
     phase: Phase,
     stop: Option<StopReason>,
 }
@@ -209,6 +220,7 @@ impl Mda {
             silent_run: 0,
             sent: 0,
             rounds: 0,
+            topping_up: BTreeMap::new(),
             phase: Phase::Hops,
             stop: None,
         })
@@ -304,6 +316,7 @@ impl Mda {
     /// Probes still needed at the current TTL, or `None` when every vertex at
     /// ttl−1 has met the stopping rule.
     fn hop_requests(&mut self) -> Option<Vec<ProbeRequest>> {
+        let mut topping_up = std::mem::take(&mut self.topping_up);
         let ttl = self.ttl;
         let first = ttl == self.config.first_ttl;
         let here = self.at(ttl);
@@ -317,8 +330,15 @@ impl Mda {
             self.at(prev).map_or(0, |m| m.len())
         };
         let groups = self.predecessor_groups(ttl);
-        let several = groups.len() > 1;
         let group_count = groups.len().max(1);
+        // Other answers at ttl−1, the destination's included.
+        let several = if first {
+            false
+        } else {
+            let prev = Ttl::new(ttl.get() - 1).expect("above the first TTL");
+            self.at(prev)
+                .is_some_and(|m| m.values().collect::<BTreeSet<_>>().len() > 1)
+        };
         for (vertex, group) in groups {
             let probed: Vec<Vertex> = group
                 .iter()
@@ -353,7 +373,19 @@ impl Mda {
                 // likely lost, not sent to a silent router: opening flows to
                 // land on "no reply" would cost n_k / loss-rate probes for
                 // nothing. Its known flows are still probed at this TTL.
-            } else {
+            } else if let Some(vertex) = vertex {
+                // After MAX_FRUITLESS batches in a row that brought this vertex
+                // no flow it is given up on (its route changed, or it is far
+                // rarer than any estimate), instead of spending the whole
+                // budget on it.
+                let fruitless = match topping_up.get(&vertex) {
+                    Some(&(before, fruitless)) if group.len() <= before => fruitless + 1,
+                    _ => 0,
+                };
+                if fruitless >= MAX_FRUITLESS {
+                    continue;
+                }
+                topping_up.insert(vertex, (group.len(), fruitless));
                 // New flows spread over the vertices at ttl−1 like the old ones
                 // did: expect this group's share of them to land on its vertex.
                 // A vertex that few flows happened to reach is assumed to get
@@ -365,6 +397,7 @@ impl Mda {
                 node_control = node_control.max(flows.min(MAX_NODE_CONTROL_BATCH));
             }
         }
+        self.topping_up = topping_up;
         let start = self.flows;
         if new_flows_here > 0 {
             wanted.extend((start..start + new_flows_here).map(|f| ProbeRequest {
@@ -403,6 +436,7 @@ impl Mda {
             return Some(StopReason::MaxTtl);
         }
         self.ttl = Ttl::new(self.ttl.get() + 1).expect("below max_ttl");
+        self.topping_up.clear();
         None
     }
 
@@ -1063,6 +1097,62 @@ mod tests {
         let d = net.run(MdaConfig::default());
         assert_eq!(d.stop, StopReason::SilentHops);
         assert_eq!(d.last_ttl.get(), 4);
+    }
+
+    /// Feeds the state machine, answering through `reply`.
+    fn run_with(config: MdaConfig, mut reply: impl FnMut(FlowIndex, Ttl) -> Vertex) -> Discovery {
+        let mut mda = Mda::new(config).unwrap();
+        loop {
+            match mda.next_step() {
+                Step::Done => return mda.finish(),
+                Step::Wait => panic!("all replies were recorded"),
+                Step::Probe(batch) => {
+                    for r in batch {
+                        mda.record(r.flow, r.ttl, reply(r.flow, r.ttl));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_probe_costs_a_few_probes_not_the_budget() {
+        let net = SimNet::new(&diamond(2), &[], 0);
+        // The first probe to reach the destination's TTL is lost.
+        let mut lost = false;
+        let d = run_with(MdaConfig::default(), |flow, ttl| {
+            let v = net.reply(flow, ttl);
+            if ttl.get() == 4 && !lost {
+                lost = true;
+                return Vertex::Silent;
+            }
+            v
+        });
+        assert!(lost);
+        assert_eq!(d.stop, StopReason::Complete);
+        let clean = net.run(MdaConfig::default());
+        assert!(
+            d.probes_sent <= clean.probes_sent + 10,
+            "{} probes with one loss, {} without",
+            d.probes_sent,
+            clean.probes_sent
+        );
+    }
+
+    #[test]
+    fn a_vertex_no_new_flow_reaches_is_given_up_on() {
+        // Flow 0 alone reaches "x" at TTL 2 (a route that changed after it
+        // passed); no other flow ever will, so topping x up must stop.
+        let net = SimNet::new(&diamond(2), &[], 0);
+        let x = Vertex::Router(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)));
+        let d = run_with(MdaConfig::default(), |flow, ttl| {
+            match (flow.0, ttl.get()) {
+                (0, 2) => x,
+                _ => net.reply(flow, ttl),
+            }
+        });
+        assert_eq!(d.stop, StopReason::Complete);
+        assert!(d.probes_sent < 400, "{} probes", d.probes_sent);
     }
 
     #[test]
