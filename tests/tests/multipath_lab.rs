@@ -145,6 +145,41 @@ fn assert_branches(lab: &Lab, target: IpAddr, protocol: &str, branches: usize) {
         probes <= bound,
         "{protocol} {family}: {probes} probes, above MDA's bound of {bound}"
     );
+    // A plain trace with a branch's flow identifier keeps to that branch.
+    let ids = report["branch_flow_ids"].as_array().unwrap();
+    for (branch, id) in report["branches"].as_array().unwrap().iter().zip(ids) {
+        let id = id.as_u64().unwrap();
+        let out = lab
+            .command("src", hopwatch_bin().to_str().unwrap())
+            .unwrap()
+            .args([
+                "trace", "--json", "-c", "2", "-i", "0.05", "-w", "0.5", "-P", protocol,
+            ])
+            .args(["--flow-range", &format!("{id}-{}", id + 1)])
+            .arg(target.to_string())
+            .output()
+            .expect("hopwatch runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let trace: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for hop in 0..3 {
+            let seen: Vec<&Value> = trace["hops"][hop]["responders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| &r["address"])
+                .collect();
+            assert_eq!(
+                seen,
+                [&branch["path"][hop]["address"]],
+                "{protocol} {family}: flow {id} left its branch at TTL {}",
+                hop + 1
+            );
+        }
+    }
 }
 
 #[test]
