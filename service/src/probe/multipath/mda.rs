@@ -1070,6 +1070,68 @@ mod tests {
         assert_eq!(d.diamonds[0].convergence_ttl.map(Ttl::get), Some(5));
     }
 
+    /// Every link found lies on some branch: probing the branches' flows
+    /// watches every link.
+    fn assert_branches_cover_links(d: &Discovery) {
+        let first = d.first_ttl.get();
+        for l in &d.links {
+            let at = usize::from(l.ttl.get() - first);
+            assert!(
+                d.branches
+                    .iter()
+                    .any(|b| b.path.get(at - 1) == Some(&l.from) && b.path.get(at) == Some(&l.to)),
+                "link {l:?} is on no branch: {:?}",
+                d.branches
+            );
+        }
+    }
+
+    #[test]
+    fn diamonds_in_series_are_covered_by_few_branches() {
+        // Two two-way splits one after the other: four paths, but two flows
+        // can cross every link; the cover keeps between two and four.
+        let edges: &[(&str, &[&str])] = &[
+            ("src", &["r1"]),
+            ("r1", &["a", "b"]),
+            ("a", &["r2"]),
+            ("b", &["r2"]),
+            ("r2", &["c", "d"]),
+            ("c", &["r3"]),
+            ("d", &["r3"]),
+            ("r3", &["dst"]),
+        ];
+        for salt in 0..50 {
+            let net = SimNet::new(edges, &[], salt);
+            let d = net.run(MdaConfig::default());
+            assert_eq!(d.stop, StopReason::Complete);
+            assert!(d.probes_sent <= d.mda_bound(), "salt {salt}");
+            assert_branches_cover_links(&d);
+            assert!(d.branches.len() <= 4, "salt {salt}: {:?}", d.branches);
+            if d.links.len() == 9 {
+                // Every link found: at least two branches, and two diamonds.
+                assert!(d.branches.len() >= 2);
+                assert_eq!(d.diamonds.len(), 2, "salt {salt}");
+            }
+        }
+    }
+
+    #[test]
+    fn nested_diamonds_branches_cover_every_link() {
+        let edges: &[(&str, &[&str])] = &[
+            ("src", &["r1"]),
+            ("r1", &["a", "b"]),
+            ("a", &["a1", "a2"]),
+            ("b", &["b1"]),
+            ("a1", &["r2"]),
+            ("a2", &["r2"]),
+            ("b1", &["r2"]),
+            ("r2", &["dst"]),
+        ];
+        for salt in 0..50 {
+            assert_branches_cover_links(&SimNet::new(edges, &[], salt).run(MdaConfig::default()));
+        }
+    }
+
     #[test]
     fn a_silent_branch_router_is_a_branch_with_a_gap() {
         let net = SimNet::new(&diamond(2), &["b"], 3);
