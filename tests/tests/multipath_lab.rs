@@ -24,6 +24,11 @@ use hopwatch_lab::hopwatch_bin;
 use hopwatch_lab::{Lab, LabSpec};
 use serde_json::Value;
 
+/// The first IPv4 and the first IPv6 target.
+fn both_families(lab: &Lab) -> [IpAddr; 2] {
+    [lab.targets_v4()[0].into(), lab.targets_v6()[0].into()]
+}
+
 /// The flow identifiers of the repeatable runs.
 const FLOW_RANGE: &str = "20000-24096";
 
@@ -185,10 +190,7 @@ fn assert_branches(lab: &Lab, target: IpAddr, protocol: &str, branches: usize) {
 #[test]
 fn two_equal_cost_branches_are_found_for_udp_and_tcp_over_ipv4_and_ipv6() {
     let lab = build(LabSpec::chain(2).parallel(1, &[1, 1]).ecmp());
-    for target in [
-        IpAddr::from(lab.targets_v4()[0]),
-        IpAddr::from(lab.targets_v6()[0]),
-    ] {
+    for target in both_families(&lab) {
         for protocol in ["udp", "tcp"] {
             assert_branches(&lab, target, protocol, 2);
         }
@@ -213,10 +215,7 @@ fn three_and_four_equal_cost_branches_are_found() {
 #[test]
 fn linux_multipath_keeps_every_icmp_echo_to_a_target_on_one_branch() {
     let lab = build(LabSpec::chain(2).parallel(1, &[1, 1]).ecmp());
-    for target in [
-        IpAddr::from(lab.targets_v4()[0]),
-        IpAddr::from(lab.targets_v6()[0]),
-    ] {
+    for target in both_families(&lab) {
         let (report, _) = discover(&lab, target, "icmp", &["--flow-range", FLOW_RANGE]);
         let flows = report["flows_used"].as_u64().unwrap();
         eprintln!(
@@ -462,10 +461,7 @@ fn expected_path(lab: &Lab, branch: usize, target: IpAddr) -> Vec<String> {
 fn unequal_and_silent_branches_are_found() {
     // One branch of one router, one of three: the paths are 4 and 6 hops long.
     let lab = build(LabSpec::chain(2).parallel(1, &[1, 3]).ecmp());
-    for target in [
-        IpAddr::from(lab.targets_v4()[0]),
-        IpAddr::from(lab.targets_v6()[0]),
-    ] {
+    for target in both_families(&lab) {
         let (report, _) = discover(&lab, target, "udp", &["--flow-range", FLOW_RANGE]);
         assert_eq!(report["stop"], "complete", "{report:#}");
         let want: BTreeSet<Vec<String>> = (0..2).map(|b| expected_path(&lab, b, target)).collect();

@@ -65,13 +65,6 @@ pub struct MultipathTrace {
     pub elapsed: Duration,
 }
 
-impl MultipathTrace {
-    /// The wire identifier of a flow index.
-    pub fn flow_id(&self, flow: FlowIndex) -> Option<u16> {
-        self.flow_ids.get(flow.0 as usize).copied()
-    }
-}
-
 /// The JSON shape of a [`MultipathTrace`]: flow indexes resolved to wire ids.
 #[derive(Serialize)]
 pub struct MultipathReport<'a> {
@@ -87,6 +80,12 @@ pub struct MultipathReport<'a> {
 }
 
 impl MultipathTrace {
+    /// The wire identifier of a flow index.
+    pub fn flow_id(&self, flow: FlowIndex) -> Option<u16> {
+        self.flow_ids.get(flow.0 as usize).copied()
+    }
+
+    /// The JSON view (`hopwatch trace --multipath --json`).
     pub fn report(&self) -> MultipathReport<'_> {
         MultipathReport {
             target: self.target,

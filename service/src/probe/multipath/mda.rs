@@ -880,19 +880,7 @@ mod tests {
         }
 
         fn run(&self, config: MdaConfig) -> Discovery {
-            let mut mda = Mda::new(config).unwrap();
-            loop {
-                match mda.next_step() {
-                    Step::Done => return mda.finish(),
-                    Step::Wait => panic!("all replies were recorded"),
-                    Step::Probe(batch) => {
-                        assert!(!batch.is_empty());
-                        for r in batch {
-                            mda.record(r.flow, r.ttl, self.reply(r.flow, r.ttl));
-                        }
-                    }
-                }
-            }
+            run_with(config, |flow, ttl| self.reply(flow, ttl))
         }
 
         /// Each branch's routers by name, sorted.
@@ -995,20 +983,24 @@ mod tests {
         }
     }
 
+    /// r1 splits in two; a splits again, so a1 and a2 each get a quarter of
+    /// the flows.
+    const NESTED: &[(&str, &[&str])] = &[
+        ("src", &["r1"]),
+        ("r1", &["a", "b"]),
+        ("a", &["a1", "a2"]),
+        ("b", &["b1"]),
+        ("a1", &["r2"]),
+        ("a2", &["r2"]),
+        ("b1", &["r2"]),
+        ("r2", &["dst"]),
+    ];
+
     #[test]
     fn nested_and_unbalanced_diamonds_are_found() {
         // r1 splits in two; a splits again, so a1 and a2 each get a quarter of
         // the flows: MDA-Lite's uniformity assumption would not hold.
-        let edges: &[(&str, &[&str])] = &[
-            ("src", &["r1"]),
-            ("r1", &["a", "b"]),
-            ("a", &["a1", "a2"]),
-            ("b", &["b1"]),
-            ("a1", &["r2"]),
-            ("a2", &["r2"]),
-            ("b1", &["r2"]),
-            ("r2", &["dst"]),
-        ];
+        let edges = NESTED;
         let mut found = 0;
         for salt in 0..100 {
             let net = SimNet::new(edges, &[], salt);
@@ -1117,16 +1109,7 @@ mod tests {
 
     #[test]
     fn nested_diamonds_branches_cover_every_link() {
-        let edges: &[(&str, &[&str])] = &[
-            ("src", &["r1"]),
-            ("r1", &["a", "b"]),
-            ("a", &["a1", "a2"]),
-            ("b", &["b1"]),
-            ("a1", &["r2"]),
-            ("a2", &["r2"]),
-            ("b1", &["r2"]),
-            ("r2", &["dst"]),
-        ];
+        let edges = NESTED;
         for salt in 0..50 {
             assert_branches_cover_links(&SimNet::new(edges, &[], salt).run(MdaConfig::default()));
         }
@@ -1169,6 +1152,7 @@ mod tests {
                 Step::Done => return mda.finish(),
                 Step::Wait => panic!("all replies were recorded"),
                 Step::Probe(batch) => {
+                    assert!(!batch.is_empty());
                     for r in batch {
                         mda.record(r.flow, r.ttl, reply(r.flow, r.ttl));
                     }

@@ -43,44 +43,57 @@ impl Confidence {
     /// them with probability `P(k+1, n)`; `n_k` is the smallest `n` with
     /// `P(k+1, n) <= α` (Veitch et al. 2009). The union bound
     /// `(k+1)·(k/(k+1))^n` is close but one probe too many for k = 7 and 8, so
-    /// `P` is computed exactly (see [`miss_probability`]). For k = 0 (nothing
+    /// `P` is computed exactly (see `CouponWalk`). For k = 0 (nothing
     /// seen yet) one flow is needed: a vertex has at least one next hop.
     pub fn stopping_point(self, k: usize) -> u32 {
         if k == 0 {
             return 1;
         }
         let alpha = self.alpha();
-        // Fewer than k+1 flows cannot see k+1 next hops; the union bound is an
-        // upper limit on the answer.
-        let mut n = k as u32 + 1;
-        while miss_probability(k + 1, n) > alpha {
+        let mut walk = CouponWalk::new(k + 1);
+        let mut n = 0;
+        while walk.miss_probability() > alpha {
+            walk.step();
             n += 1;
         }
         n
     }
 }
 
-/// The probability that `n` flows, each sent to one of `hops` next hops with
-/// equal chance, leave at least one next hop unseen. A walk over "distinct
-/// next hops seen so far" (a coupon collector), which stays numerically stable
-/// where the inclusion–exclusion sum cancels huge terms.
-fn miss_probability(hops: usize, n: u32) -> f64 {
-    let k = hops as f64;
-    // seen[j]: probability of having seen exactly j next hops.
-    let mut seen = vec![0.0f64; hops + 1];
-    seen[0] = 1.0;
-    for _ in 0..n {
-        for j in (0..=hops).rev() {
-            let stay = seen[j] * j as f64 / k;
+/// `n` flows, each sent to one of `hops` next hops with equal chance: the
+/// distribution of how many distinct next hops they have seen (a coupon
+/// collector), advanced one flow at a time. Summing it this way stays
+/// numerically stable where the inclusion–exclusion formula cancels huge terms.
+struct CouponWalk {
+    /// seen[j]: the probability of having seen exactly j next hops.
+    seen: Vec<f64>,
+}
+
+impl CouponWalk {
+    fn new(hops: usize) -> Self {
+        let mut seen = vec![0.0; hops + 1];
+        seen[0] = 1.0;
+        CouponWalk { seen }
+    }
+
+    /// One more flow: it hits a seen next hop with probability j/hops.
+    fn step(&mut self) {
+        let hops = (self.seen.len() - 1) as f64;
+        for j in (0..self.seen.len()).rev() {
+            let stay = self.seen[j] * j as f64 / hops;
             let arrive = if j > 0 {
-                seen[j - 1] * (k - (j - 1) as f64) / k
+                self.seen[j - 1] * (hops - (j - 1) as f64) / hops
             } else {
                 0.0
             };
-            seen[j] = stay + arrive;
+            self.seen[j] = stay + arrive;
         }
     }
-    1.0 - seen[hops]
+
+    /// The probability that some next hop is still unseen.
+    fn miss_probability(&self) -> f64 {
+        1.0 - self.seen[self.seen.len() - 1]
+    }
 }
 
 impl Default for Confidence {
