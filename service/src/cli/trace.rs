@@ -10,6 +10,9 @@ use clap::{ArgGroup, Args};
 use futures::StreamExt;
 
 use super::exit;
+use crate::probe::multipath::{
+    Confidence, MdaConfig, MultipathError, MultipathSpec, MultipathTrace,
+};
 use crate::probe::transport::TransportError;
 use crate::probe::Engine;
 use crate::probe::{
@@ -92,6 +95,44 @@ pub struct TraceArgs {
     /// Print one line per probe as results arrive.
     #[arg(long)]
     pub raw: bool,
+
+    /// Discover every load-balanced (ECMP) path with MDA instead of tracing one
+    /// flow: varies the flow identifier (ICMP id, UDP/TCP source port) and
+    /// prints each hop's responders, the branches and the probes spent.
+    #[arg(long, conflicts_with_all = ["csv", "raw"])]
+    pub multipath: bool,
+
+    /// With --multipath: confidence, in percent, that no next hop of a router was missed.
+    #[arg(long, default_value = "95", requires = "multipath")]
+    pub confidence: Confidence,
+
+    /// ICMP identifiers / source ports to use, as START-END (END excluded)
+    /// [default: a random block of 4096]. Fixing it makes multipath runs
+    /// repeatable and lets firewalls allow the probes.
+    #[arg(long, value_parser = parse_flow_range)]
+    pub flow_range: Option<std::ops::Range<u16>>,
+
+    /// With --multipath: the most probes discovery may send.
+    #[arg(long, default_value_t = 5000, requires = "multipath", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_probes: u32,
+}
+
+fn parse_flow_range(s: &str) -> Result<std::ops::Range<u16>, String> {
+    let (start, end) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not START-END"))?;
+    let number = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{x:?} is not a number from 1 to 65535"))
+    };
+    let (start, end) = (number(start)?, number(end)?);
+    if start == 0 || start >= end {
+        return Err(format!(
+            "the flow range {start}-{end} must start above 0 and end above its start"
+        ));
+    }
+    Ok(start..end)
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -138,6 +179,8 @@ pub enum TraceError {
     Probe(#[from] crate::probe::ProbeError),
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Multipath(#[from] MultipathError),
 }
 
 impl TraceError {
@@ -147,7 +190,11 @@ impl TraceError {
             TraceError::Usage(_) => exit::USAGE,
             TraceError::Engine(EngineError::Transport(TransportError::NoPrivilege { .. }))
             | TraceError::Engine(EngineError::EbpfRequired(_)) => exit::NO_PRIVILEGE,
-            TraceError::Engine(EngineError::NoRoute { .. }) | TraceError::Probe(_) => exit::NETWORK,
+            TraceError::Engine(EngineError::NoRoute { .. })
+            | TraceError::Probe(_)
+            | TraceError::Multipath(MultipathError::Probe { .. }) => exit::NETWORK,
+            TraceError::Multipath(MultipathError::Config { .. }) => exit::USAGE,
+            TraceError::Multipath(MultipathError::OpenFlow { .. }) => exit::OTHER,
             TraceError::Engine(_) | TraceError::Output(_) => exit::OTHER,
         }
     }
@@ -202,7 +249,7 @@ async fn trace(args: TraceArgs) -> Result<(), TraceError> {
         timestamps: args.timestamps,
         source,
         max_probes_per_second: args.rate,
-        flow_range: None,
+        flow_range: args.flow_range.clone(),
     })
     .await
     .map_err(TraceError::Engine)?;
@@ -219,6 +266,29 @@ async fn trace(args: TraceArgs) -> Result<(), TraceError> {
         packet_size: args.packet_size,
         timeout: Duration::from_secs_f64(args.timeout),
     };
+    if args.multipath {
+        let trace = engine
+            .discover_multipath(MultipathSpec {
+                flow,
+                mda: MdaConfig {
+                    confidence: args.confidence,
+                    first_ttl: Ttl::new(args.first_ttl).expect("clap rejects 0"),
+                    max_ttl: Ttl::new(args.max_ttl).expect("clap rejects 0"),
+                    max_probes: args.max_probes,
+                    ..MdaConfig::default()
+                },
+            })
+            .await?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &trace.report())
+                .map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        } else {
+            out.write_all(multipath_table(&args.host, &trace).as_bytes())?;
+        }
+        return Ok(());
+    }
     let spec = TraceSpec {
         flow: flow.clone(),
         first_ttl: Ttl::new(args.first_ttl).expect("clap rejects 0"),
@@ -275,4 +345,62 @@ async fn trace(args: TraceArgs) -> Result<(), TraceError> {
         out.write_all(report.to_table().as_bytes())?;
     }
     Ok(())
+}
+
+/// The text report of a multipath discovery: hops, branches, diamonds, cost.
+fn multipath_table(host: &str, trace: &MultipathTrace) -> String {
+    use std::fmt::Write as _;
+    let d = &trace.discovery;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "multipath to {host} ({}) from {}, {}, confidence {}",
+        trace.target, trace.source, trace.protocol, d.confidence
+    );
+    let _ = writeln!(s, "{:>3}  {:<40} flows", "TTL", "responder");
+    for hop in &d.hops {
+        for (i, r) in hop.responders.iter().enumerate() {
+            let ttl = if i == 0 {
+                hop.ttl.to_string()
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{ttl:>3}  {:<40} {}",
+                r.vertex.to_string(),
+                r.flows.len()
+            );
+        }
+    }
+    for diamond in &d.diamonds {
+        let joins = match (diamond.convergence_ttl, diamond.convergence) {
+            (Some(ttl), Some(v)) => format!("join at hop {ttl} ({v})"),
+            _ => "do not join before the last hop".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "paths split at hop {} ({}) into up to {} and {joins}",
+            diamond.divergence_ttl, diamond.divergence, diamond.max_width
+        );
+    }
+    let _ = writeln!(s, "branches: {}", d.branches.len());
+    for (i, b) in d.branches.iter().enumerate() {
+        let id = trace
+            .flow_id(b.flow)
+            .map_or("?".to_owned(), |id| id.to_string());
+        let path: Vec<String> = b.path.iter().map(ToString::to_string).collect();
+        let _ = writeln!(s, "  #{i} flow {id}: {}", path.join(" > "));
+    }
+    let _ = writeln!(
+        s,
+        "probes spent: {} ({} flows, {} rounds, MDA bound {}), {}, {} ms",
+        d.probes_sent,
+        d.flows_used,
+        d.rounds,
+        d.mda_bound(),
+        d.stop,
+        trace.elapsed.as_millis()
+    );
+    s
 }

@@ -32,6 +32,7 @@ pub mod correlate;
 pub mod ebpf;
 pub mod engine;
 pub mod kernel_event;
+pub mod multipath;
 pub mod parse;
 pub mod quote;
 pub mod receive;
