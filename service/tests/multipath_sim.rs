@@ -73,6 +73,7 @@ impl ProbeTransport for EcmpNetwork {
                 mpls: heapless::Vec::new(),
                 mpls_incomplete: false,
                 reply_ttl: Some(64),
+                quote: None,
             },
             timing: ReplyTiming::Ebpf {
                 tx_ns: 1_000,
