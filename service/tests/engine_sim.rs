@@ -6,17 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+mod common;
+use common::sim;
 
 use futures::StreamExt;
-use hopwatch::probe::correlate::{Correlator, ReplyObservation, ReplyTiming};
-use hopwatch::probe::parse::{Reply, ReplyKind};
+use hopwatch::probe::correlate::Correlator;
+use hopwatch::probe::parse::ReplyKind;
 use hopwatch::probe::transport::{OutgoingProbe, SendStamp, TransportError, TxStampId};
 use hopwatch::probe::{
     Engine, EngineParts, FlowSpec, Outcome, ProbeResult, ProbeTransport, Protocol, SourceSelection,
     TimestampSource, TraceSpec, Ttl,
 };
-use hopwatch_probe_common::{ipproto, ProbeKey};
 
 /// A network where every target sits behind `hops - 1` routers whose addresses
 /// derive from the target, so a reply that reaches the wrong trace is visible.
@@ -39,25 +41,6 @@ fn router(target: IpAddr, hop: u8) -> IpAddr {
     }
 }
 
-/// Reads the probe identity back from the transport bytes, as a router would quote it.
-fn key_of(probe: &OutgoingProbe<'_>) -> ProbeKey {
-    let b = probe.bytes;
-    let be16 = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let IpAddr::V4(dst) = probe.dst else {
-        unreachable!()
-    };
-    match probe.protocol {
-        Protocol::Icmp => ProbeKey::v4(dst.octets(), ipproto::ICMP, be16(4), u32::from(be16(6))),
-        Protocol::Udp => ProbeKey::v4(dst.octets(), ipproto::UDP, be16(0), u32::from(be16(6))),
-        Protocol::Tcp => ProbeKey::v4(
-            dst.octets(),
-            ipproto::TCP,
-            be16(0),
-            u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-        ),
-    }
-}
-
 impl ProbeTransport for SimNetwork {
     fn send(&self, probe: &OutgoingProbe<'_>) -> Result<SendStamp, TransportError> {
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +51,7 @@ impl ProbeTransport for SimNetwork {
             .entry(probe.dst)
             .or_default()
             .push(ttl);
-        let key = key_of(probe);
+        let key = sim::key_of(probe);
         let reached = ttl >= self.hops;
         let answers = reached || !self.silent.contains(&ttl);
         if answers {
@@ -78,36 +61,15 @@ impl ProbeTransport for SimNetwork {
                 (router(probe.dst, ttl), ReplyKind::TimeExceeded, 11)
             };
             let hop = ttl.min(self.hops);
-            let observation = ReplyObservation {
-                reply: Reply {
-                    responder,
-                    kind,
-                    key,
-                    icmp_type,
-                    icmp_code: 0,
-                    mpls: heapless::Vec::new(),
-                    mpls_incomplete: false,
-                    reply_ttl: Some(64),
-                    quote: None,
-                },
-                // 100 µs per hop, exactly, as the kernel would have measured it.
-                timing: ReplyTiming::Ebpf {
-                    tx_ns: 1_000_000,
-                    rx_ns: 1_000_000 + u64::from(hop) * 100_000,
-                },
-                user_rx_mono_ns: 0,
-            };
-            let correlator = Arc::clone(&self.correlator);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(u64::from(hop))).await;
-                correlator.deliver(observation);
-            });
+            // 100 µs per hop, exactly, as the kernel would have measured it.
+            sim::answer(
+                &self.correlator,
+                sim::reply(responder, kind, key, icmp_type, 0),
+                u64::from(hop) * 100_000,
+                Duration::from_millis(u64::from(hop)),
+            );
         }
-        Ok(SendStamp {
-            user_mono_ns: 0,
-            sent_at: SystemTime::now(),
-            kernel_tx: None,
-        })
+        Ok(sim::sent())
     }
 
     fn take_tx_stamp(&self, _id: TxStampId) -> Option<u64> {
@@ -124,18 +86,7 @@ fn sim_engine(hops: u8, silent: Vec<u8>) -> (Engine, Arc<SimNetwork>) {
         sent: AtomicU64::new(0),
         sent_ttls: Mutex::new(HashMap::new()),
     });
-    let engine = Engine::from_parts(EngineParts {
-        transport: network.clone(),
-        correlator,
-        source: TimestampSource::Ebpf,
-        flow_range: 20000..30000,
-        max_probes_per_second: None,
-        // A fixed source keeps the simulation off the host's routing table.
-        source_selection: SourceSelection {
-            v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
-            ..SourceSelection::default()
-        },
-    });
+    let engine = sim::engine(network.clone(), correlator, Ipv4Addr::new(198, 18, 0, 1));
     (engine, network)
 }
 

@@ -6,17 +6,16 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use hopwatch::probe::correlate::{Correlator, ReplyObservation, ReplyTiming};
+mod common;
+use common::sim;
+
+use hopwatch::probe::correlate::Correlator;
 use hopwatch::probe::multipath::{MdaConfig, MultipathSpec, StopReason, Vertex};
-use hopwatch::probe::parse::{Reply, ReplyKind};
+use hopwatch::probe::parse::ReplyKind;
 use hopwatch::probe::transport::{OutgoingProbe, SendStamp, TransportError, TxStampId};
-use hopwatch::probe::{
-    Engine, EngineParts, FlowSpec, Outcome, ProbeTransport, Protocol, SourceSelection,
-    TimestampSource, Ttl,
-};
-use hopwatch_probe_common::{ipproto, ProbeKey};
+use hopwatch::probe::{FlowSpec, Outcome, ProbeTransport, Protocol, Ttl};
 
 const TARGET: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 9);
 
@@ -33,11 +32,9 @@ fn branch_router(port: u16) -> IpAddr {
 impl ProbeTransport for EcmpNetwork {
     fn send(&self, probe: &OutgoingProbe<'_>) -> Result<SendStamp, TransportError> {
         self.sent.fetch_add(1, Ordering::Relaxed);
-        let b = probe.bytes;
-        let be16 = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
         assert_eq!(probe.protocol, Protocol::Udp);
-        let port = be16(0);
-        let key = ProbeKey::v4(TARGET.octets(), ipproto::UDP, port, u32::from(be16(6)));
+        let key = sim::key_of(probe);
+        let port = key.flow;
         let ttl = probe.ttl.get();
         let (responder, kind, icmp_type, icmp_code) = match ttl {
             1 => (
@@ -63,34 +60,13 @@ impl ProbeTransport for EcmpNetwork {
                 3,
             ),
         };
-        let observation = ReplyObservation {
-            reply: Reply {
-                responder,
-                kind,
-                key,
-                icmp_type,
-                icmp_code,
-                mpls: heapless::Vec::new(),
-                mpls_incomplete: false,
-                reply_ttl: Some(64),
-                quote: None,
-            },
-            timing: ReplyTiming::Ebpf {
-                tx_ns: 1_000,
-                rx_ns: 2_000,
-            },
-            user_rx_mono_ns: 0,
-        };
-        let correlator = Arc::clone(&self.correlator);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            correlator.deliver(observation);
-        });
-        Ok(SendStamp {
-            user_mono_ns: 0,
-            sent_at: SystemTime::now(),
-            kernel_tx: None,
-        })
+        sim::answer(
+            &self.correlator,
+            sim::reply(responder, kind, key, icmp_type, icmp_code),
+            1_000,
+            Duration::from_millis(1),
+        );
+        Ok(sim::sent())
     }
 
     fn take_tx_stamp(&self, _id: TxStampId) -> Option<u64> {
@@ -105,17 +81,7 @@ async fn each_branch_keeps_an_open_flow_that_follows_it() {
         correlator: Arc::clone(&correlator),
         sent: AtomicU64::new(0),
     });
-    let engine = Engine::from_parts(EngineParts {
-        transport: network.clone(),
-        correlator,
-        source: TimestampSource::Ebpf,
-        flow_range: 20000..21000,
-        max_probes_per_second: None,
-        source_selection: SourceSelection {
-            v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
-            ..SourceSelection::default()
-        },
-    });
+    let engine = sim::engine(network.clone(), correlator, Ipv4Addr::new(198, 18, 0, 1));
     let trace = engine
         .discover_multipath(MultipathSpec {
             flow: FlowSpec {

@@ -11,14 +11,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::sim;
+
 use hopwatch::config::Config;
 use hopwatch::monitor::Monitor;
-use hopwatch::probe::correlate::{Correlator, ReplyObservation, ReplyTiming};
+use hopwatch::probe::correlate::Correlator;
 use hopwatch::probe::parse::{MplsLabel, QuotedHeader, Reply, ReplyKind};
 use hopwatch::probe::transport::{OutgoingProbe, SendStamp, TransportError, TxStampId};
-use hopwatch::probe::{Engine, EngineParts, ProbeTransport, SourceSelection, TimestampSource};
+use hopwatch::probe::{Engine, ProbeTransport};
 use hopwatch::webapi::{NoAlerts, WebApi};
-use hopwatch_probe_common::{ipproto, ProbeKey};
 use hopwatch_web::model::ReadModel;
 use serde_json::{json, Value};
 
@@ -50,10 +52,8 @@ struct SimPath {
 
 impl ProbeTransport for SimPath {
     fn send(&self, probe: &OutgoingProbe<'_>) -> Result<SendStamp, TransportError> {
-        let b = probe.bytes;
-        let be16 = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-        let (flow, seq) = (be16(4), be16(6));
-        let key = ProbeKey::v4(TARGET.octets(), ipproto::ICMP, flow, u32::from(seq));
+        let key = sim::key_of(probe);
+        let flow = key.flow;
         let ttl = probe.ttl.get();
         let (responder, kind, icmp_type, quote) = if ttl >= HOPS {
             (IpAddr::V4(TARGET), ReplyKind::EchoReply, 0, None)
@@ -71,34 +71,15 @@ impl ProbeTransport for SimPath {
         for label in labels(ttl) {
             mpls.push(label).unwrap();
         }
-        let observation = ReplyObservation {
-            reply: Reply {
-                responder,
-                kind,
-                key,
-                icmp_type,
-                icmp_code: 0,
-                mpls,
-                mpls_incomplete: false,
-                reply_ttl: Some(64 - ttl),
-                quote,
-            },
-            timing: ReplyTiming::Ebpf {
-                tx_ns: 1_000,
-                rx_ns: 1_000 + u64::from(ttl) * 100_000,
-            },
-            user_rx_mono_ns: 0,
+        let reply = Reply {
+            mpls,
+            reply_ttl: Some(64 - ttl),
+            quote,
+            ..sim::reply(responder, kind, key, icmp_type, 0)
         };
-        let correlator = Arc::clone(&self.correlator);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            correlator.deliver(observation);
-        });
-        Ok(SendStamp {
-            user_mono_ns: 0,
-            sent_at: std::time::SystemTime::now(),
-            kernel_tx: None,
-        })
+        let rtt_ns = u64::from(ttl) * 100_000;
+        sim::answer(&self.correlator, reply, rtt_ns, Duration::from_millis(1));
+        Ok(sim::sent())
     }
 
     fn take_tx_stamp(&self, _id: TxStampId) -> Option<u64> {
@@ -108,19 +89,10 @@ impl ProbeTransport for SimPath {
 
 fn engine() -> Engine {
     let correlator = Arc::new(Correlator::new());
-    Engine::from_parts(EngineParts {
-        transport: Arc::new(SimPath {
-            correlator: Arc::clone(&correlator),
-        }),
-        correlator,
-        source: TimestampSource::Ebpf,
-        flow_range: 20000..30000,
-        max_probes_per_second: None,
-        source_selection: SourceSelection {
-            v4: Some(SOURCE),
-            ..SourceSelection::default()
-        },
-    })
+    let transport = Arc::new(SimPath {
+        correlator: Arc::clone(&correlator),
+    });
+    sim::engine(transport, correlator, SOURCE)
 }
 
 fn hop(detail: &Value, ttl: u8) -> &Value {
