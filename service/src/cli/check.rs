@@ -271,14 +271,10 @@ pub fn storage_checks(state_dir: &Path) -> Vec<Finding> {
 /// an append cut short by a crash: its buckets are rebuilt from the rounds
 /// (minutes) or the minutes (hours).
 fn rollups_check(dir: &Path, grain: Grain) -> Finding {
-    let (what, rebuilt_from) = match grain.name {
-        "minute" => ("minute rollup files", "rebuilt from the rounds"),
-        _ => ("hour rollup files", "rebuilt from the minute rollups"),
-    };
     history_files_check(
         dir,
-        (what, "sections", "section"),
-        rebuilt_from,
+        (grain.label, "sections", "section"),
+        &format!("rebuilt from {}", grain.rebuilt_from),
         RollupFiles::reader(dir, grain)
             .files()
             .map_err(|e| e.to_string()),

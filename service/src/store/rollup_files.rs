@@ -71,8 +71,10 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 /// `span_ms`.
 #[derive(Debug, Clone, Copy)]
 pub struct Grain {
-    /// "minute" or "hour", for messages.
-    pub name: &'static str,
+    /// What the files are called in reports ("minute rollup files").
+    pub label: &'static str,
+    /// Where a bucket lost with a torn section comes back from.
+    pub rebuilt_from: &'static str,
     pub bucket_ms: u64,
     pub span_ms: u64,
     names: HourFiles,
@@ -81,14 +83,16 @@ pub struct Grain {
 impl Grain {
     /// Minute rollups, a file per hour.
     pub const MINUTES: Grain = Grain {
-        name: "minute",
+        label: "minute rollup files",
+        rebuilt_from: "the rounds",
         bucket_ms: MINUTE_MS,
         span_ms: HOUR_MS,
         names: HourFiles("m1"),
     };
     /// Hour rollups, a file per day.
     pub const HOURS: Grain = Grain {
-        name: "hour",
+        label: "hour rollup files",
+        rebuilt_from: "the minute rollups",
         bucket_ms: HOUR_MS,
         span_ms: DAY_MS,
         names: HourFiles("h1"),
