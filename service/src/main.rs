@@ -49,12 +49,16 @@ fn init_logging(filter: EnvFilter) {
 }
 
 fn main() {
+    let big_allocations_mapped = hopwatch::sys::keep_big_allocations_mapped();
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|err| {
         eprintln!("hopwatch: invalid --log filter {:?}: {err}", cli.log);
         std::process::exit(hopwatch::cli::exit::USAGE);
     });
     init_logging(filter);
+    if !big_allocations_mapped {
+        tracing::warn!("the C library refused M_MMAP_THRESHOLD; memory use may be higher than documented");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .thread_name("hopwatch-main")
         .enable_all()

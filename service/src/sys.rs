@@ -72,6 +72,29 @@ pub fn lower_thread_priority(nice: i32) -> io::Result<()> {
     }
 }
 
+/// Allocations of 128 KiB and more get their own mapping, always.
+///
+/// glibc raises this threshold each time such a mapping is freed (up to
+/// 32 MiB), after which big allocations come from the heap instead, and a
+/// zeroed one there is written zero by zero. sled 0.34 allocates its page
+/// tables and the histograms of its (unused) metrics zeroed, 35 MiB over the
+/// store's and the outbox's databases, and touches almost none of it: in its
+/// own mappings it stays virtual, from the heap it was 22 MiB resident at
+/// any number of targets (docs/benchmarks.md). Call before anything
+/// allocates much. Returns false where the C library refused.
+pub fn keep_big_allocations_mapped() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a tunable of the allocator; setting the
+        // mmap threshold is documented as safe at any time.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        true
+    }
+}
+
 /// Whether a socket call failed only for now: a non-blocking call that would
 /// block, a receive or accept timeout, or a signal. The loop tries again.
 pub fn is_transient(err: &io::Error) -> bool {
