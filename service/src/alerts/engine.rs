@@ -248,9 +248,11 @@ impl AlertEngine {
             // others carry their own duration (unreachable_rounds) or are
             // events (route and hop-count changes) and raise at once.
             let raise_after = match kind {
-                AlertKind::Loss | AlertKind::Latency | AlertKind::Jitter | AlertKind::Mos => {
-                    rules.raise_rounds
-                }
+                AlertKind::Loss
+                | AlertKind::Latency
+                | AlertKind::Jitter
+                | AlertKind::Mos
+                | AlertKind::BranchLoss => rules.raise_rounds,
                 _ => 1,
             };
             let step = machine.step(reading.condition, raise_after, rules.clear_rounds);
@@ -310,17 +312,25 @@ impl AlertEngine {
                 }
             };
             let path_event = rules::path_event(kind, events).cloned();
+            let mut summary = rules::summary(
+                kind,
+                state == AlertState::Raised,
+                &reading,
+                &rules,
+                snapshot.window_probes,
+                path_event.as_ref(),
+            );
+            // A branch alert names its branch in the summary itself, not only
+            // in its localisation, so every webhook format shows it.
+            if kind == AlertKind::BranchLoss && state == AlertState::Raised {
+                if let Some(finding) = rules::branch_finding(snapshot) {
+                    summary = format!("loss on {}: {summary}", rules::branch_name(finding));
+                }
+            }
             transitions.push(Transition {
                 kind,
                 state,
-                summary: rules::summary(
-                    kind,
-                    state == AlertState::Raised,
-                    &reading,
-                    &rules,
-                    snapshot.window_probes,
-                    path_event.as_ref(),
-                ),
+                summary,
                 reading,
                 reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
                 path_event: path_event.filter(|_| state == AlertState::Raised),

@@ -197,6 +197,8 @@ mod tests {
                     rtt: Some(rtt.clone()),
                 })
                 .collect(),
+            branches: Vec::new(),
+            discovery_probes: None,
         }
     }
 
