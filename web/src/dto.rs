@@ -430,6 +430,9 @@ pub struct BranchDto {
     pub split_ttl: Option<u8>,
     /// The first hop after the split where it meets every other branch again.
     pub join_ttl: Option<u8>,
+    /// The responder at each TTL from the first as discovery saw it
+    /// (`null` where nothing answered).
+    pub discovered: Vec<Option<IpAddr>>,
     pub rounds: u64,
     pub hops: Vec<BranchHopDto>,
     /// End to end: the destination over this branch's flow, over the window.

@@ -239,6 +239,7 @@ pub fn detail(
                 flow_id: b.flow_id,
                 split_ttl: b.split_ttl,
                 join_ttl: b.join_ttl,
+                discovered: b.discovered.clone(),
                 rounds: b.rounds,
                 hops: b
                     .hops
