@@ -159,7 +159,7 @@ fn detail(lab: &Lab, target: &str) -> Value {
 
 /// The branch whose hop 2 (the router after the balancer) is `router`, as
 /// discovery saw it.
-fn branch_through<'a>(d: &'a Value, router: IpAddr) -> &'a Value {
+fn branch_through(d: &Value, router: IpAddr) -> &Value {
     d["branches"]
         .as_array()
         .unwrap()
