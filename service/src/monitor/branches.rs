@@ -155,17 +155,25 @@ async fn run(
                 forward,
             });
         }
-        wait_for_rediscovery(&id, &settings, discovered, &mut route_changes).await;
+        wait_for_rediscovery(
+            &id,
+            &settings,
+            discovered,
+            ROUTE_CHANGE_HOLDOFF,
+            &mut route_changes,
+        )
+        .await;
     }
 }
 
 /// Returns when it is time to discover again: `rediscover` after the last
 /// discovery, or a route change of the target's own flow (not before
-/// [`ROUTE_CHANGE_HOLDOFF`] has passed since the last discovery).
+/// `holdoff` ([`ROUTE_CHANGE_HOLDOFF`]) has passed since the last discovery).
 async fn wait_for_rediscovery(
     id: &crate::model::TargetId,
     settings: &MultipathSettings,
     discovered: tokio::time::Instant,
+    holdoff: Duration,
     route_changes: &mut broadcast::Receiver<TargetEvent>,
 ) {
     let mut due = discovered + settings.rediscover;
@@ -176,7 +184,7 @@ async fn wait_for_rediscovery(
                 Ok(event) if &event.target == id
                     && matches!(event.event, PathEvent::RouteChanged { .. }) =>
                 {
-                    let soonest = discovered + ROUTE_CHANGE_HOLDOFF;
+                    let soonest = discovered + holdoff;
                     due = due.min(soonest.max(tokio::time::Instant::now()));
                     tracing::info!(target = %id, "route changed: rediscovering the branches");
                 }
@@ -214,39 +222,23 @@ fn layout(
     previous: &[BranchPath],
 ) -> (BranchLayout, Vec<crate::probe::Flow>) {
     let found = trace.branches.len();
+    let paths: Vec<Vec<Option<IpAddr>>> = trace
+        .branches
+        .iter()
+        .map(|b| b.branch.path.iter().map(|v| v.address()).collect())
+        .collect();
+    let indexes = assign_indexes(&paths, previous, settings.max_branches);
     let mut kept: Vec<(BranchPath, crate::probe::Flow)> = Vec::new();
-    let mut unplaced = Vec::new();
-    for branch in trace.branches {
-        let hops: Vec<Option<IpAddr>> = branch.branch.path.iter().map(|v| v.address()).collect();
+    for ((branch, hops), index) in trace.branches.into_iter().zip(paths).zip(indexes) {
+        // Over the cap: the flow is dropped here and goes back to the engine.
+        let Some(index) = index else { continue };
         let path = BranchPath {
-            index: BranchIndex::at(0).expect("index 1 exists"),
+            index,
             flow_id: branch.flow.flow_id(),
             hops,
             reached_destination: branch.branch.reached_destination,
         };
-        unplaced.push((path, branch.flow));
-    }
-    // First the paths probed before, at their old index.
-    let mut rest = Vec::new();
-    for (mut path, flow) in unplaced {
-        match previous.iter().find(|p| p.hops == path.hops) {
-            Some(old) if !kept.iter().any(|(k, _)| k.index == old.index) => {
-                path.index = old.index;
-                kept.push((path, flow));
-            }
-            _ => rest.push((path, flow)),
-        }
-    }
-    for (mut path, flow) in rest {
-        let free = (0..usize::from(settings.max_branches))
-            .filter_map(BranchIndex::at)
-            .find(|i| !kept.iter().any(|(k, _)| k.index == *i));
-        let Some(index) = free else {
-            // Over the cap: the flow goes back to the engine.
-            continue;
-        };
-        path.index = index;
-        kept.push((path, flow));
+        kept.push((path, branch.flow));
     }
     kept.sort_by_key(|(p, _)| p.index);
     let (branches, flows): (Vec<BranchPath>, Vec<crate::probe::Flow>) = kept.into_iter().unzip();
@@ -263,6 +255,41 @@ fn layout(
     (layout, flows)
 }
 
+/// The index of each newly found path: a path probed before keeps its old
+/// index (so its statistics and series continue), the others take the
+/// lowest free ones; `None` beyond `max` branches.
+fn assign_indexes(
+    paths: &[Vec<Option<IpAddr>>],
+    previous: &[BranchPath],
+    max: u8,
+) -> Vec<Option<BranchIndex>> {
+    let mut indexes: Vec<Option<BranchIndex>> = paths
+        .iter()
+        .map(|hops| previous.iter().find(|p| &p.hops == hops).map(|p| p.index))
+        .collect();
+    // Two new paths equal to one old one (cannot happen: discovery's
+    // branches differ) would share it; keep the first.
+    for i in 0..indexes.len() {
+        if indexes[..i].contains(&indexes[i]) {
+            indexes[i] = None;
+        }
+    }
+    let mut taken: Vec<BranchIndex> = indexes.iter().flatten().copied().collect();
+    let kept_before = indexes.clone();
+    for (i, index) in indexes.iter_mut().enumerate() {
+        if kept_before[i].is_some() {
+            continue;
+        }
+        *index = (0..usize::from(max))
+            .filter_map(BranchIndex::at)
+            .find(|candidate| !taken.contains(candidate));
+        if let Some(new) = *index {
+            taken.push(new);
+        }
+    }
+    indexes
+}
+
 /// Hands a branch's rounds on to the pipeline, tagged with the branch.
 async fn forward(
     branch: BranchIndex,
@@ -277,5 +304,83 @@ async fn forward(
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops(via: &str) -> Vec<Option<IpAddr>> {
+        vec![
+            Some("198.18.0.2".parse().unwrap()),
+            Some(via.parse().unwrap()),
+        ]
+    }
+
+    fn index(n: u8) -> Option<BranchIndex> {
+        BranchIndex::new(n)
+    }
+
+    #[test]
+    fn branches_are_numbered_in_discovery_order_up_to_the_cap() {
+        let paths = [hops("198.18.1.2"), hops("198.18.2.2"), hops("198.18.3.2")];
+        assert_eq!(
+            assign_indexes(&paths, &[], 2),
+            vec![index(1), index(2), None]
+        );
+    }
+
+    #[test]
+    fn a_branch_found_again_keeps_its_index_and_new_ones_take_free_ones() {
+        let old = |n: u8, via: &str| BranchPath {
+            index: BranchIndex::new(n).unwrap(),
+            flow_id: 1,
+            hops: hops(via),
+            reached_destination: true,
+        };
+        let previous = [old(1, "198.18.1.2"), old(2, "198.18.2.2")];
+        // Found in the other order, and branch 1's path is gone.
+        let paths = [hops("198.18.2.2"), hops("198.18.9.2")];
+        assert_eq!(
+            assign_indexes(&paths, &previous, 4),
+            vec![index(2), index(1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_change_rediscovers_after_the_holdoff_and_other_targets_do_not() {
+        let id = crate::model::TargetId::new("t").unwrap();
+        let settings = MultipathSettings {
+            max_branches: 4,
+            confidence: crate::probe::multipath::Confidence::DEFAULT,
+            rediscover: Duration::from_millis(400),
+            max_probes: 100,
+        };
+        let holdoff = Duration::from_millis(100);
+        let (events, mut rx) = broadcast::channel(8);
+        let change = |target: &str| TargetEvent {
+            target: crate::model::TargetId::new(target).unwrap(),
+            event: PathEvent::RouteChanged {
+                at_ms: 0,
+                before: Vec::new(),
+                after: Vec::new(),
+                first_changed_ttl: 2,
+            },
+        };
+        let discovered = tokio::time::Instant::now();
+        events.send(change("other")).unwrap();
+        events.send(change("t")).unwrap();
+        wait_for_rediscovery(&id, &settings, discovered, holdoff, &mut rx).await;
+        let waited = discovered.elapsed();
+        assert!(
+            waited >= holdoff && waited < settings.rediscover,
+            "{waited:?}"
+        );
+        // Another target's change alone: the schedule decides.
+        let discovered = tokio::time::Instant::now();
+        events.send(change("other")).unwrap();
+        wait_for_rediscovery(&id, &settings, discovered, holdoff, &mut rx).await;
+        assert!(discovered.elapsed() >= settings.rediscover);
     }
 }
