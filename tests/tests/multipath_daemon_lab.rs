@@ -140,9 +140,9 @@ fn config_text(state: &Path, hook_port: u16, udp4: IpAddr, tcp6: IpAddr) -> Stri
          [alerts]\nloss_pct = 10\nraise_rounds = 3\n\n\
          [[webhook]]\nname = \"lab\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\n\
          [[target]]\nname = \"ecmp-udp\"\nhost = \"{udp4}\"\nprotocol = \"udp\"\n\
-         multipath = {{ branches = 4 }}\n\n\
+         multipath = {{ branches = 4, confidence = 99 }}\n\n\
          [[target]]\nname = \"ecmp-tcp6\"\nhost = \"{tcp6}\"\nprotocol = \"tcp\"\n\n\
-         [target.multipath]\nconfidence = 95\n",
+         [target.multipath]\nconfidence = 99\n",
         state.display().to_string()
     )
 }
@@ -184,13 +184,43 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         config_text(&dir.path().join("state"), receiver.port, udp4, tcp6),
     )
     .unwrap();
-    let daemon = must(Daemon::start(&lab, "src", &hopwatch_bin(), &config));
-    let started = Instant::now();
+    // MDA misses a branch of a two-way split with probability 2·(1/2)^n₁
+    // (n₁ = 8 flows at 99 %: 0.8 %; docs/benchmarks.md measured the 95 %
+    // rate); a daemon finds it at its next rediscovery, an hour later. The
+    // test restarts the daemon instead (new process, new flow identifiers),
+    // at most twice, and says so.
+    let mut attempt = 0;
+    let (daemon, started) = loop {
+        attempt += 1;
+        let daemon = must(Daemon::start(&lab, "src", &hopwatch_bin(), &config));
+        let started = Instant::now();
+        let found: Vec<(&str, u64)> = ["ecmp-udp", "ecmp-tcp6"]
+            .into_iter()
+            .map(|target| {
+                let m = must(eventually(
+                    Duration::from_secs(30),
+                    &format!("{target}'s first discovery"),
+                    || {
+                        let d = detail(&lab, target);
+                        (!d["multipath"].is_null())
+                            .then(|| d["multipath"].clone())
+                            .ok_or_else(|| format!("{:#}", d["status"]))
+                    },
+                ));
+                (target, m["found"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        if found.iter().all(|(_, n)| *n == 2) || attempt == 3 {
+            break (daemon, started);
+        }
+        eprintln!("multipath daemon figures: attempt {attempt} missed a branch {found:?}; restarting the daemon");
+        must(daemon.stop());
+    };
 
     // Both targets' branches, discovered one after the other.
     for (target, addr) in [("ecmp-udp", udp4), ("ecmp-tcp6", tcp6)] {
         let d = must(eventually(
-            Duration::from_secs(30),
+            Duration::from_secs(5),
             &format!("{target}'s two branches"),
             || {
                 let d = detail(&lab, target);
