@@ -126,14 +126,17 @@ impl LiveState {
     }
 
     /// Adds a multipath target's branch layout or branch round. An update of
-    /// a target removed meanwhile is dropped.
+    /// a target removed meanwhile, or no longer multipath, is dropped.
     pub fn record_branch(&self, update: &BranchUpdate) {
         let target = match update {
             BranchUpdate::Discovered(layout) => &layout.target,
             BranchUpdate::Round { round, .. } => &round.target,
         };
         if let Some(live) = self.write().get_mut(target) {
-            live.analysis.record_branch(update);
+            // An update still queued when multipath was turned off is stale.
+            if live.config.multipath.is_some() {
+                live.analysis.record_branch(update);
+            }
         }
     }
 
