@@ -1,5 +1,6 @@
 //! A real `hopwatch run` monitoring ECMP branches: one daemon in `src`, a
-//! UDP (IPv4) and a TCP (IPv6) target with `multipath` behind a router with
+//! UDP (IPv4) and a TCP (IPv6) target with `multipath` (and an ICMP one,
+//! which Linux ECMP keeps on one branch: it has one) behind a router with
 //! two equal-cost next hops (`fib_multipath_hash_policy=1`), 30 % loss on the
 //! link into one branch only (iptables `statistic`, the lab's loss element:
 //! the test kernel has no netem). The API shows both branches with where they
@@ -142,7 +143,8 @@ fn config_text(state: &Path, hook_port: u16, udp4: IpAddr, tcp6: IpAddr) -> Stri
          [[target]]\nname = \"ecmp-udp\"\nhost = \"{udp4}\"\nprotocol = \"udp\"\n\
          multipath = {{ branches = 4, confidence = 99 }}\n\n\
          [[target]]\nname = \"ecmp-tcp6\"\nhost = \"{tcp6}\"\nprotocol = \"tcp\"\n\n\
-         [target.multipath]\nconfidence = 99\n",
+         [target.multipath]\nconfidence = 99\n\n\
+         [[target]]\nname = \"ecmp-icmp\"\nhost = \"{udp4}\"\nprotocol = \"icmp\"\nmultipath = {{}}\n",
         state.display().to_string()
     )
 }
@@ -247,6 +249,30 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         }
     }
 
+    // Linux never hashes the ICMP echo identifier: every flow of an ICMP
+    // target takes one branch, so it has one, which splits and joins nothing.
+    let icmp = must(eventually(
+        Duration::from_secs(10),
+        "ecmp-icmp's discovery",
+        || {
+            let d = detail(&lab, "ecmp-icmp");
+            (!d["multipath"].is_null())
+                .then_some(d.clone())
+                .ok_or_else(|| format!("{:#}", d["status"]))
+        },
+    ));
+    eprintln!(
+        "multipath daemon figures: ecmp-icmp discovery_probes={} found={}",
+        icmp["multipath"]["probes_sent"], icmp["multipath"]["found"]
+    );
+    assert_eq!(icmp["multipath"]["found"], 1, "{:#}", icmp["multipath"]);
+    let only = &icmp["branches"][0];
+    assert_eq!(icmp["branches"].as_array().unwrap().len(), 1, "{icmp:#}");
+    assert!(
+        only["split_ttl"].is_null() && only["join_ttl"].is_null(),
+        "{only:#}"
+    );
+
     // 30 % loss on the link from the balancer into branch 1 only.
     let lossy_router = &lab.hops_via(1)[1];
     let _loss = must(lab.loss(At::link("r1", &lossy_router.name), LOSS_PCT));
@@ -343,6 +369,20 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
             "{alert:#}"
         );
     }
+
+    // One branch alone is never a branch finding or alert, lossy or not.
+    assert_eq!(
+        detail(&lab, "ecmp-icmp")["branch_findings"],
+        serde_json::json!([])
+    );
+    assert!(
+        !receiver
+            .events()
+            .iter()
+            .any(|e| e["kind"] == "branch_loss" && e["target"]["name"] == "ecmp-icmp"),
+        "{:#?}",
+        receiver.events()
+    );
 
     // Per-branch series, labelled by index: never an address.
     let metrics = must(webclient::get(
