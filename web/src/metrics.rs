@@ -1072,6 +1072,56 @@ mod tests {
         assert!((h.sum_seconds - 10.00021).abs() < 1e-9);
     }
 
+    #[test]
+    fn branch_series_are_labelled_by_index_and_ttl_only() {
+        let snapshot = MetricsSnapshot {
+            targets: vec![
+                TargetMetrics {
+                    target: "edge".into(),
+                    state: "running".into(),
+                    discovery_probes: Some(52),
+                    branches: vec![BranchMetrics {
+                        branch: 2,
+                        rounds: 7,
+                        loss_ratio: Some(0.3),
+                        rtt_avg_seconds: Some(0.002),
+                        jitter_seconds: None,
+                        split_ttl: Some(1),
+                        join_ttl: Some(4),
+                        hop_loss: vec![(2, 0.25)],
+                    }],
+                    ..TargetMetrics::default()
+                },
+                // Not multipath: no branch series at all.
+                TargetMetrics {
+                    target: "plain".into(),
+                    state: "running".into(),
+                    ..TargetMetrics::default()
+                },
+            ],
+            ..MetricsSnapshot::default()
+        };
+        let text = encode(snapshot).unwrap();
+        for line in [
+            r#"hopwatch_target_branches{target="edge"} 1"#,
+            r#"hopwatch_target_discovery_probes{target="edge"} 52"#,
+            r#"hopwatch_branch_rounds_total{target="edge",branch="2"} 7"#,
+            r#"hopwatch_branch_loss_ratio{target="edge",branch="2"} 0.3"#,
+            r#"hopwatch_branch_rtt_avg_seconds{target="edge",branch="2"} 0.002"#,
+            r#"hopwatch_branch_split_ttl{target="edge",branch="2"} 1"#,
+            r#"hopwatch_branch_join_ttl{target="edge",branch="2"} 4"#,
+            r#"hopwatch_branch_hop_loss_ratio{target="edge",branch="2",ttl="2"} 0.25"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+        assert!(!text.contains("hopwatch_branch_jitter_seconds{"), "{text}");
+        assert!(!text.contains(r#"target="plain",branch"#), "{text}");
+        assert!(
+            !text.contains(r#"hopwatch_target_branches{target="plain"}"#),
+            "{text}"
+        );
+    }
+
     fn firing(text: &str) -> Vec<&str> {
         text.lines()
             .filter(|l| l.starts_with("hopwatch_alert_firing{"))
