@@ -13,9 +13,8 @@ use std::sync::Arc;
 use histogram::Histogram32;
 use sled::Batch;
 
-use crate::model::{HopSample, RoundRecord, TargetId};
-use crate::probe::Rtt;
-use crate::store::buffer::WriteBuffer;
+use crate::model::{RoundRecord, TargetId};
+use crate::store::buffer::{Entry, WriteBuffer};
 use crate::store::chunk;
 use crate::store::codec::{decode, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
@@ -23,12 +22,13 @@ use crate::store::keys::{
     parse_raw_key, parse_rollup_key, raw_key, rollup_key, series_end, target_end, time_bound,
     SeriesNum, TargetNum,
 };
+use crate::store::open_minutes::OpenMinutes;
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
-use crate::store::rollup::{scratch_histogram, SeriesAcc, Stats};
+use crate::store::rollup::{scratch_histogram, Stats};
 use crate::store::rollup_block;
 use crate::store::rollup_files::{FileDamage, RollupFiles, SECTION_MS};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
-use crate::store::segment::{sort_rounds, Damage, Pending, Segments};
+use crate::store::segment::{sort_rounds, Damage, RecordBatch, Segments};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
 use crate::sys;
 
@@ -42,10 +42,10 @@ pub struct FlushState {
     /// Per target: the rollups of every hour before this are on disk.
     hour_done: HashMap<TargetNum, u64>,
     last_sweep_ms: Option<u64>,
-    /// Per target: the stored rounds of minutes at or after its minute mark,
-    /// which the next rollups are computed from (so a flush never reads back
-    /// the files it just wrote). About a flush interval of rounds.
-    open_rounds: HashMap<TargetNum, Vec<RoundRecord>>,
+    /// Per target: the samples of minutes at or after its minute mark, which
+    /// the next rollups are computed from (so a flush never reads back the
+    /// files it just wrote). About a flush interval of rounds.
+    open_minutes: HashMap<TargetNum, OpenMinutes>,
     /// A write failed: sled must be reopened before the next write.
     pub reopen_needed: bool,
     /// The clock of the last flush.
@@ -253,7 +253,10 @@ impl FlushState {
                 rounds.drain(..complete);
                 self.minute_done.insert(num, newest);
             }
-            self.open_rounds.insert(num, rounds);
+            let open = self.open_minutes.entry(num).or_default();
+            for round in &rounds {
+                open.add(round);
+            }
         }
         Ok(())
     }
@@ -353,13 +356,13 @@ impl Store {
         now_ms: u64,
     ) -> Result<FlushReport, StoreError> {
         state.last_now_ms = Some(now_ms);
-        // The open rounds and this flush's rounds together; what is left of
-        // them after the rollups replaces the open rounds only if the flush
-        // succeeds. After a failure all of them are kept: the flush's rounds
-        // come back with the retry, and duplicates are dropped on merging.
-        let mut open = std::mem::take(&mut state.open_rounds);
+        // The open minutes count this flush's rounds before they are
+        // written: after a failure the rounds come back with the retry (and
+        // are counted once), and no minute is rolled up before a flush has
+        // written every round it counted.
+        let mut open = std::mem::take(&mut state.open_minutes);
         let result = self.write_out_with(state, buf, &mut open, now_ms);
-        state.open_rounds = open;
+        state.open_minutes = open;
         result
     }
 
@@ -367,7 +370,7 @@ impl Store {
         &self,
         state: &mut FlushState,
         buf: &WriteBuffer,
-        open: &mut HashMap<TargetNum, Vec<RoundRecord>>,
+        open: &mut HashMap<TargetNum, OpenMinutes>,
         now_ms: u64,
     ) -> Result<FlushReport, StoreError> {
         let trees = self.writable_trees(state)?;
@@ -396,12 +399,16 @@ impl Store {
                 .map_err(sled_err(&self.path, "flush targets to disk"))?;
         }
 
-        // Peers' batches go to sled as before; targets' rounds to the files.
+        // Peers' batches go to sled as before; targets' rounds to the files,
+        // one target at a time: its rounds are decoded, encoded into the
+        // batch and counted in its open minutes, then dropped, so a flush
+        // never holds every target's rounds at once.
         let mut first_minute: HashMap<TargetNum, u64> = HashMap::new();
         let mut dirty_minutes: BTreeSet<(TargetNum, u64)> = BTreeSet::new();
-        let mut new_rounds: BTreeMap<TargetNum, Vec<RoundRecord>> = BTreeMap::new();
+        let mut records = RecordBatch::default();
         if !buf.raw.is_empty() {
             let mut batch = Batch::default();
+            let mut by_target: BTreeMap<TargetNum, Vec<(u64, &Entry)>> = BTreeMap::new();
             let targets = sys::read(&self.targets);
             for entry in &buf.raw {
                 let Some((num, at)) = parse_raw_key(&entry.key) else {
@@ -409,62 +416,51 @@ impl Store {
                 };
                 if targets.is_peer(num) {
                     w.insert(&mut batch, &entry.key, &entry.value);
-                } else if let Some(name) = targets.name(num) {
+                    note_minute(state, num, at, &mut first_minute, &mut dirty_minutes);
+                } else if targets.name(num).is_some() {
+                    by_target.entry(num).or_default().push((at, entry));
+                }
+            }
+            let mut rounds: Vec<RoundRecord> = Vec::new();
+            for (num, entries) in by_target {
+                let Some(name) = targets.name(num) else {
+                    continue;
+                };
+                rounds.clear();
+                for (at, entry) in entries {
                     match decode::<RawRoundV1>(&entry.value)
                         .and_then(|raw| raw.into_round(name.clone(), at))
                     {
                         Ok(mut round) => {
                             chunk::as_stored(&mut round);
-                            new_rounds.entry(num).or_default().push(round);
+                            rounds.push(round);
+                            note_minute(state, num, at, &mut first_minute, &mut dirty_minutes);
                         }
-                        Err(error) => {
-                            self.note_corrupt(RAW, &entry.key, &error);
-                            continue;
-                        }
+                        Err(error) => self.note_corrupt(RAW, &entry.key, &error),
                     }
-                } else {
-                    continue;
                 }
-                let minute = floor(at, MINUTE_MS);
-                match state.minute_done.get(&num) {
-                    // A late round: its minute is rolled up already.
-                    Some(&done) if minute < done => {
-                        dirty_minutes.insert((num, minute));
-                    }
-                    Some(_) => {}
-                    None => {
-                        let first = first_minute.entry(num).or_insert(minute);
-                        *first = (*first).min(minute);
-                    }
+                sort_rounds(&mut rounds);
+                records.add(num, &rounds);
+                let done = state
+                    .minute_done
+                    .get(&num)
+                    .or(first_minute.get(&num))
+                    .copied()
+                    .unwrap_or(0);
+                let into = open.entry(num).or_default();
+                for round in rounds.iter().filter(|r| r.started_at_ms >= done) {
+                    into.add(round);
                 }
             }
             drop(targets);
             w.apply(&trees.raw, batch, "write peer batches")?;
         }
-        if !new_rounds.is_empty() {
-            for rounds in new_rounds.values_mut() {
-                sort_rounds(rounds);
-            }
-            let pending: Vec<Pending<'_>> = new_rounds
-                .iter()
-                .map(|(&target, rounds)| Pending { target, rounds })
-                .collect();
+        if !records.is_empty() {
             let mut segments = sys::lock(&self.segments);
             let segments = segments.as_mut().ok_or_else(|| StoreError::Unavailable {
                 path: self.path.clone(),
             })?;
-            w.bytes += segments.append(&pending)?;
-        }
-        for (num, rounds) in new_rounds {
-            let done = state
-                .minute_done
-                .get(&num)
-                .or(first_minute.get(&num))
-                .copied()
-                .unwrap_or(0);
-            let into = open.entry(num).or_default();
-            into.extend(rounds.into_iter().filter(|r| r.started_at_ms >= done));
-            sort_rounds(into);
+            w.bytes += segments.write(records)?;
         }
 
         if !buf.events.is_empty() {
@@ -500,13 +496,13 @@ impl Store {
             .flush()
             .map_err(sled_err(&self.path, "flush to disk"))?;
 
-        // Rounds of minutes now rolled up leave the open set.
-        for (num, rounds) in open.iter_mut() {
+        // Minutes now rolled up leave the open set.
+        for (num, minutes) in open.iter_mut() {
             if let Some(&done) = plan.minute_done.get(num) {
-                rounds.retain(|r| r.started_at_ms >= done);
+                minutes.forget_before(done);
             }
         }
-        open.retain(|_, rounds| !rounds.is_empty());
+        open.retain(|_, minutes| !minutes.is_empty());
         state.minute_done.extend(plan.minute_done);
         state.hour_done.extend(plan.hour_done);
         if plan.swept_at.is_some() {
@@ -530,7 +526,7 @@ impl Store {
         trees: &Trees,
         state: &FlushState,
         w: &mut Writer<'_>,
-        open: &HashMap<TargetNum, Vec<RoundRecord>>,
+        open: &HashMap<TargetNum, OpenMinutes>,
         first_minute: &HashMap<TargetNum, u64>,
         dirty_minutes: &BTreeSet<(TargetNum, u64)>,
         now_ms: u64,
@@ -561,15 +557,14 @@ impl Store {
             if done < close_minute {
                 match name {
                     Some(_) => {
-                        let rounds = open.get(&num).map_or(&[][..], Vec::as_slice);
-                        let end = rounds.partition_point(|r| r.started_at_ms < close_minute);
-                        let start = rounds.partition_point(|r| r.started_at_ms < done);
-                        w.rollups += roll_round_minutes(
-                            &self.minutes,
-                            &mut scratch,
-                            num,
-                            &rounds[start..end],
-                        );
+                        if let Some(minutes) = open.get(&num) {
+                            for (minute, series, stats) in
+                                minutes.roll(done, close_minute, &mut scratch)
+                            {
+                                self.minutes.insert(num, series, minute, stats);
+                                w.rollups += 1;
+                            }
+                        }
                     }
                     None => self.roll_peer_minutes(trees, w, num, done, close_minute)?,
                 }
@@ -919,44 +914,46 @@ impl Store {
     }
 }
 
-/// Rolls up `rounds` of target `num` (oldest first) into minute buckets, one
-/// rollup per series and minute that has samples, kept in `minutes` until
-/// their section is written. Returns how many.
+/// Notes the minute of a round (or peer batch) of `num` that started at
+/// `at`: a target's first minute, or a late round's minute rolled up already.
+fn note_minute(
+    state: &FlushState,
+    num: TargetNum,
+    at: u64,
+    first_minute: &mut HashMap<TargetNum, u64>,
+    dirty_minutes: &mut BTreeSet<(TargetNum, u64)>,
+) {
+    let minute = floor(at, MINUTE_MS);
+    match state.minute_done.get(&num) {
+        // A late round: its minute is rolled up already.
+        Some(&done) if minute < done => {
+            dirty_minutes.insert((num, minute));
+        }
+        Some(_) => {}
+        None => {
+            let first = first_minute.entry(num).or_insert(minute);
+            *first = (*first).min(minute);
+        }
+    }
+}
+
+/// Rolls up `rounds` of target `num` into minute buckets, one rollup per
+/// series and minute that has samples, kept in `minutes` until their
+/// section is written. Returns how many.
 fn roll_round_minutes(
     minutes: &RollupFiles,
     scratch: &mut Histogram32,
     num: TargetNum,
     rounds: &[RoundRecord],
 ) -> usize {
-    let mut made = 0;
-    let mut accs: BTreeMap<SeriesNum, SeriesAcc> = BTreeMap::new();
-    let mut emit = |minute: u64, accs: &mut BTreeMap<SeriesNum, SeriesAcc>| {
-        for (series, acc) in std::mem::take(accs) {
-            minutes.insert(num, series, minute, acc.finish(scratch));
-            made += 1;
-        }
-    };
-    let mut current: Option<u64> = None;
+    let mut open = OpenMinutes::default();
     for round in rounds {
-        let minute = floor(round.started_at_ms, MINUTE_MS);
-        if current != Some(minute) {
-            if let Some(previous) = current {
-                emit(previous, &mut accs);
-            }
-            current = Some(minute);
-        }
-        let destination = round.destination().and_then(HopSample::rtt);
-        accs.entry(SeriesNum::DESTINATION)
-            .or_default()
-            .push(destination.map(Rtt::as_nanos));
-        for hop in round.path_samples() {
-            accs.entry(SeriesNum(hop.ttl.get()))
-                .or_default()
-                .push(hop.rtt().map(Rtt::as_nanos));
-        }
+        open.add(round);
     }
-    if let Some(minute) = current {
-        emit(minute, &mut accs);
+    let rolled = open.roll(0, u64::MAX, scratch);
+    let made = rolled.len();
+    for (minute, series, stats) in rolled {
+        minutes.insert(num, series, minute, stats);
     }
     made
 }

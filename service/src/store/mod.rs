@@ -74,6 +74,7 @@ pub mod export;
 mod flush;
 mod hourfiles;
 pub mod keys;
+mod open_minutes;
 pub mod peers;
 pub mod query;
 pub mod rawlog;

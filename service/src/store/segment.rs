@@ -114,6 +114,45 @@ pub struct Pending<'a> {
     pub rounds: &'a [RoundRecord],
 }
 
+/// Records encoded ahead of a write, grouped by the hour of their rounds'
+/// start: a flush encodes each target's rounds as it decodes them, so only
+/// the encoded bytes of all targets are held at once, never their rounds.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    by_hour: BTreeMap<u64, (Vec<u8>, Vec<IndexEntry>)>,
+}
+
+impl RecordBatch {
+    /// `rounds` of `target`, oldest first, as one record per hour of start.
+    pub fn add(&mut self, target: TargetNum, rounds: &[RoundRecord]) {
+        let mut rest = rounds;
+        while let Some(first) = rest.first() {
+            let hour = hour_of(first.started_at_ms);
+            let len = rest
+                .iter()
+                .position(|r| hour_of(r.started_at_ms) != hour)
+                .unwrap_or(rest.len());
+            let (these, later) = rest.split_at(len);
+            let (bytes, entries) = self.by_hour.entry(hour).or_default();
+            let record = encode_record(target, these);
+            entries.push(IndexEntry {
+                target,
+                // Relative to this write until the file's end is known.
+                offset: bytes.len() as u64,
+                len: record.len() as u32,
+                first_ms: these.iter().map(|r| r.started_at_ms).min().unwrap_or(0),
+                last_ms: these.iter().map(|r| r.started_at_ms).max().unwrap_or(0),
+            });
+            bytes.extend(record);
+            rest = later;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hour.is_empty()
+    }
+}
+
 /// What a read found: the rounds in order of their start, and any damage.
 #[derive(Debug, Default)]
 pub struct Found {
@@ -294,30 +333,17 @@ impl Segments {
     /// write per file, then syncs each file written: when this returns, a
     /// power cut loses none of them.
     pub fn append(&mut self, pending: &[Pending<'_>]) -> Result<u64, SegmentError> {
-        let mut by_hour: BTreeMap<u64, (Vec<u8>, Vec<IndexEntry>)> = BTreeMap::new();
+        let mut batch = RecordBatch::default();
         for p in pending {
-            let mut rest = p.rounds;
-            while let Some(first) = rest.first() {
-                let hour = hour_of(first.started_at_ms);
-                let len = rest
-                    .iter()
-                    .position(|r| hour_of(r.started_at_ms) != hour)
-                    .unwrap_or(rest.len());
-                let (these, later) = rest.split_at(len);
-                let (bytes, entries) = by_hour.entry(hour).or_default();
-                let record = encode_record(p.target, these);
-                entries.push(IndexEntry {
-                    target: p.target,
-                    // Relative to this write until the file's end is known.
-                    offset: bytes.len() as u64,
-                    len: record.len() as u32,
-                    first_ms: these.iter().map(|r| r.started_at_ms).min().unwrap_or(0),
-                    last_ms: these.iter().map(|r| r.started_at_ms).max().unwrap_or(0),
-                });
-                bytes.extend(record);
-                rest = later;
-            }
+            batch.add(p.target, p.rounds);
         }
+        self.write(batch)
+    }
+
+    /// Appends the records of `batch`, one write per file, then syncs each
+    /// file written: when this returns, a power cut loses none of them.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<u64, SegmentError> {
+        let by_hour = batch.by_hour;
         let mut written = 0;
         for (hour, (bytes, entries)) in by_hour {
             if !self.open.contains_key(&hour) {
