@@ -284,6 +284,81 @@ impl RoundRecord {
     }
 }
 
+/// One of a target's ECMP branches, numbered from 1 in the order discovery
+/// listed them: the metric label and what findings name ("branch 2"), never
+/// an address, so series stay bounded by the configured cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BranchIndex(u8);
+
+impl BranchIndex {
+    /// `n` from 1; `None` for 0.
+    pub const fn new(n: u8) -> Option<BranchIndex> {
+        if n == 0 {
+            None
+        } else {
+            Some(BranchIndex(n))
+        }
+    }
+
+    /// The branch at `position` (from 0) of a discovery's list.
+    pub fn at(position: usize) -> Option<BranchIndex> {
+        u8::try_from(position + 1).ok().map(BranchIndex)
+    }
+
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Display for BranchIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One branch as a discovery found it: the flow kept to follow it and the
+/// responder at each TTL along it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BranchPath {
+    pub index: BranchIndex,
+    /// The wire flow identifier (UDP/TCP source port, ICMP echo id).
+    pub flow_id: u16,
+    /// The responder at each TTL from `first_ttl`; `None` where nothing answered.
+    pub hops: Vec<Option<IpAddr>>,
+    pub reached_destination: bool,
+}
+
+/// A finished discovery of one target's branches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BranchLayout {
+    pub target: TargetId,
+    pub discovered_at_ms: u64,
+    pub first_ttl: Ttl,
+    /// Probes the discovery sent, and how long it took.
+    pub probes_sent: u32,
+    pub elapsed_ms: u64,
+    /// Branches the discovery found; at most the configured cap are probed.
+    pub found: usize,
+    /// Why discovery stopped (`complete`, or a budget ran out).
+    pub stop: String,
+    /// The branches probed each round, in index order.
+    pub branches: Vec<BranchPath>,
+}
+
+/// What a multipath target's branch prober sends the pipeline: a new layout
+/// after each discovery, then each branch's rounds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BranchUpdate {
+    Discovered(BranchLayout),
+    /// A round over one branch's kept flow; its `seq` counts that branch's
+    /// rounds, not the target's.
+    Round {
+        branch: BranchIndex,
+        round: RoundRecord,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1621,6 +1621,19 @@ function targetPage(root, id) {
   const winBtn = h('button', { type: 'button', text: 'Window', onclick: () => setHopView('window') });
   const startBtn = h('button', { type: 'button', text: 'Since start', onclick: () => setHopView('since_start') });
   const windowNote = h('span', { class: 'muted' });
+  const branchNote = h('span', { class: 'muted' });
+  const branchBody = h('tbody');
+  const branchPanel = h('section', { class: 'panel', id: 'branches', hidden: true },
+    h('div', { class: 'panel-head' }, h('h2', { text: 'Branches (ECMP)' }), branchNote),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'hops' },
+      h('thead', {}, h('tr', {},
+        h('th', { class: 'num', text: 'Branch' }), h('th', { text: 'Path (split → join)' }),
+        h('th', { class: 'num', text: 'Loss' }), h('th', { class: 'num', text: 'Sent' }),
+        h('th', { class: 'num', text: 'Avg' }), h('th', { class: 'num', text: 'Jitter' }),
+        h('th', { text: 'Health' }))),
+      branchBody)),
+    h('div', { class: 'legend' },
+      h('span', { text: 'Each branch is probed over its own flow (source port or ICMP id) that keeps to it. Loss, latency and jitter are end to end over the window; the path shows the hops between where the branches split and join.' })));
 
   const rangeButtons = RANGES.map((r) => h('button', { type: 'button', text: r, dataset: { range: r }, onclick: () => setRange(r) }));
   const customBtn = h('button', { type: 'button', text: 'Custom', onclick: () => { customBox.hidden = !customBox.hidden; } });
@@ -1658,6 +1671,7 @@ function targetPage(root, id) {
       h('div', { class: 'table-wrap' }, hopTable),
       h('div', { class: 'legend' },
         h('span', { text: 'Rows: amber = some loss or a slow hop, red = heavy loss or the start of a finding, grey "rate-limited" = the router limits its ICMP replies (not path loss). Click a row to graph that hop.' }))),
+    branchPanel,
     h('section', { class: 'panel' },
       h('div', { class: 'range-bar' }, h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' }, rangeButtons, customBtn),
         customBox, h('span', { class: 'spacer' }), exportAsnLabel, exportCsv, exportJson),
@@ -1780,6 +1794,7 @@ function targetPage(root, id) {
       k('Last round', ago(t.last_round_at_ms)));
     const items = [];
     for (const f of t.findings) items.push(h('div', { class: 'banner finding' }, h('b', { text: f.kind === 'loss' ? 'Loss: ' : 'Latency: ' }), f.summary, f.confidence < 0.75 ? h('span', { class: 'muted', text: ' (not yet sure)' }) : null));
+    for (const f of t.branch_findings || []) items.push(h('div', { class: 'banner finding branch-finding', dataset: { branch: String(f.branch) } }, h('b', { text: 'Branch loss: ' }), f.summary));
     if (t.pending_change_rounds) items.push(h('div', { class: 'banner' }, 'A route change is being confirmed (' + t.pending_change_rounds + ' diverging rounds so far).'));
     banners.replaceChildren(...items);
     alertsBox.replaceChildren(alertList(t.alerts, 'No alert is firing for this target.'));
@@ -2072,10 +2087,38 @@ function targetPage(root, id) {
     }
   }
 
+  /** A multipath target's branches: where each splits and joins, and its health. */
+  function renderBranches() {
+    const bs = (detail && detail.branches) || [];
+    branchPanel.hidden = bs.length === 0;
+    if (!bs.length) return;
+    const m = detail.multipath;
+    setText(branchNote, m ? bs.length + ' of ' + m.found + ' found · discovery: ' + m.probes_sent + ' probes in ' + interval(m.discovery_ms) + ', ' + m.stop + ', ' + ago(m.discovered_at_ms) : '');
+    branchBody.replaceChildren(...bs.map((b) => {
+      const e = b.end_to_end;
+      const finding = (detail.branch_findings || []).find((f) => f.branch === b.index);
+      const between = b.hops.filter((x) => (b.split_ttl === null || x.ttl > b.split_ttl) && (b.join_ttl === null || x.ttl < b.join_ttl));
+      const path = (b.split_ttl !== null ? 'hop ' + b.split_ttl + ' → ' : '') +
+        (between.map((x) => x.ttl + ': ' + (x.responder || '?')).join(' → ') || 'direct') +
+        (b.join_ttl !== null ? ' → hop ' + b.join_ttl : '');
+      const health = finding ? 'loss through ' + (finding.through || 'hop ' + finding.through_ttl) : e.loss_pct === null ? 'waiting' : e.loss_pct >= 5 ? 'lossy' : e.loss_pct > 0 ? 'some loss' : 'healthy';
+      const cls = finding || e.loss_pct >= 10 ? 's-bad' : e.loss_pct > 0 ? 's-warn' : '';
+      return h('tr', { class: cls, dataset: { branch: String(b.index), flow: String(b.flow_id) } },
+        h('td', { class: 'num', text: String(b.index) }),
+        h('td', { class: 'branch-path', text: path, title: 'flow ' + b.flow_id }),
+        h('td', { class: 'num branch-loss', text: pct(e.loss_pct) }),
+        h('td', { class: 'num', text: String(e.sent) }),
+        h('td', { class: 'num', text: ms(e.avg_ns) }),
+        h('td', { class: 'num', text: ms(e.jitter_ns) }),
+        h('td', { class: 'branch-health', text: health }));
+    }));
+  }
+
   function show(d) {
     detail = d;
     renderHead();
     renderHops();
+    renderBranches();
     map.update(d, !!(service && service.city_database));
   }
 

@@ -397,6 +397,70 @@ pub struct TargetDetail {
     pub recent_events: Vec<EventDto>,
     /// Every confirmed middlebox fact of the path, by field (also on the hops).
     pub middleboxes: Vec<MiddleboxDto>,
+    /// A multipath target's latest discovery; `None` for other targets and
+    /// before the first discovery.
+    pub multipath: Option<MultipathDto>,
+    /// A multipath target's ECMP branches, each probed over its own flow;
+    /// empty for other targets.
+    pub branches: Vec<BranchDto>,
+    /// Loss on one branch that the others do not have, worst first.
+    pub branch_findings: Vec<BranchFindingDto>,
+}
+
+/// What the latest multipath discovery found and cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MultipathDto {
+    pub discovered_at_ms: u64,
+    pub probes_sent: u32,
+    pub discovery_ms: u64,
+    /// Branches found; `branches` lists those probed (up to the configured cap).
+    pub found: usize,
+    /// Why discovery stopped: `complete`, or a budget or limit.
+    pub stop: String,
+}
+
+/// One ECMP branch of a multipath target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchDto {
+    /// From 1; the `branch` label of its metrics.
+    pub index: u8,
+    /// The wire flow identifier kept for it (UDP/TCP source port, ICMP id).
+    pub flow_id: u16,
+    /// The last hop it shares with every other branch (the balancing router).
+    pub split_ttl: Option<u8>,
+    /// The first hop after the split where it meets every other branch again.
+    pub join_ttl: Option<u8>,
+    /// The responder at each TTL from the first as discovery saw it
+    /// (`null` where nothing answered).
+    pub discovered: Vec<Option<IpAddr>>,
+    pub rounds: u64,
+    pub hops: Vec<BranchHopDto>,
+    /// End to end: the destination over this branch's flow, over the window.
+    pub end_to_end: StatsDto,
+}
+
+/// One hop of one branch, over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchHopDto {
+    pub ttl: u8,
+    pub responder: Option<IpAddr>,
+    pub window: StatsDto,
+}
+
+/// A loss on one branch only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchFindingDto {
+    pub branch: u8,
+    /// The hop and responder that name the branch.
+    pub through_ttl: u8,
+    pub through: Option<IpAddr>,
+    /// The branch's end-to-end loss over the window.
+    pub loss_pct: f64,
+    /// Where along the branch the loss starts.
+    pub ttl: u8,
+    pub confidence: f64,
+    /// "loss on branch 2 (through 198.18.3.2 at hop 2): loss starts at ...".
+    pub summary: String,
 }
 
 /// Which hop of a target a series is about.

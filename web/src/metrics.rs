@@ -164,6 +164,27 @@ pub struct TargetMetrics {
     pub probes_received: u64,
     pub rtt: Histogram,
     pub hops: Vec<HopMetrics>,
+    /// A multipath target's ECMP branches (empty for others). Labelled by
+    /// branch index, at most the configured cap (8), never by address.
+    pub branches: Vec<BranchMetrics>,
+    /// Probes the latest multipath discovery sent; `None` for other targets.
+    pub discovery_probes: Option<u64>,
+}
+
+/// One ECMP branch of a multipath target, over the live window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BranchMetrics {
+    /// From 1: the `branch` label.
+    pub branch: u8,
+    pub rounds: u64,
+    /// End to end: the destination's lost share over this branch's flow.
+    pub loss_ratio: Option<f64>,
+    pub rtt_avg_seconds: Option<f64>,
+    pub jitter_seconds: Option<f64>,
+    pub split_ttl: Option<u8>,
+    pub join_ttl: Option<u8>,
+    /// Per TTL: `(ttl, loss ratio)`.
+    pub hop_loss: Vec<(u8, f64)>,
 }
 
 /// The alert outbox's losses and its events waiting in memory. Labels are
@@ -571,6 +592,101 @@ fn comp(m: &ComponentMetrics) -> Labels<'_> {
     vec![("component", m.component.as_str())]
 }
 
+/// The series of multipath targets' branches: `target` and `branch` (an
+/// index up to the configured cap of 8), and `ttl` for the per-hop loss.
+fn encode_branches(
+    f: &mut Family<'_, '_>,
+    targets: &[TargetMetrics],
+) -> Result<(), std::fmt::Error> {
+    let labels: Vec<(&TargetMetrics, &BranchMetrics, String)> = targets
+        .iter()
+        .flat_map(|m| m.branches.iter().map(move |b| (m, b, b.branch.to_string())))
+        .collect();
+    let branches = || {
+        labels.iter().map(|(m, b, index)| {
+            (
+                vec![("target", m.target.as_str()), ("branch", index.as_str())],
+                *b,
+            )
+        })
+    };
+    f.gauge(
+        "hopwatch_target_branches",
+        "ECMP branches probed for a multipath target",
+        None,
+        targets
+            .iter()
+            .filter(|m| m.discovery_probes.is_some())
+            .map(|m| (t(m), m.branches.len() as i64)),
+    )?;
+    f.gauge(
+        "hopwatch_target_discovery_probes",
+        "Probes the latest multipath discovery of the target sent",
+        None,
+        targets
+            .iter()
+            .filter_map(|m| Some((t(m), m.discovery_probes? as i64))),
+    )?;
+    f.counter(
+        "hopwatch_branch_rounds",
+        "Rounds probed over the branch's flow since its discovery",
+        None,
+        branches().map(|(l, b)| (l, b.rounds)),
+    )?;
+    f.gauge(
+        "hopwatch_branch_loss_ratio",
+        "End-to-end loss over the branch's flow: the destination's lost share of the live window (0 to 1)",
+        None,
+        branches().filter_map(|(l, b)| Some((l, b.loss_ratio?))),
+    )?;
+    f.gauge(
+        "hopwatch_branch_rtt_avg_seconds",
+        "Average round-trip time to the destination over the branch's flow, live window",
+        None,
+        branches().filter_map(|(l, b)| Some((l, b.rtt_avg_seconds?))),
+    )?;
+    f.gauge(
+        "hopwatch_branch_jitter_seconds",
+        "Mean absolute RTT change between consecutive answers of the destination over the branch's flow",
+        None,
+        branches().filter_map(|(l, b)| Some((l, b.jitter_seconds?))),
+    )?;
+    f.gauge(
+        "hopwatch_branch_split_ttl",
+        "The last TTL the branch shares with every other branch (the balancing router)",
+        None,
+        branches().filter_map(|(l, b)| Some((l, i64::from(b.split_ttl?)))),
+    )?;
+    f.gauge(
+        "hopwatch_branch_join_ttl",
+        "The first TTL after the split where the branch meets every other branch again",
+        None,
+        branches().filter_map(|(l, b)| Some((l, i64::from(b.join_ttl?)))),
+    )?;
+    let ttls: Vec<Vec<String>> = labels
+        .iter()
+        .map(|(_, b, _)| b.hop_loss.iter().map(|(ttl, _)| ttl_label(*ttl)).collect())
+        .collect();
+    f.gauge(
+        "hopwatch_branch_hop_loss_ratio",
+        "Lost share of the live window at this TTL over the branch's flow (0 to 1)",
+        None,
+        labels.iter().zip(&ttls).flat_map(|((m, b, index), ttls)| {
+            b.hop_loss.iter().zip(ttls).map(move |((_, loss), ttl)| {
+                (
+                    vec![
+                        ("target", m.target.as_str()),
+                        ("branch", index.as_str()),
+                        ("ttl", ttl.as_str()),
+                    ],
+                    *loss,
+                )
+            })
+        }),
+    )?;
+    Ok(())
+}
+
 fn t(m: &TargetMetrics) -> Labels<'_> {
     vec![("target", m.target.as_str())]
 }
@@ -866,6 +982,7 @@ impl Collector for SnapshotCollector {
             targets.iter().map(|m| (t(m), m.alerts_firing.len() as i64)),
         )?;
         encode_alert_firing(&mut f, targets, &s.peers)?;
+        encode_branches(&mut f, targets)?;
 
         // ---- per peer (STAMP links) ----
         encode_peers(&mut f, &s.peers)?;
@@ -953,6 +1070,56 @@ mod tests {
         assert_eq!(h.buckets[RTT_BUCKETS_SECONDS.len()], 1, "+Inf");
         assert_eq!(h.count(), 3);
         assert!((h.sum_seconds - 10.00021).abs() < 1e-9);
+    }
+
+    #[test]
+    fn branch_series_are_labelled_by_index_and_ttl_only() {
+        let snapshot = MetricsSnapshot {
+            targets: vec![
+                TargetMetrics {
+                    target: "edge".into(),
+                    state: "running".into(),
+                    discovery_probes: Some(52),
+                    branches: vec![BranchMetrics {
+                        branch: 2,
+                        rounds: 7,
+                        loss_ratio: Some(0.3),
+                        rtt_avg_seconds: Some(0.002),
+                        jitter_seconds: None,
+                        split_ttl: Some(1),
+                        join_ttl: Some(4),
+                        hop_loss: vec![(2, 0.25)],
+                    }],
+                    ..TargetMetrics::default()
+                },
+                // Not multipath: no branch series at all.
+                TargetMetrics {
+                    target: "plain".into(),
+                    state: "running".into(),
+                    ..TargetMetrics::default()
+                },
+            ],
+            ..MetricsSnapshot::default()
+        };
+        let text = encode(snapshot).unwrap();
+        for line in [
+            r#"hopwatch_target_branches{target="edge"} 1"#,
+            r#"hopwatch_target_discovery_probes{target="edge"} 52"#,
+            r#"hopwatch_branch_rounds_total{target="edge",branch="2"} 7"#,
+            r#"hopwatch_branch_loss_ratio{target="edge",branch="2"} 0.3"#,
+            r#"hopwatch_branch_rtt_avg_seconds{target="edge",branch="2"} 0.002"#,
+            r#"hopwatch_branch_split_ttl{target="edge",branch="2"} 1"#,
+            r#"hopwatch_branch_join_ttl{target="edge",branch="2"} 4"#,
+            r#"hopwatch_branch_hop_loss_ratio{target="edge",branch="2",ttl="2"} 0.25"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+        assert!(!text.contains("hopwatch_branch_jitter_seconds{"), "{text}");
+        assert!(!text.contains(r#"target="plain",branch"#), "{text}");
+        assert!(
+            !text.contains(r#"hopwatch_target_branches{target="plain"}"#),
+            "{text}"
+        );
     }
 
     fn firing(text: &str) -> Vec<&str> {

@@ -248,9 +248,11 @@ impl AlertEngine {
             // others carry their own duration (unreachable_rounds) or are
             // events (route and hop-count changes) and raise at once.
             let raise_after = match kind {
-                AlertKind::Loss | AlertKind::Latency | AlertKind::Jitter | AlertKind::Mos => {
-                    rules.raise_rounds
-                }
+                AlertKind::Loss
+                | AlertKind::Latency
+                | AlertKind::Jitter
+                | AlertKind::Mos
+                | AlertKind::BranchLoss => rules.raise_rounds,
                 _ => 1,
             };
             let step = machine.step(reading.condition, raise_after, rules.clear_rounds);
@@ -310,17 +312,25 @@ impl AlertEngine {
                 }
             };
             let path_event = rules::path_event(kind, events).cloned();
+            let mut summary = rules::summary(
+                kind,
+                state == AlertState::Raised,
+                &reading,
+                &rules,
+                snapshot.window_probes,
+                path_event.as_ref(),
+            );
+            // A branch alert names its branch in the summary itself, not only
+            // in its localisation, so every webhook format shows it.
+            if kind == AlertKind::BranchLoss && state == AlertState::Raised {
+                if let Some(finding) = rules::branch_finding(snapshot) {
+                    summary = format!("loss on {}: {summary}", rules::branch_name(finding));
+                }
+            }
             transitions.push(Transition {
                 kind,
                 state,
-                summary: rules::summary(
-                    kind,
-                    state == AlertState::Raised,
-                    &reading,
-                    &rules,
-                    snapshot.window_probes,
-                    path_event.as_ref(),
-                ),
+                summary,
                 reading,
                 reason: (state == AlertState::Cleared).then_some(ClearReason::Recovered),
                 path_event: path_event.filter(|_| state == AlertState::Raised),
@@ -1399,5 +1409,106 @@ mod tests {
         assert_eq!(known, vec![target.clone(), peer.clone()]);
         sim.engine.forget(&peer);
         assert_eq!(sim.engine.known_subjects(), vec![target]);
+    }
+}
+
+#[cfg(test)]
+mod branch_tests {
+    use super::*;
+    use crate::analysis::{AnalysisConfig, TargetAnalysis};
+    use crate::model::{
+        BranchIndex, BranchLayout, BranchPath, BranchUpdate, HopSample, RoundRecord,
+    };
+    use crate::probe::{TimestampSource, Ttl};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A round of target "t" through `via` at TTL 2; lost from hop 2 on when `lost`.
+    fn round(seq: u64, via: &str, lost: bool) -> RoundRecord {
+        let path = ["198.18.0.2", via, "198.18.9.1", "198.19.0.1"];
+        let hops: Vec<HopSample> = path
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let ttl = i as u8 + 1;
+                let rtt = (!(lost && ttl >= 2)).then_some(u64::from(ttl) * 1_000_000);
+                HopSample::answered_or_lost(ttl, ip(addr), rtt, ttl == 4)
+            })
+            .collect();
+        RoundRecord {
+            target: TargetId::new("t").unwrap(),
+            seq,
+            started_at_ms: seq * 1000,
+            destination_ttl: (!lost).then(|| Ttl::new(4).unwrap()),
+            hops,
+            source: TimestampSource::Ebpf,
+        }
+    }
+
+    #[test]
+    fn loss_on_one_branch_raises_branch_loss_naming_it_and_no_path_loss() {
+        let id = TargetId::new("t").unwrap();
+        let mut analysis = TargetAnalysis::new(id.clone(), &AnalysisConfig::new(20, 3).unwrap());
+        let path = |n: u8, via: &str| BranchPath {
+            index: BranchIndex::new(n).unwrap(),
+            flow_id: 40_000 + u16::from(n),
+            hops: ["198.18.0.2", via, "198.18.9.1", "198.19.0.1"]
+                .iter()
+                .map(|a| Some(ip(a)))
+                .collect(),
+            reached_destination: true,
+        };
+        analysis.record_branch(&BranchUpdate::Discovered(BranchLayout {
+            target: id.clone(),
+            discovered_at_ms: 0,
+            first_ttl: Ttl::MIN,
+            probes_sent: 50,
+            elapsed_ms: 3,
+            found: 2,
+            stop: "complete".into(),
+            branches: vec![path(1, "198.18.1.2"), path(2, "198.18.2.2")],
+        }));
+        let mut engine = AlertEngine::new(AlertsConfig {
+            rules: AlertRules {
+                loss_pct: 10.0,
+                raise_rounds: 3,
+                ..AlertRules::default()
+            },
+            ..AlertsConfig::default()
+        });
+        let mut raised = Vec::new();
+        for seq in 1..=60u64 {
+            // The target's own flow takes the clean branch.
+            analysis.record(&round(seq, "198.18.1.2", false)).unwrap();
+            let one = BranchIndex::new(1).unwrap();
+            let two = BranchIndex::new(2).unwrap();
+            let branch = |index, round| BranchUpdate::Round {
+                branch: index,
+                round,
+            };
+            analysis.record_branch(&branch(one, round(seq, "198.18.1.2", false)));
+            analysis.record_branch(&branch(two, round(seq, "198.18.2.2", seq % 3 == 0)));
+            let outcome = engine.evaluate(&analysis.snapshot(), &[]);
+            raised.extend(outcome.transitions.into_iter().map(|t| (seq, t)));
+        }
+        assert_eq!(raised.len(), 1, "{raised:#?}");
+        let (seq, t) = &raised[0];
+        assert_eq!(
+            (t.kind, t.state),
+            (AlertKind::BranchLoss, AlertState::Raised)
+        );
+        assert!(*seq >= 20, "waits for a full window: round {seq}");
+        assert!(
+            t.summary.starts_with(
+                "loss on branch 2 (through 198.18.2.2 at hop 2): end-to-end loss 35.0%"
+            ),
+            "{}",
+            t.summary
+        );
+        let loc = rules::localisation(&analysis.snapshot(), AlertKind::BranchLoss).cloned();
+        assert_eq!(loc.map(|l| l.ttl), Some(2));
     }
 }

@@ -36,11 +36,15 @@ pub enum AlertKind {
     /// The alert outbox could not be opened (quarantined, a fresh one in use,
     /// or alerts kept in memory only). Subject `service:outbox`.
     Outbox,
+    /// A multipath target's worst ECMP branch loses at least `loss_pct` end
+    /// to end while some other branch does not: the loss is that branch's
+    /// (its localisation names it). Read only for targets with `multipath`.
+    BranchLoss,
 }
 
 impl AlertKind {
     /// Every kind, in evaluation order.
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::Loss,
         AlertKind::Latency,
         AlertKind::Jitter,
@@ -51,10 +55,11 @@ impl AlertKind {
         AlertKind::ReturnPathChange,
         AlertKind::Store,
         AlertKind::Outbox,
+        AlertKind::BranchLoss,
     ];
 
     /// The names accepted in the config, in [`AlertKind::ALL`] order.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "loss",
         "latency",
         "jitter",
@@ -65,6 +70,7 @@ impl AlertKind {
         "return_path_change",
         "store",
         "outbox",
+        "branch_loss",
     ];
 
     /// The kinds about the service itself (its [`super::Subject::Service`]
@@ -94,7 +100,7 @@ impl fmt::Display for AlertKind {
 
 /// A name that is not an alert kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change, store, outbox")]
+#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change, store, outbox, branch_loss")]
 pub struct UnknownAlertKind(pub String);
 
 impl FromStr for AlertKind {

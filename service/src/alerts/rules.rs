@@ -13,7 +13,7 @@ use super::event::StartHop;
 use super::kind::AlertKind;
 use super::machine::Condition;
 use super::settings::{AlertRules, LatencyStat};
-use crate::analysis::{DegradationKind, Localisation, PathEvent, TargetSnapshot};
+use crate::analysis::{BranchFinding, DegradationKind, Localisation, PathEvent, TargetSnapshot};
 
 const NS_PER_MS: f64 = 1e6;
 
@@ -137,6 +137,7 @@ pub fn read(kind: AlertKind, rules: &AlertRules, round: &RoundView<'_>) -> Optio
         AlertKind::ReturnPathChange => rules
             .return_path_change
             .then(|| path_reading(round, |e| matches!(e, PathEvent::ReturnPathChanged { .. }))),
+        AlertKind::BranchLoss => branch_loss(rules, round),
         // About the service, not a target: judged from its health
         // (`AlertEngine::evaluate_service`), never from a round.
         AlertKind::Store | AlertKind::Outbox => None,
@@ -158,6 +159,9 @@ pub fn path_event(kind: AlertKind, events: &[PathEvent]) -> Option<&PathEvent> {
 /// and hop-count changes carry none: their detail names the changed hops, and
 /// a loss finding that happens to be current says nothing about a new path.
 pub fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<&Localisation> {
+    if kind == AlertKind::BranchLoss {
+        return branch_finding(snapshot).map(|f| &f.localisation);
+    }
     let wanted = match kind {
         AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
         AlertKind::Loss | AlertKind::Unreachable | AlertKind::Mos => DegradationKind::Loss,
@@ -165,7 +169,8 @@ pub fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<&Local
         | AlertKind::HopCountChange
         | AlertKind::ReturnPathChange
         | AlertKind::Store
-        | AlertKind::Outbox => return None,
+        | AlertKind::Outbox
+        | AlertKind::BranchLoss => return None,
     };
     let found = &snapshot.localisations;
     found
@@ -201,6 +206,55 @@ pub fn update_summary(
 }
 
 /// The destination has answered, and the window holds a full N probes.
+/// The worst branch finding of a multipath target: the branch a loss is on.
+pub fn branch_finding(snapshot: &TargetSnapshot) -> Option<&BranchFinding> {
+    snapshot.branches.as_ref()?.findings.first()
+}
+
+/// "branch 2 (through 198.18.3.2 at hop 2)": how a branch alert names its branch.
+pub fn branch_name(finding: &BranchFinding) -> String {
+    match finding.through {
+        Some(addr) => format!(
+            "branch {} (through {addr} at hop {})",
+            finding.branch, finding.through_ttl
+        ),
+        None => format!(
+            "branch {} (hop {} silent)",
+            finding.branch, finding.through_ttl
+        ),
+    }
+}
+
+/// The worst end-to-end loss among a multipath target's branches whose
+/// windows are full. It breaches only while a branch finding says the loss
+/// is one branch's (a loss on every branch is the `loss` rule's), and is
+/// healthy once every branch is back under the clear level.
+fn branch_loss(rules: &AlertRules, round: &RoundView<'_>) -> Option<Reading> {
+    let threshold = rules.loss_pct;
+    if threshold <= 0.0 {
+        return None;
+    }
+    let branches = round.snapshot.branches.as_ref()?;
+    let full = round.snapshot.window_probes as u64;
+    let worst = branches
+        .branches
+        .iter()
+        .filter(|b| b.destination.sent >= full)
+        .filter_map(|b| b.destination.loss_pct)
+        .reduce(f64::max);
+    let condition = match worst {
+        Some(v) if v >= threshold && !branches.findings.is_empty() => Condition::Breach,
+        Some(v) if v <= threshold * rules.clear_ratio => Condition::Healthy,
+        _ => Condition::Neutral,
+    };
+    Some(Reading {
+        condition,
+        value: worst,
+        threshold: Some(threshold),
+        unit: Some("pct"),
+    })
+}
+
 fn window_ready(round: &RoundView<'_>) -> bool {
     let window = &round.snapshot.destination.window;
     round.answered_ever && window.sent as usize >= round.snapshot.window_probes
@@ -342,6 +396,12 @@ pub fn summary(
                 "the return path has been stable for {} rounds",
                 rules.clear_rounds
             )
+        }
+        (AlertKind::BranchLoss, true) => format!(
+            "end-to-end loss {now} over the last {window} probes of the branch (raises at {raise_at})"
+        ),
+        (AlertKind::BranchLoss, false) => {
+            format!("every branch's loss back to {now} or less (clears at {clear_at})")
         }
         // Never read from a round (see `read`): their summaries say what
         // is wrong with the component.

@@ -13,6 +13,7 @@
 //!
 //! [`RoundRecord`]: crate::model::RoundRecord
 
+pub mod branches;
 pub mod findings;
 pub mod hop;
 pub mod mos;
@@ -24,6 +25,9 @@ pub mod return_path;
 pub mod target;
 mod ttl_set;
 
+pub use branches::{
+    BranchFinding, BranchHopSnapshot, BranchSnapshot, BranchesAnalysis, BranchesSnapshot,
+};
 pub use findings::{DegradationKind, Evidence, Localisation};
 pub use hop::{HopStats, StatsSnapshot};
 pub use mos::Mos;

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::branches::{BranchesAnalysis, BranchesSnapshot};
 use super::findings::{self, HopView, Localisation};
 use super::hop::{HopStats, StatsSnapshot};
 use super::mos::{self, Mos};
@@ -14,7 +15,7 @@ use super::path_facts::{PathFacts, PathFactsTracker};
 use super::responders::{OtherRespondersSnapshot, ResponderSnapshot};
 use super::return_path::ReturnPathTracker;
 use super::AnalysisConfig;
-use crate::model::{HopOutcome, HopSample, RoundRecord, TargetId};
+use crate::model::{BranchUpdate, HopOutcome, HopSample, RoundRecord, TargetId};
 
 /// A round that cannot be added to a target's analysis.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +98,9 @@ pub struct TargetSnapshot {
     pub localisations: Vec<Localisation>,
     /// Confirmed middleboxes and MPLS label stacks along the path.
     pub facts: PathFacts,
+    /// A multipath target's ECMP branches; `None` for others, and before
+    /// the first discovery.
+    pub branches: Option<BranchesSnapshot>,
 }
 
 /// Statistics, path tracking and findings for one target.
@@ -121,6 +125,8 @@ pub struct TargetAnalysis {
     /// Latency findings wait until the windows hold only rounds of the current path:
     /// a window straddling a route change compares two paths.
     latency_quiet_until_round: u64,
+    /// The ECMP branches of a multipath target (empty for others).
+    branches: BranchesAnalysis,
 }
 
 impl TargetAnalysis {
@@ -139,7 +145,21 @@ impl TargetAnalysis {
             last_seq: None,
             last_round_at_ms: None,
             latency_quiet_until_round: 0,
+            branches: BranchesAnalysis::new(config.window()),
         }
+    }
+
+    /// A multipath target's branch layout or branch round.
+    pub fn record_branch(&mut self, update: &BranchUpdate) {
+        match update {
+            BranchUpdate::Discovered(layout) => self.branches.set_layout(layout.clone()),
+            BranchUpdate::Round { branch, round } => self.branches.record(*branch, round),
+        }
+    }
+
+    /// Forgets the branches (multipath turned off).
+    pub fn clear_branches(&mut self) {
+        self.branches = BranchesAnalysis::new(self.config.window());
     }
 
     pub fn target(&self) -> &TargetId {
@@ -349,6 +369,7 @@ impl TargetAnalysis {
             destination,
             localisations,
             facts: self.facts.facts().clone(),
+            branches: self.branches.snapshot(),
         }
     }
 

@@ -50,6 +50,19 @@ pub const FINAL_HOP_ONLY: bool = false;
 /// `packet_size`: whole IP packet; fits every protocol's minimum over IPv4 and IPv6.
 pub const PACKET_SIZE: u16 = 64;
 
+/// A target's `multipath.branches`: the most ECMP branches kept probed.
+pub const MULTIPATH_BRANCHES: u8 = 4;
+/// The largest `multipath.branches`: each branch is one more probe per TTL
+/// per round, so the cap bounds what one target can cost.
+pub const MULTIPATH_MAX_BRANCHES: u8 = 8;
+/// `multipath.confidence`: MDA's usual 95 %.
+pub const MULTIPATH_CONFIDENCE: u8 = 95;
+/// `multipath.rediscover`: how often the branches are looked for again.
+pub const MULTIPATH_REDISCOVER: Duration = Duration::from_secs(HOUR);
+/// `multipath.max_probes`: one discovery's probe budget. A 2-way diamond
+/// over ~10 hops costs ~100 probes at 95 %; a 16-way one a few hundred.
+pub const MULTIPATH_MAX_PROBES: u32 = 2000;
+
 // The `[alerts]` defaults belong to the alert settings they fill in; they are
 // re-exported here so every key's default is still found in this one file.
 pub use crate::alerts::settings::defaults::{

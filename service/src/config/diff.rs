@@ -146,6 +146,11 @@ fn target_change(old: &TargetConfig, new: &TargetConfig) -> Option<TargetChange>
         "final_hop_only",
         ChangeAction::Reschedule,
     );
+    note(
+        old.multipath != new.multipath,
+        "multipath",
+        ChangeAction::Reschedule,
+    );
     note(old.label != new.label, "label", ChangeAction::Describe);
     note(
         old.description != new.description,

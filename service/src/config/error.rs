@@ -108,6 +108,8 @@ pub enum Problem {
     FinalHopOnlyProtocol { protocol: Protocol },
     #[error("first_ttl has no meaning with final_hop_only (its one probe leaves with TTL max_hops); remove it")]
     FirstTtlWithFinalHopOnly,
+    #[error("multipath needs a target probed hop by hop; remove it or final_hop_only")]
+    MultipathWithFinalHopOnly,
     #[error("an interface name has at most {max} characters, {given:?} has {len}")]
     InterfaceName {
         given: String,

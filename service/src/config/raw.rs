@@ -225,6 +225,19 @@ pub(crate) struct RawTarget {
     pub final_hop_only: Option<Spanned<bool>>,
     /// Overrides of `[alerts]` for this target.
     pub alerts: Option<Spanned<RawAlertRules>>,
+    /// Opt-in ECMP branch monitoring for this target.
+    pub multipath: Option<Spanned<RawMultipath>>,
+}
+
+/// A target's `multipath` table: discover its load-balanced branches and
+/// probe one flow along each. Present means on.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMultipath {
+    pub branches: Option<Spanned<i64>>,
+    pub confidence: Option<Spanned<i64>>,
+    pub rediscover: Option<Spanned<String>>,
+    pub max_probes: Option<Spanned<i64>>,
 }
 
 impl RawTarget {

@@ -126,6 +126,18 @@ impl Ctx<'_> {
                     rest,
                 )
             }
+            [Seg::Key(t), Seg::Index(index), Seg::Key(m), rest @ ..]
+                if t == "target" && m == "multipath" && !rest.is_empty() =>
+            {
+                (
+                    Section::Target {
+                        index: *index,
+                        name: self.lenient_target_name(*index),
+                    },
+                    keys_of::<super::raw::RawMultipath>(),
+                    rest,
+                )
+            }
             [Seg::Key(p), Seg::Index(index), Seg::Key(a), rest @ ..]
                 if p == "peer" && a == "alerts" && !rest.is_empty() =>
             {
@@ -896,6 +908,11 @@ fn resolve_target(
 
     let merged = layer(ctx, &section, &target.probe())?.over(defaults);
     let (probe, paused) = settings(ctx, &section, &merged, family, header)?;
+    let multipath = target
+        .multipath
+        .as_ref()
+        .map(|raw| multipath(ctx, &section, raw, &probe))
+        .transpose()?;
     Ok(TargetConfig {
         id,
         host,
@@ -905,6 +922,62 @@ fn resolve_target(
         tags,
         probe,
         paused,
+        multipath,
+    })
+}
+
+/// A target's `multipath` table. Branches are paths probed hop by hop, so a
+/// `final_hop_only` target (one probe, no path) cannot have them.
+fn multipath(
+    ctx: &Ctx<'_>,
+    section: &Section,
+    raw: &Spanned<super::raw::RawMultipath>,
+    probe: &super::validated::ProbeSettings,
+) -> Result<super::validated::MultipathSettings, ConfigError> {
+    use crate::probe::multipath::Confidence;
+    if probe.final_hop_only {
+        return Err(ctx.invalid(
+            section,
+            "multipath",
+            at(raw),
+            Problem::MultipathWithFinalHopOnly,
+        ));
+    }
+    let table = raw.get_ref();
+    let max_branches = match &table.branches {
+        Some(v) => integer(
+            ctx,
+            section,
+            "multipath.branches",
+            v,
+            (1u8, defaults::MULTIPATH_MAX_BRANCHES),
+        )?,
+        None => defaults::MULTIPATH_BRANCHES,
+    };
+    let confidence = match &table.confidence {
+        Some(v) => {
+            let percent: u8 = integer(ctx, section, "multipath.confidence", v, (50u8, 99u8))?;
+            Confidence::new(percent).expect("50..=99 is a valid confidence")
+        }
+        None => Confidence::new(defaults::MULTIPATH_CONFIDENCE).expect("the default is valid"),
+    };
+    let rediscover = duration(
+        ctx,
+        section,
+        "multipath.rediscover",
+        table.rediscover.as_ref(),
+        defaults::MULTIPATH_REDISCOVER,
+        (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600)),
+    )?;
+    let max_probes = match &table.max_probes {
+        Some(v) => integer(ctx, section, "multipath.max_probes", v, (16u32, 20_000u32))?,
+        None => defaults::MULTIPATH_MAX_PROBES,
+    };
+    Ok(super::validated::MultipathSettings {
+        max_branches,
+        confidence,
+        rediscover,
+        max_probes,
     })
 }
 

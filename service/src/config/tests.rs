@@ -1597,3 +1597,87 @@ fn remote_write_changes_need_a_restart() {
         vec!["service.vantage", "remote_write"]
     );
 }
+
+#[test]
+fn multipath_is_off_by_default_and_takes_a_table_or_an_inline_table() {
+    let config = parse("[[target]]\nname = \"a\"\nhost = \"198.18.0.9\"\n");
+    assert_eq!(config.targets[0].multipath, None);
+
+    let config = parse(
+        "[[target]]\nname = \"a\"\nhost = \"198.18.0.9\"\nprotocol = \"udp\"\nmultipath = {}\n",
+    );
+    let m = config.targets[0]
+        .multipath
+        .expect("an empty table turns it on");
+    assert_eq!(m.max_branches, defaults::MULTIPATH_BRANCHES);
+    assert_eq!(m.confidence.percent(), defaults::MULTIPATH_CONFIDENCE);
+    assert_eq!(m.rediscover, defaults::MULTIPATH_REDISCOVER);
+    assert_eq!(m.max_probes, defaults::MULTIPATH_MAX_PROBES);
+
+    let config = parse(
+        "[[target]]\nname = \"a\"\nhost = \"198.18.0.9\"\n\n[target.multipath]\nbranches = 2\n\
+         confidence = 99\nrediscover = \"10m\"\nmax_probes = 500\n",
+    );
+    let m = config.targets[0].multipath.unwrap();
+    assert_eq!(
+        (
+            m.max_branches,
+            m.confidence.percent(),
+            m.rediscover,
+            m.max_probes
+        ),
+        (2, 99, Duration::from_secs(600), 500)
+    );
+}
+
+#[test]
+fn multipath_errors_name_the_line_and_key() {
+    let target = "[[target]]\nname = \"a\"\nhost = \"198.18.0.9\"\n";
+    error(
+        &format!("{target}multipath = {{ branches = 9 }}\n"),
+        4,
+        "multipath.branches",
+        "above the maximum of 8",
+    );
+    error(
+        &format!("{target}multipath = {{ branches = 0 }}\n"),
+        4,
+        "multipath.branches",
+        "below the minimum of 1",
+    );
+    error(
+        &format!("{target}[target.multipath]\nconfidence = 100\n"),
+        5,
+        "multipath.confidence",
+        "above the maximum of 99",
+    );
+    error(
+        &format!("{target}[target.multipath]\nrediscover = \"5s\"\n"),
+        5,
+        "multipath.rediscover",
+        "below the minimum",
+    );
+    let err = error(
+        &format!("{target}[target.multipath]\nbranchs = 2\n"),
+        5,
+        "branchs",
+        "unknown key",
+    );
+    assert!(err.to_string().contains("branches"), "{err}");
+    error(
+        &format!("{target}final_hop_only = true\nmultipath = {{}}\n"),
+        5,
+        "multipath",
+        "hop by hop",
+    );
+}
+
+#[test]
+fn a_multipath_change_reschedules_the_target() {
+    let old = parse("[[target]]\nname = \"a\"\nhost = \"198.18.0.9\"\n");
+    let new = parse("[[target]]\nname = \"a\"\nhost = \"198.18.0.9\"\nmultipath = {}\n");
+    let diff = ConfigDiff::between(&old, &new);
+    assert_eq!(diff.changed.len(), 1);
+    assert_eq!(diff.changed[0].keys, vec!["multipath"]);
+    assert_eq!(diff.changed[0].action, ChangeAction::Reschedule);
+}

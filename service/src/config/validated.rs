@@ -136,6 +136,22 @@ pub struct TargetConfig {
     pub probe: ProbeSettings,
     /// A paused target is not probed but keeps its history.
     pub paused: bool,
+    /// `multipath`: `None` (the default) follows one flow only.
+    pub multipath: Option<MultipathSettings>,
+}
+
+/// A target's `multipath` table, validated: how its ECMP branches are found
+/// and how many are kept probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultipathSettings {
+    /// The most branches probed each round (1 to 8); discovery may find more.
+    pub max_branches: u8,
+    /// MDA's confidence that no branch was missed.
+    pub confidence: crate::probe::multipath::Confidence,
+    /// Time between two discoveries (a route change also starts one).
+    pub rediscover: Duration,
+    /// The most probes one discovery may send.
+    pub max_probes: u32,
 }
 
 impl TargetConfig {

@@ -13,7 +13,7 @@ use super::targets::TargetStatus;
 use crate::alerts::TargetInfo;
 use crate::analysis::{AnalysisConfig, PathEvent, TargetAnalysis, TargetSnapshot};
 use crate::config::TargetConfig;
-use crate::model::{RoundRecord, TargetId};
+use crate::model::{BranchUpdate, RoundRecord, TargetId};
 use crate::sys;
 
 /// How many recent events the live view keeps per target (older ones are in the store).
@@ -118,7 +118,25 @@ impl LiveState {
                 live.analysis = TargetAnalysis::new(config.id.clone(), &self.analysis_config);
                 tracing::info!(target = %config.id, "final_hop_only changed: live statistics start afresh");
             }
+            if config.multipath.is_none() && live.config.multipath.is_some() {
+                live.analysis.clear_branches();
+            }
             live.config = config.clone();
+        }
+    }
+
+    /// Adds a multipath target's branch layout or branch round. An update of
+    /// a target removed meanwhile, or no longer multipath, is dropped.
+    pub fn record_branch(&self, update: &BranchUpdate) {
+        let target = match update {
+            BranchUpdate::Discovered(layout) => &layout.target,
+            BranchUpdate::Round { round, .. } => &round.target,
+        };
+        if let Some(live) = self.write().get_mut(target) {
+            // An update still queued when multipath was turned off is stale.
+            if live.config.multipath.is_some() {
+                live.analysis.record_branch(update);
+            }
         }
     }
 

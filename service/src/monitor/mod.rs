@@ -8,6 +8,7 @@
 //! [`crate::health`]), and a `[reflector]` that cannot bind is retried in the
 //! background.
 
+pub mod branches;
 pub mod components;
 pub mod live;
 pub mod peers;
@@ -183,10 +184,14 @@ impl Monitor {
         )?);
         let flusher = store.spawn_flusher()?;
         let (rounds_tx, rounds_rx) = mpsc::channel(ROUND_QUEUE);
+        let (branches_tx, branches_rx) = mpsc::channel(ROUND_QUEUE);
         let (events, _) = broadcast::channel(1024);
         let (completed, _) = broadcast::channel(ROUND_BROADCAST);
         let pipeline = tokio::spawn(pipeline::run(
-            rounds_rx,
+            pipeline::Inputs {
+                rounds: rounds_rx,
+                branches: branches_rx,
+            },
             Arc::clone(&live),
             Arc::clone(&store),
             raw_log,
@@ -196,7 +201,13 @@ impl Monitor {
             },
             Arc::clone(&alerts),
         ));
-        let mut targets = TargetSet::new(engine.clone(), rounds_tx, Arc::clone(&live));
+        let branch_outputs = branches::BranchOutputs {
+            updates: branches_tx,
+            events: events.clone(),
+            discoveries: branches::Discoveries::default(),
+        };
+        let mut targets =
+            TargetSet::new(engine.clone(), rounds_tx, branch_outputs, Arc::clone(&live));
         targets.start_all(&config);
         let peers = Arc::new(Mutex::new(Some(PeerSet::start(
             &config,

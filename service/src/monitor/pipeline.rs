@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::live::{LiveState, TargetEvent};
 use crate::alerts::Alerts;
 use crate::analysis::PathEvent;
-use crate::model::RoundRecord;
+use crate::model::{BranchUpdate, RoundRecord};
 use crate::store::{RawLog, Store, StoredEvent};
 
 /// Where the pipeline sends what it produces.
@@ -23,9 +23,19 @@ pub struct Outputs {
     pub events: broadcast::Sender<TargetEvent>,
 }
 
+/// What the pipeline receives.
+pub struct Inputs {
+    /// Every target's rounds over its own flow.
+    pub rounds: mpsc::Receiver<RoundRecord>,
+    /// Multipath targets' branch layouts and branch rounds: live analysis
+    /// only (the branches' history is not stored yet), judged by the alerts
+    /// with the target's next round.
+    pub branches: mpsc::Receiver<BranchUpdate>,
+}
+
 /// Runs until every sender of `rounds` is gone.
 pub async fn run(
-    mut rounds: mpsc::Receiver<RoundRecord>,
+    inputs: Inputs,
     live: Arc<LiveState>,
     store: Arc<Store>,
     mut raw_log: Option<RawLog>,
@@ -36,8 +46,27 @@ pub async fn run(
         rounds: completed,
         events,
     } = outputs;
+    let Inputs {
+        mut rounds,
+        branches,
+    } = inputs;
+    let mut branches = Some(branches);
     let mut store_failing = false;
-    while let Some(round) = rounds.recv().await {
+    loop {
+        let round = tokio::select! {
+            round = rounds.recv() => match round {
+                Some(round) => round,
+                None => break,
+            },
+            update = next_branch_update(&mut branches) => {
+                match update {
+                    Some(update) => live.record_branch(&update),
+                    // Every branch prober is gone: main rounds only.
+                    None => branches = None,
+                }
+                continue;
+            }
+        };
         // Shared, not copied: every subscriber reads the same round.
         let round = Arc::new(round);
         // A round of a target removed meanwhile goes to history only.
@@ -82,6 +111,16 @@ pub async fn run(
     }
     if let Some(log) = raw_log.as_mut() {
         let _ = log.flush();
+    }
+}
+
+/// The next branch update; never, once their channel has closed.
+async fn next_branch_update(
+    branches: &mut Option<mpsc::Receiver<BranchUpdate>>,
+) -> Option<BranchUpdate> {
+    match branches {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

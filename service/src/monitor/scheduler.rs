@@ -75,8 +75,19 @@ impl TargetRunner {
         records: mpsc::Sender<RoundRecord>,
     ) -> Result<TargetRunner, EngineError> {
         let flow = Arc::new(engine.open_flow(schedule.flow.clone())?);
+        Ok(TargetRunner::on_flow(flow, schedule, next_seq, records))
+    }
+
+    /// Runs the rounds over a flow already open: an ECMP branch's kept flow,
+    /// probed exactly like a target's own.
+    pub fn on_flow(
+        flow: Arc<Flow>,
+        schedule: TargetSchedule,
+        next_seq: Arc<AtomicU64>,
+        records: mpsc::Sender<RoundRecord>,
+    ) -> TargetRunner {
         let task = tokio::spawn(run_rounds(flow, schedule, next_seq, records));
-        Ok(TargetRunner { task })
+        TargetRunner { task }
     }
 }
 

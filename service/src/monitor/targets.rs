@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::branches::{BranchOutputs, BranchProber};
 use super::live::LiveState;
 use super::scheduler::{TargetRunner, TargetSchedule};
 use crate::config::{ChangeAction, Config, ConfigDiff, TargetConfig};
@@ -54,15 +55,23 @@ impl Drop for Slot {
 pub struct TargetSet {
     engine: Engine,
     records: mpsc::Sender<RoundRecord>,
+    /// Where multipath targets' branch probers send their updates.
+    branches: BranchOutputs,
     live: Arc<LiveState>,
     slots: HashMap<TargetId, Slot>,
 }
 
 impl TargetSet {
-    pub fn new(engine: Engine, records: mpsc::Sender<RoundRecord>, live: Arc<LiveState>) -> Self {
+    pub fn new(
+        engine: Engine,
+        records: mpsc::Sender<RoundRecord>,
+        branches: BranchOutputs,
+        live: Arc<LiveState>,
+    ) -> Self {
         TargetSet {
             engine,
             records,
+            branches,
             live,
             slots: HashMap::new(),
         }
@@ -157,9 +166,10 @@ impl TargetSet {
         let config = slot.config.clone();
         let next_seq = Arc::clone(&slot.next_seq);
         let records = self.records.clone();
+        let branches = self.branches.clone();
         let live = Arc::clone(&self.live);
         slot.supervisor = Some(tokio::spawn(async move {
-            supervise(engine, config, next_seq, records, live).await;
+            supervise(engine, config, next_seq, records, branches, live).await;
         }));
     }
 }
@@ -171,6 +181,7 @@ async fn supervise(
     config: TargetConfig,
     next_seq: Arc<AtomicU64>,
     records: mpsc::Sender<RoundRecord>,
+    branches: BranchOutputs,
     live: Arc<LiveState>,
 ) {
     let id = config.id.clone();
@@ -182,17 +193,27 @@ async fn supervise(
         };
         let failure = match address {
             Ok(address) => {
+                let schedule = TargetSchedule::of(&config, address);
                 match TargetRunner::start(
                     &engine,
-                    TargetSchedule::of(&config, address),
+                    schedule.clone(),
                     Arc::clone(&next_seq),
                     records.clone(),
                 ) {
                     Ok(runner) => {
                         live.set_status(&id, TargetStatus::Running { address });
                         tracing::info!(target = %id, %address, "probing");
-                        // Hold the runner until this supervisor is aborted.
+                        let branches = config.multipath.map(|settings| {
+                            BranchProber::start(
+                                engine.clone(),
+                                schedule,
+                                settings,
+                                branches.clone(),
+                            )
+                        });
+                        // Hold the runners until this supervisor is aborted.
                         let _runner = runner;
+                        let _branches = branches;
                         std::future::pending::<()>().await;
                         unreachable!("pending never completes");
                     }

@@ -18,8 +18,8 @@ pub type Values = BTreeMap<SeriesKey, f64>;
 
 /// Families pushed by default. Per target: state, counters, the window's
 /// gauges and the destination's RTT sum and count (15 series); per hop only
-/// the loss ratio. Responder addresses stay on the box (its API and UI).
-const DEFAULT_FAMILIES: [&str; 17] = [
+/// the loss ratio; per ECMP branch of a multipath target its loss ratio. Responder addresses stay on the box (its API and UI).
+const DEFAULT_FAMILIES: [&str; 18] = [
     "hopwatch_build_info",
     "hopwatch_timestamp_source_info",
     "hopwatch_probes_sent_total",
@@ -37,6 +37,8 @@ const DEFAULT_FAMILIES: [&str; 17] = [
     "hopwatch_target_route_changes_total",
     "hopwatch_target_alerts_firing",
     "hopwatch_hop_loss_ratio",
+    // A multipath target's branches: one series per branch (at most 8).
+    "hopwatch_branch_loss_ratio",
 ];
 
 /// Families of the daemon's own remote-write state and of `[[peer]]` links,
@@ -197,6 +199,8 @@ mod tests {
                     rtt: Some(rtt.clone()),
                 })
                 .collect(),
+            branches: Vec::new(),
+            discovery_probes: None,
         }
     }
 
@@ -233,6 +237,34 @@ mod tests {
         }
         // Responder addresses never leave the box in the default set.
         assert!(default.keys().all(|k| label(k, "responder").is_none()));
+    }
+
+    #[test]
+    fn the_default_set_keeps_one_loss_ratio_per_ecmp_branch() {
+        use hopwatch_web::metrics::BranchMetrics;
+        let mut edge = target("edge", 4);
+        edge.discovery_probes = Some(50);
+        edge.branches = (1..=2)
+            .map(|branch| BranchMetrics {
+                branch,
+                rounds: 10,
+                loss_ratio: Some(0.1),
+                rtt_avg_seconds: Some(0.001),
+                jitter_seconds: Some(0.0001),
+                split_ttl: Some(1),
+                join_ttl: Some(4),
+                hop_loss: vec![(2, 0.1)],
+            })
+            .collect();
+        let default = from_snapshot(snapshot(vec![edge]), SeriesSet::Default, &[]);
+        let branch: Vec<&str> = default
+            .keys()
+            .filter(|k| label(k, "__name__").is_some_and(|n| n.starts_with("hopwatch_branch_")))
+            .map(|k| label(k, "branch").unwrap())
+            .collect();
+        assert_eq!(branch, ["1", "2"]);
+        // A 4-hop target's 19 series, plus the two branches.
+        assert_eq!(per_target(&default)["edge"], 15 + 4 + 2);
     }
 
     /// docs/benchmarks.md, "Remote write": the compressed bytes one push

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use hopwatch_web::dto::{
-    AlertDto, AsInfoDto, DestinationDto, EventDto, FieldValueDto, FindingDto, HopLabelsDto, HopRow,
-    Latency, MiddleboxDto, MplsLabelDto, PathHopDto, ResponderDto, StatsDto, TargetDetail,
-    TargetState, TargetSummary,
+    AlertDto, AsInfoDto, BranchDto, BranchFindingDto, BranchHopDto, DestinationDto, EventDto,
+    FieldValueDto, FindingDto, HopLabelsDto, HopRow, Latency, MiddleboxDto, MplsLabelDto,
+    MultipathDto, PathHopDto, ResponderDto, StatsDto, TargetDetail, TargetState, TargetSummary,
 };
 
 use crate::analysis::{DegradationKind, HopLabels, MiddleboxFact, PathEvent, StatsSnapshot};
@@ -84,7 +84,15 @@ pub fn summary(
         mos: a.destination.mos.map(|m| m.mos),
         alerts,
         timestamp_source: source.map(|s| s.to_string()),
-        finding: a.localisations.first().map(|l| l.summary.clone()),
+        // The path's own finding first; else a branch's loss.
+        finding: a
+            .localisations
+            .first()
+            .map(|l| l.summary.clone())
+            .or_else(|| {
+                let b = a.branches.as_ref()?;
+                b.findings.first().map(|f| f.localisation.summary.clone())
+            }),
     }
 }
 
@@ -215,6 +223,50 @@ pub fn detail(
             .collect(),
         recent_events: view.recent_events.iter().map(live_event).collect(),
         middleboxes: a.facts.middleboxes.iter().map(middlebox).collect(),
+        multipath: a.branches.as_ref().map(|b| MultipathDto {
+            discovered_at_ms: b.discovered_at_ms,
+            probes_sent: b.probes_sent,
+            discovery_ms: b.discovery_ms,
+            found: b.found,
+            stop: b.stop.clone(),
+        }),
+        branches: a
+            .branches
+            .iter()
+            .flat_map(|b| &b.branches)
+            .map(|b| BranchDto {
+                index: b.index.get(),
+                flow_id: b.flow_id,
+                split_ttl: b.split_ttl,
+                join_ttl: b.join_ttl,
+                discovered: b.discovered.clone(),
+                rounds: b.rounds,
+                hops: b
+                    .hops
+                    .iter()
+                    .map(|h| BranchHopDto {
+                        ttl: h.ttl,
+                        responder: h.responder,
+                        window: stats(&h.window),
+                    })
+                    .collect(),
+                end_to_end: stats(&b.destination),
+            })
+            .collect(),
+        branch_findings: a
+            .branches
+            .iter()
+            .flat_map(|b| &b.findings)
+            .map(|f| BranchFindingDto {
+                branch: f.branch.get(),
+                through_ttl: f.through_ttl,
+                through: f.through,
+                loss_pct: f.loss_pct,
+                ttl: f.localisation.ttl,
+                confidence: f.localisation.confidence,
+                summary: f.localisation.summary.clone(),
+            })
+            .collect(),
     }
 }
 

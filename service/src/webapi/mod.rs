@@ -26,7 +26,8 @@ use hopwatch_web::dto::{
     TargetCounts, TargetDetail, TargetState, TargetSummary,
 };
 use hopwatch_web::metrics::{
-    EngineMetrics, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics, TargetMetrics,
+    BranchMetrics, EngineMetrics, HopMetrics, KernelMetrics, MetricsSnapshot, StoreMetrics,
+    TargetMetrics,
 };
 use hopwatch_web::{
     AppState, ConfigReadError, Control, ControlError, HopSelection, HostCheck, ReadError,
@@ -576,6 +577,26 @@ impl ReadModel for WebApi {
                                         .hop_histograms
                                         .then(|| counts.map(|c| c.rtt.clone()).unwrap_or_default()),
                                 }
+                            })
+                            .collect(),
+                        discovery_probes: a.branches.as_ref().map(|b| u64::from(b.probes_sent)),
+                        branches: a
+                            .branches
+                            .iter()
+                            .flat_map(|b| &b.branches)
+                            .map(|b| BranchMetrics {
+                                branch: b.index.get(),
+                                rounds: b.rounds,
+                                loss_ratio: b.destination.loss_pct.map(|p| p / 100.0),
+                                rtt_avg_seconds: b.destination.avg_ns.map(|ns| ns / 1e9),
+                                jitter_seconds: b.destination.jitter_mean_ns.map(|ns| ns / 1e9),
+                                split_ttl: b.split_ttl,
+                                join_ttl: b.join_ttl,
+                                hop_loss: b
+                                    .hops
+                                    .iter()
+                                    .filter_map(|h| Some((h.ttl, h.window.loss_pct? / 100.0)))
+                                    .collect(),
                             })
                             .collect(),
                     }

@@ -52,7 +52,11 @@ impl Delivery {
             // Where a degradation begins, when it is raised or updated (a
             // clear's localisation, if any, describes what is left, not the
             // alert).
-            AlertKind::Loss | AlertKind::Latency | AlertKind::Jitter | AlertKind::Mos => {
+            AlertKind::Loss
+            | AlertKind::Latency
+            | AlertKind::Jitter
+            | AlertKind::Mos
+            | AlertKind::BranchLoss => {
                 if let (AlertState::Raised | AlertState::Updated, Some(loc)) =
                     (event.state, &event.localisation)
                 {

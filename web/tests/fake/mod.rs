@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use hopwatch_web::dto::*;
 use hopwatch_web::metrics::{
-    EngineMetrics, Histogram, HopMetrics, KernelMetrics, MetricsSnapshot, PeerMetrics,
-    StoreMetrics, TargetMetrics,
+    BranchMetrics, EngineMetrics, Histogram, HopMetrics, KernelMetrics, MetricsSnapshot,
+    PeerMetrics, StoreMetrics, TargetMetrics,
 };
 use hopwatch_web::{
     AppState, Control, ControlError, HopSelection, ReadError, ReadModel, TimeRange, Token, Tokens,
@@ -140,6 +140,9 @@ pub fn detail(id: &str, hops: u8, rounds: u64) -> TargetDetail {
         findings: vec![],
         recent_events: vec![],
         middleboxes: vec![],
+        multipath: None,
+        branches: vec![],
+        branch_findings: vec![],
     }
 }
 
@@ -740,6 +743,17 @@ impl ReadModel for Fake {
                         rtt: Some(Histogram::default()),
                     },
                 ],
+                branches: vec![BranchMetrics {
+                    branch: 2,
+                    rounds: 40,
+                    loss_ratio: Some(0.3),
+                    rtt_avg_seconds: Some(0.003),
+                    jitter_seconds: Some(0.0001),
+                    split_ttl: Some(1),
+                    join_ttl: Some(3),
+                    hop_loss: vec![(1, 0.0), (2, 0.3)],
+                }],
+                discovery_probes: Some(64),
             }],
             peers: vec![PeerMetrics {
                 peer: "branch-b".into(),

@@ -1,0 +1,500 @@
+//! Per-branch statistics of a multipath target: for each ECMP branch its
+//! discovery found, loss, latency and jitter per hop and end to end over the
+//! same sliding window as the target's own hops, where it splits from and
+//! joins the other branches, and the branch a loss belongs to ("loss on
+//! branch 2 (through 198.18.3.2 at hop 2)").
+//!
+//! A branch is probed over its own kept flow, so its rounds are the target's
+//! rounds over another path; each hop is kept in a [`HopStats`] and the loss
+//! localisation is the target's own ([`findings::localise_loss`]), run on
+//! the branch's hops.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::findings::{self, HopView};
+use super::hop::{HopStats, StatsSnapshot};
+use super::Localisation;
+use crate::model::{BranchIndex, BranchLayout, BranchPath, HopOutcome, RoundRecord};
+
+/// A branch's loss counts as its own, not the whole path's, only when some
+/// other branch loses at most this share of it over the same window.
+pub const OTHER_BRANCH_MAX_SHARE: f64 = 0.5;
+
+/// One branch's statistics.
+#[derive(Debug, Clone)]
+struct BranchStats {
+    path: BranchPath,
+    /// Index 0 is TTL 1.
+    hops: Vec<HopStats>,
+    destination: HopStats,
+    destination_ttl: Option<u8>,
+    rounds: u64,
+}
+
+impl BranchStats {
+    fn new(path: BranchPath, window: usize) -> BranchStats {
+        BranchStats {
+            path,
+            hops: Vec::new(),
+            destination: HopStats::new(window),
+            destination_ttl: None,
+            rounds: 0,
+        }
+    }
+
+    fn record(&mut self, round: &RoundRecord, window: usize) {
+        let at_ms = round.started_at_ms;
+        for sample in round.path_samples() {
+            let i = sample.ttl.index();
+            if i >= self.hops.len() {
+                self.hops.resize_with(i + 1, || HopStats::new(window));
+            }
+            self.hops[i].record(sample.outcome, at_ms);
+        }
+        let dest = round.destination();
+        self.destination
+            .record(dest.map_or(HopOutcome::Lost, |d| d.outcome), at_ms);
+        if let Some(ttl) = round.destination_ttl {
+            self.destination_ttl = Some(ttl.get());
+        }
+        self.rounds += 1;
+    }
+
+    /// The responder discovery saw at `ttl`.
+    fn discovered(&self, first_ttl: u8, ttl: u8) -> Option<IpAddr> {
+        let i = usize::from(ttl.checked_sub(first_ttl)?);
+        self.path.hops.get(i).copied().flatten()
+    }
+}
+
+/// The branches of one target: the latest layout and each branch's statistics.
+#[derive(Debug, Clone)]
+pub struct BranchesAnalysis {
+    window: usize,
+    layout: Option<BranchLayout>,
+    branches: Vec<BranchStats>,
+}
+
+/// One hop of one branch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchHopSnapshot {
+    pub ttl: u8,
+    /// The responder with the most answers in the window, else the one
+    /// discovery saw.
+    pub responder: Option<IpAddr>,
+    pub window: StatsSnapshot,
+}
+
+/// One branch, ready to serialize.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchSnapshot {
+    pub index: BranchIndex,
+    pub flow_id: u16,
+    /// The last TTL this branch shares with every other branch before it
+    /// leaves them (the load-balancing router); `None` when it differs from
+    /// the first hop, or there is no other branch.
+    pub split_ttl: Option<u8>,
+    /// The first TTL after the split where it meets every other branch again
+    /// (at the latest the destination); `None` when they never meet.
+    pub join_ttl: Option<u8>,
+    /// The responders discovery saw, from the first TTL.
+    pub discovered: Vec<Option<IpAddr>>,
+    pub rounds: u64,
+    pub hops: Vec<BranchHopSnapshot>,
+    /// End to end: the destination over this branch's flow.
+    pub destination: StatsSnapshot,
+}
+
+/// A loss on one branch only: which branch, the router that sets it apart,
+/// and where the loss starts along it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchFinding {
+    pub branch: BranchIndex,
+    /// The hop (TTL) and responder that name the branch: where the loss
+    /// starts when that is between the split and the join, else the
+    /// branch's first hop after the split.
+    pub through_ttl: u8,
+    pub through: Option<IpAddr>,
+    pub loss_pct: f64,
+    /// The localisation along the branch; its summary starts with the branch.
+    pub localisation: Localisation,
+}
+
+/// Every branch of a target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BranchesSnapshot {
+    pub discovered_at_ms: u64,
+    pub probes_sent: u32,
+    pub discovery_ms: u64,
+    /// Branches discovery found; `branches` holds those probed (up to the cap).
+    pub found: usize,
+    pub stop: String,
+    pub branches: Vec<BranchSnapshot>,
+    /// Branches losing what the others do not, worst first.
+    pub findings: Vec<BranchFinding>,
+}
+
+impl BranchesAnalysis {
+    pub fn new(window: usize) -> BranchesAnalysis {
+        BranchesAnalysis {
+            window,
+            layout: None,
+            branches: Vec::new(),
+        }
+    }
+
+    /// Takes a new discovery. A branch found again on the same path under the
+    /// same index keeps its statistics; any other starts afresh.
+    pub fn set_layout(&mut self, layout: BranchLayout) {
+        let mut old = std::mem::take(&mut self.branches);
+        self.branches = layout
+            .branches
+            .iter()
+            .map(|path| {
+                match old
+                    .iter()
+                    .position(|b| b.path.index == path.index && b.path.hops == path.hops)
+                {
+                    Some(i) => {
+                        let mut kept = old.swap_remove(i);
+                        kept.path = path.clone();
+                        kept
+                    }
+                    None => BranchStats::new(path.clone(), self.window),
+                }
+            })
+            .collect();
+        self.layout = Some(layout);
+    }
+
+    /// Adds a round of `branch`; a round of a branch no longer in the layout
+    /// (it was in flight during a rediscovery) is dropped.
+    pub fn record(&mut self, branch: BranchIndex, round: &RoundRecord) {
+        let window = self.window;
+        if let Some(stats) = self.branches.iter_mut().find(|b| b.path.index == branch) {
+            stats.record(round, window);
+        }
+    }
+
+    /// `None` before the first discovery.
+    pub fn snapshot(&self) -> Option<BranchesSnapshot> {
+        let layout = self.layout.as_ref()?;
+        let first_ttl = layout.first_ttl.get();
+        let paths: Vec<&[Option<IpAddr>]> = self
+            .branches
+            .iter()
+            .map(|b| b.path.hops.as_slice())
+            .collect();
+        let branches: Vec<BranchSnapshot> = self
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (split, join) = split_join(&paths, i);
+                BranchSnapshot {
+                    index: b.path.index,
+                    flow_id: b.path.flow_id,
+                    split_ttl: split.map(|s| first_ttl + s as u8),
+                    join_ttl: join.map(|j| first_ttl + j as u8),
+                    discovered: b.path.hops.clone(),
+                    rounds: b.rounds,
+                    hops: hop_rows(b, first_ttl),
+                    destination: b.destination.window_stats(),
+                }
+            })
+            .collect();
+        let mut found: Vec<BranchFinding> = self
+            .branches
+            .iter()
+            .zip(&branches)
+            .filter_map(|(stats, snap)| self.finding(stats, snap, &branches, first_ttl))
+            .collect();
+        found.sort_by(|a, b| b.loss_pct.total_cmp(&a.loss_pct));
+        Some(BranchesSnapshot {
+            discovered_at_ms: layout.discovered_at_ms,
+            probes_sent: layout.probes_sent,
+            discovery_ms: layout.elapsed_ms,
+            found: layout.found,
+            stop: layout.stop.clone(),
+            branches,
+            findings: found,
+        })
+    }
+
+    /// The loss finding of one branch, when it is degraded and some other
+    /// branch is clearly not.
+    fn finding(
+        &self,
+        stats: &BranchStats,
+        snap: &BranchSnapshot,
+        all: &[BranchSnapshot],
+        first_ttl: u8,
+    ) -> Option<BranchFinding> {
+        let loss = snap.destination.loss_pct?;
+        let others_clean = all.iter().any(|o| {
+            o.index != snap.index
+                && o.destination.sent >= findings::MIN_WINDOW_PROBES
+                && o.destination
+                    .loss_pct
+                    .is_some_and(|l| l <= OTHER_BRANCH_MAX_SHARE * loss)
+        });
+        if !others_clean {
+            return None;
+        }
+        let dest_ttl = stats.destination_ttl;
+        let views: Vec<HopView> = stats
+            .hops
+            .iter()
+            .enumerate()
+            .map(|(i, hop)| (i as u8 + 1, hop))
+            .filter(|(ttl, hop)| hop.sent() > 0 && dest_ttl.is_none_or(|d| *ttl < d))
+            .map(|(ttl, hop)| HopView {
+                ttl,
+                responder: hop
+                    .dominant_responder()
+                    .or_else(|| stats.discovered(first_ttl, ttl)),
+                probes: hop.window_probes().collect(),
+                baseline_ns: hop.path_best_ns(),
+            })
+            .collect();
+        let dest_view = HopView {
+            ttl: dest_ttl.unwrap_or_else(|| views.last().map_or(1, |v| v.ttl.saturating_add(1))),
+            responder: stats.destination_address(),
+            probes: stats.destination.window_probes().collect(),
+            baseline_ns: stats.destination.path_best_ns(),
+        };
+        let flags = findings::rate_limited(&views, &dest_view);
+        let mut localisation = findings::localise_loss(&views, &flags, &dest_view)?;
+        let inside = |ttl: u8| {
+            snap.split_ttl.is_none_or(|s| ttl > s) && snap.join_ttl.is_none_or(|j| ttl <= j)
+        };
+        let (through_ttl, through) = if inside(localisation.ttl) && localisation.responder.is_some()
+        {
+            (localisation.ttl, localisation.responder)
+        } else {
+            let ttl = snap.split_ttl.map_or(first_ttl, |s| s + 1);
+            let responder = snap
+                .hops
+                .iter()
+                .find(|h| h.ttl == ttl)
+                .and_then(|h| h.responder)
+                .or_else(|| stats.discovered(first_ttl, ttl));
+            (ttl, responder)
+        };
+        let named = match through {
+            Some(addr) => format!(
+                "loss on branch {} (through {addr} at hop {through_ttl})",
+                snap.index
+            ),
+            None => format!(
+                "loss on branch {} (hop {through_ttl} does not answer)",
+                snap.index
+            ),
+        };
+        localisation.summary = format!("{named}: {}", localisation.summary);
+        Some(BranchFinding {
+            branch: snap.index,
+            through_ttl,
+            through,
+            loss_pct: loss,
+            localisation,
+        })
+    }
+}
+
+impl BranchStats {
+    fn destination_address(&self) -> Option<IpAddr> {
+        self.destination_ttl
+            .and_then(|ttl| self.hops.get(usize::from(ttl) - 1))
+            .and_then(HopStats::dominant_responder)
+    }
+}
+
+/// The hop rows of a branch: every TTL probed, up to its destination.
+fn hop_rows(b: &BranchStats, first_ttl: u8) -> Vec<BranchHopSnapshot> {
+    let last = b.destination_ttl.map_or(b.hops.len(), usize::from);
+    b.hops
+        .iter()
+        .enumerate()
+        .take(last)
+        .filter(|(_, hop)| hop.sent() > 0)
+        .map(|(i, hop)| {
+            let ttl = i as u8 + 1;
+            BranchHopSnapshot {
+                ttl,
+                responder: hop
+                    .dominant_responder()
+                    .or_else(|| b.discovered(first_ttl, ttl)),
+                window: hop.window_stats(),
+            }
+        })
+        .collect()
+}
+
+/// Where path `i` leaves the others and meets them again, as positions in
+/// the paths: the split is the last position before the first one where some
+/// other path differs from it; the join the first position after that where
+/// every path has the same responder.
+fn split_join(paths: &[&[Option<IpAddr>]], i: usize) -> (Option<usize>, Option<usize>) {
+    let own = paths[i];
+    let others: Vec<&[Option<IpAddr>]> = paths
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, p)| *p)
+        .collect();
+    if others.is_empty() {
+        return (None, None);
+    }
+    let differs = |pos: usize| others.iter().any(|o| o.get(pos) != own.get(pos));
+    let Some(first_diff) = (0..own.len()).find(|&pos| differs(pos)) else {
+        return (None, None);
+    };
+    let split = first_diff.checked_sub(1);
+    let join = (first_diff + 1..own.len()).find(|&pos| own[pos].is_some() && !differs(pos));
+    (split, join)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HopAnswer, HopSample, TargetId};
+    use crate::probe::{Rtt, TimestampSource, Ttl};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn layout() -> BranchLayout {
+        let path = |n: u8, via: &str| BranchPath {
+            index: BranchIndex::new(n).unwrap(),
+            flow_id: 40_000 + u16::from(n),
+            hops: vec![
+                Some(ip("198.18.0.1")),
+                Some(ip(via)),
+                Some(ip("198.18.9.1")),
+                Some(ip("198.18.9.9")),
+            ],
+            reached_destination: true,
+        };
+        BranchLayout {
+            target: TargetId::new("t").unwrap(),
+            discovered_at_ms: 1,
+            first_ttl: Ttl::MIN,
+            probes_sent: 60,
+            elapsed_ms: 900,
+            found: 2,
+            stop: "complete".into(),
+            branches: vec![path(1, "198.18.1.2"), path(2, "198.18.2.2")],
+        }
+    }
+
+    /// A round over branch `via`, lost from TTL 2 on when `lost`.
+    fn round(seq: u64, via: &str, lost: bool) -> RoundRecord {
+        let hop = |ttl: u8, addr: &str, dest: bool| {
+            if lost && ttl >= 2 {
+                return HopSample::lost(Ttl::new(ttl).unwrap());
+            }
+            HopSample::answered(
+                Ttl::new(ttl).unwrap(),
+                HopAnswer {
+                    responder: ip(addr),
+                    rtt: Rtt::from_nanos(1_000_000 * u64::from(ttl)),
+                    is_destination: dest,
+                    reply_ttl: None,
+                    quote: None,
+                },
+            )
+        };
+        RoundRecord {
+            target: TargetId::new("t").unwrap(),
+            seq,
+            started_at_ms: seq * 1000,
+            hops: vec![
+                hop(1, "198.18.0.1", false),
+                hop(2, via, false),
+                hop(3, "198.18.9.1", false),
+                hop(4, "198.18.9.9", true),
+            ],
+            destination_ttl: (!lost).then(|| Ttl::new(4).unwrap()),
+            source: TimestampSource::Ebpf,
+        }
+    }
+
+    #[test]
+    fn nothing_before_the_first_discovery() {
+        assert_eq!(BranchesAnalysis::new(100).snapshot(), None);
+    }
+
+    #[test]
+    fn branches_split_after_the_balancer_and_join_where_they_meet() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        let snap = a.snapshot().unwrap();
+        for b in &snap.branches {
+            assert_eq!((b.split_ttl, b.join_ttl), (Some(1), Some(3)), "{b:?}");
+        }
+        // One path alone neither splits nor joins.
+        let only = [Some(ip("198.18.0.1"))];
+        let paths: Vec<&[Option<IpAddr>]> = vec![&only];
+        assert_eq!(split_join(&paths, 0), (None, None));
+    }
+
+    #[test]
+    fn loss_on_one_branch_is_named_by_its_router_and_the_other_stays_clean() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        let one = BranchIndex::new(1).unwrap();
+        let two = BranchIndex::new(2).unwrap();
+        for seq in 0..100 {
+            a.record(one, &round(seq, "198.18.1.2", false));
+            // Every third round of branch 2 is lost from hop 2 on.
+            a.record(two, &round(seq, "198.18.2.2", seq % 3 == 0));
+        }
+        let snap = a.snapshot().unwrap();
+        assert_eq!(snap.branches[0].destination.loss_pct, Some(0.0));
+        let lossy = snap.branches[1].destination.loss_pct.unwrap();
+        assert!((33.0..=35.0).contains(&lossy), "{lossy}");
+        assert_eq!(snap.findings.len(), 1, "{:?}", snap.findings);
+        let f = &snap.findings[0];
+        assert_eq!(f.branch, two);
+        assert_eq!((f.through_ttl, f.through), (2, Some(ip("198.18.2.2"))));
+        assert!(
+            f.localisation.summary.starts_with(
+                "loss on branch 2 (through 198.18.2.2 at hop 2): loss starts at hop 2"
+            ),
+            "{}",
+            f.localisation.summary
+        );
+    }
+
+    #[test]
+    fn loss_on_every_branch_is_no_branch_finding() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        for seq in 0..100 {
+            for (n, via) in [(1, "198.18.1.2"), (2, "198.18.2.2")] {
+                let lost = seq % 3 == 0;
+                a.record(BranchIndex::new(n).unwrap(), &round(seq, via, lost));
+            }
+        }
+        assert!(a.snapshot().unwrap().findings.is_empty());
+    }
+
+    #[test]
+    fn a_rediscovery_keeps_the_statistics_of_an_unchanged_branch() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        let one = BranchIndex::new(1).unwrap();
+        a.record(one, &round(0, "198.18.1.2", false));
+        let mut next = layout();
+        next.branches[1].hops[1] = Some(ip("198.18.3.2"));
+        a.set_layout(next);
+        a.record(BranchIndex::new(2).unwrap(), &round(0, "198.18.3.2", false));
+        let snap = a.snapshot().unwrap();
+        assert_eq!(snap.branches[0].rounds, 1);
+        assert_eq!(snap.branches[1].rounds, 1, "a new path starts afresh");
+    }
+}

@@ -1,0 +1,386 @@
+//! A multipath target's branches: discovering its ECMP paths (MDA over the
+//! engine), then probing one kept flow per branch every round, exactly like
+//! the target's own flow; discovering again on the target's `rediscover`
+//! schedule and after a route change of its own flow.
+//!
+//! A discovery opens a few dozen flows at once and the engine has 4096 flow
+//! identifiers for the whole process, so the daemon runs at most
+//! [`MAX_CONCURRENT_DISCOVERIES`] at a time ([`Discoveries`]); a target
+//! waiting for its turn keeps probing its old branches. Like the scheduler,
+//! this task talks only to the engine and to the channel its updates go out on
+//! (plus the path-event broadcast, to hear of route changes).
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::live::TargetEvent;
+use super::scheduler::{TargetRunner, TargetSchedule};
+use crate::analysis::PathEvent;
+use crate::config::validated::MultipathSettings;
+use crate::model::{BranchIndex, BranchLayout, BranchPath, BranchUpdate, RoundRecord};
+use crate::probe::clock::unix_nanos;
+use crate::probe::multipath::{MdaConfig, MultipathSpec, MultipathTrace};
+use crate::probe::Engine;
+
+/// Discoveries running at once in the whole daemon.
+pub const MAX_CONCURRENT_DISCOVERIES: usize = 1;
+
+/// A route change starts a discovery at most this soon after the last one: a
+/// flapping route must not turn into a stream of discoveries.
+pub const ROUTE_CHANGE_HOLDOFF: Duration = Duration::from_secs(60);
+
+/// How long to wait after a discovery failed (no flow identifiers left, no
+/// route) before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Rounds a branch may have waiting for the pipeline before its prober waits.
+const BRANCH_QUEUE: usize = 64;
+
+/// The daemon-wide turn-taking of discoveries.
+#[derive(Clone)]
+pub struct Discoveries(Arc<Semaphore>);
+
+impl Default for Discoveries {
+    fn default() -> Self {
+        Discoveries(Arc::new(Semaphore::new(MAX_CONCURRENT_DISCOVERIES)))
+    }
+}
+
+/// What every branch prober shares: where updates go, the route changes it
+/// listens to, and the discovery limit.
+#[derive(Clone)]
+pub struct BranchOutputs {
+    pub updates: mpsc::Sender<BranchUpdate>,
+    pub events: broadcast::Sender<TargetEvent>,
+    pub discoveries: Discoveries,
+}
+
+/// A running branch prober. Dropping it stops discovery and every branch's
+/// rounds, and returns their flows to the engine.
+pub struct BranchProber {
+    task: JoinHandle<()>,
+}
+
+impl Drop for BranchProber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl BranchProber {
+    pub fn start(
+        engine: Engine,
+        schedule: TargetSchedule,
+        settings: MultipathSettings,
+        outputs: BranchOutputs,
+    ) -> BranchProber {
+        let route_changes = outputs.events.subscribe();
+        let task = tokio::spawn(run(engine, schedule, settings, outputs, route_changes));
+        BranchProber { task }
+    }
+}
+
+/// One branch being probed: its rounds and the task forwarding them.
+struct RunningBranch {
+    path: BranchPath,
+    _runner: TargetRunner,
+    forward: JoinHandle<()>,
+}
+
+impl Drop for RunningBranch {
+    fn drop(&mut self) {
+        self.forward.abort();
+    }
+}
+
+async fn run(
+    engine: Engine,
+    schedule: TargetSchedule,
+    settings: MultipathSettings,
+    outputs: BranchOutputs,
+    mut route_changes: broadcast::Receiver<TargetEvent>,
+) {
+    let id = schedule.id.clone();
+    // Round numbers per branch index, kept across discoveries so a branch
+    // that is found again continues its rounds.
+    let seqs: Vec<Arc<AtomicU64>> = (0..settings.max_branches)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let mut running: Vec<RunningBranch> = Vec::new();
+    loop {
+        let trace = {
+            let Ok(_turn) = outputs.discoveries.0.acquire().await else {
+                return;
+            };
+            engine.discover_multipath(spec(&schedule, &settings)).await
+        };
+        let trace = match trace {
+            Ok(trace) => trace,
+            Err(err) => {
+                tracing::warn!(target = %id, error = %err, "multipath discovery failed; retrying in 30 s");
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        };
+        let discovered = tokio::time::Instant::now();
+        let previous: Vec<BranchPath> = running.iter().map(|b| b.path.clone()).collect();
+        let (layout, flows) = layout(&schedule, &settings, trace, &previous);
+        tracing::info!(target = %id, found = layout.found, probed = layout.branches.len(),
+            probes = layout.probes_sent, elapsed_ms = layout.elapsed_ms, stop = %layout.stop,
+            "multipath discovery");
+        // The new branches replace the old only now, so a branch is never
+        // left unprobed while discovery runs.
+        running.clear();
+        if outputs
+            .updates
+            .send(BranchUpdate::Discovered(layout.clone()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for (path, flow) in layout.branches.into_iter().zip(flows) {
+            let (tx, rx) = mpsc::channel(BRANCH_QUEUE);
+            let seq = Arc::clone(&seqs[usize::from(path.index.get() - 1)]);
+            let runner = TargetRunner::on_flow(Arc::new(flow), schedule.clone(), seq, tx);
+            let forward = tokio::spawn(forward(path.index, rx, outputs.updates.clone()));
+            running.push(RunningBranch {
+                path,
+                _runner: runner,
+                forward,
+            });
+        }
+        wait_for_rediscovery(
+            &id,
+            &settings,
+            discovered,
+            ROUTE_CHANGE_HOLDOFF,
+            &mut route_changes,
+        )
+        .await;
+    }
+}
+
+/// Returns when it is time to discover again: `rediscover` after the last
+/// discovery, or a route change of the target's own flow (not before
+/// `holdoff` ([`ROUTE_CHANGE_HOLDOFF`]) has passed since the last discovery).
+async fn wait_for_rediscovery(
+    id: &crate::model::TargetId,
+    settings: &MultipathSettings,
+    discovered: tokio::time::Instant,
+    holdoff: Duration,
+    route_changes: &mut broadcast::Receiver<TargetEvent>,
+) {
+    let mut due = discovered + settings.rediscover;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => return,
+            event = route_changes.recv() => match event {
+                Ok(event) if &event.target == id
+                    && matches!(event.event, PathEvent::RouteChanged { .. }) =>
+                {
+                    let soonest = discovered + holdoff;
+                    due = due.min(soonest.max(tokio::time::Instant::now()));
+                    tracing::info!(target = %id, "route changed: rediscovering the branches");
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // No more events (shutting down): the schedule alone remains.
+                Err(broadcast::error::RecvError::Closed) => {
+                    tokio::time::sleep_until(due).await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn spec(schedule: &TargetSchedule, settings: &MultipathSettings) -> MultipathSpec {
+    MultipathSpec {
+        flow: schedule.flow.clone(),
+        mda: MdaConfig {
+            confidence: settings.confidence,
+            first_ttl: schedule.first_ttl,
+            max_ttl: schedule.max_ttl,
+            max_probes: settings.max_probes,
+            ..MdaConfig::default()
+        },
+    }
+}
+
+/// The layout to publish and the flows to probe, in the same order. A branch
+/// whose path was already probed keeps its index (and so its statistics and
+/// series); new paths take the lowest free indexes. At most `max_branches`.
+fn layout(
+    schedule: &TargetSchedule,
+    settings: &MultipathSettings,
+    trace: MultipathTrace,
+    previous: &[BranchPath],
+) -> (BranchLayout, Vec<crate::probe::Flow>) {
+    let found = trace.branches.len();
+    let paths: Vec<Vec<Option<IpAddr>>> = trace
+        .branches
+        .iter()
+        .map(|b| b.branch.path.iter().map(|v| v.address()).collect())
+        .collect();
+    let indexes = assign_indexes(&paths, previous, settings.max_branches);
+    let mut kept: Vec<(BranchPath, crate::probe::Flow)> = Vec::new();
+    for ((branch, hops), index) in trace.branches.into_iter().zip(paths).zip(indexes) {
+        // Over the cap: the flow is dropped here and goes back to the engine.
+        let Some(index) = index else { continue };
+        let path = BranchPath {
+            index,
+            flow_id: branch.flow.flow_id(),
+            hops,
+            reached_destination: branch.branch.reached_destination,
+        };
+        kept.push((path, branch.flow));
+    }
+    kept.sort_by_key(|(p, _)| p.index);
+    let (branches, flows): (Vec<BranchPath>, Vec<crate::probe::Flow>) = kept.into_iter().unzip();
+    let layout = BranchLayout {
+        target: schedule.id.clone(),
+        discovered_at_ms: unix_nanos(SystemTime::now()) / 1_000_000,
+        first_ttl: schedule.first_ttl,
+        probes_sent: trace.discovery.probes_sent,
+        elapsed_ms: trace.elapsed.as_millis() as u64,
+        found,
+        stop: trace.discovery.stop.to_string(),
+        branches,
+    };
+    (layout, flows)
+}
+
+/// The index of each newly found path: a path probed before keeps its old
+/// index (so its statistics and series continue), the others take the
+/// lowest free ones; `None` beyond `max` branches.
+fn assign_indexes(
+    paths: &[Vec<Option<IpAddr>>],
+    previous: &[BranchPath],
+    max: u8,
+) -> Vec<Option<BranchIndex>> {
+    let mut indexes: Vec<Option<BranchIndex>> = paths
+        .iter()
+        .map(|hops| previous.iter().find(|p| &p.hops == hops).map(|p| p.index))
+        .collect();
+    // Two new paths equal to one old one (cannot happen: discovery's
+    // branches differ) would share it; keep the first.
+    for i in 0..indexes.len() {
+        if indexes[..i].contains(&indexes[i]) {
+            indexes[i] = None;
+        }
+    }
+    let mut taken: Vec<BranchIndex> = indexes.iter().flatten().copied().collect();
+    let kept_before = indexes.clone();
+    for (i, index) in indexes.iter_mut().enumerate() {
+        if kept_before[i].is_some() {
+            continue;
+        }
+        *index = (0..usize::from(max))
+            .filter_map(BranchIndex::at)
+            .find(|candidate| !taken.contains(candidate));
+        if let Some(new) = *index {
+            taken.push(new);
+        }
+    }
+    indexes
+}
+
+/// Hands a branch's rounds on to the pipeline, tagged with the branch.
+async fn forward(
+    branch: BranchIndex,
+    mut rounds: mpsc::Receiver<RoundRecord>,
+    updates: mpsc::Sender<BranchUpdate>,
+) {
+    while let Some(round) = rounds.recv().await {
+        if updates
+            .send(BranchUpdate::Round { branch, round })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops(via: &str) -> Vec<Option<IpAddr>> {
+        vec![
+            Some("198.18.0.2".parse().unwrap()),
+            Some(via.parse().unwrap()),
+        ]
+    }
+
+    fn index(n: u8) -> Option<BranchIndex> {
+        BranchIndex::new(n)
+    }
+
+    #[test]
+    fn branches_are_numbered_in_discovery_order_up_to_the_cap() {
+        let paths = [hops("198.18.1.2"), hops("198.18.2.2"), hops("198.18.3.2")];
+        assert_eq!(
+            assign_indexes(&paths, &[], 2),
+            vec![index(1), index(2), None]
+        );
+    }
+
+    #[test]
+    fn a_branch_found_again_keeps_its_index_and_new_ones_take_free_ones() {
+        let old = |n: u8, via: &str| BranchPath {
+            index: BranchIndex::new(n).unwrap(),
+            flow_id: 1,
+            hops: hops(via),
+            reached_destination: true,
+        };
+        let previous = [old(1, "198.18.1.2"), old(2, "198.18.2.2")];
+        // Found in the other order, and branch 1's path is gone.
+        let paths = [hops("198.18.2.2"), hops("198.18.9.2")];
+        assert_eq!(
+            assign_indexes(&paths, &previous, 4),
+            vec![index(2), index(1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_change_rediscovers_after_the_holdoff_and_other_targets_do_not() {
+        let id = crate::model::TargetId::new("t").unwrap();
+        let settings = MultipathSettings {
+            max_branches: 4,
+            confidence: crate::probe::multipath::Confidence::DEFAULT,
+            rediscover: Duration::from_millis(400),
+            max_probes: 100,
+        };
+        let holdoff = Duration::from_millis(100);
+        let (events, mut rx) = broadcast::channel(8);
+        let change = |target: &str| TargetEvent {
+            target: crate::model::TargetId::new(target).unwrap(),
+            event: PathEvent::RouteChanged {
+                at_ms: 0,
+                before: Vec::new(),
+                after: Vec::new(),
+                first_changed_ttl: 2,
+            },
+        };
+        let discovered = tokio::time::Instant::now();
+        events.send(change("other")).unwrap();
+        events.send(change("t")).unwrap();
+        wait_for_rediscovery(&id, &settings, discovered, holdoff, &mut rx).await;
+        let waited = discovered.elapsed();
+        assert!(
+            waited >= holdoff && waited < settings.rediscover,
+            "{waited:?}"
+        );
+        // Another target's change alone: the schedule decides.
+        let discovered = tokio::time::Instant::now();
+        events.send(change("other")).unwrap();
+        wait_for_rediscovery(&id, &settings, discovered, holdoff, &mut rx).await;
+        assert!(discovered.elapsed() >= settings.rediscover);
+    }
+}
