@@ -57,7 +57,9 @@ fn main() {
     });
     init_logging(filter);
     if !big_allocations_mapped {
-        tracing::warn!("the C library refused M_MMAP_THRESHOLD; memory use may be higher than documented");
+        tracing::warn!(
+            "the C library refused M_MMAP_THRESHOLD; memory use may be higher than documented"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .thread_name("hopwatch-main")
