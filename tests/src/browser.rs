@@ -266,6 +266,17 @@ fn element_error(action: &'static str, css: &str, source: CmdError) -> BrowserEr
     }
 }
 
+/// Opens `url`; an error names the page.
+pub async fn open(client: &Client, url: &str) -> Result<(), BrowserError> {
+    client
+        .goto(url)
+        .await
+        .map_err(|source| BrowserError::Script {
+            what: format!("opening {url}"),
+            source: Box::new(source),
+        })
+}
+
 /// Clicks the first element `css` selects.
 pub async fn click(client: &Client, css: &str) -> Result<(), BrowserError> {
     find(client, "click", css)

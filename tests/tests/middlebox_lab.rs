@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hopwatch_lab::browser::{
-    console, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
+    console, open, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
 };
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
@@ -519,13 +519,7 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
         .session(&profile, async |client| {
             let mut shown = Vec::new();
             for (target, facts) in [("dscp", 1), ("dscp6", 2), ("nat", 1)] {
-                client
-                    .goto(&format!("http://{WEB}/targets/{target}"))
-                    .await
-                    .map_err(|e| BrowserError::Script {
-                        what: format!("opening {target}'s page"),
-                        source: Box::new(e),
-                    })?;
+                open(client, &format!("http://{WEB}/targets/{target}")).await?;
                 // Every middlebox shown, as "hop:text", once all are there.
                 let text = wait_js(
                     client,
@@ -540,13 +534,7 @@ fn dscp_rewrites_a_nat_and_mpls_labels_are_reported_at_their_hops_and_masquerade
                 save_screenshot(client, &screenshots().join(format!("middlebox-{target}.png"))).await?;
                 shown.push((target, text, console(client).await?));
             }
-            client
-                .goto(&format!("http://{WEB}/targets/mpls"))
-                .await
-                .map_err(|e| BrowserError::Script {
-                    what: "opening mpls's page".into(),
-                    source: Box::new(e),
-                })?;
+            open(client, &format!("http://{WEB}/targets/mpls")).await?;
             let labels = wait_js(
                 client,
                 "mpls's hop 2 showing its labels",

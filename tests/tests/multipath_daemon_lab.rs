@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hopwatch_lab::browser::{
-    console, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
+    console, open, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
 };
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
@@ -421,13 +421,7 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
     let profile = dir.path().join("chromium-profile");
     let (rows, console_messages) = driver
         .session(&profile, async |client| {
-            client
-                .goto(&format!("http://{WEB}/targets/ecmp-udp"))
-                .await
-                .map_err(|e| BrowserError::Script {
-                    what: "opening ecmp-udp's page".into(),
-                    source: Box::new(e),
-                })?;
+            open(client, &format!("http://{WEB}/targets/ecmp-udp")).await?;
             let rows = wait_js(
                 client,
                 "ecmp-udp's page showing two branches, one marked lossy",
