@@ -615,6 +615,7 @@ impl Store {
                 );
                 // The error is already logged and in health.
                 let _ = store.flush();
+                sys::return_freed_memory();
                 if last {
                     break;
                 }
