@@ -66,15 +66,12 @@ struct OpenMinute {
 impl OpenMinute {
     /// Whether `id` is counted already; if not, it is now.
     fn count(&mut self, id: RoundId) -> bool {
-        if self.rounds.last().is_some_and(|last| *last < id) || self.rounds.is_empty() {
+        // Rounds nearly always come in order: only an older one is searched.
+        let new = self.rounds.last().is_none_or(|last| *last < id) || !self.rounds.contains(&id);
+        if new {
             self.rounds.push(id);
-            return true;
         }
-        if self.rounds.contains(&id) {
-            return false;
-        }
-        self.rounds.push(id);
-        true
+        new
     }
 }
 
