@@ -283,30 +283,48 @@ impl RollupFiles {
         let Grain {
             bucket_ms, span_ms, ..
         } = self.grain;
-        let mut by_span: BTreeMap<u64, BTreeMap<TargetNum, Vec<Entry>>> = BTreeMap::new();
+        // Grouped by span and target, still encoded: a target's rollups are
+        // decoded only while its block is built, so the section costs its
+        // compressed blocks plus one target's decoded rollups, not every
+        // target's (at 1,000 targets the heap peaked ~34 MiB above its steady
+        // size while all of them were decoded at once: docs/benchmarks.md).
+        let mut by_span: BTreeMap<u64, BTreeMap<TargetNum, Vec<(SeriesNum, u64, &[u8])>>> =
+            BTreeMap::new();
         for (&(target, series, bucket), value) in &taken {
-            let span = floor(bucket, span_ms);
-            // Values in memory were encoded by `insert`, in this process.
-            let Some(stats) = decode_one(value) else {
-                tracing::error!(
-                    target = target.0,
-                    bucket,
-                    "a rollup in memory does not decode; dropping it"
-                );
-                continue;
-            };
-            let entries = by_span.entry(span).or_default().entry(target).or_default();
-            entries.push(Entry {
-                series,
-                slot: ((bucket - span) / bucket_ms) as u8,
-                stats,
-            });
+            by_span
+                .entry(floor(bucket, span_ms))
+                .or_default()
+                .entry(target)
+                .or_default()
+                .push((series, bucket, value.as_slice()));
         }
         let mut written = 0;
         for (span, targets) in by_span {
-            let blocks: BTreeMap<TargetNum, Vec<u8>> = targets
-                .iter()
-                .map(|(target, entries)| (*target, rollup_block::encode(entries)))
+            let blocks: Vec<(TargetNum, Vec<u8>)> = targets
+                .into_iter()
+                .map(|(target, values)| {
+                    let entries: Vec<Entry> = values
+                        .into_iter()
+                        .filter_map(|(series, bucket, value)| {
+                            // Values in memory were encoded by `insert`, in
+                            // this process.
+                            let Some(stats) = decode_one(value) else {
+                                tracing::error!(
+                                    target = target.0,
+                                    bucket,
+                                    "a rollup in memory does not decode; dropping it"
+                                );
+                                return None;
+                            };
+                            Some(Entry {
+                                series,
+                                slot: ((bucket - span) / bucket_ms) as u8,
+                                stats,
+                            })
+                        })
+                        .collect();
+                    (target, compress_block(&rollup_block::encode(&entries)))
+                })
                 .collect();
             // A section speaks only for its span: should a crash stop the
             // writes before a later span's section, that span is rolled up
@@ -489,16 +507,14 @@ impl RollupFiles {
     }
 }
 
-fn encode_section(blocks: &BTreeMap<TargetNum, Vec<u8>>, until_ms: u64) -> Vec<u8> {
-    let compressed: Vec<(TargetNum, Vec<u8>)> = blocks
-        .iter()
-        .map(|(target, raw)| {
-            // zstd into a Vec fails only on allocation failure.
-            let z = zstd::stream::encode_all(raw.as_slice(), ZSTD_LEVEL)
-                .expect("zstd compresses into a Vec");
-            (*target, z)
-        })
-        .collect();
+/// A target's block as a section holds it.
+fn compress_block(raw: &[u8]) -> Vec<u8> {
+    // zstd into a Vec fails only on allocation failure.
+    zstd::stream::encode_all(raw, ZSTD_LEVEL).expect("zstd compresses into a Vec")
+}
+
+/// A section of compressed blocks, sorted by target.
+fn encode_section(compressed: &[(TargetNum, Vec<u8>)], until_ms: u64) -> Vec<u8> {
     let index_len = compressed.len() * INDEX_ENTRY_LEN;
     let total = HEADER_LEN + index_len + compressed.iter().map(|(_, z)| z.len()).sum::<usize>();
     let mut out = Vec::with_capacity(total);
@@ -508,7 +524,7 @@ fn encode_section(blocks: &BTreeMap<TargetNum, Vec<u8>>, until_ms: u64) -> Vec<u
     out.extend((compressed.len() as u32).to_be_bytes());
     out.extend(until_ms.to_be_bytes());
     let mut offset = HEADER_LEN + index_len;
-    for (target, z) in &compressed {
+    for (target, z) in compressed {
         out.extend(target.0.to_be_bytes());
         out.extend((offset as u32).to_be_bytes());
         out.extend((z.len() as u32).to_be_bytes());
@@ -1019,7 +1035,7 @@ mod tests {
             rows.extend(v);
         }
         let mut section =
-            encode_section(&BTreeMap::from([(TargetNum(4), rows)]), T0 + 10 * MINUTE_MS);
+            encode_section(&[(TargetNum(4), compress_block(&rows))], T0 + 10 * MINUTE_MS);
         section[..4].copy_from_slice(&MAGIC_ROWS);
         fs::write(dir.path().join(Grain::MINUTES.names.name(T0, 0)), &section).unwrap();
         // This release appends its own sections beside it.
