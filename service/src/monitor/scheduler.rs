@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -108,8 +109,10 @@ async fn run_rounds(
     let schedule = Arc::new(schedule);
     // Rounds overlap, and a round whose probes all answer finishes before an
     // earlier one still waiting on a timeout; records leave in round order.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<RoundRecord>();
-    let mut in_order = RoundOrder::default();
+    // Each round is its own task (its probes run while this loop waits on a
+    // full records channel); their handles wait here in the order issued.
+    // (A channel of finished rounds cost ~5 KiB per target: docs/benchmarks.md.)
+    let mut in_flight: FuturesOrdered<JoinHandle<RoundRecord>> = FuturesOrdered::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -117,30 +120,32 @@ async fn run_rounds(
                     return;
                 }
                 let seq = next_seq.fetch_add(1, Ordering::Relaxed);
-                in_order.issued(seq);
                 let flow = Arc::clone(&flow);
                 let schedule = Arc::clone(&schedule);
-                let done_tx = done_tx.clone();
                 let depth = Arc::clone(&depth);
-                tokio::spawn(async move {
+                in_flight.push_back(tokio::spawn(async move {
                     if schedule.final_hop_only {
-                        let round = run_final_hop_round(&flow, &schedule, seq).await;
-                        let _ = done_tx.send(round);
-                        return;
+                        return run_final_hop_round(&flow, &schedule, seq).await;
                     }
                     let last = sys::lock(&depth).last_ttl(schedule.max_ttl.get());
                     let round = run_round(&flow, &schedule, seq, last).await;
                     sys::lock(&depth).observe(&round, last);
-                    // The receiver lives as long as this target runs.
-                    let _ = done_tx.send(round);
-                });
+                    round
+                }));
             }
-            Some(round) = done_rx.recv() => {
-                for round in in_order.completed(round) {
-                    if records.send(round).await.is_err() {
-                        // The daemon is shutting this target down.
-                        return;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                let round = match done {
+                    Ok(round) => round,
+                    Err(err) => {
+                        // A round's task panicked: that round is missing (a gap
+                        // in the sequence), the rounds after it still leave.
+                        tracing::error!(target = %schedule.id, error = %err, "a probing round failed; it is missing from the history");
+                        continue;
                     }
+                };
+                if records.send(round).await.is_err() {
+                    // The daemon is shutting this target down.
+                    return;
                 }
             }
         }
@@ -202,35 +207,6 @@ impl ProbeDepth {
         if router_answered_last || self.misses >= REDISCOVER_AFTER_MISSES {
             self.destination_ttl = None;
         }
-    }
-}
-
-/// Puts completed rounds back in the order they were issued.
-#[derive(Default)]
-struct RoundOrder {
-    next_to_emit: Option<u64>,
-    waiting: std::collections::BTreeMap<u64, RoundRecord>,
-}
-
-impl RoundOrder {
-    fn issued(&mut self, seq: u64) {
-        self.next_to_emit.get_or_insert(seq);
-    }
-
-    /// The rounds that can leave now that `round` is done, in order.
-    fn completed(&mut self, round: RoundRecord) -> Vec<RoundRecord> {
-        self.waiting.insert(round.seq, round);
-        let mut ready = Vec::new();
-        while let Some(next) = self.next_to_emit {
-            match self.waiting.remove(&next) {
-                Some(round) => {
-                    ready.push(round);
-                    self.next_to_emit = Some(next + 1);
-                }
-                None => break,
-            }
-        }
-        ready
     }
 }
 
@@ -471,18 +447,5 @@ mod tests {
         // Fixed by the name: a restart keeps the phase.
         let dst = TargetId::new("dst").unwrap();
         assert_eq!(start_offset(&dst, second), offsets[0]);
-    }
-
-    #[test]
-    fn rounds_leave_in_the_order_they_were_issued() {
-        let mut order = RoundOrder::default();
-        for seq in 10..14 {
-            order.issued(seq);
-        }
-        assert!(order.completed(round(11)).is_empty(), "11 waits for 10");
-        assert!(order.completed(round(13)).is_empty());
-        let seqs = |v: Vec<RoundRecord>| v.into_iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(order.completed(round(10))), vec![10, 11]);
-        assert_eq!(seqs(order.completed(round(12))), vec![12, 13]);
     }
 }

@@ -14,7 +14,7 @@ use histogram::Histogram32;
 use sled::Batch;
 
 use crate::model::{RoundRecord, TargetId};
-use crate::store::buffer::{Entry, WriteBuffer};
+use crate::store::buffer::{RawEntry, WriteBuffer};
 use crate::store::chunk;
 use crate::store::codec::{decode, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
@@ -408,14 +408,12 @@ impl Store {
         let mut records = RecordBatch::default();
         if !buf.raw.is_empty() {
             let mut batch = Batch::default();
-            let mut by_target: BTreeMap<TargetNum, Vec<(u64, &Entry)>> = BTreeMap::new();
+            let mut by_target: BTreeMap<TargetNum, Vec<(u64, &RawEntry)>> = BTreeMap::new();
             let targets = sys::read(&self.targets);
             for entry in &buf.raw {
-                let Some((num, at)) = parse_raw_key(&entry.key) else {
-                    continue;
-                };
+                let (num, at) = (entry.target, entry.at_ms);
                 if targets.is_peer(num) {
-                    w.insert(&mut batch, &entry.key, &entry.value);
+                    w.insert(&mut batch, &entry.key(), &entry.value);
                     note_minute(state, num, at, &mut first_minute, &mut dirty_minutes);
                 } else if targets.name(num).is_some() {
                     by_target.entry(num).or_default().push((at, entry));
@@ -436,7 +434,7 @@ impl Store {
                             rounds.push(round);
                             note_minute(state, num, at, &mut first_minute, &mut dirty_minutes);
                         }
-                        Err(error) => self.note_corrupt(RAW, &entry.key, &error),
+                        Err(error) => self.note_corrupt(RAW, &entry.key(), &error),
                     }
                 }
                 sort_rounds(&mut rounds);

@@ -96,10 +96,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{RoundRecord, TargetId};
 use crate::sys::{self, now_ms};
-use buffer::{Entry, WriteBuffer};
+use buffer::{Entry, RawEntry, WriteBuffer};
 use codec::{encode, EventV1, RawRoundV1};
 use flush::FlushState;
-use keys::{event_key, raw_key, TargetNum};
+use keys::{event_key, TargetNum};
 use rollup_files::{Grain, RollupFiles};
 use schema::{TargetMap, Trees};
 use segment::Segments;
@@ -407,10 +407,11 @@ impl Store {
     /// Buffers one round for the next flush. Never touches the disk.
     pub fn record_round(&self, round: &RoundRecord) -> Result<(), StoreError> {
         let num = self.target_num(&round.target)?;
-        let entry = Entry {
-            key: raw_key(num, round.started_at_ms).to_vec(),
-            value: encode(&RawRoundV1::from_round(round)),
-        };
+        let entry = RawEntry::new(
+            num,
+            round.started_at_ms,
+            encode(&RawRoundV1::from_round(round)),
+        );
         let mut pending = sys::lock(&self.pending);
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);

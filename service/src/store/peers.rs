@@ -19,7 +19,7 @@
 use serde::Serialize;
 
 use crate::model::TargetId;
-use crate::store::buffer::Entry;
+use crate::store::buffer::RawEntry;
 use crate::store::codec::{decode, encode, PeerBatchV1};
 use crate::store::error::StoreError;
 use crate::store::flush::sled_err;
@@ -171,10 +171,7 @@ impl Store {
             return Ok(());
         }
         let num = self.peer_num(peer)?;
-        let entry = Entry {
-            key: raw_key(num, at_ms).to_vec(),
-            value: encode(&batch.to_value()),
-        };
+        let entry = RawEntry::new(num, at_ms, encode(&batch.to_value()));
         let mut pending = sys::lock(&self.pending);
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::Rtt;
+use crate::store::buffer::RawEntry;
 use crate::store::chunk;
 use crate::store::codec::{decode, EventV1, RawRoundV1};
 use crate::store::error::StoreError;
@@ -422,16 +423,15 @@ impl Store {
         from_ms: u64,
         to_ms: u64,
     ) -> Vec<RoundRecord> {
-        let (from, to) = (raw_key(num, from_ms), raw_key(num, to_ms));
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = sys::lock(&self.pending)
+        let entries: Vec<RawEntry> = sys::lock(&self.pending)
             .raw
             .iter()
-            .filter(|e| e.key.as_slice() >= from.as_slice() && e.key.as_slice() < to.as_slice())
-            .map(|e| (e.key.clone(), e.value.clone()))
+            .filter(|e| e.target == num && (from_ms..to_ms).contains(&e.at_ms))
+            .cloned()
             .collect();
         entries
             .iter()
-            .filter_map(|(key, value)| self.decode_round(target, key, value).ok())
+            .filter_map(|e| self.decode_round(target, &e.key(), &e.value).ok())
             .map(|mut round| {
                 chunk::as_stored(&mut round);
                 round
