@@ -32,9 +32,14 @@ struct Other {
 }
 
 /// Per-responder statistics since start, in first-seen order.
+///
+/// On the heap and grown one responder at a time, not inline at the bound:
+/// almost every hop has one responder, and eight inline slots cost ~560
+/// bytes more on every hop of every target (2.2 MiB at 1,000 3-hop targets;
+/// docs/benchmarks.md, "The daemon's memory, piece by piece").
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Responders {
-    known: heapless::Vec<Responder, MAX_RESPONDERS_PER_HOP>,
+    known: Vec<Responder>,
     other: Other,
 }
 
@@ -83,15 +88,21 @@ impl Responders {
             rtt,
             last_seen_ms: at_ms,
         };
-        match self.known.push(fresh) {
-            Ok(()) => (self.known.len() - 1) as u8,
-            Err(_) => {
-                self.other.rtt.push(rtt_ns);
-                self.other.last_address = Some(address);
-                self.other.last_seen_ms = at_ms;
-                OTHER_TAG
-            }
+        if self.known.len() < MAX_RESPONDERS_PER_HOP {
+            self.known.reserve_exact(1);
+            self.known.push(fresh);
+            (self.known.len() - 1) as u8
+        } else {
+            self.other.rtt.push(rtt_ns);
+            self.other.last_address = Some(address);
+            self.other.last_seen_ms = at_ms;
+            OTHER_TAG
         }
+    }
+
+    /// Bytes the responders take on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.known.capacity() * std::mem::size_of::<Responder>()
     }
 
     pub(crate) fn address(&self, tag: u8) -> Option<IpAddr> {

@@ -310,11 +310,7 @@ impl ReadModel for WebApi {
                 .map(|(id, tap)| Sparkline {
                     target: id.to_string(),
                     last_at_ms: tap.sparkline.back().map(|(at, _)| *at),
-                    rtt_us: tap
-                        .sparkline
-                        .iter()
-                        .map(|(_, rtt)| rtt.map(|ns| (ns / 1_000).min(u64::from(u32::MAX)) as u32))
-                        .collect(),
+                    rtt_us: tap.sparkline.iter().map(|(_, rtt_us)| *rtt_us).collect(),
                 })
                 .collect()
         });

@@ -55,8 +55,10 @@ pub struct TargetTap {
     hop_limit: u8,
     pub destination: HopCounts,
     pub hops: BTreeMap<u8, HopCounts>,
-    /// `(started_at_ms, destination rtt)`, oldest first.
-    pub sparkline: VecDeque<(u64, Option<u64>)>,
+    /// `(started_at_ms, destination RTT in µs)`, oldest first: at the
+    /// resolution the API serves (a line is drawn, not measured), 16 bytes a
+    /// round rather than 24, in a buffer of exactly [`SPARKLINE_ROUNDS`].
+    pub sparkline: VecDeque<(u64, Option<u32>)>,
     pub last_source: Option<TimestampSource>,
     pub route_changes: u64,
     pub hop_count_changes: u64,
@@ -66,13 +68,13 @@ impl TargetTap {
     /// Adds `round` to the sparkline, in start order; `false` (and nothing
     /// added) if a round that started at the same moment is already there.
     fn push_sparkline(&mut self, round: &RoundRecord) -> bool {
-        let rtt = round
+        let rtt_us = round
             .destination()
             .and_then(HopSample::rtt)
-            .map(Rtt::as_nanos);
+            .map(|rtt| (rtt.as_nanos() / 1_000).min(u64::from(u32::MAX)) as u32);
         // Rounds of a target complete in order, and the stored ones filled in
         // at start are older; keep the line sorted anyway.
-        let at = self
+        let mut at = self
             .sparkline
             .iter()
             .rposition(|(t, _)| *t <= round.started_at_ms)
@@ -80,10 +82,18 @@ impl TargetTap {
         if at > 0 && self.sparkline[at - 1].0 == round.started_at_ms {
             return false;
         }
-        self.sparkline.insert(at, (round.started_at_ms, rtt));
-        while self.sparkline.len() > SPARKLINE_ROUNDS {
+        if self.sparkline.len() >= SPARKLINE_ROUNDS {
+            if at == 0 {
+                // Older than every round kept: it would leave at once.
+                return true;
+            }
             self.sparkline.pop_front();
+            at -= 1;
         }
+        if self.sparkline.capacity() == 0 {
+            self.sparkline.reserve_exact(SPARKLINE_ROUNDS);
+        }
+        self.sparkline.insert(at, (round.started_at_ms, rtt_us));
         true
     }
 
@@ -303,7 +313,7 @@ mod tests {
         assert_eq!(t.destination.received, 10);
         assert_eq!(t.destination.rtt.count(), 10);
         assert_eq!(t.sparkline.len(), 10);
-        assert_eq!(t.sparkline.back(), Some(&(START + 10_000, Some(3_000_000))));
+        assert_eq!(t.sparkline.back(), Some(&(START + 10_000, Some(3_000))));
         assert_eq!(t.last_source, Some(TimestampSource::Kernel));
         assert_eq!(tap.skipped_rounds(), 0);
 
