@@ -1034,8 +1034,10 @@ mod tests {
             rows.extend((v.len() as u16).to_be_bytes());
             rows.extend(v);
         }
-        let mut section =
-            encode_section(&[(TargetNum(4), compress_block(&rows))], T0 + 10 * MINUTE_MS);
+        let mut section = encode_section(
+            &[(TargetNum(4), compress_block(&rows))],
+            T0 + 10 * MINUTE_MS,
+        );
         section[..4].copy_from_slice(&MAGIC_ROWS);
         fs::write(dir.path().join(Grain::MINUTES.names.name(T0, 0)), &section).unwrap();
         // This release appends its own sections beside it.
