@@ -635,6 +635,15 @@ impl Store {
         // roll again.
         if let Some(until) = hours_until {
             w.bytes += self.hours.write_before(until)?;
+            // A finished day's hour sections become one (once a day). Its
+            // files read the same either way, so a failure only costs disk.
+            match self.hours.compact_before(until) {
+                Ok(bytes) => w.bytes += bytes,
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "could not compact a finished day of hour rollups; its sections stay as written"
+                ),
+            }
         }
         Ok(plan)
     }

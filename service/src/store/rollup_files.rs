@@ -173,7 +173,20 @@ pub struct RollupFiles {
     /// up when the store opens, so a bucket recomputed before it (late
     /// rounds, or a clock that went back) must reach a file at once.
     claimed_until: Mutex<Option<u64>>,
+    /// Finished spans already in one section (or left uncompacted for
+    /// damage), so `compact_before` reads each finished span once.
+    compact_spans: Mutex<BTreeSet<u64>>,
     cache: BlockCache,
+}
+
+/// What compacting one span did.
+enum Compaction {
+    /// Written as one section of this many bytes, the older files deleted.
+    Done(u64),
+    /// Already one section.
+    AlreadyOne,
+    /// Left as it is.
+    Damaged(Vec<FileDamage>),
 }
 
 /// Files kept open for appending: the span written last and the one before.
@@ -221,6 +234,7 @@ impl RollupFiles {
             open: Mutex::new(BTreeMap::new()),
             files: Mutex::new(BTreeMap::new()),
             claimed_until: Mutex::new(None),
+            compact_spans: Mutex::new(BTreeSet::new()),
             cache: block_cache(),
         }
     }
@@ -466,6 +480,149 @@ impl RollupFiles {
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Rewrites every span that ended at or before `before_ms` and is still
+    /// in more than one section (hour rollups: a section per flush that
+    /// rolled hours, ~24 a day) as one section in a new file of that span,
+    /// synced, then deletes the span's older files. Returns the bytes
+    /// written.
+    ///
+    /// Why: a section holds each target's few rollups of that flush, and
+    /// per block zstd's frame and the index entry cost more than the
+    /// rollups; a day in one block is ~40 % smaller (docs/benchmarks.md,
+    /// "Rollups in columns"). A crash between the new file and the deletes
+    /// leaves both, which read the same: a later file replaces an earlier
+    /// one's values. A span with damage is left as it is (its readable
+    /// sections keep being read), and so is any span after a failed write.
+    pub fn compact_before(&self, before_ms: u64) -> Result<u64, RollupFileError> {
+        let mut by_span: BTreeMap<u64, Vec<PathBuf>> = BTreeMap::new();
+        for (span, path) in self.files()? {
+            if span + self.grain.span_ms <= before_ms {
+                by_span.entry(span).or_default().push(path);
+            }
+        }
+        let mut written = 0;
+        let mut compact = sys::lock(&self.compact_spans);
+        compact.retain(|span| by_span.contains_key(span));
+        for (span, paths) in by_span {
+            if compact.contains(&span) {
+                continue;
+            }
+            match self.compact_span(span, &paths)? {
+                Compaction::Done(bytes) => written += bytes,
+                Compaction::AlreadyOne => {}
+                Compaction::Damaged(damage) => {
+                    tracing::warn!(
+                        files = paths.len(),
+                        first = %paths[0].display(),
+                        damage = ?damage.first(),
+                        "{}: a finished span has damage; left as it is, uncompacted",
+                        self.grain.label
+                    );
+                }
+            }
+            compact.insert(span);
+        }
+        Ok(written)
+    }
+
+    fn compact_span(&self, span: u64, paths: &[PathBuf]) -> Result<Compaction, RollupFileError> {
+        // Every block of the span, by target, in the order written.
+        let mut damage = Vec::new();
+        let mut sections = 0;
+        let mut until_ms = span;
+        let mut blocks: BTreeMap<TargetNum, Vec<(usize, u64, BlockLayout, u32, u32, u32)>> =
+            BTreeMap::new();
+        let mut files = Vec::with_capacity(paths.len());
+        for (i, path) in paths.iter().enumerate() {
+            let Some(file) = open_for_read(path)? else {
+                continue;
+            };
+            walk_sections(&file, path, &mut damage, |at, section| {
+                sections += 1;
+                until_ms = until_ms.max(section.until_ms);
+                for &(target, offset, len, crc) in &section.index {
+                    blocks.entry(target).or_default().push((
+                        i,
+                        at,
+                        section.layout,
+                        offset,
+                        len,
+                        crc,
+                    ));
+                }
+                true
+            })?;
+            files.push(Some(file));
+        }
+        if !damage.is_empty() {
+            return Ok(Compaction::Damaged(damage));
+        }
+        if sections <= 1 {
+            return Ok(Compaction::AlreadyOne);
+        }
+        // One target at a time: its rollups decoded, merged (later sections
+        // replace earlier values) and compressed; only the compressed blocks
+        // of all targets are held.
+        let mut compressed = Vec::with_capacity(blocks.len());
+        for (target, refs) in blocks {
+            let mut merged: BTreeMap<(SeriesNum, u64), Stats> = BTreeMap::new();
+            for (i, at, layout, offset, len, crc) in refs {
+                let (path, file) = (&paths[i], files[i].as_ref().expect("opened above"));
+                let bad = || FileDamage::BadBlock {
+                    path: path.clone(),
+                    offset: at + offset as u64,
+                    target,
+                };
+                let Some(block) = read_block(file, path, at, offset, len, crc)? else {
+                    return Ok(Compaction::Damaged(vec![bad()]));
+                };
+                let parsed = parse_block(
+                    &block,
+                    self.grain,
+                    span,
+                    layout,
+                    &|_, _| true,
+                    |series, bucket, stats| {
+                        merged.insert((series, bucket), stats);
+                    },
+                );
+                if parsed.is_err() {
+                    return Ok(Compaction::Damaged(vec![bad()]));
+                }
+            }
+            let entries: Vec<Entry> = merged
+                .into_iter()
+                .map(|((series, bucket), stats)| Entry {
+                    series,
+                    slot: ((bucket - span) / self.grain.bucket_ms) as u8,
+                    stats,
+                })
+                .collect();
+            compressed.push((target, compress_block(&rollup_block::encode(&entries))));
+        }
+        let section = encode_section(&compressed, until_ms);
+        // No file of this span stays open for appending: a bucket recomputed
+        // later goes to a file after the compacted one.
+        let mut open_files = sys::lock(&self.files);
+        open_files.remove(&span);
+        let (mut file, path) = self.create(span)?;
+        file.write_all(&section)
+            .and_then(|()| file.sync_data())
+            .map_err(|source| RollupFileError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        drop(open_files);
+        self.cache.invalidate_all();
+        for old in paths {
+            fs::remove_file(old).map_err(|source| RollupFileError::Remove {
+                path: old.clone(),
+                source,
+            })?;
+        }
+        Ok(Compaction::Done(section.len() as u64))
     }
 
     /// Reads a whole file of `grain` the way queries do, for `hopwatch
@@ -1017,6 +1174,100 @@ mod tests {
                 .len(),
             5
         );
+    }
+
+    #[test]
+    fn a_finished_days_hour_sections_become_one_that_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = floor(T0, DAY_MS);
+        let h = RollupFiles::open(dir.path(), Grain::HOURS).unwrap();
+        let read_all = |h: &RollupFiles| -> Vec<BTreeMap<(SeriesNum, u64), Stats>> {
+            (0..3)
+                .map(|t| {
+                    let mut damage = Vec::new();
+                    let found = h
+                        .read(TargetNum(t), None, day, day + 2 * DAY_MS, &mut damage)
+                        .unwrap();
+                    assert!(damage.is_empty(), "{damage:?}");
+                    found
+                })
+                .collect()
+        };
+        // A section per hour, as flushes write them, over a day and two
+        // hours of the next; then a late value for hour 5 in a section of
+        // its own, which replaces the first.
+        for hour in 0..26u64 {
+            let at = day + hour * HOUR_MS;
+            for t in 0..3u32 {
+                for s in 0..2u8 {
+                    h.insert(
+                        TargetNum(t),
+                        SeriesNum(s),
+                        at,
+                        value(hour + u64::from(t) * 7 + u64::from(s)),
+                    );
+                }
+            }
+            h.write_before(at + HOUR_MS).unwrap();
+        }
+        h.insert(TargetNum(1), SeriesNum(0), day + 5 * HOUR_MS, value(999));
+        h.write_before(day + 26 * HOUR_MS).unwrap();
+        let before = read_all(&h);
+        assert_eq!(before[1][&(SeriesNum(0), day + 5 * HOUR_MS)], value(999));
+        let day_file = h.files().unwrap()[0].1.clone();
+        let (sections, _) = RollupFiles::check_file(Grain::HOURS, &day_file).unwrap();
+        assert_eq!(sections, 25);
+        let size_before = fs::metadata(&day_file).unwrap().len();
+
+        let written = h.compact_before(day + 26 * HOUR_MS).unwrap();
+        let files = h.files().unwrap();
+        let day_files: Vec<&PathBuf> = files
+            .iter()
+            .filter(|(s, _)| *s == day)
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(day_files.len(), 1, "{files:?}");
+        assert_ne!(day_files[0], &day_file, "a new file, the old one deleted");
+        assert!(!day_file.exists());
+        let (sections, damage) = RollupFiles::check_file(Grain::HOURS, day_files[0]).unwrap();
+        assert_eq!((sections, damage.len()), (1, 0));
+        assert_eq!(written, fs::metadata(day_files[0]).unwrap().len());
+        assert!(written < size_before, "{written} B, {size_before} B before");
+        assert_eq!(
+            files.iter().filter(|(s, _)| *s == day + DAY_MS).count(),
+            1,
+            "the unfinished day is left alone"
+        );
+        assert_eq!(
+            read_all(&h),
+            before,
+            "compacted, every value reads the same"
+        );
+
+        // A late value after the compaction goes to a newer file and wins;
+        // the span is not read again in this process, but is after a restart.
+        h.insert(TargetNum(2), SeriesNum(1), day + 3 * HOUR_MS, value(555));
+        h.write_before(day + 26 * HOUR_MS).unwrap();
+        assert_eq!(h.compact_before(day + 26 * HOUR_MS).unwrap(), 0);
+        let reopened = RollupFiles::open(dir.path(), Grain::HOURS).unwrap();
+        assert!(reopened.compact_before(day + 26 * HOUR_MS).unwrap() > 0);
+        let after = read_all(&reopened);
+        assert_eq!(after[2][&(SeriesNum(1), day + 3 * HOUR_MS)], value(555));
+        assert_eq!(after[1], before[1]);
+
+        // A crash between the compacted file and the deletes leaves both:
+        // they read the same.
+        let kept = reopened.files().unwrap()[0].1.clone();
+        let copy = dir.path().join("h1-kept");
+        fs::copy(&kept, &copy).unwrap();
+        fs::write(
+            dir.path().join(Grain::HOURS.names.name(day, 0)),
+            fs::read(&copy).unwrap(),
+        )
+        .unwrap();
+        fs::remove_file(&copy).unwrap();
+        let crashed = RollupFiles::open(dir.path(), Grain::HOURS).unwrap();
+        assert_eq!(read_all(&crashed), after);
     }
 
     #[test]
