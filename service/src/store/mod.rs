@@ -12,6 +12,10 @@
 //! one compressed block found through the section's index
 //! ([`rollup_files`], [`rollup_block`]). Hour rollups: the same, a section
 //! per flush that rolled hours, appended to `rollups/h1-<day>-<n>.seg`.
+//! A multipath target's ECMP branches are stored as targets of their own,
+//! named `<target>#branch<N>` ([`Store::record_branch_round`]): each is one
+//! more series of the same hop count, in the same files and rollups, under
+//! the same retention. Nothing else in the layout knows about branches.
 //! sled trees: `meta` (schema version), `targets` (name → u32), `events`,
 //! `raw`, which holds STAMP peers' batches ([`peers`]) and the rounds an
 //! older hopwatch stored there, and `m1` and `h1`, the minute and hour
@@ -94,7 +98,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{RoundRecord, TargetId};
+use crate::model::{BranchIndex, RoundRecord, TargetId};
 use crate::sys::{self, now_ms};
 use buffer::{Entry, WriteBuffer};
 use codec::{encode, EventV1, RawRoundV1};
@@ -407,6 +411,12 @@ impl Store {
     /// Buffers one round for the next flush. Never touches the disk.
     pub fn record_round(&self, round: &RoundRecord) -> Result<(), StoreError> {
         let num = self.target_num(&round.target)?;
+        self.buffer_round(num, round);
+        Ok(())
+    }
+
+    /// Buffers `round` as a round of the series numbered `num`.
+    fn buffer_round(&self, num: TargetNum, round: &RoundRecord) {
         let entry = Entry {
             key: raw_key(num, round.started_at_ms).to_vec(),
             value: encode(&RawRoundV1::from_round(round)),
@@ -414,6 +424,19 @@ impl Store {
         let mut pending = sys::lock(&self.pending);
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);
+    }
+
+    /// Buffers one round over an ECMP branch's kept flow of `round.target`
+    /// for the next flush: stored as the branch's own series
+    /// ([`TargetId::branch_series`]), read back with the same calls as a
+    /// target's under that name. Never touches the disk.
+    pub fn record_branch_round(
+        &self,
+        branch: BranchIndex,
+        round: &RoundRecord,
+    ) -> Result<(), StoreError> {
+        let num = self.target_num(&round.target.branch_series(branch))?;
+        self.buffer_round(num, round);
         Ok(())
     }
 
