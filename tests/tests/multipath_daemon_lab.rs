@@ -587,6 +587,10 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
             again["branches"]
         );
     }
+    eprintln!(
+        "multipath daemon figures: after the restart ecmp-udp's lossy branch is again {udp_lossy}, the clean one {udp_clean} ({} found)",
+        again["branches"].as_array().unwrap().len()
+    );
     must(daemon.stop());
     // The CLI export of a branch, from the stopped daemon's store.
     let out = std::process::Command::new(hopwatch_bin())
