@@ -409,7 +409,7 @@ mod tests {
     /// destination), whose probes past TTL 1 are lost in every third round.
     fn branch_round(seq: u64, via: &str) -> RoundRecord {
         use crate::model::HopSample;
-        let lost = seq % 3 == 0;
+        let lost = seq.is_multiple_of(3);
         let hop = |ttl: u8, at: &str, lost: bool| {
             HopSample::answered_or_lost(
                 ttl,
