@@ -98,7 +98,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BranchIndex, RoundRecord, TargetId};
+use crate::model::{RoundRecord, TargetId};
 use crate::sys::{self, now_ms};
 use buffer::{Entry, WriteBuffer};
 use codec::{encode, EventV1, RawRoundV1};
@@ -411,12 +411,6 @@ impl Store {
     /// Buffers one round for the next flush. Never touches the disk.
     pub fn record_round(&self, round: &RoundRecord) -> Result<(), StoreError> {
         let num = self.target_num(&round.target)?;
-        self.buffer_round(num, round);
-        Ok(())
-    }
-
-    /// Buffers `round` as a round of the series numbered `num`.
-    fn buffer_round(&self, num: TargetNum, round: &RoundRecord) {
         let entry = Entry {
             key: raw_key(num, round.started_at_ms).to_vec(),
             value: encode(&RawRoundV1::from_round(round)),
@@ -424,6 +418,7 @@ impl Store {
         let mut pending = sys::lock(&self.pending);
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);
+        Ok(())
     }
 
     /// Buffers one round over an ECMP branch's kept flow of `round.target`
@@ -432,12 +427,15 @@ impl Store {
     /// target's under that name. Never touches the disk.
     pub fn record_branch_round(
         &self,
-        branch: BranchIndex,
+        branch: crate::model::BranchIndex,
         round: &RoundRecord,
     ) -> Result<(), StoreError> {
-        let num = self.target_num(&round.target.branch_series(branch))?;
-        self.buffer_round(num, round);
-        Ok(())
+        // A copy under the series' name: a few hops' samples per branch
+        // round, and every write goes through `record_round`.
+        self.record_round(&RoundRecord {
+            target: round.target.branch_series(branch),
+            ..round.clone()
+        })
     }
 
     /// Buffers one event for the next flush. Never touches the disk.

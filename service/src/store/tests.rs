@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::model::HopSample;
+use crate::model::{BranchIndex, HopSample};
 use crate::probe::{TimestampSource, Ttl};
 use crate::store::keys::{self, rollup_key, SeriesNum};
 use crate::store::rollup::STORED_GROUPING_POWER;
