@@ -40,6 +40,48 @@ impl TargetId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name under which the store keeps one ECMP branch's rounds of this
+    /// target: `<name>#branch<N>`. A branch is stored like one more target,
+    /// so the store's chunks, rollups and retention serve it unchanged; `#`
+    /// is not allowed in a target name ([`TargetId::new`]), so no configured
+    /// target (or peer) can ever share this name and its history.
+    pub fn branch_series(&self, branch: BranchIndex) -> TargetId {
+        TargetId(format!("{}{BRANCH_SERIES_INFIX}{branch}", self.0))
+    }
+
+    /// The target and branch a [`TargetId::branch_series`] name stands for;
+    /// `None` for a target's own name.
+    pub fn branch_of(&self) -> Option<(TargetId, BranchIndex)> {
+        let (target, index) = self.0.rsplit_once(BRANCH_SERIES_INFIX)?;
+        let index = BranchIndex::new(parse_canonical_u8(index)?)?;
+        Some((TargetId::new(target).ok()?, index))
+    }
+
+    /// A name as the store keeps it: a target's name or a branch series'
+    /// (what [`TargetId::branch_series`] makes, and nothing else with `#`).
+    pub fn from_stored(name: &str) -> Result<TargetId, InvalidTargetId> {
+        if name.contains(BRANCH_SERIES_INFIX) {
+            let id = TargetId(name.to_owned());
+            return match id.branch_of() {
+                Some(_) => Ok(id),
+                None => Err(InvalidTargetId(name.to_owned())),
+            };
+        }
+        TargetId::new(name)
+    }
+}
+
+/// What separates a target's name from its branch's index in a branch
+/// series' name (see [`TargetId::branch_series`]).
+const BRANCH_SERIES_INFIX: &str = "#branch";
+
+/// `1`..`255` written the one way `Display` writes them (no sign, no leading
+/// zero), so a branch series has exactly one name.
+fn parse_canonical_u8(text: &str) -> Option<u8> {
+    let canonical =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    canonical.then(|| text.parse().ok()).flatten()
 }
 
 impl fmt::Display for TargetId {
@@ -374,6 +416,39 @@ mod tests {
         assert!(TargetId::new("has space").is_err());
         assert!(TargetId::new("x".repeat(65)).is_err());
         assert!(TargetId::new("x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn a_branch_series_name_is_never_a_target_name_and_reads_back() {
+        let target = TargetId::new("x".repeat(64)).unwrap();
+        let two = BranchIndex::new(2).unwrap();
+        let series = target.branch_series(two);
+        assert_eq!(series.as_str(), format!("{}#branch2", "x".repeat(64)));
+        // No config (or API) name can be it: `#` is refused in target names.
+        assert!(TargetId::new(series.as_str()).is_err());
+        assert_eq!(series.branch_of(), Some((target.clone(), two)));
+        assert_eq!(target.branch_of(), None);
+        // The store reads both kinds of name back, and only canonical ones.
+        assert_eq!(TargetId::from_stored(series.as_str()), Ok(series));
+        assert_eq!(
+            TargetId::from_stored("edge"),
+            Ok(TargetId::new("edge").unwrap())
+        );
+        let last = target.branch_series(BranchIndex::new(255).unwrap());
+        assert_eq!(TargetId::from_stored(last.as_str()), Ok(last));
+        for bad in [
+            "edge#branch0",
+            "edge#branch02",
+            "edge#branch256",
+            "edge#branch",
+            "edge#branch+1",
+            "#branch1",
+            "ed ge#branch1",
+            "edge#branch1#branch1",
+            "edge#1",
+        ] {
+            assert!(TargetId::from_stored(bad).is_err(), "{bad}");
+        }
     }
 
     /// `RoundRecord`'s serde form, as it was when samples were flat structs:

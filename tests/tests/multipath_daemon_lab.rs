@@ -8,7 +8,13 @@
 //! the other's under 5 %; the finding and the `branch_loss` alert, received by
 //! a real HTTP webhook receiver in `src`, name the lossy branch and its
 //! router; /metrics carries per-branch series labelled by index only; a
-//! headless Chromium finds the branches on the target page. Privileged, and
+//! headless Chromium finds the branches on the target page. Each branch's
+//! rounds are stored: the history endpoint with `branch=N` shows the lossy
+//! branch's loss within the same bound over the rounds since the loss began
+//! and the clean branch's under 5 %, the page graphs a branch's history from
+//! its branch table, and after a restart of the daemon (and in `hopwatch
+//! export --branch` from the stopped daemon's store) that history is still
+//! there. Privileged, and
 //! needs chromium and chromium-driver (deploy/setup-test.sh); fails, never
 //! skips, without them.
 //!
@@ -27,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hopwatch_lab::browser::{
-    console, open, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
+    click, console, open, save_screenshot, wait_js, BrowserError, Chromium, DRIVER_PORT,
 };
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
@@ -275,8 +281,13 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
 
     // 30 % loss on the link from the balancer into branch 1 only.
     let lossy_router = &lab.hops_via(1)[1];
-    let _loss = must(lab.loss(At::link("r1", &lossy_router.name), LOSS_PCT));
+    let loss = must(lab.loss(At::link("r1", &lossy_router.name), LOSS_PCT));
     let loss_began = Instant::now();
+    // The stored history is read from a little after the loss began: a
+    // round's probes leave within microseconds of its start in the lab.
+    let stored_from_ms = now_ms() + 300;
+    // Per target: the lossy and the clean branch's index, and the live loss.
+    let mut measured: Vec<(&str, u64, u64, f64)> = Vec::new();
     let rounds_at =
         |d: &Value, router: IpAddr| branch_through(d, router)["rounds"].as_u64().unwrap();
     let start: Vec<(&str, IpAddr, u64)> = [("ecmp-udp", udp4), ("ecmp-tcp6", tcp6)]
@@ -323,6 +334,7 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         );
         // The finding names the lossy branch and its router, where the loss starts.
         let index = bad["index"].as_u64().unwrap();
+        measured.push((target, index, good["index"].as_u64().unwrap(), bad_loss));
         let finding = must(eventually(
             Duration::from_secs(10),
             &format!("a branch finding on {target}"),
@@ -384,6 +396,59 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         receiver.events()
     );
 
+    // The branches' stored history, through the history endpoint: the
+    // lossy branch's loss within the live figure's bound over at least as
+    // many rounds, the clean branch's next to none.
+    // The range ends 2 s ago, so every round in it has finished (the
+    // timeout is 1 s) and is stored: the same range reads the same after the
+    // restart below. It spans at least the live window's rounds (100 ms).
+    let wanted_to_ms = stored_from_ms + (WINDOW + 5) * 100;
+    let settled_ms = now_ms().saturating_sub(2_000);
+    if settled_ms < wanted_to_ms {
+        std::thread::sleep(Duration::from_millis(wanted_to_ms - settled_ms));
+    }
+    let stored_to_ms = now_ms().saturating_sub(2_000);
+    let mut stored_lossy: Vec<(&str, u64, (u64, u64))> = Vec::new();
+    for &(target, lossy, clean, live_loss) in &measured {
+        let (sent, lost) = stored_destination(&lab, target, lossy, stored_from_ms, stored_to_ms);
+        let (clean_sent, clean_lost) =
+            stored_destination(&lab, target, clean, stored_from_ms, stored_to_ms);
+        let stored_loss = 100.0 * lost as f64 / sent as f64;
+        let clean_loss = 100.0 * clean_lost as f64 / clean_sent as f64;
+        eprintln!(
+            "multipath daemon figures: {target} stored lossy_branch_loss_pct={stored_loss:.1} over {sent} rounds (live {live_loss:.1} over {WINDOW}) stored clean_branch_loss_pct={clean_loss:.1} over {clean_sent} rounds"
+        );
+        assert!(
+            sent >= WINDOW && clean_sent >= WINDOW,
+            "{target}: stored rounds since the loss began: lossy {sent}, clean {clean_sent}"
+        );
+        assert!(
+            (stored_loss - LOSS_PCT).abs() <= BOUND_POINTS,
+            "{target}: the lossy branch's stored history lost {stored_loss} %, outside {LOSS_PCT} ± {BOUND_POINTS}"
+        );
+        assert!(
+            clean_loss < 5.0,
+            "{target}: the clean branch's stored history lost {clean_loss} %"
+        );
+        stored_lossy.push((target, lossy, (sent, lost)));
+    }
+    // A branch the target does not have, and one that is no number, are
+    // refused naming the parameter.
+    for (branch, status, needle) in [
+        ("9", 404, "invalid query parameter `branch`: target \\\"ecmp-udp\\\" has no branch 9; its branches: 1, 2"),
+        ("x", 400, "invalid query parameter `branch`"),
+    ] {
+        let response = must(webclient::get(
+            &lab,
+            "src",
+            &format!("http://{WEB}/api/v1/targets/ecmp-udp/series"),
+            &[("branch", branch)],
+            None,
+        ));
+        assert_eq!(response.status, status, "branch={branch}: {}", response.body);
+        assert!(response.body.contains(needle), "branch={branch}: {}", response.body);
+    }
+
     // Per-branch series, labelled by index: never an address.
     let metrics = must(webclient::get(
         &lab,
@@ -414,8 +479,11 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         "an address in a branch series: {branch_lines:#?}"
     );
 
-    // The target page shows both branches, the lossy one marked with its router.
+    // The target page shows both branches, the lossy one marked with its
+    // router, and graphs the lossy branch's stored history from its row.
     let lossy4 = lossy_router.responder(udp4).unwrap();
+    let udp_lossy = measured[0].1;
+    assert_eq!(measured[0].0, "ecmp-udp");
     let chromium = must(Chromium::find());
     let driver = must(chromium.start_driver(&lab, "src", DRIVER_PORT));
     let profile = dir.path().join("chromium-profile");
@@ -431,10 +499,30 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
                    r.querySelector('.branch-path').textContent + '|' + r.querySelector('.branch-health').textContent).join('\\n');",
             )
             .await?;
+            click(client, &format!("#branches tr[data-branch='{udp_lossy}'] a.branch-history")).await?;
+            let graphed = wait_js(
+                client,
+                "the latency graph showing the lossy branch's stored history",
+                &format!(
+                    "const c = document.getElementById('latency');\n\
+                     if (c.dataset.branch !== '{udp_lossy}' || !(Number(c.dataset.points) > 0)) return null;\n\
+                     if (!new URLSearchParams(location.search).has('branch')) return null;\n\
+                     return c.dataset.points + '|' + c.closest('section').querySelector('h2').textContent + '|' + \
+                       c.closest('section').querySelector('.chart-note').textContent;"
+                ),
+            )
+            .await?;
             save_screenshot(client, &screenshots().join("multipath-branches.png")).await?;
-            Ok::<_, BrowserError>((rows, console(client).await?))
+            Ok::<_, BrowserError>(((rows, graphed), console(client).await?))
         })
         .unwrap_or_else(|e| panic!("browser check failed: {e}"));
+    let (rows, graphed) = rows;
+    let graphed = graphed.as_str().unwrap_or_default().to_owned();
+    eprintln!("multipath daemon figures: the page graphs branch {udp_lossy}: {graphed}");
+    assert!(
+        graphed.contains(&format!("over branch {udp_lossy}|")) && graphed.contains("% lost"),
+        "{graphed}"
+    );
     let rows = rows.as_str().unwrap_or_default().to_owned();
     let bad_row = rows
         .lines()
@@ -450,11 +538,124 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         console_messages.is_empty(),
         "console messages {console_messages:?}"
     );
+    // The restart runs without the loss: discoveries through a lossy branch
+    // retry its silent hops for seconds (one discovery at a time), and the
+    // stored history is what is checked.
+    drop(loss);
     must(daemon.stop());
+
+    // After a restart the stored history is there (before or after the
+    // first discovery: the store knows the branch), with at least the
+    // rounds read before.
+    let restarted = Instant::now();
+    let daemon = must(Daemon::start(&lab, "src", &hopwatch_bin(), &config));
+    for &(target, lossy, (sent, lost)) in &stored_lossy {
+        let (again_sent, again_lost) =
+            stored_destination(&lab, target, lossy, stored_from_ms, stored_to_ms);
+        assert_eq!(
+            (again_sent, again_lost),
+            (sent, lost),
+            "{target} branch {lossy}: the stored history over the same range after a restart"
+        );
+    }
+    eprintln!(
+        "multipath daemon figures: branch history read back {:.1} s after the restart began",
+        restarted.elapsed().as_secs_f64()
+    );
+    // The new process's discovery gives each path found again the index its
+    // stored rounds have, so each branch's series goes on with its path.
+    let udp_clean = measured[0].2;
+    let again = must(eventually(
+        Duration::from_secs(10),
+        "ecmp-udp's discovery after the restart",
+        || {
+            let d = detail(&lab, "ecmp-udp");
+            (d["branches"].as_array().is_some_and(|b| !b.is_empty()))
+                .then_some(d.clone())
+                .ok_or_else(|| format!("{:#}", d["multipath"]))
+        },
+    ));
+    for b in again["branches"].as_array().unwrap() {
+        let expected = if b["discovered"][1] == lossy4.to_string() {
+            udp_lossy
+        } else {
+            udp_clean
+        };
+        assert_eq!(
+            b["index"], expected,
+            "after the restart: {:#}",
+            again["branches"]
+        );
+    }
+    eprintln!(
+        "multipath daemon figures: after the restart ecmp-udp's lossy branch is again {udp_lossy}, the clean one {udp_clean} ({} found)",
+        again["branches"].as_array().unwrap().len()
+    );
+    must(daemon.stop());
+    // The CLI export of a branch, from the stopped daemon's store.
+    let out = std::process::Command::new(hopwatch_bin())
+        .args(["export", "-c"])
+        .arg(&config)
+        .args(["-t", "ecmp-udp", "--branch", &udp_lossy.to_string()])
+        .args(["--resolution", "raw", "--format", "json", "--from", "10m"])
+        .output()
+        .expect("hopwatch export runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["meta"]["target"], "ecmp-udp", "{:#}", doc["meta"]);
+    assert_eq!(doc["meta"]["branch"], udp_lossy, "{:#}", doc["meta"]);
+    let exported = doc["points"].as_array().unwrap();
+    assert!(
+        exported.len() as u64 >= stored_lossy[0].2 .0,
+        "{} points exported",
+        exported.len()
+    );
     eprintln!(
         "multipath daemon figures: test wall time {:.1} s",
         test_started.elapsed().as_secs_f64()
     );
+}
+
+/// `(sent, lost)` at the destination over `branch`'s stored rounds of `target` in `[from_ms, to_ms)`.
+fn stored_destination(
+    lab: &Lab,
+    target: &str,
+    branch: u64,
+    from_ms: u64,
+    to_ms: u64,
+) -> (u64, u64) {
+    let (from, to, branch) = (from_ms.to_string(), to_ms.to_string(), branch.to_string());
+    let doc = must(webclient::get_json(
+        lab,
+        "src",
+        &format!("http://{WEB}/api/v1/targets/{target}/series"),
+        &[
+            ("hop", "destination"),
+            ("branch", &branch),
+            ("from", &from),
+            ("to", &to),
+            ("max_points", "5000"),
+        ],
+        None,
+    ));
+    assert_eq!(doc["branch"].to_string(), branch, "{doc:#}");
+    let total = &doc["series"][0]["total"];
+    (
+        total["sent"].as_u64().unwrap(),
+        total["lost"].as_u64().unwrap(),
+    )
+}
+
+/// The wall clock in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn screenshots() -> PathBuf {

@@ -1585,6 +1585,12 @@ function toLocalInput(tms) {
   return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + 'T' + pad2(d.getHours()) + ':' + pad2(d.getMinutes());
 }
 
+/** The ECMP branch whose history the page graphs (`?branch=N`), or null: the target's own flow. */
+function branchFromUrl() {
+  const n = Number(new URLSearchParams(location.search).get('branch'));
+  return Number.isInteger(n) && n >= 1 && n <= 255 ? n : null;
+}
+
 /** A custom range from the page's URL (`?from=&to=`, Unix ms), or null. */
 function rangeFromUrl() {
   const q = new URLSearchParams(location.search);
@@ -1599,8 +1605,9 @@ function targetPage(root, id) {
   let selected = 'destination';
   let range = prefs.get('range', '1h');
   let custom = rangeFromUrl(); // {from, to}: a zoom or a custom range, kept in the URL
+  let branch = branchFromUrl(); // the ECMP branch the graphs show, kept in the URL; null: the target's own flow
   let hopView = 'window';
-  let graphs = { latency: null, heat: null, series: null, map: null, range: null };
+  let graphs = { latency: null, heat: null, series: null, map: null, range: null, branch: null };
   let refreshTimer = 0;
 
   const title = h('h1');
@@ -1630,10 +1637,10 @@ function targetPage(root, id) {
         h('th', { class: 'num', text: 'Branch' }), h('th', { text: 'Path (split → join)' }),
         h('th', { class: 'num', text: 'Loss' }), h('th', { class: 'num', text: 'Sent' }),
         h('th', { class: 'num', text: 'Avg' }), h('th', { class: 'num', text: 'Jitter' }),
-        h('th', { text: 'Health' }))),
+        h('th', { text: 'Health' }), h('th', { text: 'History' }))),
       branchBody)),
     h('div', { class: 'legend' },
-      h('span', { text: 'Each branch is probed over its own flow (source port or ICMP id) that keeps to it. Loss, latency and jitter are end to end over the window; the path shows the hops between where the branches split and join.' })));
+      h('span', { text: 'Each branch is probed over its own flow (source port or ICMP id) that keeps to it. Loss, latency and jitter are end to end over the window; the path shows the hops between where the branches split and join. Each branch\'s rounds are stored like the target\'s: "Graph" shows its history below.' })));
 
   const rangeButtons = RANGES.map((r) => h('button', { type: 'button', text: r, dataset: { range: r }, onclick: () => setRange(r) }));
   const customBtn = h('button', { type: 'button', text: 'Custom', onclick: () => { customBox.hidden = !customBox.hidden; } });
@@ -1707,6 +1714,22 @@ function targetPage(root, id) {
 
   function rangeQuery() {
     return custom ? 'from=' + Math.round(custom.from) + '&to=' + Math.round(custom.to) : 'range=' + range;
+  }
+
+  /** The history endpoints' `branch` parameter for the graphed flow ('' for the target's own). */
+  function branchQuery() {
+    return branch === null ? '' : '&branch=' + branch;
+  }
+
+  /** Graphs (and exports) the history of ECMP branch `n`, or of the target's own flow for null. */
+  function setBranch(n) {
+    branch = n;
+    const q = new URLSearchParams(location.search);
+    if (branch === null) q.delete('branch'); else q.set('branch', String(branch));
+    const qs = q.toString();
+    history.replaceState(history.state, '', location.pathname + (qs ? '?' + qs : '') + location.hash);
+    renderBranches();
+    loadGraphs();
   }
 
   function setRange(r) {
@@ -1887,15 +1910,19 @@ function targetPage(root, id) {
     const width = latencyCanvas.clientWidth || 800;
     const maxPoints = Math.max(30, Math.min(600, Math.floor((width - PLOT.left - PLOT.right) / 3)));
     const columns = Math.max(20, Math.min(400, Math.floor((width - PLOT.left - PLOT.right) / 4)));
-    setText(graphTitle, 'Latency of ' + hopLabel());
+    setText(graphTitle, 'Latency of ' + hopLabel() + (branch === null ? '' : ' over branch ' + branch));
+    const shown = branch;
     try {
       const [series, heat] = await Promise.all([
-        api('/api/v1/targets/' + enc + '/series?hop=' + selected + '&' + rangeQuery() + '&max_points=' + maxPoints),
-        api('/api/v1/targets/' + enc + '/heatmap?' + rangeQuery() + '&columns=' + columns),
+        api('/api/v1/targets/' + enc + '/series?hop=' + selected + '&' + rangeQuery() + branchQuery() + '&max_points=' + maxPoints),
+        api('/api/v1/targets/' + enc + '/heatmap?' + rangeQuery() + branchQuery() + '&columns=' + columns),
       ]);
+      // A click on another branch meanwhile has its own load under way.
+      if (shown !== branch) return;
       graphs.series = series.series[0];
       graphs.map = heat.heatmap;
       graphs.range = custom ? 'custom' : range;
+      graphs.branch = shown;
       drawGraphs();
     } catch (e) {
       setText(graphNote, 'Could not load the history: ' + e.message);
@@ -1915,6 +1942,8 @@ function targetPage(root, id) {
     // The range the drawn data was loaded for: a click on a preset redraws
     // only when its data arrives, so the counts below may still be the old range's.
     latencyCanvas.dataset.range = heatCanvas.dataset.range = graphs.range || '';
+    // Whose history it is: a branch's index, or '' for the target's own flow.
+    latencyCanvas.dataset.branch = heatCanvas.dataset.branch = graphs.branch == null ? '' : String(graphs.branch);
     latencyCanvas.dataset.from = String(Math.round(graphs.latency.from));
     latencyCanvas.dataset.to = String(Math.round(graphs.latency.to));
     heatCanvas.dataset.from = graphs.heat ? String(graphs.heat.from) : '';
@@ -2075,7 +2104,7 @@ function targetPage(root, id) {
 
   async function doExport(format) {
     try {
-      const res = await api('/api/v1/targets/' + enc + '/export?format=' + format + '&' + rangeQuery() + (exportAsn.checked ? '&asn=true' : ''), { raw: true });
+      const res = await api('/api/v1/targets/' + enc + '/export?format=' + format + '&' + rangeQuery() + branchQuery() + (exportAsn.checked ? '&asn=true' : ''), { raw: true });
       const blob = await res.blob();
       const name = (res.headers.get('content-disposition') || '').match(/filename="([^"]+)"/);
       const a = h('a', { href: URL.createObjectURL(blob), download: name ? name[1] : 'hopwatch-' + id + '.' + format });
@@ -2102,15 +2131,21 @@ function targetPage(root, id) {
         (between.map((x) => x.ttl + ': ' + (x.responder || '?')).join(' → ') || 'direct') +
         (b.join_ttl !== null ? ' → hop ' + b.join_ttl : '');
       const health = finding ? 'loss through ' + (finding.through || 'hop ' + finding.through_ttl) : e.loss_pct === null ? 'waiting' : e.loss_pct >= 5 ? 'lossy' : e.loss_pct > 0 ? 'some loss' : 'healthy';
-      const cls = finding || e.loss_pct >= 10 ? 's-bad' : e.loss_pct > 0 ? 's-warn' : '';
-      return h('tr', { class: cls, dataset: { branch: String(b.index), flow: String(b.flow_id) } },
+      const cls = (finding || e.loss_pct >= 10 ? 's-bad' : e.loss_pct > 0 ? 's-warn' : '') + (branch === b.index ? ' sel' : '');
+      const shown = branch === b.index;
+      // A link, so the branch's history can be opened in a new tab or shared; a click graphs it here.
+      const graph = h('a', { class: 'branch-history', href: '?branch=' + b.index, text: shown ? 'Back to target' : 'Graph',
+        title: shown ? 'The graphs below show this branch\'s stored history; click to go back to the target\'s own flow' : 'Graph this branch\'s stored history below',
+        onclick: (ev) => { ev.preventDefault(); setBranch(shown ? null : b.index); } });
+      return h('tr', { class: cls.trim(), dataset: { branch: String(b.index), flow: String(b.flow_id) } },
         h('td', { class: 'num', text: String(b.index) }),
         h('td', { class: 'branch-path', text: path, title: 'flow ' + b.flow_id }),
         h('td', { class: 'num branch-loss', text: pct(e.loss_pct) }),
         h('td', { class: 'num', text: String(e.sent) }),
         h('td', { class: 'num', text: ms(e.avg_ns) }),
         h('td', { class: 'num', text: ms(e.jitter_ns) }),
-        h('td', { class: 'branch-health', text: health }));
+        h('td', { class: 'branch-health', text: health }),
+        h('td', {}, graph));
     }));
   }
 

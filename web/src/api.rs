@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::export::{self, Format};
 use crate::live;
 use crate::metrics;
-use crate::model::HopSelection;
+use crate::model::{FlowSelection, HopSelection};
 use crate::query::{self, now_ms, RangeParams, TimeRange};
 use crate::state::AppState;
 
@@ -209,10 +209,10 @@ impl QueryEndpoint {
     pub fn params(self) -> &'static [&'static str] {
         match self {
             QueryEndpoint::Incidents => &["range", "from", "to", "target"],
-            QueryEndpoint::Series => &["hop", "range", "from", "to", "max_points"],
-            QueryEndpoint::Heatmap => &["range", "from", "to", "columns"],
+            QueryEndpoint::Series => &["hop", "branch", "range", "from", "to", "max_points"],
+            QueryEndpoint::Heatmap => &["branch", "range", "from", "to", "columns"],
             QueryEndpoint::Events => &["range", "from", "to"],
-            QueryEndpoint::Export => &["format", "range", "from", "to", "asn"],
+            QueryEndpoint::Export => &["format", "branch", "range", "from", "to", "asn"],
             QueryEndpoint::PeerHistory => &["range", "from", "to", "max_points"],
         }
     }
@@ -255,14 +255,14 @@ pub fn check_query(
             CheckedQuery::Series(Query::<SeriesParams>::try_from_uri(&uri)?.check(now_ms)?)
         }
         QueryEndpoint::Heatmap => {
-            let (range, columns) = Query::<HeatmapParams>::try_from_uri(&uri)?.check(now_ms)?;
+            let (_, range, columns) = Query::<HeatmapParams>::try_from_uri(&uri)?.check(now_ms)?;
             CheckedQuery::Sized(range, columns)
         }
         QueryEndpoint::Events => {
             CheckedQuery::Range(Query::<RangeOnly>::try_from_uri(&uri)?.check(now_ms)?)
         }
         QueryEndpoint::Export => {
-            let (format, range) = Query::<ExportParams>::try_from_uri(&uri)?.check(now_ms)?;
+            let (format, _, range) = Query::<ExportParams>::try_from_uri(&uri)?.check(now_ms)?;
             CheckedQuery::Export(format, range)
         }
         QueryEndpoint::PeerHistory => {
@@ -282,6 +282,7 @@ pub async fn sparklines(State(state): State<AppState>) -> Result<Response, ApiEr
 #[serde(deny_unknown_fields)]
 pub struct SeriesParams {
     hop: Option<String>,
+    branch: Option<String>,
     range: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -291,6 +292,7 @@ pub struct SeriesParams {
 /// A series request's query, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesQuery {
+    pub flow: FlowSelection,
     pub hops: HopSelection,
     pub range: TimeRange,
     pub max_points: usize,
@@ -299,6 +301,7 @@ pub struct SeriesQuery {
 impl SeriesParams {
     pub fn check(&self, now_ms: u64) -> Result<SeriesQuery, ApiError> {
         Ok(SeriesQuery {
+            flow: query::flow_selection(self.branch.as_deref())?,
             hops: query::hop_selection(self.hop.as_deref())?,
             range: RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?,
             max_points: query::count(
@@ -319,25 +322,31 @@ pub async fn series(
     let id = path_id(path)?;
     let Query(p) = params?;
     let SeriesQuery {
+        flow,
         hops,
         range,
         max_points,
     } = p.check(now_ms())?;
     let lookup = id.clone();
     let series = state
-        .history(move |read| read.series(&lookup, hops, range))
+        .history(move |read| read.series(&lookup, flow, hops, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
     let fitted: Vec<downsample::FittedSeries> = series
         .into_iter()
         .map(|s| downsample::fit(s, range, max_points))
         .collect();
-    Ok(Json(serde_json::json!({ "target": id, "series": fitted })).into_response())
+    let mut body = serde_json::json!({ "target": id, "series": fitted });
+    if let Some(branch) = flow.branch() {
+        body["branch"] = branch.get().into();
+    }
+    Ok(Json(body).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeatmapParams {
+    branch: Option<String>,
     range: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -345,8 +354,9 @@ pub struct HeatmapParams {
 }
 
 impl HeatmapParams {
-    /// The range and the number of columns asked for.
-    pub fn check(&self, now_ms: u64) -> Result<(TimeRange, usize), ApiError> {
+    /// The flow, the range and the number of columns asked for.
+    pub fn check(&self, now_ms: u64) -> Result<(FlowSelection, TimeRange, usize), ApiError> {
+        let flow = query::flow_selection(self.branch.as_deref())?;
         let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
         let columns = query::count(
             "columns",
@@ -354,7 +364,7 @@ impl HeatmapParams {
             query::DEFAULT_COLUMNS,
             query::MAX_COLUMNS,
         )?;
-        Ok((range, columns))
+        Ok((flow, range, columns))
     }
 }
 
@@ -365,14 +375,18 @@ pub async fn heatmap(
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
     let Query(p) = params?;
-    let (range, columns) = p.check(now_ms())?;
+    let (flow, range, columns) = p.check(now_ms())?;
     let lookup = id.clone();
     let series = state
-        .history(move |read| read.series(&lookup, crate::model::HopSelection::All, range))
+        .history(move |read| read.series(&lookup, flow, crate::model::HopSelection::All, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
     let map = downsample::heatmap(series, range, columns);
-    Ok(Json(serde_json::json!({ "target": id, "heatmap": map })).into_response())
+    let mut body = serde_json::json!({ "target": id, "heatmap": map });
+    if let Some(branch) = flow.branch() {
+        body["branch"] = branch.get().into();
+    }
+    Ok(Json(body).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,6 +429,7 @@ pub async fn events(
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     format: Option<String>,
+    branch: Option<String>,
     range: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -422,18 +437,19 @@ pub struct ExportParams {
 }
 
 impl ExportParams {
-    /// The format (CSV by default) and the range asked for; the optional
-    /// columns are checked too (see [`ExportParams::columns`]).
-    pub fn check(&self, now_ms: u64) -> Result<(Format, TimeRange), ApiError> {
+    /// The format (CSV by default), the flow and the range asked for; the
+    /// optional columns are checked too (see [`ExportParams::columns`]).
+    pub fn check(&self, now_ms: u64) -> Result<(Format, FlowSelection, TimeRange), ApiError> {
         let format: Format = self
             .format
             .as_deref()
             .unwrap_or("csv")
             .parse()
             .map_err(|reason| ApiError::param("format", reason))?;
+        let flow = query::flow_selection(self.branch.as_deref())?;
         let range = RangeParams::of(&self.range, &self.from, &self.to).resolve(now_ms)?;
         self.columns()?;
-        Ok((format, range))
+        Ok((format, flow, range))
     }
 
     /// The optional columns asked for: `asn=true` adds each hop's AS number
@@ -461,17 +477,21 @@ pub async fn export(
     let id = path_id(path)?;
     let Query(p) = params?;
     let now = now_ms();
-    let (format, range) = p.check(now)?;
+    let (format, flow, range) = p.check(now)?;
     let columns = p.columns()?;
     let lookup = id.clone();
     let summary = state
-        .history(move |read| read.hop_summary(&lookup, range))
+        .history(move |read| read.hop_summary(&lookup, flow, range))
         .await??
         .ok_or(ApiError::UnknownTarget { id: id.clone() })?;
-    let body = export::render(&id, range, now, &summary, format, columns)
+    let body = export::render(&id, flow.branch(), range, now, &summary, format, columns)
         .map_err(|err| ApiError::internal("rendering an export", err))?;
+    let branch = flow
+        .branch()
+        .map(|b| format!("-branch{b}"))
+        .unwrap_or_default();
     let filename = format!(
-        "attachment; filename=\"hopwatch-{id}-{}-{}.{}\"",
+        "attachment; filename=\"hopwatch-{id}{branch}-{}-{}.{}\"",
         range.from_ms,
         range.to_ms,
         format.extension()
@@ -895,6 +915,7 @@ mod tests {
         assert_eq!(
             series,
             CheckedQuery::Series(SeriesQuery {
+                flow: FlowSelection::Target,
                 hops: HopSelection::One(HopRef::Ttl(3)),
                 range: TimeRange {
                     from_ms: 1_699_990_000_000,
@@ -938,6 +959,7 @@ mod tests {
         };
         let keys = [
             "hop",
+            "branch",
             "range",
             "from",
             "to",

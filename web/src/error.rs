@@ -42,6 +42,10 @@ pub enum ApiError {
     WritesDisabled,
     #[error("no target named {id:?}")]
     UnknownTarget { id: String },
+    /// `branch=N` names a branch the target does not have; the message
+    /// names the parameter and lists the branches it has.
+    #[error("invalid query parameter `branch`: {reason}")]
+    UnknownBranch { reason: String },
     #[error("no peer named {name:?}")]
     UnknownPeer { name: String },
     #[error("no such endpoint: {method} {path}")]
@@ -127,6 +131,7 @@ impl ApiError {
             ApiError::WritesDisabled => StatusCode::FORBIDDEN,
             ApiError::UnknownTarget { .. }
             | ApiError::UnknownPeer { .. }
+            | ApiError::UnknownBranch { .. }
             | ApiError::NoRoute { .. }
             | ApiError::NoConfig { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -204,6 +209,10 @@ impl IntoResponse for ApiError {
 impl From<ReadError> for ApiError {
     fn from(err: ReadError) -> ApiError {
         match err {
+            err @ ReadError::NotMultipath { .. } => ApiError::param("branch", err.to_string()),
+            err @ ReadError::UnknownBranch { .. } => ApiError::UnknownBranch {
+                reason: err.to_string(),
+            },
             ReadError::Unavailable { source } => ApiError::Internal {
                 what: "reading history (store unavailable)",
                 source,

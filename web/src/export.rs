@@ -22,6 +22,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::dto::{HopSummaryDto, HopTotalDto};
+use crate::model::BranchRef;
 use crate::query::TimeRange;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,10 @@ impl Format {
 #[derive(Debug, Serialize)]
 pub struct ExportMeta<'a> {
     pub target: &'a str,
+    /// The ECMP branch whose history this is (`branch=N`); absent for the
+    /// target's own flow, so those exports read as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<u8>,
     pub from_ms: u64,
     pub to_ms: u64,
     pub from: String,
@@ -142,6 +147,7 @@ fn csv_quoted(text: &str) -> String {
 /// Renders the export.
 pub fn render(
     target: &str,
+    branch: Option<BranchRef>,
     range: TimeRange,
     now_ms: u64,
     summary: &HopSummaryDto,
@@ -156,6 +162,7 @@ pub fn render(
         .map_or(0, |h| h.total.sent);
     let meta = ExportMeta {
         target,
+        branch: branch.map(BranchRef::get),
         from_ms: range.from_ms,
         to_ms: range.to_ms,
         from: rfc3339(range.from_ms),
@@ -196,6 +203,7 @@ fn csv(meta: &ExportMeta<'_>, hops: &[HopTotalDto], columns: Columns) -> String 
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "# hopwatch hop summary");
+    let branch = meta.branch.map(|b| ("branch", b.to_string()));
     let lines: [(&str, String); 14] = [
         ("target", meta.target.to_owned()),
         ("from", meta.from.clone()),
@@ -215,7 +223,8 @@ fn csv(meta: &ExportMeta<'_>, hops: &[HopTotalDto], columns: Columns) -> String 
             meta.timestamp_source.unwrap_or("unknown").to_owned(),
         ),
     ];
-    for (key, value) in lines {
+    let (first, rest) = lines.split_at(1);
+    for (key, value) in first.iter().chain(&branch).chain(rest) {
         let _ = writeln!(out, "# {key}: {value}");
     }
     let _ = writeln!(

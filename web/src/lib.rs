@@ -47,7 +47,8 @@ pub use auth::{Token, Tokens};
 pub use error::ApiError;
 pub use limits::HostCheck;
 pub use model::{
-    ConfigReadError, Control, ControlError, HopSelection, NoControl, ReadError, ReadModel,
+    BranchRef, ConfigReadError, Control, ControlError, FlowSelection, HopSelection, NoControl,
+    ReadError, ReadModel,
 };
 pub use query::TimeRange;
 pub use state::{AppState, WebSettings};

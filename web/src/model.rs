@@ -31,6 +31,50 @@ pub enum HopSelection {
     All,
 }
 
+/// One ECMP branch of a multipath target, as `branch=N` names it: its
+/// `index` in the target's `branches`, from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BranchRef(u8);
+
+impl BranchRef {
+    /// `n` from 1; `None` for 0.
+    pub const fn new(n: u8) -> Option<BranchRef> {
+        if n == 0 {
+            None
+        } else {
+            Some(BranchRef(n))
+        }
+    }
+
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for BranchRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Whose stored rounds a history request reads: the target's own flow, or
+/// the kept flow of one of its ECMP branches (`branch=N`), stored alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowSelection {
+    #[default]
+    Target,
+    Branch(BranchRef),
+}
+
+impl FlowSelection {
+    pub fn branch(self) -> Option<BranchRef> {
+        match self {
+            FlowSelection::Target => None,
+            FlowSelection::Branch(branch) => Some(branch),
+        }
+    }
+}
+
 /// Everything the UI, the JSON API and /metrics read.
 pub trait ReadModel: Send + Sync + 'static {
     fn service(&self) -> ServiceInfo;
@@ -44,18 +88,27 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Recent destination samples of every target.
     fn sparklines(&self) -> Vec<Sparkline>;
 
-    /// Stored history of one hop or all hops over `range`; `Ok(None)` for an
-    /// unknown target. Points come at the store's resolution for the span;
-    /// the router downsamples.
+    /// Stored history of one hop or all hops of `flow` over `range`;
+    /// `Ok(None)` for an unknown target. A branch of a target without
+    /// multipath is [`ReadError::NotMultipath`], one it neither has nor has
+    /// history of [`ReadError::UnknownBranch`]. Points come at the store's
+    /// resolution for the span; the router downsamples.
     fn series(
         &self,
         id: &str,
+        flow: FlowSelection,
         hops: HopSelection,
         range: TimeRange,
     ) -> Result<Option<Vec<SeriesDto>>, ReadError>;
 
-    /// Per-hop totals over `range`; `Ok(None)` for an unknown target.
-    fn hop_summary(&self, id: &str, range: TimeRange) -> Result<Option<HopSummaryDto>, ReadError>;
+    /// Per-hop totals of `flow` over `range`; `Ok(None)` for an unknown
+    /// target, branch errors as for [`ReadModel::series`].
+    fn hop_summary(
+        &self,
+        id: &str,
+        flow: FlowSelection,
+        range: TimeRange,
+    ) -> Result<Option<HopSummaryDto>, ReadError>;
 
     /// Stored events of a target in `range`, oldest first; `Ok(None)` for an unknown target.
     fn events(&self, id: &str, range: TimeRange) -> Result<Option<Vec<EventDto>>, ReadError>;
@@ -153,15 +206,36 @@ pub fn sort_alerts(alerts: &mut [AlertDto]) {
     alerts.sort_by(|a, b| (a.since_ms, &a.target, &a.name).cmp(&(b.since_ms, &b.target, &b.name)));
 }
 
-/// Why history could not be read. The router logs it and answers 500 or 503
-/// without the details.
+/// Why history could not be read. The router answers a request naming a
+/// branch the target does not have with 400 or 404 and the reason; the
+/// store's failures it logs and answers 500 or 503 without the details.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// `branch=N` for a target without `multipath` (400).
+    #[error("target {target:?} is not a multipath target, so it has no branches")]
+    NotMultipath { target: String },
+    /// `branch=N` for a branch the target neither probes now nor has
+    /// history of (404). `known` lists those it has, in index order.
+    #[error("target {target:?} has no branch {branch}{}", known_branches(known))]
+    UnknownBranch {
+        target: String,
+        branch: BranchRef,
+        known: Vec<BranchRef>,
+    },
     /// The history store is reopening after a write error; try again later.
     #[error("the history store is unavailable: {source}")]
     Unavailable { source: Source },
     #[error("reading {what} failed: {source}")]
     Failed { what: &'static str, source: Source },
+}
+
+/// "; its branches: 1, 2", or that it has none yet.
+fn known_branches(known: &[BranchRef]) -> String {
+    if known.is_empty() {
+        return " (it has none yet: discovery has not finished)".to_owned();
+    }
+    let list: Vec<String> = known.iter().map(|b| b.to_string()).collect();
+    format!("; its branches: {}", list.join(", "))
 }
 
 /// The writes the UI and API may make. Each one is persisted before it is

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::dto::HopRef;
 use crate::error::ApiError;
-use crate::model::HopSelection;
+use crate::model::{BranchRef, FlowSelection, HopSelection};
 
 /// Longest target name (the service's limit too).
 pub const MAX_TARGET_NAME: usize = 64;
@@ -181,6 +181,26 @@ pub fn hop_selection(text: Option<&str>) -> Result<HopSelection, ApiError> {
     }
 }
 
+/// `branch=N`: one ECMP branch's history (its `index`, 1 to 255); absent,
+/// the target's own flow.
+pub fn flow_selection(text: Option<&str>) -> Result<FlowSelection, ApiError> {
+    let Some(text) = text else {
+        return Ok(FlowSelection::Target);
+    };
+    text.parse::<u8>()
+        .ok()
+        .and_then(BranchRef::new)
+        .map(FlowSelection::Branch)
+        .ok_or_else(|| {
+            ApiError::param(
+                "branch",
+                format!(
+                    "{text:?} is not a branch number; use the `index` of one of the target's branches (1 to 255)"
+                ),
+            )
+        })
+}
+
 /// A count parameter within `1..=max`, `default` when absent.
 pub fn count(
     name: &'static str,
@@ -274,6 +294,18 @@ mod tests {
         assert_eq!(hop_selection(Some("all")).unwrap(), HopSelection::All);
         assert!(hop_selection(Some("0")).is_err());
         assert!(hop_selection(Some("256")).is_err());
+        assert_eq!(flow_selection(None).unwrap(), FlowSelection::Target);
+        assert_eq!(
+            flow_selection(Some("2")).unwrap(),
+            FlowSelection::Branch(BranchRef::new(2).unwrap())
+        );
+        for bad in ["0", "256", "-1", "two", ""] {
+            let err = flow_selection(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid query parameter `branch`"),
+                "{bad}: {err}"
+            );
+        }
         assert!(count("max_points", Some(0), 10, 100).is_err());
         assert_eq!(count("max_points", None, 10, 100).unwrap(), 10);
     }

@@ -222,6 +222,97 @@ async fn series_are_validated_and_fitted_to_the_screen() {
 }
 
 #[tokio::test]
+async fn a_branch_of_a_multipath_target_has_its_own_history_and_bad_branches_are_named() {
+    let fake = Fake::new();
+    {
+        let mut targets = fake.targets.lock().unwrap();
+        let alpha = targets
+            .iter_mut()
+            .find(|t| t.summary.id == "alpha")
+            .unwrap();
+        *alpha = multipath(alpha.clone());
+    }
+    let (router, _) = app(&fake, settings(false, false));
+    let p50 = |doc: &serde_json::Value| doc["series"][0]["points"][0]["p50_ns"].as_u64().unwrap();
+    let own = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/series?hop=destination&range=15m"),
+        )
+        .await,
+    )
+    .await;
+    assert!(own.get("branch").is_none(), "{own}");
+    let two = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/series?hop=destination&range=15m&branch=2"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(two["branch"], 2, "{two}");
+    assert_eq!(p50(&two), p50(&own) + 200_000, "branch 2's own series");
+    let heat = send(
+        &router,
+        get("/api/v1/targets/alpha/heatmap?range=15m&branch=1"),
+    )
+    .await;
+    assert_eq!(heat.status(), StatusCode::OK);
+    assert_eq!(body_json(heat).await["branch"], 1);
+    let export = send(
+        &router,
+        get("/api/v1/targets/alpha/export?format=csv&from=1700000000000&to=1700003600000&branch=2"),
+    )
+    .await;
+    assert_eq!(export.status(), StatusCode::OK);
+    assert_eq!(
+        export.headers()[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"hopwatch-alpha-branch2-1700000000000-1700003600000.csv\""
+    );
+    let csv = body_text(export).await;
+    assert!(
+        csv.contains("# target: alpha\n# branch: 2\n# from:"),
+        "{csv}"
+    );
+    let json = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/export?format=json&range=1h&branch=1"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(json["meta"]["branch"], 1, "{json}");
+    let plain = body_json(
+        send(
+            &router,
+            get("/api/v1/targets/alpha/export?format=json&range=1h"),
+        )
+        .await,
+    )
+    .await;
+    assert!(plain["meta"].get("branch").is_none(), "{plain}");
+
+    for (path, status, needle) in [
+        ("alpha/series?branch=x", StatusCode::BAD_REQUEST, "invalid query parameter `branch`: \"x\" is not a branch number"),
+        ("alpha/series?branch=0", StatusCode::BAD_REQUEST, "`branch`"),
+        ("alpha/heatmap?branch=-1", StatusCode::BAD_REQUEST, "`branch`"),
+        ("alpha/export?branch=256", StatusCode::BAD_REQUEST, "`branch`"),
+        ("alpha/series?branch=3", StatusCode::NOT_FOUND, "invalid query parameter `branch`: target \"alpha\" has no branch 3; its branches: 1, 2"),
+        ("alpha/export?branch=3", StatusCode::NOT_FOUND, "no branch 3"),
+        ("beta/series?branch=1", StatusCode::BAD_REQUEST, "invalid query parameter `branch`: target \"beta\" is not a multipath target"),
+        ("beta/heatmap?branch=1", StatusCode::BAD_REQUEST, "not a multipath target"),
+        ("nosuch/series?branch=1", StatusCode::NOT_FOUND, "no target named \"nosuch\""),
+    ] {
+        let response = send(&router, get(&format!("/api/v1/targets/{path}"))).await;
+        assert_eq!(response.status(), status, "{path}");
+        let error = body_json(response).await["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(needle), "{path}: {error}");
+    }
+}
+
+#[tokio::test]
 async fn the_heatmap_puts_every_hop_on_one_time_axis() {
     let fake = Fake::new();
     let (router, _) = app(&fake, settings(false, false));

@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::{exit, ConfigArg};
 use crate::config::{Config, ConfigError};
-use crate::model::{InvalidTargetId, TargetId};
+use crate::model::{BranchIndex, InvalidTargetId, TargetId};
 use crate::monitor::store_config;
 use crate::probe::clock::unix_nanos;
 use crate::store::{
@@ -29,6 +29,11 @@ pub struct ExportArgs {
     /// Target name.
     #[arg(short = 't', long)]
     pub target: String,
+
+    /// An ECMP branch of a multipath target (its `index`, from 1): that
+    /// branch's stored history instead of the target's own flow.
+    #[arg(long, value_parser = parse_branch)]
+    pub branch: Option<BranchIndex>,
 
     /// Which hop: `destination` or a TTL (1-255).
     #[arg(long, default_value = "destination", value_parser = parse_hop)]
@@ -63,6 +68,13 @@ fn parse_hop(s: &str) -> Result<Hop, String> {
     }
 }
 
+fn parse_branch(s: &str) -> Result<BranchIndex, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(BranchIndex::new)
+        .ok_or_else(|| format!("{s:?} is not a branch index from 1 to 255"))
+}
+
 fn parse_resolution(s: &str) -> Result<Resolution, String> {
     s.parse::<Resolution>().map_err(|err| err.to_string())
 }
@@ -80,10 +92,29 @@ pub enum ExportCliError {
         value: String,
         reason: String,
     },
+    /// `--branch N` for a branch the store has no rounds of.
+    #[error(
+        "--branch {branch}: the store has no rounds of branch {branch} of {target}{}",
+        stored_branches(stored)
+    )]
+    UnknownBranch {
+        target: TargetId,
+        branch: BranchIndex,
+        stored: Vec<BranchIndex>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] ExportError),
+}
+
+/// "; it has rounds of branches 1, 2", or that it has none.
+fn stored_branches(stored: &[BranchIndex]) -> String {
+    if stored.is_empty() {
+        return " (it has no branch rounds: is the target multipath?)".to_owned();
+    }
+    let list: Vec<String> = stored.iter().map(|b| b.to_string()).collect();
+    format!("; it has rounds of branches {}", list.join(", "))
 }
 
 pub fn run(args: ExportArgs) -> i32 {
@@ -94,7 +125,8 @@ pub fn run(args: ExportArgs) -> i32 {
             match err {
                 ExportCliError::Config(_)
                 | ExportCliError::Target(_)
-                | ExportCliError::Time { .. } => exit::USAGE,
+                | ExportCliError::Time { .. }
+                | ExportCliError::UnknownBranch { .. } => exit::USAGE,
                 _ => exit::OTHER,
             }
         }
@@ -129,7 +161,22 @@ fn export(args: &ExportArgs) -> Result<(), ExportCliError> {
         None => unix_nanos(now) / 1_000_000,
     };
     let store = Store::open(&config.service.state_dir, store_config(&config))?;
-    let series = store.series(&id, args.hop, from_ms, to_ms, args.resolution)?;
+    let series_id = match args.branch {
+        None => id.clone(),
+        Some(branch) => {
+            let stored = store.branches_of(&id);
+            if !stored.contains(&branch) {
+                return Err(ExportCliError::UnknownBranch {
+                    target: id,
+                    branch,
+                    stored,
+                });
+            }
+            id.branch_series(branch)
+        }
+    };
+    // A branch's series is written under its target, with a `branch` line.
+    let series = store.series(&series_id, args.hop, from_ms, to_ms, args.resolution)?;
     let target = config.target(&id);
     let meta = ExportMeta {
         probe_interval_ms: target.map(|t| t.probe.interval.as_millis() as u64),

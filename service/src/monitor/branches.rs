@@ -8,7 +8,10 @@
 //! [`MAX_CONCURRENT_DISCOVERIES`] at a time ([`Discoveries`]); a target
 //! waiting for its turn keeps probing its old branches. Like the scheduler,
 //! this task talks only to the engine and to the channel its updates go out on
-//! (plus the path-event broadcast, to hear of route changes).
+//! (plus the path-event broadcast, to hear of route changes), and once, when
+//! it starts, to the store: the paths the branches' stored rounds last took
+//! ([`remembered`]), so a branch keeps its index (and its stored series its
+//! path) across a restart of the daemon or of the target.
 
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
@@ -22,10 +25,11 @@ use super::live::TargetEvent;
 use super::scheduler::{TargetRunner, TargetSchedule};
 use crate::analysis::PathEvent;
 use crate::config::validated::MultipathSettings;
-use crate::model::{BranchIndex, BranchLayout, BranchPath, BranchUpdate, RoundRecord};
+use crate::model::{BranchIndex, BranchLayout, BranchPath, BranchUpdate, RoundRecord, TargetId};
 use crate::probe::clock::unix_nanos;
 use crate::probe::multipath::{MdaConfig, MultipathSpec, MultipathTrace};
 use crate::probe::Engine;
+use crate::store::Store;
 
 /// Discoveries running at once in the whole daemon.
 pub const MAX_CONCURRENT_DISCOVERIES: usize = 1;
@@ -56,6 +60,9 @@ impl Default for Discoveries {
 #[derive(Clone)]
 pub struct BranchOutputs {
     pub updates: mpsc::Sender<BranchUpdate>,
+    /// Where the branches' rounds are stored, read once per prober for the
+    /// paths they last took.
+    pub store: Arc<Store>,
     pub events: broadcast::Sender<TargetEvent>,
     pub discoveries: Discoveries,
 }
@@ -112,6 +119,16 @@ async fn run(
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
     let mut running: Vec<RunningBranch> = Vec::new();
+    // Until the first discovery, the paths stored rounds last took stand in
+    // for the running branches (none yet).
+    let mut remembered = {
+        let store = Arc::clone(&outputs.store);
+        let (id, first_ttl) = (id.clone(), schedule.first_ttl.get());
+        let now = unix_nanos(SystemTime::now()) / 1_000_000;
+        tokio::task::spawn_blocking(move || self::remembered(&store, &id, first_ttl, now))
+            .await
+            .unwrap_or_default()
+    };
     loop {
         let trace = {
             let Ok(_turn) = outputs.discoveries.0.acquire().await else {
@@ -128,7 +145,11 @@ async fn run(
             }
         };
         let discovered = tokio::time::Instant::now();
-        let previous: Vec<BranchPath> = running.iter().map(|b| b.path.clone()).collect();
+        let previous: Vec<BranchPath> = if running.is_empty() {
+            std::mem::take(&mut remembered)
+        } else {
+            running.iter().map(|b| b.path.clone()).collect()
+        };
         let (layout, flows) = layout(&schedule, &settings, trace, &previous);
         tracing::info!(target = %id, found = layout.found, probed = layout.branches.len(),
             probes = layout.probes_sent, elapsed_ms = layout.elapsed_ms, stop = %layout.stop,
@@ -290,6 +311,68 @@ fn assign_indexes(
     indexes
 }
 
+/// How much of a branch's newest stored rounds tells the path it took.
+const REMEMBER_MS: u64 = 60_000;
+
+/// The path each of `target`'s stored branches took in its newest minute
+/// of rounds (up to `now_ms`), from `first_ttl`, as discovery would list
+/// it: indexes are given to paths found again by this ([`assign_indexes`]).
+/// A store that cannot be read remembers nothing: the branches are numbered
+/// afresh.
+fn remembered(store: &Store, target: &TargetId, first_ttl: u8, now_ms: u64) -> Vec<BranchPath> {
+    store
+        .branches_of(target)
+        .into_iter()
+        .filter_map(|index| {
+            let series = target.branch_series(index);
+            let last = store.last_round(&series).ok()??.started_at_ms.min(now_ms);
+            let rounds = store
+                .rounds(&series, last.saturating_sub(REMEMBER_MS), last + 1)
+                .ok()?;
+            path_of(index, &rounds, first_ttl)
+        })
+        .collect()
+}
+
+/// The path `rounds` took: its most common destination TTL, and the most
+/// common responder at each TTL from `first_ttl` up to it (`None` where none
+/// answered); `None` when no round reached the destination.
+fn path_of(index: BranchIndex, rounds: &[RoundRecord], first_ttl: u8) -> Option<BranchPath> {
+    let destination = most_common(
+        rounds
+            .iter()
+            .filter_map(|r| r.destination_ttl.map(|t| t.get())),
+    )?;
+    let hops = (first_ttl..=destination)
+        .map(|ttl| {
+            most_common(
+                rounds
+                    .iter()
+                    .flat_map(|r| r.path_samples())
+                    .filter(|h| h.ttl.get() == ttl)
+                    .filter_map(|h| h.responder()),
+            )
+        })
+        .collect();
+    Some(BranchPath {
+        index,
+        // Not a flow of this process: only the path is compared.
+        flow_id: 0,
+        hops,
+        reached_destination: true,
+    })
+}
+
+/// The value seen most often (the smallest of a tie), `None` for none.
+fn most_common<T: Ord + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut counts = std::collections::BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_insert(0u32) += 1;
+    }
+    let most = counts.values().copied().max()?;
+    counts.into_iter().find(|(_, n)| *n == most).map(|(v, _)| v)
+}
+
 /// Hands a branch's rounds on to the pipeline, tagged with the branch.
 async fn forward(
     branch: BranchIndex,
@@ -320,6 +403,80 @@ mod tests {
 
     fn index(n: u8) -> Option<BranchIndex> {
         BranchIndex::new(n)
+    }
+
+    /// A round over the path `via` (TTL 1 the balancer, 2 `via`, 3 the
+    /// destination), whose probes past TTL 1 are lost in every third round.
+    fn branch_round(seq: u64, via: &str) -> RoundRecord {
+        use crate::model::HopSample;
+        let lost = seq.is_multiple_of(3);
+        let hop = |ttl: u8, at: &str, lost: bool| {
+            HopSample::answered_or_lost(
+                ttl,
+                at.parse().unwrap(),
+                (!lost).then_some(50_000),
+                ttl == 3,
+            )
+        };
+        RoundRecord {
+            target: TargetId::new("t").unwrap(),
+            seq,
+            started_at_ms: 1_700_000_000_000 + seq * 100,
+            hops: vec![
+                hop(1, "198.18.0.2", false),
+                hop(2, via, lost),
+                hop(3, "198.19.0.1", lost),
+            ],
+            destination_ttl: (!lost).then(|| crate::probe::Ttl::new(3).unwrap()),
+            source: crate::probe::TimestampSource::Ebpf,
+        }
+    }
+
+    /// After a restart, a path found again gets the index its stored rounds
+    /// have, whatever order discovery lists the paths in, so each branch's
+    /// stored series goes on with its own path.
+    #[test]
+    fn stored_branches_keep_their_indexes_when_discovered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::store::StoreConfig::default()).unwrap();
+        let target = TargetId::new("t").unwrap();
+        for seq in 0..50 {
+            store
+                .record_branch_round(index(1).unwrap(), &branch_round(seq, "198.18.1.2"))
+                .unwrap();
+            store
+                .record_branch_round(index(2).unwrap(), &branch_round(seq, "198.18.2.2"))
+                .unwrap();
+        }
+        let now = 1_700_000_000_000 + 60_000;
+        store.flush_at(now).unwrap();
+        let old = remembered(&store, &target, 1, now);
+        let path = |via: &str| {
+            vec![
+                Some("198.18.0.2".parse().unwrap()),
+                Some(via.parse().unwrap()),
+                Some("198.19.0.1".parse().unwrap()),
+            ]
+        };
+        assert_eq!(
+            old.iter()
+                .map(|p| (p.index, p.hops.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (index(1).unwrap(), path("198.18.1.2")),
+                (index(2).unwrap(), path("198.18.2.2"))
+            ],
+            "the lost probes do not hide the path"
+        );
+        // Discovery lists them the other way round, with a new third one.
+        let found = [path("198.18.2.2"), path("198.18.3.2"), path("198.18.1.2")];
+        assert_eq!(
+            assign_indexes(&found, &old, 4),
+            vec![index(2), index(3), index(1)]
+        );
+        // A target without stored branches remembers none.
+        assert!(remembered(&store, &TargetId::new("u").unwrap(), 1, now).is_empty());
+        assert_eq!(path_of(index(1).unwrap(), &[], 1), None);
     }
 
     #[test]

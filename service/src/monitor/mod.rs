@@ -203,6 +203,7 @@ impl Monitor {
         ));
         let branch_outputs = branches::BranchOutputs {
             updates: branches_tx,
+            store: Arc::clone(&store),
             events: events.clone(),
             discoveries: branches::Discoveries::default(),
         };

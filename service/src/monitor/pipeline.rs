@@ -27,9 +27,9 @@ pub struct Outputs {
 pub struct Inputs {
     /// Every target's rounds over its own flow.
     pub rounds: mpsc::Receiver<RoundRecord>,
-    /// Multipath targets' branch layouts and branch rounds: live analysis
-    /// only (the branches' history is not stored yet), judged by the alerts
-    /// with the target's next round.
+    /// Multipath targets' branch layouts and branch rounds: the rounds go to
+    /// the live analysis and to the store (each branch its own series), and
+    /// are judged by the alerts with the target's next round.
     pub branches: mpsc::Receiver<BranchUpdate>,
 }
 
@@ -60,7 +60,17 @@ pub async fn run(
             },
             update = next_branch_update(&mut branches) => {
                 match update {
-                    Some(update) => live.record_branch(&update),
+                    Some(update) => {
+                        live.record_branch(&update);
+                        // Like a target's round: stored even when the live
+                        // view dropped it (multipath just turned off), since
+                        // it was measured; a failure is in the store's health.
+                        if let BranchUpdate::Round { branch, round } = &update {
+                            if let Err(err) = store.record_branch_round(*branch, round) {
+                                tracing::debug!(error = %err, target = %round.target, %branch, "storing a branch round failed");
+                            }
+                        }
+                    }
                     // Every branch prober is gone: main rounds only.
                     None => branches = None,
                 }

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::model::TargetId;
+use crate::model::{BranchIndex, TargetId};
 use crate::probe::Protocol;
 use crate::store::query::{Hop, Point, Resolution, Series};
 
@@ -79,6 +79,9 @@ pub enum ExportError {
 #[derive(Serialize)]
 struct JsonMeta<'a> {
     target: &'a TargetId,
+    /// The ECMP branch of a branch's series; absent for a target's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branch: Option<BranchIndex>,
     hop: Hop,
     resolution: Resolution,
     interval_ms: u64,
@@ -103,9 +106,22 @@ fn ms_f(ns: Option<f64>) -> String {
     ns.map(|v| format!("{:.3}", v / 1e6)).unwrap_or_default()
 }
 
+/// The target a series belongs to, and its ECMP branch when it is a
+/// branch's series (stored as `TargetId::branch_series`).
+fn target_and_branch(series: &Series) -> (TargetId, Option<BranchIndex>) {
+    match series.target.branch_of() {
+        Some((target, branch)) => (target, Some(branch)),
+        None => (series.target.clone(), None),
+    }
+}
+
 fn write_csv(series: &Series, meta: &ExportMeta, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "# hopwatch series export")?;
-    writeln!(out, "# target: {}", series.target)?;
+    let (target, branch) = target_and_branch(series);
+    writeln!(out, "# target: {target}")?;
+    if let Some(branch) = branch {
+        writeln!(out, "# branch: {branch}")?;
+    }
     writeln!(out, "# hop: {}", series.hop)?;
     writeln!(out, "# resolution: {}", series.resolution)?;
     writeln!(out, "# interval_ms: {}", series.interval_ms)?;
@@ -170,9 +186,11 @@ pub fn write_series<W: Write>(
     match format {
         ExportFormat::Csv => write_csv(series, meta, &mut out).map_err(wrap),
         ExportFormat::Json => {
+            let (target, branch) = target_and_branch(series);
             let doc = JsonExport {
                 meta: JsonMeta {
-                    target: &series.target,
+                    target: &target,
+                    branch,
                     hop: series.hop,
                     resolution: series.resolution,
                     interval_ms: series.interval_ms,
@@ -280,6 +298,31 @@ mod tests {
         assert_eq!(doc["points"].as_array().unwrap().len(), 2);
         assert_eq!(doc["points"][0]["p99_ns"], 1_990_000);
         assert_eq!(doc["points"][1]["min_ns"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_branch_series_is_exported_under_its_target_with_the_branch() {
+        let mut branch = series();
+        branch.target = branch.target.branch_series(BranchIndex::new(2).unwrap());
+        let mut out = Vec::new();
+        write_series(&branch, &meta(), ExportFormat::Csv, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("# target: edge-1\n# branch: 2\n# hop: ttl 3\n"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        write_series(&branch, &meta(), ExportFormat::Json, &mut out).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (&doc["meta"]["target"], &doc["meta"]["branch"]),
+            (&"edge-1".into(), &2.into())
+        );
+        // A target's own series has no branch at all.
+        let mut out = Vec::new();
+        write_series(&series(), &meta(), ExportFormat::Json, &mut out).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(doc["meta"].get("branch").is_none(), "{doc}");
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The byte layout of every key the store writes. All integers are big-endian
 //! and fixed-width, so sled's lexicographic key order is numeric order: a
 //! target's history is one contiguous key range and a time range inside it is
-//! a sub-range, which makes range scans and retention sweeps cheap. Rollups put
+//! a sub-range, which makes range scans and retention sweeps cheap. An ECMP
+//! branch's rounds are a target of their own (`name#branchN`, see
+//! `TargetId::branch_series`), with their own number. Rollups put
 //! the series before the time because queries read one hop's series: a 30-day
 //! query of one hop is one contiguous run of 720 hour keys.
 //!
 //! | tree     | key                                              | bytes |
 //! |----------|--------------------------------------------------|-------|
 //! | `meta`   | ASCII name (`schema_version`)                    | var   |
-//! | `targets`| target name, or `peer:` + peer name (UTF-8)      | ≤ 69  |
+//! | `targets`| target name, `name#branchN`, or `peer:` + name   | ≤ 74  |
 //! | `raw`    | target u32 · round (or peer batch) start ms u64  | 12    |
 //! | `m1`,`h1`| target u32 · series u8 · bucket start ms u64     | 13    |
 //! | `events` | target u32 · event time ms u64 · sequence u32    | 16    |

@@ -12,6 +12,10 @@
 //! one compressed block found through the section's index
 //! ([`rollup_files`], [`rollup_block`]). Hour rollups: the same, a section
 //! per flush that rolled hours, appended to `rollups/h1-<day>-<n>.seg`.
+//! A multipath target's ECMP branches are stored as targets of their own,
+//! named `<target>#branch<N>` ([`Store::record_branch_round`]): each is one
+//! more series of the same hop count, in the same files and rollups, under
+//! the same retention. Nothing else in the layout knows about branches.
 //! sled trees: `meta` (schema version), `targets` (name → u32), `events`,
 //! `raw`, which holds STAMP peers' batches ([`peers`]) and the rounds an
 //! older hopwatch stored there, and `m1` and `h1`, the minute and hour
@@ -416,6 +420,23 @@ impl Store {
         pending.push_raw(entry);
         self.enforce_cap(&mut pending);
         Ok(())
+    }
+
+    /// Buffers one round over an ECMP branch's kept flow of `round.target`
+    /// for the next flush: stored as the branch's own series
+    /// ([`TargetId::branch_series`]), read back with the same calls as a
+    /// target's under that name. Never touches the disk.
+    pub fn record_branch_round(
+        &self,
+        branch: crate::model::BranchIndex,
+        round: &RoundRecord,
+    ) -> Result<(), StoreError> {
+        // A copy under the series' name: a few hops' samples per branch
+        // round, and every write goes through `record_round`.
+        self.record_round(&RoundRecord {
+            target: round.target.branch_series(branch),
+            ..round.clone()
+        })
     }
 
     /// Buffers one event for the next flush. Never touches the disk.

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{HopSample, RoundRecord, TargetId};
+use crate::model::{BranchIndex, HopSample, RoundRecord, TargetId};
 use crate::probe::Rtt;
 use crate::store::buffer::RawEntry;
 use crate::store::chunk;
@@ -509,11 +509,30 @@ impl Store {
     }
 
     /// Every target the store has seen (including ones written only to the
-    /// buffer so far), sorted by name.
+    /// buffer so far), sorted by name; not their branches' series.
     pub fn targets(&self) -> Vec<TargetId> {
         let targets = sys::read(&self.targets);
-        let mut names: Vec<TargetId> = targets.names().cloned().collect();
+        let mut names: Vec<TargetId> = targets
+            .names()
+            .filter(|name| name.branch_of().is_none())
+            .cloned()
+            .collect();
         names.sort();
         names
+    }
+
+    /// The ECMP branches of `target` the store has rounds of (including
+    /// rounds only buffered so far), in index order. Their history is read
+    /// under [`TargetId::branch_series`] with the same calls as a target's.
+    pub fn branches_of(&self, target: &TargetId) -> Vec<BranchIndex> {
+        let targets = sys::read(&self.targets);
+        let mut branches: Vec<BranchIndex> = targets
+            .names()
+            .filter_map(TargetId::branch_of)
+            .filter(|(of, _)| of == target)
+            .map(|(_, branch)| branch)
+            .collect();
+        branches.sort();
+        branches
     }
 }

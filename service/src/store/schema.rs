@@ -205,7 +205,13 @@ impl TargetMap {
                 Some(peer) => (true, peer),
                 None => (false, name),
             };
-            let id = TargetId::new(name).map_err(|_| malformed())?;
+            let id = if peer {
+                TargetId::new(name)
+            } else {
+                // A target's own name, or one of its ECMP branches' series.
+                TargetId::from_stored(name)
+            }
+            .map_err(|_| malformed())?;
             let num = match <[u8; 4]>::try_from(value.as_ref()) {
                 Ok(bytes) => TargetNum(u32::from_be_bytes(bytes)),
                 Err(_) => return Err(malformed()),

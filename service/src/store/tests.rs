@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::model::HopSample;
+use crate::model::{BranchIndex, HopSample};
 use crate::probe::{TimestampSource, Ttl};
 use crate::store::keys::{self, rollup_key, SeriesNum};
 use crate::store::rollup::STORED_GROUPING_POWER;
@@ -947,4 +947,83 @@ fn a_clock_behind_the_claims_and_an_empty_newest_file_lose_no_minute() {
             "after round {end}: minutes {wrong:?} are wrong"
         );
     }
+}
+
+/// A round of `target` over an ECMP branch whose destination drops every
+/// `every`-th round (and answers otherwise).
+fn branch_round(target: &str, seq: u64, at_ms: u64, every: u64) -> RoundRecord {
+    let mut round = round(target, seq, at_ms);
+    let lost = seq.is_multiple_of(every);
+    let dest = round.hops.last_mut().unwrap();
+    *dest = HopSample::answered_or_lost(
+        10,
+        IpAddr::from([10, 0, 10, 1]),
+        (!lost).then_some(10_000_000 + seq * 1_000),
+        true,
+    );
+    round.destination_ttl = (!lost).then(|| Ttl::new(10).unwrap());
+    round
+}
+
+#[test]
+fn branch_rounds_are_a_series_of_their_own_with_rollups_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = id("a");
+    let (one, two) = (BranchIndex::new(1).unwrap(), BranchIndex::new(2).unwrap());
+    let seconds = 2 * 3600;
+    for s in 0..seconds {
+        let at = T0 + s * 1000;
+        store.record_round(&round("a", s, at)).unwrap();
+        store
+            .record_branch_round(one, &branch_round("a", s, at, 1_000_000))
+            .unwrap();
+        store
+            .record_branch_round(two, &branch_round("a", s, at, 3))
+            .unwrap();
+    }
+    assert_eq!(
+        store.branches_of(&a),
+        vec![one, two],
+        "buffered branches count"
+    );
+    store.flush_at(T0 + 2 * HOUR_MS + MINUTE_MS).unwrap();
+    let to = T0 + 2 * HOUR_MS;
+    let lost_every = |every: u64| (0..seconds).filter(|s| s.is_multiple_of(every)).count() as u64;
+    let check = |store: &Store| {
+        // The branches do not mix with the target or with each other.
+        for (series, lost) in [
+            (a.clone(), lost_every(13)),
+            (a.branch_series(one), lost_every(1_000_000)),
+            (a.branch_series(two), lost_every(3)),
+        ] {
+            let raw = store
+                .series(&series, Hop::Destination, T0, to, Resolution::Raw)
+                .unwrap();
+            assert_eq!(
+                (raw.total.sent, raw.total.lost),
+                (seconds, lost),
+                "{series}"
+            );
+            for resolution in [Resolution::Minute, Resolution::Hour] {
+                let rolled = store
+                    .series(&series, Hop::Destination, T0, to, resolution)
+                    .unwrap();
+                check_rollups_against_raw(&rolled, &raw);
+            }
+            // Every hop of a branch is rolled up, like a target's.
+            let hop4 = store
+                .series(&series, Hop::Ttl(4), T0, to, Resolution::Hour)
+                .unwrap();
+            assert_eq!(hop4.points.len(), 2, "{series}");
+        }
+        // Targets are listed without their branches; branches by target.
+        assert_eq!(store.targets(), vec![a.clone()]);
+        assert_eq!(store.branches_of(&a), vec![one, two]);
+        assert!(store.branches_of(&id("b")).is_empty());
+    };
+    check(&store);
+    drop(store);
+    let store = open(dir.path());
+    check(&store);
 }

@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use hopwatch_web::dto::{HopRef, PointDto, SeriesDto};
 use hopwatch_web::{ReadError, TimeRange};
 
-use crate::model::{HopSample, TargetId};
+use crate::model::{BranchIndex, HopSample, TargetId};
+use crate::monitor::TargetView;
 use crate::probe::Rtt;
 use crate::store::{Hop, Point, Resolution, Series, Store, StoreError, HOUR_MS};
 
@@ -67,6 +68,23 @@ pub fn read_error(what: &'static str, err: StoreError) -> ReadError {
             what,
             source: Box::new(err),
         },
+    }
+}
+
+/// The TTLs (with their responders) an ECMP branch's all-hops history
+/// lists: the branch's hops as the live analysis has them, else (after a
+/// restart, before the first discovery) the target's own, without
+/// responders: a branch has the target's hop count.
+pub fn branch_ttls(view: &TargetView, branch: BranchIndex) -> Vec<(u8, Option<IpAddr>)> {
+    let live = view
+        .analysis
+        .branches
+        .iter()
+        .flat_map(|b| &b.branches)
+        .find(|b| b.index == branch);
+    match live {
+        Some(b) => b.hops.iter().map(|h| (h.ttl, h.responder)).collect(),
+        None => view.analysis.hops.iter().map(|h| (h.ttl, None)).collect(),
     }
 }
 

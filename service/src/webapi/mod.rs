@@ -30,8 +30,8 @@ use hopwatch_web::metrics::{
     TargetMetrics,
 };
 use hopwatch_web::{
-    AppState, ConfigReadError, Control, ControlError, HopSelection, HostCheck, ReadError,
-    ReadModel, TimeRange, Tokens, WebServer, WebSettings,
+    AppState, BranchRef, ConfigReadError, Control, ControlError, FlowSelection, HopSelection,
+    HostCheck, ReadError, ReadModel, TimeRange, Tokens, WebServer, WebSettings,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -39,9 +39,10 @@ use tokio::task::JoinHandle;
 use crate::alerts::Subject;
 use crate::config::{Config, WebConfig};
 use crate::enrich::Enricher;
-use crate::model::TargetId;
+use crate::model::{BranchIndex, TargetId};
 use crate::monitor::{Monitor, PeerView, TargetView};
 use crate::remote::RemoteWrite;
+use crate::store::Store;
 use crate::sys::{self, now_ms};
 
 pub use alerts::{AlertSource, NoAlerts};
@@ -199,6 +200,47 @@ impl WebApi {
         Some((monitor, view))
     }
 
+    /// The branch `branch=N` asks for, when the target is multipath (now,
+    /// in the running config) and the branch is one it probes now or has
+    /// stored history of: after a restart, the history is there before the
+    /// first discovery is.
+    fn branch_of(
+        &self,
+        store: &Store,
+        view: &TargetView,
+        branch: BranchRef,
+    ) -> Result<BranchIndex, ReadError> {
+        let multipath = sys::read(&self.config)
+            .targets
+            .iter()
+            .any(|t| t.id == view.id && t.multipath.is_some());
+        if !multipath {
+            return Err(ReadError::NotMultipath {
+                target: view.id.to_string(),
+            });
+        }
+        let live = view
+            .analysis
+            .branches
+            .iter()
+            .flat_map(|b| b.branches.iter().map(|b| b.index));
+        let mut known: Vec<BranchIndex> = live.chain(store.branches_of(&view.id)).collect();
+        known.sort();
+        known.dedup();
+        known
+            .iter()
+            .copied()
+            .find(|k| k.get() == branch.get())
+            .ok_or_else(|| ReadError::UnknownBranch {
+                target: view.id.to_string(),
+                branch,
+                known: known
+                    .iter()
+                    .filter_map(|k| BranchRef::new(k.get()))
+                    .collect(),
+            })
+    }
+
     fn outcome(&self, id: &str, action: &str, changed: bool) -> ControlOutcome {
         ControlOutcome {
             target: id.to_owned(),
@@ -321,6 +363,7 @@ impl ReadModel for WebApi {
     fn series(
         &self,
         id: &str,
+        flow: FlowSelection,
         hops: HopSelection,
         range: TimeRange,
     ) -> Result<Option<Vec<SeriesDto>>, ReadError> {
@@ -328,13 +371,25 @@ impl ReadModel for WebApi {
             return Ok(None);
         };
         let store = monitor.store();
-        let responder_at = |ttl: u8| {
-            view.analysis
-                .hops
-                .iter()
-                .find(|h| h.ttl == ttl)
-                .and_then(|h| h.responder)
+        let (series_id, ttls) = match flow {
+            FlowSelection::Target => (
+                view.id.clone(),
+                view.analysis
+                    .hops
+                    .iter()
+                    .map(|h| (h.ttl, h.responder))
+                    .collect(),
+            ),
+            FlowSelection::Branch(branch) => {
+                let branch = self.branch_of(store, &view, branch)?;
+                (
+                    view.id.branch_series(branch),
+                    history::branch_ttls(&view, branch),
+                )
+            }
         };
+        let responder_at = |ttl: u8| ttls.iter().find(|(t, _)| *t == ttl).and_then(|(_, r)| *r);
+        // Every branch ends at the target's own destination.
         let destination = view.analysis.destination.address;
         match hops {
             HopSelection::One(hop) => {
@@ -343,29 +398,26 @@ impl ReadModel for WebApi {
                     HopRef::Destination => destination,
                 };
                 Ok(Some(vec![history::one(
-                    store, &view.id, hop, range, responder,
+                    store, &series_id, hop, range, responder,
                 )?]))
             }
-            HopSelection::All => {
-                let ttls: Vec<(u8, Option<std::net::IpAddr>)> = view
-                    .analysis
-                    .hops
-                    .iter()
-                    .map(|h| (h.ttl, h.responder))
-                    .collect();
-                Ok(Some(history::all(
-                    store,
-                    &view.id,
-                    &ttls,
-                    destination,
-                    range,
-                )?))
-            }
+            HopSelection::All => Ok(Some(history::all(
+                store,
+                &series_id,
+                &ttls,
+                destination,
+                range,
+            )?)),
         }
     }
 
-    fn hop_summary(&self, id: &str, range: TimeRange) -> Result<Option<HopSummaryDto>, ReadError> {
-        let Some(series) = self.series(id, HopSelection::All, range)? else {
+    fn hop_summary(
+        &self,
+        id: &str,
+        flow: FlowSelection,
+        range: TimeRange,
+    ) -> Result<Option<HopSummaryDto>, ReadError> {
+        let Some(series) = self.series(id, flow, HopSelection::All, range)? else {
             return Ok(None);
         };
         let Some((_, view)) = self.view(id) else {

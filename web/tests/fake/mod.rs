@@ -15,8 +15,8 @@ use hopwatch_web::metrics::{
     PeerMetrics, StoreMetrics, TargetMetrics,
 };
 use hopwatch_web::{
-    AppState, Control, ControlError, HopSelection, ReadError, ReadModel, TimeRange, Token, Tokens,
-    WebSettings,
+    AppState, BranchRef, Control, ControlError, FlowSelection, HopSelection, ReadError, ReadModel,
+    TimeRange, Token, Tokens, WebSettings,
 };
 use http_body_util::BodyExt;
 use tokio::sync::broadcast;
@@ -479,6 +479,56 @@ fn hour_points(range: TimeRange, base_ns: u64) -> Vec<PointDto> {
         .collect()
 }
 
+/// What the service checks of `branch=N`: the target is multipath and the
+/// branch is one of its branches.
+fn branch_check(t: &TargetDetail, flow: FlowSelection) -> Result<(), ReadError> {
+    let Some(branch) = flow.branch() else {
+        return Ok(());
+    };
+    if t.multipath.is_none() {
+        return Err(ReadError::NotMultipath {
+            target: t.summary.id.clone(),
+        });
+    }
+    let known: Vec<BranchRef> = t
+        .branches
+        .iter()
+        .filter_map(|b| BranchRef::new(b.index))
+        .collect();
+    if !known.contains(&branch) {
+        return Err(ReadError::UnknownBranch {
+            target: t.summary.id.clone(),
+            branch,
+            known,
+        });
+    }
+    Ok(())
+}
+
+/// `id` as a multipath target with two branches.
+pub fn multipath(mut t: TargetDetail) -> TargetDetail {
+    t.multipath = Some(MultipathDto {
+        discovered_at_ms: 1_000,
+        probes_sent: 48,
+        discovery_ms: 900,
+        found: 2,
+        stop: "complete".into(),
+    });
+    t.branches = (1..=2u8)
+        .map(|index| BranchDto {
+            index,
+            flow_id: 40_000 + u16::from(index),
+            split_ttl: Some(1),
+            join_ttl: Some(3),
+            discovered: vec![Some(ip(1)), Some(ip(10 + index)), Some(ip(3))],
+            rounds: 100,
+            hops: Vec::new(),
+            end_to_end: StatsDto::default(),
+        })
+        .collect();
+    t
+}
+
 impl ReadModel for Fake {
     fn service(&self) -> ServiceInfo {
         ServiceInfo {
@@ -517,6 +567,7 @@ impl ReadModel for Fake {
     fn series(
         &self,
         id: &str,
+        flow: FlowSelection,
         hops: HopSelection,
         range: TimeRange,
     ) -> Result<Option<Vec<SeriesDto>>, ReadError> {
@@ -525,12 +576,16 @@ impl ReadModel for Fake {
         let Some(t) = self.find(id) else {
             return Ok(None);
         };
+        branch_check(&t, flow)?;
+        // A branch's RTTs are its index in tenths of a millisecond above the target's.
+        let offset = flow.branch().map_or(0, |b| u64::from(b.get()) * 100_000);
         let hourly = range.span_ms() > MINUTE_UP_TO_MS;
         let series = |hop: HopRef| {
-            let base = match hop {
-                HopRef::Ttl(ttl) => u64::from(ttl) * 1_000_000,
-                HopRef::Destination => u64::from(t.summary.hop_count.unwrap()) * 1_000_000,
-            };
+            let base = offset
+                + match hop {
+                    HopRef::Ttl(ttl) => u64::from(ttl) * 1_000_000,
+                    HopRef::Destination => u64::from(t.summary.hop_count.unwrap()) * 1_000_000,
+                };
             SeriesDto {
                 hop,
                 responder: None,
@@ -555,11 +610,17 @@ impl ReadModel for Fake {
         }))
     }
 
-    fn hop_summary(&self, id: &str, range: TimeRange) -> Result<Option<HopSummaryDto>, ReadError> {
+    fn hop_summary(
+        &self,
+        id: &str,
+        flow: FlowSelection,
+        range: TimeRange,
+    ) -> Result<Option<HopSummaryDto>, ReadError> {
         self.store_check()?;
         let Some(t) = self.find(id) else {
             return Ok(None);
         };
+        branch_check(&t, flow)?;
         let total = |ns: u64| PointDto {
             at_ms: range.from_ms,
             sent: 600,
