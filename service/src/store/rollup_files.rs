@@ -166,7 +166,7 @@ pub struct RollupFiles {
     /// encoded alone (`rollup_block`): a quarter of a decoded `Stats`. Shared
     /// and of exact length: ten minutes of them wait here (40,000 at 1,000
     /// 3-hop targets), and a section or a query takes them without a copy.
-    open: Mutex<BTreeMap<(TargetNum, SeriesNum, u64), Arc<[u8]>>>,
+    open: Mutex<BTreeMap<RollupKey, EncodedRollup>>,
     /// The file this process appends to, per span.
     files: Mutex<BTreeMap<u64, (File, PathBuf)>>,
     /// The newest `until` in the files: buckets before it count as rolled
@@ -177,6 +177,24 @@ pub struct RollupFiles {
     /// damage), so `compact_before` reads each finished span once.
     compact_spans: Mutex<BTreeSet<u64>>,
     cache: BlockCache,
+}
+
+/// A rollup in memory: whose, which series, which bucket.
+type RollupKey = (TargetNum, SeriesNum, u64);
+/// A rollup encoded alone (`rollup_block::encode_one`).
+type EncodedRollup = Arc<[u8]>;
+/// A span's encoded rollups waiting for its section, by target.
+type SpanRollups<'a> = BTreeMap<TargetNum, Vec<(SeriesNum, u64, &'a [u8])>>;
+
+/// Where one target's block of a span is, for compacting it.
+struct BlockRef {
+    /// Which of the span's files.
+    file: usize,
+    section_at: u64,
+    layout: BlockLayout,
+    offset: u32,
+    len: u32,
+    crc: u32,
 }
 
 /// What compacting one span did.
@@ -286,7 +304,7 @@ impl RollupFiles {
     pub fn write_before(&self, before_ms: u64) -> Result<u64, RollupFileError> {
         let mut claimed = sys::lock(&self.claimed_until);
         let before_ms = before_ms.max(claimed.unwrap_or(0));
-        let taken: BTreeMap<(TargetNum, SeriesNum, u64), Arc<[u8]>> = {
+        let taken: BTreeMap<RollupKey, EncodedRollup> = {
             let open = sys::lock(&self.open);
             open.iter()
                 .filter(|((_, _, bucket), _)| *bucket < before_ms)
@@ -304,8 +322,7 @@ impl RollupFiles {
         // compressed blocks plus one target's decoded rollups, not every
         // target's (at 1,000 targets the heap peaked ~34 MiB above its steady
         // size while all of them were decoded at once: docs/benchmarks.md).
-        let mut by_span: BTreeMap<u64, BTreeMap<TargetNum, Vec<(SeriesNum, u64, &[u8])>>> =
-            BTreeMap::new();
+        let mut by_span: BTreeMap<u64, SpanRollups<'_>> = BTreeMap::new();
         for (&(target, series, bucket), value) in &taken {
             by_span
                 .entry(floor(bucket, span_ms))
@@ -406,7 +423,7 @@ impl RollupFiles {
             only.is_none_or(|s| s == series) && (from_ms..to_ms).contains(&bucket)
         };
         // Memory first: a section written meanwhile is then in the files.
-        let in_memory: Vec<((SeriesNum, u64), Arc<[u8]>)> = {
+        let in_memory: Vec<((SeriesNum, u64), EncodedRollup)> = {
             let open = sys::lock(&self.open);
             let lo = (target, SeriesNum(0), 0);
             let hi = (target, SeriesNum(u8::MAX), u64::MAX);
@@ -532,25 +549,26 @@ impl RollupFiles {
         let mut damage = Vec::new();
         let mut sections = 0;
         let mut until_ms = span;
-        let mut blocks: BTreeMap<TargetNum, Vec<(usize, u64, BlockLayout, u32, u32, u32)>> =
-            BTreeMap::new();
+        let mut blocks: BTreeMap<TargetNum, Vec<BlockRef>> = BTreeMap::new();
         let mut files = Vec::with_capacity(paths.len());
         for (i, path) in paths.iter().enumerate() {
             let Some(file) = open_for_read(path)? else {
+                // Deleted meanwhile (retention): nothing of it to keep.
+                files.push(None);
                 continue;
             };
             walk_sections(&file, path, &mut damage, |at, section| {
                 sections += 1;
                 until_ms = until_ms.max(section.until_ms);
                 for &(target, offset, len, crc) in &section.index {
-                    blocks.entry(target).or_default().push((
-                        i,
-                        at,
-                        section.layout,
+                    blocks.entry(target).or_default().push(BlockRef {
+                        file: i,
+                        section_at: at,
+                        layout: section.layout,
                         offset,
                         len,
                         crc,
-                    ));
+                    });
                 }
                 true
             })?;
@@ -568,21 +586,26 @@ impl RollupFiles {
         let mut compressed = Vec::with_capacity(blocks.len());
         for (target, refs) in blocks {
             let mut merged: BTreeMap<(SeriesNum, u64), Stats> = BTreeMap::new();
-            for (i, at, layout, offset, len, crc) in refs {
-                let (path, file) = (&paths[i], files[i].as_ref().expect("opened above"));
+            for block in refs {
+                let (path, file) = (
+                    &paths[block.file],
+                    files[block.file].as_ref().expect("opened above"),
+                );
+                let at = block.section_at;
                 let bad = || FileDamage::BadBlock {
                     path: path.clone(),
-                    offset: at + offset as u64,
+                    offset: at + block.offset as u64,
                     target,
                 };
-                let Some(block) = read_block(file, path, at, offset, len, crc)? else {
+                let Some(bytes) = read_block(file, path, at, block.offset, block.len, block.crc)?
+                else {
                     return Ok(Compaction::Damaged(vec![bad()]));
                 };
                 let parsed = parse_block(
-                    &block,
+                    &bytes,
                     self.grain,
                     span,
-                    layout,
+                    block.layout,
                     &|_, _| true,
                     |series, bucket, stats| {
                         merged.insert((series, bucket), stats);
@@ -617,10 +640,15 @@ impl RollupFiles {
         drop(open_files);
         self.cache.invalidate_all();
         for old in paths {
-            fs::remove_file(old).map_err(|source| RollupFileError::Remove {
-                path: old.clone(),
-                source,
-            })?;
+            match fs::remove_file(old) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RollupFileError::Remove {
+                        path: old.clone(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
         }
         Ok(Compaction::Done(section.len() as u64))
     }
