@@ -155,5 +155,20 @@ fn main() {
                 hour_bytes as f64 * 365.0 / 1_048_576.0,
             );
         }
+        // Hour rollups as the flushes write them, a section per hour (each
+        // target's block of that hour and its 16-byte index entry), against
+        // the day's one block that compaction leaves (store::rollup_files).
+        let block = |g: &[Vec<Stats>]| rollup_block::encode(&entries(g));
+        let per_hour: usize = hour_stats
+            .chunks(1)
+            .map(|g| zstd_len(&block(g), 9) + 16)
+            .sum();
+        let compacted = zstd_len(&block(&hour_stats), 9) + 16;
+        println!(
+            "{name}  hour rollups of 365 d: a section per hour {:4.1} MiB, compacted to a block per day {:4.1} MiB ({:.2}x)",
+            per_hour as f64 * 365.0 / 1_048_576.0,
+            compacted as f64 * 365.0 / 1_048_576.0,
+            per_hour as f64 / compacted as f64,
+        );
     }
 }
