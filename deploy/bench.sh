@@ -6,6 +6,7 @@
 #   sudo bash deploy/bench.sh accuracy     # per-probe RTT error against a capture, idle and loaded
 #   sudo bash deploy/bench.sh throughput   # probes/s and CPU per probe against mtr
 #   sudo bash deploy/bench.sh monitor      # the daemon's CPU, memory, disk writes; history size, queries
+#   sudo bash deploy/bench.sh history      # every row of issue 15's table, old format beside new (~40 min)
 #   sudo bash deploy/bench.sh all          # accuracy and throughput
 #   sudo bash deploy/bench.sh install      # only install the peers
 #
@@ -31,7 +32,7 @@ usage() {
 what=$1
 shift
 case "$what" in
-accuracy | throughput | all | install | monitor) ;;
+accuracy | throughput | all | install | monitor | history) ;;
 *) usage ;;
 esac
 
@@ -54,6 +55,39 @@ if [ "$what" = monitor ]; then
     target/release/bench-monitor run \
         --hopwatch target/release/hopwatch \
         --out-dir "$out" "$@" | tee "$out/report.md"
+    exit 0
+fi
+
+# The history store's bars (issue 15, docs/benchmarks.md "Every row of
+# issue 15's table in one run"): the first release's layouts (sled) measured
+# beside today's in the same run, then the daemon's memory over 30 minutes.
+if [ "$what" = history ]; then
+    log "building release binaries and examples"
+    cargo build --release --locked -p hopwatch-service --bin hopwatch \
+        --example store_chunk --example rollup_encodings --example store_layouts
+    cargo build --release --locked -p hopwatch-tests --bin bench-monitor
+    out=target/bench/history
+    rm -rf "$out" && mkdir -p "$out"
+    report="$out/report.md"
+    section() { printf '\n### %s\n\n' "$*" | tee -a "$report"; log "$*"; }
+    section "Bytes handed to the store per hop sample (store_chunk)"
+    target/release/examples/store_chunk | tee -a "$report"
+    section "Rollups per byte: the first release's rows against columns (rollup_encodings)"
+    target/release/examples/rollup_encodings | tee -a "$report"
+    section "Written per 10-hop target and day, 100 targets, and every default window full (store_layouts)"
+    target/release/examples/store_layouts "$out/layouts-100" --targets 100 --hours 3 \
+        --layouts store,sled-rounds,sled-rollups | tee -a "$report"
+    section "Written by a lone 10-hop target (store_layouts)"
+    target/release/examples/store_layouts "$out/layouts-1" --targets 1 --hours 3 \
+        --layouts store,sled-rounds,sled-rollups | tee -a "$report"
+    rm -rf "$out/layouts-100" "$out/layouts-1"
+    section "Query times (bench-monitor store)"
+    target/release/bench-monitor store | tee -a "$report"
+    section "The daemon at 1,000 targets for 30 minutes (bench-monitor run)"
+    target/release/bench-monitor run --hopwatch target/release/hopwatch \
+        --out-dir "$out/daemon" --no-store --warmup-s 60 --window-s 1800 --sample-s 60 \
+        "$@" | tee -a "$report"
+    log "report: $report"
     exit 0
 fi
 
