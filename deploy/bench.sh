@@ -84,9 +84,12 @@ if [ "$what" = history ]; then
     section "Query times (bench-monitor store)"
     target/release/bench-monitor store | tee -a "$report"
     section "The daemon at 1,000 targets for 30 minutes (bench-monitor run)"
+    # Arguments after `history` replace the daemon run's window (a short
+    # check: --warmup-s 10 --window-s 60 --sample-s 30).
+    daemon_window=(--warmup-s 60 --window-s 1800 --sample-s 60)
+    [ $# -gt 0 ] && daemon_window=("$@")
     target/release/bench-monitor run --hopwatch target/release/hopwatch \
-        --out-dir "$out/daemon" --no-store --warmup-s 60 --window-s 1800 --sample-s 60 \
-        "$@" | tee -a "$report"
+        --out-dir "$out/daemon" --no-store "${daemon_window[@]}" | tee -a "$report"
     log "report: $report"
     exit 0
 fi
