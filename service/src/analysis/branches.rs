@@ -516,13 +516,22 @@ impl BranchesAnalysis {
 }
 
 /// The branch's end-to-end median over its window, once it has
-/// [`LATENCY_MIN_ANSWERS`] (a full window when the window is shorter). The median rather than the mean: a few replies
-/// held up by a busy router or a queue burst move a mean by milliseconds and
-/// a median not at all, and a slow member link delays every packet.
+/// [`LATENCY_MIN_ANSWERS`] (a full window when the window is shorter). The
+/// median rather than the mean: a few replies held up by a busy router or a
+/// queue burst move a mean by milliseconds and a median not at all, and a
+/// slow member link delays every packet.
+///
+/// Judged after every branch round for every branch, so it selects the
+/// median in linear time instead of building the window's full statistics;
+/// it is the same nearest-rank p50 as [`StatsSnapshot::p50_ns`].
 fn end_to_end_median(b: &BranchStats) -> Option<u64> {
-    let w = b.destination.window_stats();
+    let mut rtts: Vec<u64> = b.destination.window_probes().flatten().collect();
     let needed = LATENCY_MIN_ANSWERS.min(b.destination.window_capacity() as u64);
-    (w.received >= needed).then_some(w.p50_ns).flatten()
+    if rtts.is_empty() || (rtts.len() as u64) < needed {
+        return None;
+    }
+    let rank = rtts.len().div_ceil(2);
+    Some(*rtts.select_nth_unstable(rank - 1).1)
 }
 
 /// The fastest other branch with a median: its position and its median.
@@ -863,6 +872,20 @@ mod tests {
         assert!(latency_findings(&a).is_empty());
         feed(&mut a, LATENCY_MIN_ANSWERS - 1, 1, 2, 20 * MS);
         assert_eq!(latency_findings(&a).len(), 1);
+    }
+
+    #[test]
+    fn the_median_is_the_windows_p50() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        for seq in 0..37 {
+            a.record(
+                BranchIndex::new(1).unwrap(),
+                &slow_round(seq, "198.18.1.2", seq % 5 == 0, 2, (seq * 7919 % 31) * MS),
+            );
+        }
+        let b = &a.branches[0];
+        assert_eq!(end_to_end_median(b), b.destination.window_stats().p50_ns);
     }
 
     #[test]
