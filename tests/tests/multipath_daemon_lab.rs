@@ -14,7 +14,10 @@
 //! and the clean branch's under 5 %, the page graphs a branch's history from
 //! its branch table, and after a restart of the daemon (and in `hopwatch
 //! export --branch` from the stopped daemon's store) that history is still
-//! there. Privileged, and
+//! there. The other branch is 20 ms slower meanwhile (the lab's NFQUEUE
+//! delay element on the link from the balancer into it, since the kernel has
+//! no netem): its latency finding and `branch_latency` alert name it and its
+//! router, and the lossy branch has no latency finding. Privileged, and
 //! needs chromium and chromium-driver (deploy/setup-test.sh); fails, never
 //! skips, without them.
 //!
@@ -37,7 +40,7 @@ use hopwatch_lab::browser::{
 };
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
-use hopwatch_lab::{hopwatch_bin, At, Lab, LabSpec};
+use hopwatch_lab::{hopwatch_bin, At, DelaySpec, Lab, LabSpec};
 use serde_json::Value;
 
 const WEB: &str = "127.0.0.1:9470";
@@ -45,6 +48,12 @@ const WEB: &str = "127.0.0.1:9470";
 const WINDOW: u64 = 200;
 const LOSS_PCT: f64 = 30.0;
 const BOUND_POINTS: f64 = 10.0;
+/// The extra one-way delay on the slow branch. Probes cross it once, so the
+/// branch's RTT from the split on rises by this much.
+const DELAY_MS: f64 = 20.0;
+/// The element never releases early and about 0.1 ms late on average (ms
+/// late with the CPUs busy); a median shrugs off the late ones.
+const DELAY_BOUND_MS: (f64, f64) = (19.5, 25.0);
 
 #[track_caller]
 fn must<T>(result: Result<T, impl Display>) -> T {
@@ -282,6 +291,13 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
     // 30 % loss on the link from the balancer into branch 1 only.
     let lossy_router = &lab.hops_via(1)[1];
     let loss = must(lab.loss(At::link("r1", &lossy_router.name), LOSS_PCT));
+    // ... and 20 ms of delay on the link into the other branch, over the
+    // same window: that branch is the slow one.
+    let slow_router = &lab.hops_via(0)[1];
+    let delay = must(lab.delay(
+        At::link("r1", &slow_router.name),
+        DelaySpec::fixed(Duration::from_secs_f64(DELAY_MS / 1e3)),
+    ));
     let loss_began = Instant::now();
     // The stored history is read from a little after the loss began: a
     // round's probes leave within microseconds of its start in the lab.
@@ -342,7 +358,7 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
                 let d = detail(&lab, target);
                 d["branch_findings"]
                     .as_array()
-                    .and_then(|f| f.first().cloned())
+                    .and_then(|f| f.iter().find(|f| f["kind"] == "loss").cloned())
                     .ok_or_else(|| format!("{d:#}"))
             },
         ));
@@ -380,7 +396,101 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
             lossy.to_string(),
             "{alert:#}"
         );
+
+        // The other branch is the slow one: its latency finding names it
+        // and its router (the delay starts at hop 2, reached over the slow
+        // link), against the lossy branch's median; the lossy one has none.
+        let slow = clean;
+        let slow_index = good["index"].as_u64().unwrap();
+        let latency = must(eventually(
+            Duration::from_secs(10),
+            &format!("a latency branch finding on {target}"),
+            || {
+                let d = detail(&lab, target);
+                d["branch_findings"]
+                    .as_array()
+                    .and_then(|f| f.iter().find(|f| f["kind"] == "latency").cloned())
+                    .ok_or_else(|| format!("{:#}", d["branch_findings"]))
+            },
+        ));
+        let slow_ms = latency["latency_ms"].as_f64().unwrap();
+        let other_ms = latency["sibling_latency_ms"].as_f64().unwrap();
+        eprintln!(
+            "multipath daemon figures: {target} slow_branch_p50_ms={slow_ms:.2} other_branch_p50_ms={other_ms:.2} excess_ms={:.2} (set {DELAY_MS} ms; element hold_mean {:?}) after_s={:.1}",
+            slow_ms - other_ms,
+            delay.stats().hold_mean,
+            loss_began.elapsed().as_secs_f64()
+        );
+        assert_eq!(latency["branch"], slow_index, "{latency:#}");
+        assert_eq!(latency["sibling"], index, "{latency:#}");
+        assert_eq!(latency["through"], slow.to_string(), "{latency:#}");
+        assert_eq!(latency["through_ttl"], 2, "{latency:#}");
+        assert_eq!(latency["ttl"], 2, "{latency:#}");
+        assert!(
+            (DELAY_BOUND_MS.0..=DELAY_BOUND_MS.1).contains(&(slow_ms - other_ms)),
+            "{target}: the slow branch is {:.2} ms slower, outside {DELAY_BOUND_MS:?}: {latency:#}",
+            slow_ms - other_ms
+        );
+        let slow_named = format!("latency on branch {slow_index} (through {slow} at hop 2)");
+        assert!(
+            latency["summary"].as_str().unwrap().starts_with(&format!(
+                "{slow_named}: {slow_ms:.1} ms end to end against {other_ms:.1} ms on branch {index}"
+            )),
+            "{latency:#}"
+        );
+        let findings = detail(&lab, target)["branch_findings"].clone();
+        assert!(
+            !findings
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == "latency" && f["branch"] == index),
+            "{target}: the lossy branch is not slow: {findings:#}"
+        );
+        let alert = must(eventually(
+            Duration::from_secs(10),
+            &format!("a branch_latency alert for {target} at the webhook"),
+            || {
+                let all = receiver.events();
+                all.iter()
+                    .find(|e| {
+                        e["kind"] == "branch_latency"
+                            && e["state"] == "raised"
+                            && e["target"]["name"] == target
+                    })
+                    .cloned()
+                    .ok_or_else(|| format!("{all:#?}"))
+            },
+        ));
+        assert!(
+            alert["summary"].as_str().unwrap().starts_with(&slow_named),
+            "{alert:#}"
+        );
+        assert_eq!(alert["localisation"]["ttl"], 2, "{alert:#}");
+        assert_eq!(
+            alert["localisation"]["responder"],
+            slow.to_string(),
+            "{alert:#}"
+        );
     }
+    // A branch_latency alert only ever named the slow branch.
+    assert!(
+        receiver
+            .events()
+            .iter()
+            .filter(|e| e["kind"] == "branch_latency")
+            .all(
+                |e| !e["summary"].as_str().unwrap_or_default().contains(&format!(
+                    "(through {} ",
+                    lossy_router.responder(udp4).unwrap()
+                )) && !e["summary"].as_str().unwrap_or_default().contains(&format!(
+                    "(through {} ",
+                    lossy_router.responder(tcp6).unwrap()
+                ))
+            ),
+        "{:#?}",
+        receiver.events()
+    );
 
     // One branch alone is never a branch finding or alert, lossy or not.
     assert_eq!(
@@ -533,7 +643,13 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         bad_row.ends_with(&format!("loss through {lossy4}")),
         "{rows}"
     );
-    assert!(rows.lines().any(|r| r.ends_with("|healthy")), "{rows}");
+    // The other branch is the slow one: a warning naming its router.
+    let slow4 = slow_router.responder(udp4).unwrap();
+    assert!(
+        rows.lines()
+            .any(|r| r.contains("s-warn") && r.ends_with(&format!("|slow through {slow4}"))),
+        "{rows}"
+    );
     assert!(
         console_messages.is_empty(),
         "console messages {console_messages:?}"
@@ -542,6 +658,7 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
     // retry its silent hops for seconds (one discovery at a time), and the
     // stored history is what is checked.
     drop(loss);
+    drop(delay);
     must(daemon.stop());
 
     // After a restart the stored history is there (before or after the

@@ -1817,7 +1817,7 @@ function targetPage(root, id) {
       k('Last round', ago(t.last_round_at_ms)));
     const items = [];
     for (const f of t.findings) items.push(h('div', { class: 'banner finding' }, h('b', { text: f.kind === 'loss' ? 'Loss: ' : 'Latency: ' }), f.summary, f.confidence < 0.75 ? h('span', { class: 'muted', text: ' (not yet sure)' }) : null));
-    for (const f of t.branch_findings || []) items.push(h('div', { class: 'banner finding branch-finding', dataset: { branch: String(f.branch) } }, h('b', { text: 'Branch loss: ' }), f.summary));
+    for (const f of t.branch_findings || []) items.push(h('div', { class: 'banner finding branch-finding', dataset: { branch: String(f.branch) } }, h('b', { text: f.kind === 'latency' ? 'Branch latency: ' : 'Branch loss: ' }), f.summary));
     if (t.pending_change_rounds) items.push(h('div', { class: 'banner' }, 'A route change is being confirmed (' + t.pending_change_rounds + ' diverging rounds so far).'));
     banners.replaceChildren(...items);
     alertsBox.replaceChildren(alertList(t.alerts, 'No alert is firing for this target.'));
@@ -2125,13 +2125,16 @@ function targetPage(root, id) {
     setText(branchNote, m ? bs.length + ' of ' + m.found + ' found · discovery: ' + m.probes_sent + ' probes in ' + interval(m.discovery_ms) + ', ' + m.stop + ', ' + ago(m.discovered_at_ms) : '');
     branchBody.replaceChildren(...bs.map((b) => {
       const e = b.end_to_end;
-      const finding = (detail.branch_findings || []).find((f) => f.branch === b.index);
+      // A branch may be both lossy and slow: the loss is named first, a slow branch is a warning.
+      const findings = (detail.branch_findings || []).filter((f) => f.branch === b.index);
+      const finding = findings.find((f) => f.kind !== 'latency');
+      const slow = findings.find((f) => f.kind === 'latency');
       const between = b.hops.filter((x) => (b.split_ttl === null || x.ttl > b.split_ttl) && (b.join_ttl === null || x.ttl < b.join_ttl));
       const path = (b.split_ttl !== null ? 'hop ' + b.split_ttl + ' → ' : '') +
         (between.map((x) => x.ttl + ': ' + (x.responder || '?')).join(' → ') || 'direct') +
         (b.join_ttl !== null ? ' → hop ' + b.join_ttl : '');
-      const health = finding ? 'loss through ' + (finding.through || 'hop ' + finding.through_ttl) : e.loss_pct === null ? 'waiting' : e.loss_pct >= 5 ? 'lossy' : e.loss_pct > 0 ? 'some loss' : 'healthy';
-      const cls = (finding || e.loss_pct >= 10 ? 's-bad' : e.loss_pct > 0 ? 's-warn' : '') + (branch === b.index ? ' sel' : '');
+      const health = finding ? 'loss through ' + (finding.through || 'hop ' + finding.through_ttl) : slow ? 'slow through ' + (slow.through || 'hop ' + slow.through_ttl) : e.loss_pct === null ? 'waiting' : e.loss_pct >= 5 ? 'lossy' : e.loss_pct > 0 ? 'some loss' : 'healthy';
+      const cls = (finding || e.loss_pct >= 10 ? 's-bad' : slow || e.loss_pct > 0 ? 's-warn' : '') + (branch === b.index ? ' sel' : '');
       const shown = branch === b.index;
       // A link, so the branch's history can be opened in a new tab or shared; a click graphs it here.
       const graph = h('a', { class: 'branch-history', href: '?branch=' + b.index, text: shown ? 'Back to target' : 'Graph',

@@ -450,16 +450,29 @@ pub struct BranchHopDto {
 /// A loss on one branch only.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BranchFindingDto {
+    /// `loss` (the branch loses what another does not) or `latency` (it is
+    /// slower end to end than its fastest sibling).
+    pub kind: String,
     pub branch: u8,
     /// The hop and responder that name the branch.
     pub through_ttl: u8,
     pub through: Option<IpAddr>,
     /// The branch's end-to-end loss over the window.
     pub loss_pct: f64,
-    /// Where along the branch the loss starts.
+    /// Latency findings: the branch's end-to-end median over the window (ms),
+    /// the sibling it is compared with (the fastest) and that sibling's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sibling: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sibling_latency_ms: Option<f64>,
+    /// Where along the branch the loss or the extra delay starts.
     pub ttl: u8,
     pub confidence: f64,
-    /// "loss on branch 2 (through 198.18.3.2 at hop 2): loss starts at ...".
+    /// "loss on branch 2 (through 198.18.3.2 at hop 2): loss starts at ...",
+    /// "latency on branch 2 (through 198.18.3.2 at hop 2): 24.1 ms end to end
+    /// against 4.0 ms on branch 1; ...".
     pub summary: String,
 }
 

@@ -252,7 +252,8 @@ impl AlertEngine {
                 | AlertKind::Latency
                 | AlertKind::Jitter
                 | AlertKind::Mos
-                | AlertKind::BranchLoss => rules.raise_rounds,
+                | AlertKind::BranchLoss
+                | AlertKind::BranchLatency => rules.raise_rounds,
                 _ => 1,
             };
             let step = machine.step(reading.condition, raise_after, rules.clear_rounds);
@@ -322,9 +323,16 @@ impl AlertEngine {
             );
             // A branch alert names its branch in the summary itself, not only
             // in its localisation, so every webhook format shows it.
-            if kind == AlertKind::BranchLoss && state == AlertState::Raised {
-                if let Some(finding) = rules::branch_finding(snapshot) {
-                    summary = format!("loss on {}: {summary}", rules::branch_name(finding));
+            if state == AlertState::Raised {
+                let named = match kind {
+                    AlertKind::BranchLoss => rules::branch_finding(snapshot)
+                        .map(|f| format!("loss on {}", rules::branch_name(f))),
+                    AlertKind::BranchLatency => rules::branch_latency_finding(snapshot)
+                        .map(|f| format!("latency on {}", rules::branch_name(f))),
+                    _ => None,
+                };
+                if let Some(named) = named {
+                    summary = format!("{named}: {summary}");
                 }
             }
             transitions.push(Transition {
@@ -1510,5 +1518,107 @@ mod branch_tests {
         );
         let loc = rules::localisation(&analysis.snapshot(), AlertKind::BranchLoss).cloned();
         assert_eq!(loc.map(|l| l.ttl), Some(2));
+    }
+
+    /// A round over the branch through `via`, every answer from hop 2 on
+    /// `extra_ms` later than the 1 ms a hop of the other branch.
+    fn slow_round(seq: u64, via: &str, extra_ms: u64) -> RoundRecord {
+        let mut r = round(seq, via, false);
+        r.hops = ["198.18.0.2", via, "198.18.9.1", "198.19.0.1"]
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let ttl = i as u8 + 1;
+                let extra = if ttl >= 2 { extra_ms } else { 0 };
+                let rtt = (u64::from(ttl) + extra) * 1_000_000;
+                HopSample::answered_or_lost(ttl, ip(addr), Some(rtt), ttl == 4)
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn a_slow_branch_raises_branch_latency_naming_it_and_clears_when_it_recovers() {
+        let id = TargetId::new("t").unwrap();
+        let mut analysis = TargetAnalysis::new(id.clone(), &AnalysisConfig::new(20, 3).unwrap());
+        let path = |n: u8, via: &str| BranchPath {
+            index: BranchIndex::new(n).unwrap(),
+            flow_id: 40_000 + u16::from(n),
+            hops: ["198.18.0.2", via, "198.18.9.1", "198.19.0.1"]
+                .iter()
+                .map(|a| Some(ip(a)))
+                .collect(),
+            reached_destination: true,
+        };
+        analysis.record_branch(&BranchUpdate::Discovered(BranchLayout {
+            target: id.clone(),
+            discovered_at_ms: 0,
+            first_ttl: Ttl::MIN,
+            probes_sent: 50,
+            elapsed_ms: 3,
+            found: 2,
+            stop: "complete".into(),
+            branches: vec![path(1, "198.18.1.2"), path(2, "198.18.2.2")],
+        }));
+        let config = |branch_latency_ms| AlertsConfig {
+            rules: AlertRules {
+                branch_latency_ms,
+                raise_rounds: 3,
+                clear_rounds: 5,
+                ..AlertRules::default()
+            },
+            ..AlertsConfig::default()
+        };
+        let mut engine = AlertEngine::new(config(5.0));
+        // 0 turns the check off: nothing is ever read.
+        let mut off = AlertEngine::new(config(0.0));
+        let mut seen = Vec::new();
+        for seq in 1..=120u64 {
+            analysis.record(&round(seq, "198.18.1.2", false)).unwrap();
+            let one = BranchIndex::new(1).unwrap();
+            let two = BranchIndex::new(2).unwrap();
+            let branch = |index, round| BranchUpdate::Round {
+                branch: index,
+                round,
+            };
+            // 20 ms slower for 60 rounds, then as fast as the other.
+            let extra = if seq <= 60 { 20 } else { 0 };
+            analysis.record_branch(&branch(one, round(seq, "198.18.1.2", false)));
+            analysis.record_branch(&branch(two, slow_round(seq, "198.18.2.2", extra)));
+            let snapshot = analysis.snapshot();
+            let outcome = engine.evaluate(&snapshot, &[]);
+            seen.extend(outcome.transitions.into_iter().map(|t| (seq, t)));
+            assert!(off.evaluate(&snapshot, &[]).transitions.is_empty());
+        }
+        let kinds: Vec<_> = seen
+            .iter()
+            .map(|(seq, t)| (*seq, t.kind, t.state))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{seen:#?}");
+        let (raise_seq, raise) = &seen[0];
+        assert_eq!(
+            (raise.kind, raise.state),
+            (AlertKind::BranchLatency, AlertState::Raised)
+        );
+        // 20 answers each before a median counts, then raise_rounds.
+        assert!((20..=25).contains(raise_seq), "raised at round {raise_seq}");
+        assert!(
+            raise.summary.starts_with(
+                "latency on branch 2 (through 198.18.2.2 at hop 2): end to end 20.0 ms slower"
+            ),
+            "{}",
+            raise.summary
+        );
+        assert_eq!(raise.reading.value, Some(20.0));
+        let (clear_seq, clear) = &seen[1];
+        assert_eq!(
+            (clear.kind, clear.state),
+            (AlertKind::BranchLatency, AlertState::Cleared)
+        );
+        // Once half the 20-round window is fast again, plus clear_rounds.
+        assert!(
+            (70..=80).contains(clear_seq),
+            "cleared at round {clear_seq}"
+        );
     }
 }

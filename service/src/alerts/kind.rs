@@ -40,11 +40,15 @@ pub enum AlertKind {
     /// to end while some other branch does not: the loss is that branch's
     /// (its localisation names it). Read only for targets with `multipath`.
     BranchLoss,
+    /// A multipath target's ECMP branch is slower end to end than its fastest
+    /// sibling (a latency branch finding) by at least `branch_latency_ms`:
+    /// the delay is that branch's. Read only for targets with `multipath`.
+    BranchLatency,
 }
 
 impl AlertKind {
     /// Every kind, in evaluation order.
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::Loss,
         AlertKind::Latency,
         AlertKind::Jitter,
@@ -56,10 +60,11 @@ impl AlertKind {
         AlertKind::Store,
         AlertKind::Outbox,
         AlertKind::BranchLoss,
+        AlertKind::BranchLatency,
     ];
 
     /// The names accepted in the config, in [`AlertKind::ALL`] order.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "loss",
         "latency",
         "jitter",
@@ -71,6 +76,7 @@ impl AlertKind {
         "store",
         "outbox",
         "branch_loss",
+        "branch_latency",
     ];
 
     /// The kinds about the service itself (its [`super::Subject::Service`]
@@ -100,7 +106,7 @@ impl fmt::Display for AlertKind {
 
 /// A name that is not an alert kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change, store, outbox, branch_loss")]
+#[error("{0:?} is not an alert kind; use one of loss, latency, jitter, mos, unreachable, route_change, hop_count_change, return_path_change, store, outbox, branch_loss, branch_latency")]
 pub struct UnknownAlertKind(pub String);
 
 impl FromStr for AlertKind {

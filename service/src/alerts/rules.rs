@@ -138,6 +138,7 @@ pub fn read(kind: AlertKind, rules: &AlertRules, round: &RoundView<'_>) -> Optio
             .return_path_change
             .then(|| path_reading(round, |e| matches!(e, PathEvent::ReturnPathChanged { .. }))),
         AlertKind::BranchLoss => branch_loss(rules, round),
+        AlertKind::BranchLatency => branch_latency(rules, round),
         // About the service, not a target: judged from its health
         // (`AlertEngine::evaluate_service`), never from a round.
         AlertKind::Store | AlertKind::Outbox => None,
@@ -159,8 +160,12 @@ pub fn path_event(kind: AlertKind, events: &[PathEvent]) -> Option<&PathEvent> {
 /// and hop-count changes carry none: their detail names the changed hops, and
 /// a loss finding that happens to be current says nothing about a new path.
 pub fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<&Localisation> {
-    if kind == AlertKind::BranchLoss {
-        return branch_finding(snapshot).map(|f| &f.localisation);
+    match kind {
+        AlertKind::BranchLoss => return branch_finding(snapshot).map(|f| &f.localisation),
+        AlertKind::BranchLatency => {
+            return branch_latency_finding(snapshot).map(|f| &f.localisation)
+        }
+        _ => {}
     }
     let wanted = match kind {
         AlertKind::Latency | AlertKind::Jitter => DegradationKind::Latency,
@@ -170,7 +175,8 @@ pub fn localisation(snapshot: &TargetSnapshot, kind: AlertKind) -> Option<&Local
         | AlertKind::ReturnPathChange
         | AlertKind::Store
         | AlertKind::Outbox
-        | AlertKind::BranchLoss => return None,
+        | AlertKind::BranchLoss
+        | AlertKind::BranchLatency => return None,
     };
     let found = &snapshot.localisations;
     found
@@ -206,9 +212,26 @@ pub fn update_summary(
 }
 
 /// The destination has answered, and the window holds a full N probes.
-/// The worst branch finding of a multipath target: the branch a loss is on.
+/// The worst loss branch finding of a multipath target: the branch a loss is on.
 pub fn branch_finding(snapshot: &TargetSnapshot) -> Option<&BranchFinding> {
-    snapshot.branches.as_ref()?.findings.first()
+    branch_findings(snapshot, DegradationKind::Loss).next()
+}
+
+/// The slowest latency branch finding of a multipath target.
+pub fn branch_latency_finding(snapshot: &TargetSnapshot) -> Option<&BranchFinding> {
+    branch_findings(snapshot, DegradationKind::Latency).next()
+}
+
+/// A target's branch findings of `kind`, worst first.
+fn branch_findings(
+    snapshot: &TargetSnapshot,
+    kind: DegradationKind,
+) -> impl Iterator<Item = &BranchFinding> {
+    snapshot
+        .branches
+        .iter()
+        .flat_map(|b| &b.findings)
+        .filter(move |f| f.kind == kind)
 }
 
 /// "branch 2 (through 198.18.3.2 at hop 2)": how a branch alert names its branch.
@@ -242,8 +265,9 @@ fn branch_loss(rules: &AlertRules, round: &RoundView<'_>) -> Option<Reading> {
         .filter(|b| b.destination.sent >= full)
         .filter_map(|b| b.destination.loss_pct)
         .reduce(f64::max);
+    let own = branch_finding(round.snapshot).is_some();
     let condition = match worst {
-        Some(v) if v >= threshold && !branches.findings.is_empty() => Condition::Breach,
+        Some(v) if v >= threshold && own => Condition::Breach,
         Some(v) if v <= threshold * rules.clear_ratio => Condition::Healthy,
         _ => Condition::Neutral,
     };
@@ -252,6 +276,42 @@ fn branch_loss(rules: &AlertRules, round: &RoundView<'_>) -> Option<Reading> {
         value: worst,
         threshold: Some(threshold),
         unit: Some("pct"),
+    })
+}
+
+/// How much slower than its fastest sibling a multipath target's slowest
+/// branch is (ms). It breaches while the analysis finds a branch slow by at
+/// least the threshold over a full window, and is healthy once no branch is
+/// slow; in between (slow, but by less than the threshold) it holds. The
+/// analysis' own hysteresis keeps a branch at the bar from flapping.
+fn branch_latency(rules: &AlertRules, round: &RoundView<'_>) -> Option<Reading> {
+    let threshold = rules.branch_latency_ms;
+    if threshold <= 0.0 {
+        return None;
+    }
+    let branches = round.snapshot.branches.as_ref()?;
+    let full = round.snapshot.window_probes as u64;
+    let slowest = branch_latency_finding(round.snapshot);
+    let excess = slowest
+        .and_then(|f| f.latency)
+        .map(|l| l.excess_ns() as f64 / NS_PER_MS);
+    let window_full = slowest.is_some_and(|f| {
+        branches
+            .branches
+            .iter()
+            .find(|b| b.index == f.branch)
+            .is_some_and(|b| b.destination.sent >= full)
+    });
+    let condition = match excess {
+        Some(v) if v >= threshold && window_full => Condition::Breach,
+        Some(_) => Condition::Neutral,
+        None => Condition::Healthy,
+    };
+    Some(Reading {
+        condition,
+        value: excess,
+        threshold: Some(threshold),
+        unit: Some("ms"),
     })
 }
 
@@ -403,6 +463,10 @@ pub fn summary(
         (AlertKind::BranchLoss, false) => {
             format!("every branch's loss back to {now} or less (clears at {clear_at})")
         }
+        (AlertKind::BranchLatency, true) => format!(
+            "end to end {now} slower than the fastest other branch over the last {window} probes (raises at {raise_at})"
+        ),
+        (AlertKind::BranchLatency, false) => "no branch is slower than the others".to_owned(),
         // Never read from a round (see `read`): their summaries say what
         // is wrong with the component.
         (AlertKind::Store | AlertKind::Outbox, _) => format!("the {kind} check"),

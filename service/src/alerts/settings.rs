@@ -43,6 +43,9 @@ pub mod defaults {
     /// `[alerts] return_path_change`: off (asymmetric routing moves often and
     /// harmlessly on some networks; the event is stored either way).
     pub const ALERT_RETURN_PATH_CHANGE: bool = false;
+    /// `[alerts] branch_latency_ms`: the smallest excess the analysis
+    /// reports a slow branch at (`analysis::branches::LATENCY_MIN_EXCESS_NS`).
+    pub const ALERT_BRANCH_LATENCY_MS: f64 = 5.0;
     /// `[alerts] raise_rounds`
     pub const ALERT_RAISE_ROUNDS: u32 = 3;
     /// `[alerts] clear_rounds`
@@ -169,6 +172,9 @@ pub struct AlertRules {
     pub latency_stat: LatencyStat,
     /// Raise when the destination's window mean jitter is at least this (ms).
     pub jitter_ms: f64,
+    /// Raise when a multipath target's branch is slower end to end than its
+    /// fastest sibling by at least this (ms) and the analysis finds it slow.
+    pub branch_latency_ms: f64,
     /// Raise when the destination's MOS is below this (1 to 4.5).
     pub mos_below: f64,
     /// Raise when a target that has answered before stays silent this many rounds.
@@ -194,6 +200,7 @@ impl Default for AlertRules {
             latency_ms: defaults::ALERT_LATENCY_MS,
             latency_stat: defaults::ALERT_LATENCY_STAT,
             jitter_ms: defaults::ALERT_JITTER_MS,
+            branch_latency_ms: defaults::ALERT_BRANCH_LATENCY_MS,
             mos_below: defaults::ALERT_MOS_BELOW,
             unreachable_rounds: defaults::ALERT_UNREACHABLE_ROUNDS,
             route_change: defaults::ALERT_ROUTE_CHANGE,

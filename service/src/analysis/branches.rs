@@ -8,12 +8,18 @@
 //! rounds over another path; each hop is kept in a [`HopStats`] and the loss
 //! localisation is the target's own ([`findings::localise_loss`]), run on
 //! the branch's hops.
+//!
+//! A branch slower than its siblings (a congested or longer member link) is
+//! a latency finding: its end-to-end median exceeds the best sibling's by
+//! both [`LATENCY_MIN_EXCESS_NS`] and [`LATENCY_MIN_RATIO`], placed at the
+//! first hop after the split that is slower than the same hop on that
+//! sibling. mtr merges the branches and cannot show this at all.
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::findings::{self, HopView};
+use super::findings::{self, DegradationKind, Evidence, HopView};
 use super::hop::{HopStats, StatsSnapshot};
 use super::Localisation;
 use crate::model::{BranchIndex, BranchLayout, BranchPath, HopOutcome, RoundRecord};
@@ -21,6 +27,21 @@ use crate::model::{BranchIndex, BranchLayout, BranchPath, HopOutcome, RoundRecor
 /// A branch's loss counts as its own, not the whole path's, only when some
 /// other branch loses at most this share of it over the same window.
 pub const OTHER_BRANCH_MAX_SHARE: f64 = 0.5;
+
+/// A branch is slow when its end-to-end median exceeds the best sibling's by
+/// at least this much: a few ms is what two member links of different length
+/// differ by without anything being wrong, and jitter moves a median little.
+pub const LATENCY_MIN_EXCESS_NS: u64 = 5_000_000;
+/// ... and by at least this fraction of the sibling's median, so a long path
+/// (100 ms across an ocean) is not slow for 5 ms more on one member.
+pub const LATENCY_MIN_RATIO: f64 = 0.5;
+/// Hysteresis: a slow branch stays slow until its excess falls under this
+/// share of both margins, so a median hovering at the bar does not flap the
+/// finding (the alert's raise and clear rounds come on top).
+pub const LATENCY_CLEAR_SHARE: f64 = 0.5;
+/// Answers at the destination the branch and its sibling each need in the
+/// window before their medians are compared: fewer say little about a median.
+pub const LATENCY_MIN_ANSWERS: u64 = 20;
 
 /// One branch's statistics.
 #[derive(Debug, Clone)]
@@ -31,6 +52,9 @@ struct BranchStats {
     destination: HopStats,
     destination_ttl: Option<u8>,
     rounds: u64,
+    /// Whether the branch is slow against its siblings (with hysteresis,
+    /// see [`LATENCY_CLEAR_SHARE`]); re-judged after every round.
+    slow: bool,
 }
 
 impl BranchStats {
@@ -41,6 +65,7 @@ impl BranchStats {
             destination: HopStats::new(window),
             destination_ttl: None,
             rounds: 0,
+            slow: false,
         }
     }
 
@@ -107,10 +132,12 @@ pub struct BranchSnapshot {
     pub destination: StatsSnapshot,
 }
 
-/// A loss on one branch only: which branch, the router that sets it apart,
-/// and where the loss starts along it.
+/// A loss on one branch only, or a branch slower than its siblings: which
+/// branch, the router that sets it apart, and where the degradation starts
+/// along it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BranchFinding {
+    pub kind: DegradationKind,
     pub branch: BranchIndex,
     /// The hop (TTL) and responder that name the branch: where the loss
     /// starts when that is between the split and the join, else the
@@ -118,8 +145,27 @@ pub struct BranchFinding {
     pub through_ttl: u8,
     pub through: Option<IpAddr>,
     pub loss_pct: f64,
+    /// A latency finding's comparison: the branch's end-to-end median, the
+    /// sibling it is compared with (the fastest) and that sibling's median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<BranchLatency>,
     /// The localisation along the branch; its summary starts with the branch.
     pub localisation: Localisation,
+}
+
+/// A slow branch against its fastest sibling, end to end over the window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BranchLatency {
+    pub p50_ns: u64,
+    pub sibling: BranchIndex,
+    pub sibling_p50_ns: u64,
+}
+
+impl BranchLatency {
+    /// How much slower the branch is than its sibling.
+    pub fn excess_ns(&self) -> u64 {
+        self.p50_ns.saturating_sub(self.sibling_p50_ns)
+    }
 }
 
 /// Every branch of a target.
@@ -132,7 +178,8 @@ pub struct BranchesSnapshot {
     pub found: usize,
     pub stop: String,
     pub branches: Vec<BranchSnapshot>,
-    /// Branches losing what the others do not, worst first.
+    /// Branches losing what the others do not, worst first, then branches
+    /// slower than their siblings, slowest first.
     pub findings: Vec<BranchFinding>,
 }
 
@@ -175,6 +222,28 @@ impl BranchesAnalysis {
         let window = self.window;
         if let Some(stats) = self.branches.iter_mut().find(|b| b.path.index == branch) {
             stats.record(round, window);
+            self.judge_latency();
+        }
+    }
+
+    /// Re-judges which branches are slow. Kept as state, not derived in
+    /// [`Self::snapshot`], because the hysteresis needs yesterday's verdict.
+    fn judge_latency(&mut self) {
+        let medians: Vec<Option<u64>> = self.branches.iter().map(end_to_end_median).collect();
+        for i in 0..self.branches.len() {
+            let verdict = match (medians[i], best_sibling(&medians, i)) {
+                (Some(own), Some((_, sibling))) => {
+                    let share = if self.branches[i].slow {
+                        LATENCY_CLEAR_SHARE
+                    } else {
+                        1.0
+                    };
+                    slower(own, sibling, share)
+                }
+                // Too few answers to compare: no verdict either way.
+                _ => false,
+            };
+            self.branches[i].slow = verdict;
         }
     }
 
@@ -212,6 +281,14 @@ impl BranchesAnalysis {
             .filter_map(|(stats, snap)| self.finding(stats, snap, &branches, first_ttl))
             .collect();
         found.sort_by(|a, b| b.loss_pct.total_cmp(&a.loss_pct));
+        let mut slow: Vec<BranchFinding> = self
+            .branches
+            .iter()
+            .zip(&branches)
+            .filter_map(|(stats, snap)| self.latency_finding(stats, snap, &branches, first_ttl))
+            .collect();
+        slow.sort_by_key(|f| std::cmp::Reverse(f.latency.map_or(0, |l| l.excess_ns())));
+        found.extend(slow);
         Some(BranchesSnapshot {
             discovered_at_ms: layout.discovered_at_ms,
             probes_sent: layout.probes_sent,
@@ -295,13 +372,184 @@ impl BranchesAnalysis {
         };
         localisation.summary = format!("{named}: {}", localisation.summary);
         Some(BranchFinding {
+            kind: DegradationKind::Loss,
             branch: snap.index,
             through_ttl,
             through,
             loss_pct: loss,
+            latency: None,
             localisation,
         })
     }
+
+    /// The latency finding of one branch, while it is judged slow: against
+    /// its fastest sibling, placed at the first hop after the split whose
+    /// median exceeds the same hop's on that sibling by at least
+    /// [`findings::LATENCY_CARRY_FACTOR`] of the end-to-end excess (the
+    /// target's own rule for where a rise starts), else at the branch's
+    /// first hop after the split.
+    fn latency_finding(
+        &self,
+        stats: &BranchStats,
+        snap: &BranchSnapshot,
+        all: &[BranchSnapshot],
+        first_ttl: u8,
+    ) -> Option<BranchFinding> {
+        if !stats.slow {
+            return None;
+        }
+        let medians: Vec<Option<u64>> = self.branches.iter().map(end_to_end_median).collect();
+        let own_pos = self
+            .branches
+            .iter()
+            .position(|b| b.path.index == snap.index)?;
+        let own = medians[own_pos]?;
+        let (sib_pos, sibling_p50) = best_sibling(&medians, own_pos)?;
+        let sibling = &all[sib_pos];
+        let latency = BranchLatency {
+            p50_ns: own,
+            sibling: sibling.index,
+            sibling_p50_ns: sibling_p50,
+        };
+        let excess = latency.excess_ns();
+        let after_split = snap.split_ttl.map_or(first_ttl, |s| s + 1);
+        let last = stats.destination_ttl.unwrap_or(u8::MAX);
+        let hop_p50 = |b: &BranchSnapshot, ttl: u8| {
+            b.hops
+                .iter()
+                .find(|h| h.ttl == ttl)
+                .filter(|h| h.window.received >= findings::MIN_LATENCY_ANSWERS)
+                .and_then(|h| h.window.p50_ns)
+        };
+        let carried = (excess as f64 * findings::LATENCY_CARRY_FACTOR) as u64;
+        // The first hop that is slower than the sibling's at the same TTL.
+        let start = snap
+            .hops
+            .iter()
+            .filter(|h| h.ttl >= after_split && h.ttl < last)
+            .find_map(|h| {
+                let mine = hop_p50(snap, h.ttl)?;
+                let theirs = hop_p50(sibling, h.ttl)?;
+                (mine.saturating_sub(theirs) >= carried).then_some((h, mine - theirs))
+            });
+        let responder_at = |ttl: u8| {
+            snap.hops
+                .iter()
+                .find(|h| h.ttl == ttl)
+                .and_then(|h| h.responder)
+                .or_else(|| stats.discovered(first_ttl, ttl))
+        };
+        let (start_ttl, start_responder, hop_rise) = match start {
+            Some((h, rise)) => (h.ttl, h.responder, rise),
+            // No hop on the way answers slower (they may not answer at all):
+            // the rise is the destination's, reached through the branch.
+            None => (
+                stats.destination_ttl.unwrap_or(after_split),
+                stats.destination_address(),
+                excess,
+            ),
+        };
+        // The router naming the branch: where the delay starts when that is
+        // the branch's own (between the split and the join), else the
+        // branch's first router after the split.
+        let own_hop = snap.join_ttl.is_none_or(|j| start_ttl < j) && start_ttl >= after_split;
+        let (through_ttl, through) = if own_hop && start_responder.is_some() {
+            (start_ttl, start_responder)
+        } else {
+            (after_split, responder_at(after_split))
+        };
+        let named = match through {
+            Some(addr) => format!(
+                "latency on branch {} (through {addr} at hop {through_ttl})",
+                snap.index
+            ),
+            None => format!(
+                "latency on branch {} (hop {through_ttl} does not answer)",
+                snap.index
+            ),
+        };
+        let starts = match start_responder {
+            Some(addr) => format!("hop {start_ttl} ({addr})"),
+            None => format!("hop {start_ttl} (no reply)"),
+        };
+        let ms = |ns: u64| ns as f64 / 1e6;
+        // How consistently the branch is slower: the share of its answers
+        // above the sibling's median by at least half the excess.
+        let probes: Vec<u64> = stats.destination.window_probes().flatten().collect();
+        let above = probes
+            .iter()
+            .filter(|&&rtt| rtt >= sibling_p50 + carried)
+            .count();
+        let confidence = above as f64 / probes.len().max(1) as f64;
+        let summary = format!(
+            "{named}: {:.1} ms end to end against {:.1} ms on branch {}; the extra delay starts at {starts}",
+            ms(own),
+            ms(sibling_p50),
+            sibling.index
+        );
+        Some(BranchFinding {
+            kind: DegradationKind::Latency,
+            branch: snap.index,
+            through_ttl,
+            through,
+            loss_pct: snap.destination.loss_pct.unwrap_or(0.0),
+            latency: Some(latency),
+            localisation: Localisation {
+                kind: DegradationKind::Latency,
+                ttl: start_ttl,
+                responder: start_responder,
+                confidence,
+                rounds: probes.len(),
+                return_path_changed_ttl: None,
+                evidence: Evidence::Latency {
+                    hop_rise_ns: hop_rise,
+                    previous_ttl: None,
+                    previous_rise_ns: None,
+                    destination_rise_ns: excess,
+                    destination_p50_ns: own,
+                    destination_baseline_ns: sibling_p50,
+                },
+                summary,
+            },
+        })
+    }
+}
+
+/// The branch's end-to-end median over its window, once it has
+/// [`LATENCY_MIN_ANSWERS`] (a full window when the window is shorter). The
+/// median rather than the mean: a few replies held up by a busy router or a
+/// queue burst move a mean by milliseconds and a median not at all, and a
+/// slow member link delays every packet.
+///
+/// Judged after every branch round for every branch, so it selects the
+/// median in linear time instead of building the window's full statistics;
+/// it is the same nearest-rank p50 as [`StatsSnapshot::p50_ns`].
+fn end_to_end_median(b: &BranchStats) -> Option<u64> {
+    let mut rtts: Vec<u64> = b.destination.window_probes().flatten().collect();
+    let needed = LATENCY_MIN_ANSWERS.min(b.destination.window_capacity() as u64);
+    if rtts.is_empty() || (rtts.len() as u64) < needed {
+        return None;
+    }
+    let rank = rtts.len().div_ceil(2);
+    Some(*rtts.select_nth_unstable(rank - 1).1)
+}
+
+/// The fastest other branch with a median: its position and its median.
+fn best_sibling(medians: &[Option<u64>], i: usize) -> Option<(usize, u64)> {
+    medians
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(j, m)| m.map(|m| (j, m)))
+        .min_by_key(|(_, m)| *m)
+}
+
+/// Whether `own` exceeds `sibling` by both margins, each scaled by `share`
+/// (1 to become slow, [`LATENCY_CLEAR_SHARE`] to stay slow).
+fn slower(own: u64, sibling: u64, share: f64) -> bool {
+    let excess = own.saturating_sub(sibling);
+    excess as f64 >= share * LATENCY_MIN_EXCESS_NS as f64
+        && excess as f64 >= share * LATENCY_MIN_RATIO * sibling as f64
 }
 
 impl BranchStats {
@@ -393,15 +641,22 @@ mod tests {
 
     /// A round over branch `via`, lost from TTL 2 on when `lost`.
     fn round(seq: u64, via: &str, lost: bool) -> RoundRecord {
+        slow_round(seq, via, lost, u8::MAX, 0)
+    }
+
+    /// A round over branch `via` whose answers from `from_ttl` on come
+    /// `extra_ns` later than the 1 ms a hop of the others.
+    fn slow_round(seq: u64, via: &str, lost: bool, from_ttl: u8, extra_ns: u64) -> RoundRecord {
         let hop = |ttl: u8, addr: &str, dest: bool| {
             if lost && ttl >= 2 {
                 return HopSample::lost(Ttl::new(ttl).unwrap());
             }
+            let extra = if ttl >= from_ttl { extra_ns } else { 0 };
             HopSample::answered(
                 Ttl::new(ttl).unwrap(),
                 HopAnswer {
                     responder: ip(addr),
-                    rtt: Rtt::from_nanos(1_000_000 * u64::from(ttl)),
+                    rtt: Rtt::from_nanos(1_000_000 * u64::from(ttl) + extra),
                     is_destination: dest,
                     reply_ttl: None,
                     quote: None,
@@ -496,5 +751,186 @@ mod tests {
         let snap = a.snapshot().unwrap();
         assert_eq!(snap.branches[0].rounds, 1);
         assert_eq!(snap.branches[1].rounds, 1, "a new path starts afresh");
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// `rounds` rounds of both branches, branch 2's slower by `extra_ns`
+    /// from `from_ttl` on, starting at round `from`.
+    fn feed(a: &mut BranchesAnalysis, from: u64, rounds: u64, from_ttl: u8, extra_ns: u64) {
+        for seq in from..from + rounds {
+            a.record(
+                BranchIndex::new(1).unwrap(),
+                &round(seq, "198.18.1.2", false),
+            );
+            a.record(
+                BranchIndex::new(2).unwrap(),
+                &slow_round(seq, "198.18.2.2", false, from_ttl, extra_ns),
+            );
+        }
+    }
+
+    fn latency_findings(a: &BranchesAnalysis) -> Vec<BranchFinding> {
+        let snap = a.snapshot().unwrap();
+        snap.findings
+            .into_iter()
+            .filter(|f| f.kind == DegradationKind::Latency)
+            .collect()
+    }
+
+    #[test]
+    fn a_branch_20_ms_slower_is_named_by_its_router_where_the_delay_starts() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        feed(&mut a, 0, 100, 2, 20 * MS);
+        let found = latency_findings(&a);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert_eq!(f.branch, BranchIndex::new(2).unwrap());
+        assert_eq!((f.through_ttl, f.through), (2, Some(ip("198.18.2.2"))));
+        assert_eq!(
+            (f.localisation.ttl, f.localisation.responder),
+            (2, Some(ip("198.18.2.2")))
+        );
+        let latency = f.latency.unwrap();
+        assert_eq!(latency.sibling, BranchIndex::new(1).unwrap());
+        assert_eq!((latency.p50_ns, latency.sibling_p50_ns), (24 * MS, 4 * MS));
+        assert_eq!(f.localisation.confidence, 1.0);
+        assert_eq!(
+            f.localisation.summary,
+            "latency on branch 2 (through 198.18.2.2 at hop 2): 24.0 ms end to end \
+             against 4.0 ms on branch 1; the extra delay starts at hop 2 (198.18.2.2)"
+        );
+        // Not a loss: the loss finding stays away, and it sorts after any.
+        assert!(a
+            .snapshot()
+            .unwrap()
+            .findings
+            .iter()
+            .all(|f| f.kind == DegradationKind::Latency));
+    }
+
+    #[test]
+    fn a_delay_from_the_join_on_is_placed_there_and_named_by_the_branch_router() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        // The member link into the join router is slow: hop 2 answers in
+        // time, the join (hop 3, on both branches) and the destination late.
+        feed(&mut a, 0, 100, 3, 20 * MS);
+        let found = latency_findings(&a);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.localisation.ttl, f.localisation.responder),
+            (3, Some(ip("198.18.9.1")))
+        );
+        // The join is shared: the branch is named by its own router.
+        assert_eq!((f.through_ttl, f.through), (2, Some(ip("198.18.2.2"))));
+        assert!(
+            f.localisation
+                .summary
+                .starts_with("latency on branch 2 (through 198.18.2.2 at hop 2): 24.0 ms"),
+            "{}",
+            f.localisation.summary
+        );
+    }
+
+    #[test]
+    fn equal_branches_and_small_differences_are_no_latency_finding() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        feed(&mut a, 0, 100, 2, 0);
+        assert!(a.snapshot().unwrap().findings.is_empty());
+        // 3 ms more is 75 % more here, but under the 5 ms margin.
+        feed(&mut a, 100, 100, 2, 3 * MS);
+        assert!(latency_findings(&a).is_empty());
+    }
+
+    #[test]
+    fn a_long_path_is_not_slow_for_a_few_ms_more() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        // Both ~104 ms; branch 2 is 10 ms (10 %) slower: under 50 %.
+        for seq in 0..100 {
+            a.record(
+                BranchIndex::new(1).unwrap(),
+                &slow_round(seq, "198.18.1.2", false, 2, 100 * MS),
+            );
+            a.record(
+                BranchIndex::new(2).unwrap(),
+                &slow_round(seq, "198.18.2.2", false, 2, 110 * MS),
+            );
+        }
+        assert!(latency_findings(&a).is_empty());
+    }
+
+    #[test]
+    fn too_few_answers_are_no_latency_finding() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        feed(&mut a, 0, LATENCY_MIN_ANSWERS - 1, 2, 20 * MS);
+        assert!(latency_findings(&a).is_empty());
+        feed(&mut a, LATENCY_MIN_ANSWERS - 1, 1, 2, 20 * MS);
+        assert_eq!(latency_findings(&a).len(), 1);
+    }
+
+    #[test]
+    fn the_median_is_the_windows_p50() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        for seq in 0..37 {
+            a.record(
+                BranchIndex::new(1).unwrap(),
+                &slow_round(seq, "198.18.1.2", seq % 5 == 0, 2, (seq * 7919 % 31) * MS),
+            );
+        }
+        let b = &a.branches[0];
+        assert_eq!(end_to_end_median(b), b.destination.window_stats().p50_ns);
+    }
+
+    #[test]
+    fn a_slow_branch_clears_with_hysteresis() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        feed(&mut a, 0, 100, 2, 20 * MS);
+        assert_eq!(latency_findings(&a).len(), 1);
+        // 3 ms more would not raise (above), but a slow branch stays slow
+        // until it is under half the margins: 2.5 ms and 25 %.
+        feed(&mut a, 100, 100, 2, 3 * MS);
+        let still = latency_findings(&a);
+        assert_eq!(still.len(), 1, "{still:?}");
+        assert_eq!(still[0].latency.unwrap().excess_ns(), 3 * MS);
+        feed(&mut a, 200, 100, 2, 2 * MS);
+        assert!(latency_findings(&a).is_empty());
+        // And it does not come back at 3 ms.
+        feed(&mut a, 300, 100, 2, 3 * MS);
+        assert!(latency_findings(&a).is_empty());
+    }
+
+    #[test]
+    fn a_lossy_and_slow_branch_has_both_findings_loss_first() {
+        let mut a = BranchesAnalysis::new(100);
+        a.set_layout(layout());
+        for seq in 0..100 {
+            a.record(
+                BranchIndex::new(1).unwrap(),
+                &round(seq, "198.18.1.2", false),
+            );
+            a.record(
+                BranchIndex::new(2).unwrap(),
+                &slow_round(seq, "198.18.2.2", seq % 3 == 0, 2, 20 * MS),
+            );
+        }
+        let kinds: Vec<_> = a
+            .snapshot()
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| (f.kind, f.branch.get()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [(DegradationKind::Loss, 2), (DegradationKind::Latency, 2)]
+        );
     }
 }

@@ -26,7 +26,8 @@ pub mod target;
 mod ttl_set;
 
 pub use branches::{
-    BranchFinding, BranchHopSnapshot, BranchSnapshot, BranchesAnalysis, BranchesSnapshot,
+    BranchFinding, BranchHopSnapshot, BranchLatency, BranchSnapshot, BranchesAnalysis,
+    BranchesSnapshot,
 };
 pub use findings::{DegradationKind, Evidence, Localisation};
 pub use hop::{HopStats, StatsSnapshot};

@@ -45,7 +45,7 @@ pub const TIMEOUT: (Duration, Duration) = (Duration::from_millis(10), Duration::
 
 /// `[alerts] loss_pct` (0 turns the check off)
 pub const ALERT_LOSS_PCT: (f64, f64) = (0.0, 100.0);
-/// `[alerts] latency_ms` and `jitter_ms`: up to a minute, the longest probe timeout.
+/// `[alerts] latency_ms`, `jitter_ms` and `branch_latency_ms`: up to a minute, the longest probe timeout.
 pub const ALERT_MS: (f64, f64) = (0.0, 60_000.0);
 /// `[alerts] mos_below`: 0 (off) or a score up to 4.5, the scale's top.
 pub const ALERT_MOS_BELOW: (f64, f64) = (0.0, 4.5);

@@ -266,6 +266,7 @@ pub(crate) struct RawAlertRules {
     pub latency_ms: Option<Spanned<f64>>,
     pub latency_stat: Option<Spanned<String>>,
     pub jitter_ms: Option<Spanned<f64>>,
+    pub branch_latency_ms: Option<Spanned<f64>>,
     pub mos_below: Option<Spanned<f64>>,
     pub unreachable_rounds: Option<Spanned<i64>>,
     pub route_change: Option<Spanned<bool>>,

@@ -258,10 +258,18 @@ pub fn detail(
             .iter()
             .flat_map(|b| &b.findings)
             .map(|f| BranchFindingDto {
+                kind: match f.kind {
+                    DegradationKind::Loss => "loss",
+                    DegradationKind::Latency => "latency",
+                }
+                .to_owned(),
                 branch: f.branch.get(),
                 through_ttl: f.through_ttl,
                 through: f.through,
                 loss_pct: f.loss_pct,
+                latency_ms: f.latency.map(|l| l.p50_ns as f64 / 1e6),
+                sibling: f.latency.map(|l| l.sibling.get()),
+                sibling_latency_ms: f.latency.map(|l| l.sibling_p50_ns as f64 / 1e6),
                 ttl: f.localisation.ttl,
                 confidence: f.localisation.confidence,
                 summary: f.localisation.summary.clone(),

@@ -56,7 +56,8 @@ impl Delivery {
             | AlertKind::Latency
             | AlertKind::Jitter
             | AlertKind::Mos
-            | AlertKind::BranchLoss => {
+            | AlertKind::BranchLoss
+            | AlertKind::BranchLatency => {
                 if let (AlertState::Raised | AlertState::Updated, Some(loc)) =
                     (event.state, &event.localisation)
                 {

@@ -210,6 +210,12 @@ fn rules(
             limits::ALERT_MS,
             base.jitter_ms,
         )?,
+        branch_latency_ms: num(
+            "branch_latency_ms",
+            &raw.branch_latency_ms,
+            limits::ALERT_MS,
+            base.branch_latency_ms,
+        )?,
         mos_below,
         unreachable_rounds: count(
             "unreachable_rounds",
