@@ -1456,8 +1456,9 @@ mod branch_tests {
         }
     }
 
-    #[test]
-    fn loss_on_one_branch_raises_branch_loss_naming_it_and_no_path_loss() {
+    /// Target `t` with two ECMP branches discovered, through 198.18.1.2
+    /// (branch 1) and 198.18.2.2 (branch 2) at hop 2.
+    fn two_branch_target() -> (TargetId, TargetAnalysis) {
         let id = TargetId::new("t").unwrap();
         let mut analysis = TargetAnalysis::new(id.clone(), &AnalysisConfig::new(20, 3).unwrap());
         let path = |n: u8, via: &str| BranchPath {
@@ -1479,6 +1480,12 @@ mod branch_tests {
             stop: "complete".into(),
             branches: vec![path(1, "198.18.1.2"), path(2, "198.18.2.2")],
         }));
+        (id, analysis)
+    }
+
+    #[test]
+    fn loss_on_one_branch_raises_branch_loss_naming_it_and_no_path_loss() {
+        let (_, mut analysis) = two_branch_target();
         let mut engine = AlertEngine::new(AlertsConfig {
             rules: AlertRules {
                 loss_pct: 10.0,
@@ -1539,27 +1546,7 @@ mod branch_tests {
 
     #[test]
     fn a_slow_branch_raises_branch_latency_naming_it_and_clears_when_it_recovers() {
-        let id = TargetId::new("t").unwrap();
-        let mut analysis = TargetAnalysis::new(id.clone(), &AnalysisConfig::new(20, 3).unwrap());
-        let path = |n: u8, via: &str| BranchPath {
-            index: BranchIndex::new(n).unwrap(),
-            flow_id: 40_000 + u16::from(n),
-            hops: ["198.18.0.2", via, "198.18.9.1", "198.19.0.1"]
-                .iter()
-                .map(|a| Some(ip(a)))
-                .collect(),
-            reached_destination: true,
-        };
-        analysis.record_branch(&BranchUpdate::Discovered(BranchLayout {
-            target: id.clone(),
-            discovered_at_ms: 0,
-            first_ttl: Ttl::MIN,
-            probes_sent: 50,
-            elapsed_ms: 3,
-            found: 2,
-            stop: "complete".into(),
-            branches: vec![path(1, "198.18.1.2"), path(2, "198.18.2.2")],
-        }));
+        let (_, mut analysis) = two_branch_target();
         let config = |branch_latency_ms| AlertsConfig {
             rules: AlertRules {
                 branch_latency_ms,
