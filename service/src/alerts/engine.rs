@@ -1483,6 +1483,14 @@ mod branch_tests {
         (id, analysis)
     }
 
+    /// `round` over branch `n` of [`two_branch_target`].
+    fn branch_round(n: u8, round: RoundRecord) -> BranchUpdate {
+        BranchUpdate::Round {
+            branch: BranchIndex::new(n).unwrap(),
+            round,
+        }
+    }
+
     #[test]
     fn loss_on_one_branch_raises_branch_loss_naming_it_and_no_path_loss() {
         let (_, mut analysis) = two_branch_target();
@@ -1498,14 +1506,8 @@ mod branch_tests {
         for seq in 1..=60u64 {
             // The target's own flow takes the clean branch.
             analysis.record(&round(seq, "198.18.1.2", false)).unwrap();
-            let one = BranchIndex::new(1).unwrap();
-            let two = BranchIndex::new(2).unwrap();
-            let branch = |index, round| BranchUpdate::Round {
-                branch: index,
-                round,
-            };
-            analysis.record_branch(&branch(one, round(seq, "198.18.1.2", false)));
-            analysis.record_branch(&branch(two, round(seq, "198.18.2.2", seq % 3 == 0)));
+            analysis.record_branch(&branch_round(1, round(seq, "198.18.1.2", false)));
+            analysis.record_branch(&branch_round(2, round(seq, "198.18.2.2", seq % 3 == 0)));
             let outcome = engine.evaluate(&analysis.snapshot(), &[]);
             raised.extend(outcome.transitions.into_iter().map(|t| (seq, t)));
         }
@@ -1562,16 +1564,10 @@ mod branch_tests {
         let mut seen = Vec::new();
         for seq in 1..=120u64 {
             analysis.record(&round(seq, "198.18.1.2", false)).unwrap();
-            let one = BranchIndex::new(1).unwrap();
-            let two = BranchIndex::new(2).unwrap();
-            let branch = |index, round| BranchUpdate::Round {
-                branch: index,
-                round,
-            };
             // 20 ms slower for 60 rounds, then as fast as the other.
             let extra = if seq <= 60 { 20 } else { 0 };
-            analysis.record_branch(&branch(one, round(seq, "198.18.1.2", false)));
-            analysis.record_branch(&branch(two, slow_round(seq, "198.18.2.2", extra)));
+            analysis.record_branch(&branch_round(1, round(seq, "198.18.1.2", false)));
+            analysis.record_branch(&branch_round(2, slow_round(seq, "198.18.2.2", extra)));
             let snapshot = analysis.snapshot();
             let outcome = engine.evaluate(&snapshot, &[]);
             seen.extend(outcome.transitions.into_iter().map(|t| (seq, t)));

@@ -410,7 +410,13 @@ impl Store {
 
     /// Buffers one round for the next flush. Never touches the disk.
     pub fn record_round(&self, round: &RoundRecord) -> Result<(), StoreError> {
-        let num = self.target_num(&round.target)?;
+        self.record_round_as(&round.target, round)
+    }
+
+    /// Buffers `round` under the series `series` (the stored value does not
+    /// name its target: the key's number does).
+    fn record_round_as(&self, series: &TargetId, round: &RoundRecord) -> Result<(), StoreError> {
+        let num = self.target_num(series)?;
         let entry = RawEntry::new(
             num,
             round.started_at_ms,
@@ -431,12 +437,7 @@ impl Store {
         branch: crate::model::BranchIndex,
         round: &RoundRecord,
     ) -> Result<(), StoreError> {
-        // A copy under the series' name: a few hops' samples per branch
-        // round, and every write goes through `record_round`.
-        self.record_round(&RoundRecord {
-            target: round.target.branch_series(branch),
-            ..round.clone()
-        })
+        self.record_round_as(&round.target.branch_series(branch), round)
     }
 
     /// Buffers one event for the next flush. Never touches the disk.
