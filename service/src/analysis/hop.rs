@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::rtt_histogram::RttHistogram;
 use super::responders::{
     OtherRespondersSnapshot, ResponderSnapshot, Responders, MAX_RESPONDERS_PER_HOP,
     NO_RESPONDER_TAG,
@@ -14,48 +14,58 @@ use super::responders::{
 use crate::model::HopOutcome;
 use crate::stats::RunningStats;
 
-/// Since-start percentiles come from an HDR histogram keeping 2 significant
-/// digits: a reported percentile is at most 1% above the true sample (and never
-/// below it), which is finer than the run-to-run spread of any real path.
-pub const HISTOGRAM_SIGFIG: u8 = 2;
-/// Values below 1 µs share 512 ns buckets: the kernel timestamps are good to about a
-/// microsecond, and finer buckets would cost memory for noise.
-pub const HISTOGRAM_LOWEST_NS: u64 = 1_000;
-/// The histogram starts covering ~131 µs and grows (auto-resize) to the worst RTT seen.
-const HISTOGRAM_INITIAL_HIGHEST_NS: u64 = 1 << 17;
 /// RTTs above one minute are recorded as one minute in the histogram (only there:
-/// best/worst/avg keep the real value), which bounds its size.
+/// best/worst/avg keep the real value).
 pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
 
 /// RFC 3550 §6.4.1 smoothing: J += (|D| - J) / 16.
 const RFC3550_GAIN: f64 = 1.0 / 16.0;
 
-/// One probe of the window packed in 8 bytes: the RTT in the low 56 bits (2^56 ns
-/// is over two years) and the responder tag in the top 8.
+/// One probe of the window packed in 5 bytes (a hop keeps a window's worth,
+/// so this is most of its memory): the RTT in the first 4, little-endian,
+/// and the responder tag in the last. RTTs below 2^31 ns (2.1 s) are kept
+/// to the nanosecond, longer ones to the microsecond (flagged by the top
+/// bit, up to 35 minutes), so window statistics stay exact on any real path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WindowSample(u64);
+struct WindowSample([u8; 5]);
 
 impl WindowSample {
-    const RTT_BITS: u32 = 56;
-    const RTT_MASK: u64 = (1 << Self::RTT_BITS) - 1;
+    /// The top bit: the rest counts microseconds.
+    const MICROS: u32 = 1 << 31;
     /// The RTT field of a lost probe.
-    const LOST: u64 = Self::RTT_MASK;
+    const LOST: u32 = u32::MAX;
 
     fn answered(rtt_ns: u64, tag: u8) -> WindowSample {
-        WindowSample(u64::from(tag) << Self::RTT_BITS | rtt_ns.min(Self::LOST - 1))
+        let rtt = match u32::try_from(rtt_ns) {
+            Ok(ns) if ns < Self::MICROS => ns,
+            _ => {
+                let micros = (rtt_ns / 1_000).min(u64::from(Self::LOST - Self::MICROS - 1));
+                Self::MICROS | micros as u32
+            }
+        };
+        Self::pack(rtt, tag)
     }
 
     fn lost() -> WindowSample {
-        WindowSample(u64::from(NO_RESPONDER_TAG) << Self::RTT_BITS | Self::LOST)
+        Self::pack(Self::LOST, NO_RESPONDER_TAG)
+    }
+
+    fn pack(rtt: u32, tag: u8) -> WindowSample {
+        let [a, b, c, d] = rtt.to_le_bytes();
+        WindowSample([a, b, c, d, tag])
     }
 
     fn rtt_ns(self) -> Option<u64> {
-        let rtt = self.0 & Self::RTT_MASK;
-        (rtt != Self::LOST).then_some(rtt)
+        let [a, b, c, d, _] = self.0;
+        match u32::from_le_bytes([a, b, c, d]) {
+            Self::LOST => None,
+            rtt if rtt & Self::MICROS != 0 => Some(u64::from(rtt & !Self::MICROS) * 1_000),
+            ns => Some(u64::from(ns)),
+        }
     }
 
     fn tag(self) -> u8 {
-        (self.0 >> Self::RTT_BITS) as u8
+        self.0[4]
     }
 }
 
@@ -103,7 +113,8 @@ pub struct StatsSnapshot {
     /// Population standard deviation, as mtr reports it.
     pub stddev_ns: Option<f64>,
     /// Window: exact nearest-rank percentiles of the window's samples. Since start:
-    /// from the histogram, at most 1% above the exact value.
+    /// from the histogram, never below the exact value and at most 512 ns or
+    /// 0.8 % above it.
     pub p50_ns: Option<u64>,
     pub p95_ns: Option<u64>,
     pub p99_ns: Option<u64>,
@@ -129,20 +140,18 @@ fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
 
 /// Statistics of one hop.
 ///
-/// Memory per hop (window N = 100, x86-64): the struct itself 384 B, ~80 B
-/// per responder seen (at most 8; most hops have one), the window 8 B x N = 800 B,
-/// and the histogram's 4-byte counters, which grow with the worst RTT seen:
-/// 1.5 KB up to 131 µs, 2.5 KB at 1 ms, 4.5 KB at 10 ms, 7.5 KB at 1 s, at most
-/// 10.5 KB (60 s cap). In all: 2.8 KB for a LAN hop, 5.9 KB with a 10 ms worst
-/// case, 12.6 KB at most; 30-60 MB for 1,000 targets x 10 hops on typical paths.
-/// [`HopStats::approx_memory_bytes`] reports it.
+/// Memory per hop (window N = 100, x86-64): the struct itself, ~80 B per
+/// responder seen (at most 8; most hops have one), the window 5 B x N = 500 B,
+/// and the since-start histogram's 8 B per bucket hit (a dozen buckets on a
+/// steady path, a few dozen on a jittery one). In all about 1.1 KB for a
+/// typical hop, whatever its RTT. [`HopStats::approx_memory_bytes`] reports it.
 #[derive(Debug, Clone)]
 pub struct HopStats {
     capacity: usize,
     window: VecDeque<WindowSample>,
     sent: u64,
     rtt: RunningStats,
-    histogram: Histogram<u32>,
+    histogram: RttHistogram,
     jitter: Jitter,
     /// Best RTT since the target's current path was established: the latency
     /// baseline for localisation, reset on a route change.
@@ -154,19 +163,12 @@ impl HopStats {
     /// Statistics keeping a window of the last `window` probes (at least 1).
     pub fn new(window: usize) -> HopStats {
         let capacity = window.max(1);
-        let mut histogram = Histogram::new_with_bounds(
-            HISTOGRAM_LOWEST_NS,
-            HISTOGRAM_INITIAL_HIGHEST_NS,
-            HISTOGRAM_SIGFIG,
-        )
-        .expect("constant histogram bounds are valid");
-        histogram.auto(true);
         HopStats {
             capacity,
             window: VecDeque::with_capacity(capacity),
             sent: 0,
             rtt: RunningStats::default(),
-            histogram,
+            histogram: RttHistogram::default(),
             jitter: Jitter::default(),
             path_best_ns: None,
             responders: Responders::default(),
@@ -182,11 +184,7 @@ impl HopStats {
                 let rtt = answer.rtt.as_nanos();
                 let tag = self.responders.record(answer.responder, rtt, at_ms);
                 self.rtt.push(rtt);
-                let clamped = rtt.min(HISTOGRAM_MAX_NS);
-                if self.histogram.record(clamped).is_err() {
-                    // Only reachable if growing the histogram fails; keep the count.
-                    self.histogram.saturating_record(clamped);
-                }
+                self.histogram.record(rtt.min(HISTOGRAM_MAX_NS));
                 self.jitter.push(rtt);
                 self.path_best_ns = Some(self.path_best_ns.map_or(rtt, |b| b.min(rtt)));
                 WindowSample::answered(rtt, tag)
@@ -274,8 +272,10 @@ impl HopStats {
     /// Statistics since the hop was first probed.
     pub fn since_start_stats(&self) -> StatsSnapshot {
         let received = self.rtt.count();
-        let percentile =
-            |q: f64| (!self.histogram.is_empty()).then(|| self.histogram.value_at_quantile(q));
+        let [p50_ns, p95_ns, p99_ns] = self
+            .histogram
+            .percentiles([0.50, 0.95, 0.99])
+            .map_or([None; 3], |p| p.map(Some));
         StatsSnapshot {
             sent: self.sent,
             received,
@@ -285,9 +285,9 @@ impl HopStats {
             best_ns: self.rtt.best(),
             worst_ns: self.rtt.worst(),
             stddev_ns: self.rtt.stddev(),
-            p50_ns: percentile(0.50),
-            p95_ns: percentile(0.95),
-            p99_ns: percentile(0.99),
+            p50_ns,
+            p95_ns,
+            p99_ns,
             jitter_mean_ns: self.jitter.mean_ns(),
             jitter_max_ns: (self.jitter.pairs > 0).then_some(self.jitter.max_ns),
         }
@@ -329,7 +329,7 @@ impl HopStats {
     pub fn approx_memory_bytes(&self) -> usize {
         std::mem::size_of::<HopStats>()
             + self.window.capacity() * std::mem::size_of::<WindowSample>()
-            + self.histogram.distinct_values() * std::mem::size_of::<u32>()
+            + self.histogram.heap_bytes()
             + self.responders.heap_bytes()
     }
 }
@@ -557,11 +557,36 @@ mod tests {
     fn huge_rtts_are_capped_in_the_histogram_only() {
         let mut hop = HopStats::new(4);
         hop.record(probe(Some(1_000_000), A), 0);
-        hop.record(probe(Some(3_600_000_000_000), A), 0);
+        hop.record(probe(Some(1_800_000_000_123), A), 0);
         let t = hop.since_start_stats();
-        assert_eq!(t.worst_ns, Some(3_600_000_000_000));
+        assert_eq!(t.worst_ns, Some(1_800_000_000_123));
         assert!(t.p99_ns.unwrap() <= HISTOGRAM_MAX_NS + HISTOGRAM_MAX_NS / 100);
-        assert_eq!(hop.window_stats().worst_ns, Some(3_600_000_000_000));
+        // The window keeps RTTs past 2.1 s to the microsecond.
+        assert_eq!(hop.window_stats().worst_ns, Some(1_800_000_000_000));
+    }
+
+    #[test]
+    fn the_window_keeps_rtts_to_the_nanosecond_up_to_two_seconds() {
+        let mut hop = HopStats::new(8);
+        let rtts = [1, 999, 2_147_483_647, 2_147_483_648, 2_500_000_999];
+        for rtt in rtts {
+            hop.record(probe(Some(rtt), A), 0);
+        }
+        hop.record(probe(None, A), 0);
+        let window: Vec<Option<u64>> = hop.window_probes().collect();
+        assert_eq!(
+            window,
+            [
+                Some(1),
+                Some(999),
+                Some(2_147_483_647),
+                Some(2_147_483_000),
+                Some(2_500_000_000),
+                None
+            ]
+        );
+        // The responder tag survives the packing.
+        assert_eq!(hop.dominant_responder(), Some(A));
     }
 
     #[test]
@@ -571,12 +596,13 @@ mod tests {
             hop.record(probe(Some(100_000 + i), A), 0);
         }
         let lan = hop.approx_memory_bytes();
-        assert!(lan < 3_500, "a LAN hop takes {lan} B");
+        assert!(lan < 1_300, "a LAN hop takes {lan} B");
+        // A new RTT costs one more bucket, however large it is.
         hop.record(probe(Some(10_000_000), A), 0);
         let wan = hop.approx_memory_bytes();
-        assert!(wan > lan && wan < 6_600, "a 10 ms hop takes {wan} B");
+        assert!(wan > lan && wan <= lan + 8, "a 10 ms hop takes {wan} B");
         hop.record(probe(Some(10 * HISTOGRAM_MAX_NS), A), 0);
         let worst = hop.approx_memory_bytes();
-        assert!(worst > wan && worst < 13_000, "worst case {worst} B");
+        assert!(worst > wan && worst <= wan + 8, "worst case {worst} B");
     }
 }

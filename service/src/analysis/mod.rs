@@ -22,6 +22,7 @@ pub mod path_facts;
 pub mod peer_window;
 mod responders;
 pub mod return_path;
+mod rtt_histogram;
 pub mod target;
 mod ttl_set;
 

@@ -135,9 +135,11 @@ struct Seen {
     count: u32,
 }
 
-/// Responders seen at one TTL with how often, bounded.
+/// Responders seen at one TTL with how often, at most
+/// [`MAX_RESPONDERS_PER_HOP`]. Grown one at a time: most TTLs have one
+/// responder, and inline room for eight cost 200 bytes a TTL.
 #[derive(Debug, Clone, Default)]
-struct SeenSet(heapless::Vec<Seen, MAX_RESPONDERS_PER_HOP>);
+struct SeenSet(Vec<Seen>);
 
 impl SeenSet {
     fn is_empty(&self) -> bool {
@@ -159,11 +161,12 @@ impl SeenSet {
             return;
         }
         let fresh = Seen { address, count: 1 };
-        if let Err(fresh) = self.0.push(fresh) {
+        if self.0.len() < MAX_RESPONDERS_PER_HOP {
+            self.0.reserve_exact(1);
+            self.0.push(fresh);
+        } else if let Some(least) = self.0.iter_mut().min_by_key(|s| s.count) {
             // Full: the least seen responder makes room, so the set stays bounded.
-            if let Some(least) = self.0.iter_mut().min_by_key(|s| s.count) {
-                *least = fresh;
-            }
+            *least = fresh;
         }
     }
 
@@ -197,7 +200,8 @@ struct Alternate {
 #[derive(Debug, Clone, Default)]
 struct Hop {
     known: SeenSet,
-    alternates: heapless::Vec<Alternate, MAX_ALTERNATES>,
+    /// At most [`MAX_ALTERNATES`]; empty on most TTLs.
+    alternates: Vec<Alternate>,
 }
 
 impl Hop {
@@ -232,10 +236,11 @@ impl Hop {
             alternations: 1,
             last_round: round,
         };
-        if let Err(fresh) = self.alternates.push(fresh) {
-            if let Some(oldest) = self.alternates.iter_mut().min_by_key(|a| a.last_round) {
-                *oldest = fresh;
-            }
+        if self.alternates.len() < MAX_ALTERNATES {
+            self.alternates.reserve_exact(1);
+            self.alternates.push(fresh);
+        } else if let Some(oldest) = self.alternates.iter_mut().min_by_key(|a| a.last_round) {
+            *oldest = fresh;
         }
     }
 }
@@ -263,6 +268,7 @@ impl Pending {
     fn add(&mut self, ttl: u8, address: IpAddr) {
         let i = usize::from(ttl) - 1;
         if i >= self.hops.len() {
+            self.hops.reserve_exact(i + 1 - self.hops.len());
             self.hops.resize_with(i + 1, SeenSet::default);
         }
         self.hops[i].add(address);
@@ -319,8 +325,9 @@ impl<'a> Observation<'a> {
 
 /// Path and route-change tracking for one target.
 ///
-/// Memory: ~330 B per TTL (a responder set of 8 and 4 alternates, inline), plus
-/// a pending path of ~200 B per TTL only while a change is being confirmed.
+/// Memory: ~75 B per TTL (48 B of two vectors, 24 B per responder seen and
+/// 32 B per alternate on the heap), plus a pending path of about as much per
+/// TTL only while a change is being confirmed.
 #[derive(Debug, Clone)]
 pub struct PathTracker {
     confirm_rounds: u32,
@@ -375,12 +382,18 @@ impl PathTracker {
 
     /// Approximate bytes this tracker occupies, heap included.
     pub fn approx_memory_bytes(&self) -> usize {
+        let seen = |s: &SeenSet| s.0.capacity() * std::mem::size_of::<Seen>();
         std::mem::size_of::<PathTracker>()
             + self.hops.capacity() * std::mem::size_of::<Hop>()
             + self
-                .pending
-                .as_ref()
-                .map_or(0, |p| p.hops.capacity() * std::mem::size_of::<SeenSet>())
+                .hops
+                .iter()
+                .map(|h| seen(&h.known) + h.alternates.capacity() * std::mem::size_of::<Alternate>())
+                .sum::<usize>()
+            + self.pending.as_ref().map_or(0, |p| {
+                p.hops.capacity() * std::mem::size_of::<SeenSet>()
+                    + p.hops.iter().map(seen).sum::<usize>()
+            })
     }
 
     pub fn snapshot(&self) -> PathSnapshot {
@@ -474,6 +487,9 @@ impl PathTracker {
         for (ttl, address) in obs.answers() {
             let i = usize::from(ttl) - 1;
             if i >= self.hops.len() {
+                // Exactly: a path's TTLs arrive one by one, and doubling
+                // would leave room for up to twice as many.
+                self.hops.reserve_exact(i + 1 - self.hops.len());
                 self.hops.resize_with(i + 1, Hop::default);
             }
             self.hops[i].known.add(address);
@@ -586,7 +602,7 @@ impl PathTracker {
                     } else {
                         seen
                     },
-                    alternates: heapless::Vec::new(),
+                    alternates: Vec::new(),
                 }
             })
             .collect();

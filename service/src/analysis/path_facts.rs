@@ -4,7 +4,9 @@
 //! networks report the label stack the probe carried (RFC 4950).
 //!
 //! Each (TTL, responder) keeps the reading of its latest error, so a lost probe
-//! does not make a fact come and go. From those readings a round derives the
+//! does not make a fact come and go. Only readings that show something (a
+//! rewrite or labels) are kept: a clean path, the common case, costs no
+//! memory, and a responder whose latest quote is clean drops its reading. From those readings a round derives the
 //! facts: for each rewritten field the lowest TTL whose quote shows it (the
 //! middlebox sits between the hop before and that one), and the label stack
 //! per responder. Facts that differ from the confirmed ones for
@@ -26,6 +28,14 @@ use crate::probe::quote::{HeaderField, QuoteReading, Rewrite};
 /// Responders whose readings are kept per TTL (more: ECMP fan-out; the rest
 /// are ignored until the path is reset).
 const RESPONDERS_PER_TTL: usize = 4;
+
+/// The latest reading of one responder at one TTL that showed something.
+#[derive(Debug, Clone)]
+struct Reading {
+    ttl: u8,
+    responder: IpAddr,
+    reading: QuoteReading,
+}
 
 /// A header field first seen rewritten in the quote of the responder at `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +78,9 @@ pub struct PathFacts {
 #[derive(Debug, Clone)]
 pub struct PathFactsTracker {
     confirm: u32,
-    /// Index 0 is TTL 1: each responder's latest reading.
-    readings: Vec<heapless::Vec<(IpAddr, QuoteReading), RESPONDERS_PER_TTL>>,
+    /// By TTL, then in arrival order: each responder's latest reading, when
+    /// it showed something.
+    readings: Vec<Reading>,
     confirmed: PathFacts,
     /// Different facts and how many rounds in a row derived them.
     candidate: Option<(PathFacts, u32)>,
@@ -93,8 +104,8 @@ impl PathFactsTracker {
         self.candidate = None;
     }
 
-    /// Approximate heap bytes: each TTL keeps room for
-    /// [`RESPONDERS_PER_TTL`] readings (about 420 bytes), plus the facts.
+    /// Approximate heap bytes: about 100 bytes per reading that shows a
+    /// rewrite or labels (none on a clean path), plus the facts.
     pub fn approx_memory_bytes(&self) -> usize {
         let facts = |f: &PathFacts| {
             f.middleboxes.capacity() * std::mem::size_of::<MiddleboxFact>()
@@ -106,8 +117,7 @@ impl PathFactsTracker {
                     })
                     .sum::<usize>()
         };
-        self.readings.capacity()
-            * std::mem::size_of::<heapless::Vec<(IpAddr, QuoteReading), RESPONDERS_PER_TTL>>()
+        self.readings.capacity() * std::mem::size_of::<Reading>()
             + facts(&self.confirmed)
             + self.candidate.as_ref().map_or(0, |(f, _)| facts(f))
     }
@@ -126,23 +136,10 @@ impl PathFactsTracker {
             let Some(reading) = answer.quote else {
                 continue;
             };
-            let i = sample.ttl.index();
-            if i >= self.readings.len() {
-                self.readings.resize_with(i + 1, heapless::Vec::new);
-            }
-            let known = &mut self.readings[i];
-            match known.iter_mut().find(|(a, _)| *a == answer.responder) {
-                Some((_, r)) => *r = reading,
-                None => {
-                    // Full: further responders wait for the next reset.
-                    let _ = known.push((answer.responder, reading));
-                }
-            }
+            self.keep(sample.ttl.get(), answer.responder, reading);
         }
         // Readings past the destination belong to an older, longer path.
-        let limit = round
-            .destination_ttl
-            .map_or(self.readings.len(), |t| usize::from(t.get()));
+        let limit = round.destination_ttl.map_or(u8::MAX, |t| t.get());
         let derived = self.derive(limit);
         if derived == self.confirmed {
             self.candidate = None;
@@ -178,13 +175,44 @@ impl PathFactsTracker {
         events
     }
 
-    fn derive(&self, limit: usize) -> PathFacts {
+    /// Records `reading` as the latest of `responder` at `ttl`.
+    fn keep(&mut self, ttl: u8, responder: IpAddr, reading: QuoteReading) {
+        let known = self
+            .readings
+            .iter()
+            .position(|r| r.ttl == ttl && r.responder == responder);
+        let shows_something = !reading.rewrites.is_empty() || !reading.mpls.is_empty();
+        match (known, shows_something) {
+            (Some(i), true) => self.readings[i].reading = reading,
+            (Some(i), false) => {
+                self.readings.remove(i);
+            }
+            (None, true) => {
+                let at_ttl = self.readings.iter().filter(|r| r.ttl == ttl).count();
+                // Full: further responders wait for the next reset.
+                if at_ttl < RESPONDERS_PER_TTL {
+                    let after = self.readings.partition_point(|r| r.ttl <= ttl);
+                    self.readings.insert(
+                        after,
+                        Reading {
+                            ttl,
+                            responder,
+                            reading,
+                        },
+                    );
+                }
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// The facts the readings up to TTL `limit` show.
+    fn derive(&self, limit: u8) -> PathFacts {
         let hops = || {
             self.readings
                 .iter()
-                .take(limit)
-                .enumerate()
-                .flat_map(|(i, rs)| rs.iter().map(move |(a, r)| ((i + 1) as u8, *a, r)))
+                .filter(move |r| r.ttl <= limit)
+                .map(|r| (r.ttl, r.responder, &r.reading))
         };
         let middleboxes = HeaderField::ALL
             .iter()

@@ -85,12 +85,15 @@ impl ReturnPathTracker {
             };
             let (address, i) = (answer.responder, sample.ttl.index());
             if i >= self.ttls.len() {
+                self.ttls.reserve_exact(i + 1 - self.ttls.len());
                 self.ttls.resize_with(i + 1, Vec::new);
             }
             let length = return_hops(reply_ttl);
             let known = &mut self.ttls[i];
             let Some(r) = known.iter_mut().find(|r| r.address == address) else {
                 if known.len() < RESPONDERS_PER_TTL {
+                    // One at a time: most TTLs have one responder.
+                    known.reserve_exact(1);
                     known.push(Responder {
                         address,
                         confirmed: length,
