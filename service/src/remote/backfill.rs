@@ -13,9 +13,10 @@
 //! `hopwatch_branch_hop_loss_ratio`) are rebuilt the same way from those.
 //! Families that rounds do not determine (MOS, hop count, alerts, route
 //! changes, responders, the daemon's own counters) are not backfilled: their
-//! series have the gap. Nor are a branch's rounds counter and RTT average:
-//! the counter restarts with each rediscovery, which the stored rounds do
-//! not record, and the average is pushed only with `series = "full"`.
+//! series have the gap. Nor are a branch's rounds counter (it restarts with
+//! each rediscovery, which the stored rounds do not record), its split and
+//! join (the discovery's, not the rounds'), and its RTT average (pushed only
+//! with `series = "full"`; not rebuilt yet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -184,6 +185,8 @@ impl Backfill {
             };
             let branch = match (scope.branch, label(key, "branch").map(str::parse::<u8>)) {
                 (false, _) => None,
+                // No branch 0: such a series is skipped, not read as the
+                // target's own flow (`BranchIndex::new` gives `None` for it).
                 (true, Some(Ok(n))) if n > 0 => BranchIndex::new(n),
                 (true, _) => continue,
             };
