@@ -99,6 +99,27 @@ pub fn exposition_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The metric names an exposition's `# TYPE` lines declare, whether or not
+/// the scrape has samples of them: a family whose series exist only for some
+/// configurations (a multipath target's branches) is declared in every
+/// scrape. Named as a query selects them: a counter with `_total`, an info
+/// with `_info`, a histogram by its `_bucket`, `_sum` and `_count`.
+pub fn declared_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .flat_map(|(name, kind)| {
+            let suffixes: &[&str] = match kind.trim() {
+                "counter" => &["_total"],
+                "info" => &["_info"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            suffixes.iter().map(move |s| format!("{name}{s}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +137,28 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn declared_names_include_families_without_samples() {
+        let text = "# HELP a_rounds Rounds.\n# TYPE a_rounds counter\n\
+                    # TYPE a_loss_ratio gauge\n# TYPE a_build info\n\
+                    # TYPE a_rtt_seconds histogram\n# UNIT a_rtt_seconds seconds\n\
+                    a_loss_ratio{target=\"t\"} 0.5\n# EOF\n";
+        let expected: BTreeSet<String> = [
+            "a_rounds_total",
+            "a_loss_ratio",
+            "a_build_info",
+            "a_rtt_seconds_bucket",
+            "a_rtt_seconds_sum",
+            "a_rtt_seconds_count",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(declared_names(text), expected);
+        // Only the gauge has a sample.
+        assert_eq!(exposition_names(text).len(), 1);
     }
 
     #[test]

@@ -588,6 +588,31 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
             .all(|l| !l.contains("198.18.") && !l.contains("2001:db8")),
         "an address in a branch series: {branch_lines:#?}"
     );
+    // Every branch family the shipped Prometheus rules read (their
+    // expressions and annotations) has series here; ecosystem.rs, whose lab
+    // has no multipath target, can only check that hopwatch declares them.
+    let rules_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/hopwatch-rules.yml");
+    let rules = must(std::fs::read_to_string(&rules_file));
+    // Words of metric-name characters, ':' included so that the rules' own
+    // recorded names (`branch:hopwatch_branch_rtt_excess_seconds`) stay whole
+    // and are left out; the bare prefix is the comments' `hopwatch_branch_*`.
+    let prefix = "hopwatch_branch_";
+    let mut read_by_rules: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with(prefix) && word.len() > prefix.len())
+        .collect();
+    read_by_rules.sort_unstable();
+    read_by_rules.dedup();
+    assert!(read_by_rules.len() >= 4, "{read_by_rules:?}");
+    for name in read_by_rules {
+        assert!(
+            branch_lines.iter().any(|l| l
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))),
+            "the rules read {name}, which has no series: {branch_lines:#?}"
+        );
+    }
 
     // The target page shows both branches, the lossy one marked with its
     // router, and graphs the lossy branch's stored history from its row.

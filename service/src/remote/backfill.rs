@@ -6,16 +6,24 @@
 //! Counters continue from the value last pushed before the outage (plus the
 //! rounds since), capped at the value pushed after it, so they never step
 //! back; window gauges (loss ratio, jitter) are recomputed over the same
-//! window of the last `[statistics] window` probes. Families that rounds do
-//! not determine (MOS, hop count, alerts, route changes, responders, the
-//! daemon's own counters) are not backfilled: their series have the gap.
+//! window of the last `[statistics] window` probes. A multipath target's
+//! ECMP branches are stored as series of their own
+//! ([`TargetId::branch_series`]), so their window gauges
+//! (`hopwatch_branch_loss_ratio`, `_jitter_seconds`,
+//! `hopwatch_branch_hop_loss_ratio`) are rebuilt the same way from those.
+//! Families that rounds do not determine (MOS, hop count, alerts, route
+//! changes, responders, the daemon's own counters) are not backfilled: their
+//! series have the gap. Nor are a branch's rounds counter (it restarts with
+//! each rediscovery, which the stored rounds do not record), its split and
+//! join (the discovery's, not the rounds'), and its RTT average (pushed only
+//! with `series = "full"`; not rebuilt yet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::proto::{Sample, TimeSeries};
 use super::series::{label, SeriesKey, Values};
-use crate::model::TargetId;
+use crate::model::{BranchIndex, TargetId};
 use crate::store::{Hop, Point, Resolution, Store, StoreError};
 
 /// A stretch of push ticks the receiver did not get: the ticks after
@@ -58,12 +66,35 @@ enum Kind {
     State,
 }
 
-fn kind(name: &str, key: &SeriesKey) -> Option<(Kind, bool)> {
-    let (family, hop) = if let Some(f) = name.strip_prefix("hopwatch_target_") {
-        (f, false)
-    } else {
-        (name.strip_prefix("hopwatch_hop_")?, true)
-    };
+/// Which rounds a family's series are read from: the target's own flow or
+/// one of its ECMP branches', and the destination or one hop along it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scope {
+    branch: bool,
+    hop: bool,
+}
+
+fn kind(name: &str, key: &SeriesKey) -> Option<(Kind, Scope)> {
+    // `hopwatch_branch_hop_` before `hopwatch_branch_`, which it starts with.
+    let prefixes = [
+        ("hopwatch_target_", false, false),
+        ("hopwatch_hop_", false, true),
+        ("hopwatch_branch_hop_", true, true),
+        ("hopwatch_branch_", true, false),
+    ];
+    let (family, scope) = prefixes.iter().find_map(|&(prefix, branch, hop)| {
+        Some((name.strip_prefix(prefix)?, Scope { branch, hop }))
+    })?;
+    if scope.branch {
+        // Only a branch's window gauges: see the module's comment.
+        let kind = match family {
+            "loss_ratio" => Kind::Loss,
+            "jitter_seconds" if !scope.hop => Kind::Jitter,
+            _ => return None,
+        };
+        return Some((kind, scope));
+    }
+    let hop = scope.hop;
     let kind = match family {
         "probes_sent_total" => Kind::Sent,
         "rounds_total" if !hop => Kind::Sent,
@@ -79,15 +110,31 @@ fn kind(name: &str, key: &SeriesKey) -> Option<(Kind, bool)> {
         "state" if !hop => Kind::State,
         _ => return None,
     };
-    Some((kind, hop))
+    Some((kind, scope))
 }
 
 /// Which stored series a pushed series is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Source {
+    /// The configured target (its round interval sets the lookback).
     target: String,
+    /// The ECMP branch whose stored series is read; `None` for the
+    /// target's own flow.
+    branch: Option<BranchIndex>,
     /// `None` for the destination.
     ttl: Option<u8>,
+}
+
+impl Source {
+    /// The name the store keeps these rounds under; `None` for a target
+    /// name the store cannot hold (nothing was stored for it).
+    fn stored_series(&self) -> Option<TargetId> {
+        let target = TargetId::new(&self.target).ok()?;
+        Some(match self.branch {
+            Some(branch) => target.branch_series(branch),
+            None => target,
+        })
+    }
 }
 
 /// Running sums since the gap's start, for the counters.
@@ -125,19 +172,27 @@ impl Backfill {
             let Some(name) = label(key, "__name__") else {
                 continue;
             };
-            let Some((kind, hop)) = kind(name, key) else {
+            let Some((kind, scope)) = kind(name, key) else {
                 continue;
             };
             let Some(target) = label(key, "target") else {
                 continue;
             };
-            let ttl = match (hop, label(key, "ttl").map(str::parse::<u8>)) {
+            let ttl = match (scope.hop, label(key, "ttl").map(str::parse::<u8>)) {
                 (false, _) => None,
                 (true, Some(Ok(ttl))) if ttl > 0 => Some(ttl),
                 (true, _) => continue,
             };
+            let branch = match (scope.branch, label(key, "branch").map(str::parse::<u8>)) {
+                (false, _) => None,
+                // No branch 0: such a series is skipped, not read as the
+                // target's own flow (`BranchIndex::new` gives `None` for it).
+                (true, Some(Ok(n))) if n > 0 => BranchIndex::new(n),
+                (true, _) => continue,
+            };
             plan.entry(Source {
                 target: target.to_owned(),
+                branch,
                 ttl,
             })
             .or_default()
@@ -212,12 +267,12 @@ impl Backfill {
             let lookback = self.lookback_ms.get(&source.target).copied().unwrap_or(0);
             // Counters sum from the cursor on; windows look back from each tick.
             let from = first.saturating_sub(lookback).min(self.cursor_ms + 1);
-            let Ok(target) = TargetId::new(&source.target) else {
+            let Some(stored) = source.stored_series() else {
                 continue;
             };
             let hop = source.ttl.map_or(Hop::Destination, Hop::Ttl);
             let points = store
-                .series(&target, hop, from, last + 1, Resolution::Raw)?
+                .series(&stored, hop, from, last + 1, Resolution::Raw)?
                 .points;
             let sums = self.sums.entry(source.clone()).or_default();
             let mut summed = points.partition_point(|p| p.at_ms <= self.cursor_ms);
@@ -338,10 +393,20 @@ mod tests {
     /// in rounds 20 to 39 (an outage seen by the box).
     fn round(seq: u64) -> RoundRecord {
         let lost = (20..40).contains(&seq);
+        round_with(seq, (!lost).then_some(3_000_000), false)
+    }
+
+    /// A 3-hop round of target `dst`, one a second: TTL 1 answers in 1 ms,
+    /// TTL 2 in 2 ms unless `hop_2_lost`, the destination (TTL 3) in
+    /// `destination_rtt_ns` (`None`: lost).
+    fn round_with(seq: u64, destination_rtt_ns: Option<u64>, hop_2_lost: bool) -> RoundRecord {
         let hops = (1..=3u8)
             .map(|ttl| {
-                let gone = ttl == 3 && lost;
-                let rtt = (!gone).then(|| u64::from(ttl) * 1_000_000);
+                let rtt = match ttl {
+                    3 => destination_rtt_ns,
+                    2 if hop_2_lost => None,
+                    _ => Some(u64::from(ttl) * 1_000_000),
+                };
                 HopSample::answered_or_lost(ttl, IpAddr::from([198, 18, 0, ttl]), rtt, ttl == 3)
             })
             .collect();
@@ -350,7 +415,7 @@ mod tests {
             seq,
             started_at_ms: T0 + seq * 1000,
             hops,
-            destination_ttl: (!lost).then(|| Ttl::new(3).unwrap()),
+            destination_ttl: destination_rtt_ns.map(|_| Ttl::new(3).unwrap()),
             source: TimestampSource::Ebpf,
         }
     }
@@ -467,6 +532,95 @@ mod tests {
         for samples in all.values() {
             assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
         }
+    }
+
+    #[test]
+    fn a_gap_in_branch_series_is_rebuilt_from_each_branch_s_stored_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_at(dir.path().join("s"), StoreConfig::default(), T0).unwrap();
+        let (one, two) = (BranchIndex::new(1).unwrap(), BranchIndex::new(2).unwrap());
+        for seq in 0..60 {
+            // The target's own flow loses rounds 20 to 39 (as in `round`),
+            // which neither branch may be rebuilt from.
+            store.record_round(&round(seq)).unwrap();
+            // Branch 1 answers every round, alternately in 3 and 5 ms: a
+            // jitter of 2 ms.
+            let rtt = if seq % 2 == 0 { 3_000_000 } else { 5_000_000 };
+            store
+                .record_branch_round(one, &round_with(seq, Some(rtt), false))
+                .unwrap();
+            // Branch 2 loses one round in 5 at the destination (20% of any 10
+            // in a row) and one in 10 at hop 2 (10%).
+            let answered = (seq % 5 != 0).then_some(3_000_000);
+            store
+                .record_branch_round(two, &round_with(seq, answered, seq % 10 == 0))
+                .unwrap();
+        }
+        store.flush_at(T0 + 61_000).unwrap();
+
+        let target_loss = key("hopwatch_target_loss_ratio", &[]);
+        let loss_1 = key("hopwatch_branch_loss_ratio", &[("branch", "1")]);
+        let loss_2 = key("hopwatch_branch_loss_ratio", &[("branch", "2")]);
+        let jitter_1 = key("hopwatch_branch_jitter_seconds", &[("branch", "1")]);
+        let hop_loss_2 = key(
+            "hopwatch_branch_hop_loss_ratio",
+            &[("branch", "2"), ("ttl", "2")],
+        );
+        // Not rebuilt: the counter restarts with each rediscovery, and a
+        // branch 0 does not exist.
+        let rounds_2 = key("hopwatch_branch_rounds_total", &[("branch", "2")]);
+        let loss_0 = key("hopwatch_branch_loss_ratio", &[("branch", "0")]);
+        let before: Values = [
+            (target_loss.clone(), 0.0),
+            (loss_1.clone(), 0.0),
+            (loss_2.clone(), 0.2),
+            (jitter_1.clone(), 0.002),
+            (hop_loss_2.clone(), 0.1),
+            (rounds_2.clone(), 10.0),
+            (loss_0.clone(), 0.0),
+        ]
+        .into_iter()
+        .collect();
+        let gap = Gap {
+            from_ms: T0 + 9_000,
+            to_ms: T0 + 50_000,
+            interval_ms: 5_000,
+            before,
+            after: Values::new(),
+        };
+        let intervals = [("dst".to_owned(), Duration::from_secs(1))].into();
+        let mut backfill = Backfill::new(gap, 10, &intervals);
+        assert_eq!(backfill.series_per_tick(), 5);
+        let mut all: BTreeMap<SeriesKey, Vec<Sample>> = BTreeMap::new();
+        while backfill.remaining_ticks() > 0 {
+            for series in backfill.next_chunk(&store, 3).unwrap() {
+                all.entry(series.labels).or_default().extend(series.samples);
+            }
+        }
+        assert!(!all.contains_key(&rounds_2) && !all.contains_key(&loss_0));
+        let values = |k: &SeriesKey| -> Vec<(u64, f64)> {
+            all[k]
+                .iter()
+                .map(|s| ((s.timestamp as u64 - T0) / 1000, s.value))
+                .collect()
+        };
+        let ticks = [14, 19, 24, 29, 34, 39, 44, 49];
+        let at = |value: f64| ticks.iter().map(|&t| (t, value)).collect::<Vec<_>>();
+        // Each branch over the window of its own last 10 rounds.
+        assert_eq!(values(&loss_1), at(0.0));
+        assert_eq!(values(&loss_2), at(0.2));
+        assert_eq!(values(&hop_loss_2), at(0.1));
+        assert!(
+            values(&jitter_1)
+                .iter()
+                .all(|(_, v)| (v - 0.002).abs() < 1e-12),
+            "{:?}",
+            values(&jitter_1)
+        );
+        assert_eq!(values(&jitter_1).len(), ticks.len());
+        // The target's own series still reads the target's rounds: all lost
+        // from round 29 to 39.
+        assert_eq!(values(&target_loss)[3], (29, 1.0));
     }
 
     #[test]
