@@ -17,7 +17,13 @@
 //! there. The other branch is 20 ms slower meanwhile (the lab's NFQUEUE
 //! delay element on the link from the balancer into it, since the kernel has
 //! no netem): its latency finding and `branch_latency` alert name it and its
-//! router, and the lossy branch has no latency finding. Privileged, and
+//! router, and the lossy branch has no latency finding. Once the delay ends
+//! the latency finding goes (not before half the window is fast: the
+//! hysteresis) and the webhook receives the clear of the same alert. Then a
+//! route change (r1 routes over one branch only, the one ecmp-udp's own flow
+//! did not take) rediscovers ecmp-udp's branches within 10 s: one branch,
+//! keeping its index (and ecmp-tcp6's when its own flow moved too); the
+//! discovery's probes are printed. Privileged, and
 //! needs chromium and chromium-driver (deploy/setup-test.sh); fails, never
 //! skips, without them.
 //!
