@@ -17,7 +17,13 @@
 //! there. The other branch is 20 ms slower meanwhile (the lab's NFQUEUE
 //! delay element on the link from the balancer into it, since the kernel has
 //! no netem): its latency finding and `branch_latency` alert name it and its
-//! router, and the lossy branch has no latency finding. Privileged, and
+//! router, and the lossy branch has no latency finding. Once the delay ends
+//! the latency finding goes (not before half the window is fast: the
+//! hysteresis) and the webhook receives the clear of the same alert. Then a
+//! route change (r1 routes over one branch only, the one ecmp-udp's own flow
+//! did not take) rediscovers ecmp-udp's branches within 10 s: one branch,
+//! keeping its index (and ecmp-tcp6's when its own flow moved too); the
+//! discovery's probes are printed. Privileged, and
 //! needs chromium and chromium-driver (deploy/setup-test.sh); fails, never
 //! skips, without them.
 //!
@@ -40,7 +46,7 @@ use hopwatch_lab::browser::{
 };
 use hopwatch_lab::daemon::Daemon;
 use hopwatch_lab::webclient::{self, eventually};
-use hopwatch_lab::{hopwatch_bin, At, DelaySpec, Lab, LabSpec};
+use hopwatch_lab::{hopwatch_bin, At, DelaySpec, Lab, LabSpec, PathSelect};
 use serde_json::Value;
 
 const WEB: &str = "127.0.0.1:9470";
@@ -679,11 +685,179 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         console_messages.is_empty(),
         "console messages {console_messages:?}"
     );
-    // The restart runs without the loss: discoveries through a lossy branch
-    // retry its silent hops for seconds (one discovery at a time), and the
-    // stored history is what is checked.
+    // The delay ends (and the loss: discoveries through a lossy branch retry
+    // its silent hops for seconds, one discovery at a time, and the route
+    // change below rediscovers). The slow branch's window fills with fast
+    // rounds; its latency finding stays until its median is back within
+    // half the raise margins (2.5 ms and 25 %, the hysteresis), which takes
+    // more than half the window (WINDOW / 2 rounds of 100 ms), and after
+    // `clear_rounds` healthy rounds more the webhook receives the clear of
+    // the same branch_latency alert.
     drop(loss);
+    // Taken before the delay's removal begins, so the lower bound below
+    // holds however long the removal takes.
+    let fast_from = Instant::now();
     drop(delay);
+    let half_window = Duration::from_millis(WINDOW / 2 * 100);
+    for target in ["ecmp-udp", "ecmp-tcp6"] {
+        must(eventually(
+            Duration::from_secs(40),
+            &format!("{target}'s latency finding gone"),
+            || {
+                let f = detail(&lab, target)["branch_findings"].clone();
+                (!f.as_array().unwrap().iter().any(|f| f["kind"] == "latency"))
+                    .then_some(())
+                    .ok_or_else(|| format!("{f:#}"))
+            },
+        ));
+        let finding_gone = fast_from.elapsed();
+        let raised = receiver
+            .events()
+            .into_iter()
+            .find(|e| {
+                e["kind"] == "branch_latency"
+                    && e["state"] == "raised"
+                    && e["target"]["name"] == target
+            })
+            .expect("the raise was received above");
+        let cleared = must(eventually(
+            Duration::from_secs(10),
+            &format!("the branch_latency clear for {target} at the webhook"),
+            || {
+                let all = receiver.events();
+                all.iter()
+                    .find(|e| {
+                        e["kind"] == "branch_latency"
+                            && e["state"] == "cleared"
+                            && e["target"]["name"] == target
+                    })
+                    .cloned()
+                    .ok_or_else(|| format!("{all:#?}"))
+            },
+        ));
+        let clear_received = fast_from.elapsed();
+        eprintln!(
+            "multipath daemon figures: {target} branch latency finding cleared {:.1} s and its alert's clear received {:.1} s after the delay ended (window {WINDOW} rounds of 100 ms): {}",
+            finding_gone.as_secs_f64(),
+            clear_received.as_secs_f64(),
+            cleared["summary"]
+        );
+        assert_eq!(cleared["alert_id"], raised["alert_id"], "{cleared:#}");
+        assert_eq!(cleared["reason"], "recovered", "{cleared:#}");
+        // Not sooner than the median can fall: the hysteresis holds it.
+        assert!(
+            finding_gone >= half_window.mul_f64(0.9),
+            "{target}: the latency finding cleared {finding_gone:?} after the delay ended, before half the window ({half_window:?}) could be fast"
+        );
+    }
+    // One clear per target, nothing else of the kind since.
+    let mut latency_events: Vec<(String, String)> = receiver
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "branch_latency")
+        .map(|e| {
+            (
+                e["target"]["name"].as_str().unwrap().to_owned(),
+                e["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .filter(|(_, state)| state != "updated")
+        .collect();
+    latency_events.sort();
+    assert_eq!(
+        latency_events,
+        [
+            ("ecmp-tcp6", "cleared"),
+            ("ecmp-tcp6", "raised"),
+            ("ecmp-udp", "cleared"),
+            ("ecmp-udp", "raised")
+        ]
+        .map(|(t, s)| (t.to_owned(), s.to_owned())),
+        "{:#?}",
+        receiver.events()
+    );
+
+    // A route change: r1's multipath route gives way to a route over one
+    // branch only (both families), the one ecmp-udp's own flow does not
+    // take, so its own flow's route changes. That rediscovers its branches
+    // at once (the holdoff counts from the last discovery a route change
+    // started; this is the first): one branch, the kept one, with its index.
+    let via = |b: usize, addr: IpAddr| lab.hops_via(b)[1].responder(addr).unwrap();
+    let own_branch = |target: &str, addr: IpAddr| {
+        let d = detail(&lab, target);
+        let hop2 = d["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["ttl"] == 2)
+            .map(|h| h["responder"].clone())
+            .unwrap_or_default();
+        (0..2)
+            .find(|&b| hop2 == via(b, addr).to_string())
+            .unwrap_or_else(|| panic!("{target}'s own flow at hop 2: {:#}", d["path"]))
+    };
+    let keep = 1 - own_branch("ecmp-udp", udp4);
+    let tcp6_moves = own_branch("ecmp-tcp6", tcp6) != keep;
+    let before: Vec<(&str, IpAddr, Value)> = [("ecmp-udp", udp4), ("ecmp-tcp6", tcp6)]
+        .into_iter()
+        .map(|(t, addr)| (t, addr, detail(&lab, t)))
+        .collect();
+    let route_changed = Instant::now();
+    let route = must(lab.with_path(PathSelect::Branch(keep)));
+    for (target, addr, old) in &before {
+        let moved = *target == "ecmp-udp" || tcp6_moves;
+        if !moved {
+            eprintln!(
+                "multipath daemon figures: {target}'s own flow already took branch {keep}: no route change of its flow, its branches wait for the `rediscover` schedule"
+            );
+            continue;
+        }
+        let old_at = old["multipath"]["discovered_at_ms"].as_u64().unwrap();
+        let d = must(eventually(
+            Duration::from_secs(10),
+            &format!("{target}'s rediscovery after the route change"),
+            || {
+                let d = detail(&lab, target);
+                (d["multipath"]["discovered_at_ms"].as_u64() > Some(old_at)
+                    && d["branches"].as_array().is_some_and(|b| b.len() == 1))
+                .then_some(d.clone())
+                .ok_or_else(|| format!("{:#} {:#}", d["multipath"], d["branches"]))
+            },
+        ));
+        let m = &d["multipath"];
+        eprintln!(
+            "multipath daemon figures: {target} rediscovered after the route change in {} ms: discovery_probes={} discovery_ms={} found={} stop={}",
+            route_changed.elapsed().as_millis(),
+            m["probes_sent"],
+            m["discovery_ms"],
+            m["found"],
+            m["stop"]
+        );
+        assert_eq!(m["found"], 1, "{m:#}");
+        assert_eq!(m["stop"], "complete", "{m:#}");
+        let kept = via(keep, *addr);
+        let branch = &d["branches"][0];
+        assert_eq!(branch["discovered"][1], kept.to_string(), "{branch:#}");
+        assert_eq!(
+            branch["index"],
+            branch_through(old, kept)["index"],
+            "{target}: the branch found again keeps its index: {branch:#}"
+        );
+        assert!(
+            branch["split_ttl"].is_null() && branch["join_ttl"].is_null(),
+            "{branch:#}"
+        );
+        assert!(
+            d["recent_events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "route_changed"),
+            "{target}: {:#}",
+            d["recent_events"]
+        );
+    }
+    must(route.restore());
     must(daemon.stop());
 
     // After a restart the stored history is there (before or after the

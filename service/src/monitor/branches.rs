@@ -34,8 +34,12 @@ use crate::store::Store;
 /// Discoveries running at once in the whole daemon.
 pub const MAX_CONCURRENT_DISCOVERIES: usize = 1;
 
-/// A route change starts a discovery at most this soon after the last one: a
-/// flapping route must not turn into a stream of discoveries.
+/// A route change starts a discovery at once, but at most this soon after
+/// the last discovery a route change started: a flapping route must not turn
+/// into a stream of discoveries. (Counted from the last route-started
+/// discovery, not from the one at start or on schedule: a route change in
+/// the first minute of the daemon is no flap, and its branches must not stay
+/// stale for that minute.)
 pub const ROUTE_CHANGE_HOLDOFF: Duration = Duration::from_secs(60);
 
 /// How long to wait after a discovery failed (no flow identifiers left, no
@@ -119,6 +123,10 @@ async fn run(
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
     let mut running: Vec<RunningBranch> = Vec::new();
+    // When the last discovery a route change started ran, and whether the
+    // next one is started by a route change.
+    let mut route_discovered: Option<tokio::time::Instant> = None;
+    let mut by_route = false;
     // Until the first discovery, the paths stored rounds last took stand in
     // for the running branches (none yet).
     let mut remembered = {
@@ -145,6 +153,9 @@ async fn run(
             }
         };
         let discovered = tokio::time::Instant::now();
+        if by_route {
+            route_discovered = Some(discovered);
+        }
         let previous: Vec<BranchPath> = if running.is_empty() {
             std::mem::take(&mut remembered)
         } else {
@@ -153,7 +164,7 @@ async fn run(
         let (layout, flows) = layout(&schedule, &settings, trace, &previous);
         tracing::info!(target = %id, found = layout.found, probed = layout.branches.len(),
             probes = layout.probes_sent, elapsed_ms = layout.elapsed_ms, stop = %layout.stop,
-            "multipath discovery");
+            route_change = by_route, "multipath discovery");
         // The new branches replace the old only now, so a branch is never
         // left unprobed while discovery runs.
         running.clear();
@@ -176,10 +187,11 @@ async fn run(
                 forward,
             });
         }
-        wait_for_rediscovery(
+        by_route = wait_for_rediscovery(
             &id,
             &settings,
             discovered,
+            route_discovered,
             ROUTE_CHANGE_HOLDOFF,
             &mut route_changes,
         )
@@ -187,33 +199,42 @@ async fn run(
     }
 }
 
-/// Returns when it is time to discover again: `rediscover` after the last
-/// discovery, or a route change of the target's own flow (not before
-/// `holdoff` ([`ROUTE_CHANGE_HOLDOFF`]) has passed since the last discovery).
+/// Returns when it is time to discover again, and whether a route change
+/// made it so: `rediscover` after the last discovery (`discovered`), or a
+/// route change of the target's own flow: at once, but not before `holdoff`
+/// ([`ROUTE_CHANGE_HOLDOFF`]) has passed since the last discovery a route
+/// change started (`route_discovered`).
 async fn wait_for_rediscovery(
     id: &crate::model::TargetId,
     settings: &MultipathSettings,
     discovered: tokio::time::Instant,
+    route_discovered: Option<tokio::time::Instant>,
     holdoff: Duration,
     route_changes: &mut broadcast::Receiver<TargetEvent>,
-) {
+) -> bool {
     let mut due = discovered + settings.rediscover;
+    let mut by_route = false;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(due) => return,
+            _ = tokio::time::sleep_until(due) => return by_route,
             event = route_changes.recv() => match event {
                 Ok(event) if &event.target == id
                     && matches!(event.event, PathEvent::RouteChanged { .. }) =>
                 {
-                    let soonest = discovered + holdoff;
-                    due = due.min(soonest.max(tokio::time::Instant::now()));
-                    tracing::info!(target = %id, "route changed: rediscovering the branches");
+                    let now = tokio::time::Instant::now();
+                    let soonest = route_discovered.map_or(now, |at| (at + holdoff).max(now));
+                    if soonest < due {
+                        due = soonest;
+                        by_route = true;
+                    }
+                    tracing::info!(target = %id, in_ms = due.saturating_duration_since(now).as_millis() as u64,
+                        "route changed: rediscovering the branches");
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 // No more events (shutting down): the schedule alone remains.
                 Err(broadcast::error::RecvError::Closed) => {
                     tokio::time::sleep_until(due).await;
-                    return;
+                    return by_route;
                 }
             },
         }
@@ -506,15 +527,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_route_change_rediscovers_after_the_holdoff_and_other_targets_do_not() {
+    async fn a_route_change_rediscovers_at_once_then_once_per_holdoff_and_other_targets_do_not() {
         let id = crate::model::TargetId::new("t").unwrap();
         let settings = MultipathSettings {
             max_branches: 4,
             confidence: crate::probe::multipath::Confidence::DEFAULT,
-            rediscover: Duration::from_millis(400),
+            rediscover: Duration::from_millis(900),
             max_probes: 100,
         };
-        let holdoff = Duration::from_millis(100);
+        let holdoff = Duration::from_millis(400);
         let (events, mut rx) = broadcast::channel(8);
         let change = |target: &str| TargetEvent {
             target: crate::model::TargetId::new(target).unwrap(),
@@ -525,19 +546,38 @@ mod tests {
                 first_changed_ttl: 2,
             },
         };
+        // Right after the discovery at start (no route change started one
+        // yet): a change of this target's flow rediscovers at once.
         let discovered = tokio::time::Instant::now();
         events.send(change("other")).unwrap();
         events.send(change("t")).unwrap();
-        wait_for_rediscovery(&id, &settings, discovered, holdoff, &mut rx).await;
+        let by_route =
+            wait_for_rediscovery(&id, &settings, discovered, None, holdoff, &mut rx).await;
+        let waited = discovered.elapsed();
+        assert!(by_route && waited < holdoff / 2, "{waited:?}");
+        // The next change, right after that route-started discovery, waits
+        // for the holdoff: a flapping route is one discovery per holdoff.
+        let discovered = tokio::time::Instant::now();
+        events.send(change("t")).unwrap();
+        let by_route = wait_for_rediscovery(
+            &id,
+            &settings,
+            discovered,
+            Some(discovered),
+            holdoff,
+            &mut rx,
+        )
+        .await;
         let waited = discovered.elapsed();
         assert!(
-            waited >= holdoff && waited < settings.rediscover,
+            by_route && waited >= holdoff && waited < settings.rediscover,
             "{waited:?}"
         );
         // Another target's change alone: the schedule decides.
         let discovered = tokio::time::Instant::now();
         events.send(change("other")).unwrap();
-        wait_for_rediscovery(&id, &settings, discovered, holdoff, &mut rx).await;
-        assert!(discovered.elapsed() >= settings.rediscover);
+        let by_route =
+            wait_for_rediscovery(&id, &settings, discovered, None, holdoff, &mut rx).await;
+        assert!(!by_route && discovered.elapsed() >= settings.rediscover);
     }
 }
