@@ -6,11 +6,11 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::rtt_histogram::RttHistogram;
 use super::responders::{
     OtherRespondersSnapshot, ResponderSnapshot, Responders, MAX_RESPONDERS_PER_HOP,
     NO_RESPONDER_TAG,
 };
+use super::rtt_histogram::RttHistogram;
 use crate::model::HopOutcome;
 use crate::stats::RunningStats;
 

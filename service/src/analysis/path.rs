@@ -388,7 +388,9 @@ impl PathTracker {
             + self
                 .hops
                 .iter()
-                .map(|h| seen(&h.known) + h.alternates.capacity() * std::mem::size_of::<Alternate>())
+                .map(|h| {
+                    seen(&h.known) + h.alternates.capacity() * std::mem::size_of::<Alternate>()
+                })
                 .sum::<usize>()
             + self.pending.as_ref().map_or(0, |p| {
                 p.hops.capacity() * std::mem::size_of::<SeenSet>()

@@ -128,7 +128,9 @@ mod tests {
         let mut h = RttHistogram::default();
         assert_eq!(h.percentiles([0.5]), None);
         // 1..=1000 µs plus one 2 s outlier, shuffled by a stride.
-        let mut samples: Vec<u64> = (1..=1000u64).map(|i| ((i * 617) % 1000 + 1) * 1_000).collect();
+        let mut samples: Vec<u64> = (1..=1000u64)
+            .map(|i| ((i * 617) % 1000 + 1) * 1_000)
+            .collect();
         samples.push(2_000_000_000);
         for s in &samples {
             h.record(*s);
@@ -140,10 +142,17 @@ mod tests {
             let exact = samples[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
             assert!(got >= exact, "p{q}: {got} below {exact}");
             let slack = (exact / 128).max(511);
-            assert!(got <= exact + slack, "p{q}: {got} more than a bucket above {exact}");
+            assert!(
+                got <= exact + slack,
+                "p{q}: {got} more than a bucket above {exact}"
+            );
         }
         // 131 one-unit buckets up to 131 µs, then 128 per doubling.
-        assert!(h.index.len() <= 131 + 3 * 128 + 1, "{} buckets", h.index.len());
+        assert!(
+            h.index.len() <= 131 + 3 * 128 + 1,
+            "{} buckets",
+            h.index.len()
+        );
         // Steady RTTs use few buckets: that is the point.
         let mut steady = RttHistogram::default();
         for i in 0..10_000u64 {

@@ -556,12 +556,8 @@ impl Store {
                 match name {
                     Some(_) => {
                         if let Some(minutes) = open.get(&num) {
-                            for (minute, series, stats) in
-                                minutes.roll(done, close_minute, &mut scratch)
-                            {
-                                self.minutes.insert(num, series, minute, stats);
-                                w.rollups += 1;
-                            }
+                            let rolled = minutes.roll(done, close_minute, &mut scratch);
+                            w.rollups += insert_minutes(&self.minutes, num, rolled);
                         }
                     }
                     None => self.roll_peer_minutes(trees, w, num, done, close_minute)?,
@@ -661,12 +657,14 @@ impl Store {
         let mut current: Option<u64> = None;
         let mut merged: [Stats; 3] = Default::default();
         let emit = |w: &mut Writer<'_>, minute: u64, merged: [Stats; 3]| {
-            for (series, stats) in PeerSeries::ALL.into_iter().zip(merged) {
-                if stats.sent > 0 {
-                    self.minutes.insert(num, series.num(), minute, stats);
-                    w.rollups += 1;
-                }
-            }
+            let probed: Vec<(SeriesNum, Stats)> = PeerSeries::ALL
+                .into_iter()
+                .zip(merged)
+                .filter(|(_, stats)| stats.sent > 0)
+                .map(|(series, stats)| (series.num(), stats))
+                .collect();
+            w.rollups += probed.len();
+            self.minutes.insert_bucket(num, minute, probed);
         };
         for item in trees.raw.range(raw_key(num, from)..raw_key(num, to)) {
             let (key, value) = item.map_err(sled_err(&self.path, "read peer batches"))?;
@@ -711,16 +709,18 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<(), StoreError> {
-        let mut hours: BTreeMap<(SeriesNum, u64), Stats> = BTreeMap::new();
+        let mut hours: BTreeMap<u64, BTreeMap<SeriesNum, Stats>> = BTreeMap::new();
         for ((series, minute), stats) in self.minute_stats(trees, num, None, from, to)? {
             hours
-                .entry((series, floor(minute, HOUR_MS)))
+                .entry(floor(minute, HOUR_MS))
+                .or_default()
+                .entry(series)
                 .or_default()
                 .merge(&stats);
         }
-        for ((series, hour), stats) in hours {
-            self.hours.insert(num, series, hour, stats);
-            w.rollups += 1;
+        for (hour, series) in hours {
+            w.rollups += series.len();
+            self.hours.insert_bucket(num, hour, series);
         }
         Ok(())
     }
@@ -957,10 +957,24 @@ fn roll_round_minutes(
     for round in rounds {
         open.add(round);
     }
-    let rolled = open.roll(0, u64::MAX, scratch);
+    insert_minutes(minutes, num, open.roll(0, u64::MAX, scratch))
+}
+
+/// Keeps `rolled` (as `OpenMinutes::roll` gives them: by minute, then
+/// series) in `minutes`, one bucket at a time. Returns how many.
+fn insert_minutes(
+    minutes: &RollupFiles,
+    num: TargetNum,
+    rolled: Vec<(u64, SeriesNum, Stats)>,
+) -> usize {
     let made = rolled.len();
-    for (minute, series, stats) in rolled {
-        minutes.insert(num, series, minute, stats);
+    let mut rolled = rolled.into_iter().peekable();
+    while let Some((minute, series, stats)) = rolled.next() {
+        let mut bucket = vec![(series, stats)];
+        while let Some((_, series, stats)) = rolled.next_if(|(m, _, _)| *m == minute) {
+            bucket.push((series, stats));
+        }
+        minutes.insert_bucket(num, minute, bucket);
     }
     made
 }

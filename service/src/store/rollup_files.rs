@@ -162,11 +162,15 @@ pub enum FileDamage {
 pub struct RollupFiles {
     dir: PathBuf,
     grain: Grain,
-    /// Rollups not in a file yet, by target, series and bucket start, each
-    /// encoded alone (`rollup_block`): a quarter of a decoded `Stats`. Shared
-    /// and of exact length: ten minutes of them wait here (40,000 at 1,000
-    /// 3-hop targets), and a section or a query takes them without a copy.
-    open: Mutex<BTreeMap<RollupKey, EncodedRollup>>,
+    /// Rollups not in a file yet, by target and bucket start: all the
+    /// series of one target's bucket encoded together (`rollup_block`, a
+    /// quarter of the decoded `Stats`). Shared and of exact length: ten
+    /// minutes of them wait here (10,000 at 1,000 targets), and a section
+    /// or a query takes them without a copy. One value per bucket rather
+    /// than per series: a value per series cost 11 allocations and map
+    /// entries per 10-hop target and minute, about half of what waited
+    /// (docs/benchmarks.md, "The daemon's memory at 10 hops").
+    open: Mutex<BTreeMap<BucketKey, EncodedBucket>>,
     /// The file this process appends to, per span.
     files: Mutex<BTreeMap<u64, (File, PathBuf)>>,
     /// The newest `until` in the files: buckets before it count as rolled
@@ -179,12 +183,13 @@ pub struct RollupFiles {
     cache: BlockCache,
 }
 
-/// A rollup in memory: whose, which series, which bucket.
-type RollupKey = (TargetNum, SeriesNum, u64);
-/// A rollup encoded alone (`rollup_block::encode_one`).
-type EncodedRollup = Arc<[u8]>;
-/// A span's encoded rollups waiting for its section, by target.
-type SpanRollups<'a> = BTreeMap<TargetNum, Vec<(SeriesNum, u64, &'a [u8])>>;
+/// Rollups in memory: whose, which bucket.
+type BucketKey = (TargetNum, u64);
+/// The rollups of one target's bucket, every series in it, encoded
+/// together by `rollup_block::encode` (slot 0, in series order).
+type EncodedBucket = Arc<[u8]>;
+/// A span's encoded buckets waiting for its section, by target.
+type SpanRollups<'a> = BTreeMap<TargetNum, Vec<(u64, &'a [u8])>>;
 
 /// Where one target's block of a span is, for compacting it.
 struct BlockRef {
@@ -263,18 +268,53 @@ impl RollupFiles {
         *sys::lock(&self.claimed_until)
     }
 
-    /// Keeps a bucket's rollup in memory until the next section is written,
-    /// its histogram already at the stored grouping power (so a bucket reads
-    /// the same before and after its section is written).
+    /// Keeps one series' rollup of a bucket in memory until the next section
+    /// is written (see [`RollupFiles::insert_bucket`]).
     pub fn insert(&self, target: TargetNum, series: SeriesNum, bucket_ms: u64, stats: Stats) {
-        let value: Arc<[u8]> = rollup_block::encode_one(stats).into();
-        sys::lock(&self.open).insert((target, series, bucket_ms), value);
+        self.insert_bucket(target, bucket_ms, [(series, stats)]);
     }
 
-    /// How many rollups wait in memory.
+    /// Keeps the rollups of `target`'s bucket in memory until the next
+    /// section is written, replacing those of the same series (the series
+    /// not given keep theirs), histograms already at the stored grouping
+    /// power (so a bucket reads the same before and after its section is
+    /// written).
+    pub fn insert_bucket(
+        &self,
+        target: TargetNum,
+        bucket_ms: u64,
+        rollups: impl IntoIterator<Item = (SeriesNum, Stats)>,
+    ) {
+        let mut entries: BTreeMap<SeriesNum, Stats> = rollups.into_iter().collect();
+        if entries.is_empty() {
+            return;
+        }
+        let mut open = sys::lock(&self.open);
+        if let Some(known) = open.get(&(target, bucket_ms)) {
+            // A bucket recomputed (late rounds) or given a series at a time.
+            for entry in decode_bucket(known, &|_| true) {
+                entries.entry(entry.series).or_insert(entry.stats);
+            }
+        }
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|(series, stats)| Entry {
+                series,
+                slot: 0,
+                stats,
+            })
+            .collect();
+        let value: EncodedBucket = rollup_block::encode(&entries).into();
+        open.insert((target, bucket_ms), value);
+    }
+
+    /// How many rollups (series and buckets) wait in memory.
     #[cfg(test)]
     pub fn pending(&self) -> usize {
-        sys::lock(&self.open).len()
+        sys::lock(&self.open)
+            .values()
+            .map(|v| decode_bucket(v, &|_| true).len())
+            .sum()
     }
 
     /// Every file, oldest span first (then in the order they were written).
@@ -304,10 +344,10 @@ impl RollupFiles {
     pub fn write_before(&self, before_ms: u64) -> Result<u64, RollupFileError> {
         let mut claimed = sys::lock(&self.claimed_until);
         let before_ms = before_ms.max(claimed.unwrap_or(0));
-        let taken: BTreeMap<RollupKey, EncodedRollup> = {
+        let taken: BTreeMap<BucketKey, EncodedBucket> = {
             let open = sys::lock(&self.open);
             open.iter()
-                .filter(|((_, _, bucket), _)| *bucket < before_ms)
+                .filter(|((_, bucket), _)| *bucket < before_ms)
                 .map(|(k, v)| (*k, Arc::clone(v)))
                 .collect()
         };
@@ -323,39 +363,30 @@ impl RollupFiles {
         // target's (at 1,000 targets the heap peaked ~34 MiB above its steady
         // size while all of them were decoded at once: docs/benchmarks.md).
         let mut by_span: BTreeMap<u64, SpanRollups<'_>> = BTreeMap::new();
-        for (&(target, series, bucket), value) in &taken {
+        for (&(target, bucket), value) in &taken {
             by_span
                 .entry(floor(bucket, span_ms))
                 .or_default()
                 .entry(target)
                 .or_default()
-                .push((series, bucket, &**value));
+                .push((bucket, &**value));
         }
         let mut written = 0;
         for (span, targets) in by_span {
             let blocks: Vec<(TargetNum, Vec<u8>)> = targets
                 .into_iter()
                 .map(|(target, values)| {
-                    let entries: Vec<Entry> = values
+                    let mut entries: Vec<Entry> = values
                         .into_iter()
-                        .filter_map(|(series, bucket, value)| {
-                            // Values in memory were encoded by `insert`, in
-                            // this process.
-                            let Some(stats) = decode_one(value) else {
-                                tracing::error!(
-                                    target = target.0,
-                                    bucket,
-                                    "a rollup in memory does not decode; dropping it"
-                                );
-                                return None;
-                            };
-                            Some(Entry {
-                                series,
-                                slot: ((bucket - span) / bucket_ms) as u8,
-                                stats,
-                            })
+                        .flat_map(|(bucket, value)| {
+                            let slot = ((bucket - span) / bucket_ms) as u8;
+                            decode_bucket(value, &|_| true)
+                                .into_iter()
+                                .map(move |entry| Entry { slot, ..entry })
                         })
                         .collect();
+                    // Series then slot: neighbours predict each other.
+                    entries.sort_by_key(|e| (e.series, e.slot));
                     (target, compress_block(&rollup_block::encode(&entries)))
                 })
                 .collect();
@@ -423,18 +454,18 @@ impl RollupFiles {
             only.is_none_or(|s| s == series) && (from_ms..to_ms).contains(&bucket)
         };
         // Memory first: a section written meanwhile is then in the files.
-        let in_memory: Vec<((SeriesNum, u64), EncodedRollup)> = {
+        let in_memory: Vec<(u64, EncodedBucket)> = {
             let open = sys::lock(&self.open);
-            let lo = (target, SeriesNum(0), 0);
-            let hi = (target, SeriesNum(u8::MAX), u64::MAX);
-            open.range(lo..=hi)
-                .filter(|((_, s, m), _)| wanted(*s, *m))
-                .map(|((_, s, m), v)| ((*s, *m), Arc::clone(v)))
+            open.range((target, 0)..=(target, u64::MAX))
+                .filter(|((_, bucket), _)| (from_ms..to_ms).contains(bucket))
+                .map(|((_, bucket), v)| (*bucket, Arc::clone(v)))
                 .collect()
         };
-        let in_memory = in_memory
-            .into_iter()
-            .filter_map(|(key, value)| Some((key, decode_one(&value)?)));
+        let in_memory = in_memory.into_iter().flat_map(|(bucket, value)| {
+            decode_bucket(&value, &|series| wanted(series, bucket))
+                .into_iter()
+                .map(move |entry| ((entry.series, bucket), entry.stats))
+        });
         let mut found = BTreeMap::new();
         for (span, path) in self.files()? {
             if span + self.grain.span_ms <= from_ms || span >= to_ms {
@@ -860,9 +891,14 @@ fn read_block(
     Ok(zstd::stream::decode_all(z.as_slice()).ok())
 }
 
-/// A rollup `insert` encoded alone.
-fn decode_one(value: &[u8]) -> Option<Stats> {
-    rollup_block::decode_one(value).ok()
+/// The rollups of the series `wanted` of a bucket `insert_bucket` encoded.
+/// The values in memory were encoded by this process, so one that does not
+/// decode is a bug: logged, and its rollups are rebuilt at the next open.
+fn decode_bucket(value: &[u8], wanted: &dyn Fn(SeriesNum) -> bool) -> Vec<Entry> {
+    rollup_block::decode_matching(value, |series, _| wanted(series)).unwrap_or_else(|error| {
+        tracing::error!(%error, "rollups in memory do not decode; dropping them");
+        Vec::new()
+    })
 }
 
 /// Which entries of a block a read wants: `(series, bucket start)`.
