@@ -184,7 +184,7 @@ impl SeenSet {
     }
 
     fn by_count(&self) -> Vec<IpAddr> {
-        let mut seen: Vec<Seen> = self.0.iter().copied().collect();
+        let mut seen: Vec<Seen> = self.0.to_vec();
         seen.sort_by_key(|s| std::cmp::Reverse(s.count));
         seen.into_iter().map(|s| s.address).collect()
     }
