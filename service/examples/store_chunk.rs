@@ -121,7 +121,7 @@ fn main() {
                 chunks += 1;
             }
             println!(
-                "| {name} | chunks of {length} rounds | {:.2} | {:.0} | {:.0} |",
+                "| {name} | chunks of {length} rounds | {:.3} | {:.0} | {:.0} |",
                 bytes as f64 / samples,
                 encode_s * 1e6 / f64::from(chunks),
                 decode_s * 1e6 / f64::from(chunks)
