@@ -22,8 +22,9 @@
 //! hysteresis) and the webhook receives the clear of the same alert. Then a
 //! route change (r1 routes over one branch only, the one ecmp-udp's own flow
 //! did not take) rediscovers ecmp-udp's branches within 10 s: one branch,
-//! keeping its index (and ecmp-tcp6's when its own flow moved too); the
-//! discovery's probes are printed. Privileged, and
+//! keeping its index; and ecmp-tcp6's within 10 s too, whether its own flow
+//! moved or only its removed branch's kept flow did (then a `route_changed`
+//! event naming that branch); the discovery's probes are printed. Privileged, and
 //! needs chromium and chromium-driver (deploy/setup-test.sh); fails, never
 //! skips, without them.
 //!
@@ -808,9 +809,8 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         let moved = *target == "ecmp-udp" || tcp6_moves;
         if !moved {
             eprintln!(
-                "multipath daemon figures: {target}'s own flow already took branch {keep}: no route change of its flow, its branches wait for the `rediscover` schedule"
+                "multipath daemon figures: {target}'s own flow already took branch {keep}: no route change of its flow; the removed branch's kept flow changed route"
             );
-            continue;
         }
         let old_at = old["multipath"]["discovered_at_ms"].as_u64().unwrap();
         let d = must(eventually(
@@ -826,7 +826,8 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
         ));
         let m = &d["multipath"];
         eprintln!(
-            "multipath daemon figures: {target} rediscovered after the route change in {} ms: discovery_probes={} discovery_ms={} found={} stop={}",
+            "multipath daemon figures: {target} rediscovered after the route change ({}) in {} ms: discovery_probes={} discovery_ms={} found={} stop={}",
+            if moved { "its own flow's" } else { "a branch's" },
             route_changed.elapsed().as_millis(),
             m["probes_sent"],
             m["discovery_ms"],
@@ -856,6 +857,39 @@ fn a_lossy_ecmp_branch_is_measured_named_alerted_and_shown() {
             "{target}: {:#}",
             d["recent_events"]
         );
+        // The removed branch's kept flow took the remaining path: a route
+        // change naming that branch (the one that rediscovered a target
+        // whose own flow stayed, seen alongside its own flow's otherwise).
+        let removed = branch_through(old, via(1 - keep, *addr))["index"].clone();
+        let named = d["recent_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "route_changed" && e["detail"]["branch"] == removed)
+            .cloned();
+        if !moved {
+            let e = named.unwrap_or_else(|| {
+                panic!(
+                    "{target}: a route change of branch {removed}: {:#}",
+                    d["recent_events"]
+                )
+            });
+            assert_eq!(e["detail"]["after"][1], kept.to_string(), "{target}: {e:#}");
+            assert!(
+                e["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("route of branch {removed} changed"))),
+                "{e:#}"
+            );
+            let why = format!("route of branch {removed} changed: rediscovering");
+            assert!(
+                daemon
+                    .log()
+                    .iter()
+                    .any(|l| l.contains(&why) && l.contains(target)),
+                "{target}: no {why:?} in the daemon's log"
+            );
+        }
     }
     must(route.restore());
     must(daemon.stop());

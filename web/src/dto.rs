@@ -350,7 +350,8 @@ pub struct EventDto {
     /// One line for people.
     pub summary: String,
     /// The event's own fields (for `route_changed`: `before`, `after` and
-    /// `first_changed_ttl`; for `hop_count_changed`: `before` and `after`).
+    /// `first_changed_ttl`, and `branch` when it is a multipath branch's;
+    /// for `hop_count_changed`: `before` and `after`).
     pub detail: serde_json::Value,
     /// The AS number and organisation of each address in `detail`'s
     /// `before` and `after` paths that the ASN database (`[enrichment]

@@ -14,6 +14,13 @@
 //! both [`LATENCY_MIN_EXCESS_NS`] and [`LATENCY_MIN_RATIO`], placed at the
 //! first hop after the split that is slower than the same hop on that
 //! sibling. mtr merges the branches and cannot show this at all.
+//!
+//! A branch's kept flow whose responders no longer match the path discovery
+//! found for it, in `confirm_rounds` rounds in a row (the target's own rule
+//! for a route change, see [`super::path`]), moved to another path: a
+//! [`PathEvent::RouteChanged`] naming the branch, on which the branch prober
+//! discovers again (a route change that moves only another branch's flow,
+//! not the target's own, is seen this way).
 
 use std::net::IpAddr;
 
@@ -21,7 +28,7 @@ use serde::Serialize;
 
 use super::findings::{self, DegradationKind, Evidence, HopView};
 use super::hop::{HopStats, StatsSnapshot};
-use super::Localisation;
+use super::{Localisation, PathEvent};
 use crate::model::{BranchIndex, BranchLayout, BranchPath, HopOutcome, RoundRecord};
 
 /// A branch's loss counts as its own, not the whole path's, only when some
@@ -55,17 +62,206 @@ struct BranchStats {
     /// Whether the branch is slow against its siblings (with hysteresis,
     /// see [`LATENCY_CLEAR_SHARE`]); re-judged after every round.
     slow: bool,
+    /// The path its rounds are checked against (from the layout's first
+    /// TTL): discovery's, then that of each confirmed change.
+    route: Vec<Option<IpAddr>>,
+    route_reached: bool,
+    /// Rounds in a row that did not take `route`, while there are some.
+    diverging: Option<Diverging>,
+}
+
+/// Rounds of a branch that took another path than its known one, not yet
+/// `confirm_rounds` of them.
+#[derive(Debug, Clone)]
+struct Diverging {
+    first_at_ms: u64,
+    rounds: u32,
+    /// The latest responder its rounds saw at each position (from the
+    /// first TTL).
+    seen: Vec<Option<IpAddr>>,
+    /// Positions where they differed from the known path (the known path's
+    /// length for a different destination TTL).
+    diverged: Vec<usize>,
+    /// Where the destination answered, as a position, when a round told it.
+    destination: Option<usize>,
+}
+
+/// What one round of a branch says about its known path.
+#[derive(Debug, PartialEq)]
+enum RouteReading {
+    /// Some answer differs from the known path (the positions where).
+    Differs(Vec<usize>),
+    /// Its answers are the known ones at these positions.
+    Matches(Vec<usize>),
 }
 
 impl BranchStats {
     fn new(path: BranchPath, window: usize) -> BranchStats {
         BranchStats {
-            path,
             hops: Vec::new(),
             destination: HopStats::new(window),
             destination_ttl: None,
             rounds: 0,
             slow: false,
+            route: path.hops.clone(),
+            route_reached: path.reached_destination,
+            diverging: None,
+            path,
+        }
+    }
+
+    /// The answers of `round` (position from `first_ttl`, responder) and the
+    /// destination's position, leaving out what an ambiguous round cannot
+    /// tell: when the probe before the destination's lowest answering TTL
+    /// was lost, the destination may be one hop nearer (as in
+    /// [`super::path`]), so neither its TTL nor answers from it on count.
+    fn answers(round: &RoundRecord, first_ttl: u8) -> (Vec<(usize, IpAddr)>, Option<usize>) {
+        let reached = round.destination_ttl.map(|t| t.get());
+        let ambiguous = reached.is_some_and(|d| {
+            round
+                .hops
+                .iter()
+                .any(|h| h.ttl.get() == d - 1 && (h.is_lost() || h.reached()))
+        });
+        let below = if ambiguous { reached } else { None };
+        let answers = round
+            .path_samples()
+            .iter()
+            .filter(|h| below.is_none_or(|d| h.ttl.get() < d))
+            .filter_map(|h| {
+                let pos = h.ttl.get().checked_sub(first_ttl)?;
+                Some((usize::from(pos), h.responder()?))
+            })
+            .collect();
+        let destination = reached
+            .filter(|_| !ambiguous)
+            .and_then(|d| d.checked_sub(first_ttl))
+            .map(usize::from);
+        (answers, destination)
+    }
+
+    /// Whether `round` took the known path; `None` when it tells nothing
+    /// (every probe that could say was lost, or a TTL the path never
+    /// answered at answered now).
+    fn read_route(
+        &self,
+        answers: &[(usize, IpAddr)],
+        destination: Option<usize>,
+    ) -> Option<RouteReading> {
+        let known_end = self.route_reached.then_some(self.route.len());
+        let mut differs = Vec::new();
+        let mut matches = Vec::new();
+        for &(pos, addr) in answers {
+            match self.route.get(pos) {
+                Some(Some(known)) if *known == addr => matches.push(pos),
+                Some(Some(_)) => differs.push(pos),
+                Some(None) => {}
+                // Beyond the destination the path must have changed.
+                None if known_end.is_some() => differs.push(pos),
+                None => {}
+            }
+        }
+        if let (Some(end), Some(dest)) = (known_end, destination) {
+            if dest + 1 != end && !differs.contains(&(end - 1)) {
+                differs.push(end - 1);
+            }
+        }
+        if !differs.is_empty() {
+            Some(RouteReading::Differs(differs))
+        } else if !matches.is_empty() {
+            Some(RouteReading::Matches(matches))
+        } else {
+            None
+        }
+    }
+
+    /// Checks `round` against the known path: `confirm_rounds` diverging
+    /// rounds in a row are a route change (returned, and the new path is
+    /// the known one from then on); a round answering with the known
+    /// responder where they diverged cancels them; rounds that tell
+    /// nothing neither count nor cancel.
+    fn track_route(
+        &mut self,
+        round: &RoundRecord,
+        first_ttl: u8,
+        confirm_rounds: u32,
+    ) -> Option<PathEvent> {
+        let (answers, destination) = Self::answers(round, first_ttl);
+        match self.read_route(&answers, destination)? {
+            RouteReading::Matches(positions) => {
+                if self
+                    .diverging
+                    .as_ref()
+                    .is_some_and(|d| d.diverged.iter().any(|p| positions.contains(p)))
+                {
+                    self.diverging = None;
+                }
+                None
+            }
+            RouteReading::Differs(positions) => {
+                let d = self.diverging.get_or_insert_with(|| Diverging {
+                    first_at_ms: round.started_at_ms,
+                    rounds: 0,
+                    seen: Vec::new(),
+                    diverged: Vec::new(),
+                    destination: None,
+                });
+                d.rounds += 1;
+                for (pos, addr) in answers {
+                    if pos >= d.seen.len() {
+                        d.seen.resize(pos + 1, None);
+                    }
+                    d.seen[pos] = Some(addr);
+                }
+                for pos in positions {
+                    if !d.diverged.contains(&pos) {
+                        d.diverged.push(pos);
+                    }
+                }
+                d.destination = destination.or(d.destination);
+                if d.rounds < confirm_rounds {
+                    return None;
+                }
+                let d = self.diverging.take()?;
+                Some(self.commit_route(d, first_ttl))
+            }
+        }
+    }
+
+    /// Takes the diverging rounds' path as the known one.
+    fn commit_route(&mut self, d: Diverging, first_ttl: u8) -> PathEvent {
+        let first = d.diverged.iter().copied().min().unwrap_or(0);
+        let len = match d.destination {
+            Some(dest) => dest + 1,
+            None => d.seen.len().max(first + 1),
+        };
+        let after: Vec<Option<IpAddr>> = (0..len)
+            .map(|pos| match d.seen.get(pos).copied().flatten() {
+                Some(addr) => Some(addr),
+                // Not answered in the new rounds: before the change, the
+                // known responder is still the best guess.
+                None if pos < first => self.route.get(pos).copied().flatten(),
+                None => None,
+            })
+            .collect();
+        let before = std::mem::replace(&mut self.route, after);
+        self.route_reached = d.destination.is_some();
+        let from_ttl1 = |hops: &[Option<IpAddr>]| {
+            std::iter::repeat_n(None, usize::from(first_ttl.saturating_sub(1)))
+                .chain(hops.iter().copied())
+                .collect::<Vec<_>>()
+        };
+        let before = from_ttl1(&before);
+        let after = from_ttl1(&self.route);
+        let changed = (0..before.len().max(after.len()))
+            .find(|i| before.get(*i) != after.get(*i))
+            .unwrap_or(usize::from(first_ttl.saturating_sub(1)) + first);
+        PathEvent::RouteChanged {
+            at_ms: d.first_at_ms,
+            before,
+            after,
+            first_changed_ttl: (changed + 1) as u8,
+            branch: Some(self.path.index),
         }
     }
 
@@ -98,6 +294,8 @@ impl BranchStats {
 #[derive(Debug, Clone)]
 pub struct BranchesAnalysis {
     window: usize,
+    /// Diverging rounds in a row that make a branch's route change.
+    confirm_rounds: u32,
     layout: Option<BranchLayout>,
     branches: Vec<BranchStats>,
 }
@@ -184,9 +382,12 @@ pub struct BranchesSnapshot {
 }
 
 impl BranchesAnalysis {
-    pub fn new(window: usize) -> BranchesAnalysis {
+    /// Statistics over `window` rounds; a branch's route changes after
+    /// `confirm_rounds` rounds in a row on another path (at least 1).
+    pub fn new(window: usize, confirm_rounds: u32) -> BranchesAnalysis {
         BranchesAnalysis {
             window,
+            confirm_rounds: confirm_rounds.max(1),
             layout: None,
             branches: Vec::new(),
         }
@@ -206,7 +407,12 @@ impl BranchesAnalysis {
                 {
                     Some(i) => {
                         let mut kept = old.swap_remove(i);
+                        // Another flow now, found on this path: checked
+                        // against it afresh.
                         kept.path = path.clone();
+                        kept.route = path.hops.clone();
+                        kept.route_reached = path.reached_destination;
+                        kept.diverging = None;
                         kept
                     }
                     None => BranchStats::new(path.clone(), self.window),
@@ -217,13 +423,17 @@ impl BranchesAnalysis {
     }
 
     /// Adds a round of `branch`; a round of a branch no longer in the layout
-    /// (it was in flight during a rediscovery) is dropped.
-    pub fn record(&mut self, branch: BranchIndex, round: &RoundRecord) {
+    /// (it was in flight during a rediscovery) is dropped. Returns the route
+    /// change of the branch this round confirms, if any.
+    pub fn record(&mut self, branch: BranchIndex, round: &RoundRecord) -> Option<PathEvent> {
         let window = self.window;
-        if let Some(stats) = self.branches.iter_mut().find(|b| b.path.index == branch) {
-            stats.record(round, window);
-            self.judge_latency();
-        }
+        let confirm_rounds = self.confirm_rounds;
+        let first_ttl = self.layout.as_ref()?.first_ttl.get();
+        let stats = self.branches.iter_mut().find(|b| b.path.index == branch)?;
+        stats.record(round, window);
+        let change = stats.track_route(round, first_ttl, confirm_rounds);
+        self.judge_latency();
+        change
     }
 
     /// Re-judges which branches are slow. Kept as state, not derived in
@@ -680,12 +890,12 @@ mod tests {
 
     #[test]
     fn nothing_before_the_first_discovery() {
-        assert_eq!(BranchesAnalysis::new(100).snapshot(), None);
+        assert_eq!(BranchesAnalysis::new(100, 3).snapshot(), None);
     }
 
     #[test]
     fn branches_split_after_the_balancer_and_join_where_they_meet() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         let snap = a.snapshot().unwrap();
         for b in &snap.branches {
@@ -699,7 +909,7 @@ mod tests {
 
     #[test]
     fn loss_on_one_branch_is_named_by_its_router_and_the_other_stays_clean() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         let one = BranchIndex::new(1).unwrap();
         let two = BranchIndex::new(2).unwrap();
@@ -727,7 +937,7 @@ mod tests {
 
     #[test]
     fn loss_on_every_branch_is_no_branch_finding() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         for seq in 0..100 {
             for (n, via) in [(1, "198.18.1.2"), (2, "198.18.2.2")] {
@@ -740,7 +950,7 @@ mod tests {
 
     #[test]
     fn a_rediscovery_keeps_the_statistics_of_an_unchanged_branch() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         let one = BranchIndex::new(1).unwrap();
         a.record(one, &round(0, "198.18.1.2", false));
@@ -780,7 +990,7 @@ mod tests {
 
     #[test]
     fn a_branch_20_ms_slower_is_named_by_its_router_where_the_delay_starts() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         feed(&mut a, 0, 100, 2, 20 * MS);
         let found = latency_findings(&a);
@@ -812,7 +1022,7 @@ mod tests {
 
     #[test]
     fn a_delay_from_the_join_on_is_placed_there_and_named_by_the_branch_router() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         // The member link into the join router is slow: hop 2 answers in
         // time, the join (hop 3, on both branches) and the destination late.
@@ -837,7 +1047,7 @@ mod tests {
 
     #[test]
     fn equal_branches_and_small_differences_are_no_latency_finding() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         feed(&mut a, 0, 100, 2, 0);
         assert!(a.snapshot().unwrap().findings.is_empty());
@@ -848,7 +1058,7 @@ mod tests {
 
     #[test]
     fn a_long_path_is_not_slow_for_a_few_ms_more() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         // Both ~104 ms; branch 2 is 10 ms (10 %) slower: under 50 %.
         for seq in 0..100 {
@@ -866,7 +1076,7 @@ mod tests {
 
     #[test]
     fn too_few_answers_are_no_latency_finding() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         feed(&mut a, 0, LATENCY_MIN_ANSWERS - 1, 2, 20 * MS);
         assert!(latency_findings(&a).is_empty());
@@ -876,7 +1086,7 @@ mod tests {
 
     #[test]
     fn the_median_is_the_windows_p50() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         for seq in 0..37 {
             a.record(
@@ -890,7 +1100,7 @@ mod tests {
 
     #[test]
     fn a_slow_branch_clears_with_hysteresis() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         feed(&mut a, 0, 100, 2, 20 * MS);
         assert_eq!(latency_findings(&a).len(), 1);
@@ -909,7 +1119,7 @@ mod tests {
 
     #[test]
     fn a_lossy_and_slow_branch_has_both_findings_loss_first() {
-        let mut a = BranchesAnalysis::new(100);
+        let mut a = BranchesAnalysis::new(100, 3);
         a.set_layout(layout());
         for seq in 0..100 {
             a.record(
@@ -932,5 +1142,113 @@ mod tests {
             kinds,
             [(DegradationKind::Loss, 2), (DegradationKind::Latency, 2)]
         );
+    }
+    #[test]
+    fn a_branch_whose_flow_takes_another_path_for_confirm_rounds_is_a_route_change_of_that_branch()
+    {
+        let mut a = BranchesAnalysis::new(100, 3);
+        a.set_layout(layout());
+        let one = BranchIndex::new(1).unwrap();
+        let two = BranchIndex::new(2).unwrap();
+        let mut events = Vec::new();
+        let mut feed = |a: &mut BranchesAnalysis, seq: u64, via2: &str, lost: bool| {
+            assert_eq!(a.record(one, &round(seq, "198.18.1.2", false)), None);
+            if let Some(e) = a.record(two, &round(seq, via2, lost)) {
+                events.push((seq, e));
+            }
+        };
+        for seq in 0..10 {
+            feed(&mut a, seq, "198.18.2.2", false);
+        }
+        // One round elsewhere, then the known path again: no change; nor
+        // do rounds lost past the balancer tell anything.
+        feed(&mut a, 10, "198.18.3.2", false);
+        feed(&mut a, 11, "198.18.2.2", false);
+        feed(&mut a, 12, "198.18.2.2", true);
+        // Three rounds in a row through 198.18.3.2 (a lost one between does
+        // not break the run): branch 2's route changed.
+        feed(&mut a, 20, "198.18.3.2", false);
+        feed(&mut a, 21, "198.18.3.2", true);
+        feed(&mut a, 22, "198.18.3.2", false);
+        feed(&mut a, 23, "198.18.3.2", false);
+        // Told once: the new path is the known one now.
+        for seq in 24..40 {
+            feed(&mut a, seq, "198.18.3.2", false);
+        }
+        let path = |via: &str| {
+            vec![
+                Some(ip("198.18.0.1")),
+                Some(ip(via)),
+                Some(ip("198.18.9.1")),
+                Some(ip("198.18.9.9")),
+            ]
+        };
+        assert_eq!(
+            events,
+            vec![(
+                23,
+                PathEvent::RouteChanged {
+                    at_ms: 20_000,
+                    before: path("198.18.2.2"),
+                    after: path("198.18.3.2"),
+                    first_changed_ttl: 2,
+                    branch: Some(two),
+                }
+            )]
+        );
+        // A rediscovery finding the same paths checks the new flows against
+        // them again: branch 2 back on 198.18.2.2 is no change.
+        a.set_layout(layout());
+        for seq in 40..45 {
+            assert_eq!(a.record(two, &round(seq, "198.18.2.2", false)), None);
+        }
+    }
+
+    #[test]
+    fn a_branch_path_getting_longer_or_shorter_is_a_route_change() {
+        let mut a = BranchesAnalysis::new(100, 2);
+        a.set_layout(layout());
+        let two = BranchIndex::new(2).unwrap();
+        // The destination now answers at TTL 3 (the join router is gone).
+        let shorter = |seq: u64| {
+            let mut r = round(seq, "198.18.2.2", false);
+            r.hops.truncate(2);
+            r.hops.push(HopSample::answered(
+                Ttl::new(3).unwrap(),
+                HopAnswer {
+                    responder: ip("198.18.9.9"),
+                    rtt: Rtt::from_nanos(3_000_000),
+                    is_destination: true,
+                    reply_ttl: None,
+                    quote: None,
+                },
+            ));
+            r.destination_ttl = Some(Ttl::new(3).unwrap());
+            r
+        };
+        assert_eq!(a.record(two, &shorter(0)), None);
+        match a.record(two, &shorter(1)) {
+            Some(PathEvent::RouteChanged {
+                after,
+                first_changed_ttl,
+                branch,
+                ..
+            }) => {
+                assert_eq!(first_changed_ttl, 3);
+                assert_eq!(branch, Some(two));
+                assert_eq!(
+                    after,
+                    vec![
+                        Some(ip("198.18.0.1")),
+                        Some(ip("198.18.2.2")),
+                        Some(ip("198.18.9.9"))
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // And back: longer again.
+        assert_eq!(a.record(two, &round(2, "198.18.2.2", false)), None);
+        assert!(a.record(two, &round(3, "198.18.2.2", false)).is_some());
     }
 }

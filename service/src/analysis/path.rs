@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::path_facts::{HopLabels, MiddleboxFact};
 use super::responders::MAX_RESPONDERS_PER_HOP;
 use super::ttl_set::TtlSet;
-use crate::model::RoundRecord;
+use crate::model::{BranchIndex, RoundRecord};
 use crate::probe::Ttl;
 
 /// Cancelled appearances of a new responder before it is taken as an ECMP member.
@@ -54,6 +54,11 @@ pub enum PathEvent {
         before: Vec<Option<IpAddr>>,
         after: Vec<Option<IpAddr>>,
         first_changed_ttl: u8,
+        /// Set when the change is one of a multipath target's branches
+        /// (its kept flow took another path than the one discovery found),
+        /// not of the target's own flow; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<BranchIndex>,
     },
     HopCountChanged {
         at_ms: u64,
@@ -619,6 +624,7 @@ impl PathTracker {
                 before,
                 after,
                 first_changed_ttl: (i + 1) as u8,
+                branch: None,
             });
         }
         match (old_hop_count, self.hop_count) {
@@ -766,6 +772,7 @@ mod tests {
                     before: with_dst(&old),
                     after: with_dst(&new),
                     first_changed_ttl: 2,
+                    branch: None,
                 }
             )]
         );
@@ -831,6 +838,7 @@ mod tests {
                     before: with_dst(&short),
                     after: with_dst(&long),
                     first_changed_ttl: 3,
+                    branch: None,
                 },
                 PathEvent::HopCountChanged {
                     at_ms: 4_000,
@@ -842,6 +850,7 @@ mod tests {
                     before: with_dst(&long),
                     after: with_dst(&short),
                     first_changed_ttl: 3,
+                    branch: None,
                 },
                 PathEvent::HopCountChanged {
                     at_ms: 7_000,

@@ -145,21 +145,26 @@ impl TargetAnalysis {
             last_seq: None,
             last_round_at_ms: None,
             latency_quiet_until_round: 0,
-            branches: BranchesAnalysis::new(config.window()),
+            branches: BranchesAnalysis::new(config.window(), config.confirm_rounds()),
         }
     }
 
-    /// A multipath target's branch layout or branch round.
-    pub fn record_branch(&mut self, update: &BranchUpdate) {
+    /// A multipath target's branch layout or branch round; returns the
+    /// route change of a branch the round confirms (see
+    /// [`BranchesAnalysis::record`]).
+    pub fn record_branch(&mut self, update: &BranchUpdate) -> Option<PathEvent> {
         match update {
-            BranchUpdate::Discovered(layout) => self.branches.set_layout(layout.clone()),
+            BranchUpdate::Discovered(layout) => {
+                self.branches.set_layout(layout.clone());
+                None
+            }
             BranchUpdate::Round { branch, round } => self.branches.record(*branch, round),
         }
     }
 
     /// Forgets the branches (multipath turned off).
     pub fn clear_branches(&mut self) {
-        self.branches = BranchesAnalysis::new(self.config.window());
+        self.branches = BranchesAnalysis::new(self.config.window(), self.config.confirm_rounds());
     }
 
     pub fn target(&self) -> &TargetId {

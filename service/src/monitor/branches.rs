@@ -1,7 +1,8 @@
 //! A multipath target's branches: discovering its ECMP paths (MDA over the
 //! engine), then probing one kept flow per branch every round, exactly like
 //! the target's own flow; discovering again on the target's `rediscover`
-//! schedule and after a route change of its own flow.
+//! schedule and after a route change of its own flow or of a branch's kept
+//! flow (the branch analysis tells it, [`crate::analysis::branches`]).
 //!
 //! A discovery opens a few dozen flows at once and the engine has 4096 flow
 //! identifiers for the whole process, so the daemon runs at most
@@ -138,11 +139,13 @@ async fn run(
             .unwrap_or_default()
     };
     loop {
-        let trace = {
+        let (trace, began_ms) = {
             let Ok(_turn) = outputs.discoveries.0.acquire().await else {
                 return;
             };
-            engine.discover_multipath(spec(&schedule, &settings)).await
+            let began_ms = unix_nanos(SystemTime::now()) / 1_000_000;
+            let trace = engine.discover_multipath(spec(&schedule, &settings)).await;
+            (trace, began_ms)
         };
         let trace = match trace {
             Ok(trace) => trace,
@@ -191,6 +194,7 @@ async fn run(
             &id,
             &settings,
             discovered,
+            began_ms,
             route_discovered,
             ROUTE_CHANGE_HOLDOFF,
             &mut route_changes,
@@ -201,13 +205,17 @@ async fn run(
 
 /// Returns when it is time to discover again, and whether a route change
 /// made it so: `rediscover` after the last discovery (`discovered`), or a
-/// route change of the target's own flow: at once, but not before `holdoff`
-/// ([`ROUTE_CHANGE_HOLDOFF`]) has passed since the last discovery a route
-/// change started (`route_discovered`).
+/// route change of the target's own flow or of one of its branches' kept
+/// flows (a `route_changed` event naming the branch, from the branch
+/// analysis): at once, but not before `holdoff` ([`ROUTE_CHANGE_HOLDOFF`])
+/// has passed since the last discovery a route change started
+/// (`route_discovered`). A branch's change first seen before that
+/// discovery began (`discovery_began_ms`, Unix ms) is ignored.
 async fn wait_for_rediscovery(
     id: &crate::model::TargetId,
     settings: &MultipathSettings,
     discovered: tokio::time::Instant,
+    discovery_began_ms: u64,
     route_discovered: Option<tokio::time::Instant>,
     holdoff: Duration,
     route_changes: &mut broadcast::Receiver<TargetEvent>,
@@ -218,17 +226,29 @@ async fn wait_for_rediscovery(
         tokio::select! {
             _ = tokio::time::sleep_until(due) => return by_route,
             event = route_changes.recv() => match event {
-                Ok(event) if &event.target == id
-                    && matches!(event.event, PathEvent::RouteChanged { .. }) =>
-                {
+                Ok(event) if &event.target == id => {
+                    let PathEvent::RouteChanged { at_ms, branch, .. } = event.event else {
+                        continue;
+                    };
+                    // A branch's change first seen before the last discovery
+                    // began is in that discovery already (its rounds were
+                    // still confirming it meanwhile).
+                    if branch.is_some() && at_ms < discovery_began_ms {
+                        continue;
+                    }
                     let now = tokio::time::Instant::now();
                     let soonest = route_discovered.map_or(now, |at| (at + holdoff).max(now));
                     if soonest < due {
                         due = soonest;
                         by_route = true;
                     }
-                    tracing::info!(target = %id, in_ms = due.saturating_duration_since(now).as_millis() as u64,
-                        "route changed: rediscovering the branches");
+                    let in_ms = due.saturating_duration_since(now).as_millis() as u64;
+                    match branch {
+                        Some(branch) => tracing::info!(target = %id, %branch, in_ms,
+                            "route of branch {branch} changed: rediscovering"),
+                        None => tracing::info!(target = %id, in_ms,
+                            "route changed: rediscovering the branches"),
+                    }
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 // No more events (shutting down): the schedule alone remains.
@@ -544,6 +564,7 @@ mod tests {
                 before: Vec::new(),
                 after: Vec::new(),
                 first_changed_ttl: 2,
+                branch: None,
             },
         };
         // Right after the discovery at start (no route change started one
@@ -552,7 +573,7 @@ mod tests {
         events.send(change("other")).unwrap();
         events.send(change("t")).unwrap();
         let by_route =
-            wait_for_rediscovery(&id, &settings, discovered, None, holdoff, &mut rx).await;
+            wait_for_rediscovery(&id, &settings, discovered, 0, None, holdoff, &mut rx).await;
         let waited = discovered.elapsed();
         assert!(by_route && waited < holdoff / 2, "{waited:?}");
         // The next change, right after that route-started discovery, waits
@@ -563,6 +584,7 @@ mod tests {
             &id,
             &settings,
             discovered,
+            0,
             Some(discovered),
             holdoff,
             &mut rx,
@@ -577,7 +599,60 @@ mod tests {
         let discovered = tokio::time::Instant::now();
         events.send(change("other")).unwrap();
         let by_route =
-            wait_for_rediscovery(&id, &settings, discovered, None, holdoff, &mut rx).await;
+            wait_for_rediscovery(&id, &settings, discovered, 0, None, holdoff, &mut rx).await;
+        assert!(!by_route && discovered.elapsed() >= settings.rediscover);
+    }
+    #[tokio::test]
+    async fn a_branch_route_change_rediscovers_like_the_targets_own_unless_already_discovered() {
+        let id = crate::model::TargetId::new("t").unwrap();
+        let settings = MultipathSettings {
+            max_branches: 4,
+            confidence: crate::probe::multipath::Confidence::DEFAULT,
+            rediscover: Duration::from_millis(900),
+            max_probes: 100,
+        };
+        let holdoff = Duration::from_millis(400);
+        let (events, mut rx) = broadcast::channel(8);
+        let branch_change = |at_ms: u64| TargetEvent {
+            target: id.clone(),
+            event: PathEvent::RouteChanged {
+                at_ms,
+                before: Vec::new(),
+                after: Vec::new(),
+                first_changed_ttl: 2,
+                branch: BranchIndex::new(2),
+            },
+        };
+        // Branch 2's flow moved after the last discovery began: at once.
+        let discovered = tokio::time::Instant::now();
+        events.send(branch_change(1_000)).unwrap();
+        let by_route =
+            wait_for_rediscovery(&id, &settings, discovered, 1_000, None, holdoff, &mut rx).await;
+        let waited = discovered.elapsed();
+        assert!(by_route && waited < holdoff / 2, "{waited:?}");
+        // ... and the same holdoff as the target's own flow.
+        let discovered = tokio::time::Instant::now();
+        events.send(branch_change(2_000)).unwrap();
+        let by_route = wait_for_rediscovery(
+            &id,
+            &settings,
+            discovered,
+            1_000,
+            Some(discovered),
+            holdoff,
+            &mut rx,
+        )
+        .await;
+        let waited = discovered.elapsed();
+        assert!(
+            by_route && waited >= holdoff && waited < settings.rediscover,
+            "{waited:?}"
+        );
+        // A change first seen before the last discovery began is in it.
+        let discovered = tokio::time::Instant::now();
+        events.send(branch_change(500)).unwrap();
+        let by_route =
+            wait_for_rediscovery(&id, &settings, discovered, 1_000, None, holdoff, &mut rx).await;
         assert!(!by_route && discovered.elapsed() >= settings.rediscover);
     }
 }

@@ -125,19 +125,28 @@ impl LiveState {
         }
     }
 
-    /// Adds a multipath target's branch layout or branch round. An update of
-    /// a target removed meanwhile, or no longer multipath, is dropped.
-    pub fn record_branch(&self, update: &BranchUpdate) {
+    /// Adds a multipath target's branch layout or branch round, and returns
+    /// the route change of a branch it confirmed (kept with the target's
+    /// recent events). An update of a target removed meanwhile, or no longer
+    /// multipath, is dropped.
+    pub fn record_branch(&self, update: &BranchUpdate) -> Option<TargetEvent> {
         let target = match update {
             BranchUpdate::Discovered(layout) => &layout.target,
             BranchUpdate::Round { round, .. } => &round.target,
         };
-        if let Some(live) = self.write().get_mut(target) {
-            // An update still queued when multipath was turned off is stale.
-            if live.config.multipath.is_some() {
-                live.analysis.record_branch(update);
-            }
+        let mut targets = self.write();
+        let live = targets.get_mut(target)?;
+        // An update still queued when multipath was turned off is stale.
+        live.config.multipath.as_ref()?;
+        let event = TargetEvent {
+            target: target.clone(),
+            event: live.analysis.record_branch(update)?,
+        };
+        if live.recent_events.len() == RECENT_EVENTS {
+            live.recent_events.pop_front();
         }
+        live.recent_events.push_back(event.clone());
+        Some(event)
     }
 
     pub fn set_status(&self, id: &TargetId, status: TargetStatus) {

@@ -29,7 +29,8 @@ pub struct Inputs {
     pub rounds: mpsc::Receiver<RoundRecord>,
     /// Multipath targets' branch layouts and branch rounds: the rounds go to
     /// the live analysis and to the store (each branch its own series), and
-    /// are judged by the alerts with the target's next round.
+    /// are judged by the alerts with the target's next round; a branch's
+    /// route change is an event like the target's own.
     pub branches: mpsc::Receiver<BranchUpdate>,
 }
 
@@ -61,7 +62,17 @@ pub async fn run(
             update = next_branch_update(&mut branches) => {
                 match update {
                     Some(update) => {
-                        live.record_branch(&update);
+                        // A branch's route change: stored and sent like the
+                        // target's own (the branch prober hears it and
+                        // discovers again); the alerts judge the target's
+                        // own flow only.
+                        if let Some(event) = live.record_branch(&update) {
+                            if let Err(err) = store.record_event(&stored(&event)) {
+                                tracing::warn!(error = %err, target = %event.target, "storing an event failed");
+                            }
+                            tracing::info!(target = %event.target, event = ?event.event, "path event");
+                            let _ = events.send(event);
+                        }
                         // Like a target's round: stored even when the live
                         // view dropped it (multipath just turned off), since
                         // it was measured; a failure is in the store's health.

@@ -329,11 +329,13 @@ pub fn path_summary(event: &PathEvent) -> String {
             before,
             after,
             first_changed_ttl,
+            branch,
             ..
         } => {
             let i = usize::from(*first_changed_ttl).saturating_sub(1);
+            let which = branch.map_or_else(String::new, |b| format!(" of branch {b}"));
             format!(
-                "route changed at hop {first_changed_ttl}: {} → {} ({} → {} hops)",
+                "route{which} changed at hop {first_changed_ttl}: {} → {} ({} → {} hops)",
                 before.get(i).map_or_else(|| "-".to_owned(), addr),
                 after.get(i).map_or_else(|| "-".to_owned(), addr),
                 before.len(),
@@ -573,6 +575,7 @@ mod tests {
                 before: vec![a(0), a(1), a(2)],
                 after: vec![a(0), a(11), None, a(2)],
                 first_changed_ttl: 2,
+                branch: None,
             },
         };
         let dto = live_event(&event);
@@ -582,6 +585,25 @@ mod tests {
             "route changed at hop 2: 198.18.1.2 → 198.18.11.2 (3 → 4 hops)"
         );
         assert_eq!(dto.detail["first_changed_ttl"], 2);
+        assert!(dto.detail.get("branch").is_none(), "{:#}", dto.detail);
+        let of_branch = TargetEvent {
+            target: TargetId::new("t").unwrap(),
+            event: PathEvent::RouteChanged {
+                at_ms: 7,
+                before: vec![a(0), a(1), a(2)],
+                after: vec![a(0), a(11), a(2)],
+                first_changed_ttl: 2,
+                branch: crate::model::BranchIndex::new(2),
+            },
+        };
+        let branch_dto = live_event(&of_branch);
+        assert_eq!(
+            branch_dto.summary,
+            "route of branch 2 changed at hop 2: 198.18.1.2 → 198.18.11.2 (3 → 3 hops)"
+        );
+        assert_eq!(branch_dto.detail["branch"], 2);
+        let stored = crate::monitor::pipeline::stored(&of_branch);
+        assert_eq!(stored_event(&stored).summary, branch_dto.summary);
         let stored = crate::monitor::pipeline::stored(&event);
         assert_eq!(stored_event(&stored).summary, dto.summary);
         let alert = StoredEvent {

@@ -173,9 +173,16 @@ impl WebApi {
                         Err(broadcast::error::RecvError::Closed) => return,
                     };
                     let Some(api) = api.upgrade() else { return };
-                    let route =
-                        matches!(event.event, crate::analysis::PathEvent::RouteChanged { .. });
-                    api.tap.count_event(&event.target, route);
+                    match &event.event {
+                        // A multipath branch's: not the target's own route.
+                        crate::analysis::PathEvent::RouteChanged {
+                            branch: Some(_), ..
+                        } => {}
+                        e => api.tap.count_event(
+                            &event.target,
+                            matches!(e, crate::analysis::PathEvent::RouteChanged { .. }),
+                        ),
+                    }
                     let _ = api.events.send(convert::live_event(&event));
                 }
             }));
