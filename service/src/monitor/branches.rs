@@ -546,16 +546,22 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_route_change_rediscovers_at_once_then_once_per_holdoff_and_other_targets_do_not() {
-        let id = crate::model::TargetId::new("t").unwrap();
+    /// Settings that rediscover every 900 ms, with a holdoff of 400 ms
+    /// after a route change's discovery.
+    fn quick_rediscovery() -> (MultipathSettings, Duration) {
         let settings = MultipathSettings {
             max_branches: 4,
             confidence: crate::probe::multipath::Confidence::DEFAULT,
             rediscover: Duration::from_millis(900),
             max_probes: 100,
         };
-        let holdoff = Duration::from_millis(400);
+        (settings, Duration::from_millis(400))
+    }
+
+    #[tokio::test]
+    async fn a_route_change_rediscovers_at_once_then_once_per_holdoff_and_other_targets_do_not() {
+        let id = crate::model::TargetId::new("t").unwrap();
+        let (settings, holdoff) = quick_rediscovery();
         let (events, mut rx) = broadcast::channel(8);
         let change = |target: &str| TargetEvent {
             target: crate::model::TargetId::new(target).unwrap(),
@@ -605,13 +611,7 @@ mod tests {
     #[tokio::test]
     async fn a_branch_route_change_rediscovers_like_the_targets_own_unless_already_discovered() {
         let id = crate::model::TargetId::new("t").unwrap();
-        let settings = MultipathSettings {
-            max_branches: 4,
-            confidence: crate::probe::multipath::Confidence::DEFAULT,
-            rediscover: Duration::from_millis(900),
-            max_probes: 100,
-        };
-        let holdoff = Duration::from_millis(400);
+        let (settings, holdoff) = quick_rediscovery();
         let (events, mut rx) = broadcast::channel(8);
         let branch_change = |at_ms: u64| TargetEvent {
             target: id.clone(),

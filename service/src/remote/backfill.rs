@@ -433,6 +433,22 @@ mod tests {
         labels
     }
 
+    /// Every sample the backfill rebuilds, three series a chunk, per series
+    /// as (seconds after `T0`, value).
+    fn rebuild_all(backfill: &mut Backfill, store: &Store) -> BTreeMap<SeriesKey, Vec<(u64, f64)>> {
+        let mut all: BTreeMap<SeriesKey, Vec<(u64, f64)>> = BTreeMap::new();
+        while backfill.remaining_ticks() > 0 {
+            for series in backfill.next_chunk(store, 3).unwrap() {
+                let samples = series
+                    .samples
+                    .iter()
+                    .map(|s| ((s.timestamp as u64 - T0) / 1000, s.value));
+                all.entry(series.labels).or_default().extend(samples);
+            }
+        }
+        all
+    }
+
     #[test]
     fn a_gap_is_rebuilt_from_stored_rounds() {
         let dir = tempfile::tempdir().unwrap();
@@ -476,18 +492,8 @@ mod tests {
         let mut backfill = Backfill::new(gap, 10, &intervals);
         // MOS is not determined by rounds: not planned.
         assert_eq!(backfill.series_per_tick(), 6);
-        let mut all: BTreeMap<SeriesKey, Vec<Sample>> = BTreeMap::new();
-        while backfill.remaining_ticks() > 0 {
-            for series in backfill.next_chunk(&store, 3).unwrap() {
-                all.entry(series.labels).or_default().extend(series.samples);
-            }
-        }
-        let values = |k: &SeriesKey| -> Vec<(u64, f64)> {
-            all[k]
-                .iter()
-                .map(|s| ((s.timestamp as u64 - T0) / 1000, s.value))
-                .collect()
-        };
+        let all = rebuild_all(&mut backfill, &store);
+        let values = |k: &SeriesKey| all[k].clone();
         // Counters go on from the value before the gap, one round a second.
         assert_eq!(
             values(&sent),
@@ -530,7 +536,7 @@ mod tests {
         assert!(values(&running).iter().all(|(_, v)| *v == 1.0));
         // Samples are oldest first within each series.
         for samples in all.values() {
-            assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+            assert!(samples.windows(2).all(|w| w[0].0 < w[1].0));
         }
     }
 
@@ -591,19 +597,9 @@ mod tests {
         let intervals = [("dst".to_owned(), Duration::from_secs(1))].into();
         let mut backfill = Backfill::new(gap, 10, &intervals);
         assert_eq!(backfill.series_per_tick(), 5);
-        let mut all: BTreeMap<SeriesKey, Vec<Sample>> = BTreeMap::new();
-        while backfill.remaining_ticks() > 0 {
-            for series in backfill.next_chunk(&store, 3).unwrap() {
-                all.entry(series.labels).or_default().extend(series.samples);
-            }
-        }
+        let all = rebuild_all(&mut backfill, &store);
         assert!(!all.contains_key(&rounds_2) && !all.contains_key(&loss_0));
-        let values = |k: &SeriesKey| -> Vec<(u64, f64)> {
-            all[k]
-                .iter()
-                .map(|s| ((s.timestamp as u64 - T0) / 1000, s.value))
-                .collect()
-        };
+        let values = |k: &SeriesKey| all[k].clone();
         let ticks = [14, 19, 24, 29, 34, 39, 44, 49];
         let at = |value: f64| ticks.iter().map(|&t| (t, value)).collect::<Vec<_>>();
         // Each branch over the window of its own last 10 rounds.
