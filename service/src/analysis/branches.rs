@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use super::findings::{self, DegradationKind, Evidence, HopView};
 use super::hop::{HopStats, StatsSnapshot};
+use super::path;
 use super::{Localisation, PathEvent};
 use crate::model::{BranchIndex, BranchLayout, BranchPath, HopOutcome, RoundRecord};
 
@@ -117,12 +118,7 @@ impl BranchStats {
     /// [`super::path`]), so neither its TTL nor answers from it on count.
     fn answers(round: &RoundRecord, first_ttl: u8) -> (Vec<(usize, IpAddr)>, Option<usize>) {
         let reached = round.destination_ttl.map(|t| t.get());
-        let ambiguous = reached.is_some_and(|d| {
-            round
-                .hops
-                .iter()
-                .any(|h| h.ttl.get() == d - 1 && (h.is_lost() || h.reached()))
-        });
+        let ambiguous = path::hop_count_is_ambiguous(round);
         let below = if ambiguous { reached } else { None };
         let answers = round
             .path_samples()
@@ -825,6 +821,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A 100-round window, changes confirmed after 3 rounds, on [`layout`].
+    fn analysis() -> BranchesAnalysis {
+        let mut a = BranchesAnalysis::new(100, 3);
+        a.set_layout(layout());
+        a
+    }
+
     fn layout() -> BranchLayout {
         let path = |n: u8, via: &str| BranchPath {
             index: BranchIndex::new(n).unwrap(),
@@ -895,8 +898,7 @@ mod tests {
 
     #[test]
     fn branches_split_after_the_balancer_and_join_where_they_meet() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let a = analysis();
         let snap = a.snapshot().unwrap();
         for b in &snap.branches {
             assert_eq!((b.split_ttl, b.join_ttl), (Some(1), Some(3)), "{b:?}");
@@ -909,8 +911,7 @@ mod tests {
 
     #[test]
     fn loss_on_one_branch_is_named_by_its_router_and_the_other_stays_clean() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         let one = BranchIndex::new(1).unwrap();
         let two = BranchIndex::new(2).unwrap();
         for seq in 0..100 {
@@ -937,8 +938,7 @@ mod tests {
 
     #[test]
     fn loss_on_every_branch_is_no_branch_finding() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         for seq in 0..100 {
             for (n, via) in [(1, "198.18.1.2"), (2, "198.18.2.2")] {
                 let lost = seq % 3 == 0;
@@ -950,8 +950,7 @@ mod tests {
 
     #[test]
     fn a_rediscovery_keeps_the_statistics_of_an_unchanged_branch() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         let one = BranchIndex::new(1).unwrap();
         a.record(one, &round(0, "198.18.1.2", false));
         let mut next = layout();
@@ -990,8 +989,7 @@ mod tests {
 
     #[test]
     fn a_branch_20_ms_slower_is_named_by_its_router_where_the_delay_starts() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         feed(&mut a, 0, 100, 2, 20 * MS);
         let found = latency_findings(&a);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -1022,8 +1020,7 @@ mod tests {
 
     #[test]
     fn a_delay_from_the_join_on_is_placed_there_and_named_by_the_branch_router() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         // The member link into the join router is slow: hop 2 answers in
         // time, the join (hop 3, on both branches) and the destination late.
         feed(&mut a, 0, 100, 3, 20 * MS);
@@ -1047,8 +1044,7 @@ mod tests {
 
     #[test]
     fn equal_branches_and_small_differences_are_no_latency_finding() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         feed(&mut a, 0, 100, 2, 0);
         assert!(a.snapshot().unwrap().findings.is_empty());
         // 3 ms more is 75 % more here, but under the 5 ms margin.
@@ -1058,8 +1054,7 @@ mod tests {
 
     #[test]
     fn a_long_path_is_not_slow_for_a_few_ms_more() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         // Both ~104 ms; branch 2 is 10 ms (10 %) slower: under 50 %.
         for seq in 0..100 {
             a.record(
@@ -1076,8 +1071,7 @@ mod tests {
 
     #[test]
     fn too_few_answers_are_no_latency_finding() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         feed(&mut a, 0, LATENCY_MIN_ANSWERS - 1, 2, 20 * MS);
         assert!(latency_findings(&a).is_empty());
         feed(&mut a, LATENCY_MIN_ANSWERS - 1, 1, 2, 20 * MS);
@@ -1086,8 +1080,7 @@ mod tests {
 
     #[test]
     fn the_median_is_the_windows_p50() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         for seq in 0..37 {
             a.record(
                 BranchIndex::new(1).unwrap(),
@@ -1100,8 +1093,7 @@ mod tests {
 
     #[test]
     fn a_slow_branch_clears_with_hysteresis() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         feed(&mut a, 0, 100, 2, 20 * MS);
         assert_eq!(latency_findings(&a).len(), 1);
         // 3 ms more would not raise (above), but a slow branch stays slow
@@ -1119,8 +1111,7 @@ mod tests {
 
     #[test]
     fn a_lossy_and_slow_branch_has_both_findings_loss_first() {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         for seq in 0..100 {
             a.record(
                 BranchIndex::new(1).unwrap(),
@@ -1146,8 +1137,7 @@ mod tests {
     #[test]
     fn a_branch_whose_flow_takes_another_path_for_confirm_rounds_is_a_route_change_of_that_branch()
     {
-        let mut a = BranchesAnalysis::new(100, 3);
-        a.set_layout(layout());
+        let mut a = analysis();
         let one = BranchIndex::new(1).unwrap();
         let two = BranchIndex::new(2).unwrap();
         let mut events = Vec::new();

@@ -289,20 +289,26 @@ struct Observation<'a> {
     answers_below: Option<u8>,
 }
 
+/// Whether `round`'s destination TTL may be one too high: its lowest
+/// answering TTL `d` is evidence of the hop count only when TTL `d - 1` was
+/// answered by a router; when the probe at `d - 1` was lost, that loss may
+/// have been the destination's own reply, so under loss the destination
+/// seems one hop further away.
+pub(super) fn hop_count_is_ambiguous(round: &RoundRecord) -> bool {
+    round.destination_ttl.map(Ttl::get).is_some_and(|d| {
+        round
+            .hops
+            .iter()
+            .any(|h| h.ttl.get() == d - 1 && (h.is_lost() || h.reached()))
+    })
+}
+
 impl<'a> Observation<'a> {
-    /// The destination's lowest answering TTL `d` is evidence of the hop count
-    /// only when TTL `d - 1` was answered by a router: when the probe at `d - 1`
-    /// was lost, that loss may have been the destination's own reply, so under
-    /// loss the destination seems one hop further away. Such a round says
-    /// nothing about the hop count, nor about TTLs from `d` on.
+    /// See [`hop_count_is_ambiguous`]: such a round says nothing about the
+    /// hop count, nor about TTLs from the destination's on.
     fn new(round: &'a RoundRecord) -> Observation<'a> {
         let reached = round.destination_ttl.map(Ttl::get);
-        let ambiguous = reached.is_some_and(|d| {
-            round
-                .hops
-                .iter()
-                .any(|h| h.ttl.get() == d - 1 && (h.is_lost() || h.reached()))
-        });
+        let ambiguous = hop_count_is_ambiguous(round);
         if ambiguous {
             Observation {
                 round,

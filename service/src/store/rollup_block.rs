@@ -82,7 +82,8 @@ pub fn encode(entries: &[Entry]) -> Vec<u8> {
     codec::encode_as(VALUE_FORMAT_COLUMNS, &c)
 }
 
-/// One rollup as a value of its own.
+/// One rollup as a value of its own (the form [`decode_one`] reads).
+#[cfg(test)]
 pub fn encode_one(stats: Stats) -> Vec<u8> {
     encode(&[Entry {
         series: SeriesNum(0),
@@ -91,8 +92,8 @@ pub fn encode_one(stats: Stats) -> Vec<u8> {
     }])
 }
 
-/// A value of one rollup: written by [`encode_one`], or a `RollupV1` (format
-/// 1, histogram at grouping power 7) that an older hopwatch wrote.
+/// A value of one rollup: the columns of a single entry, or a `RollupV1`
+/// (format 1, histogram at grouping power 7) that an older hopwatch wrote.
 pub fn decode_one(bytes: &[u8]) -> Result<Stats, BlockError> {
     if bytes.first() == Some(&VALUE_FORMAT_COLUMNS) {
         let mut entries = decode(bytes)?;

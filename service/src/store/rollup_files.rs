@@ -270,6 +270,7 @@ impl RollupFiles {
 
     /// Keeps one series' rollup of a bucket in memory until the next section
     /// is written (see [`RollupFiles::insert_bucket`]).
+    #[cfg(test)]
     pub fn insert(&self, target: TargetNum, series: SeriesNum, bucket_ms: u64, stats: Stats) {
         self.insert_bucket(target, bucket_ms, [(series, stats)]);
     }
