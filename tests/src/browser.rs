@@ -219,23 +219,43 @@ async fn connect(
 /// Runs `script` every 250 ms until it returns something truthy (not
 /// null/false/0/""), which it returns; fails after 30 s with the last value.
 /// `what` names the awaited state in the error.
+///
+/// A `TypeError` thrown by the script counts as "not yet": after a reload or
+/// a navigation the page builds its elements from the API's answers, so for
+/// a moment `querySelector` finds nothing and reading a property of it
+/// throws. The error is kept as the last value, so a wait that times out
+/// still names it; any other error fails at once.
 pub async fn wait_js(client: &Client, what: &str, script: &str) -> Result<Value, BrowserError> {
+    let guarded = format!(
+        "try {{ return {{ value: (() => {{ {script} }})() }}; }} \
+         catch (e) {{ if (e instanceof TypeError) return {{ pending: String(e) }}; throw e; }}"
+    );
     let start = Instant::now();
     loop {
-        let value =
+        let answer =
             client
-                .execute(script, vec![])
+                .execute(&guarded, vec![])
                 .await
                 .map_err(|source| BrowserError::Script {
                     what: what.to_owned(),
                     source: Box::new(source),
                 })?;
-        let truthy = match &value {
-            Value::Null | Value::Bool(false) => false,
-            Value::Number(n) => n.as_f64() != Some(0.0),
-            Value::String(s) => !s.is_empty(),
-            _ => true,
+        // `{value}` once the script ran (no key when it returned
+        // undefined), `{pending}` while the page is still being built.
+        let (value, pending) = match answer {
+            Value::Object(mut answer) => match answer.remove("pending") {
+                Some(error) => (error, true),
+                None => (answer.remove("value").unwrap_or(Value::Null), false),
+            },
+            other => (other, false),
         };
+        let truthy = !pending
+            && match &value {
+                Value::Null | Value::Bool(false) => false,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
         if truthy {
             return Ok(value);
         }
@@ -250,10 +270,13 @@ pub async fn wait_js(client: &Client, what: &str, script: &str) -> Result<Value,
     }
 }
 
-/// The first element `css` selects.
+/// The first element `css` selects, once the page has built it (pages build
+/// their controls from the API's answers, a moment after they load).
 async fn find(client: &Client, action: &'static str, css: &str) -> Result<Element, BrowserError> {
     client
-        .find(Locator::Css(css))
+        .wait()
+        .at_most(SCRIPT_LIMIT)
+        .for_element(Locator::Css(css))
         .await
         .map_err(|source| element_error(action, css, source))
 }
