@@ -14,8 +14,7 @@ use histogram::Histogram32;
 use sled::Batch;
 
 use crate::model::{RoundRecord, TargetId};
-use crate::store::buffer::{RawEntry, WriteBuffer};
-use crate::store::chunk;
+use crate::store::buffer::WriteBuffer;
 use crate::store::codec::{decode, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::keys::{
@@ -23,6 +22,7 @@ use crate::store::keys::{
     SeriesNum, TargetNum,
 };
 use crate::store::open_minutes::OpenMinutes;
+use crate::store::packed::PackedRounds;
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, Stats};
 use crate::store::rollup_block;
@@ -400,59 +400,65 @@ impl Store {
         }
 
         // Peers' batches go to sled as before; targets' rounds to the files,
-        // one target at a time: its rounds are decoded, encoded into the
+        // one target at a time: its packs are decoded, encoded into the
         // batch and counted in its open minutes, then dropped, so a flush
         // never holds every target's rounds at once.
         let mut first_minute: HashMap<TargetNum, u64> = HashMap::new();
         let mut dirty_minutes: BTreeSet<(TargetNum, u64)> = BTreeSet::new();
         let mut records = RecordBatch::default();
+        let targets = sys::read(&self.targets);
         if !buf.raw.is_empty() {
             let mut batch = Batch::default();
-            let mut by_target: BTreeMap<TargetNum, Vec<(u64, &RawEntry)>> = BTreeMap::new();
-            let targets = sys::read(&self.targets);
             for entry in &buf.raw {
                 let (num, at) = (entry.target, entry.at_ms);
                 if targets.is_peer(num) {
                     w.insert(&mut batch, &entry.key(), &entry.value);
                     note_minute(state, num, at, &mut first_minute, &mut dirty_minutes);
-                } else if targets.name(num).is_some() {
-                    by_target.entry(num).or_default().push((at, entry));
                 }
             }
-            let mut rounds: Vec<RoundRecord> = Vec::new();
-            for (num, entries) in by_target {
-                let Some(name) = targets.name(num) else {
-                    continue;
-                };
-                rounds.clear();
-                for (at, entry) in entries {
-                    match decode::<RawRoundV1>(&entry.value)
-                        .and_then(|raw| raw.into_round(name.clone(), at))
-                    {
-                        Ok(mut round) => {
-                            chunk::as_stored(&mut round);
-                            rounds.push(round);
-                            note_minute(state, num, at, &mut first_minute, &mut dirty_minutes);
-                        }
-                        Err(error) => self.note_corrupt(RAW, &entry.key(), &error),
-                    }
-                }
-                sort_rounds(&mut rounds);
-                records.add(num, &rounds);
-                let done = state
-                    .minute_done
-                    .get(&num)
-                    .or(first_minute.get(&num))
-                    .copied()
-                    .unwrap_or(0);
-                let into = open.entry(num).or_default();
-                for round in rounds.iter().filter(|r| r.started_at_ms >= done) {
-                    into.add(round);
-                }
-            }
-            drop(targets);
             w.apply(&trees.raw, batch, "write peer batches")?;
         }
+        let mut by_target: BTreeMap<TargetNum, Vec<&PackedRounds>> = BTreeMap::new();
+        for (num, pack) in buf.packs() {
+            by_target.entry(num).or_default().push(pack);
+        }
+        let mut rounds: Vec<RoundRecord> = Vec::new();
+        for (num, packs) in by_target {
+            let Some(name) = targets.name(num) else {
+                continue;
+            };
+            rounds.clear();
+            for pack in packs {
+                match pack.rounds(name) {
+                    Ok(found) => rounds.extend(found),
+                    Err(error) => {
+                        tracing::error!(target = %name, %error, "buffered rounds unreadable")
+                    }
+                }
+            }
+            for round in &rounds {
+                note_minute(
+                    state,
+                    num,
+                    round.started_at_ms,
+                    &mut first_minute,
+                    &mut dirty_minutes,
+                );
+            }
+            sort_rounds(&mut rounds);
+            records.add(num, &rounds);
+            let done = state
+                .minute_done
+                .get(&num)
+                .or(first_minute.get(&num))
+                .copied()
+                .unwrap_or(0);
+            let into = open.entry(num).or_default();
+            for round in rounds.iter().filter(|r| r.started_at_ms >= done) {
+                into.add(round);
+            }
+        }
+        drop(targets);
         if !records.is_empty() {
             let mut segments = sys::lock(&self.segments);
             let segments = segments.as_mut().ok_or_else(|| StoreError::Unavailable {
@@ -508,7 +514,7 @@ impl Store {
         }
         Ok(FlushReport {
             seq: 0,
-            rounds: buf.raw.len(),
+            rounds: buf.raw.len() + buf.rounds(),
             events: buf.events.len(),
             rollups: w.rollups,
             swept,

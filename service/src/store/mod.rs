@@ -79,6 +79,7 @@ mod flush;
 mod hourfiles;
 pub mod keys;
 mod open_minutes;
+pub mod packed;
 pub mod peers;
 pub mod query;
 pub mod rawlog;
@@ -100,8 +101,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{RoundRecord, TargetId};
 use crate::sys::{self, now_ms};
-use buffer::{Entry, RawEntry, WriteBuffer};
-use codec::{encode, EventV1, RawRoundV1};
+use buffer::{Entry, WriteBuffer};
+use codec::{encode, EventV1};
 use flush::FlushState;
 use keys::{event_key, TargetNum};
 use rollup_files::{Grain, RollupFiles};
@@ -417,13 +418,8 @@ impl Store {
     /// name its target: the key's number does).
     fn record_round_as(&self, series: &TargetId, round: &RoundRecord) -> Result<(), StoreError> {
         let num = self.target_num(series)?;
-        let entry = RawEntry::new(
-            num,
-            round.started_at_ms,
-            encode(&RawRoundV1::from_round(round)),
-        );
         let mut pending = sys::lock(&self.pending);
-        pending.push_raw(entry);
+        pending.push_round(num, round);
         self.enforce_cap(&mut pending);
         Ok(())
     }
@@ -546,7 +542,7 @@ impl Store {
     fn drop_disabled(&self, batch: &WriteBuffer, now_ms: u64) -> StoreError {
         self.counters
             .dropped_rounds
-            .fetch_add(batch.raw.len() as u64, Ordering::Relaxed);
+            .fetch_add((batch.raw.len() + batch.rounds()) as u64, Ordering::Relaxed);
         self.counters
             .dropped_events
             .fetch_add(batch.events.len() as u64, Ordering::Relaxed);

@@ -13,8 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{BranchIndex, HopSample, RoundRecord, TargetId};
 use crate::probe::Rtt;
-use crate::store::buffer::RawEntry;
-use crate::store::chunk;
 use crate::store::codec::{decode, EventV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::flush::sled_err;
@@ -423,20 +421,19 @@ impl Store {
         from_ms: u64,
         to_ms: u64,
     ) -> Vec<RoundRecord> {
-        let entries: Vec<RawEntry> = sys::lock(&self.pending)
-            .raw
-            .iter()
-            .filter(|e| e.target == num && (from_ms..to_ms).contains(&e.at_ms))
-            .cloned()
-            .collect();
-        entries
-            .iter()
-            .filter_map(|e| self.decode_round(target, &e.key(), &e.value).ok())
-            .map(|mut round| {
-                chunk::as_stored(&mut round);
-                round
-            })
-            .collect()
+        let pending = sys::lock(&self.pending);
+        let mut rounds = Vec::new();
+        for pack in pending.packs_of(num) {
+            match pack.rounds(target) {
+                Ok(found) => rounds.extend(
+                    found
+                        .into_iter()
+                        .filter(|r| (from_ms..to_ms).contains(&r.started_at_ms)),
+                ),
+                Err(error) => tracing::error!(%target, %error, "buffered rounds unreadable"),
+            }
+        }
+        rounds
     }
 
     /// The newest stored round of `target` (to resume its sequence after a restart).
