@@ -10,7 +10,7 @@
 //! buffered: they are derived from stored raw rounds at flush time, so a
 //! dropped round is simply absent from both.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::model::{RoundRecord, TargetId};
 use crate::store::keys::{raw_key, TargetNum};
@@ -104,12 +104,27 @@ impl WriteBuffer {
     }
 
     /// `target`'s packs, oldest first.
-    pub fn packs_of(&self, target: TargetNum) -> impl Iterator<Item = &PackedRounds> {
+    fn packs_of(&self, target: TargetNum) -> impl Iterator<Item = &PackedRounds> {
         self.kept_packs
             .iter()
             .filter(move |(num, _)| *num == target)
             .map(|(_, pack)| pack)
             .chain(self.open_packs.get(&target))
+    }
+
+    /// Every series' packs, oldest first, in series number order (one
+    /// pass: a long full disk leaves many packs).
+    pub fn packs_by_series(&self) -> BTreeMap<TargetNum, Vec<&PackedRounds>> {
+        let mut by_series: BTreeMap<TargetNum, Vec<&PackedRounds>> = BTreeMap::new();
+        for (num, pack) in self.packs() {
+            by_series.entry(num).or_default().push(pack);
+        }
+        by_series
+    }
+
+    /// Series `num`'s buffered rounds as `name`'s, in the order they came.
+    pub fn rounds_of(&self, num: TargetNum, name: &TargetId) -> Vec<RoundRecord> {
+        unpack(self.packs_of(num), name)
     }
 
     /// Bytes of keys and values buffered (target names included).
@@ -182,9 +197,7 @@ impl WriteBuffer {
     /// packs. `false` if no round is buffered.
     fn drop_oldest_round(&mut self) -> bool {
         if let Some((_, pack)) = self.kept_packs.front_mut() {
-            let before = pack.bytes();
-            pack.drop_first();
-            self.bytes -= before - pack.bytes();
+            self.bytes -= cut_first(pack);
             if pack.is_empty() {
                 self.kept_packs.pop_front();
             }
@@ -203,14 +216,36 @@ impl WriteBuffer {
             return false;
         };
         let pack = self.open_packs.get_mut(&oldest).expect("just found");
-        let before = pack.bytes();
-        pack.drop_first();
-        self.bytes -= before - pack.bytes();
+        self.bytes -= cut_first(pack);
         if pack.is_empty() {
             self.open_packs.remove(&oldest);
         }
         true
     }
+}
+
+/// The rounds of one series' `packs` as `name`'s, in the order they came
+/// (a pack that does not read back is logged and skipped: a bug, since
+/// packs live in memory only).
+pub fn unpack<'a>(
+    packs: impl IntoIterator<Item = &'a PackedRounds>,
+    name: &TargetId,
+) -> Vec<RoundRecord> {
+    let mut rounds = Vec::new();
+    for pack in packs {
+        match pack.rounds(name) {
+            Ok(found) => rounds.extend(found),
+            Err(error) => tracing::error!(target = %name, %error, "buffered rounds unreadable"),
+        }
+    }
+    rounds
+}
+
+/// Cuts `pack`'s oldest round off; the bytes that freed.
+fn cut_first(pack: &mut PackedRounds) -> usize {
+    let before = pack.bytes();
+    pack.drop_first();
+    before - pack.bytes()
 }
 
 #[cfg(test)]
@@ -300,9 +335,8 @@ mod tests {
 
     /// Start times of `num`'s buffered rounds, oldest first.
     fn starts(buf: &WriteBuffer, num: u32) -> Vec<u64> {
-        let target = TargetId::new("t").unwrap();
-        buf.packs_of(TargetNum(num))
-            .flat_map(|pack| pack.rounds(&target).unwrap())
+        buf.rounds_of(TargetNum(num), &TargetId::new("t").unwrap())
+            .iter()
             .map(|r| r.started_at_ms)
             .collect()
     }

@@ -105,7 +105,8 @@ fn source_from_code(code: u8) -> Result<TimestampSource, ChunkError> {
     source_of_code(code).ok_or(ChunkError::UnknownSource(code))
 }
 
-fn to_us(rtt: Rtt) -> u64 {
+/// `rtt` to the nearest microsecond: the resolution every stored form keeps.
+pub(crate) fn to_us(rtt: Rtt) -> u64 {
     rtt.as_nanos().saturating_add(500) / 1_000
 }
 

@@ -14,7 +14,7 @@ use histogram::Histogram32;
 use sled::Batch;
 
 use crate::model::{RoundRecord, TargetId};
-use crate::store::buffer::WriteBuffer;
+use crate::store::buffer::{unpack, WriteBuffer};
 use crate::store::codec::{decode, PeerBatchV1, RawRoundV1};
 use crate::store::error::StoreError;
 use crate::store::keys::{
@@ -22,7 +22,6 @@ use crate::store::keys::{
     SeriesNum, TargetNum,
 };
 use crate::store::open_minutes::OpenMinutes;
-use crate::store::packed::PackedRounds;
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, Stats};
 use crate::store::rollup_block;
@@ -418,24 +417,11 @@ impl Store {
             }
             w.apply(&trees.raw, batch, "write peer batches")?;
         }
-        let mut by_target: BTreeMap<TargetNum, Vec<&PackedRounds>> = BTreeMap::new();
-        for (num, pack) in buf.packs() {
-            by_target.entry(num).or_default().push(pack);
-        }
-        let mut rounds: Vec<RoundRecord> = Vec::new();
-        for (num, packs) in by_target {
+        for (num, packs) in buf.packs_by_series() {
             let Some(name) = targets.name(num) else {
                 continue;
             };
-            rounds.clear();
-            for pack in packs {
-                match pack.rounds(name) {
-                    Ok(found) => rounds.extend(found),
-                    Err(error) => {
-                        tracing::error!(target = %name, %error, "buffered rounds unreadable")
-                    }
-                }
-            }
+            let mut rounds = unpack(packs, name);
             for round in &rounds {
                 note_minute(
                     state,

@@ -27,6 +27,7 @@ use std::net::IpAddr;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::chunk::to_us;
 use super::codec::{source_code, source_of_code};
 use crate::model::{HopSample, RoundRecord, TargetId};
 use crate::probe::{Rtt, TimestampSource, Ttl};
@@ -75,10 +76,6 @@ pub enum PackError {
 
 /// A decoded round's hops, destination TTL and timestamp source.
 type Decoded = (Vec<HopSample>, Option<Ttl>, TimestampSource);
-
-fn to_us(rtt: Rtt) -> u64 {
-    rtt.as_nanos().saturating_add(500) / 1_000
-}
 
 fn put<T: Serialize>(out: &mut Vec<u8>, value: &T) {
     // Scalars onto a Vec: postcard fails only when a serializer does.

@@ -421,18 +421,8 @@ impl Store {
         from_ms: u64,
         to_ms: u64,
     ) -> Vec<RoundRecord> {
-        let pending = sys::lock(&self.pending);
-        let mut rounds = Vec::new();
-        for pack in pending.packs_of(num) {
-            match pack.rounds(target) {
-                Ok(found) => rounds.extend(
-                    found
-                        .into_iter()
-                        .filter(|r| (from_ms..to_ms).contains(&r.started_at_ms)),
-                ),
-                Err(error) => tracing::error!(%target, %error, "buffered rounds unreadable"),
-            }
-        }
+        let mut rounds = sys::lock(&self.pending).rounds_of(num, target);
+        rounds.retain(|r| (from_ms..to_ms).contains(&r.started_at_ms));
         rounds
     }
 
