@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step's heading says how far into the suite it starts, so a CI log
+# shows where the time goes (the README's budget: under 45 minutes).
+step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 step "setup (deploy/setup-test.sh: the toolchain, the lab and every test tool)"
 bash deploy/setup-test.sh
@@ -94,3 +96,5 @@ step "the arm64 VM (deploy/vm.sh --arch arm64 test)"
 # cached (target/vm-arm64/); building that image the first time takes longer
 # (docs/install.md, "arm64", has both figures).
 HOPWATCH_BIN="$arm64_bin" bash deploy/vm.sh --arch arm64 test
+
+step "done"
