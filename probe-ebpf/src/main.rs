@@ -2,7 +2,7 @@
 //! probes (and writes the transmit timestamp into our STAMP packets, see
 //! stamp.rs), and
 //! a TC ingress classifier that matches replies to those stamps and sends one
-//! [`ReplyEvent`] per answered probe to userspace.
+//! [`ReplyEventOf`] per answered probe to userspace.
 //!
 //! The contract (map names, key layout, event layout, counters) lives in
 //! probe-common; the loader is service/src/probe/ebpf/. The programs never
@@ -23,7 +23,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hopwatch_probe_common::{
-    counter, ProbeFilter, ProbeKey, ReplyEvent, EVENTS_BYTES, PROBE_TX_CAPACITY, REPLY_SNAP_LEN,
+    counter, ProbeFilter, ProbeKey, ReplyEventOf, EVENTS_BYTES, PROBE_TX_CAPACITY, REPLY_SNAP_LEN,
+    REPLY_SNAP_SMALL,
     STAMP_PORTS_CAPACITY,
 };
 
@@ -229,15 +230,28 @@ fn try_ingress(ctx: &TcContext) -> Result<(), ParseError> {
 }
 
 /// Writes the event straight into the ring buffer (it is too big for the
-/// 512-byte BPF stack), including a snapshot of the reply for userspace parsing.
+/// 512-byte BPF stack), including a snapshot of the reply for userspace
+/// parsing: in the small form when the whole reply fits, so the ring holds
+/// more replies per byte, else in the full form.
 #[inline(always)]
 fn emit(net: &Net<'_>, reply: &Reply, tx_ns: u64, rx_ns: u64) {
-    let Some(mut entry) = EVENTS.reserve::<ReplyEvent>(0) else {
+    if reply.ip_len <= REPLY_SNAP_SMALL as u32 {
+        emit_sized::<REPLY_SNAP_SMALL>(net, reply, tx_ns, rx_ns);
+    } else {
+        emit_sized::<REPLY_SNAP_LEN>(net, reply, tx_ns, rx_ns);
+    }
+}
+
+/// [`emit`] for one event size. `SNAP` is a power of two (asserted in
+/// probe-common), as [`verifier_bounded_len`] needs.
+#[inline(always)]
+fn emit_sized<const SNAP: usize>(net: &Net<'_>, reply: &Reply, tx_ns: u64, rx_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<ReplyEventOf<SNAP>>(0) else {
         count(counter::RINGBUF_DROP);
         return;
     };
     let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, writable, 8-byte aligned ReplyEvent; all
+    // SAFETY: `ev` points at a reserved, writable, 8-byte aligned event; all
     // writes go through raw field pointers because the memory is uninitialised.
     unsafe {
         core::ptr::addr_of_mut!((*ev).key).write(reply.key);
@@ -251,35 +265,35 @@ fn emit(net: &Net<'_>, reply: &Reply, tx_ns: u64, rx_ns: u64) {
         core::ptr::addr_of_mut!((*ev)._pad).write(0);
         core::ptr::addr_of_mut!((*ev)._pad2).write(0);
         let packet = core::ptr::addr_of_mut!((*ev).packet).cast::<u8>();
-        let snap_len = snapshot(net, packet, reply.ip_len);
+        let snap_len = snapshot::<SNAP>(net, packet, reply.ip_len);
         core::ptr::addr_of_mut!((*ev).snap_len).write(snap_len);
     }
     entry.submit(0);
     count(counter::INGRESS_MATCHED);
 }
 
-/// Copies up to REPLY_SNAP_LEN bytes of the reply, from its IP header on, into
+/// Copies up to `SNAP` bytes of the reply, from its IP header on, into
 /// `packet` and returns how many are valid. Ring buffer memory is not zeroed
 /// by the kernel, so the buffer is cleared first: userspace never sees stale bytes.
 ///
 /// # Safety
-/// `packet` must be valid for REPLY_SNAP_LEN bytes of writes and 8-byte aligned.
+/// `packet` must be valid for `SNAP` bytes of writes and 8-byte aligned.
 #[inline(always)]
-unsafe fn snapshot(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
+unsafe fn snapshot<const SNAP: usize>(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
     let words = packet.cast::<u64>();
-    for i in 0..REPLY_SNAP_LEN / 8 {
-        // SAFETY: in bounds of the REPLY_SNAP_LEN-byte, 8-aligned buffer.
+    for i in 0..SNAP / 8 {
+        // SAFETY: in bounds of the SNAP-byte, 8-aligned buffer.
         unsafe { words.add(i).write(0) };
     }
     let mut len = ip_len;
-    if len > REPLY_SNAP_LEN as u32 {
-        len = REPLY_SNAP_LEN as u32;
+    if len > SNAP as u32 {
+        len = SNAP as u32;
     }
     if len == 0 {
         return 0;
     }
-    let len = verifier_bounded_len(len);
-    // SAFETY: `len` is at most REPLY_SNAP_LEN, the buffer's size.
+    let len = verifier_bounded_len::<SNAP>(len);
+    // SAFETY: `len` is at most SNAP, the buffer's size.
     if unsafe { net.copy_from_start(packet, len) } {
         len
     } else {
@@ -289,20 +303,19 @@ unsafe fn snapshot(net: &Net<'_>, packet: *mut u8, ip_len: u32) -> u32 {
     }
 }
 
-/// Returns `len` (already in 1..=REPLY_SNAP_LEN) in a form whose bound the verifier
+/// Returns `len` (already in 1..=SNAP) in a form whose bound the verifier
 /// can see in the very register passed to the helper.
 ///
 /// A plain clamp is not enough: LLVM may test a zero-extended copy of the value and
 /// pass the original register, whose bounds the verifier then does not know
 /// ("R4 invalid zero-sized read", seen with an earlier version of this code).
 /// `black_box` hides the clamp from LLVM, so it must keep the mask below, and
-/// `((len - 1) & (REPLY_SNAP_LEN - 1)) + 1` is the identity on 1..=REPLY_SNAP_LEN
-/// that the verifier reads as exactly that range.
+/// `((len - 1) & (SNAP - 1)) + 1` is the identity on 1..=SNAP (SNAP a power
+/// of two) that the verifier reads as exactly that range.
 #[inline(always)]
-fn verifier_bounded_len(len: u32) -> u32 {
-    const _: () = assert!(REPLY_SNAP_LEN.is_power_of_two());
+fn verifier_bounded_len<const SNAP: usize>(len: u32) -> u32 {
     let opaque = core::hint::black_box(len);
-    (opaque.wrapping_sub(1) & (REPLY_SNAP_LEN as u32 - 1)) + 1
+    (opaque.wrapping_sub(1) & (SNAP as u32 - 1)) + 1
 }
 
 #[cfg(not(test))]

@@ -493,11 +493,14 @@ impl DaemonOutcome {
             ),
         );
         row(
+            // The lab loses nothing, so an unanswered probe is one the
+            // daemon lost: a reply dropped by a full eBPF ring, say.
             "probes in those rounds (answered)",
             format!(
-                "{} ({:.2} %)",
+                "{} ({:.2} %, {} unanswered)",
                 self.probes,
-                100.0 * self.answered as f64 / self.probes.max(1) as f64
+                100.0 * self.answered as f64 / self.probes.max(1) as f64,
+                self.probes - self.answered
             ),
             format!("{:.2} per round", self.probes as f64 / stored.max(1) as f64),
         );

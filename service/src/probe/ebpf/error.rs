@@ -79,8 +79,12 @@ pub enum EbpfError {
         #[source]
         source: io::Error,
     },
-    #[error("eBPF ring buffer record of {len} bytes is shorter than a ReplyEvent ({expected} bytes); the embedded object does not match this loader")]
-    ShortRecord { len: usize, expected: usize },
+    #[error("eBPF ring buffer record of {len} bytes is neither a small reply event ({small} bytes) nor a full one ({full} bytes); the embedded object does not match this loader")]
+    UnexpectedRecord {
+        len: usize,
+        small: usize,
+        full: usize,
+    },
     #[error("reading the possible CPUs ({path}) for a per-CPU map failed: {source}")]
     PossibleCpus {
         path: &'static str,

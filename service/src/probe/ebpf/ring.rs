@@ -2,7 +2,7 @@
 //! order, awaited through tokio or taken without blocking.
 
 use aya::maps::{MapData, RingBuf};
-use hopwatch_probe_common::ReplyEvent;
+use hopwatch_probe_common::{ReplyEvent, SmallReplyEvent};
 use tokio::io::unix::AsyncFd;
 
 use super::EbpfError;
@@ -91,18 +91,110 @@ impl ReplyEvents {
     }
 }
 
+/// The next record, in whichever of the two sizes the ingress program wrote
+/// it (a small one widened, so the rest of the engine sees one type).
 fn read_one(ring: &mut RingBuf<MapData>) -> Option<Result<ReplyEvent, EbpfError>> {
     let item = ring.next()?;
-    let expected = std::mem::size_of::<ReplyEvent>();
-    if item.len() < expected {
-        return Some(Err(EbpfError::ShortRecord {
-            len: item.len(),
-            expected,
-        }));
+    Some(decode(&item))
+}
+
+fn decode(record: &[u8]) -> Result<ReplyEvent, EbpfError> {
+    const FULL: usize = std::mem::size_of::<ReplyEvent>();
+    const SMALL: usize = std::mem::size_of::<SmallReplyEvent>();
+    match record.len() {
+        // SAFETY (both arms): the record holds exactly the type's size in
+        // bytes, the types are plain old data (every bit pattern valid), and
+        // read_unaligned needs no alignment.
+        FULL => Ok(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<ReplyEvent>()) }),
+        SMALL => {
+            let small =
+                unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SmallReplyEvent>()) };
+            Ok(small.widen())
+        }
+        len => Err(EbpfError::UnexpectedRecord {
+            len,
+            small: SMALL,
+            full: FULL,
+        }),
     }
-    // SAFETY: the record holds at least size_of::<ReplyEvent>() bytes, ReplyEvent is
-    // plain old data (every bit pattern valid), and read_unaligned needs no alignment.
-    Some(Ok(unsafe {
-        std::ptr::read_unaligned(item.as_ptr().cast::<ReplyEvent>())
-    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hopwatch_probe_common::{ProbeKey, REPLY_SNAP_SMALL};
+
+    fn small_event() -> SmallReplyEvent {
+        let mut packet = [0u8; REPLY_SNAP_SMALL];
+        for (i, b) in packet.iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        SmallReplyEvent {
+            key: ProbeKey {
+                dst: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                family: hopwatch_probe_common::family::IPV4,
+                proto: hopwatch_probe_common::ipproto::UDP,
+                flow: 33_434,
+                seq: 7,
+            },
+            responder: [10, 0, 0, 254, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            tx_ns: 1_000,
+            rx_ns: 1_250,
+            ifindex: 3,
+            reply_proto: 1,
+            icmp_type: 11,
+            icmp_code: 0,
+            _pad: 0,
+            snap_len: 92,
+            _pad2: 0,
+            packet,
+        }
+    }
+
+    fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+        // SAFETY: reading a plain-old-data value's own bytes.
+        unsafe {
+            std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn a_small_record_is_widened_with_every_field_and_its_snapshot() {
+        let small = small_event();
+        let event = decode(&bytes_of(&small)).expect("a small record decodes");
+        assert_eq!(event.key, small.key);
+        assert_eq!(event.responder, small.responder);
+        assert_eq!(
+            (event.tx_ns, event.rx_ns, event.rtt_ns()),
+            (1_000, 1_250, 250)
+        );
+        assert_eq!(event.ifindex, 3);
+        assert_eq!(
+            (event.reply_proto, event.icmp_type, event.icmp_code),
+            (1, 11, 0)
+        );
+        assert_eq!(event.snap_len, 92);
+        assert_eq!(event.packet[..REPLY_SNAP_SMALL], small.packet[..]);
+        assert!(event.packet[REPLY_SNAP_SMALL..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_full_record_decodes_as_it_is() {
+        let mut full = small_event().widen();
+        full.packet[200] = 0xAB;
+        full.snap_len = 201;
+        let event = decode(&bytes_of(&full)).expect("a full record decodes");
+        assert_eq!(event.snap_len, 201);
+        assert_eq!(event.packet[200], 0xAB);
+        assert_eq!(event.key, full.key);
+    }
+
+    #[test]
+    fn a_record_of_any_other_length_is_an_error_naming_the_sizes() {
+        let bytes = bytes_of(&small_event());
+        let err = decode(&bytes[..100]).unwrap_err().to_string();
+        assert!(err.contains("100 bytes"), "{err}");
+        assert!(err.contains("200") && err.contains("328"), "{err}");
+    }
 }
