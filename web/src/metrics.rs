@@ -28,15 +28,16 @@ pub const RTT_BUCKETS_SECONDS: [f64; 15] = [
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
     /// Per-bucket (not cumulative) counts, one per bound, then the overflow
-    /// (`+Inf`) bucket: `RTT_BUCKETS_SECONDS.len() + 1` entries.
-    pub buckets: Vec<u64>,
+    /// (`+Inf`) bucket. Inline rather than a `Vec`: the daemon keeps one per
+    /// hop of every target, and the heap block cost 40 bytes more each.
+    pub buckets: [u64; RTT_BUCKETS_SECONDS.len() + 1],
     pub sum_seconds: f64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
-            buckets: vec![0; RTT_BUCKETS_SECONDS.len() + 1],
+            buckets: [0; RTT_BUCKETS_SECONDS.len() + 1],
             sum_seconds: 0.0,
         }
     }

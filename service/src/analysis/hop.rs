@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::responders::{
-    OtherRespondersSnapshot, ResponderSnapshot, Responders, MAX_RESPONDERS_PER_HOP,
-    NO_RESPONDER_TAG,
+    OtherRespondersSnapshot, ResponderSnapshot, Responders, MAX_RESPONDERS_PER_HOP, OTHER_TAG,
 };
 use super::rtt_histogram::RttHistogram;
 use crate::model::HopOutcome;
@@ -21,51 +20,52 @@ pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
 /// RFC 3550 §6.4.1 smoothing: J += (|D| - J) / 16.
 const RFC3550_GAIN: f64 = 1.0 / 16.0;
 
-/// One probe of the window packed in 5 bytes (a hop keeps a window's worth,
-/// so this is most of its memory): the RTT in the first 4, little-endian,
-/// and the responder tag in the last. RTTs below 2^31 ns (2.1 s) are kept
-/// to the nanosecond, longer ones to the microsecond (flagged by the top
-/// bit, up to 35 minutes), so window statistics stay exact on any real path.
+/// One probe of the window packed in 4 bytes (a hop keeps a window's worth,
+/// so this is most of its memory): the responder tag in the top 4 bits, the
+/// RTT in the other 28. RTTs below 2^27 ns (134 ms) are kept to the
+/// nanosecond, longer ones to the microsecond (flagged by bit 27, up to 134 s,
+/// past the longest probe timeout of a minute), so window statistics stay
+/// exact to the kernel stamps' own precision on any real path. A lost probe
+/// is all ones: its tag (15) is no responder's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WindowSample([u8; 5]);
+struct WindowSample(u32);
 
 impl WindowSample {
-    /// The top bit: the rest counts microseconds.
-    const MICROS: u32 = 1 << 31;
-    /// The RTT field of a lost probe.
+    const TAG_SHIFT: u32 = 28;
+    /// Bit 27: the value counts microseconds.
+    const MICROS: u32 = 1 << 27;
+    /// The value's bits.
+    const VALUE: u32 = Self::MICROS - 1;
     const LOST: u32 = u32::MAX;
 
     fn answered(rtt_ns: u64, tag: u8) -> WindowSample {
+        const _: () = assert!(OTHER_TAG < (1 << (32 - WindowSample::TAG_SHIFT)) - 1);
         let rtt = match u32::try_from(rtt_ns) {
             Ok(ns) if ns < Self::MICROS => ns,
-            _ => {
-                let micros = (rtt_ns / 1_000).min(u64::from(Self::LOST - Self::MICROS - 1));
-                Self::MICROS | micros as u32
-            }
+            _ => Self::MICROS | (rtt_ns / 1_000).min(u64::from(Self::VALUE)) as u32,
         };
-        Self::pack(rtt, tag)
+        WindowSample(u32::from(tag.min(OTHER_TAG)) << Self::TAG_SHIFT | rtt)
     }
 
     fn lost() -> WindowSample {
-        Self::pack(Self::LOST, NO_RESPONDER_TAG)
-    }
-
-    fn pack(rtt: u32, tag: u8) -> WindowSample {
-        let [a, b, c, d] = rtt.to_le_bytes();
-        WindowSample([a, b, c, d, tag])
+        WindowSample(Self::LOST)
     }
 
     fn rtt_ns(self) -> Option<u64> {
-        let [a, b, c, d, _] = self.0;
-        match u32::from_le_bytes([a, b, c, d]) {
-            Self::LOST => None,
-            rtt if rtt & Self::MICROS != 0 => Some(u64::from(rtt & !Self::MICROS) * 1_000),
-            ns => Some(u64::from(ns)),
+        if self.0 == Self::LOST {
+            return None;
         }
+        let rtt = self.0 & (Self::MICROS | Self::VALUE);
+        Some(if rtt & Self::MICROS != 0 {
+            u64::from(rtt & Self::VALUE) * 1_000
+        } else {
+            u64::from(rtt)
+        })
     }
 
+    /// The responder tag; 15 (no responder's) for a lost probe.
     fn tag(self) -> u8 {
-        self.0[4]
+        (self.0 >> Self::TAG_SHIFT) as u8
     }
 }
 
@@ -75,7 +75,10 @@ impl WindowSample {
 struct Jitter {
     previous_ns: Option<u64>,
     pairs: u64,
-    sum_ns: u128,
+    /// In f64 rather than u128: exact up to 2^53 ns (104 days of summed
+    /// changes), never overflowing after, and a u128 would align the whole
+    /// hop to 16 bytes.
+    sum_ns: f64,
     max_ns: u64,
     rfc3550_ns: f64,
 }
@@ -85,7 +88,7 @@ impl Jitter {
         if let Some(previous) = self.previous_ns {
             let delta = rtt_ns.abs_diff(previous);
             self.pairs += 1;
-            self.sum_ns += u128::from(delta);
+            self.sum_ns += delta as f64;
             self.max_ns = self.max_ns.max(delta);
             // For round trips, the RFC's transit-time difference D(i-1, i) is the
             // difference of the two RTTs.
@@ -95,7 +98,7 @@ impl Jitter {
     }
 
     fn mean_ns(&self) -> Option<f64> {
-        (self.pairs > 0).then(|| self.sum_ns as f64 / self.pairs as f64)
+        (self.pairs > 0).then(|| self.sum_ns / self.pairs as f64)
     }
 }
 
@@ -140,10 +143,10 @@ fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
 
 /// Statistics of one hop.
 ///
-/// Memory per hop (window N = 100, x86-64): the struct itself, ~80 B per
-/// responder seen (at most 8; most hops have one), the window 5 B x N = 500 B,
-/// and the since-start histogram's 8 B per bucket hit (a dozen buckets on a
-/// steady path, a few dozen on a jittery one). In all about 1.1 KB for a
+/// Memory per hop (window N = 100, x86-64): the struct itself (240 B), ~80 B
+/// per responder seen (at most 8; most hops have one), the window 4 B x N =
+/// 400 B, and the since-start histogram's 8 B per bucket hit (a dozen buckets
+/// on a steady path, a few dozen on a jittery one). In all about 750 B for a
 /// typical hop, whatever its RTT. [`HopStats::approx_memory_bytes`] reports it.
 #[derive(Debug, Clone)]
 pub struct HopStats {
@@ -561,14 +564,21 @@ mod tests {
         let t = hop.since_start_stats();
         assert_eq!(t.worst_ns, Some(1_800_000_000_123));
         assert!(t.p99_ns.unwrap() <= HISTOGRAM_MAX_NS + HISTOGRAM_MAX_NS / 100);
-        // The window keeps RTTs past 2.1 s to the microsecond.
-        assert_eq!(hop.window_stats().worst_ns, Some(1_800_000_000_000));
+        // The window keeps RTTs up to 134 s, to the microsecond past 134 ms.
+        assert_eq!(hop.window_stats().worst_ns, Some(134_217_727_000));
     }
 
     #[test]
-    fn the_window_keeps_rtts_to_the_nanosecond_up_to_two_seconds() {
+    fn the_window_keeps_rtts_to_the_nanosecond_up_to_134_ms() {
         let mut hop = HopStats::new(8);
-        let rtts = [1, 999, 2_147_483_647, 2_147_483_648, 2_500_000_999];
+        let rtts = [
+            1,
+            999,
+            134_217_727,
+            134_217_728,
+            2_500_000_999,
+            60_000_000_999,
+        ];
         for rtt in rtts {
             hop.record(probe(Some(rtt), A), 0);
         }
@@ -579,14 +589,32 @@ mod tests {
             [
                 Some(1),
                 Some(999),
-                Some(2_147_483_647),
-                Some(2_147_483_000),
+                Some(134_217_727),
+                Some(134_217_000),
                 Some(2_500_000_000),
+                Some(60_000_000_000),
                 None
             ]
         );
         // The responder tag survives the packing.
         assert_eq!(hop.dominant_responder(), Some(A));
+    }
+
+    #[test]
+    fn every_responder_tag_survives_the_packing_beside_any_rtt() {
+        for tag in 0..=OTHER_TAG {
+            for rtt in [0, 1, 134_217_727, 134_217_728, 60_000_000_000, u64::MAX] {
+                let sample = WindowSample::answered(rtt, tag);
+                assert_eq!(sample.tag(), tag, "tag {tag} beside {rtt} ns");
+                assert!(sample.rtt_ns().is_some(), "an answer is never read as lost");
+            }
+        }
+        let lost = WindowSample::lost();
+        assert_eq!(lost.rtt_ns(), None);
+        assert!(
+            usize::from(lost.tag()) > MAX_RESPONDERS_PER_HOP,
+            "no responder's tag"
+        );
     }
 
     #[test]
@@ -596,7 +624,7 @@ mod tests {
             hop.record(probe(Some(100_000 + i), A), 0);
         }
         let lan = hop.approx_memory_bytes();
-        assert!(lan < 1_300, "a LAN hop takes {lan} B");
+        assert!(lan < 900, "a LAN hop takes {lan} B");
         // A new RTT costs one more bucket, however large it is.
         hop.record(probe(Some(10_000_000), A), 0);
         let wan = hop.approx_memory_bytes();

@@ -14,8 +14,6 @@ pub const MAX_RESPONDERS_PER_HOP: usize = 8;
 
 /// Window-sample tag for an answer counted in the "other" bucket.
 pub(crate) const OTHER_TAG: u8 = MAX_RESPONDERS_PER_HOP as u8;
-/// Window-sample tag for a lost probe.
-pub(crate) const NO_RESPONDER_TAG: u8 = u8::MAX;
 
 #[derive(Debug, Clone)]
 struct Responder {
@@ -37,10 +35,14 @@ struct Other {
 /// almost every hop has one responder, and eight inline slots cost ~560
 /// bytes more on every hop of every target (2.2 MiB at 1,000 3-hop targets;
 /// docs/benchmarks.md, "The daemon's memory, piece by piece").
+///
+/// The overflow bucket is boxed for the same reason: it exists only at a hop
+/// that more than [`MAX_RESPONDERS_PER_HOP`] routers answered, and inline it
+/// cost ~80 bytes on every hop.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Responders {
     known: Vec<Responder>,
-    other: Other,
+    other: Option<Box<Other>>,
 }
 
 /// One responder at a hop.
@@ -93,9 +95,10 @@ impl Responders {
             self.known.push(fresh);
             (self.known.len() - 1) as u8
         } else {
-            self.other.rtt.push(rtt_ns);
-            self.other.last_address = Some(address);
-            self.other.last_seen_ms = at_ms;
+            let other = self.other.get_or_insert_with(Box::default);
+            other.rtt.push(rtt_ns);
+            other.last_address = Some(address);
+            other.last_seen_ms = at_ms;
             OTHER_TAG
         }
     }
@@ -103,6 +106,10 @@ impl Responders {
     /// Bytes the responders take on the heap.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.known.capacity() * std::mem::size_of::<Responder>()
+            + self
+                .other
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Other>())
     }
 
     pub(crate) fn address(&self, tag: u8) -> Option<IpAddr> {
@@ -145,12 +152,12 @@ impl Responders {
             .collect();
         // Busiest first, so the UI's first line is the dominant next hop.
         list.sort_by_key(|r| std::cmp::Reverse((r.window_received, r.received)));
-        let other = (self.other.rtt.count() > 0).then(|| OtherRespondersSnapshot {
-            received: self.other.rtt.count(),
+        let other = self.other.as_ref().map(|other| OtherRespondersSnapshot {
+            received: other.rtt.count(),
             window_received: window_counts[usize::from(OTHER_TAG)],
-            last_address: self.other.last_address,
-            avg_ns: self.other.rtt.mean(),
-            last_seen_ms: self.other.last_seen_ms,
+            last_address: other.last_address,
+            avg_ns: other.rtt.mean(),
+            last_seen_ms: other.last_seen_ms,
         });
         (list, other)
     }

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod history;
 pub mod peers;
 pub mod persist;
+pub mod sparkline;
 pub mod tap;
 
 use std::collections::HashMap;
@@ -358,8 +359,8 @@ impl ReadModel for WebApi {
                 .filter(|(id, _)| live.contains(*id))
                 .map(|(id, tap)| Sparkline {
                     target: id.to_string(),
-                    last_at_ms: tap.sparkline.back().map(|(at, _)| *at),
-                    rtt_us: tap.sparkline.iter().map(|(_, rtt_us)| *rtt_us).collect(),
+                    last_at_ms: tap.sparkline.last_at_ms(),
+                    rtt_us: tap.sparkline.iter().map(|(_, rtt_us)| rtt_us).collect(),
                 })
                 .collect()
         });

@@ -12,7 +12,7 @@
 //!
 //! [`Monitor::subscribe_rounds`]: crate::monitor::Monitor::subscribe_rounds
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +25,8 @@ use crate::probe::{Rtt, TimestampSource, Ttl};
 use crate::store::Store;
 use crate::sys;
 
-/// Rounds kept per target for its sparkline.
-pub const SPARKLINE_ROUNDS: usize = 120;
+pub use super::sparkline::{Sparkline, SPARKLINE_ROUNDS};
+
 /// Added to the span read at start: rounds still being probed or buffered.
 const FILL_MARGIN: Duration = Duration::from_secs(5);
 
@@ -55,10 +55,7 @@ pub struct TargetTap {
     hop_limit: u8,
     pub destination: HopCounts,
     pub hops: BTreeMap<u8, HopCounts>,
-    /// `(started_at_ms, destination RTT in µs)`, oldest first: at the
-    /// resolution the API serves (a line is drawn, not measured), 16 bytes a
-    /// round rather than 24, in a buffer of exactly [`SPARKLINE_ROUNDS`].
-    pub sparkline: VecDeque<(u64, Option<u32>)>,
+    pub sparkline: Sparkline,
     pub last_source: Option<TimestampSource>,
     pub route_changes: u64,
     pub hop_count_changes: u64,
@@ -72,29 +69,7 @@ impl TargetTap {
             .destination()
             .and_then(HopSample::rtt)
             .map(|rtt| (rtt.as_nanos() / 1_000).min(u64::from(u32::MAX)) as u32);
-        // Rounds of a target complete in order, and the stored ones filled in
-        // at start are older; keep the line sorted anyway.
-        let mut at = self
-            .sparkline
-            .iter()
-            .rposition(|(t, _)| *t <= round.started_at_ms)
-            .map_or(0, |i| i + 1);
-        if at > 0 && self.sparkline[at - 1].0 == round.started_at_ms {
-            return false;
-        }
-        if self.sparkline.len() >= SPARKLINE_ROUNDS {
-            if at == 0 {
-                // Older than every round kept: it would leave at once.
-                return true;
-            }
-            self.sparkline.pop_front();
-            at -= 1;
-        }
-        if self.sparkline.capacity() == 0 {
-            self.sparkline.reserve_exact(SPARKLINE_ROUNDS);
-        }
-        self.sparkline.insert(at, (round.started_at_ms, rtt_us));
-        true
+        self.sparkline.push(round.started_at_ms, rtt_us)
     }
 
     /// Counts one round.
@@ -313,7 +288,10 @@ mod tests {
         assert_eq!(t.destination.received, 10);
         assert_eq!(t.destination.rtt.count(), 10);
         assert_eq!(t.sparkline.len(), 10);
-        assert_eq!(t.sparkline.back(), Some(&(START + 10_000, Some(3_000))));
+        assert_eq!(
+            t.sparkline.iter().last(),
+            Some((START + 10_000, Some(3_000)))
+        );
         assert_eq!(t.last_source, Some(TimestampSource::Kernel));
         assert_eq!(tap.skipped_rounds(), 0);
 
@@ -329,7 +307,7 @@ mod tests {
         }
         let t = tap.target(&id).unwrap();
         assert_eq!(t.sparkline.len(), SPARKLINE_ROUNDS);
-        assert_eq!(t.sparkline.back().unwrap().0, START + 199_000);
+        assert_eq!(t.sparkline.last_at_ms(), Some(START + 199_000));
         assert_eq!(t.destination.sent, 199);
 
         // Events count for the target; a target no longer configured is forgotten.
@@ -385,7 +363,7 @@ mod tests {
         ];
         tap.fill_from_store(&store, &targets, START + 5_500);
         let t = tap.target(&id).unwrap();
-        let starts: Vec<u64> = t.sparkline.iter().map(|(at, _)| *at).collect();
+        let starts: Vec<u64> = t.sparkline.iter().map(|(at, _)| at).collect();
         assert_eq!(
             starts,
             (0..=5u64).map(|i| START + i * 1000).collect::<Vec<_>>(),
@@ -405,8 +383,8 @@ mod tests {
             .collect();
         assert_eq!(tap.fill_sparkline(&other, &long), SPARKLINE_ROUNDS);
         let line = tap.target(&other).unwrap().sparkline;
-        assert_eq!(line.front().unwrap().0, START + 380_000);
-        assert_eq!(line.back().unwrap().0, START + 499_000);
+        assert_eq!(line.iter().next().map(|(at, _)| at), Some(START + 380_000));
+        assert_eq!(line.last_at_ms(), Some(START + 499_000));
     }
 
     #[tokio::test]
@@ -427,6 +405,9 @@ mod tests {
             t.destination.sent, 4,
             "the rounds still in the channel count"
         );
-        assert_eq!(t.sparkline.front().unwrap().0, START + 6_000);
+        assert_eq!(
+            t.sparkline.iter().next().map(|(at, _)| at),
+            Some(START + 6_000)
+        );
     }
 }
