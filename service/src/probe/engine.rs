@@ -244,9 +244,14 @@ impl Engine {
             max_probes_per_second: config.max_probes_per_second,
             source_selection: config.source,
         });
+        let watch_kernel = ebpf.is_some();
         let inner = Arc::get_mut(&mut engine.inner).expect("the engine was just built");
         inner.ebpf = ebpf;
         inner.tasks = tasks;
+        if watch_kernel {
+            // Holds only a weak reference, so it ends with the engine.
+            tokio::spawn(watch_kernel_losses(Arc::downgrade(&engine.inner)));
+        }
         Ok(engine)
     }
 
@@ -342,6 +347,64 @@ async fn forward_kernel_events(mut events: super::ebpf::ReplyEvents, correlator:
                 return;
             }
         }
+    }
+}
+
+/// How often the kernel programs' loss counters are checked.
+const KERNEL_LOSS_CHECK: Duration = Duration::from_secs(10);
+
+/// Warns, at most every [`KERNEL_LOSS_CHECK`], when the kernel programs lost
+/// replies (a full ring buffer: the reader fell more than a ring of events
+/// behind) or stamps (a full in-flight map): each such probe counts as lost
+/// though the network answered it, so the loss figures are wrong until it
+/// stops. The counters are also on /metrics
+/// (`hopwatch_kernel_ringbuf_drops_total`, `..._egress_map_full_total`).
+async fn watch_kernel_losses(engine: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(KERNEL_LOSS_CHECK);
+    let mut last: Option<KernelCounters> = None;
+    loop {
+        tick.tick().await;
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let now = inner.ebpf.as_ref().and_then(|e| e.counters().ok());
+        drop(inner);
+        let Some(now) = now else {
+            continue;
+        };
+        if let Some(last) = last {
+            if let Some(losses) = KernelLosses::between(&last, &now) {
+                tracing::warn!(
+                    replies_dropped_ring_full = losses.replies,
+                    stamps_dropped_map_full = losses.stamps,
+                    "the eBPF programs lost {} replies and {} send stamps in the last {} s: those probes count as lost though they may have been answered (the ring buffer or the in-flight map is full: fewer targets, or a longer interval)",
+                    losses.replies,
+                    losses.stamps,
+                    KERNEL_LOSS_CHECK.as_secs()
+                );
+            }
+        }
+        last = Some(now);
+    }
+}
+
+/// What the kernel programs lost between two readings of their counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KernelLosses {
+    /// Matched replies dropped because the ring buffer was full.
+    replies: u64,
+    /// Outgoing probes whose stamp the in-flight map could not take.
+    stamps: u64,
+}
+
+impl KernelLosses {
+    /// `None` when nothing was lost.
+    fn between(before: &KernelCounters, after: &KernelCounters) -> Option<KernelLosses> {
+        let losses = KernelLosses {
+            replies: after.ringbuf_drop.wrapping_sub(before.ringbuf_drop),
+            stamps: after.egress_map_full.wrapping_sub(before.egress_map_full),
+        };
+        (losses.replies > 0 || losses.stamps > 0).then_some(losses)
     }
 }
 
@@ -605,6 +668,44 @@ pub fn probe_key(spec: &FlowSpec, src: IpAddr, flow_id: u16, n: u32) -> ProbeKey
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_losses_are_what_the_loss_counters_gained_and_none_without() {
+        let before = KernelCounters {
+            egress_stamped: 100,
+            ringbuf_drop: 3,
+            egress_map_full: 1,
+            ..KernelCounters::default()
+        };
+        let quiet = KernelCounters {
+            egress_stamped: 5_000,
+            ingress_matched: 4_990,
+            ..before
+        };
+        assert_eq!(KernelLosses::between(&before, &quiet), None);
+        let dropping = KernelCounters {
+            ringbuf_drop: 40,
+            ..quiet
+        };
+        assert_eq!(
+            KernelLosses::between(&before, &dropping),
+            Some(KernelLosses {
+                replies: 37,
+                stamps: 0
+            })
+        );
+        let map_full = KernelCounters {
+            egress_map_full: 9,
+            ..quiet
+        };
+        assert_eq!(
+            KernelLosses::between(&before, &map_full),
+            Some(KernelLosses {
+                replies: 0,
+                stamps: 8
+            })
+        );
+    }
 
     #[test]
     fn udp_sequences_never_use_checksum_zero_or_ffff() {
