@@ -71,33 +71,32 @@ impl Sparkline {
     fn fit_base(&mut self, at_ms: u64) -> bool {
         const SPAN: u64 = u32::MAX as u64;
         if at_ms < self.base_ms {
-            let shift = self.base_ms - at_ms;
-            let newest = self.points.back().map_or(0, |(t, _)| u64::from(*t));
-            if newest + shift > SPAN {
+            let newest = self.last_at_ms().unwrap_or(at_ms);
+            if newest - at_ms > SPAN {
                 return false;
             }
-            for (t, _) in &mut self.points {
-                *t += shift as u32;
-            }
-            self.base_ms = at_ms;
+            self.move_base(at_ms);
         } else if at_ms - self.base_ms > SPAN {
-            while let Some((t, _)) = self.points.front() {
-                if at_ms - (self.base_ms + u64::from(*t)) <= SPAN {
-                    break;
-                }
+            while self
+                .iter()
+                .next()
+                .is_some_and(|(oldest, _)| at_ms - oldest > SPAN)
+            {
                 self.points.pop_front();
             }
-            let oldest = self
-                .points
-                .front()
-                .map_or(at_ms, |(t, _)| self.base_ms + u64::from(*t));
-            let shift = oldest - self.base_ms;
-            for (t, _) in &mut self.points {
-                *t -= shift as u32;
-            }
-            self.base_ms = oldest;
+            let oldest = self.iter().next().map_or(at_ms, |(oldest, _)| oldest);
+            self.move_base(oldest);
         }
         true
+    }
+
+    /// Re-expresses every kept round against `base_ms`, which the caller
+    /// checked is at most the oldest round and within a `u32` of the newest.
+    fn move_base(&mut self, base_ms: u64) {
+        for (t, _) in &mut self.points {
+            *t = (self.base_ms + u64::from(*t) - base_ms) as u32;
+        }
+        self.base_ms = base_ms;
     }
 
     pub fn len(&self) -> usize {
