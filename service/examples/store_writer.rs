@@ -1,11 +1,12 @@
 //! Drives the history store with synthetic rounds, for two purposes:
 //!
-//! * `write <dir> --start-ms <T>`: the process the crash test
-//!   (`tests/store_crash.rs`) kills with SIGKILL. It resumes after the last
-//!   stored round, writes rounds of target `crash` with a synthetic clock
-//!   (round `seq` starts at `T + seq × 1 s`, an event every 50 rounds), flushes
-//!   every `--per-flush` rounds and prints `flushed <seq>` after each flush
-//!   that completed.
+//! * `write <dir> --start-ms <T>`: the loop the crash test
+//!   (`tests/store_crash.rs`) kills with SIGKILL, by hand. It resumes after
+//!   the last stored round, writes rounds of target `crash` with a synthetic
+//!   clock (round `seq` starts at `T + seq × 1 s`, an event every 50 rounds),
+//!   flushes every `--per-flush` rounds and prints `flushed <seq>` after each
+//!   flush that completed. The test runs the same loop (`common/crash_writer.rs`)
+//!   in a child process of its own executable.
 //! * `budget <dir>`: measures what the store writes to disk per target and
 //!   hour (10-hop targets, one round per second, the default 5 s flush
 //!   interval, so one flush per 5 synthetic seconds) from `/proc/self/io`
@@ -18,16 +19,18 @@
 //! ```
 
 use std::fs;
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hopwatch::model::{HopAnswer, HopSample, RoundRecord, TargetId};
-use hopwatch::probe::{Rtt, TimestampSource, Ttl};
-use hopwatch::store::{Hop, Resolution, Store, StoreConfig, StoredEvent, HOUR_MS, MINUTE_MS};
+use hopwatch::model::TargetId;
+use hopwatch::store::{Hop, Resolution, Store, StoreConfig, HOUR_MS, MINUTE_MS};
+
+#[path = "common/crash_writer.rs"]
+mod crash_writer;
+use crash_writer::{round, write};
 
 #[derive(Parser)]
 struct Args {
@@ -64,79 +67,6 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         sim_flush_secs: u64,
     },
-}
-
-/// A 10-hop round whose RTTs and losses vary with `seq`.
-fn round(target: &TargetId, seq: u64, at_ms: u64) -> RoundRecord {
-    let dest_lost = seq.is_multiple_of(97);
-    let hops = (1..=10u8)
-        .map(|ttl| {
-            let lost = (ttl == 6 && seq.is_multiple_of(11)) || (ttl == 10 && dest_lost);
-            let jitter = (seq.wrapping_mul(2_654_435_761) ^ (ttl as u64 * 40_503)) % 2_000_000;
-            let answer = HopAnswer {
-                responder: IpAddr::from([192, 0, 2, ttl]),
-                rtt: Rtt::from_nanos(ttl as u64 * 2_000_000 + jitter),
-                is_destination: ttl == 10,
-                reply_ttl: None,
-                quote: None,
-            };
-            let ttl = Ttl::new(ttl).expect("TTLs start at 1");
-            if lost {
-                HopSample::lost(ttl)
-            } else {
-                HopSample::answered(ttl, answer)
-            }
-        })
-        .collect();
-    RoundRecord {
-        target: target.clone(),
-        seq,
-        started_at_ms: at_ms,
-        hops,
-        destination_ttl: (!dest_lost).then_some(Ttl::new(10).expect("not 0")),
-        source: TimestampSource::Ebpf,
-    }
-}
-
-fn event(target: &TargetId, seq: u64, at_ms: u64) -> StoredEvent {
-    StoredEvent {
-        target: target.clone(),
-        at_ms,
-        kind: "test".into(),
-        payload: serde_json::json!({ "seq": seq }),
-    }
-}
-
-fn write(dir: &Path, start_ms: u64, per_flush: u64) -> anyhow::Result<()> {
-    // The catch-up flush at open uses the synthetic clock's start, so it
-    // closes nothing the writer has not reached; the first flush below
-    // recomputes whatever rollups the last kill interrupted.
-    let store = Store::open_at(dir, StoreConfig::default(), start_ms)?;
-    let target = TargetId::new("crash")?;
-    let mut seq = store.last_round(&target)?.map_or(0, |r| r.seq + 1);
-    // Events go in their own batch after the rounds', so a kill can keep a
-    // round and lose its event: put back any missing from before `seq`.
-    let have: std::collections::HashSet<u64> = store
-        .events(&target, 0, u64::MAX)?
-        .iter()
-        .filter_map(|e| e.payload["seq"].as_u64())
-        .collect();
-    for s in (0..seq).step_by(50).filter(|s| !have.contains(s)) {
-        store.record_event(&event(&target, s, start_ms + s * 1000))?;
-    }
-    loop {
-        for _ in 0..per_flush {
-            let at = start_ms + seq * 1000;
-            store.record_round(&round(&target, seq, at))?;
-            if seq.is_multiple_of(50) {
-                store.record_event(&event(&target, seq, at))?;
-            }
-            seq += 1;
-        }
-        store.flush_at(start_ms + seq * 1000)?;
-        println!("flushed {}", seq - 1);
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// `write_bytes` of `/proc/self/io`: bytes this process caused to be written

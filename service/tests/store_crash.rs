@@ -1,18 +1,18 @@
-//! Crash safety of the history store: the `store_writer` example writes
-//! rounds and flushes continuously; this test kills it with SIGKILL at random
+//! Crash safety of the history store: a writer process writes rounds and
+//! flushes continuously; this test kills it with SIGKILL at random
 //! moments, 20 times, and after each kill checks that the store opens cleanly,
 //! that every round up to the last flush the writer reported is there (and
 //! the history has no gaps), that events up to it are there, and that the
 //! minute and hour rollups agree with the raw rounds.
 //!
-//! Cargo gives integration tests no path to examples, so the test builds the
-//! example with the cargo that runs it (`$CARGO`, same profile, same target
-//! directory) and takes the executable's path from cargo's JSON messages
-//! rather than guessing the layout of the target directory.
+//! The writer is this test executable itself, started again to run only
+//! the ignored `writer_process` test (the loop in
+//! `examples/common/crash_writer.rs`, which the `store_writer` example also
+//! runs), so the test needs no build of its own.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,57 +21,28 @@ use hopwatch::model::TargetId;
 use hopwatch::store::{Hop, Resolution, Store, StoreConfig, HOUR_MS, MINUTE_MS};
 use hopwatch::sys::now_ms;
 
+#[path = "../examples/common/crash_writer.rs"]
+mod crash_writer;
+
 const ITERATIONS: usize = 20;
 
-/// Builds the example and returns its path.
-fn build_writer() -> anyhow::Result<PathBuf> {
-    // The test executable lives in <target>/<profile>/deps.
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str())
-        .context("cannot tell the cargo profile from the test's path")?
-        .to_string();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--example",
-        "store_writer",
-        "-p",
-        "hopwatch-service",
-        "--message-format=json",
-    ]);
-    match profile_dir.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    let output = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build for the store_writer example")?;
-    ensure!(
-        output.status.success(),
-        "cargo build --example store_writer failed"
-    );
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "store_writer" {
-            if let Some(path) = msg["executable"].as_str() {
-                return Ok(PathBuf::from(path));
-            }
-        }
-    }
-    bail!("cargo reported no executable for the store_writer example")
+/// The environment variables that tell `writer_process` where to write and
+/// where its synthetic clock starts.
+const WRITER_DIR: &str = "HOPWATCH_CRASH_WRITER_DIR";
+const WRITER_START_MS: &str = "HOPWATCH_CRASH_WRITER_START_MS";
+
+/// The writer the crash test kills: run only in the child process
+/// `run_and_kill` starts, which sets the two variables.
+#[test]
+#[ignore = "the writer process of kill_9_at_random_moments_loses_nothing_that_was_flushed, which runs it"]
+fn writer_process() -> anyhow::Result<()> {
+    let dir = std::env::var_os(WRITER_DIR)
+        .with_context(|| format!("{WRITER_DIR} is not set: this test is the writer the crash test starts, not a test of its own"))?;
+    let start_ms: u64 = std::env::var(WRITER_START_MS)
+        .with_context(|| format!("{WRITER_START_MS} is not set"))?
+        .parse()
+        .with_context(|| format!("{WRITER_START_MS} is not a number of milliseconds"))?;
+    crash_writer::write(Path::new(&dir), start_ms, 25)
 }
 
 /// Runs the writer for `run_for`, kills it with SIGKILL and returns the
@@ -83,16 +54,13 @@ fn run_and_kill(
     run_for: Duration,
 ) -> anyhow::Result<Vec<u64>> {
     let mut child = Command::new(writer)
-        .args([
-            "write",
-            &dir.display().to_string(),
-            "--start-ms",
-            &start_ms.to_string(),
-        ])
+        .args(["writer_process", "--exact", "--ignored", "--nocapture"])
+        .env(WRITER_DIR, dir)
+        .env(WRITER_START_MS, start_ms.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting store_writer")?;
+        .context("starting the writer process")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let reader = std::thread::spawn(move || -> Vec<String> {
         BufReader::new(stdout)
@@ -102,23 +70,29 @@ fn run_and_kill(
     });
     std::thread::sleep(run_for);
     // Child::kill sends SIGKILL: no destructor, no flush, like `kill -9`.
-    child.kill().context("killing store_writer")?;
+    child.kill().context("killing the writer process")?;
     let status = child.wait()?;
     ensure!(
         status.code().is_none(),
-        "store_writer exited by itself ({status}) instead of being killed"
+        "the writer process exited by itself ({status}) instead of being killed"
     );
     let lines = reader
         .join()
         .map_err(|_| anyhow::anyhow!("stdout reader panicked"))?;
-    lines
-        .iter()
-        .map(|l| {
-            l.strip_prefix("flushed ")
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("unexpected writer output {l:?}"))
-        })
-        .collect()
+    // Besides the writer's lines, the test harness prints its own framing
+    // ("running 1 test"); nothing else may appear.
+    let mut flushed = Vec::new();
+    for line in &lines {
+        match line.strip_prefix(crash_writer::FLUSHED) {
+            Some(n) => flushed.push(
+                n.parse()
+                    .with_context(|| format!("unexpected writer output {line:?}"))?,
+            ),
+            None if line.is_empty() || line.starts_with("running ") => {}
+            None => bail!("unexpected writer output {line:?}"),
+        }
+    }
+    Ok(flushed)
 }
 
 /// Opens the store as a restarted daemon would and checks it against what
@@ -126,7 +100,7 @@ fn run_and_kill(
 fn verify(dir: &Path, start_ms: u64, flushed: Option<u64>) -> anyhow::Result<u64> {
     let store =
         Store::open(dir, StoreConfig::default()).context("the store must open after kill -9")?;
-    let target = TargetId::new("crash")?;
+    let target = TargetId::new(crash_writer::TARGET)?;
     let rounds = store.rounds(&target, 0, u64::MAX)?;
     for (i, round) in rounds.iter().enumerate() {
         let i = i as u64;
@@ -236,7 +210,8 @@ fn verify(dir: &Path, start_ms: u64, flushed: Option<u64>) -> anyhow::Result<u64
 
 #[test]
 fn kill_9_at_random_moments_loses_nothing_that_was_flushed() -> anyhow::Result<()> {
-    let writer = build_writer()?;
+    // The writer is this executable, running `writer_process` only.
+    let writer = std::env::current_exe()?;
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("store");
     // The synthetic clock starts a day back, so the open's catch-up flush

@@ -322,7 +322,10 @@ fn destination_loss_is_the_loss_of_its_own_probes() {
         .expect("the destination was probed");
     assert!(hop3 > 35.0, "50 % loss on r2 -> r3 shows at hop 3: {hop3}%");
     // 500 probes each: about 2 points of noise per estimate. Probing past
-    // the destination after each loss reads p / (1 + p): 33 % for 50 %.
+    // the destination after each loss reads p / (1 + p): 33 % for 50 %;
+    // counting the destination as answered when the rediscovery round after
+    // three lost ones reaches it past its TTL read ~47 %, and failed this
+    // check about once in 8 runs.
     assert!(
         (dest - hop3).abs() < 10.0,
         "destination loss {dest}% against hop 3's {hop3}%"

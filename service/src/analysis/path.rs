@@ -368,12 +368,12 @@ impl PathTracker {
         }
     }
 
-    /// The destination's TTL on the current path.
     /// Diverging rounds seen so far towards a change not yet confirmed.
     pub fn pending_change_rounds(&self) -> u32 {
         self.pending.as_ref().map_or(0, |p| p.rounds)
     }
 
+    /// The destination's TTL on the current path.
     pub fn hop_count(&self) -> Option<u8> {
         self.hop_count
     }

@@ -186,6 +186,32 @@ impl TargetAnalysis {
         &self.destination
     }
 
+    /// The outcome of the destination's own probe in `round`: its answer,
+    /// unless the round probed past the destination's known TTL (the
+    /// scheduler's rediscovery after a few lost rounds) and reached it only
+    /// there while the probe at its own TTL went unanswered. Counting such a
+    /// round as answered would make destination loss read below the loss of
+    /// the hop in front of it (at 50 % loss, ~47 %; at 90 %, ~71 %). A path
+    /// that really grew has a router answering at the old TTL, so its rounds
+    /// still count as answered while the change is confirmed.
+    fn own_destination_outcome(&self, round: &RoundRecord) -> HopOutcome {
+        let Some(dest) = round.destination() else {
+            return HopOutcome::Lost;
+        };
+        let known = self.path.hop_count().filter(|&known| known < dest.ttl.get());
+        let own_probe_lost = known.is_some_and(|known| {
+            round
+                .hops
+                .iter()
+                .any(|h| h.ttl.get() == known && h.is_lost())
+        });
+        if own_probe_lost {
+            HopOutcome::Lost
+        } else {
+            dest.outcome
+        }
+    }
+
     /// Adds one round and returns the path changes it confirms.
     ///
     /// TTLs past the destination are ignored. When the destination did not answer,
@@ -232,8 +258,7 @@ impl TargetAnalysis {
             self.hops[i].record(sample.outcome, at_ms);
         }
         let dest = round.destination();
-        self.destination
-            .record(dest.map_or(HopOutcome::Lost, |d| d.outcome), at_ms);
+        self.destination.record(self.own_destination_outcome(round), at_ms);
         if let Some(address) = dest.and_then(HopSample::responder) {
             self.destination_address = Some(address);
         }
@@ -660,6 +685,67 @@ mod tests {
             "{}",
             loss.summary
         );
+    }
+
+    /// A round that probed two TTLs past the destination's known TTL (the
+    /// scheduler's rediscovery): `at_known` is the sample at that TTL, and
+    /// the destination answers at the next.
+    fn probed_past(chain: &mut Chain, at_known: Option<IpAddr>) -> RoundRecord {
+        let mut round = chain.round(|seq, ttl| Some(base(seq, ttl)));
+        let known = chain.routers + 1;
+        let seq = round.seq;
+        round.hops.truncate(usize::from(known - 1));
+        round.hops.push(match at_known {
+            Some(router) => HopSample::answered_or_lost(known, router, Some(base(seq, known)), false),
+            None => HopSample::answered_or_lost(known, DST, None, true),
+        });
+        for ttl in known + 1..=known + 2 {
+            round
+                .hops
+                .push(HopSample::answered_or_lost(ttl, DST, Some(base(seq, ttl)), true));
+        }
+        round.destination_ttl = Ttl::new(known + 1);
+        round
+    }
+
+    #[test]
+    fn a_destination_reached_only_past_its_ttl_lost_its_own_probe() {
+        let mut analysis = TargetAnalysis::new(id(), &AnalysisConfig::new(20, 3).unwrap());
+        let mut chain = Chain::new(3);
+        let mut rounds: Vec<RoundRecord> = (0..10)
+            .map(|_| chain.round(|seq, ttl| Some(base(seq, ttl))))
+            .collect();
+        // Every other round, the probe at the destination's TTL (4) is lost
+        // and the destination answers the probe at TTL 5.
+        for _ in 0..10 {
+            rounds.push(chain.round(|seq, ttl| Some(base(seq, ttl))));
+            rounds.push(probed_past(&mut chain, None));
+        }
+        run(&mut analysis, rounds);
+        let snap = analysis.snapshot();
+        assert_eq!(snap.destination.ttl, Some(4), "the path did not change");
+        assert_eq!(snap.hops[3].window.loss_pct, Some(50.0));
+        assert_eq!(
+            snap.destination.window.loss_pct,
+            Some(50.0),
+            "the destination's own probe was lost in half the rounds"
+        );
+    }
+
+    #[test]
+    fn a_longer_path_reaches_the_destination_with_its_own_probes() {
+        let mut analysis = TargetAnalysis::new(id(), &AnalysisConfig::new(20, 3).unwrap());
+        let mut chain = Chain::new(3);
+        let mut rounds: Vec<RoundRecord> = (0..10)
+            .map(|_| chain.round(|seq, ttl| Some(base(seq, ttl))))
+            .collect();
+        // A router now answers at TTL 4 and the destination at TTL 5.
+        let new_router = IpAddr::V4(Ipv4Addr::new(198, 18, 9, 2));
+        rounds.extend((0..20).map(|_| probed_past(&mut chain, Some(new_router))));
+        run(&mut analysis, rounds);
+        let snap = analysis.snapshot();
+        assert_eq!(snap.destination.ttl, Some(5), "the longer path is confirmed");
+        assert_eq!(snap.destination.window.loss_pct, Some(0.0));
     }
 
     #[test]
