@@ -1288,7 +1288,7 @@ fn api_load_does_not_degrade_probe_accuracy() {
     let dir = temp_dir("web-load");
     let daemon = fast_target_daemon(&lab, &dir);
 
-    const PHASE: Duration = Duration::from_secs(20);
+    const PHASE: Duration = Duration::from_secs(10);
     let measure = |name: &str| {
         let path = dir.path().join(format!("{name}.pcap"));
         let capture = Capture::start(&lab, "src", "to-r1", &path).expect("tcpdump starts");
@@ -1307,7 +1307,7 @@ fn api_load_does_not_degrade_probe_accuracy() {
     let idle = measure("idle");
     // 200 connections on the overview, the heaviest read, for the whole phase.
     let mut cmd = lab.command("src", wrk.to_str().unwrap()).expect("command");
-    cmd.args(["-t2", "-c200", "-d26s", "--latency", "--timeout", "5s"])
+    cmd.args(["-t2", "-c200", "-d16s", "--latency", "--timeout", "5s"])
         .arg(format!("http://{WEB}/api/v1/targets"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
