@@ -747,6 +747,22 @@ fn reload_adds_and_removes_targets_without_touching_the_others() {
     let second = config(state.path(), 20, &[("b", b), ("c", c)]);
     let mut paused = config(state.path(), 20, &[("b", b), ("c", c)]);
     paused.push_str("paused = true\n"); // applies to the last target, c
+    // Counts what src sends towards a: once a is removed, nothing.
+    let a_addr = a.to_string();
+    iptables(
+        lab,
+        "src",
+        &[
+            "-A",
+            "OUTPUT",
+            "-d",
+            &a_addr,
+            "-m",
+            "comment",
+            "--comment",
+            "hw-removed",
+        ],
+    );
     with_monitor(lab, first, move |monitor| async move {
         eventually(Duration::from_secs(10), "b probing", || {
             (view(&monitor, "b").analysis.rounds >= 5).then_some(())
@@ -769,6 +785,11 @@ fn reload_adds_and_removes_targets_without_touching_the_others() {
                 .is_none(),
             "a is gone"
         );
+        // A round under way finishes (timeout 500 ms); then a's probing has
+        // stopped for good.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let sent_to_a = output_packets(lab, "hw-removed");
+        assert!(sent_to_a > 0, "a was probed before its removal");
         eventually(Duration::from_secs(10), "c probing", || {
             (view(&monitor, "c").analysis.rounds >= 3).then_some(())
         })
@@ -794,6 +815,11 @@ fn reload_adds_and_removes_targets_without_touching_the_others() {
             "a paused target stops probing ({frozen} -> {later})"
         );
         assert!(later > 0, "and keeps its history");
+        assert_eq!(
+            output_packets(lab, "hw-removed"),
+            sent_to_a,
+            "nothing was sent to the removed target a"
+        );
     });
 }
 

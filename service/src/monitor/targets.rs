@@ -1,16 +1,16 @@
-//! The set of monitored targets: one supervisor task per target that resolves
-//! its host, opens its flow and keeps its rounds going, and the rules for
-//! applying a config reload without touching targets that did not change.
+//! The set of monitored targets: per target, a supervisor task that resolves
+//! its host and opens its flow (retrying until it can), then hands the
+//! running rounds to the target's slot and ends; and the rules for applying a
+//! config reload without touching targets that did not change.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::branches::{BranchOutputs, BranchProber};
 use super::live::LiveState;
@@ -36,19 +36,28 @@ pub enum TargetStatus {
     Failed { error: String },
 }
 
+/// A target's probing once it runs: its rounds and, for a multipath target,
+/// its branch prober. Dropping it stops both.
+struct Probing {
+    _rounds: TargetRunner,
+    _branches: Option<BranchProber>,
+}
+
+/// Where a supervisor leaves the probing it started, so that its task can end
+/// rather than stay parked to be aborted: a parked task held ~1.2 KiB per
+/// target (its state machine, mostly the target's config, twice), and so
+/// would its join handle after it ended. The slot holds a cell's only strong
+/// reference and its supervisor a weak one: replacing or dropping the cell
+/// stops what is in it and tells the supervisor (detached, no handle) to
+/// give up when it next wakes; one that finishes after its slot let go drops
+/// its probing at once.
+type ProbingCell = Arc<OnceLock<Probing>>;
+
 struct Slot {
     config: TargetConfig,
     /// Round numbers continue across pauses and edits.
     next_seq: Arc<AtomicU64>,
-    supervisor: Option<JoinHandle<()>>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(task) = self.supervisor.take() {
-            task.abort();
-        }
-    }
+    probing: ProbingCell,
 }
 
 /// Every configured target and its supervisor.
@@ -135,7 +144,7 @@ impl TargetSet {
         let mut slot = Slot {
             config,
             next_seq,
-            supervisor: None,
+            probing: ProbingCell::default(),
         };
         self.supervise(&mut slot);
         self.slots.insert(slot.config.id.clone(), slot);
@@ -148,16 +157,16 @@ impl TargetSet {
             self.add(config);
             return;
         };
-        if let Some(task) = slot.supervisor.take() {
-            task.abort();
-        }
         slot.config = config;
         self.live.update_config(&slot.config);
         self.supervise(&mut slot);
         self.slots.insert(slot.config.id.clone(), slot);
     }
 
+    /// Stops whatever the slot was probing and, unless it is paused, starts a
+    /// supervisor with a fresh cell.
     fn supervise(&self, slot: &mut Slot) {
+        slot.probing = ProbingCell::default();
         if slot.config.paused {
             self.live.set_status(&slot.config.id, TargetStatus::Paused);
             return;
@@ -168,14 +177,16 @@ impl TargetSet {
         let records = self.records.clone();
         let branches = self.branches.clone();
         let live = Arc::clone(&self.live);
-        slot.supervisor = Some(tokio::spawn(async move {
-            supervise(engine, config, next_seq, records, branches, live).await;
-        }));
+        let probing = Arc::downgrade(&slot.probing);
+        tokio::spawn(supervise(
+            engine, config, next_seq, records, branches, live, probing,
+        ));
     }
 }
 
-/// Resolves the host, opens the flow and keeps the runner alive; retries
-/// failures. Aborting this task drops the runner, which stops its rounds.
+/// Resolves the host and opens the flow, retrying failures, then leaves the
+/// running rounds in `probing` and returns. Returns without them as soon as
+/// it sees that the slot let go of `probing`.
 async fn supervise(
     engine: Engine,
     config: TargetConfig,
@@ -183,14 +194,23 @@ async fn supervise(
     records: mpsc::Sender<RoundRecord>,
     branches: BranchOutputs,
     live: Arc<LiveState>,
+    probing: Weak<OnceLock<Probing>>,
 ) {
     let id = config.id.clone();
+    // The target was removed, paused or restarted: checked after every wait.
+    let let_go = || probing.strong_count() == 0;
     loop {
+        if let_go() {
+            return;
+        }
         live.set_status(&id, TargetStatus::Resolving);
         let address = match config.ip {
             Some(ip) => Ok(ip),
             None => resolve(&config.host).await,
         };
+        if let_go() {
+            return;
+        }
         let failure = match address {
             Ok(address) => {
                 let schedule = TargetSchedule::of(&config, address);
@@ -201,8 +221,6 @@ async fn supervise(
                     records.clone(),
                 ) {
                     Ok(runner) => {
-                        live.set_status(&id, TargetStatus::Running { address });
-                        tracing::info!(target = %id, %address, "probing");
                         let branches = config.multipath.map(|settings| {
                             BranchProber::start(
                                 engine.clone(),
@@ -211,11 +229,20 @@ async fn supervise(
                                 branches.clone(),
                             )
                         });
-                        // Hold the runners until this supervisor is aborted.
-                        let _runner = runner;
-                        let _branches = branches;
-                        std::future::pending::<()>().await;
-                        unreachable!("pending never completes");
+                        let started = Probing {
+                            _rounds: runner,
+                            _branches: branches,
+                        };
+                        // A slot that let go of the cell meanwhile leaves
+                        // `started` to be dropped here, which stops it.
+                        let Some(cell) = probing.upgrade() else {
+                            return;
+                        };
+                        live.set_status(&id, TargetStatus::Running { address });
+                        tracing::info!(target = %id, %address, "probing");
+                        // Each cell has one supervisor, which sets it once.
+                        let _ = cell.set(started);
+                        return;
                     }
                     Err(err) => err.to_string(),
                 }
