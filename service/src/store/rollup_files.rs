@@ -52,6 +52,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::{Bytes, BytesMut};
+
 use super::codec::{self, RollupV1};
 use super::hourfiles::HourFiles;
 use super::keys::{SeriesNum, TargetNum};
@@ -171,6 +173,8 @@ pub struct RollupFiles {
     /// entries per 10-hop target and minute, about half of what waited
     /// (docs/benchmarks.md, "The daemon's memory at 10 hops").
     open: Mutex<BTreeMap<BucketKey, EncodedBucket>>,
+    /// Where the buckets in `open` are encoded to, one after another.
+    slab: Mutex<BytesMut>,
     /// The file this process appends to, per span.
     files: Mutex<BTreeMap<u64, (File, PathBuf)>>,
     /// The newest `until` in the files: buckets before it count as rolled
@@ -186,8 +190,19 @@ pub struct RollupFiles {
 /// Rollups in memory: whose, which bucket.
 type BucketKey = (TargetNum, u64);
 /// The rollups of one target's bucket, every series in it, encoded
-/// together by `rollup_block::encode` (slot 0, in series order).
-type EncodedBucket = Arc<[u8]>;
+/// together by `rollup_block::encode` (slot 0, in series order): a slice of
+/// a slab.
+type EncodedBucket = Bytes;
+
+/// The size of the blocks the buckets in memory are laid out in, one after
+/// another, each freed when the last bucket in it is written or replaced.
+/// Buckets in blocks of their own, each a few hundred bytes living ten
+/// minutes among a flush's short-lived allocations, left the heap they came
+/// from riddled with holes: at 1,000 10-hop targets ~10 MiB resident but
+/// free after each section (docs/benchmarks.md, "Minute rollups in slabs").
+/// Buckets are written in the order they were made, so slabs are freed
+/// whole; a slab this size is a few minutes of a hundred targets.
+const SLAB_BYTES: usize = 64 << 10;
 /// A span's encoded buckets waiting for its section, by target.
 type SpanRollups<'a> = BTreeMap<TargetNum, Vec<(u64, &'a [u8])>>;
 
@@ -255,6 +270,7 @@ impl RollupFiles {
             dir: dir.to_path_buf(),
             grain,
             open: Mutex::new(BTreeMap::new()),
+            slab: Mutex::new(BytesMut::new()),
             files: Mutex::new(BTreeMap::new()),
             claimed_until: Mutex::new(None),
             compact_spans: Mutex::new(BTreeSet::new()),
@@ -305,8 +321,13 @@ impl RollupFiles {
                 stats,
             })
             .collect();
-        let value: EncodedBucket = rollup_block::encode(&entries).into();
-        open.insert((target, bucket_ms), value);
+        let encoded = rollup_block::encode(&entries);
+        let mut slab = sys::lock(&self.slab);
+        if slab.capacity() < encoded.len() {
+            *slab = BytesMut::with_capacity(SLAB_BYTES.max(encoded.len()));
+        }
+        slab.extend_from_slice(&encoded);
+        open.insert((target, bucket_ms), slab.split().freeze());
     }
 
     /// How many rollups (series and buckets) wait in memory.
@@ -349,7 +370,7 @@ impl RollupFiles {
             let open = sys::lock(&self.open);
             open.iter()
                 .filter(|((_, bucket), _)| *bucket < before_ms)
-                .map(|(k, v)| (*k, Arc::clone(v)))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect()
         };
         if taken.is_empty() {
@@ -459,7 +480,7 @@ impl RollupFiles {
             let open = sys::lock(&self.open);
             open.range((target, 0)..=(target, u64::MAX))
                 .filter(|((_, bucket), _)| (from_ms..to_ms).contains(bucket))
-                .map(|((_, bucket), v)| (*bucket, Arc::clone(v)))
+                .map(|((_, bucket), v)| (*bucket, v.clone()))
                 .collect()
         };
         let in_memory = in_memory.into_iter().flat_map(|(bucket, value)| {
