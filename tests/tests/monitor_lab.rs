@@ -747,7 +747,7 @@ fn reload_adds_and_removes_targets_without_touching_the_others() {
     let second = config(state.path(), 20, &[("b", b), ("c", c)]);
     let mut paused = config(state.path(), 20, &[("b", b), ("c", c)]);
     paused.push_str("paused = true\n"); // applies to the last target, c
-    // Counts what src sends towards a: once a is removed, nothing.
+                                        // Counts what src sends towards a: once a is removed, nothing.
     let a_addr = a.to_string();
     iptables(
         lab,

@@ -198,7 +198,10 @@ impl TargetAnalysis {
         let Some(dest) = round.destination() else {
             return HopOutcome::Lost;
         };
-        let known = self.path.hop_count().filter(|&known| known < dest.ttl.get());
+        let known = self
+            .path
+            .hop_count()
+            .filter(|&known| known < dest.ttl.get());
         let own_probe_lost = known.is_some_and(|known| {
             round
                 .hops
@@ -258,7 +261,8 @@ impl TargetAnalysis {
             self.hops[i].record(sample.outcome, at_ms);
         }
         let dest = round.destination();
-        self.destination.record(self.own_destination_outcome(round), at_ms);
+        self.destination
+            .record(self.own_destination_outcome(round), at_ms);
         if let Some(address) = dest.and_then(HopSample::responder) {
             self.destination_address = Some(address);
         }
@@ -696,13 +700,18 @@ mod tests {
         let seq = round.seq;
         round.hops.truncate(usize::from(known - 1));
         round.hops.push(match at_known {
-            Some(router) => HopSample::answered_or_lost(known, router, Some(base(seq, known)), false),
+            Some(router) => {
+                HopSample::answered_or_lost(known, router, Some(base(seq, known)), false)
+            }
             None => HopSample::answered_or_lost(known, DST, None, true),
         });
         for ttl in known + 1..=known + 2 {
-            round
-                .hops
-                .push(HopSample::answered_or_lost(ttl, DST, Some(base(seq, ttl)), true));
+            round.hops.push(HopSample::answered_or_lost(
+                ttl,
+                DST,
+                Some(base(seq, ttl)),
+                true,
+            ));
         }
         round.destination_ttl = Ttl::new(known + 1);
         round
@@ -744,7 +753,11 @@ mod tests {
         rounds.extend((0..20).map(|_| probed_past(&mut chain, Some(new_router))));
         run(&mut analysis, rounds);
         let snap = analysis.snapshot();
-        assert_eq!(snap.destination.ttl, Some(5), "the longer path is confirmed");
+        assert_eq!(
+            snap.destination.ttl,
+            Some(5),
+            "the longer path is confirmed"
+        );
         assert_eq!(snap.destination.window.loss_pct, Some(0.0));
     }
 
