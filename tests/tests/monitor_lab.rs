@@ -352,6 +352,15 @@ fn output_packets(lab: &Lab, comment: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counting rule {comment} in:\n{text}"))
 }
 
+/// Adds a rule to `src`'s OUTPUT chain that only counts the packets that
+/// match `matches`, read back by [`output_packets`] under `comment`.
+fn count_output(lab: &Lab, comment: &str, matches: &[&str]) {
+    let mut rule = vec!["-A", "OUTPUT"];
+    rule.extend_from_slice(matches);
+    rule.extend_from_slice(&["-m", "comment", "--comment", comment]);
+    iptables(lab, "src", &rule);
+}
+
 /// Adds an iptables rule in `node`'s namespace (removed with the lab).
 fn iptables(lab: &Lab, node: &str, rule: &[&str]) {
     let status = lab
@@ -383,42 +392,15 @@ fn icmp_rate_limiting_at_an_intermediate_router_is_not_path_loss() {
     // Count what leaves src towards the final-hop targets: SYNs (not the
     // RSTs the kernel answers SYN-ACKs with) and echo requests.
     let (addr, port) = (service.to_string(), FINAL_HOP_PORT.to_string());
-    iptables(
+    count_output(
         lab,
-        "src",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            &addr,
-            "-p",
-            "tcp",
-            "--syn",
-            "--dport",
-            &port,
-            "-m",
-            "comment",
-            "--comment",
-            "hw-fh-tcp",
-        ],
+        "hw-fh-tcp",
+        &["-d", &addr, "-p", "tcp", "--syn", "--dport", &port],
     );
-    iptables(
+    count_output(
         lab,
-        "src",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            &addr,
-            "-p",
-            "icmp",
-            "--icmp-type",
-            "echo-request",
-            "-m",
-            "comment",
-            "--comment",
-            "hw-fh-icmp",
-        ],
+        "hw-fh-icmp",
+        &["-d", &addr, "-p", "icmp", "--icmp-type", "echo-request"],
     );
     let state = temp_dir("ratelimit");
     let mut cfg = config(state.path(), 40, &[("t", target)]);
@@ -748,21 +730,7 @@ fn reload_adds_and_removes_targets_without_touching_the_others() {
     let mut paused = config(state.path(), 20, &[("b", b), ("c", c)]);
     paused.push_str("paused = true\n"); // applies to the last target, c
                                         // Counts what src sends towards a: once a is removed, nothing.
-    let a_addr = a.to_string();
-    iptables(
-        lab,
-        "src",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            &a_addr,
-            "-m",
-            "comment",
-            "--comment",
-            "hw-removed",
-        ],
-    );
+    count_output(lab, "hw-removed", &["-d", &a.to_string()]);
     with_monitor(lab, first, move |monitor| async move {
         eventually(Duration::from_secs(10), "b probing", || {
             (view(&monitor, "b").analysis.rounds >= 5).then_some(())
