@@ -72,12 +72,7 @@ pub fn lower_thread_priority(nice: i32) -> io::Result<()> {
     }
 }
 
-/// Allocations of this size and more get their own mapping (see
-/// [`keep_big_allocations_mapped`]): freed, they go back to the system whole.
-pub const MAPPED_ALLOCATION_BYTES: usize = 128 * 1024;
-
-/// Allocations of [`MAPPED_ALLOCATION_BYTES`] and more get their own
-/// mapping, always.
+/// Allocations of 128 KiB and more get their own mapping, always.
 ///
 /// glibc raises this threshold each time such a mapping is freed (up to
 /// 32 MiB), after which big allocations come from the heap instead, and a
@@ -92,12 +87,7 @@ pub fn keep_big_allocations_mapped() -> bool {
     {
         // SAFETY: mallopt only sets a tunable of the allocator; setting the
         // mmap threshold is documented as safe at any time.
-        unsafe {
-            libc::mallopt(
-                libc::M_MMAP_THRESHOLD,
-                MAPPED_ALLOCATION_BYTES as libc::c_int,
-            ) == 1
-        }
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) == 1 }
     }
     #[cfg(not(target_env = "gnu"))]
     {

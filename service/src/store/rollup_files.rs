@@ -198,12 +198,11 @@ type EncodedBucket = Bytes;
 /// another, each freed when the last bucket in it is written or replaced.
 /// Buckets in blocks of their own, each a few hundred bytes living ten
 /// minutes among a flush's short-lived allocations, left the heap they came
-/// from riddled with holes (docs/benchmarks.md, "An hour at 1,000 10-hop
-/// targets"). At this size a slab is a mapping of its own, outside the
-/// heaps, returned to the system when its buckets are written; buckets are
-/// written in the order they were made, so slabs go whole. One slab is a
-/// few minutes of a hundred targets.
-const SLAB_BYTES: usize = sys::MAPPED_ALLOCATION_BYTES;
+/// from riddled with holes: at 1,000 10-hop targets ~10 MiB resident but
+/// free after each section (docs/benchmarks.md, "Minute rollups in slabs").
+/// Buckets are written in the order they were made, so slabs are freed
+/// whole; a slab this size is a few minutes of a hundred targets.
+const SLAB_BYTES: usize = 64 << 10;
 /// A span's encoded buckets waiting for its section, by target.
 type SpanRollups<'a> = BTreeMap<TargetNum, Vec<(u64, &'a [u8])>>;
 
