@@ -198,15 +198,12 @@ impl TargetAnalysis {
         let Some(dest) = round.destination() else {
             return HopOutcome::Lost;
         };
-        let known = self
-            .path
-            .hop_count()
-            .filter(|&known| known < dest.ttl.get());
-        let own_probe_lost = known.is_some_and(|known| {
-            round
-                .hops
-                .iter()
-                .any(|h| h.ttl.get() == known && h.is_lost())
+        let own_probe_lost = self.path.hop_count().is_some_and(|known| {
+            known < dest.ttl.get()
+                && round
+                    .hops
+                    .iter()
+                    .any(|h| h.ttl.get() == known && h.is_lost())
         });
         if own_probe_lost {
             HopOutcome::Lost

@@ -60,7 +60,7 @@ struct Slot {
     probing: ProbingCell,
 }
 
-/// Every configured target and its supervisor.
+/// Every configured target and its probing.
 pub struct TargetSet {
     engine: Engine,
     records: mpsc::Sender<RoundRecord>,
