@@ -25,7 +25,7 @@ use crate::store::open_minutes::OpenMinutes;
 use crate::store::peers::{batch_stats, peer_key, PeerSeries};
 use crate::store::rollup::{scratch_histogram, Stats};
 use crate::store::rollup_block;
-use crate::store::rollup_files::{FileDamage, RollupFiles, SECTION_MS};
+use crate::store::rollup_files::{FileDamage, Reuse, RollupFiles, SECTION_MS};
 use crate::store::schema::{TargetMap, Trees, EVENTS, HOURS, MINUTES, RAW};
 use crate::store::segment::{sort_rounds, Damage, RecordBatch, Segments};
 use crate::store::{FlushReport, Store, HOUR_MS, MINUTE_MS};
@@ -702,7 +702,10 @@ impl Store {
         to: u64,
     ) -> Result<(), StoreError> {
         let mut hours: BTreeMap<u64, BTreeMap<SeriesNum, Stats>> = BTreeMap::new();
-        for ((series, minute), stats) in self.minute_stats(trees, num, None, from, to)? {
+        let legacy = (&trees.minutes, MINUTES);
+        let minutes =
+            self.rollup_stats(legacy, &self.minutes, num, None, (from, to), Reuse::Once)?;
+        for ((series, minute), stats) in minutes {
             hours
                 .entry(floor(minute, HOUR_MS))
                 .or_default()
@@ -746,7 +749,7 @@ impl Store {
         to: u64,
     ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
         let legacy = (&trees.minutes, MINUTES);
-        self.rollup_stats(legacy, &self.minutes, num, only, from, to)
+        self.rollup_stats(legacy, &self.minutes, num, only, (from, to), Reuse::Cached)
     }
 
     /// `num`'s hour rollups in `[from, to)`, as [`Self::minute_stats`]: the
@@ -760,7 +763,7 @@ impl Store {
         to: u64,
     ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
         let legacy = (&trees.hours, HOURS);
-        self.rollup_stats(legacy, &self.hours, num, only, from, to)
+        self.rollup_stats(legacy, &self.hours, num, only, (from, to), Reuse::Cached)
     }
 
     fn rollup_stats(
@@ -769,8 +772,8 @@ impl Store {
         files: &RollupFiles,
         num: TargetNum,
         only: Option<SeriesNum>,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
+        reuse: Reuse,
     ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, StoreError> {
         let mut found = BTreeMap::new();
         let series = match only {
@@ -790,7 +793,7 @@ impl Store {
             }
         }
         let mut damage = Vec::new();
-        let in_files = files.read(num, only, from, to, &mut damage)?;
+        let in_files = files.read_with(num, only, (from, to), reuse, &mut damage)?;
         for d in &damage {
             self.note_rollup_damage(d);
         }

@@ -464,12 +464,25 @@ impl RollupFiles {
     /// `target`'s rollups of buckets in `[from_ms, to_ms)`, of every series
     /// or of `only`: the files' values replaced by newer ones and by those
     /// in memory, by series then bucket. Damage is reported, not fatal.
+    /// The blocks read are kept in the cache for the reads after this one.
     pub fn read(
         &self,
         target: TargetNum,
         only: Option<SeriesNum>,
         from_ms: u64,
         to_ms: u64,
+        damage: &mut Vec<FileDamage>,
+    ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, RollupFileError> {
+        self.read_with(target, only, (from_ms, to_ms), Reuse::Cached, damage)
+    }
+
+    /// [`Self::read`] for `reuse`.
+    pub fn read_with(
+        &self,
+        target: TargetNum,
+        only: Option<SeriesNum>,
+        (from_ms, to_ms): (u64, u64),
+        reuse: Reuse,
         damage: &mut Vec<FileDamage>,
     ) -> Result<BTreeMap<(SeriesNum, u64), Stats>, RollupFileError> {
         let wanted = |series: SeriesNum, bucket: u64| {
@@ -498,7 +511,7 @@ impl RollupFiles {
                 self.grain,
                 span,
                 target,
-                &self.cache,
+                (&self.cache, reuse),
                 damage,
                 &wanted,
                 |series, at, stats| {
@@ -983,7 +996,7 @@ fn read_target(
     grain: Grain,
     span: u64,
     target: TargetNum,
-    cache: &BlockCache,
+    (cache, reuse): (&BlockCache, Reuse),
     damage: &mut Vec<FileDamage>,
     wanted: Wanted<'_>,
     mut each: impl FnMut(SeriesNum, u64, Stats),
@@ -1029,7 +1042,7 @@ fn read_target(
             }
             let blocks = Arc::new(blocks);
             // Damage is reported by every read, so only a clean read is kept.
-            if damage.len() == damage_before {
+            if reuse == Reuse::Cached && damage.len() == damage_before {
                 cache.insert(key, Arc::clone(&blocks));
             }
             blocks
@@ -1048,6 +1061,18 @@ struct CachedBlock {
     offset: u64,
     layout: BlockLayout,
     bytes: Vec<u8>,
+}
+
+/// Whether a read's decompressed blocks are kept for the reads after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// A query's: the web UI reads a target's series one after another,
+    /// each from the same blocks.
+    Cached,
+    /// Read once: the hour rollup reads every target's minutes each hour.
+    /// Kept, its blocks would push the queries' out of the cache, and
+    /// their buffers would live on among a flush's short-lived ones.
+    Once,
 }
 
 /// Recently read targets' blocks, by file, the file's length (a file
@@ -1100,6 +1125,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_read_once_reads_the_same_and_leaves_the_block_cache_to_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = RollupFiles::open(dir.path(), Grain::MINUTES).unwrap();
+        fill(&m, 5, 25);
+        assert!(m.write_before(T0 + 20 * MINUTE_MS).unwrap() > 0);
+        let mut damage = Vec::new();
+        let span = (T0, T0 + HOUR_MS);
+        let once = m
+            .read_with(TargetNum(3), None, span, Reuse::Once, &mut damage)
+            .unwrap();
+        m.cache.run_pending_tasks();
+        assert_eq!(m.cache.entry_count(), 0, "a read once is not cached");
+        let cached = m
+            .read(TargetNum(3), None, span.0, span.1, &mut damage)
+            .unwrap();
+        m.cache.run_pending_tasks();
+        assert_eq!(m.cache.entry_count(), 1, "a query's blocks are cached");
+        assert_eq!(once, cached);
+        assert_eq!(once.len(), 75);
+        assert!(damage.is_empty(), "{damage:?}");
     }
 
     #[test]
