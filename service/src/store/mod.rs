@@ -78,6 +78,7 @@ pub mod export;
 mod flush;
 mod hourfiles;
 pub mod keys;
+mod open_buckets;
 mod open_minutes;
 pub mod packed;
 pub mod peers;

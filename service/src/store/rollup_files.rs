@@ -52,11 +52,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::codec::{self, RollupV1};
 use super::hourfiles::HourFiles;
 use super::keys::{SeriesNum, TargetNum};
+use super::open_buckets::{EncodedBucket, OpenBuckets};
 use super::rollup::{Stats, STORED_GROUPING_POWER};
 use super::rollup_block::{self, Entry};
 use crate::sys;
@@ -172,7 +173,7 @@ pub struct RollupFiles {
     /// than per series: a value per series cost 11 allocations and map
     /// entries per 10-hop target and minute, about half of what waited
     /// (docs/benchmarks.md, "The daemon's memory at 10 hops").
-    open: Mutex<BTreeMap<BucketKey, EncodedBucket>>,
+    open: Mutex<OpenBuckets>,
     /// Where the buckets in `open` are encoded to, one after another.
     slab: Mutex<BytesMut>,
     /// The file this process appends to, per span.
@@ -186,13 +187,6 @@ pub struct RollupFiles {
     compact_spans: Mutex<BTreeSet<u64>>,
     cache: BlockCache,
 }
-
-/// Rollups in memory: whose, which bucket.
-type BucketKey = (TargetNum, u64);
-/// The rollups of one target's bucket, every series in it, encoded
-/// together by `rollup_block::encode` (slot 0, in series order): a slice of
-/// a slab.
-type EncodedBucket = Bytes;
 
 /// The size of the blocks the buckets in memory are laid out in, one after
 /// another, each freed when the last bucket in it is written or replaced.
@@ -269,7 +263,7 @@ impl RollupFiles {
         RollupFiles {
             dir: dir.to_path_buf(),
             grain,
-            open: Mutex::new(BTreeMap::new()),
+            open: Mutex::new(OpenBuckets::default()),
             slab: Mutex::new(BytesMut::new()),
             files: Mutex::new(BTreeMap::new()),
             claimed_until: Mutex::new(None),
@@ -307,7 +301,7 @@ impl RollupFiles {
             return;
         }
         let mut open = sys::lock(&self.open);
-        if let Some(known) = open.get(&(target, bucket_ms)) {
+        if let Some(known) = open.get((target, bucket_ms)) {
             // A bucket recomputed (late rounds) or given a series at a time.
             for entry in decode_bucket(known, &|_| true) {
                 entries.entry(entry.series).or_insert(entry.stats);
@@ -366,13 +360,7 @@ impl RollupFiles {
     pub fn write_before(&self, before_ms: u64) -> Result<u64, RollupFileError> {
         let mut claimed = sys::lock(&self.claimed_until);
         let before_ms = before_ms.max(claimed.unwrap_or(0));
-        let taken: BTreeMap<BucketKey, EncodedBucket> = {
-            let open = sys::lock(&self.open);
-            open.iter()
-                .filter(|((_, bucket), _)| *bucket < before_ms)
-                .map(|(k, v)| (*k, v.clone()))
-                .collect()
-        };
+        let taken = sys::lock(&self.open).before(before_ms);
         if taken.is_empty() {
             return Ok(0);
         }
@@ -385,13 +373,13 @@ impl RollupFiles {
         // target's (at 1,000 targets the heap peaked ~34 MiB above its steady
         // size while all of them were decoded at once: docs/benchmarks.md).
         let mut by_span: BTreeMap<u64, SpanRollups<'_>> = BTreeMap::new();
-        for (&(target, bucket), value) in &taken {
+        for ((target, bucket), value) in &taken {
             by_span
-                .entry(floor(bucket, span_ms))
+                .entry(floor(*bucket, span_ms))
                 .or_default()
-                .entry(target)
+                .entry(*target)
                 .or_default()
-                .push((bucket, &**value));
+                .push((*bucket, &**value));
         }
         let mut written = 0;
         for (span, targets) in by_span {
@@ -422,12 +410,7 @@ impl RollupFiles {
             written += section.len() as u64;
         }
         // Forget what was written, unless a newer value replaced it meanwhile.
-        let mut open = sys::lock(&self.open);
-        for (key, value) in taken {
-            if open.get(&key) == Some(&value) {
-                open.remove(&key);
-            }
-        }
+        sys::lock(&self.open).forget_written(&taken);
         Ok(written)
     }
 
@@ -491,9 +474,8 @@ impl RollupFiles {
         // Memory first: a section written meanwhile is then in the files.
         let in_memory: Vec<(u64, EncodedBucket)> = {
             let open = sys::lock(&self.open);
-            open.range((target, 0)..=(target, u64::MAX))
-                .filter(|((_, bucket), _)| (from_ms..to_ms).contains(bucket))
-                .map(|((_, bucket), v)| (*bucket, v.clone()))
+            open.range(target, from_ms..to_ms)
+                .map(|(bucket, v)| (bucket, v.clone()))
                 .collect()
         };
         let in_memory = in_memory.into_iter().flat_map(|(bucket, value)| {
