@@ -1,5 +1,6 @@
 //! Component health: how each component that may run degraded (the history
-//! store, the alert outbox, the reflector) is running, as `/healthz`,
+//! store, the alert outbox, the probe engine's kernel programs, the
+//! reflector) is running, as `/healthz`,
 //! `/readyz` and `/metrics` report it, and the quarantine that moves a broken
 //! sled database aside (never deleting it).
 //!
@@ -21,6 +22,7 @@ use serde::Serialize;
 /// The component names used in health and metrics labels.
 pub const STORE: &str = "store";
 pub const OUTBOX: &str = "outbox";
+pub const PROBE_ENGINE: &str = "probe_engine";
 pub const REFLECTOR: &str = "reflector";
 
 /// The marker in a quarantined copy's name; `hopwatch check` lists files
@@ -41,6 +43,9 @@ pub enum ComponentMode {
     Disabled,
     /// The reflector could not bind and is retried in the background.
     Retrying,
+    /// The probe engine's eBPF programs dropped events lately (a full ring
+    /// buffer or in-flight map): probes the network answered count as lost.
+    Lossy,
 }
 
 /// One component's state, as health and metrics show it.
@@ -85,6 +90,9 @@ impl ComponentStatus {
                 "the alert outbox could not be opened at all: alerts are kept in memory only and lost on restart"
             }
             (_, ComponentMode::Retrying) => "it could not start and is retried every 30 s",
+            (_, ComponentMode::Lossy) => {
+                "the kernel programs are dropping events (a full ring buffer or in-flight map): probes the network answered count as lost, so loss figures read high"
+            }
             (_, _) => "it runs degraded",
         };
         let mut text = what.to_owned();

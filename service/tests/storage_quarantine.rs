@@ -309,7 +309,11 @@ async fn damaged_state_is_quarantined_and_monitoring_goes_on(how: Damage) {
     };
     assert_eq!(
         states,
-        BTreeMap::from([("store", ComponentMode::Fresh), ("outbox", outbox_mode)]),
+        BTreeMap::from([
+            ("store", ComponentMode::Fresh),
+            ("outbox", outbox_mode),
+            ("probe_engine", ComponentMode::Ok)
+        ]),
         "{how:?}"
     );
 
@@ -383,6 +387,15 @@ async fn damaged_state_is_quarantined_and_monitoring_goes_on(how: Damage) {
         ready["components"][1]["degraded"], outbox_damaged,
         "{ready}"
     );
+    // The probe engine's kernel programs lose nothing at this load.
+    assert_eq!(
+        (
+            &ready["components"][2]["component"],
+            &ready["components"][2]["state"]
+        ),
+        (&serde_json::json!("probe_engine"), &serde_json::json!("ok")),
+        "{ready}"
+    );
     let metrics = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
         .await
         .unwrap();
@@ -390,6 +403,7 @@ async fn damaged_state_is_quarantined_and_monitoring_goes_on(how: Damage) {
     for line in [
         r#"hopwatch_component_degraded{component="store"} 1"#.to_owned(),
         format!(r#"hopwatch_component_degraded{{component="outbox"}} {outbox_flag}"#),
+        r#"hopwatch_component_degraded{component="probe_engine"} 0"#.to_owned(),
         r#"hopwatch_quarantined_files_total{component="store"} 1"#.to_owned(),
         format!(r#"hopwatch_quarantined_files_total{{component="outbox"}} {outbox_flag}"#),
     ] {

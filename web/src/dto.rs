@@ -687,7 +687,8 @@ pub struct WebhookDto {
     pub dropped_bytes: u64,
 }
 
-/// One of the daemon's components (`store`, `outbox`, `reflector`) for
+/// One of the daemon's components (`store`, `outbox`, `probe_engine`,
+/// `reflector`) for
 /// /healthz and /readyz. The error behind a degraded state is in the daemon's
 /// log only: these endpoints are open, and errors name files.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -696,7 +697,8 @@ pub struct ComponentHealthDto {
     /// `ok`; `fresh` (the old files could not be opened, were quarantined,
     /// and a new empty one is in use); `disabled` (not even a fresh one
     /// opened: no history, or alerts in memory only); `retrying` (the
-    /// reflector could not bind and is retried).
+    /// reflector could not bind and is retried); `lossy` (the probe engine's
+    /// eBPF programs dropped events within the last minute).
     pub state: String,
     /// `state` is not `ok`.
     pub degraded: bool,

@@ -7,12 +7,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 pub use crate::health::{
     is_lock_contention, list_quarantined, quarantine_dir, quarantine_path, quarantine_store,
-    ComponentMode, ComponentStatus, QuarantineError, SharedStatus, OUTBOX, QUARANTINE_MARKER,
-    REFLECTOR, STORE,
+    ComponentMode, ComponentStatus, QuarantineError, SharedStatus, OUTBOX, PROBE_ENGINE,
+    QUARANTINE_MARKER, REFLECTOR, STORE,
 };
+use crate::probe::{Engine, KernelLosses, KERNEL_LOSS_CHECK};
 pub use crate::store::is_store_file;
 use crate::store::{Store, StoreConfig, StoreError};
 
@@ -157,5 +159,64 @@ pub async fn judge(
         alerts
             .on_component(OUTBOX, AlertKind::Outbox, outbox.as_deref())
             .await;
+    }
+}
+
+/// How long the probe engine reads as degraded after its kernel programs
+/// last lost an event: long enough for a health check polled every 30 s to
+/// see a brief burst, short enough to clear soon after the load eases.
+pub const KERNEL_LOSS_HOLD: Duration = Duration::from_secs(60);
+
+/// The probe engine's state for health and metrics: `lossy` for
+/// [`KERNEL_LOSS_HOLD`] after its eBPF programs last dropped an event (a
+/// full ring buffer or in-flight map), when the loss figures read high.
+pub fn engine_status(engine: &Engine, now_ms: u64) -> ComponentStatus {
+    kernel_loss_status(engine.last_kernel_losses(), now_ms)
+}
+
+/// [`engine_status`] given the kernel programs' last losses (`seen`: when,
+/// and what).
+fn kernel_loss_status(seen: Option<(u64, KernelLosses)>, now_ms: u64) -> ComponentStatus {
+    let mut status = ComponentStatus::ok(PROBE_ENGINE);
+    let hold_ms = KERNEL_LOSS_HOLD.as_millis() as u64;
+    let recent = seen.filter(|(at_ms, _)| now_ms.saturating_sub(*at_ms) < hold_ms);
+    if let Some((at_ms, losses)) = recent {
+        status.mode = ComponentMode::Lossy;
+        status.error = Some(format!(
+            "{} replies (ring buffer full) and {} send stamps (in-flight map full) lost in the {} s before {}; fewer targets or a longer interval",
+            losses.replies,
+            losses.stamps,
+            KERNEL_LOSS_CHECK.as_secs(),
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at_ms))
+        ));
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_reads_lossy_for_a_minute_after_its_kernel_programs_lost_events() {
+        let ok = ComponentStatus::ok(PROBE_ENGINE);
+        assert_eq!(kernel_loss_status(None, 1_000_000), ok);
+        let losses = KernelLosses {
+            replies: 37,
+            stamps: 2,
+        };
+        let at_ms = 1_700_000_000_000;
+        let hold = KERNEL_LOSS_HOLD.as_millis() as u64;
+        let lossy = kernel_loss_status(Some((at_ms, losses)), at_ms + hold - 1);
+        assert_eq!(lossy.mode, ComponentMode::Lossy);
+        assert!(lossy.degraded());
+        let error = lossy.error.as_deref().unwrap();
+        assert!(
+            error.starts_with("37 replies (ring buffer full) and 2 send stamps")
+                && error.contains("2023-11-14T22:13:20Z"),
+            "{error}"
+        );
+        assert!(lossy.problem().unwrap().contains("count as lost"));
+        assert_eq!(kernel_loss_status(Some((at_ms, losses)), at_ms + hold), ok);
     }
 }

@@ -311,10 +311,14 @@ impl Monitor {
         &self.engine
     }
 
-    /// Every component's state, in the order store, outbox, reflector (the
-    /// reflector only when configured).
+    /// Every component's state, in the order store, outbox, probe engine,
+    /// reflector (the reflector only when configured).
     pub fn components(&self) -> Vec<ComponentStatus> {
-        let mut all = vec![self.store_status.clone(), self.alerts.outbox_status()];
+        let mut all = vec![
+            self.store_status.clone(),
+            self.alerts.outbox_status(),
+            components::engine_status(&self.engine, sys::now_ms()),
+        ];
         if let Some(status) = &self.reflector_status {
             all.push(sys::lock(status).clone());
         }

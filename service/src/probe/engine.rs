@@ -124,6 +124,8 @@ struct Inner {
     flows: Mutex<FlowAllocator>,
     counters: EngineCounters,
     ebpf: Option<EbpfTimestamper>,
+    /// The kernel programs' last losses and when the watcher saw them.
+    kernel_losses: Mutex<Option<(u64, KernelLosses)>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -270,9 +272,16 @@ impl Engine {
                 flows: Mutex::new(FlowAllocator::new(parts.flow_range)),
                 counters: EngineCounters::default(),
                 ebpf: None,
+                kernel_losses: Mutex::new(None),
                 tasks: Vec::new(),
             }),
         }
+    }
+
+    /// When (ms since the epoch) and what the kernel programs last lost,
+    /// as counted over one [`KERNEL_LOSS_CHECK`]; `None` if never.
+    pub fn last_kernel_losses(&self) -> Option<(u64, KernelLosses)> {
+        *sys::lock(&self.inner.kernel_losses)
     }
 
     /// The timestamp source every result of this engine carries (unless a
@@ -351,7 +360,7 @@ async fn forward_kernel_events(mut events: super::ebpf::ReplyEvents, correlator:
 }
 
 /// How often the kernel programs' loss counters are checked.
-const KERNEL_LOSS_CHECK: Duration = Duration::from_secs(10);
+pub const KERNEL_LOSS_CHECK: Duration = Duration::from_secs(10);
 
 /// Warns, at most every [`KERNEL_LOSS_CHECK`], when the kernel programs lost
 /// replies (a full ring buffer: the reader fell more than a ring of events
@@ -374,6 +383,9 @@ async fn watch_kernel_losses(engine: std::sync::Weak<Inner>) {
         };
         if let Some(last) = last {
             if let Some(losses) = KernelLosses::between(&last, &now) {
+                if let Some(inner) = engine.upgrade() {
+                    *sys::lock(&inner.kernel_losses) = Some((sys::now_ms(), losses));
+                }
                 tracing::warn!(
                     replies_dropped_ring_full = losses.replies,
                     stamps_dropped_map_full = losses.stamps,
@@ -390,11 +402,11 @@ async fn watch_kernel_losses(engine: std::sync::Weak<Inner>) {
 
 /// What the kernel programs lost between two readings of their counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct KernelLosses {
+pub struct KernelLosses {
     /// Matched replies dropped because the ring buffer was full.
-    replies: u64,
+    pub replies: u64,
     /// Outgoing probes whose stamp the in-flight map could not take.
-    stamps: u64,
+    pub stamps: u64,
 }
 
 impl KernelLosses {

@@ -42,7 +42,8 @@ pub mod types;
 pub mod wire;
 
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineParts, EngineStats, Flow, FlowSpec, ProbeError,
+    Engine, EngineConfig, EngineError, EngineParts, EngineStats, Flow, FlowSpec, KernelLosses,
+    ProbeError, KERNEL_LOSS_CHECK,
 };
 pub use trace::{TraceSpec, TraceStream};
 pub use transport::{ProbeTransport, SourceSelection};

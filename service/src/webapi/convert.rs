@@ -498,6 +498,7 @@ pub fn component_health(status: &ComponentStatus) -> hopwatch_web::dto::Componen
             ComponentMode::Fresh => "fresh",
             ComponentMode::Disabled => "disabled",
             ComponentMode::Retrying => "retrying",
+            ComponentMode::Lossy => "lossy",
         }
         .to_owned(),
         degraded: status.degraded(),
