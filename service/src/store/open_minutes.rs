@@ -14,11 +14,9 @@
 //! so its pieces would be allocated in the middle of a flush's short-lived
 //! ones and pin that heap's pages after them: the fragmentation that kept
 //! the flush thread's arena at 16-18 MiB with half of it free
-//! (docs/benchmarks.md). So a minute that is rolled up hands its buffers,
-//! grown to a minute of rounds, to the target's next open minute (which
-//! holds only the few seconds of rounds the same flush brought): the small
-//! buffers that minute started with are freed within the flush that made
-//! them, and the next flush fills the big ones without growing them.
+//! (docs/benchmarks.md). So a rolled-up minute is emptied, not freed, and
+//! the next minute reuses its buffers: once a target's minutes have grown to
+//! a minute's rounds, its open minutes allocate nothing.
 
 use histogram::Histogram32;
 
@@ -30,6 +28,11 @@ use crate::store::MINUTE_MS;
 
 /// A round's identity within its target, as the store deduplicates rounds.
 type RoundId = (u64, u64);
+
+/// Emptied minutes a target keeps for reuse. One covers the steady state
+/// (the flush after a minute closes rolls it up and opens the next); more
+/// would only hold memory after a burst of late rounds.
+const SPARE_MINUTES: usize = 1;
 
 /// One series' samples of one minute.
 #[derive(Debug, Default)]
@@ -105,38 +108,24 @@ impl OpenMinute {
         &mut self.series[at].1
     }
 
-    /// Becomes a copy of `other`, in its own buffers (emptied first, kept
-    /// with their capacity).
-    fn refill_from(&mut self, other: &OpenMinute) {
-        self.start_ms = other.start_ms;
+    /// Empties the minute for reuse as the one starting at `start_ms`,
+    /// keeping every buffer.
+    fn reset(&mut self, start_ms: u64) {
+        self.start_ms = start_ms;
         self.rounds.clear();
-        self.rounds.extend_from_slice(&other.rounds);
         for (_, samples) in &mut self.series {
             samples.clear();
         }
-        for (num, theirs) in &other.series {
-            let ours = self.series(*num);
-            ours.lost = theirs.lost;
-            ours.rtt_us.extend_from_slice(&theirs.rtt_us);
-        }
-    }
-
-    /// The samples its buffers have room for.
-    fn capacity(&self) -> usize {
-        self.rounds.capacity()
-            + self
-                .series
-                .iter()
-                .map(|(_, s)| s.rtt_us.capacity())
-                .sum::<usize>()
     }
 }
 
-/// A target's open minutes: rounds added, minutes rolled up and dropped.
+/// A target's open minutes: rounds added, minutes rolled up and emptied.
 #[derive(Debug, Default)]
 pub struct OpenMinutes {
     /// Oldest first; nearly always one or two.
     minutes: Vec<OpenMinute>,
+    /// Rolled-up minutes kept for reuse (at most [`SPARE_MINUTES`]).
+    spare: Vec<OpenMinute>,
 }
 
 impl OpenMinutes {
@@ -154,15 +143,14 @@ impl OpenMinutes {
         }
     }
 
-    /// The open minute starting at `start_ms`, opened if it was not.
+    /// The open minute starting at `start_ms`, opened (from a spare when
+    /// there is one) if it was not.
     fn minute(&mut self, start_ms: u64) -> &mut OpenMinute {
         let at = match self.minutes.binary_search_by_key(&start_ms, |m| m.start_ms) {
             Ok(at) => at,
             Err(at) => {
-                let minute = OpenMinute {
-                    start_ms,
-                    ..OpenMinute::default()
-                };
+                let mut minute = self.spare.pop().unwrap_or_default();
+                minute.reset(start_ms);
                 self.minutes.insert(at, minute);
                 at
             }
@@ -193,20 +181,19 @@ impl OpenMinutes {
         out
     }
 
-    /// Drops the minutes before `ms` (rolled up and on disk). The newest
-    /// of them, when its buffers are the bigger, takes over the oldest
-    /// minute still open (see the module's doc).
+    /// Empties the minutes before `ms` (rolled up and on disk), keeping up
+    /// to [`SPARE_MINUTES`] of them for the minutes to come.
     pub fn forget_before(&mut self, ms: u64) {
         let done = self.minutes.partition_point(|m| m.start_ms < ms);
-        let newest_done = self.minutes.drain(..done).next_back();
-        if let (Some(mut big), Some(open)) = (newest_done, self.minutes.first_mut()) {
-            if big.capacity() > open.capacity() {
-                big.refill_from(open);
-                *open = big;
+        for minute in self.minutes.drain(..done) {
+            if self.spare.len() < SPARE_MINUTES {
+                self.spare.push(minute);
             }
         }
     }
 
+    /// Whether no minute is open. Its spare alone is not worth keeping
+    /// the target's entry for.
     pub fn is_empty(&self) -> bool {
         self.minutes.is_empty()
     }
@@ -337,16 +324,14 @@ mod tests {
     }
 
     #[test]
-    fn the_next_minute_takes_over_the_buffers_of_the_one_rolled_up() {
+    fn a_reused_minute_rolls_up_only_its_own_rounds_and_keeps_its_buffers() {
         let mut open = OpenMinutes::default();
-        // Minute 0: 60 rounds over three hops; minute 1: one round, one hop
-        // (the same flush), then rolled up after minute 0 is forgotten.
+        // Minute 0: 60 rounds over three hops; minute 1: one round, one hop.
         for i in 0..60 {
             open.add(&round(i, i * 1_000, &[Some(10), Some(20), Some(30)]));
         }
-        open.add(&round(60, MINUTE_MS + 5, &[None]));
         open.forget_before(MINUTE_MS);
-        // Handed back by a failed flush: still counted once.
+        assert!(open.is_empty());
         open.add(&round(60, MINUTE_MS + 5, &[None]));
         let rolled = open.roll(0, u64::MAX, &mut scratch_histogram());
         let series: Vec<(u64, SeriesNum, u64, u64)> = rolled
@@ -360,10 +345,9 @@ mod tests {
                 (MINUTE_MS, SeriesNum(1), 1, 1),
             ]
         );
-        // Minute 1 is in minute 0's buffers, grown to 60 rounds.
-        assert_eq!(open.minutes.len(), 1);
+        // The minute reused the first one's buffers rather than new ones.
+        assert!(open.spare.is_empty());
         assert!(open.minutes[0].rounds.capacity() >= 60);
         assert_eq!(open.minutes[0].series.len(), 4);
-        assert_eq!(open.rounds(), 1);
     }
 }
