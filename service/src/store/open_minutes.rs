@@ -9,14 +9,8 @@
 //!
 //! A flush that fails hands its rounds back with the retry, so every minute
 //! remembers which rounds it counted, `(start, seq)`, and counts each once.
-//!
-//! A minute lives from the flush that opens it to the one after it closes,
-//! so its pieces would be allocated in the middle of a flush's short-lived
-//! ones and pin that heap's pages after them: the fragmentation that kept
-//! the flush thread's arena at 16-18 MiB with half of it free
-//! (docs/benchmarks.md). So a rolled-up minute is emptied, not freed, and
-//! the next minute reuses its buffers: once a target's minutes have grown to
-//! a minute's rounds, its open minutes allocate nothing.
+
+use std::collections::BTreeMap;
 
 use histogram::Histogram32;
 
@@ -28,11 +22,6 @@ use crate::store::MINUTE_MS;
 
 /// A round's identity within its target, as the store deduplicates rounds.
 type RoundId = (u64, u64);
-
-/// Emptied minutes a target keeps for reuse. One covers the steady state
-/// (the flush after a minute closes rolls it up and opens the next); more
-/// would only hold memory after a burst of late rounds.
-const SPARE_MINUTES: usize = 1;
 
 /// One series' samples of one minute.
 #[derive(Debug, Default)]
@@ -54,15 +43,6 @@ impl MinuteSeries {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.lost == 0 && self.rtt_us.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.lost = 0;
-        self.rtt_us.clear();
-    }
-
     fn stats(&self, scratch: &mut Histogram32) -> Stats {
         let mut acc = SeriesAcc::default();
         for &us in &self.rtt_us {
@@ -78,12 +58,9 @@ impl MinuteSeries {
 /// One minute of one target.
 #[derive(Debug, Default)]
 struct OpenMinute {
-    start_ms: u64,
     /// The rounds counted, in the order they came (nearly always rising).
     rounds: Vec<RoundId>,
-    /// By series number. A series without samples is one a reused minute
-    /// kept from before: it is skipped, and keeps its buffer for later.
-    series: Vec<(SeriesNum, MinuteSeries)>,
+    series: BTreeMap<SeriesNum, MinuteSeries>,
 }
 
 impl OpenMinute {
@@ -96,66 +73,33 @@ impl OpenMinute {
         }
         new
     }
-
-    fn series(&mut self, num: SeriesNum) -> &mut MinuteSeries {
-        let at = match self.series.binary_search_by_key(&num, |(n, _)| *n) {
-            Ok(at) => at,
-            Err(at) => {
-                self.series.insert(at, (num, MinuteSeries::default()));
-                at
-            }
-        };
-        &mut self.series[at].1
-    }
-
-    /// Empties the minute for reuse as the one starting at `start_ms`,
-    /// keeping every buffer.
-    fn reset(&mut self, start_ms: u64) {
-        self.start_ms = start_ms;
-        self.rounds.clear();
-        for (_, samples) in &mut self.series {
-            samples.clear();
-        }
-    }
 }
 
-/// A target's open minutes: rounds added, minutes rolled up and emptied.
+/// A target's open minutes: rounds added, minutes rolled up and dropped.
 #[derive(Debug, Default)]
 pub struct OpenMinutes {
-    /// Oldest first; nearly always one or two.
-    minutes: Vec<OpenMinute>,
-    /// Rolled-up minutes kept for reuse (at most [`SPARE_MINUTES`]).
-    spare: Vec<OpenMinute>,
+    minutes: BTreeMap<u64, OpenMinute>,
 }
 
 impl OpenMinutes {
     /// Counts `round` (as stored: RTTs to the microsecond) in its minute,
     /// once however often it is added.
     pub fn add(&mut self, round: &RoundRecord) {
-        let open = self.minute(round.started_at_ms - round.started_at_ms % MINUTE_MS);
+        let minute = round.started_at_ms - round.started_at_ms % MINUTE_MS;
+        let open = self.minutes.entry(minute).or_default();
         if !open.count((round.started_at_ms, round.seq)) {
             return;
         }
-        open.series(SeriesNum::DESTINATION)
+        open.series
+            .entry(SeriesNum::DESTINATION)
+            .or_default()
             .push(round.destination().and_then(HopSample::rtt));
         for hop in round.path_samples() {
-            open.series(SeriesNum(hop.ttl.get())).push(hop.rtt());
+            open.series
+                .entry(SeriesNum(hop.ttl.get()))
+                .or_default()
+                .push(hop.rtt());
         }
-    }
-
-    /// The open minute starting at `start_ms`, opened (from a spare when
-    /// there is one) if it was not.
-    fn minute(&mut self, start_ms: u64) -> &mut OpenMinute {
-        let at = match self.minutes.binary_search_by_key(&start_ms, |m| m.start_ms) {
-            Ok(at) => at,
-            Err(at) => {
-                let mut minute = self.spare.pop().unwrap_or_default();
-                minute.reset(start_ms);
-                self.minutes.insert(at, minute);
-                at
-            }
-        };
-        &mut self.minutes[at]
     }
 
     /// The rollup of every series of every minute in `[from_ms, to_ms)`
@@ -167,33 +111,19 @@ impl OpenMinutes {
         scratch: &mut Histogram32,
     ) -> Vec<(u64, SeriesNum, Stats)> {
         let mut out = Vec::new();
-        let in_range = self
-            .minutes
-            .iter()
-            .filter(|m| (from_ms..to_ms).contains(&m.start_ms));
-        for open in in_range {
-            for (series, samples) in &open.series {
-                if !samples.is_empty() {
-                    out.push((open.start_ms, *series, samples.stats(scratch)));
-                }
+        for (&minute, open) in self.minutes.range(from_ms..to_ms) {
+            for (&series, samples) in &open.series {
+                out.push((minute, series, samples.stats(scratch)));
             }
         }
         out
     }
 
-    /// Empties the minutes before `ms` (rolled up and on disk), keeping up
-    /// to [`SPARE_MINUTES`] of them for the minutes to come.
+    /// Drops the minutes before `ms` (rolled up and on disk).
     pub fn forget_before(&mut self, ms: u64) {
-        let done = self.minutes.partition_point(|m| m.start_ms < ms);
-        for minute in self.minutes.drain(..done) {
-            if self.spare.len() < SPARE_MINUTES {
-                self.spare.push(minute);
-            }
-        }
+        self.minutes = self.minutes.split_off(&ms);
     }
 
-    /// Whether no minute is open. Its spare alone is not worth keeping
-    /// the target's entry for.
     pub fn is_empty(&self) -> bool {
         self.minutes.is_empty()
     }
@@ -201,14 +131,13 @@ impl OpenMinutes {
     /// Rounds counted, over all open minutes.
     #[cfg(test)]
     pub fn rounds(&self) -> usize {
-        self.minutes.iter().map(|m| m.rounds.len()).sum()
+        self.minutes.values().map(|m| m.rounds.len()).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::net::IpAddr;
 
     use crate::model::TargetId;
@@ -321,33 +250,5 @@ mod tests {
         assert!(open.roll(0, MINUTE_MS, &mut scratch_histogram()).is_empty());
         open.forget_before(10 * MINUTE_MS);
         assert!(open.is_empty());
-    }
-
-    #[test]
-    fn a_reused_minute_rolls_up_only_its_own_rounds_and_keeps_its_buffers() {
-        let mut open = OpenMinutes::default();
-        // Minute 0: 60 rounds over three hops; minute 1: one round, one hop.
-        for i in 0..60 {
-            open.add(&round(i, i * 1_000, &[Some(10), Some(20), Some(30)]));
-        }
-        open.forget_before(MINUTE_MS);
-        assert!(open.is_empty());
-        open.add(&round(60, MINUTE_MS + 5, &[None]));
-        let rolled = open.roll(0, u64::MAX, &mut scratch_histogram());
-        let series: Vec<(u64, SeriesNum, u64, u64)> = rolled
-            .iter()
-            .map(|(m, s, st)| (*m, *s, st.sent, st.lost))
-            .collect();
-        assert_eq!(
-            series,
-            vec![
-                (MINUTE_MS, SeriesNum::DESTINATION, 1, 1),
-                (MINUTE_MS, SeriesNum(1), 1, 1),
-            ]
-        );
-        // The minute reused the first one's buffers rather than new ones.
-        assert!(open.spare.is_empty());
-        assert!(open.minutes[0].rounds.capacity() >= 60);
-        assert_eq!(open.minutes[0].series.len(), 4);
     }
 }
