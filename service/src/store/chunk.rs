@@ -150,9 +150,7 @@ pub fn encode(rounds: &[RoundRecord]) -> Vec<u8> {
     let body = encode_columns(rounds);
     let mut out = vec![CHUNK_FORMAT];
     // zstd into a Vec fails only on allocation failure.
-    out.extend(
-        zstd::stream::encode_all(body.as_slice(), ZSTD_LEVEL).expect("zstd compresses into a Vec"),
-    );
+    out.extend(super::compress::compress(&body, ZSTD_LEVEL));
     out
 }
 

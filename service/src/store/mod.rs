@@ -73,6 +73,7 @@
 pub mod buffer;
 pub mod chunk;
 pub mod codec;
+mod compress;
 pub mod error;
 pub mod export;
 mod flush;

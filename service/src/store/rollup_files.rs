@@ -744,8 +744,7 @@ impl RollupFiles {
 
 /// A target's block as a section holds it.
 fn compress_block(raw: &[u8]) -> Vec<u8> {
-    // zstd into a Vec fails only on allocation failure.
-    zstd::stream::encode_all(raw, ZSTD_LEVEL).expect("zstd compresses into a Vec")
+    super::compress::compress(raw, ZSTD_LEVEL)
 }
 
 /// A section of compressed blocks, sorted by target.
