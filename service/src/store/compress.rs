@@ -5,8 +5,8 @@
 //! return: its tables, sized for a stream of unknown length, for every
 //! target's chunk at each flush and every target's block at each section,
 //! 1,000 of them a minute at 1,000 targets and the largest share by size of
-//! what the flush thread allocated (heaptrack, docs/benchmarks.md,
-//! "Compression contexts kept"). A block compressor is told each input's
+//! what the flush thread allocated (heaptrack, docs/benchmarks.md, "Where
+//! the rise comes from"). A block compressor is told each input's
 //! size and sizes its tables to it, and one kept per thread allocates them
 //! once. Its frames differ from a stream's only in stating their content
 //! size, which every zstd reader handles: stores written before read the
