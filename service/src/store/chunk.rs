@@ -149,8 +149,7 @@ fn unrun(runs: &[u32]) -> impl Iterator<Item = bool> + '_ {
 pub fn encode(rounds: &[RoundRecord]) -> Vec<u8> {
     let body = encode_columns(rounds);
     let mut out = vec![CHUNK_FORMAT];
-    // zstd into a Vec fails only on allocation failure.
-    out.extend(super::compress::compress(&body, ZSTD_LEVEL));
+    super::compress::compress_onto(&body, ZSTD_LEVEL, &mut out);
     out
 }
 

@@ -25,6 +25,14 @@ thread_local! {
 
 /// `raw` as one zstd frame at `level`, in a Vec of exactly its length.
 pub fn compress(raw: &[u8], level: i32) -> Vec<u8> {
+    let mut frame = Vec::new();
+    compress_onto(raw, level, &mut frame);
+    frame.shrink_to_fit();
+    frame
+}
+
+/// Appends `raw` as one zstd frame at `level` to `out`.
+pub fn compress_onto(raw: &[u8], level: i32, out: &mut Vec<u8>) {
     CONTEXT.with(|context| {
         let (compressor, scratch) = &mut *context.borrow_mut();
         scratch.clear();
@@ -33,9 +41,8 @@ pub fn compress(raw: &[u8], level: i32) -> Vec<u8> {
             .compress_to_buffer(raw, scratch, level)
             // Into room of zstd's bound for the input, only a zstd bug fails.
             .expect("zstd compresses into room of its own bound");
-        let frame = scratch[..len].to_vec();
+        out.extend_from_slice(&scratch[..len]);
         scratch.shrink_to(SCRATCH_KEPT_BYTES);
-        frame
     })
 }
 
