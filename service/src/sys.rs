@@ -109,6 +109,43 @@ pub fn return_freed_memory() {
     }
 }
 
+/// What the C library's allocator holds, from its own books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapUsage {
+    /// Bytes handed out from the heaps and not yet freed.
+    pub in_use: u64,
+    /// Bytes of big allocations in mappings of their own, at their full
+    /// size: pages never touched (a database's reserved cache) are counted
+    /// but not resident.
+    pub mapped: u64,
+    /// Bytes of free pieces kept inside the heaps. Pages of them that
+    /// [`return_freed_memory`] gave back still count here but are not resident.
+    pub free: u64,
+}
+
+/// The allocator's own count of the bytes in use, which `VmRSS` mixes with
+/// free pieces and the code: whether memory grows because something keeps
+/// more, or because the heap fragments (docs/benchmarks.md, "Where the rise
+/// comes from"). `None` where the C library is not glibc. Walks every arena
+/// under its lock: microseconds, once per scrape.
+pub fn heap_usage() -> Option<HeapUsage> {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallinfo2 (glibc 2.33) only reads the allocator's
+        // statistics under its arena locks; it is thread-safe.
+        let info = unsafe { libc::mallinfo2() };
+        Some(HeapUsage {
+            in_use: info.uordblks as u64,
+            mapped: info.hblkhd as u64,
+            free: info.fordblks as u64,
+        })
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        None
+    }
+}
+
 /// Whether a socket call failed only for now: a non-blocking call that would
 /// block, a receive or accept timeout, or a signal. The loop tries again.
 pub fn is_transient(err: &io::Error) -> bool {

@@ -231,6 +231,24 @@ pub struct MetricsSnapshot {
     pub peers: Vec<PeerMetrics>,
     /// `[[remote_write]]` receivers, in config order.
     pub remote_write: Vec<RemoteWriteMetrics>,
+    /// Where the daemon's memory goes; `None` while the daemon reports none.
+    pub memory: Option<MemoryMetrics>,
+}
+
+/// The daemon's heap, from the allocator's books and by part.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryMetrics {
+    /// Bytes allocated from the heaps and not freed; `None` where the
+    /// allocator cannot say (and so for the two below).
+    pub heap_in_use_bytes: Option<u64>,
+    /// Bytes of big allocations in their own mappings, touched or not.
+    pub heap_mapped_bytes: Option<u64>,
+    /// Bytes of free pieces the allocator keeps (partly returned to the system).
+    pub heap_free_bytes: Option<u64>,
+    /// Estimated bytes of the targets' running analyses.
+    pub analysis_bytes: u64,
+    /// Estimated bytes of the targets' recent events.
+    pub recent_events_bytes: u64,
 }
 
 /// One peer's values for /metrics: gauges over its window, counters since its
@@ -589,6 +607,35 @@ fn encode_alert_firing(
     )
 }
 
+/// The heap as the allocator counts it, and the estimated share of the
+/// parts that grow with the targets: whether memory that rises is kept by
+/// hopwatch or lost to fragmentation, and by which part.
+fn encode_memory(f: &mut Family<'_, '_>, m: &MemoryMetrics) -> Result<(), std::fmt::Error> {
+    if let (Some(in_use), Some(mapped), Some(free)) =
+        (m.heap_in_use_bytes, m.heap_mapped_bytes, m.heap_free_bytes)
+    {
+        f.gauge(
+            "hopwatch_heap",
+            "Bytes the C library's allocator holds: in_use (allocated from its heaps), mapped (big allocations in their own mappings, untouched pages included) or free (kept for reuse, partly returned to the system)",
+            Some(&Unit::Bytes),
+            [
+                (vec![("state", "in_use")], in_use as i64),
+                (vec![("state", "mapped")], mapped as i64),
+                (vec![("state", "free")], free as i64),
+            ],
+        )?;
+    }
+    f.gauge(
+        "hopwatch_live_state",
+        "Estimated bytes of the targets' live state, part of the heap in use: analysis (windows, since-start histograms, paths) or recent_events",
+        Some(&Unit::Bytes),
+        [
+            (vec![("part", "analysis")], m.analysis_bytes as i64),
+            (vec![("part", "recent_events")], m.recent_events_bytes as i64),
+        ],
+    )
+}
+
 fn comp(m: &ComponentMetrics) -> Labels<'_> {
     vec![("component", m.component.as_str())]
 }
@@ -846,6 +893,9 @@ impl Collector for SnapshotCollector {
             None,
             [(none(), s.live_rounds_skipped)],
         )?;
+        if let Some(m) = &s.memory {
+            encode_memory(&mut f, m)?;
+        }
         if !s.components.is_empty() {
             f.gauge(
                 "hopwatch_component_degraded",
@@ -1302,5 +1352,44 @@ mod tests {
                 .any(|l| l == "hopwatch_live_rounds_skipped_total 0"),
             "{none}"
         );
+    }
+
+    #[test]
+    fn memory_is_the_heap_by_state_and_the_live_state_by_part() {
+        let text = encode(MetricsSnapshot {
+            memory: Some(MemoryMetrics {
+                heap_in_use_bytes: Some(30 << 20),
+                heap_mapped_bytes: Some(35 << 20),
+                heap_free_bytes: Some(9 << 20),
+                analysis_bytes: 12 << 20,
+                recent_events_bytes: 4096,
+            }),
+            ..MetricsSnapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "# TYPE hopwatch_heap_bytes gauge",
+            r#"hopwatch_heap_bytes{state="in_use"} 31457280"#,
+            r#"hopwatch_heap_bytes{state="mapped"} 36700160"#,
+            r#"hopwatch_heap_bytes{state="free"} 9437184"#,
+            "# TYPE hopwatch_live_state_bytes gauge",
+            r#"hopwatch_live_state_bytes{part="analysis"} 12582912"#,
+            r#"hopwatch_live_state_bytes{part="recent_events"} 4096"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in {text}");
+        }
+        // Without the allocator's count only the estimates are exported.
+        let estimates_only = encode(MetricsSnapshot {
+            memory: Some(MemoryMetrics::default()),
+            ..MetricsSnapshot::default()
+        })
+        .unwrap();
+        assert!(
+            !estimates_only.contains("hopwatch_heap_bytes"),
+            "{estimates_only}"
+        );
+        assert!(estimates_only.contains("hopwatch_live_state_bytes"));
+        let none = encode(MetricsSnapshot::default()).unwrap();
+        assert!(!none.contains("hopwatch_live_state"), "{none}");
     }
 }

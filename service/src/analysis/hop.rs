@@ -143,11 +143,11 @@ fn nearest_rank(sorted: &[u64], q: f64) -> Option<u64> {
 
 /// Statistics of one hop.
 ///
-/// Memory per hop (window N = 100, x86-64): the struct itself (240 B), ~80 B
-/// per responder seen (at most 8; most hops have one), the window 4 B x N =
-/// 400 B, and the since-start histogram's 8 B per bucket hit (a dozen buckets
-/// on a steady path, a few dozen on a jittery one). In all about 750 B for a
-/// typical hop, whatever its RTT. [`HopStats::approx_memory_bytes`] reports it.
+/// Memory per hop (window N = 100, x86-64): the struct itself (408 B, the
+/// since-start histogram's fixed room included), ~80 B per responder seen
+/// (at most 8; most hops have one), and the window 4 B x N = 400 B. In all
+/// about 900 B for a typical hop, whatever its RTTs, and it does not grow
+/// while the daemon runs. [`HopStats::approx_memory_bytes`] reports it.
 #[derive(Debug, Clone)]
 pub struct HopStats {
     capacity: usize,
@@ -332,7 +332,6 @@ impl HopStats {
     pub fn approx_memory_bytes(&self) -> usize {
         std::mem::size_of::<HopStats>()
             + self.window.capacity() * std::mem::size_of::<WindowSample>()
-            + self.histogram.heap_bytes()
             + self.responders.heap_bytes()
     }
 }
@@ -474,9 +473,16 @@ mod tests {
         for (q, got) in [(0.50, t.p50_ns), (0.95, t.p95_ns), (0.99, t.p99_ns)] {
             let exact = e.sorted[(q * n).ceil() as usize - 1];
             let got = got.unwrap();
-            // The histogram reports its bucket's top: never below, at most 1% above.
+            // The histogram reports its bucket's top: never below, at most a
+            // bucket above. RTTs spread evenly over 0.2–60 ms take more than
+            // its 64 buckets at 0.8 %, so its buckets are wider here.
+            let grouping_power = hop.histogram.grouping_power();
+            assert!(grouping_power < 7);
             assert!(got >= exact, "p{q}: {got} < exact {exact}");
-            assert!(got - exact <= exact / 100, "p{q}: {got} vs exact {exact}");
+            assert!(
+                got - exact <= exact >> grouping_power,
+                "p{q}: {got} vs exact {exact} at grouping power {grouping_power}"
+            );
         }
     }
 
@@ -624,13 +630,15 @@ mod tests {
             hop.record(probe(Some(100_000 + i), A), 0);
         }
         let lan = hop.approx_memory_bytes();
-        assert!(lan < 900, "a LAN hop takes {lan} B");
-        // A new RTT costs one more bucket, however large it is.
+        assert!(lan < 1_000, "a LAN hop takes {lan} B");
+        // New RTTs, however large, and RTTs that never repeat (a busy box's
+        // tail) cost nothing more: the histogram's room is fixed.
         hop.record(probe(Some(10_000_000), A), 0);
-        let wan = hop.approx_memory_bytes();
-        assert!(wan > lan && wan <= lan + 8, "a 10 ms hop takes {wan} B");
         hop.record(probe(Some(10 * HISTOGRAM_MAX_NS), A), 0);
-        let worst = hop.approx_memory_bytes();
-        assert!(worst > wan && worst <= wan + 8, "worst case {worst} B");
+        for i in 0..100_000u64 {
+            hop.record(probe(Some(1_000 + i * 997 % 5_000_000), A), 0);
+        }
+        assert_eq!(hop.approx_memory_bytes(), lan);
+        assert!(hop.histogram.grouping_power() < 7);
     }
 }

@@ -71,6 +71,15 @@ impl TargetView {
     }
 }
 
+/// Approximate bytes of every target's live state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveMemory {
+    /// The running analyses: windows, since-start histograms, responders, path.
+    pub analysis_bytes: u64,
+    /// The recent events kept for the API, up to fifty a target.
+    pub recent_events_bytes: u64,
+}
+
 /// Live state of every target.
 pub struct LiveState {
     analysis_config: AnalysisConfig,
@@ -200,6 +209,26 @@ impl LiveState {
     /// Every target's full view, in name order.
     pub fn targets(&self) -> Vec<TargetView> {
         self.read().values().map(view).collect()
+    }
+
+    /// Approximate bytes the targets' live state holds, by part: what the
+    /// daemon's memory metrics break the heap down into.
+    pub fn memory(&self) -> LiveMemory {
+        let targets = self.read();
+        LiveMemory {
+            analysis_bytes: targets
+                .values()
+                .map(|live| live.analysis.approx_memory_bytes() as u64)
+                .sum(),
+            // The events' own heap (names, addresses) is not counted: a few
+            // dozen bytes each, and bounded by the same RECENT_EVENTS.
+            recent_events_bytes: targets
+                .values()
+                .map(|live| {
+                    (live.recent_events.capacity() * std::mem::size_of::<TargetEvent>()) as u64
+                })
+                .sum(),
+        }
     }
 
     pub fn target_ids(&self) -> Vec<TargetId> {

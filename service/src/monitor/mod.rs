@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 pub use components::{ComponentMode, ComponentStatus, OpenedStore};
-pub use live::{LiveState, TargetEvent, TargetView};
+pub use live::{LiveMemory, LiveState, TargetEvent, TargetView};
 pub use peers::{PeerSet, PeerState, PeerView, WindowStats};
 pub use scheduler::{TargetRunner, TargetSchedule};
 pub use targets::{TargetSet, TargetStatus};

@@ -10,10 +10,13 @@ use hopwatch_web::dto::{
 
 use crate::analysis::{DegradationKind, HopLabels, MiddleboxFact, PathEvent, StatsSnapshot};
 use crate::enrich::{special_purpose, Enricher};
-use crate::monitor::{ComponentMode, ComponentStatus, TargetEvent, TargetStatus, TargetView};
+use crate::monitor::{
+    ComponentMode, ComponentStatus, LiveMemory, TargetEvent, TargetStatus, TargetView,
+};
 use crate::probe::quote::FieldValue;
 use crate::probe::TimestampSource;
 use crate::store::StoredEvent;
+use crate::sys::HeapUsage;
 
 pub fn stats(s: &StatsSnapshot) -> StatsDto {
     StatsDto {
@@ -512,6 +515,20 @@ pub fn component_health(status: &ComponentStatus) -> hopwatch_web::dto::Componen
                 )
             })
             .collect(),
+    }
+}
+
+/// The heap and the live state's parts for /metrics.
+pub fn memory_metrics(
+    heap: Option<HeapUsage>,
+    live: LiveMemory,
+) -> hopwatch_web::metrics::MemoryMetrics {
+    hopwatch_web::metrics::MemoryMetrics {
+        heap_in_use_bytes: heap.map(|h| h.in_use),
+        heap_mapped_bytes: heap.map(|h| h.mapped),
+        heap_free_bytes: heap.map(|h| h.free),
+        analysis_bytes: live.analysis_bytes,
+        recent_events_bytes: live.recent_events_bytes,
     }
 }
 

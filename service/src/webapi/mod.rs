@@ -707,6 +707,10 @@ impl ReadModel for WebApi {
                 .iter()
                 .map(|r| convert::remote_write_metrics(r, now_ms()))
                 .collect(),
+            memory: Some(convert::memory_metrics(
+                crate::sys::heap_usage(),
+                monitor.live().memory(),
+            )),
         }
     }
 

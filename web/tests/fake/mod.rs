@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use hopwatch_web::dto::*;
 use hopwatch_web::metrics::{
-    BranchMetrics, EngineMetrics, Histogram, HopMetrics, KernelMetrics, MetricsSnapshot,
-    PeerMetrics, StoreMetrics, TargetMetrics,
+    BranchMetrics, EngineMetrics, Histogram, HopMetrics, KernelMetrics, MemoryMetrics,
+    MetricsSnapshot, PeerMetrics, StoreMetrics, TargetMetrics,
 };
 use hopwatch_web::{
     AppState, BranchRef, Control, ControlError, FlowSelection, HopSelection, ReadError, ReadModel,
@@ -740,6 +740,13 @@ impl ReadModel for Fake {
         }
         MetricsSnapshot {
             remote_write: Vec::new(),
+            memory: Some(MemoryMetrics {
+                heap_in_use_bytes: Some(31 << 20),
+                heap_mapped_bytes: Some(36 << 20),
+                heap_free_bytes: Some(9 << 20),
+                analysis_bytes: 12 << 20,
+                recent_events_bytes: 6_400,
+            }),
             version: "0.1.0-test".into(),
             timestamp_source: "ebpf".into(),
             engine: EngineMetrics {
