@@ -849,16 +849,36 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state
-        .read(|read| metrics::encode(read.metrics()))
-        .await?
-        .map_err(|err| ApiError::internal("encoding metrics", err))?;
+    // The text is sent as it is encoded, a chunk at a time, so a large
+    // scrape holds a few chunks in memory instead of the whole text
+    // (metrics::encode_chunked).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let aborted = tx.clone();
+    tokio::spawn(async move {
+        let encoded = state
+            .read(move |read| {
+                metrics::encode_chunked(read.metrics(), |chunk| tx.blocking_send(Ok(chunk)).is_ok())
+            })
+            .await;
+        // A scraper that went away is not an error; anything else cuts the
+        // body short, so the scrape fails instead of reading partial metrics.
+        let failed = match encoded {
+            Ok(Ok(())) => return,
+            Ok(Err(_)) if aborted.is_closed() => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::warn!(error = %failed, "encoding /metrics failed; the scrape is cut short");
+        let _ = aborted
+            .send(Err(std::io::Error::other("encoding metrics failed")))
+            .await;
+    });
     Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
-        text,
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response())
 }

@@ -280,11 +280,65 @@ pub struct PeerMetrics {
 
 /// Encodes a snapshot as OpenMetrics text.
 pub fn encode(snapshot: MetricsSnapshot) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    encode_chunked(snapshot, |chunk| {
+        out.push_str(&chunk);
+        true
+    })?;
+    Ok(out)
+}
+
+/// About how many bytes of text [`encode_chunked`] hands over at a time.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Encodes `snapshot`, handing the text to `send` in chunks of about
+/// [`CHUNK_BYTES`] as they fill. At a thousand 10-hop targets the text is
+/// ~19 MB (per-hop histograms); built whole, it and the copies its growth
+/// made took ~30 MiB of the daemon's memory at every scrape
+/// (docs/benchmarks.md, issue 15 step 11). A `send` that returns false (the
+/// scraper went away) stops the encoding with an error.
+pub fn encode_chunked(
+    snapshot: MetricsSnapshot,
+    send: impl FnMut(String) -> bool,
+) -> Result<(), std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(snapshot)));
-    let mut out = String::new();
+    let mut out = ChunkWriter {
+        chunk: String::with_capacity(CHUNK_BYTES),
+        send,
+    };
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
-    Ok(out)
+    out.flush()
+}
+
+/// Collects text into a chunk and sends it once full.
+struct ChunkWriter<S: FnMut(String) -> bool> {
+    chunk: String,
+    send: S,
+}
+
+impl<S: FnMut(String) -> bool> ChunkWriter<S> {
+    fn flush(&mut self) -> std::fmt::Result {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.chunk, String::with_capacity(CHUNK_BYTES));
+        if (self.send)(full) {
+            Ok(())
+        } else {
+            Err(std::fmt::Error)
+        }
+    }
+}
+
+impl<S: FnMut(String) -> bool> std::fmt::Write for ChunkWriter<S> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.chunk.push_str(text);
+        if self.chunk.len() >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -1391,5 +1445,46 @@ mod tests {
         assert!(estimates_only.contains("hopwatch_live_state_bytes"));
         let none = encode(MetricsSnapshot::default()).unwrap();
         assert!(!none.contains("hopwatch_live_state"), "{none}");
+    }
+
+    #[test]
+    fn a_large_scrape_is_handed_over_in_chunks_that_add_up_to_the_whole() {
+        // 300 targets of 10 hops with histograms: about 5 MB of text.
+        let hop = |ttl: u8| HopMetrics {
+            ttl,
+            responder: Some(format!("198.18.{ttl}.1")),
+            rtt: Some(Histogram::default()),
+            ..HopMetrics::default()
+        };
+        let snapshot = MetricsSnapshot {
+            targets: (0..300)
+                .map(|i| TargetMetrics {
+                    target: format!("t{i:04}"),
+                    hops: (1..=10).map(hop).collect(),
+                    ..TargetMetrics::default()
+                })
+                .collect(),
+            ..MetricsSnapshot::default()
+        };
+        let whole = encode(snapshot.clone()).unwrap();
+        assert!(whole.len() > 20 * CHUNK_BYTES, "{} bytes", whole.len());
+        let mut chunks: Vec<String> = Vec::new();
+        encode_chunked(snapshot.clone(), |chunk| {
+            chunks.push(chunk);
+            true
+        })
+        .unwrap();
+        assert!(chunks.len() > 20);
+        // A chunk is sent once it passes the mark: over it by one write at most.
+        assert!(chunks.iter().all(|c| c.len() < CHUNK_BYTES + 4096));
+        assert_eq!(chunks.concat(), whole);
+        // A scraper that goes away stops the encoding at its chunk.
+        let mut sent = 0;
+        let stopped = encode_chunked(snapshot, |_| {
+            sent += 1;
+            sent < 3
+        });
+        assert!(stopped.is_err());
+        assert_eq!(sent, 3);
     }
 }
