@@ -857,7 +857,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     tokio::spawn(async move {
         let encoded = state
             .read(move |read| {
-                metrics::encode_chunked(read.metrics(), |chunk| tx.blocking_send(Ok(chunk)).is_ok())
+                let encoded = metrics::encode_chunked(read.metrics(), |chunk| {
+                    tx.blocking_send(Ok(chunk)).is_ok()
+                });
+                read.scrape_done();
+                encoded
             })
             .await;
         // A scraper that went away is not an error; anything else cuts the

@@ -134,6 +134,12 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Everything /metrics exports, at this instant.
     fn metrics(&self) -> MetricsSnapshot;
 
+    /// Called once a scrape's snapshot has been encoded and dropped: at a
+    /// thousand targets it was ~10 MiB of small pieces, and a daemon may
+    /// hand those pages back to the system rather than keep them resident
+    /// until its next housekeeping.
+    fn scrape_done(&self) {}
+
     /// Events as they happen (route changes, alerts), for live updates.
     fn subscribe(&self) -> broadcast::Receiver<EventDto>;
 

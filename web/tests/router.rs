@@ -1269,6 +1269,8 @@ async fn metrics_follow_prometheus_conventions() {
         .starts_with("application/openmetrics-text"));
     let text = body_text(response).await;
     assert!(text.ends_with("# EOF\n"));
+    // The read model hears that the scrape is done, once the whole body is out.
+    assert_eq!(*fake.scrapes_done.lock().unwrap(), 1);
     let families = families(&text);
     for (name, (kind, help, samples)) in &families {
         assert!(name.starts_with("hopwatch_"), "{name}");

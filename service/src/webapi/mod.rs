@@ -714,6 +714,14 @@ impl ReadModel for WebApi {
         }
     }
 
+    /// A scrape at 1,000 10-hop targets builds every target's view and
+    /// 10,000 hop series; freed, they stayed resident in the web threads'
+    /// heaps until the next flush's trim, ~10 MiB at scrapes every 15 s
+    /// (docs/benchmarks.md, issue 15 step 11).
+    fn scrape_done(&self) {
+        crate::sys::return_freed_memory();
+    }
+
     fn remote_write(&self) -> Vec<hopwatch_web::dto::RemoteWriteDto> {
         self.remote_status()
             .iter()

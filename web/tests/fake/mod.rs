@@ -394,6 +394,8 @@ pub struct Fake {
     pub read_delay: Mutex<std::time::Duration>,
     /// The range of every series read, in order.
     pub series_ranges: Mutex<Vec<TimeRange>>,
+    /// Scrapes encoded and told so (`scrape_done`).
+    pub scrapes_done: Mutex<u32>,
 }
 
 impl Fake {
@@ -407,6 +409,7 @@ impl Fake {
             fail_store: Mutex::new(false),
             read_delay: Mutex::new(std::time::Duration::ZERO),
             series_ranges: Mutex::new(Vec::new()),
+            scrapes_done: Mutex::new(0),
         })
     }
 
@@ -731,6 +734,10 @@ impl ReadModel for Fake {
             .collect();
         found.sort_by_key(|i| std::cmp::Reverse(i.raised_at_ms));
         found
+    }
+
+    fn scrape_done(&self) {
+        *self.scrapes_done.lock().unwrap() += 1;
     }
 
     fn metrics(&self) -> MetricsSnapshot {
