@@ -848,7 +848,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     Ok((status, Json(body)).into_response())
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn metrics(State(state): State<AppState>) -> Response {
     // The text is sent as it is encoded, a chunk at a time, so a large
     // scrape holds a few chunks in memory instead of the whole text
     // (metrics::encode_chunked).
@@ -877,14 +877,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             .send(Err(std::io::Error::other("encoding metrics failed")))
             .await;
     });
-    Ok((
+    (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),
         )],
         axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

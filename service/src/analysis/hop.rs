@@ -475,7 +475,7 @@ mod tests {
             let got = got.unwrap();
             // The histogram reports its bucket's top: never below, at most a
             // bucket above. RTTs spread evenly over 0.2–60 ms take more than
-            // its 64 buckets at 0.8 %, so its buckets are wider here.
+            // its 32 buckets at 0.8 %, so its buckets are wider here.
             let grouping_power = hop.histogram.grouping_power();
             assert!(grouping_power < 7);
             assert!(got >= exact, "p{q}: {got} < exact {exact}");

@@ -1,4 +1,4 @@
-//! A hop's since-start RTT distribution in a fixed 200 bytes: the
+//! A hop's since-start RTT distribution in a fixed 216 bytes: the
 //! `histogram` crate's log-linear buckets, kept sparse (only the buckets a
 //! sample fell in: a dozen on a steady path, a few dozen on a jittery one)
 //! instead of a dense array of counters, in room of its own inside the hop
@@ -40,7 +40,7 @@ const GROUPING_POWER: u8 = 7;
 const MAX_VALUE_POWER: u8 = 27;
 /// The most buckets a hop keeps, 6 bytes each: a steady WAN hop uses a
 /// dozen at full precision.
-pub const MAX_BUCKETS: usize = 32;
+const MAX_BUCKETS: usize = 32;
 
 /// The since-start RTT distribution of one hop.
 #[derive(Debug, Clone)]

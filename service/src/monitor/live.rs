@@ -214,21 +214,15 @@ impl LiveState {
     /// Approximate bytes the targets' live state holds, by part: what the
     /// daemon's memory metrics break the heap down into.
     pub fn memory(&self) -> LiveMemory {
-        let targets = self.read();
-        LiveMemory {
-            analysis_bytes: targets
-                .values()
-                .map(|live| live.analysis.approx_memory_bytes() as u64)
-                .sum(),
+        let mut memory = LiveMemory::default();
+        for live in self.read().values() {
+            memory.analysis_bytes += live.analysis.approx_memory_bytes() as u64;
             // The events' own heap (names, addresses) is not counted: a few
             // dozen bytes each, and bounded by the same RECENT_EVENTS.
-            recent_events_bytes: targets
-                .values()
-                .map(|live| {
-                    (live.recent_events.capacity() * std::mem::size_of::<TargetEvent>()) as u64
-                })
-                .sum(),
+            memory.recent_events_bytes +=
+                (live.recent_events.capacity() * std::mem::size_of::<TargetEvent>()) as u64;
         }
+        memory
     }
 
     pub fn target_ids(&self) -> Vec<TargetId> {
