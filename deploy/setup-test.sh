@@ -22,7 +22,8 @@
 #     the arm64 VM image's debootstrap)
 #   - the arm64 VM (deploy/vm.sh --arch arm64): qemu-system-arm, which has
 #     qemu-system-aarch64 (the kernel is booted directly: no UEFI firmware)
-#   - stamp-suite (the STAMP interop peer) and cargo-fuzz, built with cargo
+#   - stamp-suite (the STAMP interop peer), cargo-fuzz and cargo-nextest (the
+#     test runner deploy/test.sh uses), built with cargo
 #   - rustfmt and clippy, which CI checks with
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,18 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install --quiet --locked "cargo-fuzz@${CARGO_FUZZ_VERSION}"
 fi
 
-# 4. Userspace toolchain components CI checks with.
+# 4. cargo-nextest, pinned: deploy/test.sh runs the tests with it, the test
+#    binaries side by side (.config/nextest.toml). Built without its
+#    self-update (the feature set its authors recommend for such builds),
+#    which leaves out an HTTP and TLS stack this machine never uses.
+NEXTEST_VERSION=0.9.151
+if ! cargo nextest --version 2>/dev/null | grep -q "^cargo-nextest $NEXTEST_VERSION "; then
+    log "building cargo-nextest $NEXTEST_VERSION (about 5 minutes)"
+    cargo install --quiet --locked --no-default-features --features default-no-update \
+        "cargo-nextest@${NEXTEST_VERSION}"
+fi
+
+# 5. Userspace toolchain components CI checks with.
 if command -v rustup >/dev/null; then
     for component in rustfmt clippy; do
         rustup component list --installed 2>/dev/null | grep -q "^${component}" ||
@@ -74,4 +86,4 @@ if command -v rustup >/dev/null; then
     done
 fi
 
-log "test tools ok (stamp-suite ${STAMP_SUITE_VERSION}, cargo-fuzz ${CARGO_FUZZ_VERSION})"
+log "test tools ok (stamp-suite ${STAMP_SUITE_VERSION}, cargo-fuzz ${CARGO_FUZZ_VERSION}, cargo-nextest ${NEXTEST_VERSION})"

@@ -19,10 +19,16 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
-# Lab tests spend their time waiting on packets, not CPU: run more of them at
-# once than there are cores.
-cargo test --workspace --locked -- --test-threads "${HOPWATCH_TEST_THREADS:-8}"
+step "cargo test (with cargo-nextest: the test binaries side by side)"
+# Lab tests spend their time waiting on packets, timers and alerts, not CPU.
+# `cargo test` runs one test binary at a time, so the long lab binaries ran
+# one after another; nextest runs every test as its own process and tests of
+# different binaries at once. .config/nextest.toml says how many, which run
+# first (the longest) and which run alone (those that judge timing).
+# HOPWATCH_TEST_THREADS overrides how many at once.
+cargo nextest run --workspace --locked ${HOPWATCH_TEST_THREADS:+--test-threads "$HOPWATCH_TEST_THREADS"}
+# nextest does not run doctests.
+cargo test --workspace --locked --doc
 
 step "arm64: unit tests under qemu-user, and the arm64 .deb"
 # The cross build (deploy/arm64.sh: Debian's rustc-web and its arm64 std, the
