@@ -119,6 +119,8 @@ fn random_loss_is_measurable_and_removable() {
 /// The tests that judge timing (delay, jitter, blackout length) take turns:
 /// on two cores, two of them side by side delay each other's userspace delay
 /// element and iptables calls and fail on tolerances that hold alone.
+/// Across binaries, under nextest (deploy/test.sh), `.config/nextest.toml`
+/// runs them alone by name: a test that takes a turn here is named there.
 static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn timing_turn() -> std::sync::MutexGuard<'static, ()> {

@@ -176,6 +176,8 @@ fn assert_stamp_suite(what: &str, measured_ms: f64, held: Held, mean: bool) {
 
 /// The tests that judge delays take turns: on two cores, side by side, they
 /// delay each other's delay elements and the path between them.
+/// Across binaries, under nextest (deploy/test.sh), `.config/nextest.toml`
+/// runs them alone by name: a test that takes a turn here is named there.
 static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn timing_turn() -> std::sync::MutexGuard<'static, ()> {

@@ -79,7 +79,9 @@ fn get_json(lab: &Lab, url: &str, query: &[(&str, &str)]) -> Value {
 /// The tests that judge timing under load (probe accuracy, rounds on
 /// schedule) take their turn alone: on two cores, a headless Chromium or a
 /// Prometheus beside them takes the CPU their daemon is judged on. The other
-/// tests may run side by side.
+/// tests may run side by side. Across binaries, under nextest
+/// (deploy/test.sh), `.config/nextest.toml` runs them alone by name: a test
+/// that takes its turn alone here is named there.
 static TIMING: RwLock<()> = RwLock::new(());
 
 fn alone() -> RwLockWriteGuard<'static, ()> {
